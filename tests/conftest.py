@@ -1,0 +1,68 @@
+"""Shared test harness.
+
+- `control_plane`: one real etcd + kube-apiserver for the whole test session,
+  on free loopback ports and a temporary state directory, so it never collides
+  with a developer's `wukong dev up` cluster.
+- `client`: the project's client, configured from that cluster's kubeconfig.
+- `namespace`: a fresh namespace per test.
+
+Tests under tests/integration, tests/ebpf and tests/e2e get the matching marker;
+`ebpf` tests are skipped unless running as root.
+"""
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from wukong.devcluster import ControlPlane, ControlPlaneConfig
+from wukong.devcluster.processes import free_port
+from wukong.runtime.client import Client
+from wukong.runtime.resources import NAMESPACES
+
+_MARKED_DIRECTORIES = ("integration", "ebpf", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for marker in _MARKED_DIRECTORIES:
+            if marker in parts:
+                item.add_marker(getattr(pytest.mark, marker))
+        if item.get_closest_marker("ebpf") and os.geteuid() != 0:
+            item.add_marker(pytest.mark.skip(reason="eBPF tests need root"))
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    config = ControlPlaneConfig(
+        state_dir=tmp_path_factory.mktemp("control-plane"),
+        apiserver_port=free_port(),
+        etcd_port=free_port(),
+        etcd_peer_port=free_port(),
+    )
+    plane = ControlPlane(config)
+    plane.up(progress=lambda message: print(message, file=sys.stderr))
+    yield plane
+    plane.down(progress=lambda _: None)
+
+
+@pytest.fixture
+async def client(control_plane: ControlPlane) -> AsyncIterator[Client]:
+    async with await Client.from_kubeconfig(control_plane.kubeconfig) as api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(client: Client) -> AsyncIterator[str]:
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    await client.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    yield name
+    # Without a controller-manager the namespace stays Terminating; its name is
+    # unique, so that harms no later test.
+    await client.delete(NAMESPACES, name)

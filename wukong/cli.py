@@ -1,0 +1,180 @@
+"""The `wukong` command.
+
+Subcommands are added as the parts they drive exist; each has its own `--help`.
+Errors a user can act on are printed as one line (`wukong: error: ...`) with
+exit status 1, never as a traceback.
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from wukong import __version__
+from wukong.devcluster import ControlPlane, ControlPlaneConfig, DevClusterError, binaries
+from wukong.devcluster.paths import default_state_dir
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the cluster keeps certificates, kubeconfig, pid files and logs "
+        "(default: $WUKONG_DEV_STATE_DIR or ~/.cache/wukong/dev)",
+    )
+    if ports:
+        parser.add_argument(
+            "--apiserver-port",
+            type=int,
+            default=None,
+            help="kube-apiserver secure port on 127.0.0.1 (default 6443)",
+        )
+        parser.add_argument(
+            "--etcd-port",
+            type=int,
+            default=None,
+            help="etcd client port on 127.0.0.1 (default 2379)",
+        )
+        parser.add_argument(
+            "--etcd-peer-port",
+            type=int,
+            default=None,
+            help="etcd peer port on 127.0.0.1 (default 2380)",
+        )
+
+
+def _control_plane(args: argparse.Namespace) -> ControlPlane:
+    state_dir = args.state_dir or default_state_dir()
+    config = ControlPlaneConfig.for_state_dir(
+        state_dir,
+        apiserver_port=getattr(args, "apiserver_port", None),
+        etcd_port=getattr(args, "etcd_port", None),
+        etcd_peer_port=getattr(args, "etcd_peer_port", None),
+    )
+    return ControlPlane(config)
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    plane = _control_plane(args)
+    plane.up(progress=_progress)
+    _progress(f'kubectl --kubeconfig "{plane.kubeconfig}" get ns')
+    return 0
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    _control_plane(args).down(progress=_progress)
+    return 0
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    plane = _control_plane(args)
+    status = plane.status()
+    for component in status.components:
+        pid = f" (pid {component.pid})" if component.pid else ""
+        print(f"{component.name:<15} {component.state}{pid}  log: {component.log_file}")
+    print(
+        f"{'server':<15} {plane.server_url}  ready: {'yes' if status.ready else 'no'}"
+        f"  version: {status.version or '-'}"
+    )
+    print(f"{'kubeconfig':<15} {status.kubeconfig or '-'}")
+    return 0 if status.running and status.ready else 3
+
+
+def _dev_kubeconfig(args: argparse.Namespace) -> int:
+    plane = _control_plane(args)
+    if not plane.kubeconfig.is_file():
+        raise DevClusterError("no kubeconfig yet; start the control plane with `wukong dev up`")
+    print(plane.kubeconfig)
+    return 0
+
+
+def _dev_build(args: argparse.Namespace) -> int:
+    path = binaries.kube_apiserver_binary(progress=_progress)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wukong",
+        description="Wukong: a Kubernetes operator for VMs that explains every reconcile.",
+    )
+    parser.add_argument("--version", action="version", version=f"wukong {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser(
+        "dev",
+        help="run a real local control plane (etcd + kube-apiserver)",
+        description="A real local Kubernetes control plane for development and tests: etcd 3.5 "
+        "and a kube-apiserver built once from the pinned Kubernetes release and cached. "
+        "It has no kubelet or controller-manager: namespaces are not finalized and owner "
+        "references are not garbage-collected.",
+    )
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+
+    up = dev_commands.add_parser(
+        "up",
+        help="start the control plane and wait until it is ready",
+        description="Start etcd and kube-apiserver in the background and return when /readyz is "
+        "ok and the default namespace exists. The first run builds kube-apiserver (minutes); "
+        "later runs start in seconds. Does nothing if it is already running.",
+    )
+    _add_cluster_options(up, ports=True)
+    up.set_defaults(handler=_dev_up)
+
+    down = dev_commands.add_parser(
+        "down",
+        help="stop the control plane and delete its data",
+        description="Stop kube-apiserver and etcd and delete etcd's data. Certificates and the "
+        "kubeconfig are kept for the next `up`.",
+    )
+    _add_cluster_options(down, ports=False)
+    down.set_defaults(handler=_dev_down)
+
+    status = dev_commands.add_parser(
+        "status",
+        help="show whether the control plane runs and is ready",
+        description="Show each component's process and log, the server URL, readiness and "
+        "version. Exit status 0 when running and ready, 3 otherwise.",
+    )
+    _add_cluster_options(status, ports=False)
+    status.set_defaults(handler=_dev_status)
+
+    kubeconfig = dev_commands.add_parser(
+        "kubeconfig",
+        help="print the path of the admin kubeconfig",
+        description='Print the admin kubeconfig path, for kubectl --kubeconfig "$(wukong dev '
+        'kubeconfig)".',
+    )
+    _add_cluster_options(kubeconfig, ports=False)
+    kubeconfig.set_defaults(handler=_dev_kubeconfig)
+
+    build = dev_commands.add_parser(
+        "build",
+        help="build (or find in the cache) the kube-apiserver binary",
+        description="Build kube-apiserver from the Go module proxy through the wrapper module in "
+        "wukong/devcluster/apiserver, cache it under ~/.cache/wukong/bin and print its path.",
+    )
+    build.set_defaults(handler=_dev_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except DevClusterError as exc:
+        print(f"wukong: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

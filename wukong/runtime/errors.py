@@ -1,0 +1,51 @@
+"""Errors the API server returns, as distinct exception types.
+
+Reconcilers branch on these (NotFound: the object is gone; Conflict: re-read and
+retry), so each is its own class instead of a status code to compare.
+"""
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, carrying its `Status` fields."""
+
+    def __init__(self, *, status: int, reason: str, message: str, verb: str, path: str) -> None:
+        super().__init__(f"{verb} {path}: {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.verb = verb
+        self.path = path
+
+
+class NotFound(ApiError):
+    """404: the object (or its namespace, or its resource type) does not exist."""
+
+
+class Conflict(ApiError):
+    """409 Conflict: the object changed since it was read (stale resourceVersion)."""
+
+
+class AlreadyExists(ApiError):
+    """409 AlreadyExists: create of a name that is taken."""
+
+
+class Gone(ApiError):
+    """410: a watch or list resumed from a resourceVersion that was compacted away."""
+
+
+class Invalid(ApiError):
+    """422: the object failed validation (schema, CEL rule, immutable field)."""
+
+
+def api_error(*, status: int, body: dict[str, Any] | None, verb: str, path: str) -> ApiError:
+    """The exception for an error response, chosen by HTTP status and Status reason."""
+    body = body or {}
+    reason = str(body.get("reason") or "")
+    message = str(body.get("message") or "")
+    kinds: dict[int, type[ApiError]] = {404: NotFound, 410: Gone, 422: Invalid}
+    cls = kinds.get(status, ApiError)
+    if status == 409:
+        cls = AlreadyExists if reason == "AlreadyExists" else Conflict
+    return cls(status=status, reason=reason, message=message, verb=verb, path=path)
