@@ -1,41 +1,56 @@
-"""An async Kubernetes client that speaks plain dicts.
+"""An async Kubernetes client that speaks plain dicts, bounded by deadlines.
 
 Configuration (kubeconfig, in-cluster service account, exec plugins, token
 refresh) and the HTTP transport come from `kubernetes_asyncio`; objects are
 plain JSON dicts, because an operator handles custom resources as much as
 built-in ones and generated model classes would only get in the way.
 
-Every call takes a `timeout` in seconds: the whole request, response body
-included, must finish within it (a watch is bounded by `timeout_seconds`
-instead, on the server and on the client). Error answers raise the distinct
-exceptions of `wukong.runtime.errors`.
+Time bounds. A client may carry a *deadline* (`with_deadline`, used by the
+reconcile context): every call then gets at most the time left, as the HTTP
+timeout and, for list and watch, as the server's `timeoutSeconds`. A call may
+also pass its own `timeout`; the smaller bound wins. A call that runs out of
+its own time raises `ApiTimeout` (the `api_timeout` cancel reason); when the
+*reconcile* runs out of time its task is cancelled, which aborts the call in
+flight (aiohttp closes the connection on cancellation).
+
+Errors. Error answers raise the distinct exceptions of `wukong.runtime.errors`.
+429 answers with `Retry-After` are retried within the time bound, as client-go does.
+
+Observation. Each finished call is reported to the `ApiCallObserver`s given at
+construction (metrics count them, tracing makes child spans).
 """
 
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from wukong.runtime.errors import Gone, api_error
+from wukong.runtime.errors import ApiError, ApiTimeout, api_error
 from wukong.runtime.resources import Resource
 
 Object = dict[str, Any]
 # Defined here: inside Client, `list` names the verb, not the builtin.
 Query = list[tuple[str, str]]
+Body = Object | list[Object]
 
 # Extra client-side time for a watch beyond its server-side timeoutSeconds, so
 # the server's clean end of the stream arrives before the client gives up.
 _WATCH_SLACK_SECONDS = 5.0
 _MAX_THROTTLE_RETRIES = 10
 _MAX_RETRY_AFTER_SECONDS = 5.0
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 @dataclass(frozen=True)
@@ -46,15 +61,53 @@ class WatchEvent:
     object: Object
 
 
+@dataclass(frozen=True, kw_only=True)
+class ApiCall:
+    """One finished API call, as reported to observers."""
+
+    verb: str  # Kubernetes verb: get, list, watch, create, update, patch, delete
+    method: str  # HTTP method
+    resource: str  # plural, e.g. "wukongs"
+    namespace: str | None
+    path: str
+    status_code: int | None  # None when no answer arrived (timeout, cancellation)
+    started: float  # time.time()
+    duration: float
+    retries: int
+    error: BaseException | None
+
+
+class ApiCallObserver(Protocol):
+    def __call__(self, call: ApiCall) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Verb:
+    name: str
+    method: str
+
+
 class Client:
     """Typed verbs over the Kubernetes REST API. Use as an async context manager."""
 
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        observers: Sequence[ApiCallObserver] = (),
+        deadline: float | None = None,
+    ) -> None:
         self._api = api_client
+        self._observers = tuple(observers)
+        self._deadline = deadline  # event-loop time, see with_deadline
 
     @classmethod
     async def from_kubeconfig(
-        cls, path: str | Path | None = None, *, context: str | None = None
+        cls,
+        path: str | Path | None = None,
+        *,
+        context: str | None = None,
+        observers: Sequence[ApiCallObserver] = (),
     ) -> Self:
         configuration = k8s_client.Configuration()
         await k8s_config.load_kube_config(
@@ -63,16 +116,28 @@ class Client:
             client_configuration=configuration,
             persist_config=False,
         )
-        return cls(k8s_client.ApiClient(configuration=configuration))
+        return cls(k8s_client.ApiClient(configuration=configuration), observers=observers)
 
     @classmethod
-    async def from_environment(cls) -> Self:
+    async def from_environment(cls, *, observers: Sequence[ApiCallObserver] = ()) -> Self:
         """In a pod: its service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             configuration = k8s_client.Configuration()
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return cls(k8s_client.ApiClient(configuration=configuration))
-        return await cls.from_kubeconfig(os.environ.get("KUBECONFIG") or None)
+            return cls(k8s_client.ApiClient(configuration=configuration), observers=observers)
+        return await cls.from_kubeconfig(os.environ.get("KUBECONFIG") or None, observers=observers)
+
+    def with_deadline(self, deadline: float) -> "Client":
+        """A view of this client whose calls end by `deadline` (event-loop time).
+
+        It shares the connection pool; closing it is the original's job.
+        """
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
+        return Client(self._api, observers=self._observers, deadline=deadline)
+
+    def add_observer(self, observer: ApiCallObserver) -> None:
+        self._observers = (*self._observers, observer)
 
     async def close(self) -> None:
         await self._api.close()
@@ -99,7 +164,7 @@ class Client:
         timeout: float | None = None,
     ) -> Object:
         path = resource.path(namespace=namespace, name=name)
-        return await self._request("GET", path, timeout=timeout)
+        return await self._call(_GET, resource, namespace, path, timeout=timeout)
 
     async def list(
         self,
@@ -111,11 +176,10 @@ class Client:
         timeout: float | None = None,
     ) -> Object:
         """The list object: `items` plus `metadata.resourceVersion` to watch from."""
+        path = resource.path(namespace=namespace)
         query = _selectors(label_selector, field_selector)
-        if timeout is not None:
-            query.append(("timeoutSeconds", str(max(1, int(timeout)))))
-        return await self._request(
-            "GET", resource.path(namespace=namespace), query=query, timeout=timeout
+        return await self._call(
+            _LIST, resource, namespace, path, query=query, timeout=timeout, server_timeout=True
         )
 
     async def create(
@@ -127,8 +191,99 @@ class Client:
         timeout: float | None = None,
     ) -> Object:
         namespace = namespace or body.get("metadata", {}).get("namespace")
-        return await self._request(
-            "POST", resource.path(namespace=namespace), body=body, timeout=timeout
+        path = resource.path(namespace=namespace)
+        return await self._call(_CREATE, resource, namespace, path, body=body, timeout=timeout)
+
+    async def update(
+        self,
+        resource: Resource,
+        body: Object,
+        *,
+        subresource: str | None = None,
+        timeout: float | None = None,
+    ) -> Object:
+        """PUT the whole object; `Conflict` if its resourceVersion is stale."""
+        metadata = body["metadata"]
+        namespace = metadata.get("namespace")
+        path = resource.path(namespace=namespace, name=metadata["name"], subresource=subresource)
+        return await self._call(_UPDATE, resource, namespace, path, body=body, timeout=timeout)
+
+    async def update_status(
+        self, resource: Resource, body: Object, *, timeout: float | None = None
+    ) -> Object:
+        return await self.update(resource, body, subresource="status", timeout=timeout)
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Body,
+        *,
+        namespace: str | None = None,
+        patch_type: str = MERGE_PATCH,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        force: bool = False,
+        timeout: float | None = None,
+    ) -> Object:
+        """Patch with a merge patch (default), a JSON patch list, or server-side apply.
+
+        Server-side apply (`patch_type=APPLY_PATCH`) needs `field_manager`;
+        `force=True` takes over fields owned by other managers.
+        """
+        path = resource.path(namespace=namespace, name=name, subresource=subresource)
+        query: Query = []
+        if field_manager:
+            query.append(("fieldManager", field_manager))
+        if patch_type == APPLY_PATCH:
+            if not field_manager:
+                raise ValueError("server-side apply needs a field_manager")
+            if force:
+                query.append(("force", "true"))
+        return await self._call(
+            _PATCH,
+            resource,
+            namespace,
+            path,
+            query=query,
+            body=patch,
+            content_type=patch_type,
+            timeout=timeout,
+        )
+
+    async def patch_status(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Object,
+        *,
+        namespace: str | None = None,
+        timeout: float | None = None,
+    ) -> Object:
+        return await self.patch(
+            resource, name, patch, namespace=namespace, subresource="status", timeout=timeout
+        )
+
+    async def apply(
+        self,
+        resource: Resource,
+        body: Object,
+        *,
+        field_manager: str,
+        force: bool = True,
+        timeout: float | None = None,
+    ) -> Object:
+        """Server-side apply of a (partial) object: create it or take over its fields."""
+        metadata = body["metadata"]
+        return await self.patch(
+            resource,
+            metadata["name"],
+            body,
+            namespace=metadata.get("namespace"),
+            patch_type=APPLY_PATCH,
+            field_manager=field_manager,
+            force=force,
+            timeout=timeout,
         )
 
     async def delete(
@@ -137,10 +292,12 @@ class Client:
         name: str,
         *,
         namespace: str | None = None,
+        propagation_policy: str | None = None,
         timeout: float | None = None,
     ) -> Object:
         path = resource.path(namespace=namespace, name=name)
-        return await self._request("DELETE", path, timeout=timeout)
+        body = {"propagationPolicy": propagation_policy} if propagation_policy else None
+        return await self._call(_DELETE, resource, namespace, path, body=body, timeout=timeout)
 
     async def watch(
         self,
@@ -149,27 +306,33 @@ class Client:
         namespace: str | None = None,
         resource_version: str | None = None,
         timeout_seconds: int = 300,
+        inactivity_timeout: float | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> AsyncIterator[WatchEvent]:
         """Stream events until the server ends the watch after `timeout_seconds`.
 
+        `inactivity_timeout` bounds the silence between two events (bookmarks
+        included), so a dead connection raises `ApiTimeout` instead of hanging.
         Raises `Gone` when `resource_version` is too old: the caller must list again.
         """
         query = _selectors(label_selector, field_selector)
-        query += [
-            ("watch", "true"),
-            ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(timeout_seconds)),
-        ]
+        query += [("watch", "true"), ("allowWatchBookmarks", "true")]
         if resource_version:
             query.append(("resourceVersion", resource_version))
         path = resource.path(namespace=namespace)
-        response = await self._send(
-            "GET", path, query=query, timeout=timeout_seconds + _WATCH_SLACK_SECONDS
+        budget = self._budget(timeout_seconds + _WATCH_SLACK_SECONDS)
+        assert budget is not None  # a watch always has a timeout
+        query.append(("timeoutSeconds", str(max(1, int(budget - _WATCH_SLACK_SECONDS)))))
+        response = await self._open(
+            _WATCH,
+            resource,
+            namespace,
+            path,
+            query=query,
+            timeout=aiohttp.ClientTimeout(total=budget, sock_read=inactivity_timeout),
         )
         try:
-            await self._raise_for_status(response, "WATCH", path)
             async for line in response.content:
                 if not line.strip():
                     continue
@@ -180,43 +343,108 @@ class Client:
                         status=int(status.get("code", 500)), body=status, verb="WATCH", path=path
                     )
                 yield WatchEvent(event["type"], event["object"])
+        except TimeoutError:
+            raise ApiTimeout(
+                verb="WATCH", path=path, timeout=inactivity_timeout or budget
+            ) from None
         finally:
             response.release()
 
     # -- transport ---------------------------------------------------------------
 
-    async def _request(
+    def _budget(self, timeout: float | None) -> float | None:
+        """The time this call may take: its own timeout, capped by the deadline."""
+        if self._deadline is None:
+            return timeout
+        left = self._deadline - asyncio.get_running_loop().time()
+        return left if timeout is None else min(timeout, left)
+
+    async def _call(
         self,
-        verb: str,
+        verb: _Verb,
+        resource: Resource,
+        namespace: str | None,
         path: str,
         *,
         query: Query | None = None,
-        body: Object | None = None,
+        body: Body | None = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        server_timeout: bool = False,
     ) -> Object:
-        response = await self._send(
-            verb, path, query=query, body=body, content_type=content_type, timeout=timeout
+        budget = self._budget(timeout)
+        query = list(query or [])
+        if server_timeout and budget is not None:
+            query.append(("timeoutSeconds", str(max(1, int(budget)))))
+        response = await self._open(
+            verb,
+            resource,
+            namespace,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+            timeout=aiohttp.ClientTimeout(total=budget),
         )
         try:
-            await self._raise_for_status(response, verb, path)
             result: Object = await response.json()
             return result
+        except TimeoutError:
+            raise ApiTimeout(verb=verb.name, path=path, timeout=budget) from None
         finally:
             response.release()
 
-    async def _send(
+    async def _open(
         self,
-        verb: str,
+        verb: _Verb,
+        resource: Resource,
+        namespace: str | None,
         path: str,
         *,
-        query: Query | None = None,
-        body: Object | None = None,
+        query: Query,
+        timeout: aiohttp.ClientTimeout,
+        body: Body | None = None,
         content_type: str = "application/json",
-        timeout: float | None = None,
     ) -> aiohttp.ClientResponse:
+        """Send a request; return the response once its status is 2xx, else raise."""
+        started_wall, started = time.time(), time.monotonic()
+        retries = 0
+        status: int | None = None
+        error: BaseException | None = None
+        try:
+            if timeout.total is not None and timeout.total <= 0:
+                raise ApiTimeout(verb=verb.name, path=path, timeout=0.0)
+            retries, response = await self._send_with_retries(
+                verb, path, query=query, body=body, content_type=content_type, timeout=timeout
+            )
+            status = response.status
+            if status >= 400:
+                raise await _error_from(response, verb.name, path)
+            return response
+        except TimeoutError:
+            error = ApiTimeout(verb=verb.name, path=path, timeout=timeout.total)
+            raise error from None
+        except BaseException as exc:  # CancelledError too: report it, then re-raise
+            error = exc
+            raise
+        finally:
+            if status is not None or error is not None:
+                self._report(
+                    verb, resource, namespace, path, status, started_wall, started, retries, error
+                )
+
+    async def _send_with_retries(
+        self,
+        verb: _Verb,
+        path: str,
+        *,
+        query: Query,
+        body: Body | None,
+        content_type: str,
+        timeout: aiohttp.ClientTimeout,
+    ) -> tuple[int, aiohttp.ClientResponse]:
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout.total is None else loop.time() + timeout.total
         for attempt in range(_MAX_THROTTLE_RETRIES + 1):
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
             # _preload_content=False hands back aiohttp's response unread, so
@@ -224,19 +452,21 @@ class Client:
             # generated client.
             response: aiohttp.ClientResponse = await self._api.call_api(
                 path,
-                verb,
-                query_params=query or [],
+                verb.method,
+                query_params=query,
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 body=body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
-                _request_timeout=aiohttp.ClientTimeout(total=remaining),
+                _request_timeout=aiohttp.ClientTimeout(
+                    total=remaining, sock_read=timeout.sock_read
+                ),
             )
             delay = _retry_after(response)
             if delay is None or attempt == _MAX_THROTTLE_RETRIES:
-                return response
+                return attempt, response
             if deadline is not None and loop.time() + delay >= deadline:
-                return response  # no time left to wait: let the 429 surface
+                return attempt, response  # no time left to wait: let the 429 surface
             # 429 with Retry-After: the server asks us to come back (APF
             # throttling, or a watch cache still initialising after a CRD was
             # created). client-go retries these the same way.
@@ -244,16 +474,53 @@ class Client:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    async def _raise_for_status(response: aiohttp.ClientResponse, verb: str, path: str) -> None:
-        if response.status < 400:
+    def _report(
+        self,
+        verb: _Verb,
+        resource: Resource,
+        namespace: str | None,
+        path: str,
+        status: int | None,
+        started_wall: float,
+        started: float,
+        retries: int,
+        error: BaseException | None,
+    ) -> None:
+        if not self._observers:
             return
-        try:
-            body = await response.json(content_type=None)
-        except (ValueError, aiohttp.ContentTypeError):
-            body = {"message": (await response.text())[:500]}
-        error = api_error(status=response.status, body=body, verb=verb, path=path)
-        raise error
+        call = ApiCall(
+            verb=verb.name,
+            method=verb.method,
+            resource=resource.plural,
+            namespace=namespace,
+            path=path,
+            status_code=status,
+            started=started_wall,
+            duration=time.monotonic() - started,
+            retries=retries,
+            error=error,
+        )
+        for observer in self._observers:
+            observer(call)
+
+
+_GET = _Verb("get", "GET")
+_LIST = _Verb("list", "GET")
+_WATCH = _Verb("watch", "GET")
+_CREATE = _Verb("create", "POST")
+_UPDATE = _Verb("update", "PUT")
+_PATCH = _Verb("patch", "PATCH")
+_DELETE = _Verb("delete", "DELETE")
+
+
+async def _error_from(response: aiohttp.ClientResponse, verb: str, path: str) -> ApiError:
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        body = {"message": (await response.text())[:500]}
+    finally:
+        response.release()
+    return api_error(status=response.status, body=body, verb=verb, path=path)
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -273,6 +540,3 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> Query:
     if field_selector:
         query.append(("fieldSelector", field_selector))
     return query
-
-
-__all__ = ["Client", "Gone", "Object", "WatchEvent"]

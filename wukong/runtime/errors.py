@@ -39,6 +39,17 @@ class Invalid(ApiError):
     """422: the object failed validation (schema, CEL rule, immutable field)."""
 
 
+class ApiTimeout(TimeoutError):
+    """A call ran out of its time bound before the server answered (`api_timeout`)."""
+
+    def __init__(self, *, verb: str, path: str, timeout: float | None) -> None:
+        bound = f"{timeout:.3f}s" if timeout is not None else "its time bound"
+        super().__init__(f"{verb} {path}: no answer within {bound}")
+        self.verb = verb
+        self.path = path
+        self.timeout = timeout
+
+
 def api_error(*, status: int, body: dict[str, Any] | None, verb: str, path: str) -> ApiError:
     """The exception for an error response, chosen by HTTP status and Status reason."""
     body = body or {}
