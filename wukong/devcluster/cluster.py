@@ -180,6 +180,40 @@ class ControlPlane:
             shutil.rmtree(data_dir, ignore_errors=True)
             self._save_settings(etcd_data_dir=None)
 
+    def restart_apiserver(self, *, progress: Progress) -> None:
+        """Stop and start kube-apiserver alone (etcd and its data stay)."""
+        processes.stop(self._apiserver)
+        apiserver = binaries.kube_apiserver_binary(progress=progress)
+        proc = processes.start(self._apiserver, self._apiserver_argv(apiserver, self._pki))
+        self._wait_until(
+            self._apiserver, proc, self._apiserver_ready, what="kube-apiserver /readyz"
+        )
+
+    def stop_apiserver(self) -> None:
+        processes.stop(self._apiserver)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision; return that revision.
+
+        Watches resuming from an older resourceVersion then get 410 Gone.
+        """
+        etcdctl = binaries.etcd_binary().with_name("etcdctl")
+        endpoint = f"--endpoints=http://{self.config.host}:{self.config.etcd_port}"
+        status = subprocess.run(
+            [str(etcdctl), endpoint, "endpoint", "status", "--write-out=json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        revision = int(json.loads(status.stdout)[0]["Status"]["header"]["revision"])
+        subprocess.run(
+            [str(etcdctl), endpoint, "compact", str(revision)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return revision
+
     def status(self) -> Status:
         components = []
         for component in (self._etcd, self._apiserver):

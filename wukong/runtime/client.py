@@ -46,6 +46,7 @@ Body = Object | list[Object]
 # the server's clean end of the stream arrives before the client gives up.
 _WATCH_SLACK_SECONDS = 5.0
 _MAX_THROTTLE_RETRIES = 10
+_DEADLINE_BACKSTOP_SECONDS = 0.05
 _MAX_RETRY_AFTER_SECONDS = 5.0
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -356,7 +357,10 @@ class Client:
         """The time this call may take: its own timeout, capped by the deadline."""
         if self._deadline is None:
             return timeout
-        left = self._deadline - asyncio.get_running_loop().time()
+        # A little past the deadline: the reconcile's own deadline timer fires
+        # first and cancels the call, so the cause is recorded as
+        # deadline_exceeded; the HTTP timeout is only the backstop.
+        left = self._deadline - asyncio.get_running_loop().time() + _DEADLINE_BACKSTOP_SECONDS
         return left if timeout is None else min(timeout, left)
 
     async def _call(

@@ -1,0 +1,324 @@
+"""The work queue: dedup, exclusivity, FIFO, delayed and rate-limited adds, shutdown."""
+
+import asyncio
+import random
+import time
+from collections.abc import Hashable
+
+import pytest
+
+from wukong.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from wukong.runtime.workqueue import QueueShutDown, Ticket, WorkQueue
+
+# Generous: only guards against hangs; no test relies on it being tight.
+GET_TIMEOUT = 2.0
+
+
+async def get(queue: WorkQueue) -> Ticket:
+    async with asyncio.timeout(GET_TIMEOUT):
+        return await queue.get()
+
+
+async def assert_blocks(queue: WorkQueue) -> None:
+    """`get` finds nothing to take right now."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.02):
+            await queue.get()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float | None]] = []
+
+    def on_add(self, queue: str) -> None:
+        self.calls.append(("add", queue, None))
+
+    def on_get(self, queue: str, waited: float) -> None:
+        self.calls.append(("get", queue, waited))
+
+    def on_done(self, queue: str, worked: float) -> None:
+        self.calls.append(("done", queue, worked))
+
+    def on_retry(self, queue: str) -> None:
+        self.calls.append(("retry", queue, None))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.calls]
+
+
+async def test_fifo_order() -> None:
+    queue = WorkQueue(name="q")
+    for key in ("c", "a", "b"):
+        queue.add(key)
+    assert [(await get(queue)).key for _ in range(3)] == ["c", "a", "b"]
+
+
+async def test_pending_keys_are_deduplicated() -> None:
+    queue = WorkQueue(name="q")
+    queue.add("a")
+    queue.add("b")
+    queue.add("a")
+    assert len(queue) == 2
+    assert (await get(queue)).key == "a"
+    assert (await get(queue)).key == "b"
+    assert len(queue) == 0
+    await assert_blocks(queue)
+
+
+async def test_key_readded_while_processing_comes_back_only_after_done() -> None:
+    queue = WorkQueue(name="q")
+    queue.add("a")
+    ticket = await get(queue)
+    queue.add("a")
+    queue.add("a")
+    assert len(queue) == 0  # not waiting: it is held by a worker
+    await assert_blocks(queue)
+
+    waiting = asyncio.create_task(get(queue))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    queue.done(ticket.key)
+    again = await waiting
+    assert again.key == "a"
+    queue.done("a")
+    # The two re-adds were merged into one.
+    assert len(queue) == 0
+
+
+async def test_done_without_readd_does_not_requeue() -> None:
+    queue = WorkQueue(name="q")
+    queue.add("a")
+    await get(queue)
+    queue.done("a")
+    queue.done("a")  # a second done is harmless
+    queue.done("unknown")
+    assert len(queue) == 0
+
+
+async def test_concurrent_workers_never_share_a_key() -> None:
+    queue = WorkQueue(name="q")
+    keys = ["a", "b", "c"]
+    active: set[Hashable] = set()
+    overlaps: list[Hashable] = []
+    processed: list[Hashable] = []
+    rng = random.Random(4)
+
+    async def worker() -> None:
+        while True:
+            try:
+                ticket = await queue.get()
+            except QueueShutDown:
+                return
+            if ticket.key in active:
+                overlaps.append(ticket.key)
+            active.add(ticket.key)
+            try:
+                # Yield a few times so other workers and the producer run mid-"reconcile".
+                for _ in range(rng.randint(0, 3)):
+                    await asyncio.sleep(0)
+                processed.append(ticket.key)
+            finally:
+                active.discard(ticket.key)
+                queue.done(ticket.key)
+
+    workers = [asyncio.create_task(worker()) for _ in range(8)]
+    for _ in range(500):
+        queue.add(rng.choice(keys))
+        if rng.random() < 0.5:
+            await asyncio.sleep(0)
+    # After shut_down the workers still drain what is queued, including keys
+    # re-added while processing (`done` queues them), then get QueueShutDown.
+    queue.shut_down()
+    async with asyncio.timeout(GET_TIMEOUT):
+        await asyncio.gather(*workers)
+    assert len(queue) == 0
+    assert queue.processing_since() == {}
+
+    assert overlaps == []
+    assert set(processed) == set(keys)
+    # Dedup merged many of the 500 adds.
+    assert len(processed) < 500
+
+
+async def test_processing_since_tracks_keys_in_flight() -> None:
+    queue = WorkQueue(name="q")
+    queue.add("a")
+    before = time.monotonic()
+    await get(queue)
+    since = queue.processing_since()
+    assert list(since) == ["a"]
+    assert before <= since["a"] <= time.monotonic()
+    queue.done("a")
+    assert queue.processing_since() == {}
+
+
+async def test_add_after_delivers_after_the_delay_and_records_due_at() -> None:
+    queue = WorkQueue(name="q")
+    delay = 0.03
+    before = time.monotonic()
+    queue.add_after("a", delay)
+    after = time.monotonic()
+    assert len(queue) == 0
+    assert queue.scheduled == 1
+
+    ticket = await get(queue)
+    got_at = time.monotonic()
+    assert ticket.key == "a"
+    assert ticket.due_at is not None
+    assert before + delay <= ticket.due_at <= after + delay
+    assert got_at - before >= delay * 0.9  # not handed out early
+    lateness = got_at - ticket.due_at
+    assert 0 <= lateness < 0.5
+    assert ticket.added_at >= ticket.due_at - 0.001  # entered the queue when due
+    assert queue.scheduled == 0
+
+
+async def test_add_after_keeps_the_earlier_due_time() -> None:
+    queue = WorkQueue(name="q")
+    start = time.monotonic()
+    queue.add_after("a", 0.02)
+    queue.add_after("a", 5.0)  # later: ignored
+    queue.add_after("b", 5.0)
+    queue.add_after("b", 0.03)  # earlier: replaces
+    assert queue.scheduled == 2
+
+    first, second = await get(queue), await get(queue)
+    assert (first.key, second.key) == ("a", "b")
+    assert first.due_at is not None and second.due_at is not None
+    assert first.due_at - start == pytest.approx(0.02, abs=0.01)
+    assert second.due_at - start == pytest.approx(0.03, abs=0.01)
+    assert time.monotonic() - start < 0.5  # the 5 s schedules did not hold anything up
+    assert queue.scheduled == 0
+
+
+async def test_add_after_without_delay_adds_now() -> None:
+    queue = WorkQueue(name="q")
+    queue.add_after("a", 0)
+    queue.add_after("b", -1)
+    assert len(queue) == 2
+    assert queue.scheduled == 0
+    ticket = await get(queue)
+    assert ticket.due_at is None
+
+
+async def test_delayed_key_due_while_processing_is_queued_after_done() -> None:
+    queue = WorkQueue(name="q")
+    queue.add("a")
+    ticket = await get(queue)
+    queue.add_after("a", 0.01, link="requeue")
+    await asyncio.sleep(0.05)  # due now, but "a" is still held
+    assert queue.scheduled == 0
+    await assert_blocks(queue)
+    queue.done(ticket.key)
+    again = await get(queue)
+    assert again.key == "a"
+    assert again.due_at is not None
+    assert again.link == "requeue"
+
+
+async def test_link_is_carried_and_first_non_none_link_wins() -> None:
+    queue = WorkQueue(name="q")
+    queue.add("a")
+    queue.add("a", link="first")
+    queue.add("a", link="second")
+    assert (await get(queue)).link == "first"
+
+    queue.add_after("b", 0.01, link="delayed")
+    ticket = await get(queue)
+    assert (ticket.key, ticket.link) == ("b", "delayed")
+
+    # Rescheduling earlier without a link keeps the link already given.
+    queue.add_after("c", 5.0, link="kept")
+    queue.add_after("c", 0.01)
+    ticket = await get(queue)
+    assert (ticket.key, ticket.link) == ("c", "kept")
+
+
+async def test_add_rate_limited_uses_the_limiter() -> None:
+    recorder = Recorder()
+    limiter = ItemExponentialFailureRateLimiter(base_delay=0.01, max_delay=1.0)
+    queue = WorkQueue(name="q", rate_limiter=limiter, observer=recorder)
+    start = time.monotonic()
+    queue.add_rate_limited("a", link="retry")
+    assert queue.num_requeues("a") == 1
+    assert queue.scheduled == 1
+    ticket = await get(queue)
+    assert ticket.link == "retry"
+    assert ticket.due_at is not None
+    assert ticket.due_at - start == pytest.approx(0.01, abs=0.01)
+    queue.done("a")
+
+    queue.add_rate_limited("a")
+    assert queue.num_requeues("a") == 2
+    queue.forget("a")
+    assert queue.num_requeues("a") == 0
+    assert recorder.kinds().count("retry") == 2
+
+
+async def test_observer_sees_adds_gets_and_dones() -> None:
+    recorder = Recorder()
+    queue = WorkQueue(name="vm", observer=recorder)
+    queue.add("a")
+    queue.add("a")  # merged: not counted
+    await asyncio.sleep(0.01)
+    await get(queue)
+    queue.done("a")
+    assert recorder.kinds() == ["add", "get", "done"]
+    assert {name for _, name, _ in recorder.calls} == {"vm"}
+    waited = recorder.calls[1][2]
+    worked = recorder.calls[2][2]
+    assert waited is not None and 0.005 < waited < 0.5
+    assert worked is not None and 0 <= worked < 0.5
+
+
+async def test_failing_observer_does_not_break_the_queue() -> None:
+    class Broken(Recorder):
+        def on_add(self, queue: str) -> None:
+            raise RuntimeError("metrics are down")
+
+    queue = WorkQueue(name="q", observer=Broken())
+    queue.add("a")
+    assert (await get(queue)).key == "a"
+
+
+async def test_shut_down_wakes_blocked_getters() -> None:
+    queue = WorkQueue(name="q")
+    getters = [asyncio.create_task(queue.get()) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    assert not any(getter.done() for getter in getters)
+    queue.shut_down()
+    assert queue.shutting_down
+    for getter in getters:
+        with pytest.raises(QueueShutDown):
+            async with asyncio.timeout(GET_TIMEOUT):
+                await getter
+
+
+async def test_shut_down_drops_delayed_keys_and_ignores_later_adds() -> None:
+    queue = WorkQueue(name="q")
+    queue.add("queued")
+    queue.add_after("delayed", 0.01)
+    queue.shut_down()
+    assert queue.scheduled == 0
+    queue.add("late")
+    queue.add_after("late", 0.01)
+    queue.add_rate_limited("late")
+    assert queue.num_requeues("late") == 0
+    await asyncio.sleep(0.03)
+
+    # Keys queued before the shutdown are still handed out, then it is over.
+    assert (await get(queue)).key == "queued"
+    with pytest.raises(QueueShutDown):
+        await get(queue)
+
+
+async def test_cancelled_getter_passes_its_wakeup_on() -> None:
+    queue = WorkQueue(name="q")
+    first = asyncio.create_task(queue.get())
+    second = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)  # both are waiting, `first` at the head
+    queue.add("a")  # wakes `first`...
+    first.cancel()  # ...which is cancelled before it can take the key
+    ticket = await asyncio.wait_for(second, GET_TIMEOUT)
+    assert ticket.key == "a"
+    assert first.cancelled()

@@ -1,0 +1,168 @@
+"""The reconcile context: one reconcile's request, deadline and cancel reason.
+
+Lifecycle. The controller creates a `ReconcileContext` when a worker takes a key
+from the queue, runs `reconciler.reconcile(ctx, request)` as its own task, and
+arms a timer at `ctx.deadline`. Whoever stops the reconcile early (the timer,
+shutdown, leader-election loss, the object's deletion) calls
+`ctx.cancel(reason)`: the reason is recorded *first*, then the task is really
+cancelled, so the `CancelledError` raised at the reconcile's current `await`
+(an API call in flight included) can always be attributed. Only the first
+reason counts: a deadline that fires while shutdown is already cancelling the
+task does not overwrite `shutdown` (double cancel is a no-op for the reason).
+
+The context is passed explicitly to `reconcile`; reconcilers must not keep it
+after returning. `ctx.client` is the manager's client bounded by the deadline,
+so every API call made through it gets at most `ctx.remaining()`.
+"""
+
+import asyncio
+import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from wukong.runtime.client import Client
+
+
+class CancelReason(StrEnum):
+    """Why a reconcile stopped early. One label set for metrics, spans, logs and probes."""
+
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    SHUTDOWN = "shutdown"
+    LEADER_LOST = "leader_lost"
+    DELETED = "deleted"  # the object went away while it was being reconciled
+    API_TIMEOUT = "api_timeout"  # one API call ran out of its own time
+    PARENT_CANCELLED = "parent_cancelled"  # cancelled from outside, no reason given
+
+
+@dataclass(frozen=True, order=True)
+class Request:
+    """What to reconcile: an object's namespace and name (namespace "" if cluster-scoped)."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the reconciler asks for next, with controller-runtime's semantics.
+
+    `requeue_after > 0`: reconcile again after that many seconds (the rate
+    limiter is reset). `requeue`: reconcile again with rate-limited backoff.
+    Neither: done until something changes.
+    """
+
+    requeue: bool = False
+    requeue_after: float = 0.0
+
+
+class ReconcileLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds the reconcile's identity to every record, keeping call-site `extra` too.
+
+    (The stock LoggerAdapter replaces a call's `extra` with its own.)
+    """
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+@dataclass(frozen=True)
+class ReconcileLink:
+    """A pointer from a requeued reconcile back to the one that scheduled it.
+
+    Tracing turns it into a span link so a chain of requeues can be followed.
+    """
+
+    controller: str
+    reconcile_id: str
+    span: Any  # the scheduling reconcile's span, if traced
+
+
+class ReconcileContext:
+    """Everything one reconcile needs to know about its own lifecycle."""
+
+    def __init__(
+        self,
+        *,
+        controller: str,
+        request: Request,
+        timeout: float,
+        client: Client,
+        logger: logging.Logger,
+        due_at: float | None = None,
+        link: object | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.controller = controller
+        self.request = request
+        self.timeout = timeout
+        self.started = loop.time()
+        self.started_wall = datetime.datetime.now(datetime.UTC)
+        self.deadline = self.started + timeout
+        self.deadline_wall = self.started_wall + datetime.timedelta(seconds=timeout)
+        self.client = client.with_deadline(self.deadline)
+        self.reconcile_id = uuid.uuid4().hex[:16]
+        self.logger = ReconcileLogger(
+            logger,
+            {
+                "controller": controller,
+                "object_namespace": request.namespace,
+                "object_name": request.name,
+                "reconcile_id": self.reconcile_id,
+            },
+        )
+        # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
+        # and the link to the reconcile that asked for this one.
+        self.due_at = due_at
+        self.link = link
+        # Set by the tracing integration when a reconcile starts.
+        self.span: Any = None
+        self._cancel_reason: CancelReason | None = None
+        self._cancel_requested_at: float | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def as_link(self) -> ReconcileLink:
+        return ReconcileLink(self.controller, self.reconcile_id, self.span)
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def elapsed(self) -> float:
+        return asyncio.get_running_loop().time() - self.started
+
+    @property
+    def cancel_reason(self) -> CancelReason | None:
+        return self._cancel_reason
+
+    @property
+    def cancel_requested_at(self) -> float | None:
+        return self._cancel_requested_at
+
+    def attach(self, task: "asyncio.Task[Any]") -> None:
+        """Bind the task that runs this reconcile (done by the controller)."""
+        self._task = task
+
+    def cancel(self, reason: CancelReason) -> bool:
+        """Record `reason` and cancel the reconcile task; False if already cancelling or done."""
+        if self._cancel_reason is not None or self._task is None or self._task.done():
+            return False
+        self._cancel_reason = reason
+        self._cancel_requested_at = asyncio.get_running_loop().time()
+        self._task.cancel(msg=reason.value)
+        return True
+
+    def record_reason(self, reason: CancelReason) -> None:
+        """Record why the reconcile ended early when nobody called `cancel` (e.g. api_timeout)."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+            self._cancel_requested_at = asyncio.get_running_loop().time()
+
+    def __repr__(self) -> str:
+        return f"<ReconcileContext {self.controller} {self.request} id={self.reconcile_id}>"

@@ -1,0 +1,190 @@
+"""An informer: list, then watch from that resourceVersion, forever.
+
+Lifecycle of `run()`:
+
+1. LIST: fill the cache; remember the list's resourceVersion. `synced` is set
+   after the first list.
+2. WATCH from the last seen resourceVersion, with bookmarks (which only move
+   the resourceVersion forward). A watch ends normally after its server-side
+   timeout and is simply restarted from where it was.
+3. A silent connection never hangs the informer: `inactivity_timeout` bounds
+   the gap between two events (the server sends bookmarks about once a minute)
+   and the watch is restarted.
+4. Connection errors (an API server restart) are retried with exponential
+   backoff from the same resourceVersion, so nothing is missed.
+5. 410 Gone (the resourceVersion was compacted away) forces a full relist; the
+   new list is diffed against the cache and handlers see the adds, updates and
+   deletes that happened meanwhile — no update is lost, only coalesced.
+
+Handlers are called synchronously on the event loop, in event order; they
+should only enqueue work.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from wukong.runtime.cache import Store, object_key, strip
+from wukong.runtime.client import Client, Object
+from wukong.runtime.errors import ApiError, ApiTimeout, Gone
+from wukong.runtime.resources import Resource
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_INITIAL = 0.2
+_BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventHandler:
+    """Callbacks for cache changes; any may be omitted."""
+
+    on_add: Callable[[Object], None] | None = None
+    on_update: Callable[[Object, Object], None] | None = None
+    on_delete: Callable[[Object], None] | None = None
+
+
+class Informer:
+    """Keeps a `Store` in sync with one resource (optionally one namespace)."""
+
+    def __init__(
+        self,
+        *,
+        client: Client,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        watch_timeout_seconds: int = 300,
+        inactivity_timeout: float = 90.0,
+    ) -> None:
+        self.resource = resource
+        self.namespace = namespace
+        self.store = Store()
+        self.synced = asyncio.Event()
+        # Counters tests and operators can read: how often we had to start over.
+        self.relists = 0
+        self.watch_restarts = 0
+        self._client = client
+        self._label_selector = label_selector
+        self._watch_timeout = watch_timeout_seconds
+        self._inactivity_timeout = inactivity_timeout
+        self._handlers: list[EventHandler] = []
+        self._resource_version: str | None = None
+
+    def add_handler(self, handler: EventHandler) -> None:
+        """Register handlers; objects already cached are replayed as adds."""
+        self._handlers.append(handler)
+        if handler.on_add is not None:
+            for obj in self.store.list_objects():
+                handler.on_add(obj)
+
+    @property
+    def resource_version(self) -> str | None:
+        return self._resource_version
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        backoff = _BACKOFF_INITIAL
+        while True:
+            try:
+                if self._resource_version is None:
+                    await self._relist()
+                await self._watch_once()
+                backoff = _BACKOFF_INITIAL
+            except Gone:
+                log.info(
+                    "%s: resourceVersion %s is gone; relisting", self._what, self._resource_version
+                )
+                self._resource_version = None
+            except (ApiTimeout, aiohttp.ClientError, ConnectionError, OSError) as exc:
+                # The API server is restarting or unreachable: keep the
+                # resourceVersion and come back after a backoff.
+                log.info(
+                    "%s: watch interrupted (%s); retrying in %.1fs",
+                    self._what,
+                    exc or type(exc).__name__,
+                    backoff,
+                )
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+            except ApiError as exc:
+                if exc.status < 500 and exc.status != 429:
+                    raise  # 401/403/404: configuration problems; retrying will not help
+                log.info("%s: server error %s; retrying in %.1fs", self._what, exc.status, backoff)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+            self.watch_restarts += 1
+
+    @property
+    def _what(self) -> str:
+        scope = f" in {self.namespace}" if self.namespace else ""
+        return f"informer {self.resource.plural}{scope}"
+
+    async def _relist(self) -> None:
+        listed = await self._client.list(
+            self.resource,
+            namespace=self.namespace,
+            label_selector=self._label_selector,
+            timeout=60,
+        )
+        fresh = {object_key(item): item for item in listed["items"]}
+        if self.synced.is_set():
+            self.relists += 1
+        for key in self.store.keys():
+            if key not in fresh:
+                old = self.store.remove(key)
+                if old is not None:
+                    self._dispatch_delete(old)
+        for item in fresh.values():
+            self._apply_upsert(item)
+        self._resource_version = listed["metadata"]["resourceVersion"]
+        self.synced.set()
+
+    async def _watch_once(self) -> None:
+        # Jitter spreads the re-watches of many informers, as client-go does.
+        timeout = int(self._watch_timeout * random.uniform(1.0, 2.0))
+        async for event in self._client.watch(
+            self.resource,
+            namespace=self.namespace,
+            resource_version=self._resource_version,
+            timeout_seconds=timeout,
+            inactivity_timeout=self._inactivity_timeout,
+            label_selector=self._label_selector,
+        ):
+            obj = event.object
+            if event.type == "DELETED":
+                self.store.remove(object_key(obj))
+                self._dispatch_delete(strip(obj))
+            elif event.type in ("ADDED", "MODIFIED"):
+                self._apply_upsert(obj)
+            # BOOKMARK carries only a resourceVersion; every event advances it.
+            self._resource_version = obj["metadata"]["resourceVersion"]
+
+    def _apply_upsert(self, obj: Object) -> None:
+        old = self.store.upsert(obj)
+        new = self.store.get(object_key(obj))
+        assert new is not None
+        if old is None:
+            for handler in self._handlers:
+                self._call(handler.on_add, new)
+        elif old["metadata"].get("resourceVersion") != new["metadata"].get("resourceVersion"):
+            for handler in self._handlers:
+                self._call(handler.on_update, old, new)
+
+    def _dispatch_delete(self, obj: Object) -> None:
+        for handler in self._handlers:
+            self._call(handler.on_delete, obj)
+
+    def _call(self, callback: Callable[..., None] | None, *objects: Object) -> None:
+        # A failing handler (e.g. a user's map function) must not stop the
+        # informer: the cache would silently go stale for every controller.
+        if callback is None:
+            return
+        try:
+            callback(*objects)
+        except Exception:
+            log.exception("%s: event handler %r failed", self._what, callback)

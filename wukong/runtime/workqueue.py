@@ -1,0 +1,289 @@
+"""An asyncio work queue with client-go's workqueue semantics.
+
+A controller's watches add keys; its workers `get` a key, reconcile it and call
+`done`. The queue guarantees:
+
+- Dedup. A key that is already waiting is not added twice: ten events for one
+  object before a worker gets to it make one reconcile, which reads the latest
+  state anyway. Order is FIFO by first add.
+- Exclusivity. A key being processed is never handed to another worker. If it
+  is added meanwhile (its object changed under the reconcile), it is marked
+  dirty and queued again on `done`, so the change is not lost and the two
+  reconciles never overlap.
+- Delayed adds. `add_after(key, delay)` schedules the key on an event-loop
+  timer (one `TimerHandle` per scheduled key, no polling); scheduling a key that
+  is already scheduled keeps the *earlier* due time, as client-go's delaying
+  queue does. `add_rate_limited` takes the delay from the `RateLimiter`.
+- Shutdown. `shut_down` wakes every waiting `get` with `QueueShutDown`, cancels
+  the timers of delayed keys and ignores later adds. Keys already queued are
+  still handed out; `get` raises once the queue is empty (client-go's Get
+  returning `shutdown=true`).
+
+Each key handed out comes in a `Ticket` with its history:
+
+- `added_at`: when the key entered the queue (for queue-duration metrics; like
+  client-go, a key re-added while processing counts from that add, so its wait
+  includes the rest of the reconcile it was blocked behind).
+- `due_at`: for a key that came from `add_after`, when it was *due*. The gap
+  between due and actual start is the requeue's lateness. A `RequeueAfter` is a
+  promise to look again at a given time; when workers are all busy (and each
+  reconcile may run up to its timeout), that promise slips by up to a whole
+  reconcile timeout per busy worker ahead of it. Recording `due_at` makes the
+  slip measurable rather than invisible. A delayed add that comes due while
+  the key is already waiting (or being processed) lends it its `due_at`: the
+  reconcile that follows serves the requeue too.
+- `link`: an opaque value from whoever asked for the add, e.g. a link to the
+  reconcile that requested the requeue, so tracing can chain them. When adds
+  are merged by dedup, the first non-None link is kept.
+
+Times are `time.monotonic()`, the default event loop's clock (`loop.time()`).
+The queue is not thread-safe: all calls come from one event loop, and
+`add_after` needs a running loop for its timer.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Protocol
+
+from wukong.runtime.ratelimit import RateLimiter, default_controller_rate_limiter
+
+log = logging.getLogger(__name__)
+
+
+class QueueShutDown(Exception):
+    """`get` on a queue that is shut down and has nothing left to hand out."""
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A key handed to a worker, with when and why it was queued."""
+
+    key: Hashable
+    added_at: float  # monotonic: entered the queue (while not already queued)
+    due_at: float | None  # monotonic: when an add_after was due; None for plain adds
+    link: object | None  # opaque, from the add (e.g. a link to the requesting reconcile)
+
+
+class QueueObserver(Protocol):
+    """Metrics hooks. Called synchronously on the event loop; must be quick."""
+
+    def on_add(self, queue: str) -> None:
+        """A key entered the queue (adds merged by dedup are not counted)."""
+        ...
+
+    def on_get(self, queue: str, waited: float) -> None:
+        """A worker took a key that had waited `waited` seconds."""
+        ...
+
+    def on_done(self, queue: str, worked: float) -> None:
+        """A worker finished a key after `worked` seconds."""
+        ...
+
+    def on_retry(self, queue: str) -> None:
+        """A key was added rate-limited."""
+        ...
+
+
+@dataclass
+class _Entry:
+    """Metadata of a dirty key, merged across deduplicated adds."""
+
+    added_at: float
+    due_at: float | None
+    link: object | None
+
+    def merge(self, *, due_at: float | None, link: object | None) -> None:
+        if due_at is not None and (self.due_at is None or due_at < self.due_at):
+            self.due_at = due_at
+        if self.link is None:
+            self.link = link
+
+
+@dataclass
+class _Scheduled:
+    due_at: float
+    link: object | None
+    timer: asyncio.TimerHandle
+
+
+class WorkQueue:
+    """Deduplicating, exclusive, delaying, rate-limited queue of hashable keys."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        rate_limiter: RateLimiter | None = None,
+        observer: QueueObserver | None = None,
+    ) -> None:
+        self.name = name
+        self.rate_limiter = (
+            rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
+        )
+        self._observer = observer
+        # Keys ready to hand out, in order. Invariant: every key here is in
+        # _dirty and not in _processing.
+        self._queue: deque[Hashable] = deque()
+        # Keys that need processing: those in _queue, plus those re-added while
+        # being processed (queued again by `done`).
+        self._dirty: dict[Hashable, _Entry] = {}
+        # Keys handed out and not yet done -> monotonic start time.
+        self._processing: dict[Hashable, float] = {}
+        self._scheduled: dict[Hashable, _Scheduled] = {}
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._shutting_down = False
+
+    # -- adding --------------------------------------------------------------------
+
+    def add(self, key: Hashable, *, link: object | None = None) -> None:
+        """Queue `key` unless it is already waiting; if it is being processed, after `done`."""
+        self._add(key, due_at=None, link=link)
+
+    def add_after(self, key: Hashable, delay: float, *, link: object | None = None) -> None:
+        """Queue `key` after `delay` seconds; an earlier schedule of the same key wins."""
+        if self._shutting_down:
+            return
+        if delay <= 0:
+            self._add(key, due_at=None, link=link)
+            return
+        due_at = time.monotonic() + delay
+        scheduled = self._scheduled.get(key)
+        if scheduled is not None:
+            if scheduled.due_at <= due_at:
+                if scheduled.link is None:
+                    scheduled.link = link
+                return
+            scheduled.timer.cancel()
+            if link is None:
+                link = scheduled.link
+        timer = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        self._scheduled[key] = _Scheduled(due_at=due_at, link=link, timer=timer)
+
+    def add_rate_limited(self, key: Hashable, *, link: object | None = None) -> None:
+        """Queue `key` after the rate limiter's delay (a retry)."""
+        if self._shutting_down:
+            return
+        self._notify(lambda observer: observer.on_retry(self.name))
+        self.add_after(key, self.rate_limiter.when(key), link=link)
+
+    def forget(self, key: Hashable) -> None:
+        """Clear `key`'s backoff history (it succeeded)."""
+        self.rate_limiter.forget(key)
+
+    def num_requeues(self, key: Hashable) -> int:
+        return self.rate_limiter.num_requeues(key)
+
+    def _fire(self, key: Hashable) -> None:
+        scheduled = self._scheduled.pop(key, None)
+        if scheduled is not None:
+            self._add(key, due_at=scheduled.due_at, link=scheduled.link)
+
+    def _add(self, key: Hashable, *, due_at: float | None, link: object | None) -> None:
+        if self._shutting_down:
+            return
+        entry = self._dirty.get(key)
+        if entry is not None:
+            # Already waiting, or re-added during processing: one reconcile covers both.
+            entry.merge(due_at=due_at, link=link)
+            return
+        self._dirty[key] = _Entry(added_at=time.monotonic(), due_at=due_at, link=link)
+        self._notify(lambda observer: observer.on_add(self.name))
+        if key in self._processing:
+            return  # `done` queues it, so that two workers never hold the same key
+        self._queue.append(key)
+        self._wake_one()
+
+    # -- taking --------------------------------------------------------------------
+
+    async def get(self) -> Ticket:
+        """Wait for a key and mark it processing. `QueueShutDown` once shut down and empty."""
+        while not self._queue:
+            if self._shutting_down:
+                raise QueueShutDown(self.name)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # Woken for a key and cancelled before taking it: pass the
+                # wake-up on, or that key would sit there with workers waiting.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            # Woken, but a getter that did not have to wait may have taken the
+            # key first: look again.
+        key = self._queue.popleft()
+        entry = self._dirty.pop(key)
+        now = time.monotonic()
+        self._processing[key] = now
+        waited = now - entry.added_at
+        self._notify(lambda observer: observer.on_get(self.name, waited))
+        return Ticket(key=key, added_at=entry.added_at, due_at=entry.due_at, link=entry.link)
+
+    def done(self, key: Hashable) -> None:
+        """End processing of `key`; queue it again if it was added meanwhile."""
+        started = self._processing.pop(key, None)
+        if started is None:
+            return
+        worked = time.monotonic() - started
+        self._notify(lambda observer: observer.on_done(self.name, worked))
+        if key in self._dirty:
+            self._queue.append(key)
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def shut_down(self) -> None:
+        """Wake all waiters (they get `QueueShutDown`), drop delayed keys, ignore later adds."""
+        self._shutting_down = True
+        for scheduled in self._scheduled.values():
+            scheduled.timer.cancel()
+        self._scheduled.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    # -- state (for metrics) -------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Keys waiting to be handed out (workqueue_depth)."""
+        return len(self._queue)
+
+    @property
+    def scheduled(self) -> int:
+        """Keys waiting for their `add_after` delay."""
+        return len(self._scheduled)
+
+    def processing_since(self) -> dict[Hashable, float]:
+        """Monotonic start time of each key being processed."""
+        return dict(self._processing)
+
+    def _notify(self, call: Callable[[QueueObserver], None]) -> None:
+        # Metrics must never break the queue (an add comes from an informer's
+        # event handler): a failing observer is logged and skipped.
+        if self._observer is None:
+            return
+        try:
+            call(self._observer)
+        except Exception:
+            log.exception("work queue %s: observer %r failed", self.name, self._observer)
