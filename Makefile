@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_SOURCES := wukong tests bench
 
-.PHONY: setup run test lint unit integration down
+.PHONY: setup run test lint unit integration bench down
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,10 @@ unit: setup
 
 integration: setup
 	$(BIN)/pytest -m integration
+
+## bench: benchmarks that print ratios against a peer measured in the same run
+bench: setup
+	$(BIN)/python bench/reconcile_throughput.py
 
 down:
 	@$(BIN)/wukong dev down

@@ -10,12 +10,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
+from tests.integration.helpers import kubeconfig_via
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import Conflict
 from wukong.runtime.leader import LEASES, LeaderElectionConfig, LeaderElector
@@ -213,78 +213,19 @@ async def test_leader_notices_another_holder(
         await _stop(keeping)
 
 
-class _Relay:
-    """A TCP relay to the API server that can be made to hang.
-
-    When hung, connections stay open but no byte passes either way: the API
-    server looks alive to TCP and never answers.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    def hang(self) -> None:
-        self._flowing.clear()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        await _stop(*self._handlers)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-            try:
-                await asyncio.gather(
-                    self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
-                )
-            finally:
-                upstream_writer.close()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-            self._handlers.discard(task)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            await self._flowing.wait()
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-
 @pytest.fixture
-async def relay(control_plane: ControlPlane, tmp_path: Path) -> AsyncIterator[tuple[_Relay, Path]]:
-    """A relay to the API server, and a kubeconfig that goes through it."""
-    kubeconfig = yaml.safe_load(control_plane.kubeconfig.read_text())
-    server = urlsplit(kubeconfig["clusters"][0]["cluster"]["server"])
-    assert server.hostname and server.port
-    relay = _Relay(server.hostname, server.port)
-    port = await relay.start()
-    kubeconfig["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
-    yield relay, path
-    await relay.close()
+async def relay(
+    control_plane: ControlPlane, tmp_path: Path
+) -> AsyncIterator[tuple[LatencyProxy, Path]]:
+    """A proxy to the API server that can be made to hang, and a kubeconfig through it."""
+    proxy = LatencyProxy(target_host="127.0.0.1", target_port=control_plane.config.apiserver_port)
+    await proxy.start()
+    yield proxy, kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
+    await proxy.close()
 
 
 async def test_hung_api_server_ends_leadership_by_the_renew_deadline(
-    namespace: str, relay: tuple[_Relay, Path], caplog: pytest.LogCaptureFixture
+    namespace: str, relay: tuple[LatencyProxy, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     proxy, kubeconfig = relay
     async with await Client.from_kubeconfig(kubeconfig) as relayed:
@@ -293,7 +234,7 @@ async def test_hung_api_server_ends_leadership_by_the_renew_deadline(
         keeping = asyncio.create_task(a.keep())
         try:
             await asyncio.sleep(2 * RETRY_PERIOD)
-            proxy.hang()
+            proxy.delay = 3600  # connected, but the server never answers
             hung = _now()
             await asyncio.wait_for(keeping, timeout=LEASE_DURATION + 2)
             stepped_down = _now() - hung
@@ -311,13 +252,13 @@ async def test_hung_api_server_ends_leadership_by_the_renew_deadline(
 
 
 async def test_release_never_raises(
-    namespace: str, relay: tuple[_Relay, Path], caplog: pytest.LogCaptureFixture
+    namespace: str, relay: tuple[LatencyProxy, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     proxy, kubeconfig = relay
     async with await Client.from_kubeconfig(kubeconfig) as relayed:
         a = LeaderElector(client=relayed, config=_config(namespace, "a"))
         await a.acquire()
-        proxy.hang()
+        proxy.delay = 3600  # connected, but the server never answers
         started = _now()
         await a.release(timeout=0.5)
         assert _now() - started < 1.5

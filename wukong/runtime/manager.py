@@ -2,7 +2,8 @@
 
 Lifecycle of `run()`:
 
-1. Serve `/healthz` and `/readyz` (if `health_bind` is set).
+1. Serve `/healthz` and `/readyz` (if `health_bind` is set); start the
+   watchdog that reports blocking code (see `loopwatch`).
 2. Start one shared informer per watched resource and wait until all have
    listed once (`/readyz` turns ok).
 3. With leader election: wait to acquire the Lease. Only the leader reconciles
@@ -34,6 +35,7 @@ from wukong.runtime.controller import Controller
 from wukong.runtime.informer import Informer
 from wukong.runtime.leader import LeaderElectionConfig, LeaderElector
 from wukong.runtime.lifecycle import LifecycleObserver
+from wukong.runtime.loopwatch import LoopBlockDetector
 from wukong.runtime.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Manager:
         leader_election: LeaderElectionConfig | None = None,
         health_bind: str | None = None,
         shutdown_grace: float = 30.0,
+        block_warning_seconds: float | None = 1.0,
         lifecycle_observers: Sequence[LifecycleObserver] = (),
     ) -> None:
         self.client = client
@@ -57,6 +60,9 @@ class Manager:
             LeaderElector(client=client, config=leader_election) if leader_election else None
         )
         self._health_bind = health_bind
+        self.block_detector = (
+            LoopBlockDetector(threshold=block_warning_seconds) if block_warning_seconds else None
+        )
         self._lifecycle_observers = list(lifecycle_observers)
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[Controller] = []
@@ -110,6 +116,8 @@ class Manager:
 
     async def run(self) -> CancelReason:
         runner = await self._start_health()
+        if self.block_detector is not None:
+            self.block_detector.start()
         informer_tasks = [
             asyncio.create_task(informer.run(), name=f"informer {resource.plural}")
             for resource, informer in self._informers.items()
@@ -188,6 +196,8 @@ class Manager:
         await asyncio.gather(*informer_tasks, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
+        if self.block_detector is not None:
+            self.block_detector.stop()
 
     # -- health -------------------------------------------------------------------------
 
