@@ -65,7 +65,8 @@ class Watch:
 @dataclass(frozen=True, kw_only=True)
 class ControllerOptions:
     max_concurrent_reconciles: int = 1
-    reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT
+    # None: the manager's default (`--reconcile-timeout`, 15 s unless set).
+    reconcile_timeout: float | None = None
     # How long a cancelled reconcile may take to unwind before it is reported stuck.
     cancel_grace: float = 5.0
     rate_limiter: RateLimiter | None = None
@@ -85,8 +86,9 @@ class Controller:
     def __post_init__(self) -> None:
         if self.options.max_concurrent_reconciles < 1:
             raise ValueError("max_concurrent_reconciles must be at least 1")
-        if self.options.reconcile_timeout <= 0:
+        if self.options.reconcile_timeout is not None and self.options.reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
+        self.reconcile_timeout = self.options.reconcile_timeout or DEFAULT_RECONCILE_TIMEOUT
         self.queue = WorkQueue(name=self.name, rate_limiter=self.options.rate_limiter)
         self.lifecycle = LifecycleHub()
         self._in_flight: dict[Request, ReconcileContext] = {}
@@ -204,7 +206,7 @@ class Controller:
         ctx = ReconcileContext(
             controller=self.name,
             request=request,
-            timeout=self.options.reconcile_timeout,
+            timeout=self.reconcile_timeout,
             client=self._client,
             logger=self._logger,
             due_at=ticket.due_at,

@@ -31,12 +31,13 @@ from aiohttp import web
 
 from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
-from wukong.runtime.controller import Controller
+from wukong.runtime.controller import DEFAULT_RECONCILE_TIMEOUT, Controller
 from wukong.runtime.informer import Informer
 from wukong.runtime.leader import LeaderElectionConfig, LeaderElector
 from wukong.runtime.lifecycle import LifecycleObserver
 from wukong.runtime.loopwatch import LoopBlockDetector
 from wukong.runtime.resources import Resource
+from wukong.runtime.workqueue import QueueObserver
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,12 @@ class Manager:
         health_bind: str | None = None,
         shutdown_grace: float = 30.0,
         block_warning_seconds: float | None = 1.0,
+        reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         lifecycle_observers: Sequence[LifecycleObserver] = (),
+        queue_observer: QueueObserver | None = None,
     ) -> None:
+        if reconcile_timeout <= 0:
+            raise ValueError("reconcile_timeout must be positive")
         self.client = client
         self.namespace = namespace
         self.shutdown_grace = shutdown_grace
@@ -63,7 +68,9 @@ class Manager:
         self.block_detector = (
             LoopBlockDetector(threshold=block_warning_seconds) if block_warning_seconds else None
         )
+        self.reconcile_timeout = reconcile_timeout
         self._lifecycle_observers = list(lifecycle_observers)
+        self._queue_observer = queue_observer
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[Controller] = []
         self._stop = asyncio.Event()
@@ -82,6 +89,10 @@ class Manager:
         return informer
 
     def add(self, controller: Controller) -> None:
+        if controller.options.reconcile_timeout is None:
+            controller.reconcile_timeout = self.reconcile_timeout
+        if self._queue_observer is not None:
+            controller.queue.observer = self._queue_observer
         controller.bind(informer_for=self.informer)
         for observer in self._lifecycle_observers:
             controller.lifecycle.subscribe(observer)

@@ -125,7 +125,8 @@ class WorkQueue:
         self.rate_limiter = (
             rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
         )
-        self._observer = observer
+        # Public so a manager can plug metrics in after construction.
+        self.observer = observer
         # Keys ready to hand out, in order. Invariant: every key here is in
         # _dirty and not in _processing.
         self._queue: deque[Hashable] = deque()
@@ -281,9 +282,9 @@ class WorkQueue:
     def _notify(self, call: Callable[[QueueObserver], None]) -> None:
         # Metrics must never break the queue (an add comes from an informer's
         # event handler): a failing observer is logged and skipped.
-        if self._observer is None:
+        if self.observer is None:
             return
         try:
-            call(self._observer)
+            call(self.observer)
         except Exception:
-            log.exception("work queue %s: observer %r failed", self.name, self._observer)
+            log.exception("work queue %s: observer %r failed", self.name, self.observer)
