@@ -16,6 +16,7 @@ so every API call made through it gets at most `ctx.remaining()`.
 """
 
 import asyncio
+import contextvars
 import datetime
 import logging
 import uuid
@@ -62,13 +63,32 @@ class Result:
 
 
 class ReconcileLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Adds the reconcile's identity to every record, keeping call-site `extra` too.
+    """Adds the reconcile's identity (and its span's ids, once traced) to every record.
 
-    (The stock LoggerAdapter replaces a call's `extra` with its own.)
+    It keeps call-site `extra` too (the stock LoggerAdapter replaces it), and
+    reads the ids from the context, not from the current task, so lines the
+    controller logs about a reconcile carry its trace id as well.
     """
 
+    def __init__(self, logger: logging.Logger, ctx: "ReconcileContext") -> None:
+        super().__init__(logger, {})
+        self._ctx = ctx
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        ctx = self._ctx
+        extra = {
+            "controller": ctx.controller,
+            "object_namespace": ctx.request.namespace,
+            "object_name": ctx.request.name,
+            "reconcile_id": ctx.reconcile_id,
+        }
+        span_context = getattr(ctx.span, "get_span_context", None)
+        if span_context is not None:
+            ids = span_context()
+            if ids.is_valid:
+                extra["trace_id"] = f"{ids.trace_id:032x}"
+                extra["span_id"] = f"{ids.span_id:016x}"
+        kwargs["extra"] = {**extra, **(kwargs.get("extra") or {})}
         return msg, kwargs
 
 
@@ -108,21 +128,17 @@ class ReconcileContext:
         self.deadline_wall = self.started_wall + datetime.timedelta(seconds=timeout)
         self.client = client.with_deadline(self.deadline)
         self.reconcile_id = uuid.uuid4().hex[:16]
-        self.logger = ReconcileLogger(
-            logger,
-            {
-                "controller": controller,
-                "object_namespace": request.namespace,
-                "object_name": request.name,
-                "reconcile_id": self.reconcile_id,
-            },
-        )
+        self.logger = ReconcileLogger(logger, self)
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
         # and the link to the reconcile that asked for this one.
         self.due_at = due_at
         self.link = link
         # Set by the tracing integration when a reconcile starts.
         self.span: Any = None
+        # The contextvars the reconcile task will run in. STARTED observers
+        # may set values in it (tracing makes its span current there) because
+        # the task is created only after they have run.
+        self.task_context = contextvars.copy_context()
         self._cancel_reason: CancelReason | None = None
         self._cancel_requested_at: float | None = None
         self._task: asyncio.Task[Any] | None = None

@@ -212,15 +212,19 @@ class Controller:
             due_at=ticket.due_at,
             link=ticket.link,
         )
+        self.lifecycle.emit(
+            LifecycleEvent(step=Step.STARTED, controller=self.name, request=request, context=ctx)
+        )
+        # Created after STARTED so observers can prepare ctx.task_context
+        # (e.g. the current span) for everything the reconcile awaits.
         task = asyncio.create_task(
-            self.reconciler.reconcile(ctx, request), name=f"reconcile {self.name} {request}"
+            self.reconciler.reconcile(ctx, request),
+            name=f"reconcile {self.name} {request}",
+            context=ctx.task_context,
         )
         ctx.attach(task)
         self._in_flight[request] = ctx
         ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
-        self.lifecycle.emit(
-            LifecycleEvent(step=Step.STARTED, controller=self.name, request=request, context=ctx)
-        )
         loop = asyncio.get_running_loop()
         # The deadline is a timer on the loop, not a wait_for around the task:
         # the reconcile keeps running in its own task so that a reconcile that

@@ -1,0 +1,167 @@
+"""Reconcile spans, built from the runtime's lifecycle events and API calls.
+
+One span per reconcile, `reconcile <Kind>`:
+
+- STARTED: the span starts, linked to the reconcile that scheduled this one
+  (a requeue), with the deadline, timeout and requeue lateness; it is made
+  current in the reconcile task's context, so everything the reconcile awaits
+  (API calls, its own spans, log lines) is inside it.
+- CANCEL_REQUESTED: event `deadline exceeded` or `cancelled`, with the reason.
+- STUCK: event `cancellation ignored`.
+- FINISHED: remaining budget, cancel reason, requeue-after, result and
+  `error.type`; an explicit status, then the span ends.
+
+Why not `with tracer.start_as_current_span(...)`: the span outlives any single
+block of the reconcile, and the SDK's context manager ends a span interrupted by
+`CancelledError` with status UNSET and no event, which hides exactly the
+reconciles an SRE is looking for. Here every cancelled span gets an event and
+an explicit status: ERROR for deadline_exceeded, api_timeout and
+parent_cancelled (work did not finish when it should have); OK for shutdown,
+leader_lost and deleted (the operator chose to stop).
+
+API calls become child spans after they finish, with their real start and end
+times (`ApiCall` carries both), so the client needs no tracing code.
+"""
+
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
+
+from wukong.runtime.client import ApiCall
+from wukong.runtime.context import CancelReason, ReconcileContext, ReconcileLink
+from wukong.runtime.errors import ApiTimeout, Conflict
+from wukong.runtime.lifecycle import LifecycleEvent, Outcome, Step
+
+_EXPECTED_STOPS = {CancelReason.SHUTDOWN, CancelReason.LEADER_LOST, CancelReason.DELETED}
+_NS = 1_000_000_000
+
+
+class ReconcileTracer:
+    """Lifecycle and API-call observers that produce the contract's spans."""
+
+    def __init__(self, *, provider: TracerProvider, kinds: dict[str, str] | None = None) -> None:
+        self._tracer: Tracer = provider.get_tracer("wukong.runtime")
+        # controller name -> primary kind, for span names
+        self._kinds = dict(kinds or {})
+
+    def instrument(self, manager: Any) -> None:
+        """Observe every controller of `manager` and its client's API calls."""
+        for controller in manager.controllers:
+            self._kinds[controller.name] = controller.primary.kind
+            controller.lifecycle.subscribe(self.lifecycle)
+        manager.client.add_observer(self.api_call)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def lifecycle(self, event: LifecycleEvent) -> None:
+        ctx = event.context
+        if ctx is None:
+            return
+        if event.step is Step.STARTED:
+            self._start(ctx)
+        elif ctx.span is None:
+            return
+        elif event.step is Step.CANCEL_REQUESTED:
+            name = (
+                "deadline exceeded"
+                if event.reason is CancelReason.DEADLINE_EXCEEDED
+                else "cancelled"
+            )
+            ctx.span.add_event(name, {"wukong.cancel.reason": str(event.reason)})
+        elif event.step is Step.STUCK:
+            ctx.span.add_event("cancellation ignored", {"wukong.cancel.reason": str(event.reason)})
+        elif event.step is Step.FINISHED:
+            self._finish(ctx, event)
+
+    def _start(self, ctx: ReconcileContext) -> None:
+        links = []
+        if isinstance(ctx.link, ReconcileLink) and ctx.link.span is not None:
+            links.append(Link(ctx.link.span.get_span_context(), {"wukong.link": "requeued_by"}))
+        attributes: dict[str, Any] = {
+            "k8s.namespace.name": ctx.request.namespace,
+            "wukong.object.name": ctx.request.name,
+            "wukong.controller": ctx.controller,
+            "wukong.reconcile.id": ctx.reconcile_id,
+            "wukong.reconcile.deadline": ctx.deadline_wall.isoformat().replace("+00:00", "Z"),
+            "wukong.reconcile.timeout_ms": round(ctx.timeout * 1000),
+        }
+        if ctx.due_at is not None:
+            attributes["wukong.requeue.delay_ms"] = max(0.0, (ctx.started - ctx.due_at) * 1000)
+        kind = self._kinds.get(ctx.controller, ctx.controller)
+        # A reconcile is a root: it is caused by the queue, not by whatever
+        # context the worker happened to run in.
+        span = self._tracer.start_span(
+            f"reconcile {kind}",
+            context=otel_context.Context(),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
+            start_time=int(ctx.started_wall.timestamp() * _NS),
+        )
+        ctx.span = span
+        # Make it current inside the reconcile task (see ReconcileContext.task_context).
+        ctx.task_context.run(otel_context.attach, trace.set_span_in_context(span))
+
+    def _finish(self, ctx: ReconcileContext, event: LifecycleEvent) -> None:
+        span = ctx.span
+        span.set_attribute("wukong.reconcile.budget_remaining_ms", ctx.remaining() * 1000)
+        span.set_attribute("wukong.reconcile.result", str(event.outcome))
+        if event.result is not None and event.result.requeue_after > 0:
+            span.set_attribute("wukong.requeue.after_ms", event.result.requeue_after * 1000)
+        if event.outcome is Outcome.CANCELLED:
+            reason = event.reason or CancelReason.PARENT_CANCELLED
+            span.set_attribute("wukong.cancel.reason", str(reason))
+            span.set_attribute("error.type", "cancelled")
+            span.add_event("cancelled", {"wukong.cancel.reason": str(reason)})
+            if reason in _EXPECTED_STOPS:
+                span.set_status(Status(StatusCode.OK))
+            else:
+                span.set_status(Status(StatusCode.ERROR, f"cancelled: {reason}"))
+        elif event.outcome is Outcome.ERROR:
+            error = event.error
+            span.set_attribute("error.type", type(error).__name__ if error else "error")
+            if error is not None:
+                span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, str(error) if error else "error"))
+        else:
+            span.set_status(Status(StatusCode.OK))
+        span.end()
+
+    # -- API calls ---------------------------------------------------------------------
+
+    def api_call(self, call: ApiCall) -> None:
+        parent = trace.get_current_span()
+        if not parent.get_span_context().is_valid:
+            return  # not inside a traced reconcile (informers, leader election)
+        attributes: dict[str, Any] = {
+            "http.request.method": call.method,
+            "k8s.verb": call.verb,
+            "k8s.resource": call.resource,
+            "wukong.api.retries": call.retries,
+        }
+        if call.namespace:
+            attributes["k8s.namespace.name"] = call.namespace
+        if call.status_code is not None:
+            attributes["http.response.status_code"] = call.status_code
+        start = int(call.started * _NS)
+        span = self._tracer.start_span(
+            f"{call.verb} {call.resource}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=start,
+        )
+        error = call.error
+        if error is None:
+            span.set_status(Status(StatusCode.OK))
+        else:
+            span.set_attribute("error.type", type(error).__name__)
+            if isinstance(error, ApiTimeout):
+                span.add_event("cancelled", {"wukong.cancel.reason": "api_timeout"})
+            elif isinstance(error, Conflict):
+                parent.add_event("conflict", {"k8s.resource": call.resource})
+            elif type(error).__name__ == "CancelledError":
+                span.add_event("cancelled")
+            span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
+        span.end(end_time=start + int(call.duration * _NS))
