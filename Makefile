@@ -37,6 +37,7 @@ integration: setup
 ## bench: benchmarks that print ratios against a peer measured in the same run
 bench: setup
 	$(BIN)/python bench/reconcile_throughput.py
+	$(BIN)/python bench/tracing_overhead.py
 
 down:
 	@$(BIN)/wukong dev down

@@ -12,6 +12,7 @@ import json
 import logging
 
 import pytest
+from opentelemetry import trace
 
 from tests.integration.helpers import eventually
 from wukong.runtime.client import Client
@@ -35,9 +36,19 @@ CONTRACT_ATTRIBUTES = {
 }
 
 
+def _traced_work(tracer: trace.Tracer, name: str) -> None:
+    with tracer.start_as_current_span(name):
+        pass
+
+
+async def _traced_task(tracer: trace.Tracer) -> None:
+    _traced_work(tracer, "in a child task")
+
+
 class Scripted:
-    def __init__(self) -> None:
+    def __init__(self, tracer: trace.Tracer) -> None:
         self.ok_runs = 0
+        self.tracer = tracer
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
         ctx.logger.info("reconciling")
@@ -47,6 +58,9 @@ class Scripted:
             return Result()
         if request.name == "ok":
             logging.getLogger("user.code").info("inside the reconcile")
+            # The reconcile's span is current across a thread hand-off and a child task.
+            await asyncio.to_thread(_traced_work, self.tracer, "in a thread")
+            await asyncio.create_task(_traced_task(self.tracer))
             await ctx.client.get(CONFIGMAPS, request.name, namespace=request.namespace)
             self.ok_runs += 1
             return Result(requeue_after=0.2) if self.ok_runs == 1 else Result()
@@ -88,7 +102,7 @@ async def test_reconcile_spans_over_otlp(
         logging.getLogger(name).setLevel(logging.DEBUG)
 
     events: list[LifecycleEvent] = []
-    reconciler = Scripted()
+    reconciler = Scripted(provider.get_tracer("user.code"))
     manager = Manager(client=client, namespace=namespace, lifecycle_observers=[events.append])
     manager.add(
         Controller(
@@ -154,6 +168,8 @@ async def test_reconcile_spans_over_otlp(
         (first.span_id, "requeued_by")
     ]
     assert second.attributes["wukong.requeue.delay_ms"] >= 0
+    for name in ("in a thread", "in a child task"):
+        assert next(s.parent_span_id for s in spans if s.name == name) == first.span_id
     # The API call is a child span of its reconcile.
     gets = [s for s in spans if s.name == "get configmaps" and s.parent_span_id == first.span_id]
     assert gets and gets[0].attributes["http.response.status_code"] == 200
