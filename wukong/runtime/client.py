@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -127,6 +128,12 @@ class Client:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return cls(k8s_client.ApiClient(configuration=configuration), observers=observers)
         return await cls.from_kubeconfig(os.environ.get("KUBECONFIG") or None, observers=observers)
+
+    @property
+    def host(self) -> str:
+        """host:port of the API server (client-go's `host` metric label)."""
+        url = str(self._api.configuration.host or "")
+        return urlsplit(url).netloc or url
 
     def with_deadline(self, deadline: float) -> "Client":
         """A view of this client whose calls end by `deadline` (event-loop time).

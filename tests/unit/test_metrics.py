@@ -1,0 +1,289 @@
+"""Metrics observers: synthetic lifecycle events, API calls and queue activity."""
+
+import asyncio
+import logging
+import urllib.request
+from collections.abc import AsyncIterator
+
+import pytest
+from kubernetes_asyncio import client as k8s_client
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from wukong.metrics import MetricsServer, RuntimeMetrics, create_metrics, instrument
+from wukong.runtime.client import ApiCall, Client
+from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result
+from wukong.runtime.controller import Controller, ControllerOptions
+from wukong.runtime.errors import ApiTimeout
+from wukong.runtime.lifecycle import LifecycleEvent, Outcome, Step
+from wukong.runtime.manager import Manager
+from wukong.runtime.resources import CONFIGMAPS
+
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+
+
+_clients: list[Client] = []
+
+
+def _client() -> Client:
+    configuration = k8s_client.Configuration()
+    configuration.host = "https://127.0.0.1:6443"
+    client = Client(k8s_client.ApiClient(configuration=configuration))
+    _clients.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while _clients:
+        await _clients.pop().close()
+
+
+def _context(*, timeout: float = 2.0, due_at: float | None = None) -> ReconcileContext:
+    return ReconcileContext(
+        controller="c",
+        request=Request("ns", "obj"),
+        timeout=timeout,
+        client=_client(),
+        logger=logging.getLogger("test"),
+        due_at=due_at,
+    )
+
+
+def _finished(
+    ctx: ReconcileContext,
+    outcome: Outcome,
+    *,
+    duration: float,
+    reason: CancelReason | None = None,
+) -> LifecycleEvent:
+    return LifecycleEvent(
+        step=Step.FINISHED,
+        controller="c",
+        request=ctx.request,
+        context=ctx,
+        outcome=outcome,
+        reason=reason,
+        duration=duration,
+    )
+
+
+def _call(*, status: int | None, error: BaseException | None = None) -> ApiCall:
+    return ApiCall(
+        verb="get",
+        method="GET",
+        resource="configmaps",
+        namespace="ns",
+        path="/api/v1/namespaces/ns/configmaps/obj",
+        status_code=status,
+        started=0.0,
+        duration=0.02,
+        retries=0,
+        error=error,
+    )
+
+
+class _Idle:
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        return Result()
+
+
+def openmetrics(registry: CollectorRegistry) -> bytes:
+    encode, _ = choose_encoder("application/openmetrics-text")
+    return encode(registry)
+
+
+@pytest.fixture
+def observers() -> RuntimeMetrics:
+    return RuntimeMetrics(metrics=create_metrics(), host="127.0.0.1:6443")
+
+
+def _value(observers: RuntimeMetrics, metric: str, /, **labels: str) -> float | None:
+    return observers.metrics.registry.get_sample_value(metric, labels)
+
+
+async def test_results_errors_timeouts_and_cancellations(observers: RuntimeMetrics) -> None:
+    ctx = _context(timeout=2.0)
+    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.5))
+    observers.lifecycle(_finished(ctx, Outcome.REQUEUE_AFTER, duration=0.1))
+    observers.lifecycle(_finished(ctx, Outcome.ERROR, duration=0.2))
+    observers.lifecycle(
+        _finished(ctx, Outcome.CANCELLED, duration=2.0, reason=CancelReason.DEADLINE_EXCEEDED)
+    )
+    observers.lifecycle(
+        _finished(ctx, Outcome.CANCELLED, duration=0.3, reason=CancelReason.SHUTDOWN)
+    )
+
+    total = "controller_runtime_reconcile_total"
+    assert _value(observers, total, controller="c", result="success") == 1
+    assert _value(observers, total, controller="c", result="requeue_after") == 1
+    # A cancelled reconcile is a context error to controller-runtime: result="error".
+    assert _value(observers, total, controller="c", result="error") == 3
+    assert _value(observers, "controller_runtime_reconcile_errors_total", controller="c") == 3
+    assert _value(observers, "controller_runtime_reconcile_timeouts_total", controller="c") == 1
+    cancellations = "wukong_reconcile_cancellations_total"
+    assert _value(observers, cancellations, controller="c", reason="deadline_exceeded") == 1
+    assert _value(observers, cancellations, controller="c", reason="shutdown") == 1
+    time_count = "controller_runtime_reconcile_time_seconds_count"
+    assert _value(observers, time_count, controller="c") == 5
+    # The deadline-length reconcile lands in a finite bucket, not only in +Inf.
+    bucket = "controller_runtime_reconcile_time_seconds_bucket"
+    assert _value(observers, bucket, controller="c", le="2.5") == 5
+    budget = "wukong_reconcile_budget_used_ratio"
+    assert _value(observers, f"{budget}_sum", controller="c") == pytest.approx(3.1 / 2.0)
+    assert _value(observers, f"{budget}_bucket", controller="c", le="1.0") == 5
+
+
+async def test_reconcile_time_carries_the_trace_id_exemplar(observers: RuntimeMetrics) -> None:
+    ctx = _context()
+    ctx.span = NonRecordingSpan(
+        SpanContext(
+            trace_id=TRACE_ID, span_id=0x00F067AA0BA902B7, is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    )  # fmt: skip
+    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.07))
+    text = openmetrics(observers.metrics.registry).decode()
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("controller_runtime_reconcile_time_seconds_bucket")
+        and 'le="0.1"' in line
+    )
+    assert f'# {{trace_id="{TRACE_ID:032x}"}} 0.07' in line
+
+
+async def test_no_exemplar_without_a_valid_span(observers: RuntimeMetrics) -> None:
+    ctx = _context()
+    ctx.span = NonRecordingSpan(SpanContext(trace_id=0, span_id=0, is_remote=False))
+    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.07))
+    assert "trace_id" not in openmetrics(observers.metrics.registry).decode()
+
+
+async def test_requeue_delay_is_measured_at_start(observers: RuntimeMetrics) -> None:
+    late = _context(due_at=asyncio.get_running_loop().time() - 0.3)
+    early = _context(due_at=asyncio.get_running_loop().time() + 5)  # clock skew: clamp to 0
+    plain = _context()
+    for ctx in (late, early, plain):
+        observers.lifecycle(
+            LifecycleEvent(step=Step.STARTED, controller="c", request=ctx.request, context=ctx)
+        )
+    delay = "wukong_requeue_delay_seconds"
+    assert _value(observers, f"{delay}_count", controller="c") == 2
+    assert _value(observers, f"{delay}_sum", controller="c") == pytest.approx(0.3, abs=0.05)
+    assert _value(observers, f"{delay}_bucket", controller="c", le="0.001") == 1
+
+
+async def test_api_calls_codes_and_cancellation_reasons(observers: RuntimeMetrics) -> None:
+    observers.api_call(_call(status=200))
+    observers.api_call(_call(status=404))
+    observers.api_call(_call(status=None, error=ApiTimeout(verb="get", path="/", timeout=1.0)))
+    observers.api_call(_call(status=None, error=asyncio.CancelledError()))
+
+    # A call aborted inside a reconcile that was cancelled for a reason gets that reason.
+    ctx = _context()
+    observers.lifecycle(
+        LifecycleEvent(step=Step.STARTED, controller="c", request=ctx.request, context=ctx)
+    )
+    ctx.record_reason(CancelReason.DEADLINE_EXCEEDED)
+    ctx.task_context.run(observers.api_call, _call(status=None, error=asyncio.CancelledError()))
+
+    requests = "rest_client_requests_total"
+    host = "127.0.0.1:6443"
+    assert _value(observers, requests, code="200", method="GET", host=host) == 1
+    assert _value(observers, requests, code="404", method="GET", host=host) == 1
+    assert _value(observers, requests, code="<error>", method="GET", host=host) == 3
+    duration = "rest_client_request_duration_seconds_count"
+    assert _value(observers, duration, verb="get", host=host) == 5
+    cancellations = "wukong_api_request_cancellations_total"
+    labels = {"verb": "get", "resource": "configmaps"}
+    assert _value(observers, cancellations, **labels, reason="api_timeout") == 1
+    assert _value(observers, cancellations, **labels, reason="parent_cancelled") == 1
+    assert _value(observers, cancellations, **labels, reason="deadline_exceeded") == 1
+
+
+async def test_queue_and_controller_state(observers: RuntimeMetrics) -> None:
+    controller = Controller(
+        name="cms",
+        reconciler=_Idle(),
+        primary=CONFIGMAPS,
+        options=ControllerOptions(max_concurrent_reconciles=3),
+    )
+    controller.queue.observer = observers
+    observers.track(controller)
+    queue = controller.queue
+    queue.add(Request("ns", "a"))
+    queue.add(Request("ns", "a"))  # deduplicated: not an add
+    queue.add(Request("ns", "b"))
+    ticket = await queue.get()
+    queue.add_rate_limited(Request("ns", "c"))
+
+    labels = {"name": "cms", "controller": "cms"}
+    assert _value(observers, "workqueue_adds_total", **labels) == 2
+    assert _value(observers, "workqueue_retries_total", **labels) == 1
+    assert _value(observers, "workqueue_queue_duration_seconds_count", **labels) == 1
+    assert _value(observers, "workqueue_depth", **labels) == 1
+    assert _value(observers, "workqueue_unfinished_work_seconds", **labels) is not None
+    longest = _value(observers, "workqueue_longest_running_processor_seconds", **labels)
+    assert longest is not None and longest >= 0
+    max_concurrent = "controller_runtime_max_concurrent_reconciles"
+    assert _value(observers, max_concurrent, controller="cms") == 3
+    assert _value(observers, "controller_runtime_active_workers", controller="cms") == 0
+
+    queue.done(ticket.key)
+    assert _value(observers, "workqueue_work_duration_seconds_count", **labels) == 1
+    assert _value(observers, "workqueue_longest_running_processor_seconds", **labels) == 0
+    queue.shut_down()
+
+
+def test_leader_status(observers: RuntimeMetrics) -> None:
+    observe = observers.leader(name="wukong-lock")
+    status = "leader_election_master_status"
+    assert _value(observers, status, name="wukong-lock") == 0
+    observe(True)
+    assert _value(observers, status, name="wukong-lock") == 1
+    observe(False)
+    assert _value(observers, status, name="wukong-lock") == 0
+
+
+async def test_instrument_wires_manager_controllers_and_client() -> None:
+    client = _client()
+    manager = Manager(client=client, block_warning_seconds=None)
+    controller = Controller(name="cms", reconciler=_Idle(), primary=CONFIGMAPS)
+    manager.add(controller)
+    observers = instrument(manager)
+    assert observers.host == "127.0.0.1:6443"
+    assert controller.queue.observer is observers
+    controller.enqueue(Request("ns", "a"))
+    assert _value(observers, "workqueue_adds_total", name="cms", controller="cms") == 1
+    assert _value(observers, "workqueue_depth", name="cms", controller="cms") == 1
+
+
+async def test_server_negotiates_the_format(observers: RuntimeMetrics) -> None:
+    ctx = _context()
+    ctx.span = NonRecordingSpan(SpanContext(trace_id=TRACE_ID, span_id=1, is_remote=False))
+    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.07))
+    server = MetricsServer(registry=observers.metrics.registry)
+    port = await server.start("127.0.0.1:0")
+    try:
+
+        def scrape(accept: str | None) -> tuple[str, str]:
+            headers = {"Accept": accept} if accept else {}
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.headers["Content-Type"], response.read().decode()
+
+        content_type, text = await asyncio.to_thread(scrape, None)
+        assert content_type.startswith("text/plain; version=0.0.4")
+        assert "controller_runtime_reconcile_total" in text
+        assert "trace_id" not in text  # the classic format has no exemplars
+        content_type, text = await asyncio.to_thread(
+            scrape, "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"
+        )
+        assert content_type.startswith("application/openmetrics-text")
+        assert text.endswith("# EOF\n")
+        assert f'trace_id="{TRACE_ID:032x}"' in text
+    finally:
+        await server.stop()

@@ -1,0 +1,27 @@
+"""Prometheus metrics for Wukong operators, with controller-runtime's names.
+
+    from wukong.metrics import MetricsServer, instrument
+
+    manager = Manager(client=client, ...)
+    manager.add(controller)
+    metrics = instrument(manager)            # before manager.run()
+    server = MetricsServer(registry=metrics.metrics.registry)
+    port = await server.start(":8080")       # GET /metrics
+    ...
+    await server.stop()
+
+See `definitions` for the families and `observers` for how runtime events map
+onto them.
+"""
+
+from wukong.metrics.definitions import OperatorMetrics, create_metrics
+from wukong.metrics.observers import RuntimeMetrics, instrument
+from wukong.metrics.server import MetricsServer
+
+__all__ = [
+    "MetricsServer",
+    "OperatorMetrics",
+    "RuntimeMetrics",
+    "create_metrics",
+    "instrument",
+]
