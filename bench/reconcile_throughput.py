@@ -17,12 +17,10 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from wukong.devcluster import ControlPlane, ControlPlaneConfig
-from wukong.devcluster.processes import free_port
+from wukong.devcluster import ephemeral_control_plane
 from wukong.runtime.client import Client
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, ControllerOptions
@@ -169,20 +167,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16, help="creates in flight")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="wukong-bench-") as state:
-        plane = ControlPlane(
-            ControlPlaneConfig(
-                state_dir=Path(state),
-                apiserver_port=free_port(),
-                etcd_port=free_port(),
-                etcd_peer_port=free_port(),
-            )
-        )
-        plane.up(progress=lambda message: print(message, file=sys.stderr))
-        try:
-            asyncio.run(run(plane.kubeconfig, args.objects, args.workers, args.concurrency))
-        finally:
-            plane.down(progress=lambda _: None)
+    with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
+        asyncio.run(run(plane.kubeconfig, args.objects, args.workers, args.concurrency))
     return 0
 
 

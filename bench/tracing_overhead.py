@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from wukong.devcluster import ControlPlane, ControlPlaneConfig
-from wukong.devcluster.processes import free_port
+from wukong.devcluster import ephemeral_control_plane
 from wukong.runtime.client import Client
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, ControllerOptions
@@ -130,20 +128,8 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="wukong-bench-") as state:
-        plane = ControlPlane(
-            ControlPlaneConfig(
-                state_dir=Path(state),
-                apiserver_port=free_port(),
-                etcd_port=free_port(),
-                etcd_peer_port=free_port(),
-            )
-        )
-        plane.up(progress=lambda message: print(message, file=sys.stderr))
-        try:
-            asyncio.run(run(plane.kubeconfig, args.objects, args.rounds))
-        finally:
-            plane.down(progress=lambda _: None)
+    with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
+        asyncio.run(run(plane.kubeconfig, args.objects, args.rounds))
     return 0
 
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from wukong.devcluster import ControlPlane, ControlPlaneConfig
-from wukong.devcluster.processes import free_port
+from wukong.devcluster import ControlPlane, ephemeral_control_plane
 from wukong.runtime.client import Client
 from wukong.runtime.resources import NAMESPACES
 
@@ -38,16 +37,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    config = ControlPlaneConfig(
-        state_dir=tmp_path_factory.mktemp("control-plane"),
-        apiserver_port=free_port(),
-        etcd_port=free_port(),
-        etcd_peer_port=free_port(),
-    )
-    plane = ControlPlane(config)
-    plane.up(progress=lambda message: print(message, file=sys.stderr))
-    yield plane
-    plane.down(progress=lambda _: None)
+    with ephemeral_control_plane(
+        progress=lambda message: print(message, file=sys.stderr),
+        state_dir=tmp_path_factory.mktemp("control-plane"),  # kept: logs for failures
+    ) as plane:
+        yield plane
 
 
 @pytest.fixture

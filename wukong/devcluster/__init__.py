@@ -6,7 +6,18 @@ generated here (see `pki`, `kubeconfig`). Integration tests and the demo stand
 on it; nothing in it is mocked.
 """
 
-from wukong.devcluster.cluster import ControlPlane, ControlPlaneConfig, Status
+from wukong.devcluster.cluster import (
+    ControlPlane,
+    ControlPlaneConfig,
+    Status,
+    ephemeral_control_plane,
+)
 from wukong.devcluster.errors import DevClusterError
 
-__all__ = ["ControlPlane", "ControlPlaneConfig", "DevClusterError", "Status"]
+__all__ = [
+    "ControlPlane",
+    "ControlPlaneConfig",
+    "DevClusterError",
+    "Status",
+    "ephemeral_control_plane",
+]

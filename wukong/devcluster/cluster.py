@@ -12,6 +12,7 @@ references are not garbage-collected, which is why the operator removes what it
 created itself (see the finalizer) rather than relying on the garbage collector.
 """
 
+import contextlib
 import json
 import shutil
 import ssl
@@ -20,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,33 @@ class Status:
     @property
     def running(self) -> bool:
         return all(c.state == "running" for c in self.components)
+
+
+@contextlib.contextmanager
+def ephemeral_control_plane(
+    *, progress: Progress, state_dir: Path | None = None
+) -> Iterator["ControlPlane"]:
+    """A control plane on free loopback ports for the duration of a `with` block.
+
+    For tests and benchmarks: it never collides with `wukong dev up`'s cluster.
+    State goes to `state_dir` (kept, e.g. for logs) or to a temporary directory.
+    """
+    with contextlib.ExitStack() as stack:
+        if state_dir is None:
+            state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wukong-")))
+        plane = ControlPlane(
+            ControlPlaneConfig(
+                state_dir=state_dir,
+                apiserver_port=processes.free_port(),
+                etcd_port=processes.free_port(),
+                etcd_peer_port=processes.free_port(),
+            )
+        )
+        plane.up(progress=progress)
+        try:
+            yield plane
+        finally:
+            plane.down(progress=lambda _: None)
 
 
 class ControlPlane:
