@@ -1,0 +1,43 @@
+"""The manager's /healthz and /readyz, as kubelet probes would call them."""
+
+import asyncio
+
+import aiohttp
+
+from tests.integration.helpers import eventually
+from wukong.runtime.client import Client
+from wukong.runtime.context import ReconcileContext, Request, Result
+from wukong.runtime.controller import Controller
+from wukong.runtime.manager import Manager
+from wukong.runtime.resources import CONFIGMAPS
+
+
+class Idle:
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        return Result()
+
+
+async def _status(session: aiohttp.ClientSession, url: str) -> int:
+    try:
+        async with session.get(url) as response:
+            return response.status
+    except aiohttp.ClientError:
+        return -1
+
+
+async def test_health_endpoints_follow_the_lifecycle(client: Client, namespace: str) -> None:
+    manager = Manager(client=client, namespace=namespace, health_bind="127.0.0.1:0")
+    manager.add(Controller(name="health", reconciler=Idle(), primary=CONFIGMAPS))
+    run = asyncio.create_task(manager.run())
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: manager.health_port is not None, what="the health server")
+        base = f"http://127.0.0.1:{manager.health_port}"
+
+        async def ready() -> bool:
+            return await _status(session, f"{base}/readyz") == 200
+
+        await eventually(ready, what="/readyz ok once informers have synced")
+        assert await _status(session, f"{base}/healthz") == 200
+        manager.stop()
+        await run
+        assert await _status(session, f"{base}/healthz") == -1  # server closed on shutdown
