@@ -6,6 +6,7 @@ exit status 1, never as a traceback.
 """
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from wukong import __version__
 from wukong.devcluster import ControlPlane, ControlPlaneConfig, DevClusterError, binaries
 from wukong.devcluster.paths import default_state_dir
+from wukong.tracing.logs import configure_logging
 
 
 def _progress(message: str) -> None:
@@ -99,12 +101,42 @@ def _dev_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboards_render(args: argparse.Namespace) -> int:
+    # Imported here: the Grafana SDK is only needed by this command.
+    from wukong.dashboards.panels import render_dashboards
+
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in render_dashboards().items():
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            print(path)
+    except OSError as exc:
+        print(f"wukong: error: cannot write dashboards to {out}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wukong",
         description="Wukong: a Kubernetes operator for VMs that explains every reconcile.",
     )
     parser.add_argument("--version", action="version", version=f"wukong {__version__}")
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default="console",
+        help="console: readable lines for people; json: one object per line for log "
+        "pipelines. Both carry trace_id/span_id for lines about a traced reconcile.",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="cancelled reconciles are logged at debug, with their reason (default: info)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = commands.add_parser(
@@ -161,11 +193,39 @@ def build_parser() -> argparse.ArgumentParser:
         "wukong/devcluster/apiserver, cache it under ~/.cache/wukong/bin and print its path.",
     )
     build.set_defaults(handler=_dev_build)
+
+    dashboards = commands.add_parser(
+        "dashboards",
+        help="render the Grafana dashboards to JSON",
+        description="Wukong's Grafana dashboards are code (wukong/dashboards); this renders "
+        "them to the JSON files Grafana imports or provisions. The rendered files are "
+        "committed under dashboards/ and a unit test fails when they are stale.",
+    )
+    dashboards_commands = dashboards.add_subparsers(
+        dest="dashboards_command", required=True, metavar="ACTION"
+    )
+    render = dashboards_commands.add_parser(
+        "render",
+        help="write every dashboard as <uid>.json and print the paths",
+        description='Write each dashboard ("Wukong / Cancel storm", "Wukong / Node '
+        'cancellations") to OUT/<uid>.json with stable key order, overwriting older '
+        "renders, and print one path per line. Run it after changing wukong/dashboards and "
+        "commit the result.",
+    )
+    render.add_argument(
+        "--out",
+        type=Path,
+        default=Path("dashboards"),
+        metavar="DIR",
+        help="directory to write the JSON files to, created if missing (default: dashboards/)",
+    )
+    render.set_defaults(handler=_dashboards_render)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(log_format=args.log_format, level=getattr(logging, args.log_level.upper()))
     try:
         code: int = args.handler(args)
     except DevClusterError as exc:

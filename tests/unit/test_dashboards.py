@@ -1,0 +1,239 @@
+"""Dashboards as code: the committed JSON is fresh and every panel keeps the rules.
+
+The rules: every panel reads the `${datasource}` variable, has a unit and a
+description; every query filters by the template variables, uses
+`$__rate_interval` instead of a fixed range, and reads only metric families of
+the contract (wukong.metrics.definitions plus the node agent's family).
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wukong.cli import main
+from wukong.dashboards.panels import (
+    CANCEL_STORM_UID,
+    NODE_CANCELLATIONS_UID,
+    iter_panels,
+    panel_queries,
+    render_dashboards,
+)
+from wukong.metrics import create_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = REPO / "dashboards"
+FIXED_RANGE = re.compile(r"\[\d+[smhd]\]")
+# Identifiers in PromQL that are not metric names.
+PROMQL_WORDS = {
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "by",
+    "without",
+    "rate",
+    "increase",
+    "histogram_quantile",
+    "le",
+}
+# The node agent's family (DESIGN.md); the agent registers it, not create_metrics().
+AGENT_FAMILIES = {"wukong_node_cancellations_total"}
+SELECTORS = {
+    CANCEL_STORM_UID: ('namespace=~"$namespace"', 'job=~"$job"'),
+    NODE_CANCELLATIONS_UID: ('node=~"$node"', 'namespace=~"$namespace"', 'job=~"$job"'),
+}
+# Families without a `controller` label: the API client and leader election.
+PROCESS_WIDE = ("rest_client_", "leader_election_", "wukong_api_request_")
+VARIABLES = {
+    CANCEL_STORM_UID: {"datasource", "trace_datasource", "namespace", "job", "controller"},
+    NODE_CANCELLATIONS_UID: {"datasource", "node", "namespace", "job"},
+}
+
+
+def _contract_samples() -> set[str]:
+    names = set(AGENT_FAMILIES)
+    for family in create_metrics().registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        if family.type == "histogram":
+            names.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def _dashboards() -> dict[str, dict[str, Any]]:
+    return {name: json.loads(text) for name, text in render_dashboards().items()}
+
+
+def _content_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [panel for panel in iter_panels(board) if panel.get("type") != "row"]
+
+
+def _metric_names(expr: str) -> set[str]:
+    without_labels = re.sub(r"\{[^}]*\}", "", expr)
+    without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
+    without_groupings = re.sub(r"\b(by|without)\s*\([^)]*\)", "", without_ranges)
+    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_groupings))
+    return words - PROMQL_WORDS
+
+
+def test_renders_both_dashboards() -> None:
+    boards = _dashboards()
+    assert sorted(boards) == [f"{CANCEL_STORM_UID}.json", f"{NODE_CANCELLATIONS_UID}.json"]
+    assert boards[f"{CANCEL_STORM_UID}.json"]["title"] == "Wukong / Cancel storm"
+    assert boards[f"{NODE_CANCELLATIONS_UID}.json"]["title"] == "Wukong / Node cancellations"
+
+
+def test_render_is_stable_and_ends_with_newline() -> None:
+    first, second = render_dashboards(), render_dashboards()
+    assert first == second
+    for text in first.values():
+        assert text.endswith("}\n")
+        assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
+
+
+@pytest.mark.parametrize("name", sorted(render_dashboards()))
+def test_committed_json_is_fresh(name: str) -> None:
+    committed = COMMITTED / name
+    assert committed.is_file(), f"{committed} is missing; run `wukong dashboards render`"
+    assert committed.read_text(encoding="utf-8") == render_dashboards()[name], (
+        f"{committed} is stale; run `wukong dashboards render` and commit the result"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(render_dashboards()))
+def test_template_variables(name: str) -> None:
+    board = _dashboards()[name]
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+    uid = board["uid"]
+    assert set(variables) == VARIABLES[uid]
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    if "trace_datasource" in variables:
+        assert variables["trace_datasource"]["query"] == "tempo"
+    for variable in variables.values():
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == "${datasource}"
+            assert variable["query"].startswith("label_values(")
+            assert variable["multi"] and variable["includeAll"]
+
+
+@pytest.mark.parametrize("name", sorted(render_dashboards()))
+def test_every_panel_has_datasource_unit_and_description(name: str) -> None:
+    panels = _content_panels(_dashboards()[name])
+    assert panels
+    for panel in panels:
+        title = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, title
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{title}: no unit"
+        assert panel.get("description", "").strip(), f"{title}: no description"
+        assert panel["targets"], f"{title}: no query"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", title
+            assert target["refId"], title
+
+
+@pytest.mark.parametrize("name", sorted(render_dashboards()))
+def test_queries_filter_by_variables_and_use_rate_interval(name: str) -> None:
+    board = _dashboards()[name]
+    queries = panel_queries(board)
+    assert queries
+    for query in queries:
+        assert not FIXED_RANGE.search(query), f"hard-coded range in {query}"
+        if "rate(" in query:
+            assert "[$__rate_interval]" in query, query
+        for selector in SELECTORS[board["uid"]]:
+            assert selector in query, f"{query} does not filter by {selector}"
+
+
+def test_controller_families_filter_by_controller() -> None:
+    board = _dashboards()[f"{CANCEL_STORM_UID}.json"]
+    for query in panel_queries(board):
+        names = _metric_names(query)
+        if all(name.startswith(PROCESS_WIDE) for name in names):
+            assert "controller=" not in query, query
+        else:
+            assert 'controller=~"$controller"' in query, query
+
+
+@pytest.mark.parametrize("name", sorted(render_dashboards()))
+def test_queries_use_only_contract_metrics(name: str) -> None:
+    contract = _contract_samples()
+    for query in panel_queries(_dashboards()[name]):
+        names = _metric_names(query)
+        assert names, f"no metric in {query}"
+        assert names <= contract, f"{sorted(names - contract)} not in the metric contract"
+
+
+def test_latency_panels_link_exemplars_to_traces() -> None:
+    board = _dashboards()[f"{CANCEL_STORM_UID}.json"]
+    with_exemplars = [
+        panel
+        for panel in _content_panels(board)
+        if any(target.get("exemplar") for target in panel["targets"])
+    ]
+    titles = {panel["title"] for panel in with_exemplars}
+    assert {"Reconcile duration (p50/p99)", "API latency p99 by verb"} <= titles
+    for panel in with_exemplars:
+        links = panel["fieldConfig"]["defaults"]["links"]
+        assert any("${trace_datasource}" in link["url"] for link in links), panel["title"]
+        assert any("trace_id" in link["url"] for link in links), panel["title"]
+
+
+def test_reconcile_duration_shows_the_deadline() -> None:
+    board = _dashboards()[f"{CANCEL_STORM_UID}.json"]
+    (panel,) = [p for p in _content_panels(board) if p["title"].startswith("Reconcile duration")]
+    defaults = panel["fieldConfig"]["defaults"]
+    assert [step["value"] for step in defaults["thresholds"]["steps"]] == [None, 15]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+    assert "15 s" in panel["description"]
+
+
+def test_panel_queries_reads_nested_rows() -> None:
+    board = {
+        "panels": [
+            {"type": "row", "panels": [{"targets": [{"expr": "a"}, {"expr": ""}]}]},
+            {"targets": [{"expr": "b"}]},
+        ]
+    }
+    assert panel_queries(board) == ["a", "b"]
+
+
+def test_cli_render_writes_files_and_prints_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["dashboards", "render", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    expected = render_dashboards()
+    assert printed == [str(out / name) for name in expected]
+    for name, text in expected.items():
+        assert (out / name).read_text(encoding="utf-8") == text
+
+
+def test_cli_render_reports_unwritable_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["dashboards", "render", "--out", str(blocker)]) == 1
+    assert capsys.readouterr().err.startswith("wukong: error: cannot write dashboards")
+
+
+@pytest.mark.parametrize("argv", [["dashboards", "--help"], ["dashboards", "render", "--help"]])
+def test_cli_help(argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wukong.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--out" in result.stdout or "render" in result.stdout
