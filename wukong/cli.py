@@ -103,12 +103,14 @@ def _dev_build(args: argparse.Namespace) -> int:
 
 def _dashboards_render(args: argparse.Namespace) -> int:
     # Imported here: the Grafana SDK is only needed by this command.
+    from wukong.dashboards.alerts import ALERT_RULES_FILE, render_alert_rules
     from wukong.dashboards.panels import render_dashboards
 
     out: Path = args.out
+    files = {**render_dashboards(), ALERT_RULES_FILE: render_alert_rules()}
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in render_dashboards().items():
+        for name, text in files.items():
             path = out / name
             path.write_text(text, encoding="utf-8")
             print(path)
@@ -196,28 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboards = commands.add_parser(
         "dashboards",
-        help="render the Grafana dashboards to JSON",
-        description="Wukong's Grafana dashboards are code (wukong/dashboards); this renders "
-        "them to the JSON files Grafana imports or provisions. The rendered files are "
-        "committed under dashboards/ and a unit test fails when they are stale.",
+        help="render the Grafana dashboards and Prometheus alert rules",
+        description="Wukong's Grafana dashboards and alert rules are code (wukong/dashboards); "
+        "this renders them to the JSON files Grafana imports or provisions and the rule file "
+        "Prometheus loads. The rendered files are committed under dashboards/ and unit tests "
+        "fail when they are stale.",
     )
     dashboards_commands = dashboards.add_subparsers(
         dest="dashboards_command", required=True, metavar="ACTION"
     )
     render = dashboards_commands.add_parser(
         "render",
-        help="write every dashboard as <uid>.json and print the paths",
+        help="write every dashboard as <uid>.json and the alert rules; print the paths",
         description='Write each dashboard ("Wukong / Cancel storm", "Wukong / Node '
-        'cancellations") to OUT/<uid>.json with stable key order, overwriting older '
-        "renders, and print one path per line. Run it after changing wukong/dashboards and "
-        "commit the result.",
+        'cancellations") to OUT/<uid>.json with stable key order and the alert rules to '
+        "OUT/wukong-alerts.rules.yaml, overwriting older renders, and print one path per "
+        "line. Run it after changing wukong/dashboards and commit the result.",
     )
     render.add_argument(
         "--out",
         type=Path,
         default=Path("dashboards"),
         metavar="DIR",
-        help="directory to write the JSON files to, created if missing (default: dashboards/)",
+        help="directory to write the files to, created if missing (default: dashboards/)",
     )
     render.set_defaults(handler=_dashboards_render)
     return parser

@@ -21,10 +21,7 @@ from wukong.metrics.definitions import create_metrics
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "dashboards" / "wukong-alerts.rules.yaml"
 PROMTOOL_TESTS = ROOT / "tests" / "promtool" / "alerts_test.yaml"
-REGENERATE = (
-    "python -c 'from wukong.dashboards.alerts import render_alert_rules; "
-    'print(render_alert_rules(), end="")\' > dashboards/wukong-alerts.rules.yaml'
-)
+REGENERATE = "wukong dashboards render --out dashboards"
 # Labels Prometheus adds at scrape time (kubernetes SD relabelling), and histograms' `le`.
 SCRAPE_LABELS = {"job", "namespace", "pod", "instance", "le"}
 # PromQL words that look like identifiers but are not metric names.

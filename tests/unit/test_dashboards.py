@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from wukong.cli import main
+from wukong.dashboards.alerts import ALERT_RULES_FILE, render_alert_rules
 from wukong.dashboards.panels import (
     CANCEL_STORM_UID,
     NODE_CANCELLATIONS_UID,
@@ -211,7 +212,7 @@ def test_cli_render_writes_files_and_prints_paths(
     out = tmp_path / "out"
     assert main(["dashboards", "render", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.split()
-    expected = render_dashboards()
+    expected = {**render_dashboards(), ALERT_RULES_FILE: render_alert_rules()}
     assert printed == [str(out / name) for name in expected]
     for name, text in expected.items():
         assert (out / name).read_text(encoding="utf-8") == text

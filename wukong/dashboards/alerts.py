@@ -86,6 +86,10 @@ class _Alert:
         }
 
 
+# The file name `wukong dashboards render` writes the rules to.
+ALERT_RULES_FILE = "wukong-alerts.rules.yaml"
+
+
 def _block(text: str) -> str:
     """Dedented multi-line text, one trailing newline (rendered as a YAML `|` block)."""
     return dedent(text).strip() + "\n"
