@@ -1,0 +1,84 @@
+"""OpenAPI v3 schemas generated from dataclasses, for CRDs that cannot drift from code.
+
+A field's Python type gives its OpenAPI type (`str`, `int`, `bool`, nested
+dataclasses, `list[...]`; `X | None` means optional); `spec_field(...)` adds
+what types cannot say: a description (required: it becomes `kubectl explain`),
+a default, bounds, patterns and CEL rules (`x-kubernetes-validations`).
+JSON names are the camelCase of the Python names.
+"""
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+Schema = dict[str, Any]
+
+
+def spec_field(*, description: str, default: Any = dataclasses.MISSING, **schema: Any) -> Any:
+    """A dataclass field carrying its OpenAPI description and extra schema keywords."""
+    metadata = {"description": description, "schema": schema}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=list, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def json_name(python_name: str) -> str:
+    head, *rest = python_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def schema_of(cls: type, *, description: str | None = None) -> Schema:
+    """The OpenAPI object schema of dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Schema] = {}
+    required: list[str] = []
+    for field in dataclasses.fields(cls):
+        python_type, optional = _unwrap_optional(hints[field.name])
+        prop = _type_schema(python_type)
+        prop["description"] = field.metadata["description"]
+        prop.update(field.metadata.get("schema", {}))
+        has_default = (
+            field.default is not dataclasses.MISSING
+            or field.default_factory is not dataclasses.MISSING
+        )
+        if field.default is not dataclasses.MISSING and field.default is not None:
+            prop["default"] = field.default
+        if not optional and not has_default:
+            required.append(json_name(field.name))
+        properties[json_name(field.name)] = prop
+    schema: Schema = {"type": "object", "properties": properties}
+    # Object-level keywords (e.g. CEL rules across fields) from a `SCHEMA` ClassVar.
+    schema.update(getattr(cls, "SCHEMA", {}))
+    if required:
+        schema["required"] = required
+    doc = description or (cls.__doc__ or "").strip()
+    if doc:
+        schema["description"] = doc
+    return schema
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+        raise TypeError(f"unsupported union {hint!r}")
+    return hint, False
+
+
+def _type_schema(hint: Any) -> Schema:
+    if hint is str:
+        return {"type": "string"}
+    if hint is bool:
+        return {"type": "boolean"}
+    if hint is int:
+        return {"type": "integer", "format": "int64"}
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return {"type": "array", "items": _type_schema(item)}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return schema_of(hint)
+    raise TypeError(f"no OpenAPI type for {hint!r}")
