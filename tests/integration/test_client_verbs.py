@@ -1,11 +1,10 @@
 """Every write verb of the client against the real API server, and its time bound."""
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import kubeconfig_via
+from tests.integration.helpers import kubeconfig_via, wait_crd_established
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.runtime.client import JSON_PATCH, Client
@@ -86,14 +85,7 @@ async def test_status_subresource_and_invalid(client: Client, namespace: str) ->
         },
     )
     widgets = Resource(group=GROUP, version="v1", plural="widgets", kind="Widget")
-    for _ in range(100):
-        conditions = (
-            (await client.get(CUSTOM_RESOURCE_DEFINITIONS, crd["metadata"]["name"])).get("status")
-            or {}
-        ).get("conditions") or []
-        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-            break
-        await asyncio.sleep(0.1)
+    await wait_crd_established(client, crd["metadata"]["name"])
     body = {
         "apiVersion": f"{GROUP}/v1",
         "kind": "Widget",

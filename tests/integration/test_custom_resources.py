@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from tests.integration.helpers import wait_crd_established
 from wukong.runtime.client import Client, WatchEvent
 from wukong.runtime.errors import AlreadyExists, Gone, NotFound
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, Resource
@@ -48,23 +49,13 @@ def _crd(plural: str, kind: str) -> dict[str, object]:
     }
 
 
-async def _wait_established(client: Client, name: str) -> None:
-    for _ in range(100):
-        crd = await client.get(CUSTOM_RESOURCE_DEFINITIONS, name)
-        conditions = (crd.get("status") or {}).get("conditions") or []
-        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"CRD {name} never became Established")
-
-
 @pytest.fixture
 async def gadgets(client: Client) -> Resource:
     # Kinds must be unique within a group, so each test gets its own.
     kind = f"Gadget{uuid.uuid4().hex[:6]}"
     plural = f"{kind.lower()}s"
     crd = await client.create(CUSTOM_RESOURCE_DEFINITIONS, _crd(plural, kind))
-    await _wait_established(client, crd["metadata"]["name"])
+    await wait_crd_established(client, crd["metadata"]["name"])
     return Resource(group=GROUP, version="v1", plural=plural, kind=kind)
 
 

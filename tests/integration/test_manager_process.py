@@ -5,12 +5,14 @@ run as its own process so signals and SIGKILL are real.
 """
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.integration.helpers import eventually
 from tests.integration.programs.configmap_operator import RECONCILED_BY
@@ -53,8 +55,17 @@ class Operator:
     def output(self) -> str:
         return self.log_path.read_text()
 
-    def lines(self, needle: str) -> list[str]:
-        return [line for line in self.output.splitlines() if needle in line]
+    def records(self, needle: str = "", *, level: str | None = None) -> list[dict[str, Any]]:
+        """Log records (JSON lines) whose message contains `needle`, at `level` if given."""
+        found = []
+        for line in self.output.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if needle in record["message"] and level in (None, record["level"]):
+                found.append(record)
+        return found
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -75,7 +86,7 @@ async def test_sigterm_cancels_reconciles_in_flight_and_exits(
         for name in ("slow-1", "slow-2", "slow-3"):
             await _configmap(client, namespace, name)
         await eventually(
-            lambda: len(operator.lines("reconcile started")) >= 3,
+            lambda: len(operator.records("reconcile started")) >= 3,
             timeout=30,
             what="three reconciles in flight",
         )
@@ -87,9 +98,8 @@ async def test_sigterm_cancels_reconciles_in_flight_and_exits(
         operator.stop()
     assert code == 0, operator.output
     assert waited < 5 + 2, f"took {waited:.1f}s to stop with a 5s grace period"
-    cancelled = operator.lines("reason=shutdown")
-    assert len([line for line in cancelled if "level=DEBUG" in line]) == 3, operator.output
-    assert not operator.lines("level=ERROR"), operator.output
+    assert len(operator.records("reason=shutdown", level="DEBUG")) == 3, operator.output
+    assert not operator.records(level="ERROR"), operator.output
 
 
 async def _lease_holder(client: Client, namespace: str, name: str) -> str | None:
@@ -127,7 +137,7 @@ async def test_leader_election_hands_over_and_loser_cancels(
 
         await eventually(lambda: reconciled_by("replica-a", "cm-1"), what="leader reconciles")
         await asyncio.sleep(1.0)
-        assert not second.lines("reconcile started"), "the standby must not reconcile"
+        assert not second.records("reconcile started"), "the standby must not reconcile"
 
         # The leader dies without releasing the lease: the standby takes over
         # once the lease (4 s) expires.
@@ -144,15 +154,15 @@ async def test_leader_election_hands_over_and_loser_cancels(
         # process stops reconciling and exits.
         await _configmap(client, namespace, "slow-1")
         await eventually(
-            lambda: len(second.lines("reconcile started")) >= 2, what="a slow reconcile in flight"
+            lambda: len(second.records("reconcile started")) >= 2, what="a slow reconcile in flight"
         )
         current = await client.get(LEASES, lease, namespace=namespace)
         current["spec"]["holderIdentity"] = "intruder"
         await client.update(LEASES, current)
         code = await asyncio.to_thread(second.proc.wait, 30)
         assert code == 2, second.output
-        assert [line for line in second.lines("reason=leader_lost") if "level=DEBUG" in line]
-        assert not second.lines("level=ERROR"), second.output
+        assert second.records("reason=leader_lost", level="DEBUG"), second.output
+        assert not second.records(level="ERROR"), second.output
     finally:
         first.stop()
         if second is not None:

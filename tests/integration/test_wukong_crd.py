@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.integration.helpers import wait_crd_established
 from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
 from wukong.operator.crd import wukong_crd
@@ -21,12 +22,7 @@ async def installed(client: Client) -> AsyncIterator[None]:
         await client.create(CUSTOM_RESOURCE_DEFINITIONS, crd)
     except AlreadyExists:
         pass  # shared by the session's tests
-    for _ in range(100):
-        current = await client.get(CUSTOM_RESOURCE_DEFINITIONS, crd["metadata"]["name"])
-        conditions = (current.get("status") or {}).get("conditions") or []
-        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-            break
-        await asyncio.sleep(0.1)
+    await wait_crd_established(client, crd["metadata"]["name"])
     yield
 
 

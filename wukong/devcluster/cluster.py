@@ -19,7 +19,6 @@ import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -397,5 +396,5 @@ def _get(url: str, *, context: ssl.SSLContext | None) -> str | None:
         with urllib.request.urlopen(url, context=context, timeout=2) as response:
             body: bytes = response.read()
             return body.decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+    except OSError:  # URLError, HTTPError, refused, reset, timed out
         return None

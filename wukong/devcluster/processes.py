@@ -35,26 +35,30 @@ class Component:
         return self.state_dir / f"{self.name}.log"
 
 
-def read_pid(component: Component) -> int | None:
-    """The pid of the component if it is running, else None (stale files stay)."""
-    try:
-        pid = int(component.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if is_running(pid, component.name) else None
-
-
-def stale_pid(component: Component) -> int | None:
-    """The pid recorded in a pid file whose process is gone (or is another program)."""
+def _recorded_pid(component: Component) -> int | None:
+    """The pid written in the component's pid file (-1 if unreadable), None without a file."""
     try:
         text = component.pid_file.read_text().strip()
     except FileNotFoundError:
         return None
     try:
-        pid = int(text)
+        return int(text)
     except ValueError:
         return -1
-    return None if is_running(pid, component.name) else pid
+
+
+def read_pid(component: Component) -> int | None:
+    """The pid of the component if it is running, else None (stale files stay)."""
+    pid = _recorded_pid(component)
+    return pid if pid is not None and pid > 0 and is_running(pid, component.name) else None
+
+
+def stale_pid(component: Component) -> int | None:
+    """The pid recorded in a pid file whose process is gone (or is another program)."""
+    pid = _recorded_pid(component)
+    if pid is None:
+        return None
+    return None if pid > 0 and is_running(pid, component.name) else pid
 
 
 def is_running(pid: int, binary_name: str) -> bool:

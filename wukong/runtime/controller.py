@@ -292,9 +292,6 @@ class Controller:
                 ctx.record_reason(
                     CancelReason.DEADLINE_EXCEEDED if past_deadline else CancelReason.API_TIMEOUT
                 )
-            elif isinstance(error, asyncio.CancelledError):
-                outcome = Outcome.CANCELLED
-                ctx.record_reason(CancelReason.PARENT_CANCELLED)
             elif error is not None:
                 outcome = Outcome.ERROR
             else:

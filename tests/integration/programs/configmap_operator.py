@@ -2,7 +2,7 @@
 
 ConfigMaps whose name starts with `slow` reconcile forever (until cancelled);
 the others get an annotation naming the replica that reconciled them. Logs go
-to stderr, one `key=value` line per record, so tests can read cancel reasons.
+to stderr as JSON lines (the project's own format), so tests can read cancel reasons.
 """
 
 import argparse
@@ -16,6 +16,7 @@ from wukong.runtime.controller import Controller, ControllerOptions
 from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import Manager
 from wukong.runtime.resources import CONFIGMAPS
+from wukong.tracing.logs import configure_logging
 
 RECONCILED_BY = "test.wukong.dev/reconciled-by"
 
@@ -32,15 +33,6 @@ class ConfigMapReconciler:
         return Result()
 
 
-class KeyValueFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        fields = {"level": record.levelname, "logger": record.name, "msg": record.getMessage()}
-        for key in ("controller", "object_namespace", "object_name", "cancel_reason"):
-            if hasattr(record, key):
-                fields[key] = getattr(record, key)
-        return " ".join(f"{k}={v!r}" if " " in str(v) else f"{k}={v}" for k, v in fields.items())
-
-
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kubeconfig", required=True)
@@ -52,11 +44,7 @@ async def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
-    logging.basicConfig(level=logging.DEBUG, handlers=[handler])
-    for noisy in ("asyncio", "aiohttp", "kubernetes_asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(log_format="json", level=logging.DEBUG)
 
     election = None
     if args.lease_name:
