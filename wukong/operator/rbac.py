@@ -1,0 +1,61 @@
+"""The permissions `wukong run` needs, as RBAC rules: the source of the Helm
+chart's ClusterRole and Role, so the chart grants exactly what the code uses.
+
+`CLUSTER_RULES` cover the objects the controllers watch and write in every
+namespace they manage; `LEADER_ELECTION_RULES` are granted only in the
+operator's own namespace. Secrets are never read.
+"""
+
+from dataclasses import dataclass
+
+from wukong.operator.api import WUKONGS
+from wukong.operator.resources import (
+    DATA_VOLUMES,
+    NETWORK_ATTACHMENT_DEFINITIONS,
+    PERSISTENT_VOLUME_CLAIMS,
+    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCES,
+    VIRTUAL_MACHINES,
+)
+from wukong.runtime.leader import LEASES
+from wukong.runtime.resources import EVENTS, Resource
+
+_WATCH = ("get", "list", "watch")
+
+
+@dataclass(frozen=True)
+class Rule:
+    resource: Resource
+    verbs: tuple[str, ...]
+    subresource: str | None = None
+
+    def as_policy_rule(self) -> dict[str, list[str]]:
+        plural = self.resource.plural
+        if self.subresource:
+            plural = f"{plural}/{self.subresource}"
+        return {
+            "apiGroups": [self.resource.group],
+            "resources": [plural],
+            "verbs": list(self.verbs),
+        }
+
+
+CLUSTER_RULES: tuple[Rule, ...] = (
+    Rule(WUKONGS, (*_WATCH, "update", "patch")),
+    Rule(WUKONGS, ("get", "update", "patch"), subresource="status"),
+    # Owner references with blockOwnerDeletion need update on the owner's finalizers.
+    Rule(WUKONGS, ("update",), subresource="finalizers"),
+    Rule(NETWORK_ATTACHMENT_DEFINITIONS, (*_WATCH, "create", "delete")),
+    Rule(PERSISTENT_VOLUME_CLAIMS, (*_WATCH, "create", "patch", "delete")),
+    Rule(DATA_VOLUMES, (*_WATCH, "create", "patch", "delete")),
+    Rule(VIRTUAL_MACHINES, (*_WATCH, "create", "patch", "delete")),
+    Rule(VIRTUAL_MACHINE_INSTANCES, _WATCH),
+    Rule(STORAGE_CLASSES, _WATCH),
+    Rule(EVENTS, ("create", "patch")),
+)
+
+LEADER_ELECTION_RULES: tuple[Rule, ...] = (Rule(LEASES, ("get", "create", "update")),)
+
+
+def policy_rules(rules: tuple[Rule, ...]) -> list[dict[str, list[str]]]:
+    return [rule.as_policy_rule() for rule in rules]
