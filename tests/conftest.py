@@ -22,6 +22,9 @@ from wukong.devcluster import ControlPlane, ephemeral_control_plane
 from wukong.runtime.client import Client
 from wukong.runtime.resources import NAMESPACES
 
+# The Wukong controller with its simulated infrastructure, for integration and e2e tests.
+pytest_plugins = ["tests.integration.wukong_harness"]
+
 _MARKED_DIRECTORIES = ("integration", "ebpf", "e2e")
 
 

@@ -6,9 +6,6 @@ from pathlib import Path
 
 import yaml
 
-from wukong.runtime.client import Client
-from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
-
 
 async def eventually(
     check: Callable[[], Awaitable[bool] | bool],
@@ -38,14 +35,3 @@ def kubeconfig_via(source: Path, target: Path, *, port: int) -> Path:
         cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
     target.write_text(yaml.safe_dump(config))
     return target
-
-
-async def wait_crd_established(client: Client, name: str) -> None:
-    """Wait until the CRD `name` is Established (its resource is served); fail otherwise."""
-
-    async def established() -> bool:
-        crd = await client.get(CUSTOM_RESOURCE_DEFINITIONS, name)
-        conditions = (crd.get("status") or {}).get("conditions") or []
-        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-    await eventually(established, timeout=10, what=f"CRD {name} to become Established")

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.integration.helpers import wait_crd_established
+from wukong.devcluster.crds import wait_crd_established
 from wukong.runtime.client import Client, WatchEvent
 from wukong.runtime.errors import AlreadyExists, Gone, NotFound
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, Resource

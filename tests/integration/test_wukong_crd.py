@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.helpers import wait_crd_established
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.crds import wait_crd_established
 from wukong.operator.api import WUKONGS
 from wukong.operator.crd import wukong_crd
 from wukong.runtime.client import Client, Object

@@ -211,3 +211,9 @@ class WukongStatus:
         default=None,
         **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+
+
+# Set on the Wukong while it owns things that must be cleaned up before it goes.
+FINALIZER = f"{GROUP}/finalizer"
+# Set on everything the controller creates: the Wukong's name, for lookups by selector.
+WUKONG_LABEL = f"{GROUP}/wukong"

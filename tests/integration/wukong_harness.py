@@ -1,0 +1,127 @@
+"""Runs the Wukong controller and the simulated infrastructure for a test.
+
+`infrastructure` installs the Wukong CRD and the simulated systems' CRDs and
+StorageClasses (once per session, idempotent). `start_wukong(...)` starts the
+simulator and an operator manager scoped to the test namespace; both stop at
+the end of the test.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import eventually
+from wukong.devcluster.crds import install_crds
+from wukong.devcluster.simulator import SimulationConfig, install_infrastructure, simulator_manager
+from wukong.operator.api import WUKONGS
+from wukong.operator.controller import add_wukong_controller
+from wukong.operator.crd import wukong_crd
+from wukong.runtime.client import Client, Object
+from wukong.runtime.errors import NotFound
+from wukong.runtime.lifecycle import LifecycleEvent
+from wukong.runtime.manager import Manager
+from wukong.runtime.resources import EVENTS
+
+
+@pytest.fixture
+async def infrastructure(client: Client) -> None:
+    await install_crds(client, [wukong_crd()])
+    await install_infrastructure(client)
+
+
+@dataclass
+class WukongRun:
+    client: Client
+    namespace: str
+    operator: Manager
+    lifecycle: list[LifecycleEvent] = field(default_factory=list)
+
+    async def create(self, name: str, spec: Object) -> Object:
+        body = {
+            "apiVersion": WUKONGS.api_version,
+            "kind": WUKONGS.kind,
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }
+        return await self.client.create(WUKONGS, body)
+
+    async def get(self, name: str) -> Object:
+        return await self.client.get(WUKONGS, name, namespace=self.namespace)
+
+    async def wait_for(
+        self, name: str, check: Callable[[Object], bool], *, what: str, timeout: float = 30.0
+    ) -> Object:
+        latest: dict[str, Object] = {}
+
+        async def done() -> bool:
+            latest["object"] = await self.get(name)
+            return check(latest["object"])
+
+        try:
+            await eventually(done, timeout=timeout, interval=0.1, what=what)
+        except AssertionError as error:
+            status = latest.get("object", {}).get("status")
+            raise AssertionError(f"{error}; last status: {status}") from None
+        return latest["object"]
+
+    async def wait_gone(self, name: str, *, timeout: float = 30.0) -> None:
+        async def gone() -> bool:
+            try:
+                await self.get(name)
+            except NotFound:
+                return True
+            return False
+
+        await eventually(gone, timeout=timeout, interval=0.1, what=f"Wukong {name} to be deleted")
+
+    async def events(self, name: str) -> list[Object]:
+        listed = await self.client.list(
+            EVENTS, namespace=self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return list(listed["items"])
+
+
+def condition(obj: Object, type: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type), {})
+
+
+StartWukong = Callable[..., Awaitable[WukongRun]]
+
+
+@pytest.fixture
+async def start_wukong(
+    client: Client, namespace: str, infrastructure: None
+) -> AsyncIterator[StartWukong]:
+    managers: list[Manager] = []
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def start(
+        *,
+        simulation: SimulationConfig | None = None,
+        operator_client: Client | None = None,
+        reconcile_timeout: float = 15.0,
+    ) -> WukongRun:
+        simulator = simulator_manager(client=client, config=simulation or SimulationConfig())
+        operator = Manager(
+            client=operator_client or client,
+            namespace=namespace,
+            reconcile_timeout=reconcile_timeout,
+            shutdown_grace=5.0,
+        )
+        add_wukong_controller(operator)
+        run = WukongRun(client=client, namespace=namespace, operator=operator)
+        for controller in operator.controllers:
+            controller.lifecycle.subscribe(run.lifecycle.append)
+        for manager in (simulator, operator):
+            managers.append(manager)
+            tasks.append(asyncio.create_task(manager.run()))
+        return run
+
+    yield start
+    for manager in managers:
+        manager.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)

@@ -1,0 +1,112 @@
+"""Simulated infrastructure for the dev cluster: KubeVirt, CDI, Multus and storage.
+
+The Wukong operator drives other systems' APIs (KubeVirt VirtualMachines, CDI
+DataVolumes, Multus NetworkAttachmentDefinitions, PersistentVolumeClaims). The
+dev cluster has none of them, so this package installs their CRDs and two
+StorageClasses (`crds`) and runs small controllers that play their parts
+(`storage`, `cdi`, `kubevirt`) with configurable delays and failures
+(`timing`). They are test doubles for *other* systems, written on Wukong's own
+runtime; the API server they talk to is the real one.
+
+    await install_infrastructure(client)
+    manager = simulator_manager(client=client, config=SimulationConfig(...))
+    await manager.run()   # until manager.stop()
+"""
+
+from collections.abc import Callable
+
+from wukong.devcluster.simulator.cdi import DataVolumeImporter
+from wukong.devcluster.simulator.crds import (
+    IMMEDIATE_CLASS,
+    WAIT_FOR_FIRST_CONSUMER_CLASS,
+    install_infrastructure,
+)
+from wukong.devcluster.simulator.kubevirt import VirtualMachineController
+from wukong.devcluster.simulator.storage import VolumeBinder, claim_names, claims_of_vmi
+from wukong.devcluster.simulator.timing import SimulationConfig
+from wukong.operator.resources import (
+    DATA_VOLUMES,
+    PERSISTENT_VOLUME_CLAIMS,
+    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCES,
+    VIRTUAL_MACHINES,
+)
+from wukong.runtime.client import Client, Object
+from wukong.runtime.context import Request
+from wukong.runtime.controller import Controller, ControllerOptions, Watch
+from wukong.runtime.informer import Informer
+from wukong.runtime.manager import Manager
+
+__all__ = [
+    "IMMEDIATE_CLASS",
+    "WAIT_FOR_FIRST_CONSUMER_CLASS",
+    "SimulationConfig",
+    "install_infrastructure",
+    "simulator_manager",
+]
+
+_OPTIONS = ControllerOptions(max_concurrent_reconciles=4, reconcile_timeout=10.0)
+
+
+def simulator_manager(*, client: Client, config: SimulationConfig) -> Manager:
+    """A manager running the simulated binder, CDI and KubeVirt in every namespace."""
+    manager = Manager(client=client, block_warning_seconds=None)
+    claims = manager.informer(PERSISTENT_VOLUME_CLAIMS)
+    classes = manager.informer(STORAGE_CLASSES)
+    vmis = manager.informer(VIRTUAL_MACHINE_INSTANCES)
+    data_volumes = manager.informer(DATA_VOLUMES)
+    manager.add(
+        Controller(
+            name="sim-volume-binder",
+            reconciler=VolumeBinder(
+                config=config, claims=claims, storage_classes=classes, vmis=vmis
+            ),
+            primary=PERSISTENT_VOLUME_CLAIMS,
+            watches=[Watch(VIRTUAL_MACHINE_INSTANCES, claims_of_vmi)],
+            options=_OPTIONS,
+        )
+    )
+    manager.add(
+        Controller(
+            name="sim-cdi",
+            reconciler=DataVolumeImporter(
+                config=config, data_volumes=data_volumes, claims=claims, storage_classes=classes
+            ),
+            primary=DATA_VOLUMES,
+            owns=[PERSISTENT_VOLUME_CLAIMS],
+            options=_OPTIONS,
+        )
+    )
+    manager.add(
+        Controller(
+            name="sim-kubevirt",
+            reconciler=VirtualMachineController(
+                config=config,
+                vms=manager.informer(VIRTUAL_MACHINES),
+                vmis=vmis,
+                claims=claims,
+                data_volumes=data_volumes,
+            ),
+            primary=VIRTUAL_MACHINES,
+            owns=[VIRTUAL_MACHINE_INSTANCES],
+            # A claim bound or an import finished can let a waiting VMI go on.
+            watches=[
+                Watch(PERSISTENT_VOLUME_CLAIMS, _vms_using(vmis)),
+                Watch(DATA_VOLUMES, _vms_using(vmis)),
+            ],
+            options=_OPTIONS,
+        )
+    )
+    return manager
+
+
+def _vms_using(vmis: Informer) -> Callable[[Object], list[Request]]:
+    def requests(volume: Object) -> list[Request]:
+        namespace, name = volume["metadata"]["namespace"], volume["metadata"]["name"]
+        return [
+            Request(namespace, vmi["metadata"]["name"])
+            for vmi in vmis.store.list_objects(namespace=namespace)
+            if name in claim_names(vmi)
+        ]
+
+    return requests

@@ -1,0 +1,146 @@
+"""CDI's DataVolume controller, simulated.
+
+A DataVolume gets a claim of the same name (owned by it), waits for the claim
+to bind (phase `WaitForFirstConsumer` meanwhile, for such classes), then
+"imports" its source for `import_delay` and ends `Succeeded`, or `Failed` for
+an image listed in `failing_images`. When a DataVolume is deleted, its claim
+is deleted too (the garbage collector's job in a real cluster).
+"""
+
+from typing import Any
+
+from wukong.devcluster.simulator.timing import Delays, SimulationConfig
+from wukong.operator.resources import DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS
+from wukong.runtime.client import Object
+from wukong.runtime.context import ReconcileContext, Request, Result
+from wukong.runtime.errors import AlreadyExists, NotFound
+from wukong.runtime.informer import Informer
+from wukong.runtime.owners import controller_reference, controller_uid
+
+_STORAGE_DEFAULT = "1Gi"
+
+
+def source_url(data_volume: Object) -> str:
+    source = data_volume.get("spec", {}).get("source") or {}
+    for kind in ("registry", "http"):
+        if kind in source:
+            return str(source[kind].get("url", ""))
+    return ""
+
+
+class DataVolumeImporter:
+    def __init__(
+        self,
+        *,
+        config: SimulationConfig,
+        data_volumes: Informer,
+        claims: Informer,
+        storage_classes: Informer,
+    ) -> None:
+        self._config = config
+        self._data_volumes = data_volumes
+        self._claims = claims
+        self._classes = storage_classes
+        self._delays = Delays()
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        key = str(request)
+        data_volume = self._data_volumes.store.get_by_name(request.namespace, request.name)
+        claim = self._claims.store.get_by_name(request.namespace, request.name)
+        if data_volume is None:
+            self._delays.forget(key)
+            if claim is not None and _owned_by_data_volume(claim, request.name):
+                try:
+                    await ctx.client.delete(
+                        PERSISTENT_VOLUME_CLAIMS, request.name, namespace=request.namespace
+                    )
+                except NotFound:
+                    pass
+            return Result()
+        if data_volume["metadata"].get("deletionTimestamp"):
+            return Result()
+        if claim is None:
+            await self._create_claim(ctx, data_volume)
+            await self._set_status(ctx, data_volume, phase="Pending", progress="N/A")
+            return Result()
+        if source_url(data_volume) in self._config.failing_images:
+            await self._set_status(
+                ctx,
+                data_volume,
+                phase="Failed",
+                progress="N/A",
+                message=f"Unable to pull image {source_url(data_volume)}: manifest unknown",
+            )
+            return Result()
+        if (claim.get("status") or {}).get("phase") != "Bound":
+            storage_class = self._classes.store.get_by_name(
+                None, claim["spec"].get("storageClassName") or ""
+            )
+            waiting = (storage_class or {}).get("volumeBindingMode") == "WaitForFirstConsumer"
+            phase = "WaitForFirstConsumer" if waiting else "Pending"
+            await self._set_status(ctx, data_volume, phase=phase, progress="N/A")
+            return Result()
+        wait = self._delays.remaining("import", key, self._config.import_delay)
+        if wait > 0:
+            done = 1 - wait / self._config.import_delay
+            await self._set_status(
+                ctx, data_volume, phase="ImportInProgress", progress=f"{100 * done:.2f}%"
+            )
+            return Result(requeue_after=min(wait, 0.5))
+        await self._set_status(ctx, data_volume, phase="Succeeded", progress="100.0%")
+        return Result()
+
+    async def _create_claim(self, ctx: ReconcileContext, data_volume: Object) -> None:
+        metadata = data_volume["metadata"]
+        storage = data_volume.get("spec", {}).get("storage") or {}
+        size = (storage.get("resources") or {}).get("requests", {}).get("storage")
+        spec: dict[str, Any] = {
+            "accessModes": storage.get("accessModes") or ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size or _STORAGE_DEFAULT}},
+        }
+        if storage.get("storageClassName"):
+            spec["storageClassName"] = storage["storageClassName"]
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "labels": dict(metadata.get("labels") or {}),
+                "ownerReferences": [controller_reference(data_volume, resource=DATA_VOLUMES)],
+            },
+            "spec": spec,
+        }
+        try:
+            await ctx.client.create(PERSISTENT_VOLUME_CLAIMS, claim)
+        except AlreadyExists:
+            pass
+
+    async def _set_status(
+        self,
+        ctx: ReconcileContext,
+        data_volume: Object,
+        *,
+        phase: str,
+        progress: str,
+        message: str = "",
+    ) -> None:
+        status: dict[str, Any] = {"phase": phase, "progress": progress}
+        if message:
+            status["conditions"] = [
+                {"type": "Running", "status": "False", "reason": "Error", "message": message}
+            ]
+        current = data_volume.get("status") or {}
+        if all(current.get(k) == v for k, v in status.items()):
+            return
+        metadata = data_volume["metadata"]
+        await ctx.client.patch_status(
+            DATA_VOLUMES, metadata["name"], {"status": status}, namespace=metadata["namespace"]
+        )
+
+
+def _owned_by_data_volume(claim: Object, name: str) -> bool:
+    refs = claim["metadata"].get("ownerReferences") or []
+    return controller_uid(claim) is not None and any(
+        ref.get("kind") == "DataVolume" and ref.get("name") == name for ref in refs
+    )

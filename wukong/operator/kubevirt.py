@@ -1,0 +1,141 @@
+"""The KubeVirt VirtualMachine of a Wukong, and what its instance reports.
+
+The VM has the Wukong's name, is created only once networks and disks are
+ready, and is kept in line with the spec (cpu, memory, running, networks,
+disks) by a merge patch of its spec when it differs. Its instance (VMI) is
+where the truth about the guest lives: phase, node and addresses.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wukong.operator.api import WUKONG_LABEL, WUKONGS
+from wukong.operator.resources import VIRTUAL_MACHINES
+from wukong.operator.steps import Problem
+from wukong.runtime.client import Object
+from wukong.runtime.context import ReconcileContext
+from wukong.runtime.errors import AlreadyExists, Invalid
+from wukong.runtime.owners import controller_reference
+
+
+def desired_spec(
+    wukong: Object, *, networks: list[dict[str, Any]], volumes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    spec = wukong["spec"]
+    disks_by_name = {disk["name"]: disk for disk in spec.get("disks") or []}
+    vm_volumes = []
+    for volume in volumes:
+        source = (
+            {"dataVolume": {"name": volume["claimName"]}}
+            if disks_by_name[volume["name"]].get("image")
+            else {"persistentVolumeClaim": {"claimName": volume["claimName"]}}
+        )
+        vm_volumes.append({"name": volume["name"], **source})
+    interfaces = [{"name": "default", "masquerade": {}}]
+    vm_networks: list[dict[str, Any]] = [{"name": "default", "pod": {}}]
+    for network in networks:
+        interfaces.append({"name": network["name"], "bridge": {}})
+        vm_networks.append({"name": network["name"], "multus": {"networkName": network["nadName"]}})
+    return {
+        "running": bool(spec.get("running", True)),
+        "template": {
+            "metadata": {"labels": {WUKONG_LABEL: wukong["metadata"]["name"]}},
+            "spec": {
+                "domain": {
+                    "cpu": {"cores": spec.get("cpu", 1)},
+                    "memory": {"guest": spec.get("memory", "1Gi")},
+                    "devices": {
+                        "disks": [
+                            {"name": volume["name"], "disk": {"bus": "virtio"}}
+                            for volume in volumes
+                        ],
+                        "interfaces": interfaces,
+                    },
+                },
+                "networks": vm_networks,
+                "volumes": vm_volumes,
+            },
+        },
+    }
+
+
+@dataclass
+class VirtualMachineResult:
+    problem: Problem | None = None
+    changes: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def ensure_virtual_machine(
+    ctx: ReconcileContext, wukong: Object, existing: Object | None, spec: dict[str, Any]
+) -> VirtualMachineResult:
+    result = VirtualMachineResult()
+    metadata = wukong["metadata"]
+    try:
+        if existing is None:
+            body = {
+                "apiVersion": VIRTUAL_MACHINES.api_version,
+                "kind": VIRTUAL_MACHINES.kind,
+                "metadata": {
+                    "name": metadata["name"],
+                    "namespace": metadata["namespace"],
+                    "labels": {WUKONG_LABEL: metadata["name"]},
+                    "ownerReferences": [controller_reference(wukong, resource=WUKONGS)],
+                },
+                "spec": spec,
+            }
+            try:
+                await ctx.client.create(VIRTUAL_MACHINES, body)
+                result.changes.append(("Created", f"Created VirtualMachine {metadata['name']}"))
+            except AlreadyExists:
+                pass  # created by an earlier reconcile the cache has not shown yet
+        elif not _contains(existing.get("spec") or {}, spec):
+            await ctx.client.patch(
+                VIRTUAL_MACHINES, metadata["name"], {"spec": spec}, namespace=metadata["namespace"]
+            )
+            result.changes.append(("Updated", f"Updated VirtualMachine {metadata['name']}"))
+    except Invalid as exc:
+        result.problem = Problem("VirtualMachineRejected", exc.message)
+    return result
+
+
+@dataclass(frozen=True)
+class GuestStatus:
+    phase: str | None
+    node_name: str | None
+    ip_addresses: list[str]
+    reason: str | None
+
+
+def guest_status(vmi: Object | None) -> GuestStatus:
+    if vmi is None:
+        return GuestStatus(phase=None, node_name=None, ip_addresses=[], reason=None)
+    status = vmi.get("status") or {}
+    addresses: list[str] = []
+    for interface in status.get("interfaces") or []:
+        for address in interface.get("ipAddresses") or [interface.get("ipAddress")]:
+            if address and address not in addresses:
+                addresses.append(address)
+    return GuestStatus(
+        phase=status.get("phase"),
+        node_name=status.get("nodeName"),
+        ip_addresses=addresses,
+        reason=status.get("reason"),
+    )
+
+
+def _contains(actual: Any, wanted: Any) -> bool:
+    """Whether `actual` has every field of `wanted` with the same value (lists exactly).
+
+    Fields a real KubeVirt adds by defaulting do not count as differences.
+    """
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and _contains(actual[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(wanted)
+            and all(_contains(a, w) for a, w in zip(actual, wanted, strict=True))
+        )
+    return bool(actual == wanted)

@@ -1,0 +1,81 @@
+"""Networks: reuse an existing NetworkAttachmentDefinition or create one.
+
+A network with `nadName` uses that NetworkAttachmentDefinition, which must
+exist in the Wukong's namespace and is never modified or deleted. A network
+with `config` gets `<wukong>-<network>`, created with the Wukong as its
+controller owner. A NetworkAttachmentDefinition of that name that someone else
+owns is reported, not taken over.
+"""
+
+from typing import Any
+
+from wukong.operator.api import WUKONG_LABEL, WUKONGS
+from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.operator.steps import Problem, StepResult
+from wukong.runtime.cache import Store
+from wukong.runtime.client import Object
+from wukong.runtime.context import ReconcileContext
+from wukong.runtime.errors import AlreadyExists, Invalid
+from wukong.runtime.owners import controller_reference, is_controlled_by
+
+
+def created_nad_name(wukong: Object, network: dict[str, Any]) -> str:
+    return f"{wukong['metadata']['name']}-{network['name']}"
+
+
+async def ensure_networks(ctx: ReconcileContext, wukong: Object, *, nads: Store) -> StepResult:
+    result = StepResult()
+    namespace = wukong["metadata"]["namespace"]
+    for network in wukong["spec"].get("networks") or []:
+        if network.get("nadName"):
+            name = network["nadName"]
+            if nads.get_by_name(namespace, name) is None:
+                result.problem = result.problem or Problem(
+                    "NetworkNotFound",
+                    f"network {network['name']}: NetworkAttachmentDefinition "
+                    f"{namespace}/{name} does not exist",
+                )
+            result.statuses.append({"name": network["name"], "nadName": name, "created": False})
+            continue
+        name = created_nad_name(wukong, network)
+        result.statuses.append({"name": network["name"], "nadName": name, "created": True})
+        problem = None
+        existing = nads.get_by_name(namespace, name)
+        if existing is not None and not is_controlled_by(existing, wukong):
+            problem = Problem(
+                "NetworkConflict",
+                f"network {network['name']}: NetworkAttachmentDefinition {name} exists and "
+                "belongs to someone else; rename the network or reuse it with nadName",
+            )
+        if problem is None and existing is None:
+            problem = await _create(ctx, wukong, network, name, result)
+        result.problem = result.problem or problem
+    return result
+
+
+async def _create(
+    ctx: ReconcileContext,
+    wukong: Object,
+    network: dict[str, Any],
+    name: str,
+    result: StepResult,
+) -> Problem | None:
+    body = {
+        "apiVersion": NETWORK_ATTACHMENT_DEFINITIONS.api_version,
+        "kind": NETWORK_ATTACHMENT_DEFINITIONS.kind,
+        "metadata": {
+            "name": name,
+            "namespace": wukong["metadata"]["namespace"],
+            "labels": {WUKONG_LABEL: wukong["metadata"]["name"]},
+            "ownerReferences": [controller_reference(wukong, resource=WUKONGS)],
+        },
+        "spec": {"config": network["config"]},
+    }
+    try:
+        await ctx.client.create(NETWORK_ATTACHMENT_DEFINITIONS, body)
+    except AlreadyExists:
+        return None  # the cache had not seen it yet: created by an earlier reconcile
+    except Invalid as exc:
+        return Problem("InvalidNetworkConfig", f"network {network['name']}: {exc.message}")
+    result.changes.append(("Created", f"Created NetworkAttachmentDefinition {name}"))
+    return None

@@ -1,0 +1,261 @@
+"""The Wukong reconciler: seed 001's steps, non-blocking and idempotent.
+
+    finalizer -> validate -> networks -> disks -> VirtualMachine -> status from
+    the VMI -> conditions, phase and events
+
+Each step reads the informers' caches and creates what is missing under a
+deterministic name, so a reconcile cancelled at any point (deadline, shutdown)
+is simply run again: an object created just before the cancellation is found
+(or met as AlreadyExists) next time, never created twice. Nothing waits in
+place: a step that is not done yet says what it waits for, and the watch on
+owned objects (or `RequeueAfter` as a safety net) brings the next reconcile.
+"""
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from wukong.operator.api import FINALIZER, WUKONGS, Phase
+from wukong.operator.conditions import NETWORKS_CONFIGURED, READY, VOLUMES_BOUND, set_condition
+from wukong.operator.finalizer import finalize
+from wukong.operator.kubevirt import (
+    GuestStatus,
+    desired_spec,
+    ensure_virtual_machine,
+    guest_status,
+)
+from wukong.operator.networks import ensure_networks
+from wukong.operator.steps import Problem, StepResult
+from wukong.operator.storage import DiskReconciler
+from wukong.operator.validation import validate
+from wukong.runtime.cache import Store
+from wukong.runtime.client import Object
+from wukong.runtime.context import ReconcileContext, Request, Result
+from wukong.runtime.errors import Conflict, NotFound
+from wukong.runtime.events import EventRecorder
+
+log = logging.getLogger(__name__)
+
+# A problem needs a person; look again now and then in case one acted
+# elsewhere (created the StorageClass, say), which no watch of ours would see.
+PROBLEM_RETRY_SECONDS = 15.0
+# Progress normally arrives through watches; this is only the safety net.
+WAITING_RETRY_SECONDS = 10.0
+VM_DELETION_RETRY_SECONDS = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caches:
+    """The informer stores the reconciler reads."""
+
+    wukongs: Store
+    network_attachment_definitions: Store
+    claims: Store
+    data_volumes: Store
+    storage_classes: Store
+    virtual_machines: Store
+    virtual_machine_instances: Store
+
+
+class WukongReconciler:
+    def __init__(self, *, caches: Caches, recorder: EventRecorder) -> None:
+        self._caches = caches
+        self._recorder = recorder
+        self._disks = DiskReconciler(
+            claims=caches.claims,
+            data_volumes=caches.data_volumes,
+            storage_classes=caches.storage_classes,
+        )
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        wukong = self._caches.wukongs.get_by_name(request.namespace, request.name)
+        if wukong is None:
+            return Result()  # deleted; nothing of ours is left behind (finalizer)
+        try:
+            if wukong["metadata"].get("deletionTimestamp"):
+                return await self._delete(ctx, wukong)
+            return await self._converge(ctx, wukong)
+        except Conflict:
+            # Someone wrote the Wukong since our cache saw it: normal, try again.
+            ctx.logger.debug("conflict writing %s; retrying with a fresh copy", request)
+            return Result(requeue=True)
+
+    async def _converge(self, ctx: ReconcileContext, wukong: Object) -> Result:
+        if FINALIZER not in (wukong["metadata"].get("finalizers") or []):
+            wukong = await self._add_finalizer(ctx, wukong)
+        namespace, name = wukong["metadata"]["namespace"], wukong["metadata"]["name"]
+        invalid = validate(wukong["spec"])
+        networks = (
+            StepResult(problem=invalid.networks)
+            if invalid.networks
+            else await ensure_networks(
+                ctx, wukong, nads=self._caches.network_attachment_definitions
+            )
+        )
+        volumes = (
+            StepResult(problem=invalid.disks)
+            if invalid.disks
+            else await self._disks.ensure(ctx, wukong)
+        )
+        changes = [*networks.changes, *volumes.changes]
+        vm = self._caches.virtual_machines.get_by_name(namespace, name)
+        problem = networks.problem or volumes.problem
+        vm_exists = vm is not None
+        if problem is None and networks.ready and volumes.ready:
+            spec = desired_spec(wukong, networks=networks.statuses, volumes=volumes.statuses)
+            outcome = await ensure_virtual_machine(ctx, wukong, vm, spec)
+            changes += outcome.changes
+            problem = outcome.problem
+            vm_exists = vm_exists or problem is None
+        guest = guest_status(self._caches.virtual_machine_instances.get_by_name(namespace, name))
+        status = _status(
+            wukong,
+            networks=networks,
+            volumes=volumes,
+            problem=problem,
+            vm_name=name if vm_exists else None,
+            guest=guest,
+        )
+        await self._write_status(ctx, wukong, status)
+        for reason, message in changes:
+            await self._recorder.record(
+                ctx.client, wukong, type="Normal", reason=reason, message=message
+            )
+        if problem is not None:
+            await self._recorder.record(
+                ctx.client, wukong, type="Warning", reason=problem.reason, message=problem.message
+            )
+            return Result(requeue_after=PROBLEM_RETRY_SECONDS)
+        old_phase = (wukong.get("status") or {}).get("phase")
+        if status["phase"] == Phase.RUNNING:
+            if old_phase != Phase.RUNNING:
+                message = f"VM running on node {guest.node_name}"
+                await self._recorder.record(
+                    ctx.client, wukong, type="Normal", reason="Running", message=message
+                )
+            return Result()
+        return Result(requeue_after=WAITING_RETRY_SECONDS)
+
+    async def _delete(self, ctx: ReconcileContext, wukong: Object) -> Result:
+        metadata = wukong["metadata"]
+        if FINALIZER not in (metadata.get("finalizers") or []):
+            return Result()
+        if (wukong.get("status") or {}).get("phase") != Phase.DELETING:
+            conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
+            set_condition(
+                conditions,
+                type=READY,
+                status=False,
+                reason="Deleting",
+                message="deleting the VM, its disks and networks",
+                observed_generation=metadata.get("generation"),
+            )
+            await self._write_status(
+                ctx, wukong, {"phase": Phase.DELETING.value, "conditions": conditions}
+            )
+        outcome = await finalize(ctx, wukong)
+        for reason, message in outcome.changes:
+            await self._recorder.record(
+                ctx.client, wukong, type="Normal", reason=reason, message=message
+            )
+        for reason, message in outcome.warnings:
+            await self._recorder.record(
+                ctx.client, wukong, type="Warning", reason=reason, message=message
+            )
+        if outcome.done:
+            ctx.logger.info("finalized %s", ctx.request)
+            return Result()
+        ctx.logger.debug("deletion waits: %s", outcome.waiting)
+        return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
+
+    async def _add_finalizer(self, ctx: ReconcileContext, wukong: Object) -> Object:
+        metadata = wukong["metadata"]
+        patch = {
+            "metadata": {
+                "finalizers": [*(metadata.get("finalizers") or []), FINALIZER],
+                "resourceVersion": metadata["resourceVersion"],
+            }
+        }
+        return await ctx.client.patch(
+            WUKONGS, metadata["name"], patch, namespace=metadata["namespace"]
+        )
+
+    async def _write_status(
+        self, ctx: ReconcileContext, wukong: Object, status: dict[str, Any]
+    ) -> None:
+        current = wukong.get("status") or {}
+        if all(current.get(key) == value for key, value in status.items()):
+            return  # unchanged: writing would only wake every watcher for nothing
+        metadata = wukong["metadata"]
+        try:
+            await ctx.client.patch_status(
+                WUKONGS, metadata["name"], {"status": status}, namespace=metadata["namespace"]
+            )
+        except NotFound:
+            pass  # deleted meanwhile; the delete event brings the next reconcile
+
+
+def _status(
+    wukong: Object,
+    *,
+    networks: StepResult,
+    volumes: StepResult,
+    problem: Problem | None,
+    vm_name: str | None,
+    guest: GuestStatus,
+) -> dict[str, Any]:
+    generation = wukong["metadata"].get("generation")
+    running_wanted = bool(wukong["spec"].get("running", True))
+    conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
+
+    def condition(type: str, ok: bool, reason: str, message: str) -> None:
+        set_condition(
+            conditions,
+            type=type,
+            status=ok,
+            reason=reason,
+            message=message,
+            observed_generation=generation,
+        )
+
+    count = len(networks.statuses)
+    if networks.problem:
+        condition(NETWORKS_CONFIGURED, False, networks.problem.reason, networks.problem.message)
+    else:
+        condition(NETWORKS_CONFIGURED, True, "NetworksReady", f"{count} network(s) configured")
+    count = len(volumes.statuses)
+    if volumes.problem:
+        condition(VOLUMES_BOUND, False, volumes.problem.reason, volumes.problem.message)
+    elif volumes.waiting:
+        condition(VOLUMES_BOUND, False, "WaitingForVolumes", volumes.waiting)
+    else:
+        condition(VOLUMES_BOUND, True, "VolumesReady", f"{count} disk(s) ready")
+
+    if problem is not None:
+        phase, reason, message = Phase.ERROR, problem.reason, problem.message
+    elif guest.phase == "Failed":
+        phase, reason = Phase.ERROR, "VirtualMachineFailed"
+        message = f"the VM failed: {guest.reason or 'no reason given'}"
+    elif guest.phase == "Running" and running_wanted:
+        phase, reason = Phase.RUNNING, "Running"
+        message = f"running on {guest.node_name}"
+    elif not running_wanted and vm_name is not None:
+        phase, reason, message = Phase.PENDING, "Stopped", "spec.running is false"
+    elif vm_name is None:
+        phase, reason = Phase.PENDING, "WaitingForVolumes"
+        message = volumes.waiting or "waiting for networks and disks"
+    else:
+        phase, reason = Phase.CREATING, "VirtualMachineStarting"
+        message = f"VirtualMachineInstance is {guest.phase or 'not created yet'}"
+    condition(READY, phase == Phase.RUNNING, reason, message)
+    return {
+        "phase": phase.value,
+        "networks": networks.statuses,
+        "volumes": volumes.statuses,
+        "vmName": vm_name,
+        "nodeName": guest.node_name,
+        "ipAddresses": guest.ip_addresses or None,
+        "observedGeneration": generation,
+        "conditions": conditions,
+    }
