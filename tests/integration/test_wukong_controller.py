@@ -6,11 +6,12 @@ import subprocess
 from tests.integration.wukong_harness import StartWukong, WukongRun, condition
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS
-from wukong.operator.api import FINALIZER, WUKONG_LABEL
+from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
 from wukong.operator.resources import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
     PERSISTENT_VOLUME_CLAIMS,
+    VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
 from wukong.runtime.client import Object
@@ -121,3 +122,91 @@ async def test_full_wukong_reaches_running_with_status_conditions_and_columns(
     assert reasons.count(("Normal", "Created")) == 5  # NAD, 2 PVCs, DataVolume, VM
     assert ("Normal", "Running") in reasons
     assert not [r for r in reasons if r[0] == "Warning"]
+
+
+async def test_delete_removes_what_it_created_keeps_the_reused_nad_even_after_manual_deletes(
+    start_wukong: StartWukong,
+) -> None:
+    run = await start_wukong()
+    await _create_shared_nad(run)
+    await run.create("web", FULL_SPEC)
+    await run.wait_for("web", _is_running, what="web to be Running")
+
+    # Someone deletes dependents by hand first: they must not block the finalizer.
+    await run.client.delete(NETWORK_ATTACHMENT_DEFINITIONS, "web-data", namespace=run.namespace)
+    await run.client.delete(DATA_VOLUMES, "web-image", namespace=run.namespace)
+
+    await run.client.delete(WUKONGS, "web", namespace=run.namespace)
+    await run.wait_gone("web")
+
+    for resource, name in [
+        (VIRTUAL_MACHINES, "web"),
+        (VIRTUAL_MACHINE_INSTANCES, "web"),
+        (DATA_VOLUMES, "web-image"),
+        (NETWORK_ATTACHMENT_DEFINITIONS, "web-data"),
+    ]:
+        assert not await _exists(run, resource, name), f"{resource.kind} {name} left behind"
+    # Claims carry kubernetes.io/pvc-protection: they go once the VMI no longer uses them.
+    for claim in ("web-root", "web-scratch", "web-image"):
+        await run.wait_until(
+            lambda claim=claim: _missing(run, PERSISTENT_VOLUME_CLAIMS, claim),
+            what=f"claim {claim} to be deleted",
+        )
+    assert await _exists(run, NETWORK_ATTACHMENT_DEFINITIONS, "shared-storage")
+
+
+async def test_delete_is_never_stuck_on_what_was_never_created_or_belongs_to_others(
+    start_wukong: StartWukong,
+) -> None:
+    run = await start_wukong()
+    # A claim with the name Wukong would use, made by someone else.
+    await run.client.create(
+        PERSISTENT_VOLUME_CLAIMS,
+        {
+            "metadata": {"name": "db-root", "namespace": run.namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    spec = {
+        "networks": [{"name": "missing", "nadName": "does-not-exist"}],
+        "disks": [{"name": "root", "size": "1Gi"}, {"name": "data", "size": "1Gi"}],
+    }
+    await run.create("db", spec)
+    await run.wait_for(
+        "db",
+        lambda obj: condition(obj, "Ready").get("reason") == "NetworkNotFound",
+        what="db to report NetworkNotFound",
+    )
+    await run.client.delete(WUKONGS, "db", namespace=run.namespace)
+    await run.wait_gone("db")
+    assert await _exists(run, PERSISTENT_VOLUME_CLAIMS, "db-root")  # not ours: kept
+
+
+async def test_resizing_a_disk_expands_its_claim(start_wukong: StartWukong) -> None:
+    run = await start_wukong()
+    spec = {"disks": [{"name": "root", "size": "1Gi"}]}
+    await run.create("grow", spec)
+    await run.wait_for("grow", _is_running, what="grow to be Running")
+
+    grown = {"spec": {"disks": [{"name": "root", "size": "3Gi"}]}}
+    await run.client.patch(WUKONGS, "grow", grown, namespace=run.namespace)
+
+    async def expanded() -> bool:
+        claim = await run.client.get(PERSISTENT_VOLUME_CLAIMS, "grow-root", namespace=run.namespace)
+        return bool(
+            claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
+            and claim["status"]["capacity"]["storage"] == "3Gi"
+        )
+
+    await run.wait_until(expanded, what="claim grow-root to be expanded to 3Gi")
+    reasons = [e["reason"] for e in await run.events("grow")]
+    assert "ExpandingVolume" in reasons
+    grown_obj = await run.get("grow")
+    assert grown_obj["status"]["observedGeneration"] == grown_obj["metadata"]["generation"]
+
+
+async def _missing(run: WukongRun, resource: object, name: str) -> bool:
+    return not await _exists(run, resource, name)

@@ -38,6 +38,13 @@ class WukongRun:
     namespace: str
     operator: Manager
     lifecycle: list[LifecycleEvent] = field(default_factory=list)
+    operator_task: "asyncio.Task[Any] | None" = None
+
+    async def stop_operator(self) -> None:
+        """Stop the operator (before closing a client it uses); the simulator goes on."""
+        self.operator.stop()
+        if self.operator_task is not None:
+            await asyncio.wait_for(self.operator_task, timeout=30)
 
     async def create(self, name: str, spec: Object) -> Object:
         body = {
@@ -66,6 +73,11 @@ class WukongRun:
             status = latest.get("object", {}).get("status")
             raise AssertionError(f"{error}; last status: {status}") from None
         return latest["object"]
+
+    async def wait_until(
+        self, check: Callable[[], Awaitable[bool]], *, what: str, timeout: float = 30.0
+    ) -> None:
+        await eventually(check, timeout=timeout, interval=0.1, what=what)
 
     async def wait_gone(self, name: str, *, timeout: float = 30.0) -> None:
         async def gone() -> bool:
@@ -119,6 +131,7 @@ async def start_wukong(
         for manager in (simulator, operator):
             managers.append(manager)
             tasks.append(asyncio.create_task(manager.run()))
+        run.operator_task = tasks[-1]
         return run
 
     yield start

@@ -109,6 +109,10 @@ class WukongReconciler:
             problem = outcome.problem
             vm_exists = vm_exists or problem is None
         guest = guest_status(self._caches.virtual_machine_instances.get_by_name(namespace, name))
+        if problem is None and guest.phase == "Failed":
+            problem = Problem(
+                "VirtualMachineFailed", f"the VM failed: {guest.reason or 'no reason given'}"
+            )
         status = _status(
             wukong,
             networks=networks,
@@ -234,9 +238,6 @@ def _status(
 
     if problem is not None:
         phase, reason, message = Phase.ERROR, problem.reason, problem.message
-    elif guest.phase == "Failed":
-        phase, reason = Phase.ERROR, "VirtualMachineFailed"
-        message = f"the VM failed: {guest.reason or 'no reason given'}"
     elif guest.phase == "Running" and running_wanted:
         phase, reason = Phase.RUNNING, "Running"
         message = f"running on {guest.node_name}"

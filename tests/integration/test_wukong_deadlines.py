@@ -1,0 +1,91 @@
+"""A Wukong converges through a slow API server that cancels reconciles mid-way.
+
+Every answer from the API server is held 0.2 s (a latency proxy between the
+operator and the server) and reconciles get 1 s, so the first reconciles of a
+Wukong with five dependents run out of time in the middle of creating them.
+Each attempt is cancelled with `deadline_exceeded`, logged at DEBUG (no
+ERROR), and retried; the next attempt finds what the last one created, so the
+object reaches Running and every dependent was created exactly once.
+"""
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import kubeconfig_via
+from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad
+from tests.integration.wukong_harness import StartWukong
+from wukong.devcluster import ControlPlane
+from wukong.devcluster.latency_proxy import LatencyProxy
+from wukong.operator.api import WUKONG_LABEL
+from wukong.operator.resources import (
+    DATA_VOLUMES,
+    NETWORK_ATTACHMENT_DEFINITIONS,
+    PERSISTENT_VOLUME_CLAIMS,
+    VIRTUAL_MACHINES,
+)
+from wukong.runtime.client import ApiCall, Client
+from wukong.runtime.context import CancelReason
+from wukong.runtime.lifecycle import Outcome, Step
+
+
+async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
+    control_plane: ControlPlane,
+    start_wukong: StartWukong,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wukong")
+    proxy = LatencyProxy(target_host="127.0.0.1", target_port=control_plane.config.apiserver_port)
+    await proxy.start()
+    proxy.delay = 0.2
+    kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
+    calls: list[ApiCall] = []
+    async with await Client.from_kubeconfig(kubeconfig, observers=[calls.append]) as slow:
+        run = await start_wukong(operator_client=slow, reconcile_timeout=1.0)
+        await _create_shared_nad(run)
+        await run.create("web", FULL_SPEC)
+        await run.wait_for(
+            "web",
+            lambda obj: (obj.get("status") or {}).get("phase") == "Running",
+            what="web to be Running through the slow API server",
+            timeout=60,
+        )
+        await run.stop_operator()
+    await proxy.close()
+
+    cancelled = [
+        event
+        for event in run.lifecycle
+        if event.step == Step.FINISHED and event.outcome == Outcome.CANCELLED
+    ]
+    assert cancelled, "the deadline never cut a reconcile short; the test proves nothing"
+    reasons = {event.reason for event in cancelled}
+    assert CancelReason.DEADLINE_EXCEEDED in reasons
+    # Stopping the operator at the end may cut one more reconcile short.
+    assert reasons <= {CancelReason.DEADLINE_EXCEEDED, CancelReason.SHUTDOWN}
+
+    created = Counter(
+        call.resource
+        for call in calls
+        if call.verb == "create" and call.status_code == 201 and call.resource != "events"
+    )
+    # A create whose answer was cut off by the deadline may have succeeded
+    # without a 201 reaching us; a second 201 for a kind would mean a duplicate.
+    assert created and all(count <= 1 for count in created.values()), created
+    selector = f"{WUKONG_LABEL}=web"
+    for resource, names in [
+        (NETWORK_ATTACHMENT_DEFINITIONS, ["web-data"]),
+        (PERSISTENT_VOLUME_CLAIMS, ["web-image", "web-root", "web-scratch"]),
+        (DATA_VOLUMES, ["web-image"]),
+        (VIRTUAL_MACHINES, ["web"]),
+    ]:
+        listed = await run.client.list(resource, namespace=run.namespace, label_selector=selector)
+        assert sorted(item["metadata"]["name"] for item in listed["items"]) == names
+
+    cancel_logs = [r for r in caplog.records if "deadline_exceeded" in r.getMessage()]
+    assert cancel_logs and all(r.levelno == logging.DEBUG for r in cancel_logs)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
