@@ -14,6 +14,8 @@ from pathlib import Path
 from wukong import __version__
 from wukong.devcluster import ControlPlane, ControlPlaneConfig, DevClusterError, binaries
 from wukong.devcluster.paths import default_state_dir
+from wukong.errors import UserError
+from wukong.operator import commands as operator_commands
 from wukong.tracing.logs import configure_logging
 
 
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cancelled reconciles are logged at debug, with their reason (default: info)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    operator_commands.add_commands(commands)
 
     dev = commands.add_parser(
         "dev",
@@ -231,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(log_format=args.log_format, level=getattr(logging, args.log_level.upper()))
     try:
         code: int = args.handler(args)
-    except DevClusterError as exc:
+    except UserError as exc:
         print(f"wukong: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

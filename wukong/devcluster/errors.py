@@ -6,6 +6,8 @@ that fits on one line and names the log to read; the CLI prints it and exits 1
 instead of showing a traceback.
 """
 
+from wukong.errors import UserError
 
-class DevClusterError(Exception):
+
+class DevClusterError(UserError):
     """A local control plane problem the user can act on."""

@@ -1,0 +1,89 @@
+"""`wukong run` as users run it: a process with metrics, health and leader election."""
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.integration.wukong_harness import StartWukong
+from wukong.devcluster import ControlPlane
+from wukong.devcluster.processes import free_port
+from wukong.operator.api import WUKONGS
+from wukong.runtime.leader import LEASES
+
+
+async def _get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly(
+    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path
+) -> None:
+    run = await start_wukong()  # the simulator; the in-process operator is stopped below
+    await run.stop_operator()
+    metrics_port, health_port = free_port(), free_port()
+    log = (tmp_path / "operator.log").open("w+")
+    process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
+        [
+            sys.executable,
+            "-m",
+            "wukong.cli",
+            "--log-format=json",
+            "--log-level=debug",
+            "run",
+            f"--kubeconfig={control_plane.kubeconfig}",
+            f"--namespace={run.namespace}",
+            f"--leader-election-namespace={run.namespace}",
+            f"--metrics-bind=127.0.0.1:{metrics_port}",
+            f"--health-bind=127.0.0.1:{health_port}",
+            "--reconcile-timeout=5",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await run.create("proc", {"disks": [{"name": "root", "size": "1Gi"}]})
+        await run.wait_for(
+            "proc",
+            lambda obj: (obj.get("status") or {}).get("phase") == "Running",
+            what="proc to be Running under `wukong run`",
+        )
+        status, _ = await _get(f"http://127.0.0.1:{health_port}/readyz")
+        assert status == 200
+        status, text = await _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        assert 'controller_runtime_reconcile_total{controller="wukong",result="' in text
+        assert 'leader_election_master_status{name="wukong-operator"} 1.0' in text
+        lease = await run.client.get(LEASES, "wukong-operator", namespace=run.namespace)
+        assert lease["spec"]["holderIdentity"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+    log.seek(0)
+    lines = [json.loads(line) for line in log if line.startswith("{")]
+    assert code == 0, lines[-5:]
+    assert not [line for line in lines if line["level"] == "ERROR"]
+    assert any("Wukong operator starting" in line["message"] for line in lines)
+
+    # The Wukong outlives the operator; deleting it now waits for the next operator.
+    wukong = await run.client.get(WUKONGS, "proc", namespace=run.namespace)
+    assert wukong["metadata"]["finalizers"]
+
+
+def test_wukong_run_names_what_is_missing(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("not: a kubeconfig\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "wukong.cli", "run", f"--kubeconfig={kubeconfig}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("wukong: error: cannot configure the Kubernetes client")
+    assert "Traceback" not in result.stderr

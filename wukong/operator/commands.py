@@ -1,0 +1,102 @@
+"""`wukong run`: the operator's command line."""
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from wukong.operator.run import OperatorSettings, run_operator
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = OperatorSettings(
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        reconcile_timeout=args.reconcile_timeout,
+        max_concurrent_reconciles=args.max_concurrent_reconciles,
+        metrics_bind=args.metrics_bind,
+        health_bind=args.health_bind,
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace,
+        shutdown_grace=args.shutdown_grace,
+    )
+    return asyncio.run(run_operator(settings))
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    run = commands.add_parser(
+        "run",
+        help="run the Wukong operator",
+        description="Run the Wukong controller: Wukong objects become Multus networks, PVCs or "
+        "CDI DataVolumes and a KubeVirt VirtualMachine. Every reconcile runs under a deadline "
+        "and is traced (when OTEL_EXPORTER_OTLP_ENDPOINT is set) and measured (/metrics). "
+        "Exits 0 on SIGTERM/SIGINT after in-flight reconciles stop, 2 when leadership is lost, "
+        "1 when it cannot start (missing CRDs or permissions, bad flags).",
+    )
+    run.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="kubeconfig to use (default: the pod's service account in a cluster, else "
+        "$KUBECONFIG or ~/.kube/config)",
+    )
+    run.add_argument(
+        "--namespace",
+        default=None,
+        help="reconcile Wukongs in this namespace only (default: every namespace)",
+    )
+    run.add_argument(
+        "--reconcile-timeout",
+        type=_positive,
+        default=15.0,
+        metavar="SECONDS",
+        help="deadline of each reconcile; a reconcile still running then is cancelled "
+        "(reason deadline_exceeded) and requeued (default: 15)",
+    )
+    run.add_argument(
+        "--max-concurrent-reconciles",
+        type=int,
+        default=4,
+        metavar="N",
+        help="Wukongs reconciled at once (default: 4)",
+    )
+    run.add_argument(
+        "--metrics-bind",
+        default=":8080",
+        metavar="ADDR",
+        help="host:port of /metrics (Prometheus text, or OpenMetrics with exemplars when "
+        'asked); "0" turns it off (default: :8080)',
+    )
+    run.add_argument(
+        "--health-bind",
+        default=":8081",
+        metavar="ADDR",
+        help='host:port of /healthz and /readyz; "0" turns them off (default: :8081)',
+    )
+    run.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="take a Lease so that only one replica reconciles (default: on)",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, the service account's "
+        "namespace, else default)",
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long in-flight reconciles may take to stop on SIGTERM (default: 30)",
+    )
+    run.set_defaults(handler=_run)

@@ -1,0 +1,167 @@
+"""The operator process (`wukong run`): the Wukong controller with everything around it.
+
+It wires, in this order: the API client (in-cluster, or a kubeconfig), a
+preflight check that every API the controller uses is served and permitted,
+the manager (leader election, health endpoints, reconcile deadline), the
+Wukong controller, tracing (when OTEL_EXPORTER_OTLP_ENDPOINT is set) and
+metrics (served on `metrics_bind`). It runs until SIGTERM/SIGINT (exit 0) or
+until leadership is lost (exit 2, so the pod restarts and campaigns again, as
+controller-runtime managers do).
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from wukong.errors import UserError
+from wukong.metrics import MetricsServer, instrument
+from wukong.operator.api import WUKONGS
+from wukong.operator.controller import add_wukong_controller
+from wukong.operator.resources import (
+    DATA_VOLUMES,
+    NETWORK_ATTACHMENT_DEFINITIONS,
+    PERSISTENT_VOLUME_CLAIMS,
+    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCES,
+    VIRTUAL_MACHINES,
+)
+from wukong.runtime.client import Client
+from wukong.runtime.context import CancelReason
+from wukong.runtime.errors import ApiError, NotFound
+from wukong.runtime.leader import LeaderElectionConfig
+from wukong.runtime.manager import Manager
+from wukong.tracing.setup import configure_tracing
+from wukong.tracing.spans import ReconcileTracer
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "wukong-operator"
+_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# Where each API the controller reads comes from, for the preflight's message.
+_PROVIDERS = {
+    WUKONGS: "the Wukong CRD (deploy/ or `wukong dev up`)",
+    VIRTUAL_MACHINES: "KubeVirt",
+    VIRTUAL_MACHINE_INSTANCES: "KubeVirt",
+    DATA_VOLUMES: "CDI (Containerized Data Importer)",
+    NETWORK_ATTACHMENT_DEFINITIONS: "Multus",
+    PERSISTENT_VOLUME_CLAIMS: "Kubernetes",
+    STORAGE_CLASSES: "Kubernetes",
+}
+
+
+class OperatorError(UserError):
+    """The operator cannot start: configuration, missing APIs, missing permissions."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorSettings:
+    kubeconfig: Path | None = None
+    namespace: str | None = None  # None: every namespace
+    reconcile_timeout: float = 15.0
+    max_concurrent_reconciles: int = 4
+    metrics_bind: str = ":8080"  # "0" turns the metrics endpoint off
+    health_bind: str = ":8081"  # "0" turns the health endpoints off
+    leader_elect: bool = True
+    leader_election_namespace: str | None = None
+    shutdown_grace: float = 30.0
+
+
+def lease_namespace(settings: OperatorSettings) -> str:
+    """Where the Lease lives: the flag, else the pod's namespace, else `default`."""
+    if settings.leader_election_namespace:
+        return settings.leader_election_namespace
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if _SERVICE_ACCOUNT_NAMESPACE.is_file():
+        return _SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return "default"
+
+
+async def run_operator(settings: OperatorSettings) -> int:
+    """Run until stopped; the exit status for the process."""
+    if settings.reconcile_timeout <= 0:
+        raise OperatorError("--reconcile-timeout must be positive")
+    client = await _client(settings)
+    async with client:
+        await preflight(client, namespace=settings.namespace)
+        election = (
+            LeaderElectionConfig(name=LEASE_NAME, namespace=lease_namespace(settings))
+            if settings.leader_elect
+            else None
+        )
+        manager = Manager(
+            client=client,
+            namespace=settings.namespace,
+            leader_election=election,
+            health_bind=None if settings.health_bind == "0" else settings.health_bind,
+            reconcile_timeout=settings.reconcile_timeout,
+            shutdown_grace=settings.shutdown_grace,
+        )
+        add_wukong_controller(manager, max_concurrent_reconciles=settings.max_concurrent_reconciles)
+        provider = configure_tracing()
+        if provider is not None:
+            ReconcileTracer(provider=provider).instrument(manager)
+        metrics = instrument(manager)
+        server = MetricsServer(registry=metrics.metrics.registry)
+        if settings.metrics_bind != "0":
+            port = await _listen(server, settings.metrics_bind)
+            log.info("serving metrics on %s (port %d)", settings.metrics_bind, port)
+        manager.handle_signals()
+        scope = settings.namespace or "all namespaces"
+        log.info(
+            "Wukong operator starting: %s, reconcile timeout %.1fs, leader election %s",
+            scope,
+            settings.reconcile_timeout,
+            f"on (Lease {election.namespace}/{election.name})" if election else "off",
+        )
+        try:
+            reason = await manager.run()
+        finally:
+            await server.stop()
+            if provider is not None:
+                provider.shutdown()
+    log.info("Wukong operator stopped: %s", reason)
+    return 0 if reason == CancelReason.SHUTDOWN else 2
+
+
+async def preflight(client: Client, *, namespace: str | None) -> None:
+    """Fail with one line naming what is missing, before any informer starts."""
+    missing, forbidden = [], []
+    for resource, provider in _PROVIDERS.items():
+        scope = namespace if resource.namespaced else None
+        try:
+            await client.list(resource, namespace=scope, timeout=10)
+        except NotFound:
+            missing.append(f"{resource.plural}.{resource.group or 'core'} ({provider})")
+        except ApiError as exc:
+            if exc.status != 403:
+                raise OperatorError(f"cannot list {resource.plural}: {exc.message}") from exc
+            forbidden.append(f"list {resource.plural}.{resource.group or 'core'}")
+    if missing:
+        raise OperatorError(f"the API server does not serve: {', '.join(missing)}")
+    if forbidden:
+        raise OperatorError(
+            "the operator's identity may not: "
+            + ", ".join(forbidden)
+            + " (install the chart's RBAC, see deploy/)"
+        )
+
+
+async def _client(settings: OperatorSettings) -> Client:
+    try:
+        if settings.kubeconfig is not None:
+            return await Client.from_kubeconfig(settings.kubeconfig)
+        return await Client.from_environment()
+    except Exception as exc:  # kubeconfig / in-cluster loading fails in many ways
+        raise OperatorError(
+            f"cannot configure the Kubernetes client: {exc} "
+            "(pass --kubeconfig, set KUBECONFIG, or run in a pod)"
+        ) from exc
+
+
+async def _listen(server: MetricsServer, bind: str) -> int:
+    try:
+        return await server.start(bind)
+    except (OSError, ValueError) as exc:
+        raise OperatorError(f"cannot serve metrics on {bind!r}: {exc}") from exc
