@@ -6,6 +6,7 @@ exit status 1, never as a traceback.
 """
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,8 +15,16 @@ from pathlib import Path
 from wukong import __version__
 from wukong.devcluster import ControlPlane, ControlPlaneConfig, DevClusterError, binaries
 from wukong.devcluster.paths import default_state_dir
+from wukong.devcluster.simulator import (
+    IMMEDIATE_CLASS,
+    WAIT_FOR_FIRST_CONSUMER_CLASS,
+    SimulationConfig,
+    install_dev_apis,
+    run_simulator,
+)
 from wukong.errors import UserError
 from wukong.operator import commands as operator_commands
+from wukong.runtime.client import Client
 from wukong.tracing.logs import configure_logging
 
 
@@ -66,8 +75,19 @@ def _control_plane(args: argparse.Namespace) -> ControlPlane:
 def _dev_up(args: argparse.Namespace) -> int:
     plane = _control_plane(args)
     plane.up(progress=_progress)
+    asyncio.run(_install_dev_apis(plane.kubeconfig))
+    _progress(
+        "installed the Wukong CRD, simulated KubeVirt/CDI/Multus CRDs and StorageClasses "
+        f"({IMMEDIATE_CLASS}, {WAIT_FOR_FIRST_CONSUMER_CLASS}); "
+        "run `wukong dev simulate` to play those systems"
+    )
     _progress(f'kubectl --kubeconfig "{plane.kubeconfig}" get ns')
     return 0
+
+
+async def _install_dev_apis(kubeconfig: Path) -> None:
+    async with await Client.from_kubeconfig(kubeconfig) as client:
+        await install_dev_apis(client)
 
 
 def _dev_down(args: argparse.Namespace) -> int:
@@ -94,6 +114,16 @@ def _dev_kubeconfig(args: argparse.Namespace) -> int:
     if not plane.kubeconfig.is_file():
         raise DevClusterError("no kubeconfig yet; start the control plane with `wukong dev up`")
     print(plane.kubeconfig)
+    return 0
+
+
+def _dev_simulate(args: argparse.Namespace) -> int:
+    config = SimulationConfig(
+        bind_delay=args.bind_delay, import_delay=args.import_delay, boot_delay=args.boot_delay
+    )
+    kubeconfig = _control_plane(args).kubeconfig
+    _progress("simulating the volume binder, CDI and KubeVirt; Ctrl-C stops")
+    asyncio.run(run_simulator(kubeconfig, config))
     return 0
 
 
@@ -190,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_cluster_options(kubeconfig, ports=False)
     kubeconfig.set_defaults(handler=_dev_kubeconfig)
+
+    simulate = dev_commands.add_parser(
+        "simulate",
+        help="play KubeVirt, CDI and the volume binder against the control plane",
+        description="Run small controllers that stand in for systems the dev cluster lacks: "
+        "they bind PVCs (WaitForFirstConsumer ones once a VM is scheduled), import CDI "
+        "DataVolumes and start KubeVirt VMIs on a fake node, each after a delay. Runs until "
+        "Ctrl-C or SIGTERM.",
+    )
+    _add_cluster_options(simulate, ports=False)
+    for flag, default, what in [
+        ("--bind-delay", 0.3, "PVC Pending -> Bound"),
+        ("--import-delay", 1.0, "DataVolume import"),
+        ("--boot-delay", 0.5, "VMI Scheduled -> Running"),
+    ]:
+        simulate.add_argument(
+            flag, type=float, default=default, metavar="SECONDS", help=f"{what} (default {default})"
+        )
+    simulate.set_defaults(handler=_dev_simulate)
 
     build = dev_commands.add_parser(
         "build",

@@ -89,6 +89,15 @@ def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path) -> None:
         up = _run("dev", "up", f"--state-dir={tmp_path}", *_ports())
         assert up.returncode == 0, up.stderr
         assert "removing stale pid file" in up.stderr
+        assert "installed the Wukong CRD" in up.stderr
+        kubeconfig = _run("dev", "kubeconfig", f"--state-dir={tmp_path}").stdout.strip()
+        served = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "get", "storageclass,wukongs,vm,dv", "-A"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "local-wait" in served.stdout and "(default)" in served.stdout
         status = _run("dev", "status", f"--state-dir={tmp_path}")
         assert status.returncode == 0, status.stdout
         assert "ready: yes" in status.stdout
@@ -121,7 +130,12 @@ def test_every_command_has_help() -> None:
     for args in (
         ["--help"],
         ["dev", "--help"],
-        *[["dev", a, "--help"] for a in ("up", "down", "status", "kubeconfig", "build")],
+        *[
+            ["dev", a, "--help"]
+            for a in ("up", "down", "status", "kubeconfig", "simulate", "build")
+        ],
+        ["run", "--help"],
+        ["dashboards", "render", "--help"],
     ):
         result = _run(*args)
         assert result.returncode == 0, args

@@ -14,11 +14,9 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import eventually
-from wukong.devcluster.crds import install_crds
-from wukong.devcluster.simulator import SimulationConfig, install_infrastructure, simulator_manager
+from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
-from wukong.operator.crd import wukong_crd
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import NotFound
 from wukong.runtime.lifecycle import LifecycleEvent
@@ -28,8 +26,7 @@ from wukong.runtime.resources import EVENTS
 
 @pytest.fixture
 async def infrastructure(client: Client) -> None:
-    await install_crds(client, [wukong_crd()])
-    await install_infrastructure(client)
+    await install_dev_apis(client)
 
 
 @dataclass

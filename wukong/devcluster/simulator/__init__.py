@@ -14,7 +14,9 @@ runtime; the API server they talk to is the real one.
 """
 
 from collections.abc import Callable
+from pathlib import Path
 
+from wukong.devcluster.crds import install_crds
 from wukong.devcluster.simulator.cdi import DataVolumeImporter
 from wukong.devcluster.simulator.crds import (
     IMMEDIATE_CLASS,
@@ -24,6 +26,7 @@ from wukong.devcluster.simulator.crds import (
 from wukong.devcluster.simulator.kubevirt import VirtualMachineController
 from wukong.devcluster.simulator.storage import VolumeBinder, claim_names, claims_of_vmi
 from wukong.devcluster.simulator.timing import SimulationConfig
+from wukong.operator.crd import wukong_crd
 from wukong.operator.resources import (
     DATA_VOLUMES,
     PERSISTENT_VOLUME_CLAIMS,
@@ -41,7 +44,9 @@ __all__ = [
     "IMMEDIATE_CLASS",
     "WAIT_FOR_FIRST_CONSUMER_CLASS",
     "SimulationConfig",
+    "install_dev_apis",
     "install_infrastructure",
+    "run_simulator",
     "simulator_manager",
 ]
 
@@ -98,6 +103,20 @@ def simulator_manager(*, client: Client, config: SimulationConfig) -> Manager:
         )
     )
     return manager
+
+
+async def install_dev_apis(client: Client) -> None:
+    """The Wukong CRD plus the simulated systems' CRDs and StorageClasses."""
+    await install_crds(client, [wukong_crd()])
+    await install_infrastructure(client)
+
+
+async def run_simulator(kubeconfig: Path, config: SimulationConfig) -> None:
+    """Run the simulated systems until SIGINT/SIGTERM."""
+    async with await Client.from_kubeconfig(kubeconfig) as client:
+        manager = simulator_manager(client=client, config=config)
+        manager.handle_signals()
+        await manager.run()
 
 
 def _vms_using(vmis: Informer) -> Callable[[Object], list[Request]]:
