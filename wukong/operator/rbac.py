@@ -20,6 +20,7 @@ from wukong.operator.resources import (
 from wukong.runtime.leader import LEASES
 from wukong.runtime.resources import EVENTS, Resource
 
+# get comes with list/watch: the finalizer reads live, kubectl-style tools read too.
 _WATCH = ("get", "list", "watch")
 
 
@@ -41,13 +42,14 @@ class Rule:
 
 
 CLUSTER_RULES: tuple[Rule, ...] = (
-    Rule(WUKONGS, (*_WATCH, "update", "patch")),
-    Rule(WUKONGS, ("get", "update", "patch"), subresource="status"),
-    # Owner references with blockOwnerDeletion need update on the owner's finalizers.
+    Rule(WUKONGS, (*_WATCH, "patch")),  # patch: the finalizer
+    Rule(WUKONGS, ("patch",), subresource="status"),
+    # Owner references with blockOwnerDeletion need update on the owner's
+    # finalizers where OwnerReferencesPermissionEnforcement admission is on.
     Rule(WUKONGS, ("update",), subresource="finalizers"),
     Rule(NETWORK_ATTACHMENT_DEFINITIONS, (*_WATCH, "create", "delete")),
-    Rule(PERSISTENT_VOLUME_CLAIMS, (*_WATCH, "create", "patch", "delete")),
-    Rule(DATA_VOLUMES, (*_WATCH, "create", "patch", "delete")),
+    Rule(PERSISTENT_VOLUME_CLAIMS, (*_WATCH, "create", "patch", "delete")),  # patch: expansion
+    Rule(DATA_VOLUMES, (*_WATCH, "create", "delete")),
     Rule(VIRTUAL_MACHINES, (*_WATCH, "create", "patch", "delete")),
     Rule(VIRTUAL_MACHINE_INSTANCES, _WATCH),
     Rule(STORAGE_CLASSES, _WATCH),
