@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.integration.helpers import kubeconfig_via
 from wukong.dashboards.alerts import alert_rules
-from wukong.dashboards.panels import panel_queries, render_dashboards
+from wukong.dashboards.panels import panel_queries, render_dashboards, substitute_variables
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.metrics import MetricsServer, instrument
@@ -60,9 +60,7 @@ def _substitute(expr: str, namespace: str) -> str:
         "__rate_interval": "10s",
         "__interval": "1s",
     }
-    for name, value in values.items():
-        expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
-    return expr
+    return substitute_variables(expr, values)
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus")

@@ -1,10 +1,7 @@
-"""Helpers for integration tests: polling, kubeconfigs through a proxy."""
+"""Helpers for integration tests."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-
-import yaml
 
 
 async def eventually(
@@ -26,12 +23,3 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
-
-
-def kubeconfig_via(source: Path, target: Path, *, port: int) -> Path:
-    """A copy of `source` whose server is 127.0.0.1:`port` (e.g. a latency proxy)."""
-    config = yaml.safe_load(source.read_text())
-    for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
-    target.write_text(yaml.safe_dump(config))
-    return target

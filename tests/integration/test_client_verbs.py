@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import kubeconfig_via
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.crds import wait_crd_established
+from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.runtime.client import JSON_PATCH, Client
 from wukong.runtime.errors import ApiTimeout, Conflict, Invalid

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import kubeconfig_via
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import Conflict

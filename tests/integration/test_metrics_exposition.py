@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import eventually, kubeconfig_via
+from tests.integration.helpers import eventually
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.metrics import MetricsServer, instrument
 from wukong.runtime.client import Client

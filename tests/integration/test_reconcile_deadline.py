@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import eventually, kubeconfig_via
+from tests.integration.helpers import eventually
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.runtime.client import ApiCall, Client
 from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result

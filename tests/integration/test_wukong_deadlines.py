@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import kubeconfig_via
 from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.operator.api import WUKONG_LABEL
 from wukong.operator.resources import (

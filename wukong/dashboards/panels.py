@@ -665,9 +665,22 @@ def iter_panels(dashboard_json: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def panel_queries(dashboard_json: dict[str, Any]) -> list[str]:
     """Every query expression of every panel, in panel order."""
+    return [expr for _, expr in panel_targets(dashboard_json)]
+
+
+def panel_targets(dashboard_json: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, query expression) for every query of every panel, in panel order."""
     return [
-        str(target["expr"])
+        (str(panel.get("title", "")), str(target["expr"]))
         for panel in iter_panels(dashboard_json)
         for target in panel.get("targets", [])
         if target.get("expr")
     ]
+
+
+def substitute_variables(expr: str, values: dict[str, str]) -> str:
+    """`expr` with Grafana variables (`$name`, `${name}`) replaced, as Grafana would."""
+    # Longest names first, so $__rate_interval is not read as $__rate + "_interval".
+    for name in sorted(values, key=len, reverse=True):
+        expr = expr.replace(f"${{{name}}}", values[name]).replace(f"${name}", values[name])
+    return expr

@@ -47,3 +47,15 @@ def write_kubeconfig(path: Path, *, server: str, pki: Pki) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
+
+
+def kubeconfig_via(source: Path, target: Path, *, port: int) -> Path:
+    """A copy of `source` whose server is 127.0.0.1:`port` (e.g. a latency proxy).
+
+    The serving certificate names 127.0.0.1, so TLS still verifies through a TCP proxy.
+    """
+    config = yaml.safe_load(source.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    target.write_text(yaml.safe_dump(config))
+    return target
