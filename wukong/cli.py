@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wukong import __version__
+from wukong.demo import commands as demo_commands
 from wukong.devcluster import ControlPlane, ControlPlaneConfig, DevClusterError, binaries
 from wukong.devcluster.paths import default_state_dir
 from wukong.devcluster.simulator import (
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     operator_commands.add_commands(commands)
+    demo_commands.add_commands(commands)
 
     dev = commands.add_parser(
         "dev",

@@ -29,6 +29,7 @@ from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
 from wukong.errors import UserError
 from wukong.operator.api import WUKONGS
+from wukong.operator.controller import CONTROLLER_NAME
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import AlreadyExists
 from wukong.runtime.manager import Manager
@@ -36,6 +37,17 @@ from wukong.tracing.receiver import OtlpReceiver
 
 JOB = "wukong"
 NAMESPACE = "default"
+
+
+def dashboard_variables(*, rate_interval: str) -> dict[str, str]:
+    """The dashboards' variables as Grafana would set them for the demo's operator."""
+    return {
+        "namespace": NAMESPACE,
+        "job": JOB,
+        "controller": CONTROLLER_NAME,
+        "__rate_interval": rate_interval,
+        "__interval": "1s",
+    }
 
 
 class DemoError(UserError):

@@ -1,0 +1,208 @@
+"""The cancel-storm drill: three scripted faults, each diagnosed from telemetry alone.
+
+1. slow API server: the latency proxy between the operator and the API server
+   holds every answer; new Wukongs need more round trips than the deadline allows;
+2. deadline too tight: the operator restarts with a reconcile timeout far below
+   what one reconcile needs, with the API as fast as ever;
+3. leader-lease loss: another identity takes the operator's Lease while
+   reconciles are in flight; the operator cancels them and exits (status 2).
+
+Each fault runs on the live `DemoStack`; afterwards the report is built only
+from what the operator exported (its spans at the OTLP receiver and the
+cancel-storm dashboard's panels on Prometheus) and names the cause. The stack
+is healed after each fault and every Wukong created converges to Running.
+"""
+
+import asyncio
+import datetime
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from wukong.demo.diagnosis import LEADER_LOST, SLOW_API, TIGHT_DEADLINE, Diagnosis, diagnose
+from wukong.demo.samples import web_server
+from wukong.demo.stack import NAMESPACE, DemoStack, dashboard_variables
+from wukong.demo.telemetry import PanelReading, TraceSummary, panel_readings, summarize_traces
+from wukong.operator.run import LEASE_NAME
+from wukong.runtime.leader import LEASES
+
+Progress = Callable[[str], None]
+
+PANELS = [
+    "Cancellations by reason",
+    "Reconcile timeouts",
+    "Deadline budget used",
+    "API latency p99 by verb",
+]
+LEADER_PANEL = "Leader election"
+HEALTHY_TIMEOUT = 3.0
+SLOW_API_DELAY = 0.6
+TIGHT_TIMEOUT = 0.02
+
+
+@dataclass(frozen=True)
+class FaultReport:
+    fault: str
+    expected: str
+    traces: TraceSummary
+    panels: list[PanelReading]
+    diagnosis: Diagnosis
+
+    @property
+    def correct(self) -> bool:
+        return self.diagnosis.cause == self.expected
+
+    def render(self) -> str:
+        mark = "correct" if self.correct else f"WRONG (expected {self.expected})"
+        lines = [
+            f"fault: {self.fault}",
+            f"  diagnosis: {self.diagnosis.cause} ({mark})",
+            f"  why: {self.diagnosis.explanation}",
+            f"  traces: {self.traces.describe()}",
+            *(f"  panel {reading.describe()}" for reading in self.panels),
+        ]
+        return "\n".join(lines)
+
+
+class Drill:
+    def __init__(self, *, stack: DemoStack, progress: Progress) -> None:
+        self.stack = stack
+        self.progress = progress
+        self.baseline_api_p50_ms = 0.0
+
+    async def run(self) -> list[FaultReport]:
+        await self.stack.start_operator(reconcile_timeout=HEALTHY_TIMEOUT)
+        await self._baseline()
+        reports = [
+            await self.slow_api_server(),
+            await self.tight_deadline(),
+            await self.lease_loss(),
+        ]
+        for report in reports:
+            self.progress(report.render())
+        return reports
+
+    async def _baseline(self) -> None:
+        started = time.time_ns()
+        await self._create_and_wait("drill-base", count=2, what="healthy baseline")
+        traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
+        self.baseline_api_p50_ms = traces.api_p50_ms
+        self.progress(f"baseline: {traces.describe()}")
+
+    async def slow_api_server(self) -> FaultReport:
+        self.progress(f"fault 1: the API server answers {SLOW_API_DELAY} s late")
+        started = time.time_ns()
+        self.stack.proxy.delay = SLOW_API_DELAY
+        names = await self._create("drill-slow", count=4)
+        await self._until_cancelled(started, at_least=4)
+        report = await self._report(
+            "slow API server (latency proxy)", SLOW_API, started, heal=self._heal_latency
+        )
+        await self._wait_running(names)
+        return report
+
+    async def tight_deadline(self) -> FaultReport:
+        self.progress(f"fault 2: the operator restarts with --reconcile-timeout={TIGHT_TIMEOUT}")
+        await self.stack.start_operator(reconcile_timeout=TIGHT_TIMEOUT)
+        started = time.time_ns()
+        names = await self._create("drill-tight", count=4)
+        await self._until_cancelled(started, at_least=8)
+
+        async def heal() -> None:
+            await self.stack.start_operator(reconcile_timeout=HEALTHY_TIMEOUT)
+
+        report = await self._report("deadline too tight", TIGHT_DEADLINE, started, heal=heal)
+        await self._wait_running(names)
+        return report
+
+    async def lease_loss(self) -> FaultReport:
+        self.progress("fault 3: another identity takes the operator's Lease mid-reconcile")
+        started = time.time_ns()
+        self.stack.proxy.delay = 0.3  # keeps reconciles in flight when the Lease goes
+        names = await self._create("drill-lease", count=4)
+        await asyncio.sleep(1.5)
+        await self._steal_lease()
+        code = await self.stack.wait_operator_exit(timeout=30)
+        self.progress(f"  the operator exited with status {code}")
+        self.stack.proxy.delay = 0.0
+        await asyncio.sleep(2.0)  # the last spans, flushed at exit, arrive
+
+        async def heal() -> None:
+            await self.stack.api.delete(LEASES, LEASE_NAME, namespace=NAMESPACE)
+            await self.stack.start_operator(reconcile_timeout=HEALTHY_TIMEOUT)
+
+        report = await self._report("leader-lease loss", LEADER_LOST, started, heal=heal)
+        await self._wait_running(names)
+        return report
+
+    # -- steps -------------------------------------------------------------------------
+
+    async def _report(
+        self,
+        fault: str,
+        expected: str,
+        started: int,
+        *,
+        heal: Callable[[], Awaitable[None]],
+    ) -> FaultReport:
+        traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
+        window = f"{max(10, round((time.time_ns() - started) / 1e9) + 5)}s"
+        variables = dashboard_variables(rate_interval=window)
+        panels = await asyncio.to_thread(
+            panel_readings, self.stack.prometheus, PANELS, variables=variables
+        )
+        leader = await asyncio.to_thread(
+            panel_readings, self.stack.prometheus, [LEADER_PANEL], variables=variables
+        )
+        await heal()
+        diagnosis = diagnose(
+            traces, baseline_api_p50_ms=self.baseline_api_p50_ms, leader_readings=leader
+        )
+        self.progress(f"  diagnosis: {diagnosis.cause}")
+        return FaultReport(
+            fault=fault, expected=expected, traces=traces, panels=panels, diagnosis=diagnosis
+        )
+
+    async def _heal_latency(self) -> None:
+        self.stack.proxy.delay = 0.0
+
+    async def _create(self, prefix: str, *, count: int) -> list[str]:
+        names = [f"{prefix}-{index}" for index in range(1, count + 1)]
+        for name in names:
+            await self.stack.apply(name, web_server(name))
+        return names
+
+    async def _create_and_wait(self, prefix: str, *, count: int, what: str) -> None:
+        names = await self._create(prefix, count=count)
+        self.progress(f"{what}: {', '.join(names)}")
+        await self._wait_running(names)
+
+    async def _wait_running(self, names: list[str], *, timeout: float = 90.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            phases = await self.stack.phases()
+            if all(phases.get(name) == "Running" for name in names):
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"not Running after {timeout:.0f}s: {phases}")
+            await asyncio.sleep(0.5)
+
+    async def _until_cancelled(self, started: int, *, at_least: int, timeout: float = 40.0) -> None:
+        """Let the fault act until the traces show `at_least` cancelled reconciles."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
+            if sum(traces.cancellations.values()) >= at_least:
+                break
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(3.0)  # a few more Prometheus scrapes of the storm
+
+    async def _steal_lease(self) -> None:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lease = await self.stack.api.get(LEASES, LEASE_NAME, namespace=NAMESPACE)
+        lease["spec"].update(
+            {"holderIdentity": "drill-intruder", "renewTime": now, "acquireTime": now}
+        )
+        await self.stack.api.update(LEASES, lease)
