@@ -10,14 +10,9 @@ PY_SOURCES := wukong tests bench
 setup:
 	@bash scripts/setup.sh
 
-## run: start the local control plane (the operator joins it once it exists)
+## run: the demo: control plane, simulated infrastructure, operator, telemetry, sample VMs (Ctrl-C stops)
 run: setup
-	@$(BIN)/wukong dev up
-	@echo
-	@echo "The local control plane is up. The Wukong operator is not built yet, so"
-	@echo "nothing reconciles; use the cluster with:"
-	@echo '  kubectl --kubeconfig "$$($(BIN)/wukong dev kubeconfig)" get ns'
-	@echo "Stop it with: $(BIN)/wukong dev down"
+	$(BIN)/wukong demo
 
 ## test: lint, type-check, then every test (unit, integration against a real API server, ebpf as root)
 test: setup lint

@@ -665,13 +665,24 @@ def iter_panels(dashboard_json: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def panel_queries(dashboard_json: dict[str, Any]) -> list[str]:
     """Every query expression of every panel, in panel order."""
-    return [expr for _, expr in panel_targets(dashboard_json)]
+    return [target.expr for target in panel_targets(dashboard_json)]
 
 
-def panel_targets(dashboard_json: dict[str, Any]) -> list[tuple[str, str]]:
-    """(panel title, query expression) for every query of every panel, in panel order."""
+@dataclass(frozen=True)
+class PanelTarget:
+    title: str  # the panel's
+    expr: str
+    legend: str  # Grafana's legend format, e.g. "p99 {{controller}}"
+
+
+def panel_targets(dashboard_json: dict[str, Any]) -> list[PanelTarget]:
+    """Every query of every panel, with its panel's title and legend, in panel order."""
     return [
-        (str(panel.get("title", "")), str(target["expr"]))
+        PanelTarget(
+            title=str(panel.get("title", "")),
+            expr=str(target["expr"]),
+            legend=str(target.get("legendFormat") or ""),
+        )
         for panel in iter_panels(dashboard_json)
         for target in panel.get("targets", [])
         if target.get("expr")

@@ -8,6 +8,7 @@ dashboard, variables substituted, against Prometheus.
 """
 
 import json
+import re
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -85,16 +86,21 @@ def summarize_traces(spans: list[ReceivedSpan], *, since_ns: int = 0) -> TraceSu
 class PanelReading:
     title: str
     expr: str
+    legend: str
     series: list[tuple[dict[str, str], float]] = field(default_factory=list)
 
     def describe(self) -> str:
-        values = ", ".join(f"{_label(labels)}={value:.3g}" for labels, value in self.series[:4])
+        values = ", ".join(
+            f"{self.series_name(labels)}={value:.3g}" for labels, value in self.series[:4]
+        )
         return f"{self.title}: {values or 'no data'}"
 
+    def series_name(self, labels: dict[str, str]) -> str:
+        """The series' name as the panel's legend shows it."""
+        return _LEGEND_LABEL.sub(lambda m: labels.get(m.group(1), ""), self.legend).strip()
 
-def _label(labels: dict[str, str]) -> str:
-    shown = {k: v for k, v in labels.items() if k not in ("job", "namespace", "instance")}
-    return ",".join(f"{k}={v}" for k, v in sorted(shown.items())) or "all"
+
+_LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 def panel_readings(
@@ -106,15 +112,17 @@ def panel_readings(
     """Run the queries of the panels named `titles`, variables substituted."""
     dashboard: dict[str, Any] = json.loads(render_dashboards()[CANCEL_STORM_DASHBOARD])
     readings = []
-    for title, expr in panel_targets(dashboard):
-        if title not in titles:
+    for target in panel_targets(dashboard):
+        if target.title not in titles:
             continue
-        concrete = substitute_variables(expr, variables)
+        concrete = substitute_variables(target.expr, variables)
         series = [
             (dict(item.get("metric") or {}), float(item["value"][1]))
             for item in prometheus.query(concrete)
             if "value" in item and item["value"][1] not in ("NaN", "+Inf", "-Inf")
         ]
         series.sort(key=lambda entry: -entry[1])
-        readings.append(PanelReading(title=title, expr=concrete, series=series))
+        readings.append(
+            PanelReading(title=target.title, expr=concrete, legend=target.legend, series=series)
+        )
     return readings

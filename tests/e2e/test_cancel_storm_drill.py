@@ -1,0 +1,48 @@
+"""The cancel-storm drill end to end: three faults, each diagnosed from telemetry alone.
+
+The operator runs as a real `wukong run` process with tracing to an OTLP
+receiver and metrics scraped by Debian's Prometheus; faults are a latency
+proxy in front of the API server, a reconcile timeout far too tight, and a
+stolen Lease. Each report must name its fault's cause, show the storm on the
+cancel-storm dashboard's panels, and the stack must heal (every Wukong Running).
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from wukong.demo.diagnosis import LEADER_LOST, SLOW_API, TIGHT_DEADLINE
+from wukong.demo.drill import Drill
+from wukong.demo.stack import DemoStack
+from wukong.devcluster import ControlPlane
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus")
+async def test_drill_diagnoses_each_fault(control_plane: ControlPlane, tmp_path: Path) -> None:
+    async with DemoStack(plane=control_plane, work_dir=tmp_path) as stack:
+        drill = Drill(stack=stack, progress=lambda line: print(line, file=sys.stderr))
+        reports = await drill.run()
+        phases = await stack.phases()
+
+    assert [(r.expected, r.diagnosis.cause) for r in reports] == [
+        (SLOW_API, SLOW_API),
+        (TIGHT_DEADLINE, TIGHT_DEADLINE),
+        (LEADER_LOST, LEADER_LOST),
+    ], "\n".join(report.render() for report in reports)
+    slow, tight, lease = reports
+    assert slow.traces.dominant_reason == "deadline_exceeded"
+    assert slow.traces.api_p50_ms > 5 * drill.baseline_api_p50_ms
+    assert tight.traces.dominant_reason == "deadline_exceeded"
+    assert lease.traces.cancellations["leader_lost"] > 0
+    for report in (slow, tight):
+        cancellations = next(p for p in report.panels if p.title == "Cancellations by reason")
+        assert (
+            dict((labels["reason"], value) for labels, value in cancellations.series).get(
+                "deadline_exceeded", 0
+            )
+            > 0
+        ), report.render()
+    drill_objects = {name: phase for name, phase in phases.items() if name.startswith("drill-")}
+    assert drill_objects and set(drill_objects.values()) == {"Running"}, drill_objects
