@@ -38,15 +38,7 @@ def _is_running(obj: Object) -> bool:
 
 
 async def _create_shared_nad(run: WukongRun) -> None:
-    await run.client.create(
-        NETWORK_ATTACHMENT_DEFINITIONS,
-        {
-            "apiVersion": NETWORK_ATTACHMENT_DEFINITIONS.api_version,
-            "kind": NETWORK_ATTACHMENT_DEFINITIONS.kind,
-            "metadata": {"name": "shared-storage", "namespace": run.namespace},
-            "spec": {"config": '{"cniVersion": "0.3.1", "type": "macvlan"}'},
-        },
-    )
+    await run.create_nad("shared-storage", config='{"cniVersion": "0.3.1", "type": "macvlan"}')
 
 
 async def _exists(run: WukongRun, resource: object, name: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.wukong_harness import StartWukong, WukongRun, condition
 from wukong.devcluster.simulator import SimulationConfig
-from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS, PERSISTENT_VOLUME_CLAIMS
+from wukong.operator.resources import PERSISTENT_VOLUME_CLAIMS
 from wukong.runtime.client import Object
 
 FAILING_IMAGE = "docker://registry.example/does-not-exist:1"
@@ -59,15 +59,7 @@ CASES: dict[str, tuple[Object, str, str]] = {
 
 async def _occupy_names(run: WukongRun) -> None:
     """Objects with the names Wukong would create, belonging to someone else."""
-    await run.client.create(
-        NETWORK_ATTACHMENT_DEFINITIONS,
-        {
-            "apiVersion": NETWORK_ATTACHMENT_DEFINITIONS.api_version,
-            "kind": NETWORK_ATTACHMENT_DEFINITIONS.kind,
-            "metadata": {"name": "taken-nad-net", "namespace": run.namespace},
-            "spec": {"config": "{}"},
-        },
-    )
+    await run.create_nad("taken-nad-net")
     await run.client.create(
         PERSISTENT_VOLUME_CLAIMS,
         {

@@ -17,6 +17,7 @@ from tests.integration.helpers import eventually
 from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
+from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import NotFound
 from wukong.runtime.lifecycle import LifecycleEvent
@@ -51,6 +52,18 @@ class WukongRun:
             "spec": spec,
         }
         return await self.client.create(WUKONGS, body)
+
+    async def create_nad(self, name: str, *, config: str = '{"type": "bridge"}') -> None:
+        """A NetworkAttachmentDefinition made by someone else (no owner)."""
+        await self.client.create(
+            NETWORK_ATTACHMENT_DEFINITIONS,
+            {
+                "apiVersion": NETWORK_ATTACHMENT_DEFINITIONS.api_version,
+                "kind": NETWORK_ATTACHMENT_DEFINITIONS.kind,
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"config": config},
+            },
+        )
 
     async def get(self, name: str) -> Object:
         return await self.client.get(WUKONGS, name, namespace=self.namespace)

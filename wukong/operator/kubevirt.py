@@ -9,13 +9,13 @@ where the truth about the guest lives: phase, node and addresses.
 from dataclasses import dataclass, field
 from typing import Any
 
-from wukong.operator.api import WUKONG_LABEL, WUKONGS
+from wukong.operator.api import WUKONG_LABEL
+from wukong.operator.owned import create_once, owned_object
 from wukong.operator.resources import VIRTUAL_MACHINES
 from wukong.operator.steps import Problem
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import AlreadyExists, Invalid
-from wukong.runtime.owners import controller_reference
+from wukong.runtime.errors import Invalid
 
 
 def desired_spec(
@@ -72,22 +72,9 @@ async def ensure_virtual_machine(
     metadata = wukong["metadata"]
     try:
         if existing is None:
-            body = {
-                "apiVersion": VIRTUAL_MACHINES.api_version,
-                "kind": VIRTUAL_MACHINES.kind,
-                "metadata": {
-                    "name": metadata["name"],
-                    "namespace": metadata["namespace"],
-                    "labels": {WUKONG_LABEL: metadata["name"]},
-                    "ownerReferences": [controller_reference(wukong, resource=WUKONGS)],
-                },
-                "spec": spec,
-            }
-            try:
-                await ctx.client.create(VIRTUAL_MACHINES, body)
+            body = owned_object(wukong, VIRTUAL_MACHINES, metadata["name"], spec=spec)
+            if await create_once(ctx, VIRTUAL_MACHINES, body):
                 result.changes.append(("Created", f"Created VirtualMachine {metadata['name']}"))
-            except AlreadyExists:
-                pass  # created by an earlier reconcile the cache has not shown yet
         elif not _contains(existing.get("spec") or {}, spec):
             await ctx.client.patch(
                 VIRTUAL_MACHINES, metadata["name"], {"spec": spec}, namespace=metadata["namespace"]

@@ -9,14 +9,14 @@ owns is reported, not taken over.
 
 from typing import Any
 
-from wukong.operator.api import WUKONG_LABEL, WUKONGS
+from wukong.operator.owned import create_once, owned_object
 from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.operator.steps import Problem, StepResult
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import AlreadyExists, Invalid
-from wukong.runtime.owners import controller_reference, is_controlled_by
+from wukong.runtime.errors import Invalid
+from wukong.runtime.owners import is_controlled_by
 
 
 def created_nad_name(wukong: Object, network: dict[str, Any]) -> str:
@@ -60,21 +60,12 @@ async def _create(
     name: str,
     result: StepResult,
 ) -> Problem | None:
-    body = {
-        "apiVersion": NETWORK_ATTACHMENT_DEFINITIONS.api_version,
-        "kind": NETWORK_ATTACHMENT_DEFINITIONS.kind,
-        "metadata": {
-            "name": name,
-            "namespace": wukong["metadata"]["namespace"],
-            "labels": {WUKONG_LABEL: wukong["metadata"]["name"]},
-            "ownerReferences": [controller_reference(wukong, resource=WUKONGS)],
-        },
-        "spec": {"config": network["config"]},
-    }
+    body = owned_object(
+        wukong, NETWORK_ATTACHMENT_DEFINITIONS, name, spec={"config": network["config"]}
+    )
     try:
-        await ctx.client.create(NETWORK_ATTACHMENT_DEFINITIONS, body)
-    except AlreadyExists:
-        return None  # the cache had not seen it yet: created by an earlier reconcile
+        if not await create_once(ctx, NETWORK_ATTACHMENT_DEFINITIONS, body):
+            return None
     except Invalid as exc:
         return Problem("InvalidNetworkConfig", f"network {network['name']}: {exc.message}")
     result.changes.append(("Created", f"Created NetworkAttachmentDefinition {name}"))

@@ -15,15 +15,15 @@ request raised (expansion); sizes never shrink (admission rejects that).
 
 from typing import Any
 
-from wukong.operator.api import WUKONG_LABEL, WUKONGS
+from wukong.operator.owned import create_once, owned_object
 from wukong.operator.quantity import parse_quantity
 from wukong.operator.resources import DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS
 from wukong.operator.steps import Problem, StepResult
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import AlreadyExists, Invalid
-from wukong.runtime.owners import controller_reference, is_controlled_by
+from wukong.runtime.errors import Invalid
+from wukong.runtime.owners import is_controlled_by
 from wukong.runtime.resources import Resource
 
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
@@ -143,21 +143,10 @@ class DiskReconciler:
             spec: dict[str, Any] = {"source": source, "storage": storage}
         else:
             spec = storage
-        body = {
-            "apiVersion": resource.api_version,
-            "kind": resource.kind,
-            "metadata": {
-                "name": name,
-                "namespace": wukong["metadata"]["namespace"],
-                "labels": {WUKONG_LABEL: wukong["metadata"]["name"]},
-                "ownerReferences": [controller_reference(wukong, resource=WUKONGS)],
-            },
-            "spec": spec,
-        }
+        body = owned_object(wukong, resource, name, spec=spec)
         try:
-            await ctx.client.create(resource, body)
-        except AlreadyExists:
-            return None  # created by an earlier reconcile the cache has not shown yet
+            if not await create_once(ctx, resource, body):
+                return None
         except Invalid as exc:
             return Problem("InvalidDisk", f"disk {disk['name']}: {exc.message}")
         result.changes.append(("Created", f"Created {resource.kind} {name}"))
