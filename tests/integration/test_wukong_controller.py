@@ -202,3 +202,25 @@ async def test_resizing_a_disk_expands_its_claim(start_wukong: StartWukong) -> N
 
 async def _missing(run: WukongRun, resource: object, name: str) -> bool:
     return not await _exists(run, resource, name)
+
+
+async def test_stopping_and_starting_the_vm(start_wukong: StartWukong) -> None:
+    run = await start_wukong()
+    await run.create("toggle", {"disks": [{"name": "root", "size": "1Gi"}]})
+    await run.wait_for("toggle", _is_running, what="toggle to be Running")
+
+    await run.client.patch(WUKONGS, "toggle", {"spec": {"running": False}}, namespace=run.namespace)
+    stopped = await run.wait_for(
+        "toggle",
+        lambda obj: condition(obj, "Ready").get("reason") == "Stopped",
+        what="toggle to be Stopped",
+    )
+    assert stopped["status"]["phase"] == "Pending"
+    vm = await run.client.get(VIRTUAL_MACHINES, "toggle", namespace=run.namespace)
+    assert vm["spec"]["running"] is False
+    await run.wait_until(
+        lambda: _missing(run, VIRTUAL_MACHINE_INSTANCES, "toggle"), what="the VMI to go"
+    )
+
+    await run.client.patch(WUKONGS, "toggle", {"spec": {"running": True}}, namespace=run.namespace)
+    await run.wait_for("toggle", _is_running, what="toggle to run again")
