@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import eventually
+from tests.shared_tools import metrics_contract
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
@@ -26,8 +27,7 @@ from wukong.runtime.controller import Controller, ControllerOptions
 from wukong.runtime.manager import Manager
 from wukong.runtime.resources import CONFIGMAPS
 
-CONTRACT = Path(__file__).resolve().parents[2].parent / "shared/tools/metrics_contract.py"
-HAVE_CONTRACT = CONTRACT.exists()
+CONTRACT = metrics_contract()
 # Debian's package installs it as /usr/bin/promtool, which may not be on PATH.
 PROMTOOL = shutil.which("promtool") or (
     "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
@@ -110,7 +110,7 @@ async def test_metrics_exposition_of_a_running_manager(
                 assert code == 0, f"promtool check metrics failed:\n{output}"
 
             # (b) The exposition meets the project's metrics contract.
-            if HAVE_CONTRACT:
+            if CONTRACT is not None:
                 code, output = await _run(sys.executable, str(CONTRACT), url)
                 assert code == 0, f"metrics contract check failed:\n{output}"
 
@@ -155,5 +155,5 @@ async def test_metrics_exposition_of_a_running_manager(
     # Everything else ran; say which external check could not.
     if PROMTOOL is None:
         pytest.skip("promtool not installed (Debian: apt-get install prometheus): (a) not run")
-    if not HAVE_CONTRACT:
-        pytest.skip(f"{CONTRACT} not found: the contract check (b) was not run")
+    if CONTRACT is None:
+        pytest.skip("shared/tools/metrics_contract.py not found: contract check (b) not run")
