@@ -1,0 +1,75 @@
+"""The drill's diagnosis rules, and trace summaries, on hand-made spans."""
+
+from collections import Counter
+
+from wukong.demo.diagnosis import HEALTHY, LEADER_LOST, SLOW_API, TIGHT_DEADLINE, diagnose
+from wukong.demo.telemetry import PanelReading, TraceSummary, summarize_traces
+from wukong.tracing.receiver import ReceivedSpan
+
+
+def _summary(cancellations: dict[str, int], api_p50_ms: float) -> TraceSummary:
+    return TraceSummary(
+        reconciles=10,
+        cancellations=Counter(cancellations),
+        api_calls=20,
+        api_p50_ms=api_p50_ms,
+        slowest_call="create persistentvolumeclaims",
+        slowest_call_p50_ms=api_p50_ms,
+        api_share=0.9,
+    )
+
+
+def _leader(value: float) -> list[PanelReading]:
+    return [
+        PanelReading(
+            title="Leader election", expr="x", legend="{{name}}", series=[({"name": "w"}, value)]
+        )
+    ]
+
+
+def test_each_cause() -> None:
+    def cause(cancellations: dict[str, int], p50: float, leader: float = 1.0) -> str:
+        return diagnose(
+            _summary(cancellations, p50), baseline_api_p50_ms=8.0, leader_readings=_leader(leader)
+        ).cause
+
+    assert cause({"deadline_exceeded": 5}, 600.0) == SLOW_API
+    assert cause({"api_timeout": 5}, 300.0) == SLOW_API
+    assert cause({"deadline_exceeded": 50}, 12.0) == TIGHT_DEADLINE
+    # Slower than usual, but under the floor: still the deadline's fault.
+    assert cause({"deadline_exceeded": 50}, 45.0) == TIGHT_DEADLINE
+    assert cause({"deadline_exceeded": 5, "leader_lost": 1}, 300.0) == LEADER_LOST
+    assert cause({}, 9.0, leader=0.0) == LEADER_LOST
+    assert cause({"shutdown": 2}, 9.0) == HEALTHY
+
+
+def _span(name: str, start_ms: float, end_ms: float, **attributes: object) -> ReceivedSpan:
+    return ReceivedSpan(
+        name=name,
+        trace_id="t",
+        span_id=name,
+        parent_span_id="",
+        start_ns=int(start_ms * 1e6),
+        end_ns=int(end_ms * 1e6),
+        attributes=dict(attributes),
+        status="OK",
+        status_message="",
+    )
+
+
+def test_trace_summary() -> None:
+    spans = [
+        _span("reconcile Wukong", 0, 100, **{"wukong.cancel.reason": "deadline_exceeded"}),
+        _span("reconcile Wukong", 200, 300),
+        _span("create persistentvolumeclaims", 10, 90, **{"k8s.verb": "create"}),
+        _span("patch wukongs", 210, 230, **{"k8s.verb": "patch"}),
+        _span("patch wukongs", 230, 240, **{"k8s.verb": "patch"}),
+        _span("reconcile Wukong", -50, -10),  # before the window
+    ]
+    summary = summarize_traces(spans, since_ns=0)
+    assert summary.reconciles == 2
+    assert summary.cancellations == Counter({"deadline_exceeded": 1})
+    assert summary.dominant_reason == "deadline_exceeded"
+    assert summary.slowest_call == "create persistentvolumeclaims"
+    assert summary.api_p50_ms == 20.0
+    assert round(summary.api_share, 2) == 0.55

@@ -1,0 +1,105 @@
+"""Pure pieces of the Wukong controller: quantities, spec validation, the VM template."""
+
+from decimal import Decimal
+
+import pytest
+
+from wukong.operator.kubevirt import _contains, desired_spec, guest_status
+from wukong.operator.quantity import parse_quantity
+from wukong.operator.validation import validate
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("10Gi", Decimal(10 * 2**30)),
+        ("500M", Decimal(500 * 10**6)),
+        ("1.5e3", Decimal(1500)),
+        ("100m", Decimal("0.1")),
+        ("2", Decimal(2)),
+    ],
+)
+def test_quantities(text: str, value: Decimal) -> None:
+    assert parse_quantity(text) == value
+
+
+def test_quantity_order_across_suffixes() -> None:
+    assert parse_quantity("1Gi") > parse_quantity("1G")
+    assert parse_quantity("1024Mi") == parse_quantity("1Gi")
+    with pytest.raises(ValueError, match="not a quantity"):
+        parse_quantity("lots")
+
+
+def test_validation_finds_what_admission_cannot() -> None:
+    spec = {
+        "networks": [
+            {"name": "ok", "config": '{"type": "bridge"}'},
+            {"name": "reuse", "nadName": "x"},
+            {"name": "bad", "config": "{not json"},
+        ],
+        "disks": [{"name": "root", "size": "1Gi", "image": "s3://bucket/disk"}],
+    }
+    problems = validate(spec)
+    assert problems.networks is not None and problems.networks.reason == "InvalidNetworkConfig"
+    assert "network bad" in problems.networks.message
+    assert problems.disks is not None and problems.disks.reason == "InvalidImage"
+    assert validate({"networks": [{"name": "n", "config": '{"plugins": []}'}]}).networks is None
+    assert validate({"networks": [{"name": "n", "config": "[1]"}]}).networks is not None
+
+
+def test_vm_template_follows_the_spec() -> None:
+    wukong = {
+        "metadata": {"name": "web"},
+        "spec": {
+            "cpu": 4,
+            "memory": "8Gi",
+            "running": False,
+            "disks": [{"name": "root"}, {"name": "img", "image": "docker://x"}],
+        },
+    }
+    spec = desired_spec(
+        wukong,
+        networks=[{"name": "data", "nadName": "web-data"}],
+        volumes=[
+            {"name": "root", "claimName": "web-root"},
+            {"name": "img", "claimName": "web-img"},
+        ],
+    )
+    template = spec["template"]["spec"]
+    assert spec["running"] is False
+    assert template["domain"]["cpu"] == {"cores": 4}
+    assert template["volumes"] == [
+        {"name": "root", "persistentVolumeClaim": {"claimName": "web-root"}},
+        {"name": "img", "dataVolume": {"name": "web-img"}},
+    ]
+    assert template["networks"][1] == {"name": "data", "multus": {"networkName": "web-data"}}
+    assert spec["template"]["metadata"]["labels"] == {"vm.novasphere.dev/wukong": "web"}
+
+
+def test_defaulted_fields_are_not_differences_but_changed_ones_are() -> None:
+    wanted = {"running": True, "template": {"spec": {"domain": {"cpu": {"cores": 2}}}}}
+    defaulted = {
+        "running": True,
+        "template": {"spec": {"domain": {"cpu": {"cores": 2, "sockets": 1}, "machine": {}}}},
+    }
+    assert _contains(defaulted, wanted)
+    changed = {"running": True, "template": {"spec": {"domain": {"cpu": {"cores": 4}}}}}
+    assert not _contains(changed, wanted)
+    assert not _contains({"list": [1, 2, 3]}, {"list": [1, 2]})
+
+
+def test_guest_status_collects_addresses_once() -> None:
+    vmi = {
+        "status": {
+            "phase": "Running",
+            "nodeName": "n1",
+            "interfaces": [
+                {"name": "default", "ipAddress": "10.0.0.1", "ipAddresses": ["10.0.0.1"]},
+                {"name": "data", "ipAddress": "192.168.1.2"},
+            ],
+        }
+    }
+    status = guest_status(vmi)
+    assert (status.phase, status.node_name) == ("Running", "n1")
+    assert status.ip_addresses == ["10.0.0.1", "192.168.1.2"]
+    assert guest_status(None).phase is None
