@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wukong import __version__
 from wukong.demo import commands as demo_commands
+from wukong.deploy import commands as deploy_commands
 from wukong.devcluster import ControlPlane, ControlPlaneConfig, DevClusterError, binaries
 from wukong.devcluster.paths import default_state_dir
 from wukong.devcluster.simulator import (
@@ -129,8 +130,8 @@ def _dev_simulate(args: argparse.Namespace) -> int:
 
 
 def _dev_build(args: argparse.Namespace) -> int:
-    path = binaries.kube_apiserver_binary(progress=_progress)
-    print(path)
+    print(binaries.kube_apiserver_binary(progress=_progress))
+    print(binaries.helm_binary(progress=_progress))
     return 0
 
 
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     operator_commands.add_commands(commands)
     demo_commands.add_commands(commands)
+    deploy_commands.add_commands(commands)
 
     dev = commands.add_parser(
         "dev",
@@ -244,9 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = dev_commands.add_parser(
         "build",
-        help="build (or find in the cache) the kube-apiserver binary",
+        help="build (or find in the cache) kube-apiserver and helm",
         description="Build kube-apiserver from the Go module proxy through the wrapper module in "
-        "wukong/devcluster/apiserver, cache it under ~/.cache/wukong/bin and print its path.",
+        "wukong/devcluster/apiserver, and helm (for the chart's checks) with `go install`; "
+        "cache both under ~/.cache/wukong/bin and print their paths.",
     )
     build.set_defaults(handler=_dev_build)
 

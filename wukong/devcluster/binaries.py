@@ -6,6 +6,8 @@
   `k8s.io/kubernetes` and its staging modules). The build takes many minutes
   the first time; the binary is cached under the user's cache directory, keyed
   by everything that affects it, and reused from then on.
+- helm (for the chart's lint, template and schema checks) is built the same
+  way with `go install` at a pinned release, in about a minute.
 
 A build reports progress (`[k/N] packages compiled`) through the `progress`
 callback so a long first build is never silent.
@@ -30,6 +32,7 @@ from wukong.devcluster.paths import cache_dir
 Progress = Callable[[str], None]
 
 WRAPPER_DIR = Path(__file__).parent / "apiserver"
+HELM_VERSION = "v3.19.0"
 _PROGRESS_EVERY_SECONDS = 15.0
 
 
@@ -70,12 +73,13 @@ def _ldflags(version: str) -> str:
     )
 
 
-def _go() -> str:
+def _go(what: str | None = None) -> str:
     go = shutil.which("go")
     if go is None:
+        what = what or f"kube-apiserver {kubernetes_version()}"
         raise DevClusterError(
-            "Go is not on PATH; it is needed once to build kube-apiserver "
-            f"{kubernetes_version()} (install Go >= 1.26 or run `make setup`)"
+            f"Go is not on PATH; it is needed once to build {what} "
+            "(install Go >= 1.26 or run `make setup`)"
         )
     return go
 
@@ -160,6 +164,37 @@ def kube_apiserver_binary(*, progress: Progress) -> Path:
     return target
 
 
+def helm_binary(*, progress: Progress) -> Path:
+    """Path to helm HELM_VERSION, built once from the Go module proxy and cached."""
+    target = cache_dir() / "bin" / f"helm-{HELM_VERSION}"
+    if target.is_file():
+        return target
+    go = _go(f"helm {HELM_VERSION}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log_path = cache_dir() / "helm-build.log"
+    progress(f"building helm {HELM_VERSION} from the Go module proxy (first time only)")
+    with tempfile.TemporaryDirectory(dir=target.parent) as gobin, log_path.open("w") as log:
+        _run_with_heartbeat(
+            [
+                go,
+                "install",
+                "-trimpath",
+                "-ldflags",
+                f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+                f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
+            ],
+            env={**os.environ, "GOBIN": gobin, "GOTOOLCHAIN": "local"},
+            log=log,
+            log_path=log_path,
+            what=f"building helm {HELM_VERSION}",
+            progress=progress,
+            cwd=Path(gobin),
+        )
+        (Path(gobin) / "helm").replace(target)
+    progress(f"helm {HELM_VERSION} built and cached at {target}")
+    return target
+
+
 def _run_with_heartbeat(
     cmd: list[str],
     *,
@@ -168,11 +203,12 @@ def _run_with_heartbeat(
     log_path: Path,
     what: str,
     progress: Progress,
+    cwd: Path = WRAPPER_DIR,
 ) -> None:
     started = time.monotonic()
     proc = subprocess.Popen(
         cmd,
-        cwd=WRAPPER_DIR,
+        cwd=cwd,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
