@@ -20,6 +20,7 @@ from wukong.operator.controller import add_wukong_controller
 from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import NotFound
+from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.lifecycle import LifecycleEvent
 from wukong.runtime.manager import Manager
 from wukong.runtime.resources import EVENTS
@@ -126,6 +127,7 @@ async def start_wukong(
         simulation: SimulationConfig | None = None,
         operator_client: Client | None = None,
         reconcile_timeout: float = 15.0,
+        leader_election: LeaderElectionConfig | None = None,
     ) -> WukongRun:
         simulator = simulator_manager(client=client, config=simulation or SimulationConfig())
         operator = Manager(
@@ -133,6 +135,7 @@ async def start_wukong(
             namespace=namespace,
             reconcile_timeout=reconcile_timeout,
             shutdown_grace=5.0,
+            leader_election=leader_election,
         )
         add_wukong_controller(operator)
         run = WukongRun(client=client, namespace=namespace, operator=operator)

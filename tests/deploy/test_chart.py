@@ -1,0 +1,136 @@
+"""The Helm chart, checked with the real helm: lint, schema, generated files, hardening."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.chart_tools import CHART, EVERYTHING_ON, REPO, helm, render, values_file
+from wukong.dashboards.alerts import alert_rules
+from wukong.dashboards.panels import render_dashboards
+from wukong.deploy.chart import BUNDLE, ChartError, generated_files, render_bundle
+
+AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"]
+
+
+def test_generated_files_and_bundle_are_up_to_date() -> None:
+    stale = [
+        str(relative)
+        for relative, text in generated_files().items()
+        if (CHART / relative).read_text(encoding="utf-8") != text
+    ]
+    assert not stale, f"stale generated chart files (run `wukong deploy render`): {stale}"
+    bundle = (REPO / BUNDLE).read_text(encoding="utf-8")
+    assert bundle == render_bundle(helm(), CHART), "deploy/wukong.yaml is stale"
+
+
+@pytest.mark.parametrize("everything", [False, True], ids=["defaults", "everything-on"])
+def test_helm_lint(tmp_path: Path, everything: bool) -> None:
+    args = ["-f", str(values_file(tmp_path, EVERYTHING_ON))] if everything else []
+    result = subprocess.run(
+        [str(helm()), "lint", str(CHART), "--strict", "--kube-version", "1.36.3", *args],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"operator": {"replicas": "two"}}, "at '/operator/replicas': got string, want integer"),
+        ({"operator": {"reconcileTimeout": 0}}, "/operator/reconcileTimeout"),
+        ({"agent": {"enable": True}}, "additional properties 'enable' not allowed"),
+        (
+            {"operator": {"resources": {"limits": None}}},  # null deletes the default
+            "missing property 'limits'",
+        ),
+        ({"tracing": {"protocol": "udp"}}, "/tracing/protocol"),
+        ({"monitoring": {"serviceMonitor": {"interval": "5 minutes"}}}, "/interval"),
+        ({"image": {"repository": ""}}, "/image/repository"),
+    ],
+)
+def test_schema_rejects_bad_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ChartError) as error:
+        render("-f", str(values_file(tmp_path, values)))
+    assert message in str(error.value)
+
+
+def _containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(workload name, pod spec, container) for every container of every workload."""
+    found = []
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "DaemonSet"):
+            pod = obj["spec"]["template"]["spec"]
+            for container in pod["containers"] + pod.get("initContainers", []):
+                found.append((obj["metadata"]["name"], pod, container))
+    return found
+
+
+def test_no_container_is_privileged_unbounded_or_root_without_reason(tmp_path: Path) -> None:
+    objects = render("-f", str(values_file(tmp_path, EVERYTHING_ON)))
+    containers = _containers(objects)
+    assert {c["name"] for _, _, c in containers} == {"operator", "agent"}
+    for workload, pod, container in containers:
+        security = container.get("securityContext") or {}
+        assert security.get("privileged") is False, workload
+        assert security.get("allowPrivilegeEscalation") is False, workload
+        assert security.get("readOnlyRootFilesystem") is True, workload
+        assert security["capabilities"]["drop"] == ["ALL"], workload
+        limits = container["resources"]["limits"]
+        assert limits.get("cpu") and limits.get("memory"), f"{workload} has no limits"
+        run_as_root = security.get("runAsUser", pod["securityContext"].get("runAsUser")) == 0
+        if container["name"] == "agent":
+            # Justified in the template: BCC needs effective capabilities.
+            assert run_as_root and pod["hostPID"] is True
+            assert security["capabilities"]["add"] == AGENT_CAPABILITIES
+        else:
+            assert not run_as_root and pod["securityContext"]["runAsNonRoot"] is True
+            assert "add" not in security["capabilities"]
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    template = (CHART / "templates/agent.yaml").read_text()
+    for capability in AGENT_CAPABILITIES:
+        line = next(i for i, text in enumerate(template.splitlines()) if f"- {capability}" in text)
+        assert template.splitlines()[line - 1].strip().startswith("#"), f"{capability}: why?"
+
+
+def test_rbac_has_no_wildcards_and_no_secrets() -> None:
+    objects = render()
+    rules = [
+        rule for obj in objects if obj["kind"] in ("ClusterRole", "Role") for rule in obj["rules"]
+    ]
+    assert rules
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        assert "secrets" not in rule["resources"], rule
+
+
+def test_monitoring_objects_come_from_the_same_sources(tmp_path: Path) -> None:
+    objects = render("-f", str(values_file(tmp_path, EVERYTHING_ON)))
+    rule = next(obj for obj in objects if obj["kind"] == "PrometheusRule")
+    assert rule["spec"]["groups"] == alert_rules()["groups"]
+    dashboards = {
+        key: json.loads(value)
+        for obj in objects
+        if obj["kind"] == "ConfigMap"
+        for key, value in obj["data"].items()
+    }
+    assert dashboards == {name: json.loads(text) for name, text in render_dashboards().items()}
+    configmaps = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    assert all(obj["metadata"]["labels"]["grafana_dashboard"] == "1" for obj in configmaps)
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    dockerfiles = sorted((REPO / "deploy/images").glob("*.Dockerfile"))
+    assert len(dockerfiles) == 2
+    result = subprocess.run([str(hadolint), *map(str, dockerfiles)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_operator_image_uses_an_interpreter_with_probes() -> None:
+    text = (REPO / "deploy/images/operator.Dockerfile").read_text()
+    assert "FROM debian:" in text and "FROM python:" not in text
