@@ -29,10 +29,13 @@ unit: setup
 integration: setup
 	$(BIN)/pytest -m integration
 
-## bench: benchmarks that print ratios against a peer measured in the same run
+## bench: benchmarks that print ratios against a peer measured in the same run; writes bench/RESULTS.md
 bench: setup
+	rm -rf bench/.results
 	$(BIN)/python bench/reconcile_throughput.py
-	$(BIN)/python bench/tracing_overhead.py
+	$(BIN)/python bench/compare_peers.py
+	$(BIN)/python bench/telemetry_overhead.py
+	$(BIN)/python bench/report.py
 
 down:
 	@$(BIN)/wukong dev down

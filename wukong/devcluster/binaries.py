@@ -164,6 +164,41 @@ def kube_apiserver_binary(*, progress: Progress) -> Path:
     return target
 
 
+def go_program(source_dir: Path, *, name: str, progress: Progress) -> Path:
+    """Build the Go main package in `source_dir` once; cached, keyed by its sources.
+
+    For programs the project builds from its own sources (benchmark peers,
+    test targets): `go build` with the module proxy, `-trimpath`, no stripping
+    (symbols stay, for tools that read them).
+    """
+    go = _go(name)
+    digest = hashlib.sha256()
+    for path in sorted(source_dir.rglob("*")):
+        if path.is_file() and (path.suffix == ".go" or path.name in ("go.mod", "go.sum")):
+            digest.update(str(path.relative_to(source_dir)).encode())
+            digest.update(path.read_bytes())
+    digest.update(subprocess.run([go, "version"], capture_output=True, check=True).stdout)
+    target = cache_dir() / "bin" / f"{name}-{digest.hexdigest()[:12]}"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log_path = cache_dir() / f"{name}-build.log"
+    progress(f"building {name} from {source_dir} (first time only; log: {log_path})")
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, log_path.open("w") as log:
+        out = Path(tmp) / name
+        _run_with_heartbeat(
+            [go, "build", "-trimpath", "-o", str(out), "."],
+            env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"},
+            log=log,
+            log_path=log_path,
+            what=f"building {name}",
+            progress=progress,
+            cwd=source_dir,
+        )
+        out.replace(target)
+    return target
+
+
 def helm_binary(*, progress: Progress) -> Path:
     """Path to helm HELM_VERSION, built once from the Go module proxy and cached."""
     target = cache_dir() / "bin" / f"helm-{HELM_VERSION}"

@@ -1,13 +1,14 @@
-"""Cost of tracing per reconcile: 100% sampled vs tracing off, same workload, same run.
+"""Cost of telemetry per reconcile: metrics, tracing (100% sampled), both, against none.
 
 On a real local control plane, a fresh manager reconciles N existing
 ConfigMaps; each reconcile makes one GET through `ctx.client` (so a traced
 reconcile produces two spans). Measured per mode, alternating, `--rounds`
 times: process CPU time (all threads, so the exporter's batch thread counts)
 and wall time until every object has been reconciled and, when tracing, every
-span exported over OTLP/HTTP to a local receiver. Medians are compared.
+span exported over OTLP/HTTP to a local receiver. Medians are compared with
+the plain runtime measured in the same rounds.
 
-    .venv/bin/python bench/tracing_overhead.py [--objects 300] [--rounds 3]
+    .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 3]
 """
 
 import argparse
@@ -20,8 +21,10 @@ from pathlib import Path
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from results import write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
+from wukong.metrics import instrument
 from wukong.runtime.client import Client
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, ControllerOptions
@@ -47,12 +50,15 @@ class GetOnce:
         return Result()
 
 
+MODES = ("none", "metrics", "tracing", "metrics+tracing")
+
+
 async def _round(
-    kubeconfig: Path, objects: int, receiver: OtlpReceiver | None
+    kubeconfig: Path, objects: int, receiver: OtlpReceiver, mode: str
 ) -> tuple[float, float]:
     """(cpu seconds, wall seconds) for one manager to reconcile every object once."""
     provider = None
-    if receiver is not None:
+    if "tracing" in mode:
         provider = TracerProvider()
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces"))
@@ -70,6 +76,8 @@ async def _round(
         )
         if provider is not None:
             ReconcileTracer(provider=provider).instrument(manager)
+        if "metrics" in mode:
+            instrument(manager)
         cpu, wall = time.process_time(), time.monotonic()
         running = asyncio.create_task(manager.run())
         await asyncio.wait_for(reconciler.all_done.wait(), timeout=600)
@@ -92,32 +100,48 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             )
     receiver = OtlpReceiver()
     receiver.start()
-    off: list[tuple[float, float]] = []
-    on: list[tuple[float, float]] = []
+    samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     try:
-        await _round(kubeconfig, objects, None)  # warm-up: imports, connections, caches
+        await _round(kubeconfig, objects, receiver, "none")  # warm-up: imports, connections
         for _ in range(rounds):
-            off.append(await _round(kubeconfig, objects, None))
-            on.append(await _round(kubeconfig, objects, receiver))
+            for mode in MODES:
+                samples[mode].append(await _round(kubeconfig, objects, receiver, mode))
     finally:
         receiver.stop()
-    spans = len(receiver.snapshot())
 
-    def per_reconcile_us(samples: list[tuple[float, float]], index: int) -> float:
-        return statistics.median(s[index] for s in samples) / objects * 1e6
+    def per_reconcile_us(mode: str, index: int) -> float:
+        return statistics.median(s[index] for s in samples[mode]) / objects * 1e6
 
-    cpu_off, cpu_on = per_reconcile_us(off, 0), per_reconcile_us(on, 0)
-    wall_off, wall_on = per_reconcile_us(off, 1), per_reconcile_us(on, 1)
-    print(f"objects: {objects}, rounds: {rounds} (medians), spans exported: {spans}")
+    base_cpu, base_wall = per_reconcile_us("none", 0), per_reconcile_us("none", 1)
     print(
-        f"  tracing off:        cpu {cpu_off:8.0f} us/reconcile   wall {wall_off:8.0f} us/reconcile"
+        f"objects: {objects}, rounds: {rounds} (medians), spans exported: "
+        f"{len(receiver.snapshot())}"
     )
-    print(
-        f"  tracing 100%:       cpu {cpu_on:8.0f} us/reconcile   wall {wall_on:8.0f} us/reconcile"
-    )
-    print(
-        f"  ratio traced / off: cpu {cpu_on / cpu_off:8.2f}"
-        f"                 wall {wall_on / wall_off:8.2f}"
+    rows = []
+    for mode in MODES:
+        cpu, wall = per_reconcile_us(mode, 0), per_reconcile_us(mode, 1)
+        print(
+            f"  {mode:<16} cpu {cpu:7.0f} us/reconcile (x{cpu / base_cpu:.2f})"
+            f"   wall {wall:7.0f} us/reconcile (x{wall / base_wall:.2f})"
+        )
+        rows.append(
+            [
+                mode,
+                f"{cpu:.0f} us",
+                f"x{cpu / base_cpu:.2f}",
+                f"{wall:.0f} us",
+                f"x{wall / base_wall:.2f}",
+            ]
+        )
+    write_fragment(
+        "telemetry_overhead",
+        title=f"Telemetry cost per reconcile ({objects} reconciles x {rounds} rounds, medians)",
+        header=["telemetry", "CPU/reconcile", "CPU ratio", "wall/reconcile", "wall ratio"],
+        rows=rows,
+        notes=[
+            'Ratios against the plain runtime ("none") in the same rounds. Each reconcile '
+            "makes one GET, so tracing exports two spans per reconcile over OTLP/HTTP."
+        ],
     )
 
 

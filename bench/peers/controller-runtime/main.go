@@ -1,0 +1,94 @@
+// A controller-runtime controller doing what the benchmark's other peers do:
+// a no-op reconcile of ConfigMaps in one namespace, reporting each reconcile
+// as a JSON line on stdout so the harness measures every peer the same way.
+//
+//	{"event": "ready", "t": <unix seconds>}            caches synced
+//	{"event": "reconcile", "name": "...", "t": ...}    a reconcile started
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+type reporter struct {
+	mu  sync.Mutex
+	out *json.Encoder
+}
+
+func (r *reporter) emit(fields map[string]any) {
+	fields["t"] = float64(time.Now().UnixNano()) / 1e9
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_ = r.out.Encode(fields)
+}
+
+type noop struct {
+	report       *reporter
+	requeueAfter time.Duration
+}
+
+func (n *noop) Reconcile(_ context.Context, req reconcile.Request) (reconcile.Result, error) {
+	n.report.emit(map[string]any{"event": "reconcile", "name": req.Name})
+	return reconcile.Result{RequeueAfter: n.requeueAfter}, nil
+}
+
+func main() {
+	// --kubeconfig is registered by controller-runtime itself (ctrl.GetConfig).
+	namespace := flag.String("namespace", "", "namespace to watch")
+	workers := flag.Int("workers", 4, "max concurrent reconciles")
+	requeueAfter := flag.Duration("requeue-after", 0, "RequeueAfter of every reconcile")
+	flag.Parse()
+	log.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
+
+	config, err := ctrl.GetConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// The same client-side rate limits as Wukong's client (none): the API
+	// server is local and the benchmark measures the controllers.
+	config.QPS, config.Burst = 1000, 2000
+	mgr, err := ctrl.NewManager(config, ctrl.Options{
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{*namespace: {}}},
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	report := &reporter{out: json.NewEncoder(os.Stdout)}
+	err = ctrl.NewControllerManagedBy(mgr).
+		For(&corev1.ConfigMap{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: *workers}).
+		Complete(&noop{report: report, requeueAfter: *requeueAfter})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx := ctrl.SetupSignalHandler()
+	go func() {
+		if mgr.GetCache().WaitForCacheSync(ctx) {
+			report.emit(map[string]any{"event": "ready"})
+		}
+	}()
+	if err := mgr.Start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,26 @@
+"""Benchmark results as fragments that `bench/report.py` assembles into RESULTS.md.
+
+Each benchmark prints its numbers and also writes `bench/.results/<name>.json`:
+a title, a markdown table (header + rows) and notes. Fragments from one
+`make bench` run are collected into one report with the machine and versions.
+"""
+
+import json
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / ".results"
+
+
+def write_fragment(
+    name: str, *, title: str, header: list[str], rows: list[list[str]], notes: list[str]
+) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    fragment = {"title": title, "header": header, "rows": rows, "notes": notes}
+    path.write_text(json.dumps(fragment, indent=2) + "\n")
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
