@@ -48,6 +48,14 @@ if [ ! -e "$modules_dir/build/include" ]; then
   fi
 fi
 
+# --- tracefs and debugfs for BCC ------------------------------------------------
+# BCC registers and removes uprobes/USDT probes through tracefs; this VM boots
+# without it mounted. Only as root (the eBPF tests and the agent need root anyway).
+if [ "$(id -u)" -eq 0 ]; then
+  mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+  mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+fi
+
 # --- Python virtualenv -----------------------------------------------------------
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then

@@ -36,6 +36,7 @@ from wukong.runtime.informer import Informer
 from wukong.runtime.leader import LeaderElectionConfig, LeaderElector
 from wukong.runtime.lifecycle import LifecycleObserver
 from wukong.runtime.loopwatch import LoopBlockDetector
+from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import Resource
 from wukong.runtime.workqueue import QueueObserver
 
@@ -69,7 +70,9 @@ class Manager:
             LoopBlockDetector(threshold=block_warning_seconds) if block_warning_seconds else None
         )
         self.reconcile_timeout = reconcile_timeout
-        self._lifecycle_observers = list(lifecycle_observers)
+        # USDT probe points for the node agent: on by default because they cost
+        # one memory read per event while no tracer is attached (see probes).
+        self._lifecycle_observers: list[LifecycleObserver] = [AuditProbes(), *lifecycle_observers]
         self._queue_observer = queue_observer
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[Controller] = []
