@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 EVENT_PREFIX = "wukong."
 
 
-def audit_semaphore(exe: Path = Path("/proc/self/exe")) -> int | None:
-    """Address of this process's `python:audit` semaphore, or None without the probe."""
+def audit_semaphore(pid: int | str = "self") -> int | None:
+    """Address of a process's `python:audit` semaphore, or None if it has no such probe."""
+    exe = Path(f"/proc/{pid}/exe")
     try:
         from elftools.elf.elffile import ELFFile
     except ImportError:
@@ -54,15 +55,15 @@ def audit_semaphore(exe: Path = Path("/proc/self/exe")) -> int | None:
                 if base_section is not None:
                     # Prelink-style adjustment: the note records the link-time .stapsdt.base.
                     semaphore += base_section["sh_addr"] - int.from_bytes(desc[8:16], "little")
-                return semaphore + (_load_bias(exe) if pie else 0)
+                return semaphore + (_load_bias(pid) if pie else 0)
     except OSError:
         return None
     return None
 
 
-def _load_bias(exe: Path) -> int:
-    target = str(exe.resolve())
-    for line in Path("/proc/self/maps").read_text().splitlines():
+def _load_bias(pid: int | str) -> int:
+    target = str(Path(f"/proc/{pid}/exe").readlink())
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         fields = line.split()
         if len(fields) >= 6 and fields[5] == target and int(fields[2], 16) == 0:
             return int(fields[0].split("-")[0], 16)

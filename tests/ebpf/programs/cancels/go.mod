@@ -1,0 +1,3 @@
+module wukong.dev/tests/ebpf/cancels
+
+go 1.24

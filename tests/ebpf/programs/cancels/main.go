@@ -1,0 +1,62 @@
+// A scripted Go program whose context cancellations the node agent must count
+// exactly. It waits for a line on stdin (so the agent can attach first), then
+// runs -deadlines timeouts that expire, -cancels explicit cancel() calls and
+// -causes cancellations through WithCancelCause, each in its own function so
+// the agent can name the caller, and prints "done".
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+)
+
+//go:noinline
+func expireDeadlines(n int) {
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		<-ctx.Done()
+		cancel() // after the deadline: not a second cancellation
+	}
+}
+
+//go:noinline
+func cancelExplicitly(n int) {
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		<-ctx.Done()
+	}
+}
+
+//go:noinline
+func cancelWithCause(n int) {
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(errors.New("scripted cause"))
+		<-ctx.Done()
+	}
+}
+
+func main() {
+	deadlines := flag.Int("deadlines", 3, "timeouts that expire")
+	cancels := flag.Int("cancels", 4, "explicit cancels")
+	causes := flag.Int("causes", 5, "cancels with a cause")
+	wait := flag.Bool("wait", true, "wait for a line on stdin before starting")
+	flag.Parse()
+	fmt.Println("ready")
+	if *wait {
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	expireDeadlines(*deadlines)
+	cancelExplicitly(*cancels)
+	cancelWithCause(*causes)
+	fmt.Println("done")
+	if *wait {
+		bufio.NewReader(os.Stdin).ReadString('\n') // stay alive until told to exit
+	}
+}

@@ -1,0 +1,128 @@
+"""The agent: keeps probes attached to the node's targets and counts what they see.
+
+Each `step()` rescans /proc (attaching to new targets, detaching from exited
+ones, reporting once per process why one cannot be traced) and drains every
+probe's perf buffer. Cancellations are attributed to their pod, counted in
+`wukong_node_cancellations_total{node,namespace,pod,container,runtime,reason}`
+(bounded: no object names, no pids) and handed to `on_cancel` (the live view,
+`--json`, OTLP).
+"""
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
+
+from wukong.ebpf.attribution import Owner, PodAttribution
+from wukong.ebpf.discovery import GO, Discovery, Target
+from wukong.ebpf.go_probe import GoProbe, NotReady
+from wukong.ebpf.preflight import bpf_failure
+from wukong.ebpf.python_probe import PythonProbe
+from wukong.ebpf.records import Cancellation
+
+log = logging.getLogger(__name__)
+
+Probe = PythonProbe | GoProbe
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        node: str,
+        discovery: Discovery,
+        attribution: PodAttribution | None = None,
+        on_cancel: Callable[[Cancellation], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.discovery = discovery
+        self.attribution = attribution
+        self.registry = CollectorRegistry()
+        self.cancellations = PromCounter(
+            "wukong_node_cancellations",
+            "Context cancellations traced in controller processes on this node, by pod, "
+            "runtime and cancel reason.",
+            ["node", "namespace", "pod", "container", "runtime", "reason"],
+            registry=self.registry,
+        )
+        self.counts: Counter[tuple[int, str]] = Counter()  # (pid, reason) -> n
+        self.probes: dict[int, Probe] = {}
+        self.untraceable: dict[int, Target] = {}
+        self._owners: dict[int, Owner] = {}
+        self._on_cancel = on_cancel or (lambda _: None)
+        self._notice = on_notice or (lambda message: log.info("%s", message))
+
+    def step(self) -> None:
+        self.rescan()
+        for probe in list(self.probes.values()):
+            probe.poll()
+
+    def rescan(self) -> None:
+        targets = self.discovery.scan()
+        for pid in [pid for pid in self.probes if pid not in targets]:
+            self._detach(pid, why="exited")
+        for pid in [pid for pid in self.untraceable if pid not in targets]:
+            del self.untraceable[pid]
+        for pid, target in targets.items():
+            if pid in self.probes or pid in self.untraceable:
+                continue
+            if not target.traceable:
+                self.untraceable[pid] = target
+                self._notice(f"pid {pid} ({target.comm}, {target.runtime}): {target.problem}")
+                continue
+            self._attach(target)
+
+    def _attach(self, target: Target) -> None:
+        try:
+            probe: Probe = (
+                GoProbe(target, on_cancel=self._record)
+                if target.runtime == GO
+                else PythonProbe(target, on_cancel=self._record)
+            )
+        except NotReady:
+            return  # the next scan tries again
+        except FileNotFoundError:
+            return  # exited mid-attach
+        except Exception as exc:
+            if not os.path.exists(f"/proc/{target.pid}"):
+                self._notice(f"pid {target.pid} ({target.comm}) exited while attaching")
+                return
+            raise bpf_failure(exc) from exc
+        self.probes[target.pid] = probe
+        self._owners[target.pid] = (
+            self.attribution.owner(target.pid) if self.attribution else Owner()
+        )
+        self._notice(f"tracing pid {target.pid} ({target.comm}, {target.runtime})")
+
+    def _detach(self, pid: int, *, why: str) -> None:
+        probe = self.probes.pop(pid)
+        try:
+            probe.close()
+        except Exception:  # the process is gone: its probes went with it
+            pass
+        self._owners.pop(pid, None)
+        self._notice(f"pid {pid} {why}; detached")
+
+    def _record(self, cancellation: Cancellation) -> None:
+        owner = self._owners.get(cancellation.pid, Owner())
+        cancellation.node = self.node
+        cancellation.namespace, cancellation.pod = owner.namespace, owner.pod
+        cancellation.container = owner.container
+        self.counts[(cancellation.pid, cancellation.reason)] += 1
+        self.cancellations.labels(
+            node=self.node,
+            namespace=owner.namespace,
+            pod=owner.pod,
+            container=owner.container,
+            runtime=cancellation.runtime,
+            reason=cancellation.reason,
+        ).inc()
+        self._on_cancel(cancellation)
+
+    def close(self) -> None:
+        for pid in list(self.probes):
+            self._detach(pid, why="agent stopping")

@@ -1,0 +1,92 @@
+"""Which pod and container a process belongs to: cgroup path -> pod UID -> pod.
+
+The kubelet names cgroups after the pod UID (`kubepods-...-pod<uid>.slice` with
+systemd, `.../pod<uid>/...` with cgroupfs) and the container runtime after the
+container ID (`cri-containerd-<id>.scope`, `crio-<id>`, `docker-<id>`). Pods are
+looked up on the API server, only those on this node, and cached by UID.
+"""
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from wukong.runtime.client import Client, Object
+from wukong.runtime.resources import Resource
+
+PODS = Resource(group="", version="v1", plural="pods", kind="Pod")
+_POD_UID = re.compile(
+    r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
+)
+_CONTAINER_ID = re.compile(r"(?:cri-containerd-|crio-|docker-|containerd-)?([0-9a-f]{64})")
+_REFRESH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Owner:
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+
+
+def cgroup_ids(pid: int) -> tuple[str | None, str | None]:
+    """(pod UID, container ID) from the process's cgroup path, when it has them."""
+    text = Path(f"/proc/{pid}/cgroup").read_text()
+    uid = _POD_UID.search(text)
+    container = None
+    for part in reversed(text.strip().split("/")):
+        match = _CONTAINER_ID.fullmatch(part.removesuffix(".scope"))
+        if match:
+            container = match.group(1)
+            break
+    return (uid.group(1).replace("_", "-") if uid else None), container
+
+
+class PodAttribution:
+    """Maps pids to pods on `node`, asking the API server as new pod UIDs appear."""
+
+    def __init__(self, *, node: str, kubeconfig: Path | None = None) -> None:
+        self.node = node
+        self._kubeconfig = kubeconfig
+        self._pods: dict[str, Object] = {}
+        self._last_refresh = 0.0
+
+    def owner(self, pid: int) -> Owner:
+        try:
+            uid, container_id = cgroup_ids(pid)
+        except OSError:
+            return Owner()
+        if uid is None:
+            return Owner()  # not in a pod: a process on the node itself
+        if uid not in self._pods and time.monotonic() - self._last_refresh > _REFRESH_SECONDS:
+            self._refresh()
+        pod = self._pods.get(uid)
+        if pod is None:
+            return Owner(pod=f"uid:{uid}")
+        metadata = pod["metadata"]
+        container = ""
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if container_id and str(status.get("containerID", "")).endswith(container_id):
+                container = status["name"]
+        return Owner(namespace=metadata["namespace"], pod=metadata["name"], container=container)
+
+    def _refresh(self) -> None:
+        self._last_refresh = time.monotonic()
+        try:
+            pods = asyncio.run(self._list_pods())
+        except Exception:  # the API server is optional: attribution degrades to uid:...
+            return
+        self._pods = {pod["metadata"]["uid"]: pod for pod in pods}
+
+    async def _list_pods(self) -> list[Object]:
+        make = (
+            Client.from_kubeconfig(self._kubeconfig)
+            if self._kubeconfig
+            else Client.from_environment()
+        )
+        async with await make as client:
+            listed = await client.list(
+                PODS, field_selector=f"spec.nodeName={self.node}", timeout=10
+            )
+        return list(listed["items"])

@@ -1,0 +1,115 @@
+"""Finding the processes to trace on this node, and saying why others are not.
+
+A target is either a Wukong operator (a Python process whose command line
+names wukong) or a Go binary that contains `context.(*cancelCtx).cancel`.
+Binaries are read once per (device, inode) through `/proc/PID/exe`, so a
+hundred replicas of one controller cost one ELF parse.
+"""
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from wukong.ebpf.elf import CANCEL_SYMBOL, Binary, read_binary
+from wukong.runtime.probes import audit_semaphore
+
+PYTHON = "python"
+GO = "go"
+
+
+@dataclass(frozen=True)
+class Target:
+    pid: int
+    comm: str
+    runtime: str  # "python" or "go"
+    binary: Binary | None  # Go targets
+    problem: str | None = None  # why it cannot be traced, in words for the engineer
+
+    @property
+    def traceable(self) -> bool:
+        return self.problem is None
+
+
+class Discovery:
+    def __init__(self, *, pids: set[int] | None = None, controller_runtime_only: bool = False):
+        self._pids = pids
+        self._controller_runtime_only = controller_runtime_only
+        self._binaries: dict[tuple[int, int], Binary | None] = {}
+        self._self = os.getpid()
+
+    def scan(self) -> dict[int, Target]:
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            if pid == self._self or (self._pids is not None and pid not in self._pids):
+                continue
+            try:
+                target = self._classify(pid)
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue  # exited while we looked, or a kernel thread
+            if target is not None:
+                found[pid] = target
+        return found
+
+    def _classify(self, pid: int) -> Target | None:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmdline = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+        exe = Path(f"/proc/{pid}/exe")
+        if re.match(r"python", os.path.basename(str(exe.readlink()))) or comm.startswith("python"):
+            if "wukong" not in cmdline:
+                return None
+            if audit_semaphore(pid) is None:
+                return Target(
+                    pid,
+                    comm,
+                    PYTHON,
+                    None,
+                    problem="its interpreter has no USDT probes (pyenv or the official python "
+                    "images); run the operator on Debian's python3 to trace it",
+                )
+            return Target(pid, comm, PYTHON, None)
+        binary = self._binary(pid, exe)
+        if binary is None or not binary.is_go:
+            return None
+        if binary.stripped:
+            return Target(
+                pid,
+                comm,
+                GO,
+                binary,
+                problem="stripped Go binary (no symbol table, built with -ldflags=-s): "
+                "context.(*cancelCtx).cancel cannot be found",
+            )
+        if CANCEL_SYMBOL not in binary.symbols:
+            return None
+        if self._controller_runtime_only and not binary.uses_controller_runtime:
+            return None
+        if not binary.go_supported:
+            return Target(
+                pid,
+                comm,
+                GO,
+                binary,
+                problem=f"unknown Go version {binary.go_version} (supported: go1.21 and later)",
+            )
+        return Target(pid, comm, GO, binary)
+
+    def _binary(self, pid: int, exe: Path) -> Binary | None:
+        stat = exe.stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key not in self._binaries:
+            try:
+                with exe.open("rb") as stream:
+                    if stream.read(4) != b"\x7fELF":
+                        self._binaries[key] = None
+                        return None
+                probe = read_binary(exe, want_symbols=False)
+                self._binaries[key] = read_binary(exe) if probe.is_go else None
+            except (OSError, ValueError):
+                self._binaries[key] = None
+        return self._binaries[key]

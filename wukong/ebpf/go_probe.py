@@ -1,0 +1,96 @@
+"""Loads go_probe.c onto one Go process and turns its events into cancellations.
+
+The loader reads `context.Canceled` and `context.DeadlineExceeded` (two-word
+interface values) from the process's memory, PIE bias applied, and gives them
+to the BPF program. They are set by the context package's initialisation, so
+a process caught before that is retried on the next scan.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from wukong.ebpf.discovery import Target
+from wukong.ebpf.elf import CANCEL_SYMBOL, CANCELED_SYMBOL, DEADLINE_SYMBOL, load_bias, read_memory
+from wukong.ebpf.records import Cancellation
+
+SOURCE = (Path(__file__).parent / "go_probe.c").read_text()
+KINDS = {1: "deadline_exceeded", 2: "canceled", 0: "other"}
+# Go's canceled contexts map onto the cancel-reason contract: a deadline is a
+# deadline; an explicit cancel() (or a parent's) has no reason of its own.
+REASONS = {"deadline_exceeded": "deadline_exceeded", "canceled": "parent_cancelled"}
+_PROPAGATION = ("context.(*cancelCtx).cancel", "context.(*cancelCtx).propagateCancel")
+_INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
+
+
+class NotReady(Exception):
+    """The process has not initialised the context package yet."""
+
+
+class GoProbe:
+    def __init__(self, target: Target, *, on_cancel: Callable[[Cancellation], None]) -> None:
+        from bcc import BPF
+
+        assert target.binary is not None
+        self.target = target
+        self.binary = target.binary
+        self._on_cancel = on_cancel
+        self._bias = load_bias(target.pid, self.binary)
+        known = self._known_values()
+        self.bpf = BPF(text=SOURCE)
+        key = self.bpf["known"].Key(target.pid)
+        value = self.bpf["known"].Leaf(*known)
+        self.bpf["known"][key] = value
+        address, _ = self.binary.symbols[CANCEL_SYMBOL]
+        self.bpf.attach_uprobe(
+            name=f"/proc/{target.pid}/exe", addr=address, fn_name="on_cancel", pid=target.pid
+        )
+        self.bpf["go_events"].open_perf_buffer(self._event, page_cnt=64)
+
+    def _global(self, symbol: str) -> tuple[int, int]:
+        address, _ = self.binary.symbols[symbol]
+        raw = read_memory(self.target.pid, address + self._bias, 16)
+        return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+    def _known_values(self) -> tuple[int, int, int]:
+        canceled_itab, canceled_data = self._global(CANCELED_SYMBOL)
+        deadline_itab, _ = self._global(DEADLINE_SYMBOL)
+        if not canceled_data or not deadline_itab:
+            raise NotReady(f"pid {self.target.pid}: context globals not initialised yet")
+        return canceled_data, canceled_itab, deadline_itab
+
+    def _event(self, cpu: int, data: object, size: int) -> None:
+        event = self.bpf["go_events"].event(data)
+        if event.already_cancelled:
+            return  # cancel() after the context had ended: not a cancellation
+        stack = self._symbolize(event.stack_id)
+        error = KINDS.get(event.kind, "other")
+        self._on_cancel(
+            Cancellation(
+                pid=self.target.pid,
+                comm=self.target.comm,
+                runtime="go",
+                reason=REASONS.get(error, "parent_cancelled"),
+                error=error,
+                root=not any(frame.startswith(_PROPAGATION) for frame in stack[1:]),
+                cause=event.cause.decode(errors="replace"),
+                caller=next(
+                    (frame for frame in stack[1:] if not frame.startswith(_INTERNAL)),
+                    stack[1] if len(stack) > 1 else "",
+                ),
+                stack=stack,
+            )
+        )
+
+    def _symbolize(self, stack_id: int) -> list[str]:
+        if stack_id < 0:
+            return []
+        return [
+            self.binary.symbolize(address - self._bias)
+            for address in self.bpf["stacks"].walk(stack_id)
+        ]
+
+    def poll(self) -> None:
+        self.bpf.perf_buffer_poll(timeout=0)
+
+    def close(self) -> None:
+        self.bpf.cleanup()

@@ -1,0 +1,56 @@
+"""Loads python_probe.c onto one Python operator and parses its audit events."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from wukong.ebpf.discovery import Target
+from wukong.ebpf.records import Cancellation
+
+SOURCE = (Path(__file__).parent / "python_probe.c").read_text()
+
+
+def parse_event(text: str) -> tuple[str, dict[str, str]]:
+    """ "wukong.cancel|c=x|r=y" -> ("cancel", {"c": "x", "r": "y"})."""
+    head, *pairs = text.split("|")
+    fields = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+    return head.removeprefix("wukong."), fields
+
+
+class PythonProbe:
+    """python:audit on one process; calls `on_cancel` for each cancellation it reports."""
+
+    def __init__(self, target: Target, *, on_cancel: Callable[[Cancellation], None]) -> None:
+        from bcc import BPF, USDT
+
+        self.target = target
+        self.reconciles = 0
+        self._on_cancel = on_cancel
+        usdt = USDT(pid=target.pid)
+        usdt.enable_probe(probe="python:audit", fn_name="on_audit")
+        self.bpf = BPF(text=SOURCE, usdt_contexts=[usdt])
+        self.bpf["audit_events"].open_perf_buffer(self._event, page_cnt=64)
+
+    def _event(self, cpu: int, data: object, size: int) -> None:
+        event = self.bpf["audit_events"].event(data)
+        what, fields = parse_event(event.text.decode(errors="replace"))
+        if what == "start":
+            self.reconciles += 1
+        elif what == "cancel":
+            self._on_cancel(
+                Cancellation(
+                    pid=self.target.pid,
+                    comm=self.target.comm,
+                    runtime="python",
+                    reason=fields.get("r", "parent_cancelled"),
+                    controller=fields.get("c", ""),
+                    object_key=fields.get("k", ""),
+                    elapsed_ms=int(fields["e"]) if fields.get("e", "").isdigit() else None,
+                    budget_ms=int(fields["b"]) if fields.get("b", "").isdigit() else None,
+                )
+            )
+
+    def poll(self) -> None:
+        self.bpf.perf_buffer_poll(timeout=0)
+
+    def close(self) -> None:
+        self.bpf.cleanup()

@@ -1,0 +1,34 @@
+"""One traced cancellation, whatever the runtime that made it."""
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Cancellation:
+    pid: int
+    comm: str
+    runtime: str  # "python" or "go"
+    reason: str  # the DESIGN.md cancel reason (metric label)
+    time: float = field(default_factory=time.time)
+    # Python (Wukong) targets: what the operator reported.
+    controller: str = ""
+    object_key: str = ""
+    elapsed_ms: int | None = None
+    budget_ms: int | None = None
+    # Go targets: what the uprobe saw.
+    error: str = ""  # "deadline_exceeded", "canceled" or "other"
+    root: bool = True  # False: propagated from a parent context
+    cause: str = ""
+    caller: str = ""
+    stack: list[str] = field(default_factory=list)
+    # Attribution.
+    node: str = ""
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
+
+    @property
+    def where(self) -> str:
+        """What an engineer wants first: the object (Python) or the calling function (Go)."""
+        return f"{self.controller} {self.object_key}" if self.controller else self.caller
