@@ -24,6 +24,7 @@ from wukong.devcluster.simulator import (
     install_dev_apis,
     run_simulator,
 )
+from wukong.ebpf import commands as ebpf_commands
 from wukong.errors import UserError
 from wukong.operator import commands as operator_commands
 from wukong.runtime.client import Client
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator_commands.add_commands(commands)
     demo_commands.add_commands(commands)
     deploy_commands.add_commands(commands)
+    ebpf_commands.add_commands(commands)
 
     dev = commands.add_parser(
         "dev",

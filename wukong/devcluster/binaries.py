@@ -21,7 +21,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
@@ -164,7 +164,9 @@ def kube_apiserver_binary(*, progress: Progress) -> Path:
     return target
 
 
-def go_program(source_dir: Path, *, name: str, progress: Progress) -> Path:
+def go_program(
+    source_dir: Path, *, name: str, progress: Progress, build_flags: Sequence[str] = ()
+) -> Path:
     """Build the Go main package in `source_dir` once; cached, keyed by its sources.
 
     For programs the project builds from its own sources (benchmark peers,
@@ -178,6 +180,7 @@ def go_program(source_dir: Path, *, name: str, progress: Progress) -> Path:
             digest.update(str(path.relative_to(source_dir)).encode())
             digest.update(path.read_bytes())
     digest.update(subprocess.run([go, "version"], capture_output=True, check=True).stdout)
+    digest.update(" ".join(build_flags).encode())
     target = cache_dir() / "bin" / f"{name}-{digest.hexdigest()[:12]}"
     if target.is_file():
         return target
@@ -187,7 +190,7 @@ def go_program(source_dir: Path, *, name: str, progress: Progress) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp, log_path.open("w") as log:
         out = Path(tmp) / name
         _run_with_heartbeat(
-            [go, "build", "-trimpath", "-o", str(out), "."],
+            [go, "build", "-trimpath", *build_flags, "-o", str(out), "."],
             env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"},
             log=log,
             log_path=log_path,

@@ -26,6 +26,7 @@ class Binary:
     pie: bool
     stripped: bool
     go_version: str | None
+    base_vaddr: int = 0  # virtual address of the segment mapped from file offset 0
     symbols: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (addr, size)
     _starts: list[int] = field(default_factory=list)
     _names: list[str] = field(default_factory=list)
@@ -97,6 +98,14 @@ def read_binary(path: str | Path, *, want_symbols: bool = True) -> Binary:
             pie=elf.header["e_type"] == "ET_DYN",
             stripped=symtab is None,
             go_version=_go_version(elf),
+            base_vaddr=next(
+                (
+                    segment["p_vaddr"]
+                    for segment in elf.iter_segments()
+                    if segment["p_type"] == "PT_LOAD" and segment["p_offset"] == 0
+                ),
+                0,
+            ),
         )
         if want_symbols and isinstance(symtab, SymbolTableSection):
             for symbol in symtab.iter_symbols():
@@ -113,7 +122,7 @@ def load_bias(pid: int, binary: Binary) -> int:
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         fields = line.split()
         if len(fields) >= 6 and fields[5] == exe and int(fields[2], 16) == 0:
-            return int(fields[0].split("-")[0], 16)
+            return int(fields[0].split("-")[0], 16) - binary.base_vaddr
     return 0
 
 

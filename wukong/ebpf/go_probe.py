@@ -13,7 +13,8 @@ from wukong.ebpf.discovery import Target
 from wukong.ebpf.elf import CANCEL_SYMBOL, CANCELED_SYMBOL, DEADLINE_SYMBOL, load_bias, read_memory
 from wukong.ebpf.records import Cancellation
 
-SOURCE = (Path(__file__).parent / "go_probe.c").read_text()
+# BCC wants bytes for every name and text it is given.
+SOURCE = (Path(__file__).parent / "go_probe.c").read_bytes()
 KINDS = {1: "deadline_exceeded", 2: "canceled", 0: "other"}
 # Go's canceled contexts map onto the cancel-reason contract: a deadline is a
 # deadline; an explicit cancel() (or a parent's) has no reason of its own.
@@ -37,14 +38,17 @@ class GoProbe:
         self._bias = load_bias(target.pid, self.binary)
         known = self._known_values()
         self.bpf = BPF(text=SOURCE)
-        key = self.bpf["known"].Key(target.pid)
-        value = self.bpf["known"].Leaf(*known)
-        self.bpf["known"][key] = value
+        key = self.bpf[b"known"].Key(target.pid)
+        value = self.bpf[b"known"].Leaf(*known)
+        self.bpf[b"known"][key] = value
         address, _ = self.binary.symbols[CANCEL_SYMBOL]
         self.bpf.attach_uprobe(
-            name=f"/proc/{target.pid}/exe", addr=address, fn_name="on_cancel", pid=target.pid
+            name=f"/proc/{target.pid}/exe".encode(),
+            addr=address,
+            fn_name=b"on_cancel",
+            pid=target.pid,
         )
-        self.bpf["go_events"].open_perf_buffer(self._event, page_cnt=64)
+        self.bpf[b"go_events"].open_perf_buffer(self._event, page_cnt=64)
 
     def _global(self, symbol: str) -> tuple[int, int]:
         address, _ = self.binary.symbols[symbol]
@@ -59,7 +63,7 @@ class GoProbe:
         return canceled_data, canceled_itab, deadline_itab
 
     def _event(self, cpu: int, data: object, size: int) -> None:
-        event = self.bpf["go_events"].event(data)
+        event = self.bpf[b"go_events"].event(data)
         if event.already_cancelled:
             return  # cancel() after the context had ended: not a cancellation
         stack = self._symbolize(event.stack_id)
@@ -86,7 +90,7 @@ class GoProbe:
             return []
         return [
             self.binary.symbolize(address - self._bias)
-            for address in self.bpf["stacks"].walk(stack_id)
+            for address in self.bpf[b"stacks"].walk(stack_id)
         ]
 
     def poll(self) -> None:

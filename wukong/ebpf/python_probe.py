@@ -6,7 +6,8 @@ from pathlib import Path
 from wukong.ebpf.discovery import Target
 from wukong.ebpf.records import Cancellation
 
-SOURCE = (Path(__file__).parent / "python_probe.c").read_text()
+# BCC wants bytes for every name and text it is given.
+SOURCE = (Path(__file__).parent / "python_probe.c").read_bytes()
 
 
 def parse_event(text: str) -> tuple[str, dict[str, str]]:
@@ -26,12 +27,12 @@ class PythonProbe:
         self.reconciles = 0
         self._on_cancel = on_cancel
         usdt = USDT(pid=target.pid)
-        usdt.enable_probe(probe="python:audit", fn_name="on_audit")
+        usdt.enable_probe(probe=b"python:audit", fn_name=b"on_audit")
         self.bpf = BPF(text=SOURCE, usdt_contexts=[usdt])
-        self.bpf["audit_events"].open_perf_buffer(self._event, page_cnt=64)
+        self.bpf[b"audit_events"].open_perf_buffer(self._event, page_cnt=64)
 
     def _event(self, cpu: int, data: object, size: int) -> None:
-        event = self.bpf["audit_events"].event(data)
+        event = self.bpf[b"audit_events"].event(data)
         what, fields = parse_event(event.text.decode(errors="replace"))
         if what == "start":
             self.reconciles += 1

@@ -1,0 +1,126 @@
+"""Real uprobes on Go programs: exact counts by kind, the cause text, the calling function.
+
+The scripted program (programs/cancels) expires 3 deadlines, cancels 4 contexts
+and cancels 5 with a cause, each in a function of its own, after a line on
+stdin. The agent is started before or after the program; the program is built
+as a plain executable and as PIE; a stripped build is refused with a reason.
+"""
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wukong.devcluster import binaries
+from wukong.ebpf.agent import Agent
+from wukong.ebpf.discovery import Discovery
+from wukong.ebpf.records import Cancellation
+
+PROGRAM = Path(__file__).parent / "programs/cancels"
+
+
+def _build(*flags: str) -> Path:
+    return binaries.go_program(PROGRAM, name="test-cancels", progress=print, build_flags=flags)
+
+
+class Running:
+    """An agent stepping in a thread, as `wukong agent` does."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.agent.step()
+            time.sleep(0.05)
+
+    def __enter__(self) -> "Running":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.agent.step()
+        self.agent.close()
+
+
+def _wait(check: "callable[[], bool]", what: str, timeout: float = 20.0) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def program() -> Iterator["subprocess.Popen[str]"]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(binary: Path) -> "subprocess.Popen[str]":
+        proc = subprocess.Popen(
+            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        procs.append(proc)
+        return proc
+
+    yield start  # type: ignore[misc]
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _run_script(proc: "subprocess.Popen[str]") -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "done"
+
+
+@pytest.mark.parametrize("agent_first", [False, True], ids=["program-first", "agent-first"])
+@pytest.mark.parametrize("pie", [False, True], ids=["exec", "pie"])
+def test_counts_each_kind_exactly_and_names_the_caller(
+    program: object, agent_first: bool, pie: bool
+) -> None:
+    binary = _build("-buildmode=pie") if pie else _build()
+    seen: list[Cancellation] = []
+    proc = None
+    if not agent_first:
+        proc = program(binary)  # type: ignore[operator]
+    discovery = Discovery()
+    with Running(Agent(node="test-node", discovery=discovery, on_cancel=seen.append)) as running:
+        if agent_first:
+            proc = program(binary)  # type: ignore[operator]
+        _wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
+        target = running.agent.probes[proc.pid].target
+        assert target.binary is not None and target.binary.pie is pie
+        _run_script(proc)
+        _wait(lambda: len([c for c in seen if c.pid == proc.pid]) >= 12, "12 cancellations")
+        time.sleep(0.5)  # nothing more may arrive
+    mine = [c for c in seen if c.pid == proc.pid]
+    kinds = Counter((c.error, c.cause, c.caller) for c in mine)
+    assert kinds == {
+        ("deadline_exceeded", "", "context.WithDeadlineCause.func2"): 3,
+        ("canceled", "", "main.cancelExplicitly"): 4,
+        ("canceled", "scripted cause", "main.cancelWithCause"): 5,
+    }, kinds
+    assert all(c.root for c in mine)
+    assert Counter(c.reason for c in mine) == {"deadline_exceeded": 3, "parent_cancelled": 9}
+    deadline_stack = next(c.stack for c in mine if c.error == "deadline_exceeded")
+    assert deadline_stack[0] == "context.(*cancelCtx).cancel"
+
+
+def test_a_stripped_binary_is_reported_not_traced(program: object) -> None:
+    proc = program(_build("-ldflags=-s -w"))  # type: ignore[operator]
+    notices: list[str] = []
+    agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_notice=notices.append)
+    agent.step()
+    assert proc.pid not in agent.probes
+    assert any("stripped Go binary" in notice and str(proc.pid) in notice for notice in notices)

@@ -1,0 +1,167 @@
+"""`wukong agent` (the DaemonSet's daemon) and `wukong trace` (the live view)."""
+
+import argparse
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from wukong.ebpf.agent import Agent
+from wukong.ebpf.attribution import PodAttribution
+from wukong.ebpf.discovery import Discovery
+from wukong.ebpf.export import CancellationExporter
+from wukong.ebpf.live import LiveTable, write_json
+from wukong.ebpf.preflight import check_node
+from wukong.ebpf.records import Cancellation
+from wukong.tracing.setup import configure_tracing
+
+
+def _node(args: argparse.Namespace) -> str:
+    return str(args.node_name or os.environ.get("NODE_NAME") or socket.gethostname())
+
+
+def _build_agent(
+    args: argparse.Namespace,
+    *,
+    on_cancel: Callable[[Cancellation], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Agent:
+    pids = set(args.pid) if args.pid else None
+    attribution = (
+        None if args.no_pods else PodAttribution(node=_node(args), kubeconfig=args.kubeconfig)
+    )
+    return Agent(
+        node=_node(args),
+        discovery=Discovery(pids=pids, controller_runtime_only=args.controller_runtime_only),
+        attribution=attribution,
+        on_cancel=on_cancel,
+        on_notice=on_notice,
+    )
+
+
+def _agent(args: argparse.Namespace) -> int:
+    check_node()
+    provider = configure_tracing()
+    exporter = CancellationExporter(provider=provider) if provider else None
+    agent = _build_agent(args, on_cancel=exporter)
+    host, _, port = args.metrics_bind.rpartition(":")
+    start_http_server(int(port), addr=host or "0.0.0.0", registry=agent.registry)
+    print(f"wukong agent on node {agent.node}: metrics on {args.metrics_bind}", file=sys.stderr)
+    return _loop(agent, args, render=None)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    check_node()
+    table = LiveTable(sort=args.sort)
+    notices: list[str] = []
+
+    def on_cancel(cancellation: Cancellation) -> None:
+        table.add(cancellation)
+        if args.json:
+            write_json(cancellation)
+
+    def on_notice(message: str) -> None:
+        notices.append(message)
+        if args.json:
+            print(message, file=sys.stderr, flush=True)
+
+    agent = _build_agent(args, on_cancel=on_cancel, on_notice=on_notice)
+    started = time.monotonic()
+
+    def render() -> None:
+        if not args.json:
+            screen = table.render(
+                seconds=time.monotonic() - started, targets=len(agent.probes), notices=notices
+            )
+            sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n")
+            sys.stdout.flush()
+
+    return _loop(agent, args, render=render)
+
+
+def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] | None) -> int:
+    deadline = time.monotonic() + args.duration if args.duration else None
+    last_scan = last_render = 0.0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            now = time.monotonic()
+            if now - last_scan >= args.scan_interval:
+                agent.rescan()
+                last_scan = now
+            for probe in list(agent.probes.values()):
+                probe.poll()
+            if render is not None and now - last_render >= 1.0:
+                render()
+                last_render = now
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for probe in list(agent.probes.values()):
+            probe.poll()  # what arrived before the end still counts
+        if render is not None:
+            render()
+        agent.close()
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pid", type=int, action="append", help="trace only this pid (repeatable)")
+    parser.add_argument(
+        "--controller-runtime-only",
+        action="store_true",
+        help="among Go programs, trace only controller-runtime binaries",
+    )
+    parser.add_argument("--node-name", help="this node's name (default: $NODE_NAME, hostname)")
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="for pod attribution (default: in-cluster, $KUBECONFIG or ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--no-pods", action="store_true", help="do not ask the API server which pod a process is"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+    parser.add_argument(
+        "--scan-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to look for new and exited processes (default: 2)",
+    )
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    agent = commands.add_parser(
+        "agent",
+        help="node agent: trace cancellations in controller processes with eBPF (root)",
+        description="Attach eBPF probes to every controller process on this node (Wukong's "
+        "Python operators through their python:audit USDT probe, Go programs through a "
+        "uprobe on context.(*cancelCtx).cancel), attribute each to its pod, and serve "
+        "wukong_node_cancellations_total on --metrics-bind. With OTEL_EXPORTER_OTLP_ENDPOINT "
+        "set, individual cancellations are exported as spans (at most 20 a second).",
+    )
+    _common(agent)
+    agent.add_argument("--metrics-bind", default=":9464", help="host:port of /metrics")
+    agent.set_defaults(handler=_agent)
+
+    trace = commands.add_parser(
+        "trace",
+        help="live table of cancellations on this node, like top (root)",
+        description="What `wukong agent` sees, as a table refreshed every second: per "
+        "process, pod, runtime and reason, how many cancellations and where from (the "
+        "Wukong object, or the Go function that cancelled). --json prints one JSON object "
+        "per cancellation instead, for scripts.",
+    )
+    _common(trace)
+    trace.add_argument("--json", action="store_true", help="JSON lines instead of the table")
+    trace.add_argument(
+        "--sort", choices=["count", "pid", "reason", "pod"], default="count", help="table order"
+    )
+    trace.set_defaults(handler=_trace)

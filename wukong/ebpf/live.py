@@ -1,0 +1,63 @@
+"""`wukong trace`: a live table of who cancels what on this node, like `top`."""
+
+import json
+import sys
+from collections import Counter
+from dataclasses import asdict
+from typing import TextIO
+
+from wukong.ebpf.records import Cancellation
+
+SORT_KEYS = ("count", "pid", "reason", "pod")
+
+
+class LiveTable:
+    """Counts per (pid, runtime, reason, where); renders them sorted, most first."""
+
+    def __init__(self, *, sort: str = "count", limit: int = 25) -> None:
+        self.sort = sort
+        self.limit = limit
+        self.rows: Counter[tuple[int, str, str, str, str, str]] = Counter()
+        self.total = 0
+
+    def add(self, cancellation: Cancellation) -> None:
+        pod = f"{cancellation.namespace}/{cancellation.pod}" if cancellation.pod else "-"
+        key = (
+            cancellation.pid,
+            cancellation.comm,
+            pod,
+            cancellation.runtime,
+            cancellation.reason,
+            cancellation.where or "-",
+        )
+        self.rows[key] += 1
+        self.total += 1
+
+    def render(self, *, seconds: float, targets: int, notices: list[str]) -> str:
+        order = {
+            "count": lambda item: -item[1],
+            "pid": lambda item: item[0][0],
+            "reason": lambda item: (item[0][4], -item[1]),
+            "pod": lambda item: (item[0][2], -item[1]),
+        }[self.sort]
+        lines = [
+            f"wukong trace: {self.total} cancellations in {seconds:.0f}s, "
+            f"{targets} processes traced (sorted by {self.sort}; Ctrl-C stops)",
+            "",
+            f"{'COUNT':>6} {'PID':>7} {'COMMAND':<16} {'POD':<28} {'RUNTIME':<7} "
+            f"{'REASON':<18} WHERE",
+        ]
+        for (pid, comm, pod, runtime, reason, where), count in sorted(self.rows.items(), key=order)[
+            : self.limit
+        ]:
+            lines.append(
+                f"{count:>6} {pid:>7} {comm[:16]:<16} {pod[:28]:<28} {runtime:<7} "
+                f"{reason:<18} {where}"
+            )
+        lines += ["", *notices[-5:]]
+        return "\n".join(lines)
+
+
+def write_json(cancellation: Cancellation, stream: TextIO = sys.stdout) -> None:
+    stream.write(json.dumps(asdict(cancellation)) + "\n")
+    stream.flush()
