@@ -24,6 +24,9 @@ struct known_t {
 };
 
 struct go_event_t {
+    u64 receiver;
+    u64 ktime_ns;
+    u32 tid;
     u32 pid;
     u32 kind;            // 1 deadline exceeded, 2 canceled, 0 another error
     u32 remove_from_parent;
@@ -43,6 +46,9 @@ int on_cancel(struct pt_regs *ctx) {
         return 0;
     struct go_event_t event = {};
     event.pid = pid;
+    event.tid = (u32)bpf_get_current_pid_tgid();
+    event.receiver = ctx->ax;
+    event.ktime_ns = bpf_ktime_get_ns();
     event.remove_from_parent = ctx->bx & 1;
     u64 err_itab = ctx->cx, err_data = ctx->di;
     u64 cause_itab = ctx->si, cause_data = ctx->r8;

@@ -21,6 +21,12 @@ KINDS = {1: "deadline_exceeded", 2: "canceled", 0: "other"}
 REASONS = {"deadline_exceeded": "deadline_exceeded", "canceled": "parent_cancelled"}
 _PROPAGATION = ("context.(*cancelCtx).cancel", "context.(*cancelCtx).propagateCancel")
 _INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
+# A uprobe can fire twice for one call: when a signal (Go preempts goroutines
+# with SIGURG) lands while the kernel single-steps the probed instruction, the
+# instruction restarts and the probe fires again. Same thread, same receiver,
+# microseconds apart: one call. A new context at the same address needs a GC
+# cycle in between, far longer than this.
+_REFIRE_WINDOW_NS = 200_000
 
 
 class NotReady(Exception):
@@ -35,6 +41,7 @@ class GoProbe:
         self.target = target
         self.binary = target.binary
         self._on_cancel = on_cancel
+        self._last_fire: dict[int, tuple[int, int]] = {}  # tid -> (receiver, ktime)
         self._bias = load_bias(target.pid, self.binary)
         known = self._known_values()
         self.bpf = BPF(text=SOURCE)
@@ -66,6 +73,10 @@ class GoProbe:
         event = self.bpf[b"go_events"].event(data)
         if event.already_cancelled:
             return  # cancel() after the context had ended: not a cancellation
+        last = self._last_fire.get(event.tid)
+        self._last_fire[event.tid] = (event.receiver, event.ktime_ns)
+        if last and last[0] == event.receiver and event.ktime_ns - last[1] < _REFIRE_WINDOW_NS:
+            return
         stack = self._symbolize(event.stack_id)
         error = KINDS.get(event.kind, "other")
         self._on_cancel(
