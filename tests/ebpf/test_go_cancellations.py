@@ -7,7 +7,6 @@ as a plain executable and as PIE; a stripped build is refused with a reason.
 """
 
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ebpf.agent_helpers import Running, wait
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
@@ -25,38 +25,6 @@ PROGRAM = Path(__file__).parent / "programs/cancels"
 
 def _build(*flags: str) -> Path:
     return binaries.go_program(PROGRAM, name="test-cancels", progress=print, build_flags=flags)
-
-
-class Running:
-    """An agent stepping in a thread, as `wukong agent` does."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.agent.step()
-            time.sleep(0.05)
-
-    def __enter__(self) -> "Running":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.agent.step()
-        self.agent.close()
-
-
-def _wait(check: "callable[[], bool]", what: str, timeout: float = 20.0) -> None:  # type: ignore[valid-type]
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -98,11 +66,11 @@ def test_counts_each_kind_exactly_and_names_the_caller(
     with Running(Agent(node="test-node", discovery=discovery, on_cancel=seen.append)) as running:
         if agent_first:
             proc = program(binary)  # type: ignore[operator]
-        _wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
+        wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
         target = running.agent.probes[proc.pid].target
         assert target.binary is not None and target.binary.pie is pie
         _run_script(proc)
-        _wait(lambda: len([c for c in seen if c.pid == proc.pid]) >= 12, "12 cancellations")
+        wait(lambda: len([c for c in seen if c.pid == proc.pid]) >= 12, "12 cancellations")
         time.sleep(0.5)  # nothing more may arrive
     mine = [c for c in seen if c.pid == proc.pid]
     kinds = Counter((c.error, c.cause, c.caller) for c in mine)

@@ -6,8 +6,8 @@ from pathlib import Path
 from wukong.ebpf.discovery import Target
 from wukong.ebpf.records import Cancellation
 
-# BCC wants bytes for every name and text it is given.
-SOURCE = (Path(__file__).parent / "python_probe.c").read_bytes()
+# Text, not bytes: BCC prepends the USDT argument readers (a str) to it.
+SOURCE = (Path(__file__).parent / "python_probe.c").read_text()
 
 
 def parse_event(text: str) -> tuple[str, dict[str, str]]:
@@ -26,9 +26,11 @@ class PythonProbe:
         self.target = target
         self.reconciles = 0
         self._on_cancel = on_cancel
-        usdt = USDT(pid=target.pid)
-        usdt.enable_probe(probe=b"python:audit", fn_name=b"on_audit")
-        self.bpf = BPF(text=SOURCE, usdt_contexts=[usdt])
+        # Kept for the probe's lifetime: enabling a USDT probe increments its semaphore
+        # in the target, and the USDT object's destructor decrements it again.
+        self._usdt = USDT(pid=target.pid)
+        self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits it
+        self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
         self.bpf[b"audit_events"].open_perf_buffer(self._event, page_cnt=64)
 
     def _event(self, cpu: int, data: object, size: int) -> None:

@@ -1,0 +1,39 @@
+"""Running the agent in tests as `wukong agent` runs it: stepping in a thread."""
+
+import threading
+import time
+from collections.abc import Callable
+
+from wukong.ebpf.agent import Agent
+
+
+class Running:
+    """An agent stepping in a thread until the `with` block ends."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.agent.step()
+            time.sleep(0.05)
+
+    def __enter__(self) -> "Running":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.agent.step()
+        self.agent.close()
+
+
+def wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -1,0 +1,73 @@
+"""The agent on a real Wukong operator in a cancel storm: its counts match the operator's own.
+
+`wukong run` (Debian's python3, with USDT probes) reconciles Wukongs through
+a latency proxy under a 1 s deadline, so reconciles are cancelled with
+deadline_exceeded; the agent, attached to the already running process, counts
+them from the python:audit probe. After the storm heals, its counts by reason
+equal the operator's wukong_reconcile_cancellations_total.
+"""
+
+import asyncio
+import re
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.ebpf.agent_helpers import Running, wait
+from tests.integration.helpers import eventually
+from wukong.demo.samples import web_server
+from wukong.demo.stack import DemoStack
+from wukong.devcluster import ControlPlane
+from wukong.ebpf.agent import Agent
+from wukong.ebpf.discovery import Discovery
+from wukong.ebpf.records import Cancellation
+
+_SAMPLE = re.compile(r"^wukong_reconcile_cancellations_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
+
+
+def _operator_counts(port: int) -> Counter[str]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    counts: Counter[str] = Counter()
+    for labels, value in _SAMPLE.findall(text):
+        reason = re.search(r'reason="([^"]+)"', labels)
+        if reason and float(value):
+            counts[reason.group(1)] += int(float(value))
+    return counts
+
+
+@pytest.mark.skipif(not Path("/usr/bin/prometheus").exists(), reason="needs Debian's prometheus")
+async def test_agent_counts_match_the_operators_own_metric(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    seen: list[Cancellation] = []
+    async with DemoStack(plane=control_plane, work_dir=tmp_path) as stack:
+        operator = await stack.start_operator(reconcile_timeout=1.0)
+        pid = operator.process.pid
+        agent = Agent(node="test-node", discovery=Discovery(pids={pid}), on_cancel=seen.append)
+        with Running(agent) as running:
+            await asyncio.to_thread(wait, lambda: pid in running.agent.probes, "attach")
+            stack.proxy.delay = 0.3
+            for index in range(3):
+                await stack.apply(f"storm-{index}", web_server(f"storm-{index}"))
+            await asyncio.to_thread(wait, lambda: len(seen) >= 5, "5 cancellations", 60)
+            stack.proxy.delay = 0.0
+
+            async def all_running() -> bool:
+                return set((await stack.phases()).values()) == {"Running"}
+
+            await eventually(all_running, timeout=60, interval=0.5, what="the storm to heal")
+            # Quiet: no cancellation for 2 s, so both sides have counted the same storm.
+            count = -1
+            while count != len(seen):
+                count = len(seen)
+                await asyncio.sleep(2.0)
+            operator_counts = await asyncio.to_thread(_operator_counts, stack.metrics_port)
+    agent_counts = Counter(c.reason for c in seen)
+    assert agent_counts["deadline_exceeded"] >= 5
+    assert agent_counts == operator_counts, (agent_counts, operator_counts)
+    sample = next(c for c in seen if c.reason == "deadline_exceeded")
+    assert sample.runtime == "python" and sample.controller == "wukong"
+    assert sample.object_key.startswith("default/storm-")
+    assert sample.budget_ms == 1000 and sample.elapsed_ms is not None
