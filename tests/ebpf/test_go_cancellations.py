@@ -1,9 +1,10 @@
 """Real uprobes on Go programs: exact counts by kind, the cause text, the calling function.
 
-The scripted program (programs/cancels) expires 3 deadlines, cancels 4 contexts
-and cancels 5 with a cause, each in a function of its own, after a line on
-stdin. The agent is started before or after the program; the program is built
-as a plain executable and as PIE; a stripped build is refused with a reason.
+The scripted program (programs/cancels) expires 3 deadlines, cancels 4 contexts,
+cancels 5 with a cause and one parent with 2 children, each in a function of
+its own, after a line on stdin. The agent is started before or after the
+program; the program is built as a plain executable and as PIE; a stripped
+build is refused with a reason.
 """
 
 import subprocess
@@ -70,17 +71,18 @@ def test_counts_each_kind_exactly_and_names_the_caller(
         target = running.agent.probes[proc.pid].target
         assert target.binary is not None and target.binary.pie is pie
         _run_script(proc)
-        wait(lambda: len([c for c in seen if c.pid == proc.pid]) >= 12, "12 cancellations")
+        wait(lambda: len([c for c in seen if c.pid == proc.pid]) >= 15, "15 cancellations")
         time.sleep(0.5)  # nothing more may arrive
     mine = [c for c in seen if c.pid == proc.pid]
-    kinds = Counter((c.error, c.cause, c.caller) for c in mine)
+    kinds = Counter((c.error, c.cause, c.caller, c.root) for c in mine)
     assert kinds == {
-        ("deadline_exceeded", "", "context.WithDeadlineCause.func2"): 3,
-        ("canceled", "", "main.cancelExplicitly"): 4,
-        ("canceled", "scripted cause", "main.cancelWithCause"): 5,
+        ("deadline_exceeded", "", "context.WithDeadlineCause.func2", True): 3,
+        ("canceled", "", "main.cancelExplicitly", True): 4,
+        ("canceled", "scripted cause", "main.cancelWithCause", True): 5,
+        ("canceled", "", "main.cancelParent", True): 1,
+        ("canceled", "", "main.cancelParent", False): 2,  # the children, by propagation
     }, kinds
-    assert all(c.root for c in mine)
-    assert Counter(c.reason for c in mine) == {"deadline_exceeded": 3, "parent_cancelled": 9}
+    assert Counter(c.reason for c in mine) == {"deadline_exceeded": 3, "parent_cancelled": 12}
     deadline_stack = next(c.stack for c in mine if c.error == "deadline_exceeded")
     assert deadline_stack[0] == "context.(*cancelCtx).cancel"
 

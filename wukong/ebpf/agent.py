@@ -57,9 +57,9 @@ class Agent:
         self._notice = on_notice or (lambda message: log.info("%s", message))
 
     def step(self) -> None:
-        self.rescan()
         for probe in list(self.probes.values()):
             probe.poll()
+        self.rescan()
 
     def rescan(self) -> None:
         targets = self.discovery.scan()
@@ -101,6 +101,7 @@ class Agent:
     def _detach(self, pid: int, *, why: str) -> None:
         probe = self.probes.pop(pid)
         try:
+            probe.poll()  # what it reported before it went still counts
             probe.close()
         except Exception:  # the process is gone: its probes went with it
             pass

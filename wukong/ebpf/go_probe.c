@@ -26,6 +26,7 @@ struct known_t {
 struct go_event_t {
     u64 receiver;
     u64 ktime_ns;
+    u64 return_address;  // the immediate caller: at entry it is only on the stack
     u32 tid;
     u32 pid;
     u32 kind;            // 1 deadline exceeded, 2 canceled, 0 another error
@@ -68,6 +69,9 @@ int on_cancel(struct pt_regs *ctx) {
             length = sizeof(event.cause) - 1;
         bpf_probe_read_user(&event.cause, length & 63, (void *)header[0]);
     }
+    // At entry the frame-pointer walk starts from the caller's frame, so it
+    // shows the caller's caller next; the return address names the caller.
+    bpf_probe_read_user(&event.return_address, sizeof(u64), (void *)ctx->sp);
     event.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     go_events.perf_submit(ctx, &event, sizeof(event));
     return 0;

@@ -77,7 +77,7 @@ class GoProbe:
         self._last_fire[event.tid] = (event.receiver, event.ktime_ns)
         if last and last[0] == event.receiver and event.ktime_ns - last[1] < _REFIRE_WINDOW_NS:
             return
-        stack = self._symbolize(event.stack_id)
+        stack = self._symbolize(event.stack_id, event.return_address)
         error = KINDS.get(event.kind, "other")
         self._on_cancel(
             Cancellation(
@@ -88,24 +88,30 @@ class GoProbe:
                 error=error,
                 root=not any(frame.startswith(_PROPAGATION) for frame in stack[1:]),
                 cause=event.cause.decode(errors="replace"),
-                caller=next(
-                    (frame for frame in stack[1:] if not frame.startswith(_INTERNAL)),
-                    stack[1] if len(stack) > 1 else "",
-                ),
+                caller=_caller(stack),
                 stack=stack,
             )
         )
 
-    def _symbolize(self, stack_id: int) -> list[str]:
-        if stack_id < 0:
-            return []
-        return [
-            self.binary.symbolize(address - self._bias)
-            for address in self.bpf[b"stacks"].walk(stack_id)
-        ]
+    def _symbolize(self, stack_id: int, return_address: int) -> list[str]:
+        addresses = list(self.bpf[b"stacks"].walk(stack_id)) if stack_id >= 0 else []
+        # The walk from the probed function's entry skips its immediate caller.
+        addresses[1:1] = [return_address - 1]  # -1: inside the call, not after it
+        return [self.binary.symbolize(address - self._bias) for address in addresses]
 
     def poll(self) -> None:
         self.bpf.perf_buffer_poll(timeout=0)
 
     def close(self) -> None:
         self.bpf.cleanup()
+
+
+def _caller(stack: list[str]) -> str:
+    """The function that cancelled: the first outside Go's runtime and context
+    machinery; for a deadline (a timer goroutine) the context package's timer."""
+    callers = stack[1:]
+    outside = next((frame for frame in callers if not frame.startswith(_INTERNAL)), None)
+    if outside is not None:
+        return outside
+    machinery = ("context.(*timerCtx).cancel", "context.(*cancelCtx).cancel")
+    return next((frame for frame in callers if not frame.startswith(machinery)), "")

@@ -1,7 +1,8 @@
 // A scripted Go program whose context cancellations the node agent must count
 // exactly. It waits for a line on stdin (so the agent can attach first), then
 // runs -deadlines timeouts that expire, -cancels explicit cancel() calls and
-// -causes cancellations through WithCancelCause, each in its own function so
+// -causes cancellations through WithCancelCause and one parent with -children
+// children (cancelled by propagation), each in its own function so
 // the agent can name the caller, and prints "done".
 package main
 
@@ -42,10 +43,20 @@ func cancelWithCause(n int) {
 	}
 }
 
+//go:noinline
+func cancelParent(children int) {
+	parent, cancel := context.WithCancel(context.Background())
+	for i := 0; i < children; i++ {
+		context.WithCancel(parent) // cancelled through the parent
+	}
+	cancel()
+}
+
 func main() {
 	deadlines := flag.Int("deadlines", 3, "timeouts that expire")
 	cancels := flag.Int("cancels", 4, "explicit cancels")
 	causes := flag.Int("causes", 5, "cancels with a cause")
+	children := flag.Int("children", 2, "children of one parent, cancelled with it")
 	wait := flag.Bool("wait", true, "wait for a line on stdin before starting")
 	flag.Parse()
 	fmt.Println("ready")
@@ -55,6 +66,7 @@ func main() {
 	expireDeadlines(*deadlines)
 	cancelExplicitly(*cancels)
 	cancelWithCause(*causes)
+	cancelParent(*children)
 	fmt.Println("done")
 	if *wait {
 		bufio.NewReader(os.Stdin).ReadString('\n') // stay alive until told to exit
