@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python bench/reconcile_throughput.py
 	$(BIN)/python bench/compare_peers.py
 	$(BIN)/python bench/telemetry_overhead.py
+	$(BIN)/python bench/agent_overhead.py
 	$(BIN)/python bench/report.py
 
 down:
