@@ -3,7 +3,7 @@
 # kube-apiserver build) and are safe to rerun.
 VENV := .venv
 BIN := $(VENV)/bin
-PY_SOURCES := wukong tests bench
+PY_SOURCES := wukong tests bench docs
 
 .PHONY: setup run test lint unit integration bench down
 

@@ -24,11 +24,12 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from results import write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
-from wukong.metrics import instrument
+from wukong.metrics import RuntimeMetrics
 from wukong.runtime.client import Client
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, ControllerOptions
 from wukong.runtime.manager import Manager
+from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 from wukong.tracing.receiver import OtlpReceiver
 from wukong.tracing.spans import ReconcileTracer
@@ -65,7 +66,14 @@ async def _round(
         )
     async with await Client.from_kubeconfig(kubeconfig) as client:
         reconciler = GetOnce(objects)
-        manager = Manager(client=client, namespace=NAMESPACE, block_warning_seconds=None)
+        observers: list[RuntimeObserver] = []
+        if provider is not None:
+            observers.append(ReconcileTracer(provider=provider))
+        if "metrics" in mode:
+            observers.append(RuntimeMetrics())
+        manager = Manager(
+            client=client, namespace=NAMESPACE, block_warning_seconds=None, observers=observers
+        )
         manager.add(
             Controller(
                 name="bench",
@@ -74,10 +82,6 @@ async def _round(
                 options=ControllerOptions(max_concurrent_reconciles=4),
             )
         )
-        if provider is not None:
-            ReconcileTracer(provider=provider).instrument(manager)
-        if "metrics" in mode:
-            instrument(manager)
         cpu, wall = time.process_time(), time.monotonic()
         running = asyncio.create_task(manager.run())
         await asyncio.wait_for(reconciler.all_done.wait(), timeout=600)

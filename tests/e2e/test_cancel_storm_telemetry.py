@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from tests.integration.helpers import eventually, running
 from wukong.dashboards.alerts import alert_rules
 from wukong.dashboards.panels import panel_queries, render_dashboards, substitute_variables
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.devcluster.prometheus import LocalPrometheus
-from wukong.metrics import MetricsServer, instrument
+from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.runtime.client import Client
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, ControllerOptions
@@ -37,7 +38,7 @@ from wukong.tracing.spans import ReconcileTracer
 
 CONTROLLER = "storm"
 JOB = "wukong"
-SCRAPE_SECONDS = 25
+SCRAPE_TIMEOUT_SECONDS = 60
 
 
 class SlowInfrastructure:
@@ -72,8 +73,11 @@ async def test_cancel_storm_dashboard_and_alert_on_real_prometheus(
     proxy.delay = 0.3
     kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
     slow_client = await Client.from_kubeconfig(kubeconfig)
+    metrics = RuntimeMetrics()
     manager = Manager(
         client=slow_client,
+        # A tracer with valid ids, for the exemplars.
+        observers=[metrics, ReconcileTracer(provider=TracerProvider())],
         namespace=namespace,
         leader_election=LeaderElectionConfig(
             name="storm",
@@ -91,56 +95,59 @@ async def test_cancel_storm_dashboard_and_alert_on_real_prometheus(
             options=ControllerOptions(max_concurrent_reconciles=2, reconcile_timeout=0.5),
         )
     )
-    ReconcileTracer(provider=TracerProvider()).instrument(manager)  # valid ids for exemplars
-    metrics = instrument(manager)
     server = MetricsServer(registry=metrics.metrics.registry)
     port = await server.start("127.0.0.1:0")
     prometheus = LocalPrometheus(
         targets=[f"127.0.0.1:{port}"], job=JOB, labels={"namespace": namespace}
     )
     await asyncio.to_thread(prometheus.start)
-    run = asyncio.create_task(manager.run())
     try:
-        for index in range(8):
-            await client.create(
-                CONFIGMAPS, {"metadata": {"name": f"slow-{index}", "namespace": namespace}}
+        async with running(manager):
+            for index in range(8):
+                await client.create(
+                    CONFIGMAPS, {"metadata": {"name": f"slow-{index}", "namespace": namespace}}
+                )
+            for index in range(3):
+                await client.create(
+                    CONFIGMAPS, {"metadata": {"name": f"tick-{index}", "namespace": namespace}}
+                )
+            dashboard = json.loads(render_dashboards()["wukong-cancel-storm.json"])
+            queries = [_substitute(expr, namespace) for expr in panel_queries(dashboard)]
+            assert len(queries) >= 10
+            for concrete in queries:
+                assert not re.search(r"\$\{?\w", concrete), f"unsubstituted variable in {concrete}"
+            empty = list(queries)
+
+            async def every_panel_has_data() -> bool:
+                # rate() needs two scrapes of a counter that moved: this takes a
+                # few scrape intervals, never a fixed time.
+                empty[:] = [q for q in empty if not await asyncio.to_thread(prometheus.query, q)]
+                return not empty
+
+            try:
+                await eventually(every_panel_has_data, timeout=SCRAPE_TIMEOUT_SECONDS, interval=1.0)
+            except AssertionError as timed_out:
+                raise AssertionError(
+                    f"{len(empty)} panel queries returned no data: {empty}"
+                ) from timed_out
+
+            storm = next(
+                rule
+                for group in alert_rules()["groups"]
+                for rule in group["rules"]
+                if rule.get("alert") == "WukongCancelStorm"
             )
-        for index in range(3):
-            await client.create(
-                CONFIGMAPS, {"metadata": {"name": f"tick-{index}", "namespace": namespace}}
+            assert await asyncio.to_thread(prometheus.query, storm["expr"]), storm["expr"]
+
+            exemplars = await asyncio.to_thread(
+                prometheus.exemplars,
+                f'controller_runtime_reconcile_time_seconds_bucket{{controller="{CONTROLLER}"}}',
             )
-        await asyncio.sleep(SCRAPE_SECONDS)
-
-        dashboard = json.loads(render_dashboards()["wukong-cancel-storm.json"])
-        queries = panel_queries(dashboard)
-        assert queries
-        empty = []
-        for expr in queries:
-            concrete = _substitute(expr, namespace)
-            assert not re.search(r"\$\{?\w", concrete), f"unsubstituted variable in {concrete}"
-            if not await asyncio.to_thread(prometheus.query, concrete):
-                empty.append(concrete)
-        assert not empty, f"{len(empty)} of {len(queries)} panel queries returned no data: {empty}"
-
-        storm = next(
-            rule
-            for group in alert_rules()["groups"]
-            for rule in group["rules"]
-            if rule.get("alert") == "WukongCancelStorm"
-        )
-        assert await asyncio.to_thread(prometheus.query, storm["expr"]), storm["expr"]
-
-        exemplars = await asyncio.to_thread(
-            prometheus.exemplars,
-            f'controller_runtime_reconcile_time_seconds_bucket{{controller="{CONTROLLER}"}}',
-        )
-        trace_ids = [
-            e["labels"].get("trace_id") for series in exemplars for e in series["exemplars"]
-        ]
-        assert trace_ids and all(re.fullmatch(r"[0-9a-f]{32}", t or "") for t in trace_ids)
+            trace_ids = [
+                e["labels"].get("trace_id") for series in exemplars for e in series["exemplars"]
+            ]
+            assert trace_ids and all(re.fullmatch(r"[0-9a-f]{32}", t or "") for t in trace_ids)
     finally:
-        manager.stop()
-        await run
         await server.stop()
         await asyncio.to_thread(prometheus.stop)
         await slow_client.close()

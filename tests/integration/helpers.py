@@ -1,7 +1,17 @@
 """Helpers for integration tests."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from wukong.runtime import (
+    ApiCall,
+    CancelReason,
+    LifecycleEvent,
+    Manager,
+    RuntimeObserver,
+    Step,
+)
 
 
 async def eventually(
@@ -23,3 +33,48 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running(manager: Manager) -> AsyncIterator["asyncio.Task[CancelReason]"]:
+    """Run `manager` for the body of the block; stop it and wait for `run()` on the way out.
+
+    Yields the `run()` task (for tests that expect it to end by itself). A
+    failure of `run()` surfaces when the block ends, so it is never lost.
+    """
+    task = asyncio.create_task(manager.run(), name="manager under test")
+    try:
+        yield task
+    finally:
+        manager.stop()
+        await task
+
+
+class Recorder(RuntimeObserver):
+    """An observer that keeps every reconcile event and API call, for assertions."""
+
+    name = "test recorder"
+
+    def __init__(self) -> None:
+        self.events: list[LifecycleEvent] = []
+        self.calls: list[ApiCall] = []
+        self.blocks: list[tuple[float, str | None]] = []  # (seconds, task name)
+        self.leadership: list[tuple[str, bool]] = []
+
+    def leadership_changed(self, lease: str, leading: bool) -> None:
+        self.leadership.append((lease, leading))
+
+    def loop_blocked(self, seconds: float, task: str | None) -> None:
+        self.blocks.append((seconds, task))
+
+    def reconcile(self, event: LifecycleEvent) -> None:
+        self.events.append(event)
+
+    def api_call(self, call: ApiCall) -> None:
+        self.calls.append(call)
+
+    def steps(self, step: Step, *, controller: str | None = None) -> list[LifecycleEvent]:
+        return [e for e in self.events if e.step is step and controller in (None, e.controller)]
+
+    def finished(self, *, controller: str | None = None) -> list[LifecycleEvent]:
+        return self.steps(Step.FINISHED, controller=controller)

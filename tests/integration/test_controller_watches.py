@@ -2,7 +2,7 @@
 
 import asyncio
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, running
 from wukong.runtime.client import Client, Object
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, Watch
@@ -56,8 +56,7 @@ async def test_owned_and_mapped_events_enqueue_their_primary(
         },
     )
     await client.create(CONFIGMAPS, {"metadata": {"name": "bystander", "namespace": namespace}})
-    run = asyncio.create_task(manager.run())
-    try:
+    async with running(manager):
         await eventually(lambda: len(set(recorder.requests)) == 2, what="initial reconciles")
         recorder.requests.clear()
 
@@ -93,6 +92,3 @@ async def test_owned_and_mapped_events_enqueue_their_primary(
         )
         await asyncio.sleep(0.5)
         assert Request(namespace, "bystander") not in recorder.requests
-    finally:
-        manager.stop()
-        await run

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.helpers import Recorder
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
@@ -164,9 +165,8 @@ async def test_release_hands_over_at_once(
 
 
 async def test_release_clears_the_holder(client: Client, namespace: str) -> None:
-    a = LeaderElector(client=client, config=_config(namespace, "a"))
-    changes: list[bool] = []
-    a.add_observer(changes.append)
+    recorder = Recorder()
+    a = LeaderElector(client=client, config=_config(namespace, "a"), observer=recorder)
     await a.acquire()
     await a.release()
     await a.release()  # not leading any more: nothing to do
@@ -175,15 +175,15 @@ async def test_release_clears_the_holder(client: Client, namespace: str) -> None
     assert spec["holderIdentity"] in ("", None)  # the server may drop the empty string
     assert spec["leaseDurationSeconds"] == 1
     assert not a.is_leader
-    assert changes == [True, False]
+    # Not leading while campaigning, then leading, then not.
+    assert recorder.leadership == [(LEASE, False), (LEASE, True), (LEASE, False)]
 
 
 async def test_leader_notices_another_holder(
     client: Client, namespace: str, new_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a = LeaderElector(client=await new_client(), config=_config(namespace, "a"))
-    changes: list[bool] = []
-    a.add_observer(changes.append)
+    recorder = Recorder()
+    a = LeaderElector(client=await new_client(), config=_config(namespace, "a"), observer=recorder)
     await a.acquire()
     keeping = asyncio.create_task(a.keep())
     try:
@@ -206,7 +206,7 @@ async def test_leader_notices_another_holder(
         assert noticed < 2 * RETRY_PERIOD + 0.5
         assert noticed < RENEW_DEADLINE
         assert not a.is_leader
-        assert changes == [True, False]
+        assert recorder.leadership == [(LEASE, False), (LEASE, True), (LEASE, False)]
         assert "lost leadership" in caplog.text and "intruder" in caplog.text
         assert (await _lease(client, namespace))["spec"]["holderIdentity"] == "intruder"
     finally:

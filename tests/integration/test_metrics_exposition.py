@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, running
 from tests.shared_tools import metrics_contract
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
-from wukong.metrics import MetricsServer, instrument
+from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, ControllerOptions
@@ -80,7 +80,8 @@ async def test_metrics_exposition_of_a_running_manager(
     server: MetricsServer | None = None
     try:
         async with await Client.from_kubeconfig(kubeconfig) as slow_client:
-            manager = Manager(client=slow_client, namespace=namespace)
+            metrics = RuntimeMetrics()
+            manager = Manager(client=slow_client, namespace=namespace, observers=[metrics])
             manager.add(
                 Controller(
                     name=CONTROLLER,
@@ -89,64 +90,64 @@ async def test_metrics_exposition_of_a_running_manager(
                     options=ControllerOptions(reconcile_timeout=1.0),
                 )
             )
-            metrics = instrument(manager)
             server = MetricsServer(registry=metrics.metrics.registry)
             port = await server.start("127.0.0.1:0")
             url = f"http://127.0.0.1:{port}/metrics"
-            run = asyncio.create_task(manager.run())
-            await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
-            await eventually(
-                lambda: reconciler.succeeded,
-                timeout=30,
-                what="a successful reconcile after the cancelled one",
-            )
+            async with running(manager) as run:
+                await client.create(
+                    CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}}
+                )
+                await eventually(
+                    lambda: reconciler.succeeded,
+                    timeout=30,
+                    what="a successful reconcile after the cancelled one",
+                )
 
-            content_type, text = await asyncio.to_thread(_scrape, url)
-            assert content_type.startswith("text/plain; version=0.0.4")
+                content_type, text = await asyncio.to_thread(_scrape, url)
+                assert content_type.startswith("text/plain; version=0.0.4")
 
-            # (a) The real promtool accepts the classic exposition.
-            if PROMTOOL is not None:
-                code, output = await _run(PROMTOOL, "check", "metrics", stdin=text)
-                assert code == 0, f"promtool check metrics failed:\n{output}"
+                # (a) The real promtool accepts the classic exposition.
+                if PROMTOOL is not None:
+                    code, output = await _run(PROMTOOL, "check", "metrics", stdin=text)
+                    assert code == 0, f"promtool check metrics failed:\n{output}"
 
-            # (b) The exposition meets the project's metrics contract.
-            if CONTRACT is not None:
-                code, output = await _run(sys.executable, str(CONTRACT), url)
-                assert code == 0, f"metrics contract check failed:\n{output}"
+                # (b) The exposition meets the project's metrics contract.
+                if CONTRACT is not None:
+                    code, output = await _run(sys.executable, str(CONTRACT), url)
+                    assert code == 0, f"metrics contract check failed:\n{output}"
 
-            # (c) The deadline cancellation is counted with its reason, and the
-            # GET it aborted is attributed to the same reason (labels print in
-            # name order).
-            assert (
-                f'wukong_reconcile_cancellations_total{{controller="{CONTROLLER}",'
-                f'reason="deadline_exceeded"}} 1.0'
-            ) in text.splitlines()
-            assert (
-                f'controller_runtime_reconcile_timeouts_total{{controller="{CONTROLLER}"}} 1.0'
-            ) in text.splitlines()
-            assert (
-                f'controller_runtime_reconcile_total{{controller="{CONTROLLER}",'
-                f'result="success"}} 1.0'
-            ) in text.splitlines()
-            assert (
-                'wukong_api_request_cancellations_total{reason="deadline_exceeded",'
-                'resource="configmaps",verb="get"} 1.0'
-            ) in text.splitlines()
-            assert f'workqueue_depth{{controller="{CONTROLLER}",name="{CONTROLLER}"}}' in text
+                # (c) The deadline cancellation is counted with its reason, and the
+                # GET it aborted is attributed to the same reason (labels print in
+                # name order).
+                assert (
+                    f'wukong_reconcile_cancellations_total{{controller="{CONTROLLER}",'
+                    f'reason="deadline_exceeded"}} 1.0'
+                ) in text.splitlines()
+                assert (
+                    f'controller_runtime_reconcile_timeouts_total{{controller="{CONTROLLER}"}} 1.0'
+                ) in text.splitlines()
+                assert (
+                    f'controller_runtime_reconcile_total{{controller="{CONTROLLER}",'
+                    f'result="success"}} 1.0'
+                ) in text.splitlines()
+                assert (
+                    'wukong_api_request_cancellations_total{reason="deadline_exceeded",'
+                    'resource="configmaps",verb="get"} 1.0'
+                ) in text.splitlines()
+                assert f'workqueue_depth{{controller="{CONTROLLER}",name="{CONTROLLER}"}}' in text
 
-            content_type, open_metrics = await asyncio.to_thread(
-                _scrape, url, "application/openmetrics-text; version=1.0.0"
-            )
-            assert content_type.startswith("application/openmetrics-text")
-            assert open_metrics.endswith("# EOF\n")
-            assert "# TYPE wukong_reconcile_cancellations counter" in open_metrics
-            assert (
-                f'wukong_reconcile_cancellations_total{{controller="{CONTROLLER}",'
-                f'reason="deadline_exceeded"}} 1.0'
-            ) in open_metrics.splitlines()
+                content_type, open_metrics = await asyncio.to_thread(
+                    _scrape, url, "application/openmetrics-text; version=1.0.0"
+                )
+                assert content_type.startswith("application/openmetrics-text")
+                assert open_metrics.endswith("# EOF\n")
+                assert "# TYPE wukong_reconcile_cancellations counter" in open_metrics
+                assert (
+                    f'wukong_reconcile_cancellations_total{{controller="{CONTROLLER}",'
+                    f'reason="deadline_exceeded"}} 1.0'
+                ) in open_metrics.splitlines()
 
-            manager.stop()
-            assert await run == CancelReason.SHUTDOWN
+            assert run.result() == CancelReason.SHUTDOWN
     finally:
         if server is not None:
             await server.stop()

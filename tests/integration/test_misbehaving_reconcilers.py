@@ -6,12 +6,18 @@ import time
 
 import pytest
 
-from tests.integration.helpers import eventually
-from wukong.runtime.client import Client
-from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.lifecycle import LifecycleEvent, Step
-from wukong.runtime.manager import Manager
+from tests.integration.helpers import Recorder, eventually, running
+from wukong.runtime import (
+    CancelReason,
+    Client,
+    Controller,
+    ControllerOptions,
+    Manager,
+    ReconcileContext,
+    Request,
+    Result,
+    Step,
+)
 from wukong.runtime.resources import CONFIGMAPS
 
 
@@ -39,15 +45,8 @@ async def test_swallowed_cancellation_is_reported_stuck(
     client: Client, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wukong")
-    stuck = asyncio.Event()
-    events: list[LifecycleEvent] = []
-
-    def watch(event: LifecycleEvent) -> None:
-        events.append(event)
-        if event.step is Step.STUCK:
-            stuck.set()
-
-    manager = Manager(client=client, namespace=namespace, lifecycle_observers=[watch])
+    recorder = Recorder()
+    manager = Manager(client=client, namespace=namespace, observers=[recorder])
     manager.add(
         Controller(
             name="swallower",
@@ -56,13 +55,13 @@ async def test_swallowed_cancellation_is_reported_stuck(
             options=ControllerOptions(reconcile_timeout=0.5, cancel_grace=0.5),
         )
     )
-    run = asyncio.create_task(manager.run())
-    await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
-    await asyncio.wait_for(stuck.wait(), 30)
-    manager.stop()
-    await run
+    async with running(manager):
+        await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
+        await eventually(
+            lambda: bool(recorder.steps(Step.STUCK)), timeout=30, what="a STUCK report"
+        )
 
-    report = next(e for e in events if e.step is Step.STUCK)
+    report = recorder.steps(Step.STUCK)[0]
     assert report.reason is CancelReason.DEADLINE_EXCEEDED
     warnings = [
         r
@@ -77,16 +76,16 @@ async def test_blocking_reconcile_is_reported(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="wukong")
     reconciler = BlocksTheLoop()
-    manager = Manager(client=client, namespace=namespace, block_warning_seconds=0.5)
-    manager.add(Controller(name="blocker", reconciler=reconciler, primary=CONFIGMAPS))
-    run = asyncio.create_task(manager.run())
-    await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
-    await eventually(lambda: reconciler.calls >= 1, what="the blocking reconcile")
-    await eventually(
-        lambda: manager.block_detector is not None and manager.block_detector.blocks >= 1,
-        what="a block report",
+    recorder = Recorder()
+    manager = Manager(
+        client=client, namespace=namespace, block_warning_seconds=0.5, observers=[recorder]
     )
-    manager.stop()
-    await run
+    manager.add(Controller(name="blocker", reconciler=reconciler, primary=CONFIGMAPS))
+    async with running(manager):
+        await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
+        await eventually(lambda: reconciler.calls >= 1, what="the blocking reconcile")
+        await eventually(lambda: bool(recorder.blocks), what="a block report to the observers")
     reports = [r.getMessage() for r in caplog.records if "event loop blocked" in r.getMessage()]
     assert reports and f"reconcile blocker {namespace}/cm" in reports[0]
+    seconds, task = recorder.blocks[0]
+    assert seconds >= 0.5 and task == f"reconcile blocker {namespace}/cm"

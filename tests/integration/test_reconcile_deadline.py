@@ -10,15 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import Recorder, eventually, running
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
-from wukong.runtime.client import ApiCall, Client
-from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.lifecycle import LifecycleEvent, Outcome, Step
-from wukong.runtime.manager import Manager
+from wukong.runtime import (
+    CancelReason,
+    Client,
+    Controller,
+    ControllerOptions,
+    LifecycleEvent,
+    Manager,
+    Outcome,
+    ReconcileContext,
+    Request,
+    Result,
+    Step,
+)
 from wukong.runtime.resources import CONFIGMAPS
 
 
@@ -49,15 +57,12 @@ async def test_deadline_cancels_the_reconcile_and_its_api_call(
     proxy = LatencyProxy(target_host="127.0.0.1", target_port=control_plane.config.apiserver_port)
     await proxy.start()
     kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
-    calls: list[ApiCall] = []
-    events: list[LifecycleEvent] = []
+    recorder = Recorder()
     caplog.set_level(logging.DEBUG, logger="wukong")
     reconciler = SlowApiReconciler(proxy)
 
-    async with await Client.from_kubeconfig(kubeconfig, observers=[calls.append]) as slow_client:
-        manager = Manager(
-            client=slow_client, namespace=namespace, lifecycle_observers=[events.append]
-        )
+    async with await Client.from_kubeconfig(kubeconfig) as slow_client:
+        manager = Manager(client=slow_client, namespace=namespace, observers=[recorder])
         manager.add(
             Controller(
                 name="deadline-test",
@@ -66,19 +71,18 @@ async def test_deadline_cancels_the_reconcile_and_its_api_call(
                 options=ControllerOptions(reconcile_timeout=1.0),
             )
         )
-        run = asyncio.create_task(manager.run())
-        await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
+        async with running(manager) as run:
+            await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
 
-        def finished() -> list[LifecycleEvent]:
-            return [e for e in events if e.step is Step.FINISHED and e.request.name == "cm"]
+            def finished() -> list[LifecycleEvent]:
+                return [e for e in recorder.finished() if e.request.name == "cm"]
 
-        await eventually(
-            lambda: any(e.outcome is Outcome.SUCCESS for e in finished()),
-            timeout=30,
-            what="a successful reconcile after the cancelled one",
-        )
-        manager.stop()
-        assert await run == CancelReason.SHUTDOWN
+            await eventually(
+                lambda: any(e.outcome is Outcome.SUCCESS for e in finished()),
+                timeout=30,
+                what="a successful reconcile after the cancelled one",
+            )
+        assert run.result() == CancelReason.SHUTDOWN
     await proxy.close()
 
     first, *rest = finished()
@@ -87,7 +91,7 @@ async def test_deadline_cancels_the_reconcile_and_its_api_call(
     assert first.duration is not None and first.duration >= 1.0
     requests = [
         e.step
-        for e in events
+        for e in recorder.events
         if e.request.name == "cm"
         and e.step in (Step.CANCEL_REQUESTED, Step.FINISHED, Step.REQUEUED)
     ]
@@ -97,8 +101,11 @@ async def test_deadline_cancels_the_reconcile_and_its_api_call(
     # The GET in flight was aborted: the client hung up on the held response,
     # and the call ended with a cancellation, not an answer.
     assert proxy.client_aborts >= 1
-    aborted = [c for c in calls if c.verb == "get" and c.status_code is None]
+    aborted = [c for c in recorder.calls if c.verb == "get" and c.status_code is None]
     assert aborted and isinstance(aborted[0].error, asyncio.CancelledError)
+    # ...reported as the reconcile's own call, with the reason the runtime decided.
+    assert aborted[0].cancel_reason is CancelReason.DEADLINE_EXCEEDED
+    assert aborted[0].reconcile is not None and aborted[0].reconcile.request.name == "cm"
 
     # Cancellation is normal: a DEBUG line with the reason, never an ERROR.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -14,12 +14,17 @@ import logging
 import pytest
 from opentelemetry import trace
 
-from tests.integration.helpers import eventually
-from wukong.runtime.client import Client
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.lifecycle import LifecycleEvent, Outcome, Step
-from wukong.runtime.manager import Manager
+from tests.integration.helpers import Recorder, eventually, running
+from wukong.runtime import (
+    Client,
+    Controller,
+    ControllerOptions,
+    Manager,
+    Outcome,
+    ReconcileContext,
+    Request,
+    Result,
+)
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.logs import JsonFormatter
 from wukong.tracing.receiver import OtlpReceiver, ReceivedSpan
@@ -101,9 +106,13 @@ async def test_reconcile_spans_over_otlp(
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).setLevel(logging.DEBUG)
 
-    events: list[LifecycleEvent] = []
+    recorder = Recorder()
     reconciler = Scripted(provider.get_tracer("user.code"))
-    manager = Manager(client=client, namespace=namespace, lifecycle_observers=[events.append])
+    manager = Manager(
+        client=client,
+        namespace=namespace,
+        observers=[recorder, ReconcileTracer(provider=provider)],
+    )
     manager.add(
         Controller(
             name="main",
@@ -120,34 +129,30 @@ async def test_reconcile_spans_over_otlp(
             options=ControllerOptions(reconcile_timeout=1.0),
         )
     )
-    ReconcileTracer(provider=provider).instrument(manager)
-    run = asyncio.create_task(manager.run())
     try:
-        for name in ("ok", "slow", "park"):
-            await client.create(CONFIGMAPS, {"metadata": {"name": name, "namespace": namespace}})
+        async with running(manager):
+            for name in ("ok", "slow", "park"):
+                await client.create(
+                    CONFIGMAPS, {"metadata": {"name": name, "namespace": namespace}}
+                )
 
-        def seen(controller: str, name: str, outcome: Outcome) -> bool:
-            return any(
-                e.step is Step.FINISHED
-                and e.controller == controller
-                and e.request.name == name
-                and e.outcome is outcome
-                for e in events
+            def seen(controller: str, name: str, outcome: Outcome) -> bool:
+                return any(
+                    e.request.name == name and e.outcome is outcome
+                    for e in recorder.finished(controller=controller)
+                )
+
+            await eventually(
+                lambda: (
+                    reconciler.ok_runs >= 2
+                    and seen("main", "ok", Outcome.SUCCESS)
+                    and seen("deadline", "slow", Outcome.CANCELLED)
+                    and any(c.request.name == "park" for c in manager.controllers[0].in_flight())
+                ),
+                timeout=30,
+                what="the three scripted reconciles",
             )
-
-        await eventually(
-            lambda: (
-                reconciler.ok_runs >= 2
-                and seen("main", "ok", Outcome.SUCCESS)
-                and seen("deadline", "slow", Outcome.CANCELLED)
-                and any(c.request.name == "park" for c in manager.controllers[0].in_flight())
-            ),
-            timeout=30,
-            what="the three scripted reconciles",
-        )
     finally:
-        manager.stop()
-        await run
         await asyncio.to_thread(provider.force_flush)
         provider.shutdown()
         for name in ("wukong", "user"):

@@ -26,9 +26,9 @@ from wukong.operator.resources import (
     PERSISTENT_VOLUME_CLAIMS,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import ApiCall, Client
+from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
-from wukong.runtime.lifecycle import Outcome, Step
+from wukong.runtime.observer import Outcome, Step
 
 
 async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
@@ -42,8 +42,7 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
     await proxy.start()
     proxy.delay = 0.2
     kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
-    calls: list[ApiCall] = []
-    async with await Client.from_kubeconfig(kubeconfig, observers=[calls.append]) as slow:
+    async with await Client.from_kubeconfig(kubeconfig) as slow:
         run = await start_wukong(operator_client=slow, reconcile_timeout=1.0)
         await _create_shared_nad(run)
         await run.create("web", FULL_SPEC)
@@ -69,7 +68,7 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
 
     created = Counter(
         call.resource
-        for call in calls
+        for call in run.calls
         if call.verb == "create" and call.status_code == 201 and call.resource != "events"
     )
     # A create whose answer was cut off by the deadline may have succeeded

@@ -11,7 +11,7 @@ from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
 from wukong.operator.rbac import CLUSTER_RULES
 from wukong.operator.resources import VIRTUAL_MACHINES
-from wukong.runtime.client import ApiCall, Client
+from wukong.runtime import ApiCall, Client
 
 # Granted but not exercised by this scenario, and why they are still needed.
 GRANTED_UNUSED = {
@@ -49,10 +49,7 @@ def _used(calls: list[ApiCall]) -> set[tuple[str, str]]:
 async def test_rules_grant_exactly_what_the_controller_uses(
     control_plane: ControlPlane, start_wukong: StartWukong
 ) -> None:
-    calls: list[ApiCall] = []
-    async with await Client.from_kubeconfig(
-        control_plane.kubeconfig, observers=[calls.append]
-    ) as api:
+    async with await Client.from_kubeconfig(control_plane.kubeconfig) as api:
         run = await start_wukong(operator_client=api)
         await _create_shared_nad(run)
         await run.create("web", FULL_SPEC)
@@ -73,6 +70,6 @@ async def test_rules_grant_exactly_what_the_controller_uses(
         await run.wait_gone("web")
         await run.stop_operator()
 
-    used, granted = _used(calls), _granted()
+    used, granted = _used(run.calls), _granted()
     assert used <= granted, f"used but not granted: {sorted(used - granted)}"
     assert granted - used == GRANTED_UNUSED, f"granted, never used: {sorted(granted - used)}"

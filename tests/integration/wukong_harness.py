@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import Recorder, eventually
 from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
@@ -21,8 +21,8 @@ from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import NotFound
 from wukong.runtime.leader import LeaderElectionConfig
-from wukong.runtime.lifecycle import LifecycleEvent
 from wukong.runtime.manager import Manager
+from wukong.runtime.observer import ApiCall, LifecycleEvent
 from wukong.runtime.resources import EVENTS
 
 
@@ -36,7 +36,8 @@ class WukongRun:
     client: Client
     namespace: str
     operator: Manager
-    lifecycle: list[LifecycleEvent] = field(default_factory=list)
+    lifecycle: list[LifecycleEvent] = field(default_factory=list)  # the operator's reconciles
+    calls: list[ApiCall] = field(default_factory=list)  # the operator's API calls
     operator_task: "asyncio.Task[Any] | None" = None
 
     async def stop_operator(self) -> None:
@@ -130,17 +131,23 @@ async def start_wukong(
         leader_election: LeaderElectionConfig | None = None,
     ) -> WukongRun:
         simulator = simulator_manager(client=client, config=simulation or SimulationConfig())
+        recorder = Recorder()
         operator = Manager(
             client=operator_client or client,
             namespace=namespace,
             reconcile_timeout=reconcile_timeout,
             shutdown_grace=5.0,
             leader_election=leader_election,
+            observers=[recorder],
         )
         add_wukong_controller(operator)
-        run = WukongRun(client=client, namespace=namespace, operator=operator)
-        for controller in operator.controllers:
-            controller.lifecycle.subscribe(run.lifecycle.append)
+        run = WukongRun(
+            client=client,
+            namespace=namespace,
+            operator=operator,
+            lifecycle=recorder.events,
+            calls=recorder.calls,
+        )
         for manager in (simulator, operator):
             managers.append(manager)
             tasks.append(asyncio.create_task(manager.run()))

@@ -11,13 +11,24 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from wukong.metrics import MetricsServer, RuntimeMetrics, create_metrics, instrument
-from wukong.runtime.client import ApiCall, Client
-from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
+from wukong.metrics import MetricsServer, RuntimeMetrics, create_metrics
+from wukong.runtime import (
+    ApiCall,
+    CancelReason,
+    Client,
+    Controller,
+    ControllerOptions,
+    LifecycleEvent,
+    Manager,
+    Outcome,
+    ReconcileContext,
+    Request,
+    Result,
+    RuntimeObserver,
+    Step,
+)
+from wukong.runtime._running import RunningController
 from wukong.runtime.errors import ApiTimeout
-from wukong.runtime.lifecycle import LifecycleEvent, Outcome, Step
-from wukong.runtime.manager import Manager
 from wukong.runtime.resources import CONFIGMAPS
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
@@ -61,8 +72,6 @@ def _finished(
 ) -> LifecycleEvent:
     return LifecycleEvent(
         step=Step.FINISHED,
-        controller="c",
-        request=ctx.request,
         context=ctx,
         outcome=outcome,
         reason=reason,
@@ -70,11 +79,18 @@ def _finished(
     )
 
 
-def _call(*, status: int | None, error: BaseException | None = None) -> ApiCall:
+def _call(
+    *,
+    status: int | None,
+    error: BaseException | None = None,
+    reason: CancelReason | None = None,
+    reconcile: ReconcileContext | None = None,
+) -> ApiCall:
     return ApiCall(
         verb="get",
         method="GET",
         resource="configmaps",
+        host="127.0.0.1:6443",
         namespace="ns",
         path="/api/v1/namespaces/ns/configmaps/obj",
         status_code=status,
@@ -82,6 +98,8 @@ def _call(*, status: int | None, error: BaseException | None = None) -> ApiCall:
         duration=0.02,
         retries=0,
         error=error,
+        cancel_reason=reason,
+        reconcile=reconcile,
     )
 
 
@@ -97,7 +115,7 @@ def openmetrics(registry: CollectorRegistry) -> bytes:
 
 @pytest.fixture
 def observers() -> RuntimeMetrics:
-    return RuntimeMetrics(metrics=create_metrics(), host="127.0.0.1:6443")
+    return RuntimeMetrics(metrics=create_metrics())
 
 
 def _value(observers: RuntimeMetrics, metric: str, /, **labels: str) -> float | None:
@@ -106,13 +124,13 @@ def _value(observers: RuntimeMetrics, metric: str, /, **labels: str) -> float | 
 
 async def test_results_errors_timeouts_and_cancellations(observers: RuntimeMetrics) -> None:
     ctx = _context(timeout=2.0)
-    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.5))
-    observers.lifecycle(_finished(ctx, Outcome.REQUEUE_AFTER, duration=0.1))
-    observers.lifecycle(_finished(ctx, Outcome.ERROR, duration=0.2))
-    observers.lifecycle(
+    observers.reconcile(_finished(ctx, Outcome.SUCCESS, duration=0.5))
+    observers.reconcile(_finished(ctx, Outcome.REQUEUE_AFTER, duration=0.1))
+    observers.reconcile(_finished(ctx, Outcome.ERROR, duration=0.2))
+    observers.reconcile(
         _finished(ctx, Outcome.CANCELLED, duration=2.0, reason=CancelReason.DEADLINE_EXCEEDED)
     )
-    observers.lifecycle(
+    observers.reconcile(
         _finished(ctx, Outcome.CANCELLED, duration=0.3, reason=CancelReason.SHUTDOWN)
     )
 
@@ -144,7 +162,7 @@ async def test_reconcile_time_carries_the_trace_id_exemplar(observers: RuntimeMe
             trace_flags=TraceFlags(TraceFlags.SAMPLED),
         )
     )  # fmt: skip
-    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.07))
+    observers.reconcile(_finished(ctx, Outcome.SUCCESS, duration=0.07))
     text = openmetrics(observers.metrics.registry).decode()
     line = next(
         line
@@ -158,7 +176,7 @@ async def test_reconcile_time_carries_the_trace_id_exemplar(observers: RuntimeMe
 async def test_no_exemplar_without_a_valid_span(observers: RuntimeMetrics) -> None:
     ctx = _context()
     ctx.span = NonRecordingSpan(SpanContext(trace_id=0, span_id=0, is_remote=False))
-    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.07))
+    observers.reconcile(_finished(ctx, Outcome.SUCCESS, duration=0.07))
     assert "trace_id" not in openmetrics(observers.metrics.registry).decode()
 
 
@@ -167,9 +185,7 @@ async def test_requeue_delay_is_measured_at_start(observers: RuntimeMetrics) -> 
     early = _context(due_at=asyncio.get_running_loop().time() + 5)  # clock skew: clamp to 0
     plain = _context()
     for ctx in (late, early, plain):
-        observers.lifecycle(
-            LifecycleEvent(step=Step.STARTED, controller="c", request=ctx.request, context=ctx)
-        )
+        observers.reconcile(LifecycleEvent(step=Step.STARTED, context=ctx))
     delay = "wukong_requeue_delay_seconds"
     assert _value(observers, f"{delay}_count", controller="c") == 2
     assert _value(observers, f"{delay}_sum", controller="c") == pytest.approx(0.3, abs=0.05)
@@ -177,18 +193,17 @@ async def test_requeue_delay_is_measured_at_start(observers: RuntimeMetrics) -> 
 
 
 async def test_api_calls_codes_and_cancellation_reasons(observers: RuntimeMetrics) -> None:
+    timeout = ApiTimeout(verb="get", path="/", timeout=1.0)
+    cancelled = asyncio.CancelledError()
+    ctx = _context()
+    ctx.span = NonRecordingSpan(SpanContext(trace_id=TRACE_ID, span_id=1, is_remote=False))
     observers.api_call(_call(status=200))
     observers.api_call(_call(status=404))
-    observers.api_call(_call(status=None, error=ApiTimeout(verb="get", path="/", timeout=1.0)))
-    observers.api_call(_call(status=None, error=asyncio.CancelledError()))
-
-    # A call aborted inside a reconcile that was cancelled for a reason gets that reason.
-    ctx = _context()
-    observers.lifecycle(
-        LifecycleEvent(step=Step.STARTED, controller="c", request=ctx.request, context=ctx)
+    observers.api_call(_call(status=None, error=timeout, reason=CancelReason.API_TIMEOUT))
+    observers.api_call(_call(status=None, error=cancelled, reason=CancelReason.PARENT_CANCELLED))
+    observers.api_call(
+        _call(status=None, error=cancelled, reason=CancelReason.DEADLINE_EXCEEDED, reconcile=ctx)
     )
-    ctx.record_reason(CancelReason.DEADLINE_EXCEEDED)
-    ctx.task_context.run(observers.api_call, _call(status=None, error=asyncio.CancelledError()))
 
     requests = "rest_client_requests_total"
     host = "127.0.0.1:6443"
@@ -202,18 +217,23 @@ async def test_api_calls_codes_and_cancellation_reasons(observers: RuntimeMetric
     assert _value(observers, cancellations, **labels, reason="api_timeout") == 1
     assert _value(observers, cancellations, **labels, reason="parent_cancelled") == 1
     assert _value(observers, cancellations, **labels, reason="deadline_exceeded") == 1
+    # The call made for a traced reconcile carries its trace as the exemplar.
+    text = openmetrics(observers.metrics.registry).decode()
+    assert text.count(f'trace_id="{TRACE_ID:032x}"') == 1
 
 
 async def test_queue_and_controller_state(observers: RuntimeMetrics) -> None:
-    controller = Controller(
-        name="cms",
-        reconciler=_Idle(),
-        primary=CONFIGMAPS,
-        options=ControllerOptions(max_concurrent_reconciles=3),
+    manager = Manager(client=_client(), block_warning_seconds=None, observers=[observers])
+    running = manager.add(
+        Controller(
+            name="cms",
+            reconciler=_Idle(),
+            primary=CONFIGMAPS,
+            options=ControllerOptions(max_concurrent_reconciles=3),
+        )
     )
-    controller.queue.observer = observers
-    observers.track(controller)
-    queue = controller.queue
+    assert isinstance(running, RunningController)
+    queue = running.queue
     queue.add(Request("ns", "a"))
     queue.add(Request("ns", "a"))  # deduplicated: not an add
     queue.add(Request("ns", "b"))
@@ -239,32 +259,44 @@ async def test_queue_and_controller_state(observers: RuntimeMetrics) -> None:
 
 
 def test_leader_status(observers: RuntimeMetrics) -> None:
-    observe = observers.leader(name="wukong-lock")
     status = "leader_election_master_status"
-    assert _value(observers, status, name="wukong-lock") == 0
-    observe(True)
-    assert _value(observers, status, name="wukong-lock") == 1
-    observe(False)
-    assert _value(observers, status, name="wukong-lock") == 0
+    for leading, value in ((False, 0), (True, 1), (False, 0)):
+        observers.leadership_changed("wukong-lock", leading)
+        assert _value(observers, status, name="wukong-lock") == value
 
 
-async def test_instrument_wires_manager_controllers_and_client() -> None:
-    client = _client()
-    manager = Manager(client=client, block_warning_seconds=None)
-    controller = Controller(name="cms", reconciler=_Idle(), primary=CONFIGMAPS)
-    manager.add(controller)
-    observers = instrument(manager)
-    assert observers.host == "127.0.0.1:6443"
-    assert controller.queue.observer is observers
-    controller.enqueue(Request("ns", "a"))
-    assert _value(observers, "workqueue_adds_total", name="cms", controller="cms") == 1
-    assert _value(observers, "workqueue_depth", name="cms", controller="cms") == 1
+class _Broken(RuntimeObserver):
+    name = "broken"
+
+    def queue_added(self, queue: str) -> None:
+        raise RuntimeError("observer bug")
+
+
+async def test_observers_see_controllers_added_later_and_survive_a_broken_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = RuntimeMetrics()
+    manager = Manager(client=_client(), block_warning_seconds=None, observers=[_Broken(), metrics])
+    running = manager.add(Controller(name="cms", reconciler=_Idle(), primary=CONFIGMAPS))
+    assert isinstance(running, RunningController)
+    running.enqueue(Request("ns", "a"))
+    running.enqueue(Request("ns", "b"))
+    # The broken observer did not stop the add, nor the metrics observer after it.
+    assert running.queue_depth() == 2
+    assert _value(metrics, "workqueue_adds_total", name="cms", controller="cms") == 2
+    assert _value(metrics, "workqueue_depth", name="cms", controller="cms") == 2
+    # Counted each time, logged once.
+    assert _value(metrics, "wukong_observer_failures_total", observer="broken") == 2
+    assert manager.observer_failures == 2
+    logged = [r for r in caplog.records if "observer broken failed in queue_added" in r.message]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    running.queue.shut_down()
 
 
 async def test_server_negotiates_the_format(observers: RuntimeMetrics) -> None:
     ctx = _context()
     ctx.span = NonRecordingSpan(SpanContext(trace_id=TRACE_ID, span_id=1, is_remote=False))
-    observers.lifecycle(_finished(ctx, Outcome.SUCCESS, duration=0.07))
+    observers.reconcile(_finished(ctx, Outcome.SUCCESS, duration=0.07))
     server = MetricsServer(registry=observers.metrics.registry)
     port = await server.start("127.0.0.1:0")
     try:

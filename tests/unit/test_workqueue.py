@@ -7,8 +7,10 @@ from collections.abc import Hashable
 
 import pytest
 
+from wukong.runtime import RuntimeObserver
+from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
 from wukong.runtime.ratelimit import ItemExponentialFailureRateLimiter
-from wukong.runtime.workqueue import QueueShutDown, Ticket, WorkQueue
 
 # Generous: only guards against hangs; no test relies on it being tight.
 GET_TIMEOUT = 2.0
@@ -26,20 +28,20 @@ async def assert_blocks(queue: WorkQueue) -> None:
             await queue.get()
 
 
-class Recorder:
+class Recorder(RuntimeObserver):
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, float | None]] = []
 
-    def on_add(self, queue: str) -> None:
+    def queue_added(self, queue: str) -> None:
         self.calls.append(("add", queue, None))
 
-    def on_get(self, queue: str, waited: float) -> None:
+    def queue_got(self, queue: str, waited: float) -> None:
         self.calls.append(("get", queue, waited))
 
-    def on_done(self, queue: str, worked: float) -> None:
+    def queue_done(self, queue: str, worked: float) -> None:
         self.calls.append(("done", queue, worked))
 
-    def on_retry(self, queue: str) -> None:
+    def queue_retried(self, queue: str) -> None:
         self.calls.append(("retry", queue, None))
 
     def kinds(self) -> list[str]:
@@ -273,12 +275,17 @@ async def test_observer_sees_adds_gets_and_dones() -> None:
 
 async def test_failing_observer_does_not_break_the_queue() -> None:
     class Broken(Recorder):
-        def on_add(self, queue: str) -> None:
+        def queue_added(self, queue: str) -> None:
             raise RuntimeError("metrics are down")
 
-    queue = WorkQueue(name="q", observer=Broken())
+    # The manager always hands its parts the fan-out, which contains failures.
+    recorder = Recorder()
+    fanout = ObserverFanout([Broken(), recorder])
+    queue = WorkQueue(name="q", observer=fanout)
     queue.add("a")
     assert (await get(queue)).key == "a"
+    assert fanout.failures == 1
+    assert recorder.kinds() == ["add", "get"]  # the healthy observer still saw everything
 
 
 async def test_shut_down_wakes_blocked_getters() -> None:

@@ -83,10 +83,14 @@ class Agent:
                 if target.runtime == GO
                 else PythonProbe(target, on_cancel=self._record)
             )
-        except NotReady:
-            return  # the next scan tries again
+        except NotReady as exc:
+            log.debug(
+                "pid %d (%s) not ready to trace (%s); next scan", target.pid, target.comm, exc
+            )
+            return
         except FileNotFoundError:
-            return  # exited mid-attach
+            log.debug("pid %d (%s) exited while attaching", target.pid, target.comm)
+            return
         except Exception as exc:
             if not os.path.exists(f"/proc/{target.pid}"):
                 self._notice(f"pid {target.pid} ({target.comm}) exited while attaching")
@@ -103,8 +107,8 @@ class Agent:
         try:
             probe.poll()  # what it reported before it went still counts
             probe.close()
-        except Exception:  # the process is gone: its probes went with it
-            pass
+        except Exception as exc:  # the process is gone: its probes went with it
+            log.debug("pid %d: detaching found its probes already gone (%s)", pid, exc)
         self._owners.pop(pid, None)
         self._notice(f"pid {pid} {why}; detached")
 

@@ -7,6 +7,7 @@ looked up on the API server, only those on this node, and cached by UID.
 """
 
 import asyncio
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from wukong.runtime.client import Client, Object
 from wukong.runtime.resources import Resource
+
+log = logging.getLogger(__name__)
 
 PODS = Resource(group="", version="v1", plural="pods", kind="Pod")
 _POD_UID = re.compile(
@@ -55,7 +58,8 @@ class PodAttribution:
     def owner(self, pid: int) -> Owner:
         try:
             uid, container_id = cgroup_ids(pid)
-        except OSError:
+        except OSError as exc:  # the process exited: nothing left to attribute
+            log.debug("pid %d: cannot read its cgroup (%s); left unattributed", pid, exc)
             return Owner()
         if uid is None:
             return Owner()  # not in a pod: a process on the node itself
@@ -75,7 +79,13 @@ class PodAttribution:
         self._last_refresh = time.monotonic()
         try:
             pods = asyncio.run(self._list_pods())
-        except Exception:  # the API server is optional: attribution degrades to uid:...
+        except Exception as exc:  # the API server is optional: attribution degrades to uid:...
+            log.warning(
+                "cannot list the pods on node %s (%s); cancellations are attributed by pod "
+                "UID until it answers",
+                self.node,
+                exc,
+            )
             return
         self._pods = {pod["metadata"]["uid"]: pod for pod in pods}
 

@@ -1,10 +1,10 @@
 """Prometheus metrics for Wukong operators, with controller-runtime's names.
 
-    from wukong.metrics import MetricsServer, instrument
+    from wukong.metrics import MetricsServer, RuntimeMetrics
 
-    manager = Manager(client=client, ...)
+    metrics = RuntimeMetrics()
+    manager = Manager(client=client, observers=[metrics], ...)
     manager.add(controller)
-    metrics = instrument(manager)            # before manager.run()
     server = MetricsServer(registry=metrics.metrics.registry)
     port = await server.start(":8080")       # GET /metrics
     ...
@@ -15,7 +15,7 @@ onto them.
 """
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
-from wukong.metrics.observers import RuntimeMetrics, instrument
+from wukong.metrics.observers import RuntimeMetrics
 from wukong.metrics.server import MetricsServer
 
 __all__ = [
@@ -23,5 +23,4 @@ __all__ = [
     "OperatorMetrics",
     "RuntimeMetrics",
     "create_metrics",
-    "instrument",
 ]

@@ -37,7 +37,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from wukong.runtime.controller import Controller
+from wukong.runtime.observer import ControllerView
 
 # Reconcile durations: fine below a second, then far past the default 15 s
 # deadline, so reconciles that hit (or overrun) their deadline are still
@@ -82,6 +82,7 @@ class OperatorMetrics:
     requeue_delay: Histogram
     reconcile_budget_used: Histogram
     api_request_cancellations: Counter
+    observer_failures: Counter
 
 
 class ControllerStateCollector(Collector):
@@ -92,9 +93,9 @@ class ControllerStateCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self._controllers: dict[str, Controller] = {}
+        self._controllers: dict[str, ControllerView] = {}
 
-    def track(self, controller: Controller) -> None:
+    def track(self, controller: ControllerView) -> None:
         self._controllers[controller.name] = controller
 
     def collect(self) -> Iterator[Metric]:
@@ -124,13 +125,13 @@ class ControllerStateCollector(Collector):
         )
         now = time.monotonic()
         for name, controller in sorted(self._controllers.items()):
-            queue = controller.queue
-            running = [now - since for since in queue.processing_since().values()]
-            depth.add_metric([queue.name, name], len(queue))
-            unfinished.add_metric([queue.name, name], sum(running))
-            longest.add_metric([queue.name, name], max(running, default=0.0))
+            # A controller's queue is named after it, as in controller-runtime.
+            running = [now - since for since in controller.processing_since().values()]
+            depth.add_metric([name, name], controller.queue_depth())
+            unfinished.add_metric([name, name], sum(running))
+            longest.add_metric([name, name], max(running, default=0.0))
             active.add_metric([name], controller.active_workers)
-            maximum.add_metric([name], controller.options.max_concurrent_reconciles)
+            maximum.add_metric([name], controller.max_concurrent_reconciles)
         yield from (depth, unfinished, longest, active, maximum)
 
 
@@ -241,6 +242,12 @@ def create_metrics() -> OperatorMetrics:
             "wukong_api_request_cancellations_total",
             "API requests that ended without an answer, by cancel reason",
             labelnames=("verb", "resource", "reason"),
+            registry=registry,
+        ),
+        observer_failures=Counter(
+            "wukong_observer_failures_total",
+            "Times a runtime observer raised (contained: the runtime went on), by observer",
+            labelnames=("observer",),
             registry=registry,
         ),
     )

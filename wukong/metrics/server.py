@@ -1,4 +1,4 @@
-"""The `/metrics` endpoint: one registry, served over HTTP by aiohttp.
+"""The `/metrics` endpoint: one registry, served by the runtime's `HttpServer`.
 
 Content negotiation follows Prometheus: a scraper that sends
 `Accept: application/openmetrics-text` gets OpenMetrics, the only format that
@@ -15,40 +15,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from wukong.runtime.httpserver import HttpServer
 
-class MetricsServer:
+
+class MetricsServer(HttpServer):
     """Serves `registry` at `/metrics`. `await start(bind)`, then `await stop()`."""
 
     def __init__(self, *, registry: CollectorRegistry) -> None:
         self._registry = registry
-        self._runner: web.AppRunner | None = None
-
-    async def start(self, bind: str) -> int:
-        """Listen on `bind` ("host:port"; port 0 picks a free one); return the port."""
-        if self._runner is not None:
-            raise RuntimeError("metrics server already started")
-        host, _, port = bind.rpartition(":")
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        # The first listening socket's port: the one asked for, or the free one chosen.
-        for address in runner.addresses:
-            if isinstance(address, tuple):
-                return int(address[1])
-        return int(port)
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        super().__init__(routes={"/metrics": self._metrics})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wukong.errors import UserError
-from wukong.metrics import MetricsServer, instrument
+from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
 from wukong.operator.resources import (
@@ -31,6 +31,7 @@ from wukong.runtime.context import CancelReason
 from wukong.runtime.errors import ApiError, NotFound
 from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import Manager
+from wukong.runtime.observer import RuntimeObserver
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
@@ -90,6 +91,11 @@ async def run_operator(settings: OperatorSettings) -> int:
             if settings.leader_elect
             else None
         )
+        metrics = RuntimeMetrics()
+        provider = configure_tracing()
+        observers: list[RuntimeObserver] = [metrics]
+        if provider is not None:
+            observers.append(ReconcileTracer(provider=provider))
         manager = Manager(
             client=client,
             namespace=settings.namespace,
@@ -97,12 +103,9 @@ async def run_operator(settings: OperatorSettings) -> int:
             health_bind=None if settings.health_bind == "0" else settings.health_bind,
             reconcile_timeout=settings.reconcile_timeout,
             shutdown_grace=settings.shutdown_grace,
+            observers=observers,
         )
         add_wukong_controller(manager, max_concurrent_reconciles=settings.max_concurrent_reconciles)
-        provider = configure_tracing()
-        if provider is not None:
-            ReconcileTracer(provider=provider).instrument(manager)
-        metrics = instrument(manager)
         server = MetricsServer(registry=metrics.metrics.registry)
         if settings.metrics_bind != "0":
             port = await _listen(server, settings.metrics_bind)

@@ -16,27 +16,36 @@ flight (aiohttp closes the connection on cancellation).
 Errors. Error answers raise the distinct exceptions of `wukong.runtime.errors`.
 429 answers with `Retry-After` are retried within the time bound, as client-go does.
 
-Observation. Each finished call is reported to the `ApiCallObserver`s given at
-construction (metrics count them, tracing makes child spans).
+Observation. Each finished call is reported as an `ApiCall` to the client's
+`RuntimeObserver` (the manager's observers: metrics count calls, tracing makes
+child spans), together with the reconcile it was made for and, if it ended
+early, why (`cancellation.decide_cancel_reason`), so no observer has to
+reconstruct either.
 """
 
 import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
+from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime.cancellation import decide_cancel_reason
 from wukong.runtime.errors import ApiError, ApiTimeout, api_error
+from wukong.runtime.observer import ApiCall, RuntimeObserver
 from wukong.runtime.resources import Resource
+
+if TYPE_CHECKING:
+    from wukong.runtime.context import ReconcileContext
 
 Object = dict[str, Any]
 # Defined here: inside Client, `list` names the verb, not the builtin.
@@ -63,26 +72,6 @@ class WatchEvent:
     object: Object
 
 
-@dataclass(frozen=True, kw_only=True)
-class ApiCall:
-    """One finished API call, as reported to observers."""
-
-    verb: str  # Kubernetes verb: get, list, watch, create, update, patch, delete
-    method: str  # HTTP method
-    resource: str  # plural, e.g. "wukongs"
-    namespace: str | None
-    path: str
-    status_code: int | None  # None when no answer arrived (timeout, cancellation)
-    started: float  # time.time()
-    duration: float
-    retries: int
-    error: BaseException | None
-
-
-class ApiCallObserver(Protocol):
-    def __call__(self, call: ApiCall) -> None: ...
-
-
 @dataclass(frozen=True)
 class _Verb:
     name: str
@@ -96,12 +85,14 @@ class Client:
         self,
         api_client: k8s_client.ApiClient,
         *,
-        observers: Sequence[ApiCallObserver] = (),
+        observer: RuntimeObserver = NO_OBSERVER,
         deadline: float | None = None,
+        reconcile: "ReconcileContext | None" = None,
     ) -> None:
         self._api = api_client
-        self._observers = tuple(observers)
+        self._observer = observer
         self._deadline = deadline  # event-loop time, see with_deadline
+        self._reconcile = reconcile  # the reconcile this view makes calls for
 
     @classmethod
     async def from_kubeconfig(
@@ -109,7 +100,6 @@ class Client:
         path: str | Path | None = None,
         *,
         context: str | None = None,
-        observers: Sequence[ApiCallObserver] = (),
     ) -> Self:
         configuration = k8s_client.Configuration()
         await k8s_config.load_kube_config(
@@ -118,16 +108,16 @@ class Client:
             client_configuration=configuration,
             persist_config=False,
         )
-        return cls(k8s_client.ApiClient(configuration=configuration), observers=observers)
+        return cls(k8s_client.ApiClient(configuration=configuration))
 
     @classmethod
-    async def from_environment(cls, *, observers: Sequence[ApiCallObserver] = ()) -> Self:
+    async def from_environment(cls) -> Self:
         """In a pod: its service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             configuration = k8s_client.Configuration()
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return cls(k8s_client.ApiClient(configuration=configuration), observers=observers)
-        return await cls.from_kubeconfig(os.environ.get("KUBECONFIG") or None, observers=observers)
+            return cls(k8s_client.ApiClient(configuration=configuration))
+        return await cls.from_kubeconfig(os.environ.get("KUBECONFIG") or None)
 
     @property
     def host(self) -> str:
@@ -140,12 +130,30 @@ class Client:
 
         It shares the connection pool; closing it is the original's job.
         """
+        return self._view(deadline=deadline)
+
+    def observed_by(self, observer: RuntimeObserver) -> "Client":
+        """A view of this client that reports every call to `observer` (the manager's).
+
+        It shares the connection pool; closing it is the original's job.
+        """
+        return Client(
+            self._api, observer=observer, deadline=self._deadline, reconcile=self._reconcile
+        )
+
+    def _for_reconcile(self, ctx: "ReconcileContext") -> "Client":
+        """The view a reconcile uses: bounded by its deadline, its calls reported as its own."""
+        return self._view(deadline=ctx.deadline, reconcile=ctx)
+
+    def _view(self, *, deadline: float, reconcile: "ReconcileContext | None" = None) -> "Client":
         if self._deadline is not None:
             deadline = min(deadline, self._deadline)
-        return Client(self._api, observers=self._observers, deadline=deadline)
-
-    def add_observer(self, observer: ApiCallObserver) -> None:
-        self._observers = (*self._observers, observer)
+        return Client(
+            self._api,
+            observer=self._observer,
+            deadline=deadline,
+            reconcile=reconcile or self._reconcile,
+        )
 
     async def close(self) -> None:
         await self._api.close()
@@ -497,12 +505,21 @@ class Client:
         retries: int,
         error: BaseException | None,
     ) -> None:
-        if not self._observers:
+        if self._observer is NO_OBSERVER:
             return
+        reconcile = self._reconcile
+        reason = None
+        if error is not None:
+            reason = decide_cancel_reason(
+                error,
+                recorded=reconcile.cancel_reason if reconcile is not None else None,
+                deadline_passed=reconcile is not None and reconcile.remaining() <= 0,
+            )
         call = ApiCall(
             verb=verb.name,
             method=verb.method,
             resource=resource.plural,
+            host=self.host,
             namespace=namespace,
             path=path,
             status_code=status,
@@ -510,9 +527,10 @@ class Client:
             duration=time.monotonic() - started,
             retries=retries,
             error=error,
+            cancel_reason=reason,
+            reconcile=reconcile,
         )
-        for observer in self._observers:
-            observer(call)
+        self._observer.api_call(call)
 
 
 _GET = _Verb("get", "GET")

@@ -12,7 +12,12 @@ task does not overwrite `shutdown` (double cancel is a no-op for the reason).
 
 The context is passed explicitly to `reconcile`; reconcilers must not keep it
 after returning. `ctx.client` is the manager's client bounded by the deadline,
-so every API call made through it gets at most `ctx.remaining()`.
+so every API call made through it gets at most `ctx.remaining()`, and is
+reported to observers as this reconcile's.
+
+`ctx.span` is the reconcile's OpenTelemetry span when tracing is on (the
+tracing observer makes it current in the reconcile's task; the context only
+reads it back), else None.
 """
 
 import asyncio
@@ -21,21 +26,25 @@ import datetime
 import logging
 import uuid
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from opentelemetry import trace
+
+from wukong.runtime.cancellation import CancelReason
 from wukong.runtime.client import Client
 
+# The deadline a reconcile gets unless the manager or controller says otherwise
+# (`wukong run --reconcile-timeout`).
+DEFAULT_RECONCILE_TIMEOUT = 15.0
 
-class CancelReason(StrEnum):
-    """Why a reconcile stopped early. One label set for metrics, spans, logs and probes."""
-
-    DEADLINE_EXCEEDED = "deadline_exceeded"
-    SHUTDOWN = "shutdown"
-    LEADER_LOST = "leader_lost"
-    DELETED = "deleted"  # the object went away while it was being reconciled
-    API_TIMEOUT = "api_timeout"  # one API call ran out of its own time
-    PARENT_CANCELLED = "parent_cancelled"  # cancelled from outside, no reason given
+__all__ = [
+    "DEFAULT_RECONCILE_TIMEOUT",
+    "CancelReason",
+    "ReconcileContext",
+    "ReconcileLink",
+    "Request",
+    "Result",
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -126,21 +135,19 @@ class ReconcileContext:
         self.started_wall = datetime.datetime.now(datetime.UTC)
         self.deadline = self.started + timeout
         self.deadline_wall = self.started_wall + datetime.timedelta(seconds=timeout)
-        self.client = client.with_deadline(self.deadline)
         self.reconcile_id = uuid.uuid4().hex[:16]
+        self.client = client._for_reconcile(self)
         self.logger = ReconcileLogger(logger, self)
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
         # and the link to the reconcile that asked for this one.
         self.due_at = due_at
         self.link = link
-        # Set by the tracing integration when a reconcile starts.
         self.span: Any = None
-        # The contextvars the reconcile task will run in. STARTED observers
-        # may set values in it (tracing makes its span current there) because
-        # the task is created only after they have run.
-        self.task_context = contextvars.copy_context()
+        # The contextvars the reconcile task will run in. Observers of STARTED
+        # may set values in it (tracing makes its span current there): the task
+        # is created only after they have run.
+        self._task_context = contextvars.copy_context()
         self._cancel_reason: CancelReason | None = None
-        self._cancel_requested_at: float | None = None
         self._task: asyncio.Task[Any] | None = None
 
     def as_link(self) -> ReconcileLink:
@@ -157,28 +164,24 @@ class ReconcileContext:
     def cancel_reason(self) -> CancelReason | None:
         return self._cancel_reason
 
-    @property
-    def cancel_requested_at(self) -> float | None:
-        return self._cancel_requested_at
-
-    def attach(self, task: "asyncio.Task[Any]") -> None:
-        """Bind the task that runs this reconcile (done by the controller)."""
+    def _attach(self, task: "asyncio.Task[Any]") -> None:
+        """Bind the task that runs this reconcile (done by the controller, after STARTED)."""
         self._task = task
+        span = self._task_context.run(trace.get_current_span)
+        self.span = span if span.get_span_context().is_valid else None
 
     def cancel(self, reason: CancelReason) -> bool:
         """Record `reason` and cancel the reconcile task; False if already cancelling or done."""
         if self._cancel_reason is not None or self._task is None or self._task.done():
             return False
         self._cancel_reason = reason
-        self._cancel_requested_at = asyncio.get_running_loop().time()
         self._task.cancel(msg=reason.value)
         return True
 
-    def record_reason(self, reason: CancelReason) -> None:
+    def _record_reason(self, reason: CancelReason) -> None:
         """Record why the reconcile ended early when nobody called `cancel` (e.g. api_timeout)."""
         if self._cancel_reason is None:
             self._cancel_reason = reason
-            self._cancel_requested_at = asyncio.get_running_loop().time()
 
     def __repr__(self) -> str:
         return f"<ReconcileContext {self.controller} {self.request} id={self.reconcile_id}>"

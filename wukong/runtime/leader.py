@@ -42,15 +42,16 @@ import math
 import random
 import socket
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound
+from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import Resource
 
 LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease")
@@ -145,10 +146,16 @@ def _micro_time() -> str:
 class LeaderElector:
     """Contends for one Lease as one identity: `acquire`, then `keep`, then `release`."""
 
-    def __init__(self, *, client: Client, config: LeaderElectionConfig) -> None:
+    def __init__(
+        self,
+        *,
+        client: Client,
+        config: LeaderElectionConfig,
+        observer: RuntimeObserver = NO_OBSERVER,
+    ) -> None:
         self._client = client
         self._config = config
-        self._observers: list[Callable[[bool], None]] = []
+        self._observer = observer
         self._is_leader = False
         self._lease: Object | None = None  # as this elector last wrote it
         self._observed: _Record | None = None
@@ -171,15 +178,14 @@ class LeaderElector:
         """True from a successful `acquire` until leadership is lost or released."""
         return self._is_leader
 
-    def add_observer(self, callback: Callable[[bool], None]) -> None:
-        """Call `callback(is_leader)` on every change of leadership (not the current state)."""
-        self._observers.append(callback)
-
     async def acquire(self) -> None:
         """Return once this identity holds the Lease, creating it if absent."""
         if self._is_leader:
             return
         _log.info("trying to acquire lease %s as %s", self._lease_key, self.identity)
+        # Report "not leading" once before campaigning, so a standby shows 0
+        # rather than nothing (leader_election_master_status).
+        self._observer.leadership_changed(self._config.name, False)
         while True:
             async with self._lock:
                 outcome = await self._attempt(deadline=None, leading=False)
@@ -420,9 +426,4 @@ class LeaderElector:
         if leading == self._is_leader:
             return
         self._is_leader = leading
-        for observer in self._observers:
-            try:
-                observer(leading)
-            except Exception:
-                # An observer (metrics) must not break the election.
-                _log.exception("leadership observer %r failed", observer)
+        self._observer.leadership_changed(self._config.name, leading)

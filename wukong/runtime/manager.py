@@ -3,7 +3,7 @@
 Lifecycle of `run()`:
 
 1. Serve `/healthz` and `/readyz` (if `health_bind` is set); start the
-   watchdog that reports blocking code (see `loopwatch`).
+   watchdog that reports blocking code (see `_loopwatch`).
 2. Start one shared informer per watched resource and wait until all have
    listed once (`/readyz` turns ok).
 3. With leader election: wait to acquire the Lease. Only the leader reconciles
@@ -18,6 +18,13 @@ Lifecycle of `run()`:
 `run()` returns the reason it stopped. After `leader_lost` the process should
 exit (as controller-runtime does): another replica now leads, and a process
 that lost the lease cannot know what it missed.
+
+Observers. `Manager(observers=[...])` registers `RuntimeObserver`s once; the
+manager fans every event out to them: its client's API calls (`self.client`
+is the caller's client observed by them), each controller's queue and
+reconciles (whenever the controller is added), leader election and the
+watchdog. The node agent's probe points (`probes.AuditProbes`) are always one
+of them.
 """
 
 import asyncio
@@ -29,21 +36,26 @@ from typing import Any
 
 from aiohttp import web
 
+from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime._loopwatch import LoopBlockDetector
+from wukong.runtime._running import RunningController
+from wukong.runtime.cancellation import CancelReason
 from wukong.runtime.client import Client
-from wukong.runtime.context import CancelReason
-from wukong.runtime.controller import DEFAULT_RECONCILE_TIMEOUT, Controller
+from wukong.runtime.context import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime.controller import Controller
+from wukong.runtime.httpserver import HttpServer
 from wukong.runtime.informer import Informer
 from wukong.runtime.leader import LeaderElectionConfig, LeaderElector
-from wukong.runtime.lifecycle import LifecycleObserver
-from wukong.runtime.loopwatch import LoopBlockDetector
+from wukong.runtime.observer import ControllerView, RuntimeObserver
 from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import Resource
-from wukong.runtime.workqueue import QueueObserver
 
 log = logging.getLogger(__name__)
 
 
 class Manager:
+    """Runs controllers on shared informers, with leader election, health and observers."""
+
     def __init__(
         self,
         *,
@@ -54,30 +66,35 @@ class Manager:
         shutdown_grace: float = 30.0,
         block_warning_seconds: float | None = 1.0,
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
-        lifecycle_observers: Sequence[LifecycleObserver] = (),
-        queue_observer: QueueObserver | None = None,
+        observers: Sequence[RuntimeObserver] = (),
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
-        self.client = client
+        # USDT probe points for the node agent: always on, because they cost
+        # one memory read per event while no tracer is attached (see probes).
+        self._observer = ObserverFanout([AuditProbes(), *observers])
+        self.client = client.observed_by(self._observer)
         self.namespace = namespace
         self.shutdown_grace = shutdown_grace
         self.elector = (
-            LeaderElector(client=client, config=leader_election) if leader_election else None
+            LeaderElector(client=self.client, config=leader_election, observer=self._observer)
+            if leader_election
+            else None
         )
         self._health_bind = health_bind
         self.block_detector = (
-            LoopBlockDetector(threshold=block_warning_seconds) if block_warning_seconds else None
+            LoopBlockDetector(threshold=block_warning_seconds, observer=self._observer)
+            if block_warning_seconds
+            else None
         )
         self.reconcile_timeout = reconcile_timeout
-        # USDT probe points for the node agent: on by default because they cost
-        # one memory read per event while no tracer is attached (see probes).
-        self._lifecycle_observers: list[LifecycleObserver] = [AuditProbes(), *lifecycle_observers]
-        self._queue_observer = queue_observer
         self._informers: dict[Resource, Informer] = {}
-        self._controllers: list[Controller] = []
+        self._controllers: list[RunningController] = []
         self._stop = asyncio.Event()
+        self._started = False  # controllers' workers run
         self._stopping = False
+        self._informer_tasks: list[asyncio.Task[None]] | None = None  # set by run()
+        self._health = HttpServer(routes={"/healthz": self._healthz, "/readyz": self._readyz})
         self.health_port: int | None = None
 
     # -- building ---------------------------------------------------------------------
@@ -89,21 +106,41 @@ class Manager:
             namespace = self.namespace if resource.namespaced else None
             informer = Informer(client=self.client, resource=resource, namespace=namespace)
             self._informers[resource] = informer
+            if self._informer_tasks is not None:
+                self._start_informer(resource, informer)  # for a controller added while running
         return informer
 
-    def add(self, controller: Controller) -> None:
-        if controller.options.reconcile_timeout is None:
-            controller.reconcile_timeout = self.reconcile_timeout
-        if self._queue_observer is not None:
-            controller.queue.observer = self._queue_observer
-        controller.bind(informer_for=self.informer)
-        for observer in self._lifecycle_observers:
-            controller.lifecycle.subscribe(observer)
-        self._controllers.append(controller)
+    def _start_informer(self, resource: Resource, informer: Informer) -> None:
+        assert self._informer_tasks is not None
+        self._informer_tasks.append(
+            asyncio.create_task(informer.run(), name=f"informer {resource.plural}")
+        )
+
+    def add(self, controller: Controller) -> ControllerView:
+        """Run `controller` with this manager; before or after `run()` started."""
+        if any(running.name == controller.name for running in self._controllers):
+            raise ValueError(f"a controller named {controller.name!r} is already added")
+        running = RunningController(
+            controller,
+            client=self.client,
+            observer=self._observer,
+            reconcile_timeout=self.reconcile_timeout,
+        )
+        running.bind(informer_for=self.informer)
+        self._controllers.append(running)
+        self._observer.controller_added(running)
+        if self._started:
+            running.start()
+        return running
 
     @property
-    def controllers(self) -> list[Controller]:
+    def controllers(self) -> list[ControllerView]:
         return list(self._controllers)
+
+    @property
+    def observer_failures(self) -> int:
+        """How many times an observer raised (each is contained; see `observer`)."""
+        return self._observer.failures
 
     # -- running ----------------------------------------------------------------------
 
@@ -129,13 +166,14 @@ class Manager:
         )
 
     async def run(self) -> CancelReason:
-        runner = await self._start_health()
+        if self._health_bind:
+            self.health_port = await self._health.start(self._health_bind)
         if self.block_detector is not None:
             self.block_detector.start()
-        informer_tasks = [
-            asyncio.create_task(informer.run(), name=f"informer {resource.plural}")
-            for resource, informer in self._informers.items()
-        ]
+        informer_tasks: list[asyncio.Task[None]] = []
+        self._informer_tasks = informer_tasks
+        for resource, informer in self._informers.items():
+            self._start_informer(resource, informer)
         lost: asyncio.Task[None] | None = None
         reason = CancelReason.SHUTDOWN
         try:
@@ -145,8 +183,9 @@ class Manager:
                 if not await self._until_stopped(self.elector.acquire()):
                     return reason
                 lost = asyncio.create_task(self.elector.keep(), name="leader election")
+            self._started = True
             for controller in self._controllers:
-                controller.start(client=self.client)
+                controller.start()
             stop_wait = asyncio.create_task(self._stop.wait())
             waiters: set[asyncio.Future[object]] = {stop_wait}  # type: ignore[arg-type]
             if lost is not None:
@@ -158,7 +197,7 @@ class Manager:
             return reason
         finally:
             self._stopping = True
-            await self._shutdown(reason, informer_tasks, lost, runner)
+            await self._shutdown(reason, informer_tasks, lost)
 
     async def _until_stopped(self, coroutine: Coroutine[Any, Any, None]) -> bool:
         """Run `coroutine` unless stop() comes first; True if it completed."""
@@ -193,7 +232,6 @@ class Manager:
         reason: CancelReason,
         informer_tasks: list["asyncio.Task[None]"],
         lost: "asyncio.Task[None] | None",
-        runner: web.AppRunner | None,
     ) -> None:
         log.info("stopping controllers (reason: %s)", reason)
         await asyncio.gather(
@@ -208,28 +246,11 @@ class Manager:
         for task in informer_tasks:
             task.cancel()
         await asyncio.gather(*informer_tasks, return_exceptions=True)
-        if runner is not None:
-            await runner.cleanup()
+        await self._health.stop()
         if self.block_detector is not None:
             self.block_detector.stop()
 
     # -- health -------------------------------------------------------------------------
-
-    async def _start_health(self) -> web.AppRunner | None:
-        if not self._health_bind:
-            return None
-        host, _, port = self._health_bind.rpartition(":")
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
-        await site.start()
-        server = site._server
-        if server is not None and server.sockets:  # type: ignore[attr-defined]
-            self.health_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return runner
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -21,7 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-from wukong.runtime.lifecycle import LifecycleEvent, Outcome, Step
+from wukong.runtime.observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,12 @@ def _load_bias(pid: int | str) -> int:
     return 0
 
 
-class AuditProbes:
-    """A lifecycle observer emitting `wukong.reconcile.*` audit events while traced."""
+class AuditProbes(RuntimeObserver):
+    """The observer emitting `wukong.reconcile.*` audit events while traced.
+
+    The manager always registers it (it costs one memory load per event while
+    no tracer is attached).
+    """
 
     def __init__(self) -> None:
         address = audit_semaphore()
@@ -86,12 +90,10 @@ class AuditProbes:
     def traced(self) -> bool:
         return self._semaphore is not None and self._semaphore.value > 0
 
-    def __call__(self, event: LifecycleEvent) -> None:
+    def reconcile(self, event: LifecycleEvent) -> None:
         if self._semaphore is None or not self._semaphore.value:
             return
         ctx = event.context
-        if ctx is None:
-            return
         key = str(event.request)
         budget_ms = round(ctx.timeout * 1000)
         if event.step is Step.STARTED:

@@ -1,4 +1,7 @@
-"""Reconcile spans, built from the runtime's lifecycle events and API calls.
+"""Reconcile spans: the tracing observer of the runtime.
+
+`ReconcileTracer` is a `RuntimeObserver`; register it with the manager
+(`Manager(observers=[ReconcileTracer(provider=...)])`).
 
 One span per reconcile, `reconcile <Kind>`:
 
@@ -20,7 +23,8 @@ parent_cancelled (work did not finish when it should have); OK for shutdown,
 leader_lost and deleted (the operator chose to stop).
 
 API calls become child spans after they finish, with their real start and end
-times (`ApiCall` carries both), so the client needs no tracing code.
+times (`ApiCall` carries both, and the reconcile they were made for), so the
+client needs no tracing code.
 """
 
 from typing import Any
@@ -29,38 +33,41 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from wukong.runtime.client import ApiCall
-from wukong.runtime.context import CancelReason, ReconcileContext, ReconcileLink
-from wukong.runtime.errors import ApiTimeout, Conflict
-from wukong.runtime.lifecycle import LifecycleEvent, Outcome, Step
+from wukong.runtime.cancellation import CancelReason
+from wukong.runtime.context import ReconcileContext, ReconcileLink
+from wukong.runtime.errors import Conflict
+from wukong.runtime.observer import (
+    ApiCall,
+    ControllerView,
+    LifecycleEvent,
+    Outcome,
+    RuntimeObserver,
+    Step,
+)
 
 _EXPECTED_STOPS = {CancelReason.SHUTDOWN, CancelReason.LEADER_LOST, CancelReason.DELETED}
 _NS = 1_000_000_000
 
 
-class ReconcileTracer:
-    """Lifecycle and API-call observers that produce the contract's spans."""
+class ReconcileTracer(RuntimeObserver):
+    """The observer that produces the contract's reconcile and API-call spans."""
 
-    def __init__(self, *, provider: TracerProvider, kinds: dict[str, str] | None = None) -> None:
+    name = "tracing"
+
+    def __init__(self, *, provider: TracerProvider) -> None:
         self._tracer: Tracer = provider.get_tracer("wukong.runtime")
         # controller name -> primary kind, for span names
-        self._kinds = dict(kinds or {})
+        self._kinds: dict[str, str] = {}
 
-    def instrument(self, manager: Any) -> None:
-        """Observe every controller of `manager` and its client's API calls."""
-        for controller in manager.controllers:
-            self._kinds[controller.name] = controller.primary.kind
-            controller.lifecycle.subscribe(self.lifecycle)
-        manager.client.add_observer(self.api_call)
+    def controller_added(self, controller: ControllerView) -> None:
+        self._kinds[controller.name] = controller.kind
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def lifecycle(self, event: LifecycleEvent) -> None:
+    def reconcile(self, event: LifecycleEvent) -> None:
         ctx = event.context
-        if ctx is None:
-            return
         if event.step is Step.STARTED:
-            self._start(ctx)
+            self._start(event)
         elif ctx.span is None:
             return
         elif event.step is Step.CANCEL_REQUESTED:
@@ -75,7 +82,8 @@ class ReconcileTracer:
         elif event.step is Step.FINISHED:
             self._finish(ctx, event)
 
-    def _start(self, ctx: ReconcileContext) -> None:
+    def _start(self, event: LifecycleEvent) -> None:
+        ctx = event.context
         links = []
         if isinstance(ctx.link, ReconcileLink) and ctx.link.span is not None:
             links.append(Link(ctx.link.span.get_span_context(), {"wukong.link": "requeued_by"}))
@@ -100,9 +108,9 @@ class ReconcileTracer:
             links=links,
             start_time=int(ctx.started_wall.timestamp() * _NS),
         )
-        ctx.span = span
-        # Make it current inside the reconcile task (see ReconcileContext.task_context).
-        ctx.task_context.run(otel_context.attach, trace.set_span_in_context(span))
+        # Current inside the reconcile task; the context reads it back from there.
+        assert event.task_context is not None
+        event.task_context.run(otel_context.attach, trace.set_span_in_context(span))
 
     def _finish(self, ctx: ReconcileContext, event: LifecycleEvent) -> None:
         span = ctx.span
@@ -132,9 +140,14 @@ class ReconcileTracer:
     # -- API calls ---------------------------------------------------------------------
 
     def api_call(self, call: ApiCall) -> None:
+        if call.reconcile is None or call.reconcile.span is None:
+            return  # not made for a traced reconcile (informers, leader election)
+        # The innermost span the reconcile had open (its own child spans
+        # included); the reconcile's span when the call ran elsewhere.
         parent = trace.get_current_span()
         if not parent.get_span_context().is_valid:
-            return  # not inside a traced reconcile (informers, leader election)
+            parent = call.reconcile.span
+        parent_context = trace.set_span_in_context(parent)
         attributes: dict[str, Any] = {
             "http.request.method": call.method,
             "k8s.verb": call.verb,
@@ -148,6 +161,7 @@ class ReconcileTracer:
         start = int(call.started * _NS)
         span = self._tracer.start_span(
             f"{call.verb} {call.resource}",
+            context=parent_context,
             kind=SpanKind.CLIENT,
             attributes=attributes,
             start_time=start,
@@ -157,11 +171,9 @@ class ReconcileTracer:
             span.set_status(Status(StatusCode.OK))
         else:
             span.set_attribute("error.type", type(error).__name__)
-            if isinstance(error, ApiTimeout):
-                span.add_event("cancelled", {"wukong.cancel.reason": "api_timeout"})
+            if call.cancel_reason is not None:
+                span.add_event("cancelled", {"wukong.cancel.reason": str(call.cancel_reason)})
             elif isinstance(error, Conflict):
                 parent.add_event("conflict", {"k8s.resource": call.resource})
-            elif type(error).__name__ == "CancelledError":
-                span.add_event("cancelled")
             span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
         span.end(end_time=start + int(call.duration * _NS))

@@ -43,16 +43,14 @@ The queue is not thread-safe: all calls come from one event loop, and
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Protocol
 
+from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.ratelimit import RateLimiter, default_controller_rate_limiter
-
-log = logging.getLogger(__name__)
 
 
 class QueueShutDown(Exception):
@@ -67,26 +65,6 @@ class Ticket:
     added_at: float  # monotonic: entered the queue (while not already queued)
     due_at: float | None  # monotonic: when an add_after was due; None for plain adds
     link: object | None  # opaque, from the add (e.g. a link to the requesting reconcile)
-
-
-class QueueObserver(Protocol):
-    """Metrics hooks. Called synchronously on the event loop; must be quick."""
-
-    def on_add(self, queue: str) -> None:
-        """A key entered the queue (adds merged by dedup are not counted)."""
-        ...
-
-    def on_get(self, queue: str, waited: float) -> None:
-        """A worker took a key that had waited `waited` seconds."""
-        ...
-
-    def on_done(self, queue: str, worked: float) -> None:
-        """A worker finished a key after `worked` seconds."""
-        ...
-
-    def on_retry(self, queue: str) -> None:
-        """A key was added rate-limited."""
-        ...
 
 
 @dataclass
@@ -119,14 +97,13 @@ class WorkQueue:
         *,
         name: str,
         rate_limiter: RateLimiter | None = None,
-        observer: QueueObserver | None = None,
+        observer: RuntimeObserver = NO_OBSERVER,
     ) -> None:
         self.name = name
         self.rate_limiter = (
             rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
         )
-        # Public so a manager can plug metrics in after construction.
-        self.observer = observer
+        self._observer = observer
         # Keys ready to hand out, in order. Invariant: every key here is in
         # _dirty and not in _processing.
         self._queue: deque[Hashable] = deque()
@@ -169,7 +146,7 @@ class WorkQueue:
         """Queue `key` after the rate limiter's delay (a retry)."""
         if self._shutting_down:
             return
-        self._notify(lambda observer: observer.on_retry(self.name))
+        self._observer.queue_retried(self.name)
         self.add_after(key, self.rate_limiter.when(key), link=link)
 
     def forget(self, key: Hashable) -> None:
@@ -193,7 +170,7 @@ class WorkQueue:
             entry.merge(due_at=due_at, link=link)
             return
         self._dirty[key] = _Entry(added_at=time.monotonic(), due_at=due_at, link=link)
-        self._notify(lambda observer: observer.on_add(self.name))
+        self._observer.queue_added(self.name)
         if key in self._processing:
             return  # `done` queues it, so that two workers never hold the same key
         self._queue.append(key)
@@ -226,7 +203,7 @@ class WorkQueue:
         now = time.monotonic()
         self._processing[key] = now
         waited = now - entry.added_at
-        self._notify(lambda observer: observer.on_get(self.name, waited))
+        self._observer.queue_got(self.name, waited)
         return Ticket(key=key, added_at=entry.added_at, due_at=entry.due_at, link=entry.link)
 
     def done(self, key: Hashable) -> None:
@@ -235,7 +212,7 @@ class WorkQueue:
         if started is None:
             return
         worked = time.monotonic() - started
-        self._notify(lambda observer: observer.on_done(self.name, worked))
+        self._observer.queue_done(self.name, worked)
         if key in self._dirty:
             self._queue.append(key)
             self._wake_one()
@@ -278,13 +255,3 @@ class WorkQueue:
     def processing_since(self) -> dict[Hashable, float]:
         """Monotonic start time of each key being processed."""
         return dict(self._processing)
-
-    def _notify(self, call: Callable[[QueueObserver], None]) -> None:
-        # Metrics must never break the queue (an add comes from an informer's
-        # event handler): a failing observer is logged and skipped.
-        if self.observer is None:
-            return
-        try:
-            call(self.observer)
-        except Exception:
-            log.exception("work queue %s: observer %r failed", self.name, self.observer)

@@ -7,26 +7,26 @@ asyncio is delivered at an `await`. Nothing inside the loop can see this, so a
 watchdog thread does: the loop bumps a heartbeat every `threshold / 4`
 seconds; when the thread finds the heartbeat older than `threshold`, it logs a
 WARNING naming the task that is running (reconcile tasks are named
-`reconcile <controller> <namespace/name>`), once per blocked stretch.
+`reconcile <controller> <namespace/name>`), once per blocked stretch, and
+reports it to the observer (`loop_blocked`) on the loop once it turns again.
 """
 
 import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+
+from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime.observer import RuntimeObserver
 
 log = logging.getLogger(__name__)
 
-BlockObserver = Callable[[float, str | None], None]  # (seconds blocked so far, task name)
-
 
 class LoopBlockDetector:
-    def __init__(self, *, threshold: float = 1.0, observer: BlockObserver | None = None) -> None:
+    def __init__(self, *, threshold: float = 1.0, observer: RuntimeObserver = NO_OBSERVER) -> None:
         if threshold <= 0:
             raise ValueError("threshold must be positive")
         self.threshold = threshold
-        self.blocks = 0  # blocked stretches seen so far
         self._observer = observer
         self._beat = time.monotonic()
         self._stop = threading.Event()
@@ -60,7 +60,6 @@ class LoopBlockDetector:
             if blocked < self.threshold or beat == reported_beat:
                 continue
             reported_beat = beat
-            self.blocks += 1
             task = self._running_task()
             log.warning(
                 "event loop blocked for %.1fs in %s: blocking code cannot be cancelled and "
@@ -68,8 +67,10 @@ class LoopBlockDetector:
                 blocked,
                 task or "no task",
             )
-            if self._observer is not None:
-                self._observer(blocked, task)
+            # Observers run on the loop, never on this thread; the call waits
+            # in the loop's queue until the blocking code lets go.
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._observer.loop_blocked, blocked, task)
 
     def _running_task(self) -> str | None:
         # Read from another thread: a plain dict lookup under the GIL, racy only

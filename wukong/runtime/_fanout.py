@@ -1,0 +1,109 @@
+"""Fans runtime events out to the registered observers, isolating the runtime from them.
+
+The runtime's parts each hold one `RuntimeObserver`: this fan-out, made by the
+manager from `Manager(observers=[...])`. For each method it keeps only the
+observers that override it, so an event nobody watches costs one empty loop.
+An observer that raises is logged once per (observer, method) with its
+traceback, then only counted, and the other observers hear of it through
+`observer_failed` (metrics turn that into a counter): a broken observer must
+never break the reconcile, the API call or the election that reported to it.
+"""
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from wukong.runtime.observer import ApiCall, ControllerView, LifecycleEvent, RuntimeObserver
+
+log = logging.getLogger("wukong.runtime.observer")
+
+_METHODS = tuple(
+    name
+    for name, value in vars(RuntimeObserver).items()
+    if callable(value) and not name.startswith("_")
+)
+
+_Call = tuple[str, Callable[..., None]]  # (observer's name, its bound method)
+
+
+def _overrides(observer: object, method: str) -> bool:
+    own = getattr(type(observer), method, None)
+    return own is not None and own is not getattr(RuntimeObserver, method)
+
+
+class ObserverFanout(RuntimeObserver):
+    """A `RuntimeObserver` that calls every observer's overridden method, failures contained."""
+
+    def __init__(self, observers: Iterable[RuntimeObserver] = ()) -> None:
+        self.observers = tuple(observers)
+        self._calls: dict[str, tuple[_Call, ...]] = {
+            method: tuple(
+                (_name(observer), getattr(observer, method))
+                for observer in self.observers
+                if _overrides(observer, method)
+            )
+            for method in _METHODS
+        }
+        self._logged: set[tuple[str, str]] = set()
+        self.failures = 0
+
+    def _dispatch(self, method: str, *args: Any) -> None:
+        for observer, call in self._calls[method]:
+            try:
+                call(*args)
+            except Exception:
+                self._failed(observer, method)
+
+    def _failed(self, observer: str, method: str) -> None:
+        self.failures += 1
+        if (observer, method) not in self._logged:
+            self._logged.add((observer, method))
+            log.exception(
+                "observer %s failed in %s; the runtime goes on (further failures are only counted)",
+                observer,
+                method,
+            )
+        for other, call in self._calls["observer_failed"]:
+            if other == observer:
+                continue  # it is the one failing: do not ask it again
+            try:
+                call(observer, method)
+            except Exception:
+                self.failures += 1
+
+    def controller_added(self, controller: ControllerView) -> None:
+        self._dispatch("controller_added", controller)
+
+    def queue_added(self, queue: str) -> None:
+        self._dispatch("queue_added", queue)
+
+    def queue_got(self, queue: str, waited: float) -> None:
+        self._dispatch("queue_got", queue, waited)
+
+    def queue_done(self, queue: str, worked: float) -> None:
+        self._dispatch("queue_done", queue, worked)
+
+    def queue_retried(self, queue: str) -> None:
+        self._dispatch("queue_retried", queue)
+
+    def reconcile(self, event: LifecycleEvent) -> None:
+        self._dispatch("reconcile", event)
+
+    def api_call(self, call: ApiCall) -> None:
+        self._dispatch("api_call", call)
+
+    def leadership_changed(self, lease: str, leading: bool) -> None:
+        self._dispatch("leadership_changed", lease, leading)
+
+    def loop_blocked(self, seconds: float, task: str | None) -> None:
+        self._dispatch("loop_blocked", seconds, task)
+
+    def observer_failed(self, observer: str, method: str) -> None:
+        self._dispatch("observer_failed", observer, method)
+
+
+def _name(observer: object) -> str:
+    return getattr(observer, "name", None) or type(observer).__name__
+
+
+NO_OBSERVER = ObserverFanout()

@@ -1,0 +1,312 @@
+"""A controller's running state: its queue, its workers and the reconciles in flight.
+
+`Manager.add(controller)` creates one `RunningController` per `Controller`
+(the configuration), wired to the manager's shared informers, client and
+observers; the manager starts its workers once caches are synced and stops
+them on shutdown or leadership loss.
+
+Cancellation is a normal event: it is never logged at ERROR. A cancelled
+reconcile that does not unwind within `cancel_grace` (blocking code, or code
+that swallows `CancelledError`) is reported as STUCK at WARNING; its key stays
+reserved until it really ends, because two reconciles of one object at once
+would be worse than a late one.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable
+
+from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
+from wukong.runtime.cancellation import CancelReason, decide_cancel_reason
+from wukong.runtime.client import Client, Object
+from wukong.runtime.context import ReconcileContext, Request, Result
+from wukong.runtime.controller import Controller, MapFunc
+from wukong.runtime.informer import EventHandler, Informer
+from wukong.runtime.observer import LifecycleEvent, Outcome, RuntimeObserver, Step
+from wukong.runtime.resources import Resource
+
+log = logging.getLogger("wukong.runtime.controller")
+
+
+class RunningController:
+    """One controller at work. Implements `observer.ControllerView` for observers."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        client: Client,
+        observer: RuntimeObserver,
+        reconcile_timeout: float,
+    ) -> None:
+        self.config = controller
+        self.reconcile_timeout = controller.options.reconcile_timeout or reconcile_timeout
+        self.queue = WorkQueue(
+            name=controller.name, rate_limiter=controller.options.rate_limiter, observer=observer
+        )
+        self._client = client
+        self._observer = observer
+        self._in_flight: dict[Request, ReconcileContext] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
+
+    # -- ControllerView -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def kind(self) -> str:
+        return self.config.primary.kind
+
+    @property
+    def max_concurrent_reconciles(self) -> int:
+        return self.config.options.max_concurrent_reconciles
+
+    @property
+    def active_workers(self) -> int:
+        return len(self._in_flight)
+
+    def queue_depth(self) -> int:
+        return len(self.queue)
+
+    def processing_since(self) -> dict[Hashable, float]:
+        return self.queue.processing_since()
+
+    def in_flight(self) -> list[ReconcileContext]:
+        return list(self._in_flight.values())
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def bind(self, *, informer_for: Callable[[Resource], Informer]) -> None:
+        """Connect event handlers to the manager's shared informers."""
+        primary = self._handler(lambda obj: [_request_of(obj)])
+        informer_for(self.config.primary).add_handler(
+            EventHandler(
+                on_add=primary.on_add,
+                on_update=primary.on_update,
+                on_delete=self._on_primary_deleted,
+            )
+        )
+        for owned in self.config.owns:
+            informer_for(owned).add_handler(self._handler(self._owners_of))
+        for watch in self.config.watches:
+            informer_for(watch.resource).add_handler(self._handler(watch.map_func))
+
+    def enqueue(self, request: Request) -> None:
+        self.queue.add(request)
+
+    def _handler(self, requests_of: MapFunc) -> EventHandler:
+        """Enqueue what `requests_of` returns for every version an event shows."""
+
+        def on_change(obj: Object) -> None:
+            for request in requests_of(obj):
+                self.queue.add(request)
+
+        def on_update(old: Object, new: Object) -> None:
+            # Both versions: a changed owner or reference must reach both sides.
+            on_change(old)
+            on_change(new)
+
+        return EventHandler(on_add=on_change, on_update=on_update, on_delete=on_change)
+
+    def _on_primary_deleted(self, obj: Object) -> None:
+        request = _request_of(obj)
+        ctx = self._in_flight.get(request)
+        if ctx is not None:
+            self._cancel(ctx, CancelReason.DELETED)
+        self.queue.add(request)
+
+    def _owners_of(self, obj: Object) -> list[Request]:
+        primary = self.config.primary
+        return [
+            Request(obj["metadata"].get("namespace", ""), ref["name"])
+            for ref in obj["metadata"].get("ownerReferences") or []
+            if ref.get("controller")
+            and ref.get("kind") == primary.kind
+            and ref.get("apiVersion", "").rpartition("/")[0] == primary.group
+        ]
+
+    # -- running ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers (the manager does this once caches are synced)."""
+        for index in range(self.max_concurrent_reconciles):
+            self._workers.append(
+                asyncio.create_task(self._worker(), name=f"worker {self.name}/{index}")
+            )
+
+    async def stop(self, *, reason: CancelReason, grace: float) -> None:
+        """Stop taking work, cancel reconciles in flight with `reason`, wait up to `grace`."""
+        self.queue.shut_down()
+        for ctx in list(self._in_flight.values()):
+            self._cancel(ctx, reason)
+        if not self._workers:
+            return
+        _, pending = await asyncio.wait(self._workers, timeout=grace)
+        for worker in pending:
+            log.warning(
+                "controller %s: worker %s did not stop within %.1fs",
+                self.name,
+                worker.get_name(),
+                grace,
+            )
+            worker.cancel()
+        self._workers.clear()
+
+    async def _worker(self) -> None:
+        while True:
+            try:
+                ticket = await self.queue.get()
+            except QueueShutDown:
+                return
+            if self.queue.shutting_down:
+                # The queue still hands out keys that were waiting when it shut
+                # down; starting new reconciles now would only delay the exit.
+                self.queue.done(ticket.key)
+                return
+            try:
+                await self._reconcile(ticket)
+            finally:
+                self.queue.done(ticket.key)
+
+    async def _reconcile(self, ticket: Ticket) -> None:
+        request = ticket.key
+        assert isinstance(request, Request)
+        ctx = ReconcileContext(
+            controller=self.name,
+            request=request,
+            timeout=self.reconcile_timeout,
+            client=self._client,
+            logger=self._logger,
+            due_at=ticket.due_at,
+            link=ticket.link,
+        )
+        self._observer.reconcile(
+            LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context)
+        )
+        # Created after STARTED so observers can prepare its contextvars
+        # (e.g. the current span) for everything the reconcile awaits.
+        task = asyncio.create_task(
+            self.config.reconciler.reconcile(ctx, request),
+            name=f"reconcile {self.name} {request}",
+            context=ctx._task_context,
+        )
+        ctx._attach(task)
+        self._in_flight[request] = ctx
+        ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
+        loop = asyncio.get_running_loop()
+        # The deadline is a timer on the loop, not a wait_for around the task:
+        # the reconcile keeps running in its own task so that a reconcile that
+        # ignores cancellation can be seen (STUCK) rather than abandoned.
+        expiry = loop.call_at(ctx.deadline, self._cancel, ctx, CancelReason.DEADLINE_EXCEEDED)
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            # The worker itself is being cancelled from outside: pass it on.
+            self._cancel(ctx, CancelReason.PARENT_CANCELLED)
+            await asyncio.wait({task})
+            raise
+        finally:
+            expiry.cancel()
+            del self._in_flight[request]
+            self._finish(ctx, task)
+
+    def _cancel(self, ctx: ReconcileContext, reason: CancelReason) -> None:
+        if not ctx.cancel(reason):
+            return
+        self._observer.reconcile(
+            LifecycleEvent(step=Step.CANCEL_REQUESTED, context=ctx, reason=reason)
+        )
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.config.options.cancel_grace, self._report_if_stuck, ctx)
+
+    def _report_if_stuck(self, ctx: ReconcileContext) -> None:
+        if self._in_flight.get(ctx.request) is not ctx:
+            return
+        ctx.logger.warning(
+            "reconcile did not stop %.1fs after it was cancelled (%s): blocking code, or "
+            "CancelledError swallowed? The key stays reserved until it ends",
+            self.config.options.cancel_grace,
+            ctx.cancel_reason,
+        )
+        self._observer.reconcile(
+            LifecycleEvent(step=Step.STUCK, context=ctx, reason=ctx.cancel_reason)
+        )
+
+    def _finish(self, ctx: ReconcileContext, task: "asyncio.Task[Result]") -> None:
+        outcome, result, error = _outcome_of(ctx, task)
+        reason = ctx.cancel_reason if outcome is Outcome.CANCELLED else None
+        duration = ctx.elapsed()
+        if outcome is Outcome.CANCELLED:
+            # Normal in a controller's life: DEBUG, with the reason, then requeue.
+            ctx.logger.debug(
+                "reconcile cancelled after %.3fs: reason=%s",
+                duration,
+                reason,
+                extra={"cancel_reason": str(reason)},
+            )
+        elif outcome is Outcome.ERROR:
+            ctx.logger.error("reconcile failed after %.3fs: %s", duration, error, exc_info=error)
+        else:
+            ctx.logger.debug("reconcile finished after %.3fs: %s", duration, outcome)
+        self._observer.reconcile(
+            LifecycleEvent(
+                step=Step.FINISHED,
+                context=ctx,
+                outcome=outcome,
+                result=result,
+                error=error,
+                reason=reason,
+                duration=duration,
+            )
+        )
+        self._requeue(ctx, outcome, result)
+
+    def _requeue(self, ctx: ReconcileContext, outcome: Outcome, result: Result | None) -> None:
+        request = ctx.request
+        if self.queue.shutting_down:
+            return
+        if outcome is Outcome.SUCCESS:
+            self.queue.forget(request)
+            return
+        if outcome is Outcome.REQUEUE_AFTER:
+            assert result is not None
+            self.queue.forget(request)
+            delay: float | None = result.requeue_after
+            self.queue.add_after(request, result.requeue_after, link=ctx.as_link())
+        else:
+            delay = None
+            self.queue.add_rate_limited(request, link=ctx.as_link())
+        self._observer.reconcile(
+            LifecycleEvent(step=Step.REQUEUED, context=ctx, requeue_after=delay)
+        )
+
+
+def _outcome_of(
+    ctx: ReconcileContext, task: "asyncio.Task[Result]"
+) -> tuple[Outcome, Result | None, BaseException | None]:
+    """How the reconcile task ended; records the cancel reason on `ctx` if it was cancelled."""
+    error = asyncio.CancelledError() if task.cancelled() else task.exception()
+    reason = decide_cancel_reason(
+        error, recorded=ctx.cancel_reason, deadline_passed=ctx.remaining() <= 0
+    )
+    if reason is not None:
+        ctx._record_reason(reason)
+        return Outcome.CANCELLED, None, None if task.cancelled() else error
+    if error is not None:
+        return Outcome.ERROR, None, error
+    result = task.result()
+    if not isinstance(result, Result):
+        return Outcome.ERROR, None, TypeError(f"reconcile returned {result!r}, not a Result")
+    if result.requeue_after > 0:
+        return Outcome.REQUEUE_AFTER, result, None
+    if result.requeue:
+        return Outcome.REQUEUE, result, None
+    return Outcome.SUCCESS, result, None
+
+
+def _request_of(obj: Object) -> Request:
+    metadata = obj["metadata"]
+    return Request(metadata.get("namespace") or "", metadata["name"])

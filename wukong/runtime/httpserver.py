@@ -1,0 +1,51 @@
+"""One small HTTP server component for every endpoint a manager serves.
+
+Health (`/healthz`, `/readyz`) and metrics (`/metrics`) each listen on their
+own address, as in controller-runtime (`--health-bind`, `--metrics-bind`), but
+both are this one component: routes of GET handlers on aiohttp, started on a
+"host:port" bind (port 0 picks a free port, which is returned), stopped once.
+Handlers run on the event loop, so they may read the runtime's state (queues,
+informers) without locks.
+"""
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpServer:
+    """Serves `routes` (path -> GET handler). `await start(bind)`, then `await stop()`."""
+
+    def __init__(self, *, routes: Mapping[str, Handler]) -> None:
+        self._routes = dict(routes)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, bind: str) -> int:
+        """Listen on `bind` ("host:port"; an empty host means every address); return the port."""
+        if self._runner is not None:
+            raise RuntimeError("HTTP server already started")
+        host, _, port = bind.rpartition(":")
+        app = web.Application()
+        for path, handler in self._routes.items():
+            app.router.add_get(path, handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        # The first listening socket's port: the one asked for, or the free one chosen.
+        for address in runner.addresses:
+            if isinstance(address, tuple):
+                return int(address[1])
+        return int(port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()

@@ -1,0 +1,177 @@
+"""The one seam for observing the runtime: `RuntimeObserver`.
+
+Tracing, metrics and the node agent's probe points are observers; so is
+anything an operator author wants to add. Register them once:
+
+    manager = Manager(client=client, observers=[tracer, metrics])
+
+and every part of the runtime reports to them, whenever it was created: each
+controller (also those added after the observers), its work queue, the
+manager's client (every API call, with the reconcile it was made for), leader
+election and the event-loop watchdog.
+
+What an observer sees, in the order of a reconcile's life:
+
+    controller_added ─► queue_added ─► queue_got ─► reconcile(STARTED)
+        ─► api_call … ─► [reconcile(CANCEL_REQUESTED) ─► [reconcile(STUCK)]]
+        ─► reconcile(FINISHED) ─► queue_done ─► [reconcile(REQUEUED), queue_retried]
+
+plus `leadership_changed` and `loop_blocked` at any time.
+
+Rules for observers. Every method is called synchronously on the event loop
+(the watchdog's reports are handed over to the loop first) and must be quick:
+they run inside the reconcile's hot path. Subclass `RuntimeObserver` and
+override only what you need; the others are no-ops that cost nothing (the
+manager calls only overridden methods). An observer that raises is logged once
+per method and counted (`observer_failed` to the other observers); it never
+breaks a reconcile, an API call or the election.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from wukong.runtime.cancellation import CancelReason
+
+if TYPE_CHECKING:
+    from wukong.runtime.context import ReconcileContext, Request, Result
+
+
+class Step(StrEnum):
+    """A step of a reconcile's life (queueing is reported by the `queue_*` methods)."""
+
+    STARTED = "started"  # a worker took the key; the context carries deadline, due_at, link
+    CANCEL_REQUESTED = "cancel_requested"  # someone cancelled it, with a reason
+    STUCK = "stuck"  # cancelled, but it did not unwind within the grace period
+    FINISHED = "finished"  # it ended, with an Outcome (and the reason, if cancelled)
+    REQUEUED = "requeued"  # it was put back, with the requested delay (None: rate-limited)
+
+
+class Outcome(StrEnum):
+    """How a reconcile ended. The first four are controller-runtime's `result` labels."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    REQUEUE = "requeue"
+    REQUEUE_AFTER = "requeue_after"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LifecycleEvent:
+    """One step of one reconcile. `context` identifies it (controller, request, span)."""
+
+    step: Step
+    context: ReconcileContext
+    outcome: Outcome | None = None  # FINISHED
+    result: Result | None = None  # FINISHED, when the reconciler returned one
+    error: BaseException | None = None  # FINISHED with ERROR
+    reason: CancelReason | None = None  # CANCEL_REQUESTED, STUCK, FINISHED (cancelled)
+    requeue_after: float | None = None  # REQUEUED: the delay asked for
+    duration: float | None = None  # FINISHED: seconds spent reconciling
+    # STARTED: the contextvars the reconcile task will run in; observers may set
+    # values there (tracing makes the reconcile's span current).
+    task_context: contextvars.Context | None = None
+
+    @property
+    def controller(self) -> str:
+        return self.context.controller
+
+    @property
+    def request(self) -> Request:
+        return self.context.request
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApiCall:
+    """One finished API call, with the reconcile it was made for (None outside one)."""
+
+    verb: str  # Kubernetes verb: get, list, watch, create, update, patch, delete
+    method: str  # HTTP method
+    resource: str  # plural, e.g. "wukongs"
+    host: str  # host:port of the API server (client-go's `host` label)
+    namespace: str | None
+    path: str
+    status_code: int | None  # None when no answer arrived (timeout, cancellation)
+    started: float  # time.time()
+    duration: float
+    retries: int
+    error: BaseException | None
+    # Why the call ended early (decided by cancellation.decide_cancel_reason), else None.
+    cancel_reason: CancelReason | None = None
+    reconcile: ReconcileContext | None = field(default=None, repr=False)
+
+
+class ControllerView(Protocol):
+    """What observers may read of a running controller (e.g. gauges at scrape time)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str:
+        """The primary resource's kind, e.g. `Wukong`."""
+        ...
+
+    @property
+    def max_concurrent_reconciles(self) -> int: ...
+
+    @property
+    def active_workers(self) -> int: ...
+
+    def queue_depth(self) -> int: ...
+
+    def processing_since(self) -> dict[Hashable, float]:
+        """Keys being reconciled -> when their worker took them (monotonic)."""
+        ...
+
+    def in_flight(self) -> list[ReconcileContext]: ...
+
+
+class RuntimeObserver(Protocol):
+    """Receives every event of the runtime. Subclass it and override what you need."""
+
+    def controller_added(self, controller: ControllerView) -> None:
+        """A controller was added to the manager (before or after the manager started)."""
+        return None
+
+    def queue_added(self, queue: str) -> None:
+        """A key entered `queue` (adds merged by dedup are not counted)."""
+        return None
+
+    def queue_got(self, queue: str, waited: float) -> None:
+        """A worker took a key that had waited `waited` seconds."""
+        return None
+
+    def queue_done(self, queue: str, worked: float) -> None:
+        """A worker finished a key after `worked` seconds."""
+        return None
+
+    def queue_retried(self, queue: str) -> None:
+        """A key was added rate-limited (a retry)."""
+        return None
+
+    def reconcile(self, event: LifecycleEvent) -> None:
+        """A step of a reconcile's life (see `Step`)."""
+        return None
+
+    def api_call(self, call: ApiCall) -> None:
+        """An API call of the manager's client finished (successfully or not)."""
+        return None
+
+    def leadership_changed(self, lease: str, leading: bool) -> None:
+        """Whether this process leads the Lease named `lease`: False once when it starts
+        campaigning, then every change."""
+        return None
+
+    def loop_blocked(self, seconds: float, task: str | None) -> None:
+        """The event loop was blocked for `seconds` while `task` ran (None: no task)."""
+        return None
+
+    def observer_failed(self, observer: str, method: str) -> None:
+        """Another observer raised in `method` (it is logged once per method, then counted)."""
+        return None
