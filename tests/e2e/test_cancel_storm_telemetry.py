@@ -137,7 +137,16 @@ async def test_cancel_storm_dashboard_and_alert_on_real_prometheus(
                 for rule in group["rules"]
                 if rule.get("alert") == "WukongCancelStorm"
             )
-            assert await asyncio.to_thread(prometheus.query, storm["expr"]), storm["expr"]
+
+            async def storm_detected() -> bool:
+                return bool(await asyncio.to_thread(prometheus.query, storm["expr"]))
+
+            await eventually(
+                storm_detected,
+                timeout=SCRAPE_TIMEOUT_SECONDS,
+                interval=1.0,
+                what=f"the cancel-storm alert expression to hold: {storm['expr']}",
+            )
 
             exemplars = await asyncio.to_thread(
                 prometheus.exemplars,

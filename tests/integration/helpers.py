@@ -4,14 +4,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from wukong.devcluster.crds import wait_crd_established
 from wukong.runtime import (
     ApiCall,
     CancelReason,
+    Client,
     LifecycleEvent,
     Manager,
+    Object,
+    Resource,
     RuntimeObserver,
     Step,
 )
+from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
 
 
 async def eventually(
@@ -78,3 +83,51 @@ class Recorder(RuntimeObserver):
 
     def finished(self, *, controller: str | None = None) -> list[LifecycleEvent]:
         return self.steps(Step.FINISHED, controller=controller)
+
+
+async def install_test_crd(
+    client: Client, *, group: str, kind: str, status_subresource: bool = False
+) -> Resource:
+    """A namespaced custom resource `kind` (spec.size >= 1, status.phase), established.
+
+    Kinds must be unique within a group: give each test its own.
+    """
+    plural = f"{kind.lower()}s"
+    version: Object = {
+        "name": "v1",
+        "served": True,
+        "storage": True,
+        "schema": {
+            "openAPIV3Schema": {
+                "type": "object",
+                "properties": {
+                    "spec": {
+                        "type": "object",
+                        "properties": {"size": {"type": "integer", "minimum": 1}},
+                    },
+                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+                },
+            }
+        },
+    }
+    if status_subresource:
+        version["subresources"] = {"status": {}}
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "listKind": f"{kind}List",
+            },
+            "versions": [version],
+        },
+    }
+    await client.create(CUSTOM_RESOURCE_DEFINITIONS, crd)
+    await wait_crd_established(client, crd["metadata"]["name"])
+    return Resource(group=group, version="v1", plural=plural, kind=kind)

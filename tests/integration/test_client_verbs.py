@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.helpers import install_test_crd
 from wukong.devcluster import ControlPlane
-from wukong.devcluster.crds import wait_crd_established
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.runtime.client import JSON_PATCH, Client
 from wukong.runtime.errors import ApiTimeout, Conflict, Invalid
-from wukong.runtime.resources import CONFIGMAPS, CUSTOM_RESOURCE_DEFINITIONS, NAMESPACES, Resource
+from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 GROUP = "verbs.test.novasphere.dev"
 
@@ -51,42 +51,7 @@ async def test_update_patch_apply_and_conflict(client: Client, namespace: str) -
 
 
 async def test_status_subresource_and_invalid(client: Client, namespace: str) -> None:
-    crd = await client.create(
-        CUSTOM_RESOURCE_DEFINITIONS,
-        {
-            "metadata": {"name": f"widgets.{GROUP}"},
-            "spec": {
-                "group": GROUP,
-                "scope": "Namespaced",
-                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "subresources": {"status": {}},
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "properties": {
-                                    "spec": {
-                                        "type": "object",
-                                        "properties": {"size": {"type": "integer", "minimum": 1}},
-                                    },
-                                    "status": {
-                                        "type": "object",
-                                        "properties": {"phase": {"type": "string"}},
-                                    },
-                                },
-                            }
-                        },
-                    }
-                ],
-            },
-        },
-    )
-    widgets = Resource(group=GROUP, version="v1", plural="widgets", kind="Widget")
-    await wait_crd_established(client, crd["metadata"]["name"])
+    widgets = await install_test_crd(client, group=GROUP, kind="Widget", status_subresource=True)
     body = {
         "apiVersion": f"{GROUP}/v1",
         "kind": "Widget",

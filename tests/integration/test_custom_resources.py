@@ -5,58 +5,18 @@ import uuid
 
 import pytest
 
-from wukong.devcluster.crds import wait_crd_established
+from tests.integration.helpers import install_test_crd
 from wukong.runtime.client import Client, WatchEvent
 from wukong.runtime.errors import AlreadyExists, Gone, NotFound
-from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, Resource
+from wukong.runtime.resources import Resource
 
 GROUP = "harness.test.novasphere.dev"
-
-
-def _crd(plural: str, kind: str) -> dict[str, object]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "plural": plural,
-                "singular": kind.lower(),
-                "kind": kind,
-                "listKind": f"{kind}List",
-            },
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "properties": {"size": {"type": "integer", "minimum": 1}},
-                                }
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
 
 
 @pytest.fixture
 async def gadgets(client: Client) -> Resource:
     # Kinds must be unique within a group, so each test gets its own.
-    kind = f"Gadget{uuid.uuid4().hex[:6]}"
-    plural = f"{kind.lower()}s"
-    crd = await client.create(CUSTOM_RESOURCE_DEFINITIONS, _crd(plural, kind))
-    await wait_crd_established(client, crd["metadata"]["name"])
-    return Resource(group=GROUP, version="v1", plural=plural, kind=kind)
+    return await install_test_crd(client, group=GROUP, kind=f"Gadget{uuid.uuid4().hex[:6]}")
 
 
 async def test_create_and_watch_custom_object(

@@ -7,6 +7,7 @@ and its events; log lines must carry the same trace id.
 """
 
 import asyncio
+import datetime
 import io
 import json
 import logging
@@ -164,6 +165,16 @@ async def test_reconcile_spans_over_otlp(
     for span in (first, second):
         assert CONTRACT_ATTRIBUTES <= span.attributes.keys()
         assert span.status == "OK"
+        assert span.name == "reconcile ConfigMap"
+        assert span.attributes["k8s.namespace.name"] == namespace
+        assert span.attributes["wukong.object.name"] == "ok"
+        assert span.attributes["wukong.controller"] == "main"
+        # The deadline is the span's start plus the timeout (RFC 3339, to the ms).
+        deadline = datetime.datetime.fromisoformat(span.attributes["wukong.reconcile.deadline"])
+        start = datetime.datetime.fromtimestamp(span.start_ns / 1e9, tz=datetime.UTC)
+        assert (deadline - start).total_seconds() == pytest.approx(60.0, abs=0.01)
+        remaining = span.attributes["wukong.reconcile.budget_remaining_ms"]
+        assert remaining == pytest.approx(60000 - (span.end_ns - span.start_ns) / 1e6, abs=50)
     assert first.resource["service.name"] == "wukong-test"
     assert first.resource["k8s.pod.name"] == "wukong-0"
     assert first.attributes["wukong.requeue.after_ms"] == pytest.approx(200)
@@ -172,7 +183,11 @@ async def test_reconcile_spans_over_otlp(
     assert [(link[1], link[2]["wukong.link"]) for link in second.links] == [
         (first.span_id, "requeued_by")
     ]
-    assert second.attributes["wukong.requeue.delay_ms"] >= 0
+    # It started when it was due (200 ms after the first asked) plus that lateness.
+    lateness_ms = second.attributes["wukong.requeue.delay_ms"]
+    assert 0 <= lateness_ms < 1000
+    gap_ms = (second.start_ns - first.end_ns) / 1e6
+    assert gap_ms == pytest.approx(200 + lateness_ms, abs=20)
     for name in ("in a thread", "in a child task"):
         assert next(s.parent_span_id for s in spans if s.name == name) == first.span_id
     # The API call is a child span of its reconcile.

@@ -222,6 +222,7 @@ async def test_api_calls_codes_and_cancellation_reasons(observers: RuntimeMetric
     assert text.count(f'trace_id="{TRACE_ID:032x}"') == 1
 
 
+@pytest.mark.looptime  # a virtual clock: durations are exact
 async def test_queue_and_controller_state(observers: RuntimeMetrics) -> None:
     manager = Manager(client=_client(), block_warning_seconds=None, observers=[observers])
     running = manager.add(
@@ -237,23 +238,31 @@ async def test_queue_and_controller_state(observers: RuntimeMetrics) -> None:
     queue.add(Request("ns", "a"))
     queue.add(Request("ns", "a"))  # deduplicated: not an add
     queue.add(Request("ns", "b"))
+    await asyncio.sleep(0.25)
     ticket = await queue.get()
     queue.add_rate_limited(Request("ns", "c"))
+    await asyncio.sleep(1.5)
 
     labels = {"name": "cms", "controller": "cms"}
-    assert _value(observers, "workqueue_adds_total", **labels) == 2
+    # a, b and c once its retry delay passed; the duplicate a was merged.
+    assert _value(observers, "workqueue_adds_total", **labels) == 3
     assert _value(observers, "workqueue_retries_total", **labels) == 1
     assert _value(observers, "workqueue_queue_duration_seconds_count", **labels) == 1
-    assert _value(observers, "workqueue_depth", **labels) == 1
-    assert _value(observers, "workqueue_unfinished_work_seconds", **labels) is not None
-    longest = _value(observers, "workqueue_longest_running_processor_seconds", **labels)
-    assert longest is not None and longest >= 0
+    assert _value(observers, "workqueue_queue_duration_seconds_sum", **labels) == pytest.approx(
+        0.25
+    )
+    assert _value(observers, "workqueue_depth", **labels) == 2  # b, and c once it came due
+    assert _value(observers, "workqueue_unfinished_work_seconds", **labels) == pytest.approx(1.5)
+    assert _value(
+        observers, "workqueue_longest_running_processor_seconds", **labels
+    ) == pytest.approx(1.5)
     max_concurrent = "controller_runtime_max_concurrent_reconciles"
     assert _value(observers, max_concurrent, controller="cms") == 3
     assert _value(observers, "controller_runtime_active_workers", controller="cms") == 0
 
     queue.done(ticket.key)
     assert _value(observers, "workqueue_work_duration_seconds_count", **labels) == 1
+    assert _value(observers, "workqueue_work_duration_seconds_sum", **labels) == pytest.approx(1.5)
     assert _value(observers, "workqueue_longest_running_processor_seconds", **labels) == 0
     queue.shut_down()
 

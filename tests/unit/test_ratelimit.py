@@ -37,17 +37,35 @@ def test_exponential_backoff_survives_huge_failure_counts() -> None:
     assert delay == 1000.0
 
 
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_bucket_allows_burst_then_spaces_requests_at_qps() -> None:
-    limiter = BucketRateLimiter(qps=10.0, burst=100)
+    clock = FakeClock()
+    limiter = BucketRateLimiter(qps=10.0, burst=100, clock=clock)
     burst = [limiter.when(f"key-{i}") for i in range(100)]
     assert burst == [0.0] * 100
-    # The 101st token is 1/qps away (minus whatever refilled while this test ran).
-    wait = limiter.when("key-100")
-    assert 0.05 < wait <= 0.1
-    # Reservations stack: the next one waits about one more interval.
-    following = limiter.when("key-101")
-    assert 0.15 < following <= 0.2
-    assert following > wait
+    # The 101st token is 1/qps away.
+    assert limiter.when("key-100") == pytest.approx(0.1)
+    # Reservations stack: the next one waits one more interval.
+    assert limiter.when("key-101") == pytest.approx(0.2)
+    # Time pays the debt back at qps: 0.3 s later 3 tokens have refilled, two
+    # of them owed to the reservations: the next one is free...
+    clock.now += 0.3
+    assert limiter.when("key-102") == pytest.approx(0.0, abs=1e-9)
+    # ...and the one after waits a whole interval again.
+    assert limiter.when("key-103") == pytest.approx(0.1)
+    # A long pause refills the bucket, but never beyond the burst.
+    clock.now += 3600
+    assert [limiter.when("k") for _ in range(100)] == [0.0] * 100
+    assert limiter.when("k") == pytest.approx(0.1)
     # Keys are ignored: nothing to forget, nothing counted.
     limiter.forget("key-100")
     assert limiter.num_requeues("key-100") == 0
@@ -75,11 +93,11 @@ def test_max_of_takes_the_longest_wait_and_forgets_everywhere() -> None:
 def test_max_of_bucket_dominates_once_the_burst_is_spent() -> None:
     limiter = MaxOfRateLimiter(
         ItemExponentialFailureRateLimiter(base_delay=0.001, max_delay=1.0),
-        BucketRateLimiter(qps=10.0, burst=1),
+        BucketRateLimiter(qps=10.0, burst=1, clock=FakeClock()),
     )
     assert limiter.when("a") == pytest.approx(0.001)  # bucket has a token: backoff wins
-    wait = limiter.when("b")  # bucket is empty: ~0.1 s beats b's 1 ms backoff
-    assert 0.05 < wait <= 0.1
+    # The bucket is empty: its 0.1 s beats b's 1 ms backoff.
+    assert limiter.when("b") == pytest.approx(0.1)
     assert limiter.num_requeues("b") == 1
 
 

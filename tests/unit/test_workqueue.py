@@ -1,8 +1,12 @@
-"""The work queue: dedup, exclusivity, FIFO, delayed and rate-limited adds, shutdown."""
+"""The work queue: dedup, exclusivity, FIFO, delayed and rate-limited adds, shutdown.
+
+Every test runs on a virtual clock (looptime): the loop's time only moves when
+nothing is ready to run, jumping straight to the next timer. So `advance(s)`
+costs no real time, and times are exact, never "about" or "at least".
+"""
 
 import asyncio
 import random
-import time
 from collections.abc import Hashable
 
 import pytest
@@ -12,8 +16,19 @@ from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
 from wukong.runtime.ratelimit import ItemExponentialFailureRateLimiter
 
-# Generous: only guards against hangs; no test relies on it being tight.
+pytestmark = pytest.mark.looptime
+
+# Virtual seconds: only guards against hangs.
 GET_TIMEOUT = 2.0
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def advance(seconds: float) -> None:
+    """Let `seconds` of (virtual) time pass, running whatever falls due."""
+    await asyncio.sleep(seconds)
 
 
 async def get(queue: WorkQueue) -> Ticket:
@@ -77,7 +92,7 @@ async def test_key_readded_while_processing_comes_back_only_after_done() -> None
     await assert_blocks(queue)
 
     waiting = asyncio.create_task(get(queue))
-    await asyncio.sleep(0.01)
+    await advance(0.01)
     assert not waiting.done()
     queue.done(ticket.key)
     again = await waiting
@@ -134,7 +149,7 @@ async def test_concurrent_workers_never_share_a_key() -> None:
     async with asyncio.timeout(GET_TIMEOUT):
         await asyncio.gather(*workers)
     assert len(queue) == 0
-    assert queue.processing_since() == {}
+    assert queue.processing_seconds() == []
 
     assert overlaps == []
     assert set(processed) == set(keys)
@@ -142,42 +157,40 @@ async def test_concurrent_workers_never_share_a_key() -> None:
     assert len(processed) < 500
 
 
-async def test_processing_since_tracks_keys_in_flight() -> None:
+async def test_processing_seconds_tracks_keys_in_flight() -> None:
     queue = WorkQueue(name="q")
     queue.add("a")
-    before = time.monotonic()
+    queue.add("b")
     await get(queue)
-    since = queue.processing_since()
-    assert list(since) == ["a"]
-    assert before <= since["a"] <= time.monotonic()
+    await advance(2.0)
+    await get(queue)
+    await advance(0.5)
+    assert sorted(queue.processing_seconds()) == pytest.approx([0.5, 2.5])
     queue.done("a")
-    assert queue.processing_since() == {}
+    queue.done("b")
+    assert queue.processing_seconds() == []
 
 
 async def test_add_after_delivers_after_the_delay_and_records_due_at() -> None:
     queue = WorkQueue(name="q")
-    delay = 0.03
-    before = time.monotonic()
-    queue.add_after("a", delay)
-    after = time.monotonic()
+    start = now()
+    queue.add_after("a", 3.0)
     assert len(queue) == 0
     assert queue.scheduled == 1
+    await advance(2.9)
+    assert len(queue) == 0  # not handed out early
 
     ticket = await get(queue)
-    got_at = time.monotonic()
     assert ticket.key == "a"
-    assert ticket.due_at is not None
-    assert before + delay <= ticket.due_at <= after + delay
-    assert got_at - before >= delay * 0.9  # not handed out early
-    lateness = got_at - ticket.due_at
-    assert 0 <= lateness < 0.5
-    assert ticket.added_at >= ticket.due_at - 0.001  # entered the queue when due
+    assert ticket.due_at == pytest.approx(start + 3.0)
+    assert now() == pytest.approx(start + 3.0)  # and not late
+    assert ticket.added_at == pytest.approx(ticket.due_at)  # entered the queue when due
     assert queue.scheduled == 0
 
 
 async def test_add_after_keeps_the_earlier_due_time() -> None:
     queue = WorkQueue(name="q")
-    start = time.monotonic()
+    start = now()
     queue.add_after("a", 0.02)
     queue.add_after("a", 5.0)  # later: ignored
     queue.add_after("b", 5.0)
@@ -186,11 +199,12 @@ async def test_add_after_keeps_the_earlier_due_time() -> None:
 
     first, second = await get(queue), await get(queue)
     assert (first.key, second.key) == ("a", "b")
-    assert first.due_at is not None and second.due_at is not None
-    assert first.due_at - start == pytest.approx(0.02, abs=0.01)
-    assert second.due_at - start == pytest.approx(0.03, abs=0.01)
-    assert time.monotonic() - start < 0.5  # the 5 s schedules did not hold anything up
+    assert first.due_at == pytest.approx(start + 0.02)
+    assert second.due_at == pytest.approx(start + 0.03)
+    assert now() == pytest.approx(start + 0.03)  # the 5 s schedules held nothing up
     assert queue.scheduled == 0
+    await advance(10.0)
+    assert len(queue) == 0  # and the replaced 5 s timer never fires
 
 
 async def test_add_after_without_delay_adds_now() -> None:
@@ -208,7 +222,7 @@ async def test_delayed_key_due_while_processing_is_queued_after_done() -> None:
     queue.add("a")
     ticket = await get(queue)
     queue.add_after("a", 0.01, link="requeue")
-    await asyncio.sleep(0.05)  # due now, but "a" is still held
+    await advance(0.05)  # due now, but "a" is still held
     assert queue.scheduled == 0
     await assert_blocks(queue)
     queue.done(ticket.key)
@@ -240,14 +254,13 @@ async def test_add_rate_limited_uses_the_limiter() -> None:
     recorder = Recorder()
     limiter = ItemExponentialFailureRateLimiter(base_delay=0.01, max_delay=1.0)
     queue = WorkQueue(name="q", rate_limiter=limiter, observer=recorder)
-    start = time.monotonic()
+    start = now()
     queue.add_rate_limited("a", link="retry")
     assert queue.num_requeues("a") == 1
     assert queue.scheduled == 1
     ticket = await get(queue)
     assert ticket.link == "retry"
-    assert ticket.due_at is not None
-    assert ticket.due_at - start == pytest.approx(0.01, abs=0.01)
+    assert ticket.due_at == pytest.approx(start + 0.01)
     queue.done("a")
 
     queue.add_rate_limited("a")
@@ -262,15 +275,16 @@ async def test_observer_sees_adds_gets_and_dones() -> None:
     queue = WorkQueue(name="vm", observer=recorder)
     queue.add("a")
     queue.add("a")  # merged: not counted
-    await asyncio.sleep(0.01)
+    await advance(0.25)
     await get(queue)
+    await advance(1.5)
     queue.done("a")
     assert recorder.kinds() == ["add", "get", "done"]
     assert {name for _, name, _ in recorder.calls} == {"vm"}
     waited = recorder.calls[1][2]
     worked = recorder.calls[2][2]
-    assert waited is not None and 0.005 < waited < 0.5
-    assert worked is not None and 0 <= worked < 0.5
+    assert waited == pytest.approx(0.25)
+    assert worked == pytest.approx(1.5)
 
 
 async def test_failing_observer_does_not_break_the_queue() -> None:
@@ -291,7 +305,7 @@ async def test_failing_observer_does_not_break_the_queue() -> None:
 async def test_shut_down_wakes_blocked_getters() -> None:
     queue = WorkQueue(name="q")
     getters = [asyncio.create_task(queue.get()) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await advance(0.01)
     assert not any(getter.done() for getter in getters)
     queue.shut_down()
     assert queue.shutting_down
@@ -311,7 +325,7 @@ async def test_shut_down_drops_delayed_keys_and_ignores_later_adds() -> None:
     queue.add_after("late", 0.01)
     queue.add_rate_limited("late")
     assert queue.num_requeues("late") == 0
-    await asyncio.sleep(0.03)
+    await advance(0.03)
 
     # Keys queued before the shutdown are still handed out, then it is over.
     assert (await get(queue)).key == "queued"

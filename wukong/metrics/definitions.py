@@ -20,7 +20,6 @@ workers) are not updated on every change: `ControllerStateCollector` reads them
 from the tracked controllers at scrape time, so they can never drift.
 """
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -123,10 +122,9 @@ class ControllerStateCollector(Collector):
             "Maximum number of concurrent reconciles per controller",
             labels=("controller",),
         )
-        now = time.monotonic()
         for name, controller in sorted(self._controllers.items()):
             # A controller's queue is named after it, as in controller-runtime.
-            running = [now - since for since in controller.processing_since().values()]
+            running = controller.processing_seconds()
             depth.add_metric([name, name], controller.queue_depth())
             unfinished.add_metric([name, name], sum(running))
             longest.add_metric([name, name], max(running, default=0.0))

@@ -14,7 +14,7 @@ would be worse than a late one.
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
 from wukong.runtime.cancellation import CancelReason, decide_cancel_reason
@@ -71,8 +71,8 @@ class RunningController:
     def queue_depth(self) -> int:
         return len(self.queue)
 
-    def processing_since(self) -> dict[Hashable, float]:
-        return self.queue.processing_since()
+    def processing_seconds(self) -> list[float]:
+        return self.queue.processing_seconds()
 
     def in_flight(self) -> list[ReconcileContext]:
         return list(self._in_flight.values())

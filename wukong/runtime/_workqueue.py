@@ -36,14 +36,14 @@ Each key handed out comes in a `Ticket` with its history:
   reconcile that requested the requeue, so tracing can chain them. When adds
   are merged by dedup, the first non-None link is kept.
 
-Times are `time.monotonic()`, the default event loop's clock (`loop.time()`).
-The queue is not thread-safe: all calls come from one event loop, and
-`add_after` needs a running loop for its timer.
+Times are the event loop's clock (`loop.time()`), the one its timers run on,
+so delays, due times and durations can never disagree (and a loop with a
+virtual clock drives the whole queue in tests). The queue is not thread-safe:
+all calls come from one event loop, which must be running.
 """
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -62,8 +62,8 @@ class Ticket:
     """A key handed to a worker, with when and why it was queued."""
 
     key: Hashable
-    added_at: float  # monotonic: entered the queue (while not already queued)
-    due_at: float | None  # monotonic: when an add_after was due; None for plain adds
+    added_at: float  # loop time: entered the queue (while not already queued)
+    due_at: float | None  # loop time: when an add_after was due; None for plain adds
     link: object | None  # opaque, from the add (e.g. a link to the requesting reconcile)
 
 
@@ -110,7 +110,7 @@ class WorkQueue:
         # Keys that need processing: those in _queue, plus those re-added while
         # being processed (queued again by `done`).
         self._dirty: dict[Hashable, _Entry] = {}
-        # Keys handed out and not yet done -> monotonic start time.
+        # Keys handed out and not yet done -> loop time they were handed out.
         self._processing: dict[Hashable, float] = {}
         self._scheduled: dict[Hashable, _Scheduled] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -129,7 +129,7 @@ class WorkQueue:
         if delay <= 0:
             self._add(key, due_at=None, link=link)
             return
-        due_at = time.monotonic() + delay
+        due_at = _now() + delay
         scheduled = self._scheduled.get(key)
         if scheduled is not None:
             if scheduled.due_at <= due_at:
@@ -169,7 +169,7 @@ class WorkQueue:
             # Already waiting, or re-added during processing: one reconcile covers both.
             entry.merge(due_at=due_at, link=link)
             return
-        self._dirty[key] = _Entry(added_at=time.monotonic(), due_at=due_at, link=link)
+        self._dirty[key] = _Entry(added_at=_now(), due_at=due_at, link=link)
         self._observer.queue_added(self.name)
         if key in self._processing:
             return  # `done` queues it, so that two workers never hold the same key
@@ -200,7 +200,7 @@ class WorkQueue:
             # key first: look again.
         key = self._queue.popleft()
         entry = self._dirty.pop(key)
-        now = time.monotonic()
+        now = _now()
         self._processing[key] = now
         waited = now - entry.added_at
         self._observer.queue_got(self.name, waited)
@@ -211,7 +211,7 @@ class WorkQueue:
         started = self._processing.pop(key, None)
         if started is None:
             return
-        worked = time.monotonic() - started
+        worked = _now() - started
         self._observer.queue_done(self.name, worked)
         if key in self._dirty:
             self._queue.append(key)
@@ -252,6 +252,11 @@ class WorkQueue:
         """Keys waiting for their `add_after` delay."""
         return len(self._scheduled)
 
-    def processing_since(self) -> dict[Hashable, float]:
-        """Monotonic start time of each key being processed."""
-        return dict(self._processing)
+    def processing_seconds(self) -> list[float]:
+        """How long each key being processed has been processed so far."""
+        now = _now()
+        return [now - started for started in self._processing.values()]
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

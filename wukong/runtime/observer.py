@@ -30,7 +30,6 @@ breaks a reconcile, an API call or the election.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -125,8 +124,8 @@ class ControllerView(Protocol):
 
     def queue_depth(self) -> int: ...
 
-    def processing_since(self) -> dict[Hashable, float]:
-        """Keys being reconciled -> when their worker took them (monotonic)."""
+    def processing_seconds(self) -> list[float]:
+        """For each key being reconciled, how long since its worker took it."""
         ...
 
     def in_flight(self) -> list[ReconcileContext]: ...

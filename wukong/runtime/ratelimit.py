@@ -18,13 +18,15 @@ the attempt; `forget(key)` clears the key's history once it has succeeded;
 exponential backoff from 5 ms to 1000 s, and no more than 10 retries per second
 overall after a burst of 100.
 
-Time is `time.monotonic()`, which is also the default asyncio event loop's clock.
+Delays are relative, so no clock is shared with the queue; the bucket reads
+`time.monotonic()` unless given another clock.
+
 Limiters are not thread-safe: they are used from one event loop.
 """
 
 import math
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol
 
 
@@ -77,18 +79,22 @@ class BucketRateLimiter:
     So the tokens of a burst of retries are handed out in order, `1/qps` apart.
     """
 
-    def __init__(self, *, qps: float = 10.0, burst: int = 100) -> None:
+    def __init__(
+        self, *, qps: float = 10.0, burst: int = 100, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        # `clock` as in client-go's rate-limited queues (clock.Clock): tests pass a fake one.
         if qps <= 0:
             raise ValueError("qps must be positive")
         if burst < 1:
             raise ValueError("burst must be at least 1")
         self.qps = qps
         self.burst = burst
+        self._clock = clock
         self._tokens = float(burst)
-        self._last = time.monotonic()
+        self._last = clock()
 
     def when(self, key: Hashable) -> float:
-        now = time.monotonic()
+        now = self._clock()
         tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
         # Reserve the token even if it goes negative: the debt is what later
         # callers wait behind.
