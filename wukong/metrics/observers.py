@@ -76,12 +76,14 @@ class RuntimeMetrics(RuntimeObserver):
         m = self.metrics
         ctx = event.context
         controller = ctx.controller
-        outcome = event.outcome or Outcome.ERROR
+        outcome = event.outcome
+        assert outcome is not None  # FINISHED always carries one
         m.reconcile_total.labels(controller, _RESULT_LABEL[outcome]).inc()
         if outcome in (Outcome.ERROR, Outcome.CANCELLED):
             m.reconcile_errors.labels(controller).inc()
         if outcome is Outcome.CANCELLED:
-            reason = event.reason or CancelReason.PARENT_CANCELLED
+            reason = event.reason
+            assert reason is not None  # the runtime decides one for every cancellation
             m.reconcile_cancellations.labels(controller, reason.value).inc()
             if reason is CancelReason.DEADLINE_EXCEEDED:
                 m.reconcile_timeouts.labels(controller).inc()

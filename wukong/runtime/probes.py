@@ -101,12 +101,14 @@ class AuditProbes(RuntimeObserver):
         elif event.step is Step.FINISHED:
             elapsed_ms = round((event.duration or 0.0) * 1000)
             if event.outcome is Outcome.CANCELLED:
-                reason = event.reason.value if event.reason else "parent_cancelled"
+                assert event.reason is not None  # decided for every cancellation
+                reason = event.reason.value
                 sys.audit(
                     f"{EVENT_PREFIX}cancel|c={event.controller}|k={key}|r={reason}"
                     f"|e={elapsed_ms}|b={budget_ms}"
                 )
-            outcome = event.outcome.value if event.outcome else "unknown"
+            assert event.outcome is not None  # FINISHED always carries one
+            outcome = event.outcome.value
             sys.audit(
                 f"{EVENT_PREFIX}end|c={event.controller}|k={key}|o={outcome}"
                 f"|e={elapsed_ms}|b={budget_ms}"

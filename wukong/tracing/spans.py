@@ -119,7 +119,8 @@ class ReconcileTracer(RuntimeObserver):
         if event.result is not None and event.result.requeue_after > 0:
             span.set_attribute("wukong.requeue.after_ms", event.result.requeue_after * 1000)
         if event.outcome is Outcome.CANCELLED:
-            reason = event.reason or CancelReason.PARENT_CANCELLED
+            reason = event.reason
+            assert reason is not None  # the runtime decides one for every cancellation
             span.set_attribute("wukong.cancel.reason", str(reason))
             span.set_attribute("error.type", "cancelled")
             span.add_event("cancelled", {"wukong.cancel.reason": str(reason)})
