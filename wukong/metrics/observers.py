@@ -27,7 +27,7 @@ reconcile's hot path.
 from typing import Any
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
-from wukong.runtime.cancellation import CancelReason
+from wukong.runtime.cancellation import CancelReason, is_failure
 from wukong.runtime.observer import (
     ApiCall,
     ControllerView,
@@ -37,14 +37,13 @@ from wukong.runtime.observer import (
     Step,
 )
 
-# controller-runtime counts a reconcile that ended with a context error as
-# result="error" (and as an error): cancellation is not a fourth kind of result.
+# controller-runtime's result labels. A cancelled reconcile is one of them too,
+# by what it means (see _result_of): no fifth value breaks existing dashboards.
 _RESULT_LABEL = {
     Outcome.SUCCESS: "success",
     Outcome.ERROR: "error",
     Outcome.REQUEUE: "requeue",
     Outcome.REQUEUE_AFTER: "requeue_after",
-    Outcome.CANCELLED: "error",
 }
 _NO_STATUS = "<error>"  # client-go's code label when no answer arrived
 
@@ -58,7 +57,16 @@ class RuntimeMetrics(RuntimeObserver):
         self.metrics = metrics if metrics is not None else create_metrics()
 
     def controller_added(self, controller: ControllerView) -> None:
-        self.metrics.controllers.track(controller)
+        m = self.metrics
+        m.controllers.track(controller)
+        # Series exist from the start at 0, as controller-runtime's initMetrics
+        # makes them: rate() and error-ratio panels work before the first error.
+        name = controller.name
+        for result in _RESULT_LABEL.values():
+            m.reconcile_total.labels(name, result)
+        m.reconcile_errors.labels(name)
+        m.reconcile_timeouts.labels(name)
+        m.workqueue_retries.labels(name, name)
 
     # -- reconcile lifecycle ---------------------------------------------------------
 
@@ -78,14 +86,15 @@ class RuntimeMetrics(RuntimeObserver):
         controller = ctx.controller
         outcome = event.outcome
         assert outcome is not None  # FINISHED always carries one
-        m.reconcile_total.labels(controller, _RESULT_LABEL[outcome]).inc()
-        if outcome in (Outcome.ERROR, Outcome.CANCELLED):
+        result = _result_of(outcome, event.reason)
+        m.reconcile_total.labels(controller, result).inc()
+        if result == "error":
             m.reconcile_errors.labels(controller).inc()
         if outcome is Outcome.CANCELLED:
-            reason = event.reason
-            assert reason is not None  # the runtime decides one for every cancellation
-            m.reconcile_cancellations.labels(controller, reason.value).inc()
-            if reason is CancelReason.DEADLINE_EXCEEDED:
+            assert event.reason is not None  # the runtime decides one for every cancellation
+            m.reconcile_cancellations.labels(controller, event.reason.value).inc()
+            # Like controller-runtime, only the reconcile's own deadline is a timeout.
+            if event.reason is CancelReason.DEADLINE_EXCEEDED:
                 m.reconcile_timeouts.labels(controller).inc()
         if event.duration is None:
             return
@@ -113,7 +122,8 @@ class RuntimeMetrics(RuntimeObserver):
         code = str(call.status_code) if call.status_code is not None else _NO_STATUS
         m.rest_client_requests.labels(code, call.method, call.host).inc()
         span = call.reconcile.span if call.reconcile is not None else None
-        m.rest_client_request_duration.labels(call.verb, call.host).observe(
+        # client-go's `verb` label is the HTTP method (GET, PUT, ...).
+        m.rest_client_request_duration.labels(call.method, call.host).observe(
             call.duration, _exemplar(span)
         )
         if call.cancel_reason is not None:
@@ -128,6 +138,21 @@ class RuntimeMetrics(RuntimeObserver):
 
     def observer_failed(self, observer: str, method: str) -> None:
         self.metrics.observer_failures.labels(observer).inc()
+
+
+def _result_of(outcome: Outcome, reason: CancelReason | None) -> str:
+    """controller-runtime's `result` label for how a reconcile ended.
+
+    A cancellation that is a failure (its deadline, a call's own timeout) is an
+    error, as controller-runtime counts a reconcile that returns a context error.
+    Any other cancellation (shutdown, leader_lost, deleted, parent_cancelled) is
+    no error: the key goes back on the queue (or, at shutdown, to the next
+    leader's initial list), so it counts as `requeue`.
+    """
+    if outcome is not Outcome.CANCELLED:
+        return _RESULT_LABEL[outcome]
+    assert reason is not None
+    return "error" if is_failure(reason) else "requeue"
 
 
 def _exemplar(span: Any) -> dict[str, str] | None:

@@ -27,6 +27,18 @@ class CancelReason(StrEnum):
     PARENT_CANCELLED = "parent_cancelled"  # cancelled from outside, no reason given
 
 
+# Cancellations that mean work did not finish in time: errors to metrics, spans
+# and alerts (and, for the reconcile's own deadline, a timeout). Every other
+# reason is a stop the operator chose or was told to make (shutdown, leadership
+# moving on, the object gone, a caller's cancel): normal, never an error.
+_FAILURES = frozenset({CancelReason.DEADLINE_EXCEEDED, CancelReason.API_TIMEOUT})
+
+
+def is_failure(reason: CancelReason) -> bool:
+    """Whether a cancellation for `reason` counts as an error (see `_FAILURES`)."""
+    return reason in _FAILURES
+
+
 def decide_cancel_reason(
     error: BaseException | None, *, recorded: CancelReason | None, deadline_passed: bool
 ) -> CancelReason | None:

@@ -18,9 +18,10 @@ Why not `with tracer.start_as_current_span(...)`: the span outlives any single
 block of the reconcile, and the SDK's context manager ends a span interrupted by
 `CancelledError` with status UNSET and no event, which hides exactly the
 reconciles an SRE is looking for. Here every cancelled span gets an event and
-an explicit status: ERROR for deadline_exceeded, api_timeout and
-parent_cancelled (work did not finish when it should have); OK for shutdown,
-leader_lost and deleted (the operator chose to stop).
+an explicit status: ERROR for deadline_exceeded and api_timeout (work did not
+finish when it should have, `cancellation.is_failure`); OK for shutdown,
+leader_lost, deleted and parent_cancelled (a stop the operator chose or was
+told to make).
 
 API calls become child spans after they finish, with their real start and end
 times (`ApiCall` carries both, and the reconcile they were made for), so the
@@ -33,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from wukong.runtime.cancellation import CancelReason
+from wukong.runtime.cancellation import CancelReason, is_failure
 from wukong.runtime.context import ReconcileContext, ReconcileLink
 from wukong.runtime.errors import Conflict
 from wukong.runtime.observer import (
@@ -45,7 +46,6 @@ from wukong.runtime.observer import (
     Step,
 )
 
-_EXPECTED_STOPS = {CancelReason.SHUTDOWN, CancelReason.LEADER_LOST, CancelReason.DELETED}
 _NS = 1_000_000_000
 
 
@@ -124,10 +124,10 @@ class ReconcileTracer(RuntimeObserver):
             span.set_attribute("wukong.cancel.reason", str(reason))
             span.set_attribute("error.type", "cancelled")
             span.add_event("cancelled", {"wukong.cancel.reason": str(reason)})
-            if reason in _EXPECTED_STOPS:
-                span.set_status(Status(StatusCode.OK))
-            else:
+            if is_failure(reason):
                 span.set_status(Status(StatusCode.ERROR, f"cancelled: {reason}"))
+            else:
+                span.set_status(Status(StatusCode.OK))
         elif event.outcome is Outcome.ERROR:
             error = event.error
             span.set_attribute("error.type", type(error).__name__ if error else "error")
