@@ -13,7 +13,7 @@ the client when an API call ends.
 import asyncio
 from enum import StrEnum
 
-from wukong.runtime.errors import ApiTimeout
+from wukong.runtime.errors import ApiTimeout, NotLeading
 
 
 class CancelReason(StrEnum):
@@ -49,7 +49,10 @@ def decide_cancel_reason(
     - `ApiTimeout`: `api_timeout` when the call ran out of its own time; when
       the reconcile's deadline had passed too, the deadline bounded the call,
       so it is the deadline's doing (`deadline_exceeded`).
+    - `NotLeading`: a write refused after leadership was lost (`leader_lost`).
     """
+    if isinstance(error, NotLeading):
+        return CancelReason.LEADER_LOST
     if isinstance(error, asyncio.CancelledError):
         return recorded or CancelReason.PARENT_CANCELLED
     if isinstance(error, ApiTimeout):

@@ -39,8 +39,9 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime._fence import WriteFence
 from wukong.runtime.cancellation import decide_cancel_reason
-from wukong.runtime.errors import ApiError, ApiTimeout, api_error
+from wukong.runtime.errors import ApiError, ApiTimeout, NotLeading, api_error
 from wukong.runtime.observer import ApiCall, RuntimeObserver
 from wukong.runtime.resources import Resource
 
@@ -88,11 +89,13 @@ class Client:
         observer: RuntimeObserver = NO_OBSERVER,
         deadline: float | None = None,
         reconcile: "ReconcileContext | None" = None,
+        fence: WriteFence | None = None,
     ) -> None:
         self._api = api_client
         self._observer = observer
         self._deadline = deadline  # event-loop time, see with_deadline
         self._reconcile = reconcile  # the reconcile this view makes calls for
+        self._fence = fence  # writes are refused once it closes (leadership lost)
 
     @classmethod
     async def from_kubeconfig(
@@ -100,7 +103,13 @@ class Client:
         path: str | Path | None = None,
         *,
         context: str | None = None,
+        user_agent: str | None = None,
     ) -> Self:
+        """A client for the kubeconfig at `path` (default: $KUBECONFIG, ~/.kube/config).
+
+        `user_agent` names this process in the API server's audit log and
+        metrics (client-go's is "<binary>/<version> (<os>/<arch>) ...").
+        """
         configuration = k8s_client.Configuration()
         await k8s_config.load_kube_config(
             config_file=str(path) if path else None,
@@ -108,16 +117,18 @@ class Client:
             client_configuration=configuration,
             persist_config=False,
         )
-        return cls(k8s_client.ApiClient(configuration=configuration))
+        return cls(_api_client(configuration, user_agent))
 
     @classmethod
-    async def from_environment(cls) -> Self:
+    async def from_environment(cls, *, user_agent: str | None = None) -> Self:
         """In a pod: its service account. Elsewhere: $KUBECONFIG or ~/.kube/config."""
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             configuration = k8s_client.Configuration()
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return cls(k8s_client.ApiClient(configuration=configuration))
-        return await cls.from_kubeconfig(os.environ.get("KUBECONFIG") or None)
+            return cls(_api_client(configuration, user_agent))
+        return await cls.from_kubeconfig(
+            os.environ.get("KUBECONFIG") or None, user_agent=user_agent
+        )
 
     @property
     def host(self) -> str:
@@ -138,7 +149,21 @@ class Client:
         It shares the connection pool; closing it is the original's job.
         """
         return Client(
-            self._api, observer=observer, deadline=self._deadline, reconcile=self._reconcile
+            self._api,
+            observer=observer,
+            deadline=self._deadline,
+            reconcile=self._reconcile,
+            fence=self._fence,
+        )
+
+    def _fenced(self, fence: WriteFence) -> "Client":
+        """A view whose writes are refused once `fence` closes (the manager's controllers)."""
+        return Client(
+            self._api,
+            observer=self._observer,
+            deadline=self._deadline,
+            reconcile=self._reconcile,
+            fence=fence,
         )
 
     def _for_reconcile(self, ctx: "ReconcileContext") -> "Client":
@@ -153,6 +178,7 @@ class Client:
             observer=self._observer,
             deadline=deadline,
             reconcile=reconcile or self._reconcile,
+            fence=self._fence,
         )
 
     async def close(self) -> None:
@@ -431,6 +457,8 @@ class Client:
         status: int | None = None
         error: BaseException | None = None
         try:
+            if self._fence is not None and self._fence.closed and verb in _WRITES:
+                raise NotLeading(verb=verb.name, path=path, lease=str(self._fence.closed_for))
             if timeout.total is not None and timeout.total <= 0:
                 raise ApiTimeout(verb=verb.name, path=path, timeout=0.0)
             retries, response = await self._send_with_retries(
@@ -540,6 +568,16 @@ _CREATE = _Verb("create", "POST")
 _UPDATE = _Verb("update", "PUT")
 _PATCH = _Verb("patch", "PATCH")
 _DELETE = _Verb("delete", "DELETE")
+_WRITES = frozenset({_CREATE, _UPDATE, _PATCH, _DELETE})
+
+
+def _api_client(
+    configuration: k8s_client.Configuration, user_agent: str | None
+) -> k8s_client.ApiClient:
+    api = k8s_client.ApiClient(configuration=configuration)
+    if user_agent:
+        api.user_agent = user_agent
+    return api
 
 
 async def _error_from(response: aiohttp.ClientResponse, verb: str, path: str) -> ApiError:

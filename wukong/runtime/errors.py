@@ -50,6 +50,22 @@ class ApiTimeout(TimeoutError):
         self.timeout = timeout
 
 
+class NotLeading(Exception):
+    """A write refused before it left the process: this replica no longer leads.
+
+    After leadership is lost another replica may already be writing; the
+    manager closes its write fence at once, so no reconcile of this process can
+    write again (the `leader_lost` cancel reason), whatever it does with its
+    cancellation.
+    """
+
+    def __init__(self, *, verb: str, path: str, lease: str) -> None:
+        super().__init__(f"{verb} {path}: refused, this replica no longer leads lease {lease}")
+        self.verb = verb
+        self.path = path
+        self.lease = lease
+
+
 def api_error(*, status: int, body: dict[str, Any] | None, verb: str, path: str) -> ApiError:
     """The exception for an error response, chosen by HTTP status and Status reason."""
     body = body or {}

@@ -11,9 +11,15 @@ Lifecycle of `run()`:
 4. Start every controller's workers; run until `stop()` (SIGTERM/SIGINT when
    `handle_signals()` was called) or until leadership is lost.
 5. Stop: every controller stops taking work and cancels its reconciles in
-   flight with reason `shutdown` (or `leader_lost`), waiting up to
-   `shutdown_grace` seconds for them to unwind; then the Lease is released
-   (not after a loss: it is no longer ours), informers and the health server stop.
+   flight with reason `shutdown`, waiting up to `shutdown_grace` seconds for
+   them to unwind; then the Lease is released, informers and the health
+   server stop.
+
+Leadership lost is not a graceful stop: another replica may already lead. The
+write fence (`_fence`) closes first, so no reconcile of this process writes
+again, whatever it does with its cancellation; then reconciles are cancelled
+with `leader_lost` and given only `LEADER_LOST_GRACE` to unwind (as
+controller-runtime skips its graceful shutdown on lease loss).
 
 `run()` returns the reason it stopped. After `leader_lost` the process should
 exit (as controller-runtime does): another replica now leads, and a process
@@ -37,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime._fence import WriteFence
 from wukong.runtime._loopwatch import LoopBlockDetector
 from wukong.runtime._running import RunningController
 from wukong.runtime.cancellation import CancelReason
@@ -51,6 +58,10 @@ from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import Resource
 
 log = logging.getLogger(__name__)
+
+# How long reconciles cancelled on lease loss may take to unwind before the
+# manager moves on; they cannot write meanwhile (the fence is closed).
+LEADER_LOST_GRACE = 1.0
 
 
 class Manager:
@@ -74,6 +85,7 @@ class Manager:
         # one memory read per event while no tracer is attached (see probes).
         self._observer = ObserverFanout([AuditProbes(), *observers])
         self.client = client.observed_by(self._observer)
+        self._fence = WriteFence()
         self.namespace = namespace
         self.shutdown_grace = shutdown_grace
         self.elector = (
@@ -122,7 +134,8 @@ class Manager:
             raise ValueError(f"a controller named {controller.name!r} is already added")
         running = RunningController(
             controller,
-            client=self.client,
+            # Reconciles write through the fence; informers and the elector do not.
+            client=self.client._fenced(self._fence),
             observer=self._observer,
             reconcile_timeout=self.reconcile_timeout,
         )
@@ -193,6 +206,8 @@ class Manager:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             if lost is not None and lost.done() and not self._stop.is_set():
+                assert self.elector is not None
+                self._fence.close(self.elector.config.name)  # before anything else
                 reason = CancelReason.LEADER_LOST
             return reason
         finally:
@@ -234,9 +249,8 @@ class Manager:
         lost: "asyncio.Task[None] | None",
     ) -> None:
         log.info("stopping controllers (reason: %s)", reason)
-        await asyncio.gather(
-            *(c.stop(reason=reason, grace=self.shutdown_grace) for c in self._controllers)
-        )
+        grace = LEADER_LOST_GRACE if reason is CancelReason.LEADER_LOST else self.shutdown_grace
+        await asyncio.gather(*(c.stop(reason=reason, grace=grace) for c in self._controllers))
         if lost is not None:
             lost.cancel()
             with contextlib.suppress(asyncio.CancelledError):
