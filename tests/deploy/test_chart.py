@@ -10,7 +10,7 @@ import pytest
 
 from tests.deploy.chart_tools import CHART, EVERYTHING_ON, REPO, helm, render, values_file
 from wukong.dashboards.alerts import alert_rules
-from wukong.dashboards.panels import render_dashboards
+from wukong.dashboards.render import render_dashboards
 from wukong.deploy.chart import BUNDLE, ChartError, generated_files, render_bundle
 
 AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"]
