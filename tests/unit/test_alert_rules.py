@@ -6,6 +6,7 @@ package puts it at /usr/bin/promtool), and a missing promtool fails these tests
 instead of silently skipping the only check that the alerts really fire.
 """
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from wukong.dashboards import alerts, cancel_storm
 from wukong.dashboards.alerts import alert_rules, render_alert_rules
 from wukong.dashboards.promql import grouping_labels, metric_names
+from wukong.dashboards.render import iter_panels, render_dashboards
 from wukong.metrics.definitions import create_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +115,12 @@ def test_expressions_use_only_contract_metrics_and_labels() -> None:
         grouping = grouping_labels(rule["expr"])
         unknown = grouping - labels - SCRAPE_LABELS
         assert not unknown, f"{rule['alert']}: unknown labels {unknown}"
+
+
+def test_runbooks_send_people_to_panels_that_exist() -> None:
+    board = json.loads(render_dashboards()[f"{cancel_storm.UID}.json"])
+    titles = {panel["title"] for panel in iter_panels(board)}
+    named = {value for name, value in vars(alerts).items() if name.startswith("PANEL_")}
+    assert alerts.DASHBOARD == board["title"] == cancel_storm.TITLE
+    assert "Reconcile duration (p50/p99)" in named
+    assert named <= titles, f"runbooks name panels the dashboard lacks: {named - titles}"
