@@ -12,6 +12,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md /src/
 COPY wukong /src/wukong
+# The package without extras: what `wukong agent` needs (no development tools).
 RUN python3 -m venv --system-site-packages /opt/wukong \
     && /opt/wukong/bin/pip install --no-cache-dir /src
 # Root with a few capabilities, not privileged: see the chart's DaemonSet for why.

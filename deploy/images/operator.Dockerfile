@@ -10,6 +10,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md /src/
 COPY wukong /src/wukong
+# The package without extras: what `wukong run` needs and nothing of the
+# development tools (no etcd, certificate generation or Grafana SDK).
 RUN python3 -m venv /opt/wukong \
     && /opt/wukong/bin/pip install --no-cache-dir /src
 

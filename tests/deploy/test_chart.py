@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.deploy.chart_tools import CHART, EVERYTHING_ON, REPO, helm, render, values_file
 from wukong.dashboards.alerts import alert_rules
-from wukong.dashboards.panels import render_dashboards
+from wukong.dashboards.render import render_dashboards
 from wukong.deploy.chart import BUNDLE, ChartError, generated_files, render_bundle
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 
 AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"]
 
@@ -121,6 +123,14 @@ def test_monitoring_objects_come_from_the_same_sources(tmp_path: Path) -> None:
     assert dashboards == {name: json.loads(text) for name, text in render_dashboards().items()}
     configmaps = [obj for obj in objects if obj["kind"] == "ConfigMap"]
     assert all(obj["metadata"]["labels"]["grafana_dashboard"] == "1" for obj in configmaps)
+
+
+def test_the_chart_defaults_to_the_operators_deadline() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["operator"]["reconcileTimeout"] == DEFAULT_RECONCILE_TIMEOUT
+    (deployment,) = [obj for obj in render() if obj["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert f"--reconcile-timeout={DEFAULT_RECONCILE_TIMEOUT:g}" in container["args"]
 
 
 def test_dockerfiles_pass_hadolint() -> None:

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from tests.integration.helpers import eventually, running
 from wukong.dashboards.alerts import alert_rules
-from wukong.dashboards.panels import panel_queries, render_dashboards, substitute_variables
+from wukong.dashboards.promql import substitute_variables
+from wukong.dashboards.render import panel_queries, render_dashboards
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy

@@ -18,6 +18,7 @@ from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simu
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
 from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import NotFound
 from wukong.runtime.leader import LeaderElectionConfig
@@ -127,7 +128,7 @@ async def start_wukong(
         *,
         simulation: SimulationConfig | None = None,
         operator_client: Client | None = None,
-        reconcile_timeout: float = 15.0,
+        reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         leader_election: LeaderElectionConfig | None = None,
     ) -> WukongRun:
         simulator = simulator_manager(client=client, config=simulation or SimulationConfig())

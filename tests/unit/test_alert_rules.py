@@ -6,7 +6,7 @@ package puts it at /usr/bin/promtool), and a missing promtool fails these tests
 instead of silently skipping the only check that the alerts really fire.
 """
 
-import re
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from wukong.dashboards import alerts, cancel_storm
 from wukong.dashboards.alerts import alert_rules, render_alert_rules
+from wukong.dashboards.promql import grouping_labels, metric_names
+from wukong.dashboards.render import iter_panels, render_dashboards
 from wukong.metrics.definitions import create_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,9 +27,6 @@ PROMTOOL_TESTS = ROOT / "tests" / "promtool" / "alerts_test.yaml"
 REGENERATE = "wukong dashboards render --out dashboards"
 # Labels Prometheus adds at scrape time (kubernetes SD relabelling), and histograms' `le`.
 SCRAPE_LABELS = {"job", "namespace", "pod", "instance", "le"}
-# PromQL words that look like identifiers but are not metric names.
-PROMQL_WORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "bool", "offset"}
-PROMQL_WORDS |= {"group_left", "group_right", "inf", "nan"}
 
 
 def _promtool() -> str:
@@ -63,21 +63,6 @@ def _contract() -> tuple[set[str], set[str]]:
         labels.update(getattr(attribute, "_labelnames", ()))
     labels.update({"name", "controller"})  # the scrape-time collector's queue labels
     return names, labels
-
-
-def _metric_names(expr: str) -> set[str]:
-    """Identifiers in `expr` that name series: not functions, keywords or label names."""
-    stripped = re.sub(r'"[^"]*"', "", expr)  # string literals
-    stripped = re.sub(r"\{[^}]*\}", "", stripped)  # label matchers
-    stripped = re.sub(r"\[[^\]]*\]", "", stripped)  # range durations
-    stripped = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)", "", stripped)
-    identifiers = re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", stripped)
-    return {name for name in identifiers if name.lower() not in PROMQL_WORDS}
-
-
-def _grouping_labels(expr: str) -> set[str]:
-    clauses = re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr)
-    return {label.strip() for clause in clauses for label in clause.split(",") if label.strip()}
 
 
 def test_committed_rule_file_is_current() -> None:
@@ -124,15 +109,18 @@ def test_every_alert_has_severity_for_and_a_concrete_runbook() -> None:
 def test_expressions_use_only_contract_metrics_and_labels() -> None:
     names, labels = _contract()
     for rule in _rules():
-        used = _metric_names(rule["expr"])
+        used = metric_names(rule["expr"])
         assert used, f"{rule['alert']}: no metric found in {rule['expr']!r}"
         assert used <= names, f"{rule['alert']}: not in the metrics contract: {used - names}"
-        grouping = _grouping_labels(rule["expr"])
+        grouping = grouping_labels(rule["expr"])
         unknown = grouping - labels - SCRAPE_LABELS
         assert not unknown, f"{rule['alert']}: unknown labels {unknown}"
 
 
-def test_metric_name_parser_finds_names_and_ignores_functions() -> None:
-    expr = 'histogram_quantile(0.99, sum by (le, job) (rate(a_bucket{x="y"}[5m]))) > 1 and b'
-    assert _metric_names(expr) == {"a_bucket", "b"}
-    assert _grouping_labels(expr) == {"le", "job"}
+def test_runbooks_send_people_to_panels_that_exist() -> None:
+    board = json.loads(render_dashboards()[f"{cancel_storm.UID}.json"])
+    titles = {panel["title"] for panel in iter_panels(board)}
+    named = {value for name, value in vars(alerts).items() if name.startswith("PANEL_")}
+    assert alerts.DASHBOARD == board["title"] == cancel_storm.TITLE
+    assert "Reconcile duration (p50/p99)" in named
+    assert named <= titles, f"runbooks name panels the dashboard lacks: {named - titles}"

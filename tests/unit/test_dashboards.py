@@ -17,31 +17,15 @@ import pytest
 
 from wukong.cli import main
 from wukong.dashboards.alerts import ALERT_RULES_FILE, render_alert_rules
-from wukong.dashboards.panels import (
-    CANCEL_STORM_UID,
-    NODE_CANCELLATIONS_UID,
-    iter_panels,
-    panel_queries,
-    render_dashboards,
-)
+from wukong.dashboards.cancel_storm import UID as CANCEL_STORM_UID
+from wukong.dashboards.node_cancellations import UID as NODE_CANCELLATIONS_UID
+from wukong.dashboards.promql import metric_names
+from wukong.dashboards.render import iter_panels, panel_queries, render_dashboards
 from wukong.metrics import create_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "dashboards"
 FIXED_RANGE = re.compile(r"\[\d+[smhd]\]")
-# Identifiers in PromQL that are not metric names.
-PROMQL_WORDS = {
-    "sum",
-    "max",
-    "min",
-    "avg",
-    "by",
-    "without",
-    "rate",
-    "increase",
-    "histogram_quantile",
-    "le",
-}
 # The node agent's family (DESIGN.md); the agent registers it, not create_metrics().
 AGENT_FAMILIES = {"wukong_node_cancellations_total"}
 SELECTORS = {
@@ -74,14 +58,6 @@ def _dashboards() -> dict[str, dict[str, Any]]:
 
 def _content_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
     return [panel for panel in iter_panels(board) if panel.get("type") != "row"]
-
-
-def _metric_names(expr: str) -> set[str]:
-    without_labels = re.sub(r"\{[^}]*\}", "", expr)
-    without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
-    without_groupings = re.sub(r"\b(by|without)\s*\([^)]*\)", "", without_ranges)
-    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_groupings))
-    return words - PROMQL_WORDS
 
 
 def test_renders_both_dashboards() -> None:
@@ -156,7 +132,7 @@ def test_queries_filter_by_variables_and_use_rate_interval(name: str) -> None:
 def test_controller_families_filter_by_controller() -> None:
     board = _dashboards()[f"{CANCEL_STORM_UID}.json"]
     for query in panel_queries(board):
-        names = _metric_names(query)
+        names = metric_names(query)
         if all(name.startswith(PROCESS_WIDE) for name in names):
             assert "controller=" not in query, query
         else:
@@ -167,7 +143,7 @@ def test_controller_families_filter_by_controller() -> None:
 def test_queries_use_only_contract_metrics(name: str) -> None:
     contract = _contract_samples()
     for query in panel_queries(_dashboards()[name]):
-        names = _metric_names(query)
+        names = metric_names(query)
         assert names, f"no metric in {query}"
         assert names <= contract, f"{sorted(names - contract)} not in the metric contract"
 

@@ -14,11 +14,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from wukong.dashboards.panels import panel_targets, render_dashboards, substitute_variables
+from wukong.dashboards import cancel_storm
+from wukong.dashboards.promql import substitute_variables
+from wukong.dashboards.render import panel_targets, render_dashboards
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.tracing.receiver import ReceivedSpan
 
-CANCEL_STORM_DASHBOARD = "wukong-cancel-storm.json"
+CANCEL_STORM_DASHBOARD = f"{cancel_storm.UID}.json"
 
 
 @dataclass(frozen=True)

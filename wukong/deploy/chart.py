@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from wukong.dashboards.alerts import alert_rules
-from wukong.dashboards.panels import render_dashboards
+from wukong.dashboards.render import render_dashboards
 from wukong.devcluster.binaries import kubernetes_version
 from wukong.errors import UserError
 from wukong.operator.crd import render_crd, wukong_crd

@@ -9,5 +9,5 @@
 - `attribution`: pid -> cgroup -> pod UID -> namespace/pod/container.
 - `agent`: attaches to targets as they come and go, turns events into
   `Cancellation` records and `wukong_node_cancellations_total`.
-- `live`: the `wukong trace` table; `commands`: `wukong agent` and `wukong trace`.
+- `live`: the `wukong trace` table (the commands are in `wukong.cli.agent`).
 """

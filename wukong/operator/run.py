@@ -26,6 +26,7 @@ from wukong.operator.resources import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
 from wukong.runtime.errors import ApiError, NotFound
@@ -59,7 +60,7 @@ class OperatorError(UserError):
 class OperatorSettings:
     kubeconfig: Path | None = None
     namespace: str | None = None  # None: every namespace
-    reconcile_timeout: float = 15.0
+    reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT
     max_concurrent_reconciles: int = 4
     metrics_bind: str = ":8080"  # "0" turns the metrics endpoint off
     health_bind: str = ":8081"  # "0" turns the health endpoints off

@@ -1,4 +1,8 @@
-"""`wukong agent` (the DaemonSet's daemon) and `wukong trace` (the live view)."""
+"""`wukong agent` (the DaemonSet's daemon) and `wukong trace` (the live view).
+
+Production: it imports only what `pip install wukong-operator` installs (BCC
+itself comes from the node's python3-bpfcc and is imported when probes load).
+"""
 
 import argparse
 import os

@@ -1,14 +1,19 @@
-"""`wukong deploy render`: regenerate the chart's generated files and the bundle."""
+"""`wukong deploy render`: regenerate the chart's generated files and the bundle.
+
+Development only: rendering needs the dashboards (the Grafana SDK) and helm from
+the dev cluster's binaries, which come with the `devtools` extra, so they are
+imported when the command runs.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
-from wukong.deploy.chart import write_chart
-from wukong.devcluster import binaries
-
 
 def _render(args: argparse.Namespace) -> int:
+    from wukong.deploy.chart import write_chart
+    from wukong.devcluster import binaries
+
     helm = binaries.helm_binary(progress=lambda line: print(line, file=sys.stderr))
     for path in write_chart(args.root, helm=helm):
         print(path)

@@ -1,10 +1,14 @@
-"""`wukong run`: the operator's command line."""
+"""`wukong run`: the operator's command line.
+
+Production: it imports only what `pip install wukong-operator` installs.
+"""
 
 import argparse
 import asyncio
 from pathlib import Path
 
 from wukong.operator.run import OperatorSettings, run_operator
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 
 
 def _positive(text: str) -> float:
@@ -54,10 +58,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     run.add_argument(
         "--reconcile-timeout",
         type=_positive,
-        default=15.0,
+        default=DEFAULT_RECONCILE_TIMEOUT,
         metavar="SECONDS",
         help="deadline of each reconcile; a reconcile still running then is cancelled "
-        "(reason deadline_exceeded) and requeued (default: 15)",
+        f"(reason deadline_exceeded) and requeued (default: {DEFAULT_RECONCILE_TIMEOUT:g})",
     )
     run.add_argument(
         "--max-concurrent-reconciles",

@@ -1,13 +1,13 @@
-"""`wukong demo`: the command line of the demo and the cancel-storm drill."""
+"""`wukong demo`: the command line of the demo and the cancel-storm drill.
+
+Development only: the demo stands on the local control plane and the dashboards,
+which come with the `devtools` extra, so it imports them when it runs.
+"""
 
 import argparse
 import asyncio
 import sys
 from pathlib import Path
-
-from wukong.demo.demo import run_demo
-from wukong.devcluster import ephemeral_control_plane
-from wukong.devcluster.paths import cache_dir
 
 
 def _say(message: str) -> None:
@@ -15,6 +15,10 @@ def _say(message: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from wukong.demo.demo import run_demo
+    from wukong.devcluster import ephemeral_control_plane
+    from wukong.devcluster.paths import cache_dir
+
     work_dir: Path = args.work_dir or cache_dir() / "demo"
     with ephemeral_control_plane(progress=_say, state_dir=work_dir / "cluster") as plane:
         return asyncio.run(

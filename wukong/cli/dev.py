@@ -1,0 +1,203 @@
+"""`wukong dev`: the real local control plane (etcd + kube-apiserver) and its simulator.
+
+Development only: the control plane needs etcd and certificate generation, which
+come with the `devtools` extra, so every action imports `wukong.devcluster` when
+it runs, never when the parser is built.
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wukong.devcluster import ControlPlane
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _control_plane(args: argparse.Namespace) -> "ControlPlane":
+    from wukong.devcluster import ControlPlane, ControlPlaneConfig
+    from wukong.devcluster.paths import default_state_dir
+
+    config = ControlPlaneConfig.for_state_dir(
+        args.state_dir or default_state_dir(),
+        apiserver_port=getattr(args, "apiserver_port", None),
+        etcd_port=getattr(args, "etcd_port", None),
+        etcd_peer_port=getattr(args, "etcd_peer_port", None),
+    )
+    return ControlPlane(config)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from wukong.devcluster.simulator import IMMEDIATE_CLASS, WAIT_FOR_FIRST_CONSUMER_CLASS
+
+    plane = _control_plane(args)
+    plane.up(progress=_progress)
+    asyncio.run(_install_dev_apis(plane.kubeconfig))
+    _progress(
+        "installed the Wukong CRD, simulated KubeVirt/CDI/Multus CRDs and StorageClasses "
+        f"({IMMEDIATE_CLASS}, {WAIT_FOR_FIRST_CONSUMER_CLASS}); "
+        "run `wukong dev simulate` to play those systems"
+    )
+    _progress(f'kubectl --kubeconfig "{plane.kubeconfig}" get ns')
+    return 0
+
+
+async def _install_dev_apis(kubeconfig: Path) -> None:
+    from wukong.devcluster.simulator import install_dev_apis
+    from wukong.runtime.client import Client
+
+    async with await Client.from_kubeconfig(kubeconfig) as client:
+        await install_dev_apis(client)
+
+
+def _down(args: argparse.Namespace) -> int:
+    _control_plane(args).down(progress=_progress)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    plane = _control_plane(args)
+    status = plane.status()
+    for component in status.components:
+        pid = f" (pid {component.pid})" if component.pid else ""
+        print(f"{component.name:<15} {component.state}{pid}  log: {component.log_file}")
+    print(
+        f"{'server':<15} {plane.server_url}  ready: {'yes' if status.ready else 'no'}"
+        f"  version: {status.version or '-'}"
+    )
+    print(f"{'kubeconfig':<15} {status.kubeconfig or '-'}")
+    return 0 if status.running and status.ready else 3
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    from wukong.devcluster import DevClusterError
+
+    plane = _control_plane(args)
+    if not plane.kubeconfig.is_file():
+        raise DevClusterError("no kubeconfig yet; start the control plane with `wukong dev up`")
+    print(plane.kubeconfig)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from wukong.devcluster.simulator import SimulationConfig, run_simulator
+
+    config = SimulationConfig(
+        bind_delay=args.bind_delay, import_delay=args.import_delay, boot_delay=args.boot_delay
+    )
+    kubeconfig = _control_plane(args).kubeconfig
+    _progress("simulating the volume binder, CDI and KubeVirt; Ctrl-C stops")
+    asyncio.run(run_simulator(kubeconfig, config))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from wukong.devcluster import binaries
+
+    print(binaries.kube_apiserver_binary(progress=_progress))
+    print(binaries.helm_binary(progress=_progress))
+    return 0
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the cluster keeps certificates, kubeconfig, pid files and logs "
+        "(default: $WUKONG_DEV_STATE_DIR or ~/.cache/wukong/dev)",
+    )
+    if not ports:
+        return
+    for flag, what, default in [
+        ("--apiserver-port", "kube-apiserver secure port", 6443),
+        ("--etcd-port", "etcd client port", 2379),
+        ("--etcd-peer-port", "etcd peer port", 2380),
+    ]:
+        parser.add_argument(
+            flag, type=int, default=None, help=f"{what} on 127.0.0.1 (default {default})"
+        )
+
+
+def _add_simulate(actions: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    simulate = actions.add_parser(
+        "simulate",
+        help="play KubeVirt, CDI and the volume binder against the control plane",
+        description="Run small controllers that stand in for systems the dev cluster lacks: "
+        "they bind PVCs (WaitForFirstConsumer ones once a VM is scheduled), import CDI "
+        "DataVolumes and start KubeVirt VMIs on a fake node, each after a delay. Runs until "
+        "Ctrl-C or SIGTERM.",
+    )
+    _add_cluster_options(simulate, ports=False)
+    for flag, default, what in [
+        ("--bind-delay", 0.3, "PVC Pending -> Bound"),
+        ("--import-delay", 1.0, "DataVolume import"),
+        ("--boot-delay", 0.5, "VMI Scheduled -> Running"),
+    ]:
+        simulate.add_argument(
+            flag, type=float, default=default, metavar="SECONDS", help=f"{what} (default {default})"
+        )
+    simulate.set_defaults(handler=_simulate)
+
+
+def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    dev = commands.add_parser(
+        "dev",
+        help="run a real local control plane (etcd + kube-apiserver)",
+        description="A real local Kubernetes control plane for development and tests: etcd 3.5 "
+        "and a kube-apiserver built once from the pinned Kubernetes release and cached. "
+        "It has no kubelet or controller-manager: namespaces are not finalized and owner "
+        "references are not garbage-collected.",
+    )
+    actions = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    for name, handler, ports, help_text, description in [
+        (
+            "up",
+            _up,
+            True,
+            "start the control plane and wait until it is ready",
+            "Start etcd and kube-apiserver in the background and return when /readyz is ok and "
+            "the default namespace exists. The first run builds kube-apiserver (minutes); "
+            "later runs start in seconds. Does nothing if it is already running.",
+        ),
+        (
+            "down",
+            _down,
+            False,
+            "stop the control plane and delete its data",
+            "Stop kube-apiserver and etcd and delete etcd's data. Certificates and the "
+            "kubeconfig are kept for the next `up`.",
+        ),
+        (
+            "status",
+            _status,
+            False,
+            "show whether the control plane runs and is ready",
+            "Show each component's process and log, the server URL, readiness and version. "
+            "Exit status 0 when running and ready, 3 otherwise.",
+        ),
+        (
+            "kubeconfig",
+            _kubeconfig,
+            False,
+            "print the path of the admin kubeconfig",
+            'Print the admin kubeconfig path, for kubectl --kubeconfig "$(wukong dev kubeconfig)".',
+        ),
+    ]:
+        action = actions.add_parser(name, help=help_text, description=description)
+        _add_cluster_options(action, ports=ports)
+        action.set_defaults(handler=handler)
+    _add_simulate(actions)
+    build = actions.add_parser(
+        "build",
+        help="build (or find in the cache) kube-apiserver and helm",
+        description="Build kube-apiserver from the Go module proxy through the wrapper module in "
+        "wukong/devcluster/apiserver, and helm (for the chart's checks) with `go install`; "
+        "cache both under ~/.cache/wukong/bin and print their paths.",
+    )
+    build.set_defaults(handler=_build)

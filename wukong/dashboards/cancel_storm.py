@@ -1,0 +1,307 @@
+""" "Wukong / Cancel storm": everything needed to tell a cancel storm from ordinary load.
+
+Rows, top to bottom, in the order an SRE asks the questions: are reconciles
+being cancelled, and why (results, cancellations by reason, timeouts)? Are they
+pressed against their deadline (reconcile time with the deadline drawn, the
+share of the deadline used)? Do `RequeueAfter` requeues start late (the
+amplification of seed 003 §2.4)? Then the workqueue, the API client and
+leadership, the usual causes. Latency panels carry exemplars that open the
+reconcile's trace.
+
+Operator metrics are filtered by the Prometheus target labels of the
+operator's pods (`namespace`, `job`) plus `controller` for the families that
+carry it; the API client and leader election are process-wide.
+"""
+
+from grafana_foundation_sdk.builders import dashboard as dashboard_builders
+
+from wukong.dashboards.builders import (
+    EXEMPLAR_NOTE,
+    PanelSpec,
+    Row,
+    dashboard,
+    datasource_variable,
+    label_variable,
+)
+from wukong.dashboards.promql import Query, quantiles, rate
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
+
+UID = "wukong-cancel-storm"
+TITLE = "Wukong / Cancel storm"
+
+_TARGET = 'namespace=~"$namespace", job=~"$job"'
+_CONTROLLER = _TARGET + ', controller=~"$controller"'
+
+
+def _reconcile_outcomes() -> list[PanelSpec]:
+    """How reconciles end: results, cancellations by reason, timeouts."""
+    return [
+        PanelSpec(
+            title="Reconcile rate by result",
+            description="Reconciles finished per second, by controller and result "
+            "(success, error, requeue, requeue_after). A cancel storm shows as errors "
+            "and requeues rising while successes fall.",
+            unit="ops",
+            queries=[
+                Query(
+                    expr=rate(
+                        "controller_runtime_reconcile_total",
+                        selector=_CONTROLLER,
+                        by="controller, result",
+                    ),
+                    legend="{{controller}} {{result}}",
+                )
+            ],
+        ),
+        PanelSpec(
+            title="Cancellations by reason",
+            description="Reconciles cancelled before they finished, per second, stacked "
+            "by cancel reason (deadline_exceeded, shutdown, leader_lost, deleted, "
+            "api_timeout, parent_cancelled). Each cancelled object is requeued, so a "
+            "sustained band here feeds itself.",
+            unit="ops",
+            stacked=True,
+            queries=[
+                Query(
+                    expr=rate(
+                        "wukong_reconcile_cancellations_total", selector=_CONTROLLER, by="reason"
+                    ),
+                    legend="{{reason}}",
+                )
+            ],
+        ),
+        PanelSpec(
+            title="Reconcile timeouts",
+            description="Reconciles per second that ran past their deadline and were "
+            "cancelled (controller-runtime's reconcile_timeouts_total), by controller.",
+            unit="ops",
+            queries=[
+                Query(
+                    expr=rate(
+                        "controller_runtime_reconcile_timeouts_total",
+                        selector=_CONTROLLER,
+                        by="controller",
+                    ),
+                    legend="{{controller}}",
+                )
+            ],
+        ),
+    ]
+
+
+def _reconcile_time() -> list[PanelSpec]:
+    """How long reconciles take against their deadline, and how late requeues start."""
+    deadline = DEFAULT_RECONCILE_TIMEOUT
+    return [
+        PanelSpec(
+            title="Reconcile duration (p50/p99)",
+            description="Reconcile duration quantiles by controller. The dashed red "
+            f"line is the default reconcile deadline ({deadline:g} s): a threshold of "
+            "the panel, not a query, because the deadline is a flag "
+            "(`--reconcile-timeout`) and not a metric; edit the threshold if the "
+            "operator runs with another value. A p99 pressed against the line means "
+            "reconciles are being cut off by the deadline." + EXEMPLAR_NOTE,
+            unit="s",
+            exemplars=True,
+            threshold=deadline,
+            queries=quantiles(
+                "controller_runtime_reconcile_time_seconds",
+                selector=_CONTROLLER,
+                by="controller",
+                legend="{{controller}}",
+            ),
+        ),
+        PanelSpec(
+            title="Deadline budget used",
+            description="Fraction of its deadline a reconcile used (elapsed / timeout). "
+            "100% (dashed line) is the deadline itself; values above it are reconciles "
+            "that overran before the cancellation took effect.",
+            unit="percentunit",
+            threshold=1.0,
+            queries=quantiles(
+                "wukong_reconcile_budget_used_ratio",
+                selector=_CONTROLLER,
+                by="controller",
+                legend="{{controller}}",
+            ),
+        ),
+        PanelSpec(
+            title="Requeue lateness (p99)",
+            description="How late a requeued reconcile started: actual start minus the "
+            "time RequeueAfter asked for. Near zero on a healthy loop; it grows when "
+            "requeues wait behind busy workers or a deadline cancellation delays them "
+            "(the RequeueAfter x timeout amplification of seed 003 §2.4).",
+            unit="s",
+            queries=quantiles(
+                "wukong_requeue_delay_seconds",
+                selector=_CONTROLLER,
+                by="controller",
+                legend="{{controller}}",
+            ),
+        ),
+    ]
+
+
+def _workqueue() -> Row:
+    def p99(metric: str, *, title: str, description: str) -> PanelSpec:
+        return PanelSpec(
+            title=title,
+            description=description,
+            unit="s",
+            width=6,
+            queries=quantiles(
+                metric,
+                selector=_CONTROLLER,
+                by="controller, name",
+                legend="{{controller}}",
+                qs=(0.99,),
+            ),
+        )
+
+    depth = f"sum by (controller, name) (workqueue_depth{{{_CONTROLLER}}})"
+    retries = rate("workqueue_retries_total", selector=_CONTROLLER, by="controller, name")
+    return Row(
+        title="Workqueue",
+        panels=(
+            PanelSpec(
+                title="Workqueue depth",
+                description="Items waiting in each controller's workqueue, read at scrape "
+                "time. A depth that keeps growing means reconciles (or their requeues) "
+                "arrive faster than the workers finish them.",
+                unit="short",
+                width=6,
+                queries=[Query(expr=depth, legend="{{controller}}")],
+            ),
+            p99(
+                "workqueue_queue_duration_seconds",
+                title="Queue wait p99",
+                description="99th percentile of how long an item stayed in the workqueue "
+                "before a worker took it.",
+            ),
+            p99(
+                "workqueue_work_duration_seconds",
+                title="Work duration p99",
+                description="99th percentile of how long a worker spent on one item, from "
+                "taking it off the queue to marking it done.",
+            ),
+            PanelSpec(
+                title="Workqueue retries",
+                description="Rate-limited re-adds per second (errors and cancellations "
+                "requeued with backoff), by controller.",
+                unit="ops",
+                width=6,
+                queries=[Query(expr=retries, legend="{{controller}}")],
+            ),
+        ),
+    )
+
+
+def _api_client() -> Row:
+    requests = rate("rest_client_requests_total", selector=_TARGET, by="method, code")
+    cancelled = rate("wukong_api_request_cancellations_total", selector=_TARGET, by="reason")
+    return Row(
+        title="Kubernetes API client",
+        panels=(
+            PanelSpec(
+                title="API requests by method and code",
+                description="Requests per second the operator made to the kube-apiserver, "
+                "by HTTP method and status code. Not per controller: the client is shared.",
+                unit="reqps",
+                width=8,
+                queries=[Query(expr=requests, legend="{{method}} {{code}}")],
+            ),
+            PanelSpec(
+                title="API latency p99 by verb",
+                description="99th percentile of API request latency, by verb. Calls made "
+                "from a reconcile are bounded by its remaining deadline, so a slow API "
+                "server turns directly into api_timeout and deadline cancellations."
+                + EXEMPLAR_NOTE,
+                unit="s",
+                width=8,
+                exemplars=True,
+                queries=quantiles(
+                    "rest_client_request_duration_seconds",
+                    selector=_TARGET,
+                    by="verb",
+                    legend="{{verb}}",
+                    qs=(0.99,),
+                ),
+            ),
+            PanelSpec(
+                title="API requests cancelled by reason",
+                description="API requests per second that ended without an answer, by "
+                "cancel reason (api_timeout: the call's own time ran out; others: the "
+                "reconcile around it was cancelled).",
+                unit="reqps",
+                width=8,
+                stacked=True,
+                queries=[Query(expr=cancelled, legend="{{reason}}")],
+            ),
+        ),
+    )
+
+
+def _leadership() -> Row:
+    status = f"max by (pod, name) (leader_election_master_status{{{_TARGET}}})"
+    return Row(
+        title="Leadership",
+        panels=(
+            PanelSpec(
+                title="Leader election",
+                description="1 while a pod holds the leader Lease, 0 otherwise, per pod and "
+                "Lease name. Exactly one pod should be at 1; a handover lines up with "
+                "leader_lost cancellations above.",
+                unit="bool",
+                width=24,
+                stepped=True,
+                min_value=0,
+                max_value=1,
+                queries=[Query(expr=status, legend="{{pod}} {{name}}")],
+            ),
+        ),
+    )
+
+
+def _variables() -> list[object]:
+    return [
+        datasource_variable(name="datasource", label="Prometheus", plugin="prometheus"),
+        datasource_variable(name="trace_datasource", label="Traces", plugin="tempo"),
+        label_variable(
+            name="namespace",
+            label="Namespace",
+            query="label_values(controller_runtime_reconcile_total, namespace)",
+            description="Namespace of the operator's pods (Prometheus target label).",
+        ),
+        label_variable(
+            name="job",
+            label="Job",
+            query='label_values(controller_runtime_reconcile_total{namespace=~"$namespace"}, job)',
+            description="Prometheus scrape job of the operator.",
+        ),
+        label_variable(
+            name="controller",
+            label="Controller",
+            query="label_values(controller_runtime_reconcile_total"
+            '{namespace=~"$namespace", job=~"$job"}, controller)',
+            description="Controllers to show; panels without a controller label (API "
+            "client, leadership) show the whole process.",
+        ),
+    ]
+
+
+def cancel_storm_dashboard() -> dashboard_builders.Dashboard:
+    """ "Wukong / Cancel storm": reconciles, cancellations, queue, API and leadership."""
+    return dashboard(
+        uid=UID,
+        title=TITLE,
+        description="Is the operator in a cancel storm? Reconcile results and "
+        "cancellations by reason, reconcile time against the deadline, requeue lateness, "
+        "the workqueue, the API client and leadership, for the selected controllers.",
+        variables=_variables(),
+        rows=[
+            Row(title="Reconciles", panels=(*_reconcile_outcomes(), *_reconcile_time())),
+            _workqueue(),
+            _api_client(),
+            _leadership(),
+        ],
+    )

@@ -1,0 +1,70 @@
+"""Every Wukong dashboard as a JSON file, and reading the queries back out of one.
+
+`render_dashboards()` is what `wukong dashboards render` writes under
+`dashboards/` and `wukong deploy render` copies into the chart; unit tests fail
+when the committed files are stale. The reading side (`panel_targets`,
+`panel_queries`) works on rendered JSON, so that tests and the demo check and
+run exactly what Grafana would.
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard
+
+from wukong.dashboards.builders import to_json
+from wukong.dashboards.cancel_storm import cancel_storm_dashboard
+from wukong.dashboards.node_cancellations import node_cancellations_dashboard
+
+DASHBOARDS: tuple[Callable[[], Dashboard], ...] = (
+    cancel_storm_dashboard,
+    node_cancellations_dashboard,
+)
+
+
+def render_dashboards() -> dict[str, str]:
+    """File name (`<uid>.json`) → dashboard JSON, in file-name order."""
+    rendered = {}
+    for build in DASHBOARDS:
+        text = to_json(build())
+        rendered[f"{json.loads(text)['uid']}.json"] = text
+    return dict(sorted(rendered.items()))
+
+
+def _panels(panels: list[Any]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))
+
+
+def iter_panels(dashboard_json: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel of a dashboard, rows included, panels inside collapsed rows too."""
+    yield from _panels(dashboard_json.get("panels", []))
+
+
+@dataclass(frozen=True)
+class PanelTarget:
+    title: str  # the panel's
+    expr: str
+    legend: str  # Grafana's legend format, e.g. "p99 {{controller}}"
+
+
+def panel_targets(dashboard_json: dict[str, Any]) -> list[PanelTarget]:
+    """Every query of every panel, with its panel's title and legend, in panel order."""
+    return [
+        PanelTarget(
+            title=str(panel.get("title", "")),
+            expr=str(target["expr"]),
+            legend=str(target.get("legendFormat") or ""),
+        )
+        for panel in iter_panels(dashboard_json)
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
+
+
+def panel_queries(dashboard_json: dict[str, Any]) -> list[str]:
+    """Every query expression of every panel, in panel order."""
+    return [target.expr for target in panel_targets(dashboard_json)]
