@@ -118,6 +118,19 @@ def ephemeral_control_plane(
             plane.down(progress=lambda _: None)
 
 
+# Writes at Metadata level (who, what, when, the answer), once each, when the
+# answer is sent; reads and watches are not logged: there are far too many.
+_AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+
+
 class ControlPlane:
     """Start, stop and inspect the local control plane described by a config."""
 
@@ -298,7 +311,23 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             "--profiling=false",
+            # Who wrote what, when: every write, with its user agent, to audit.log
+            # (tests prove which replica wrote after a leader change).
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxbackup=1",
         ]
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON event per write request (JSON lines)."""
+        return self.config.state_dir / "audit.log"
+
+    def _audit_policy(self) -> Path:
+        path = self.config.state_dir / "audit-policy.yaml"
+        path.write_text(_AUDIT_POLICY)
+        return path
 
     # -- readiness -------------------------------------------------------------------
 

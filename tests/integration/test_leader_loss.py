@@ -1,0 +1,195 @@
+"""Lease loss: the old leader stops writing at once, so there is never a second writer.
+
+Two replicas reconcile the same ConfigMaps, each writing on every reconcile.
+Replica A leads; the Lease is taken away (an intruder overwrites it), A loses
+it, and B takes over once the intruder's lease has expired. A's reconciler is
+stubborn: it swallows its cancellation and tries one more write six seconds
+later (after B took over). The API server's audit log, which records every write with the user
+agent that sent it, is the judge: after B acquired the Lease, every write came
+from B; A's last write came within a second of A noticing the loss; A's late
+write never left the process.
+"""
+
+import asyncio
+import datetime
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import eventually
+from wukong.devcluster import ControlPlane
+from wukong.runtime import (
+    CancelReason,
+    Client,
+    Controller,
+    ControllerOptions,
+    LeaderElectionConfig,
+    Manager,
+    ReconcileContext,
+    Request,
+    Result,
+)
+from wukong.runtime.errors import Conflict, NotLeading
+from wukong.runtime.leader import LEASES
+from wukong.runtime.resources import CONFIGMAPS
+
+LEASE = "leader-loss"
+OBJECTS = 4
+# Longer than B needs to take over (the intruder's 4 s lease must expire first), so
+# without the fence this write would land after B acquired the Lease.
+LATE_WRITE_SECONDS = 6.0
+
+
+class Writer:
+    """Writes on every reconcile; when `stubborn`, ignores cancellation and writes once more."""
+
+    def __init__(self, identity: str, *, stubborn: bool) -> None:
+        self.identity = identity
+        self.stubborn = stubborn
+        self.writes = 0
+        self.refused: list[BaseException] = []
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        try:
+            await self._write(ctx, request)
+            return Result(requeue_after=0.05)
+        except asyncio.CancelledError:
+            if not self.stubborn:
+                raise
+        # Misbehaving on purpose: carry on after cancellation, then write.
+        await _sleep_through_cancellation(LATE_WRITE_SECONDS)
+        try:
+            await self._write(ctx, request)
+        except NotLeading as refused:
+            self.refused.append(refused)
+            raise
+        return Result()
+
+    async def _write(self, ctx: ReconcileContext, request: Request) -> None:
+        self.writes += 1
+        patch = {"metadata": {"annotations": {"writer": f"{self.identity}-{self.writes}"}}}
+        await ctx.client.patch(CONFIGMAPS, request.name, patch, namespace=request.namespace)
+
+
+async def _sleep_through_cancellation(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            await asyncio.sleep(left)
+        except asyncio.CancelledError:
+            continue
+
+
+def _audit_writes(audit_log: Path, namespace: str) -> list[dict[str, Any]]:
+    events = []
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if ref.get("resource") == "configmaps" and ref.get("namespace") == namespace:
+            events.append(event)
+    return events
+
+
+def _timestamp(value: str) -> float:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+async def replicas(control_plane: ControlPlane) -> AsyncIterator[dict[str, Client]]:
+    clients = {
+        identity: await Client.from_kubeconfig(
+            control_plane.kubeconfig, user_agent=f"wukong-test/replica-{identity}"
+        )
+        for identity in ("a", "b")
+    }
+    yield clients
+    for client in clients.values():
+        await client.close()
+
+
+async def test_after_lease_loss_only_the_new_leader_writes(
+    control_plane: ControlPlane, client: Client, namespace: str, replicas: dict[str, Client]
+) -> None:
+    for index in range(OBJECTS):
+        await client.create(
+            CONFIGMAPS, {"metadata": {"name": f"cm-{index}", "namespace": namespace}}
+        )
+
+    writers = {"a": Writer("a", stubborn=True), "b": Writer("b", stubborn=False)}
+    managers = {
+        identity: Manager(
+            client=replicas[identity],
+            namespace=namespace,
+            leader_election=LeaderElectionConfig(
+                name=LEASE,
+                namespace=namespace,
+                identity=identity,
+                lease_duration=4,
+                renew_deadline=3,
+                retry_period=0.5,
+            ),
+            shutdown_grace=30.0,  # what a graceful stop would allow: lease loss must not wait
+        )
+        for identity in ("a", "b")
+    }
+    for identity, manager in managers.items():
+        manager.add(
+            Controller(
+                name="writer",
+                reconciler=writers[identity],
+                primary=CONFIGMAPS,
+                options=ControllerOptions(max_concurrent_reconciles=OBJECTS),
+            )
+        )
+
+    run_a = asyncio.create_task(managers["a"].run())
+    await eventually(lambda: writers["a"].writes >= 2 * OBJECTS, what="A leading and writing")
+    run_b = asyncio.create_task(managers["b"].run())
+    try:
+        await asyncio.sleep(1.0)  # B is up and campaigning
+        assert writers["b"].writes == 0
+
+        for _ in range(20):  # A's renewals may get in between the read and the write
+            lease = await client.get(LEASES, LEASE, namespace=namespace)
+            lease["spec"]["holderIdentity"] = "intruder"
+            try:
+                await client.update(LEASES, lease)
+                break
+            except Conflict:
+                continue
+
+        assert await asyncio.wait_for(run_a, timeout=10) == CancelReason.LEADER_LOST
+        a_stopped = time.time()
+        await eventually(lambda: writers["b"].writes >= 2 * OBJECTS, timeout=20, what="B writing")
+        lease = await client.get(LEASES, LEASE, namespace=namespace)
+        assert lease["spec"]["holderIdentity"] == "b"
+        b_acquired = _timestamp(lease["spec"]["acquireTime"])
+        # A's stubborn reconciles tried to write after the loss, and were refused.
+        await eventually(lambda: len(writers["a"].refused) > 0, timeout=10, what="A's late write")
+    finally:
+        managers["b"].stop()
+        await run_b
+        if not run_a.done():
+            managers["a"].stop()
+            await run_a
+
+    writes = _audit_writes(control_plane.audit_log, namespace)
+    by_a = [w for w in writes if "replica-a" in w["userAgent"]]
+    by_b = [w for w in writes if "replica-b" in w["userAgent"]]
+    assert by_a and by_b, "both replicas must have written, or the test proves nothing"
+    late = [
+        (w["userAgent"], w["requestReceivedTimestamp"])
+        for w in writes
+        if _timestamp(w["requestReceivedTimestamp"]) >= b_acquired
+        and "replica-b" not in w["userAgent"]
+    ]
+    assert late == [], f"writes by others after B acquired the lease: {late}"
+    # A stopped writing within a second of leaving run(), which it did when it
+    # noticed the loss; its stubborn writes seconds later never arrived.
+    last_a = max(_timestamp(w["requestReceivedTimestamp"]) for w in by_a)
+    assert last_a <= a_stopped + 1.0
+    assert all(isinstance(refused, NotLeading) for refused in writers["a"].refused)
