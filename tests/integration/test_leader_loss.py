@@ -4,10 +4,10 @@ Two replicas reconcile the same ConfigMaps, each writing on every reconcile.
 Replica A leads; the Lease is taken away (an intruder overwrites it), A loses
 it, and B takes over once the intruder's lease has expired. A's reconciler is
 stubborn: it swallows its cancellation and tries one more write six seconds
-later (after B took over). The API server's audit log, which records every write with the user
-agent that sent it, is the judge: after B acquired the Lease, every write came
-from B; A's last write came within a second of A noticing the loss; A's late
-write never left the process.
+later, after B took over. The API server's audit log, which records every
+write with the user agent that sent it, is the judge: after B acquired the
+Lease, every write came from B; A's last write came within a second of A
+noticing the loss; A's late write never left the process.
 """
 
 import asyncio
