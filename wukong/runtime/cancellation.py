@@ -31,12 +31,12 @@ class CancelReason(StrEnum):
 # and alerts (and, for the reconcile's own deadline, a timeout). Every other
 # reason is a stop the operator chose or was told to make (shutdown, leadership
 # moving on, the object gone, a caller's cancel): normal, never an error.
-_FAILURES = frozenset({CancelReason.DEADLINE_EXCEEDED, CancelReason.API_TIMEOUT})
+FAILURE_REASONS = frozenset({CancelReason.DEADLINE_EXCEEDED, CancelReason.API_TIMEOUT})
 
 
 def is_failure(reason: CancelReason) -> bool:
-    """Whether a cancellation for `reason` counts as an error (see `_FAILURES`)."""
-    return reason in _FAILURES
+    """Whether a cancellation for `reason` counts as an error (see `FAILURE_REASONS`)."""
+    return reason in FAILURE_REASONS
 
 
 def decide_cancel_reason(
