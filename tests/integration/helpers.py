@@ -112,7 +112,7 @@ async def install_test_crd(
     }
     if status_subresource:
         version["subresources"] = {"status": {}}
-    crd = {
+    crd: Object = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{group}"},

@@ -87,7 +87,8 @@ async def test_metrics_exposition_of_a_running_manager(
                     name=CONTROLLER,
                     reconciler=reconciler,
                     primary=CONFIGMAPS,
-                    options=ControllerOptions(reconcile_timeout=1.0),
+                    # Calls may use the whole deadline: only the deadline can cut them.
+                    options=ControllerOptions(reconcile_timeout=1.0, call_budget_share=1.0),
                 )
             )
             server = MetricsServer(registry=metrics.metrics.registry)

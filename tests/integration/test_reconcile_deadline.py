@@ -68,7 +68,8 @@ async def test_deadline_cancels_the_reconcile_and_its_api_call(
                 name="deadline-test",
                 reconciler=reconciler,
                 primary=CONFIGMAPS,
-                options=ControllerOptions(reconcile_timeout=1.0),
+                # Calls may use the whole deadline: only the deadline can cut them.
+                options=ControllerOptions(reconcile_timeout=1.0, call_budget_share=1.0),
             )
         )
         async with running(manager) as run:

@@ -3,9 +3,11 @@
 Every answer from the API server is held 0.2 s (a latency proxy between the
 operator and the server) and reconciles get 1 s, so the first reconciles of a
 Wukong with five dependents run out of time in the middle of creating them.
-Each attempt is cancelled with `deadline_exceeded`, logged at DEBUG (no
-ERROR), and retried; the next attempt finds what the last one created, so the
-object reaches Running and every dependent was created exactly once.
+Each attempt is cut short, by the deadline (`deadline_exceeded`) or by a
+call's own share of it (`api_timeout`), logged at DEBUG (no ERROR), and
+retried; the next attempt finds what the last one created (a create whose
+answer was cut off may well have succeeded), so the object reaches Running and
+every dependent exists exactly once.
 """
 
 import logging
@@ -62,18 +64,20 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
     ]
     assert cancelled, "the deadline never cut a reconcile short; the test proves nothing"
     reasons = {event.reason for event in cancelled}
-    assert CancelReason.DEADLINE_EXCEEDED in reasons
-    # Stopping the operator at the end may cut one more reconcile short.
-    assert reasons <= {CancelReason.DEADLINE_EXCEEDED, CancelReason.SHUTDOWN}
+    # Cut by the deadline, or by a call's own share of it (each call may take half
+    # of what is left); stopping the operator at the end may cut one more short.
+    ran_out = {CancelReason.DEADLINE_EXCEEDED, CancelReason.API_TIMEOUT}
+    assert reasons & ran_out
+    assert reasons <= ran_out | {CancelReason.SHUTDOWN}
 
     created = Counter(
         call.resource
         for call in run.calls
         if call.verb == "create" and call.status_code == 201 and call.resource != "events"
     )
-    # A create whose answer was cut off by the deadline may have succeeded
-    # without a 201 reaching us; a second 201 for a kind would mean a duplicate.
-    assert created and all(count <= 1 for count in created.values()), created
+    # A create whose answer was cut off may have succeeded without a 201 reaching
+    # us; a second 201 for a kind would mean a duplicate.
+    assert all(count <= 1 for count in created.values()), created
     selector = f"{WUKONG_LABEL}=web"
     for resource, names in [
         (NETWORK_ATTACHMENT_DEFINITIONS, ["web-data"]),
@@ -84,7 +88,7 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
         listed = await run.client.list(resource, namespace=run.namespace, label_selector=selector)
         assert sorted(item["metadata"]["name"] for item in listed["items"]) == names
 
-    cancel_logs = [r for r in caplog.records if "deadline_exceeded" in r.getMessage()]
+    cancel_logs = [r for r in caplog.records if "reconcile cancelled after" in r.getMessage()]
     assert cancel_logs and all(r.levelno == logging.DEBUG for r in cancel_logs)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]

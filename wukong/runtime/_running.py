@@ -182,6 +182,7 @@ class RunningController:
             logger=self._logger,
             due_at=ticket.due_at,
             link=ticket.link,
+            call_share=self.config.options.call_budget_share,
         )
         self._observer.reconcile(
             LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context)
@@ -274,13 +275,25 @@ class RunningController:
         if outcome is Outcome.REQUEUE_AFTER:
             assert result is not None
             self.queue.forget(request)
-            delay: float | None = result.requeue_after
-            self.queue.add_after(request, result.requeue_after, link=ctx.as_link())
+            delay = result.requeue_after
+            self.queue.add_after(request, delay, link=ctx.as_link())
         else:
-            delay = None
-            self.queue.add_rate_limited(request, link=ctx.as_link())
+            # A cancellation says nothing about the object: its backoff is capped
+            # low (ControllerOptions.cancelled_backoff_cap), unlike an error's.
+            cap = self.config.options.cancelled_backoff_cap
+            delay = self.queue.add_rate_limited(
+                request,
+                link=ctx.as_link(),
+                max_delay=cap if outcome is Outcome.CANCELLED else None,
+            )
+            ctx.logger.debug("requeued with backoff: again in %.3fs", delay)
         self._observer.reconcile(
-            LifecycleEvent(step=Step.REQUEUED, context=ctx, requeue_after=delay)
+            LifecycleEvent(
+                step=Step.REQUEUED,
+                context=ctx,
+                requeue_after=delay,
+                rate_limited=outcome is not Outcome.REQUEUE_AFTER,
+            )
         )
 
 

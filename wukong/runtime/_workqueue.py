@@ -142,12 +142,21 @@ class WorkQueue:
         timer = asyncio.get_running_loop().call_later(delay, self._fire, key)
         self._scheduled[key] = _Scheduled(due_at=due_at, link=link, timer=timer)
 
-    def add_rate_limited(self, key: Hashable, *, link: object | None = None) -> None:
-        """Queue `key` after the rate limiter's delay (a retry)."""
+    def add_rate_limited(
+        self, key: Hashable, *, link: object | None = None, max_delay: float | None = None
+    ) -> float:
+        """Queue `key` after the rate limiter's delay (a retry), at most `max_delay`.
+
+        Returns the delay chosen (0 once shut down: nothing is queued).
+        """
         if self._shutting_down:
-            return
+            return 0.0
         self._observer.queue_retried(self.name)
-        self.add_after(key, self.rate_limiter.when(key), link=link)
+        delay = self.rate_limiter.when(key)
+        if max_delay is not None:
+            delay = min(delay, max_delay)
+        self.add_after(key, delay, link=link)
+        return delay
 
     def forget(self, key: Hashable) -> None:
         """Clear `key`'s backoff history (it succeeded)."""

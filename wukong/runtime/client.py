@@ -6,12 +6,17 @@ plain JSON dicts, because an operator handles custom resources as much as
 built-in ones and generated model classes would only get in the way.
 
 Time bounds. A client may carry a *deadline* (`with_deadline`, used by the
-reconcile context): every call then gets at most the time left, as the HTTP
-timeout and, for list and watch, as the server's `timeoutSeconds`. A call may
-also pass its own `timeout`; the smaller bound wins. A call that runs out of
-its own time raises `ApiTimeout` (the `api_timeout` cancel reason); when the
-*reconcile* runs out of time its task is cancelled, which aborts the call in
-flight (aiohttp closes the connection on cancellation).
+reconcile context): every call then gets a share of the time left (the
+reconcile's `call_budget_share`, half by default, but at least a quarter of a
+second or all that is left), as the HTTP timeout and as
+the server's own `?timeout=` (and `timeoutSeconds` for list and watch), so the
+API server stops working on a request nobody waits for. A call may also pass
+its own `timeout`; the smaller bound wins. A call that runs out of its own time
+raises `ApiTimeout` (the `api_timeout` cancel reason), after being retried
+while the reconcile still has time if its method is idempotent (GET, PUT,
+DELETE: a repeated PUT of a resourceVersion answers Conflict, never a double
+write); when the *reconcile* runs out of time its task is cancelled, which
+aborts the call in flight (aiohttp closes the connection on cancellation).
 
 Errors. Error answers raise the distinct exceptions of `wukong.runtime.errors`.
 429 answers with `Retry-After` are retried within the time bound, as client-go does.
@@ -58,6 +63,10 @@ Body = Object | list[Object]
 _WATCH_SLACK_SECONDS = 5.0
 _MAX_THROTTLE_RETRIES = 10
 _DEADLINE_BACKSTOP_SECONDS = 0.05
+# A call's share of the deadline is never less than this (or all that is left):
+# slicing a short deadline into tiny attempts would only turn it into timeouts.
+_MIN_CALL_SECONDS = 0.25
+_MAX_TIMEOUT_RETRIES = 3
 _MAX_RETRY_AFTER_SECONDS = 5.0
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -90,12 +99,14 @@ class Client:
         deadline: float | None = None,
         reconcile: "ReconcileContext | None" = None,
         fence: WriteFence | None = None,
+        call_share: float = 1.0,
     ) -> None:
         self._api = api_client
         self._observer = observer
         self._deadline = deadline  # event-loop time, see with_deadline
         self._reconcile = reconcile  # the reconcile this view makes calls for
         self._fence = fence  # writes are refused once it closes (leadership lost)
+        self._call_share = call_share  # of the time left to the deadline, per call
 
     @classmethod
     async def from_kubeconfig(
@@ -154,6 +165,7 @@ class Client:
             deadline=self._deadline,
             reconcile=self._reconcile,
             fence=self._fence,
+            call_share=self._call_share,
         )
 
     def _fenced(self, fence: WriteFence) -> "Client":
@@ -164,13 +176,21 @@ class Client:
             deadline=self._deadline,
             reconcile=self._reconcile,
             fence=fence,
+            call_share=self._call_share,
         )
 
-    def _for_reconcile(self, ctx: "ReconcileContext") -> "Client":
-        """The view a reconcile uses: bounded by its deadline, its calls reported as its own."""
-        return self._view(deadline=ctx.deadline, reconcile=ctx)
+    def _for_reconcile(self, ctx: "ReconcileContext", *, call_share: float) -> "Client":
+        """The view a reconcile uses: each call gets `call_share` of the time left to its
+        deadline, and is reported as the reconcile's own."""
+        return self._view(deadline=ctx.deadline, reconcile=ctx, call_share=call_share)
 
-    def _view(self, *, deadline: float, reconcile: "ReconcileContext | None" = None) -> "Client":
+    def _view(
+        self,
+        *,
+        deadline: float,
+        reconcile: "ReconcileContext | None" = None,
+        call_share: float | None = None,
+    ) -> "Client":
         if self._deadline is not None:
             deadline = min(deadline, self._deadline)
         return Client(
@@ -179,6 +199,7 @@ class Client:
             deadline=deadline,
             reconcile=reconcile or self._reconcile,
             fence=self._fence,
+            call_share=self._call_share if call_share is None else call_share,
         )
 
     async def close(self) -> None:
@@ -394,15 +415,28 @@ class Client:
 
     # -- transport ---------------------------------------------------------------
 
-    def _budget(self, timeout: float | None) -> float | None:
-        """The time this call may take: its own timeout, capped by the deadline."""
+    def _budget(self, timeout: float | None, *, share: float = 1.0) -> float | None:
+        """The time this call may take: its own timeout, capped by `share` of the time left."""
         if self._deadline is None:
             return timeout
-        # A little past the deadline: the reconcile's own deadline timer fires
-        # first and cancels the call, so the cause is recorded as
-        # deadline_exceeded; the HTTP timeout is only the backstop.
-        left = self._deadline - asyncio.get_running_loop().time() + _DEADLINE_BACKSTOP_SECONDS
-        return left if timeout is None else min(timeout, left)
+        left = self._deadline - asyncio.get_running_loop().time()
+        if share >= 1.0 or left <= _MIN_CALL_SECONDS:
+            # All that is left, and a little more: the reconcile's own deadline
+            # timer fires first and cancels the call, so the cause is recorded
+            # as deadline_exceeded; the HTTP timeout is only the backstop.
+            allowed = left + _DEADLINE_BACKSTOP_SECONDS
+        else:
+            allowed = max(left * share, _MIN_CALL_SECONDS)
+        return allowed if timeout is None else min(timeout, allowed)
+
+    def _may_retry(self, verb: _Verb, attempt: int) -> bool:
+        """Whether a call that timed out may go again: idempotent, and time left for it."""
+        if verb.method not in _IDEMPOTENT_METHODS or attempt >= _MAX_TIMEOUT_RETRIES:
+            return False
+        if self._deadline is None:
+            return False
+        # Only if the retry gets a budget of its own that ends before the deadline.
+        return self._deadline - asyncio.get_running_loop().time() > _MIN_CALL_SECONDS
 
     async def _call(
         self,
@@ -417,10 +451,45 @@ class Client:
         timeout: float | None = None,
         server_timeout: bool = False,
     ) -> Object:
-        budget = self._budget(timeout)
+        attempt = 0
+        while True:
+            try:
+                return await self._call_once(
+                    verb,
+                    resource,
+                    namespace,
+                    path,
+                    query=query,
+                    body=body,
+                    content_type=content_type,
+                    timeout=timeout,
+                    server_timeout=server_timeout,
+                )
+            except ApiTimeout:
+                if not self._may_retry(verb, attempt):
+                    raise
+                attempt += 1
+
+    async def _call_once(
+        self,
+        verb: _Verb,
+        resource: Resource,
+        namespace: str | None,
+        path: str,
+        *,
+        query: Query | None = None,
+        body: Body | None = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+        server_timeout: bool = False,
+    ) -> Object:
+        budget = self._budget(timeout, share=self._call_share)
         query = list(query or [])
-        if server_timeout and budget is not None:
-            query.append(("timeoutSeconds", str(max(1, int(budget)))))
+        if budget is not None and budget > 0:
+            # The API server gives up too (and answers 504) instead of working on.
+            query.append(("timeout", f"{budget:.3f}s"))
+            if server_timeout:
+                query.append(("timeoutSeconds", str(max(1, int(budget)))))
         response = await self._open(
             verb,
             resource,
@@ -569,6 +638,7 @@ _UPDATE = _Verb("update", "PUT")
 _PATCH = _Verb("patch", "PATCH")
 _DELETE = _Verb("delete", "DELETE")
 _WRITES = frozenset({_CREATE, _UPDATE, _PATCH, _DELETE})
+_IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
 
 
 def _api_client(

@@ -126,6 +126,7 @@ class ReconcileContext:
         logger: logging.Logger,
         due_at: float | None = None,
         link: object | None = None,
+        call_share: float = 1.0,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.controller = controller
@@ -136,7 +137,7 @@ class ReconcileContext:
         self.deadline = self.started + timeout
         self.deadline_wall = self.started_wall + datetime.timedelta(seconds=timeout)
         self.reconcile_id = uuid.uuid4().hex[:16]
-        self.client = client._for_reconcile(self)
+        self.client = client._for_reconcile(self, call_share=call_share)
         self.logger = ReconcileLogger(logger, self)
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
         # and the link to the reconcile that asked for this one.

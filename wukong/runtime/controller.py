@@ -61,12 +61,25 @@ class ControllerOptions:
     # How long a cancelled reconcile may take to unwind before it is reported stuck.
     cancel_grace: float = 5.0
     rate_limiter: RateLimiter | None = None
+    # The share of the time left to its deadline that one API call (one attempt)
+    # may take: a hung call times out as `api_timeout` and is retried (if
+    # idempotent) or reported while the reconcile still has time. 1.0: the
+    # whole deadline, so only `deadline_exceeded` can cut a call.
+    call_budget_share: float = 0.5
+    # Backoff for a reconcile that was cancelled (timed out, shut down) is capped
+    # here, not at the rate limiter's 1000 s: a cancellation says nothing about
+    # the object, so it should be retried soon.
+    cancelled_backoff_cap: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_concurrent_reconciles < 1:
             raise ValueError("max_concurrent_reconciles must be at least 1")
         if self.reconcile_timeout is not None and self.reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
+        if not 0 < self.call_budget_share <= 1:
+            raise ValueError("call_budget_share must be in (0, 1]")
+        if self.cancelled_backoff_cap <= 0:
+            raise ValueError("cancelled_backoff_cap must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)

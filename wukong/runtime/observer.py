@@ -47,7 +47,7 @@ class Step(StrEnum):
     CANCEL_REQUESTED = "cancel_requested"  # someone cancelled it, with a reason
     STUCK = "stuck"  # cancelled, but it did not unwind within the grace period
     FINISHED = "finished"  # it ended, with an Outcome (and the reason, if cancelled)
-    REQUEUED = "requeued"  # it was put back, with the requested delay (None: rate-limited)
+    REQUEUED = "requeued"  # it was put back, with its delay (a RequeueAfter, or a backoff)
 
 
 class Outcome(StrEnum):
@@ -70,7 +70,8 @@ class LifecycleEvent:
     result: Result | None = None  # FINISHED, when the reconciler returned one
     error: BaseException | None = None  # FINISHED with ERROR
     reason: CancelReason | None = None  # CANCEL_REQUESTED, STUCK, FINISHED (cancelled)
-    requeue_after: float | None = None  # REQUEUED: the delay asked for
+    requeue_after: float | None = None  # REQUEUED: the delay until it runs again
+    rate_limited: bool = False  # REQUEUED: the delay is a backoff, not a RequeueAfter
     duration: float | None = None  # FINISHED: seconds spent reconciling
     # STARTED: the contextvars the reconcile task will run in; observers may set
     # values there (tracing makes the reconcile's span current).

@@ -1,0 +1,103 @@
+"""A controller's running state on a virtual clock: deadlines, outcomes and requeue backoff.
+
+No API server is involved: the reconcilers here only wait, so looptime's
+virtual clock runs deadlines and backoffs of minutes in no real time.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from kubernetes_asyncio import client as k8s_client
+
+from tests.integration.helpers import Recorder
+from wukong.runtime import (
+    CancelReason,
+    Client,
+    Controller,
+    ControllerOptions,
+    Outcome,
+    ReconcileContext,
+    Request,
+    Result,
+    Step,
+)
+from wukong.runtime._running import RunningController
+from wukong.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from wukong.runtime.resources import CONFIGMAPS
+
+pytestmark = pytest.mark.looptime
+
+
+class Hangs:
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        await asyncio.sleep(3600)
+        return Result()
+
+
+class Fails:
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        raise RuntimeError("broken")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    """A client for no cluster: these reconcilers make no calls."""
+    async with Client(k8s_client.ApiClient(configuration=k8s_client.Configuration())) as api:
+        yield api
+
+
+def _running(
+    reconciler: object, recorder: Recorder, client: Client, **options: float
+) -> RunningController:
+    return RunningController(
+        Controller(
+            name="c",
+            reconciler=reconciler,  # type: ignore[arg-type]
+            primary=CONFIGMAPS,
+            options=ControllerOptions(
+                # A slow backoff: 100 s after the first failure, doubling.
+                rate_limiter=ItemExponentialFailureRateLimiter(base_delay=100, max_delay=1e4),
+                **options,  # type: ignore[arg-type]
+            ),
+        ),
+        client=client,
+        observer=recorder,
+        reconcile_timeout=2.0,
+    )
+
+
+async def test_a_cancelled_reconcile_is_retried_within_the_cap(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wukong")
+    recorder = Recorder()
+    controller = _running(Hangs(), recorder, client, cancelled_backoff_cap=5.0)
+    controller.start()
+    controller.enqueue(Request("ns", "a"))
+    start = asyncio.get_running_loop().time()
+    await asyncio.sleep(2.0 + 5.0 + 2.0 + 1.0)  # deadline, capped backoff, deadline again
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    finished = recorder.finished()
+    assert [e.reason for e in finished[:2]] == [CancelReason.DEADLINE_EXCEEDED] * 2
+    requeued = recorder.steps(Step.REQUEUED)
+    # The limiter asked for 100 s; a cancellation is retried after the 5 s cap.
+    assert requeued[0].rate_limited and requeued[0].requeue_after == 5.0
+    second_start = recorder.steps(Step.STARTED)[1].context.started
+    assert second_start - start == pytest.approx(7.0)
+    assert any("again in 5.000s" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_error_keeps_the_rate_limiters_backoff(client: Client) -> None:
+    recorder = Recorder()
+    controller = _running(Fails(), recorder, client, cancelled_backoff_cap=5.0)
+    controller.start()
+    controller.enqueue(Request("ns", "a"))
+    await asyncio.sleep(1.0)
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    assert [e.outcome for e in recorder.finished()] == [Outcome.ERROR]
+    requeued = recorder.steps(Step.REQUEUED)
+    assert requeued[0].rate_limited and requeued[0].requeue_after == 100.0
