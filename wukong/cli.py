@@ -16,12 +16,12 @@ from wukong import __version__
 from wukong.demo import commands as demo_commands
 from wukong.deploy import commands as deploy_commands
 from wukong.devcluster import ControlPlane, ControlPlaneConfig, DevClusterError, binaries
+from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.paths import default_state_dir
 from wukong.devcluster.simulator import (
     IMMEDIATE_CLASS,
     WAIT_FOR_FIRST_CONSUMER_CLASS,
     SimulationConfig,
-    install_dev_apis,
     run_simulator,
 )
 from wukong.ebpf import commands as ebpf_commands

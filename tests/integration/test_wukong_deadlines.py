@@ -20,15 +20,11 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.operator.api import WUKONG_LABEL
-from wukong.operator.resources import (
-    DATA_VOLUMES,
-    NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    VIRTUAL_MACHINES,
-)
+from wukong.runtime.apis import DATA_VOLUMES, NETWORK_ATTACHMENT_DEFINITIONS, VIRTUAL_MACHINES
 from wukong.runtime.client import ApiCall, Client
 from wukong.runtime.context import CancelReason
 from wukong.runtime.lifecycle import Outcome, Step
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 
 async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(

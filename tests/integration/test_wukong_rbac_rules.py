@@ -10,7 +10,7 @@ from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
 from wukong.operator.rbac import CLUSTER_RULES
-from wukong.operator.resources import VIRTUAL_MACHINES
+from wukong.runtime.apis import VIRTUAL_MACHINES
 from wukong.runtime.client import ApiCall, Client
 
 # Granted but not exercised by this scenario, and why they are still needed.

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import eventually
-from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
+from wukong.devcluster.apis import install_dev_apis
+from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
-from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import NotFound
 from wukong.runtime.leader import LeaderElectionConfig

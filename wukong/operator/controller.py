@@ -9,11 +9,9 @@ them. StorageClasses are only read.
 
 from wukong.operator.api import WUKONG_LABEL, WUKONGS
 from wukong.operator.reconciler import Caches, WukongReconciler
-from wukong.operator.resources import (
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
@@ -22,6 +20,7 @@ from wukong.runtime.context import Request
 from wukong.runtime.controller import Controller, ControllerOptions, Watch
 from wukong.runtime.events import EventRecorder
 from wukong.runtime.manager import Manager
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 CONTROLLER_NAME = "wukong"
 EVENT_COMPONENT = "wukong-operator"

@@ -16,17 +16,12 @@ import datetime
 from dataclasses import dataclass, field
 
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
-from wukong.operator.resources import (
-    DATA_VOLUMES,
-    NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    VIRTUAL_MACHINES,
-)
+from wukong.runtime.apis import DATA_VOLUMES, NETWORK_ATTACHMENT_DEFINITIONS, VIRTUAL_MACHINES
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
 from wukong.runtime.errors import NotFound
 from wukong.runtime.owners import is_controlled_by
-from wukong.runtime.resources import Resource
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 
 # How long a VM we deleted may take to go before its disks are deleted anyway.
 VM_DELETION_PATIENCE = 60.0

@@ -11,8 +11,8 @@ from typing import Any
 
 from wukong.operator.api import WUKONG_LABEL
 from wukong.operator.owned import create_once, owned_object
-from wukong.operator.resources import VIRTUAL_MACHINES
 from wukong.operator.steps import Problem
+from wukong.runtime.apis import VIRTUAL_MACHINES
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
 from wukong.runtime.errors import Invalid

@@ -10,8 +10,8 @@ owns is reported, not taken over.
 from typing import Any
 
 from wukong.operator.owned import create_once, owned_object
-from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.operator.steps import Problem, StepResult
+from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext

@@ -9,16 +9,14 @@ operator's own namespace. Secrets are never read.
 from dataclasses import dataclass
 
 from wukong.operator.api import WUKONGS
-from wukong.operator.resources import (
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
 from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import EVENTS, Resource
+from wukong.runtime.resources import EVENTS, PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, Resource
 
 # get comes with list/watch: the finalizer reads live, kubectl-style tools read too.
 _WATCH = ("get", "list", "watch")

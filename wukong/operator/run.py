@@ -18,11 +18,9 @@ from wukong.errors import UserError
 from wukong.metrics import MetricsServer, instrument
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
-from wukong.operator.resources import (
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
@@ -31,6 +29,7 @@ from wukong.runtime.context import CancelReason
 from wukong.runtime.errors import ApiError, NotFound
 from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import Manager
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 

@@ -16,15 +16,15 @@ request raised (expansion); sizes never shrink (admission rejects that).
 from typing import Any
 
 from wukong.operator.owned import create_once, owned_object
-from wukong.operator.quantity import parse_quantity
-from wukong.operator.resources import DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS
 from wukong.operator.steps import Problem, StepResult
+from wukong.runtime.apis import DATA_VOLUMES
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
 from wukong.runtime.errors import Invalid
 from wukong.runtime.owners import is_controlled_by
-from wukong.runtime.resources import Resource
+from wukong.runtime.quantity import parse_quantity
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
 

@@ -16,7 +16,6 @@ runtime; the API server they talk to is the real one.
 from collections.abc import Callable
 from pathlib import Path
 
-from wukong.devcluster.crds import install_crds
 from wukong.devcluster.simulator.cdi import DataVolumeImporter
 from wukong.devcluster.simulator.crds import (
     IMMEDIATE_CLASS,
@@ -26,25 +25,18 @@ from wukong.devcluster.simulator.crds import (
 from wukong.devcluster.simulator.kubevirt import VirtualMachineController
 from wukong.devcluster.simulator.storage import VolumeBinder, claim_names, claims_of_vmi
 from wukong.devcluster.simulator.timing import SimulationConfig
-from wukong.operator.crd import wukong_crd
-from wukong.operator.resources import (
-    DATA_VOLUMES,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
-    VIRTUAL_MACHINE_INSTANCES,
-    VIRTUAL_MACHINES,
-)
+from wukong.runtime.apis import DATA_VOLUMES, VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
 from wukong.runtime.client import Client, Object
 from wukong.runtime.context import Request
 from wukong.runtime.controller import Controller, ControllerOptions, Watch
 from wukong.runtime.informer import Informer
 from wukong.runtime.manager import Manager
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 __all__ = [
     "IMMEDIATE_CLASS",
     "WAIT_FOR_FIRST_CONSUMER_CLASS",
     "SimulationConfig",
-    "install_dev_apis",
     "install_infrastructure",
     "run_simulator",
     "simulator_manager",
@@ -103,12 +95,6 @@ def simulator_manager(*, client: Client, config: SimulationConfig) -> Manager:
         )
     )
     return manager
-
-
-async def install_dev_apis(client: Client) -> None:
-    """The Wukong CRD plus the simulated systems' CRDs and StorageClasses."""
-    await install_crds(client, [wukong_crd()])
-    await install_infrastructure(client)
 
 
 async def run_simulator(kubeconfig: Path, config: SimulationConfig) -> None:

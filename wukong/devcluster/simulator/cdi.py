@@ -10,12 +10,13 @@ is deleted too (the garbage collector's job in a real cluster).
 from typing import Any
 
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
-from wukong.operator.resources import DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS
+from wukong.runtime.apis import DATA_VOLUMES
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.errors import AlreadyExists, NotFound
 from wukong.runtime.informer import Informer
 from wukong.runtime.owners import controller_reference, controller_uid
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 _STORAGE_DEFAULT = "1Gi"
 

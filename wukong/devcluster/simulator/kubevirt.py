@@ -13,7 +13,7 @@ from typing import Any
 
 from wukong.devcluster.simulator.storage import claim_names
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
-from wukong.operator.resources import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
+from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.errors import AlreadyExists, NotFound
