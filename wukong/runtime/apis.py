@@ -26,3 +26,9 @@ VIRTUAL_MACHINE_INSTANCES = Resource(
     plural="virtualmachineinstances",
     kind="VirtualMachineInstance",
 )
+VIRTUAL_MACHINE_INSTANCE_MIGRATIONS = Resource(
+    group="kubevirt.io",
+    version="v1",
+    plural="virtualmachineinstancemigrations",
+    kind="VirtualMachineInstanceMigration",
+)

@@ -61,3 +61,4 @@ STORAGE_CLASSES = Resource(
     kind="StorageClass",
     namespaced=False,
 )
+NODES = Resource(group="", version="v1", plural="nodes", kind="Node", namespaced=False)

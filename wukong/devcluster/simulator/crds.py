@@ -14,6 +14,7 @@ from wukong.devcluster.crds import create_if_missing, install_crds
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
@@ -94,6 +95,11 @@ def infrastructure_crds() -> list[Object]:
                 _PHASE_COLUMN,
                 {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
             ],
+        ),
+        _crd(
+            VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
+            short_names=["vmim", "vmims"],
+            columns=[_PHASE_COLUMN, {"name": "VMI", "type": "string", "jsonPath": ".spec.vmiName"}],
         ),
         _crd(NETWORK_ATTACHMENT_DEFINITIONS, short_names=["net-attach-def"], status=False),
     ]
