@@ -67,10 +67,19 @@ async def test_full_wukong_reaches_running_with_status_conditions_and_columns(
         {"name": "storage", "nadName": "shared-storage", "created": False},
         {"name": "data", "nadName": "web-data", "created": True},
     ]
+    claim = {"bound": True, "phase": "Bound"}
     assert status["volumes"] == [
-        {"name": "root", "claimName": "web-root", "bound": True},
-        {"name": "image", "claimName": "web-image", "bound": True},
-        {"name": "scratch", "claimName": "web-scratch", "bound": True},
+        {"name": "root", "claimName": "web-root", **claim, "size": "1Gi", "capacity": "1Gi"},
+        {
+            "name": "image",
+            "claimName": "web-image",
+            "bound": True,
+            "phase": "Succeeded",
+            "progress": "100.0%",
+            "size": "2Gi",
+            "capacity": "2Gi",
+        },
+        {"name": "scratch", "claimName": "web-scratch", **claim, "size": "1Gi", "capacity": "1Gi"},
     ]
     for type in ("Ready", "NetworksConfigured", "VolumesBound"):
         assert condition(web, type)["status"] == "True", condition(web, type)

@@ -69,8 +69,17 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
         if call.verb == "create" and call.status_code == 201 and call.resource != "events"
     )
     # A create whose answer was cut off by the deadline may have succeeded
-    # without a 201 reaching us; a second 201 for a kind would mean a duplicate.
-    assert created and all(count <= 1 for count in created.values()), created
+    # without a 201 reaching us; more 201s for a kind than the spec has objects
+    # of it (two empty disks' claims; CDI makes the image's) would mean a duplicate.
+    most = Counter(
+        {
+            PERSISTENT_VOLUME_CLAIMS.plural: 2,
+            NETWORK_ATTACHMENT_DEFINITIONS.plural: 1,
+            DATA_VOLUMES.plural: 1,
+            VIRTUAL_MACHINES.plural: 1,
+        }
+    )
+    assert created and created <= most, created
     selector = f"{WUKONG_LABEL}=web"
     for resource, names in [
         (NETWORK_ATTACHMENT_DEFINITIONS, ["web-data"]),

@@ -21,6 +21,7 @@ from wukong.operator.controller import add_wukong_controller
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
@@ -42,6 +43,7 @@ _PROVIDERS = {
     WUKONGS: "the Wukong CRD (deploy/ or `wukong dev up`)",
     VIRTUAL_MACHINES: "KubeVirt",
     VIRTUAL_MACHINE_INSTANCES: "KubeVirt",
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS: "KubeVirt",
     DATA_VOLUMES: "CDI (Containerized Data Importer)",
     NETWORK_ATTACHMENT_DEFINITIONS: "Multus",
     PERSISTENT_VOLUME_CLAIMS: "Kubernetes",
