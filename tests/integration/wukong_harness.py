@@ -7,6 +7,7 @@ the end of the test.
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from wukong.runtime.errors import NotFound
 from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.lifecycle import LifecycleEvent
 from wukong.runtime.manager import Manager
-from wukong.runtime.resources import EVENTS
+from wukong.runtime.resources import EVENTS, Resource
 
 
 @pytest.fixture
@@ -39,6 +40,8 @@ class WukongRun:
     operator: Manager
     lifecycle: list[LifecycleEvent] = field(default_factory=list)
     operator_task: "asyncio.Task[Any] | None" = None
+    # Starts a fresh operator (same settings), for tests that stop it for a while.
+    start_operator: Callable[[], None] = lambda: None
 
     async def stop_operator(self) -> None:
         """Stop the operator (before closing a client it uses); the simulator goes on."""
@@ -129,26 +132,71 @@ async def start_wukong(
         operator_client: Client | None = None,
         reconcile_timeout: float = 15.0,
         leader_election: LeaderElectionConfig | None = None,
+        sync_period: float | None = None,
     ) -> WukongRun:
         simulator = simulator_manager(client=client, config=simulation or SimulationConfig())
-        operator = Manager(
-            client=operator_client or client,
-            namespace=namespace,
-            reconcile_timeout=reconcile_timeout,
-            shutdown_grace=5.0,
-            leader_election=leader_election,
-        )
-        add_wukong_controller(operator)
-        run = WukongRun(client=client, namespace=namespace, operator=operator)
-        for controller in operator.controllers:
-            controller.lifecycle.subscribe(run.lifecycle.append)
-        for manager in (simulator, operator):
-            managers.append(manager)
-            tasks.append(asyncio.create_task(manager.run()))
-        run.operator_task = tasks[-1]
+        managers.append(simulator)
+        tasks.append(asyncio.create_task(simulator.run()))
+
+        def operator() -> Manager:
+            manager = Manager(
+                client=operator_client or client,
+                namespace=namespace,
+                reconcile_timeout=reconcile_timeout,
+                shutdown_grace=5.0,
+                leader_election=leader_election,
+                sync_period=sync_period,
+            )
+            add_wukong_controller(manager)
+            return manager
+
+        run = WukongRun(client=client, namespace=namespace, operator=operator())
+
+        def start_operator() -> None:
+            if run.operator_task is not None:
+                run.operator = operator()
+            for controller in run.operator.controllers:
+                controller.lifecycle.subscribe(run.lifecycle.append)
+            managers.append(run.operator)
+            tasks.append(asyncio.create_task(run.operator.run()))
+            run.operator_task = tasks[-1]
+
+        run.start_operator = start_operator
+        start_operator()
         return run
 
     yield start
     for manager in managers:
         manager.stop()
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
+
+
+class Recorder:
+    """Every version of `resource` objects in a namespace, as watch events, from now on."""
+
+    def __init__(self, client: Client, resource: Resource, namespace: str) -> None:
+        self.events: list[tuple[str, Object]] = []
+        self._client, self._resource, self._namespace = client, resource, namespace
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "Recorder":
+        listed = await self._client.list(self._resource, namespace=self._namespace)
+        version = listed["metadata"]["resourceVersion"]
+        self._task = asyncio.create_task(self._watch(version))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _watch(self, version: str) -> None:
+        async for event in self._client.watch(
+            self._resource, namespace=self._namespace, resource_version=version
+        ):
+            if event.type != "BOOKMARK":
+                self.events.append((event.type, event.object))
+
+    def versions(self, name: str) -> list[Object]:
+        return [obj for _, obj in self.events if obj["metadata"]["name"] == name]

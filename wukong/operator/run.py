@@ -29,7 +29,7 @@ from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
 from wukong.runtime.errors import ApiError, NotFound
 from wukong.runtime.leader import LeaderElectionConfig
-from wukong.runtime.manager import Manager
+from wukong.runtime.manager import DEFAULT_SYNC_PERIOD, Manager
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
@@ -66,6 +66,7 @@ class OperatorSettings:
     leader_elect: bool = True
     leader_election_namespace: str | None = None
     shutdown_grace: float = 30.0
+    sync_period: float = DEFAULT_SYNC_PERIOD
 
 
 def lease_namespace(settings: OperatorSettings) -> str:
@@ -98,6 +99,7 @@ async def run_operator(settings: OperatorSettings) -> int:
             health_bind=None if settings.health_bind == "0" else settings.health_bind,
             reconcile_timeout=settings.reconcile_timeout,
             shutdown_grace=settings.shutdown_grace,
+            sync_period=settings.sync_period,
         )
         add_wukong_controller(manager, max_concurrent_reconciles=settings.max_concurrent_reconciles)
         provider = configure_tracing()

@@ -42,6 +42,10 @@ from wukong.runtime.workqueue import QueueObserver
 
 log = logging.getLogger(__name__)
 
+# controller-runtime's default SyncPeriod: every cached object is handed to the
+# handlers again this often, so a missed event cannot leave a status stale forever.
+DEFAULT_SYNC_PERIOD = 10 * 60 * 60.0
+
 
 class Manager:
     def __init__(
@@ -56,6 +60,7 @@ class Manager:
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         lifecycle_observers: Sequence[LifecycleObserver] = (),
         queue_observer: QueueObserver | None = None,
+        sync_period: float | None = DEFAULT_SYNC_PERIOD,
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
@@ -70,6 +75,7 @@ class Manager:
             LoopBlockDetector(threshold=block_warning_seconds) if block_warning_seconds else None
         )
         self.reconcile_timeout = reconcile_timeout
+        self.sync_period = sync_period
         # USDT probe points for the node agent: on by default because they cost
         # one memory read per event while no tracer is attached (see probes).
         self._lifecycle_observers: list[LifecycleObserver] = [AuditProbes(), *lifecycle_observers]
@@ -87,7 +93,12 @@ class Manager:
         informer = self._informers.get(resource)
         if informer is None:
             namespace = self.namespace if resource.namespaced else None
-            informer = Informer(client=self.client, resource=resource, namespace=namespace)
+            informer = Informer(
+                client=self.client,
+                resource=resource,
+                namespace=namespace,
+                resync_period=self.sync_period,
+            )
             self._informers[resource] = informer
         return informer
 
