@@ -239,4 +239,5 @@ async def test_two_hundred_wukongs_survive_operator_kills_and_api_server_restart
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
         operator.stop()
-    assert operator.starts >= KILLS + 1
+    # Only the kills restarted it: it waited out the API server restarts.
+    assert operator.starts == KILLS + 1

@@ -9,10 +9,14 @@ until leadership is lost (exit 2, so the pod restarts and campaigns again, as
 controller-runtime managers do).
 """
 
+import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 from wukong.errors import UserError
 from wukong.metrics import MetricsServer, instrument
@@ -27,7 +31,7 @@ from wukong.runtime.apis import (
 )
 from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
-from wukong.runtime.errors import ApiError, NotFound
+from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
 from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import DEFAULT_SYNC_PERIOD, Manager
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
@@ -35,6 +39,9 @@ from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
 log = logging.getLogger(__name__)
+
+# How long `wukong run` waits for an unreachable API server before it gives up.
+API_SERVER_PATIENCE = 60.0
 
 LEASE_NAME = "wukong-operator"
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -86,7 +93,7 @@ async def run_operator(settings: OperatorSettings) -> int:
         raise OperatorError("--reconcile-timeout must be positive")
     client = await _client(settings)
     async with client:
-        await preflight(client, namespace=settings.namespace)
+        await _when_reachable(lambda: preflight(client, namespace=settings.namespace))
         election = (
             LeaderElectionConfig(name=LEASE_NAME, namespace=lease_namespace(settings))
             if settings.leader_elect
@@ -138,6 +145,8 @@ async def preflight(client: Client, *, namespace: str | None) -> None:
         except NotFound:
             missing.append(f"{resource.plural}.{resource.group or 'core'} ({provider})")
         except ApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise  # the server is not ready: the caller waits for it
             if exc.status != 403:
                 raise OperatorError(f"cannot list {resource.plural}: {exc.message}") from exc
             forbidden.append(f"list {resource.plural}.{resource.group or 'core'}")
@@ -149,6 +158,26 @@ async def preflight(client: Client, *, namespace: str | None) -> None:
             + ", ".join(forbidden)
             + " (install the chart's RBAC, see deploy/)"
         )
+
+
+async def _when_reachable(check: Callable[[], Awaitable[None]]) -> None:
+    """Run `check` once the API server answers: a pod starting while the server
+    restarts waits for it (as client-go does), instead of crash-looping."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + API_SERVER_PATIENCE
+    while True:
+        try:
+            return await check()
+        except (aiohttp.ClientError, OSError, ApiTimeout) as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        except ApiError as exc:
+            if exc.status < 500 and exc.status != 429:
+                raise
+            failure = exc.message
+        if loop.time() > deadline:
+            raise OperatorError(f"cannot reach the API server: {failure}")
+        log.info("API server not ready (%s); retrying", failure)
+        await asyncio.sleep(1.0)
 
 
 async def _client(settings: OperatorSettings) -> Client:
