@@ -139,8 +139,7 @@ async def test_expansion_on_a_class_that_forbids_it_is_reported_and_retried_when
     assert condition(stuck, "VolumesBound")["status"] == "False"
     assert fixed_class in condition(stuck, "VolumesBound")["message"]
     assert (_volume(stuck)["size"], _volume(stuck)["capacity"]) == ("3Gi", "1Gi")
-    warnings = [e["reason"] for e in await run.events("fixed") if e["type"] == "Warning"]
-    assert warnings == ["ExpansionNotSupported"]
+    assert await run.warnings("fixed") == ["ExpansionNotSupported"]
 
     # The class starts allowing expansion: its watch retries, nothing else has to happen.
     await run.client.patch(STORAGE_CLASSES, fixed_class, {"allowVolumeExpansion": True})

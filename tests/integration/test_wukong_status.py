@@ -78,8 +78,7 @@ async def test_a_vmi_going_unknown_is_an_error_and_recovers(
         assert (ready["status"], ready["reason"]) == ("False", "VirtualMachineUnknown")
         assert node in ready["message"] and "NodeUnreachable" in ready["message"]
         assert lost["status"]["nodeName"] == node
-        warnings = [e["reason"] for e in await run.events("far") if e["type"] == "Warning"]
-        assert warnings == ["VirtualMachineUnknown"]
+        assert await run.warnings("far") == ["VirtualMachineUnknown"]
 
         reachable = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
         await run.client.patch_status(NODES, node, reachable)

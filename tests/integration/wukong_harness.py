@@ -104,6 +104,18 @@ class WukongRun:
 
         await eventually(gone, timeout=timeout, interval=0.1, what=f"Wukong {name} to be deleted")
 
+    async def warnings(self, name: str) -> list[str]:
+        """Reasons of the Warning events about `name`, once there is one (events
+        follow the status write of the same reconcile)."""
+        reasons: list[str] = []
+
+        async def warned() -> bool:
+            reasons[:] = [e["reason"] for e in await self.events(name) if e["type"] == "Warning"]
+            return bool(reasons)
+
+        await eventually(warned, interval=0.1, what=f"a Warning event about {name}")
+        return reasons
+
     async def events(self, name: str) -> list[Object]:
         listed = await self.client.list(
             EVENTS, namespace=self.namespace, field_selector=f"involvedObject.name={name}"
