@@ -7,15 +7,15 @@ from tests.integration.wukong_harness import StartWukong, WukongRun, condition
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
-from wukong.operator.resources import (
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
 from wukong.runtime.client import Object
 from wukong.runtime.errors import NotFound
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br-data"}'
 FULL_SPEC = {
@@ -67,10 +67,19 @@ async def test_full_wukong_reaches_running_with_status_conditions_and_columns(
         {"name": "storage", "nadName": "shared-storage", "created": False},
         {"name": "data", "nadName": "web-data", "created": True},
     ]
+    claim = {"bound": True, "phase": "Bound"}
     assert status["volumes"] == [
-        {"name": "root", "claimName": "web-root", "bound": True},
-        {"name": "image", "claimName": "web-image", "bound": True},
-        {"name": "scratch", "claimName": "web-scratch", "bound": True},
+        {"name": "root", "claimName": "web-root", **claim, "size": "1Gi", "capacity": "1Gi"},
+        {
+            "name": "image",
+            "claimName": "web-image",
+            "bound": True,
+            "phase": "Succeeded",
+            "progress": "100.0%",
+            "size": "2Gi",
+            "capacity": "2Gi",
+        },
+        {"name": "scratch", "claimName": "web-scratch", **claim, "size": "1Gi", "capacity": "1Gi"},
     ]
     for type in ("Ready", "NetworksConfigured", "VolumesBound"):
         assert condition(web, type)["status"] == "True", condition(web, type)

@@ -22,15 +22,11 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.operator.api import WUKONG_LABEL
-from wukong.operator.resources import (
-    DATA_VOLUMES,
-    NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    VIRTUAL_MACHINES,
-)
+from wukong.runtime.apis import DATA_VOLUMES, NETWORK_ATTACHMENT_DEFINITIONS, VIRTUAL_MACHINES
 from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
 from wukong.runtime.observer import Outcome, Step
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 
 async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
@@ -76,8 +72,17 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
         if call.verb == "create" and call.status_code == 201 and call.resource != "events"
     )
     # A create whose answer was cut off may have succeeded without a 201 reaching
-    # us; a second 201 for a kind would mean a duplicate.
-    assert all(count <= 1 for count in created.values()), created
+    # us; more 201s for a kind than the spec has objects of it (two empty disks'
+    # claims; CDI makes the image's) would mean a duplicate.
+    most = Counter(
+        {
+            PERSISTENT_VOLUME_CLAIMS.plural: 2,
+            NETWORK_ATTACHMENT_DEFINITIONS.plural: 1,
+            DATA_VOLUMES.plural: 1,
+            VIRTUAL_MACHINES.plural: 1,
+        }
+    )
+    assert created <= most, created
     selector = f"{WUKONG_LABEL}=web"
     for resource, names in [
         (NETWORK_ATTACHMENT_DEFINITIONS, ["web-data"]),

@@ -10,21 +10,23 @@ from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
 from wukong.operator.rbac import CLUSTER_RULES
-from wukong.operator.resources import VIRTUAL_MACHINES
 from wukong.runtime import ApiCall, Client
+from wukong.runtime.apis import VIRTUAL_MACHINES
 
 # Granted but not exercised by this scenario, and why they are still needed.
 GRANTED_UNUSED = {
     # ownerReferences with blockOwnerDeletion, under OwnerReferencesPermissionEnforcement.
     ("wukongs/finalizers", "update"),
     # get comes with list/watch for reads outside the informers (kubectl-like tools,
-    # the finalizer's live reads of kinds other than VMs).
+    # the finalizer's live reads of kinds other than VMs and VMIs).
     ("wukongs", "get"),
     ("network-attachment-definitions", "get"),
     ("persistentvolumeclaims", "get"),
     ("datavolumes", "get"),
-    ("virtualmachineinstances", "get"),
+    ("virtualmachineinstancemigrations", "get"),
     ("storageclasses", "get"),
+    # Only when a network's config is edited (test_wukong_watches.py).
+    ("network-attachment-definitions", "patch"),
     # Repeats of an identical event are counted by patching it.
     ("events", "patch"),
 }

@@ -7,6 +7,7 @@ the end of the test.
 """
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,17 +15,18 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import Recorder, eventually
-from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
+from wukong.devcluster.apis import install_dev_apis
+from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
-from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import NotFound
 from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import Manager
 from wukong.runtime.observer import ApiCall, LifecycleEvent
-from wukong.runtime.resources import EVENTS
+from wukong.runtime.resources import EVENTS, Resource
 
 
 @pytest.fixture
@@ -40,6 +42,8 @@ class WukongRun:
     lifecycle: list[LifecycleEvent] = field(default_factory=list)  # the operator's reconciles
     calls: list[ApiCall] = field(default_factory=list)  # the operator's API calls
     operator_task: "asyncio.Task[Any] | None" = None
+    # Starts a fresh operator (same settings), for tests that stop it for a while.
+    start_operator: Callable[[], None] = lambda: None
 
     async def stop_operator(self) -> None:
         """Stop the operator (before closing a client it uses); the simulator goes on."""
@@ -102,6 +106,18 @@ class WukongRun:
 
         await eventually(gone, timeout=timeout, interval=0.1, what=f"Wukong {name} to be deleted")
 
+    async def warnings(self, name: str) -> list[str]:
+        """Reasons of the Warning events about `name`, once there is one (events
+        follow the status write of the same reconcile)."""
+        reasons: list[str] = []
+
+        async def warned() -> bool:
+            reasons[:] = [e["reason"] for e in await self.events(name) if e["type"] == "Warning"]
+            return bool(reasons)
+
+        await eventually(warned, interval=0.1, what=f"a Warning event about {name}")
+        return reasons
+
     async def events(self, name: str) -> list[Object]:
         listed = await self.client.list(
             EVENTS, namespace=self.namespace, field_selector=f"involvedObject.name={name}"
@@ -130,32 +146,78 @@ async def start_wukong(
         operator_client: Client | None = None,
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         leader_election: LeaderElectionConfig | None = None,
+        sync_period: float | None = None,
     ) -> WukongRun:
         simulator = simulator_manager(client=client, config=simulation or SimulationConfig())
+        managers.append(simulator)
+        tasks.append(asyncio.create_task(simulator.run()))
+        # One recorder across operator restarts: the whole history of the test.
         recorder = Recorder()
-        operator = Manager(
-            client=operator_client or client,
-            namespace=namespace,
-            reconcile_timeout=reconcile_timeout,
-            shutdown_grace=5.0,
-            leader_election=leader_election,
-            observers=[recorder],
-        )
-        add_wukong_controller(operator)
+
+        def operator() -> Manager:
+            manager = Manager(
+                client=operator_client or client,
+                namespace=namespace,
+                reconcile_timeout=reconcile_timeout,
+                shutdown_grace=5.0,
+                leader_election=leader_election,
+                sync_period=sync_period,
+                observers=[recorder],
+            )
+            add_wukong_controller(manager)
+            return manager
+
         run = WukongRun(
             client=client,
             namespace=namespace,
-            operator=operator,
+            operator=operator(),
             lifecycle=recorder.events,
             calls=recorder.calls,
         )
-        for manager in (simulator, operator):
-            managers.append(manager)
-            tasks.append(asyncio.create_task(manager.run()))
-        run.operator_task = tasks[-1]
+
+        def start_operator() -> None:
+            if run.operator_task is not None:
+                run.operator = operator()
+            managers.append(run.operator)
+            tasks.append(asyncio.create_task(run.operator.run()))
+            run.operator_task = tasks[-1]
+
+        run.start_operator = start_operator
+        start_operator()
         return run
 
     yield start
     for manager in managers:
         manager.stop()
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
+
+
+class WatchRecorder:
+    """Every version of `resource` objects in a namespace, as watch events, from now on."""
+
+    def __init__(self, client: Client, resource: Resource, namespace: str) -> None:
+        self.events: list[tuple[str, Object]] = []
+        self._client, self._resource, self._namespace = client, resource, namespace
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "WatchRecorder":
+        listed = await self._client.list(self._resource, namespace=self._namespace)
+        version = listed["metadata"]["resourceVersion"]
+        self._task = asyncio.create_task(self._watch(version))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _watch(self, version: str) -> None:
+        async for event in self._client.watch(
+            self._resource, namespace=self._namespace, resource_version=version
+        ):
+            if event.type != "BOOKMARK":
+                self.events.append((event.type, event.object))
+
+    def versions(self, name: str) -> list[Object]:
+        return [obj for _, obj in self.events if obj["metadata"]["name"] == name]

@@ -5,8 +5,8 @@ from decimal import Decimal
 import pytest
 
 from wukong.operator.kubevirt import _contains, desired_spec, guest_status
-from wukong.operator.quantity import parse_quantity
 from wukong.operator.validation import validate
+from wukong.runtime.quantity import parse_quantity
 
 
 @pytest.mark.parametrize(

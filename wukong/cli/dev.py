@@ -48,7 +48,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 async def _install_dev_apis(kubeconfig: Path) -> None:
-    from wukong.devcluster.simulator import install_dev_apis
+    from wukong.devcluster.apis import install_dev_apis
     from wukong.runtime.client import Client
 
     async with await Client.from_kubeconfig(kubeconfig) as client:

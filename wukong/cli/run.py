@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wukong.operator.run import OperatorSettings, run_operator
 from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime.manager import DEFAULT_SYNC_PERIOD
 
 
 def _positive(text: str) -> float:
@@ -29,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace,
         shutdown_grace=args.shutdown_grace,
+        sync_period=args.sync_period,
     )
     return asyncio.run(run_operator(settings))
 
@@ -102,5 +104,13 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         default=30.0,
         metavar="SECONDS",
         help="how long in-flight reconciles may take to stop on SIGTERM (default: 30)",
+    )
+    run.add_argument(
+        "--sync-period",
+        type=_positive,
+        default=DEFAULT_SYNC_PERIOD,
+        metavar="SECONDS",
+        help="reconcile every Wukong at least this often, even without events, so status "
+        "cannot stay stale (controller-runtime's SyncPeriod; default: 36000, 10 h)",
     )
     run.set_defaults(handler=_run)

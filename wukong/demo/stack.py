@@ -22,11 +22,12 @@ import aiohttp
 
 from wukong.dashboards.alerts import render_alert_rules
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.devcluster.processes import free_port
 from wukong.devcluster.prometheus import LocalPrometheus
-from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
+from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.errors import UserError
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import CONTROLLER_NAME

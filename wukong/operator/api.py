@@ -37,6 +37,7 @@ class Phase(StrEnum):
     PENDING = "Pending"
     CREATING = "Creating"
     RUNNING = "Running"
+    MIGRATING = "Migrating"
     ERROR = "Error"
     DELETING = "Deleting"
 
@@ -169,6 +170,31 @@ class VolumeStatus:
     bound: bool | None = spec_field(
         description="Bound, or waiting for its first consumer (counts as ready).", default=None
     )
+    phase: str | None = spec_field(
+        description="The claim's phase, or the DataVolume's (e.g. PendingPopulation, "
+        "ImportInProgress, Succeeded).",
+        default=None,
+    )
+    progress: str | None = spec_field(
+        description="Import progress reported by CDI, e.g. 45.00%.", default=None
+    )
+    size: str | None = spec_field(description="The size the spec requests.", default=None)
+    capacity: str | None = spec_field(
+        description="The capacity the claim has (below `size` until an expansion is done).",
+        default=None,
+    )
+
+
+@dataclass
+class MigrationStatus:
+    """A live migration of the VM in progress (a KubeVirt VirtualMachineInstanceMigration)."""
+
+    name: str = spec_field(description="The VirtualMachineInstanceMigration.")
+    phase: str | None = spec_field(description="Its phase, e.g. Scheduling, Running.", default=None)
+    source_node: str | None = spec_field(description="The node it leaves.", default=None)
+    target_node: str | None = spec_field(
+        description="The node it moves to, once chosen.", default=None
+    )
 
 
 @dataclass
@@ -194,7 +220,7 @@ class WukongStatus:
     """Observed state of a Wukong VM."""
 
     phase: str | None = spec_field(
-        description="Pending, Creating, Running, Error or Deleting.",
+        description="Pending, Creating, Running, Migrating, Error or Deleting.",
         default=None,
         enum=[phase.value for phase in Phase],
     )
@@ -202,6 +228,9 @@ class WukongStatus:
     volumes: list[VolumeStatus] | None = spec_field(description="Disks' claims.", default=None)
     vm_name: str | None = spec_field(description="The KubeVirt VirtualMachine.", default=None)
     node_name: str | None = spec_field(description="Node running the VM.", default=None)
+    migration: MigrationStatus | None = spec_field(
+        description="The live migration in progress, if any.", default=None
+    )
     ip_addresses: list[str] | None = spec_field(description="Guest IP addresses.", default=None)
     observed_generation: int | None = spec_field(
         description="The spec generation last reconciled.", default=None

@@ -1,49 +1,119 @@
-"""Wiring the Wukong reconciler into a manager: what it watches and owns.
+"""Wiring the Wukong reconciler into a manager: what it watches, and how back to a Wukong.
 
-Owned kinds (NetworkAttachmentDefinitions, claims, DataVolumes,
-VirtualMachines) carry the Wukong as controller owner, so any change to them
-requeues their Wukong. VirtualMachineInstances are owned by their VM, not by
-the Wukong, so they are mapped back through the label the VM template puts on
-them. StorageClasses are only read.
+Every watched kind maps back to its Wukongs through an owner reference or a
+field index on the Wukong cache, never through labels alone (seed 004's watch
+gap: a label that is missing or edited loses the event):
+
+| kind                              | mapped back through                           |
+| --------------------------------- | --------------------------------------------- |
+| NetworkAttachmentDefinition       | controller owner; `spec.networks[].nadName`   |
+| PersistentVolumeClaim, DataVolume | controller owner                              |
+| VirtualMachine                    | controller owner                              |
+| VirtualMachineInstance            | its VirtualMachine (controller owner, same name) |
+| VirtualMachineInstanceMigration   | `spec.vmiName` (the VMI, named as the Wukong) |
+| StorageClass                      | `spec.disks[].storageClassName` ("" = default) |
+
+So deleting a NetworkAttachmentDefinition a Wukong only references, or a
+StorageClass starting to allow expansion, reconciles exactly the Wukongs that
+use it.
 """
 
-from wukong.operator.api import WUKONG_LABEL, WUKONGS
-from wukong.operator.reconciler import Caches, WukongReconciler
-from wukong.operator.resources import (
+from wukong.operator.api import WUKONGS
+from wukong.operator.reconciler import (
+    MIGRATIONS_BY_VMI,
+    Caches,
+    WukongReconciler,
+    migration_vmi_key,
+)
+from wukong.operator.storage import is_default_class, storage_class_key
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
+from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import Request
-from wukong.runtime.controller import Controller, ControllerOptions, Watch
+from wukong.runtime.controller import Controller, ControllerOptions, MapFunc, Watch
 from wukong.runtime.events import EventRecorder
 from wukong.runtime.manager import Manager
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 CONTROLLER_NAME = "wukong"
 EVENT_COMPONENT = "wukong-operator"
 
+# Field indexes on the Wukong cache.
+BY_NAD_NAME = "spec.networks.nadName"  # "namespace/nadName"
+BY_STORAGE_CLASS = "spec.disks.storageClassName"  # class name, "" for the default
+
+
+def _referenced_nads(wukong: Object) -> list[str]:
+    namespace = wukong["metadata"]["namespace"]
+    networks = (wukong.get("spec") or {}).get("networks") or []
+    return [f"{namespace}/{n['nadName']}" for n in networks if n.get("nadName")]
+
+
+def _storage_classes(wukong: Object) -> list[str]:
+    disks = (wukong.get("spec") or {}).get("disks") or []
+    return sorted({storage_class_key(d.get("storageClassName")) for d in disks})
+
+
+def _requests(wukongs: list[Object]) -> list[Request]:
+    return [Request(w["metadata"]["namespace"], w["metadata"]["name"]) for w in wukongs]
+
+
+def _wukongs_referencing_nad(wukongs: Store) -> MapFunc:
+    def requests(nad: Object) -> list[Request]:
+        key = f"{nad['metadata']['namespace']}/{nad['metadata']['name']}"
+        return _requests(wukongs.by_index(BY_NAD_NAME, key))
+
+    return requests
+
+
+def _wukongs_using_class(wukongs: Store) -> MapFunc:
+    def requests(storage_class: Object) -> list[Request]:
+        found = wukongs.by_index(BY_STORAGE_CLASS, storage_class["metadata"]["name"])
+        if is_default_class(storage_class):
+            found += wukongs.by_index(BY_STORAGE_CLASS, storage_class_key(None))
+        return _requests(found)
+
+    return requests
+
 
 def _wukong_of_instance(vmi: Object) -> list[Request]:
-    name = (vmi["metadata"].get("labels") or {}).get(WUKONG_LABEL)
-    return [Request(vmi["metadata"]["namespace"], name)] if name else []
+    # The VMI's controller is the VirtualMachine, which has the Wukong's name.
+    return [
+        Request(vmi["metadata"]["namespace"], ref["name"])
+        for ref in vmi["metadata"].get("ownerReferences") or []
+        if ref.get("controller") and ref.get("kind") == VIRTUAL_MACHINES.kind
+    ]
+
+
+def _wukong_of_migration(migration: Object) -> list[Request]:
+    name = (migration.get("spec") or {}).get("vmiName")
+    return [Request(migration["metadata"]["namespace"], name)] if name else []
 
 
 def add_wukong_controller(
     manager: Manager, *, max_concurrent_reconciles: int = 4, reconcile_timeout: float | None = None
 ) -> Controller:
     """Register the Wukong controller with `manager` (before `manager.run()`)."""
+    wukongs = manager.informer(WUKONGS).store
+    wukongs.add_index(BY_NAD_NAME, _referenced_nads)
+    wukongs.add_index(BY_STORAGE_CLASS, _storage_classes)
+    migrations = manager.informer(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS).store
+    migrations.add_index(MIGRATIONS_BY_VMI, migration_vmi_key)
     caches = Caches(
-        wukongs=manager.informer(WUKONGS).store,
+        wukongs=wukongs,
         network_attachment_definitions=manager.informer(NETWORK_ATTACHMENT_DEFINITIONS).store,
         claims=manager.informer(PERSISTENT_VOLUME_CLAIMS).store,
         data_volumes=manager.informer(DATA_VOLUMES).store,
         storage_classes=manager.informer(STORAGE_CLASSES).store,
         virtual_machines=manager.informer(VIRTUAL_MACHINES).store,
         virtual_machine_instances=manager.informer(VIRTUAL_MACHINE_INSTANCES).store,
+        virtual_machine_instance_migrations=migrations,
     )
     controller = Controller(
         name=CONTROLLER_NAME,
@@ -57,7 +127,12 @@ def add_wukong_controller(
             DATA_VOLUMES,
             VIRTUAL_MACHINES,
         ],
-        watches=[Watch(VIRTUAL_MACHINE_INSTANCES, _wukong_of_instance)],
+        watches=[
+            Watch(NETWORK_ATTACHMENT_DEFINITIONS, _wukongs_referencing_nad(wukongs)),
+            Watch(STORAGE_CLASSES, _wukongs_using_class(wukongs)),
+            Watch(VIRTUAL_MACHINE_INSTANCES, _wukong_of_instance),
+            Watch(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _wukong_of_migration),
+        ],
         options=ControllerOptions(
             max_concurrent_reconciles=max_concurrent_reconciles,
             reconcile_timeout=reconcile_timeout,

@@ -4,6 +4,11 @@ The VM has the Wukong's name, is created only once networks and disks are
 ready, and is kept in line with the spec (cpu, memory, running, networks,
 disks) by a merge patch of its spec when it differs. Its instance (VMI) is
 where the truth about the guest lives: phase, node and addresses.
+
+A live migration (a VirtualMachineInstanceMigration naming the VMI) is
+active until its phase is `Succeeded` or `Failed`; meanwhile the VMI keeps
+running on its source node and `migrationState` names the target node once
+the target pod is scheduled. The node change it ends with is not a fault.
 """
 
 from dataclasses import dataclass, field
@@ -11,8 +16,8 @@ from typing import Any
 
 from wukong.operator.api import WUKONG_LABEL
 from wukong.operator.owned import create_once, owned_object
-from wukong.operator.resources import VIRTUAL_MACHINES
 from wukong.operator.steps import Problem
+from wukong.runtime.apis import VIRTUAL_MACHINES
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
 from wukong.runtime.errors import Invalid
@@ -108,6 +113,35 @@ def guest_status(vmi: Object | None) -> GuestStatus:
         ip_addresses=addresses,
         reason=status.get("reason"),
     )
+
+
+FINAL_MIGRATION_PHASES = ("Succeeded", "Failed")
+
+
+def active_migration(vmi: Object | None, migrations: list[Object]) -> dict[str, Any] | None:
+    """The oldest unfinished migration of `vmi`, as status (name, phase, nodes), if any."""
+    if vmi is None:
+        return None
+    vmi_status = vmi.get("status") or {}
+    active = [
+        migration
+        for migration in migrations
+        if (migration.get("status") or {}).get("phase") not in FINAL_MIGRATION_PHASES
+    ]
+    if not active:
+        return None
+    migration = min(active, key=lambda m: m["metadata"].get("creationTimestamp") or "")
+    status = migration.get("status") or {}
+    state = status.get("migrationState") or {}
+    vmi_state = vmi_status.get("migrationState") or {}
+    if not state and vmi_state.get("migrationUid") == migration["metadata"].get("uid"):
+        state = vmi_state
+    return {
+        "name": migration["metadata"]["name"],
+        "phase": status.get("phase") or "Pending",
+        "sourceNode": state.get("sourceNode") or vmi_status.get("nodeName"),
+        "targetNode": state.get("targetNode"),
+    }
 
 
 def _contains(actual: Any, wanted: Any) -> bool:

@@ -3,15 +3,17 @@
 A network with `nadName` uses that NetworkAttachmentDefinition, which must
 exist in the Wukong's namespace and is never modified or deleted. A network
 with `config` gets `<wukong>-<network>`, created with the Wukong as its
-controller owner. A NetworkAttachmentDefinition of that name that someone else
-owns is reported, not taken over.
+controller owner, and kept equal to the network's `config`: an edit of the
+config reaches the NetworkAttachmentDefinition (pods attached before keep the
+old one until they restart, as with Multus itself). A NetworkAttachmentDefinition
+of that name that someone else owns is reported, not taken over.
 """
 
 from typing import Any
 
 from wukong.operator.owned import create_once, owned_object
-from wukong.operator.resources import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.operator.steps import Problem, StepResult
+from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
@@ -49,6 +51,8 @@ async def ensure_networks(ctx: ReconcileContext, wukong: Object, *, nads: Store)
             )
         if problem is None and existing is None:
             problem = await _create(ctx, wukong, network, name, result)
+        elif problem is None and existing is not None:
+            problem = await _update(ctx, existing, network, result)
         result.problem = result.problem or problem
     return result
 
@@ -69,4 +73,21 @@ async def _create(
     except Invalid as exc:
         return Problem("InvalidNetworkConfig", f"network {network['name']}: {exc.message}")
     result.changes.append(("Created", f"Created NetworkAttachmentDefinition {name}"))
+    return None
+
+
+async def _update(
+    ctx: ReconcileContext, existing: Object, network: dict[str, Any], result: StepResult
+) -> Problem | None:
+    if (existing.get("spec") or {}).get("config") == network["config"]:
+        return None
+    metadata = existing["metadata"]
+    patch = {"spec": {"config": network["config"]}}
+    try:
+        await ctx.client.patch(
+            NETWORK_ATTACHMENT_DEFINITIONS, metadata["name"], patch, namespace=metadata["namespace"]
+        )
+    except Invalid as exc:
+        return Problem("InvalidNetworkConfig", f"network {network['name']}: {exc.message}")
+    result.changes.append(("Updated", f"Updated NetworkAttachmentDefinition {metadata['name']}"))
     return None

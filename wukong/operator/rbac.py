@@ -9,16 +9,15 @@ operator's own namespace. Secrets are never read.
 from dataclasses import dataclass
 
 from wukong.operator.api import WUKONGS
-from wukong.operator.resources import (
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
 from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import EVENTS, Resource
+from wukong.runtime.resources import EVENTS, PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, Resource
 
 # get comes with list/watch: the finalizer reads live, kubectl-style tools read too.
 _WATCH = ("get", "list", "watch")
@@ -47,11 +46,13 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     # Owner references with blockOwnerDeletion need update on the owner's
     # finalizers where OwnerReferencesPermissionEnforcement admission is on.
     Rule(WUKONGS, ("update",), subresource="finalizers"),
-    Rule(NETWORK_ATTACHMENT_DEFINITIONS, (*_WATCH, "create", "delete")),
+    # patch: a network's edited config reaches the NetworkAttachmentDefinition we own.
+    Rule(NETWORK_ATTACHMENT_DEFINITIONS, (*_WATCH, "create", "patch", "delete")),
     Rule(PERSISTENT_VOLUME_CLAIMS, (*_WATCH, "create", "patch", "delete")),  # patch: expansion
     Rule(DATA_VOLUMES, (*_WATCH, "create", "delete")),
     Rule(VIRTUAL_MACHINES, (*_WATCH, "create", "patch", "delete")),
     Rule(VIRTUAL_MACHINE_INSTANCES, _WATCH),
+    Rule(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _WATCH),  # phase Migrating
     Rule(STORAGE_CLASSES, _WATCH),
     Rule(EVENTS, ("create", "patch")),
 )

@@ -1,7 +1,15 @@
 """The Wukong reconciler: seed 001's steps, non-blocking and idempotent.
 
-    finalizer -> validate -> networks -> disks -> VirtualMachine -> status from
-    the VMI -> conditions, phase and events
+    finalizer -> initial status -> validate -> networks -> disks ->
+    VirtualMachine -> status from the VMI (and a live migration) ->
+    conditions, phase and events
+
+The first reconcile writes `phase: Pending`, `observedGeneration` and the
+three conditions as `Unknown` before any dependent exists, so a new Wukong
+never shows an empty status. An API failure on the way (other than a
+conflict or a cancellation) is written to `Ready` as `ReconcileError` with the
+server's message, phase `Error`, before the error is raised for a retry: a
+stale `Running` would lie.
 
 Each step reads the informers' caches and creates what is missing under a
 deterministic name, so a reconcile cancelled at any point (deadline, shutdown)
@@ -21,6 +29,7 @@ from wukong.operator.conditions import NETWORKS_CONFIGURED, READY, VOLUMES_BOUND
 from wukong.operator.finalizer import finalize
 from wukong.operator.kubevirt import (
     GuestStatus,
+    active_migration,
     desired_spec,
     ensure_virtual_machine,
     guest_status,
@@ -32,7 +41,7 @@ from wukong.operator.validation import validate
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.errors import Conflict, NotFound
+from wukong.runtime.errors import ApiError, Conflict, NotFound
 from wukong.runtime.events import EventRecorder
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,16 @@ class Caches:
     storage_classes: Store
     virtual_machines: Store
     virtual_machine_instances: Store
+    virtual_machine_instance_migrations: Store
+
+
+# Field index on VirtualMachineInstanceMigrations: `namespace/spec.vmiName`.
+MIGRATIONS_BY_VMI = "spec.vmiName"
+
+
+def migration_vmi_key(migration: Object) -> list[str]:
+    name = (migration.get("spec") or {}).get("vmiName")
+    return [f"{migration['metadata']['namespace']}/{name}"] if name else []
 
 
 class WukongReconciler:
@@ -84,6 +103,18 @@ class WukongReconciler:
     async def _converge(self, ctx: ReconcileContext, wukong: Object) -> Result:
         if FINALIZER not in (wukong["metadata"].get("finalizers") or []):
             wukong = await self._add_finalizer(ctx, wukong)
+        if not (wukong.get("status") or {}).get("phase"):
+            await self._write_status(ctx, wukong, _initial_status(wukong))
+            return Result(requeue=True)
+        try:
+            return await self._converge_steps(ctx, wukong)
+        except Conflict:
+            raise
+        except ApiError as exc:
+            await self._report_error(ctx, wukong, exc)
+            raise
+
+    async def _converge_steps(self, ctx: ReconcileContext, wukong: Object) -> Result:
         namespace, name = wukong["metadata"]["namespace"], wukong["metadata"]["name"]
         invalid = validate(wukong["spec"])
         networks = (
@@ -108,11 +139,13 @@ class WukongReconciler:
             changes += outcome.changes
             problem = outcome.problem
             vm_exists = vm_exists or problem is None
-        guest = guest_status(self._caches.virtual_machine_instances.get_by_name(namespace, name))
-        if problem is None and guest.phase == "Failed":
-            problem = Problem(
-                "VirtualMachineFailed", f"the VM failed: {guest.reason or 'no reason given'}"
-            )
+        vmi = self._caches.virtual_machine_instances.get_by_name(namespace, name)
+        guest = guest_status(vmi)
+        if problem is None:
+            problem = _guest_problem(guest)
+        migrations = self._caches.virtual_machine_instance_migrations.by_index(
+            MIGRATIONS_BY_VMI, f"{namespace}/{name}"
+        )
         status = _status(
             wukong,
             networks=networks,
@@ -120,18 +153,27 @@ class WukongReconciler:
             problem=problem,
             vm_name=name if vm_exists else None,
             guest=guest,
+            migration=active_migration(vmi, migrations),
         )
         await self._write_status(ctx, wukong, status)
         for reason, message in changes:
             await self._recorder.record(
                 ctx.client, wukong, type="Normal", reason=reason, message=message
             )
-        if problem is not None:
-            await self._recorder.record(
-                ctx.client, wukong, type="Warning", reason=problem.reason, message=problem.message
-            )
+        for warning in (problem, networks.degraded, volumes.degraded):
+            if warning is not None:
+                await self._recorder.record(
+                    ctx.client,
+                    wukong,
+                    type="Warning",
+                    reason=warning.reason,
+                    message=warning.message,
+                )
+        if problem is not None or networks.degraded or volumes.degraded:
             return Result(requeue_after=PROBLEM_RETRY_SECONDS)
         old_phase = (wukong.get("status") or {}).get("phase")
+        if status["phase"] == Phase.MIGRATING:
+            return Result(requeue_after=WAITING_RETRY_SECONDS)
         if status["phase"] == Phase.RUNNING:
             if old_phase != Phase.RUNNING:
                 message = f"VM running on node {guest.node_name}"
@@ -170,8 +212,30 @@ class WukongReconciler:
         if outcome.done:
             ctx.logger.info("finalized %s", ctx.request)
             return Result()
+        if outcome.waiting is not None:
+            reason, message = outcome.waiting
+            await self._recorder.record(
+                ctx.client, wukong, type="Normal", reason=reason, message=message
+            )
         ctx.logger.debug("deletion waits: %s", outcome.waiting)
         return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
+
+    async def _report_error(self, ctx: ReconcileContext, wukong: Object, error: ApiError) -> None:
+        conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
+        set_condition(
+            conditions,
+            type=READY,
+            status=False,
+            reason="ReconcileError",
+            message=str(error),
+            observed_generation=wukong["metadata"].get("generation"),
+        )
+        status = {"phase": Phase.ERROR.value, "conditions": conditions}
+        try:
+            await self._write_status(ctx, wukong, status)
+        except ApiError as exc:
+            # The server that just failed may fail this too; the retry will tell.
+            ctx.logger.debug("could not report %s in status: %s", error, exc)
 
     async def _add_finalizer(self, ctx: ReconcileContext, wukong: Object) -> Object:
         metadata = wukong["metadata"]
@@ -200,6 +264,41 @@ class WukongReconciler:
             pass  # deleted meanwhile; the delete event brings the next reconcile
 
 
+def _initial_status(wukong: Object) -> dict[str, Any]:
+    generation = wukong["metadata"].get("generation")
+    conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
+    for type in (NETWORKS_CONFIGURED, VOLUMES_BOUND, READY):
+        set_condition(
+            conditions,
+            type=type,
+            status=None,
+            reason="Reconciling",
+            message="not observed yet",
+            observed_generation=generation,
+        )
+    return {
+        "phase": Phase.PENDING.value,
+        "observedGeneration": generation,
+        "conditions": conditions,
+    }
+
+
+def _guest_problem(guest: GuestStatus) -> Problem | None:
+    if guest.phase == "Failed":
+        return Problem(
+            "VirtualMachineFailed", f"the VM failed: {guest.reason or 'no reason given'}"
+        )
+    if guest.phase == "Unknown":
+        # KubeVirt: "the state of the VirtualMachineInstance could not be
+        # obtained, typically due to an error in communicating with the host".
+        return Problem(
+            "VirtualMachineUnknown",
+            f"the VM's state cannot be obtained from node {guest.node_name or 'unknown'}: "
+            f"{guest.reason or 'no reason given'}",
+        )
+    return None
+
+
 def _status(
     wukong: Object,
     *,
@@ -208,6 +307,7 @@ def _status(
     problem: Problem | None,
     vm_name: str | None,
     guest: GuestStatus,
+    migration: dict[str, Any] | None,
 ) -> dict[str, Any]:
     generation = wukong["metadata"].get("generation")
     running_wanted = bool(wukong["spec"].get("running", True))
@@ -231,6 +331,8 @@ def _status(
     count = len(volumes.statuses)
     if volumes.problem:
         condition(VOLUMES_BOUND, False, volumes.problem.reason, volumes.problem.message)
+    elif volumes.degraded:
+        condition(VOLUMES_BOUND, False, volumes.degraded.reason, volumes.degraded.message)
     elif volumes.waiting:
         condition(VOLUMES_BOUND, False, "WaitingForVolumes", volumes.waiting)
     else:
@@ -238,6 +340,10 @@ def _status(
 
     if problem is not None:
         phase, reason, message = Phase.ERROR, problem.reason, problem.message
+    elif migration is not None and guest.phase == "Running":
+        phase, reason = Phase.MIGRATING, "Migrating"
+        target = migration["targetNode"] or "a node not chosen yet"
+        message = f"live migration {migration['name']} from {guest.node_name} to {target}"
     elif guest.phase == "Running" and running_wanted:
         phase, reason = Phase.RUNNING, "Running"
         message = f"running on {guest.node_name}"
@@ -249,13 +355,15 @@ def _status(
     else:
         phase, reason = Phase.CREATING, "VirtualMachineStarting"
         message = f"VirtualMachineInstance is {guest.phase or 'not created yet'}"
-    condition(READY, phase == Phase.RUNNING, reason, message)
+    # The guest keeps running while it migrates.
+    condition(READY, phase in (Phase.RUNNING, Phase.MIGRATING), reason, message)
     return {
         "phase": phase.value,
         "networks": networks.statuses,
         "volumes": volumes.statuses,
         "vmName": vm_name,
         "nodeName": guest.node_name,
+        "migration": migration if phase == Phase.MIGRATING else None,
         "ipAddresses": guest.ip_addresses or None,
         "observedGeneration": generation,
         "conditions": conditions,

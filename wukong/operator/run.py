@@ -9,34 +9,41 @@ until leadership is lost (exit 2, so the pod restarts and campaigns again, as
 controller-runtime managers do).
 """
 
+import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 from wukong.errors import UserError
 from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
-from wukong.operator.resources import (
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
-from wukong.runtime.errors import ApiError, NotFound
+from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
 from wukong.runtime.leader import LeaderElectionConfig
-from wukong.runtime.manager import Manager
+from wukong.runtime.manager import DEFAULT_SYNC_PERIOD, Manager
 from wukong.runtime.observer import RuntimeObserver
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
 log = logging.getLogger(__name__)
+
+# How long `wukong run` waits for an unreachable API server before it gives up.
+API_SERVER_PATIENCE = 60.0
 
 LEASE_NAME = "wukong-operator"
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -45,6 +52,7 @@ _PROVIDERS = {
     WUKONGS: "the Wukong CRD (deploy/ or `wukong dev up`)",
     VIRTUAL_MACHINES: "KubeVirt",
     VIRTUAL_MACHINE_INSTANCES: "KubeVirt",
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS: "KubeVirt",
     DATA_VOLUMES: "CDI (Containerized Data Importer)",
     NETWORK_ATTACHMENT_DEFINITIONS: "Multus",
     PERSISTENT_VOLUME_CLAIMS: "Kubernetes",
@@ -67,6 +75,7 @@ class OperatorSettings:
     leader_elect: bool = True
     leader_election_namespace: str | None = None
     shutdown_grace: float = 30.0
+    sync_period: float = DEFAULT_SYNC_PERIOD
 
 
 def lease_namespace(settings: OperatorSettings) -> str:
@@ -86,7 +95,7 @@ async def run_operator(settings: OperatorSettings) -> int:
         raise OperatorError("--reconcile-timeout must be positive")
     client = await _client(settings)
     async with client:
-        await preflight(client, namespace=settings.namespace)
+        await _when_reachable(lambda: preflight(client, namespace=settings.namespace))
         election = (
             LeaderElectionConfig(name=LEASE_NAME, namespace=lease_namespace(settings))
             if settings.leader_elect
@@ -105,6 +114,7 @@ async def run_operator(settings: OperatorSettings) -> int:
             reconcile_timeout=settings.reconcile_timeout,
             shutdown_grace=settings.shutdown_grace,
             observers=observers,
+            sync_period=settings.sync_period,
         )
         add_wukong_controller(manager, max_concurrent_reconciles=settings.max_concurrent_reconciles)
         server = MetricsServer(registry=metrics.metrics.registry)
@@ -139,6 +149,8 @@ async def preflight(client: Client, *, namespace: str | None) -> None:
         except NotFound:
             missing.append(f"{resource.plural}.{resource.group or 'core'} ({provider})")
         except ApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise  # the server is not ready: the caller waits for it
             if exc.status != 403:
                 raise OperatorError(f"cannot list {resource.plural}: {exc.message}") from exc
             forbidden.append(f"list {resource.plural}.{resource.group or 'core'}")
@@ -150,6 +162,26 @@ async def preflight(client: Client, *, namespace: str | None) -> None:
             + ", ".join(forbidden)
             + " (install the chart's RBAC, see deploy/)"
         )
+
+
+async def _when_reachable(check: Callable[[], Awaitable[None]]) -> None:
+    """Run `check` once the API server answers: a pod starting while the server
+    restarts waits for it (as client-go does), instead of crash-looping."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + API_SERVER_PATIENCE
+    while True:
+        try:
+            return await check()
+        except (aiohttp.ClientError, OSError, ApiTimeout) as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        except ApiError as exc:
+            if exc.status < 500 and exc.status != 429:
+                raise
+            failure = exc.message
+        if loop.time() > deadline:
+            raise OperatorError(f"cannot reach the API server: {failure}")
+        log.info("API server not ready (%s); retrying", failure)
+        await asyncio.sleep(1.0)
 
 
 async def _client(settings: OperatorSettings) -> Client:

@@ -5,32 +5,66 @@ DataVolume (CDI makes the claim of the same name and imports into it). Both
 are created with the Wukong as controller owner, and checked without waiting:
 the next reconcile comes from the watch on owned objects.
 
-When is a disk ready for the VM? A claim that is Bound; a DataVolume that has
-Succeeded; and a claim (or DataVolume) of a WaitForFirstConsumer class that is
-still pending, because only the VM's pod will bind it: waiting for it before
-creating the VM would wait forever. A Lost claim, a failed import or a missing
-StorageClass is a problem for a person. A disk whose size grew has its claim's
-request raised (expansion); sizes never shrink (admission rejects that).
+When is a disk ready for the VM? When KubeVirt would start the VM with it
+(`VolumeReadyToAttachToNode` in KubeVirt): a claim that is Bound, or pending
+on a WaitForFirstConsumer class, because only the VM's pod will bind it; a
+DataVolume that has `Succeeded`, or that only waits for its consumer
+(`PendingPopulation` with CDI's volume populators, `WaitForFirstConsumer`
+without): CDI imports into it only once the VM's launcher pod exists, so
+waiting for `Succeeded` first would wait forever. Every other DataVolume phase
+(Pending, PVCBound, ImportScheduled, ImportInProgress, the clone and upload
+phases, Paused, Unknown, ...) is progress to wait for, reported with CDI's
+`progress`. A Lost claim, a failed import or a missing StorageClass is a
+problem for a person.
+
+A disk whose size grew has its claim's request raised (expansion); sizes never
+shrink (admission rejects that). Expansion never stops the rest: a class
+without `allowVolumeExpansion` (the API answers 403) or a claim not bound yet
+(422) is reported on `VolumesBound` (`ExpansionNotSupported`,
+`ExpansionPending`) while networks, the VM and status go on, and is retried
+when the StorageClass or the claim changes.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from wukong.operator.owned import create_once, owned_object
-from wukong.operator.quantity import parse_quantity
-from wukong.operator.resources import DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS
 from wukong.operator.steps import Problem, StepResult
+from wukong.runtime.apis import DATA_VOLUMES
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import Invalid
+from wukong.runtime.errors import ApiError, Invalid
 from wukong.runtime.owners import is_controlled_by
-from wukong.runtime.resources import Resource
+from wukong.runtime.quantity import parse_quantity
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+# DataVolume phases (CDI's DataVolumePhase) in which KubeVirt starts the VM:
+# done, or waiting for the VM's pod to consume the claim.
+_DATA_VOLUME_READY = frozenset({"Succeeded", "PendingPopulation", WAIT_FOR_FIRST_CONSUMER})
 
 
 def claim_name(wukong: Object, disk: dict[str, Any]) -> str:
     return f"{wukong['metadata']['name']}-{disk['name']}"
+
+
+def storage_class_key(class_name: str | None) -> str:
+    """The value a disk's class is indexed under; "" is the cluster's default class."""
+    return class_name or ""
+
+
+def is_default_class(storage_class: Object) -> bool:
+    annotations = storage_class["metadata"].get("annotations") or {}
+    return annotations.get(DEFAULT_CLASS_ANNOTATION) == "true"
+
+
+@dataclass(frozen=True)
+class _Readiness:
+    ready: bool
+    problem: Problem | None = None
+    waiting: str | None = None
 
 
 class DiskReconciler:
@@ -52,7 +86,12 @@ class DiskReconciler:
         self, ctx: ReconcileContext, wukong: Object, disk: dict[str, Any], result: StepResult
     ) -> Problem | None:
         name = claim_name(wukong, disk)
-        status: dict[str, Any] = {"name": disk["name"], "claimName": name, "bound": False}
+        status: dict[str, Any] = {
+            "name": disk["name"],
+            "claimName": name,
+            "bound": False,
+            "size": disk["size"],
+        }
         result.statuses.append(status)
         namespace = wukong["metadata"]["namespace"]
         resource, store = (
@@ -75,48 +114,65 @@ class DiskReconciler:
                 "ClaimConflict",
                 f"disk {disk['name']}: {resource.kind} {name} exists and belongs to someone else",
             )
-        bound, problem, waiting = self._readiness(disk, existing)
-        status["bound"] = bound
-        if waiting:
-            result.waiting = result.waiting or waiting
-        await self._expand(ctx, disk, namespace, name, result)
-        return problem
-
-    def _readiness(
-        self, disk: dict[str, Any], existing: Object
-    ) -> tuple[bool, Problem | None, str | None]:
-        """(counts as bound, problem, what it waits for)."""
-        name = existing["metadata"]["name"]
-        status = existing.get("status") or {}
-        phase = status.get("phase")
+        observed = existing.get("status") or {}
+        status["phase"] = observed.get("phase") or "Pending"
         if disk.get("image"):
-            if phase in ("Succeeded", WAIT_FOR_FIRST_CONSUMER):
-                return True, None, None
-            if phase == "Failed":
-                messages = [c.get("message", "") for c in status.get("conditions") or []]
-                detail = "; ".join(m for m in messages if m) or "import failed"
-                return False, Problem("ImportFailed", f"disk {disk['name']}: {detail}"), None
-            progress = status.get("progress") or "N/A"
-            return False, None, f"DataVolume {name} is {phase or 'Pending'} ({progress})"
+            status["progress"] = observed.get("progress")
+            readiness = self._data_volume_readiness(disk, existing)
+        else:
+            readiness = self._claim_readiness(disk, existing)
+        status["bound"] = readiness.ready
+        if readiness.waiting:
+            result.waiting = result.waiting or readiness.waiting
+        # A DataVolume's claim has the DataVolume's name; expanding the claim is
+        # how both are grown.
+        claim = self._claims.get_by_name(namespace, name)
+        if claim is not None:
+            capacity = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
+            status["capacity"] = capacity
+            await self._expand(ctx, disk, claim, result)
+        return readiness.problem
+
+    def _data_volume_readiness(self, disk: dict[str, Any], data_volume: Object) -> _Readiness:
+        name = data_volume["metadata"]["name"]
+        status = data_volume.get("status") or {}
+        phase = status.get("phase") or "Pending"
+        if phase in _DATA_VOLUME_READY:
+            return _Readiness(ready=True)
+        if phase == "Failed":
+            messages = [c.get("message", "") for c in status.get("conditions") or []]
+            detail = "; ".join(m for m in messages if m) or "import failed"
+            return _Readiness(
+                ready=False, problem=Problem("ImportFailed", f"disk {disk['name']}: {detail}")
+            )
+        progress = status.get("progress")
+        detail = f" ({progress})" if progress and progress != "N/A" else ""
+        return _Readiness(ready=False, waiting=f"DataVolume {name} is {phase}{detail}")
+
+    def _claim_readiness(self, disk: dict[str, Any], claim: Object) -> _Readiness:
+        name = claim["metadata"]["name"]
+        phase = (claim.get("status") or {}).get("phase")
         if phase == "Bound":
-            return True, None, None
+            return _Readiness(ready=True)
         if phase == "Lost":
-            return (
-                False,
-                Problem(
+            return _Readiness(
+                ready=False,
+                problem=Problem(
                     "VolumeLost",
                     f"disk {disk['name']}: claim {name} lost its volume; its data is gone, "
                     "delete the claim to provision a new one",
                 ),
-                None,
             )
-        if self._waits_for_first_consumer(existing):
-            return True, None, None
-        return False, None, f"claim {name} is {phase or 'Pending'}"
+        if self._waits_for_first_consumer(claim):
+            return _Readiness(ready=True)
+        return _Readiness(ready=False, waiting=f"claim {name} is {phase or 'Pending'}")
+
+    def _class_of(self, claim: Object) -> Object | None:
+        return self._classes.get_by_name(None, claim["spec"].get("storageClassName") or "")
 
     def _waits_for_first_consumer(self, claim: Object) -> bool:
-        storage_class = self._classes.get_by_name(None, claim["spec"].get("storageClassName") or "")
-        return (storage_class or {}).get("volumeBindingMode") == WAIT_FOR_FIRST_CONSUMER
+        storage_class = self._class_of(claim) or {}
+        return storage_class.get("volumeBindingMode") == WAIT_FOR_FIRST_CONSUMER
 
     async def _create(
         self,
@@ -153,23 +209,44 @@ class DiskReconciler:
         return None
 
     async def _expand(
-        self,
-        ctx: ReconcileContext,
-        disk: dict[str, Any],
-        namespace: str,
-        name: str,
-        result: StepResult,
+        self, ctx: ReconcileContext, disk: dict[str, Any], claim: Object, result: StepResult
     ) -> None:
-        # A DataVolume's claim has the DataVolume's name; expanding the claim is
-        # how both are grown.
-        claim = self._claims.get_by_name(namespace, name)
-        if claim is None:
-            return
+        metadata = claim["metadata"]
+        name = metadata["name"]
         requested = claim["spec"]["resources"]["requests"]["storage"]
         if parse_quantity(disk["size"]) <= parse_quantity(requested):
             return
+        what = f"disk {disk['name']}: claim {name} cannot grow from {requested} to {disk['size']}"
+        # Ask the cache first: both answers are certain refusals from the API
+        # server (the PVC resize admission plugin, PVC validation), and a
+        # request per reconcile would only repeat them. Their events retry.
+        storage_class = self._class_of(claim)
+        if storage_class is not None and not storage_class.get("allowVolumeExpansion"):
+            class_name = storage_class["metadata"]["name"]
+            result.degrade(
+                Problem(
+                    "ExpansionNotSupported",
+                    f"{what}: StorageClass {class_name} does not allow volume expansion",
+                )
+            )
+            return
+        if (claim.get("status") or {}).get("phase") != "Bound":
+            result.degrade(
+                Problem("ExpansionPending", f"{what} until it is bound (expanded once bound)")
+            )
+            return
         patch = {"spec": {"resources": {"requests": {"storage": disk["size"]}}}}
-        await ctx.client.patch(PERSISTENT_VOLUME_CLAIMS, name, patch, namespace=namespace)
+        try:
+            await ctx.client.patch(
+                PERSISTENT_VOLUME_CLAIMS, name, patch, namespace=metadata["namespace"]
+            )
+        except ApiError as exc:
+            if exc.status not in (403, 422):
+                raise
+            # The cache was behind the server; its answer is the truth.
+            reason = "ExpansionNotSupported" if exc.status == 403 else "ExpansionPending"
+            result.degrade(Problem(reason, f"{what}: {exc.message}"))
+            return
         result.changes.append(
             ("ExpandingVolume", f"Expanding claim {name} from {requested} to {disk['size']}")
         )

@@ -15,6 +15,10 @@ Lifecycle of `run()`:
 5. 410 Gone (the resourceVersion was compacted away) forces a full relist; the
    new list is diffed against the cache and handlers see the adds, updates and
    deletes that happened meanwhile — no update is lost, only coalesced.
+6. With a `resync_period`, every cached object is handed to the update
+   handlers again (old == new) that often, with ±10% jitter, as client-go's
+   resync and controller-runtime's SyncPeriod do: a safety net for what no
+   event reports, never a substitute for watches.
 
 Handlers are called synchronously on the event loop, in event order; they
 should only enqueue work.
@@ -60,6 +64,7 @@ class Informer:
         label_selector: str | None = None,
         watch_timeout_seconds: int = 300,
         inactivity_timeout: float = 90.0,
+        resync_period: float | None = None,
     ) -> None:
         self.resource = resource
         self.namespace = namespace
@@ -72,6 +77,7 @@ class Informer:
         self._label_selector = label_selector
         self._watch_timeout = watch_timeout_seconds
         self._inactivity_timeout = inactivity_timeout
+        self._resync_period = resync_period
         self._handlers: list[EventHandler] = []
         self._resource_version: str | None = None
 
@@ -87,7 +93,29 @@ class Informer:
         return self._resource_version
 
     async def run(self) -> None:
-        """List and watch until cancelled."""
+        """List and watch (and resync, if asked) until cancelled."""
+        resync = (
+            asyncio.create_task(self._resync_periodically(), name=f"resync {self._what}")
+            if self._resync_period
+            else None
+        )
+        try:
+            await self._list_and_watch()
+        finally:
+            if resync is not None:
+                resync.cancel()
+
+    async def _resync_periodically(self) -> None:
+        assert self._resync_period is not None
+        while True:
+            await asyncio.sleep(self._resync_period * random.uniform(0.9, 1.1))
+            if not self.synced.is_set():
+                continue
+            for obj in self.store.list_objects():
+                for handler in self._handlers:
+                    self._call(handler.on_update, obj, obj)
+
+    async def _list_and_watch(self) -> None:
         backoff = _BACKOFF_INITIAL
         while True:
             try:

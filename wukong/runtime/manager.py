@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 # How long reconciles cancelled on lease loss may take to unwind before the
 # manager moves on; they cannot write meanwhile (the fence is closed).
 LEADER_LOST_GRACE = 1.0
+# controller-runtime's default SyncPeriod: every cached object is handed to the
+# handlers again this often, so a missed event cannot leave a status stale forever.
+DEFAULT_SYNC_PERIOD = 10 * 60 * 60.0
 
 
 class Manager:
@@ -78,6 +81,7 @@ class Manager:
         block_warning_seconds: float | None = 1.0,
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         observers: Sequence[RuntimeObserver] = (),
+        sync_period: float | None = DEFAULT_SYNC_PERIOD,
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
@@ -100,6 +104,7 @@ class Manager:
             else None
         )
         self.reconcile_timeout = reconcile_timeout
+        self.sync_period = sync_period
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[RunningController] = []
         self._stop = asyncio.Event()
@@ -116,7 +121,12 @@ class Manager:
         informer = self._informers.get(resource)
         if informer is None:
             namespace = self.namespace if resource.namespaced else None
-            informer = Informer(client=self.client, resource=resource, namespace=namespace)
+            informer = Informer(
+                client=self.client,
+                resource=resource,
+                namespace=namespace,
+                resync_period=self.sync_period,
+            )
             self._informers[resource] = informer
             if self._informer_tasks is not None:
                 self._start_informer(resource, informer)  # for a controller added while running

@@ -51,3 +51,14 @@ CUSTOM_RESOURCE_DEFINITIONS = Resource(
     kind="CustomResourceDefinition",
     namespaced=False,
 )
+PERSISTENT_VOLUME_CLAIMS = Resource(
+    group="", version="v1", plural="persistentvolumeclaims", kind="PersistentVolumeClaim"
+)
+STORAGE_CLASSES = Resource(
+    group="storage.k8s.io",
+    version="v1",
+    plural="storageclasses",
+    kind="StorageClass",
+    namespaced=False,
+)
+NODES = Resource(group="", version="v1", plural="nodes", kind="Node", namespaced=False)

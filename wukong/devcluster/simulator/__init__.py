@@ -4,7 +4,7 @@ The Wukong operator drives other systems' APIs (KubeVirt VirtualMachines, CDI
 DataVolumes, Multus NetworkAttachmentDefinitions, PersistentVolumeClaims). The
 dev cluster has none of them, so this package installs their CRDs and two
 StorageClasses (`crds`) and runs small controllers that play their parts
-(`storage`, `cdi`, `kubevirt`) with configurable delays and failures
+(`storage`, `cdi`, `kubevirt`, `migration`) with configurable delays and failures
 (`timing`). They are test doubles for *other* systems, written on Wukong's own
 runtime; the API server they talk to is the real one.
 
@@ -16,7 +16,6 @@ runtime; the API server they talk to is the real one.
 from collections.abc import Callable
 from pathlib import Path
 
-from wukong.devcluster.crds import install_crds
 from wukong.devcluster.simulator.cdi import DataVolumeImporter
 from wukong.devcluster.simulator.crds import (
     IMMEDIATE_CLASS,
@@ -24,13 +23,12 @@ from wukong.devcluster.simulator.crds import (
     install_infrastructure,
 )
 from wukong.devcluster.simulator.kubevirt import VirtualMachineController
+from wukong.devcluster.simulator.migration import MigrationController
 from wukong.devcluster.simulator.storage import VolumeBinder, claim_names, claims_of_vmi
 from wukong.devcluster.simulator.timing import SimulationConfig
-from wukong.operator.crd import wukong_crd
-from wukong.operator.resources import (
+from wukong.runtime.apis import (
     DATA_VOLUMES,
-    PERSISTENT_VOLUME_CLAIMS,
-    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
@@ -39,12 +37,12 @@ from wukong.runtime.context import Request
 from wukong.runtime.controller import Controller, ControllerOptions, Watch
 from wukong.runtime.informer import Informer
 from wukong.runtime.manager import Manager
+from wukong.runtime.resources import NODES, PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 __all__ = [
     "IMMEDIATE_CLASS",
     "WAIT_FOR_FIRST_CONSUMER_CLASS",
     "SimulationConfig",
-    "install_dev_apis",
     "install_infrastructure",
     "run_simulator",
     "simulator_manager",
@@ -60,6 +58,8 @@ def simulator_manager(*, client: Client, config: SimulationConfig) -> Manager:
     classes = manager.informer(STORAGE_CLASSES)
     vmis = manager.informer(VIRTUAL_MACHINE_INSTANCES)
     data_volumes = manager.informer(DATA_VOLUMES)
+    vms = manager.informer(VIRTUAL_MACHINES)
+    nodes = manager.informer(NODES)
     manager.add(
         Controller(
             name="sim-volume-binder",
@@ -75,10 +75,16 @@ def simulator_manager(*, client: Client, config: SimulationConfig) -> Manager:
         Controller(
             name="sim-cdi",
             reconciler=DataVolumeImporter(
-                config=config, data_volumes=data_volumes, claims=claims, storage_classes=classes
+                config=config,
+                data_volumes=data_volumes,
+                claims=claims,
+                storage_classes=classes,
+                vmis=vmis,
             ),
             primary=DATA_VOLUMES,
             owns=[PERSISTENT_VOLUME_CLAIMS],
+            # A launcher pod (the VMI scheduling) is the consumer that starts an import.
+            watches=[Watch(VIRTUAL_MACHINE_INSTANCES, claims_of_vmi)],
             options=_OPTIONS,
         )
     )
@@ -87,28 +93,37 @@ def simulator_manager(*, client: Client, config: SimulationConfig) -> Manager:
             name="sim-kubevirt",
             reconciler=VirtualMachineController(
                 config=config,
-                vms=manager.informer(VIRTUAL_MACHINES),
+                vms=vms,
                 vmis=vmis,
                 claims=claims,
                 data_volumes=data_volumes,
+                nodes=nodes,
             ),
             primary=VIRTUAL_MACHINES,
             owns=[VIRTUAL_MACHINE_INSTANCES],
-            # A claim bound or an import finished can let a waiting VMI go on.
+            # A claim bound or an import finished can let a waiting VM or VMI go on;
+            # a node going unreachable (or coming back) changes its VMIs' phase.
             watches=[
-                Watch(PERSISTENT_VOLUME_CLAIMS, _vms_using(vmis)),
-                Watch(DATA_VOLUMES, _vms_using(vmis)),
+                Watch(PERSISTENT_VOLUME_CLAIMS, _vms_using(vms)),
+                Watch(DATA_VOLUMES, _vms_using(vms)),
+                Watch(NODES, _vms_on_node(vmis)),
             ],
             options=_OPTIONS,
         )
     )
+    manager.add(
+        Controller(
+            name="sim-migration",
+            reconciler=MigrationController(
+                config=config,
+                migrations=manager.informer(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS),
+                vmis=vmis,
+            ),
+            primary=VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
+            options=_OPTIONS,
+        )
+    )
     return manager
-
-
-async def install_dev_apis(client: Client) -> None:
-    """The Wukong CRD plus the simulated systems' CRDs and StorageClasses."""
-    await install_crds(client, [wukong_crd()])
-    await install_infrastructure(client)
 
 
 async def run_simulator(kubeconfig: Path, config: SimulationConfig) -> None:
@@ -119,13 +134,24 @@ async def run_simulator(kubeconfig: Path, config: SimulationConfig) -> None:
         await manager.run()
 
 
-def _vms_using(vmis: Informer) -> Callable[[Object], list[Request]]:
+def _vms_using(vms: Informer) -> Callable[[Object], list[Request]]:
     def requests(volume: Object) -> list[Request]:
         namespace, name = volume["metadata"]["namespace"], volume["metadata"]["name"]
         return [
-            Request(namespace, vmi["metadata"]["name"])
-            for vmi in vmis.store.list_objects(namespace=namespace)
-            if name in claim_names(vmi)
+            Request(namespace, vm["metadata"]["name"])
+            for vm in vms.store.list_objects(namespace=namespace)
+            if name in claim_names((vm.get("spec") or {}).get("template") or {})
+        ]
+
+    return requests
+
+
+def _vms_on_node(vmis: Informer) -> Callable[[Object], list[Request]]:
+    def requests(node: Object) -> list[Request]:
+        return [
+            Request(vmi["metadata"]["namespace"], vmi["metadata"]["name"])
+            for vmi in vmis.store.list_objects()
+            if (vmi.get("status") or {}).get("nodeName") == node["metadata"]["name"]
         ]
 
     return requests

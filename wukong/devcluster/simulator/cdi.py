@@ -1,23 +1,42 @@
-"""CDI's DataVolume controller, simulated.
+"""CDI's DataVolume controller, simulated as CDI with volume populators behaves.
 
-A DataVolume gets a claim of the same name (owned by it), waits for the claim
-to bind (phase `WaitForFirstConsumer` meanwhile, for such classes), then
-"imports" its source for `import_delay` and ends `Succeeded`, or `Failed` for
-an image listed in `failing_images`. When a DataVolume is deleted, its claim
-is deleted too (the garbage collector's job in a real cluster).
+What real CDI does (doc/cdi-populators.md, doc/datavolumes.md in
+kubevirt/containerized-data-importer), and so what this does:
+
+- A DataVolume gets a claim of the same name (owned by it, annotated
+  `cdi.kubevirt.io/storage.usePopulator`). The claim binds only once
+  population completes, so the volume binder leaves such claims to CDI.
+- On a WaitForFirstConsumer class the DataVolume is `PendingPopulation` until
+  a pod consumes the claim: nothing is imported before the VM's launcher
+  exists. KubeVirt counts `PendingPopulation` as ready to start a VM
+  (`IsSucceededOrPendingPopulation`), which is what breaks the circle.
+- With a consumer (or on an Immediate class) the import is `ImportScheduled`,
+  then `ImportInProgress` with `progress` for `import_delay`, then the claim
+  is bound and the DataVolume `Succeeded` ("100.0%").
+- An image listed in `failing_images` ends `Failed` with a condition message.
+- Deleting a DataVolume deletes its claim (the garbage collector's job in a
+  real cluster).
 """
 
 from typing import Any
 
+from wukong.devcluster.simulator.storage import (
+    USE_POPULATOR,
+    WAIT_FOR_FIRST_CONSUMER,
+    claim_names,
+)
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
-from wukong.operator.resources import DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS
+from wukong.runtime.apis import DATA_VOLUMES
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.errors import AlreadyExists, NotFound
 from wukong.runtime.informer import Informer
 from wukong.runtime.owners import controller_reference, controller_uid
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 _STORAGE_DEFAULT = "1Gi"
+# VMI phases in which its launcher pod exists: the claim has a consumer.
+_CONSUMING_PHASES = ("Scheduling", "Scheduled", "Running")
 
 
 def source_url(data_volume: Object) -> str:
@@ -36,11 +55,13 @@ class DataVolumeImporter:
         data_volumes: Informer,
         claims: Informer,
         storage_classes: Informer,
+        vmis: Informer,
     ) -> None:
         self._config = config
         self._data_volumes = data_volumes
         self._claims = claims
         self._classes = storage_classes
+        self._vmis = vmis
         self._delays = Delays()
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
@@ -63,6 +84,9 @@ class DataVolumeImporter:
             await self._create_claim(ctx, data_volume)
             await self._set_status(ctx, data_volume, phase="Pending", progress="N/A")
             return Result()
+        if (claim.get("status") or {}).get("phase") == "Bound":
+            await self._set_status(ctx, data_volume, phase="Succeeded", progress="100.0%")
+            return Result()
         if source_url(data_volume) in self._config.failing_images:
             await self._set_status(
                 ctx,
@@ -72,14 +96,13 @@ class DataVolumeImporter:
                 message=f"Unable to pull image {source_url(data_volume)}: manifest unknown",
             )
             return Result()
-        if (claim.get("status") or {}).get("phase") != "Bound":
-            storage_class = self._classes.store.get_by_name(
-                None, claim["spec"].get("storageClassName") or ""
-            )
-            waiting = (storage_class or {}).get("volumeBindingMode") == "WaitForFirstConsumer"
-            phase = "WaitForFirstConsumer" if waiting else "Pending"
-            await self._set_status(ctx, data_volume, phase=phase, progress="N/A")
+        if self._waits_for_consumer(claim):
+            self._delays.forget(key)
+            await self._set_status(ctx, data_volume, phase="PendingPopulation", progress="N/A")
             return Result()
+        if not _started(data_volume):
+            await self._set_status(ctx, data_volume, phase="ImportScheduled", progress="N/A")
+            return Result(requeue_after=0.1)  # the importer pod starts
         wait = self._delays.remaining("import", key, self._config.import_delay)
         if wait > 0:
             done = 1 - wait / self._config.import_delay
@@ -87,8 +110,21 @@ class DataVolumeImporter:
                 ctx, data_volume, phase="ImportInProgress", progress=f"{100 * done:.2f}%"
             )
             return Result(requeue_after=min(wait, 0.5))
+        # Population done: the populator hands the volume to the claim.
+        await self._bind(ctx, claim)
         await self._set_status(ctx, data_volume, phase="Succeeded", progress="100.0%")
         return Result()
+
+    def _waits_for_consumer(self, claim: Object) -> bool:
+        class_name = claim["spec"].get("storageClassName") or ""
+        storage_class = self._classes.store.get_by_name(None, class_name) or {}
+        if storage_class.get("volumeBindingMode") != WAIT_FOR_FIRST_CONSUMER:
+            return False
+        namespace, name = claim["metadata"]["namespace"], claim["metadata"]["name"]
+        return not any(
+            name in claim_names(vmi) and (vmi.get("status") or {}).get("phase") in _CONSUMING_PHASES
+            for vmi in self._vmis.store.list_objects(namespace=namespace)
+        )
 
     async def _create_claim(self, ctx: ReconcileContext, data_volume: Object) -> None:
         metadata = data_volume["metadata"]
@@ -107,6 +143,7 @@ class DataVolumeImporter:
                 "name": metadata["name"],
                 "namespace": metadata["namespace"],
                 "labels": dict(metadata.get("labels") or {}),
+                "annotations": {USE_POPULATOR: "true"},
                 "ownerReferences": [controller_reference(data_volume, resource=DATA_VOLUMES)],
             },
             "spec": spec,
@@ -115,6 +152,20 @@ class DataVolumeImporter:
             await ctx.client.create(PERSISTENT_VOLUME_CLAIMS, claim)
         except AlreadyExists:
             pass
+
+    async def _bind(self, ctx: ReconcileContext, claim: Object) -> None:
+        spec, metadata = claim["spec"], claim["metadata"]
+        status = {
+            "phase": "Bound",
+            "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+            "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+        }
+        await ctx.client.patch_status(
+            PERSISTENT_VOLUME_CLAIMS,
+            metadata["name"],
+            {"status": status},
+            namespace=metadata["namespace"],
+        )
 
     async def _set_status(
         self,
@@ -137,6 +188,10 @@ class DataVolumeImporter:
         await ctx.client.patch_status(
             DATA_VOLUMES, metadata["name"], {"status": status}, namespace=metadata["namespace"]
         )
+
+
+def _started(data_volume: Object) -> bool:
+    return (data_volume.get("status") or {}).get("phase") in ("ImportScheduled", "ImportInProgress")
 
 
 def _owned_by_data_volume(claim: Object, name: str) -> bool:

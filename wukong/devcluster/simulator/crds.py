@@ -11,15 +11,15 @@ objects: `standard` (Immediate binding, the default class) and
 from typing import Any
 
 from wukong.devcluster.crds import create_if_missing, install_crds
-from wukong.operator.resources import (
+from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
-    STORAGE_CLASSES,
+    VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
 from wukong.runtime.client import Client, Object
-from wukong.runtime.resources import Resource
+from wukong.runtime.resources import STORAGE_CLASSES, Resource
 
 PROVISIONER = "sim.wukong.dev/hostpath"
 IMMEDIATE_CLASS = "standard"
@@ -95,6 +95,11 @@ def infrastructure_crds() -> list[Object]:
                 _PHASE_COLUMN,
                 {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
             ],
+        ),
+        _crd(
+            VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
+            short_names=["vmim", "vmims"],
+            columns=[_PHASE_COLUMN, {"name": "VMI", "type": "string", "jsonPath": ".spec.vmiName"}],
         ),
         _crd(NETWORK_ATTACHMENT_DEFINITIONS, short_names=["net-attach-def"], status=False),
     ]

@@ -1,11 +1,20 @@
-"""KubeVirt's virt-controller, simulated: VirtualMachine -> VirtualMachineInstance.
+"""KubeVirt's virt-controller and virt-handler, simulated: VirtualMachine -> VMI.
 
 A running VM gets a VMI of the same name (owned by it) built from its
-template. The VMI goes Scheduling -> Scheduled (once every claim it uses is
-bound; being scheduled is what binds WaitForFirstConsumer claims) -> Running
-(once every DataVolume it uses has Succeeded), `schedule_delay` and
-`boot_delay` apart, on `node_name`, with an address per interface. A VM listed
-in `failing_vms` ends `Failed`. Stopping or deleting a VM deletes its VMI.
+template, but only once every DataVolume it uses is Succeeded or only waits
+for its consumer (`PendingPopulation`, `WaitForFirstConsumer`): KubeVirt's
+`VolumeReadyToAttachToNode` / `IsSucceededOrPendingPopulation`; until then
+the VM is `Provisioning`. The VMI goes Scheduling (its launcher pod exists:
+the consumer that binds WaitForFirstConsumer claims and starts imports) ->
+Scheduled (once every claim it uses is bound) -> Running (once every
+DataVolume has Succeeded), `schedule_delay` and `boot_delay` apart, on
+`node_name`, with an address per interface. A VM listed in `failing_vms` ends
+`Failed`. Stopping or deleting a VM deletes its VMI.
+
+A VMI whose node's `Ready` condition is `Unknown` (a Node object the dev
+cluster's "node lifecycle controller", i.e. a test, marks unreachable) goes
+to phase `Unknown`, as KubeVirt reports a VMI whose host cannot be reached,
+and back to `Running` when the node is Ready again.
 """
 
 import hashlib
@@ -13,7 +22,7 @@ from typing import Any
 
 from wukong.devcluster.simulator.storage import claim_names
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
-from wukong.operator.resources import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
+from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.errors import AlreadyExists, NotFound
@@ -38,12 +47,14 @@ class VirtualMachineController:
         vmis: Informer,
         claims: Informer,
         data_volumes: Informer,
+        nodes: Informer,
     ) -> None:
         self._config = config
         self._vms = vms
         self._vmis = vmis
         self._claims = claims
         self._data_volumes = data_volumes
+        self._nodes = nodes
         self._delays = Delays()
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
@@ -58,10 +69,24 @@ class VirtualMachineController:
                 await self._set_vm_status(ctx, vm, printable="Stopped", ready=False)
             return Result()
         if vmi is None:
+            if not self._volumes_ready(vm):
+                await self._set_vm_status(ctx, vm, printable="Provisioning", ready=False)
+                return Result()
             await self._create_vmi(ctx, vm)
             await self._set_vm_status(ctx, vm, printable="Starting", ready=False)
             return Result()
         phase = (vmi.get("status") or {}).get("phase")
+        node = (vmi.get("status") or {}).get("nodeName")
+        if phase in ("Running", "Unknown") and node:
+            reachable = self._reachable(node)
+            if phase == "Running" and not reachable:
+                status = {"phase": "Unknown", "reason": "NodeUnreachable"}
+                await self._set_vmi_status(ctx, vmi, status)
+                await self._set_vm_status(ctx, vm, printable="Unknown", ready=False)
+                return Result()
+            if phase == "Unknown" and reachable:
+                await self._set_vmi_status(ctx, vmi, {"phase": "Running", "reason": None})
+                return Result()
         if phase in (None, "", "Pending"):
             await self._set_vmi_status(ctx, vmi, {"phase": "Scheduling"})
             return Result()
@@ -90,6 +115,27 @@ class VirtualMachineController:
         if phase == "Running":
             await self._set_vm_status(ctx, vm, printable="Running", ready=True)
         return Result()
+
+    def _reachable(self, node_name: str) -> bool:
+        node = self._nodes.store.get_by_name(None, node_name)
+        if node is None:
+            return True  # the dev cluster has no Node objects unless a test makes one
+        conditions = (node.get("status") or {}).get("conditions") or []
+        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+        return ready is None or ready.get("status") != "Unknown"
+
+    def _volumes_ready(self, vm: Object) -> bool:
+        namespace = vm["metadata"]["namespace"]
+        template = (vm.get("spec") or {}).get("template") or {}
+        for volume in (template.get("spec") or {}).get("volumes") or []:
+            if "dataVolume" not in volume:
+                continue
+            name = volume["dataVolume"]["name"]
+            data_volume = self._data_volumes.store.get_by_name(namespace, name)
+            phase = ((data_volume or {}).get("status") or {}).get("phase")
+            if phase not in ("Succeeded", "PendingPopulation", "WaitForFirstConsumer"):
+                return False
+        return True
 
     def _claims_bound(self, vmi: Object) -> bool:
         namespace = vmi["metadata"]["namespace"]

@@ -4,21 +4,30 @@ A claim of an Immediate class is bound `bind_delay` after it appears; a claim
 of a WaitForFirstConsumer class is bound only once a VirtualMachineInstance
 that uses it is being scheduled (the scheduler's volume binding). A claim whose
 request grows gets the new capacity `resize_delay` later (online expansion).
-No PersistentVolume objects are made: status is what consumers read. The
+A claim CDI populates (annotated `cdi.kubevirt.io/storage.usePopulator`) is
+bound by CDI when population completes, not here. No PersistentVolume
+objects are made: status is what consumers read. The
 `kubernetes.io/pvc-protection` finalizer, added by the real admission plugin,
 is removed once no VMI uses the claim, as kube-controller-manager would.
 """
 
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
-from wukong.operator.quantity import parse_quantity
-from wukong.operator.resources import PERSISTENT_VOLUME_CLAIMS
 from wukong.runtime.client import Object
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.errors import NotFound
 from wukong.runtime.informer import Informer
+from wukong.runtime.quantity import parse_quantity
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 PVC_PROTECTION = "kubernetes.io/pvc-protection"
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"
+USE_POPULATOR = "cdi.kubevirt.io/storage.usePopulator"
+
+
+def populated_by_cdi(claim: Object) -> bool:
+    """Whether CDI (not the volume binder) binds this claim, once it is populated."""
+    annotations = claim["metadata"].get("annotations") or {}
+    return annotations.get(USE_POPULATOR) == "true"
 
 
 def claim_names(vmi: Object) -> list[str]:
@@ -69,6 +78,8 @@ class VolumeBinder:
         if storage_class is None or status.get("phase") == "Lost":
             return Result()  # no provisioner would act: the claim stays as it is
         if status.get("phase") != "Bound":
+            if populated_by_cdi(claim):
+                return Result()
             waiting = storage_class.get("volumeBindingMode") == WAIT_FOR_FIRST_CONSUMER
             if waiting and not any(self._scheduling(vmi) for vmi in consumers):
                 return Result()

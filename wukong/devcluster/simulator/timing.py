@@ -17,7 +17,10 @@ class SimulationConfig:
     import_delay: float = 1.0  # DataVolume ImportInProgress -> Succeeded
     schedule_delay: float = 0.2  # VMI Scheduling -> Scheduled
     boot_delay: float = 0.5  # VMI Scheduled -> Running
+    migration_delay: float = 1.0  # live migration: target pod scheduled -> Succeeded
     node_name: str = "sim-node-1"
+    # Where a live migration moves a VMI from `node_name` (and back).
+    migration_node_name: str = "sim-node-2"
     # Image URLs whose import fails; "namespace/name" of VMs whose boot fails.
     failing_images: frozenset[str] = field(default_factory=frozenset)
     failing_vms: frozenset[str] = field(default_factory=frozenset)

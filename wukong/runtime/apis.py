@@ -1,21 +1,13 @@
-"""The other systems' resources the Wukong controller reads and writes.
+"""The other systems' resources: KubeVirt, CDI and Multus.
 
-KubeVirt, CDI and Multus are addressed by group/version/plural like any other
-resource; nothing here depends on their Python clients.
+Declared once, here, because two parts of Wukong address them: the operator,
+which drives these APIs, and the dev simulator, which plays the systems that
+serve them. Nothing here depends on those projects' Python clients; a
+resource is its group, version and plural, like any other.
 """
 
 from wukong.runtime.resources import Resource
 
-PERSISTENT_VOLUME_CLAIMS = Resource(
-    group="", version="v1", plural="persistentvolumeclaims", kind="PersistentVolumeClaim"
-)
-STORAGE_CLASSES = Resource(
-    group="storage.k8s.io",
-    version="v1",
-    plural="storageclasses",
-    kind="StorageClass",
-    namespaced=False,
-)
 NETWORK_ATTACHMENT_DEFINITIONS = Resource(
     group="k8s.cni.cncf.io",
     version="v1",
@@ -33,4 +25,10 @@ VIRTUAL_MACHINE_INSTANCES = Resource(
     version="v1",
     plural="virtualmachineinstances",
     kind="VirtualMachineInstance",
+)
+VIRTUAL_MACHINE_INSTANCE_MIGRATIONS = Resource(
+    group="kubevirt.io",
+    version="v1",
+    plural="virtualmachineinstancemigrations",
+    kind="VirtualMachineInstanceMigration",
 )

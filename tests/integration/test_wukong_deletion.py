@@ -1,0 +1,113 @@
+"""Deletion in seed 001's order, never stuck on a child that is already gone.
+
+VM first, then (once its VMI is gone) DataVolumes and claims, then the
+NetworkAttachmentDefinitions the Wukong created, then the finalizer.
+"""
+
+import pytest
+
+from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad, _exists
+from tests.integration.wukong_harness import StartWukong, WukongRun
+from wukong.devcluster import ControlPlane
+from wukong.operator.api import WUKONGS
+from wukong.runtime.apis import (
+    DATA_VOLUMES,
+    NETWORK_ATTACHMENT_DEFINITIONS,
+    VIRTUAL_MACHINE_INSTANCES,
+    VIRTUAL_MACHINES,
+)
+from wukong.runtime.client import ApiCall, Client, Object
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
+
+CHILDREN: list[tuple[Resource, str]] = [
+    (VIRTUAL_MACHINES, "web"),
+    (VIRTUAL_MACHINE_INSTANCES, "web"),
+    (DATA_VOLUMES, "web-image"),
+    (PERSISTENT_VOLUME_CLAIMS, "web-root"),
+    (PERSISTENT_VOLUME_CLAIMS, "web-scratch"),
+    (PERSISTENT_VOLUME_CLAIMS, "web-image"),
+    (NETWORK_ATTACHMENT_DEFINITIONS, "web-data"),
+]
+
+
+def _running(obj: Object) -> bool:
+    return (obj.get("status") or {}).get("phase") == "Running"
+
+
+async def _wait_all_gone(run: WukongRun) -> None:
+    await run.wait_gone("web")
+    for resource, name in CHILDREN:
+
+        async def gone(resource: Resource = resource, name: str = name) -> bool:
+            return not await _exists(run, resource, name)
+
+        # Claims carry pvc-protection: they go once no VMI uses them.
+        await run.wait_until(gone, what=f"{resource.kind} {name} to be deleted")
+    assert await _exists(run, NETWORK_ATTACHMENT_DEFINITIONS, "shared-storage")
+
+
+async def test_deletion_follows_the_seed_order(
+    control_plane: ControlPlane, start_wukong: StartWukong
+) -> None:
+    calls: list[ApiCall] = []
+    async with await Client.from_kubeconfig(
+        control_plane.kubeconfig, observers=[calls.append]
+    ) as api:
+        run = await start_wukong(operator_client=api)
+        await _create_shared_nad(run)
+        await run.create("web", FULL_SPEC)
+        await run.wait_for("web", _running, what="Running")
+        start = len(calls)
+        await run.client.delete(WUKONGS, "web", namespace=run.namespace)
+        await _wait_all_gone(run)
+        await run.stop_operator()
+
+    steps = [
+        (call.verb, call.resource, call.status_code)
+        for call in calls[start:]
+        if call.verb in ("delete", "get", "patch") and call.resource != "events"
+    ]
+
+    def first(verb: str, resource: str) -> int:
+        return next(i for i, (v, r, _) in enumerate(steps) if (v, r) == (verb, resource))
+
+    vm = first("delete", "virtualmachines")
+    data_volume = first("delete", "datavolumes")
+    claims = first("delete", "persistentvolumeclaims")
+    nad = first("delete", "network-attachment-definitions")
+    finalizer = max(i for i, (v, r, _) in enumerate(steps) if (v, r) == ("patch", "wukongs"))
+    assert vm < data_volume < claims < nad < finalizer, steps
+    # The disks went only after the VMI was seen gone.
+    vmi_gets = [s for s in steps[:data_volume] if s[:2] == ("get", "virtualmachineinstances")]
+    assert vmi_gets and vmi_gets[-1][2] == 404, steps
+    deleted_nads = [s for s in steps if s[:2] == ("delete", "network-attachment-definitions")]
+    assert len(deleted_nads) == 1  # web-data; shared-storage is only referenced
+    reasons = [e["reason"] for e in await run.events("web")]
+    assert "WaitingForVirtualMachine" in reasons
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        (VIRTUAL_MACHINES, "web"),
+        (DATA_VOLUMES, "web-image"),
+        (PERSISTENT_VOLUME_CLAIMS, "web-root"),
+        (NETWORK_ATTACHMENT_DEFINITIONS, "web-data"),
+    ],
+    ids=lambda child: f"{child[0].kind}-{child[1]}",
+)
+async def test_deletion_with_a_child_already_gone(
+    start_wukong: StartWukong, missing: tuple[Resource, str]
+) -> None:
+    run = await start_wukong()
+    await _create_shared_nad(run)
+    await run.create("web", FULL_SPEC)
+    await run.wait_for("web", _running, what="Running")
+
+    # With the operator away, nothing re-creates the child before the Wukong goes.
+    await run.stop_operator()
+    resource, name = missing
+    await run.client.delete(resource, name, namespace=run.namespace)
+    await run.client.delete(WUKONGS, "web", namespace=run.namespace)
+    run.start_operator()
+    await _wait_all_gone(run)

@@ -1,0 +1,106 @@
+"""Watches that never go stale (seed 004's watch gap): every event reaches its Wukong.
+
+Each wait here is shorter than the controller's 15 s problem retry, so only the
+watch (through a field index or an owner reference) can make it pass.
+"""
+
+from wukong.runtime.observer import Step
+
+from tests.integration.wukong_harness import StartWukong, condition
+from wukong.operator.api import WUKONGS
+from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.runtime.client import Object
+from wukong.runtime.errors import NotFound
+
+BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br0"}'
+EVENT_DRIVEN = 10.0  # seconds; below PROBLEM_RETRY_SECONDS
+
+
+def _running(obj: Object) -> bool:
+    return (obj.get("status") or {}).get("phase") == "Running"
+
+
+async def test_a_referenced_nad_deleted_and_recreated(start_wukong: StartWukong) -> None:
+    run = await start_wukong()
+    await run.create_nad("shared")
+    await run.create("user", {"networks": [{"name": "net", "nadName": "shared"}]})
+    await run.wait_for("user", _running, what="Running")
+
+    await run.client.delete(NETWORK_ATTACHMENT_DEFINITIONS, "shared", namespace=run.namespace)
+    lost = await run.wait_for(
+        "user",
+        lambda o: condition(o, "NetworksConfigured").get("status") == "False",
+        what="NetworksConfigured to turn False",
+        timeout=EVENT_DRIVEN,
+    )
+    assert condition(lost, "NetworksConfigured")["reason"] == "NetworkNotFound"
+    assert lost["status"]["phase"] == "Error"
+
+    await run.create_nad("shared")
+    back = await run.wait_for(
+        "user",
+        lambda o: _running(o) and condition(o, "NetworksConfigured").get("status") == "True",
+        what="the Wukong to recover",
+        timeout=EVENT_DRIVEN,
+    )
+    assert back["status"]["networks"] == [{"name": "net", "nadName": "shared", "created": False}]
+    # Reused, so never adopted: no owner was added.
+    shared = await run.client.get(NETWORK_ATTACHMENT_DEFINITIONS, "shared", namespace=run.namespace)
+    assert "ownerReferences" not in shared["metadata"]
+
+
+async def test_an_owned_nad_follows_the_config_and_comes_back_when_deleted(
+    start_wukong: StartWukong,
+) -> None:
+    run = await start_wukong()
+    await run.create("owner", {"networks": [{"name": "data", "config": BRIDGE}]})
+    await run.wait_for("owner", _running, what="Running")
+
+    edited = BRIDGE.replace("br0", "br1")
+    patch = {"spec": {"networks": [{"name": "data", "config": edited}]}}
+    await run.client.patch(WUKONGS, "owner", patch, namespace=run.namespace)
+
+    async def nad_config() -> str | None:
+        try:
+            nad = await run.client.get(
+                NETWORK_ATTACHMENT_DEFINITIONS, "owner-data", namespace=run.namespace
+            )
+        except NotFound:
+            return None
+        return str(nad["spec"]["config"])
+
+    async def edited_config() -> bool:
+        return await nad_config() == edited
+
+    await run.wait_until(edited_config, what="the NAD to carry the edited config")
+    reasons = [e["reason"] for e in await run.events("owner")]
+    assert "Updated" in reasons
+
+    await run.client.delete(NETWORK_ATTACHMENT_DEFINITIONS, "owner-data", namespace=run.namespace)
+    await run.wait_until(
+        edited_config, what="the deleted NAD to be re-created", timeout=EVENT_DRIVEN
+    )
+
+
+async def test_the_sync_period_reconciles_an_idle_wukong_again(start_wukong: StartWukong) -> None:
+    run = await start_wukong(sync_period=0.5)
+    await run.create("idle", {})
+    await run.wait_for("idle", _running, what="Running")
+    settled = len(run.lifecycle)
+
+    def reconciles_since_running() -> int:
+        return sum(
+            1
+            for event in run.lifecycle[settled:]
+            if event.step == Step.STARTED and event.request.name == "idle"
+        )
+
+    # Running returns no requeue and nothing changes: only the resync reconciles it.
+    await run.wait_until(
+        lambda: _true(reconciles_since_running() >= 3), what="three resync reconciles"
+    )
+    assert _running(await run.get("idle"))
+
+
+async def _true(value: bool) -> bool:
+    return value
