@@ -1,10 +1,12 @@
 """The agent on a real Wukong operator in a cancel storm: its counts match the operator's own.
 
 `wukong run` (Debian's python3, with USDT probes) reconciles Wukongs through
-a latency proxy under a 1 s deadline, so reconciles are cancelled with
-deadline_exceeded; the agent, attached to the already running process, counts
-them from the python:audit probe. After the storm heals, its counts by reason
-equal the operator's wukong_reconcile_cancellations_total.
+a latency proxy under a 1 s deadline, so reconciles are cut short
+(deadline_exceeded, or api_timeout when a call runs out of its share); the
+agent, attached to the already running process, counts them from the
+python:audit probe. After the storm heals, its counts by reason equal the
+operator's wukong_reconcile_cancellations_total, and each event names the
+trace and span of the reconcile it reports, as the operator exported them.
 """
 
 import asyncio
@@ -64,10 +66,20 @@ async def test_agent_counts_match_the_operators_own_metric(
                 count = len(seen)
                 await asyncio.sleep(2.0)
             operator_counts = await asyncio.to_thread(_operator_counts, stack.metrics_port)
+        await stack.stop_operator()  # flushes its spans
+        spans = {
+            (span.trace_id, span.span_id): span
+            for span in stack.receiver.snapshot()
+            if span.name == "reconcile Wukong"
+        }
     agent_counts = Counter(c.reason for c in seen)
-    assert agent_counts["deadline_exceeded"] >= 5
+    assert agent_counts["deadline_exceeded"] + agent_counts["api_timeout"] >= 5
     assert agent_counts == operator_counts, (agent_counts, operator_counts)
-    sample = next(c for c in seen if c.reason == "deadline_exceeded")
+    sample = next(c for c in seen if c.reason in ("deadline_exceeded", "api_timeout"))
+    # The event links to the very reconcile span, which says the same.
+    span = spans[(sample.trace_id, sample.span_id)]
+    assert span.attributes["wukong.cancel.reason"] == sample.reason
+    assert f"default/{span.attributes['wukong.object.name']}" == sample.object_key
     assert sample.runtime == "python" and sample.controller == "wukong"
     assert sample.object_key.startswith("default/storm-")
     assert sample.budget_ms == 1000 and sample.elapsed_ms is not None

@@ -4,13 +4,12 @@ Each wait here is shorter than the controller's 15 s problem retry, so only the
 watch (through a field index or an owner reference) can make it pass.
 """
 
-from wukong.runtime.observer import Step
-
 from tests.integration.wukong_harness import StartWukong, condition
 from wukong.operator.api import WUKONGS
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.client import Object
 from wukong.runtime.errors import NotFound
+from wukong.runtime.observer import Step
 
 BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br0"}'
 EVENT_DRIVEN = 10.0  # seconds; below PROBLEM_RETRY_SECONDS

@@ -183,16 +183,26 @@ async def test_no_exemplar_without_a_valid_span(observers: RuntimeMetrics) -> No
 
 
 @pytest.mark.looptime  # a virtual clock: the lateness is exactly what was set up
-async def test_requeue_delay_is_measured_at_start(observers: RuntimeMetrics) -> None:
+async def test_requeue_delay_is_measured_from_start_with_an_exemplar(
+    observers: RuntimeMetrics,
+) -> None:
     late = _context(due_at=asyncio.get_running_loop().time() - 0.3)
+    late.span = NonRecordingSpan(SpanContext(trace_id=TRACE_ID, span_id=1, is_remote=False))
     early = _context(due_at=asyncio.get_running_loop().time() + 5)  # clock skew: clamp to 0
     plain = _context()
+    await asyncio.sleep(2.0)  # a long reconcile: the delay is still its start's lateness
     for ctx in (late, early, plain):
-        observers.reconcile(LifecycleEvent(step=Step.STARTED, context=ctx))
+        observers.reconcile(_finished(ctx, Outcome.SUCCESS, duration=2.0))
     delay = "wukong_requeue_delay_seconds"
     assert _value(observers, f"{delay}_count", controller="c") == 2
     assert _value(observers, f"{delay}_sum", controller="c") == pytest.approx(0.3)
     assert _value(observers, f"{delay}_bucket", controller="c", le="0.001") == 1
+    # The late requeue's bucket and the budget histogram lead to its trace.
+    lines = openmetrics(observers.metrics.registry).decode().splitlines()
+    exemplar = f'# {{trace_id="{TRACE_ID:032x}"}}'
+    assert any(line.startswith(f"{delay}_bucket") and exemplar in line for line in lines)
+    budget = "wukong_reconcile_budget_used_ratio_bucket"
+    assert any(line.startswith(budget) and exemplar in line for line in lines)
 
 
 async def test_api_calls_codes_and_cancellation_reasons(observers: RuntimeMetrics) -> None:

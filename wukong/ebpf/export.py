@@ -6,12 +6,16 @@ cancellations become a span `cancellation <runtime>` with the cause, the
 caller, the stack and the pod; the rest are counted in `dropped`.
 """
 
+import logging
 import time
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from wukong.ebpf.records import Cancellation
+
+log = logging.getLogger(__name__)
 
 
 class CancellationExporter:
@@ -57,7 +61,27 @@ class CancellationExporter:
             }
         start = int(cancellation.time * 1e9)
         span = self._tracer.start_span(
-            f"cancellation {cancellation.runtime}", start_time=start, attributes=attributes
+            f"cancellation {cancellation.runtime}",
+            start_time=start,
+            attributes=attributes,
+            links=_reconcile_link(cancellation),
         )
         span.add_event("cancelled", {"wukong.cancel.reason": cancellation.reason}, start)
         span.end(end_time=start)
+
+
+def _reconcile_link(cancellation: Cancellation) -> list[Link]:
+    """A link to the cancelled reconcile's own span, when the operator reported it."""
+    if not (cancellation.trace_id and cancellation.span_id):
+        return []
+    try:
+        context = SpanContext(
+            trace_id=int(cancellation.trace_id, 16),
+            span_id=int(cancellation.span_id, 16),
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    except ValueError:  # cut or garbled in the probe's fixed-size buffer
+        log.debug("unreadable span ids %r/%r", cancellation.trace_id, cancellation.span_id)
+        return []
+    return [Link(context, {"wukong.link": "reconcile"})]

@@ -49,6 +49,8 @@ class PythonProbe:
                     object_key=fields.get("k", ""),
                     elapsed_ms=int(fields["e"]) if fields.get("e", "").isdigit() else None,
                     budget_ms=int(fields["b"]) if fields.get("b", "").isdigit() else None,
+                    trace_id=fields.get("t", ""),
+                    span_id=fields.get("s", ""),
                 )
             )
 

@@ -16,6 +16,8 @@ class Cancellation:
     object_key: str = ""
     elapsed_ms: int | None = None
     budget_ms: int | None = None
+    trace_id: str = ""  # the cancelled reconcile's span, when the operator traces
+    span_id: str = ""
     # Go targets: what the uprobe saw.
     error: str = ""  # "deadline_exceeded", "canceled" or "other"
     root: bool = True  # False: propagated from a parent context

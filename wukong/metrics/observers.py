@@ -10,9 +10,9 @@ What each event feeds:
 
 - `controller_added`: the controller's queue depth, work in progress and
   worker gauges, read at scrape time (see `definitions.ControllerStateCollector`);
-- `reconcile`: at STARTED, how late a requeue ran; at FINISHED, counts by
-  result, durations with trace-id exemplars, timeouts, cancellations by
-  reason and the share of the deadline used;
+- `reconcile`: at FINISHED, counts by result, timeouts, cancellations by
+  reason, and three histograms with the reconcile's trace id as exemplar:
+  duration, share of the deadline used, and how late a requeue started;
 - `queue_*`: client-go's adds, retries, queue and work durations;
 - `api_call`: client-go's request count and latency (exemplar: the calling
   reconcile's trace), plus calls that ended early, by the reason the runtime
@@ -71,13 +71,7 @@ class RuntimeMetrics(RuntimeObserver):
     # -- reconcile lifecycle ---------------------------------------------------------
 
     def reconcile(self, event: LifecycleEvent) -> None:
-        if event.step is Step.STARTED:
-            ctx = event.context
-            if ctx.due_at is not None:
-                # Both are the event loop's monotonic clock.
-                lateness = max(0.0, ctx.started - ctx.due_at)
-                self.metrics.requeue_delay.labels(ctx.controller).observe(lateness)
-        elif event.step is Step.FINISHED:
+        if event.step is Step.FINISHED:
             self._finished(event)
 
     def _finished(self, event: LifecycleEvent) -> None:
@@ -96,10 +90,16 @@ class RuntimeMetrics(RuntimeObserver):
             # Like controller-runtime, only the reconcile's own deadline is a timeout.
             if event.reason is CancelReason.DEADLINE_EXCEEDED:
                 m.reconcile_timeouts.labels(controller).inc()
-        if event.duration is None:
-            return
-        m.reconcile_time.labels(controller).observe(event.duration, _exemplar(ctx.span))
-        m.reconcile_budget_used.labels(controller).observe(event.duration / ctx.timeout)
+        # Observed at the end, when the span exists: each histogram's exemplar
+        # leads to the reconcile's trace.
+        exemplar = _exemplar(ctx.span)
+        if ctx.due_at is not None:
+            # How late this requeue started (both on the event loop's clock).
+            lateness = max(0.0, ctx.started - ctx.due_at)
+            m.requeue_delay.labels(controller).observe(lateness, exemplar)
+        assert event.duration is not None  # FINISHED always carries one
+        m.reconcile_time.labels(controller).observe(event.duration, exemplar)
+        m.reconcile_budget_used.labels(controller).observe(event.duration / ctx.timeout, exemplar)
 
     # -- work queue ------------------------------------------------------------------
 

@@ -242,11 +242,13 @@ class RunningController:
         duration = ctx.elapsed()
         if outcome is Outcome.CANCELLED:
             # Normal in a controller's life: DEBUG, with the reason, then requeue.
+            in_flight = ctx.cut_call or "none"
             ctx.logger.debug(
-                "reconcile cancelled after %.3fs: reason=%s",
+                "reconcile cancelled after %.3fs: reason=%s, API call in flight: %s",
                 duration,
                 reason,
-                extra={"cancel_reason": str(reason)},
+                in_flight,
+                extra={"cancel_reason": str(reason), "api_call_in_flight": in_flight},
             )
         elif outcome is Outcome.ERROR:
             ctx.logger.error("reconcile failed after %.3fs: %s", duration, error, exc_info=error)

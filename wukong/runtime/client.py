@@ -602,9 +602,8 @@ class Client:
         retries: int,
         error: BaseException | None,
     ) -> None:
-        if self._observer is NO_OBSERVER:
-            return
         reconcile = self._reconcile
+        duration = time.monotonic() - started
         reason = None
         if error is not None:
             reason = decide_cancel_reason(
@@ -612,6 +611,11 @@ class Client:
                 recorded=reconcile.cancel_reason if reconcile is not None else None,
                 deadline_passed=reconcile is not None and reconcile.remaining() <= 0,
             )
+        if reason is not None and reconcile is not None:
+            # What the reconcile was waiting for when it was cut: its cancel log says so.
+            reconcile._note_cut_call(f"{verb.name} {resource.plural} after {duration:.3f}s")
+        if self._observer is NO_OBSERVER:
+            return
         call = ApiCall(
             verb=verb.name,
             method=verb.method,
@@ -621,7 +625,7 @@ class Client:
             path=path,
             status_code=status,
             started=started_wall,
-            duration=time.monotonic() - started,
+            duration=duration,
             retries=retries,
             error=error,
             cancel_reason=reason,

@@ -150,6 +150,7 @@ class ReconcileContext:
         self._task_context = contextvars.copy_context()
         self._cancel_reason: CancelReason | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._cut_call: str | None = None  # the API call a cancellation cut short
 
     def as_link(self) -> ReconcileLink:
         return ReconcileLink(self.controller, self.reconcile_id, self.span)
@@ -178,6 +179,15 @@ class ReconcileContext:
         self._cancel_reason = reason
         self._task.cancel(msg=reason.value)
         return True
+
+    @property
+    def cut_call(self) -> str | None:
+        """The API call in flight when the reconcile was cut short ("get configmaps after
+        0.998s"), if one was."""
+        return self._cut_call
+
+    def _note_cut_call(self, description: str) -> None:
+        self._cut_call = description
 
     def _record_reason(self, reason: CancelReason) -> None:
         """Record why the reconcile ended early when nobody called `cancel` (e.g. api_timeout)."""

@@ -20,6 +20,7 @@ import ctypes
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from wukong.runtime.observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 
@@ -103,9 +104,11 @@ class AuditProbes(RuntimeObserver):
             if event.outcome is Outcome.CANCELLED:
                 assert event.reason is not None  # decided for every cancellation
                 reason = event.reason.value
+                # The key last: the agent copies 200 bytes, so a long name is what
+                # gets cut, never the trace and span ids that link to the span.
                 sys.audit(
-                    f"{EVENT_PREFIX}cancel|c={event.controller}|k={key}|r={reason}"
-                    f"|e={elapsed_ms}|b={budget_ms}"
+                    f"{EVENT_PREFIX}cancel|c={event.controller}|r={reason}{_span_ids(ctx.span)}"
+                    f"|e={elapsed_ms}|b={budget_ms}|k={key}"
                 )
             assert event.outcome is not None  # FINISHED always carries one
             outcome = event.outcome.value
@@ -113,3 +116,11 @@ class AuditProbes(RuntimeObserver):
                 f"{EVENT_PREFIX}end|c={event.controller}|k={key}|o={outcome}"
                 f"|e={elapsed_ms}|b={budget_ms}"
             )
+
+
+def _span_ids(span: Any) -> str:
+    """`|t=<trace id>|s=<span id>` of a traced reconcile, else nothing."""
+    if span is None:
+        return ""
+    ids = span.get_span_context()
+    return f"|t={ids.trace_id:032x}|s={ids.span_id:016x}"
