@@ -8,14 +8,17 @@ build is refused with a reason.
 """
 
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from tests.ebpf.agent_helpers import Running, wait
+from tests.shared_tools import metrics_contract
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
@@ -56,7 +59,7 @@ def _run_script(proc: "subprocess.Popen[str]") -> None:
 @pytest.mark.parametrize("agent_first", [False, True], ids=["program-first", "agent-first"])
 @pytest.mark.parametrize("pie", [False, True], ids=["exec", "pie"])
 def test_counts_each_kind_exactly_and_names_the_caller(
-    program: object, agent_first: bool, pie: bool
+    program: object, agent_first: bool, pie: bool, tmp_path: Path
 ) -> None:
     binary = _build("-buildmode=pie") if pie else _build()
     seen: list[Cancellation] = []
@@ -64,7 +67,8 @@ def test_counts_each_kind_exactly_and_names_the_caller(
     if not agent_first:
         proc = program(binary)  # type: ignore[operator]
     discovery = Discovery()
-    with Running(Agent(node="test-node", discovery=discovery, on_cancel=seen.append)) as running:
+    agent = Agent(node="test-node", discovery=discovery, on_cancel=seen.append)
+    with Running(agent) as running:
         if agent_first:
             proc = program(binary)  # type: ignore[operator]
         wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
@@ -82,9 +86,33 @@ def test_counts_each_kind_exactly_and_names_the_caller(
         ("canceled", "", "main.cancelParent", True): 1,
         ("canceled", "", "main.cancelParent", False): 2,  # the children, by propagation
     }, kinds
-    assert Counter(c.reason for c in mine) == {"deadline_exceeded": 3, "parent_cancelled": 12}
+    # A root cancel is `canceled` (with its cause when it has one); only the
+    # children cancelled through their parent are `parent_cancelled`.
+    assert Counter(c.reason for c in mine) == {
+        "deadline_exceeded": 3,
+        "canceled": 10,
+        "parent_cancelled": 2,
+    }
     deadline_stack = next(c.stack for c in mine if c.error == "deadline_exceeded")
     assert deadline_stack[0] == "context.(*cancelCtx).cancel"
+    _check_agent_contract(agent, tmp_path)
+
+
+def _check_agent_contract(agent: Agent, tmp_path: Path) -> None:
+    """The agent's exposition meets the shared metrics contract for agents."""
+    contract = metrics_contract()
+    if contract is None:
+        pytest.skip("shared/tools/metrics_contract.py not found")
+    exposition = tmp_path / "agent.prom"
+    exposition.write_bytes(generate_latest(agent.registry))
+    checked = subprocess.run(
+        [sys.executable, str(contract), str(exposition), "--agent"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert 'reason="canceled"' in exposition.read_text()
 
 
 def test_a_stripped_binary_is_reported_not_traced(program: object) -> None:

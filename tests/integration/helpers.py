@@ -56,7 +56,8 @@ async def running(manager: Manager) -> AsyncIterator["asyncio.Task[CancelReason]
 
 
 class Recorder(RuntimeObserver):
-    """An observer that keeps every reconcile event and API call, for assertions."""
+    """An observer that keeps what the runtime reports (reconciles, API calls, leadership,
+    watch restarts, loop blocks), for assertions."""
 
     name = "test recorder"
 
@@ -65,6 +66,18 @@ class Recorder(RuntimeObserver):
         self.calls: list[ApiCall] = []
         self.blocks: list[tuple[float, str | None]] = []  # (seconds, task name)
         self.leadership: list[tuple[str, bool]] = []
+        self.watch_restarts: list[tuple[str, str]] = []  # (resource, cause)
+        self.relists: list[tuple[str, str]] = []
+        self.standbys: list[str] = []
+
+    def standing_by(self, lease: str) -> None:
+        self.standbys.append(lease)
+
+    def watch_restarted(self, resource: str, cause: str) -> None:
+        self.watch_restarts.append((resource, cause))
+
+    def relisted(self, resource: str, cause: str) -> None:
+        self.relists.append((resource, cause))
 
     def leadership_changed(self, lease: str, leading: bool) -> None:
         self.leadership.append((lease, leading))

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import Recorder, eventually
 from wukong.devcluster import ControlPlane
 from wukong.runtime.client import Client, Object
 from wukong.runtime.informer import EventHandler, Informer
@@ -47,7 +47,8 @@ async def test_cache_strips_managed_fields_and_indexes(client: Client, namespace
 async def test_watch_survives_apiserver_restart_and_gone(
     control_plane: ControlPlane, client: Client, namespace: str
 ) -> None:
-    informer = Informer(client=client, resource=CONFIGMAPS, namespace=namespace)
+    recorder = Recorder()
+    informer = Informer(client=client, resource=CONFIGMAPS, namespace=namespace, observer=recorder)
     seen: list[str] = []
     informer.add_handler(
         EventHandler(
@@ -67,6 +68,9 @@ async def test_watch_survives_apiserver_restart_and_gone(
         await client.patch(CONFIGMAPS, "cm", {"data": {"v": "2"}}, namespace=namespace)
         await eventually(lambda: "2" in seen, what="the update made after the restart")
         relists_before = informer.relists
+        # Observers (metrics: wukong_watch_restarts_total) heard why the watch restarted.
+        assert {cause for _, cause in recorder.watch_restarts} & {"error", "timeout", "gone"}
+        restarts_before = len(recorder.watch_restarts)
 
         # 2. A gap: the informer is away while an update and a delete happen,
         # etcd is compacted past its resourceVersion and the API server
@@ -85,6 +89,9 @@ async def test_watch_survives_apiserver_restart_and_gone(
             what="the update and delete made while the informer was away",
         )
         assert informer.relists == relists_before + 1
+        assert ("configmaps", "gone") in recorder.watch_restarts[restarts_before:]
+        assert recorder.relists[-1] == ("configmaps", "gone")
+        assert len(recorder.relists) == informer.relists
         assert await _value(informer, namespace, "cm") == "3"
         assert informer.store.get(f"{namespace}/doomed") is None
     finally:

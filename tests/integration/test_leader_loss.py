@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import Recorder, eventually, running
 from wukong.devcluster import ControlPlane
 from wukong.runtime import (
     CancelReason,
@@ -35,7 +35,7 @@ from wukong.runtime import (
 )
 from wukong.runtime.errors import Conflict, NotLeading
 from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import CONFIGMAPS
+from wukong.runtime.resources import CONFIGMAPS, EVENTS
 
 LEASE = "leader-loss"
 OBJECTS = 4
@@ -193,3 +193,60 @@ async def test_after_lease_loss_only_the_new_leader_writes(
     last_a = max(_timestamp(w["requestReceivedTimestamp"]) for w in by_a)
     assert last_a <= a_stopped + 1.0
     assert all(isinstance(refused, NotLeading) for refused in writers["a"].refused)
+
+
+async def test_standby_stops_writing_and_campaigns_again(
+    control_plane: ControlPlane, client: Client, namespace: str, replicas: dict[str, Client]
+) -> None:
+    await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
+    writer = Writer("a", stubborn=False)
+    recorder = Recorder()
+    manager = Manager(
+        client=replicas["a"],
+        namespace=namespace,
+        leader_election=LeaderElectionConfig(
+            name=LEASE,
+            namespace=namespace,
+            identity="a",
+            lease_duration=4,
+            renew_deadline=3,
+            retry_period=0.5,
+        ),
+        on_lease_loss="standby",
+        observers=[recorder],
+    )
+    manager.add(Controller(name="writer", reconciler=writer, primary=CONFIGMAPS))
+    async with running(manager) as run:
+        await eventually(lambda: writer.writes >= 3, what="A leading and writing")
+        for _ in range(20):  # A's renewals may get in between the read and the write
+            lease = await client.get(LEASES, LEASE, namespace=namespace)
+            lease["spec"]["holderIdentity"] = "intruder"
+            try:
+                await client.update(LEASES, lease)
+                break
+            except Conflict:
+                continue
+        await eventually(lambda: recorder.standbys == [LEASE], timeout=10, what="standing by")
+        writes_at_loss = writer.writes
+        stood_by = time.time()
+        assert not run.done()  # it did not exit
+        assert manager.ready  # cache and /readyz stay up
+
+        # The intruder's lease expires (4 s); A wins it back and writes again.
+        await eventually(lambda: writer.writes > writes_at_loss + 2, timeout=20, what="A back")
+        lease = await client.get(LEASES, LEASE, namespace=namespace)
+        assert lease["spec"]["holderIdentity"] == "a"
+        back = _timestamp(lease["spec"]["acquireTime"])
+    assert [leading for _, leading in recorder.leadership] == [False, True, False, False, True]
+    events = await client.list(EVENTS, namespace=namespace)
+    standby = [e for e in events["items"] if e["reason"] == "StandingBy"]
+    assert standby and standby[0]["involvedObject"]["kind"] == "Lease"
+    # Between standing by and winning the Lease back, A wrote nothing.
+    writes = _audit_writes(control_plane.audit_log, namespace)
+    quiet = [
+        w["requestReceivedTimestamp"]
+        for w in writes
+        if "replica-a" in w["userAgent"]
+        and stood_by <= _timestamp(w["requestReceivedTimestamp"]) < back
+    ]
+    assert quiet == [], quiet

@@ -8,7 +8,6 @@ import pytest
 
 from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad, _exists
 from tests.integration.wukong_harness import StartWukong, WukongRun
-from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
 from wukong.runtime.apis import (
     DATA_VOLUMES,
@@ -16,7 +15,7 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import ApiCall, Client, Object
+from wukong.runtime.client import Object
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 
 CHILDREN: list[tuple[Resource, str]] = [
@@ -46,25 +45,19 @@ async def _wait_all_gone(run: WukongRun) -> None:
     assert await _exists(run, NETWORK_ATTACHMENT_DEFINITIONS, "shared-storage")
 
 
-async def test_deletion_follows_the_seed_order(
-    control_plane: ControlPlane, start_wukong: StartWukong
-) -> None:
-    calls: list[ApiCall] = []
-    async with await Client.from_kubeconfig(
-        control_plane.kubeconfig, observers=[calls.append]
-    ) as api:
-        run = await start_wukong(operator_client=api)
-        await _create_shared_nad(run)
-        await run.create("web", FULL_SPEC)
-        await run.wait_for("web", _running, what="Running")
-        start = len(calls)
-        await run.client.delete(WUKONGS, "web", namespace=run.namespace)
-        await _wait_all_gone(run)
-        await run.stop_operator()
+async def test_deletion_follows_the_seed_order(start_wukong: StartWukong) -> None:
+    run = await start_wukong()
+    await _create_shared_nad(run)
+    await run.create("web", FULL_SPEC)
+    await run.wait_for("web", _running, what="Running")
+    start = len(run.calls)  # the operator's API calls
+    await run.client.delete(WUKONGS, "web", namespace=run.namespace)
+    await _wait_all_gone(run)
+    await run.stop_operator()
 
     steps = [
         (call.verb, call.resource, call.status_code)
-        for call in calls[start:]
+        for call in run.calls[start:]
         if call.verb in ("delete", "get", "patch") and call.resource != "events"
     ]
 

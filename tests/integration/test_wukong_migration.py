@@ -1,6 +1,6 @@
 """Live migration: phase Migrating with the target node, and the node change is no fault."""
 
-from tests.integration.wukong_harness import Recorder, StartWukong, condition
+from tests.integration.wukong_harness import StartWukong, WatchRecorder, condition
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
@@ -19,7 +19,7 @@ async def test_a_live_migration_shows_migrating_then_running_on_the_target(
     before = await run.wait_for("mover", lambda o: _phase(o) == "Running", what="Running")
     assert before["status"]["nodeName"] == "sim-node-1"
 
-    async with Recorder(run.client, WUKONGS, run.namespace) as wukongs:
+    async with WatchRecorder(run.client, WUKONGS, run.namespace) as wukongs:
         await run.client.create(
             VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
             {

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.integration.helpers import eventually
-from tests.integration.wukong_harness import Recorder, StartWukong, condition
+from tests.integration.wukong_harness import StartWukong, WatchRecorder, condition
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client, Object
@@ -38,8 +38,8 @@ async def test_the_first_reconcile_writes_pending_and_unknown_conditions_before_
 ) -> None:
     run = await start_wukong()
     async with (
-        Recorder(run.client, WUKONGS, run.namespace) as wukongs,
-        Recorder(run.client, PERSISTENT_VOLUME_CLAIMS, run.namespace) as claims,
+        WatchRecorder(run.client, WUKONGS, run.namespace) as wukongs,
+        WatchRecorder(run.client, PERSISTENT_VOLUME_CLAIMS, run.namespace) as claims,
     ):
         await run.create("fresh", {"disks": [{"name": "root", "size": "1Gi"}]})
         await run.wait_for("fresh", lambda o: _phase(o) == "Running", what="Running")

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from wukong.operator.run import OperatorSettings, run_operator
-from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT, ControllerOptions
 from wukong.runtime.manager import DEFAULT_SYNC_PERIOD
 
 
@@ -16,6 +16,13 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 
@@ -31,6 +38,9 @@ def _run(args: argparse.Namespace) -> int:
         leader_election_namespace=args.leader_election_namespace,
         shutdown_grace=args.shutdown_grace,
         sync_period=args.sync_period,
+        api_call_share=args.api_call_share,
+        cancelled_backoff_cap=args.cancelled_backoff_cap,
+        on_lease_loss=args.on_lease_loss,
     )
     return asyncio.run(run_operator(settings))
 
@@ -112,5 +122,33 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         metavar="SECONDS",
         help="reconcile every Wukong at least this often, even without events, so status "
         "cannot stay stale (controller-runtime's SyncPeriod; default: 36000, 10 h)",
+    )
+    run.add_argument(
+        "--api-call-share",
+        type=_share,
+        default=ControllerOptions.call_budget_share,
+        metavar="FRACTION",
+        help="share of the time left to its deadline that one API call may take (at least "
+        "0.25 s); a call that runs out ends as api_timeout and, if idempotent, is retried "
+        "while the reconcile has time; 1 lets a call use the whole deadline "
+        f"(default: {ControllerOptions.call_budget_share:g})",
+    )
+    run.add_argument(
+        "--cancelled-backoff-cap",
+        type=_positive,
+        default=ControllerOptions.cancelled_backoff_cap,
+        metavar="SECONDS",
+        help="longest backoff before a cancelled reconcile (timed out, cut by shutdown) is "
+        "retried; errors keep the rate limiter's (up to 1000 s) "
+        f"(default: {ControllerOptions.cancelled_backoff_cap:g})",
+    )
+    run.add_argument(
+        "--on-lease-loss",
+        choices=("exit", "standby"),
+        default="exit",
+        help="when another replica takes the Lease: exit (status 2, like controller-runtime; "
+        "the pod restarts with an empty cache) or standby (stop all writes at once, keep the "
+        "cache, /metrics and health, say so in an Event on the Lease and "
+        "wukong_leader_standbys_total, and campaign again) (default: exit)",
     )
     run.set_defaults(handler=_run)

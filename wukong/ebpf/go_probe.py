@@ -17,8 +17,10 @@ from wukong.ebpf.records import Cancellation
 SOURCE = (Path(__file__).parent / "go_probe.c").read_bytes()
 KINDS = {1: "deadline_exceeded", 2: "canceled", 0: "other"}
 # Go's canceled contexts map onto the cancel-reason contract: a deadline is a
-# deadline; an explicit cancel() (or a parent's) has no reason of its own.
-REASONS = {"deadline_exceeded": "deadline_exceeded", "canceled": "parent_cancelled"}
+# deadline (WithTimeoutCause/WithDeadlineCause too: their cause is kept as text);
+# an explicit cancel() at its root (WithCancelCause too) is `canceled`, a reason
+# only the agent reports, since it cannot tell why the program cancelled; a
+# context cancelled because its parent was is `parent_cancelled`.
 _PROPAGATION = ("context.(*cancelCtx).cancel", "context.(*cancelCtx).propagateCancel")
 _INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
 # A uprobe can fire twice for one call: when a signal (Go preempts goroutines
@@ -79,14 +81,15 @@ class GoProbe:
             return
         stack = self._symbolize(event.stack_id, event.return_address)
         error = KINDS.get(event.kind, "other")
+        root = not any(frame.startswith(_PROPAGATION) for frame in stack[1:])
         self._on_cancel(
             Cancellation(
                 pid=self.target.pid,
                 comm=self.target.comm,
                 runtime="go",
-                reason=REASONS.get(error, "parent_cancelled"),
+                reason=go_reason(error, root=root),
                 error=error,
-                root=not any(frame.startswith(_PROPAGATION) for frame in stack[1:]),
+                root=root,
                 cause=event.cause.decode(errors="replace"),
                 caller=_caller(stack),
                 stack=stack,
@@ -104,6 +107,13 @@ class GoProbe:
 
     def close(self) -> None:
         self.bpf.cleanup()
+
+
+def go_reason(error: str, *, root: bool) -> str:
+    """The contract's cancel reason for a Go context ended with `error`."""
+    if error == "deadline_exceeded":
+        return "deadline_exceeded"
+    return "canceled" if root else "parent_cancelled"
 
 
 def _caller(stack: list[str]) -> str:

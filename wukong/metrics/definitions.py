@@ -82,6 +82,9 @@ class OperatorMetrics:
     reconcile_budget_used: Histogram
     api_request_cancellations: Counter
     observer_failures: Counter
+    watch_restarts: Counter
+    relists: Counter
+    leader_standbys: Counter
 
 
 class ControllerStateCollector(Collector):
@@ -240,6 +243,25 @@ def create_metrics() -> OperatorMetrics:
             "wukong_api_request_cancellations_total",
             "API requests that ended without an answer, by cancel reason",
             labelnames=("verb", "resource", "reason"),
+            registry=registry,
+        ),
+        watch_restarts=Counter(
+            "wukong_watch_restarts_total",
+            "Informer watches that ended and started again, by resource and cause "
+            "(expired: normal; gone, timeout, error: something to look at)",
+            labelnames=("resource", "cause"),
+            registry=registry,
+        ),
+        relists=Counter(
+            "wukong_informer_relists_total",
+            "Full lists an informer had to make again after its first, by resource and cause",
+            labelnames=("resource", "cause"),
+            registry=registry,
+        ),
+        leader_standbys=Counter(
+            "wukong_leader_standbys_total",
+            "Times this replica lost the Lease and stood by instead of exiting, by Lease name",
+            labelnames=("name",),
             registry=registry,
         ),
         observer_failures=Counter(

@@ -17,7 +17,10 @@ What each event feeds:
 - `api_call`: client-go's request count and latency (exemplar: the calling
   reconcile's trace), plus calls that ended early, by the reason the runtime
   decided (`ApiCall.cancel_reason`);
-- `leadership_changed`: `leader_election_master_status`;
+- `watch_restarted`, `relisted`: `wukong_watch_restarts_total` and
+  `wukong_informer_relists_total` by resource and cause;
+- `leadership_changed`: `leader_election_master_status`; `standing_by`:
+  `wukong_leader_standbys_total`;
 - `observer_failed`: `wukong_observer_failures_total`.
 
 Everything here is a few dict lookups and additions: observers run on the
@@ -135,6 +138,15 @@ class RuntimeMetrics(RuntimeObserver):
 
     def leadership_changed(self, lease: str, leading: bool) -> None:
         self.metrics.leader_election_master_status.labels(lease).set(1 if leading else 0)
+
+    def watch_restarted(self, resource: str, cause: str) -> None:
+        self.metrics.watch_restarts.labels(resource, cause).inc()
+
+    def relisted(self, resource: str, cause: str) -> None:
+        self.metrics.relists.labels(resource, cause).inc()
+
+    def standing_by(self, lease: str) -> None:
+        self.metrics.leader_standbys.labels(lease).inc()
 
     def observer_failed(self, observer: str, method: str) -> None:
         self.metrics.observer_failures.labels(observer).inc()

@@ -96,10 +96,13 @@ def _wukong_of_migration(migration: Object) -> list[Request]:
     return [Request(migration["metadata"]["namespace"], name)] if name else []
 
 
+DEFAULT_OPTIONS = ControllerOptions(max_concurrent_reconciles=4)
+
+
 def add_wukong_controller(
-    manager: Manager, *, max_concurrent_reconciles: int = 4, reconcile_timeout: float | None = None
+    manager: Manager, *, options: ControllerOptions = DEFAULT_OPTIONS
 ) -> Controller:
-    """Register the Wukong controller with `manager` (before `manager.run()`)."""
+    """Register the Wukong controller with `manager` (`wukong run`'s flags set `options`)."""
     wukongs = manager.informer(WUKONGS).store
     wukongs.add_index(BY_NAD_NAME, _referenced_nads)
     wukongs.add_index(BY_STORAGE_CLASS, _storage_classes)
@@ -133,10 +136,7 @@ def add_wukong_controller(
             Watch(VIRTUAL_MACHINE_INSTANCES, _wukong_of_instance),
             Watch(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _wukong_of_migration),
         ],
-        options=ControllerOptions(
-            max_concurrent_reconciles=max_concurrent_reconciles,
-            reconcile_timeout=reconcile_timeout,
-        ),
+        options=options,
     )
     manager.add(controller)
     return controller

@@ -15,6 +15,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 
@@ -32,6 +33,7 @@ from wukong.runtime.apis import (
 )
 from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason
+from wukong.runtime.controller import ControllerOptions
 from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
 from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import DEFAULT_SYNC_PERIOD, Manager
@@ -76,6 +78,9 @@ class OperatorSettings:
     leader_election_namespace: str | None = None
     shutdown_grace: float = 30.0
     sync_period: float = DEFAULT_SYNC_PERIOD
+    api_call_share: float = ControllerOptions.call_budget_share
+    cancelled_backoff_cap: float = ControllerOptions.cancelled_backoff_cap
+    on_lease_loss: Literal["exit", "standby"] = "exit"
 
 
 def lease_namespace(settings: OperatorSettings) -> str:
@@ -115,8 +120,16 @@ async def run_operator(settings: OperatorSettings) -> int:
             shutdown_grace=settings.shutdown_grace,
             observers=observers,
             sync_period=settings.sync_period,
+            on_lease_loss=settings.on_lease_loss,
         )
-        add_wukong_controller(manager, max_concurrent_reconciles=settings.max_concurrent_reconciles)
+        add_wukong_controller(
+            manager,
+            options=ControllerOptions(
+                max_concurrent_reconciles=settings.max_concurrent_reconciles,
+                call_budget_share=settings.api_call_share,
+                cancelled_backoff_cap=settings.cancelled_backoff_cap,
+            ),
+        )
         server = MetricsServer(registry=metrics.metrics.registry)
         if settings.metrics_bind != "0":
             port = await _listen(server, settings.metrics_bind)

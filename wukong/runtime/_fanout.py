@@ -92,8 +92,17 @@ class ObserverFanout(RuntimeObserver):
     def api_call(self, call: ApiCall) -> None:
         self._dispatch("api_call", call)
 
+    def watch_restarted(self, resource: str, cause: str) -> None:
+        self._dispatch("watch_restarted", resource, cause)
+
+    def relisted(self, resource: str, cause: str) -> None:
+        self._dispatch("relisted", resource, cause)
+
     def leadership_changed(self, lease: str, leading: bool) -> None:
         self._dispatch("leadership_changed", lease, leading)
+
+    def standing_by(self, lease: str) -> None:
+        self._dispatch("standing_by", lease)
 
     def loop_blocked(self, seconds: float, task: str | None) -> None:
         self._dispatch("loop_blocked", seconds, task)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
+from wukong.runtime.cache import Store
 from wukong.runtime.cancellation import CancelReason, decide_cancel_reason
 from wukong.runtime.client import Client, Object
 from wukong.runtime.context import ReconcileContext, Request, Result
@@ -41,14 +42,18 @@ class RunningController:
     ) -> None:
         self.config = controller
         self.reconcile_timeout = controller.options.reconcile_timeout or reconcile_timeout
-        self.queue = WorkQueue(
-            name=controller.name, rate_limiter=controller.options.rate_limiter, observer=observer
-        )
+        self.queue = self._new_queue(observer)
         self._client = client
         self._observer = observer
         self._in_flight: dict[Request, ReconcileContext] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._primaries: Store | None = None  # the primary informer's cache, once bound
         self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
+
+    def _new_queue(self, observer: RuntimeObserver) -> WorkQueue:
+        return WorkQueue(
+            name=self.config.name, rate_limiter=self.config.options.rate_limiter, observer=observer
+        )
 
     # -- ControllerView -----------------------------------------------------------------
 
@@ -82,6 +87,7 @@ class RunningController:
     def bind(self, *, informer_for: Callable[[Resource], Informer]) -> None:
         """Connect event handlers to the manager's shared informers."""
         primary = self._handler(lambda obj: [_request_of(obj)])
+        self._primaries = informer_for(self.config.primary).store
         informer_for(self.config.primary).add_handler(
             EventHandler(
                 on_add=primary.on_add,
@@ -131,7 +137,16 @@ class RunningController:
     # -- running ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers (the manager does this once caches are synced)."""
+        """Start the workers (the manager does this once caches are synced).
+
+        After a `stop` (leadership lost, then won back) it starts over with a
+        fresh queue holding every cached primary object, as a new leader would.
+        """
+        if self.queue.shutting_down:
+            assert self._primaries is not None, "bound before it runs"
+            self.queue = self._new_queue(self._observer)
+            for obj in self._primaries.list_objects():
+                self.queue.add(_request_of(obj))
         for index in range(self.max_concurrent_reconciles):
             self._workers.append(
                 asyncio.create_task(self._worker(), name=f"worker {self.name}/{index}")

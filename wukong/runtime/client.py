@@ -465,8 +465,8 @@ class Client:
                     timeout=timeout,
                     server_timeout=server_timeout,
                 )
-            except ApiTimeout:
-                if not self._may_retry(verb, attempt):
+            except ApiTimeout as timed_out:
+                if timed_out.retry_after is not None or not self._may_retry(verb, attempt):
                     raise
                 attempt += 1
 
@@ -535,9 +535,18 @@ class Client:
             )
             status = response.status
             if status >= 400:
-                raise await _error_from(response, verb.name, path)
+                failure = await _error_from(response, verb.name, path)
+                if status == 504:
+                    # The API server gave up at the `?timeout=` we sent: our budget ran out.
+                    raise ApiTimeout(
+                        verb=verb.name, path=path, timeout=timeout.total, why=failure.message
+                    )
+                raise failure
             return response
-        except TimeoutError:
+        except ApiTimeout as exc:
+            error = exc
+            raise
+        except TimeoutError:  # aiohttp's own: the HTTP timeout (our budget) passed
             error = ApiTimeout(verb=verb.name, path=path, timeout=timeout.total)
             raise error from None
         except BaseException as exc:  # CancelledError too: report it, then re-raise
@@ -582,10 +591,19 @@ class Client:
             if delay is None or attempt == _MAX_THROTTLE_RETRIES:
                 return attempt, response
             if deadline is not None and loop.time() + delay >= deadline:
-                return attempt, response  # no time left to wait: let the 429 surface
-            # 429 with Retry-After: the server asks us to come back (APF
-            # throttling, or a watch cache still initialising after a CRD was
-            # created). client-go retries these the same way.
+                # The server asked us to come back later than we can wait: the call
+                # ran out of time (api_timeout, a normal event), not a server error.
+                response.release()
+                raise ApiTimeout(
+                    verb=verb.name,
+                    path=path,
+                    timeout=timeout.total,
+                    why=f"{response.status} with Retry-After {delay:g}s and no time left to wait",
+                    retry_after=delay,
+                )
+            # Retry-After on a 429 or a 5xx: the server asks us to come back (APF
+            # throttling, a watch cache still initialising after a CRD was
+            # created, a server shutting down). client-go retries these the same way.
             response.release()
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
@@ -665,8 +683,10 @@ async def _error_from(response: aiohttp.ClientResponse, verb: str, path: str) ->
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
-    """Seconds to wait before retrying a throttled (429) request, else None."""
-    if response.status != 429:
+    """Seconds to wait before retrying: a 429, or a 5xx that says when; else None."""
+    if response.status != 429 and not (
+        500 <= response.status < 600 and "Retry-After" in response.headers
+    ):
         return None
     try:
         return min(float(response.headers.get("Retry-After", "1")), _MAX_RETRY_AFTER_SECONDS)

@@ -42,12 +42,24 @@ class Invalid(ApiError):
 class ApiTimeout(TimeoutError):
     """A call ran out of its time bound before the server answered (`api_timeout`)."""
 
-    def __init__(self, *, verb: str, path: str, timeout: float | None) -> None:
+    def __init__(
+        self,
+        *,
+        verb: str,
+        path: str,
+        timeout: float | None,
+        why: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         bound = f"{timeout:.3f}s" if timeout is not None else "its time bound"
-        super().__init__(f"{verb} {path}: no answer within {bound}")
+        detail = f" ({why})" if why else ""
+        super().__init__(f"{verb} {path}: no answer within {bound}{detail}")
         self.verb = verb
         self.path = path
         self.timeout = timeout
+        # Set when the server asked to come back later than the time left: trying
+        # again sooner would only add to its load, so the call is not retried.
+        self.retry_after = retry_after
 
 
 class NotLeading(Exception):

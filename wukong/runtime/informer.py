@@ -32,9 +32,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime.cache import Store, object_key, strip
 from wukong.runtime.client import Client, Object
 from wukong.runtime.errors import ApiError, ApiTimeout, Gone
+from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class Informer:
         watch_timeout_seconds: int = 300,
         inactivity_timeout: float = 90.0,
         resync_period: float | None = None,
+        observer: RuntimeObserver = NO_OBSERVER,
     ) -> None:
         self.resource = resource
         self.namespace = namespace
@@ -78,6 +81,7 @@ class Informer:
         self._watch_timeout = watch_timeout_seconds
         self._inactivity_timeout = inactivity_timeout
         self._resync_period = resync_period
+        self._observer = observer
         self._handlers: list[EventHandler] = []
         self._resource_version: str | None = None
 
@@ -123,12 +127,15 @@ class Informer:
                     await self._relist()
                 await self._watch_once()
                 backoff = _BACKOFF_INITIAL
+                cause = "expired"  # the server ended it after its timeout: normal
             except Gone:
                 log.info(
                     "%s: resourceVersion %s is gone; relisting", self._what, self._resource_version
                 )
                 self._resource_version = None
+                cause = "gone"
             except (ApiTimeout, aiohttp.ClientError, ConnectionError, OSError) as exc:
+                cause = "timeout" if isinstance(exc, ApiTimeout | TimeoutError) else "error"
                 # The API server is restarting or unreachable: keep the
                 # resourceVersion and come back after a backoff.
                 log.info(
@@ -143,9 +150,11 @@ class Informer:
                 if exc.status < 500 and exc.status != 429:
                     raise  # 401/403/404: configuration problems; retrying will not help
                 log.info("%s: server error %s; retrying in %.1fs", self._what, exc.status, backoff)
+                cause = "error"
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, _BACKOFF_MAX)
             self.watch_restarts += 1
+            self._observer.watch_restarted(self.resource.plural, cause)
 
     @property
     def _what(self) -> str:
@@ -161,7 +170,9 @@ class Informer:
         )
         fresh = {object_key(item): item for item in listed["items"]}
         if self.synced.is_set():
+            # Only a 410 Gone makes an informer list again after its first list.
             self.relists += 1
+            self._observer.relisted(self.resource.plural, "gone")
         for key in self.store.keys():
             if key not in fresh:
                 old = self.store.remove(key)

@@ -19,7 +19,12 @@ Leadership lost is not a graceful stop: another replica may already lead. The
 write fence (`_fence`) closes first, so no reconcile of this process writes
 again, whatever it does with its cancellation; then reconciles are cancelled
 with `leader_lost` and given only `LEADER_LOST_GRACE` to unwind (as
-controller-runtime skips its graceful shutdown on lease loss).
+controller-runtime skips its graceful shutdown on lease loss). Then, with
+`on_lease_loss="exit"` (the default), `run()` returns `leader_lost`; with
+"standby" the replica stays up without writing (informers, /metrics and the
+health endpoints go on), says so (an Event on the Lease, `standing_by` to
+observers), campaigns again and, once it wins, opens the fence and restarts
+its controllers, which requeue every cached object.
 
 `run()` returns the reason it stopped. After `leader_lost` the process should
 exit (as controller-runtime does): another replica now leads, and a process
@@ -38,7 +43,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -50,9 +55,11 @@ from wukong.runtime.cancellation import CancelReason
 from wukong.runtime.client import Client
 from wukong.runtime.context import DEFAULT_RECONCILE_TIMEOUT
 from wukong.runtime.controller import Controller
+from wukong.runtime.errors import ApiError, ApiTimeout
+from wukong.runtime.events import EventRecorder
 from wukong.runtime.httpserver import HttpServer
 from wukong.runtime.informer import Informer
-from wukong.runtime.leader import LeaderElectionConfig, LeaderElector
+from wukong.runtime.leader import LEASES, LeaderElectionConfig, LeaderElector
 from wukong.runtime.observer import ControllerView, RuntimeObserver
 from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import Resource
@@ -81,6 +88,7 @@ class Manager:
         block_warning_seconds: float | None = 1.0,
         reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
         observers: Sequence[RuntimeObserver] = (),
+        on_lease_loss: Literal["exit", "standby"] = "exit",
         sync_period: float | None = DEFAULT_SYNC_PERIOD,
     ) -> None:
         if reconcile_timeout <= 0:
@@ -92,6 +100,7 @@ class Manager:
         self._fence = WriteFence()
         self.namespace = namespace
         self.shutdown_grace = shutdown_grace
+        self.on_lease_loss = on_lease_loss
         self.elector = (
             LeaderElector(client=self.client, config=leader_election, observer=self._observer)
             if leader_election
@@ -111,6 +120,8 @@ class Manager:
         self._started = False  # controllers' workers run
         self._stopping = False
         self._informer_tasks: list[asyncio.Task[None]] | None = None  # set by run()
+        self._keeping: asyncio.Task[None] | None = None  # renewing the Lease at shutdown
+        self._events = EventRecorder(component="wukong-manager")
         self._health = HttpServer(routes={"/healthz": self._healthz, "/readyz": self._readyz})
         self.health_port: int | None = None
 
@@ -126,6 +137,7 @@ class Manager:
                 resource=resource,
                 namespace=namespace,
                 resync_period=self.sync_period,
+                observer=self._observer,
             )
             self._informers[resource] = informer
             if self._informer_tasks is not None:
@@ -197,32 +209,69 @@ class Manager:
         self._informer_tasks = informer_tasks
         for resource, informer in self._informers.items():
             self._start_informer(resource, informer)
-        lost: asyncio.Task[None] | None = None
         reason = CancelReason.SHUTDOWN
         try:
             if not await self._until_stopped(self._wait_synced(informer_tasks)):
                 return reason
-            if self.elector is not None:
-                if not await self._until_stopped(self.elector.acquire()):
+            while True:
+                reason = await self._lead()
+                if reason is not CancelReason.LEADER_LOST or self.on_lease_loss == "exit":
                     return reason
-                lost = asyncio.create_task(self.elector.keep(), name="leader election")
-            self._started = True
-            for controller in self._controllers:
-                controller.start()
-            stop_wait = asyncio.create_task(self._stop.wait())
-            waiters: set[asyncio.Future[object]] = {stop_wait}  # type: ignore[arg-type]
-            if lost is not None:
-                waiters.add(lost)  # type: ignore[arg-type]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            if lost is not None and lost.done() and not self._stop.is_set():
-                assert self.elector is not None
-                self._fence.close(self.elector.config.name)  # before anything else
-                reason = CancelReason.LEADER_LOST
-            return reason
+                await self._announce_standby()
         finally:
             self._stopping = True
-            await self._shutdown(reason, informer_tasks, lost)
+            await self._shutdown(reason, informer_tasks)
+
+    async def _lead(self) -> CancelReason:
+        """Win the Lease (if electing), run the controllers until stopped or the Lease is lost."""
+        lost: asyncio.Task[None] | None = None
+        if self.elector is not None:
+            if not await self._until_stopped(self.elector.acquire()):
+                return CancelReason.SHUTDOWN
+            self._fence.open()
+            lost = asyncio.create_task(self.elector.keep(), name="leader election")
+        self._started = True
+        for controller in self._controllers:
+            controller.start()
+        stop_wait = asyncio.create_task(self._stop.wait())
+        waiters: set[asyncio.Future[object]] = {stop_wait}  # type: ignore[arg-type]
+        if lost is not None:
+            waiters.add(lost)  # type: ignore[arg-type]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if lost is not None and lost.done() and not self._stop.is_set():
+            assert self.elector is not None
+            self._fence.close(self.elector.config.name)  # before anything else
+            self._started = False
+            await self._stop_controllers(CancelReason.LEADER_LOST)
+            return CancelReason.LEADER_LOST
+        self._keeping = lost  # still leading: _shutdown stops renewing, then releases
+        return CancelReason.SHUTDOWN
+
+    async def _announce_standby(self) -> None:
+        """Say, as an Event on the Lease and to observers, that this replica stands by."""
+        assert self.elector is not None
+        lease_name = self.elector.config.name
+        log.warning(
+            "lost lease %s: standing by (no writes; cache, metrics and health still served), "
+            "campaigning again",
+            lease_name,
+        )
+        self._observer.standing_by(lease_name)
+        try:
+            lease = await self.client.get(
+                LEASES, lease_name, namespace=self.elector.config.namespace, timeout=5
+            )
+        except (ApiError, ApiTimeout) as exc:
+            log.debug("no event for the standby: cannot read lease %s: %s", lease_name, exc)
+            return
+        await self._events.record(
+            self.client,
+            lease,
+            type="Normal",
+            reason="StandingBy",
+            message=f"{self.elector.identity} lost the lease; it stands by and campaigns again",
+        )
 
     async def _until_stopped(self, coroutine: Coroutine[Any, Any, None]) -> bool:
         """Run `coroutine` unless stop() comes first; True if it completed."""
@@ -252,20 +301,22 @@ class Manager:
             for task in synced:
                 task.cancel()
 
-    async def _shutdown(
-        self,
-        reason: CancelReason,
-        informer_tasks: list["asyncio.Task[None]"],
-        lost: "asyncio.Task[None] | None",
-    ) -> None:
+    async def _stop_controllers(self, reason: CancelReason) -> None:
         log.info("stopping controllers (reason: %s)", reason)
         grace = LEADER_LOST_GRACE if reason is CancelReason.LEADER_LOST else self.shutdown_grace
         await asyncio.gather(*(c.stop(reason=reason, grace=grace) for c in self._controllers))
-        if lost is not None:
-            lost.cancel()
+
+    async def _shutdown(
+        self, reason: CancelReason, informer_tasks: list["asyncio.Task[None]"]
+    ) -> None:
+        if reason is not CancelReason.LEADER_LOST:  # after a loss they are stopped already
+            await self._stop_controllers(reason)
+        keeping, self._keeping = self._keeping, None
+        if keeping is not None:
+            keeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await lost
-        if self.elector is not None and reason is not CancelReason.LEADER_LOST:
+                await keeping
+            assert self.elector is not None
             await self.elector.release()
         for task in informer_tasks:
             task.cancel()

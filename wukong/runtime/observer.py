@@ -16,7 +16,8 @@ What an observer sees, in the order of a reconcile's life:
         ─► api_call … ─► [reconcile(CANCEL_REQUESTED) ─► [reconcile(STUCK)]]
         ─► reconcile(FINISHED) ─► queue_done ─► [reconcile(REQUEUED), queue_retried]
 
-plus `leadership_changed` and `loop_blocked` at any time.
+plus `watch_restarted`, `relisted`, `leadership_changed` and `loop_blocked`
+at any time.
 
 Rules for observers. Every method is called synchronously on the event loop
 (the watchdog's reports are handed over to the loop first) and must be quick:
@@ -163,9 +164,23 @@ class RuntimeObserver(Protocol):
         """An API call of the manager's client finished (successfully or not)."""
         return None
 
+    def watch_restarted(self, resource: str, cause: str) -> None:
+        """An informer's watch of `resource` (plural) ended and starts again; `cause` is
+        "expired" (the server's timeout: normal), "gone" (410: a relist follows),
+        "timeout" (a silent connection) or "error" (the server went away)."""
+        return None
+
+    def relisted(self, resource: str, cause: str) -> None:
+        """An informer listed `resource` again after its first list (`cause`: "gone")."""
+        return None
+
     def leadership_changed(self, lease: str, leading: bool) -> None:
         """Whether this process leads the Lease named `lease`: False once when it starts
         campaigning, then every change."""
+        return None
+
+    def standing_by(self, lease: str) -> None:
+        """This replica lost `lease` and stands by (`on_lease_loss="standby"`)."""
         return None
 
     def loop_blocked(self, seconds: float, task: str | None) -> None:

@@ -1,0 +1,141 @@
+"""Answers that mean "come back later" when there is no later: the call ran out of time.
+
+A stand-in HTTP server answers like an API server under load: 429 with
+Retry-After (priority and fairness throttling), 503 with Retry-After (a server
+shutting down), 504 (it gave up at the `?timeout=` the client sent). Inside a
+reconcile whose deadline is nearer than the wait, each is `api_timeout`, a
+normal event, never a server error. With time to wait, the client waits and
+retries, as client-go does.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client as k8s_client
+
+from tests.integration.helpers import Recorder
+from wukong.runtime import ApiTimeout, CancelReason, Client, ReconcileContext, Request
+from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime.resources import CONFIGMAPS
+
+_STATUS = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
+
+
+class FakeApiServer:
+    """Answers each ConfigMap name with a scripted status; counts the requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.timeouts: list[str] = []  # the `?timeout=` each request carried
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.requests.append(name)
+        self.timeouts.append(request.query.get("timeout", ""))
+        if name == "throttled":
+            return web.json_response(
+                {**_STATUS, "code": 429, "reason": "TooManyRequests"},
+                status=429,
+                headers={"Retry-After": "3"},
+            )
+        if name == "unavailable":
+            return web.json_response(
+                {**_STATUS, "code": 503, "reason": "ServiceUnavailable"},
+                status=503,
+                headers={"Retry-After": "3"},
+            )
+        if name == "gave-up":
+            return web.json_response(
+                {**_STATUS, "code": 504, "reason": "Timeout", "message": "request timed out"},
+                status=504,
+            )
+        if name == "busy-once" and self.requests.count(name) == 1:
+            return web.json_response(
+                {**_STATUS, "code": 429}, status=429, headers={"Retry-After": "0.2"}
+            )
+        return web.json_response({"kind": "ConfigMap", "metadata": {"name": name}})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[FakeApiServer, str]]:
+    fake = FakeApiServer()
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/ns/configmaps/{name}", fake.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield fake, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def recorder_and_client(
+    server: tuple[FakeApiServer, str],
+) -> AsyncIterator[tuple[Recorder, Client]]:
+    configuration = k8s_client.Configuration()
+    configuration.host = server[1]
+    recorder = Recorder()
+    async with Client(k8s_client.ApiClient(configuration=configuration)) as plain:
+        yield recorder, plain.observed_by(ObserverFanout([recorder]))
+
+
+def _reconcile(client: Client, *, timeout: float) -> ReconcileContext:
+    return ReconcileContext(
+        controller="c",
+        request=Request("ns", "x"),
+        timeout=timeout,
+        client=client,
+        logger=logging.getLogger("test"),
+        call_share=0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "why", "attempts"),
+    [
+        # Told to come back after the deadline: not tried again sooner.
+        ("throttled", "429 with Retry-After 3s and no time left to wait", 1),
+        ("unavailable", "503 with Retry-After 3s and no time left to wait", 1),
+        # Timed out at the server: tried again (three times at most) while a retry
+        # still has a budget of its own.
+        ("gave-up", "request timed out", 4),
+    ],
+)
+async def test_no_time_left_to_wait_is_an_api_timeout(
+    server: tuple[FakeApiServer, str],
+    recorder_and_client: tuple[Recorder, Client],
+    name: str,
+    why: str,
+    attempts: int,
+) -> None:
+    fake, _ = server
+    recorder, client = recorder_and_client
+    ctx = _reconcile(client, timeout=2.0)
+    with pytest.raises(ApiTimeout) as raised:
+        await ctx.client.get(CONFIGMAPS, name, namespace="ns")
+    assert why in str(raised.value)
+    assert len(recorder.calls) == len(fake.requests) == attempts
+    assert all(call.cancel_reason is CancelReason.API_TIMEOUT for call in recorder.calls)
+    assert all(call.reconcile is ctx for call in recorder.calls)
+    # The server was told how long the client would wait: half of what was left.
+    budgets = [float(timeout.removesuffix("s")) for timeout in fake.timeouts]
+    assert 0.9 <= budgets[0] <= 1.0
+    assert budgets == sorted(budgets, reverse=True)
+
+
+async def test_with_time_to_wait_the_call_is_retried(
+    server: tuple[FakeApiServer, str], recorder_and_client: tuple[Recorder, Client]
+) -> None:
+    fake, _ = server
+    recorder, client = recorder_and_client
+    ctx = _reconcile(client, timeout=10.0)
+    got = await ctx.client.get(CONFIGMAPS, "busy-once", namespace="ns")
+    assert got["metadata"]["name"] == "busy-once"
+    assert fake.requests == ["busy-once", "busy-once"]
+    assert [(c.status_code, c.retries) for c in recorder.calls] == [(200, 1)]
+    await asyncio.sleep(0)
