@@ -1,19 +1,23 @@
-"""The cancel-storm drill end to end: three faults, each diagnosed from telemetry alone.
+"""The cancel-storm drill end to end: a restart and three faults, each diagnosed from telemetry.
 
 The operator runs as a real `wukong run` process with tracing to an OTLP
-receiver and metrics scraped by Debian's Prometheus; faults are a latency
-proxy in front of the API server, a reconcile timeout far too tight, and a
-stolen Lease. Each report must name its fault's cause, show the storm on the
-cancel-storm dashboard's panels, and the stack must heal (every Wukong Running).
+receiver and metrics scraped by Debian's Prometheus (with the alert rules);
+first it is restarted twice under load, which must read as no failure at all:
+reconciles cancelled for shutdown, no ERROR line in its logs, no alert even
+pending. Then the faults: a latency proxy in front of the API server, a
+reconcile timeout far too tight, and a stolen Lease. Each report must name its
+cause, show the storm on the cancel-storm dashboard's panels, and the stack
+must heal (every Wukong Running).
 """
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from wukong.demo.diagnosis import LEADER_LOST, SLOW_API, TIGHT_DEADLINE
+from wukong.demo.diagnosis import LEADER_LOST, ROLLING_RESTART, SLOW_API, TIGHT_DEADLINE
 from wukong.demo.drill import Drill
 from wukong.demo.stack import DemoStack
 from wukong.devcluster import ControlPlane
@@ -27,11 +31,19 @@ async def test_drill_diagnoses_each_fault(control_plane: ControlPlane, tmp_path:
         phases = await stack.phases()
 
     assert [(r.expected, r.diagnosis.cause) for r in reports] == [
+        (ROLLING_RESTART, ROLLING_RESTART),
         (SLOW_API, SLOW_API),
         (TIGHT_DEADLINE, TIGHT_DEADLINE),
         (LEADER_LOST, LEADER_LOST),
     ], "\n".join(report.render() for report in reports)
-    slow, tight, lease = reports
+    restart, slow, tight, lease = reports
+    # The rolling restart is no failure: cancellations for shutdown only, no alert.
+    assert restart.diagnosis.explanation.startswith("no failure: ")
+    assert set(restart.traces.cancellations) == {"shutdown"}
+    assert restart.alerts == []
+    # The operators that lived through the restarts (the first three) logged no ERROR.
+    for start in (1, 2, 3):
+        assert _error_lines(tmp_path / f"operator-{start}.log") == []
     # A slow API server: the calls run out of their own share of the deadline;
     # a deadline too tight: the reconciles run out of theirs.
     assert slow.traces.dominant_reason == "api_timeout"
@@ -44,3 +56,8 @@ async def test_drill_diagnoses_each_fault(control_plane: ControlPlane, tmp_path:
         assert by_reason.get(reason, 0) > 0, report.render()
     drill_objects = {name: phase for name, phase in phases.items() if name.startswith("drill-")}
     assert drill_objects and set(drill_objects.values()) == {"Running"}, drill_objects
+
+
+def _error_lines(log_file: Path) -> list[str]:
+    lines = log_file.read_text().splitlines()
+    return [line for line in lines if line.startswith("{") and json.loads(line)["level"] == "ERROR"]

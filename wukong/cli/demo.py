@@ -53,9 +53,9 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     mode.add_argument(
         "--drill",
         action="store_true",
-        help="then run three faults (slow API server, deadline too tight, leader-lease loss) "
-        "and print, for each, the cause named from the telemetry alone; exit 1 if any is "
-        "misdiagnosed",
+        help="then restart the operator under load (which must read as no failure) and run "
+        "three faults (slow API server, deadline too tight, leader-lease loss); print, for "
+        "each, the cause named from the telemetry alone; exit 1 if any is misdiagnosed",
     )
     demo.add_argument(
         "--exit-when-ready",

@@ -5,6 +5,6 @@
 - `samples`: the Wukongs the demo applies;
 - `telemetry`: trace summaries and dashboard panel readings;
 - `diagnosis`: naming a storm's cause from them;
-- `drill`: three scripted faults, each diagnosed;
+- `drill`: a rolling restart and three scripted faults, each diagnosed;
 - `demo`: the demo flow (its command line is `wukong.cli.demo`).
 """

@@ -3,7 +3,7 @@
 Brings up the demo stack on a local control plane, runs the operator, applies
 the sample Wukongs and shows their progress until all are Running, then says
 where to look. `--storm` then makes the API server slow and shows the storm
-and its diagnosis live; `--drill` runs the three scripted faults and prints a
+and its diagnosis live; `--drill` runs a rolling restart and the three scripted faults and prints a
 report for each.
 """
 

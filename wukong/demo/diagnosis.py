@@ -8,7 +8,9 @@ traces behind it:
 - reconciles cancelled at their deadline while API calls take several times
   their usual latency: the API server (or the path to it) is slow;
 - reconciles cancelled at their deadline while API calls are as fast as
-  usual: the deadline is too tight for the work a reconcile has to do.
+  usual: the deadline is too tight for the work a reconcile has to do;
+- reconciles cancelled only for `shutdown`: a rollout or a restart, which is
+  no failure at all (nothing timed out, nothing needs fixing).
 """
 
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from wukong.demo.telemetry import PanelReading, TraceSummary
 SLOW_API = "slow_api_server"
 TIGHT_DEADLINE = "deadline_too_tight"
 LEADER_LOST = "leader_lost"
+ROLLING_RESTART = "rolling_restart"
 HEALTHY = "healthy"
 
 # API calls this many times slower than the healthy baseline (and at least
@@ -36,6 +39,18 @@ def diagnose(
     traces: TraceSummary, *, baseline_api_p50_ms: float, leader_readings: list[PanelReading]
 ) -> Diagnosis:
     leader_lost = traces.cancellations.get("leader_lost", 0)
+    shutdown = traces.cancellations.get("shutdown", 0)
+    timed_out = traces.cancellations.get("deadline_exceeded", 0) + traces.cancellations.get(
+        "api_timeout", 0
+    )
+    if shutdown and not (leader_lost or timed_out):
+        # A replica stopping hands its Lease over on purpose: its leader status
+        # drops to 0 too, which is no loss.
+        return Diagnosis(
+            ROLLING_RESTART,
+            f"no failure: {shutdown} reconcile(s) cancelled for shutdown, none timed out or "
+            "lost the Lease; a restart or rollout, requeued by the next replica",
+        )
     leader_down = any(value == 0 for reading in leader_readings for _, value in reading.series)
     if leader_lost or leader_down:
         return Diagnosis(
@@ -44,9 +59,6 @@ def diagnose(
             + ("; leader_election_master_status is 0" if leader_down else "")
             + ": this replica lost its Lease and stopped reconciling",
         )
-    timed_out = traces.cancellations.get("deadline_exceeded", 0) + traces.cancellations.get(
-        "api_timeout", 0
-    )
     if not timed_out:
         return Diagnosis(HEALTHY, "no reconcile was cut short by a deadline")
     slow_threshold = max(SLOW_API_FLOOR_MS, SLOW_API_FACTOR * baseline_api_p50_ms)

@@ -1,5 +1,8 @@
-"""The cancel-storm drill: three scripted faults, each diagnosed from telemetry alone.
+"""The cancel-storm drill: four scripted events, each diagnosed from telemetry alone.
 
+0. a rolling restart under load: reconciles in flight are cancelled for
+   shutdown, twice; the right answer is "no failure", and no alert may even be
+   pending (it runs first, before the faults' storms fill the alert windows);
 1. slow API server: the latency proxy between the operator and the API server
    holds every answer; new Wukongs need more round trips than the deadline allows;
 2. deadline too tight: the operator restarts with a reconcile timeout far below
@@ -19,7 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from wukong.demo.diagnosis import LEADER_LOST, SLOW_API, TIGHT_DEADLINE, Diagnosis, diagnose
+from wukong.demo.diagnosis import (
+    LEADER_LOST,
+    ROLLING_RESTART,
+    SLOW_API,
+    TIGHT_DEADLINE,
+    Diagnosis,
+    diagnose,
+)
 from wukong.demo.samples import web_server
 from wukong.demo.stack import NAMESPACE, DemoStack, dashboard_variables
 from wukong.demo.telemetry import PanelReading, TraceSummary, panel_readings, summarize_traces
@@ -47,6 +57,7 @@ class FaultReport:
     traces: TraceSummary
     panels: list[PanelReading]
     diagnosis: Diagnosis
+    alerts: list[str]  # Wukong alerts pending or firing when the report was made
 
     @property
     def correct(self) -> bool:
@@ -59,6 +70,7 @@ class FaultReport:
             f"  diagnosis: {self.diagnosis.cause} ({mark})",
             f"  why: {self.diagnosis.explanation}",
             f"  traces: {self.traces.describe()}",
+            f"  alerts pending or firing: {', '.join(self.alerts) or 'none'}",
             *(f"  panel {reading.describe()}" for reading in self.panels),
         ]
         return "\n".join(lines)
@@ -74,6 +86,7 @@ class Drill:
         await self.stack.start_operator(reconcile_timeout=HEALTHY_TIMEOUT)
         await self._baseline()
         reports = [
+            await self.rolling_restart(),
             await self.slow_api_server(),
             await self.tight_deadline(),
             await self.lease_loss(),
@@ -88,6 +101,25 @@ class Drill:
         traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
         self.baseline_api_p50_ms = traces.api_p50_ms
         self.progress(f"baseline: {traces.describe()}")
+
+    async def rolling_restart(self) -> FaultReport:
+        self.progress("event 0: a rolling restart while reconciles are in flight (twice)")
+        started = time.time_ns()
+        self.stack.proxy.delay = 0.3  # keeps reconciles in flight when a replica stops
+        names = await self._create("drill-restart", count=4)
+        for _ in range(2):
+            await asyncio.sleep(1.5)
+            await self.stack.start_operator(reconcile_timeout=HEALTHY_TIMEOUT)
+        self.stack.proxy.delay = 0.0
+        await self._wait_running(names)
+        await asyncio.sleep(3.0)  # a few more scrapes and span exports
+
+        async def nothing_to_heal() -> None:
+            return None
+
+        return await self._report(
+            "rolling restart under load", ROLLING_RESTART, started, heal=nothing_to_heal
+        )
 
     async def slow_api_server(self) -> FaultReport:
         self.progress(f"fault 1: the API server answers {SLOW_API_DELAY} s late")
@@ -154,13 +186,22 @@ class Drill:
         leader = await asyncio.to_thread(
             panel_readings, self.stack.prometheus, [LEADER_PANEL], variables=variables
         )
+        alerts = await asyncio.to_thread(self.stack.prometheus.query, "ALERTS")
         await heal()
         diagnosis = diagnose(
             traces, baseline_api_p50_ms=self.baseline_api_p50_ms, leader_readings=leader
         )
         self.progress(f"  diagnosis: {diagnosis.cause}")
         return FaultReport(
-            fault=fault, expected=expected, traces=traces, panels=panels, diagnosis=diagnosis
+            fault=fault,
+            expected=expected,
+            traces=traces,
+            panels=panels,
+            diagnosis=diagnosis,
+            alerts=sorted(
+                f"{alert['metric']['alertname']} ({alert['metric']['alertstate']})"
+                for alert in alerts
+            ),
         )
 
     async def _heal_latency(self) -> None:

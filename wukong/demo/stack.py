@@ -153,6 +153,12 @@ class DemoStack:
         self.operator = OperatorProcess(
             process=process, reconcile_timeout=reconcile_timeout, log_file=log_file
         )
+        # Each process is scraped as its own pod, as a replaced pod would be: a
+        # series per process, so a restart is not one series flapping.
+        self.prometheus.set_targets(
+            [f"127.0.0.1:{self.metrics_port}"],
+            labels={"namespace": NAMESPACE, "pod": f"wukong-operator-{self._operator_starts}"},
+        )
         await self._wait_ready(self.operator)
         return self.operator
 

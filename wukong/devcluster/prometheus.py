@@ -37,18 +37,28 @@ class LocalPrometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = self._dir / "prometheus.log"
+        self._targets_file = self._dir / "targets.json"
+        self.set_targets(targets, labels=labels or {})
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
             "rule_files": [str(path) for path in rule_files or []],
             "scrape_configs": [
                 {
                     "job_name": job,
-                    "static_configs": [{"targets": targets, "labels": labels or {}}],
+                    # A file Prometheus watches: targets can change while it runs.
+                    "file_sd_configs": [{"files": [str(self._targets_file)]}],
                 }
             ],
         }
         (self._dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def set_targets(self, targets: list[str], *, labels: dict[str, str]) -> None:
+        """Scrape `targets` with `labels` from now on (a new `pod` label: a new series, as
+        when a pod is replaced)."""
+        staged = self._targets_file.with_suffix(".tmp")
+        staged.write_text(json.dumps([{"targets": targets, "labels": labels}]))
+        staged.replace(self._targets_file)  # atomic: Prometheus never reads half a file
 
     def start(self, *, timeout: float = 30.0) -> None:
         binary = shutil.which("prometheus")
