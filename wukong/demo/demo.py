@@ -3,8 +3,8 @@
 Brings up the demo stack on a local control plane, runs the operator, applies
 the sample Wukongs and shows their progress until all are Running, then says
 where to look. `--storm` then makes the API server slow and shows the storm
-and its diagnosis live; `--drill` runs a rolling restart and the three scripted faults and prints a
-report for each.
+and its diagnosis live; `--drill` runs a rolling restart and the three scripted
+faults and prints a report for each.
 """
 
 import asyncio
