@@ -27,7 +27,12 @@ class PeerProcess:
     _reader: "asyncio.Task[None] | None" = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def start(self, *, timeout: float = 120.0) -> None:
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self, *, timeout: float = 120.0, settle: float = 1.0) -> None:
+        """Start the peer and wait until it is ready, then `settle` seconds more."""
         log = self.log_file.open("wb")
         self._process = await asyncio.create_subprocess_exec(
             *self.argv,
@@ -45,7 +50,7 @@ class PeerProcess:
             exited.cancel()
             message = f"{self.name} not ready after {timeout:.0f}s; see {self.log_file}"
             raise RuntimeError(message) from None
-        await asyncio.sleep(1.0)  # every peer gets the same time to open its watch
+        await asyncio.sleep(settle)  # every peer gets the same time to open its watch
 
     async def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None

@@ -5,10 +5,13 @@ ConfigMaps; each reconcile makes one GET through `ctx.client` (so a traced
 reconcile produces two spans). Measured per mode, alternating, `--rounds`
 times: process CPU time (all threads, so the exporter's batch thread counts)
 and wall time until every object has been reconciled and, when tracing, every
-span exported over OTLP/HTTP to a local receiver. Medians are compared with
-the plain runtime measured in the same rounds.
+span exported over OTLP/HTTP to a local receiver. The modes are interleaved
+(their order rotates every round) and each mode's cost is compared with the
+plain runtime *of the same round*: a machine that slows down between rounds
+moves both sides of a ratio. Printed: the median of those per-round ratios
+with their min and max, so the spread is visible next to the figure.
 
-    .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 3]
+    .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 7]
 """
 
 import argparse
@@ -107,44 +110,53 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
     samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     try:
         await _round(kubeconfig, objects, receiver, "none")  # warm-up: imports, connections
-        for _ in range(rounds):
-            for mode in MODES:
+        for round_index in range(rounds):
+            shift = round_index % len(MODES)
+            for mode in MODES[shift:] + MODES[:shift]:
                 samples[mode].append(await _round(kubeconfig, objects, receiver, mode))
     finally:
         receiver.stop()
 
-    def per_reconcile_us(mode: str, index: int) -> float:
-        return statistics.median(s[index] for s in samples[mode]) / objects * 1e6
+    def per_reconcile_us(mode: str, index: int) -> list[float]:
+        return [sample[index] / objects * 1e6 for sample in samples[mode]]
 
-    base_cpu, base_wall = per_reconcile_us("none", 0), per_reconcile_us("none", 1)
-    print(
-        f"objects: {objects}, rounds: {rounds} (medians), spans exported: "
-        f"{len(receiver.snapshot())}"
-    )
+    def ratios(mode: str, index: int) -> list[float]:
+        return [
+            ours / base
+            for ours, base in zip(
+                per_reconcile_us(mode, index), per_reconcile_us("none", index), strict=True
+            )
+        ]
+
+    def spread(values: list[float], fmt: str) -> str:
+        low, mid, high = min(values), statistics.median(values), max(values)
+        return f"{fmt.format(mid)} ({fmt.format(low)}-{fmt.format(high)})"
+
+    print(f"objects: {objects}, rounds: {rounds}, spans exported: {len(receiver.snapshot())}")
     rows = []
     for mode in MODES:
-        cpu, wall = per_reconcile_us(mode, 0), per_reconcile_us(mode, 1)
-        print(
-            f"  {mode:<16} cpu {cpu:7.0f} us/reconcile (x{cpu / base_cpu:.2f})"
-            f"   wall {wall:7.0f} us/reconcile (x{wall / base_wall:.2f})"
-        )
-        rows.append(
-            [
-                mode,
-                f"{cpu:.0f} us",
-                f"x{cpu / base_cpu:.2f}",
-                f"{wall:.0f} us",
-                f"x{wall / base_wall:.2f}",
-            ]
-        )
+        cpu = spread(per_reconcile_us(mode, 0), "{:.0f}")
+        cpu_ratio = spread(ratios(mode, 0), "x{:.2f}")
+        wall = spread(per_reconcile_us(mode, 1), "{:.0f}")
+        wall_ratio = spread(ratios(mode, 1), "x{:.2f}")
+        print(f"  {mode:<16} cpu {cpu} us ({cpu_ratio})   wall {wall} us ({wall_ratio})")
+        rows.append([mode, f"{cpu} us", cpu_ratio, f"{wall} us", wall_ratio])
     write_fragment(
         "telemetry_overhead",
-        title=f"Telemetry cost per reconcile ({objects} reconciles x {rounds} rounds, medians)",
-        header=["telemetry", "CPU/reconcile", "CPU ratio", "wall/reconcile", "wall ratio"],
+        title=f"Telemetry cost per reconcile ({objects} reconciles x {rounds} rounds)",
+        header=[
+            "telemetry",
+            "CPU/reconcile, median (min-max)",
+            "CPU ratio",
+            "wall/reconcile",
+            "wall ratio",
+        ],
         rows=rows,
         notes=[
-            'Ratios against the plain runtime ("none") in the same rounds. Each reconcile '
-            "makes one GET, so tracing exports two spans per reconcile over OTLP/HTTP."
+            'Ratios: each round against the plain runtime ("none") of the same round, '
+            "modes interleaved in a rotating order; median (min-max) of the rounds.",
+            "Each reconcile makes one GET, so tracing exports two spans per reconcile over "
+            "OTLP/HTTP (100 % sampled).",
         ],
     )
 
@@ -154,7 +166,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--objects", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
         asyncio.run(run(plane.kubeconfig, args.objects, args.rounds))

@@ -49,16 +49,19 @@ LATE_WRITE_SECONDS = 6.0
 class Writer:
     """Writes on every reconcile; when `stubborn`, ignores cancellation and writes once more."""
 
-    def __init__(self, identity: str, *, stubborn: bool, hold: float = 0.0) -> None:
+    def __init__(self, identity: str, *, stubborn: bool, hold: float = 0.5) -> None:
         self.identity = identity
         self.stubborn = stubborn
-        self.hold = hold  # seconds each reconcile works before it writes
+        # Seconds each reconcile works on after writing: reconciles are (almost)
+        # always in flight, so a loss or a stop always finds some to cancel.
+        self.hold = hold
         self.writes = 0
         self.refused: list[BaseException] = []
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
         try:
             await self._write(ctx, request)
+            await asyncio.sleep(self.hold)
             return Result(requeue_after=0.05)
         except asyncio.CancelledError:
             if not self.stubborn:
@@ -73,7 +76,6 @@ class Writer:
         return Result()
 
     async def _write(self, ctx: ReconcileContext, request: Request) -> None:
-        await asyncio.sleep(self.hold)
         self.writes += 1
         patch = {"metadata": {"annotations": {"writer": f"{self.identity}-{self.writes}"}}}
         await ctx.client.patch(CONFIGMAPS, request.name, patch, namespace=request.namespace)
@@ -267,8 +269,7 @@ async def test_a_rolling_restart_of_two_replicas_is_no_error(
     metrics = RuntimeMetrics()  # one registry, as a dashboard sums the replicas
 
     def replica(identity: str) -> tuple[Manager, Writer]:
-        # Each reconcile works 0.3 s: a stop always finds reconciles in flight.
-        writer = Writer(identity, stubborn=False, hold=0.3)
+        writer = Writer(identity, stubborn=False)
         manager = Manager(
             client=replicas["a" if identity == "a-1" else "b"],
             namespace=namespace,

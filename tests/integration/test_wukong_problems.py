@@ -101,6 +101,12 @@ async def test_each_bad_spec_is_reported_with_a_reason_and_an_event(
             what=f"{name} to report {type}={reason}",
         )
         assert obj["status"]["conditions"], name
+
+        async def warned(name: str = name) -> bool:
+            return any(e["type"] == "Warning" for e in await run.events(name))
+
+        # The Event is written after the status (best effort): wait for it.
+        await run.wait_until(warned, what=f"a Warning event on {name}")
         warnings = [e for e in await run.events(name) if e["type"] == "Warning"]
         assert [e["reason"] for e in warnings] == [reason], name
         assert warnings[0]["message"] == condition(obj, "Ready")["message"]

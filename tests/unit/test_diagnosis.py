@@ -2,7 +2,14 @@
 
 from collections import Counter
 
-from wukong.demo.diagnosis import HEALTHY, LEADER_LOST, SLOW_API, TIGHT_DEADLINE, diagnose
+from wukong.demo.diagnosis import (
+    HEALTHY,
+    LEADER_LOST,
+    ROLLING_RESTART,
+    SLOW_API,
+    TIGHT_DEADLINE,
+    diagnose,
+)
 from wukong.demo.telemetry import PanelReading, TraceSummary, summarize_traces
 from wukong.tracing.receiver import ReceivedSpan
 
@@ -40,7 +47,12 @@ def test_each_cause() -> None:
     assert cause({"deadline_exceeded": 50}, 45.0) == TIGHT_DEADLINE
     assert cause({"deadline_exceeded": 5, "leader_lost": 1}, 300.0) == LEADER_LOST
     assert cause({}, 9.0, leader=0.0) == LEADER_LOST
-    assert cause({"shutdown": 2}, 9.0) == HEALTHY
+    assert cause({}, 9.0) == HEALTHY
+    # Stopped replicas: no failure, even though their leader status went to 0.
+    assert cause({"shutdown": 2}, 9.0) == ROLLING_RESTART
+    assert cause({"shutdown": 2}, 9.0, leader=0.0) == ROLLING_RESTART
+    # A shutdown during a real storm is not what to report.
+    assert cause({"shutdown": 2, "deadline_exceeded": 9}, 12.0) == TIGHT_DEADLINE
 
 
 def _span(name: str, start_ms: float, end_ms: float, **attributes: object) -> ReceivedSpan:

@@ -1,9 +1,14 @@
-// A controller-runtime controller doing what the benchmark's other peers do:
-// a no-op reconcile of ConfigMaps in one namespace, reporting each reconcile
-// as a JSON line on stdout so the harness measures every peer the same way.
+// A controller-runtime controller doing what the benchmark's other peers do,
+// reporting each reconcile as a JSON line on stdout so the harness measures
+// every peer the same way:
 //
 //	{"event": "ready", "t": <unix seconds>}            caches synced
-//	{"event": "reconcile", "name": "...", "t": ...}    a reconcile started
+//	{"event": "reconcile", "name": "...", "t": ...}    a reconcile started (or,
+//	                                                   with --status-patch, ended)
+//
+// Default: a no-op reconcile of ConfigMaps. With --status-patch: objects of
+// the benchmark's custom resource, each read from the cache and given one
+// status merge patch (the work of a real reconcile, for capacity and CPU).
 package main
 
 import (
@@ -16,8 +21,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -37,6 +46,33 @@ func (r *reporter) emit(fields map[string]any) {
 	_ = r.out.Encode(fields)
 }
 
+type statusPatcher struct {
+	client.Client
+	report *reporter
+	tag    string
+}
+
+func (s *statusPatcher) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	obj := benchObject()
+	if err := s.Get(ctx, req.NamespacedName, obj); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	patch := fmt.Sprintf(`{"status":{"observedBy":%q,"observedGeneration":%d}}`, s.tag, obj.GetGeneration())
+	if err := s.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		return reconcile.Result{}, err
+	}
+	s.report.emit(map[string]any{"event": "reconcile", "name": req.Name})
+	return reconcile.Result{}, nil
+}
+
+func benchObject() *unstructured.Unstructured {
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(schema.GroupVersionKind{
+		Group: "bench.novasphere.dev", Version: "v1", Kind: "BenchObject",
+	})
+	return obj
+}
+
 type noop struct {
 	report       *reporter
 	requeueAfter time.Duration
@@ -52,6 +88,8 @@ func main() {
 	namespace := flag.String("namespace", "", "namespace to watch")
 	workers := flag.Int("workers", 4, "max concurrent reconciles")
 	requeueAfter := flag.Duration("requeue-after", 0, "RequeueAfter of every reconcile")
+	statusPatch := flag.Bool("status-patch", false, "reconcile BenchObjects: read from the cache, patch status")
+	tag := flag.String("tag", "controller-runtime", "value written to status.observedBy")
 	flag.Parse()
 	log.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 
@@ -64,7 +102,9 @@ func main() {
 	// server is local and the benchmark measures the controllers.
 	config.QPS, config.Burst = 1000, 2000
 	mgr, err := ctrl.NewManager(config, ctrl.Options{
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{*namespace: {}}},
+		Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{*namespace: {}}},
+		// Reads of unstructured objects come from the cache too, as typed ones do.
+		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
@@ -73,10 +113,18 @@ func main() {
 		os.Exit(1)
 	}
 	report := &reporter{out: json.NewEncoder(os.Stdout)}
-	err = ctrl.NewControllerManagedBy(mgr).
-		For(&corev1.ConfigMap{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: *workers}).
-		Complete(&noop{report: report, requeueAfter: *requeueAfter})
+	options := controller.Options{MaxConcurrentReconciles: *workers}
+	if *statusPatch {
+		err = ctrl.NewControllerManagedBy(mgr).
+			For(benchObject()).
+			WithOptions(options).
+			Complete(&statusPatcher{Client: mgr.GetClient(), report: report, tag: *tag})
+	} else {
+		err = ctrl.NewControllerManagedBy(mgr).
+			For(&corev1.ConfigMap{}).
+			WithOptions(options).
+			Complete(&noop{report: report, requeueAfter: *requeueAfter})
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
