@@ -24,7 +24,7 @@ import asyncio
 import contextvars
 import datetime
 import logging
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +136,7 @@ class ReconcileContext:
         self.started_wall = datetime.datetime.now(datetime.UTC)
         self.deadline = self.started + timeout
         self.deadline_wall = self.started_wall + datetime.timedelta(seconds=timeout)
-        self.reconcile_id = uuid.uuid4().hex[:16]
+        self.reconcile_id = os.urandom(8).hex()  # uuid4's randomness, without the object
         self.client = client._for_reconcile(self, call_share=call_share)
         self.logger = ReconcileLogger(logger, self)
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
