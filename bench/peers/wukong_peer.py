@@ -74,11 +74,12 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--requeue-after", type=float, default=0.0)
     parser.add_argument("--status-patch", action="store_true")
+    parser.add_argument("--bench-objects", action="store_true", help="no-op on BenchObjects")
     parser.add_argument("--tag", default="wukong")
     args = parser.parse_args()
     async with await Client.from_kubeconfig(args.kubeconfig) as client:
         manager = Manager(client=client, namespace=args.namespace, block_warning_seconds=None)
-        primary = BENCH_OBJECTS if args.status_patch else CONFIGMAPS
+        primary = BENCH_OBJECTS if args.status_patch or args.bench_objects else CONFIGMAPS
         reconciler = (
             StatusPatcher(manager.informer(primary).store, args.tag)
             if args.status_patch

@@ -4,6 +4,7 @@ import asyncio
 
 from tests.integration.helpers import Recorder, eventually
 from wukong.devcluster import ControlPlane
+from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime.client import Client, Object
 from wukong.runtime.informer import EventHandler, Informer
 from wukong.runtime.resources import CONFIGMAPS
@@ -96,3 +97,24 @@ async def test_watch_survives_apiserver_restart_and_gone(
         assert informer.store.get(f"{namespace}/doomed") is None
     finally:
         task.cancel()
+
+
+async def test_the_initial_list_comes_in_pages(client: Client, namespace: str) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        await client.create(CONFIGMAPS, _configmap(namespace, name, "1"), namespace=namespace)
+    recorder = Recorder()
+    informer = Informer(
+        client=client.observed_by(ObserverFanout([recorder])),
+        resource=CONFIGMAPS,
+        namespace=namespace,
+        page_size=2,
+    )
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sorted(key.split("/")[1] for key in informer.store.keys()) == ["a", "b", "c", "d", "e"]
+    lists = [call for call in recorder.calls if call.verb == "list"]
+    assert len(lists) == 3  # 2 + 2 + 1

@@ -238,11 +238,20 @@ class Client:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
         timeout: float | None = None,
     ) -> Object:
-        """The list object: `items` plus `metadata.resourceVersion` to watch from."""
+        """The list object: `items` plus `metadata.resourceVersion` to watch from.
+
+        With `limit`, one page: `metadata.continue` (when set) asks for the next.
+        """
         path = resource.path(namespace=namespace)
         query = _selectors(label_selector, field_selector)
+        if limit is not None:
+            query.append(("limit", str(limit)))
+        if continue_token:
+            query.append(("continue", continue_token))
         return await self._call(
             _LIST, resource, namespace, path, query=query, timeout=timeout, server_timeout=True
         )

@@ -2,8 +2,8 @@
 
 Lifecycle of `run()`:
 
-1. LIST: fill the cache; remember the list's resourceVersion. `synced` is set
-   after the first list.
+1. LIST, in pages of 500: fill the cache; remember the list's
+   resourceVersion. `synced` is set after the first list.
 2. WATCH from the last seen resourceVersion, with bookmarks (which only move
    the resourceVersion forward). A watch ends normally after its server-side
    timeout and is simply restarted from where it was.
@@ -41,6 +41,8 @@ from wukong.runtime.resources import Resource
 
 log = logging.getLogger(__name__)
 
+# client-go's pager default: 500 objects a page.
+_PAGE_SIZE = 500
 _BACKOFF_INITIAL = 0.2
 _BACKOFF_MAX = 30.0
 
@@ -67,6 +69,7 @@ class Informer:
         watch_timeout_seconds: int = 300,
         inactivity_timeout: float = 90.0,
         resync_period: float | None = None,
+        page_size: int = _PAGE_SIZE,
         observer: RuntimeObserver = NO_OBSERVER,
     ) -> None:
         self.resource = resource
@@ -81,6 +84,7 @@ class Informer:
         self._watch_timeout = watch_timeout_seconds
         self._inactivity_timeout = inactivity_timeout
         self._resync_period = resync_period
+        self._page_size = page_size
         self._observer = observer
         self._handlers: list[EventHandler] = []
         self._resource_version: str | None = None
@@ -162,25 +166,36 @@ class Informer:
         return f"informer {self.resource.plural}{scope}"
 
     async def _relist(self) -> None:
-        listed = await self._client.list(
-            self.resource,
-            namespace=self.namespace,
-            label_selector=self._label_selector,
-            timeout=60,
-        )
-        fresh = {object_key(item): item for item in listed["items"]}
+        """List in pages (as client-go's pager does), so that only one page of the
+        list is ever held next to the cache it fills; then drop what is gone."""
         if self.synced.is_set():
             # Only a 410 Gone makes an informer list again after its first list.
             self.relists += 1
             self._observer.relisted(self.resource.plural, "gone")
+        listed: set[str] = set()
+        continue_token = None
+        while True:
+            page = await self._client.list(
+                self.resource,
+                namespace=self.namespace,
+                label_selector=self._label_selector,
+                limit=self._page_size,
+                continue_token=continue_token,
+                timeout=60,
+            )
+            for item in page["items"]:
+                listed.add(object_key(item))
+                self._apply_upsert(item)
+            continue_token = page["metadata"].get("continue")
+            if not continue_token:
+                break
         for key in self.store.keys():
-            if key not in fresh:
+            if key not in listed:
                 old = self.store.remove(key)
                 if old is not None:
                     self._dispatch_delete(old)
-        for item in fresh.values():
-            self._apply_upsert(item)
-        self._resource_version = listed["metadata"]["resourceVersion"]
+        # The last page's resourceVersion is the list's: watch from there.
+        self._resource_version = page["metadata"]["resourceVersion"]
         self.synced.set()
 
     async def _watch_once(self) -> None:
@@ -204,9 +219,7 @@ class Informer:
             self._resource_version = obj["metadata"]["resourceVersion"]
 
     def _apply_upsert(self, obj: Object) -> None:
-        old = self.store.upsert(obj)
-        new = self.store.get(object_key(obj))
-        assert new is not None
+        old, new = self.store.upsert(obj)
         if old is None:
             for handler in self._handlers:
                 self._call(handler.on_add, new)

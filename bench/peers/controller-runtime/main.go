@@ -89,6 +89,7 @@ func main() {
 	workers := flag.Int("workers", 4, "max concurrent reconciles")
 	requeueAfter := flag.Duration("requeue-after", 0, "RequeueAfter of every reconcile")
 	statusPatch := flag.Bool("status-patch", false, "reconcile BenchObjects: read from the cache, patch status")
+	benchObjects := flag.Bool("bench-objects", false, "a no-op reconcile of BenchObjects (cache scale)")
 	tag := flag.String("tag", "controller-runtime", "value written to status.observedBy")
 	flag.Parse()
 	log.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
@@ -114,12 +115,18 @@ func main() {
 	}
 	report := &reporter{out: json.NewEncoder(os.Stdout)}
 	options := controller.Options{MaxConcurrentReconciles: *workers}
-	if *statusPatch {
+	switch {
+	case *statusPatch:
 		err = ctrl.NewControllerManagedBy(mgr).
 			For(benchObject()).
 			WithOptions(options).
 			Complete(&statusPatcher{Client: mgr.GetClient(), report: report, tag: *tag})
-	} else {
+	case *benchObjects:
+		err = ctrl.NewControllerManagedBy(mgr).
+			For(benchObject()).
+			WithOptions(options).
+			Complete(&noop{report: report, requeueAfter: *requeueAfter})
+	default:
 		err = ctrl.NewControllerManagedBy(mgr).
 			For(&corev1.ConfigMap{}).
 			WithOptions(options).
@@ -134,7 +141,7 @@ func main() {
 	// for its initial list (controllers only ask for it once they start), and
 	// "ready" means the same as for the other peers: the cache is synced.
 	var primary client.Object = &corev1.ConfigMap{}
-	if *statusPatch {
+	if *statusPatch || *benchObjects {
 		primary = benchObject()
 	}
 	if _, err := mgr.GetCache().GetInformer(ctx, primary); err != nil {
