@@ -30,6 +30,11 @@ its controllers, which requeue every cached object.
 exit (as controller-runtime does): another replica now leads, and a process
 that lost the lease cannot know what it missed.
 
+Namespaces are tenants. Each controller's queue serves namespaces round-robin
+(`ControllerOptions.fair_namespaces`), and every reconcile runs in its
+namespace's scope (`_scopes`): when a namespace is deleted, the manager
+cancels the reconciles in flight there, with reason `deleted`, and no others.
+
 Observers. `Manager(observers=[...])` registers `RuntimeObserver`s once; the
 manager fans every event out to them: its client's API calls (`self.client`
 is the caller's client observed by them), each controller's queue and
@@ -51,18 +56,19 @@ from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._fence import WriteFence
 from wukong.runtime._loopwatch import LoopBlockDetector
 from wukong.runtime._running import RunningController
+from wukong.runtime._scopes import NamespaceScopes
 from wukong.runtime.cancellation import CancelReason
-from wukong.runtime.client import Client
+from wukong.runtime.client import Client, Object
 from wukong.runtime.context import DEFAULT_RECONCILE_TIMEOUT
 from wukong.runtime.controller import Controller
 from wukong.runtime.errors import ApiError, ApiTimeout
 from wukong.runtime.events import EventRecorder
 from wukong.runtime.httpserver import HttpServer
-from wukong.runtime.informer import Informer
+from wukong.runtime.informer import EventHandler, Informer
 from wukong.runtime.leader import LEASES, LeaderElectionConfig, LeaderElector
 from wukong.runtime.observer import ControllerView, RuntimeObserver
 from wukong.runtime.probes import AuditProbes
-from wukong.runtime.resources import Resource
+from wukong.runtime.resources import NAMESPACES, Resource
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,8 @@ class Manager:
         self.sync_period = sync_period
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[RunningController] = []
+        self._scopes = NamespaceScopes()
+        self._watching_namespaces = False
         self._stop = asyncio.Event()
         self._started = False  # controllers' workers run
         self._stopping = False
@@ -160,13 +168,37 @@ class Manager:
             client=self.client._fenced(self._fence),
             observer=self._observer,
             reconcile_timeout=self.reconcile_timeout,
+            scopes=self._scopes,
         )
         running.bind(informer_for=self.informer)
+        if controller.primary.namespaced:
+            self._watch_namespaces()
         self._controllers.append(running)
         self._observer.controller_added(running)
         if self._started:
             running.start()
         return running
+
+    def _watch_namespaces(self) -> None:
+        """Cancel a namespace's reconciles in flight (reason `deleted`) once it is deleted."""
+        if self._watching_namespaces:
+            return
+        self._watching_namespaces = True
+
+        def on_update(old: Object, new: Object) -> None:
+            if new["metadata"].get("deletionTimestamp") and not old["metadata"].get(
+                "deletionTimestamp"
+            ):
+                self._namespace_deleted(new)
+
+        self.informer(NAMESPACES).add_handler(
+            EventHandler(on_update=on_update, on_delete=self._namespace_deleted)
+        )
+
+    def _namespace_deleted(self, namespace: Object) -> None:
+        name = namespace["metadata"]["name"]
+        cancelled = self._scopes.cancel(name, CancelReason.DELETED)
+        log.debug("namespace %s deleted: %d reconciles in flight cancelled", name, cancelled)
 
     @property
     def controllers(self) -> list[ControllerView]:
