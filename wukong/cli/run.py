@@ -19,6 +19,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -32,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         reconcile_timeout=args.reconcile_timeout,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
+        max_concurrent_reconciles_per_namespace=args.max_concurrent_reconciles_per_namespace,
         metrics_bind=args.metrics_bind,
         health_bind=args.health_bind,
         leader_elect=args.leader_elect,
@@ -80,7 +88,16 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         type=int,
         default=4,
         metavar="N",
-        help="Wukongs reconciled at once (default: 4)",
+        help="Wukongs reconciled at once (default: 4); namespaces with work waiting are "
+        "served round-robin, so one namespace's backlog cannot starve another",
+    )
+    run.add_argument(
+        "--max-concurrent-reconciles-per-namespace",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="Wukongs of one namespace reconciled at once, so a namespace of slow reconciles "
+        "cannot hold every worker (default: no limit beyond --max-concurrent-reconciles)",
     )
     run.add_argument(
         "--metrics-bind",

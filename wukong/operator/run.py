@@ -72,6 +72,7 @@ class OperatorSettings:
     namespace: str | None = None  # None: every namespace
     reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT
     max_concurrent_reconciles: int = 4
+    max_concurrent_reconciles_per_namespace: int | None = None
     metrics_bind: str = ":8080"  # "0" turns the metrics endpoint off
     health_bind: str = ":8081"  # "0" turns the health endpoints off
     leader_elect: bool = True
@@ -126,6 +127,9 @@ async def run_operator(settings: OperatorSettings) -> int:
             manager,
             options=ControllerOptions(
                 max_concurrent_reconciles=settings.max_concurrent_reconciles,
+                max_concurrent_reconciles_per_namespace=(
+                    settings.max_concurrent_reconciles_per_namespace
+                ),
                 call_budget_share=settings.api_call_share,
                 cancelled_backoff_cap=settings.cancelled_backoff_cap,
             ),
