@@ -49,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
         api_call_share=args.api_call_share,
         cancelled_backoff_cap=args.cancelled_backoff_cap,
         on_lease_loss=args.on_lease_loss,
+        webhook_bind=args.webhook_bind,
+        webhook_cert_dir=args.webhook_cert_dir,
     )
     return asyncio.run(run_operator(settings))
 
@@ -167,5 +169,23 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "the pod restarts with an empty cache) or standby (stop all writes at once, keep the "
         "cache, /metrics and health, say so in an Event on the Lease and "
         "wukong_leader_standbys_total, and campaign again) (default: exit)",
+    )
+    run.add_argument(
+        "--webhook-bind",
+        default=":9443",
+        metavar="ADDR",
+        help="host:port of the validating admission webhook (HTTPS) that rejects a Wukong "
+        "naming a missing NetworkAttachmentDefinition or StorageClass, or growing a disk on a "
+        'class without volume expansion; "0" turns it off (default: :9443)',
+    )
+    run.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory with the webhook's serving certificate, tls.crt and tls.key "
+        "(default: /tmp/k8s-webhook-server/serving-certs, like controller-runtime; without "
+        "files there the webhook is off, with a warning); `wukong dev webhook-cert-dir` prints "
+        "the local control plane's",
     )
     run.set_defaults(handler=_run)

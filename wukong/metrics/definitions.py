@@ -55,6 +55,8 @@ BUDGET_RATIO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2.0)
 # controller-runtime's workqueue buckets: ExponentialBuckets(1e-8, 10, 12).
 WORKQUEUE_BUCKETS = tuple(10.0**exponent for exponent in range(-8, 4))
 # client-go's rest_client_request_duration_seconds buckets.
+# controller-runtime's webhook latency buckets (prometheus.DefBuckets).
+WEBHOOK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REST_CLIENT_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 
 _QUEUE_LABELS = ("name", "controller")
@@ -85,6 +87,10 @@ class OperatorMetrics:
     watch_restarts: Counter
     relists: Counter
     leader_standbys: Counter
+    webhook_requests: Counter
+    webhook_latency: Histogram
+    webhook_in_flight: Gauge
+    webhook_decisions: Counter
 
 
 class ControllerStateCollector(Collector):
@@ -262,6 +268,32 @@ def create_metrics() -> OperatorMetrics:
             "wukong_leader_standbys_total",
             "Times this replica lost the Lease and stood by instead of exiting, by Lease name",
             labelnames=("name",),
+            registry=registry,
+        ),
+        webhook_requests=Counter(
+            "controller_runtime_webhook_requests_total",
+            "Total number of admission requests by HTTP status code.",
+            labelnames=("webhook", "code"),
+            registry=registry,
+        ),
+        webhook_latency=Histogram(
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission requests",
+            labelnames=("webhook",),
+            buckets=WEBHOOK_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        webhook_in_flight=Gauge(
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission requests being served.",
+            labelnames=("webhook",),
+            registry=registry,
+        ),
+        webhook_decisions=Counter(
+            "wukong_webhook_decisions_total",
+            "Admission requests answered, by webhook, decision (allowed: true/false) and reason "
+            "(Allowed, Unverified, or the rejection's reason)",
+            labelnames=("webhook", "allowed", "reason"),
             registry=registry,
         ),
         observer_failures=Counter(

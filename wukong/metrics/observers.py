@@ -21,6 +21,8 @@ What each event feeds:
   `wukong_informer_relists_total` by resource and cause;
 - `leadership_changed`: `leader_election_master_status`; `standing_by`:
   `wukong_leader_standbys_total`;
+- `admission_started`, `admission_reviewed`: controller-runtime's webhook
+  families (requests by code, latency, in flight) and our decisions by reason;
 - `observer_failed`: `wukong_observer_failures_total`.
 
 Everything here is a few dict lookups and additions: observers run on the
@@ -38,6 +40,7 @@ from wukong.runtime.observer import (
     Outcome,
     RuntimeObserver,
     Step,
+    WebhookReview,
 )
 
 # controller-runtime's result labels. A cancelled reconcile is one of them too,
@@ -147,6 +150,20 @@ class RuntimeMetrics(RuntimeObserver):
 
     def standing_by(self, lease: str) -> None:
         self.metrics.leader_standbys.labels(lease).inc()
+
+    # -- admission webhooks ------------------------------------------------------------
+
+    def admission_started(self, webhook: str) -> None:
+        self.metrics.webhook_in_flight.labels(webhook).inc()
+
+    def admission_reviewed(self, review: WebhookReview) -> None:
+        m = self.metrics
+        m.webhook_in_flight.labels(review.webhook).dec()
+        m.webhook_requests.labels(review.webhook, str(review.code)).inc()
+        m.webhook_latency.labels(review.webhook).observe(review.duration)
+        if review.allowed is not None:
+            allowed = "true" if review.allowed else "false"
+            m.webhook_decisions.labels(review.webhook, allowed, review.reason).inc()
 
     def observer_failed(self, observer: str, method: str) -> None:
         self.metrics.observer_failures.labels(observer).inc()

@@ -2,8 +2,9 @@
 
 Lifecycle of `run()`:
 
-1. Serve `/healthz` and `/readyz` (if `health_bind` is set); start the
-   watchdog that reports blocking code (see `_loopwatch`).
+1. Serve `/healthz` and `/readyz` (if `health_bind` is set) and the admission
+   webhooks added with `add_webhook` (if `webhook_bind` is set; see
+   `webhook`); start the watchdog that reports blocking code (see `_loopwatch`).
 2. Start one shared informer per watched resource and wait until all have
    listed once (`/readyz` turns ok).
 3. With leader election: wait to acquire the Lease. Only the leader reconciles
@@ -47,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
@@ -69,6 +71,7 @@ from wukong.runtime.leader import LEASES, LeaderElectionConfig, LeaderElector
 from wukong.runtime.observer import ControllerView, RuntimeObserver
 from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import NAMESPACES, Resource
+from wukong.runtime.webhook import Validator, WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ class Manager:
         observers: Sequence[RuntimeObserver] = (),
         on_lease_loss: Literal["exit", "standby"] = "exit",
         sync_period: float | None = DEFAULT_SYNC_PERIOD,
+        webhook_bind: str | None = None,
+        webhook_tls: ssl.SSLContext | None = None,
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
@@ -132,6 +137,11 @@ class Manager:
         self._events = EventRecorder(component="wukong-manager")
         self._health = HttpServer(routes={"/healthz": self._healthz, "/readyz": self._readyz})
         self.health_port: int | None = None
+        self._webhook_bind = webhook_bind
+        self._webhook_tls = webhook_tls
+        self._validators: dict[str, Validator] = {}
+        self._webhooks: WebhookServer | None = None
+        self.webhook_port: int | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -200,6 +210,18 @@ class Manager:
         cancelled = self._scopes.cancel(name, CancelReason.DELETED)
         log.debug("namespace %s deleted: %d reconciles in flight cancelled", name, cancelled)
 
+    def add_webhook(self, path: str, validator: Validator) -> None:
+        """Serve `validator` as a validating admission webhook at `path` (on `webhook_bind`).
+
+        Every replica serves webhooks, leader or not; they start before the
+        caches are synced, so validators must cope with a cold cache.
+        """
+        if self._webhooks is not None:
+            raise RuntimeError("webhooks are registered before run()")
+        if path in self._validators:
+            raise ValueError(f"a webhook is already registered at {path!r}")
+        self._validators[path] = validator
+
     @property
     def controllers(self) -> list[ControllerView]:
         return list(self._controllers)
@@ -235,6 +257,13 @@ class Manager:
     async def run(self) -> CancelReason:
         if self._health_bind:
             self.health_port = await self._health.start(self._health_bind)
+        if self._webhook_bind and self._validators:
+            self._webhooks = WebhookServer(
+                client=self.client, validators=self._validators, observer=self._observer
+            )
+            self.webhook_port = await self._webhooks.start(
+                self._webhook_bind, ssl_context=self._webhook_tls
+            )
         if self.block_detector is not None:
             self.block_detector.start()
         informer_tasks: list[asyncio.Task[None]] = []
@@ -354,6 +383,8 @@ class Manager:
             task.cancel()
         await asyncio.gather(*informer_tasks, return_exceptions=True)
         await self._health.stop()
+        if self._webhooks is not None:
+            await self._webhooks.stop()
         if self.block_detector is not None:
             self.block_detector.stop()
 
