@@ -261,9 +261,14 @@ class Manager:
             self._webhooks = WebhookServer(
                 client=self.client, validators=self._validators, observer=self._observer
             )
-            self.webhook_port = await self._webhooks.start(
-                self._webhook_bind, ssl_context=self._webhook_tls
-            )
+            try:
+                self.webhook_port = await self._webhooks.start(
+                    self._webhook_bind, ssl_context=self._webhook_tls
+                )
+            except BaseException:
+                self._webhooks = None
+                await self._health.stop()
+                raise
         if self.block_detector is not None:
             self.block_detector.start()
         informer_tasks: list[asyncio.Task[None]] = []
