@@ -11,8 +11,9 @@ What each event feeds:
 - `controller_added`: the controller's queue depth, work in progress and
   worker gauges, read at scrape time (see `definitions.ControllerStateCollector`);
 - `reconcile`: at FINISHED, counts by result, timeouts, cancellations by
-  reason, and three histograms with the reconcile's trace id as exemplar:
-  duration, share of the deadline used, and how late a requeue started;
+  reason (and by namespace, for the top namespaces only), and three
+  histograms with the reconcile's trace id as exemplar: duration, share of
+  the deadline used, and how late a requeue started;
 - `queue_*`: client-go's adds, retries, queue and work durations;
 - `api_call`: client-go's request count and latency (exemplar: the calling
   reconcile's trace), plus calls that ended early, by the reason the runtime
@@ -93,6 +94,7 @@ class RuntimeMetrics(RuntimeObserver):
         if outcome is Outcome.CANCELLED:
             assert event.reason is not None  # the runtime decides one for every cancellation
             m.reconcile_cancellations.labels(controller, event.reason.value).inc()
+            m.namespace_cancellations.record(controller, ctx.request.namespace)
             # Like controller-runtime, only the reconcile's own deadline is a timeout.
             if event.reason is CancelReason.DEADLINE_EXCEEDED:
                 m.reconcile_timeouts.labels(controller).inc()
