@@ -7,6 +7,7 @@ test's namespace.
 """
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import Recorder, running
+from tests.integration.helpers import Recorder, eventually, running
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
+from wukong.devcluster.processes import free_port
 from wukong.metrics import RuntimeMetrics
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook, webhook_configuration
 from wukong.operator.api import WUKONGS
@@ -267,3 +269,53 @@ async def test_the_reviews_deadline_bounds_the_webhooks_api_call(
     ]
     assert isinstance(lookup.error, ApiTimeout)
     assert lookup.duration < review.timeout
+
+
+@pytest.mark.parametrize("policy", ["Ignore", "Fail"])
+async def test_a_webhook_that_is_down_follows_the_failure_policy_and_says_why(
+    control_plane: ControlPlane, client: Client, namespace: str, policy: str
+) -> None:
+    """Nobody listens at the registered URL: Ignore admits the Wukong and the API server's
+    audit log names the failed webhook and why; Fail rejects it with that reason."""
+    port = free_port()  # nothing listens there
+    name = f"wukong-down-{uuid.uuid4().hex[:8]}"
+    await client.create(
+        VALIDATING_WEBHOOK_CONFIGURATIONS,
+        webhook_configuration(
+            name,
+            url=f"https://127.0.0.1:{port}",
+            ca_bundle=control_plane.ca_cert.read_bytes(),
+            failure_policy=policy,
+            timeout_seconds=2,
+            namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        ),
+    )
+    try:
+        body = _wukong("down", namespace, networks=[{"name": "data", "nadName": "absent"}])
+        if policy == "Fail":
+            with pytest.raises(ApiError) as rejected:
+                await client.create(WUKONGS, body)
+            assert 'failed calling webhook "vwukong.vm.novasphere.dev"' in rejected.value.message
+            assert "connection refused" in rejected.value.message
+            return
+        created = await client.create(WUKONGS, body)
+        assert created["metadata"]["name"] == "down"
+
+        def failed_open() -> list[str]:
+            annotations = []
+            for line in control_plane.audit_log.read_text().splitlines():
+                event = json.loads(line)
+                ref = event.get("objectRef") or {}
+                if ref.get("namespace") == namespace and ref.get("name") == "down":
+                    annotations += [
+                        value
+                        for key, value in (event.get("annotations") or {}).items()
+                        if key.startswith("failed-open.validating.webhook.admission.k8s.io/")
+                    ]
+            return annotations
+
+        await eventually(lambda: bool(failed_open()), what="the failed-open audit annotation")
+        (annotation,) = failed_open()
+        assert "vwukong.vm.novasphere.dev" in annotation
+    finally:
+        await client.delete(VALIDATING_WEBHOOK_CONFIGURATIONS, name)
