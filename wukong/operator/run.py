@@ -111,10 +111,10 @@ async def run_operator(settings: OperatorSettings) -> int:
     """Run until stopped; the exit status for the process."""
     if settings.reconcile_timeout <= 0:
         raise OperatorError("--reconcile-timeout must be positive")
-    webhook_tls = _webhook_tls(settings)
     client = await _client(settings)
     async with client:
         await _when_reachable(lambda: preflight(client, namespace=settings.namespace))
+        webhook_tls = _webhook_tls(settings)
         election = (
             LeaderElectionConfig(name=LEASE_NAME, namespace=lease_namespace(settings))
             if settings.leader_elect
