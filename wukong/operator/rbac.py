@@ -61,7 +61,7 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _WATCH),  # phase Migrating
     Rule(STORAGE_CLASSES, _WATCH),
     # A deleted namespace cancels its reconciles in flight (the manager's namespace scopes).
-    Rule(NAMESPACES, _WATCH),
+    Rule(NAMESPACES, ("list", "watch")),
     Rule(EVENTS, ("create", "patch")),
 )
 
