@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python bench/compare_peers.py
 	$(BIN)/python bench/telemetry_overhead.py
 	$(BIN)/python bench/agent_overhead.py
+	$(BIN)/python bench/tenant_fairness.py
 	$(BIN)/python bench/report.py
 
 down:

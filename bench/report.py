@@ -19,7 +19,13 @@ from results import RESULTS_DIR
 from wukong.devcluster.binaries import kubernetes_version
 
 BENCH = Path(__file__).resolve().parent
-ORDER = ["reconcile_throughput", "compare_peers", "telemetry_overhead", "agent_overhead"]
+ORDER = [
+    "reconcile_throughput",
+    "compare_peers",
+    "telemetry_overhead",
+    "agent_overhead",
+    "tenant_fairness",
+]
 
 
 def _machine() -> list[str]:

@@ -1,5 +1,6 @@
 """The Helm chart, checked with the real helm: lint, schema, generated files, hardening."""
 
+import base64
 import json
 import subprocess
 import sys
@@ -8,11 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from tests.deploy.chart_tools import CHART, EVERYTHING_ON, REPO, helm, render, values_file
 from wukong.dashboards.alerts import alert_rules
 from wukong.dashboards.render import render_dashboards
 from wukong.deploy.chart import BUNDLE, ChartError, generated_files, render_bundle
+from wukong.operator.admission import webhook_configuration
 from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 
 AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"]
@@ -53,6 +56,9 @@ def test_helm_lint(tmp_path: Path, everything: bool) -> None:
         ({"tracing": {"protocol": "udp"}}, "/tracing/protocol"),
         ({"monitoring": {"serviceMonitor": {"interval": "5 minutes"}}}, "/interval"),
         ({"image": {"repository": ""}}, "/image/repository"),
+        ({"webhook": {"failurePolicy": "Retry"}}, "/webhook/failurePolicy"),
+        ({"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
+        ({"webhook": {"existingSecret": "mine"}}, "webhook.caBundle is required"),
     ],
 )
 def test_schema_rejects_bad_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
@@ -144,3 +150,56 @@ def test_dockerfiles_pass_hadolint() -> None:
 def test_operator_image_uses_an_interpreter_with_probes() -> None:
     text = (REPO / "deploy/images/operator.Dockerfile").read_text()
     assert "FROM debian:" in text and "FROM python:" not in text
+
+
+def test_the_webhook_is_registered_through_a_service_with_its_ca(tmp_path: Path) -> None:
+    objects = render(
+        "--namespace",
+        "ops",
+        "-f",
+        str(values_file(tmp_path, {"webhook": {"failurePolicy": "Fail"}})),
+    )
+    by_kind = {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
+    configuration = by_kind["ValidatingWebhookConfiguration", "wukong"]
+    secret = by_kind["Secret", "wukong-webhook-cert"]
+    service = by_kind["Service", "wukong-webhook"]
+    (webhook,) = configuration["webhooks"]
+    # The same registration as the code's, but through the Service.
+    expected = webhook_configuration(
+        "wukong",
+        service={"name": "wukong-webhook", "namespace": "ops", "port": 443},
+        ca_bundle=base64.b64decode(secret["data"]["ca.crt"]),
+        failure_policy="Fail",
+        timeout_seconds=10,
+    )["webhooks"][0]
+    assert webhook == expected
+    assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook"}]
+    # The certificate names the Service, and the CA in the configuration signed it.
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    assert cert.issuer == ca.subject
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "wukong-webhook.ops.svc" in names.get_values_for_type(x509.DNSName)
+    (_, pod, container) = next(c for c in _containers(objects) if c[0] == "wukong")
+    assert "--webhook-bind=:9443" in container["args"]
+    assert "--webhook-cert-dir=/etc/wukong/webhook-certs" in container["args"]
+    assert {"name": "webhook", "containerPort": 9443} in container["ports"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-certs")
+    assert mount == {
+        "name": "webhook-certs",
+        "mountPath": "/etc/wukong/webhook-certs",
+        "readOnly": True,
+    }
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-certs")
+    assert volume["secret"]["secretName"] == "wukong-webhook-cert"
+
+
+def test_the_webhook_can_be_turned_off_and_the_bundle_has_it_off(tmp_path: Path) -> None:
+    objects = render("-f", str(values_file(tmp_path, {"webhook": {"enabled": False}})))
+    kinds = {obj["kind"] for obj in objects}
+    assert "ValidatingWebhookConfiguration" not in kinds
+    (_, _, container) = next(c for c in _containers(objects) if c[0] == "wukong")
+    assert "--webhook-bind=0" in container["args"]
+    bundle = (REPO / BUNDLE).read_text(encoding="utf-8")
+    assert "--webhook-bind=0" in bundle
+    assert "BEGIN" not in bundle  # no key or certificate is ever committed

@@ -82,4 +82,5 @@ async def test_agent_counts_match_the_operators_own_metric(
     assert f"default/{span.attributes['wukong.object.name']}" == sample.object_key
     assert sample.runtime == "python" and sample.controller == "wukong"
     assert sample.object_key.startswith("default/storm-")
+    assert sample.object_namespace == "default"  # the tenant, on every Python event
     assert sample.budget_ms == 1000 and sample.elapsed_ms is not None

@@ -98,6 +98,36 @@ def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path) -> None:
             check=True,
         )
         assert "local-wait" in served.stdout and "(default)" in served.stdout
+        # The webhook is registered by URL with Ignore: with no operator serving it, a
+        # Wukong it would reject is admitted (the controller reports the problem later).
+        webhook = subprocess.run(
+            [
+                "kubectl",
+                f"--kubeconfig={kubeconfig}",
+                "get",
+                "validatingwebhookconfiguration",
+                "wukong-dev",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.url} {.webhooks[0].failurePolicy}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert webhook.stdout == (
+            "https://127.0.0.1:9443/validate-vm-novasphere-dev-v1alpha1-wukong Ignore"
+        )
+        cert_dir = Path(_run("dev", "webhook-cert-dir", f"--state-dir={tmp_path}").stdout.strip())
+        assert sorted(p.name for p in cert_dir.iterdir()) == ["tls.crt", "tls.key"]
+        admitted = subprocess.run(
+            ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
+            input="apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\n"
+            "metadata: {name: web, namespace: default}\n"
+            "spec: {networks: [{name: data, nadName: absent}]}\n",
+            capture_output=True,
+            text=True,
+        )
+        assert admitted.returncode == 0, admitted.stderr
         status = _run("dev", "status", f"--state-dir={tmp_path}")
         assert status.returncode == 0, status.stdout
         assert "ready: yes" in status.stdout
@@ -132,7 +162,15 @@ def test_every_command_has_help() -> None:
         ["dev", "--help"],
         *[
             ["dev", a, "--help"]
-            for a in ("up", "down", "status", "kubeconfig", "simulate", "build")
+            for a in (
+                "up",
+                "down",
+                "status",
+                "kubeconfig",
+                "webhook-cert-dir",
+                "simulate",
+                "build",
+            )
         ],
         ["run", "--help"],
         ["dashboards", "render", "--help"],

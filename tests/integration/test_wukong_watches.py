@@ -72,8 +72,12 @@ async def test_an_owned_nad_follows_the_config_and_comes_back_when_deleted(
         return await nad_config() == edited
 
     await run.wait_until(edited_config, what="the NAD to carry the edited config")
-    reasons = [e["reason"] for e in await run.events("owner")]
-    assert "Updated" in reasons
+
+    # The event follows the patch: wait for it rather than read events at once.
+    async def updated_event() -> bool:
+        return "Updated" in [e["reason"] for e in await run.events("owner")]
+
+    await run.wait_until(updated_event, what="the Updated event")
 
     await run.client.delete(NETWORK_ATTACHMENT_DEFINITIONS, "owner-data", namespace=run.namespace)
     await run.wait_until(

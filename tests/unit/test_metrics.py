@@ -348,3 +348,27 @@ async def test_server_negotiates_the_format(observers: RuntimeMetrics) -> None:
         assert f'trace_id="{TRACE_ID:032x}"' in text
     finally:
         await server.stop()
+
+
+def test_only_the_top_namespaces_by_recent_cancellations_are_exported() -> None:
+    from wukong.metrics.definitions import NamespaceCancellations
+
+    now = [0.0]
+    tally = NamespaceCancellations(top=2, half_life=10.0, clock=lambda: now[0])
+    for _ in range(50):
+        tally.record("wukong", "old-storm")
+    now[0] = 100.0  # ten half-lives later: the old storm weighs 50 / 1024
+    for _ in range(3):
+        tally.record("wukong", "storming")
+    tally.record("wukong", "quiet")
+    tally.record("wukong", "quiet")
+    assert tally.leaders() == [("wukong", "storming", 3), ("wukong", "quiet", 2)]
+    (family,) = tally.collect()
+    assert {(s.labels["object_namespace"], s.value) for s in family.samples} == {
+        ("storming", 3.0),
+        ("quiet", 2.0),
+    }
+    # The old storm is still counted: back in the top, its counter goes on.
+    for _ in range(5):
+        tally.record("wukong", "old-storm")
+    assert tally.leaders()[0] == ("wukong", "old-storm", 55)

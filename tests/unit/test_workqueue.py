@@ -343,3 +343,152 @@ async def test_cancelled_getter_passes_its_wakeup_on() -> None:
     ticket = await asyncio.wait_for(second, GET_TIMEOUT)
     assert ticket.key == "a"
     assert first.cancelled()
+
+
+# -- fairness between tenants ------------------------------------------------------------
+
+
+def _namespace(key: Hashable) -> Hashable:
+    assert isinstance(key, tuple)
+    return key[0]
+
+
+async def test_tenants_are_served_round_robin() -> None:
+    queue = WorkQueue(name="q", tenant_of=_namespace)
+    for index in range(5):
+        queue.add(("noisy", f"n{index}"))
+    queue.add(("quiet-1", "a"))
+    queue.add(("quiet-2", "b"))
+    queue.add(("quiet-1", "c"))
+    order = []
+    for _ in range(8):
+        ticket = await get(queue)
+        order.append(ticket.key)
+        queue.done(ticket.key)
+    # One turn each, in the order the tenants first had work; FIFO inside a tenant.
+    assert order == [
+        ("noisy", "n0"),
+        ("quiet-1", "a"),
+        ("quiet-2", "b"),
+        ("noisy", "n1"),
+        ("quiet-1", "c"),
+        ("noisy", "n2"),
+        ("noisy", "n3"),
+        ("noisy", "n4"),
+    ]
+    assert len(queue) == 0
+
+
+async def test_a_quiet_tenant_waits_behind_one_key_of_a_backlog_not_all_of_it() -> None:
+    queue = WorkQueue(name="q", tenant_of=_namespace)
+    for index in range(1000):
+        queue.add(("noisy", f"n{index}"))
+    first = await get(queue)
+    queue.add(("quiet", "q"))
+    # The quiet tenant joins the line behind the noisy one: one noisy key, then it.
+    assert (await get(queue)).key == ("noisy", "n1")
+    assert (await get(queue)).key == ("quiet", "q")
+    queue.done(first.key)
+    assert len(queue) == 998
+    assert queue.depth_by_tenant() == {"noisy": 998}
+
+
+async def test_without_tenants_the_queue_is_fifo_across_namespaces() -> None:
+    queue = WorkQueue(name="q")
+    keys = [("noisy", "n0"), ("noisy", "n1"), ("quiet", "q")]
+    for key in keys:
+        queue.add(key)
+    assert [(await get(queue)).key for _ in keys] == keys
+
+
+async def test_fairness_keeps_dedup_exclusivity_and_due_times() -> None:
+    queue = WorkQueue(name="q", tenant_of=_namespace)
+    queue.add(("a", "x"))
+    queue.add(("a", "x"))
+    assert len(queue) == 1
+    ticket = await get(queue)
+    queue.add(("a", "x"))  # changed while processing: waits for done
+    queue.add_after(("b", "y"), 3.0)
+    await assert_blocks(queue)
+    await advance(3.0)
+    delayed = await get(queue)
+    assert delayed.key == ("b", "y")
+    assert delayed.due_at == pytest.approx(3.0, abs=0.05)
+    queue.done(ticket.key)
+    assert (await get(queue)).key == ("a", "x")
+
+
+async def test_a_saturated_tenant_waits_while_others_are_served() -> None:
+    queue = WorkQueue(name="q", tenant_of=_namespace, max_per_tenant=2)
+    for index in range(4):
+        queue.add(("noisy", f"n{index}"))
+    n0, n1 = await get(queue), await get(queue)
+    assert {n0.key, n1.key} == {("noisy", "n0"), ("noisy", "n1")}
+    await assert_blocks(queue)  # two of noisy in flight: its third waits
+    queue.add(("quiet", "q"))
+    assert (await get(queue)).key == ("quiet", "q")
+    assert len(queue) == 2
+
+    # A getter blocked on the saturated tenant is woken when one of its keys is done.
+    waiting = asyncio.create_task(get(queue))
+    await advance(0.01)
+    assert not waiting.done()
+    queue.done(n0.key)
+    assert (await waiting).key == ("noisy", "n2")
+
+
+async def test_shut_down_with_only_saturated_keys_left_stops_getters() -> None:
+    queue = WorkQueue(name="q", tenant_of=_namespace, max_per_tenant=1)
+    queue.add(("a", "1"))
+    queue.add(("a", "2"))
+    await get(queue)
+    waiting = asyncio.create_task(get(queue))
+    await advance(0.01)
+    queue.shut_down()
+    with pytest.raises(QueueShutDown):
+        await waiting
+
+
+def test_max_per_tenant_needs_tenants_and_a_positive_limit() -> None:
+    with pytest.raises(ValueError, match="tenant_of"):
+        WorkQueue(name="q", max_per_tenant=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        WorkQueue(name="q", tenant_of=_namespace, max_per_tenant=0)
+
+
+async def test_fair_concurrent_workers_never_share_a_key_and_respect_the_cap() -> None:
+    queue = WorkQueue(name="q", tenant_of=_namespace, max_per_tenant=2)
+    rng = random.Random(7)
+    held: set[Hashable] = set()
+    per_tenant: dict[Hashable, int] = {}
+    peak: dict[Hashable, int] = {}
+    served = 0
+
+    async def worker() -> None:
+        nonlocal served
+        while True:
+            try:
+                ticket = await queue.get()
+            except QueueShutDown:
+                return
+            assert ticket.key not in held
+            held.add(ticket.key)
+            tenant = _namespace(ticket.key)
+            per_tenant[tenant] = per_tenant.get(tenant, 0) + 1
+            peak[tenant] = max(peak.get(tenant, 0), per_tenant[tenant])
+            await asyncio.sleep(rng.random() / 10)
+            held.discard(ticket.key)
+            per_tenant[tenant] -= 1
+            served += 1
+            queue.done(ticket.key)
+
+    workers = [asyncio.create_task(worker()) for _ in range(6)]
+    for _ in range(300):
+        queue.add((f"ns{rng.randrange(4)}", f"k{rng.randrange(20)}"))
+        await asyncio.sleep(rng.random() / 100)
+    while len(queue) or any(per_tenant.values()):
+        await advance(0.1)
+    queue.shut_down()
+    await asyncio.gather(*workers)
+    assert served > 0
+    assert max(peak.values()) == 2

@@ -37,22 +37,51 @@ def _up(args: argparse.Namespace) -> int:
 
     plane = _control_plane(args)
     plane.up(progress=_progress)
-    asyncio.run(_install_dev_apis(plane.kubeconfig))
+    asyncio.run(_install_dev_apis(plane.kubeconfig, ca_bundle=plane.ca_cert.read_bytes()))
     _progress(
         "installed the Wukong CRD, simulated KubeVirt/CDI/Multus CRDs and StorageClasses "
         f"({IMMEDIATE_CLASS}, {WAIT_FOR_FIRST_CONSUMER_CLASS}); "
         "run `wukong dev simulate` to play those systems"
     )
+    _progress(
+        f"registered the Wukong admission webhook at {DEV_WEBHOOK_URL} (failurePolicy Ignore: "
+        "objects are admitted while no operator serves it); serve it with "
+        f'`wukong run --webhook-cert-dir "{plane.webhook_cert_dir}"`'
+    )
     _progress(f'kubectl --kubeconfig "{plane.kubeconfig}" get ns')
     return 0
 
 
-async def _install_dev_apis(kubeconfig: Path) -> None:
+# Where `wukong run`'s webhook listens by default, seen from the dev API server.
+DEV_WEBHOOK_URL = "https://127.0.0.1:9443"
+DEV_WEBHOOK_CONFIGURATION = "wukong-dev"
+
+
+async def _install_dev_apis(kubeconfig: Path, *, ca_bundle: bytes) -> None:
     from wukong.devcluster.apis import install_dev_apis
+    from wukong.operator.admission import webhook_configuration
     from wukong.runtime.client import Client
+    from wukong.runtime.errors import NotFound
+    from wukong.runtime.resources import VALIDATING_WEBHOOK_CONFIGURATIONS
 
     async with await Client.from_kubeconfig(kubeconfig) as client:
         await install_dev_apis(client)
+        # Registered by URL, trusting the dev CA; Ignore, so a cluster without the
+        # operator running still admits Wukongs (the controller reports problems).
+        configuration = webhook_configuration(
+            DEV_WEBHOOK_CONFIGURATION,
+            url=DEV_WEBHOOK_URL,
+            ca_bundle=ca_bundle,
+            failure_policy="Ignore",
+            timeout_seconds=5,
+        )
+        try:
+            current = await client.get(VALIDATING_WEBHOOK_CONFIGURATIONS, DEV_WEBHOOK_CONFIGURATION)
+        except NotFound:
+            await client.create(VALIDATING_WEBHOOK_CONFIGURATIONS, configuration)
+        else:
+            configuration["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            await client.update(VALIDATING_WEBHOOK_CONFIGURATIONS, configuration)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -81,6 +110,12 @@ def _kubeconfig(args: argparse.Namespace) -> int:
     if not plane.kubeconfig.is_file():
         raise DevClusterError("no kubeconfig yet; start the control plane with `wukong dev up`")
     print(plane.kubeconfig)
+    return 0
+
+
+def _webhook_cert_dir(args: argparse.Namespace) -> int:
+    plane = _control_plane(args)
+    print(plane.webhook_cert_dir)
     return 0
 
 
@@ -187,6 +222,15 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
             False,
             "print the path of the admin kubeconfig",
             'Print the admin kubeconfig path, for kubectl --kubeconfig "$(wukong dev kubeconfig)".',
+        ),
+        (
+            "webhook-cert-dir",
+            _webhook_cert_dir,
+            False,
+            "print the directory of the webhook's serving certificate",
+            "Print the directory holding tls.crt and tls.key for the admission webhook, signed "
+            "by the control plane's CA (which `up` registers as the webhook's caBundle), for "
+            'wukong run --webhook-cert-dir "$(wukong dev webhook-cert-dir)".',
         ),
     ]:
         action = actions.add_parser(name, help=help_text, description=description)

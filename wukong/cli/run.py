@@ -19,6 +19,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -32,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         reconcile_timeout=args.reconcile_timeout,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
+        max_concurrent_reconciles_per_namespace=args.max_concurrent_reconciles_per_namespace,
         metrics_bind=args.metrics_bind,
         health_bind=args.health_bind,
         leader_elect=args.leader_elect,
@@ -41,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
         api_call_share=args.api_call_share,
         cancelled_backoff_cap=args.cancelled_backoff_cap,
         on_lease_loss=args.on_lease_loss,
+        webhook_bind=args.webhook_bind,
+        webhook_cert_dir=args.webhook_cert_dir,
     )
     return asyncio.run(run_operator(settings))
 
@@ -80,7 +90,16 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         type=int,
         default=4,
         metavar="N",
-        help="Wukongs reconciled at once (default: 4)",
+        help="Wukongs reconciled at once (default: 4); namespaces with work waiting are "
+        "served round-robin, so one namespace's backlog cannot starve another",
+    )
+    run.add_argument(
+        "--max-concurrent-reconciles-per-namespace",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="Wukongs of one namespace reconciled at once, so a namespace of slow reconciles "
+        "cannot hold every worker (default: no limit beyond --max-concurrent-reconciles)",
     )
     run.add_argument(
         "--metrics-bind",
@@ -150,5 +169,23 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "the pod restarts with an empty cache) or standby (stop all writes at once, keep the "
         "cache, /metrics and health, say so in an Event on the Lease and "
         "wukong_leader_standbys_total, and campaign again) (default: exit)",
+    )
+    run.add_argument(
+        "--webhook-bind",
+        default=":9443",
+        metavar="ADDR",
+        help="host:port of the validating admission webhook (HTTPS) that rejects a Wukong "
+        "naming a missing NetworkAttachmentDefinition or StorageClass, or growing a disk on a "
+        'class without volume expansion; "0" turns it off (default: :9443)',
+    )
+    run.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory with the webhook's serving certificate, tls.crt and tls.key "
+        "(default: /tmp/k8s-webhook-server/serving-certs, like controller-runtime; without "
+        "files there the webhook is off, with a warning); `wukong dev webhook-cert-dir` prints "
+        "the local control plane's",
     )
     run.set_defaults(handler=_run)

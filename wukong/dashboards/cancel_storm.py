@@ -71,6 +71,28 @@ def _reconcile_outcomes() -> list[PanelSpec]:
             ],
         ),
         PanelSpec(
+            title="Namespaces with the most cancellations (top 5)",
+            description="Which tenant is storming: cancellations per second in the "
+            "namespaces of the reconciled objects that cancel the most. The operator "
+            "exports only its top 10 namespaces by recent cancellations "
+            "(wukong_top_namespace_cancellations_total), never a series per namespace on "
+            "every family. Namespaces are served round-robin, so one storming tenant "
+            "does not delay the others' reconciles.",
+            unit="ops",
+            queries=[
+                Query(
+                    expr="topk(5, "
+                    + rate(
+                        "wukong_top_namespace_cancellations_total",
+                        selector=_CONTROLLER,
+                        by="object_namespace",
+                    )
+                    + ")",
+                    legend="{{object_namespace}}",
+                )
+            ],
+        ),
+        PanelSpec(
             title="Reconcile timeouts",
             description="Reconciles per second that ran past their deadline and were "
             "cancelled (controller-runtime's reconcile_timeouts_total), by controller.",

@@ -8,7 +8,9 @@ Generated into `deploy/chart/wukong/`:
   wrapped by the PrometheusRule template;
 - `files/dashboards/*.json`: the Grafana dashboards, put in ConfigMaps.
 `deploy/wukong.yaml` is `helm template` of the chart with default values, for
-`kubectl apply`.
+`kubectl apply`, except the admission webhook: its serving certificate must be
+made per install (the chart generates one), never committed, so the bundle has
+it off (`--webhook-bind=0`; the controller still reports what it would reject).
 """
 
 import subprocess
@@ -48,8 +50,16 @@ def generated_files() -> dict[Path, str]:
 
 
 def render_bundle(helm: Path, chart_dir: Path = CHART_DIR) -> str:
-    """The chart with default values as plain manifests (CRDs included)."""
-    result = helm_template(helm, chart_dir, "--namespace", BUNDLE_NAMESPACE, "--include-crds")
+    """The chart with default values as plain manifests (CRDs included), webhook off."""
+    result = helm_template(
+        helm,
+        chart_dir,
+        "--namespace",
+        BUNDLE_NAMESPACE,
+        "--include-crds",
+        "--set",
+        "webhook.enabled=false",
+    )
     namespace = yaml.safe_dump(
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": BUNDLE_NAMESPACE}}
     )

@@ -29,7 +29,12 @@ from wukong.devcluster import binaries, processes
 from wukong.devcluster.binaries import Progress
 from wukong.devcluster.errors import DevClusterError
 from wukong.devcluster.kubeconfig import write_kubeconfig
-from wukong.devcluster.pki import SERVICE_CLUSTER_IP_RANGE, Pki, ensure_pki
+from wukong.devcluster.pki import (
+    SERVICE_CLUSTER_IP_RANGE,
+    Pki,
+    ensure_pki,
+    ensure_webhook_certificate,
+)
 from wukong.devcluster.processes import Component
 
 ETCD = "etcd"
@@ -148,6 +153,16 @@ class ControlPlane:
         return f"https://{self.config.host}:{self.config.apiserver_port}"
 
     @property
+    def ca_cert(self) -> Path:
+        """The cluster's CA: the `caBundle` under which it trusts the webhook certificate."""
+        return self._pki.ca_cert
+
+    @property
+    def webhook_cert_dir(self) -> Path:
+        """tls.crt and tls.key for a webhook served on this machine (`--webhook-cert-dir`)."""
+        return self.config.state_dir / "webhook-certs"
+
+    @property
     def _pki(self) -> Pki:
         return Pki(self.config.state_dir / "pki")
 
@@ -175,6 +190,7 @@ class ControlPlane:
         etcd = binaries.etcd_binary()
         apiserver = binaries.kube_apiserver_binary(progress=progress)
         pki = ensure_pki(self._pki.directory)
+        ensure_webhook_certificate(pki, self.webhook_cert_dir)
         write_kubeconfig(self.kubeconfig, server=self.server_url, pki=pki)
 
         try:

@@ -148,6 +148,38 @@ def ensure_pki(directory: Path) -> Pki:
     return pki
 
 
+def ensure_webhook_certificate(pki: Pki, directory: Path) -> Path:
+    """A serving certificate for an admission webhook on this machine, signed by `pki`'s CA.
+
+    Written as `tls.crt` and `tls.key` in `directory` (controller-runtime's
+    CertDir layout, what `wukong run --webhook-cert-dir` reads), for
+    `localhost` and 127.0.0.1; the API server trusts it through a `caBundle`
+    holding `pki.ca_cert`. Kept once written. Returns `directory`.
+    """
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    if cert_path.is_file() and key_path.is_file():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    cert = (
+        _builder(_name("wukong-webhook"), ca_cert.subject, key.public_key())
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)
+    return directory
+
+
 def _name(common_name: str, organization: str | None = None) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:

@@ -56,6 +56,7 @@ class CancellationExporter:
             attributes |= {
                 "wukong.controller": cancellation.controller,
                 "wukong.object.key": cancellation.object_key,
+                "wukong.object.namespace": cancellation.object_namespace,
                 "wukong.reconcile.elapsed_ms": cancellation.elapsed_ms or 0,
                 "wukong.reconcile.timeout_ms": cancellation.budget_ms or 0,
             }

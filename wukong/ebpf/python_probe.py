@@ -47,6 +47,7 @@ class PythonProbe:
                     reason=fields.get("r", "parent_cancelled"),
                     controller=fields.get("c", ""),
                     object_key=fields.get("k", ""),
+                    object_namespace=fields.get("n", ""),
                     elapsed_ms=int(fields["e"]) if fields.get("e", "").isdigit() else None,
                     budget_ms=int(fields["b"]) if fields.get("b", "").isdigit() else None,
                     trace_id=fields.get("t", ""),

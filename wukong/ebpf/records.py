@@ -13,7 +13,8 @@ class Cancellation:
     time: float = field(default_factory=time.time)
     # Python (Wukong) targets: what the operator reported.
     controller: str = ""
-    object_key: str = ""
+    object_key: str = ""  # "namespace/name"
+    object_namespace: str = ""  # the reconciled object's namespace: the tenant
     elapsed_ms: int | None = None
     budget_ms: int | None = None
     trace_id: str = ""  # the cancelled reconcile's span, when the operator traces

@@ -13,14 +13,20 @@ GC collectors. Tests create as many independent registries as they like.
 
 Labels are bounded sets: controller and queue names, verbs, HTTP codes, cancel
 reasons. Object names and namespaces never become labels (one series per
-object would grow without bound); exemplars and logs carry them instead.
+object would grow without bound); exemplars and logs carry them instead. The
+one exception is bounded by construction: `NamespaceCancellations` exports
+the cancellation counts of only the `TOP_NAMESPACES` namespaces cancelling
+the most right now, so an SRE sees which tenant storms without a series per
+namespace on every family.
 
 Gauges that describe *current* state (queue depth, work in progress, active
 workers) are not updated on every change: `ControllerStateCollector` reads them
 from the tracked controllers at scrape time, so they can never drift.
 """
 
-from collections.abc import Iterator
+import math
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -33,7 +39,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from wukong.runtime.observer import ControllerView
@@ -55,9 +61,18 @@ BUDGET_RATIO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2.0)
 # controller-runtime's workqueue buckets: ExponentialBuckets(1e-8, 10, 12).
 WORKQUEUE_BUCKETS = tuple(10.0**exponent for exponent in range(-8, 4))
 # client-go's rest_client_request_duration_seconds buckets.
+# controller-runtime's webhook latency buckets (prometheus.DefBuckets).
+WEBHOOK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REST_CLIENT_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 
 _QUEUE_LABELS = ("name", "controller")
+# How many namespaces `wukong_top_namespace_cancellations_total` shows at once.
+TOP_NAMESPACES = 10
+# Ranking is by cancellations with this half-life (seconds): the namespaces
+# cancelling most *now* lead, an old storm fades out of the top within minutes.
+TOP_NAMESPACES_HALF_LIFE = 120.0
+# Namespaces tracked at most (each a few numbers); the quietest are dropped first.
+_TRACKED_NAMESPACES = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +81,7 @@ class OperatorMetrics:
 
     registry: CollectorRegistry
     controllers: "ControllerStateCollector"
+    namespace_cancellations: "NamespaceCancellations"
     reconcile_total: Counter
     reconcile_errors: Counter
     reconcile_time: Histogram
@@ -85,6 +101,10 @@ class OperatorMetrics:
     watch_restarts: Counter
     relists: Counter
     leader_standbys: Counter
+    webhook_requests: Counter
+    webhook_latency: Histogram
+    webhook_in_flight: Gauge
+    webhook_decisions: Counter
 
 
 class ControllerStateCollector(Collector):
@@ -136,6 +156,69 @@ class ControllerStateCollector(Collector):
         yield from (depth, unfinished, longest, active, maximum)
 
 
+@dataclass
+class _Tally:
+    total: int  # cancellations since tracking began
+    score: float  # decayed count, for ranking
+    at: float  # clock time of `score`
+
+
+class NamespaceCancellations(Collector):
+    """Reconcile cancellations per (controller, object namespace), exported for the top
+    `top` namespaces only, ranked by recent cancellations (a decayed count).
+
+    Each exported series is a counter (cancellations since the namespace was
+    first tracked), so `topk(5, rate(...))` reads as usual; a namespace that
+    drops out of the top and comes back continues its count. Read at scrape time.
+    """
+
+    def __init__(
+        self,
+        *,
+        top: int = TOP_NAMESPACES,
+        half_life: float = TOP_NAMESPACES_HALF_LIFE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.top = top
+        self._decay = math.log(2) / half_life
+        self._clock = clock
+        self._tallies: dict[tuple[str, str], _Tally] = {}
+
+    def _score(self, tally: _Tally, now: float) -> float:
+        return tally.score * math.exp(-self._decay * (now - tally.at))
+
+    def record(self, controller: str, namespace: str) -> None:
+        now = self._clock()
+        key = (controller, namespace)
+        tally = self._tallies.get(key)
+        if tally is None:
+            if len(self._tallies) >= _TRACKED_NAMESPACES:
+                quietest = min(self._tallies, key=lambda k: self._score(self._tallies[k], now))
+                del self._tallies[quietest]
+            self._tallies[key] = _Tally(total=1, score=1.0, at=now)
+            return
+        tally.total += 1
+        tally.score = self._score(tally, now) + 1.0
+        tally.at = now
+
+    def leaders(self) -> list[tuple[str, str, int]]:
+        """(controller, namespace, total) of the top namespaces, most cancelling first."""
+        now = self._clock()
+        ranked = sorted(self._tallies.items(), key=lambda item: -self._score(item[1], now))
+        return [(c, ns, tally.total) for (c, ns), tally in ranked[: self.top]]
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "wukong_top_namespace_cancellations",
+            f"Reconcile cancellations in the (at most {self.top}) namespaces of reconciled "
+            "objects with the most cancellations recently; other namespaces are not exported",
+            labels=("controller", "object_namespace"),
+        )
+        for controller, namespace, total in self.leaders():
+            family.add_metric([controller, namespace], total)
+        yield family
+
+
 def create_metrics() -> OperatorMetrics:
     """A fresh registry with every family of the metrics contract registered on it."""
     registry = CollectorRegistry(auto_describe=True)
@@ -145,10 +228,13 @@ def create_metrics() -> OperatorMetrics:
         GCCollector(registry=registry)
     controllers = ControllerStateCollector()
     registry.register(controllers)
+    namespace_cancellations = NamespaceCancellations()
+    registry.register(namespace_cancellations)
     controller = ("controller",)
     return OperatorMetrics(
         registry=registry,
         controllers=controllers,
+        namespace_cancellations=namespace_cancellations,
         reconcile_total=Counter(
             "controller_runtime_reconcile_total",
             "Total number of reconciliations per controller",
@@ -262,6 +348,32 @@ def create_metrics() -> OperatorMetrics:
             "wukong_leader_standbys_total",
             "Times this replica lost the Lease and stood by instead of exiting, by Lease name",
             labelnames=("name",),
+            registry=registry,
+        ),
+        webhook_requests=Counter(
+            "controller_runtime_webhook_requests_total",
+            "Total number of admission requests by HTTP status code.",
+            labelnames=("webhook", "code"),
+            registry=registry,
+        ),
+        webhook_latency=Histogram(
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission requests",
+            labelnames=("webhook",),
+            buckets=WEBHOOK_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        webhook_in_flight=Gauge(
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission requests being served.",
+            labelnames=("webhook",),
+            registry=registry,
+        ),
+        webhook_decisions=Counter(
+            "wukong_webhook_decisions_total",
+            "Admission requests answered, by webhook, decision (allowed: true/false) and reason "
+            "(Allowed, Unverified, or the rejection's reason)",
+            labelnames=("webhook", "allowed", "reason"),
             registry=registry,
         ),
         observer_failures=Counter(

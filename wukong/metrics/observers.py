@@ -11,8 +11,9 @@ What each event feeds:
 - `controller_added`: the controller's queue depth, work in progress and
   worker gauges, read at scrape time (see `definitions.ControllerStateCollector`);
 - `reconcile`: at FINISHED, counts by result, timeouts, cancellations by
-  reason, and three histograms with the reconcile's trace id as exemplar:
-  duration, share of the deadline used, and how late a requeue started;
+  reason (and by namespace, for the top namespaces only), and three
+  histograms with the reconcile's trace id as exemplar: duration, share of
+  the deadline used, and how late a requeue started;
 - `queue_*`: client-go's adds, retries, queue and work durations;
 - `api_call`: client-go's request count and latency (exemplar: the calling
   reconcile's trace), plus calls that ended early, by the reason the runtime
@@ -21,6 +22,8 @@ What each event feeds:
   `wukong_informer_relists_total` by resource and cause;
 - `leadership_changed`: `leader_election_master_status`; `standing_by`:
   `wukong_leader_standbys_total`;
+- `admission_started`, `admission_reviewed`: controller-runtime's webhook
+  families (requests by code, latency, in flight) and our decisions by reason;
 - `observer_failed`: `wukong_observer_failures_total`.
 
 Everything here is a few dict lookups and additions: observers run on the
@@ -38,6 +41,7 @@ from wukong.runtime.observer import (
     Outcome,
     RuntimeObserver,
     Step,
+    WebhookReview,
 )
 
 # controller-runtime's result labels. A cancelled reconcile is one of them too,
@@ -90,6 +94,7 @@ class RuntimeMetrics(RuntimeObserver):
         if outcome is Outcome.CANCELLED:
             assert event.reason is not None  # the runtime decides one for every cancellation
             m.reconcile_cancellations.labels(controller, event.reason.value).inc()
+            m.namespace_cancellations.record(controller, ctx.request.namespace)
             # Like controller-runtime, only the reconcile's own deadline is a timeout.
             if event.reason is CancelReason.DEADLINE_EXCEEDED:
                 m.reconcile_timeouts.labels(controller).inc()
@@ -147,6 +152,20 @@ class RuntimeMetrics(RuntimeObserver):
 
     def standing_by(self, lease: str) -> None:
         self.metrics.leader_standbys.labels(lease).inc()
+
+    # -- admission webhooks ------------------------------------------------------------
+
+    def admission_started(self, webhook: str) -> None:
+        self.metrics.webhook_in_flight.labels(webhook).inc()
+
+    def admission_reviewed(self, review: WebhookReview) -> None:
+        m = self.metrics
+        m.webhook_in_flight.labels(review.webhook).dec()
+        m.webhook_requests.labels(review.webhook, str(review.code)).inc()
+        m.webhook_latency.labels(review.webhook).observe(review.duration)
+        if review.allowed is not None:
+            allowed = "true" if review.allowed else "false"
+            m.webhook_decisions.labels(review.webhook, allowed, review.reason).inc()
 
     def observer_failed(self, observer: str, method: str) -> None:
         self.metrics.observer_failures.labels(observer).inc()

@@ -17,7 +17,13 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINES,
 )
 from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import EVENTS, PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, Resource
+from wukong.runtime.resources import (
+    EVENTS,
+    NAMESPACES,
+    PERSISTENT_VOLUME_CLAIMS,
+    STORAGE_CLASSES,
+    Resource,
+)
 
 # get comes with list/watch: the finalizer reads live, kubectl-style tools read too.
 _WATCH = ("get", "list", "watch")
@@ -54,6 +60,8 @@ CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(VIRTUAL_MACHINE_INSTANCES, _WATCH),
     Rule(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _WATCH),  # phase Migrating
     Rule(STORAGE_CLASSES, _WATCH),
+    # A deleted namespace cancels its reconciles in flight (the manager's namespace scopes).
+    Rule(NAMESPACES, ("list", "watch")),
     Rule(EVENTS, ("create", "patch")),
 )
 

@@ -12,6 +12,8 @@ controller-runtime managers do).
 import asyncio
 import logging
 import os
+import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ import aiohttp
 
 from wukong.errors import UserError
 from wukong.metrics import MetricsServer, RuntimeMetrics
+from wukong.operator.admission import add_wukong_webhook
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
 from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
@@ -39,6 +42,7 @@ from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import DEFAULT_SYNC_PERIOD, Manager
 from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
+from wukong.runtime.webhook import has_serving_certificate, load_serving_certificate
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
@@ -72,6 +76,7 @@ class OperatorSettings:
     namespace: str | None = None  # None: every namespace
     reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT
     max_concurrent_reconciles: int = 4
+    max_concurrent_reconciles_per_namespace: int | None = None
     metrics_bind: str = ":8080"  # "0" turns the metrics endpoint off
     health_bind: str = ":8081"  # "0" turns the health endpoints off
     leader_elect: bool = True
@@ -81,6 +86,14 @@ class OperatorSettings:
     api_call_share: float = ControllerOptions.call_budget_share
     cancelled_backoff_cap: float = ControllerOptions.cancelled_backoff_cap
     on_lease_loss: Literal["exit", "standby"] = "exit"
+    webhook_bind: str = ":9443"  # "0" turns the admission webhook off
+    # Where tls.crt and tls.key are; None: controller-runtime's default directory,
+    # and no certificate there turns the webhook off with a warning.
+    webhook_cert_dir: Path | None = None
+
+
+# controller-runtime's default CertDir.
+DEFAULT_WEBHOOK_CERT_DIR = Path(tempfile.gettempdir()) / "k8s-webhook-server" / "serving-certs"
 
 
 def lease_namespace(settings: OperatorSettings) -> str:
@@ -101,6 +114,7 @@ async def run_operator(settings: OperatorSettings) -> int:
     client = await _client(settings)
     async with client:
         await _when_reachable(lambda: preflight(client, namespace=settings.namespace))
+        webhook_tls = _webhook_tls(settings)
         election = (
             LeaderElectionConfig(name=LEASE_NAME, namespace=lease_namespace(settings))
             if settings.leader_elect
@@ -121,11 +135,18 @@ async def run_operator(settings: OperatorSettings) -> int:
             observers=observers,
             sync_period=settings.sync_period,
             on_lease_loss=settings.on_lease_loss,
+            webhook_bind=settings.webhook_bind if webhook_tls is not None else None,
+            webhook_tls=webhook_tls,
         )
+        if webhook_tls is not None:
+            add_wukong_webhook(manager)
         add_wukong_controller(
             manager,
             options=ControllerOptions(
                 max_concurrent_reconciles=settings.max_concurrent_reconciles,
+                max_concurrent_reconciles_per_namespace=(
+                    settings.max_concurrent_reconciles_per_namespace
+                ),
                 call_budget_share=settings.api_call_share,
                 cancelled_backoff_cap=settings.cancelled_backoff_cap,
             ),
@@ -142,14 +163,42 @@ async def run_operator(settings: OperatorSettings) -> int:
             settings.reconcile_timeout,
             f"on (Lease {election.namespace}/{election.name})" if election else "off",
         )
+        if webhook_tls is not None:
+            log.info("serving the Wukong admission webhook on %s", settings.webhook_bind)
         try:
             reason = await manager.run()
+        except OSError as exc:
+            raise OperatorError(f"cannot serve: {exc}") from exc
         finally:
             await server.stop()
             if provider is not None:
                 provider.shutdown()
     log.info("Wukong operator stopped: %s", reason)
     return 0 if reason == CancelReason.SHUTDOWN else 2
+
+
+def _webhook_tls(settings: OperatorSettings) -> ssl.SSLContext | None:
+    """The webhook's TLS context; None when it is off (`--webhook-bind 0`, or no
+    certificate in the default directory)."""
+    if settings.webhook_bind == "0":
+        return None
+    cert_dir = settings.webhook_cert_dir
+    if cert_dir is None:
+        if not has_serving_certificate(DEFAULT_WEBHOOK_CERT_DIR):
+            log.warning(
+                "admission webhook off: no tls.crt and tls.key in %s (pass --webhook-cert-dir, "
+                "or --webhook-bind 0 to say so); the controller still reports bad references "
+                "in conditions",
+                DEFAULT_WEBHOOK_CERT_DIR,
+            )
+            return None
+        cert_dir = DEFAULT_WEBHOOK_CERT_DIR
+    try:
+        return load_serving_certificate(cert_dir)
+    except (OSError, ssl.SSLError) as exc:
+        raise OperatorError(
+            f"cannot load the webhook's certificate from {cert_dir} (tls.crt, tls.key): {exc}"
+        ) from exc
 
 
 async def preflight(client: Client, *, namespace: str | None) -> None:

@@ -46,6 +46,7 @@ from wukong.runtime.observer import (
     Outcome,
     RuntimeObserver,
     Step,
+    WebhookReview,
 )
 from wukong.runtime.resources import Resource
 
@@ -78,4 +79,5 @@ __all__ = [
     "RuntimeObserver",
     "Step",
     "Watch",
+    "WebhookReview",
 ]

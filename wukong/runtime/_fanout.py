@@ -13,7 +13,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from wukong.runtime.observer import ApiCall, ControllerView, LifecycleEvent, RuntimeObserver
+from wukong.runtime.observer import (
+    ApiCall,
+    ControllerView,
+    LifecycleEvent,
+    RuntimeObserver,
+    WebhookReview,
+)
 
 log = logging.getLogger("wukong.runtime.observer")
 
@@ -106,6 +112,12 @@ class ObserverFanout(RuntimeObserver):
 
     def loop_blocked(self, seconds: float, task: str | None) -> None:
         self._dispatch("loop_blocked", seconds, task)
+
+    def admission_started(self, webhook: str) -> None:
+        self._dispatch("admission_started", webhook)
+
+    def admission_reviewed(self, review: WebhookReview) -> None:
+        self._dispatch("admission_reviewed", review)
 
     def observer_failed(self, observer: str, method: str) -> None:
         self._dispatch("observer_failed", observer, method)

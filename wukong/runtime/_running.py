@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from wukong.runtime._scopes import NamespaceScopes
 from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
 from wukong.runtime.cache import Store
 from wukong.runtime.cancellation import CancelReason, decide_cancel_reason
@@ -39,8 +40,11 @@ class RunningController:
         client: Client,
         observer: RuntimeObserver,
         reconcile_timeout: float,
+        scopes: NamespaceScopes | None = None,
     ) -> None:
         self.config = controller
+        # Shared by the manager's controllers, so deleting a namespace reaches all of them.
+        self._scopes = scopes if scopes is not None else NamespaceScopes()
         self.reconcile_timeout = controller.options.reconcile_timeout or reconcile_timeout
         self.queue = self._new_queue(observer)
         self._client = client
@@ -51,8 +55,13 @@ class RunningController:
         self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
 
     def _new_queue(self, observer: RuntimeObserver) -> WorkQueue:
+        options = self.config.options
         return WorkQueue(
-            name=self.config.name, rate_limiter=self.config.options.rate_limiter, observer=observer
+            name=self.config.name,
+            rate_limiter=options.rate_limiter,
+            observer=observer,
+            tenant_of=_namespace_of if options.fair_namespaces else None,
+            max_per_tenant=options.max_concurrent_reconciles_per_namespace,
         )
 
     # -- ControllerView -----------------------------------------------------------------
@@ -211,6 +220,7 @@ class RunningController:
         )
         ctx._attach(task)
         self._in_flight[request] = ctx
+        self._scopes.enter(ctx, self._cancel)
         ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
         loop = asyncio.get_running_loop()
         # The deadline is a timer on the loop, not a wait_for around the task:
@@ -227,6 +237,7 @@ class RunningController:
         finally:
             expiry.cancel()
             del self._in_flight[request]
+            self._scopes.leave(ctx)
             self._finish(ctx, task)
 
     def _cancel(self, ctx: ReconcileContext, reason: CancelReason) -> None:
@@ -335,6 +346,11 @@ def _outcome_of(
     if result.requeue:
         return Outcome.REQUEUE, result, None
     return Outcome.SUCCESS, result, None
+
+
+def _namespace_of(key: object) -> str:
+    assert isinstance(key, Request)
+    return key.namespace
 
 
 def _request_of(obj: Object) -> Request:

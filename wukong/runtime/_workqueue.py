@@ -14,10 +14,21 @@ A controller's watches add keys; its workers `get` a key, reconcile it and call
   timer (one `TimerHandle` per scheduled key, no polling); scheduling a key that
   is already scheduled keeps the *earlier* due time, as client-go's delaying
   queue does. `add_rate_limited` takes the delay from the `RateLimiter`.
+- Fairness between tenants. With `tenant_of` (a controller passes the key's
+  namespace), waiting keys are kept in one FIFO lane per tenant and `get`
+  serves the lanes round-robin: a namespace with a thousand keys waiting gets
+  one turn, then every other namespace with work gets one, so a quiet
+  namespace's key waits behind at most one key of each busy namespace, not
+  behind the whole backlog. `max_per_tenant` caps the keys of one tenant being
+  processed at once: a saturated tenant's keys wait (and keep their turn) while
+  other tenants' keys are handed out. Within a lane the order is FIFO by first
+  add, and dedup, exclusivity, delays and rate limits are unchanged: a delayed
+  or rate-limited key enters its lane when it comes due. Without `tenant_of`
+  there is one lane: plain FIFO, as in client-go.
 - Shutdown. `shut_down` wakes every waiting `get` with `QueueShutDown`, cancels
   the timers of delayed keys and ignores later adds. Keys already queued are
   still handed out; `get` raises once the queue is empty (client-go's Get
-  returning `shutdown=true`).
+  returning `shutdown=true`), or has only keys of saturated tenants left.
 
 Each key handed out comes in a `Ticket` with its history:
 
@@ -45,7 +56,7 @@ all calls come from one event loop, which must be running.
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from wukong.runtime._fanout import NO_OBSERVER
@@ -98,16 +109,29 @@ class WorkQueue:
         name: str,
         rate_limiter: RateLimiter | None = None,
         observer: RuntimeObserver = NO_OBSERVER,
+        tenant_of: Callable[[Hashable], Hashable] | None = None,
+        max_per_tenant: int | None = None,
     ) -> None:
+        if max_per_tenant is not None and max_per_tenant < 1:
+            raise ValueError("max_per_tenant must be at least 1")
+        if max_per_tenant is not None and tenant_of is None:
+            raise ValueError("max_per_tenant needs tenant_of")
         self.name = name
         self.rate_limiter = (
             rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
         )
         self._observer = observer
-        # Keys ready to hand out, in order. Invariant: every key here is in
-        # _dirty and not in _processing.
-        self._queue: deque[Hashable] = deque()
-        # Keys that need processing: those in _queue, plus those re-added while
+        self._tenant_of = tenant_of
+        self._max_per_tenant = max_per_tenant
+        # Keys ready to hand out: one FIFO lane per tenant, and the tenants with
+        # a non-empty lane in the order they are served. Invariant: every key in
+        # a lane is in _dirty and not in _processing; a lane is never empty.
+        self._lanes: dict[Hashable, deque[Hashable]] = {}
+        self._turns: deque[Hashable] = deque()
+        self._ready = 0  # keys in all lanes
+        # Keys being processed per tenant (only with max_per_tenant).
+        self._busy: dict[Hashable, int] = {}
+        # Keys that need processing: those in a lane, plus those re-added while
         # being processed (queued again by `done`).
         self._dirty: dict[Hashable, _Entry] = {}
         # Keys handed out and not yet done -> loop time they were handed out.
@@ -182,14 +206,47 @@ class WorkQueue:
         self._observer.queue_added(self.name)
         if key in self._processing:
             return  # `done` queues it, so that two workers never hold the same key
-        self._queue.append(key)
+        self._enqueue(key)
+
+    def _tenant(self, key: Hashable) -> Hashable:
+        return None if self._tenant_of is None else self._tenant_of(key)
+
+    def _enqueue(self, key: Hashable) -> None:
+        tenant = self._tenant(key)
+        lane = self._lanes.get(tenant)
+        if lane is None:
+            lane = self._lanes[tenant] = deque()
+            self._turns.append(tenant)  # a tenant with new work waits for its turn
+        lane.append(key)
+        self._ready += 1
         self._wake_one()
+
+    def _take(self) -> Hashable | None:
+        """The next key by round-robin over tenants that may take one more; None if none."""
+        for index, tenant in enumerate(self._turns):
+            if (
+                self._max_per_tenant is not None
+                and self._busy.get(tenant, 0) >= self._max_per_tenant
+            ):
+                continue  # saturated: it keeps its place in line
+            lane = self._lanes[tenant]
+            key = lane.popleft()
+            del self._turns[index]
+            if lane:
+                self._turns.append(tenant)  # served: to the back of the line
+            else:
+                del self._lanes[tenant]
+            self._ready -= 1
+            if self._max_per_tenant is not None:
+                self._busy[tenant] = self._busy.get(tenant, 0) + 1
+            return key
+        return None
 
     # -- taking --------------------------------------------------------------------
 
     async def get(self) -> Ticket:
         """Wait for a key and mark it processing. `QueueShutDown` once shut down and empty."""
-        while not self._queue:
+        while (key := self._take()) is None:
             if self._shutting_down:
                 raise QueueShutDown(self.name)
             waiter = asyncio.get_running_loop().create_future()
@@ -206,8 +263,7 @@ class WorkQueue:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
             # Woken, but a getter that did not have to wait may have taken the
-            # key first: look again.
-        key = self._queue.popleft()
+            # key first (or its tenant is saturated): look again.
         entry = self._dirty.pop(key)
         now = _now()
         self._processing[key] = now
@@ -222,9 +278,18 @@ class WorkQueue:
             return
         worked = _now() - started
         self._observer.queue_done(self.name, worked)
+        if self._max_per_tenant is not None:
+            tenant = self._tenant(key)
+            busy = self._busy[tenant] - 1
+            if busy:
+                self._busy[tenant] = busy
+            else:
+                del self._busy[tenant]
+            if self._ready:
+                # The tenant has a free slot again: a waiter may now take its key.
+                self._wake_one()
         if key in self._dirty:
-            self._queue.append(key)
-            self._wake_one()
+            self._enqueue(key)
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -254,7 +319,11 @@ class WorkQueue:
 
     def __len__(self) -> int:
         """Keys waiting to be handed out (workqueue_depth)."""
-        return len(self._queue)
+        return self._ready
+
+    def depth_by_tenant(self) -> dict[Hashable, int]:
+        """Keys waiting to be handed out, per tenant (one entry: None, without tenants)."""
+        return {tenant: len(lane) for tenant, lane in self._lanes.items()}
 
     @property
     def scheduled(self) -> int:

@@ -6,7 +6,8 @@ Observe / queue / act, as in controller-runtime:
   the owner named by a controller ownerReference) and for other *watched*
   kinds (a map function returns the requests, often through a cache index).
 - Queue: a work queue deduplicates keys, never gives one key to two workers,
-  and delays retries (rate limiter) and `RequeueAfter`s.
+  delays retries (rate limiter) and `RequeueAfter`s, and serves namespaces
+  round-robin so that one namespace's backlog cannot starve the others.
 - Act: `max_concurrent_reconciles` workers each take a key and run one
   reconcile as its own task under a deadline (see `context`).
 
@@ -70,6 +71,14 @@ class ControllerOptions:
     # here, not at the rate limiter's 1000 s: a cancellation says nothing about
     # the object, so it should be retried soon.
     cancelled_backoff_cap: float = 30.0
+    # Serve namespaces round-robin from the queue (see _workqueue): one
+    # namespace's backlog delays another's key by at most one reconcile per
+    # busy namespace. False: one FIFO for all, as in controller-runtime.
+    fair_namespaces: bool = True
+    # At most this many reconciles of one namespace at once (None: up to
+    # max_concurrent_reconciles), so a namespace of slow reconciles cannot hold
+    # every worker. Needs fair_namespaces.
+    max_concurrent_reconciles_per_namespace: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent_reconciles < 1:
@@ -80,6 +89,12 @@ class ControllerOptions:
             raise ValueError("call_budget_share must be in (0, 1]")
         if self.cancelled_backoff_cap <= 0:
             raise ValueError("cancelled_backoff_cap must be positive")
+        per_namespace = self.max_concurrent_reconciles_per_namespace
+        if per_namespace is not None:
+            if per_namespace < 1:
+                raise ValueError("max_concurrent_reconciles_per_namespace must be at least 1")
+            if not self.fair_namespaces:
+                raise ValueError("max_concurrent_reconciles_per_namespace needs fair_namespaces")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,13 +1,16 @@
 """One small HTTP server component for every endpoint a manager serves.
 
-Health (`/healthz`, `/readyz`) and metrics (`/metrics`) each listen on their
-own address, as in controller-runtime (`--health-bind`, `--metrics-bind`), but
-both are this one component: routes of GET handlers on aiohttp, started on a
-"host:port" bind (port 0 picks a free port, which is returned), stopped once.
+Health (`/healthz`, `/readyz`), metrics (`/metrics`) and admission webhooks
+each listen on their own address, as in controller-runtime (`--health-bind`,
+`--metrics-bind`, `--webhook-bind`), but all are this one component: routes
+of GET (and POST) handlers on aiohttp, started on a "host:port" bind (port 0
+picks a free port, which is returned), over TLS when given an SSL context
+(webhooks: the API server only calls HTTPS), stopped once.
 Handlers run on the event loop, so they may read the runtime's state (queues,
 informers) without locks.
 """
 
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -16,23 +19,32 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HttpServer:
-    """Serves `routes` (path -> GET handler). `await start(bind)`, then `await stop()`."""
+    """Serves `routes` (path -> GET handler) and `post_routes` (path -> POST handler).
 
-    def __init__(self, *, routes: Mapping[str, Handler]) -> None:
+    `await start(bind)`, then `await stop()`.
+    """
+
+    def __init__(
+        self, *, routes: Mapping[str, Handler], post_routes: Mapping[str, Handler] | None = None
+    ) -> None:
         self._routes = dict(routes)
+        self._post_routes = dict(post_routes or {})
         self._runner: web.AppRunner | None = None
 
-    async def start(self, bind: str) -> int:
-        """Listen on `bind` ("host:port"; an empty host means every address); return the port."""
+    async def start(self, bind: str, *, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listen on `bind` ("host:port"; an empty host means every address), over TLS with
+        `ssl_context`; return the port."""
         if self._runner is not None:
             raise RuntimeError("HTTP server already started")
         host, _, port = bind.rpartition(":")
         app = web.Application()
         for path, handler in self._routes.items():
             app.router.add_get(path, handler)
+        for path, handler in self._post_routes.items():
+            app.router.add_post(path, handler)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+        site = web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:

@@ -2,8 +2,9 @@
 
 Lifecycle of `run()`:
 
-1. Serve `/healthz` and `/readyz` (if `health_bind` is set); start the
-   watchdog that reports blocking code (see `_loopwatch`).
+1. Serve `/healthz` and `/readyz` (if `health_bind` is set) and the admission
+   webhooks added with `add_webhook` (if `webhook_bind` is set; see
+   `webhook`); start the watchdog that reports blocking code (see `_loopwatch`).
 2. Start one shared informer per watched resource and wait until all have
    listed once (`/readyz` turns ok).
 3. With leader election: wait to acquire the Lease. Only the leader reconciles
@@ -30,6 +31,11 @@ its controllers, which requeue every cached object.
 exit (as controller-runtime does): another replica now leads, and a process
 that lost the lease cannot know what it missed.
 
+Namespaces are tenants. Each controller's queue serves namespaces round-robin
+(`ControllerOptions.fair_namespaces`), and every reconcile runs in its
+namespace's scope (`_scopes`): when a namespace is deleted, the manager
+cancels the reconciles in flight there, with reason `deleted`, and no others.
+
 Observers. `Manager(observers=[...])` registers `RuntimeObserver`s once; the
 manager fans every event out to them: its client's API calls (`self.client`
 is the caller's client observed by them), each controller's queue and
@@ -42,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
@@ -51,18 +58,20 @@ from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._fence import WriteFence
 from wukong.runtime._loopwatch import LoopBlockDetector
 from wukong.runtime._running import RunningController
+from wukong.runtime._scopes import NamespaceScopes
 from wukong.runtime.cancellation import CancelReason
-from wukong.runtime.client import Client
+from wukong.runtime.client import Client, Object
 from wukong.runtime.context import DEFAULT_RECONCILE_TIMEOUT
 from wukong.runtime.controller import Controller
 from wukong.runtime.errors import ApiError, ApiTimeout
 from wukong.runtime.events import EventRecorder
 from wukong.runtime.httpserver import HttpServer
-from wukong.runtime.informer import Informer
+from wukong.runtime.informer import EventHandler, Informer
 from wukong.runtime.leader import LEASES, LeaderElectionConfig, LeaderElector
 from wukong.runtime.observer import ControllerView, RuntimeObserver
 from wukong.runtime.probes import AuditProbes
-from wukong.runtime.resources import Resource
+from wukong.runtime.resources import NAMESPACES, Resource
+from wukong.runtime.webhook import Validator, WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,8 @@ class Manager:
         observers: Sequence[RuntimeObserver] = (),
         on_lease_loss: Literal["exit", "standby"] = "exit",
         sync_period: float | None = DEFAULT_SYNC_PERIOD,
+        webhook_bind: str | None = None,
+        webhook_tls: ssl.SSLContext | None = None,
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
@@ -116,6 +127,8 @@ class Manager:
         self.sync_period = sync_period
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[RunningController] = []
+        self._scopes = NamespaceScopes()
+        self._watching_namespaces = False
         self._stop = asyncio.Event()
         self._started = False  # controllers' workers run
         self._stopping = False
@@ -124,6 +137,11 @@ class Manager:
         self._events = EventRecorder(component="wukong-manager")
         self._health = HttpServer(routes={"/healthz": self._healthz, "/readyz": self._readyz})
         self.health_port: int | None = None
+        self._webhook_bind = webhook_bind
+        self._webhook_tls = webhook_tls
+        self._validators: dict[str, Validator] = {}
+        self._webhooks: WebhookServer | None = None
+        self.webhook_port: int | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -160,13 +178,49 @@ class Manager:
             client=self.client._fenced(self._fence),
             observer=self._observer,
             reconcile_timeout=self.reconcile_timeout,
+            scopes=self._scopes,
         )
         running.bind(informer_for=self.informer)
+        if controller.primary.namespaced:
+            self._watch_namespaces()
         self._controllers.append(running)
         self._observer.controller_added(running)
         if self._started:
             running.start()
         return running
+
+    def _watch_namespaces(self) -> None:
+        """Cancel a namespace's reconciles in flight (reason `deleted`) once it is deleted."""
+        if self._watching_namespaces:
+            return
+        self._watching_namespaces = True
+
+        def on_update(old: Object, new: Object) -> None:
+            if new["metadata"].get("deletionTimestamp") and not old["metadata"].get(
+                "deletionTimestamp"
+            ):
+                self._namespace_deleted(new)
+
+        self.informer(NAMESPACES).add_handler(
+            EventHandler(on_update=on_update, on_delete=self._namespace_deleted)
+        )
+
+    def _namespace_deleted(self, namespace: Object) -> None:
+        name = namespace["metadata"]["name"]
+        cancelled = self._scopes.cancel(name, CancelReason.DELETED)
+        log.debug("namespace %s deleted: %d reconciles in flight cancelled", name, cancelled)
+
+    def add_webhook(self, path: str, validator: Validator) -> None:
+        """Serve `validator` as a validating admission webhook at `path` (on `webhook_bind`).
+
+        Every replica serves webhooks, leader or not; they start before the
+        caches are synced, so validators must cope with a cold cache.
+        """
+        if self._webhooks is not None:
+            raise RuntimeError("webhooks are registered before run()")
+        if path in self._validators:
+            raise ValueError(f"a webhook is already registered at {path!r}")
+        self._validators[path] = validator
 
     @property
     def controllers(self) -> list[ControllerView]:
@@ -203,6 +257,18 @@ class Manager:
     async def run(self) -> CancelReason:
         if self._health_bind:
             self.health_port = await self._health.start(self._health_bind)
+        if self._webhook_bind and self._validators:
+            self._webhooks = WebhookServer(
+                client=self.client, validators=self._validators, observer=self._observer
+            )
+            try:
+                self.webhook_port = await self._webhooks.start(
+                    self._webhook_bind, ssl_context=self._webhook_tls
+                )
+            except BaseException:
+                self._webhooks = None
+                await self._health.stop()
+                raise
         if self.block_detector is not None:
             self.block_detector.start()
         informer_tasks: list[asyncio.Task[None]] = []
@@ -322,6 +388,8 @@ class Manager:
             task.cancel()
         await asyncio.gather(*informer_tasks, return_exceptions=True)
         await self._health.stop()
+        if self._webhooks is not None:
+            await self._webhooks.stop()
         if self.block_detector is not None:
             self.block_detector.stop()
 

@@ -17,7 +17,8 @@ What an observer sees, in the order of a reconcile's life:
         ─► reconcile(FINISHED) ─► queue_done ─► [reconcile(REQUEUED), queue_retried]
 
 plus `watch_restarted`, `relisted`, `leadership_changed` and `loop_blocked`
-at any time.
+at any time, and for each admission request a webhook serves:
+`admission_started` ─► api_call … ─► `admission_reviewed(WebhookReview)`.
 
 Rules for observers. Every method is called synchronously on the event loop
 (the watchdog's reports are handed over to the loop first) and must be quick:
@@ -31,6 +32,7 @@ breaks a reconcile, an API call or the election.
 from __future__ import annotations
 
 import contextvars
+import datetime
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
@@ -105,6 +107,26 @@ class ApiCall:
     # Why the call ended early (decided by cancellation.decide_cancel_reason), else None.
     cancel_reason: CancelReason | None = None
     reconcile: ReconcileContext | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookReview:
+    """One admission request a webhook answered (or failed to answer), with its deadline."""
+
+    webhook: str  # the webhook's path, e.g. /validate-wukong (controller-runtime's label)
+    uid: str  # the AdmissionReview's request uid ("" when the body was unreadable)
+    operation: str  # CREATE, UPDATE, DELETE, CONNECT
+    kind: str
+    namespace: str | None
+    name: str | None
+    started: float  # time.time()
+    duration: float
+    timeout: float  # seconds the API server gives this review (its timeoutSeconds)
+    deadline: datetime.datetime  # when the API server stops waiting (UTC)
+    allowed: bool | None  # None: no decision (a malformed request)
+    reason: str  # machine-readable: Allowed, a rejection's reason, Unverified, BadRequest
+    message: str  # what the user sees for a rejection or warning
+    code: int  # HTTP status of the answer (200; 400 for a malformed request)
 
 
 class ControllerView(Protocol):
@@ -185,6 +207,14 @@ class RuntimeObserver(Protocol):
 
     def loop_blocked(self, seconds: float, task: str | None) -> None:
         """The event loop was blocked for `seconds` while `task` ran (None: no task)."""
+        return None
+
+    def admission_started(self, webhook: str) -> None:
+        """A webhook (by path) took an admission request (for in-flight gauges)."""
+        return None
+
+    def admission_reviewed(self, review: WebhookReview) -> None:
+        """A webhook answered an admission request (after `admission_started`)."""
         return None
 
     def observer_failed(self, observer: str, method: str) -> None:

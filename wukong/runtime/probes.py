@@ -106,9 +106,11 @@ class AuditProbes(RuntimeObserver):
                 reason = event.reason.value
                 # The key last: the agent copies 200 bytes, so a long name is what
                 # gets cut, never the trace and span ids that link to the span.
+                # The object's namespace on its own (n=): the agent attributes
+                # cancellations to a tenant even when a long key is cut.
                 sys.audit(
                     f"{EVENT_PREFIX}cancel|c={event.controller}|r={reason}{_span_ids(ctx.span)}"
-                    f"|e={elapsed_ms}|b={budget_ms}|k={key}"
+                    f"|e={elapsed_ms}|b={budget_ms}|n={event.request.namespace}|k={key}"
                 )
             assert event.outcome is not None  # FINISHED always carries one
             outcome = event.outcome.value

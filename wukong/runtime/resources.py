@@ -62,3 +62,10 @@ STORAGE_CLASSES = Resource(
     namespaced=False,
 )
 NODES = Resource(group="", version="v1", plural="nodes", kind="Node", namespaced=False)
+VALIDATING_WEBHOOK_CONFIGURATIONS = Resource(
+    group="admissionregistration.k8s.io",
+    version="v1",
+    plural="validatingwebhookconfigurations",
+    kind="ValidatingWebhookConfiguration",
+    namespaced=False,
+)

@@ -23,6 +23,10 @@ finish when it should have, `cancellation.is_failure`); OK for shutdown,
 leader_lost, deleted and parent_cancelled (a stop the operator chose or was
 told to make).
 
+One span per admission request a webhook answered, `admission <Kind>` (kind
+SERVER), with the review's deadline and timeout, the decision and its reason;
+a rejection or an unverified admission carries the message as an event.
+
 API calls become child spans after they finish, with their real start and end
 times (`ApiCall` carries both, and the reconcile they were made for), so the
 client needs no tracing code.
@@ -44,6 +48,7 @@ from wukong.runtime.observer import (
     Outcome,
     RuntimeObserver,
     Step,
+    WebhookReview,
 )
 
 _NS = 1_000_000_000
@@ -137,6 +142,40 @@ class ReconcileTracer(RuntimeObserver):
         else:
             span.set_status(Status(StatusCode.OK))
         span.end()
+
+    # -- admission webhooks ------------------------------------------------------------
+
+    def admission_reviewed(self, review: WebhookReview) -> None:
+        attributes: dict[str, Any] = {
+            "wukong.webhook": review.webhook,
+            "k8s.operation": review.operation,
+            "wukong.admission.deadline": review.deadline.isoformat(),
+            "wukong.admission.timeout_ms": review.timeout * 1000,
+            "wukong.admission.reason": review.reason,
+            "http.response.status_code": review.code,
+        }
+        if review.allowed is not None:
+            attributes["wukong.admission.allowed"] = review.allowed
+        if review.namespace:
+            attributes["k8s.namespace.name"] = review.namespace
+        if review.name:
+            attributes["wukong.object.name"] = review.name
+        start = int(review.started * _NS)
+        span = self._tracer.start_span(
+            f"admission {review.kind or 'request'}",
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            start_time=start,
+        )
+        if review.message:
+            span.add_event(review.reason, {"message": review.message})
+        if review.allowed is None:
+            span.set_attribute("error.type", review.reason)
+            span.set_status(Status(StatusCode.ERROR, review.message))
+        else:
+            # A rejection is the webhook doing its job, not an error.
+            span.set_status(Status(StatusCode.OK))
+        span.end(end_time=start + int(review.duration * _NS))
 
     # -- API calls ---------------------------------------------------------------------
 

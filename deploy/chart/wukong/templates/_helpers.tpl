@@ -29,3 +29,7 @@ app.kubernetes.io/component: node-agent
 {{- define "wukong.image" -}}
 {{- printf "%s:%s" .image.repository (default .chart.AppVersion .image.tag) -}}
 {{- end -}}
+
+{{- define "wukong.webhookSecret" -}}
+{{- default (printf "%s-webhook-cert" (include "wukong.fullname" .)) .Values.webhook.existingSecret -}}
+{{- end -}}

@@ -1,0 +1,321 @@
+"""The Wukong admission webhook, called by the real API server over TLS.
+
+Each test serves the webhook from a manager on a free port with the test
+cluster's webhook certificate and registers it by URL (failurePolicy Fail, so
+an unanswered review fails the write and cannot pass unnoticed), scoped to the
+test's namespace.
+"""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import Recorder, eventually, running
+from wukong.devcluster import ControlPlane
+from wukong.devcluster.kubeconfig import kubeconfig_via
+from wukong.devcluster.latency_proxy import LatencyProxy
+from wukong.devcluster.processes import free_port
+from wukong.metrics import RuntimeMetrics
+from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook, webhook_configuration
+from wukong.operator.api import WUKONGS
+from wukong.runtime import ApiError, Client, Manager, Object, WebhookReview
+from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.runtime.errors import ApiTimeout
+from wukong.runtime.resources import STORAGE_CLASSES, VALIDATING_WEBHOOK_CONFIGURATIONS
+from wukong.runtime.webhook import load_serving_certificate
+
+pytestmark = pytest.mark.usefixtures("infrastructure")
+
+
+class Reviews(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reviews: list[WebhookReview] = []
+
+    def admission_reviewed(self, review: WebhookReview) -> None:
+        self.reviews.append(review)
+
+
+Serve = Callable[..., AbstractAsyncContextManager[Manager]]
+
+
+@pytest.fixture
+def serve_webhook(control_plane: ControlPlane, client: Client, namespace: str) -> Serve:
+    """A context manager: a manager serving the Wukong webhook, registered for `namespace`."""
+
+    @asynccontextmanager
+    async def serve(
+        *, observers: list[object], via: Client | None = None, timeout_seconds: int = 10
+    ) -> AsyncIterator[Manager]:
+        manager = Manager(
+            client=via or client,
+            observers=observers,  # type: ignore[arg-type]
+            block_warning_seconds=None,
+            webhook_bind="127.0.0.1:0",
+            webhook_tls=load_serving_certificate(control_plane.webhook_cert_dir),
+        )
+        add_wukong_webhook(manager)
+        name = f"wukong-test-{uuid.uuid4().hex[:8]}"
+        async with running(manager):
+            while manager.webhook_port is None or not manager.ready:
+                await _tick()
+            await client.create(
+                VALIDATING_WEBHOOK_CONFIGURATIONS,
+                webhook_configuration(
+                    name,
+                    url=f"https://127.0.0.1:{manager.webhook_port}",
+                    ca_bundle=control_plane.ca_cert.read_bytes(),
+                    failure_policy="Fail",
+                    timeout_seconds=timeout_seconds,
+                    namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                ),
+            )
+            try:
+                yield manager
+            finally:
+                await client.delete(VALIDATING_WEBHOOK_CONFIGURATIONS, name)
+
+    return serve
+
+
+async def _tick() -> None:
+    await asyncio.sleep(0.02)
+
+
+def _wukong(name: str, namespace: str, **spec: object) -> Object:
+    return {
+        "apiVersion": WUKONGS.api_version,
+        "kind": WUKONGS.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"cpu": 1, "memory": "1Gi", **spec},
+    }
+
+
+async def _storage_class(client: Client, *, expandable: bool) -> str:
+    name = f"test-class-{uuid.uuid4().hex[:8]}"
+    body: Object = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": "sim.wukong.dev/test",
+        "volumeBindingMode": "Immediate",
+    }
+    if expandable:
+        body["allowVolumeExpansion"] = True
+    await client.create(STORAGE_CLASSES, body)
+    return name
+
+
+async def test_a_missing_network_attachment_definition_is_rejected_naming_the_field(
+    client: Client, namespace: str, serve_webhook: Serve
+) -> None:
+    reviews = Reviews()
+    metrics = RuntimeMetrics()
+    async with serve_webhook(observers=[reviews, metrics]):
+        with pytest.raises(ApiError) as rejected:
+            await client.create(
+                WUKONGS, _wukong("web", namespace, networks=[{"name": "data", "nadName": "absent"}])
+            )
+        assert rejected.value.status == 403
+        assert "spec.networks[0].nadName" in rejected.value.message
+        assert f"NetworkAttachmentDefinition {namespace}/absent does not exist" in (
+            rejected.value.message
+        )
+        # Once it exists (the cache may not have it yet: the webhook then asks the API
+        # server, within the review's deadline), the same Wukong is admitted.
+        await client.create(
+            NETWORK_ATTACHMENT_DEFINITIONS,
+            {
+                "apiVersion": NETWORK_ATTACHMENT_DEFINITIONS.api_version,
+                "kind": NETWORK_ATTACHMENT_DEFINITIONS.kind,
+                "metadata": {"name": "absent", "namespace": namespace},
+                "spec": {"config": '{"type": "bridge"}'},
+            },
+        )
+        await client.create(
+            WUKONGS, _wukong("web", namespace, networks=[{"name": "data", "nadName": "absent"}])
+        )
+    denied, admitted = (r for r in reviews.reviews if r.operation == "CREATE")
+    assert (denied.allowed, denied.reason) == (False, "NetworkAttachmentDefinitionNotFound")
+    assert (admitted.allowed, admitted.reason) == (True, "Allowed")
+    assert denied.timeout == 10.0  # the configuration's timeoutSeconds, sent as ?timeout=
+    assert (denied.webhook, denied.namespace, denied.name) == (WEBHOOK_PATH, namespace, "web")
+    registry = metrics.metrics.registry
+    assert registry.get_sample_value(
+        "controller_runtime_webhook_requests_total", {"webhook": WEBHOOK_PATH, "code": "200"}
+    ) == len(reviews.reviews)
+    assert (
+        registry.get_sample_value(
+            "controller_runtime_webhook_requests_in_flight", {"webhook": WEBHOOK_PATH}
+        )
+        == 0
+    )
+    assert registry.get_sample_value(
+        "controller_runtime_webhook_latency_seconds_count", {"webhook": WEBHOOK_PATH}
+    ) == len(reviews.reviews)
+    assert (
+        registry.get_sample_value(
+            "wukong_webhook_decisions_total",
+            {
+                "webhook": WEBHOOK_PATH,
+                "allowed": "false",
+                "reason": "NetworkAttachmentDefinitionNotFound",
+            },
+        )
+        == 1
+    )
+
+
+async def test_a_missing_storage_class_is_rejected_naming_the_field(
+    client: Client, namespace: str, serve_webhook: Serve
+) -> None:
+    reviews = Reviews()
+    async with serve_webhook(observers=[reviews]):
+        disks = [
+            {"name": "root", "size": "1Gi"},
+            {"name": "data", "size": "1Gi", "storageClassName": "gold"},
+        ]
+        with pytest.raises(ApiError) as rejected:
+            await client.create(WUKONGS, _wukong("db", namespace, disks=disks))
+        assert rejected.value.status == 403
+        assert "spec.disks[1].storageClassName: StorageClass gold does not exist" in (
+            rejected.value.message
+        )
+        existing = await _storage_class(client, expandable=False)
+        disks[1]["storageClassName"] = existing
+        await client.create(WUKONGS, _wukong("db", namespace, disks=disks))
+    assert [r.reason for r in reviews.reviews] == ["StorageClassNotFound", "Allowed"]
+
+
+async def test_growing_a_disk_on_a_class_without_expansion_is_rejected(
+    client: Client, namespace: str, serve_webhook: Serve
+) -> None:
+    fixed = await _storage_class(client, expandable=False)
+    expandable = await _storage_class(client, expandable=True)
+    reviews = Reviews()
+    async with serve_webhook(observers=[reviews]):
+        disks = [
+            {"name": "fixed", "size": "1Gi", "storageClassName": fixed},
+            {"name": "grows", "size": "1Gi", "storageClassName": expandable},
+        ]
+        await client.create(WUKONGS, _wukong("vm", namespace, disks=disks))
+
+        async def resize(index: int, size: str) -> Object:
+            current = await client.get(WUKONGS, "vm", namespace=namespace)
+            current["spec"]["disks"][index]["size"] = size
+            return await client.update(WUKONGS, current)
+
+        with pytest.raises(ApiError) as rejected:
+            await resize(0, "2Gi")
+        assert rejected.value.status == 403
+        assert rejected.value.message.endswith(
+            f"spec.disks[0].size: cannot grow from 1Gi to 2Gi: StorageClass {fixed} does not "
+            "allow volume expansion (allowVolumeExpansion)"
+        )
+        grown = await resize(1, "2Gi")
+        assert grown["spec"]["disks"][1]["size"] == "2Gi"
+        # An update that does not grow the fixed disk is admitted.
+        labelled = await client.patch(
+            WUKONGS, "vm", {"metadata": {"labels": {"tier": "db"}}}, namespace=namespace
+        )
+        assert labelled["metadata"]["labels"] == {"tier": "db"}
+    assert [r.reason for r in reviews.reviews] == [
+        "Allowed",
+        "ExpansionNotSupported",
+        "Allowed",
+        "Allowed",
+    ]
+
+
+async def test_the_reviews_deadline_bounds_the_webhooks_api_call(
+    control_plane: ControlPlane,
+    client: Client,
+    namespace: str,
+    serve_webhook: Serve,
+    tmp_path: Path,
+) -> None:
+    """A hung API server: the webhook's lookup ends by the review's deadline and it answers
+    itself (admitted, unverified), before the API server would give up on it (Fail)."""
+    proxy = LatencyProxy(target_host="127.0.0.1", target_port=control_plane.config.apiserver_port)
+    await proxy.start()
+    kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
+    reviews = Reviews()
+    try:
+        async with await Client.from_kubeconfig(kubeconfig) as slow:
+            async with serve_webhook(observers=[reviews], via=slow, timeout_seconds=2):
+                proxy.delay = 60.0  # every answer to the webhook's client is held back
+                created = await client.create(
+                    WUKONGS,
+                    _wukong("late", namespace, networks=[{"name": "data", "nadName": "unseen"}]),
+                )
+                proxy.delay = 0.0
+    finally:
+        await proxy.close()
+    assert created["metadata"]["name"] == "late"
+    (review,) = [r for r in reviews.reviews if r.name == "late"]
+    assert review.timeout == 2.0
+    assert (review.allowed, review.reason) == (True, "Unverified")
+    assert "spec.networks[0].nadName: not verified" in review.message
+    assert review.duration < review.timeout  # answered before the API server stopped waiting
+    (lookup,) = [
+        c
+        for c in reviews.calls
+        if c.resource == NETWORK_ATTACHMENT_DEFINITIONS.plural and c.verb == "get"
+    ]
+    assert isinstance(lookup.error, ApiTimeout)
+    assert lookup.duration < review.timeout
+
+
+@pytest.mark.parametrize("policy", ["Ignore", "Fail"])
+async def test_a_webhook_that_is_down_follows_the_failure_policy_and_says_why(
+    control_plane: ControlPlane, client: Client, namespace: str, policy: str
+) -> None:
+    """Nobody listens at the registered URL: Ignore admits the Wukong and the API server's
+    audit log names the failed webhook and why; Fail rejects it with that reason."""
+    port = free_port()  # nothing listens there
+    name = f"wukong-down-{uuid.uuid4().hex[:8]}"
+    await client.create(
+        VALIDATING_WEBHOOK_CONFIGURATIONS,
+        webhook_configuration(
+            name,
+            url=f"https://127.0.0.1:{port}",
+            ca_bundle=control_plane.ca_cert.read_bytes(),
+            failure_policy=policy,
+            timeout_seconds=2,
+            namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        ),
+    )
+    try:
+        body = _wukong("down", namespace, networks=[{"name": "data", "nadName": "absent"}])
+        if policy == "Fail":
+            with pytest.raises(ApiError) as rejected:
+                await client.create(WUKONGS, body)
+            assert 'failed calling webhook "vwukong.vm.novasphere.dev"' in rejected.value.message
+            assert "connection refused" in rejected.value.message
+            return
+        created = await client.create(WUKONGS, body)
+        assert created["metadata"]["name"] == "down"
+
+        def failed_open() -> list[str]:
+            annotations = []
+            for line in control_plane.audit_log.read_text().splitlines():
+                event = json.loads(line)
+                ref = event.get("objectRef") or {}
+                if ref.get("namespace") == namespace and ref.get("name") == "down":
+                    annotations += [
+                        value
+                        for key, value in (event.get("annotations") or {}).items()
+                        if key.startswith("failed-open.validating.webhook.admission.k8s.io/")
+                    ]
+            return annotations
+
+        await eventually(lambda: bool(failed_open()), what="the failed-open audit annotation")
+        (annotation,) = failed_open()
+        assert "vwukong.vm.novasphere.dev" in annotation
+    finally:
+        await client.delete(VALIDATING_WEBHOOK_CONFIGURATIONS, name)

@@ -1,0 +1,222 @@
+"""The Wukong validating webhook: reject what would only fail later in a condition.
+
+The CRD's schema and CEL rules check a Wukong on its own; this checks it
+against the cluster, at admission, so `kubectl apply` answers at once:
+
+- `spec.networks[i].nadName` names no NetworkAttachmentDefinition in the
+  Wukong's namespace: `NetworkAttachmentDefinitionNotFound`;
+- `spec.disks[i].storageClassName` names no StorageClass: `StorageClassNotFound`;
+- `spec.disks[i].size` grows on a class without `allowVolumeExpansion`:
+  `ExpansionNotSupported`.
+
+Each message starts with the field. Only what a request changes is checked
+(an update that leaves a network alone is not rejected because its
+NetworkAttachmentDefinition went away since), and a Wukong being deleted is
+always admitted, so its finalizer can be removed.
+
+Reads come from the operator's cache. A name the cache does not have (yet: a
+NetworkAttachmentDefinition created just before the Wukong, or a cache still
+syncing) is looked up live, through `request.client`, which is bounded by the
+AdmissionReview's own deadline; if that call cannot answer in time the Wukong
+is admitted with a warning (`Unverified`), and the controller reports the
+problem in its conditions as it does with the webhook off.
+"""
+
+import base64
+from typing import Any
+
+from wukong.operator.api import WUKONGS
+from wukong.operator.storage import claim_name, is_default_class
+from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.runtime.cache import Store
+from wukong.runtime.client import Object
+from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
+from wukong.runtime.manager import Manager
+from wukong.runtime.quantity import parse_quantity
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, Resource
+from wukong.runtime.webhook import Admission, AdmissionRequest
+
+# kubebuilder's path convention: /validate-<group with dashes>-<version>-<kind>.
+WEBHOOK_PATH = "/validate-vm-novasphere-dev-v1alpha1-wukong"
+WEBHOOK_NAME = "vwukong.vm.novasphere.dev"
+
+
+def webhook_configuration(
+    name: str,
+    *,
+    url: str | None = None,
+    service: dict[str, Any] | None = None,
+    ca_bundle: bytes,
+    failure_policy: str = "Ignore",
+    timeout_seconds: int = 10,
+    namespace_selector: dict[str, Any] | None = None,
+) -> Object:
+    """A ValidatingWebhookConfiguration for the Wukong webhook, by `url` (`wukong dev up`,
+    tests) or by `service` (the chart's template says the same in YAML)."""
+    client_config: dict[str, Any] = {"caBundle": base64.b64encode(ca_bundle).decode()}
+    if url is not None:
+        client_config["url"] = url + WEBHOOK_PATH
+    else:
+        client_config["service"] = {**(service or {}), "path": WEBHOOK_PATH}
+    webhook: dict[str, Any] = {
+        "name": WEBHOOK_NAME,
+        "clientConfig": client_config,
+        "rules": [
+            {
+                "apiGroups": [WUKONGS.group],
+                "apiVersions": [WUKONGS.version],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": [WUKONGS.plural],
+                "scope": "Namespaced",
+            }
+        ],
+        "failurePolicy": failure_policy,
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": timeout_seconds,
+    }
+    if namespace_selector is not None:
+        webhook["namespaceSelector"] = namespace_selector
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [webhook],
+    }
+
+
+class _Unknown:
+    """A lookup that could not be answered in time."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+class WukongAdmission:
+    """Validates Wukongs against the cache (NetworkAttachmentDefinitions, StorageClasses,
+    claims)."""
+
+    def __init__(
+        self,
+        *,
+        network_attachment_definitions: Store,
+        storage_classes: Store,
+        claims: Store,
+    ) -> None:
+        self._nads = network_attachment_definitions
+        self._classes = storage_classes
+        self._claims = claims
+
+    async def validate(self, request: AdmissionRequest) -> Admission:
+        wukong = request.object
+        if request.operation not in ("CREATE", "UPDATE") or wukong is None:
+            return Admission.allow()
+        if wukong["metadata"].get("deletionTimestamp"):
+            return Admission.allow()  # never stand between a Wukong and its finalizer
+        old = request.old_object or {}
+        spec: dict[str, Any] = wukong.get("spec") or {}
+        old_spec: dict[str, Any] = old.get("spec") or {}
+        namespace = request.namespace or wukong["metadata"].get("namespace") or ""
+        warnings: list[str] = []
+
+        old_nads = {n.get("nadName") for n in old_spec.get("networks") or []}
+        for index, network in enumerate(spec.get("networks") or []):
+            nad = network.get("nadName")
+            if not nad or nad in old_nads:
+                continue
+            found = await self._lookup(
+                request, NETWORK_ATTACHMENT_DEFINITIONS, self._nads, namespace, nad
+            )
+            field = f"spec.networks[{index}].nadName"
+            if found is None:
+                return Admission.deny(
+                    "NetworkAttachmentDefinitionNotFound",
+                    f"{field}: NetworkAttachmentDefinition {namespace}/{nad} does not exist",
+                )
+            if isinstance(found, _Unknown):
+                warnings.append(f"{field}: not verified ({found.why})")
+
+        old_disks = {d["name"]: d for d in old_spec.get("disks") or [] if "name" in d}
+        for index, disk in enumerate(spec.get("disks") or []):
+            previous = old_disks.get(disk.get("name", ""))
+            class_name = disk.get("storageClassName")
+            if class_name and previous is None:
+                field = f"spec.disks[{index}].storageClassName"
+                found = await self._lookup(
+                    request, STORAGE_CLASSES, self._classes, None, class_name
+                )
+                if found is None:
+                    return Admission.deny(
+                        "StorageClassNotFound", f"{field}: StorageClass {class_name} does not exist"
+                    )
+                if isinstance(found, _Unknown):
+                    warnings.append(f"{field}: not verified ({found.why})")
+            if previous is not None and _grows(previous, disk):
+                field = f"spec.disks[{index}].size"
+                storage_class = await self._class_of_disk(request, wukong, disk)
+                if isinstance(storage_class, _Unknown):
+                    warnings.append(f"{field}: expansion not verified ({storage_class.why})")
+                elif storage_class is not None and not storage_class.get("allowVolumeExpansion"):
+                    return Admission.deny(
+                        "ExpansionNotSupported",
+                        f"{field}: cannot grow from {previous['size']} to {disk['size']}: "
+                        f"StorageClass {storage_class['metadata']['name']} does not allow "
+                        "volume expansion (allowVolumeExpansion)",
+                    )
+        return Admission.allow(*warnings, reason="Unverified" if warnings else "Allowed")
+
+    async def _class_of_disk(
+        self, request: AdmissionRequest, wukong: Object, disk: dict[str, Any]
+    ) -> Object | _Unknown | None:
+        """The StorageClass a disk's claim uses: its own, the claim's, else the default."""
+        name = disk.get("storageClassName")
+        if not name:
+            claim = self._claims.get_by_name(
+                wukong["metadata"].get("namespace"), claim_name(wukong, disk)
+            )
+            name = ((claim or {}).get("spec") or {}).get("storageClassName")
+        if name:
+            return await self._lookup(request, STORAGE_CLASSES, self._classes, None, name)
+        return next((c for c in self._classes.list_objects() if is_default_class(c)), None)
+
+    async def _lookup(
+        self,
+        request: AdmissionRequest,
+        resource: Resource,
+        store: Store,
+        namespace: str | None,
+        name: str,
+    ) -> Object | _Unknown | None:
+        """The object from the cache, else from the API server under the review's deadline;
+        None if it does not exist."""
+        cached = store.get_by_name(namespace, name)
+        if cached is not None:
+            return cached
+        try:
+            return await request.client.get(resource, name, namespace=namespace)
+        except NotFound:
+            return None
+        except ApiTimeout:
+            return _Unknown(
+                f"the API server did not answer within the review's {request.timeout:g}s"
+            )
+        except ApiError as exc:
+            return _Unknown(f"{resource.plural} {name}: {exc.message}")
+
+
+def _grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    try:
+        return parse_quantity(new["size"]) > parse_quantity(old["size"])
+    except (KeyError, ValueError):
+        return False
+
+
+def add_wukong_webhook(manager: Manager) -> WukongAdmission:
+    """Serve the Wukong webhook at `WEBHOOK_PATH` on the manager's caches."""
+    admission = WukongAdmission(
+        network_attachment_definitions=manager.informer(NETWORK_ATTACHMENT_DEFINITIONS).store,
+        storage_classes=manager.informer(STORAGE_CLASSES).store,
+        claims=manager.informer(PERSISTENT_VOLUME_CLAIMS).store,
+    )
+    manager.add_webhook(WEBHOOK_PATH, admission)
+    return admission
