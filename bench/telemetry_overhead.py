@@ -5,7 +5,8 @@ ConfigMaps; each reconcile makes one GET through `ctx.client` (so a traced
 reconcile produces two spans). Measured per mode, alternating, `--rounds`
 times: process CPU time (all threads, so the exporter's batch thread counts)
 and wall time until every object has been reconciled and, when tracing, every
-span exported over OTLP/HTTP to a local receiver. The modes are interleaved
+span exported over OTLP/HTTP to a receiver in another process (`otlp_sink`,
+so decoding spans is not billed to tracing). The modes are interleaved
 (their order rotates every round) and each mode's cost is compared with the
 plain runtime *of the same round*: a machine that slows down between rounds
 moves both sides of a ratio. Printed: the median of those per-round ratios
@@ -17,6 +18,7 @@ with their min and max, so the spread is visible next to the figure.
 import argparse
 import asyncio
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +36,6 @@ from wukong.runtime.controller import Controller, ControllerOptions
 from wukong.runtime.manager import Manager
 from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
-from wukong.tracing.receiver import OtlpReceiver
 from wukong.tracing.spans import ReconcileTracer
 
 NAMESPACE = "bench-tracing"
@@ -57,15 +58,13 @@ class GetOnce:
 MODES = ("none", "metrics", "tracing", "metrics+tracing")
 
 
-async def _round(
-    kubeconfig: Path, objects: int, receiver: OtlpReceiver, mode: str
-) -> tuple[float, float]:
+async def _round(kubeconfig: Path, objects: int, endpoint: str, mode: str) -> tuple[float, float]:
     """(cpu seconds, wall seconds) for one manager to reconcile every object once."""
     provider = None
     if "tracing" in mode:
         provider = TracerProvider()
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces"))
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"))
         )
     async with await Client.from_kubeconfig(kubeconfig) as client:
         reconciler = GetOnce(objects)
@@ -105,17 +104,23 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             await client.create(
                 CONFIGMAPS, {"metadata": {"name": f"obj-{index:05d}", "namespace": NAMESPACE}}
             )
-    receiver = OtlpReceiver()
-    receiver.start()
+    sink = subprocess.Popen(  # noqa: ASYNC220 (returns at once; read below, before any work)
+        [sys.executable, str(Path(__file__).with_name("otlp_sink.py"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None
+    endpoint = f"http://127.0.0.1:{sink.stdout.readline().split()[1]}"
     samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     try:
-        await _round(kubeconfig, objects, receiver, "none")  # warm-up: imports, connections
+        await _round(kubeconfig, objects, endpoint, "none")  # warm-up: imports, connections
         for round_index in range(rounds):
             shift = round_index % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
-                samples[mode].append(await _round(kubeconfig, objects, receiver, mode))
+                samples[mode].append(await _round(kubeconfig, objects, endpoint, mode))
     finally:
-        receiver.stop()
+        sink.terminate()
+        received = sink.communicate(timeout=30)[0].strip()
 
     def per_reconcile_us(mode: str, index: int) -> list[float]:
         return [sample[index] / objects * 1e6 for sample in samples[mode]]
@@ -132,7 +137,7 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
         low, mid, high = min(values), statistics.median(values), max(values)
         return f"{fmt.format(mid)} ({fmt.format(low)}-{fmt.format(high)})"
 
-    print(f"objects: {objects}, rounds: {rounds}, spans exported: {len(receiver.snapshot())}")
+    print(f"objects: {objects}, rounds: {rounds}, {received} received")
     rows = []
     for mode in MODES:
         cpu = spread(per_reconcile_us(mode, 0), "{:.0f}")
