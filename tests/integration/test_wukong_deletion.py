@@ -8,6 +8,7 @@ import pytest
 
 from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad, _exists
 from tests.integration.wukong_harness import StartWukong, WukongRun
+from wukong.devcluster.simulator.crds import infrastructure_crds, install_infrastructure
 from wukong.operator.api import WUKONGS
 from wukong.runtime.apis import (
     DATA_VOLUMES,
@@ -15,8 +16,13 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Object
-from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
+from wukong.runtime.client import Client, Object
+from wukong.runtime.errors import NotFound
+from wukong.runtime.resources import (
+    CUSTOM_RESOURCE_DEFINITIONS,
+    PERSISTENT_VOLUME_CLAIMS,
+    Resource,
+)
 
 CHILDREN: list[tuple[Resource, str]] = [
     (VIRTUAL_MACHINES, "web"),
@@ -104,3 +110,41 @@ async def test_deletion_with_a_child_already_gone(
     await run.client.delete(WUKONGS, "web", namespace=run.namespace)
     run.start_operator()
     await _wait_all_gone(run)
+
+
+async def test_deletion_is_not_stuck_when_kubevirt_is_uninstalled(
+    client: Client, start_wukong: StartWukong
+) -> None:
+    """KubeVirt's CRDs removed (its VMs with them): the Wukong still goes, disks and all."""
+    run = await start_wukong()
+    await _create_shared_nad(run)
+    await run.create("web", FULL_SPEC)
+    await run.wait_for("web", _running, what="Running")
+    kubevirt = [
+        crd["metadata"]["name"]
+        for crd in infrastructure_crds()
+        if crd["spec"]["group"] == VIRTUAL_MACHINES.group
+    ]
+    try:
+        for name in kubevirt:
+            await client.delete(CUSTOM_RESOURCE_DEFINITIONS, name)
+        await run.wait_until(lambda: _crds_gone(client, kubevirt), what="KubeVirt uninstalled")
+        await run.client.delete(WUKONGS, "web", namespace=run.namespace)
+        await run.wait_gone("web")
+        for resource, name in CHILDREN:
+            if resource.group != VIRTUAL_MACHINES.group:
+                assert not await _exists(run, resource, name), f"{resource.kind} {name} left"
+    finally:
+        await run.stop_operator()
+        await run.wait_until(lambda: _crds_gone(client, kubevirt), what="KubeVirt uninstalled")
+        await install_infrastructure(client)  # for the tests that follow
+
+
+async def _crds_gone(client: Client, names: list[str]) -> bool:
+    for name in names:
+        try:
+            await client.get(CUSTOM_RESOURCE_DEFINITIONS, name)
+        except NotFound:
+            continue
+        return False
+    return True
