@@ -1,10 +1,10 @@
 // Counts a Go program's context cancellations in the kernel.
 //
 // Each cancellation increments a counter keyed by what names it (pid, kind,
-// stack, cause text); the agent reads the counts map on a timer, so the counts
+// call site, cause text); the agent reads the counts map on a timer, so the counts
 // are exact whatever the rate and nothing crosses to user space per event.
 // Only the first occurrence of a key is also written to a ring buffer (with
-// its time and thread), without waking the reader: the agent drains it when
+// its time, thread and whole stack), without waking the reader: the agent drains it when
 // it reads the counts. What cannot be counted (a full map) is counted in
 // `lost`, so a loss is never silent.
 //
@@ -16,7 +16,7 @@
 // arguments are Go ABI facts: AX = &c.err, BX/CX = err as an `any` (type,
 // data). The cause was spilled by the prologue to its ABI spill slot, found
 // from the frame pointer (the loader checks the prologue does so). At this
-// point the function has its frame, so the stack walk names the caller.
+// point the function has its frame, so the frame-pointer walk starts at its caller.
 //
 // on_entry, the fallback when that call cannot be located: an entry uprobe.
 // Go's register ABI (amd64) passes cancel(removeFromParent bool, err, cause
@@ -47,11 +47,15 @@ struct known_t {
     u64 deadline_type;   // its dynamic type (store: err is passed as an any)
 };
 
+// The key names a call site by its innermost return addresses, read along
+// the frame pointers: a few loads, where a full stack walk (get_stackid) cost
+// more than the trap itself here. The full stack is taken once per key.
+#define KEY_FRAMES 8
+
 struct cancel_key_t {
     u32 pid;
     u32 kind;            // 1 deadline exceeded, 2 canceled, 0 another error
-    s64 stack_id;
-    u64 return_address;  // entry only: the caller, which the walk from entry skips
+    u64 frames[KEY_FRAMES];  // return addresses: cancel's caller first
     char cause[64];      // an errors.New cause's text
 };
 
@@ -59,6 +63,7 @@ struct detail_t {
     struct cancel_key_t key;
     u64 ktime_ns;
     u64 receiver;
+    s64 stack_id;        // the whole stack, from the probed function outwards
     u32 tid;
     u32 pad;
 };
@@ -101,7 +106,20 @@ static __always_inline void read_cause(struct cancel_key_t *key, u64 cause_data)
     bpf_probe_read_user(&key->cause, length & 63, (void *)header[0]);
 }
 
-static __always_inline int count(struct cancel_key_t *key, u64 receiver, u64 now) {
+// Go keeps frame pointers on amd64: [bp] is the caller's bp, [bp+8] the return address.
+static __always_inline void walk(struct cancel_key_t *key, u64 bp, int first) {
+#pragma unroll
+    for (int i = first; i < KEY_FRAMES; i++) {
+        u64 frame[2] = {};
+        if (bp == 0 || bpf_probe_read_user(&frame, sizeof(frame), (void *)bp) != 0)
+            break;
+        key->frames[i] = frame[1];
+        bp = frame[0];
+    }
+}
+
+static __always_inline int count(struct pt_regs *ctx, struct cancel_key_t *key, u64 receiver,
+                                 u64 now) {
     u64 *n = counts.lookup(key);
     if (n) {
         __sync_fetch_and_add(n, 1);
@@ -118,6 +136,7 @@ static __always_inline int count(struct cancel_key_t *key, u64 receiver, u64 now
     }
     struct detail_t detail = {
         .ktime_ns = now, .receiver = receiver, .tid = (u32)bpf_get_current_pid_tgid()};
+    detail.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     __builtin_memcpy(&detail.key, key, sizeof(*key));
     if (details.ringbuf_output(&detail, sizeof(detail), BPF_RB_NO_WAKEUP) != 0)
         add_lost(1);
@@ -139,9 +158,9 @@ int on_store(struct pt_regs *ctx) {
     bpf_probe_read_user(&cause, sizeof(cause), (void *)(ctx->bp + CAUSE_SPILL_OFFSET));
     if (cause[0] == k->errors_new_itab && cause[1] != 0 && cause[1] != err_data)
         read_cause(&key, cause[1]);
-    key.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    walk(&key, ctx->bp, 0);
     // A call instruction is emulated, not single-stepped: it cannot fire twice.
-    return count(&key, ctx->ax - CANCEL_CTX_ERR_OFFSET, bpf_ktime_get_ns());
+    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, bpf_ktime_get_ns());
 }
 
 int on_entry(struct pt_regs *ctx) {
@@ -161,12 +180,12 @@ int on_entry(struct pt_regs *ctx) {
         key.kind = 1;
     if (ctx->si == k->errors_new_itab && ctx->r8 != 0 && ctx->r8 != err_data)
         read_cause(&key, ctx->r8);
-    // At entry the frame-pointer walk starts from the caller's frame, so it
-    // shows the caller's caller next; the return address names the caller.
-    bpf_probe_read_user(&key.return_address, sizeof(u64), (void *)ctx->sp);
-    key.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    // At entry the frame pointer is still the caller's: the return address
+    // (on top of the stack) names the caller, the walk goes on from there.
+    bpf_probe_read_user(&key.frames[0], sizeof(u64), (void *)ctx->sp);
+    walk(&key, ctx->bp, 1);
     u64 now = bpf_ktime_get_ns();
     if (refired((u32)bpf_get_current_pid_tgid(), ctx->ax, now))
         return 0;
-    return count(&key, ctx->ax, now);
+    return count(ctx, &key, ctx->ax, now);
 }

@@ -8,7 +8,8 @@ a process caught before that is retried on the next scan.
 The kernel counts; `poll()` reads the counts map and reports what grew since
 the last read, one `Cancellation` per key with its `count`. Each key is
 symbolized once (its stack names the caller and tells a root cancel from a
-propagated one), so the agent's work per poll grows with the number of
+propagated one) from the whole stack its first cancellation carried through
+the ring buffer, so the agent's work per poll grows with the number of
 distinct call sites, not with the rate of cancellations.
 """
 
@@ -35,7 +36,7 @@ _PROPAGATION = ("context.(*cancelCtx).cancel", "context.(*cancelCtx).propagateCa
 _INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
 _LOST_UNCOUNTED = 0  # index in go_probe.c's `lost`: cancellations the map had no room for
 
-_Key = tuple[int, int, int, int, bytes]  # pid, kind, stack id, return address, cause
+_Key = tuple[int, int, tuple[int, ...], bytes]  # pid, kind, return addresses, cause
 
 
 class NotReady(Exception):
@@ -70,6 +71,7 @@ class GoProbe:
         )
         self._reported: dict[_Key, int] = {}  # key -> count already reported
         self._first_seen: dict[_Key, float] = {}  # key -> wall time of its first cancel
+        self._stack_ids: dict[_Key, int] = {}  # key -> its first cancel's whole stack
         self._described: dict[_Key, tuple[str, bool, str, list[str]]] = {}
         self._lost_reported = 0
 
@@ -78,6 +80,7 @@ class GoProbe:
                 ("key", self.bpf[b"counts"].Key),
                 ("ktime_ns", ctypes.c_uint64),
                 ("receiver", ctypes.c_uint64),
+                ("stack_id", ctypes.c_int64),
                 ("tid", ctypes.c_uint32),
                 ("pad", ctypes.c_uint32),
             ]
@@ -107,7 +110,9 @@ class GoProbe:
         """A key's first cancellation, with its time (the ring buffer's only traffic)."""
         detail = ctypes.cast(data, self._detail_type).contents
         ago = (time.monotonic_ns() - detail.ktime_ns) / 1e9
-        self._first_seen.setdefault(_key(detail.key), time.time() - ago)
+        key = _key(detail.key)
+        self._first_seen.setdefault(key, time.time() - ago)
+        self._stack_ids.setdefault(key, detail.stack_id)
 
     def poll(self) -> None:
         self.bpf.ring_buffer_consume()
@@ -128,7 +133,7 @@ class GoProbe:
                     count=new,
                     error=error,
                     root=root,
-                    cause=key[4].decode(errors="replace"),
+                    cause=key[3].decode(errors="replace"),
                     caller=caller,
                     stack=stack,
                 )
@@ -141,17 +146,22 @@ class GoProbe:
     def _describe(self, key: _Key) -> tuple[str, bool, str, list[str]]:
         """(error, root, caller, stack) of a key, symbolized once."""
         if key not in self._described:
-            _, kind, stack_id, return_address, _ = key
-            stack = self._symbolize(stack_id, return_address)
+            _, kind, frames, _ = key
+            stack = self._symbolize(self._stack_ids.pop(key, -1), frames)
             root = not any(frame.startswith(_PROPAGATION) for frame in stack[1:])
             self._described[key] = (KINDS.get(kind, "other"), root, _caller(stack), stack)
         return self._described[key]
 
-    def _symbolize(self, stack_id: int, return_address: int) -> list[str]:
-        addresses = list(self.bpf[b"stacks"].walk(stack_id)) if stack_id >= 0 else []
-        if return_address:
-            # Probed at entry: the walk skips the immediate caller.
-            addresses[1:1] = [return_address - 1]  # -1: inside the call, not after it
+    def _symbolize(self, stack_id: int, frames: tuple[int, ...]) -> list[str]:
+        """The whole stack when its first cancel's walk is there, else the key's frames."""
+        if stack_id < 0:  # its detail was lost, or the stack map had no room
+            start, _ = self.binary.symbols[CANCEL_SYMBOL]
+            addresses = [start + self._bias, *(frame for frame in frames if frame)]
+        else:
+            addresses = list(self.bpf[b"stacks"].walk(stack_id))
+            if self.site.function == "on_entry":
+                # At entry the walk skips the immediate caller.
+                addresses[1:1] = [frames[0] - 1]  # -1: inside the call, not after it
         return [self.binary.symbolize(address - self._bias) for address in addresses]
 
     def close(self) -> None:
@@ -159,7 +169,7 @@ class GoProbe:
 
 
 def _key(raw: Any) -> _Key:
-    return (raw.pid, raw.kind, raw.stack_id, raw.return_address, bytes(raw.cause).rstrip(b"\0"))
+    return (raw.pid, raw.kind, tuple(raw.frames), bytes(raw.cause).rstrip(b"\0"))
 
 
 def go_reason(error: str, *, root: bool) -> str:
