@@ -42,7 +42,7 @@ from results import write_fragment
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
-from wukong.ebpf.elf import CANCEL_SYMBOL, load_bias, read_binary, read_memory
+from wukong.ebpf.elf import CANCEL_SYMBOL, read_binary, read_code
 from wukong.ebpf.go_cancel_site import find_site
 from wukong.ebpf.go_probe import GoProbe
 from wukong.ebpf.records import Cancellation
@@ -106,8 +106,7 @@ def run_bare(binary: Path, *, cancels: int, noops: int, at_site: bool) -> Run:
     with _program(binary, cancels=cancels, noops=noops) as proc:
         elf = read_binary(binary)
         start, size = elf.symbols[CANCEL_SYMBOL]
-        bias = load_bias(proc.pid, elf)
-        site = find_site(elf, read_memory(proc.pid, start + bias, size)) if at_site else None
+        site = find_site(elf, read_code(binary, start, size)) if at_site else None
         bpf = BPF(text=_EMPTY)
         bpf.attach_uprobe(
             name=str(binary).encode(),
@@ -263,7 +262,8 @@ def main() -> int:
         print(
             f"round {index + 1}: "
             + ", ".join(
-                f"{name} {run.seconds / n * 1e9:.0f} ns" for name, run in rounds[-1].items()
+                f"{name} {run.seconds:.3f} s{' ' + run.site if run.site else ''}"
+                for name, run in rounds[-1].items()
             ),
             file=sys.stderr,
         )
@@ -295,10 +295,11 @@ def main() -> int:
     missing += n - stats_run.counted
     lost = sum(run.lost for run in runs)
     idle_ns, noop_ns = _idle_probe_cost()
-    site = rounds[0]["agent"].site
+    sites = {run.site for run in runs}
+    site = "/".join(sorted(sites))
     where = (
         "the call storing the error: effective cancels only"
-        if site == "on_store"
+        if sites == {"on_store"}
         else "the entry: every cancel() traps"
     )
     rows = [

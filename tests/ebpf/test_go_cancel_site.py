@@ -11,19 +11,16 @@ from pathlib import Path
 import pytest
 
 from wukong.devcluster import binaries
-from wukong.ebpf.elf import CANCEL_SYMBOL, read_binary
+from wukong.ebpf.elf import CANCEL_SYMBOL, read_binary, read_code
 from wukong.ebpf.go_cancel_site import find_site
 
 PROGRAM = Path(__file__).parent / "programs/cancels"
 
 
 def _code(path: Path) -> tuple[bytes, int]:
-    """The bytes of cancel in the file (a non-PIE build: vaddr - segment base = offset)."""
-    binary = read_binary(path)
-    start, size = binary.symbols[CANCEL_SYMBOL]
-    with path.open("rb") as stream:
-        stream.seek(start - binary.base_vaddr)
-        return stream.read(size), start
+    """The bytes of cancel in the file."""
+    start, size = read_binary(path).symbols[CANCEL_SYMBOL]
+    return read_code(path, start, size), start
 
 
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs binutils' objdump")

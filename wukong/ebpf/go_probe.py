@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from wukong.ebpf.discovery import Target
-from wukong.ebpf.elf import CANCEL_SYMBOL, CANCELED_SYMBOL, DEADLINE_SYMBOL, load_bias, read_memory
+from wukong.ebpf.elf import (
+    CANCEL_SYMBOL,
+    CANCELED_SYMBOL,
+    DEADLINE_SYMBOL,
+    load_bias,
+    read_code,
+    read_memory,
+)
 from wukong.ebpf.go_cancel_site import ProbeSite, find_site
 from wukong.ebpf.records import Cancellation
 
@@ -104,7 +111,7 @@ class GoProbe:
 
     def _site(self) -> ProbeSite:
         start, size = self.binary.symbols[CANCEL_SYMBOL]
-        return find_site(self.binary, read_memory(self.target.pid, start + self._bias, size))
+        return find_site(self.binary, read_code(f"/proc/{self.target.pid}/exe", start, size))
 
     def _detail(self, ctx: Any, data: Any, size: int) -> None:
         """A key's first cancellation, with its time (the ring buffer's only traffic)."""
