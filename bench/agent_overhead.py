@@ -1,12 +1,21 @@
-"""What the node agent costs: per traced cancellation, in the agent, and when nobody traces.
+"""What the node agent costs: per traced cancellation, against the kernel's floor.
 
-1. Probe overhead per cancel: the scripted Go program (tests/ebpf/programs/cancels)
-   makes N explicit cancels, timed without the agent and with it attached,
-   alternating, `--rounds` times; (with - without) / N.
-2. Agent CPU at that event rate: CPU seconds the agent spent (polling, decoding,
-   symbolizing, counting) per cancellation, and as a share of one core.
-3. Python probe points when nobody traces: the runtime's AuditProbes observer
-   called on a reconcile event against a no-op observer (the semaphore is 0).
+The scripted Go program (tests/ebpf/programs/cancels) runs N cancels in each
+variant below, one process per run, the variants alternating within each of
+`--rounds` rounds; every ratio is taken within a round, then min/median/max:
+
+1. untraced: the program alone;
+2. floor: a bare uprobe with an empty BPF program (BCC) on the same function,
+   at its entry (what any tracer of cancel() pays) and at the agent's own probe
+   site (the call that stores the error): the kernel's trap and nothing else;
+3. agent: the agent attached and polling as `wukong agent` does.
+
+Then: 50 N cancel() calls on a context already cancelled (no-ops),
+untraced against the agent; the agent's CPU per cancellation (its polling
+thread) and its BPF program's run time per cancellation (kernel BPF stats, in
+a separate run: enabling them costs time); cancellations counted against made,
+and lost events as the agent counts them. Last, the Python probe points when
+nobody traces (the semaphore is 0) against a no-op observer.
 
 Needs root (BPF). `.venv/bin/python bench/agent_overhead.py [--cancels 200000]`
 """
@@ -21,6 +30,9 @@ import sys
 import threading
 import time
 import timeit
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -30,55 +42,151 @@ from results import write_fragment
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
+from wukong.ebpf.elf import CANCEL_SYMBOL, read_binary, read_code
+from wukong.ebpf.go_cancel_site import find_site
+from wukong.ebpf.go_probe import GoProbe
+from wukong.ebpf.records import Cancellation
 from wukong.runtime import Client, LifecycleEvent, ReconcileContext, Request, RuntimeObserver, Step
 from wukong.runtime.probes import AuditProbes
 
 PROGRAM = Path(__file__).resolve().parents[1] / "tests/ebpf/programs/cancels"
+_EMPTY = b"int probe(struct pt_regs *ctx) { return 0; }"
+_SCRIPT = ("-deadlines=0", "-causes=0", "-children=0")
+_POLL_INTERVAL = 0.05
+_NOOPS_PER_CANCEL = 50  # as `wukong agent` polls
+_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
-def _run_program(binary: Path, cancels: int, *, traced: bool) -> tuple[float, float, int]:
-    """(wall seconds of the cancels, agent CPU seconds, cancellations counted)."""
+@dataclass
+class Run:
+    seconds: float  # wall time of the scripted cancels
+    agent_cpu: float = 0.0  # CPU seconds of the agent's polling thread
+    counted: int = 0  # cancellations the agent counted from the scripted function
+    other: int = 0  # cancellations counted from anywhere else in the program
+    lost: int = 0
+    bpf_ns: float = 0.0  # BPF program run time per run (with kernel stats on)
+    site: str = ""
+
+
+@contextmanager
+def _program(binary: Path, *, cancels: int, noops: int) -> Iterator["subprocess.Popen[str]"]:
     proc = subprocess.Popen(
-        [str(binary), "-deadlines=0", "-causes=0", "-children=0", f"-cancels={cancels}"],
+        [str(binary), *_SCRIPT, f"-cancels={cancels}", f"-noops={noops}"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdout.readline()  # ready
-    agent, stop, thread, cpu = None, threading.Event(), None, [0.0]
-    if traced:
-        agent = Agent(node="bench", discovery=Discovery(pids={proc.pid}), on_notice=lambda _: None)
-        agent.step()
-        assert proc.pid in agent.probes, "the agent did not attach"
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
-        def poll() -> None:
-            start = time.thread_time()
-            while not stop.is_set():
-                for probe in list(agent.probes.values()):
-                    probe.poll()
-                time.sleep(0.01)
-            cpu[0] = time.thread_time() - start
 
-        thread = threading.Thread(target=poll)
-        thread.start()
+def _timed(proc: "subprocess.Popen[str]") -> float:
+    assert proc.stdin is not None and proc.stdout is not None
     begin = time.perf_counter()
     proc.stdin.write("\n")
     proc.stdin.flush()
-    proc.stdout.readline()  # done
-    wall = time.perf_counter() - begin
-    counted = 0
-    if agent is not None and thread is not None:
-        time.sleep(0.5)
-        stop.set()
-        thread.join()
-        agent.step()
-        counted = sum(agent.counts.values())
+    assert proc.stdout.readline().strip() == "done"
+    return time.perf_counter() - begin
+
+
+def run_untraced(binary: Path, *, cancels: int, noops: int) -> Run:
+    with _program(binary, cancels=cancels, noops=noops) as proc:
+        return Run(_timed(proc))
+
+
+def run_bare(binary: Path, *, cancels: int, noops: int, at_site: bool) -> Run:
+    """An empty BPF program on cancel's entry, or on the agent's probe site."""
+    from bcc import BPF
+
+    with _program(binary, cancels=cancels, noops=noops) as proc:
+        elf = read_binary(binary)
+        start, size = elf.symbols[CANCEL_SYMBOL]
+        site = find_site(elf, read_code(binary, start, size)) if at_site else None
+        bpf = BPF(text=_EMPTY)
+        bpf.attach_uprobe(
+            name=str(binary).encode(),
+            addr=site.address if site else start,
+            fn_name=b"probe",
+            pid=proc.pid,
+        )
+        try:
+            return Run(_timed(proc))
+        finally:
+            bpf.cleanup()
+
+
+def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) -> Run:
+    with _program(binary, cancels=cancels, noops=noops) as proc:
+        made_by = "main.cancelExplicitly" if cancels else "main.cancelAgain"
+        counted = [0, 0]  # by the scripted function, elsewhere
+
+        def on_cancel(cancellation: Cancellation) -> None:
+            counted[cancellation.caller != made_by] += cancellation.count
+
+        agent = Agent(
+            node="bench",
+            discovery=Discovery(pids={proc.pid}),
+            on_cancel=on_cancel,
+            on_notice=lambda _: None,
+        )
+        agent.rescan()
+        probe = agent.probes.get(proc.pid)
+        assert isinstance(probe, GoProbe), "the agent did not attach"
+        stop, cpu = threading.Event(), [0.0]
+
+        def poll() -> None:
+            begin = time.thread_time()
+            while not stop.wait(_POLL_INTERVAL):
+                probe.poll()
+            cpu[0] = time.thread_time() - begin
+
+        thread = threading.Thread(target=poll)
+        with _bpf_stats(stats):
+            thread.start()
+            seconds = _timed(proc)
+            stop.set()
+            thread.join()
+            probe.poll()
+            run = Run(
+                seconds,
+                agent_cpu=cpu[0],
+                counted=counted[0],
+                other=counted[1],
+                lost=agent.lost,
+                bpf_ns=_run_time_ns(probe) if stats else 0.0,
+                site=probe.site.function,
+            )
         agent.close()
-    proc.stdin.write("\n")
-    proc.stdin.flush()
-    proc.wait()
-    return wall, cpu[0], counted
+        return run
+
+
+@contextmanager
+def _bpf_stats(enabled: bool) -> Iterator[None]:
+    """Kernel BPF run-time statistics, on for this block only (they cost time)."""
+    if not enabled:
+        yield
+        return
+    before = _STATS.read_text()
+    _STATS.write_text("1")
+    try:
+        yield
+    finally:
+        _STATS.write_text(before)
+
+
+def _run_time_ns(probe: GoProbe) -> float:
+    """Nanoseconds per run of the attached BPF program (/proc fdinfo: run_time_ns, run_cnt)."""
+    fd = probe.bpf.funcs[probe.site.function.encode()].fd
+    info = dict(
+        line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+    )
+    runs = int(info.get("run_cnt", "0"))
+    return int(info.get("run_time_ns", "0")) / runs if runs else 0.0
 
 
 class _NoOp(RuntimeObserver):
@@ -112,6 +220,14 @@ def _idle_probe_cost() -> tuple[float, float]:
     return asyncio.run(measure())
 
 
+def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """median (min-max)"""
+    return (
+        f"{fmt.format(statistics.median(values))} "
+        f"({fmt.format(min(values))}-{fmt.format(max(values))})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,60 +241,138 @@ def main() -> int:
     binary = binaries.go_program(
         PROGRAM, name="test-cancels", progress=lambda line: print(line, file=sys.stderr)
     )
-    plain, traced, agent_cpu, counted = [], [], [], []
-    for _ in range(args.rounds):
-        plain.append(_run_program(binary, args.cancels, traced=False)[0])
-        wall, cpu, count = _run_program(binary, args.cancels, traced=True)
-        traced.append(wall)
-        agent_cpu.append(cpu)
-        counted.append(count)
     n = args.cancels
-    base, with_agent = statistics.median(plain), statistics.median(traced)
-    per_cancel_ns = (with_agent - base) / n * 1e9
-    cpu_per_cancel_us = statistics.median(agent_cpu) / n * 1e6
-    rate = n / with_agent
-    core_share = statistics.median(agent_cpu) / with_agent
+    # No-ops cost nanoseconds: many more of them, so a run outlasts the noise.
+    noops = n * _NOOPS_PER_CANCEL
+    effective = partial(run_untraced, binary, cancels=n, noops=0)
+    variants: dict[str, Callable[[], Run]] = {
+        "untraced": effective,
+        "bare entry": partial(run_bare, binary, cancels=n, noops=0, at_site=False),
+        "bare site": partial(run_bare, binary, cancels=n, noops=0, at_site=True),
+        "agent": partial(run_agent, binary, cancels=n, noops=0),
+        "no-op untraced": partial(run_untraced, binary, cancels=0, noops=noops),
+        "no-op agent": partial(run_agent, binary, cancels=0, noops=noops),
+    }
+    rounds: list[dict[str, Run]] = []
+    for index in range(args.rounds):
+        names = list(variants)
+        if index % 2:  # alternate the order: drift in the machine's load hits both ends
+            names.reverse()
+        rounds.append({name: variants[name]() for name in names})
+        print(
+            f"round {index + 1}: "
+            + ", ".join(
+                f"{name} {run.seconds:.3f} s{' ' + run.site if run.site else ''}"
+                for name, run in rounds[-1].items()
+            ),
+            file=sys.stderr,
+        )
+    stats_run = run_agent(binary, cancels=n, noops=0, stats=True)
+
+    def ns(name: str) -> list[float]:
+        return [r[name].seconds / (noops if name.startswith("no-op") else n) * 1e9 for r in rounds]
+
+    def ratio(a: str, b: str) -> list[float]:
+        return [r[a].seconds / r[b].seconds for r in rounds]
+
+    def overhead(name: str) -> list[float]:
+        return [(r[name].seconds - r["untraced"].seconds) / n * 1e9 for r in rounds]
+
+    agent_over, entry_over, site_over = (
+        overhead("agent"),
+        overhead("bare entry"),
+        overhead("bare site"),
+    )
+    over_vs_entry = [a / b for a, b in zip(agent_over, entry_over, strict=True)]
+    over_vs_site = [a / b for a, b in zip(agent_over, site_over, strict=True)]
+    cpu_us = [r["agent"].agent_cpu / n * 1e6 for r in rounds]
+    rate = [n / r["agent"].seconds for r in rounds]
+    core = [r["agent"].agent_cpu / r["agent"].seconds * 100 for r in rounds]
+    runs = [r[name] for r in rounds for name in ("agent", "no-op agent")] + [stats_run]
+    made = {"agent": n, "no-op agent": 1}
+    counted = [f"{r[name].counted}/{made[name]}" for r in rounds for name in made]
+    missing = sum(made[name] - r[name].counted for r in rounds for name in made)
+    missing += n - stats_run.counted
+    lost = sum(run.lost for run in runs)
     idle_ns, noop_ns = _idle_probe_cost()
-    print(f"cancels per round: {n}, rounds: {args.rounds} (medians); counted: {counted}")
-    print(f"  Go program without agent: {base / n * 1e9:8.0f} ns per cancel")
-    print(
-        f"  Go program with agent:    {with_agent / n * 1e9:8.0f} ns per cancel "
-        f"(probe overhead {per_cancel_ns:.0f} ns, x{with_agent / base:.2f})"
+    sites = {run.site for run in runs}
+    site = "/".join(sorted(sites))
+    where = (
+        "the call storing the error: effective cancels only"
+        if sites == {"on_store"}
+        else "the entry: every cancel() traps"
     )
-    print(
-        f"  agent CPU: {cpu_per_cancel_us:.1f} us per cancel at {rate:,.0f} cancels/s "
-        f"= {100 * core_share:.0f}% of a core"
-    )
-    print(
-        f"  Python probe points, nobody tracing: {idle_ns:.0f} ns per event "
-        f"(a no-op observer: {noop_ns:.0f} ns)"
-    )
+    rows = [
+        [
+            "Go cancel, traced by the agent",
+            f"{_spread(ns('agent'), '{:.0f}')} ns",
+            f"bare uprobe at the agent's site {_spread(ns('bare site'), '{:.0f}')} ns",
+            f"x{_spread(ratio('agent', 'bare site'))}",
+        ],
+        [
+            "probe overhead per cancel (traced - untraced)",
+            f"{_spread(agent_over, '{:.0f}')} ns",
+            f"bare uprobe at cancel's entry {_spread(entry_over, '{:.0f}')} ns",
+            f"x{_spread(over_vs_entry)}",
+        ],
+        [
+            "probe overhead per cancel",
+            f"{_spread(agent_over, '{:.0f}')} ns",
+            f"bare uprobe at the agent's site {_spread(site_over, '{:.0f}')} ns",
+            f"x{_spread(over_vs_site)}",
+        ],
+        [
+            "Go cancel, untraced",
+            f"{_spread(ns('untraced'), '{:.0f}')} ns",
+            "",
+            "",
+        ],
+        [
+            "no-op cancel (already cancelled), agent attached",
+            f"{_spread(ns('no-op agent'), '{:.1f}')} ns",
+            f"untraced {_spread(ns('no-op untraced'), '{:.1f}')} ns",
+            f"x{_spread(ratio('no-op agent', 'no-op untraced'))}",
+        ],
+        [
+            "agent CPU per cancel (user space)",
+            f"{_spread(cpu_us, '{:.3f}')} us",
+            f"at {_spread(rate, '{:,.0f}')} cancels/s",
+            f"{_spread(core, '{:.2f}')}% of a core",
+        ],
+        [
+            "agent BPF program per cancel (kernel)",
+            f"{stats_run.bpf_ns:.0f} ns",
+            "kernel BPF stats, separate run",
+            "",
+        ],
+        [
+            "cancellations missing from the counts",
+            f"{missing}",
+            f"lost events counted by the agent: {lost}",
+            "all counted" if missing == 0 and lost == 0 else "NOT all counted",
+        ],
+        [
+            "Python probe point, untraced",
+            f"{idle_ns:.0f} ns/event",
+            f"no-op observer {noop_ns:.0f} ns",
+            f"x{idle_ns / noop_ns:.2f}",
+        ],
+    ]
+    for row in rows:
+        print(f"  {row[0]}: {row[1]} | {row[2]} | {row[3]}")
     write_fragment(
         "agent_overhead",
-        title=f"Node agent cost ({n} Go cancels x {args.rounds} rounds, medians)",
-        header=["measure", "value", "peer", "ratio"],
-        rows=[
-            [
-                "Go cancel, traced",
-                f"{with_agent / n * 1e9:.0f} ns",
-                f"untraced {base / n * 1e9:.0f} ns",
-                f"x{with_agent / base:.2f}",
-            ],
-            ["probe overhead per cancel", f"{per_cancel_ns:.0f} ns", "", ""],
-            [
-                "agent CPU per cancel",
-                f"{cpu_per_cancel_us:.1f} us",
-                f"at {rate:,.0f} cancels/s",
-                f"{100 * core_share:.0f}% of a core",
-            ],
-            [
-                "Python probe point, untraced",
-                f"{idle_ns:.0f} ns/event",
-                f"no-op observer {noop_ns:.0f} ns",
-                f"x{idle_ns / noop_ns:.2f}",
-            ],
+        title=f"Node agent cost ({n} Go cancels per run x {args.rounds} rounds)",
+        header=["measure", "agent", "peer or floor (same round)", "ratio"],
+        rows=rows,
+        notes=[
+            "Values: median (min-max) over rounds; each ratio is taken within a round. "
+            f"The agent probes `{site}` ({where}); "
+            "a bare uprobe is an empty BCC program, the kernel's trap alone.",
+            "Counted/made per run (agent, no-op agent): "
+            + ", ".join(counted)
+            + f"; the kernel-stats run: {stats_run.counted}/{n}.",
         ],
-        notes=["Every cancel counted: " + ", ".join(str(c) for c in counted) + f" of {n}."],
     )
     return 0
 

@@ -22,6 +22,9 @@ from tests.shared_tools import metrics_contract
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
+from wukong.ebpf.elf import CANCEL_SYMBOL, Binary
+from wukong.ebpf.go_cancel_site import ProbeSite
+from wukong.ebpf.go_probe import GoProbe
 from wukong.ebpf.records import Cancellation
 
 PROGRAM = Path(__file__).parent / "programs/cancels"
@@ -35,9 +38,9 @@ def _build(*flags: str) -> Path:
 def program() -> Iterator["subprocess.Popen[str]"]:
     procs: list[subprocess.Popen[str]] = []
 
-    def start(binary: Path) -> "subprocess.Popen[str]":
+    def start(binary: Path, *args: str) -> "subprocess.Popen[str]":
         proc = subprocess.Popen(
-            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         procs.append(proc)
@@ -72,23 +75,26 @@ def test_counts_each_kind_exactly_and_names_the_caller(
         if agent_first:
             proc = program(binary)  # type: ignore[operator]
         wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
-        target = running.agent.probes[proc.pid].target
-        assert target.binary is not None and target.binary.pie is pie
+        probe = running.agent.probes[proc.pid]
+        assert probe.target.binary is not None and probe.target.binary.pie is pie
+        assert isinstance(probe, GoProbe) and probe.site.function == "on_store", probe.site
         _run_script(proc)
-        wait(lambda: len([c for c in seen if c.pid == proc.pid]) >= 15, "15 cancellations")
+        wait(lambda: sum(c.count for c in seen if c.pid == proc.pid) >= 15, "15 cancellations")
         time.sleep(0.5)  # nothing more may arrive
     mine = [c for c in seen if c.pid == proc.pid]
-    kinds = Counter((c.error, c.cause, c.caller, c.root) for c in mine)
-    assert kinds == {
+    assert _kinds(mine) == {
         ("deadline_exceeded", "", "context.WithDeadlineCause.func2", True): 3,
         ("canceled", "", "main.cancelExplicitly", True): 4,
         ("canceled", "scripted cause", "main.cancelWithCause", True): 5,
         ("canceled", "", "main.cancelParent", True): 1,
         ("canceled", "", "main.cancelParent", False): 2,  # the children, by propagation
-    }, kinds
+    }, _kinds(mine)
     # A root cancel is `canceled` (with its cause when it has one); only the
     # children cancelled through their parent are `parent_cancelled`.
-    assert Counter(c.reason for c in mine) == {
+    reasons: Counter[str] = Counter()
+    for c in mine:
+        reasons[c.reason] += c.count
+    assert reasons == {
         "deadline_exceeded": 3,
         "canceled": 10,
         "parent_cancelled": 2,
@@ -96,6 +102,43 @@ def test_counts_each_kind_exactly_and_names_the_caller(
     deadline_stack = next(c.stack for c in mine if c.error == "deadline_exceeded")
     assert deadline_stack[0] == "context.(*cancelCtx).cancel"
     _check_agent_contract(agent, tmp_path)
+
+
+def _kinds(cancellations: list[Cancellation]) -> Counter[tuple[str, str, str, bool]]:
+    kinds: Counter[tuple[str, str, str, bool]] = Counter()
+    for c in cancellations:
+        kinds[(c.error, c.cause, c.caller, c.root)] += c.count
+    return kinds
+
+
+@pytest.mark.parametrize("site", ["on_store", "on_entry"])
+def test_no_op_cancels_are_not_counted_at_either_probe_site(
+    program: object, site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cancel() on a context already cancelled is no cancellation: the store
+    site never sees it, the entry fallback (another compiler's layout) skips it."""
+    if site == "on_entry":
+        import wukong.ebpf.go_probe as go_probe
+
+        def entry_only(binary: Binary, code: bytes) -> ProbeSite:
+            return ProbeSite(binary.symbols[CANCEL_SYMBOL][0], "on_entry", "forced by the test")
+
+        monkeypatch.setattr(go_probe, "find_site", entry_only)
+    proc = program(_build(), "-noops=50")  # type: ignore[operator]
+    seen: list[Cancellation] = []
+    agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_cancel=seen.append)
+    with Running(agent) as running:
+        wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
+        probe = running.agent.probes[proc.pid]
+        assert isinstance(probe, GoProbe) and probe.site.function == site
+        _run_script(proc)
+        wait(lambda: sum(c.count for c in seen) >= 16, "16 cancellations")
+        time.sleep(0.5)  # nothing more may arrive
+    kinds = _kinds(seen)
+    assert kinds[("canceled", "", "main.cancelAgain", True)] == 1, kinds
+    assert sum(kinds.values()) == 16, kinds  # 15 as above, and the one before the no-ops
+    assert ("canceled", "scripted cause", "main.cancelWithCause", True) in kinds
+    assert agent.lost == 0
 
 
 def _check_agent_contract(agent: Agent, tmp_path: Path) -> None:

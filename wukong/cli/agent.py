@@ -75,11 +75,20 @@ def _trace(args: argparse.Namespace) -> int:
 
     agent = _build_agent(args, on_cancel=on_cancel, on_notice=on_notice)
     started = time.monotonic()
+    lost_said = 0
 
     def render() -> None:
-        if not args.json:
+        nonlocal lost_said
+        if args.json:
+            if agent.lost > lost_said:  # a loss is said (on stderr, with the notices)
+                print(f"LOST {agent.lost - lost_said} events", file=sys.stderr, flush=True)
+                lost_said = agent.lost
+        else:
             screen = table.render(
-                seconds=time.monotonic() - started, targets=len(agent.probes), notices=notices
+                seconds=time.monotonic() - started,
+                targets=len(agent.probes),
+                notices=notices,
+                lost=agent.lost,
             )
             sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n")
             sys.stdout.flush()
@@ -161,7 +170,8 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description="What `wukong agent` sees, as a table refreshed every second: per "
         "process, pod, runtime and reason, how many cancellations and where from (the "
         "Wukong object, or the Go function that cancelled). --json prints one JSON object "
-        "per cancellation instead, for scripts.",
+        "per record instead, for scripts: a Python cancellation, or what one Go call "
+        "site's count grew by (its `count`). Lost events are shown, never hidden.",
     )
     _common(trace)
     trace.add_argument("--json", action="store_true", help="JSON lines instead of the table")

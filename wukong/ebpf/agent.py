@@ -1,17 +1,21 @@
 """The agent: keeps probes attached to the node's targets and counts what they see.
 
 Each `step()` rescans /proc (attaching to new targets, detaching from exited
-ones, reporting once per process why one cannot be traced) and drains every
-probe's perf buffer. Cancellations are attributed to their pod, counted in
+ones, reporting once per process why one cannot be traced) and polls every
+probe (Go: counts read from the kernel; Python: events from a perf buffer).
+Cancellations are attributed to their pod, counted in
 `wukong_node_cancellations_total{node,namespace,pod,container,runtime,reason}`
 (bounded: no object names, no pids) and handed to `on_cancel` (the live view,
-`--json`, OTLP).
+`--json`, OTLP). Whatever a probe could not deliver is counted in
+`wukong_node_events_lost_total{node,runtime}` and `lost`: the other counts are
+then short by that much, and everything that shows them says so.
 """
 
 import logging
 import os
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
@@ -49,7 +53,15 @@ class Agent:
             ["node", "namespace", "pod", "container", "runtime", "reason"],
             registry=self.registry,
         )
+        self.events_lost = PromCounter(
+            "wukong_node_events_lost",
+            "Events the node agent's probes could not deliver (a full buffer or map): "
+            "cancellations missing from wukong_node_cancellations_total.",
+            ["node", "runtime"],
+            registry=self.registry,
+        )
         self.counts: Counter[tuple[int, str]] = Counter()  # (pid, reason) -> n
+        self.lost = 0
         self.probes: dict[int, Probe] = {}
         self.untraceable: dict[int, Target] = {}
         self._owners: dict[int, Owner] = {}
@@ -78,10 +90,11 @@ class Agent:
 
     def _attach(self, target: Target) -> None:
         try:
+            on_lost = partial(self._lost, target.runtime)
             probe: Probe = (
-                GoProbe(target, on_cancel=self._record)
+                GoProbe(target, on_cancel=self._record, on_lost=on_lost)
                 if target.runtime == GO
-                else PythonProbe(target, on_cancel=self._record)
+                else PythonProbe(target, on_cancel=self._record, on_lost=on_lost)
             )
         except NotReady as exc:
             log.debug(
@@ -97,10 +110,13 @@ class Agent:
                 return
             raise bpf_failure(exc) from exc
         self.probes[target.pid] = probe
+        self.events_lost.labels(node=self.node, runtime=target.runtime)  # 0 until a loss
         self._owners[target.pid] = (
             self.attribution.owner(target.pid) if self.attribution else Owner()
         )
         self._notice(f"tracing pid {target.pid} ({target.comm}, {target.runtime})")
+        if isinstance(probe, GoProbe) and probe.site.why:
+            self._notice(f"pid {target.pid} ({target.comm}): {probe.site.why}")
 
     def _detach(self, pid: int, *, why: str) -> None:
         probe = self.probes.pop(pid)
@@ -117,7 +133,7 @@ class Agent:
         cancellation.node = self.node
         cancellation.namespace, cancellation.pod = owner.namespace, owner.pod
         cancellation.container = owner.container
-        self.counts[(cancellation.pid, cancellation.reason)] += 1
+        self.counts[(cancellation.pid, cancellation.reason)] += cancellation.count
         self.cancellations.labels(
             node=self.node,
             namespace=owner.namespace,
@@ -125,8 +141,12 @@ class Agent:
             container=owner.container,
             runtime=cancellation.runtime,
             reason=cancellation.reason,
-        ).inc()
+        ).inc(cancellation.count)
         self._on_cancel(cancellation)
+
+    def _lost(self, runtime: str, count: int) -> None:
+        self.lost += count
+        self.events_lost.labels(node=self.node, runtime=runtime).inc(count)
 
     def close(self) -> None:
         for pid in list(self.probes):

@@ -126,6 +126,19 @@ def load_bias(pid: int, binary: Binary) -> int:
     return 0
 
 
+def read_code(path: str | Path, address: int, size: int) -> bytes:
+    """`size` bytes at ELF virtual address `address`, from the file. Not from the
+    process: a uprobe (ours, or another tracer's on the same file) shows there
+    as an int3 over the instruction."""
+    with open(path, "rb") as stream:
+        for segment in ELFFile(stream).iter_segments():
+            start = segment["p_vaddr"]
+            if segment["p_type"] == "PT_LOAD" and start <= address < start + segment["p_filesz"]:
+                stream.seek(segment["p_offset"] + address - start)
+                return stream.read(size)
+    raise ValueError(f"{path}: no loaded segment holds {address:#x}")
+
+
 def read_memory(pid: int, address: int, size: int) -> bytes:
     with open(f"/proc/{pid}/mem", "rb") as mem:
         mem.seek(address)

@@ -2,8 +2,10 @@
 
 Counting every cancellation is cheap (the metric); exporting each one is not,
 and during a storm there may be thousands a second. At most `per_second`
-cancellations become a span `cancellation <runtime>` with the cause, the
-caller, the stack and the pod; the rest are counted in `dropped`.
+records become a span `cancellation <runtime>` with the cause, the caller,
+the stack, the pod and how many cancellations the record stands for (Go
+records aggregate a call site's, see records.py); the rest are counted in
+`dropped`.
 """
 
 import logging
@@ -39,6 +41,7 @@ class CancellationExporter:
             "process.pid": cancellation.pid,
             "process.command": cancellation.comm,
             "wukong.runtime": cancellation.runtime,
+            "wukong.cancellations.count": cancellation.count,
             "k8s.node.name": cancellation.node,
             "k8s.namespace.name": cancellation.namespace,
             "k8s.pod.name": cancellation.pod,

@@ -1,78 +1,191 @@
-// An entry uprobe on context.(*cancelCtx).cancel in a Go program.
+// Counts a Go program's context cancellations in the kernel.
 //
-// Entry only: a uretprobe rewrites the return address on the goroutine
-// stack, which Go moves, and crashes the program. Go's register ABI (amd64)
-// passes the arguments of cancel(removeFromParent bool, err, cause error) as:
-//   receiver *cancelCtx   AX
-//   removeFromParent      BX
-//   err  (itab, data)     CX, DI
-//   cause (itab, data)    SI, R8
-// DeadlineExceeded and Canceled are told apart by comparing err with the
-// values of the context.DeadlineExceeded / context.Canceled globals, which
-// the loader reads from the process and stores in `known` per pid.
+// Each cancellation increments a counter keyed by what names it (pid, kind,
+// call site, cause text); the agent reads the counts map on a timer, so the counts
+// are exact whatever the rate and nothing crosses to user space per event.
+// Only the first occurrence of a key is also written to a ring buffer (with
+// its time, thread and whole stack), without waking the reader: the agent drains it when
+// it reads the counts. What cannot be counted (a full map) is counted in
+// `lost`, so a loss is never silent.
+//
+// Two probe points, both in context.(*cancelCtx).cancel (the loader picks):
+//
+// on_store, preferred: the call to c.err.Store(err), which only an effective
+// cancellation reaches (`if c.err.Load() != nil { return }` comes first), so a
+// cancel() of an already cancelled context costs no trap at all. The call's
+// arguments are Go ABI facts: AX = &c.err, BX/CX = err as an `any` (type,
+// data). The cause was spilled by the prologue to its ABI spill slot, found
+// from the frame pointer (the loader checks the prologue does so). At this
+// point the function has its frame, so the frame-pointer walk starts at its caller.
+//
+// on_entry, the fallback when that call cannot be located: an entry uprobe.
+// Go's register ABI (amd64) passes cancel(removeFromParent bool, err, cause
+// error) as receiver AX, removeFromParent BX, err (itab, data) CX/DI, cause
+// (itab, data) SI/R8. Already cancelled contexts are skipped by reading
+// cancelCtx.err. Entry only: a uretprobe rewrites the return address on the
+// goroutine stack, which Go moves, and crashes the program.
 #include <uapi/linux/ptrace.h>
 
 // Offset of cancelCtx.err (an atomic.Value since Go 1.22, an error before;
 // either way a non-zero first word once the context is cancelled), Go >= 1.21:
 // Context (16) + mu (8) + done (16) + children (8).
 #define CANCEL_CTX_ERR_OFFSET 48
+// From the frame pointer of cancel: saved BP, return address, then the ABI
+// spill slots (receiver, removeFromParent, err itab, err data, cause itab, cause data).
+#define CAUSE_SPILL_OFFSET 0x30
+// An entry uprobe can fire twice for one call: when a signal (Go preempts goroutines
+// with SIGURG) lands while the kernel single-steps the probed instruction, the
+// instruction restarts and the probe fires again. Same thread, same receiver,
+// microseconds apart: one call. A new context at the same address needs a GC
+// cycle in between, far longer than this.
+#define REFIRE_WINDOW_NS 200000
 
 struct known_t {
     u64 canceled_data;   // context.Canceled: data word
     u64 errors_new_itab; // context.Canceled: itab of *errors.errorString
-    u64 deadline_itab;   // context.DeadlineExceeded: itab
+    u64 deadline_itab;   // context.DeadlineExceeded: itab (entry: err is an error)
+    u64 deadline_type;   // its dynamic type (store: err is passed as an any)
 };
 
-struct go_event_t {
-    u64 receiver;
-    u64 ktime_ns;
-    u64 return_address;  // the immediate caller: at entry it is only on the stack
-    u32 tid;
+// The key names a call site by its innermost return addresses, read along
+// the frame pointers: a few loads, where a full stack walk (get_stackid) cost
+// more than the trap itself here. The full stack is taken once per key.
+#define KEY_FRAMES 8
+
+struct cancel_key_t {
     u32 pid;
     u32 kind;            // 1 deadline exceeded, 2 canceled, 0 another error
-    u32 remove_from_parent;
-    u32 already_cancelled;
-    s64 stack_id;
-    char cause[64];
+    u64 frames[KEY_FRAMES];  // return addresses: cancel's caller first
+    char cause[64];      // an errors.New cause's text
+};
+
+struct detail_t {
+    struct cancel_key_t key;
+    u64 ktime_ns;
+    u64 receiver;
+    s64 stack_id;        // the whole stack, from the probed function outwards
+    u32 tid;
+    u32 pad;
+};
+
+struct last_fire_t {
+    u64 receiver;
+    u64 ktime_ns;
 };
 
 BPF_HASH(known, u32, struct known_t, 1024);
+BPF_HASH(counts, struct cancel_key_t, u64, 10240);
+BPF_TABLE("lru_hash", u32, struct last_fire_t, last_fire, 4096);
 BPF_STACK_TRACE(stacks, 8192);
-BPF_PERF_OUTPUT(go_events);
+BPF_RINGBUF_OUTPUT(details, 8);
+// 0: cancellations not counted (counts map full); 1: details not written (ring full).
+BPF_ARRAY(lost, u64, 2);
 
-int on_cancel(struct pt_regs *ctx) {
+static __always_inline void add_lost(int what) {
+    u64 *n = lost.lookup(&what);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline int refired(u32 tid, u64 receiver, u64 now) {
+    struct last_fire_t *last = last_fire.lookup(&tid);
+    if (last && last->receiver == receiver && now - last->ktime_ns < REFIRE_WINDOW_NS)
+        return 1;
+    struct last_fire_t fire = {.receiver = receiver, .ktime_ns = now};
+    last_fire.update(&tid, &fire);
+    return 0;
+}
+
+static __always_inline void read_cause(struct cancel_key_t *key, u64 cause_data) {
+    // *errors.errorString{s string}: a pointer and a length.
+    u64 header[2] = {};
+    bpf_probe_read_user(&header, sizeof(header), (void *)cause_data);
+    u64 length = header[1];
+    if (length > sizeof(key->cause) - 1)
+        length = sizeof(key->cause) - 1;
+    bpf_probe_read_user(&key->cause, length & 63, (void *)header[0]);
+}
+
+// Go keeps frame pointers on amd64: [bp] is the caller's bp, [bp+8] the return address.
+static __always_inline void walk(struct cancel_key_t *key, u64 bp, int first) {
+#pragma unroll
+    for (int i = first; i < KEY_FRAMES; i++) {
+        u64 frame[2] = {};
+        if (bp == 0 || bpf_probe_read_user(&frame, sizeof(frame), (void *)bp) != 0)
+            break;
+        key->frames[i] = frame[1];
+        bp = frame[0];
+    }
+}
+
+static __always_inline int count(struct pt_regs *ctx, struct cancel_key_t *key, u64 receiver,
+                                 u64 now) {
+    u64 *n = counts.lookup(key);
+    if (n) {
+        __sync_fetch_and_add(n, 1);
+        return 0;
+    }
+    u64 one = 1;
+    if (counts.insert(key, &one) != 0) {
+        n = counts.lookup(key);  // another CPU inserted it first
+        if (n)
+            __sync_fetch_and_add(n, 1);
+        else
+            add_lost(0);
+        return 0;
+    }
+    struct detail_t detail = {
+        .ktime_ns = now, .receiver = receiver, .tid = (u32)bpf_get_current_pid_tgid()};
+    detail.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    __builtin_memcpy(&detail.key, key, sizeof(*key));
+    if (details.ringbuf_output(&detail, sizeof(detail), BPF_RB_NO_WAKEUP) != 0)
+        add_lost(1);
+    return 0;
+}
+
+int on_store(struct pt_regs *ctx) {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
     struct known_t *k = known.lookup(&pid);
     if (!k)
         return 0;
-    struct go_event_t event = {};
-    event.pid = pid;
-    event.tid = (u32)bpf_get_current_pid_tgid();
-    event.receiver = ctx->ax;
-    event.ktime_ns = bpf_ktime_get_ns();
-    event.remove_from_parent = ctx->bx & 1;
-    u64 err_itab = ctx->cx, err_data = ctx->di;
-    u64 cause_itab = ctx->si, cause_data = ctx->r8;
+    struct cancel_key_t key = {.pid = pid};
+    u64 err_type = ctx->bx, err_data = ctx->cx;
     if (err_data == k->canceled_data)
-        event.kind = 2;
-    else if (err_itab == k->deadline_itab)
-        event.kind = 1;
+        key.kind = 2;
+    else if (err_type == k->deadline_type)
+        key.kind = 1;
+    u64 cause[2] = {};
+    bpf_probe_read_user(&cause, sizeof(cause), (void *)(ctx->bp + CAUSE_SPILL_OFFSET));
+    if (cause[0] == k->errors_new_itab && cause[1] != 0 && cause[1] != err_data)
+        read_cause(&key, cause[1]);
+    walk(&key, ctx->bp, 0);
+    // A call instruction is emulated, not single-stepped: it cannot fire twice.
+    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, bpf_ktime_get_ns());
+}
+
+int on_entry(struct pt_regs *ctx) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    struct known_t *k = known.lookup(&pid);
+    if (!k)
+        return 0;
     u64 err_word = 0;
     bpf_probe_read_user(&err_word, sizeof(err_word), (void *)(ctx->ax + CANCEL_CTX_ERR_OFFSET));
-    event.already_cancelled = err_word != 0;
-    // A cause made by errors.New: *errorString{s string}, read its text.
-    if (cause_itab == k->errors_new_itab && cause_data != 0 && cause_data != err_data) {
-        u64 header[2] = {};
-        bpf_probe_read_user(&header, sizeof(header), (void *)cause_data);
-        u64 length = header[1];
-        if (length > sizeof(event.cause) - 1)
-            length = sizeof(event.cause) - 1;
-        bpf_probe_read_user(&event.cause, length & 63, (void *)header[0]);
-    }
-    // At entry the frame-pointer walk starts from the caller's frame, so it
-    // shows the caller's caller next; the return address names the caller.
-    bpf_probe_read_user(&event.return_address, sizeof(u64), (void *)ctx->sp);
-    event.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
-    go_events.perf_submit(ctx, &event, sizeof(event));
-    return 0;
+    if (err_word != 0)
+        return 0;  // cancel() after the context had ended: not a cancellation
+    struct cancel_key_t key = {.pid = pid};
+    u64 err_itab = ctx->cx, err_data = ctx->di;
+    if (err_data == k->canceled_data)
+        key.kind = 2;
+    else if (err_itab == k->deadline_itab)
+        key.kind = 1;
+    if (ctx->si == k->errors_new_itab && ctx->r8 != 0 && ctx->r8 != err_data)
+        read_cause(&key, ctx->r8);
+    // At entry the frame pointer is still the caller's: the return address
+    // (on top of the stack) names the caller, the walk goes on from there.
+    bpf_probe_read_user(&key.frames[0], sizeof(u64), (void *)ctx->sp);
+    walk(&key, ctx->bp, 1);
+    u64 now = bpf_ktime_get_ns();
+    if (refired((u32)bpf_get_current_pid_tgid(), ctx->ax, now))
+        return 0;
+    return count(ctx, &key, ctx->ax, now);
 }

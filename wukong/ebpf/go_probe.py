@@ -1,16 +1,34 @@
-"""Loads go_probe.c onto one Go process and turns its events into cancellations.
+"""Loads go_probe.c onto one Go process and turns its counts into cancellations.
 
 The loader reads `context.Canceled` and `context.DeadlineExceeded` (two-word
 interface values) from the process's memory, PIE bias applied, and gives them
 to the BPF program. They are set by the context package's initialisation, so
 a process caught before that is retried on the next scan.
+
+The kernel counts; `poll()` reads the counts map and reports what grew since
+the last read, one `Cancellation` per key with its `count`. Each key is
+symbolized once (its stack names the caller and tells a root cancel from a
+propagated one) from the whole stack its first cancellation carried through
+the ring buffer, so the agent's work per poll grows with the number of
+distinct call sites, not with the rate of cancellations.
 """
 
+import ctypes
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from wukong.ebpf.discovery import Target
-from wukong.ebpf.elf import CANCEL_SYMBOL, CANCELED_SYMBOL, DEADLINE_SYMBOL, load_bias, read_memory
+from wukong.ebpf.elf import (
+    CANCEL_SYMBOL,
+    CANCELED_SYMBOL,
+    DEADLINE_SYMBOL,
+    load_bias,
+    read_code,
+    read_memory,
+)
+from wukong.ebpf.go_cancel_site import ProbeSite, find_site
 from wukong.ebpf.records import Cancellation
 
 # BCC wants bytes for every name and text it is given.
@@ -23,12 +41,9 @@ KINDS = {1: "deadline_exceeded", 2: "canceled", 0: "other"}
 # context cancelled because its parent was is `parent_cancelled`.
 _PROPAGATION = ("context.(*cancelCtx).cancel", "context.(*cancelCtx).propagateCancel")
 _INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
-# A uprobe can fire twice for one call: when a signal (Go preempts goroutines
-# with SIGURG) lands while the kernel single-steps the probed instruction, the
-# instruction restarts and the probe fires again. Same thread, same receiver,
-# microseconds apart: one call. A new context at the same address needs a GC
-# cycle in between, far longer than this.
-_REFIRE_WINDOW_NS = 200_000
+_LOST_UNCOUNTED = 0  # index in go_probe.c's `lost`: cancellations the map had no room for
+
+_Key = tuple[int, int, tuple[int, ...], bytes]  # pid, kind, return addresses, cause
 
 
 class NotReady(Exception):
@@ -36,77 +51,132 @@ class NotReady(Exception):
 
 
 class GoProbe:
-    def __init__(self, target: Target, *, on_cancel: Callable[[Cancellation], None]) -> None:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        on_cancel: Callable[[Cancellation], None],
+        on_lost: Callable[[int], None],
+    ) -> None:
         from bcc import BPF
 
         assert target.binary is not None
         self.target = target
         self.binary = target.binary
         self._on_cancel = on_cancel
-        self._last_fire: dict[int, tuple[int, int]] = {}  # tid -> (receiver, ktime)
+        self._on_lost = on_lost
         self._bias = load_bias(target.pid, self.binary)
         known = self._known_values()
+        self.site = self._site()
         self.bpf = BPF(text=SOURCE)
-        key = self.bpf[b"known"].Key(target.pid)
-        value = self.bpf[b"known"].Leaf(*known)
-        self.bpf[b"known"][key] = value
-        address, _ = self.binary.symbols[CANCEL_SYMBOL]
+        self.bpf[b"known"][self.bpf[b"known"].Key(target.pid)] = self.bpf[b"known"].Leaf(*known)
         self.bpf.attach_uprobe(
             name=f"/proc/{target.pid}/exe".encode(),
-            addr=address,
-            fn_name=b"on_cancel",
+            addr=self.site.address,
+            fn_name=self.site.function.encode(),
             pid=target.pid,
         )
-        self.bpf[b"go_events"].open_perf_buffer(self._event, page_cnt=64)
+        self._reported: dict[_Key, int] = {}  # key -> count already reported
+        self._first_seen: dict[_Key, float] = {}  # key -> wall time of its first cancel
+        self._stack_ids: dict[_Key, int] = {}  # key -> its first cancel's whole stack
+        self._described: dict[_Key, tuple[str, bool, str, list[str]]] = {}
+        self._lost_reported = 0
+
+        class Detail(ctypes.Structure):  # go_probe.c's detail_t (BCC cannot nest structs)
+            _fields_ = [
+                ("key", self.bpf[b"counts"].Key),
+                ("ktime_ns", ctypes.c_uint64),
+                ("receiver", ctypes.c_uint64),
+                ("stack_id", ctypes.c_int64),
+                ("tid", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32),
+            ]
+
+        self._detail_type = ctypes.POINTER(Detail)
+        self.bpf[b"details"].open_ring_buffer(self._detail)
 
     def _global(self, symbol: str) -> tuple[int, int]:
         address, _ = self.binary.symbols[symbol]
         raw = read_memory(self.target.pid, address + self._bias, 16)
         return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
 
-    def _known_values(self) -> tuple[int, int, int]:
+    def _known_values(self) -> tuple[int, int, int, int]:
         canceled_itab, canceled_data = self._global(CANCELED_SYMBOL)
         deadline_itab, _ = self._global(DEADLINE_SYMBOL)
         if not canceled_data or not deadline_itab:
             raise NotReady(f"pid {self.target.pid}: context globals not initialised yet")
-        return canceled_data, canceled_itab, deadline_itab
+        # An itab's second word is the dynamic type, what an `any` carries.
+        deadline_type = int.from_bytes(read_memory(self.target.pid, deadline_itab + 8, 8), "little")
+        return canceled_data, canceled_itab, deadline_itab, deadline_type
 
-    def _event(self, cpu: int, data: object, size: int) -> None:
-        event = self.bpf[b"go_events"].event(data)
-        if event.already_cancelled:
-            return  # cancel() after the context had ended: not a cancellation
-        last = self._last_fire.get(event.tid)
-        self._last_fire[event.tid] = (event.receiver, event.ktime_ns)
-        if last and last[0] == event.receiver and event.ktime_ns - last[1] < _REFIRE_WINDOW_NS:
-            return
-        stack = self._symbolize(event.stack_id, event.return_address)
-        error = KINDS.get(event.kind, "other")
-        root = not any(frame.startswith(_PROPAGATION) for frame in stack[1:])
-        self._on_cancel(
-            Cancellation(
-                pid=self.target.pid,
-                comm=self.target.comm,
-                runtime="go",
-                reason=go_reason(error, root=root),
-                error=error,
-                root=root,
-                cause=event.cause.decode(errors="replace"),
-                caller=_caller(stack),
-                stack=stack,
-            )
-        )
+    def _site(self) -> ProbeSite:
+        start, size = self.binary.symbols[CANCEL_SYMBOL]
+        return find_site(self.binary, read_code(f"/proc/{self.target.pid}/exe", start, size))
 
-    def _symbolize(self, stack_id: int, return_address: int) -> list[str]:
-        addresses = list(self.bpf[b"stacks"].walk(stack_id)) if stack_id >= 0 else []
-        # The walk from the probed function's entry skips its immediate caller.
-        addresses[1:1] = [return_address - 1]  # -1: inside the call, not after it
-        return [self.binary.symbolize(address - self._bias) for address in addresses]
+    def _detail(self, ctx: Any, data: Any, size: int) -> None:
+        """A key's first cancellation, with its time (the ring buffer's only traffic)."""
+        detail = ctypes.cast(data, self._detail_type).contents
+        ago = (time.monotonic_ns() - detail.ktime_ns) / 1e9
+        key = _key(detail.key)
+        self._first_seen.setdefault(key, time.time() - ago)
+        self._stack_ids.setdefault(key, detail.stack_id)
 
     def poll(self) -> None:
-        self.bpf.perf_buffer_poll(timeout=0)
+        self.bpf.ring_buffer_consume()
+        for raw_key, value in self.bpf[b"counts"].items():
+            key = _key(raw_key)
+            new = value.value - self._reported.get(key, 0)
+            if new <= 0:
+                continue
+            self._reported[key] = value.value
+            error, root, caller, stack = self._describe(key)
+            self._on_cancel(
+                Cancellation(
+                    pid=self.target.pid,
+                    comm=self.target.comm,
+                    runtime="go",
+                    reason=go_reason(error, root=root),
+                    time=self._first_seen.pop(key, time.time()),
+                    count=new,
+                    error=error,
+                    root=root,
+                    cause=key[3].decode(errors="replace"),
+                    caller=caller,
+                    stack=stack,
+                )
+            )
+        lost = self.bpf[b"lost"][self.bpf[b"lost"].Key(_LOST_UNCOUNTED)].value
+        if lost > self._lost_reported:
+            self._on_lost(lost - self._lost_reported)
+            self._lost_reported = lost
+
+    def _describe(self, key: _Key) -> tuple[str, bool, str, list[str]]:
+        """(error, root, caller, stack) of a key, symbolized once."""
+        if key not in self._described:
+            _, kind, frames, _ = key
+            stack = self._symbolize(self._stack_ids.pop(key, -1), frames)
+            root = not any(frame.startswith(_PROPAGATION) for frame in stack[1:])
+            self._described[key] = (KINDS.get(kind, "other"), root, _caller(stack), stack)
+        return self._described[key]
+
+    def _symbolize(self, stack_id: int, frames: tuple[int, ...]) -> list[str]:
+        """The whole stack when its first cancel's walk is there, else the key's frames."""
+        if stack_id < 0:  # its detail was lost, or the stack map had no room
+            start, _ = self.binary.symbols[CANCEL_SYMBOL]
+            addresses = [start + self._bias, *(frame for frame in frames if frame)]
+        else:
+            addresses = list(self.bpf[b"stacks"].walk(stack_id))
+            if self.site.function == "on_entry":
+                # At entry the walk skips the immediate caller.
+                addresses[1:1] = [frames[0] - 1]  # -1: inside the call, not after it
+        return [self.binary.symbolize(address - self._bias) for address in addresses]
 
     def close(self) -> None:
         self.bpf.cleanup()
+
+
+def _key(raw: Any) -> _Key:
+    return (raw.pid, raw.kind, tuple(raw.frames), bytes(raw.cause).rstrip(b"\0"))
 
 
 def go_reason(error: str, *, root: bool) -> str:

@@ -30,10 +30,10 @@ class LiveTable:
             cancellation.reason,
             cancellation.where or "-",
         )
-        self.rows[key] += 1
-        self.total += 1
+        self.rows[key] += cancellation.count
+        self.total += cancellation.count
 
-    def render(self, *, seconds: float, targets: int, notices: list[str]) -> str:
+    def render(self, *, seconds: float, targets: int, notices: list[str], lost: int = 0) -> str:
         order = {
             "count": lambda item: -item[1],
             "pid": lambda item: item[0][0],
@@ -43,6 +43,8 @@ class LiveTable:
         lines = [
             f"wukong trace: {self.total} cancellations in {seconds:.0f}s, "
             f"{targets} processes traced (sorted by {self.sort}; Ctrl-C stops)",
+            # A loss is shown, never hidden: the counts below are short by it.
+            f"LOST {lost} events (probe buffers full): the counts below are short" if lost else "",
             "",
             f"{'COUNT':>6} {'PID':>7} {'COMMAND':<16} {'POD':<28} {'RUNTIME':<7} "
             f"{'REASON':<18} WHERE",

@@ -18,9 +18,16 @@ def parse_event(text: str) -> tuple[str, dict[str, str]]:
 
 
 class PythonProbe:
-    """python:audit on one process; calls `on_cancel` for each cancellation it reports."""
+    """python:audit on one process; calls `on_cancel` for each cancellation it
+    reports and `on_lost` with how many events the perf buffer dropped."""
 
-    def __init__(self, target: Target, *, on_cancel: Callable[[Cancellation], None]) -> None:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        on_cancel: Callable[[Cancellation], None],
+        on_lost: Callable[[int], None],
+    ) -> None:
         from bcc import BPF, USDT
 
         self.target = target
@@ -31,7 +38,9 @@ class PythonProbe:
         self._usdt = USDT(pid=target.pid)
         self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits it
         self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
-        self.bpf[b"audit_events"].open_perf_buffer(self._event, page_cnt=64)
+        # Per event (a reconcile's start, end or cancel: low rates), but a
+        # full buffer is counted, never silent.
+        self.bpf[b"audit_events"].open_perf_buffer(self._event, page_cnt=64, lost_cb=on_lost)
 
     def _event(self, cpu: int, data: object, size: int) -> None:
         event = self.bpf[b"audit_events"].event(data)

@@ -1,4 +1,10 @@
-"""One traced cancellation, whatever the runtime that made it."""
+"""Traced cancellations, whatever the runtime that made them.
+
+A record stands for `count` cancellations that share everything it names:
+Python operators report each one (count 1); for Go programs the kernel
+counts per call site and cause, and one record carries what a key grew by
+since the agent last read it (`time`: the first of them, when known).
+"""
 
 import time
 from dataclasses import dataclass, field
@@ -11,6 +17,7 @@ class Cancellation:
     runtime: str  # "python" or "go"
     reason: str  # the DESIGN.md cancel reason (metric label)
     time: float = field(default_factory=time.time)
+    count: int = 1
     # Python (Wukong) targets: what the operator reported.
     controller: str = ""
     object_key: str = ""  # "namespace/name"

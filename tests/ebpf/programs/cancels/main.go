@@ -2,7 +2,8 @@
 // exactly. It waits for a line on stdin (so the agent can attach first), then
 // runs -deadlines timeouts that expire, -cancels explicit cancel() calls and
 // -causes cancellations through WithCancelCause and one parent with -children
-// children (cancelled by propagation), each in its own function so
+// children (cancelled by propagation), then -noops cancel() calls on a context
+// already cancelled, each in its own function so
 // the agent can name the caller, and prints "done".
 package main
 
@@ -52,11 +53,28 @@ func cancelParent(children int) {
 	cancel()
 }
 
+// One cancellation, then n calls of cancel() on the context it already ended
+// (what every `defer cancel()` after a finished request does): no-ops.
+//
+//go:noinline
+func cancelAgain(n int) {
+	if n == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	<-ctx.Done()
+	for i := 0; i < n; i++ {
+		cancel()
+	}
+}
+
 func main() {
 	deadlines := flag.Int("deadlines", 3, "timeouts that expire")
 	cancels := flag.Int("cancels", 4, "explicit cancels")
 	causes := flag.Int("causes", 5, "cancels with a cause")
 	children := flag.Int("children", 2, "children of one parent, cancelled with it")
+	noops := flag.Int("noops", 0, "cancel() calls on an already cancelled context (after one that cancels it)")
 	wait := flag.Bool("wait", true, "wait for a line on stdin before starting")
 	flag.Parse()
 	fmt.Println("ready")
@@ -67,6 +85,7 @@ func main() {
 	cancelExplicitly(*cancels)
 	cancelWithCause(*causes)
 	cancelParent(*children)
+	cancelAgain(*noops)
 	fmt.Println("done")
 	if *wait {
 		bufio.NewReader(os.Stdin).ReadString('\n') // stay alive until told to exit
