@@ -24,7 +24,7 @@ from wukong.ebpf.attribution import Owner, PodAttribution
 from wukong.ebpf.discovery import GO, Discovery, Target
 from wukong.ebpf.go_probe import GoProbe, NotReady
 from wukong.ebpf.preflight import bpf_failure
-from wukong.ebpf.python_probe import PythonProbe
+from wukong.ebpf.python_probe import NotTraceable, PythonProbe
 from wukong.ebpf.records import Cancellation
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,10 @@ class Agent:
             return
         except FileNotFoundError:
             log.debug("pid %d (%s) exited while attaching", target.pid, target.comm)
+            return
+        except NotTraceable as exc:
+            self.untraceable[target.pid] = target
+            self._notice(f"pid {target.pid} ({target.comm}, {target.runtime}): {exc}")
             return
         except Exception as exc:
             if not os.path.exists(f"/proc/{target.pid}"):

@@ -17,6 +17,10 @@ def parse_event(text: str) -> tuple[str, dict[str, str]]:
     return head.removeprefix("wukong."), fields
 
 
+class NotTraceable(Exception):
+    """This process cannot be traced; the agent reports it and goes on with the others."""
+
+
 class PythonProbe:
     """python:audit on one process; calls `on_cancel` for each cancellation it
     reports and `on_lost` with how many events the perf buffer dropped."""
@@ -29,14 +33,20 @@ class PythonProbe:
         on_lost: Callable[[int], None],
     ) -> None:
         from bcc import BPF, USDT
+        from bcc.usdt import USDTException
 
         self.target = target
         self.reconciles = 0
         self._on_cancel = on_cancel
         # Kept for the probe's lifetime: enabling a USDT probe increments its semaphore
         # in the target, and the USDT object's destructor decrements it again.
-        self._usdt = USDT(pid=target.pid)
-        self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits it
+        try:
+            self._usdt = USDT(pid=target.pid)
+            self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits
+        except USDTException as exc:
+            # This one process cannot be instrumented (it is exiting, or its probe
+            # is held in a state BCC cannot enable): report it, trace the others.
+            raise NotTraceable(" ".join(str(exc).split())[:200]) from exc
         self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
         # Per event (a reconcile's start, end or cancel: low rates), but a
         # full buffer is counted, never silent.
