@@ -55,10 +55,8 @@ def test_every_other_phase_is_shown_as_progress(phase: str) -> None:
 
 
 def test_failed_is_a_problem_with_cdis_message() -> None:
-    readiness = _readiness(
-        "Failed",
-        conditions=[{"type": "Running", "message": "Unable to connect to http data source"}],
-    )
+    message = "Unable to connect to http data source"
+    readiness = _readiness("Failed", conditions=[{"type": "Running", "message": message}])
     assert not readiness.ready
     assert readiness.problem is not None
     assert readiness.problem.reason == "ImportFailed"
