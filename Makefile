@@ -34,6 +34,8 @@ bench: setup
 	rm -rf bench/.results
 	$(BIN)/python bench/reconcile_throughput.py
 	$(BIN)/python bench/compare_peers.py
+	$(BIN)/python bench/reconcile_capacity.py
+	$(BIN)/python bench/cache_scale.py
 	$(BIN)/python bench/telemetry_overhead.py
 	$(BIN)/python bench/agent_overhead.py
 	$(BIN)/python bench/tenant_fairness.py

@@ -22,6 +22,8 @@ BENCH = Path(__file__).resolve().parent
 ORDER = [
     "reconcile_throughput",
     "compare_peers",
+    "reconcile_capacity",
+    "cache_scale",
     "telemetry_overhead",
     "agent_overhead",
     "tenant_fairness",
