@@ -16,6 +16,8 @@ from wukong.runtime import (
     RuntimeObserver,
     Step,
 )
+from wukong.runtime.errors import Conflict
+from wukong.runtime.leader import LEASES
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
 
 
@@ -144,3 +146,16 @@ async def install_test_crd(
     await client.create(CUSTOM_RESOURCE_DEFINITIONS, crd)
     await wait_crd_established(client, crd["metadata"]["name"])
     return Resource(group=group, version="v1", plural=plural, kind=kind)
+
+
+async def take_lease(client: Client, *, name: str, namespace: str, holder: str) -> None:
+    """Overwrite the Lease's holder, as an intruder would (retrying the holder's renewals)."""
+    for _ in range(20):  # the holder's renewals may get in between the read and the write
+        lease = await client.get(LEASES, name, namespace=namespace)
+        lease["spec"]["holderIdentity"] = holder
+        try:
+            await client.update(LEASES, lease)
+            return
+        except Conflict:
+            continue
+    raise AssertionError(f"could not take lease {namespace}/{name}: it kept changing")

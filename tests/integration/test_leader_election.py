@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Recorder
+from tests.integration.helpers import Recorder, take_lease
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import Conflict
 from wukong.runtime.leader import LEASES, LeaderElectionConfig, LeaderElector
 
 LEASE = "wukong-leader"
@@ -188,14 +187,7 @@ async def test_leader_notices_another_holder(
     keeping = asyncio.create_task(a.keep())
     try:
         await asyncio.sleep(2 * RETRY_PERIOD)
-        for _ in range(10):  # a's renews may get in between the read and the write
-            lease = await _lease(client, namespace)
-            lease["spec"]["holderIdentity"] = "intruder"
-            try:
-                await client.update(LEASES, lease)
-                break
-            except Conflict:
-                continue
+        await take_lease(client, name=LEASE, namespace=namespace, holder="intruder")
         overwritten = _now()
 
         await asyncio.wait_for(keeping, timeout=LEASE_DURATION)

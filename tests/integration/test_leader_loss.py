@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import Recorder, eventually, running, take_lease
 from wukong.devcluster import ControlPlane
 from wukong.metrics import RuntimeMetrics
 from wukong.runtime import (
@@ -35,7 +35,7 @@ from wukong.runtime import (
     Request,
     Result,
 )
-from wukong.runtime.errors import Conflict, NotLeading
+from wukong.runtime.errors import NotLeading
 from wukong.runtime.leader import LEASES
 from wukong.runtime.resources import CONFIGMAPS, EVENTS
 
@@ -156,14 +156,7 @@ async def test_after_lease_loss_only_the_new_leader_writes(
         await asyncio.sleep(1.0)  # B is up and campaigning
         assert writers["b"].writes == 0
 
-        for _ in range(20):  # A's renewals may get in between the read and the write
-            lease = await client.get(LEASES, LEASE, namespace=namespace)
-            lease["spec"]["holderIdentity"] = "intruder"
-            try:
-                await client.update(LEASES, lease)
-                break
-            except Conflict:
-                continue
+        await take_lease(client, name=LEASE, namespace=namespace, holder="intruder")
 
         assert await asyncio.wait_for(run_a, timeout=10) == CancelReason.LEADER_LOST
         a_stopped = time.time()
@@ -221,14 +214,7 @@ async def test_standby_stops_writing_and_campaigns_again(
     manager.add(Controller(name="writer", reconciler=writer, primary=CONFIGMAPS))
     async with running(manager) as run:
         await eventually(lambda: writer.writes >= 3, what="A leading and writing")
-        for _ in range(20):  # A's renewals may get in between the read and the write
-            lease = await client.get(LEASES, LEASE, namespace=namespace)
-            lease["spec"]["holderIdentity"] = "intruder"
-            try:
-                await client.update(LEASES, lease)
-                break
-            except Conflict:
-                continue
+        await take_lease(client, name=LEASE, namespace=namespace, holder="intruder")
         await eventually(lambda: recorder.standbys == [LEASE], timeout=10, what="standing by")
         writes_at_loss = writer.writes
         stood_by = time.time()
