@@ -79,7 +79,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path) -> None:
+def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path, kubectl: Path) -> None:
     (tmp_path / "etcd.pid").write_text(f"{_dead_pid()}\n")
     status = _run("dev", "status", f"--state-dir={tmp_path}")
     assert status.returncode == 3
@@ -92,7 +92,7 @@ def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path) -> None:
         assert "installed the Wukong CRD" in up.stderr
         kubeconfig = _run("dev", "kubeconfig", f"--state-dir={tmp_path}").stdout.strip()
         served = subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", "get", "storageclass,wukongs,vm,dv", "-A"],
+            [str(kubectl), f"--kubeconfig={kubeconfig}", "get", "storageclass,wukongs,vm,dv", "-A"],
             capture_output=True,
             text=True,
             check=True,

@@ -79,6 +79,9 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _in_netns = ("nsenter", f"--net=/run/netns/{NETNS}", "--")
 _KUBEPODS = "kubepods"
 _STATE_FILE = "node.json"
+# Which state directory's node holds the machine-wide parts (the namespace, the
+# /kubepods cgroups, the saved sysctls): only that node's `down` touches them.
+OWNER_FILE = Path("/run/wukong/dev-node-owner")
 _START_TIMEOUT_SECONDS = 180.0
 
 # Host commands the node needs, and the Debian package that brings each.
@@ -200,10 +203,21 @@ class DevNode:
         node_dir = binaries.node_binaries(progress=progress)
         pause = binaries.pause_binary(progress=progress)
         try:
+            self._claim_machine()
             self._start(node_dir, pause, progress)
         except BaseException:
             self.down(progress=lambda _: None)
             raise
+
+    def _owns_machine(self) -> bool:
+        try:
+            return OWNER_FILE.read_text().strip() == str(self.plane.config.state_dir.resolve())
+        except FileNotFoundError:
+            return False
+
+    def _claim_machine(self) -> None:
+        OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
+        OWNER_FILE.write_text(f"{self.plane.config.state_dir.resolve()}\n")
 
     def _start(self, node_dir: Path, pause: Path, progress: Progress) -> None:
         started = time.monotonic()
@@ -307,13 +321,19 @@ class DevNode:
         for component in (self._containerd, self._forwarder):
             if processes.stop(component):
                 progress(f"stopped {component.name}")
-        self._kill_pod_processes()
         unmounted = _unmount_under(self.paths.root)
         if unmounted:
             progress(f"unmounted {unmounted} mounts under {self.paths.root}")
         shutil.rmtree(self.paths.containerd_state, ignore_errors=True)
         shutil.rmtree(self.paths.cni_data_dir, ignore_errors=True)
         shutil.rmtree(self.paths.kubelet_dir, ignore_errors=True)
+        if not self._owns_machine():
+            # Another node (or none) holds the namespace, cgroups and sysctls:
+            # this cluster's own processes and files are all there is to undo.
+            self._state_file.unlink(missing_ok=True)
+            return
+        self._kill_pod_processes()
+        _unmount_under(self.paths.root)
         _remove_kubepods_cgroups()
         _remove_container_log_links(self.paths.pod_logs)
         if _netns_exists():
@@ -322,6 +342,11 @@ class DevNode:
         if _link_exists(HOST_IFACE):
             subprocess.run(["ip", "link", "delete", HOST_IFACE], check=False, capture_output=True)
         self._restore_host_state(progress)
+        OWNER_FILE.unlink(missing_ok=True)
+
+    def present(self) -> bool:
+        """True if `up` ran here and `down` has not finished since."""
+        return self._state_file.is_file() or any(c.pid_file.is_file() for c in self._components)
 
     def status(self) -> list[ComponentStatus]:
         result = []
@@ -363,15 +388,23 @@ class DevNode:
         self._state_file.unlink()
 
     def _check_no_other_node(self) -> None:
-        if _netns_exists() and not self._state_file.is_file():
+        try:
+            owner = OWNER_FILE.read_text().strip()
+        except FileNotFoundError:
+            owner = None
+        if owner and not self._owns_machine():
             raise DevClusterError(
-                f"network namespace {NETNS} exists but is not this cluster's: another dev node "
-                "runs on this machine; stop it with `wukong dev down --state-dir DIR`, "
-                f"or delete it with `ip netns delete {NETNS}`"
+                f"another dev node runs on this machine (state in {owner}); one node per "
+                f"machine: stop it with `wukong dev down --state-dir {owner}`"
+            )
+        if owner is None and _netns_exists():
+            raise DevClusterError(
+                f"network namespace {NETNS} exists but no dev node owns it; "
+                f"delete it with `ip netns delete {NETNS}`"
             )
         for hierarchy in ("memory", "pids", "unified"):
             kubepods = _CGROUP_ROOT / hierarchy / _KUBEPODS
-            if kubepods.is_dir() and _cgroup_has_processes(kubepods):
+            if owner is None and kubepods.is_dir() and _cgroup_has_processes(kubepods):
                 raise DevClusterError(
                     f"{kubepods} holds processes: another kubelet's pods run on this machine; "
                     "one node per machine"
@@ -838,3 +871,29 @@ def _remove_kubepods_cgroups() -> None:
                 directory.rmdir()
         with contextlib.suppress(OSError):
             kubepods.rmdir()
+
+
+@contextlib.contextmanager
+def ephemeral_node_cluster(
+    *, progress: Progress, state_dir: Path
+) -> Iterator[tuple[ControlPlane, "DevNode"]]:
+    """A control plane on free loopback ports with a node, for a `with` block (tests)."""
+    from wukong.devcluster.cluster import ControlPlaneConfig
+
+    plane = ControlPlane(
+        ControlPlaneConfig(
+            state_dir=state_dir,
+            apiserver_port=processes.free_port(),
+            etcd_port=processes.free_port(),
+            etcd_peer_port=processes.free_port(),
+            node_address=HOST_ADDRESS,
+        )
+    )
+    node = DevNode(plane)
+    try:
+        plane.up(progress=progress)
+        node.up(progress=progress)
+        yield plane, node
+    finally:
+        node.down(progress=lambda _: None)
+        plane.down(progress=lambda _: None)
