@@ -34,6 +34,7 @@ Only one node runs per machine: the kubelet owns `/kubepods`.
 """
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -165,6 +166,7 @@ class DevNode:
         self._scheduler = Component(name=SCHEDULER, state_dir=state_dir)
         self._controller_manager = Component(name=CONTROLLER_MANAGER, state_dir=state_dir)
         self._forwarder = Component(name=FORWARDER, state_dir=state_dir, program="python")
+        self._kubelet_started: datetime.datetime | None = None
 
     @property
     def _components(self) -> list[Component]:
@@ -276,6 +278,9 @@ class DevNode:
 
         progress(f"starting the kubelet (node {NODE_NAME}, {NODE_ADDRESS})")
         kubelet_config = self._write_kubelet_config(pki)
+        # A Node object left from an earlier run still says Ready: only a
+        # heartbeat from this kubelet counts.
+        self._kubelet_started = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         proc = self._start_in_netns(
             self._kubelet,
             [
@@ -705,7 +710,11 @@ state = "{paths.containerd_state}"
         if body is None:
             return False
         conditions = json.loads(body).get("status", {}).get("conditions", [])
-        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        for condition in conditions:
+            if condition.get("type") == "Ready" and condition.get("status") == "True":
+                heartbeat = datetime.datetime.fromisoformat(condition["lastHeartbeatTime"])
+                return self._kubelet_started is None or heartbeat >= self._kubelet_started
+        return False
 
     def _proxy_healthy(self) -> bool:
         result = subprocess.run(
