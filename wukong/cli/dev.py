@@ -60,7 +60,12 @@ def _up(args: argparse.Namespace) -> int:
         f"({IMMEDIATE_CLASS}, {WAIT_FOR_FIRST_CONSUMER_CLASS}); "
         "run `wukong dev simulate` to play those systems"
     )
-    _progress(f'kubectl --kubeconfig "{plane.kubeconfig}" get ns')
+    kubectl = "kubectl"
+    if args.node:
+        from wukong.devcluster import binaries
+
+        kubectl = str(binaries.kubectl_binary(progress=_progress))  # built with the node
+    _progress(f'{kubectl} --kubeconfig "{plane.kubeconfig}" get {"nodes" if args.node else "ns"}')
     return 0
 
 
@@ -93,12 +98,12 @@ def _status(args: argparse.Namespace) -> int:
         components += DevNode(plane).status()
     for component in components:
         pid = f" (pid {component.pid})" if component.pid else ""
-        print(f"{component.name:<15} {component.state}{pid}  log: {component.log_file}")
+        print(f"{component.name:<24} {component.state}{pid}  log: {component.log_file}")
     print(
-        f"{'server':<15} {plane.server_url}  ready: {'yes' if status.ready else 'no'}"
+        f"{'server':<24} {plane.server_url}  ready: {'yes' if status.ready else 'no'}"
         f"  version: {status.version or '-'}"
     )
-    print(f"{'kubeconfig':<15} {status.kubeconfig or '-'}")
+    print(f"{'kubeconfig':<24} {status.kubeconfig or '-'}")
     node_running = all(c.state == "running" for c in components)
     return 0 if status.running and node_running and status.ready else 3
 

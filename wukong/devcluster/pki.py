@@ -82,7 +82,7 @@ def ensure_pki(directory: Path, *, extra_ips: tuple[str, ...] = ()) -> Pki:
     """
     pki = Pki(directory)
     if all(path.is_file() for path in pki.all_files()):
-        if not set(extra_ips) - _serving_ips(pki):
+        if not extra_ips or not set(extra_ips) - _serving_ips(pki):
             return pki
         ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
