@@ -64,6 +64,7 @@ async def test_server_side_dry_run_of_defaults_and_everything_on(
     for crd in ("servicemonitors", "podmonitors", "prometheusrules"):
         await asyncio.to_thread(
             _kubectl,
+            kubectl,
             control_plane,
             "wait",
             "--for=condition=Established",
