@@ -142,6 +142,26 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images(args: argparse.Namespace) -> int:
+    from wukong.devcluster import DevClusterError, imagebuild
+    from wukong.devcluster.node import DevNode
+
+    plane = _control_plane(args)
+    node = DevNode(plane)
+    if not node.runtime_running():
+        raise DevClusterError(
+            "the dev node is not running; start it with `wukong dev up --node` "
+            "(the images are loaded into its containerd)"
+        )
+    operator = imagebuild.build_operator_image(progress=_progress)
+    agent = imagebuild.build_agent_image(progress=_progress)
+    for built in (operator, agent):
+        node.import_image(built.archive)
+        _progress(f"loaded {built.reference} ({built.size_bytes / 2**20:.0f} MiB) into the node")
+    print(imagebuild.values_file(operator, agent, node.paths.root / "images-values.yaml"))
+    return 0
+
+
 def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
     parser.add_argument(
         "--state-dir",
@@ -247,6 +267,19 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
                 "first run builds the node components (minutes).",
             )
     _add_simulate(actions)
+    images = actions.add_parser(
+        "images",
+        help="build the operator and agent images locally and load them into the dev node",
+        description="Build the images of deploy/images/operator.Dockerfile and agent.Dockerfile "
+        "without a registry: a Debian root filesystem from mmdebstrap with the packages the "
+        "Dockerfile pins, the package of this checkout installed into a virtualenv in a chroot "
+        "(pip reaches the package index), packed as one layer and imported into the node's "
+        "containerd. Cached under ~/.cache/wukong/images by the sources' hash. Prints each "
+        "image's size, and as the last line the path of a Helm values file for the chart: "
+        "helm install wukong deploy/chart/wukong -f PATH.",
+    )
+    _add_cluster_options(images, ports=False)
+    images.set_defaults(handler=_images)
     build = actions.add_parser(
         "build",
         help="build (or find in the cache) kube-apiserver, helm, kubectl and the node",

@@ -10,6 +10,7 @@ The archive is deterministic (sorted entries, fixed times, root owner) so the
 same inputs give the same image ID, and `ctr` skips layers it already has.
 """
 
+import contextlib
 import hashlib
 import io
 import json
@@ -37,6 +38,9 @@ class ImageSpec:
     tag: str
     files: Sequence[ImageFile]
     entrypoint: Sequence[str]
+    # A ready layer (a root filesystem packed with tar) instead of `files`.
+    layer_tar: Path | None = None
+    cmd: Sequence[str] = ()
     user: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -65,36 +69,53 @@ def _layer_tar(files: Sequence[ImageFile]) -> bytes:
 
 def write_archive(spec: ImageSpec, target: Path) -> str:
     """Write `spec` as a Docker archive at `target`; return the image ID (sha256:...)."""
-    layer = _layer_tar(spec.files)
-    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": {
-            "Entrypoint": list(spec.entrypoint),
-            "User": spec.user,
-            "Env": [f"{key}={value}" for key, value in sorted(spec.env.items())],
-        },
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "wukong dev images"}],
-    }
-    config_bytes = json.dumps(config, sort_keys=True).encode()
-    config_digest = hashlib.sha256(config_bytes).hexdigest()
-    layer_name = f"{diff_id.removeprefix('sha256:')}/layer.tar"
-    manifest = [{"Config": f"{config_digest}.json", "RepoTags": [spec.tag], "Layers": [layer_name]}]
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    with tarfile.open(partial, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in [
-            (f"{config_digest}.json", config_bytes),
-            (layer_name, layer),
-            ("manifest.json", json.dumps(manifest).encode()),
-        ]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
+    with contextlib.ExitStack() as stack:
+        if spec.layer_tar is not None:
+            layer_file = spec.layer_tar
+        else:
+            layer_file = partial.with_name(target.name + ".layer")
+            layer_file.write_bytes(_layer_tar(spec.files))
+            stack.callback(layer_file.unlink, missing_ok=True)
+        digest = hashlib.sha256()
+        with layer_file.open("rb") as layer:
+            while chunk := layer.read(1 << 20):
+                digest.update(chunk)
+        diff_id = "sha256:" + digest.hexdigest()
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": {
+                "Entrypoint": list(spec.entrypoint),
+                "Cmd": list(spec.cmd) or None,
+                "User": spec.user,
+                "Env": [f"{key}={value}" for key, value in sorted(spec.env.items())],
+            },
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "wukong dev images"}],
+        }
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        config_digest = hashlib.sha256(config_bytes).hexdigest()
+        layer_name = f"{diff_id.removeprefix('sha256:')}/layer.tar"
+        manifest = [
+            {"Config": f"{config_digest}.json", "RepoTags": [spec.tag], "Layers": [layer_name]}
+        ]
+        with tarfile.open(partial, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in [
+                (f"{config_digest}.json", config_bytes),
+                ("manifest.json", json.dumps(manifest).encode()),
+            ]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+            info = tarfile.TarInfo(layer_name)
+            info.size = layer_file.stat().st_size
             info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
+            with layer_file.open("rb") as layer:
+                tar.addfile(info, layer)
     partial.replace(target)
     return f"sha256:{config_digest}"
 

@@ -349,6 +349,10 @@ class DevNode:
         self._restore_host_state(progress)
         OWNER_FILE.unlink(missing_ok=True)
 
+    def runtime_running(self) -> bool:
+        """True if the node's containerd runs (images can be loaded)."""
+        return processes.read_pid(self._containerd) is not None
+
     def present(self) -> bool:
         """True if `up` ran here and `down` has not finished since."""
         return self._state_file.is_file() or any(c.pid_file.is_file() for c in self._components)
