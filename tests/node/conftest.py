@@ -73,6 +73,26 @@ def probe_image(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFact
     return PROBE_IMAGE
 
 
+@pytest.fixture(scope="session")
+def chart_values(node_cluster: NodeCluster) -> Path:
+    """The operator and agent images built from deploy/images, loaded on the node;
+    the Helm values file that points the chart at them (`wukong dev images`)."""
+    from wukong.devcluster import imagebuild
+
+    operator = imagebuild.build_operator_image(progress=_progress)
+    agent = imagebuild.build_agent_image(progress=_progress)
+    for built in (operator, agent):
+        node_cluster.node.import_image(built.archive)
+    return imagebuild.values_file(
+        operator, agent, node_cluster.node.paths.root / "images-values.yaml"
+    )
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return binaries.helm_binary(progress=_progress)
+
+
 @pytest.fixture
 def node_namespace(node_cluster: NodeCluster) -> Iterator[str]:
     name = f"node-{uuid.uuid4().hex[:8]}"
