@@ -15,7 +15,7 @@ from wukong.dashboards.render import render_dashboards
 from wukong.deploy.chart import BUNDLE, ChartError, generated_files, render_bundle
 from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 
-AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"]
+AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_OVERRIDE"]
 
 
 def test_generated_files_and_bundle_are_up_to_date() -> None:

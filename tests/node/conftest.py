@@ -9,8 +9,9 @@ Go program (tests/node/programs/probe) into an image and loads it on the node.
 
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,15 @@ PROGRAMS = Path(__file__).parent / "programs"
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll `check` (a kubectl call, say) until true; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,12 @@ Deployments scaled by the controller-manager, and namespaces that really go away
 """
 
 import json
-import time
 
 import yaml
 
-from tests.node.conftest import NodeCluster
+from tests.node.conftest import NodeCluster, wait_until
 from wukong.devcluster import images
 from wukong.devcluster.node import NODE_ADDRESS, NODE_NAME
-
-
-def _wait(check: "object", *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():  # type: ignore[operator]
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def test_the_node_registers_ready_with_its_address_and_runtime(node_cluster: NodeCluster) -> None:
@@ -63,7 +52,7 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
         return expected in node_cluster.kubectl("logs", "-n", node_namespace, "probe")
 
     # `kubectl logs` goes API server -> kubelet at the node's address.
-    _wait(logged, timeout=30, what="the probe's answer in its log")
+    wait_until(logged, timeout=30, what="the probe's answer in its log")
     # `kubectl exec` streams through the kubelet and containerd.
     out = node_cluster.kubectl("exec", "-n", node_namespace, "probe", "--", "/probe", "once")
     assert out.strip() == expected
@@ -104,4 +93,4 @@ def test_deployments_are_scaled_and_deleted_namespaces_go_away(node_cluster: Nod
         found = node_cluster.kubectl("get", "namespace", namespace, "--ignore-not-found")
         return found.strip() == ""
 
-    _wait(gone, timeout=120, what=f"namespace {namespace} to be deleted")
+    wait_until(gone, timeout=120, what=f"namespace {namespace} to be deleted")

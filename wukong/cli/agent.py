@@ -40,7 +40,11 @@ def _build_agent(
     )
     return Agent(
         node=_node(args),
-        discovery=Discovery(pids=pids, controller_runtime_only=args.controller_runtime_only),
+        discovery=Discovery(
+            pids=pids,
+            controller_runtime_only=args.controller_runtime_only,
+            pods_only=args.pods_only,
+        ),
         attribution=attribution,
         on_cancel=on_cancel,
         on_notice=on_notice,
@@ -119,6 +123,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--controller-runtime-only",
         action="store_true",
         help="among Go programs, trace only controller-runtime binaries",
+    )
+    parser.add_argument(
+        "--pods-only",
+        action="store_true",
+        help="trace only processes that run in a pod (a kubepods cgroup), not the node's "
+        "own daemons or anything else the host runs",
     )
     parser.add_argument("--node-name", help="this node's name (default: $NODE_NAME, hostname)")
     parser.add_argument(

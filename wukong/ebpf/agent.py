@@ -8,6 +8,7 @@ probe's perf buffer. Cancellations are attributed to their pod, counted in
 `--json`, OTLP).
 """
 
+import dataclasses
 import logging
 import os
 from collections import Counter
@@ -19,7 +20,7 @@ from prometheus_client import Counter as PromCounter
 from wukong.ebpf.attribution import Owner, PodAttribution
 from wukong.ebpf.discovery import GO, Discovery, Target
 from wukong.ebpf.go_probe import GoProbe, NotReady
-from wukong.ebpf.preflight import bpf_failure
+from wukong.ebpf.preflight import MissingCapability, StageFailed, bpf_failure
 from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
 
@@ -95,7 +96,15 @@ class Agent:
             if not os.path.exists(f"/proc/{target.pid}"):
                 self._notice(f"pid {target.pid} ({target.comm}) exited while attaching")
                 return
-            raise bpf_failure(exc) from exc
+            stage, cause = (exc.stage, exc.cause) if isinstance(exc, StageFailed) else ("load", exc)
+            error = bpf_failure(cause, stage=stage, pid=target.pid)
+            if isinstance(error, MissingCapability):
+                raise error from exc
+            # This process only (say, another tracer's uprobe on its binary
+            # conflicts): the others can still be traced.
+            self.untraceable[target.pid] = dataclasses.replace(target, problem=str(error))
+            self._notice(f"pid {target.pid} ({target.comm}, {target.runtime}): {error}")
+            return
         self.probes[target.pid] = probe
         self._owners[target.pid] = (
             self.attribution.owner(target.pid) if self.attribution else Owner()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from wukong.ebpf.discovery import Target
 from wukong.ebpf.elf import CANCEL_SYMBOL, CANCELED_SYMBOL, DEADLINE_SYMBOL, load_bias, read_memory
+from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.records import Cancellation
 
 # BCC wants bytes for every name and text it is given.
@@ -44,17 +45,23 @@ class GoProbe:
         self._last_fire: dict[int, tuple[int, int]] = {}  # tid -> (receiver, ktime)
         self._bias = load_bias(target.pid, self.binary)
         known = self._known_values()
-        self.bpf = BPF(text=SOURCE)
-        key = self.bpf[b"known"].Key(target.pid)
-        value = self.bpf[b"known"].Leaf(*known)
-        self.bpf[b"known"][key] = value
+        try:
+            self.bpf = BPF(text=SOURCE)
+            key = self.bpf[b"known"].Key(target.pid)
+            value = self.bpf[b"known"].Leaf(*known)
+            self.bpf[b"known"][key] = value
+        except Exception as exc:
+            raise StageFailed("load", exc) from exc
         address, _ = self.binary.symbols[CANCEL_SYMBOL]
-        self.bpf.attach_uprobe(
-            name=f"/proc/{target.pid}/exe".encode(),
-            addr=address,
-            fn_name=b"on_cancel",
-            pid=target.pid,
-        )
+        try:
+            self.bpf.attach_uprobe(
+                name=f"/proc/{target.pid}/exe".encode(),
+                addr=address,
+                fn_name=b"on_cancel",
+                pid=target.pid,
+            )
+        except Exception as exc:
+            raise StageFailed("attach", exc) from exc
         self.bpf[b"go_events"].open_perf_buffer(self._event, page_cnt=64)
 
     def _global(self, symbol: str) -> tuple[int, int]:

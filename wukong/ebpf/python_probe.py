@@ -4,6 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wukong.ebpf.discovery import Target
+from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.records import Cancellation
 
 # Text, not bytes: BCC prepends the USDT argument readers (a str) to it.
@@ -28,9 +29,15 @@ class PythonProbe:
         self._on_cancel = on_cancel
         # Kept for the probe's lifetime: enabling a USDT probe increments its semaphore
         # in the target, and the USDT object's destructor decrements it again.
-        self._usdt = USDT(pid=target.pid)
-        self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits it
-        self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
+        try:
+            self._usdt = USDT(pid=target.pid)
+            self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits
+        except Exception as exc:
+            raise StageFailed("usdt", exc) from exc
+        try:
+            self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
+        except Exception as exc:
+            raise StageFailed("load", exc) from exc
         self.bpf[b"audit_events"].open_perf_buffer(self._event, page_cnt=64)
 
     def _event(self, cpu: int, data: object, size: int) -> None:

@@ -1,0 +1,252 @@
+"""The node agent as the chart deploys it, on the dev node's real pods.
+
+The chart is installed with the agent DaemonSet on and a reconcile deadline so
+short (1 ms) that every reconcile of a Wukong is cancelled with
+deadline_exceeded: the agent, in its own pod, traces the operator's pods through
+their python:audit probe and attributes each cancellation to namespace, pod and
+container from the kubelet's real cgroup paths; its count for the leader equals
+the operator's own. Then each capability the chart grants is dropped in turn:
+the agent must fail, saying which capability it lacks.
+"""
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import eventually
+from tests.node.conftest import NodeCluster, wait_until
+from wukong.devcluster.node import NETNS
+from wukong.devcluster.simulator import install_dev_apis
+from wukong.operator.api import WUKONGS
+from wukong.runtime.client import Client
+from wukong.runtime.leader import LEASES
+from wukong.runtime.resources import NAMESPACES
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
+CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_OVERRIDE"]
+AGENT = "app.kubernetes.io/component=node-agent"
+OPERATOR = "app.kubernetes.io/component=operator"
+
+
+def _in_node(url: str) -> str:
+    """GET a pod's URL from inside the node's network namespace."""
+    result = subprocess.run(
+        [
+            "nsenter",
+            f"--net=/run/netns/{NETNS}",
+            "--",
+            sys.executable,
+            "-c",
+            "import sys, urllib.request; "
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    found = []
+    for labels, value in re.findall(rf"^{name}\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M):
+        found.append((dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def release(node_cluster: NodeCluster, chart_values: Path, helm: Path) -> Iterator[str]:
+    namespace = f"agent-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_install_dev_apis(node_cluster.plane.kubeconfig))  # KubeVirt, CDI, ... CRDs
+    installed = subprocess.run(
+        [
+            str(helm),
+            f"--kubeconfig={node_cluster.plane.kubeconfig}",
+            "install",
+            "wukong",
+            str(CHART),
+            "-n",
+            namespace,
+            "--create-namespace",
+            "-f",
+            str(chart_values),
+            "--set",
+            "agent.enabled=true",
+            "--set-json",
+            "operator.reconcileTimeout=0.001",
+            # This machine runs other people's processes too: leave them alone.
+            "--set-json",
+            'agent.extraArgs=["--pods-only"]',
+            "--wait",
+            "--timeout=180s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if installed.returncode != 0:
+        pods = node_cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide")
+        events = node_cluster.kubectl("get", "events", "-n", namespace)
+        raise AssertionError(f"helm install: {installed.stderr}\n{pods}\n{events[-3000:]}")
+    yield namespace
+    subprocess.run(
+        [
+            str(helm),
+            f"--kubeconfig={node_cluster.plane.kubeconfig}",
+            *("uninstall", "wukong", "-n", namespace, "--wait"),
+        ],
+        check=False,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+async def _install_dev_apis(kubeconfig: Path) -> None:
+    async with await Client.from_kubeconfig(kubeconfig) as client:
+        await install_dev_apis(client)
+
+
+def _pods(cluster: NodeCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    listing = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+    items: list[dict[str, Any]] = json.loads(listing)["items"]
+    return items
+
+
+async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
+
+        async def leader() -> str:
+            lease = await client.get(LEASES, "wukong-operator", namespace=release)
+            return str(lease["spec"].get("holderIdentity") or "").rsplit("_", 1)[0]
+
+        operators = {p["metadata"]["name"]: p for p in _pods(node_cluster, release, OPERATOR)}
+
+        async def one_leads() -> bool:
+            return await leader() in operators
+
+        await eventually(one_leads, timeout=60, what="an operator pod to lead")
+        leading = await leader()
+        namespace = f"vms-{uuid.uuid4().hex[:6]}"
+        await client.create(
+            NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        )
+        await client.create(
+            WUKONGS,
+            {
+                "apiVersion": WUKONGS.api_version,
+                "kind": "Wukong",
+                "metadata": {"name": "vm", "namespace": namespace},
+                "spec": {},
+            },
+        )
+        (agent,) = _pods(node_cluster, release, AGENT)
+        agent_url = f"http://{agent['status']['podIP']}:9464/metrics"
+        operator_url = f"http://{operators[leading]['status']['podIP']}:8080/metrics"
+
+        def agent_count() -> dict[tuple[str, str, str, str], float]:
+            counts = {}
+            for labels, value in _samples(_in_node(agent_url), "wukong_node_cancellations_total"):
+                key = (labels["namespace"], labels["pod"], labels["container"], labels["reason"])
+                counts[key] = value
+            return counts
+
+        def operator_count() -> float:
+            samples = _samples(_in_node(operator_url), "wukong_reconcile_cancellations_total")
+            return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
+
+        key = (release, leading, "operator", "deadline_exceeded")
+
+        def equal_and_counted() -> bool:
+            # Read the operator between two agent reads: equal only when no
+            # cancellation happened meanwhile (backoff spaces them out).
+            before = agent_count().get(key, 0.0)
+            own = operator_count()
+            after = agent_count().get(key, 0.0)
+            return before == own == after > 0
+
+        await eventually(
+            equal_and_counted, timeout=120, interval=1.0, what="agent count == operator's own"
+        )
+        counts = agent_count()
+        others = {k: v for k, v in counts.items() if k[1] in operators and k[1] != leading}
+        assert all(v == 0 for v in others.values()), others
+        runtime = _samples(_in_node(agent_url), "wukong_node_cancellations_total")
+        assert {labels["runtime"] for labels, _ in runtime if labels["pod"] == leading} == {
+            "python"
+        }
+
+
+def _terminated_message(pod: dict[str, Any]) -> str:
+    for status in pod.get("status", {}).get("containerStatuses", []):
+        for state in (status.get("state", {}), status.get("lastState", {})):
+            message = state.get("terminated", {}).get("message")
+            if message:
+                return str(message)
+    return ""
+
+
+def test_the_agent_runs_with_exactly_the_charts_capabilities_and_needs_each(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    daemonset = json.loads(
+        node_cluster.kubectl("get", "daemonset", "wukong-agent", "-n", release, "-o", "json")
+    )
+    security = daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": CAPABILITIES}
+    assert security["privileged"] is False
+    (agent,) = _pods(node_cluster, release, AGENT)
+    assert agent["status"]["containerStatuses"][0]["ready"] is True
+
+    path = "/spec/template/spec/containers/0/securityContext/capabilities/add"
+    try:
+        for dropped in CAPABILITIES:
+            kept = [c for c in CAPABILITIES if c != dropped]
+            patch = [{"op": "replace", "path": path, "value": kept}]
+            node_cluster.kubectl(
+                "patch",
+                "daemonset",
+                "wukong-agent",
+                "-n",
+                release,
+                "--type=json",
+                f"-p={json.dumps(patch)}",
+            )
+
+            def failed_naming_it(kept: list[str] = kept, dropped: str = dropped) -> bool:
+                for pod in _pods(node_cluster, release, AGENT):
+                    caps = pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+                    if caps == kept and f"CAP_{dropped}" in _terminated_message(pod):
+                        return True
+                return False
+
+            wait_until(failed_naming_it, timeout=120, what=f"the agent to fail without {dropped}")
+            (pod,) = [
+                p
+                for p in _pods(node_cluster, release, AGENT)
+                if p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == kept
+            ]
+            message = _terminated_message(pod).strip().splitlines()[-1]
+            assert message.startswith("wukong: error:") and f"lacks CAP_{dropped}" in message
+    finally:
+        patch = [{"op": "replace", "path": path, "value": CAPABILITIES}]
+        node_cluster.kubectl(
+            "patch",
+            "daemonset",
+            "wukong-agent",
+            "-n",
+            release,
+            "--type=json",
+            f"-p={json.dumps(patch)}",
+        )
