@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.helpers import eventually
 from tests.node.conftest import NodeCluster, wait_until
+from wukong.devcluster import binaries, images
 from wukong.devcluster.node import NETNS
 from wukong.devcluster.simulator import install_dev_apis
 from wukong.operator.api import WUKONGS
@@ -186,6 +188,96 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         assert {labels["runtime"] for labels, _ in runtime if labels["pod"] == leading} == {
             "python"
         }
+
+
+PEER = Path(__file__).resolve().parents[2] / "bench" / "peers" / "controller-runtime"
+
+
+def _peer_image(cluster: NodeCluster, tmp_path: Path) -> str:
+    """The benchmark's controller-runtime controller as an image: one static binary."""
+    binary = binaries.go_program(
+        PEER,
+        name="cr-peer-static",
+        progress=lambda message: print(message, file=sys.stderr),
+        build_flags=["-tags=netgo,osusergo"],  # static: the image holds nothing else
+    )
+    spec = images.ImageSpec(
+        tag="wukong.local/cr-peer:test",
+        files=[images.ImageFile(path="/peer", source=binary)],
+        entrypoint=["/peer"],
+        user="65534:65534",
+    )
+    images.write_archive(spec, tmp_path / "peer.tar")
+    cluster.node.import_image(tmp_path / "peer.tar")
+    return spec.tag
+
+
+async def test_the_agent_attributes_a_go_controller_pods_cancellations(
+    node_cluster: NodeCluster, release: str, tmp_path: Path
+) -> None:
+    image = _peer_image(node_cluster, tmp_path)
+    namespace = f"cr-{uuid.uuid4().hex[:6]}"
+    node_cluster.kubectl("create", "namespace", namespace)
+    objects = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "peer", "namespace": namespace},
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "peer", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "peer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "peer", "namespace": namespace},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "controller",
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "args": [f"--namespace={namespace}"],
+                    }
+                ],
+                "terminationGracePeriodSeconds": 10,
+            },
+        },
+    ]
+    node_cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    node_cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "pod/peer", "--timeout=90s"
+    )
+    (agent,) = _pods(node_cluster, release, AGENT)
+    agent_name = agent["metadata"]["name"]
+
+    def attached() -> bool:
+        logs = node_cluster.kubectl("logs", "-n", release, agent_name)
+        return "(peer, go)" in logs and "tracing pid" in logs
+
+    wait_until(attached, timeout=60, what="the agent to attach to the controller's pod")
+    for index in range(3):
+        node_cluster.kubectl("create", "configmap", f"cm-{index}", "-n", namespace)
+    # The manager's shutdown cancels every runnable's context: Go cancellations.
+    node_cluster.kubectl("delete", "pod", "peer", "-n", namespace, "--wait=true")
+    url = f"http://{agent['status']['podIP']}:9464/metrics"
+
+    def counted() -> list[tuple[dict[str, str], float]]:
+        samples = _samples(_in_node(url), "wukong_node_cancellations_total")
+        return [(labels, v) for labels, v in samples if labels["namespace"] == namespace]
+
+    wait_until(lambda: sum(v for _, v in counted()) > 0, timeout=60, what="Go cancellations")
+    series = counted()
+    assert {(labels["pod"], labels["container"], labels["runtime"]) for labels, _ in series} == {
+        ("peer", "controller", "go")
+    }
 
 
 def _terminated_message(pod: dict[str, Any]) -> str:
