@@ -70,6 +70,22 @@ async def test_the_chart_runs_the_operator_which_reconciles_and_hands_over_leade
         )
         pods = _pods(node_cluster, release_ns, selector)
         assert len(pods) == 2 and all(_ready(p) for p in pods)
+
+        # RBAC as the API server decides it for the operator's ServiceAccount.
+        account = f"--as=system:serviceaccount:{release_ns}:wukong"
+        for expected, args in [
+            ("yes", ("patch", "wukongs.vm.novasphere.dev", "--subresource=status", "-A")),
+            ("no", ("update", "wukongs.vm.novasphere.dev", "-A")),
+            ("yes", ("create", "virtualmachines.kubevirt.io", "-n", "default")),
+            ("yes", ("update", "leases.coordination.k8s.io", "-n", release_ns)),
+            ("no", ("update", "leases.coordination.k8s.io", "-n", "default")),
+            ("no", ("get", "secrets", "-n", release_ns)),
+            ("no", ("list", "secrets", "-A")),
+            ("no", ("delete", "namespaces")),
+            ("no", ("create", "pods", "-n", release_ns)),
+        ]:
+            answer = node_cluster.kubectl("auth", "can-i", account, *args, check=False)
+            assert answer.splitlines()[0].strip() == expected, (args, answer)
         names = {p["metadata"]["name"] for p in pods}
 
         async def holder() -> str:
