@@ -272,11 +272,11 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="build the operator and agent images locally and load them into the dev node",
         description="Build the images of deploy/images/operator.Dockerfile and agent.Dockerfile "
         "without a registry: a Debian root filesystem from mmdebstrap with the packages the "
-        "Dockerfile pins, the package of this checkout installed into a virtualenv in a chroot "
-        "(pip reaches the package index), packed as one layer and imported into the node's "
-        "containerd. Cached under ~/.cache/wukong/images by the sources' hash. Prints each "
-        "image's size, and as the last line the path of a Helm values file for the chart: "
-        "helm install wukong deploy/chart/wukong -f PATH.",
+        "Dockerfile pins, the wheels of this checkout's package (no extras) and its dependencies "
+        "built on the host with pip, installed into /opt/wukong in a chroot, packed as one layer "
+        "and imported into the node's containerd. Cached under ~/.cache/wukong/images by the "
+        "sources' hash. Prints each image's size, and as the last line the path of a Helm "
+        "values file for the chart: helm install wukong deploy/chart/wukong -f PATH.",
     )
     _add_cluster_options(images, ports=False)
     images.set_defaults(handler=_images)
