@@ -30,6 +30,7 @@ from wukong.devcluster.simulator import install_dev_apis
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.leader import LEASES
+from wukong.runtime.probes import audit_semaphore
 from wukong.runtime.resources import NAMESPACES
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
@@ -342,3 +343,57 @@ def test_the_agent_runs_with_exactly_the_charts_capabilities_and_needs_each(
             "--type=json",
             f"-p={json.dumps(patch)}",
         )
+
+
+def _host_pids(cmdline_part: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmdline_part in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _semaphore(pid: int) -> int:
+    address = audit_semaphore(pid)
+    assert address is not None
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(address)
+        return int.from_bytes(mem.read(2), "little")
+
+
+def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    # The operator's own processes on the host, through their cgroups' pods.
+    operators = _host_pids(f"--leader-election-namespace={release}")
+    assert operators
+
+    def agent_pod() -> dict[str, Any] | None:
+        pods = [p for p in _pods(node_cluster, release, AGENT) if p["status"].get("podIP")]
+        ready = [p for p in pods if p["status"].get("containerStatuses", [{}])[0].get("ready")]
+        return ready[0] if len(ready) == 1 and len(pods) == 1 else None
+
+    wait_until(lambda: agent_pod() is not None, timeout=120, what="one ready agent pod")
+    wait_until(
+        lambda: all(_semaphore(pid) > 0 for pid in operators),
+        timeout=60,
+        what="the agent to enable the operators' USDT probes",
+    )
+    pod = agent_pod()
+    assert pod is not None
+    uid = pod["metadata"]["uid"]
+    (agent_pid,) = [
+        pid
+        for pid in _host_pids("wukong agent")
+        if uid.replace("-", "_") in Path(f"/proc/{pid}/cgroup").read_text().replace("-", "_")
+    ]
+    node_cluster.kubectl("delete", "pod", "-n", release, pod["metadata"]["name"], "--wait=true")
+    # SIGTERM: the agent detached before exiting, so nothing it set up remains.
+    assert all(_semaphore(pid) == 0 for pid in operators)
+    events = Path("/sys/kernel/tracing/uprobe_events").read_text()
+    assert f"_bcc_{agent_pid}" not in events
