@@ -162,6 +162,7 @@ def _wheelhouse(root: Path, *, progress: Progress, log: Path) -> Path:
             log=log,
         )
         wheels.replace(target)
+    _prune("wheels-*", keep=target)
     return target
 
 
@@ -262,6 +263,7 @@ def build_operator_image(*, progress: Progress) -> BuiltImage:
     progress(
         f"  {reference}: {built.size_bytes / 2**20:.0f} MiB in {time.monotonic() - started:.0f}s"
     )
+    _prune("wukong-operator-*.tar", keep=archive)
     return built
 
 
@@ -305,7 +307,26 @@ def build_agent_image(*, progress: Progress) -> BuiltImage:
     progress(
         f"  {reference}: {built.size_bytes / 2**20:.0f} MiB in {time.monotonic() - started:.0f}s"
     )
+    _prune("wukong-agent-*.tar", keep=archive)
     return built
+
+
+_PRUNE_AFTER_SECONDS = 3600.0
+
+
+def _prune(pattern: str, *, keep: Path) -> None:
+    """Delete older builds of one image (each source change makes a new one).
+
+    Only those untouched for an hour: another checkout sharing the cache may be
+    importing its own build right now.
+    """
+    now = time.time()
+    for path in keep.parent.glob(pattern):
+        if path != keep and now - path.stat().st_mtime > _PRUNE_AFTER_SECONDS:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _layer_size(archive: Path) -> int:
