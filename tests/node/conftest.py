@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from wukong.devcluster import ControlPlane, binaries, images
+from wukong.devcluster.imagebuild import BuiltImage
 from wukong.devcluster.node import DevNode, ephemeral_node_cluster
 
 PROBE_IMAGE = "wukong.local/probe:test"
@@ -84,15 +85,23 @@ def probe_image(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
-def chart_values(node_cluster: NodeCluster) -> Path:
-    """The operator and agent images built from deploy/images, loaded on the node;
-    the Helm values file that points the chart at them (`wukong dev images`)."""
+def built_images(node_cluster: NodeCluster) -> tuple[BuiltImage, BuiltImage]:
+    """The operator and agent images built from deploy/images, loaded on the node."""
     from wukong.devcluster import imagebuild
 
     operator = imagebuild.build_operator_image(progress=_progress)
     agent = imagebuild.build_agent_image(progress=_progress)
     for built in (operator, agent):
         node_cluster.node.import_image(built.archive)
+    return operator, agent
+
+
+@pytest.fixture(scope="session")
+def chart_values(node_cluster: NodeCluster, built_images: tuple[BuiltImage, BuiltImage]) -> Path:
+    """The Helm values file that points the chart at the local images (`wukong dev images`)."""
+    from wukong.devcluster import imagebuild
+
+    operator, agent = built_images
     return imagebuild.values_file(
         operator, agent, node_cluster.node.paths.root / "images-values.yaml"
     )
