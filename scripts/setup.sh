@@ -20,7 +20,12 @@ fi
 #   bindings (python3-bpfcc) only import there and it carries USDT probes.
 # prometheus: brings the real `prometheus` and `promtool` for rules and dashboards.
 # linux-headers-amd64: BCC compiles its programs against kernel headers.
-APT_PACKAGES=(python3-venv python3-bpfcc bpftrace prometheus linux-headers-amd64 ca-certificates)
+# containerd, runc, containernetworking-plugins, iptables, conntrack, iproute2:
+#   the dev node (`wukong dev up --node`, tests/node): its container runtime,
+#   CNI bridge plugin, kube-proxy's rules and the node's network namespace.
+# mmdebstrap: the Debian root filesystem the operator and agent images start from.
+APT_PACKAGES=(python3-venv python3-bpfcc bpftrace prometheus linux-headers-amd64 ca-certificates
+  containerd runc containernetworking-plugins iptables conntrack iproute2 mmdebstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -71,6 +76,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# --- Go: the real kube-apiserver ---------------------------------------------------
+# --- Go: the real kube-apiserver, kubectl and the node's components ---------------
+# kubectl, kubelet, kube-proxy, kube-scheduler and kube-controller-manager are
+# one program (wukong/devcluster/kubenode), compiled once with what they share.
 command -v go >/dev/null || die "Go is not on PATH; it is needed to build kube-apiserver (Go >= 1.26)"
-"$venv/bin/wukong" dev build
+"$venv/bin/wukong" dev build --node

@@ -5,6 +5,7 @@
   with a developer's `wukong dev up` cluster.
 - `client`: the project's client, configured from that cluster's kubeconfig.
 - `namespace`: a fresh namespace per test.
+- `kubectl`: kubectl built at the API server's release (no preinstalled one is used).
 
 Tests under tests/integration, tests/ebpf and tests/e2e get the matching marker;
 `ebpf` tests are skipped unless running as root.
@@ -25,7 +26,7 @@ from wukong.runtime.resources import NAMESPACES
 # The Wukong controller with its simulated infrastructure, for integration and e2e tests.
 pytest_plugins = ["tests.integration.wukong_harness"]
 
-_MARKED_DIRECTORIES = ("integration", "ebpf", "e2e")
+_MARKED_DIRECTORIES = ("integration", "ebpf", "e2e", "node")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -36,6 +37,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, marker))
         if item.get_closest_marker("ebpf") and os.geteuid() != 0:
             item.add_marker(pytest.mark.skip(reason="eBPF tests need root"))
+        if item.get_closest_marker("node") and os.geteuid() != 0:
+            item.add_marker(
+                pytest.mark.skip(reason="the dev node needs root (namespaces, cgroups, mounts)")
+            )
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +50,14 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         state_dir=tmp_path_factory.mktemp("control-plane"),  # kept: logs for failures
     ) as plane:
         yield plane
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> Path:
+    """kubectl at the API server's release, built from the Go module proxy (cached)."""
+    from wukong.devcluster import binaries
+
+    return binaries.kubectl_binary(progress=lambda message: print(message, file=sys.stderr))
 
 
 @pytest.fixture

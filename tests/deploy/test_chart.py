@@ -18,7 +18,7 @@ from wukong.deploy.chart import BUNDLE, ChartError, generated_files, render_bund
 from wukong.operator.admission import webhook_configuration
 from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 
-AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "DAC_READ_SEARCH"]
+AGENT_CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_OVERRIDE"]
 
 
 def test_generated_files_and_bundle_are_up_to_date() -> None:

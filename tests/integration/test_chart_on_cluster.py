@@ -29,9 +29,9 @@ from wukong.runtime.resources import CONFIGMAPS, NAMESPACES, Resource
 SECRETS = Resource(group="", version="v1", plural="secrets", kind="Secret")
 
 
-def _kubectl(plane: ControlPlane, *args: str, stdin: str | None = None) -> str:
+def _kubectl(kubectl: Path, plane: ControlPlane, *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
-        ["kubectl", f"--kubeconfig={plane.kubeconfig}", *args],
+        [str(kubectl), f"--kubeconfig={plane.kubeconfig}", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -51,13 +51,20 @@ async def _release_namespace(client: Client) -> str:
 
 
 async def test_server_side_dry_run_of_defaults_and_everything_on(
-    control_plane: ControlPlane, client: Client, infrastructure: None, tmp_path: Path
+    control_plane: ControlPlane,
+    client: Client,
+    infrastructure: None,
+    tmp_path: Path,
+    kubectl: Path,
 ) -> None:
     for crd in monitoring_crds():
-        await asyncio.to_thread(_kubectl, control_plane, "apply", "--server-side", "-f", str(crd))
+        await asyncio.to_thread(
+            _kubectl, kubectl, control_plane, "apply", "--server-side", "-f", str(crd)
+        )
     for crd in ("servicemonitors", "podmonitors", "prometheusrules"):
         await asyncio.to_thread(
             _kubectl,
+            kubectl,
             control_plane,
             "wait",
             "--for=condition=Established",
@@ -69,7 +76,14 @@ async def test_server_side_dry_run_of_defaults_and_everything_on(
             "--namespace", namespace, "--include-crds", "-f", str(values_file(tmp_path, values))
         )
         out = await asyncio.to_thread(
-            _kubectl, control_plane, "apply", "--dry-run=server", "-f", "-", stdin=_dump(objects)
+            _kubectl,
+            kubectl,
+            control_plane,
+            "apply",
+            "--dry-run=server",
+            "-f",
+            "-",
+            stdin=_dump(objects),
         )
         assert out.count("(server dry run)") == len(objects), out
 
@@ -97,15 +111,26 @@ async def test_the_operator_works_under_the_charts_rbac_and_nothing_more(
     namespace: str,
     start_wukong: StartWukong,
     tmp_path: Path,
+    kubectl: Path,
 ) -> None:
     release = await _release_namespace(client)
     rbac_kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
     objects = [obj for obj in render("--namespace", release) if obj["kind"] in rbac_kinds]
-    await asyncio.to_thread(_kubectl, control_plane, "apply", "-f", "-", stdin=_dump(objects))
+    await asyncio.to_thread(
+        _kubectl, kubectl, control_plane, "apply", "-f", "-", stdin=_dump(objects)
+    )
     account = next(obj for obj in objects if obj["kind"] == "ServiceAccount")["metadata"]["name"]
     token = (
         await asyncio.to_thread(
-            _kubectl, control_plane, "create", "token", account, "-n", release, "--duration=1h"
+            _kubectl,
+            kubectl,
+            control_plane,
+            "create",
+            "token",
+            account,
+            "-n",
+            release,
+            "--duration=1h",
         )
     ).strip()
     kubeconfig = _token_kubeconfig(control_plane, token, tmp_path / "sa.kubeconfig")

@@ -79,11 +79,11 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path) -> None:
+def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path, kubectl: Path) -> None:
     (tmp_path / "etcd.pid").write_text(f"{_dead_pid()}\n")
     status = _run("dev", "status", f"--state-dir={tmp_path}")
     assert status.returncode == 3
-    assert "etcd            stale" in status.stdout
+    assert "etcd                     stale" in status.stdout
 
     try:
         up = _run("dev", "up", f"--state-dir={tmp_path}", *_ports())
@@ -92,7 +92,7 @@ def test_stale_pid_file_is_reported_and_cleared(tmp_path: Path) -> None:
         assert "installed the Wukong CRD" in up.stderr
         kubeconfig = _run("dev", "kubeconfig", f"--state-dir={tmp_path}").stdout.strip()
         served = subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", "get", "storageclass,wukongs,vm,dv", "-A"],
+            [str(kubectl), f"--kubeconfig={kubeconfig}", "get", "storageclass,wukongs,vm,dv", "-A"],
             capture_output=True,
             text=True,
             check=True,
@@ -147,7 +147,7 @@ def test_crashing_apiserver_is_reported_with_its_log(tmp_path: Path) -> None:
     assert str(tmp_path / "kube-apiserver.log") in line
     # Nothing is left running: etcd was stopped with the failed start.
     status = _run("dev", "status", f"--state-dir={tmp_path}")
-    assert "etcd            stopped" in status.stdout
+    assert "etcd                     stopped" in status.stdout
 
 
 def test_kubeconfig_before_up_is_a_clear_error(tmp_path: Path) -> None:

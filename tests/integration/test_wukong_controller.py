@@ -2,6 +2,7 @@
 
 import asyncio
 import subprocess
+from pathlib import Path
 
 from tests.integration.wukong_harness import StartWukong, WukongRun, condition
 from wukong.devcluster import ControlPlane
@@ -50,7 +51,7 @@ async def _exists(run: WukongRun, resource: object, name: str) -> bool:
 
 
 async def test_full_wukong_reaches_running_with_status_conditions_and_columns(
-    control_plane: ControlPlane, start_wukong: StartWukong
+    control_plane: ControlPlane, start_wukong: StartWukong, kubectl: Path
 ) -> None:
     run = await start_wukong()
     await _create_shared_nad(run)
@@ -111,9 +112,9 @@ async def test_full_wukong_reaches_running_with_status_conditions_and_columns(
     assert {"name": "image", "dataVolume": {"name": "web-image"}} in template["volumes"]
     assert {"name": "storage", "multus": {"networkName": "shared-storage"}} in template["networks"]
 
-    kubectl = ["kubectl", f"--kubeconfig={control_plane.kubeconfig}", "-n", run.namespace]
+    command = [str(kubectl), f"--kubeconfig={control_plane.kubeconfig}", "-n", run.namespace]
     table = await asyncio.to_thread(
-        subprocess.run, [*kubectl, "get", "wukong"], capture_output=True, text=True, check=True
+        subprocess.run, [*command, "get", "wukong"], capture_output=True, text=True, check=True
     )
     header, row = table.stdout.splitlines()
     assert header.split() == ["NAME", "PHASE", "NODE", "READY", "AGE"]

@@ -3,6 +3,7 @@
 import asyncio
 import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def _wukong(namespace: str, name: str, spec: Object) -> Object:
 
 
 async def test_defaults_and_printer_columns(
-    control_plane: ControlPlane, client: Client, namespace: str, installed: None
+    control_plane: ControlPlane, client: Client, namespace: str, installed: None, kubectl: Path
 ) -> None:
     created = await client.create(WUKONGS, _wukong(namespace, "vm", {}))
     assert created["spec"] == {"cpu": 1, "memory": "1Gi", "running": True}
@@ -52,9 +53,16 @@ async def test_defaults_and_printer_columns(
         },
         namespace=namespace,
     )
-    kubectl = ["kubectl", f"--kubeconfig={control_plane.kubeconfig}", "-n", namespace, "get", "wk"]
+    command = [
+        str(kubectl),
+        f"--kubeconfig={control_plane.kubeconfig}",
+        "-n",
+        namespace,
+        "get",
+        "wk",
+    ]
     listed = await asyncio.to_thread(
-        subprocess.run, kubectl, capture_output=True, text=True, check=True
+        subprocess.run, command, capture_output=True, text=True, check=True
     )
     table = listed.stdout.split()
     assert table[:5] == ["NAME", "PHASE", "NODE", "READY", "AGE"]

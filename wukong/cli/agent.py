@@ -6,6 +6,7 @@ itself comes from the node's python3-bpfcc and is imported when probes load).
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import time
@@ -40,7 +41,11 @@ def _build_agent(
     )
     return Agent(
         node=_node(args),
-        discovery=Discovery(pids=pids, controller_runtime_only=args.controller_runtime_only),
+        discovery=Discovery(
+            pids=pids,
+            controller_runtime_only=args.controller_runtime_only,
+            pods_only=args.pods_only,
+        ),
         attribution=attribution,
         on_cancel=on_cancel,
         on_notice=on_notice,
@@ -99,8 +104,14 @@ def _trace(args: argparse.Namespace) -> int:
 def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] | None) -> int:
     deadline = time.monotonic() + args.duration if args.duration else None
     last_scan = last_render = 0.0
+    stopping: list[int] = []
+    # SIGTERM (a pod being deleted, `helm upgrade --set agent.enabled=false`) must
+    # detach like Ctrl-C does: dying of the signal would leave the traced
+    # processes' USDT semaphores raised (they would go on paying for the probe)
+    # and BCC's uprobe events behind.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     try:
-        while deadline is None or time.monotonic() < deadline:
+        while not stopping and (deadline is None or time.monotonic() < deadline):
             now = time.monotonic()
             if now - last_scan >= args.scan_interval:
                 agent.rescan()
@@ -128,6 +139,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--controller-runtime-only",
         action="store_true",
         help="among Go programs, trace only controller-runtime binaries",
+    )
+    parser.add_argument(
+        "--pods-only",
+        action="store_true",
+        help="trace only processes that run in a pod (a kubepods cgroup), not the node's "
+        "own daemons or anything else the host runs",
     )
     parser.add_argument("--node-name", help="this node's name (default: $NODE_NAME, hostname)")
     parser.add_argument(

@@ -33,10 +33,27 @@ def _control_plane(args: argparse.Namespace) -> "ControlPlane":
 
 
 def _up(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from wukong.devcluster import ControlPlane
+    from wukong.devcluster.node import HOST_ADDRESS, DevNode
     from wukong.devcluster.simulator import IMMEDIATE_CLASS, WAIT_FOR_FIRST_CONSUMER_CLASS
 
     plane = _control_plane(args)
+    wanted = HOST_ADDRESS if args.node else None
+    if plane.config.node_address != wanted:
+        running = plane.status().running
+        if running:
+            from wukong.devcluster import DevClusterError
+
+            have = "with" if plane.config.node_address else "without"
+            raise DevClusterError(
+                f"the control plane already runs {have} a node; `wukong dev down` first"
+            )
+        plane = ControlPlane(dataclasses.replace(plane.config, node_address=wanted))
     plane.up(progress=_progress)
+    if args.node:
+        DevNode(plane).up(progress=_progress)
     asyncio.run(_install_dev_apis(plane.kubeconfig, ca_bundle=plane.ca_cert.read_bytes()))
     _progress(
         "installed the Wukong CRD, simulated KubeVirt/CDI/Multus CRDs and StorageClasses "
@@ -48,7 +65,12 @@ def _up(args: argparse.Namespace) -> int:
         "objects are admitted while no operator serves it); serve it with "
         f'`wukong run --webhook-cert-dir "{plane.webhook_cert_dir}"`'
     )
-    _progress(f'kubectl --kubeconfig "{plane.kubeconfig}" get ns')
+    kubectl = "kubectl"
+    if args.node:
+        from wukong.devcluster import binaries
+
+        kubectl = str(binaries.kubectl_binary(progress=_progress))  # built with the node
+    _progress(f'{kubectl} --kubeconfig "{plane.kubeconfig}" get {"nodes" if args.node else "ns"}')
     return 0
 
 
@@ -85,22 +107,34 @@ async def _install_dev_apis(kubeconfig: Path, *, ca_bundle: bytes) -> None:
 
 
 def _down(args: argparse.Namespace) -> int:
-    _control_plane(args).down(progress=_progress)
+    from wukong.devcluster.node import DevNode
+
+    plane = _control_plane(args)
+    node = DevNode(plane)
+    if node.present():
+        node.down(progress=_progress)
+    plane.down(progress=_progress)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     plane = _control_plane(args)
     status = plane.status()
-    for component in status.components:
+    components = list(status.components)
+    if plane.config.node_address:
+        from wukong.devcluster.node import DevNode
+
+        components += DevNode(plane).status()
+    for component in components:
         pid = f" (pid {component.pid})" if component.pid else ""
-        print(f"{component.name:<15} {component.state}{pid}  log: {component.log_file}")
+        print(f"{component.name:<24} {component.state}{pid}  log: {component.log_file}")
     print(
-        f"{'server':<15} {plane.server_url}  ready: {'yes' if status.ready else 'no'}"
+        f"{'server':<24} {plane.server_url}  ready: {'yes' if status.ready else 'no'}"
         f"  version: {status.version or '-'}"
     )
-    print(f"{'kubeconfig':<15} {status.kubeconfig or '-'}")
-    return 0 if status.running and status.ready else 3
+    print(f"{'kubeconfig':<24} {status.kubeconfig or '-'}")
+    node_running = all(c.state == "running" for c in components)
+    return 0 if status.running and node_running and status.ready else 3
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
@@ -136,6 +170,30 @@ def _build(args: argparse.Namespace) -> int:
 
     print(binaries.kube_apiserver_binary(progress=_progress))
     print(binaries.helm_binary(progress=_progress))
+    print(binaries.kubectl_binary(progress=_progress))
+    if args.node:
+        print(binaries.node_binaries(progress=_progress))
+        print(binaries.pause_binary(progress=_progress))
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    from wukong.devcluster import DevClusterError, imagebuild
+    from wukong.devcluster.node import DevNode
+
+    plane = _control_plane(args)
+    node = DevNode(plane)
+    if not node.runtime_running():
+        raise DevClusterError(
+            "the dev node is not running; start it with `wukong dev up --node` "
+            "(the images are loaded into its containerd)"
+        )
+    operator = imagebuild.build_operator_image(progress=_progress)
+    agent = imagebuild.build_agent_image(progress=_progress)
+    for built in (operator, agent):
+        node.import_image(built.archive)
+        _progress(f"loaded {built.reference} ({built.size_bytes / 2**20:.0f} MiB) into the node")
+    print(imagebuild.values_file(operator, agent, node.paths.root / "images-values.yaml"))
     return 0
 
 
@@ -186,8 +244,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="run a real local control plane (etcd + kube-apiserver)",
         description="A real local Kubernetes control plane for development and tests: etcd 3.5 "
         "and a kube-apiserver built once from the pinned Kubernetes release and cached. "
-        "It has no kubelet or controller-manager: namespaces are not finalized and owner "
-        "references are not garbage-collected.",
+        "Without --node it has no kubelet or controller-manager: namespaces are not finalized "
+        "and owner references are not garbage-collected. `wukong dev up --node` adds a real "
+        "node (containerd, kubelet, kube-proxy, kube-scheduler, kube-controller-manager) in "
+        "its own network namespace; see README, 'The dev node'.",
     )
     actions = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     for name, handler, ports, help_text, description in [
@@ -205,8 +265,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
             _down,
             False,
             "stop the control plane and delete its data",
-            "Stop kube-apiserver and etcd and delete etcd's data. Certificates and the "
-            "kubeconfig are kept for the next `up`.",
+            "Stop the node if there is one (removing its containers, mounts, cgroups and "
+            "network namespace and restoring the sysctls the kubelet changed), then "
+            "kube-apiserver and etcd, and delete etcd's data. Certificates, the kubeconfig "
+            "and the node's images are kept for the next `up`.",
         ),
         (
             "status",
@@ -236,12 +298,43 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         action = actions.add_parser(name, help=help_text, description=description)
         _add_cluster_options(action, ports=ports)
         action.set_defaults(handler=handler)
+        if name == "up":
+            action.add_argument(
+                "--node",
+                action="store_true",
+                help="also run a real node (needs root): containerd, kubelet, kube-proxy, "
+                "kube-scheduler and kube-controller-manager in network namespace wukong-node, "
+                "linked to the host by a veth pair (10.201.0.1 <-> 10.201.0.2). It changes the "
+                "sysctls the kubelet sets (kernel.panic, kernel.panic_on_oops, "
+                "vm.overcommit_memory, vm.panic_on_oom, kernel.keys.*), mounts under the state "
+                "directory and /kubepods cgroups; `wukong dev down` restores all of them. The "
+                "first run builds the node components (minutes).",
+            )
     _add_simulate(actions)
+    images = actions.add_parser(
+        "images",
+        help="build the operator and agent images locally and load them into the dev node",
+        description="Build the images of deploy/images/operator.Dockerfile and agent.Dockerfile "
+        "without a registry: a Debian root filesystem from mmdebstrap with the packages the "
+        "Dockerfile pins, the wheels of this checkout's package (no extras) and its dependencies "
+        "built on the host with pip, installed into /opt/wukong in a chroot, packed as one layer "
+        "and imported into the node's containerd. Cached under ~/.cache/wukong/images by the "
+        "sources' hash. Prints each image's size, and as the last line the path of a Helm "
+        "values file for the chart: helm install wukong deploy/chart/wukong -f PATH.",
+    )
+    _add_cluster_options(images, ports=False)
+    images.set_defaults(handler=_images)
     build = actions.add_parser(
         "build",
-        help="build (or find in the cache) kube-apiserver and helm",
+        help="build (or find in the cache) kube-apiserver, helm, kubectl and the node",
         description="Build kube-apiserver from the Go module proxy through the wrapper module in "
-        "wukong/devcluster/apiserver, and helm (for the chart's checks) with `go install`; "
-        "cache both under ~/.cache/wukong/bin and print their paths.",
+        "wukong/devcluster/apiserver, kubectl (with the node components, wrapper module "
+        "wukong/devcluster/kubenode) and helm (for the chart's checks) with `go install`; "
+        "cache them under ~/.cache/wukong/bin and print their paths.",
+    )
+    build.add_argument(
+        "--node",
+        action="store_true",
+        help="also print the node components' directory and build the pause program",
     )
     build.set_defaults(handler=_build)

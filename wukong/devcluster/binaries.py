@@ -6,6 +6,10 @@
   `k8s.io/kubernetes` and its staging modules). The build takes many minutes
   the first time; the binary is cached under the user's cache directory, keyed
   by everything that affects it, and reused from then on.
+- The dev node's components (kubelet, kube-proxy, kube-scheduler,
+  kube-controller-manager) and kubectl are built the same way, as one program
+  (`kubenode/`, picked by the name it is started as, like the old hyperkube):
+  one `go build` compiles the packages they share once and links once.
 - helm (for the chart's lint, template and schema checks) is built the same
   way with `go install` at a pinned release, in about a minute.
 
@@ -32,17 +36,17 @@ from wukong.devcluster.paths import cache_dir
 Progress = Callable[[str], None]
 
 WRAPPER_DIR = Path(__file__).parent / "apiserver"
+NODE_WRAPPER_DIR = Path(__file__).parent / "kubenode"
+PAUSE_DIR = Path(__file__).parent / "pause"
+# The names the node program answers to; each is a link to it in the cache.
+NODE_COMMANDS = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "kubectl")
 HELM_VERSION = "v3.19.0"
 _PROGRESS_EVERY_SECONDS = 15.0
 
 
 def kubernetes_version() -> str:
     """The pinned Kubernetes release, read from the wrapper module's go.mod."""
-    go_mod = (WRAPPER_DIR / "go.mod").read_text()
-    match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes (v\d+\.\d+\.\d+)\s*$", go_mod, re.M)
-    if not match:
-        raise DevClusterError(f"cannot find the k8s.io/kubernetes version in {WRAPPER_DIR}/go.mod")
-    return match.group(1)
+    return _wrapper_version(WRAPPER_DIR)
 
 
 def etcd_binary() -> Path:
@@ -84,10 +88,10 @@ def _go(what: str | None = None) -> str:
     return go
 
 
-def _build_key(go: str, version: str) -> str:
+def _build_key(go: str, version: str, wrapper: Path = WRAPPER_DIR) -> str:
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum", "main.go"):
-        digest.update((WRAPPER_DIR / name).read_bytes())
+        digest.update((wrapper / name).read_bytes())
     digest.update(_ldflags(version).encode())
     digest.update(subprocess.run([go, "version"], capture_output=True, check=True).stdout)
     return digest.hexdigest()[:12]
@@ -113,12 +117,68 @@ def kube_apiserver_binary(*, progress: Progress) -> Path:
     go = _go()
     version = kubernetes_version()
     target = cache_dir() / "bin" / f"kube-apiserver-{version}-{_build_key(go, version)}"
+    _build_wrapper(go, WRAPPER_DIR, target, what="kube-apiserver", progress=progress)
+    return target
+
+
+def node_binaries(*, progress: Progress) -> Path:
+    """A directory holding kubelet, kube-proxy, kube-scheduler, kube-controller-manager
+    and kubectl of the pinned release (links to one program), building it if needed."""
+    go = _go(f"the node components {kubernetes_version()}")
+    version = kubernetes_version()
+    node_version = _wrapper_version(NODE_WRAPPER_DIR)
+    if node_version != version:
+        raise DevClusterError(
+            f"{NODE_WRAPPER_DIR}/go.mod pins k8s.io/kubernetes {node_version} but the "
+            f"API server is {version}; pin both to one release (see DEVELOPERS.md)"
+        )
+    directory = (
+        cache_dir() / "bin" / f"kube-node-{version}-{_build_key(go, version, NODE_WRAPPER_DIR)}"
+    )
+    program = directory / "kube-node"
+    if not program.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        _build_wrapper(
+            go,
+            NODE_WRAPPER_DIR,
+            program,
+            what="kubelet, kube-proxy, kube-scheduler, kube-controller-manager and kubectl",
+            progress=progress,
+        )
+    for name in NODE_COMMANDS:
+        link = directory / name
+        if not link.is_symlink():
+            link.symlink_to(program.name)
+    return directory
+
+
+def kubectl_binary(*, progress: Progress) -> Path:
+    """kubectl at the API server's release (part of the node program)."""
+    return node_binaries(progress=progress) / "kubectl"
+
+
+def pause_binary(*, progress: Progress) -> Path:
+    """The static pause program for the node's sandbox image."""
+    return go_program(PAUSE_DIR, name="pause", progress=progress, build_flags=["-ldflags=-s -w"])
+
+
+def _wrapper_version(wrapper: Path) -> str:
+    go_mod = (wrapper / "go.mod").read_text()
+    match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes (v\d+\.\d+\.\d+)\s*$", go_mod, re.M)
+    if not match:
+        raise DevClusterError(f"cannot find the k8s.io/kubernetes version in {wrapper}/go.mod")
+    return match.group(1)
+
+
+def _build_wrapper(go: str, wrapper: Path, target: Path, *, what: str, progress: Progress) -> None:
+    version = kubernetes_version()
     target.parent.mkdir(parents=True, exist_ok=True)
-    log_path = cache_dir() / "kube-apiserver-build.log"
+    log_path = cache_dir() / f"{wrapper.name}-build.log"
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
 
-    progress(f"building kube-apiserver {version} from the Go module proxy (first time only)")
+    progress(f"building {what} {version} from the Go module proxy (first time only)")
     progress(f"  build log: {log_path}")
+    started = time.monotonic()
     with log_path.open("w") as log:
         _run_with_heartbeat(
             [go, "mod", "download"],
@@ -127,20 +187,21 @@ def kube_apiserver_binary(*, progress: Progress) -> Path:
             log_path=log_path,
             what="downloading Go modules",
             progress=progress,
+            cwd=wrapper,
         )
         listing = subprocess.run(
             [go, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "."],
-            cwd=WRAPPER_DIR,
+            cwd=wrapper,
             env=env,
             capture_output=True,
             text=True,
         )
         if listing.returncode != 0:
             log.write(listing.stderr)
-            raise DevClusterError(f"go list failed for the kube-apiserver wrapper; log: {log_path}")
+            raise DevClusterError(f"go list failed for {wrapper}; log: {log_path}")
         total = sum(1 for line in listing.stdout.splitlines() if line.strip())
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            out = Path(tmp) / "kube-apiserver"
+            out = Path(tmp) / target.name
             _compile_with_progress(
                 [
                     go,
@@ -158,10 +219,11 @@ def kube_apiserver_binary(*, progress: Progress) -> Path:
                 log_path=log_path,
                 total=total,
                 progress=progress,
+                cwd=wrapper,
+                what=what,
             )
             out.replace(target)  # atomic: a half-built binary is never cached
-    progress(f"kube-apiserver {version} built and cached at {target}")
-    return target
+    progress(f"{what} {version} built in {time.monotonic() - started:.0f}s, cached at {target}")
 
 
 def go_program(
@@ -270,13 +332,15 @@ def _compile_with_progress(
     log_path: Path,
     total: int,
     progress: Progress,
+    cwd: Path,
+    what: str,
 ) -> None:
     # `go build -v` prints each package as it starts compiling it (cached ones
     # are skipped), which is the best progress signal Go offers.
     started = last_report = time.monotonic()
     proc = subprocess.Popen(
         cmd,
-        cwd=WRAPPER_DIR,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -295,4 +359,4 @@ def _compile_with_progress(
             progress(f"  [{shown}/{total}] packages compiled, {now - started:.0f}s")
     code = proc.wait()
     if code != 0:
-        raise DevClusterError(f"building kube-apiserver failed (exit {code}); log: {log_path}")
+        raise DevClusterError(f"building {what} failed (exit {code}); log: {log_path}")

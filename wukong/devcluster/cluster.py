@@ -51,6 +51,10 @@ class ControlPlaneConfig:
     apiserver_port: int = 6443
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
+    # Set by `wukong dev up --node`: the host end of the node's link, where pods
+    # reach the API server (through a forwarder to `host`); it becomes the
+    # address of the `kubernetes` Service's endpoint.
+    node_address: str | None = None
     start_timeout_seconds: float = 120.0
 
     @classmethod
@@ -73,6 +77,7 @@ class ControlPlaneConfig:
             "apiserver_port": self.apiserver_port,
             "etcd_port": self.etcd_port,
             "etcd_peer_port": self.etcd_peer_port,
+            "node_address": self.node_address,
         }
 
 
@@ -189,7 +194,7 @@ class ControlPlane:
 
         etcd = binaries.etcd_binary()
         apiserver = binaries.kube_apiserver_binary(progress=progress)
-        pki = ensure_pki(self._pki.directory)
+        pki = ensure_pki(self._pki.directory, extra_ips=self._extra_ips())
         ensure_webhook_certificate(pki, self.webhook_cert_dir)
         write_kubeconfig(self.kubeconfig, server=self.server_url, pki=pki)
 
@@ -240,6 +245,7 @@ class ControlPlane:
         """Stop and start kube-apiserver alone (etcd and its data stay)."""
         processes.stop(self._apiserver)
         apiserver = binaries.kube_apiserver_binary(progress=progress)
+        ensure_pki(self._pki.directory, extra_ips=self._extra_ips())
         proc = processes.start(self._apiserver, self._apiserver_argv(apiserver, self._pki))
         self._wait_until(
             self._apiserver, proc, self._apiserver_ready, what="kube-apiserver /readyz"
@@ -306,13 +312,35 @@ class ControlPlane:
             "--log-level=warn",
         ]
 
+    def _extra_ips(self) -> tuple[str, ...]:
+        return (self.config.node_address,) if self.config.node_address else ()
+
     def _apiserver_argv(self, apiserver: Path, pki: Pki) -> list[str]:
         cfg = self.config
+        if cfg.node_address:
+            node_args = [
+                f"--advertise-address={cfg.node_address}",
+                # With a controller-manager to create each namespace's `default`
+                # ServiceAccount, pods get their projected token like anywhere.
+                "--enable-admission-plugins=ServiceAccount",
+                # `kubectl logs/exec` and the node proxy: the API server calls the
+                # kubelet at the node's InternalIP with the admin certificate.
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            node_args = [
+                f"--advertise-address={cfg.host}",
+                # No controller-manager creates the `default` ServiceAccount in new
+                # namespaces, so this admission plugin would reject every pod.
+                "--disable-admission-plugins=ServiceAccount",
+            ]
         return [
             str(apiserver),
             f"--etcd-servers=http://{cfg.host}:{cfg.etcd_port}",
             f"--bind-address={cfg.host}",
-            f"--advertise-address={cfg.host}",
+            *node_args,
             f"--secure-port={cfg.apiserver_port}",
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
@@ -322,9 +350,6 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--authorization-mode=RBAC",
-            # No controller-manager creates the `default` ServiceAccount in new
-            # namespaces, so this admission plugin would reject every pod.
-            "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             "--profiling=false",
             # Who wrote what, when: every write, with its user agent, to audit.log

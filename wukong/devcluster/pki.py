@@ -73,10 +73,21 @@ class Pki:
         ]
 
 
-def ensure_pki(directory: Path) -> Pki:
-    """Create the PKI under `directory` unless a complete one is already there."""
+def ensure_pki(directory: Path, *, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Create the PKI under `directory` unless a complete one is already there.
+
+    `extra_ips` are more addresses the serving certificate must name (the dev
+    node reaches the API server at its link's host address); a serving
+    certificate that lacks one is reissued by the same CA, so kubeconfigs stay valid.
+    """
     pki = Pki(directory)
     if all(path.is_file() for path in pki.all_files()):
+        if not extra_ips or not set(extra_ips) - _serving_ips(pki):
+            return pki
+        ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+        _write_serving_cert(pki, ca_key, ca_cert, extra_ips)
         return pki
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -102,27 +113,7 @@ def ensure_pki(directory: Path) -> Pki:
         )
         .sign(ca_key, hashes.SHA256())
     )
-
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [
-        x509.DNSName(name)
-        for name in (
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        )
-    ]
-    sans += [
-        x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", _KUBERNETES_SERVICE_IP)
-    ]
-    serving_cert = (
-        _builder(_name("kube-apiserver"), ca_cert.subject, serving_key.public_key())
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    _write_serving_cert(pki, ca_key, ca_cert, extra_ips)
 
     admin_key = ec.generate_private_key(ec.SECP256R1())
     admin_cert = (
@@ -135,8 +126,6 @@ def ensure_pki(directory: Path) -> Pki:
 
     _write_key(pki.ca_key, ca_key)
     _write_cert(pki.ca_cert, ca_cert)
-    _write_key(pki.serving_key, serving_key)
-    _write_cert(pki.serving_cert, serving_cert)
     _write_key(pki.admin_key, admin_key)
     _write_cert(pki.admin_cert, admin_cert)
     _write_key(pki.service_account_key, sa_key)
@@ -146,6 +135,50 @@ def ensure_pki(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+def _serving_ips(pki: Pki) -> set[str]:
+    cert = x509.load_pem_x509_certificate(pki.serving_cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+
+
+def _write_serving_cert(
+    pki: Pki,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    extra_ips: tuple[str, ...],
+) -> None:
+    serving_key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(name)
+        for name in (
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
+    ]
+    sans += [
+        x509.IPAddress(ipaddress.ip_address(ip))
+        for ip in ("127.0.0.1", _KUBERNETES_SERVICE_IP, *extra_ips)
+    ]
+    serving_cert = (
+        _builder(_name("kube-apiserver"), ca_cert.subject, serving_key.public_key())
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(pki.serving_key, serving_key)
+    _write_cert(pki.serving_cert, serving_cert)
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
 
 
 def ensure_webhook_certificate(pki: Pki, directory: Path) -> Path:
@@ -178,13 +211,6 @@ def ensure_webhook_certificate(pki: Pki, directory: Path) -> Path:
     _write_key(key_path, key)
     _write_cert(cert_path, cert)
     return directory
-
-
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    return x509.Name(attributes)
 
 
 def _builder(

@@ -25,6 +25,12 @@ class Component:
 
     name: str
     state_dir: Path
+    # The program's file name when it is not `name` (e.g. "python" for a module).
+    program: str | None = None
+
+    @property
+    def binary_name(self) -> str:
+        return self.program or self.name
 
     @property
     def pid_file(self) -> Path:
@@ -50,7 +56,7 @@ def _recorded_pid(component: Component) -> int | None:
 def read_pid(component: Component) -> int | None:
     """The pid of the component if it is running, else None (stale files stay)."""
     pid = _recorded_pid(component)
-    return pid if pid is not None and pid > 0 and is_running(pid, component.name) else None
+    return pid if pid is not None and pid > 0 and is_running(pid, component.binary_name) else None
 
 
 def stale_pid(component: Component) -> int | None:
@@ -58,7 +64,7 @@ def stale_pid(component: Component) -> int | None:
     pid = _recorded_pid(component)
     if pid is None:
         return None
-    return None if pid > 0 and is_running(pid, component.name) else pid
+    return None if pid > 0 and is_running(pid, component.binary_name) else pid
 
 
 def is_running(pid: int, binary_name: str) -> bool:
@@ -131,14 +137,14 @@ def stop(component: Component, *, grace_seconds: float = 10.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
-        if not is_running(pid, component.name):
+        if not is_running(pid, component.binary_name):
             return True
         time.sleep(0.05)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    while is_running(pid, component.name):
+    while is_running(pid, component.binary_name):
         time.sleep(0.05)
     return True
 

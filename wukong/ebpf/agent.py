@@ -11,6 +11,7 @@ Cancellations are attributed to their pod, counted in
 then short by that much, and everything that shows them says so.
 """
 
+import dataclasses
 import logging
 import os
 from collections import Counter
@@ -23,8 +24,8 @@ from prometheus_client import Counter as PromCounter
 from wukong.ebpf.attribution import Owner, PodAttribution
 from wukong.ebpf.discovery import GO, Discovery, Target
 from wukong.ebpf.go_probe import GoProbe, NotReady
-from wukong.ebpf.preflight import bpf_failure
-from wukong.ebpf.python_probe import NotTraceable, PythonProbe
+from wukong.ebpf.preflight import MissingCapability, StageFailed, bpf_failure
+from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
 
 log = logging.getLogger(__name__)
@@ -104,15 +105,19 @@ class Agent:
         except FileNotFoundError:
             log.debug("pid %d (%s) exited while attaching", target.pid, target.comm)
             return
-        except NotTraceable as exc:
-            self.untraceable[target.pid] = target
-            self._notice(f"pid {target.pid} ({target.comm}, {target.runtime}): {exc}")
-            return
         except Exception as exc:
             if not os.path.exists(f"/proc/{target.pid}"):
                 self._notice(f"pid {target.pid} ({target.comm}) exited while attaching")
                 return
-            raise bpf_failure(exc) from exc
+            stage, cause = (exc.stage, exc.cause) if isinstance(exc, StageFailed) else ("load", exc)
+            error = bpf_failure(cause, stage=stage, pid=target.pid)
+            if isinstance(error, MissingCapability):
+                raise error from exc
+            # This process only (say, another tracer's uprobe on its binary
+            # conflicts): the others can still be traced.
+            self.untraceable[target.pid] = dataclasses.replace(target, problem=str(error))
+            self._notice(f"pid {target.pid} ({target.comm}, {target.runtime}): {error}")
+            return
         self.probes[target.pid] = probe
         self.events_lost.labels(node=self.node, runtime=target.runtime)  # 0 until a loss
         self._owners[target.pid] = (

@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from wukong.ebpf.attribution import cgroup_ids
 from wukong.ebpf.elf import CANCEL_SYMBOL, Binary, read_binary
+from wukong.ebpf.preflight import unreadable_process
 from wukong.runtime.probes import audit_semaphore
 
 PYTHON = "python"
@@ -32,9 +34,16 @@ class Target:
 
 
 class Discovery:
-    def __init__(self, *, pids: set[int] | None = None, controller_runtime_only: bool = False):
+    def __init__(
+        self,
+        *,
+        pids: set[int] | None = None,
+        controller_runtime_only: bool = False,
+        pods_only: bool = False,
+    ):
         self._pids = pids
         self._controller_runtime_only = controller_runtime_only
+        self._pods_only = pods_only
         self._binaries: dict[tuple[int, int], Binary | None] = {}
         self._self = os.getpid()
 
@@ -47,9 +56,16 @@ class Discovery:
             if pid == self._self or (self._pids is not None and pid not in self._pids):
                 continue
             try:
+                if self._pods_only and cgroup_ids(pid)[0] is None:
+                    continue
                 target = self._classify(pid)
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
+            except (FileNotFoundError, ProcessLookupError):
                 continue  # exited while we looked, or a kernel thread
+            except PermissionError:
+                error = unreadable_process(pid)
+                if error is not None:
+                    raise error from None
+                continue  # another user's process, and we are not root
             if target is not None:
                 found[pid] = target
         return found

@@ -29,6 +29,7 @@ from wukong.ebpf.elf import (
     read_memory,
 )
 from wukong.ebpf.go_cancel_site import ProbeSite, find_site
+from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.records import Cancellation
 
 # BCC wants bytes for every name and text it is given.
@@ -68,14 +69,21 @@ class GoProbe:
         self._bias = load_bias(target.pid, self.binary)
         known = self._known_values()
         self.site = self._site()
-        self.bpf = BPF(text=SOURCE)
-        self.bpf[b"known"][self.bpf[b"known"].Key(target.pid)] = self.bpf[b"known"].Leaf(*known)
-        self.bpf.attach_uprobe(
-            name=f"/proc/{target.pid}/exe".encode(),
-            addr=self.site.address,
-            fn_name=self.site.function.encode(),
-            pid=target.pid,
-        )
+        try:
+            self.bpf = BPF(text=SOURCE)
+            known_pids = self.bpf[b"known"]
+            known_pids[known_pids.Key(target.pid)] = known_pids.Leaf(*known)
+        except Exception as exc:
+            raise StageFailed("load", exc) from exc
+        try:
+            self.bpf.attach_uprobe(
+                name=f"/proc/{target.pid}/exe".encode(),
+                addr=self.site.address,
+                fn_name=self.site.function.encode(),
+                pid=target.pid,
+            )
+        except Exception as exc:
+            raise StageFailed("attach", exc) from exc
         self._reported: dict[_Key, int] = {}  # key -> count already reported
         self._first_seen: dict[_Key, float] = {}  # key -> wall time of its first cancel
         self._stack_ids: dict[_Key, int] = {}  # key -> its first cancel's whole stack

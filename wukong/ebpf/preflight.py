@@ -6,6 +6,7 @@ Each failure is an `AgentError` whose one-line message says how to fix it.
 import os
 from pathlib import Path
 
+from wukong.ebpf import capabilities
 from wukong.errors import UserError
 
 HEADERS_FIX = (
@@ -22,8 +23,8 @@ class AgentError(UserError):
 def check_node() -> None:
     if os.geteuid() != 0:
         raise AgentError(
-            "the agent needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_SYS_RESOURCE "
-            "and CAP_DAC_READ_SEARCH): run it with sudo, or deploy the chart's DaemonSet"
+            "the agent needs root with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and "
+            "CAP_DAC_OVERRIDE: run it with sudo, or deploy the chart's DaemonSet"
         )
     release = os.uname().release
     build = Path(f"/lib/modules/{release}/build/include")
@@ -47,12 +48,63 @@ def check_node() -> None:
         ) from exc
 
 
-def bpf_failure(exc: Exception) -> AgentError:
-    """A clear error for a BPF program that failed to load or attach."""
-    text = str(exc)
-    if "Operation not permitted" in text or "EPERM" in text:
-        return AgentError(
-            f"the kernel refused the BPF program ({text}): the agent needs CAP_BPF and "
-            "CAP_PERFMON, and kernel.unprivileged_bpf_disabled/lockdown may forbid it"
+class MissingCapability(AgentError):
+    """The agent lacks a capability a probe step needs: no process can be traced."""
+
+
+class StageFailed(Exception):
+    """A probe step failed: `stage` is "usdt", "load" or "attach" (see `bpf_failure`)."""
+
+    def __init__(self, stage: str, cause: Exception) -> None:
+        super().__init__(f"{stage}: {cause}")
+        self.stage = stage
+        self.cause = cause
+
+
+def bpf_failure(exc: Exception, *, stage: str, pid: int) -> AgentError:
+    """A clear error for a probe that failed to enable, load or attach.
+
+    `stage` is "usdt" (enabling python:audit), "load" (maps and programs) or
+    "attach" (the uprobe); a capability that stage needs and the agent lacks is
+    named (`MissingCapability`: fatal, nothing can be traced), else the kernel's
+    words are passed on (that one process cannot be traced, e.g. another
+    tracer holds a conflicting uprobe on its binary).
+    """
+    text = " ".join(str(exc).split())
+    needs = {
+        "usdt": ("SYS_PTRACE", "DAC_OVERRIDE"),
+        "load": ("BPF", "PERFMON"),
+        "attach": ("PERFMON", "SYS_PTRACE"),
+    }[stage]
+    missing = capabilities.lacking(needs)
+    what = {
+        "usdt": f"enabling the python:audit USDT probe in pid {pid}",
+        "load": f"loading the BPF program for pid {pid}",
+        "attach": f"attaching the uprobe to pid {pid}",
+    }[stage]
+    if missing:
+        return MissingCapability(
+            f"{what} failed: the agent lacks {capabilities.describe(missing)}; "
+            "grant it (the chart's DaemonSet does)"
         )
-    return AgentError(f"loading the BPF program failed: {text}")
+    if "Operation not permitted" in text or "EPERM" in text or "super-user" in text:
+        return AgentError(
+            f"{what} failed: the kernel refused ({text[:200]}); "
+            "kernel.unprivileged_bpf_disabled or lockdown may forbid it"
+        )
+    return AgentError(f"{what} failed: {text[:300]}")
+
+
+def unreadable_process(pid: int) -> AgentError | None:
+    """The error for a process whose /proc entries cannot be read, if it is ours to report.
+
+    Without CAP_SYS_PTRACE root cannot read other users' /proc/PID/exe: every
+    controller would be skipped without a word.
+    """
+    missing = capabilities.lacking(("SYS_PTRACE",))
+    if not missing:
+        return None
+    return AgentError(
+        f"cannot read /proc/{pid}/exe: the agent lacks {capabilities.describe(missing)}; "
+        "grant it (the chart's DaemonSet does)"
+    )

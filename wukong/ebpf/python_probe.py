@@ -4,6 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wukong.ebpf.discovery import Target
+from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.records import Cancellation
 
 # Text, not bytes: BCC prepends the USDT argument readers (a str) to it.
@@ -15,10 +16,6 @@ def parse_event(text: str) -> tuple[str, dict[str, str]]:
     head, *pairs = text.split("|")
     fields = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
     return head.removeprefix("wukong."), fields
-
-
-class NotTraceable(Exception):
-    """This process cannot be traced; the agent reports it and goes on with the others."""
 
 
 class PythonProbe:
@@ -33,7 +30,6 @@ class PythonProbe:
         on_lost: Callable[[int], None],
     ) -> None:
         from bcc import BPF, USDT
-        from bcc.usdt import USDTException
 
         self.target = target
         self.reconciles = 0
@@ -43,11 +39,12 @@ class PythonProbe:
         try:
             self._usdt = USDT(pid=target.pid)
             self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits
-        except USDTException as exc:
-            # This one process cannot be instrumented (it is exiting, or its probe
-            # is held in a state BCC cannot enable): report it, trace the others.
-            raise NotTraceable(" ".join(str(exc).split())[:200]) from exc
-        self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
+        except Exception as exc:
+            raise StageFailed("usdt", exc) from exc
+        try:
+            self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
+        except Exception as exc:
+            raise StageFailed("load", exc) from exc
         # Per event (a reconcile's start, end or cancel: low rates), but a
         # full buffer is counted, never silent.
         self.bpf[b"audit_events"].open_perf_buffer(self._event, page_cnt=64, lost_cb=on_lost)

@@ -1,0 +1,120 @@
+"""The dev node for tests: one control plane with a real node for the session.
+
+`node_cluster` starts etcd, kube-apiserver and the node (containerd, kubelet,
+kube-proxy, kube-scheduler, kube-controller-manager in network namespace
+wukong-node) on free loopback ports, and takes it all down at the end, which
+restores what the node changed on the host. `probe_image` builds a tiny static
+Go program (tests/node/programs/probe) into an image and loads it on the node.
+"""
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from wukong.devcluster import ControlPlane, binaries, images
+from wukong.devcluster.imagebuild import BuiltImage
+from wukong.devcluster.node import DevNode, ephemeral_node_cluster
+
+PROBE_IMAGE = "wukong.local/probe:test"
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll `check` (a kubectl call, say) until true; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class NodeCluster:
+    plane: ControlPlane
+    node: DevNode
+    kubectl_path: Path
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            [str(self.kubectl_path), f"--kubeconfig={self.plane.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check:
+            assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+        return result.stdout + (result.stderr if not check else "")
+
+
+@pytest.fixture(scope="session")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory, kubectl: Path) -> Iterator[NodeCluster]:
+    state_dir = tmp_path_factory.mktemp("node-cluster")  # kept: logs for failures
+    with ephemeral_node_cluster(progress=_progress, state_dir=state_dir) as (plane, node):
+        yield NodeCluster(plane, node, kubectl)
+
+
+@pytest.fixture(scope="session")
+def probe_image(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    binary = binaries.go_program(
+        PROGRAMS / "probe",
+        name="node-probe",
+        progress=_progress,
+        build_flags=["-tags=netgo,osusergo", "-ldflags=-s -w"],
+    )
+    spec = images.ImageSpec(
+        tag=PROBE_IMAGE,
+        files=[images.ImageFile(path="/probe", source=binary)],
+        entrypoint=["/probe"],
+        user="65534:65534",
+    )
+    archive = tmp_path_factory.mktemp("images") / "probe.tar"
+    images.write_archive(spec, archive)
+    node_cluster.node.import_image(archive)
+    return PROBE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def built_images(node_cluster: NodeCluster) -> tuple[BuiltImage, BuiltImage]:
+    """The operator and agent images built from deploy/images, loaded on the node."""
+    from wukong.devcluster import imagebuild
+
+    operator = imagebuild.build_operator_image(progress=_progress)
+    agent = imagebuild.build_agent_image(progress=_progress)
+    for built in (operator, agent):
+        node_cluster.node.import_image(built.archive)
+    return operator, agent
+
+
+@pytest.fixture(scope="session")
+def chart_values(node_cluster: NodeCluster, built_images: tuple[BuiltImage, BuiltImage]) -> Path:
+    """The Helm values file that points the chart at the local images (`wukong dev images`)."""
+    from wukong.devcluster import imagebuild
+
+    operator, agent = built_images
+    return imagebuild.values_file(
+        operator, agent, node_cluster.node.paths.root / "images-values.yaml"
+    )
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return binaries.helm_binary(progress=_progress)
+
+
+@pytest.fixture
+def node_namespace(node_cluster: NodeCluster) -> Iterator[str]:
+    name = f"node-{uuid.uuid4().hex[:8]}"
+    node_cluster.kubectl("create", "namespace", name)
+    yield name
+    node_cluster.kubectl("delete", "namespace", name, "--wait=false")

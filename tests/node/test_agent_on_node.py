@@ -1,0 +1,399 @@
+"""The node agent as the chart deploys it, on the dev node's real pods.
+
+The chart is installed with the agent DaemonSet on and a reconcile deadline so
+short (1 ms) that every reconcile of a Wukong is cancelled with
+deadline_exceeded: the agent, in its own pod, traces the operator's pods through
+their python:audit probe and attributes each cancellation to namespace, pod and
+container from the kubelet's real cgroup paths; its count for the leader equals
+the operator's own. Then each capability the chart grants is dropped in turn:
+the agent must fail, saying which capability it lacks.
+"""
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.helpers import eventually
+from tests.node.conftest import NodeCluster, wait_until
+from wukong.devcluster import binaries, images
+from wukong.devcluster.node import NETNS
+from wukong.devcluster.simulator import install_dev_apis
+from wukong.operator.api import WUKONGS
+from wukong.runtime.client import Client
+from wukong.runtime.leader import LEASES
+from wukong.runtime.probes import audit_semaphore
+from wukong.runtime.resources import NAMESPACES
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
+CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_OVERRIDE"]
+AGENT = "app.kubernetes.io/component=node-agent"
+OPERATOR = "app.kubernetes.io/component=operator"
+
+
+def _in_node(url: str) -> str:
+    """GET a pod's URL from inside the node's network namespace."""
+    result = subprocess.run(
+        [
+            "nsenter",
+            f"--net=/run/netns/{NETNS}",
+            "--",
+            sys.executable,
+            "-c",
+            "import sys, urllib.request; "
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    found = []
+    for labels, value in re.findall(rf"^{name}\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M):
+        found.append((dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def release(node_cluster: NodeCluster, chart_values: Path, helm: Path) -> Iterator[str]:
+    namespace = f"agent-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_install_dev_apis(node_cluster.plane.kubeconfig))  # KubeVirt, CDI, ... CRDs
+    installed = subprocess.run(
+        [
+            str(helm),
+            f"--kubeconfig={node_cluster.plane.kubeconfig}",
+            "install",
+            "wukong",
+            str(CHART),
+            "-n",
+            namespace,
+            "--create-namespace",
+            "-f",
+            str(chart_values),
+            "--set",
+            "agent.enabled=true",
+            "--set-json",
+            "operator.reconcileTimeout=0.001",
+            # This machine runs other people's processes too: leave them alone.
+            "--set-json",
+            'agent.extraArgs=["--pods-only"]',
+            "--wait",
+            "--timeout=180s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if installed.returncode != 0:
+        pods = node_cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide")
+        events = node_cluster.kubectl("get", "events", "-n", namespace)
+        raise AssertionError(f"helm install: {installed.stderr}\n{pods}\n{events[-3000:]}")
+    yield namespace
+    subprocess.run(
+        [
+            str(helm),
+            f"--kubeconfig={node_cluster.plane.kubeconfig}",
+            *("uninstall", "wukong", "-n", namespace, "--wait"),
+        ],
+        check=False,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+async def _install_dev_apis(kubeconfig: Path) -> None:
+    async with await Client.from_kubeconfig(kubeconfig) as client:
+        await install_dev_apis(client)
+
+
+def _pods(cluster: NodeCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    listing = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+    items: list[dict[str, Any]] = json.loads(listing)["items"]
+    return items
+
+
+async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
+
+        async def leader() -> str:
+            lease = await client.get(LEASES, "wukong-operator", namespace=release)
+            return str(lease["spec"].get("holderIdentity") or "").rsplit("_", 1)[0]
+
+        operators = {p["metadata"]["name"]: p for p in _pods(node_cluster, release, OPERATOR)}
+
+        async def one_leads() -> bool:
+            return await leader() in operators
+
+        await eventually(one_leads, timeout=60, what="an operator pod to lead")
+        leading = await leader()
+        namespace = f"vms-{uuid.uuid4().hex[:6]}"
+        await client.create(
+            NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        )
+        await client.create(
+            WUKONGS,
+            {
+                "apiVersion": WUKONGS.api_version,
+                "kind": "Wukong",
+                "metadata": {"name": "vm", "namespace": namespace},
+                "spec": {},
+            },
+        )
+        (agent,) = _pods(node_cluster, release, AGENT)
+        agent_url = f"http://{agent['status']['podIP']}:9464/metrics"
+        operator_url = f"http://{operators[leading]['status']['podIP']}:8080/metrics"
+
+        def agent_count() -> dict[tuple[str, str, str, str], float]:
+            counts = {}
+            for labels, value in _samples(_in_node(agent_url), "wukong_node_cancellations_total"):
+                key = (labels["namespace"], labels["pod"], labels["container"], labels["reason"])
+                counts[key] = value
+            return counts
+
+        def operator_count() -> float:
+            samples = _samples(_in_node(operator_url), "wukong_reconcile_cancellations_total")
+            return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
+
+        key = (release, leading, "operator", "deadline_exceeded")
+
+        def equal_and_counted() -> bool:
+            # Read the operator between two agent reads: equal only when no
+            # cancellation happened meanwhile (backoff spaces them out).
+            before = agent_count().get(key, 0.0)
+            own = operator_count()
+            after = agent_count().get(key, 0.0)
+            return before == own == after > 0
+
+        await eventually(
+            equal_and_counted, timeout=120, interval=1.0, what="agent count == operator's own"
+        )
+        counts = agent_count()
+        others = {k: v for k, v in counts.items() if k[1] in operators and k[1] != leading}
+        assert all(v == 0 for v in others.values()), others
+        runtime = _samples(_in_node(agent_url), "wukong_node_cancellations_total")
+        assert {labels["runtime"] for labels, _ in runtime if labels["pod"] == leading} == {
+            "python"
+        }
+
+
+PEER = Path(__file__).resolve().parents[2] / "bench" / "peers" / "controller-runtime"
+
+
+def _peer_image(cluster: NodeCluster, tmp_path: Path) -> str:
+    """The benchmark's controller-runtime controller as an image: one static binary."""
+    binary = binaries.go_program(
+        PEER,
+        name="cr-peer-static",
+        progress=lambda message: print(message, file=sys.stderr),
+        build_flags=["-tags=netgo,osusergo"],  # static: the image holds nothing else
+    )
+    spec = images.ImageSpec(
+        tag="wukong.local/cr-peer:test",
+        files=[images.ImageFile(path="/peer", source=binary)],
+        entrypoint=["/peer"],
+        user="65534:65534",
+    )
+    images.write_archive(spec, tmp_path / "peer.tar")
+    cluster.node.import_image(tmp_path / "peer.tar")
+    return spec.tag
+
+
+async def test_the_agent_attributes_a_go_controller_pods_cancellations(
+    node_cluster: NodeCluster, release: str, tmp_path: Path
+) -> None:
+    image = _peer_image(node_cluster, tmp_path)
+    namespace = f"cr-{uuid.uuid4().hex[:6]}"
+    node_cluster.kubectl("create", "namespace", namespace)
+    objects = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "peer", "namespace": namespace},
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "peer", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "peer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "peer", "namespace": namespace},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "controller",
+                        "image": image,
+                        "imagePullPolicy": "Never",
+                        "args": [f"--namespace={namespace}"],
+                    }
+                ],
+                "terminationGracePeriodSeconds": 10,
+            },
+        },
+    ]
+    node_cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    node_cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "pod/peer", "--timeout=90s"
+    )
+    (agent,) = _pods(node_cluster, release, AGENT)
+    agent_name = agent["metadata"]["name"]
+
+    def attached() -> bool:
+        logs = node_cluster.kubectl("logs", "-n", release, agent_name)
+        return "(peer, go)" in logs and "tracing pid" in logs
+
+    wait_until(attached, timeout=60, what="the agent to attach to the controller's pod")
+    for index in range(3):
+        node_cluster.kubectl("create", "configmap", f"cm-{index}", "-n", namespace)
+    # The manager's shutdown cancels every runnable's context: Go cancellations.
+    node_cluster.kubectl("delete", "pod", "peer", "-n", namespace, "--wait=true")
+    url = f"http://{agent['status']['podIP']}:9464/metrics"
+
+    def counted() -> list[tuple[dict[str, str], float]]:
+        samples = _samples(_in_node(url), "wukong_node_cancellations_total")
+        return [(labels, v) for labels, v in samples if labels["namespace"] == namespace]
+
+    wait_until(lambda: sum(v for _, v in counted()) > 0, timeout=60, what="Go cancellations")
+    series = counted()
+    assert {(labels["pod"], labels["container"], labels["runtime"]) for labels, _ in series} == {
+        ("peer", "controller", "go")
+    }
+
+
+def _terminated_message(pod: dict[str, Any]) -> str:
+    for status in pod.get("status", {}).get("containerStatuses", []):
+        for state in (status.get("state", {}), status.get("lastState", {})):
+            message = state.get("terminated", {}).get("message")
+            if message:
+                return str(message)
+    return ""
+
+
+def test_the_agent_runs_with_exactly_the_charts_capabilities_and_needs_each(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    daemonset = json.loads(
+        node_cluster.kubectl("get", "daemonset", "wukong-agent", "-n", release, "-o", "json")
+    )
+    security = daemonset["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"], "add": CAPABILITIES}
+    assert security["privileged"] is False
+    (agent,) = _pods(node_cluster, release, AGENT)
+    assert agent["status"]["containerStatuses"][0]["ready"] is True
+
+    path = "/spec/template/spec/containers/0/securityContext/capabilities/add"
+    try:
+        for dropped in CAPABILITIES:
+            kept = [c for c in CAPABILITIES if c != dropped]
+            patch = [{"op": "replace", "path": path, "value": kept}]
+            node_cluster.kubectl(
+                "patch",
+                "daemonset",
+                "wukong-agent",
+                "-n",
+                release,
+                "--type=json",
+                f"-p={json.dumps(patch)}",
+            )
+
+            def failed_naming_it(kept: list[str] = kept, dropped: str = dropped) -> bool:
+                for pod in _pods(node_cluster, release, AGENT):
+                    caps = pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+                    if caps == kept and f"CAP_{dropped}" in _terminated_message(pod):
+                        return True
+                return False
+
+            wait_until(failed_naming_it, timeout=120, what=f"the agent to fail without {dropped}")
+            (pod,) = [
+                p
+                for p in _pods(node_cluster, release, AGENT)
+                if p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == kept
+            ]
+            message = _terminated_message(pod).strip().splitlines()[-1]
+            assert message.startswith("wukong: error:") and f"lacks CAP_{dropped}" in message
+    finally:
+        patch = [{"op": "replace", "path": path, "value": CAPABILITIES}]
+        node_cluster.kubectl(
+            "patch",
+            "daemonset",
+            "wukong-agent",
+            "-n",
+            release,
+            "--type=json",
+            f"-p={json.dumps(patch)}",
+        )
+
+
+def _host_pids(cmdline_part: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmdline_part in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _semaphore(pid: int) -> int:
+    address = audit_semaphore(pid)
+    assert address is not None
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(address)
+        return int.from_bytes(mem.read(2), "little")
+
+
+def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
+    node_cluster: NodeCluster, release: str
+) -> None:
+    # The operator's own processes on the host, through their cgroups' pods.
+    operators = _host_pids(f"--leader-election-namespace={release}")
+    assert operators
+
+    def agent_pod() -> dict[str, Any] | None:
+        pods = [p for p in _pods(node_cluster, release, AGENT) if p["status"].get("podIP")]
+        ready = [p for p in pods if p["status"].get("containerStatuses", [{}])[0].get("ready")]
+        return ready[0] if len(ready) == 1 and len(pods) == 1 else None
+
+    wait_until(lambda: agent_pod() is not None, timeout=120, what="one ready agent pod")
+    wait_until(
+        lambda: all(_semaphore(pid) > 0 for pid in operators),
+        timeout=60,
+        what="the agent to enable the operators' USDT probes",
+    )
+    pod = agent_pod()
+    assert pod is not None
+    uid = pod["metadata"]["uid"]
+    (agent_pid,) = [
+        pid
+        for pid in _host_pids("wukong agent")
+        if uid.replace("-", "_") in Path(f"/proc/{pid}/cgroup").read_text().replace("-", "_")
+    ]
+    node_cluster.kubectl("delete", "pod", "-n", release, pod["metadata"]["name"], "--wait=true")
+    # SIGTERM: the agent detached before exiting, so nothing it set up remains.
+    assert all(_semaphore(pid) == 0 for pid in operators)
+    events = Path("/sys/kernel/tracing/uprobe_events").read_text()
+    assert f"_bcc_{agent_pid}" not in events
