@@ -25,8 +25,8 @@ import yaml
 from tests.integration.helpers import eventually
 from tests.node.conftest import NodeCluster, wait_until
 from wukong.devcluster import binaries, images
+from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.node import NETNS
-from wukong.devcluster.simulator import install_dev_apis
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.leader import LEASES

@@ -15,7 +15,8 @@ from typing import Any
 
 from tests.integration.helpers import eventually, running
 from tests.node.conftest import NodeCluster
-from wukong.devcluster.simulator import SimulationConfig, install_dev_apis, simulator_manager
+from wukong.devcluster.apis import install_dev_apis
+from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.leader import LEASES
