@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,14 +105,14 @@ def _trace(args: argparse.Namespace) -> int:
 def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] | None) -> int:
     deadline = time.monotonic() + args.duration if args.duration else None
     last_scan = last_render = 0.0
-    stopping: list[int] = []
+    stopping = threading.Event()
     # SIGTERM (a pod being deleted, `helm upgrade --set agent.enabled=false`) must
     # detach like Ctrl-C does: dying of the signal would leave the traced
     # processes' USDT semaphores raised (they would go on paying for the probe)
     # and BCC's uprobe events behind.
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.set())
     try:
-        while not stopping and (deadline is None or time.monotonic() < deadline):
+        while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
             now = time.monotonic()
             if now - last_scan >= args.scan_interval:
                 agent.rescan()
@@ -121,7 +122,7 @@ def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] 
             if render is not None and now - last_render >= 1.0:
                 render()
                 last_render = now
-            time.sleep(0.05)
+            stopping.wait(0.05)  # the next poll, or at once on SIGTERM
     except KeyboardInterrupt:
         pass
     finally:
