@@ -27,7 +27,6 @@ from typing import Any
 
 from wukong.devcluster import binaries, processes
 from wukong.devcluster.binaries import Progress
-from wukong.devcluster.errors import DevClusterError
 from wukong.devcluster.kubeconfig import write_kubeconfig
 from wukong.devcluster.pki import (
     SERVICE_CLUSTER_IP_RANGE,
@@ -380,26 +379,9 @@ class ControlPlane:
         *,
         what: str,
     ) -> None:
-        deadline = time.monotonic() + self.config.start_timeout_seconds
-        while True:
-            # The Popen handle, not the pid file: we started it, so poll() is
-            # authoritative and gives the exit code.
-            code = proc.poll()
-            if code is not None:
-                tail = processes.log_tail(component.log_file, lines=1)
-                last = f": {tail[-1][:300]}" if tail else ""
-                raise DevClusterError(
-                    f"{component.name} exited with code {code} during start-up{last}; "
-                    f"log: {component.log_file}"
-                )
-            if check():
-                return
-            if time.monotonic() > deadline:
-                raise DevClusterError(
-                    f"timed out after {self.config.start_timeout_seconds:.0f}s waiting for {what}; "
-                    f"log: {component.log_file}"
-                )
-            time.sleep(0.2)
+        processes.wait_started(
+            component, proc, check, what=what, timeout=self.config.start_timeout_seconds
+        )
 
     def _healthy_running(self) -> bool:
         return (

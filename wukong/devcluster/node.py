@@ -671,24 +671,9 @@ state = "{paths.containerd_state}"
         *,
         what: str,
     ) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT_SECONDS
-        while True:
-            code = proc.poll()
-            if code is not None:
-                tail = processes.log_tail(component.log_file, lines=1)
-                last = f": {tail[-1][:300]}" if tail else ""
-                raise DevClusterError(
-                    f"{component.name} exited with code {code} during start-up{last}; "
-                    f"log: {component.log_file}"
-                )
-            if check():
-                return
-            if time.monotonic() > deadline:
-                raise DevClusterError(
-                    f"timed out after {_START_TIMEOUT_SECONDS:.0f}s waiting for {what}; "
-                    f"log: {component.log_file}"
-                )
-            time.sleep(0.5)
+        processes.wait_started(
+            component, proc, check, what=what, timeout=_START_TIMEOUT_SECONDS, interval=0.5
+        )
 
     def _all_running(self) -> bool:
         return all(processes.read_pid(c) is not None for c in self._components)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +157,38 @@ def log_tail(path: Path, *, lines: int = 5) -> list[str]:
     except FileNotFoundError:
         return []
     return [line for line in content if line.strip()][-lines:]
+
+
+def wait_started(
+    component: Component,
+    proc: "subprocess.Popen[bytes]",
+    check: Callable[[], bool],
+    *,
+    what: str,
+    timeout: float,
+    interval: float = 0.2,
+) -> None:
+    """Wait until `check()` holds for a component just started as `proc`.
+
+    One-line errors naming the log: the component exited (with its code and last
+    log line), or `what` did not happen within `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        # The Popen handle, not the pid file: we started it, so poll() is
+        # authoritative and gives the exit code.
+        code = proc.poll()
+        if code is not None:
+            tail = log_tail(component.log_file, lines=1)
+            last = f": {tail[-1][:300]}" if tail else ""
+            raise DevClusterError(
+                f"{component.name} exited with code {code} during start-up{last}; "
+                f"log: {component.log_file}"
+            )
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise DevClusterError(
+                f"timed out after {timeout:.0f}s waiting for {what}; log: {component.log_file}"
+            )
+        time.sleep(interval)
