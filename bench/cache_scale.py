@@ -24,7 +24,7 @@ from pathlib import Path
 from bench_objects import create_objects, install
 from compare_peers import controller_runtime_binary
 from peer_process import PeerProcess
-from results import write_fragment
+from results import print_table, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.runtime import Client
@@ -134,9 +134,7 @@ def main() -> int:
     ) as plane:
         rows = asyncio.run(run(plane.kubeconfig, args.objects, args.rounds))
     header = ["measure", "wukong", "controller-runtime (wukong/peer)"]
-    print(" | ".join(header))
-    for row in rows:
-        print(" | ".join(row))
+    print_table(header, rows)
     write_fragment(
         "cache_scale",
         title="Cache scale: Wukong-sized custom objects, listed and watched",

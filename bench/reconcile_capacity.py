@@ -29,7 +29,7 @@ from pathlib import Path
 from bench_objects import BENCH_OBJECTS, create_objects, install
 from compare_peers import controller_runtime_binary
 from peer_process import PeerProcess
-from results import write_fragment
+from results import print_table, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.runtime import Client, Object
@@ -198,9 +198,7 @@ def main() -> int:
     ) as plane:
         rows = asyncio.run(run(plane.kubeconfig, args.objects, args.rounds))
     header = ["measure", "wukong", "controller-runtime (wukong/peer)", "kopf (wukong/peer)"]
-    print(" | ".join(header))
-    for row in rows:
-        print(" | ".join(row))
+    print_table(header, rows)
     write_fragment(
         "reconcile_capacity",
         title=f"Reconcile capacity: objects that already exist, status patch each "

@@ -21,6 +21,12 @@ def write_fragment(
     return path
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """The table a fragment holds, on stdout as `a | b | c` lines."""
+    for row in (header, *rows):
+        print(" | ".join(row))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
