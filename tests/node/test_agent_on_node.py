@@ -171,16 +171,20 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
 
         key = (release, leading, "operator", "deadline_exceeded")
 
-        def equal_and_counted() -> bool:
-            # Read the operator between two agent reads: equal only when no
-            # cancellation happened meanwhile (backoff spaces them out).
-            before = agent_count().get(key, 0.0)
-            own = operator_count()
-            after = agent_count().get(key, 0.0)
-            return before == own == after > 0
+        def counted_exactly() -> bool:
+            # The agent's count read between two reads of the operator's own: with
+            # no event lost and none counted twice it lies between them, however
+            # fast the storm goes on (a lagging agent just makes us look again).
+            own_before = operator_count()
+            counted = agent_count().get(key, 0.0)
+            own_after = operator_count()
+            return 0 < own_before <= counted <= own_after
 
         await eventually(
-            equal_and_counted, timeout=120, interval=1.0, what="agent count == operator's own"
+            counted_exactly,
+            timeout=120,
+            interval=1.0,
+            what="the agent's count between two of the operator's",
         )
         counts = agent_count()
         others = {k: v for k, v in counts.items() if k[1] in operators and k[1] != leading}
