@@ -141,6 +141,21 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
 
         await eventually(one_leads, timeout=60, what="an operator pod to lead")
         leading = await leader()
+        (agent,) = _pods(node_cluster, release, AGENT)
+        agent_url = f"http://{agent['status']['podIP']}:9464/metrics"
+
+        def tracing_the_leader() -> bool:
+            traced = _samples(_in_node(agent_url), "wukong_node_traced_processes")
+            return any(
+                labels["pod"] == leading and labels["container"] == "operator" and value >= 1
+                for labels, value in traced
+            )
+
+        # Cancellations from before the probe is on are never seen: the storm
+        # starts only once the agent traces the leader.
+        await eventually(
+            tracing_the_leader, timeout=120, interval=1.0, what="the agent on the leader"
+        )
         namespace = f"vms-{uuid.uuid4().hex[:6]}"
         await client.create(
             NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
@@ -154,8 +169,6 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
                 "spec": {},
             },
         )
-        (agent,) = _pods(node_cluster, release, AGENT)
-        agent_url = f"http://{agent['status']['podIP']}:9464/metrics"
         operator_url = f"http://{operators[leading]['status']['podIP']}:8080/metrics"
 
         def agent_count() -> dict[tuple[str, str, str, str], float]:
@@ -170,6 +183,7 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
             return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
 
         key = (release, leading, "operator", "deadline_exceeded")
+        last_read: list[float] = []
 
         def counted_exactly() -> bool:
             # The agent's count read between two reads of the operator's own: with
@@ -178,14 +192,14 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
             own_before = operator_count()
             counted = agent_count().get(key, 0.0)
             own_after = operator_count()
+            last_read[:] = [own_before, counted, own_after]
             return 0 < own_before <= counted <= own_after
 
-        await eventually(
-            counted_exactly,
-            timeout=120,
-            interval=1.0,
-            what="the agent's count between two of the operator's",
-        )
+        try:
+            await eventually(counted_exactly, timeout=120, interval=1.0, what="exact counts")
+        except AssertionError as failed:
+            message = f"{failed}; read (operator, agent, operator): {last_read}"
+            raise AssertionError(message) from None
         counts = agent_count()
         others = {k: v for k, v in counts.items() if k[1] in operators and k[1] != leading}
         assert all(v == 0 for v in others.values()), others
