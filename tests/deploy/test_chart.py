@@ -59,6 +59,7 @@ def test_helm_lint(tmp_path: Path, everything: bool) -> None:
         ({"webhook": {"failurePolicy": "Retry"}}, "/webhook/failurePolicy"),
         ({"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
         ({"webhook": {"existingSecret": "mine"}}, "webhook.caBundle is required"),
+        ({"agent": {"extraCapabilities": ["sys_resource"]}}, "/agent/extraCapabilities/0"),
     ],
 )
 def test_schema_rejects_bad_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
@@ -103,6 +104,16 @@ def test_no_container_is_privileged_unbounded_or_root_without_reason(tmp_path: P
     for capability in AGENT_CAPABILITIES:
         line = next(i for i, text in enumerate(template.splitlines()) if f"- {capability}" in text)
         assert template.splitlines()[line - 1].strip().startswith("#"), f"{capability}: why?"
+
+
+def test_older_kernels_can_give_the_agent_sys_resource(tmp_path: Path) -> None:
+    values = {
+        **EVERYTHING_ON,
+        "agent": {**EVERYTHING_ON["agent"], "extraCapabilities": ["SYS_RESOURCE"]},
+    }
+    objects = render("-f", str(values_file(tmp_path, values)))
+    (agent,) = [c for _, _, c in _containers(objects) if c["name"] == "agent"]
+    assert agent["securityContext"]["capabilities"]["add"] == [*AGENT_CAPABILITIES, "SYS_RESOURCE"]
 
 
 def test_rbac_has_no_wildcards_and_no_secrets() -> None:
