@@ -23,10 +23,15 @@ import pytest
 import yaml
 
 from tests.integration.helpers import eventually
-from tests.node.conftest import NodeCluster, wait_until
+from tests.node.conftest import (
+    MetricsReader,
+    NodeCluster,
+    get_in_node,
+    metrics_url,
+    wait_until,
+)
 from wukong.devcluster import binaries, images
 from wukong.devcluster.apis import install_dev_apis
-from wukong.devcluster.node import NETNS
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.leader import LEASES
@@ -39,27 +44,6 @@ AGENT = "app.kubernetes.io/component=node-agent"
 OPERATOR = "app.kubernetes.io/component=operator"
 
 
-def _in_node(url: str) -> str:
-    """GET a pod's URL from inside the node's network namespace."""
-    result = subprocess.run(
-        [
-            "nsenter",
-            f"--net=/run/netns/{NETNS}",
-            "--",
-            sys.executable,
-            "-c",
-            "import sys, urllib.request; "
-            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     found = []
     for labels, value in re.findall(rf"^{name}\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M):
@@ -68,7 +52,9 @@ def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 @pytest.fixture(scope="module")
-def release(node_cluster: NodeCluster, chart_values: Path, helm: Path) -> Iterator[str]:
+def release(
+    node_cluster: NodeCluster, chart_values: Path, helm: Path, metrics_reader: MetricsReader
+) -> Iterator[str]:
     namespace = f"agent-{uuid.uuid4().hex[:6]}"
     asyncio.run(_install_dev_apis(node_cluster.plane.kubeconfig))  # KubeVirt, CDI, ... CRDs
     installed = subprocess.run(
@@ -90,6 +76,7 @@ def release(node_cluster: NodeCluster, chart_values: Path, helm: Path) -> Iterat
             # This machine runs other people's processes too: leave them alone.
             "--set-json",
             'agent.extraArgs=["--pods-only"]',
+            *metrics_reader.helm_args(),
             "--wait",
             "--timeout=180s",
         ],
@@ -126,7 +113,7 @@ def _pods(cluster: NodeCluster, namespace: str, selector: str) -> list[dict[str,
 
 
 async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
-    node_cluster: NodeCluster, release: str
+    node_cluster: NodeCluster, release: str, metrics_reader: MetricsReader
 ) -> None:
     async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
 
@@ -142,10 +129,9 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         await eventually(one_leads, timeout=60, what="an operator pod to lead")
         leading = await leader()
         (agent,) = _pods(node_cluster, release, AGENT)
-        agent_url = f"http://{agent['status']['podIP']}:9464/metrics"
 
         def tracing_the_leader() -> bool:
-            traced = _samples(_in_node(agent_url), "wukong_node_traced_processes")
+            traced = _samples(metrics_reader.get(agent, 9464), "wukong_node_traced_processes")
             return any(
                 labels["pod"] == leading and labels["container"] == "operator" and value >= 1
                 for labels, value in traced
@@ -169,17 +155,19 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
                 "spec": {},
             },
         )
-        operator_url = f"http://{operators[leading]['status']['podIP']}:8080/metrics"
 
         def agent_count() -> dict[tuple[str, str, str, str], float]:
             counts = {}
-            for labels, value in _samples(_in_node(agent_url), "wukong_node_cancellations_total"):
+            text = metrics_reader.get(agent, 9464)
+            for labels, value in _samples(text, "wukong_node_cancellations_total"):
                 key = (labels["namespace"], labels["pod"], labels["container"], labels["reason"])
                 counts[key] = value
             return counts
 
         def operator_count() -> float:
-            samples = _samples(_in_node(operator_url), "wukong_reconcile_cancellations_total")
+            samples = _samples(
+                metrics_reader.get(operators[leading], 8080), "wukong_reconcile_cancellations_total"
+            )
             return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
 
         key = (release, leading, "operator", "deadline_exceeded")
@@ -203,7 +191,7 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         counts = agent_count()
         others = {k: v for k, v in counts.items() if k[1] in operators and k[1] != leading}
         assert all(v == 0 for v in others.values()), others
-        runtime = _samples(_in_node(agent_url), "wukong_node_cancellations_total")
+        runtime = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
         assert {labels["runtime"] for labels, _ in runtime if labels["pod"] == leading} == {
             "python"
         }
@@ -232,7 +220,7 @@ def _peer_image(cluster: NodeCluster, tmp_path: Path) -> str:
 
 
 async def test_the_agent_attributes_a_go_controller_pods_cancellations(
-    node_cluster: NodeCluster, release: str, tmp_path: Path
+    node_cluster: NodeCluster, release: str, tmp_path: Path, metrics_reader: MetricsReader
 ) -> None:
     image = _peer_image(node_cluster, tmp_path)
     namespace = f"cr-{uuid.uuid4().hex[:6]}"
@@ -286,10 +274,9 @@ async def test_the_agent_attributes_a_go_controller_pods_cancellations(
         node_cluster.kubectl("create", "configmap", f"cm-{index}", "-n", namespace)
     # The manager's shutdown cancels every runnable's context: Go cancellations.
     node_cluster.kubectl("delete", "pod", "peer", "-n", namespace, "--wait=true")
-    url = f"http://{agent['status']['podIP']}:9464/metrics"
 
     def counted() -> list[tuple[dict[str, str], float]]:
-        samples = _samples(_in_node(url), "wukong_node_cancellations_total")
+        samples = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
         return [(labels, v) for labels, v in samples if labels["namespace"] == namespace]
 
     wait_until(lambda: sum(v for _, v in counted()) > 0, timeout=60, what="Go cancellations")
@@ -415,3 +402,30 @@ def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
     assert all(_semaphore(pid) == 0 for pid in operators)
     events = Path("/sys/kernel/tracing/uprobe_events").read_text()
     assert f"_bcc_{agent_pid}" not in events
+
+
+def test_metrics_answer_only_the_charts_readers(
+    node_cluster: NodeCluster, release: str, metrics_reader: MetricsReader
+) -> None:
+    def serving(selector: str, port: int) -> list[dict[str, Any]]:
+        pods = [p for p in _pods(node_cluster, release, selector) if p["status"].get("podIP")]
+        answered = all(get_in_node(metrics_url(p, port), token=None)[0] for p in pods)
+        return pods if answered else []
+
+    # Earlier tests replaced the agent's pod: wait for the one now running to listen.
+    wait_until(lambda: len(serving(AGENT, 9464)) == 1, timeout=120, what="one agent pod serving")
+    targets = [(pod, 9464) for pod in serving(AGENT, 9464)]
+    targets += [(pod, 8080) for pod in serving(OPERATOR, 8080)]
+    assert len(targets) == 3
+    for pod, port in targets:
+        url = metrics_url(pod, port)
+        assert "# TYPE" in metrics_reader.get(pod, port)
+        status, body = get_in_node(url, token=metrics_reader.unauthorised_token)
+        assert status == 403, (url, body)
+        assert f"system:serviceaccount:{metrics_reader.namespace}:intruder may not" in body
+        assert get_in_node(url, token=None)[0] == 401
+        annotations = pod["metadata"]["annotations"]
+        assert (annotations["prometheus.io/scheme"], annotations["prometheus.io/port"]) == (
+            "https",
+            str(port),
+        )
