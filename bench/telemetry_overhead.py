@@ -13,9 +13,10 @@ cost is compared with the plain runtime *of the same round*: a machine that
 slows down between rounds moves both sides of a ratio. Printed: the median of those per-round ratios
 with their min and max, so the spread is visible next to the figure; then
 where tracing's time goes: a reconcile's spans made and exported apart (the
-SDK's exporter next to Wukong's), and a profile of extra rounds (thread CPU in
-each observer and in the garbage collector). For a sampled profile of the same
-rounds: `py-spy record --threads -- .venv/bin/python bench/telemetry_overhead.py`.
+SDK's exporter next to Wukong's), and a profile of as many rounds again (thread
+CPU in each observer and in the garbage collector). For a sampled profile of
+the same rounds: `py-spy record --threads -- .venv/bin/python
+bench/telemetry_overhead.py`.
 
     .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 7]
 """
@@ -87,7 +88,7 @@ class _Profile:
 
     def __init__(self) -> None:
         self.seconds: collections.Counter[str] = collections.Counter()
-        self.cpu = 0.0  # the rounds' process CPU
+        self.cpu = 0.0  # the rounds' process CPU (all threads; "loop": the event loop's)
         self.reconciles = 0
         self._gc_started = 0.0
 
@@ -168,7 +169,7 @@ async def _round(
                 options=ControllerOptions(max_concurrent_reconciles=4),
             )
         )
-        cpu, wall = time.process_time(), time.monotonic()
+        cpu, wall, loop_cpu = time.process_time(), time.monotonic(), time.thread_time()
         running = asyncio.create_task(manager.run())
         await asyncio.wait_for(reconciler.all_done.wait(), timeout=600)
         if provider is not None:
@@ -177,6 +178,7 @@ async def _round(
         if profile is not None:
             gc.callbacks.remove(profile.collecting)
             profile.cpu += cpu
+            profile.seconds["loop"] += time.thread_time() - loop_cpu
             profile.reconciles += objects
         manager.stop()
         await running
@@ -240,10 +242,10 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             shift = round_index % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
                 samples[mode].append(await _round(kubeconfig, objects, endpoint, mode))
-        # Untimed above: where the time goes inside the process (3 rounds each),
-        # then one round's spans, to time their export apart.
+        # Untimed above: where the time goes inside the process (as many rounds
+        # again, of two modes), then one round's spans, to time their export apart.
         profiles = {"none": _Profile(), "metrics+tracing": _Profile()}
-        for _ in range(3):
+        for _ in range(rounds):
             for mode, profile in profiles.items():
                 await _round(kubeconfig, objects, endpoint, mode, profile=profile)
         keep = _Keep()
@@ -286,17 +288,22 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
         f"Wukong's exporter, {sdk_export_us:.0f} us with the SDK's."
     )
     base, both = profiles["none"], profiles["metrics+tracing"]
-    added_gc = both.us("gc") - base.us("gc")
-    added = (both.cpu / both.reconciles - base.cpu / base.reconciles) * 1e6
-    rest = added - both.us("tracing") - both.us("metrics") - added_gc
+
+    def added(key: str) -> float:
+        return both.us(key) - base.us(key)
+
+    total = (both.cpu / both.reconciles - base.cpu / base.reconciles) * 1e6
+    threads = total - added("loop")  # the exporter's thread, the final flush
+    rest = added("loop") - both.us("tracing") - both.us("metrics") - added("gc")
     profiled = (
-        f"Profile in the process (3 more rounds of metrics+tracing and of none, thread CPU "
-        f"per reconcile): metrics+tracing adds {added:.0f} us, of which the tracing "
-        f"observer's calls (the SDK creating, ending and queueing spans, most of it) "
+        f"Profile in the process ({rounds} more rounds of metrics+tracing and of none, "
+        f"thread CPU per reconcile): metrics+tracing adds {total:.0f} us: the tracing "
+        f"observer's calls (mostly the SDK creating, ending and queueing spans) "
         f"{both.us('tracing'):.0f} us, the metrics observer's {both.us('metrics'):.0f} us, "
-        f"more garbage collection {added_gc:.0f} us (queued spans live long enough to reach "
-        f"older generations; none: {base.us('gc'):.0f} us), the rest (the exporter's "
-        f"thread, other runtime work) {rest:.0f} us."
+        f"more garbage collection {added('gc'):.0f} us (queued spans live long enough to "
+        f"reach older generations; full collections are rare and lumpy), other threads "
+        f"(the span exporter's) {threads:.0f} us, the rest of the event loop's thread "
+        f"{rest:.0f} us."
     )
     print(f"  {where}\n  {profiled}")
     write_fragment(
