@@ -6,27 +6,38 @@ reconcile produces two spans). Measured per mode, alternating, `--rounds`
 times: process CPU time (all threads, so the exporter's batch thread counts)
 and wall time until every object has been reconciled and, when tracing, every
 span exported over OTLP/HTTP to a receiver in another process (`otlp_sink`,
-so decoding spans is not billed to tracing). The modes are interleaved
-(their order rotates every round) and each mode's cost is compared with the
-plain runtime *of the same round*: a machine that slows down between rounds
-moves both sides of a ratio. Printed: the median of those per-round ratios
-with their min and max, so the spread is visible next to the figure.
+so decoding spans is not billed to tracing); tracing is set up as the operator
+sets it up (`configure_tracing`: its resource, BatchSpanProcessor and exporter).
+The modes are interleaved (their order rotates every round) and each mode's
+cost is compared with the plain runtime *of the same round*: a machine that
+slows down between rounds moves both sides of a ratio. Printed: the median of those per-round ratios
+with their min and max, so the spread is visible next to the figure; then
+where tracing's time goes: a reconcile's spans made and exported apart (the
+SDK's exporter next to Wukong's), and a profile of as many rounds again (thread
+CPU in each observer and in the garbage collector). For a sampled profile of
+the same rounds: `py-spy record --threads -- .venv/bin/python
+bench/telemetry_overhead.py`.
 
     .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 7]
 """
 
 import argparse
 import asyncio
+import collections
+import gc
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from results import write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
@@ -37,6 +48,8 @@ from wukong.runtime.controller import Controller, ControllerOptions
 from wukong.runtime.manager import Manager
 from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
+from wukong.tracing.otlp import HttpSpanExporter
+from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
 NAMESPACE = "bench-tracing"
@@ -59,14 +72,81 @@ class GetOnce:
 MODES = ("none", "metrics", "tracing", "metrics+tracing")
 
 
-async def _round(kubeconfig: Path, objects: int, endpoint: str, mode: str) -> tuple[float, float]:
+class _Keep(SpanExporter):
+    """Keeps the spans of one round, to time their export apart."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+class _Profile:
+    """Thread CPU, over profiled rounds, spent in each observer's calls and in the GC."""
+
+    def __init__(self) -> None:
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.cpu = 0.0  # the rounds' process CPU (all threads; "loop": the event loop's)
+        self.reconciles = 0
+        self._gc_started = 0.0
+
+    def watch(self, observer: RuntimeObserver) -> None:
+        """Time the methods `observer` overrides (the only ones the manager calls)."""
+        key = getattr(observer, "name", type(observer).__name__)
+        for method in vars(RuntimeObserver):
+            own = getattr(type(observer), method, None)
+            if method.startswith("_") or own is getattr(RuntimeObserver, method):
+                continue
+            call = getattr(observer, method)
+
+            def timed(*args: Any, _call: Any = call) -> Any:
+                started = time.thread_time()
+                try:
+                    return _call(*args)
+                finally:
+                    self.seconds[key] += time.thread_time() - started
+
+            setattr(observer, method, timed)
+
+    def collecting(self, phase: str, info: dict[str, int]) -> None:
+        """A gc.callbacks hook: time spent collecting garbage (in whichever thread)."""
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        else:
+            self.seconds["gc"] += time.thread_time() - self._gc_started
+
+    def us(self, key: str) -> float:
+        return self.seconds[key] / self.reconciles * 1e6
+
+
+def _tracing(endpoint: str) -> TracerProvider:
+    """The operator's own tracing setup, exporting over OTLP/HTTP to `endpoint`."""
+    environ = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{endpoint}/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    }
+    os.environ.update(environ)  # the SDK's exporter reads its endpoint from there
+    provider = configure_tracing(environ)
+    assert provider is not None
+    return provider
+
+
+async def _round(
+    kubeconfig: Path,
+    objects: int,
+    endpoint: str,
+    mode: str,
+    keep: _Keep | None = None,
+    profile: _Profile | None = None,
+) -> tuple[float, float]:
     """(cpu seconds, wall seconds) for one manager to reconcile every object once."""
     provider = None
     if "tracing" in mode:
-        provider = TracerProvider()
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"))
-        )
+        provider = _tracing(endpoint)
+        if keep is not None:
+            provider.add_span_processor(SimpleSpanProcessor(keep))
     async with await Client.from_kubeconfig(kubeconfig) as client:
         reconciler = GetOnce(objects)
         observers: list[RuntimeObserver] = []
@@ -74,6 +154,10 @@ async def _round(kubeconfig: Path, objects: int, endpoint: str, mode: str) -> tu
             observers.append(ReconcileTracer(provider=provider))
         if "metrics" in mode:
             observers.append(RuntimeMetrics())
+        if profile is not None:
+            for observer in observers:
+                profile.watch(observer)
+            gc.callbacks.append(profile.collecting)
         manager = Manager(
             client=client, namespace=NAMESPACE, block_warning_seconds=None, observers=observers
         )
@@ -85,12 +169,17 @@ async def _round(kubeconfig: Path, objects: int, endpoint: str, mode: str) -> tu
                 options=ControllerOptions(max_concurrent_reconciles=4),
             )
         )
-        cpu, wall = time.process_time(), time.monotonic()
+        cpu, wall, loop_cpu = time.process_time(), time.monotonic(), time.thread_time()
         running = asyncio.create_task(manager.run())
         await asyncio.wait_for(reconciler.all_done.wait(), timeout=600)
         if provider is not None:
             await asyncio.to_thread(provider.force_flush)
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        if profile is not None:
+            gc.callbacks.remove(profile.collecting)
+            profile.cpu += cpu
+            profile.seconds["loop"] += time.thread_time() - loop_cpu
+            profile.reconciles += objects
         manager.stop()
         await running
     if provider is not None:
@@ -98,28 +187,38 @@ async def _round(kubeconfig: Path, objects: int, endpoint: str, mode: str) -> tu
     return cpu, wall
 
 
-def _span_costs(endpoint: str, *, reconciles: int = 1000) -> tuple[float, float]:
+def _span_costs(endpoint: str, spans: list[ReadableSpan]) -> tuple[float, float, float]:
     """Where tracing's time goes, per reconcile (its span and one API call's span), in us:
-    creating and ending the spans with the SDK alone, and exporting them over OTLP/HTTP."""
+    creating and ending two spans with these attributes with the SDK alone; exporting
+    a round's real spans over OTLP/HTTP with the SDK's exporter, and with Wukong's."""
+    reconciles = sum(1 for span in spans if span.parent is None)
+    parent = next(span for span in spans if span.parent is None)
+    child = next(span for span in spans if span.parent is not None)
 
-    def cpu_per_reconcile(export: bool) -> float:
-        provider = TracerProvider()
-        if export:
-            exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
-            provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=4 * reconciles))
-        tracer = provider.get_tracer("bench")
+    def create() -> float:
+        tracer = TracerProvider().get_tracer("bench")
         started = time.process_time()
         for _ in range(reconciles):
-            span = tracer.start_span("reconcile ConfigMap", attributes={"k8s.namespace.name": "n"})
+            span = tracer.start_span(parent.name, attributes=parent.attributes)
             with trace.use_span(span, end_on_exit=True):
-                tracer.start_span("get configmaps", attributes={"k8s.verb": "get"}).end()
-        provider.force_flush()
+                tracer.start_span(child.name, attributes=child.attributes).end()
+        return (time.process_time() - started) / reconciles * 1e6
+
+    def export(exporter: SpanExporter) -> float:
+        exporter.export(spans[:10])  # connect first
+        started = time.process_time()
+        for start in range(0, len(spans), 512):  # the BatchSpanProcessor's batches
+            assert exporter.export(spans[start : start + 512]) is SpanExportResult.SUCCESS
         used = time.process_time() - started
-        provider.shutdown()
+        exporter.shutdown()
         return used / reconciles * 1e6
 
-    create = cpu_per_reconcile(export=False)
-    return create, cpu_per_reconcile(export=True) - create
+    url = f"{endpoint}/v1/traces"
+    return (
+        min(create() for _ in range(3)),
+        min(export(OTLPSpanExporter(endpoint=url)) for _ in range(3)),
+        min(export(HttpSpanExporter(endpoint=url)) for _ in range(3)),
+    )
 
 
 async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
@@ -143,7 +242,17 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             shift = round_index % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
                 samples[mode].append(await _round(kubeconfig, objects, endpoint, mode))
-        create_us, export_us = await asyncio.to_thread(_span_costs, endpoint)
+        # Untimed above: where the time goes inside the process (as many rounds
+        # again, of two modes), then one round's spans, to time their export apart.
+        profiles = {"none": _Profile(), "metrics+tracing": _Profile()}
+        for _ in range(rounds):
+            for mode, profile in profiles.items():
+                await _round(kubeconfig, objects, endpoint, mode, profile=profile)
+        keep = _Keep()
+        await _round(kubeconfig, objects, endpoint, "tracing", keep)
+        create_us, sdk_export_us, export_us = await asyncio.to_thread(
+            _span_costs, endpoint, keep.spans
+        )
     finally:
         sink.terminate()
         received = sink.communicate(timeout=30)[0].strip()
@@ -172,6 +281,31 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
         wall_ratio = spread(ratios(mode, 1), "x{:.2f}")
         print(f"  {mode:<16} cpu {cpu} us ({cpu_ratio})   wall {wall} us ({wall_ratio})")
         rows.append([mode, f"{cpu} us", cpu_ratio, f"{wall} us", wall_ratio])
+    where = (
+        f"Where tracing's time goes (same run, apart, per reconcile): creating and ending "
+        f"its two spans with the SDK alone {create_us:.0f} us; exporting them (protobuf "
+        f"encoding and the HTTP post, in the exporter's thread) {export_us:.0f} us with "
+        f"Wukong's exporter, {sdk_export_us:.0f} us with the SDK's."
+    )
+    base, both = profiles["none"], profiles["metrics+tracing"]
+
+    def added(key: str) -> float:
+        return both.us(key) - base.us(key)
+
+    total = (both.cpu / both.reconciles - base.cpu / base.reconciles) * 1e6
+    threads = total - added("loop")  # the exporter's thread, the final flush
+    rest = added("loop") - both.us("tracing") - both.us("metrics") - added("gc")
+    profiled = (
+        f"Profile in the process ({rounds} more rounds of metrics+tracing and of none, "
+        f"thread CPU per reconcile): metrics+tracing adds {total:.0f} us: the tracing "
+        f"observer's calls (mostly the SDK creating, ending and queueing spans) "
+        f"{both.us('tracing'):.0f} us, the metrics observer's {both.us('metrics'):.0f} us, "
+        f"more garbage collection {added('gc'):.0f} us (queued spans live long enough to "
+        f"reach older generations; full collections are rare and lumpy), other threads "
+        f"(the span exporter's) {threads:.0f} us, the rest of the event loop's thread "
+        f"{rest:.0f} us."
+    )
+    print(f"  {where}\n  {profiled}")
     write_fragment(
         "telemetry_overhead",
         title=f"Telemetry cost per reconcile ({objects} reconciles x {rounds} rounds)",
@@ -188,9 +322,8 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             "modes interleaved in a rotating order; median (min-max) of the rounds.",
             "Each reconcile makes one GET, so tracing exports two spans per reconcile over "
             "OTLP/HTTP (100 % sampled).",
-            f"Where tracing's time goes (same run, the SDK alone): creating and ending a "
-            f"reconcile's two spans {create_us:.0f} us; exporting them (protobuf encoding and "
-            f"the HTTP post, in the exporter's thread) {export_us:.0f} us.",
+            where,
+            profiled,
         ],
     )
 

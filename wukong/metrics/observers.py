@@ -27,10 +27,15 @@ What each event feeds:
 - `observer_failed`: `wukong_observer_failures_total`.
 
 Everything here is a few dict lookups and additions: observers run on the
-reconcile's hot path.
+reconcile's hot path. That is why the families fed on every reconcile keep
+their children by label values (`_Children`): prometheus_client's `.labels()`
+validates, stringifies and locks on every call, about half of this observer's
+cost per reconcile before (bench/RESULTS.md).
 """
 
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from prometheus_client.metrics import MetricWrapperBase
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
 from wukong.runtime.cancellation import CancelReason, is_failure
@@ -54,6 +59,23 @@ _RESULT_LABEL = {
 }
 _NO_STATUS = "<error>"  # client-go's code label when no answer arrived
 
+_Family = TypeVar("_Family", bound=MetricWrapperBase)
+
+
+class _Children(Generic[_Family]):
+    """A family's children by label values, made once by `.labels()` (label sets are
+    bounded: see metrics/definitions.py; nothing removes a child)."""
+
+    def __init__(self, family: _Family) -> None:
+        self._family = family
+        self._children: dict[tuple[str, ...], _Family] = {}
+
+    def __call__(self, *values: str) -> _Family:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._family.labels(*values)
+        return child
+
 
 class RuntimeMetrics(RuntimeObserver):
     """Records the runtime's events into one `OperatorMetrics`."""
@@ -61,7 +83,17 @@ class RuntimeMetrics(RuntimeObserver):
     name = "metrics"
 
     def __init__(self, *, metrics: OperatorMetrics | None = None) -> None:
-        self.metrics = metrics if metrics is not None else create_metrics()
+        self.metrics = m = metrics if metrics is not None else create_metrics()
+        # The families every reconcile feeds (see _Children).
+        self._reconcile_total = _Children(m.reconcile_total)
+        self._reconcile_time = _Children(m.reconcile_time)
+        self._budget_used = _Children(m.reconcile_budget_used)
+        self._requeue_delay = _Children(m.requeue_delay)
+        self._queue_adds = _Children(m.workqueue_adds)
+        self._queue_duration = _Children(m.workqueue_queue_duration)
+        self._work_duration = _Children(m.workqueue_work_duration)
+        self._requests = _Children(m.rest_client_requests)
+        self._request_duration = _Children(m.rest_client_request_duration)
 
     def controller_added(self, controller: ControllerView) -> None:
         m = self.metrics
@@ -88,7 +120,7 @@ class RuntimeMetrics(RuntimeObserver):
         outcome = event.outcome
         assert outcome is not None  # FINISHED always carries one
         result = _result_of(outcome, event.reason)
-        m.reconcile_total.labels(controller, result).inc()
+        self._reconcile_total(controller, result).inc()
         if result == "error":
             m.reconcile_errors.labels(controller).inc()
         if outcome is Outcome.CANCELLED:
@@ -104,21 +136,21 @@ class RuntimeMetrics(RuntimeObserver):
         if ctx.due_at is not None:
             # How late this requeue started (both on the event loop's clock).
             lateness = max(0.0, ctx.started - ctx.due_at)
-            m.requeue_delay.labels(controller).observe(lateness, exemplar)
+            self._requeue_delay(controller).observe(lateness, exemplar)
         assert event.duration is not None  # FINISHED always carries one
-        m.reconcile_time.labels(controller).observe(event.duration, exemplar)
-        m.reconcile_budget_used.labels(controller).observe(event.duration / ctx.timeout, exemplar)
+        self._reconcile_time(controller).observe(event.duration, exemplar)
+        self._budget_used(controller).observe(event.duration / ctx.timeout, exemplar)
 
     # -- work queue ------------------------------------------------------------------
 
     def queue_added(self, queue: str) -> None:
-        self.metrics.workqueue_adds.labels(queue, queue).inc()
+        self._queue_adds(queue, queue).inc()
 
     def queue_got(self, queue: str, waited: float) -> None:
-        self.metrics.workqueue_queue_duration.labels(queue, queue).observe(waited)
+        self._queue_duration(queue, queue).observe(waited)
 
     def queue_done(self, queue: str, worked: float) -> None:
-        self.metrics.workqueue_work_duration.labels(queue, queue).observe(worked)
+        self._work_duration(queue, queue).observe(worked)
 
     def queue_retried(self, queue: str) -> None:
         self.metrics.workqueue_retries.labels(queue, queue).inc()
@@ -126,16 +158,13 @@ class RuntimeMetrics(RuntimeObserver):
     # -- API calls -------------------------------------------------------------------
 
     def api_call(self, call: ApiCall) -> None:
-        m = self.metrics
         code = str(call.status_code) if call.status_code is not None else _NO_STATUS
-        m.rest_client_requests.labels(code, call.method, call.host).inc()
+        self._requests(code, call.method, call.host).inc()
         span = call.reconcile.span if call.reconcile is not None else None
         # client-go's `verb` label is the HTTP method (GET, PUT, ...).
-        m.rest_client_request_duration.labels(call.method, call.host).observe(
-            call.duration, _exemplar(span)
-        )
+        self._request_duration(call.method, call.host).observe(call.duration, _exemplar(span))
         if call.cancel_reason is not None:
-            m.api_request_cancellations.labels(
+            self.metrics.api_request_cancellations.labels(
                 call.verb, call.resource, call.cancel_reason.value
             ).inc()
 

@@ -57,14 +57,14 @@ def _exporter(environ: Mapping[str, str]) -> SpanExporter:
         or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "grpc"
     )
+    # The SDK's exporters with a cheaper span encoder (tracing/otlp.py); imported
+    # only when tracing is on.
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from wukong.tracing.otlp import GrpcSpanExporter
 
-        return OTLPSpanExporter()
+        return GrpcSpanExporter()
     if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpSpanExporter,
-        )
+        from wukong.tracing.otlp import HttpSpanExporter
 
         return HttpSpanExporter()
     raise ValueError(f"unsupported OTLP protocol {protocol!r}: use 'grpc' or 'http/protobuf'")

@@ -52,6 +52,7 @@ from wukong.runtime.observer import (
 )
 
 _NS = 1_000_000_000
+_OK = Status(StatusCode.OK)  # immutable: one for every span that ends well
 
 
 class ReconcileTracer(RuntimeObserver):
@@ -119,28 +120,34 @@ class ReconcileTracer(RuntimeObserver):
 
     def _finish(self, ctx: ReconcileContext, event: LifecycleEvent) -> None:
         span = ctx.span
-        span.set_attribute("wukong.reconcile.budget_remaining_ms", ctx.remaining() * 1000)
-        span.set_attribute("wukong.reconcile.result", str(event.outcome))
+        # One set_attributes call: the SDK locks and checks the span once per call.
+        attributes: dict[str, Any] = {
+            "wukong.reconcile.budget_remaining_ms": ctx.remaining() * 1000,
+            "wukong.reconcile.result": str(event.outcome),
+        }
         if event.result is not None and event.result.requeue_after > 0:
-            span.set_attribute("wukong.requeue.after_ms", event.result.requeue_after * 1000)
+            attributes["wukong.requeue.after_ms"] = event.result.requeue_after * 1000
         if event.outcome is Outcome.CANCELLED:
             reason = event.reason
             assert reason is not None  # the runtime decides one for every cancellation
-            span.set_attribute("wukong.cancel.reason", str(reason))
-            span.set_attribute("error.type", "cancelled")
+            attributes["wukong.cancel.reason"] = str(reason)
+            attributes["error.type"] = "cancelled"
+            span.set_attributes(attributes)
             span.add_event("cancelled", {"wukong.cancel.reason": str(reason)})
             if is_failure(reason):
                 span.set_status(Status(StatusCode.ERROR, f"cancelled: {reason}"))
             else:
-                span.set_status(Status(StatusCode.OK))
+                span.set_status(_OK)
         elif event.outcome is Outcome.ERROR:
             error = event.error
-            span.set_attribute("error.type", type(error).__name__ if error else "error")
+            attributes["error.type"] = type(error).__name__ if error else "error"
+            span.set_attributes(attributes)
             if error is not None:
                 span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, str(error) if error else "error"))
         else:
-            span.set_status(Status(StatusCode.OK))
+            span.set_attributes(attributes)
+            span.set_status(_OK)
         span.end()
 
     # -- admission webhooks ------------------------------------------------------------
@@ -174,7 +181,7 @@ class ReconcileTracer(RuntimeObserver):
             span.set_status(Status(StatusCode.ERROR, review.message))
         else:
             # A rejection is the webhook doing its job, not an error.
-            span.set_status(Status(StatusCode.OK))
+            span.set_status(_OK)
         span.end(end_time=start + int(review.duration * _NS))
 
     # -- API calls ---------------------------------------------------------------------
@@ -184,10 +191,11 @@ class ReconcileTracer(RuntimeObserver):
             return  # not made for a traced reconcile (informers, leader election)
         # The innermost span the reconcile had open (its own child spans
         # included); the reconcile's span when the call ran elsewhere.
-        parent = trace.get_current_span()
+        parent_context = otel_context.get_current()
+        parent = trace.get_current_span(parent_context)
         if not parent.get_span_context().is_valid:
             parent = call.reconcile.span
-        parent_context = trace.set_span_in_context(parent)
+            parent_context = trace.set_span_in_context(parent)
         attributes: dict[str, Any] = {
             "http.request.method": call.method,
             "k8s.verb": call.verb,
@@ -208,7 +216,7 @@ class ReconcileTracer(RuntimeObserver):
         )
         error = call.error
         if error is None:
-            span.set_status(Status(StatusCode.OK))
+            span.set_status(_OK)
         else:
             span.set_attribute("error.type", type(error).__name__)
             if call.cancel_reason is not None:
