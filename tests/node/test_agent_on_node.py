@@ -318,38 +318,51 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
             samples = _samples(_in_node(peer_url), "peer_reconcile_cancellations_total")
             return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
 
-        # The agent counts every Go context that ends, by its error; the
-        # controller counts its reconciles. They meet on deadline_exceeded: with
-        # no leader election and no client timeout configured, the only
-        # deadlines that fire in this process are the reconciles' (client-go's
-        # and the dialer's deadlined contexts end by cancel() when their work
-        # is done, as `canceled`), and the reconciler derives no context from
-        # its own, so one timeout is one context. The other reasons are not
-        # the controller's to count: the metrics server's per-connection and
-        # per-request contexts (these very scrapes), controller-runtime's
-        # per-event handler contexts, and the manager's at shutdown.
+        # The agent counts every Go context that ends; the controller counts
+        # its reconciles. They meet on deadline_exceeded, the deadlines that
+        # fire: with no leader election and no client timeout configured, the
+        # only ones in this process are the reconciles' (client-go's and the
+        # dialer's deadlined contexts end by cancel() when their work is done,
+        # as `canceled`), and the context each reconcile derives from its own
+        # is `parent_cancelled`, so one timeout is one count. The other reasons
+        # are not the controller's to count: the metrics server's connection
+        # and request contexts (these very scrapes), controller-runtime's
+        # per-event handler contexts, the derived ones, the manager's at shutdown.
+        last: list[float] = []
+
         def counted_exactly() -> bool:
             # The agent's count read between two reads of the peer's own (as for
             # the operator above): none lost, none counted twice.
             own_before = peer_count()
             counted = agent_counts().get("deadline_exceeded", 0.0)
             own_after = peer_count()
+            last[:] = [own_before, counted, own_after]
             return STORM_OBJECTS <= own_before <= counted <= own_after
 
-        await eventually(
-            counted_exactly,
-            timeout=120,
-            interval=1.0,
-            what="the agent's deadline count between two of the controller's",
-        )
+        try:
+            await eventually(
+                counted_exactly,
+                timeout=120,
+                interval=1.0,
+                what="the agent's deadline count between two of the controller's",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (last: controller, agent, controller = {last})") from None
     # Each object timed out once (none retried): the storm was exactly this long.
     assert peer_count() == STORM_OBJECTS
     assert agent_counts()["deadline_exceeded"] == STORM_OBJECTS
+    # Each reconcile's derived context was seen too, as propagated.
+    wait_until(
+        lambda: agent_counts().get("parent_cancelled", 0.0) >= STORM_OBJECTS,
+        timeout=30,
+        what="the reconciles' derived contexts",
+    )
+    propagated = agent_counts()["parent_cancelled"]
     # The manager's shutdown cancels every runnable's context, the children by
     # propagation: Go cancellations attributed to the pod, none of them a deadline.
     node_cluster.kubectl("delete", "pod", "peer", "-n", namespace, "--wait=true")
     wait_until(
-        lambda: agent_counts().get("parent_cancelled", 0.0) > 0,
+        lambda: agent_counts().get("parent_cancelled", 0.0) > propagated,
         timeout=60,
         what="the controller's shutdown to be traced",
     )

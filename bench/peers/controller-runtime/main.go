@@ -99,14 +99,17 @@ var cancellations = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Reconciles that saw their context end, by its error.",
 }, []string{"reason"})
 
-// outlast waits for each reconcile's context to end (its ReconciliationTimeout),
-// creating no context of its own: one reconcile, one context cancelled.
+// outlast waits for each reconcile's context to end (its ReconciliationTimeout)
+// under a context derived from it, as a request in flight has one (net/http's
+// transport derives it): the deadline reaches it by propagation.
 type outlast struct {
 	report *reporter
 }
 
 func (o *outlast) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	<-ctx.Done()
+	work, cancel := context.WithCancel(ctx)
+	defer cancel()
+	<-work.Done()
 	reason := "canceled" // the manager stopping: the controller's context ended
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		reason = "deadline_exceeded"
