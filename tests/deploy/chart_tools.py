@@ -22,9 +22,10 @@ MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
 EVERYTHING_ON: dict[str, Any] = {
     "tracing": {"endpoint": "http://otel-collector.observability:4317"},
     "agent": {"enabled": True},
+    "metrics": {"readers": [{"namespace": "monitoring", "name": "prometheus"}]},
     "monitoring": {
         "serviceMonitor": {"enabled": True},
-        "podMonitor": {"enabled": True},
+        "podMonitor": {"enabled": True, "tokenSecret": {"name": "prometheus-token"}},
         "prometheusRule": {"enabled": True},
         "dashboards": {"enabled": True},
     },

@@ -59,6 +59,12 @@ def test_helm_lint(tmp_path: Path, everything: bool) -> None:
         ({"webhook": {"failurePolicy": "Retry"}}, "/webhook/failurePolicy"),
         ({"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
         ({"webhook": {"existingSecret": "mine"}}, "webhook.caBundle is required"),
+        ({"agent": {"extraCapabilities": ["sys_resource"]}}, "/agent/extraCapabilities/0"),
+        ({"metrics": {"readers": [{"name": "prometheus"}]}}, "missing property 'namespace'"),
+        (
+            {"agent": {"enabled": True}, "monitoring": {"podMonitor": {"enabled": True}}},
+            "monitoring.podMonitor.tokenSecret.name is required with metrics.secure",
+        ),
     ],
 )
 def test_schema_rejects_bad_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
@@ -105,6 +111,16 @@ def test_no_container_is_privileged_unbounded_or_root_without_reason(tmp_path: P
         assert template.splitlines()[line - 1].strip().startswith("#"), f"{capability}: why?"
 
 
+def test_older_kernels_can_give_the_agent_sys_resource(tmp_path: Path) -> None:
+    values = {
+        **EVERYTHING_ON,
+        "agent": {**EVERYTHING_ON["agent"], "extraCapabilities": ["SYS_RESOURCE"]},
+    }
+    objects = render("-f", str(values_file(tmp_path, values)))
+    (agent,) = [c for _, _, c in _containers(objects) if c["name"] == "agent"]
+    assert agent["securityContext"]["capabilities"]["add"] == [*AGENT_CAPABILITIES, "SYS_RESOURCE"]
+
+
 def test_rbac_has_no_wildcards_and_no_secrets() -> None:
     objects = render()
     rules = [
@@ -112,8 +128,102 @@ def test_rbac_has_no_wildcards_and_no_secrets() -> None:
     ]
     assert rules
     for rule in rules:
-        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
-        assert "secrets" not in rule["resources"], rule
+        # A rule names API resources, or URLs that are none (metrics-reader's /metrics).
+        targets = rule.get("resources") or rule["nonResourceURLs"]
+        assert "*" not in rule["verbs"] and "*" not in targets, rule
+        assert "secrets" not in targets, rule
+
+
+def _by_kind_and_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
+
+
+def _metrics_flags(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {
+        container["name"]: [arg for arg in container["args"] if "metrics-" in arg]
+        for _, _, container in _containers(objects)
+    }
+
+
+def test_metrics_are_secure_and_only_the_readers_are_granted(tmp_path: Path) -> None:
+    objects = _by_kind_and_name(
+        render("--namespace", "ops", "-f", str(values_file(tmp_path, EVERYTHING_ON)))
+    )
+    auth = objects[("ClusterRole", "wukong-metrics-auth")]
+    assert auth["rules"] == [
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["subjectaccessreviews"],
+            "verbs": ["create"],
+        },
+    ]
+    assert objects[("ClusterRoleBinding", "wukong-metrics-auth")]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "wukong", "namespace": "ops"},
+        {"kind": "ServiceAccount", "name": "wukong-agent", "namespace": "ops"},
+    ]
+    reader = objects[("ClusterRole", "wukong-metrics-reader")]
+    assert reader["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    binding = objects[("ClusterRoleBinding", "wukong-metrics-reader")]
+    assert binding["roleRef"]["name"] == "wukong-metrics-reader"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}
+    ]
+    assert _metrics_flags(list(objects.values())) == {
+        "operator": ["--metrics-bind=:8080", "--metrics-secure"],
+        "agent": ["--metrics-bind=:9464", "--metrics-secure"],
+    }
+    for workload in (("Deployment", "wukong"), ("DaemonSet", "wukong-agent")):
+        annotations = objects[workload]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scheme"] == "https", workload
+    (endpoint,) = objects[("ServiceMonitor", "wukong")]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    (pod_endpoint,) = objects[("PodMonitor", "wukong-agent")]["spec"]["podMetricsEndpoints"]
+    assert pod_endpoint["scheme"] == "https"
+    assert pod_endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "prometheus-token", "key": "token"},
+    }
+    # With no readers, no binding: nobody is granted by default.
+    defaults = _by_kind_and_name(render())
+    assert ("ClusterRole", "wukong-metrics-reader") in defaults
+    assert ("ClusterRoleBinding", "wukong-metrics-reader") not in defaults
+
+
+def test_a_certificate_secret_is_mounted_where_the_flag_points(tmp_path: Path) -> None:
+    values = {**EVERYTHING_ON, "metrics": {"certSecret": "metrics-tls"}}
+    objects = render("-f", str(values_file(tmp_path, values)))
+    for _, pod, container in _containers(objects):
+        assert "--metrics-cert-dir=/etc/wukong/metrics-certs" in container["args"]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "metrics-certs"]
+        assert mount["mountPath"] == "/etc/wukong/metrics-certs" and mount["readOnly"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "metrics-certs"]
+        assert volume["secret"] == {"secretName": "metrics-tls"}
+
+
+def test_insecure_metrics_grant_nothing_and_say_http(tmp_path: Path) -> None:
+    values = {
+        **EVERYTHING_ON,
+        "metrics": {"secure": False, "readers": [{"namespace": "m", "name": "p"}]},
+    }
+    objects = render("-f", str(values_file(tmp_path, values)))
+    assert not [obj for obj in objects if "metrics-" in obj["metadata"]["name"]]
+    assert _metrics_flags(objects) == {
+        "operator": ["--metrics-bind=:8080", "--no-metrics-secure"],
+        "agent": ["--metrics-bind=:9464", "--no-metrics-secure"],
+    }
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "DaemonSet"):
+            assert (
+                obj["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scheme"] == "http"
+            )
+        if obj["kind"] == "ServiceMonitor":
+            assert "scheme" not in obj["spec"]["endpoints"][0]
 
 
 def test_monitoring_objects_come_from_the_same_sources(tmp_path: Path) -> None:

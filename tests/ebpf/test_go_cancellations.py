@@ -134,9 +134,11 @@ def test_no_op_cancels_are_not_counted_at_either_probe_site(
         wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
         probe = running.agent.probes[proc.pid]
         assert isinstance(probe, GoProbe) and probe.site.function == site
+        assert _traced(agent) == 1
         _run_script(proc)
         wait(lambda: sum(c.count for c in seen) >= 19, "19 cancellations")
         time.sleep(0.5)  # nothing more may arrive
+    assert _traced(agent) is None  # detached: the series went with it
     kinds = _kinds(seen)
     # The 50 no-op cancels after the first are not counted, at either site.
     assert kinds[("canceled", "", "main.cancelAgain", True)] == 1, kinds
@@ -150,6 +152,12 @@ def test_no_op_cancels_are_not_counted_at_either_probe_site(
         assert counted in (19, 20), kinds
     assert ("canceled", "scripted cause", "main.cancelWithCause", True) in kinds
     assert agent.lost == 0
+
+
+def _traced(agent: Agent) -> float | None:
+    """The agent's gauge of traced processes for an unattributed Go process."""
+    labels = {"node": agent.node, "namespace": "", "pod": "", "container": "", "runtime": "go"}
+    return agent.registry.get_sample_value("wukong_node_traced_processes", labels)
 
 
 def _check_agent_contract(agent: Agent, tmp_path: Path) -> None:

@@ -2,7 +2,11 @@
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
 
 from wukong.devcluster.crds import wait_crd_established
 from wukong.runtime import (
@@ -159,3 +163,44 @@ async def take_lease(client: Client, *, name: str, namespace: str, holder: str) 
         except Conflict:
             continue
     raise AssertionError(f"could not take lease {namespace}/{name}: it kept changing")
+
+
+def _kubectl(kubectl: Path, kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def service_account_token(kubectl: Path, kubeconfig: Path, namespace: str, name: str) -> str:
+    """A token of ServiceAccount `namespace/name`, from the TokenRequest API."""
+    return _kubectl(kubectl, kubeconfig, "create", "token", name, "-n", namespace).strip()
+
+
+def metrics_reader_token(kubectl: Path, kubeconfig: Path, namespace: str) -> str:
+    """A token of a new ServiceAccount `prometheus` in `namespace`, granted what the chart's
+    metrics-reader ClusterRole grants: get on /metrics."""
+    role = f"metrics-reader-{namespace}"
+    for args in (
+        ("create", "serviceaccount", "prometheus", "-n", namespace),
+        ("create", "clusterrole", role, "--non-resource-url=/metrics", "--verb=get"),
+        ("create", "clusterrolebinding", role, f"--clusterrole={role}",
+         f"--serviceaccount={namespace}:prometheus"),
+    ):  # fmt: skip
+        _kubectl(kubectl, kubeconfig, *args)
+    return service_account_token(kubectl, kubeconfig, namespace, "prometheus")
+
+
+async def scrape(url: str, token: str | None) -> tuple[int, str]:
+    """GET `url` with `token` as bearer (none: no header), not verifying the certificate
+    (a secure /metrics serves a self-signed one by default, as scrapers expect)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers=headers, ssl=False) as response,
+    ):
+        return response.status, await response.text()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.integration.helpers import metrics_reader_token, scrape
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
@@ -22,10 +23,11 @@ async def _get(url: str) -> tuple[int, str]:
 
 
 async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly(
-    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path
+    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path, kubectl: Path
 ) -> None:
     run = await start_wukong()  # the simulator; the in-process operator is stopped below
     await run.stop_operator()
+    token = metrics_reader_token(kubectl, control_plane.kubeconfig, run.namespace)
     metrics_port, health_port = free_port(), free_port()
     log = (tmp_path / "operator.log").open("w+")
     process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
@@ -55,8 +57,11 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
         )
         status, _ = await _get(f"http://127.0.0.1:{health_port}/readyz")
         assert status == 200
-        status, text = await _get(f"http://127.0.0.1:{metrics_port}/metrics")
-        assert status == 200
+        # Secure by default: HTTPS, for a token allowed to get /metrics.
+        status, text = await scrape(f"https://127.0.0.1:{metrics_port}/metrics", token)
+        assert status == 200, text
+        status, _ = await scrape(f"https://127.0.0.1:{metrics_port}/metrics", None)
+        assert status == 401
         assert 'controller_runtime_reconcile_total{controller="wukong",result="' in text
         assert 'leader_election_master_status{name="wukong-operator"} 1.0' in text
         lease = await run.client.get(LEASES, "wukong-operator", namespace=run.namespace)

@@ -27,7 +27,7 @@ from wukong.runtime import ApiError, Client, Manager, Object, WebhookReview
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.errors import ApiTimeout
 from wukong.runtime.resources import STORAGE_CLASSES, VALIDATING_WEBHOOK_CONFIGURATIONS
-from wukong.runtime.webhook import load_serving_certificate
+from wukong.runtime.servingcert import load_serving_certificate
 
 pytestmark = pytest.mark.usefixtures("infrastructure")
 

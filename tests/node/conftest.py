@@ -5,8 +5,12 @@ kube-proxy, kube-scheduler, kube-controller-manager in network namespace
 wukong-node) on free loopback ports, and takes it all down at the end, which
 restores what the node changed on the host. `probe_image` builds a tiny static
 Go program (tests/node/programs/probe) into an image and loads it on the node.
+`metrics_reader` is a ServiceAccount to list in the chart's `metrics.readers`,
+with a token to GET the pods' secure /metrics from inside the node's network
+namespace (and the token of another ServiceAccount, which the chart does not grant).
 """
 
+import json
 import subprocess
 import sys
 import time
@@ -14,12 +18,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wukong.devcluster import ControlPlane, binaries, images
 from wukong.devcluster.imagebuild import BuiltImage
-from wukong.devcluster.node import DevNode, ephemeral_node_cluster
+from wukong.devcluster.node import NETNS, DevNode, ephemeral_node_cluster
 
 PROBE_IMAGE = "wukong.local/probe:test"
 PROGRAMS = Path(__file__).parent / "programs"
@@ -118,3 +123,79 @@ def node_namespace(node_cluster: NodeCluster) -> Iterator[str]:
     node_cluster.kubectl("create", "namespace", name)
     yield name
     node_cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+# GET argv[1] with bearer argv[2] (none when empty), not verifying the pod's
+# self-signed certificate (as kubebuilder's ServiceMonitor does); print the
+# status on the first line (0: no HTTP answer), then the body.
+_GET = """
+import ssl, sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1])
+if sys.argv[2]:
+    request.add_header("Authorization", "Bearer " + sys.argv[2])
+try:
+    response = urllib.request.urlopen(request, timeout=5, context=ssl._create_unverified_context())
+    status, body = response.status, response.read().decode()
+except urllib.error.HTTPError as error:
+    status, body = error.code, error.read().decode()
+except OSError as error:  # nothing listens (yet), or no TLS there
+    status, body = 0, str(error)
+sys.stdout.write(f"{status}\\n{body}")
+"""
+
+
+def metrics_url(pod: dict[str, Any], port: int) -> str:
+    return f"https://{pod['status']['podIP']}:{port}/metrics"
+
+
+IN_NODE = ("nsenter", f"--net=/run/netns/{NETNS}", "--")
+
+
+def get_in_node(url: str, *, token: str | None) -> tuple[int, str]:
+    """GET a pod's URL from inside the node's network namespace: (status, body); status 0
+    when no HTTP answer came."""
+    result = subprocess.run(
+        [*IN_NODE, sys.executable, "-c", _GET, url, token or ""],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    status, _, body = result.stdout.partition("\n")
+    return int(status), body
+
+
+@dataclass(frozen=True)
+class MetricsReader:
+    namespace: str
+    name: str
+    token: str
+    unauthorised_token: str  # of another ServiceAccount, which no chart value grants
+
+    def helm_args(self) -> list[str]:
+        """`helm install` arguments that put this account in metrics.readers."""
+        reader = {"namespace": self.namespace, "name": self.name}
+        return ["--set-json", f"metrics.readers=[{json.dumps(reader)}]"]
+
+    def get(self, pod: dict[str, Any], port: int) -> str:
+        """The pod's /metrics over HTTPS, read with this account's token."""
+        status, body = get_in_node(metrics_url(pod, port), token=self.token)
+        assert status == 200, (status, body)
+        return body
+
+
+@pytest.fixture(scope="session")
+def metrics_reader(node_cluster: NodeCluster) -> MetricsReader:
+    namespace = "metrics-readers"
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+    for name in ("scraper", "intruder"):
+        metadata = {"name": name, "namespace": namespace}
+        objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata})
+    listing = {"apiVersion": "v1", "kind": "List", "items": objects}
+    node_cluster.kubectl("apply", "-f", "-", stdin=json.dumps(listing))
+
+    def token(name: str) -> str:
+        made = node_cluster.kubectl("create", "token", name, "-n", namespace, "--duration=2h")
+        return made.strip()
+
+    return MetricsReader(namespace, "scraper", token("scraper"), token("intruder"))

@@ -23,10 +23,15 @@ import pytest
 import yaml
 
 from tests.integration.helpers import eventually
-from tests.node.conftest import NodeCluster, wait_until
+from tests.node.conftest import (
+    MetricsReader,
+    NodeCluster,
+    get_in_node,
+    metrics_url,
+    wait_until,
+)
 from wukong.devcluster import binaries, images
 from wukong.devcluster.apis import install_dev_apis
-from wukong.devcluster.node import NETNS
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.leader import LEASES
@@ -39,27 +44,6 @@ AGENT = "app.kubernetes.io/component=node-agent"
 OPERATOR = "app.kubernetes.io/component=operator"
 
 
-def _in_node(url: str) -> str:
-    """GET a pod's URL from inside the node's network namespace."""
-    result = subprocess.run(
-        [
-            "nsenter",
-            f"--net=/run/netns/{NETNS}",
-            "--",
-            sys.executable,
-            "-c",
-            "import sys, urllib.request; "
-            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     found = []
     for labels, value in re.findall(rf"^{name}\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M):
@@ -68,7 +52,9 @@ def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 @pytest.fixture(scope="module")
-def release(node_cluster: NodeCluster, chart_values: Path, helm: Path) -> Iterator[str]:
+def release(
+    node_cluster: NodeCluster, chart_values: Path, helm: Path, metrics_reader: MetricsReader
+) -> Iterator[str]:
     namespace = f"agent-{uuid.uuid4().hex[:6]}"
     asyncio.run(_install_dev_apis(node_cluster.plane.kubeconfig))  # KubeVirt, CDI, ... CRDs
     installed = subprocess.run(
@@ -90,6 +76,7 @@ def release(node_cluster: NodeCluster, chart_values: Path, helm: Path) -> Iterat
             # This machine runs other people's processes too: leave them alone.
             "--set-json",
             'agent.extraArgs=["--pods-only"]',
+            *metrics_reader.helm_args(),
             "--wait",
             "--timeout=180s",
         ],
@@ -126,7 +113,7 @@ def _pods(cluster: NodeCluster, namespace: str, selector: str) -> list[dict[str,
 
 
 async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
-    node_cluster: NodeCluster, release: str
+    node_cluster: NodeCluster, release: str, metrics_reader: MetricsReader
 ) -> None:
     async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
 
@@ -141,6 +128,20 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
 
         await eventually(one_leads, timeout=60, what="an operator pod to lead")
         leading = await leader()
+        (agent,) = _pods(node_cluster, release, AGENT)
+
+        def tracing_the_leader() -> bool:
+            traced = _samples(metrics_reader.get(agent, 9464), "wukong_node_traced_processes")
+            return any(
+                labels["pod"] == leading and labels["container"] == "operator" and value >= 1
+                for labels, value in traced
+            )
+
+        # Cancellations from before the probe is on are never seen: the storm
+        # starts only once the agent traces the leader.
+        await eventually(
+            tracing_the_leader, timeout=120, interval=1.0, what="the agent on the leader"
+        )
         namespace = f"vms-{uuid.uuid4().hex[:6]}"
         await client.create(
             NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
@@ -154,22 +155,23 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
                 "spec": {},
             },
         )
-        (agent,) = _pods(node_cluster, release, AGENT)
-        agent_url = f"http://{agent['status']['podIP']}:9464/metrics"
-        operator_url = f"http://{operators[leading]['status']['podIP']}:8080/metrics"
 
         def agent_count() -> dict[tuple[str, str, str, str], float]:
             counts = {}
-            for labels, value in _samples(_in_node(agent_url), "wukong_node_cancellations_total"):
+            text = metrics_reader.get(agent, 9464)
+            for labels, value in _samples(text, "wukong_node_cancellations_total"):
                 key = (labels["namespace"], labels["pod"], labels["container"], labels["reason"])
                 counts[key] = value
             return counts
 
         def operator_count() -> float:
-            samples = _samples(_in_node(operator_url), "wukong_reconcile_cancellations_total")
+            samples = _samples(
+                metrics_reader.get(operators[leading], 8080), "wukong_reconcile_cancellations_total"
+            )
             return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
 
         key = (release, leading, "operator", "deadline_exceeded")
+        last_read: list[float] = []
 
         def counted_exactly() -> bool:
             # The agent's count read between two reads of the operator's own: with
@@ -178,18 +180,18 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
             own_before = operator_count()
             counted = agent_count().get(key, 0.0)
             own_after = operator_count()
+            last_read[:] = [own_before, counted, own_after]
             return 0 < own_before <= counted <= own_after
 
-        await eventually(
-            counted_exactly,
-            timeout=120,
-            interval=1.0,
-            what="the agent's count between two of the operator's",
-        )
+        try:
+            await eventually(counted_exactly, timeout=120, interval=1.0, what="exact counts")
+        except AssertionError as failed:
+            message = f"{failed}; read (operator, agent, operator): {last_read}"
+            raise AssertionError(message) from None
         counts = agent_count()
         others = {k: v for k, v in counts.items() if k[1] in operators and k[1] != leading}
         assert all(v == 0 for v in others.values()), others
-        runtime = _samples(_in_node(agent_url), "wukong_node_cancellations_total")
+        runtime = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
         assert {labels["runtime"] for labels, _ in runtime if labels["pod"] == leading} == {
             "python"
         }
@@ -278,7 +280,7 @@ def _peer_objects(namespace: str, image: str) -> list[dict[str, Any]]:
 
 
 async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_does(
-    node_cluster: NodeCluster, release: str, tmp_path: Path
+    node_cluster: NodeCluster, release: str, tmp_path: Path, metrics_reader: MetricsReader
 ) -> None:
     image = _peer_image(node_cluster, tmp_path)
     namespace = f"cr-{uuid.uuid4().hex[:6]}"
@@ -292,30 +294,36 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
             "wait", "-n", namespace, "--for=condition=Ready", "pod/peer", "--timeout=90s"
         )
         (agent,) = _pods(node_cluster, release, AGENT)
-        agent_name = agent["metadata"]["name"]
+        peer_series = (namespace, "peer", "controller", "go")
 
-        def attached() -> bool:
-            logs = node_cluster.kubectl("logs", "-n", release, agent_name)
-            return "(peer, go)" in logs and "tracing pid" in logs
+        def of_the_peer(name: str) -> dict[str, float]:
+            """The agent's `name` samples for the peer's container, by reason if any."""
+            samples = _samples(metrics_reader.get(agent, 9464), name)
+            return {
+                labels.get("reason", ""): value
+                for labels, value in samples
+                if (labels["namespace"], labels["pod"], labels["container"], labels["runtime"])
+                == peer_series
+            }
 
         # Traced before its first reconcile: nothing it counts can precede the agent.
-        wait_until(attached, timeout=60, what="the agent to attach to the controller's pod")
+        await eventually(
+            lambda: of_the_peer("wukong_node_traced_processes").get("", 0.0) >= 1,
+            timeout=60,
+            interval=1.0,
+            what="the agent to trace the controller's pod",
+        )
         peer = json.loads(node_cluster.kubectl("get", "pod", "peer", "-n", namespace, "-o", "json"))
-        peer_url = f"http://{peer['status']['podIP']}:8080/metrics"
-        agent_url = f"http://{agent['status']['podIP']}:9464/metrics"
+        peer_url = f"http://{peer['status']['podIP']}:8080/metrics"  # the peer's: plain HTTP
         await create_objects(client, namespace, STORM_OBJECTS)
 
         def agent_counts() -> dict[str, float]:
-            samples = _samples(_in_node(agent_url), "wukong_node_cancellations_total")
-            return {
-                labels["reason"]: value
-                for labels, value in samples
-                if (labels["namespace"], labels["pod"], labels["container"], labels["runtime"])
-                == (namespace, "peer", "controller", "go")
-            }
+            return of_the_peer("wukong_node_cancellations_total")
 
         def peer_count() -> float:
-            samples = _samples(_in_node(peer_url), "peer_reconcile_cancellations_total")
+            status, text = get_in_node(peer_url, token=None)
+            assert status == 200, (status, text)
+            samples = _samples(text, "peer_reconcile_cancellations_total")
             return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
 
         # The agent counts every Go context that ends; the controller counts
@@ -367,7 +375,7 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
         what="the controller's shutdown to be traced",
     )
     assert agent_counts()["deadline_exceeded"] == STORM_OBJECTS
-    series = _samples(_in_node(agent_url), "wukong_node_cancellations_total")
+    series = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
     assert {
         (labels["pod"], labels["container"], labels["runtime"])
         for labels, _ in series
@@ -492,3 +500,30 @@ def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
     assert all(_semaphore(pid) == 0 for pid in operators)
     events = Path("/sys/kernel/tracing/uprobe_events").read_text()
     assert f"_bcc_{agent_pid}" not in events
+
+
+def test_metrics_answer_only_the_charts_readers(
+    node_cluster: NodeCluster, release: str, metrics_reader: MetricsReader
+) -> None:
+    def serving(selector: str, port: int) -> list[dict[str, Any]]:
+        pods = [p for p in _pods(node_cluster, release, selector) if p["status"].get("podIP")]
+        answered = all(get_in_node(metrics_url(p, port), token=None)[0] for p in pods)
+        return pods if answered else []
+
+    # Earlier tests replaced the agent's pod: wait for the one now running to listen.
+    wait_until(lambda: len(serving(AGENT, 9464)) == 1, timeout=120, what="one agent pod serving")
+    targets = [(pod, 9464) for pod in serving(AGENT, 9464)]
+    targets += [(pod, 8080) for pod in serving(OPERATOR, 8080)]
+    assert len(targets) == 3
+    for pod, port in targets:
+        url = metrics_url(pod, port)
+        assert "# TYPE" in metrics_reader.get(pod, port)
+        status, body = get_in_node(url, token=metrics_reader.unauthorised_token)
+        assert status == 403, (url, body)
+        assert f"system:serviceaccount:{metrics_reader.namespace}:intruder may not" in body
+        assert get_in_node(url, token=None)[0] == 401
+        annotations = pod["metadata"]["annotations"]
+        assert (annotations["prometheus.io/scheme"], annotations["prometheus.io/port"]) == (
+            "https",
+            str(port),
+        )

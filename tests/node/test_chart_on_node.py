@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.helpers import eventually, running
-from tests.node.conftest import NodeCluster
+from tests.node.conftest import MetricsReader, NodeCluster
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
@@ -49,7 +49,7 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 async def test_the_chart_runs_the_operator_which_reconciles_and_hands_over_leadership(
-    node_cluster: NodeCluster, chart_values: Path, helm: Path
+    node_cluster: NodeCluster, chart_values: Path, helm: Path, metrics_reader: MetricsReader
 ) -> None:
     release_ns = f"wukong-{uuid.uuid4().hex[:6]}"
     selector = "app.kubernetes.io/name=wukong,app.kubernetes.io/component=operator"
@@ -66,6 +66,7 @@ async def test_the_chart_runs_the_operator_which_reconciles_and_hands_over_leade
             "--create-namespace",
             "-f",
             str(chart_values),
+            *metrics_reader.helm_args(),
             "--wait",
             "--timeout=180s",
         )
@@ -84,9 +85,18 @@ async def test_the_chart_runs_the_operator_which_reconciles_and_hands_over_leade
             ("no", ("list", "secrets", "-A")),
             ("no", ("delete", "namespaces")),
             ("no", ("create", "pods", "-n", release_ns)),
+            # A secure /metrics asks the API server about its callers...
+            ("yes", ("create", "tokenreviews.authentication.k8s.io")),
+            ("yes", ("create", "subjectaccessreviews.authorization.k8s.io")),
+            # ...and is read by metrics.readers only.
+            ("no", ("get", "/metrics")),
         ]:
             answer = node_cluster.kubectl("auth", "can-i", account, *args, check=False)
             assert answer.splitlines()[0].strip() == expected, (args, answer)
+        for expected, name in [("yes", metrics_reader.name), ("no", "intruder")]:
+            reader = f"--as=system:serviceaccount:{metrics_reader.namespace}:{name}"
+            answer = node_cluster.kubectl("auth", "can-i", reader, "get", "/metrics", check=False)
+            assert answer.splitlines()[0].strip() == expected, (name, answer)
         names = {p["metadata"]["name"] for p in pods}
 
         async def holder() -> str:

@@ -14,15 +14,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
+from wukong.cli.metricsflags import add_metrics_security
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.attribution import PodAttribution
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.export import CancellationExporter
 from wukong.ebpf.live import LiveTable, write_json
-from wukong.ebpf.preflight import check_node
+from wukong.ebpf.preflight import AgentError, check_node
 from wukong.ebpf.records import Cancellation
+from wukong.metrics.thread import MetricsThread
+from wukong.runtime.client import Client
 from wukong.tracing.setup import configure_tracing
 
 
@@ -58,10 +59,31 @@ def _agent(args: argparse.Namespace) -> int:
     provider = configure_tracing()
     exporter = CancellationExporter(provider=provider) if provider else None
     agent = _build_agent(args, on_cancel=exporter)
-    host, _, port = args.metrics_bind.rpartition(":")
-    start_http_server(int(port), addr=host or "0.0.0.0", registry=agent.registry)
-    print(f"wukong agent on node {agent.node}: metrics on {args.metrics_bind}", file=sys.stderr)
-    return _loop(agent, args, render=None)
+    metrics = _serve_metrics(agent, args)
+    print(
+        f"wukong agent on node {agent.node}: metrics on {args.metrics_bind} ({metrics.scheme})",
+        file=sys.stderr,
+    )
+    try:
+        return _loop(agent, args, render=None)
+    finally:
+        metrics.stop()
+
+
+def _serve_metrics(agent: Agent, args: argparse.Namespace) -> MetricsThread:
+    if args.metrics_cert_dir is not None and not args.metrics_secure:
+        raise AgentError("--metrics-cert-dir is for --metrics-secure (HTTPS) only")
+    metrics = MetricsThread(
+        registry=agent.registry,
+        connect=(lambda: Client.configured(args.kubeconfig)) if args.metrics_secure else None,
+        cert_dir=args.metrics_cert_dir,
+    )
+    try:
+        metrics.start(args.metrics_bind)
+    except Exception as exc:  # an address in use, a bad kubeconfig, an unreadable certificate
+        agent.close()
+        raise AgentError(f"cannot serve metrics on {args.metrics_bind!r}: {exc}") from exc
+    return metrics
 
 
 def _trace(args: argparse.Namespace) -> int:
@@ -151,7 +173,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kubeconfig",
         type=Path,
-        help="for pod attribution (default: in-cluster, $KUBECONFIG or ~/.kube/config)",
+        help="for pod attribution and the reviews of --metrics-secure (default: in-cluster, "
+        "$KUBECONFIG or ~/.kube/config)",
     )
     parser.add_argument(
         "--no-pods", action="store_true", help="do not ask the API server which pod a process is"
@@ -179,7 +202,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "set, individual cancellations are exported as spans (at most 20 a second).",
     )
     _common(agent)
-    agent.add_argument("--metrics-bind", default=":9464", help="host:port of /metrics")
+    agent.add_argument(
+        "--metrics-bind", default=":9464", metavar="ADDR", help="host:port of /metrics"
+    )
+    add_metrics_security(agent)
     agent.set_defaults(handler=_agent)
 
     trace = commands.add_parser(

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from wukong.cli.metricsflags import add_metrics_security
 from wukong.operator.run import OperatorSettings, run_operator
 from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT, ControllerOptions
 from wukong.runtime.manager import DEFAULT_SYNC_PERIOD
@@ -41,6 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         max_concurrent_reconciles_per_namespace=args.max_concurrent_reconciles_per_namespace,
         metrics_bind=args.metrics_bind,
+        metrics_secure=args.metrics_secure,
+        metrics_cert_dir=args.metrics_cert_dir,
         health_bind=args.health_bind,
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace,
@@ -108,6 +111,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="host:port of /metrics (Prometheus text, or OpenMetrics with exemplars when "
         'asked); "0" turns it off (default: :8080)',
     )
+    add_metrics_security(run)
     run.add_argument(
         "--health-bind",
         default=":8081",

@@ -142,6 +142,8 @@ class DemoStack:
                     f"--kubeconfig={self.operator_kubeconfig}",
                     f"--leader-election-namespace={NAMESPACE}",
                     f"--metrics-bind=127.0.0.1:{self.metrics_port}",
+                    # Loopback only, scraped by the demo's own Prometheus: plain HTTP.
+                    "--no-metrics-secure",
                     f"--health-bind=127.0.0.1:{self.health_port}",
                     f"--reconcile-timeout={reconcile_timeout:g}",
                     "--shutdown-grace=5",

@@ -2,8 +2,9 @@
 
 Generated into `deploy/chart/wukong/`:
 - `crds/`: the Wukong CRD (`wukong.operator.crd`);
-- `files/operator-rules.yaml`, `files/leader-election-rules.yaml`: the RBAC rules
-  (`wukong.operator.rbac`), included by the ClusterRole and Role templates;
+- `files/operator-rules.yaml`, `files/leader-election-rules.yaml`,
+  `files/metrics-auth-rules.yaml`: the RBAC rules (`wukong.operator.rbac`),
+  included by the ClusterRole and Role templates;
 - `files/prometheus-rules.yaml`: the alert rule groups (`wukong.dashboards.alerts`),
   wrapped by the PrometheusRule template;
 - `files/dashboards/*.json`: the Grafana dashboards, put in ConfigMaps.
@@ -23,7 +24,12 @@ from wukong.dashboards.render import render_dashboards
 from wukong.devcluster.binaries import kubernetes_version
 from wukong.errors import UserError
 from wukong.operator.crd import render_crd, wukong_crd
-from wukong.operator.rbac import CLUSTER_RULES, LEADER_ELECTION_RULES, policy_rules
+from wukong.operator.rbac import (
+    CLUSTER_RULES,
+    LEADER_ELECTION_RULES,
+    METRICS_AUTH_RULES,
+    policy_rules,
+)
 
 CHART_DIR = Path("deploy/chart/wukong")
 BUNDLE = Path("deploy/wukong.yaml")
@@ -42,6 +48,7 @@ def generated_files() -> dict[Path, str]:
         Path("crds") / f"{crd_name}.yaml": _HEADER + render_crd(),
         Path("files/operator-rules.yaml"): _yaml(policy_rules(CLUSTER_RULES)),
         Path("files/leader-election-rules.yaml"): _yaml(policy_rules(LEADER_ELECTION_RULES)),
+        Path("files/metrics-auth-rules.yaml"): _yaml(policy_rules(METRICS_AUTH_RULES)),
         Path("files/prometheus-rules.yaml"): _yaml(alert_rules()["groups"]),
     }
     for name, text in render_dashboards().items():

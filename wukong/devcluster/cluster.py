@@ -159,7 +159,7 @@ class ControlPlane:
     @property
     def ca_cert(self) -> Path:
         """The cluster's CA: the `caBundle` under which it trusts the webhook certificate."""
-        return self._pki.ca_cert
+        return self.pki.ca_cert
 
     @property
     def webhook_cert_dir(self) -> Path:
@@ -167,8 +167,13 @@ class ControlPlane:
         return self.config.state_dir / "webhook-certs"
 
     @property
-    def _pki(self) -> Pki:
+    def pki(self) -> Pki:
+        """The cluster's certificates: CA, API server, admin client."""
         return Pki(self.config.state_dir / "pki")
+
+    def get(self, path: str) -> str | None:
+        """GET an API server path as the admin: the body on 200, None on any error."""
+        return _get(f"{self.server_url}{path}", context=self._tls())
 
     @property
     def _settings_file(self) -> Path:
@@ -193,7 +198,7 @@ class ControlPlane:
 
         etcd = binaries.etcd_binary()
         apiserver = binaries.kube_apiserver_binary(progress=progress)
-        pki = ensure_pki(self._pki.directory, extra_ips=self._extra_ips())
+        pki = ensure_pki(self.pki.directory, extra_ips=self._extra_ips())
         ensure_webhook_certificate(pki, self.webhook_cert_dir)
         write_kubeconfig(self.kubeconfig, server=self.server_url, pki=pki)
 
@@ -244,8 +249,8 @@ class ControlPlane:
         """Stop and start kube-apiserver alone (etcd and its data stay)."""
         processes.stop(self._apiserver)
         apiserver = binaries.kube_apiserver_binary(progress=progress)
-        ensure_pki(self._pki.directory, extra_ips=self._extra_ips())
-        proc = processes.start(self._apiserver, self._apiserver_argv(apiserver, self._pki))
+        ensure_pki(self.pki.directory, extra_ips=self._extra_ips())
+        proc = processes.start(self._apiserver, self._apiserver_argv(apiserver, self.pki))
         self._wait_until(
             self._apiserver, proc, self._apiserver_ready, what="kube-apiserver /readyz"
         )
@@ -396,20 +401,20 @@ class ControlPlane:
         return body is not None and json.loads(body).get("health") == "true"
 
     def _apiserver_ready(self) -> bool:
-        return _get(f"{self.server_url}/readyz", context=self._tls()) == "ok"
+        return self.get("/readyz") == "ok"
 
     def _default_namespace_exists(self) -> bool:
-        return _get(f"{self.server_url}/api/v1/namespaces/default", context=self._tls()) is not None
+        return self.get("/api/v1/namespaces/default") is not None
 
     def _version(self) -> str | None:
-        body = _get(f"{self.server_url}/version", context=self._tls())
+        body = self.get("/version")
         if body is None:
             return None
         version: Any = json.loads(body).get("gitVersion")
         return str(version) if version else None
 
     def _tls(self) -> ssl.SSLContext | None:
-        pki = self._pki
+        pki = self.pki
         if not pki.ca_cert.is_file():
             return None
         context = ssl.create_default_context(cafile=str(pki.ca_cert))

@@ -51,7 +51,7 @@ import yaml
 
 from wukong.devcluster import binaries, images, processes
 from wukong.devcluster.binaries import Progress
-from wukong.devcluster.cluster import ComponentStatus, ControlPlane, _get
+from wukong.devcluster.cluster import ComponentStatus, ControlPlane
 from wukong.devcluster.errors import DevClusterError
 from wukong.devcluster.kubeconfig import write_kubeconfig
 from wukong.devcluster.pki import SERVICE_CLUSTER_IP_RANGE, Pki
@@ -225,7 +225,7 @@ class DevNode:
         started = time.monotonic()
         self._save_host_state()
         self._create_netns(progress)
-        pki = self.plane._pki
+        pki = self.plane.pki
         for directory in (
             self.paths.root,
             self.paths.cni_conf_dir,
@@ -694,8 +694,7 @@ state = "{paths.containerd_state}"
         )
 
     def _node_ready(self) -> bool:
-        url = f"{self.plane.server_url}/api/v1/nodes/{NODE_NAME}"
-        body = _get(url, context=self.plane._tls())
+        body = self.plane.get(f"/api/v1/nodes/{NODE_NAME}")
         if body is None:
             return False
         conditions = json.loads(body).get("status", {}).get("conditions", [])

@@ -9,6 +9,9 @@ Cancellations are attributed to their pod, counted in
 `--json`, OTLP). Whatever a probe could not deliver is counted in
 `wukong_node_events_lost_total{node,runtime}` and `lost`: the other counts are
 then short by that much, and everything that shows them says so.
+`wukong_node_traced_processes{node,namespace,pod,container,runtime}` says which
+processes the probes are on right now (a count that stays 0 is then a quiet
+process, not an untraced one).
 """
 
 import dataclasses
@@ -18,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
 from wukong.ebpf.attribution import Owner, PodAttribution
@@ -59,6 +62,12 @@ class Agent:
             "Events the node agent's probes could not deliver (a full buffer or map): "
             "cancellations missing from wukong_node_cancellations_total.",
             ["node", "runtime"],
+            registry=self.registry,
+        )
+        self.traced = Gauge(
+            "wukong_node_traced_processes",
+            "Controller processes on this node with the agent's probes attached, by pod.",
+            ["node", "namespace", "pod", "container", "runtime"],
             registry=self.registry,
         )
         self.counts: Counter[tuple[int, str]] = Counter()  # (pid, reason) -> n
@@ -120,9 +129,9 @@ class Agent:
             return
         self.probes[target.pid] = probe
         self.events_lost.labels(node=self.node, runtime=target.runtime)  # 0 until a loss
-        self._owners[target.pid] = (
-            self.attribution.owner(target.pid) if self.attribution else Owner()
-        )
+        owner = self.attribution.owner(target.pid) if self.attribution else Owner()
+        self._owners[target.pid] = owner
+        self._count_traced(owner, target.runtime)
         self._notice(f"tracing pid {target.pid} ({target.comm}, {target.runtime})")
         if isinstance(probe, GoProbe) and probe.site.why:
             self._notice(f"pid {target.pid} ({target.comm}): {probe.site.why}")
@@ -134,8 +143,21 @@ class Agent:
             probe.close()
         except Exception as exc:  # the process is gone: its probes went with it
             log.debug("pid %d: detaching found its probes already gone (%s)", pid, exc)
-        self._owners.pop(pid, None)
+        owner = self._owners.pop(pid, Owner())
+        self._count_traced(owner, probe.target.runtime)
         self._notice(f"pid {pid} {why}; detached")
+
+    def _count_traced(self, owner: Owner, runtime: str) -> None:
+        labels = (self.node, owner.namespace, owner.pod, owner.container, runtime)
+        traced = sum(
+            1
+            for pid, probe in self.probes.items()
+            if self._owners.get(pid) == owner and probe.target.runtime == runtime
+        )
+        if traced:
+            self.traced.labels(*labels).set(traced)
+        else:  # a pod that is gone leaves no series behind
+            self.traced.remove(*labels)
 
     def _record(self, cancellation: Cancellation) -> None:
         owner = self._owners.get(cancellation.pid, Owner())

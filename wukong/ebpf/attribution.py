@@ -90,12 +90,7 @@ class PodAttribution:
         self._pods = {pod["metadata"]["uid"]: pod for pod in pods}
 
     async def _list_pods(self) -> list[Object]:
-        make = (
-            Client.from_kubeconfig(self._kubeconfig)
-            if self._kubeconfig
-            else Client.from_environment()
-        )
-        async with await make as client:
+        async with await Client.configured(self._kubeconfig) as client:
             listed = await client.list(
                 PODS, field_selector=f"spec.nodeName={self.node}", timeout=10
             )

@@ -3,7 +3,9 @@ chart's ClusterRole and Role, so the chart grants exactly what the code uses.
 
 `CLUSTER_RULES` cover the objects the controllers watch and write in every
 namespace they manage; `LEADER_ELECTION_RULES` are granted only in the
-operator's own namespace. Secrets are never read.
+operator's own namespace; `METRICS_AUTH_RULES` let a secure /metrics (the
+operator's and the node agent's) ask the API server about its callers
+(`wukong.runtime.delegatedauth`). Secrets are never read.
 """
 
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from wukong.runtime.resources import (
     NAMESPACES,
     PERSISTENT_VOLUME_CLAIMS,
     STORAGE_CLASSES,
+    SUBJECT_ACCESS_REVIEWS,
+    TOKEN_REVIEWS,
     Resource,
 )
 
@@ -66,6 +70,13 @@ CLUSTER_RULES: tuple[Rule, ...] = (
 )
 
 LEADER_ELECTION_RULES: tuple[Rule, ...] = (Rule(LEASES, ("get", "create", "update")),)
+
+# Who a caller's token is, and whether that user may get /metrics (kubebuilder's
+# metrics-auth-role): reviews are created, never stored or read back.
+METRICS_AUTH_RULES: tuple[Rule, ...] = (
+    Rule(TOKEN_REVIEWS, ("create",)),
+    Rule(SUBJECT_ACCESS_REVIEWS, ("create",)),
+)
 
 
 def policy_rules(rules: tuple[Rule, ...]) -> list[dict[str, list[str]]]:

@@ -23,6 +23,7 @@ import aiohttp
 
 from wukong.errors import UserError
 from wukong.metrics import MetricsServer, RuntimeMetrics
+from wukong.metrics.server import SecureServing
 from wukong.operator.admission import add_wukong_webhook
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
@@ -42,7 +43,11 @@ from wukong.runtime.leader import LeaderElectionConfig
 from wukong.runtime.manager import DEFAULT_SYNC_PERIOD, Manager
 from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
-from wukong.runtime.webhook import has_serving_certificate, load_serving_certificate
+from wukong.runtime.servingcert import (
+    CertificateError,
+    certificate_dir,
+    load_serving_certificate,
+)
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
@@ -78,6 +83,9 @@ class OperatorSettings:
     max_concurrent_reconciles: int = 4
     max_concurrent_reconciles_per_namespace: int | None = None
     metrics_bind: str = ":8080"  # "0" turns the metrics endpoint off
+    # HTTPS, and only callers the API server authorizes for `get` on /metrics.
+    metrics_secure: bool = True
+    metrics_cert_dir: Path | None = None  # None: controller-runtime's default, else self-signed
     health_bind: str = ":8081"  # "0" turns the health endpoints off
     leader_elect: bool = True
     leader_election_namespace: str | None = None
@@ -111,6 +119,8 @@ async def run_operator(settings: OperatorSettings) -> int:
     """Run until stopped; the exit status for the process."""
     if settings.reconcile_timeout <= 0:
         raise OperatorError("--reconcile-timeout must be positive")
+    if settings.metrics_cert_dir is not None and not settings.metrics_secure:
+        raise OperatorError("--metrics-cert-dir is for --metrics-secure (HTTPS) only")
     client = await _client(settings)
     async with client:
         await _when_reachable(lambda: preflight(client, namespace=settings.namespace))
@@ -151,10 +161,21 @@ async def run_operator(settings: OperatorSettings) -> int:
                 cancelled_backoff_cap=settings.cancelled_backoff_cap,
             ),
         )
-        server = MetricsServer(registry=metrics.metrics.registry)
+        secure = (
+            SecureServing(client=client, cert_dir=settings.metrics_cert_dir)
+            if settings.metrics_secure
+            else None
+        )
+        server = MetricsServer(registry=metrics.metrics.registry, secure=secure)
         if settings.metrics_bind != "0":
             port = await _listen(server, settings.metrics_bind)
-            log.info("serving metrics on %s (port %d)", settings.metrics_bind, port)
+            log.info(
+                "serving metrics on %s (port %d, %s%s)",
+                settings.metrics_bind,
+                port,
+                server.scheme,
+                ", callers authorized by the API server" if secure else "",
+            )
         manager.handle_signals()
         scope = settings.namespace or "all namespaces"
         log.info(
@@ -182,23 +203,19 @@ def _webhook_tls(settings: OperatorSettings) -> ssl.SSLContext | None:
     certificate in the default directory)."""
     if settings.webhook_bind == "0":
         return None
-    cert_dir = settings.webhook_cert_dir
+    cert_dir = certificate_dir(settings.webhook_cert_dir, default=DEFAULT_WEBHOOK_CERT_DIR)
     if cert_dir is None:
-        if not has_serving_certificate(DEFAULT_WEBHOOK_CERT_DIR):
-            log.warning(
-                "admission webhook off: no tls.crt and tls.key in %s (pass --webhook-cert-dir, "
-                "or --webhook-bind 0 to say so); the controller still reports bad references "
-                "in conditions",
-                DEFAULT_WEBHOOK_CERT_DIR,
-            )
-            return None
-        cert_dir = DEFAULT_WEBHOOK_CERT_DIR
+        log.warning(
+            "admission webhook off: no tls.crt and tls.key in %s (pass --webhook-cert-dir, "
+            "or --webhook-bind 0 to say so); the controller still reports bad references "
+            "in conditions",
+            DEFAULT_WEBHOOK_CERT_DIR,
+        )
+        return None
     try:
         return load_serving_certificate(cert_dir)
-    except (OSError, ssl.SSLError) as exc:
-        raise OperatorError(
-            f"cannot load the webhook's certificate from {cert_dir} (tls.crt, tls.key): {exc}"
-        ) from exc
+    except CertificateError as exc:
+        raise OperatorError(f"the webhook's certificate: {exc}") from exc
 
 
 async def preflight(client: Client, *, namespace: str | None) -> None:
@@ -248,9 +265,7 @@ async def _when_reachable(check: Callable[[], Awaitable[None]]) -> None:
 
 async def _client(settings: OperatorSettings) -> Client:
     try:
-        if settings.kubeconfig is not None:
-            return await Client.from_kubeconfig(settings.kubeconfig)
-        return await Client.from_environment()
+        return await Client.configured(settings.kubeconfig)
     except Exception as exc:  # kubeconfig / in-cluster loading fails in many ways
         raise OperatorError(
             f"cannot configure the Kubernetes client: {exc} "
@@ -261,5 +276,7 @@ async def _client(settings: OperatorSettings) -> Client:
 async def _listen(server: MetricsServer, bind: str) -> int:
     try:
         return await server.start(bind)
+    except CertificateError as exc:
+        raise OperatorError(f"the metrics certificate: {exc}") from exc
     except (OSError, ValueError) as exc:
         raise OperatorError(f"cannot serve metrics on {bind!r}: {exc}") from exc

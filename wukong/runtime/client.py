@@ -143,6 +143,16 @@ class Client:
             os.environ.get("KUBECONFIG") or None, user_agent=user_agent
         )
 
+    @classmethod
+    async def configured(
+        cls, kubeconfig: str | Path | None = None, *, user_agent: str | None = None
+    ) -> Self:
+        """The kubeconfig at `kubeconfig` when given (a `--kubeconfig` flag), else
+        `from_environment`."""
+        if kubeconfig is not None:
+            return await cls.from_kubeconfig(kubeconfig, user_agent=user_agent)
+        return await cls.from_environment(user_agent=user_agent)
+
     @property
     def host(self) -> str:
         """host:port of the API server (client-go's `host` metric label)."""

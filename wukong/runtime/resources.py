@@ -69,3 +69,18 @@ VALIDATING_WEBHOOK_CONFIGURATIONS = Resource(
     kind="ValidatingWebhookConfiguration",
     namespaced=False,
 )
+# Reviews: created (never stored) to ask the API server who a token is and what it may do.
+TOKEN_REVIEWS = Resource(
+    group="authentication.k8s.io",
+    version="v1",
+    plural="tokenreviews",
+    kind="TokenReview",
+    namespaced=False,
+)
+SUBJECT_ACCESS_REVIEWS = Resource(
+    group="authorization.k8s.io",
+    version="v1",
+    plural="subjectaccessreviews",
+    kind="SubjectAccessReview",
+    namespaced=False,
+)

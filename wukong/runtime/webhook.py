@@ -28,7 +28,8 @@ answered; metrics turn them into controller-runtime's webhook families and
 tracing into one span per request.
 
 Certificates come from a directory holding `tls.crt` and `tls.key`, as with
-controller-runtime's `CertDir` (in a cluster, a Secret the chart mounts).
+controller-runtime's `CertDir` (in a cluster, a Secret the chart mounts; see
+`servingcert`).
 """
 
 import asyncio
@@ -39,7 +40,6 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -58,8 +58,6 @@ DEFAULT_REVIEW_TIMEOUT = 10.0
 ANSWER_MARGIN = 0.25
 # A validator's API calls end this much before its own deadline.
 CALL_MARGIN = 0.1
-CERT_FILE = "tls.crt"
-KEY_FILE = "tls.key"
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -113,18 +111,6 @@ def parse_go_duration(text: str) -> float:
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise ValueError(f"not a duration: {text!r}")
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
-
-
-def load_serving_certificate(cert_dir: Path) -> ssl.SSLContext:
-    """A TLS server context from `cert_dir`/tls.crt and tls.key (controller-runtime's CertDir)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert_dir / CERT_FILE), str(cert_dir / KEY_FILE))
-    return context
-
-
-def has_serving_certificate(cert_dir: Path) -> bool:
-    return (cert_dir / CERT_FILE).is_file() and (cert_dir / KEY_FILE).is_file()
 
 
 class WebhookServer:

@@ -33,3 +33,20 @@ app.kubernetes.io/component: node-agent
 {{- define "wukong.webhookSecret" -}}
 {{- default (printf "%s-webhook-cert" (include "wukong.fullname" .)) .Values.webhook.existingSecret -}}
 {{- end -}}
+
+{{- /* How /metrics is served: https with metrics.secure (see metrics-rbac.yaml). */ -}}
+{{- define "wukong.metricsScheme" -}}
+{{- ternary "https" "http" .Values.metrics.secure -}}
+{{- end -}}
+
+{{- /* The metrics flags of the operator and the agent. */ -}}
+{{- define "wukong.metricsArgs" -}}
+{{- if .Values.metrics.secure }}
+- --metrics-secure
+{{- with .Values.metrics.certSecret }}
+- --metrics-cert-dir=/etc/wukong/metrics-certs
+{{- end }}
+{{- else }}
+- --no-metrics-secure
+{{- end }}
+{{- end -}}
