@@ -197,7 +197,16 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         }
 
 
-PEER = Path(__file__).resolve().parents[2] / "bench" / "peers" / "controller-runtime"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+PEER = BENCH / "peers" / "controller-runtime"
+sys.path.insert(0, str(BENCH))
+
+from bench_objects import BENCH_OBJECTS, create_objects, install  # noqa: E402
+
+# The Go peer's timeout storm: each BenchObject is reconciled once, under a
+# ReconciliationTimeout it outlasts, so it ends with context.DeadlineExceeded.
+STORM_OBJECTS = 20
+PEER_TIMEOUT = "100ms"
 
 
 def _peer_image(cluster: NodeCluster, tmp_path: Path) -> str:
@@ -219,19 +228,19 @@ def _peer_image(cluster: NodeCluster, tmp_path: Path) -> str:
     return spec.tag
 
 
-async def test_the_agent_attributes_a_go_controller_pods_cancellations(
-    node_cluster: NodeCluster, release: str, tmp_path: Path, metrics_reader: MetricsReader
-) -> None:
-    image = _peer_image(node_cluster, tmp_path)
-    namespace = f"cr-{uuid.uuid4().hex[:6]}"
-    node_cluster.kubectl("create", "namespace", namespace)
-    objects = [
+def _peer_objects(namespace: str, image: str) -> list[dict[str, Any]]:
+    """The peer's pod in its timeout-storm mode, and what it may read."""
+    return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": "peer", "namespace": namespace},
             "rules": [
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+                {
+                    "apiGroups": [BENCH_OBJECTS.group],
+                    "resources": [BENCH_OBJECTS.plural],
+                    "verbs": ["get", "list", "watch"],
+                }
             ],
         },
         {
@@ -251,39 +260,128 @@ async def test_the_agent_attributes_a_go_controller_pods_cancellations(
                         "name": "controller",
                         "image": image,
                         "imagePullPolicy": "Never",
-                        "args": [f"--namespace={namespace}"],
+                        # BenchObjects, not ConfigMaps: the namespace has none until
+                        # the agent traces the peer (every namespace has a ConfigMap,
+                        # kube-root-ca.crt, whose reconcile would time out first).
+                        # No leader election (the manager's default): its renew
+                        # deadline would be a deadline too.
+                        "args": [
+                            f"--namespace={namespace}",
+                            "--bench-objects",
+                            f"--reconcile-timeout={PEER_TIMEOUT}",
+                            "--metrics-bind-address=:8080",
+                        ],
                     }
                 ],
                 "terminationGracePeriodSeconds": 10,
             },
         },
     ]
-    node_cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
-    node_cluster.kubectl(
-        "wait", "-n", namespace, "--for=condition=Ready", "pod/peer", "--timeout=90s"
+
+
+async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_does(
+    node_cluster: NodeCluster, release: str, tmp_path: Path, metrics_reader: MetricsReader
+) -> None:
+    image = _peer_image(node_cluster, tmp_path)
+    namespace = f"cr-{uuid.uuid4().hex[:6]}"
+    node_cluster.kubectl("create", "namespace", namespace)
+    async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
+        await install(client)  # the BenchObject CRD
+        node_cluster.kubectl(
+            "apply", "-f", "-", stdin=yaml.safe_dump_all(_peer_objects(namespace, image))
+        )
+        node_cluster.kubectl(
+            "wait", "-n", namespace, "--for=condition=Ready", "pod/peer", "--timeout=90s"
+        )
+        (agent,) = _pods(node_cluster, release, AGENT)
+        peer_series = (namespace, "peer", "controller", "go")
+
+        def of_the_peer(name: str) -> dict[str, float]:
+            """The agent's `name` samples for the peer's container, by reason if any."""
+            samples = _samples(metrics_reader.get(agent, 9464), name)
+            return {
+                labels.get("reason", ""): value
+                for labels, value in samples
+                if (labels["namespace"], labels["pod"], labels["container"], labels["runtime"])
+                == peer_series
+            }
+
+        # Traced before its first reconcile: nothing it counts can precede the agent.
+        await eventually(
+            lambda: of_the_peer("wukong_node_traced_processes").get("", 0.0) >= 1,
+            timeout=60,
+            interval=1.0,
+            what="the agent to trace the controller's pod",
+        )
+        peer = json.loads(node_cluster.kubectl("get", "pod", "peer", "-n", namespace, "-o", "json"))
+        peer_url = f"http://{peer['status']['podIP']}:8080/metrics"  # the peer's: plain HTTP
+        await create_objects(client, namespace, STORM_OBJECTS)
+
+        def agent_counts() -> dict[str, float]:
+            return of_the_peer("wukong_node_cancellations_total")
+
+        def peer_count() -> float:
+            status, text = get_in_node(peer_url, token=None)
+            assert status == 200, (status, text)
+            samples = _samples(text, "peer_reconcile_cancellations_total")
+            return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
+
+        # The agent counts every Go context that ends; the controller counts
+        # its reconciles. They meet on deadline_exceeded, the deadlines that
+        # fire: with no leader election and no client timeout configured, the
+        # only ones in this process are the reconciles' (client-go's and the
+        # dialer's deadlined contexts end by cancel() when their work is done,
+        # as `canceled`), and the context each reconcile derives from its own
+        # is `parent_cancelled`, so one timeout is one count. The other reasons
+        # are not the controller's to count: the metrics server's connection
+        # and request contexts (these very scrapes), controller-runtime's
+        # per-event handler contexts, the derived ones, the manager's at shutdown.
+        last: list[float] = []
+
+        def counted_exactly() -> bool:
+            # The agent's count read between two reads of the peer's own (as for
+            # the operator above): none lost, none counted twice.
+            own_before = peer_count()
+            counted = agent_counts().get("deadline_exceeded", 0.0)
+            own_after = peer_count()
+            last[:] = [own_before, counted, own_after]
+            return STORM_OBJECTS <= own_before <= counted <= own_after
+
+        try:
+            await eventually(
+                counted_exactly,
+                timeout=120,
+                interval=1.0,
+                what="the agent's deadline count between two of the controller's",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (last: controller, agent, controller = {last})") from None
+    # Each object timed out once (none retried): the storm was exactly this long.
+    assert peer_count() == STORM_OBJECTS
+    assert agent_counts()["deadline_exceeded"] == STORM_OBJECTS
+    # Each reconcile's derived context was seen too, as propagated.
+    wait_until(
+        lambda: agent_counts().get("parent_cancelled", 0.0) >= STORM_OBJECTS,
+        timeout=30,
+        what="the reconciles' derived contexts",
     )
-    (agent,) = _pods(node_cluster, release, AGENT)
-    agent_name = agent["metadata"]["name"]
-
-    def attached() -> bool:
-        logs = node_cluster.kubectl("logs", "-n", release, agent_name)
-        return "(peer, go)" in logs and "tracing pid" in logs
-
-    wait_until(attached, timeout=60, what="the agent to attach to the controller's pod")
-    for index in range(3):
-        node_cluster.kubectl("create", "configmap", f"cm-{index}", "-n", namespace)
-    # The manager's shutdown cancels every runnable's context: Go cancellations.
+    propagated = agent_counts()["parent_cancelled"]
+    # The manager's shutdown cancels every runnable's context, the children by
+    # propagation: Go cancellations attributed to the pod, none of them a deadline.
     node_cluster.kubectl("delete", "pod", "peer", "-n", namespace, "--wait=true")
-
-    def counted() -> list[tuple[dict[str, str], float]]:
-        samples = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
-        return [(labels, v) for labels, v in samples if labels["namespace"] == namespace]
-
-    wait_until(lambda: sum(v for _, v in counted()) > 0, timeout=60, what="Go cancellations")
-    series = counted()
-    assert {(labels["pod"], labels["container"], labels["runtime"]) for labels, _ in series} == {
-        ("peer", "controller", "go")
-    }
+    wait_until(
+        lambda: agent_counts().get("parent_cancelled", 0.0) > propagated,
+        timeout=60,
+        what="the controller's shutdown to be traced",
+    )
+    assert agent_counts()["deadline_exceeded"] == STORM_OBJECTS
+    series = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
+    assert {
+        (labels["pod"], labels["container"], labels["runtime"])
+        for labels, _ in series
+        if labels["namespace"] == namespace
+    } == {("peer", "controller", "go")}
+    node_cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def _terminated_message(pod: dict[str, Any]) -> str:

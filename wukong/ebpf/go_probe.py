@@ -35,11 +35,15 @@ from wukong.ebpf.records import Cancellation
 # BCC wants bytes for every name and text it is given.
 SOURCE = (Path(__file__).parent / "go_probe.c").read_bytes()
 KINDS = {1: "deadline_exceeded", 2: "canceled", 0: "other"}
-# Go's canceled contexts map onto the cancel-reason contract: a deadline is a
-# deadline (WithTimeoutCause/WithDeadlineCause too: their cause is kept as text);
-# an explicit cancel() at its root (WithCancelCause too) is `canceled`, a reason
-# only the agent reports, since it cannot tell why the program cancelled; a
-# context cancelled because its parent was is `parent_cancelled`.
+# Go's canceled contexts map onto the cancel-reason contract: a deadline that
+# fires is `deadline_exceeded` (WithTimeoutCause/WithDeadlineCause too: their
+# cause is kept as text); an explicit cancel() at its root (WithCancelCause too)
+# is `canceled`, a reason only the agent reports, since it cannot tell why the
+# program cancelled; a context cancelled because its parent was is
+# `parent_cancelled`, whatever error it inherits (its `error` still says): one
+# reconcile timeout is one deadline however many contexts were derived from it
+# (net/http's transport derives one for every request in flight), as the
+# controller's own timeout count has it.
 _PROPAGATION = ("context.(*cancelCtx).cancel", "context.(*cancelCtx).propagateCancel")
 _INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
 _LOST_UNCOUNTED = 0  # index in go_probe.c's `lost`: cancellations the map had no room for
@@ -189,9 +193,9 @@ def _key(raw: Any) -> _Key:
 
 def go_reason(error: str, *, root: bool) -> str:
     """The contract's cancel reason for a Go context ended with `error`."""
-    if error == "deadline_exceeded":
-        return "deadline_exceeded"
-    return "canceled" if root else "parent_cancelled"
+    if not root:
+        return "parent_cancelled"
+    return "deadline_exceeded" if error == "deadline_exceeded" else "canceled"
 
 
 def _caller(stack: list[str]) -> str:

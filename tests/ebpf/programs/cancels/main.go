@@ -1,6 +1,7 @@
 // A scripted Go program whose context cancellations the node agent must count
 // exactly. It waits for a line on stdin (so the agent can attach first), then
-// runs -deadlines timeouts that expire, -cancels explicit cancel() calls and
+// runs -deadlines timeouts that expire (each with one context derived from it,
+// as a request made under it has), -cancels explicit cancel() calls and
 // -causes cancellations through WithCancelCause and one parent with -children
 // children (cancelled by propagation), then -noops cancel() calls on a context
 // already cancelled, each in its own function so
@@ -21,7 +22,9 @@ import (
 func expireDeadlines(n int) {
 	for i := 0; i < n; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-		<-ctx.Done()
+		request, cancelRequest := context.WithCancel(ctx) // ends with the deadline, by propagation
+		<-request.Done()
+		cancelRequest()
 		cancel() // after the deadline: not a second cancellation
 	}
 }
