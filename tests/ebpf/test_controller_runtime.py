@@ -45,7 +45,8 @@ async def test_controller_runtime_shutdown_is_traced(
         assert controller.pid in discovery.scan()
         agent = Agent(node="test-node", discovery=discovery, on_cancel=seen.append)
         with Running(agent) as running:
-            wait(lambda: controller.pid in running.agent.probes, "the agent to attach")
+            # Compiling the probe (clang, in BCC) takes seconds, more on a busy machine.
+            wait(lambda: controller.pid in running.agent.probes, "the agent to attach", 90)
             for index in range(5):
                 await client.create(
                     CONFIGMAPS, {"metadata": {"name": f"cm-{index}", "namespace": namespace}}
