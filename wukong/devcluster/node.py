@@ -77,7 +77,8 @@ KERNEL_TUNABLES = (
     "kernel/keys/root_maxbytes",
 )
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
-_in_netns = ("nsenter", f"--net=/run/netns/{NETNS}", "--")
+# Runs the command after it inside the namespace (the host's mount namespace kept).
+IN_NETNS = ("nsenter", f"--net=/run/netns/{NETNS}", "--")
 _KUBEPODS = "kubepods"
 _STATE_FILE = "node.json"
 # Which state directory's node holds the machine-wide parts (the namespace, the
@@ -455,7 +456,7 @@ class DevNode:
             # Pods reach the host end (the API server forwarder) as the node: the
             # host has no route to the pod network and must not get one.
             [
-                *_in_netns,
+                *IN_NETNS,
                 "iptables",
                 "-t",
                 "nat",
@@ -471,7 +472,7 @@ class DevNode:
             # Nothing leaves the namespace but for the forwarder's address: an
             # unallocated Service IP is refused here instead of reaching the host.
             [
-                *_in_netns,
+                *IN_NETNS,
                 "iptables",
                 "-A",
                 "OUTPUT",
@@ -484,7 +485,7 @@ class DevNode:
                 "REJECT",
             ],
             [
-                *_in_netns,
+                *IN_NETNS,
                 "iptables",
                 "-A",
                 "FORWARD",
@@ -501,7 +502,7 @@ class DevNode:
 
     def _start_in_netns(self, component: Component, argv: list[str]) -> "subprocess.Popen[bytes]":
         # nsenter execs the program: the pid file names the component itself.
-        return processes.start(component, [*_in_netns, *argv])
+        return processes.start(component, [*IN_NETNS, *argv])
 
     # -- configuration files -----------------------------------------------------------------
 
@@ -707,7 +708,7 @@ state = "{paths.containerd_state}"
     def _proxy_healthy(self) -> bool:
         result = subprocess.run(
             [
-                *_in_netns,
+                *IN_NETNS,
                 sys.executable,
                 "-c",
                 "import urllib.request,sys;"
