@@ -156,11 +156,12 @@ async def _upgrade_under_load(
     )
 
     def new_pods_reconciled() -> bool:
+        # Beyond the new leader's first pass over the Wukongs: touches reach it too.
         result = prometheus.query(new_reconciles)
-        return bool(result) and float(result[0]["value"][1]) > 0
+        return bool(result) and float(result[0]["value"][1]) > 2 * WUKONG_COUNT
 
     await eventually(
-        new_pods_reconciled, timeout=90, what="a new pod's reconcile counters to advance"
+        new_pods_reconciled, timeout=90, what="the new pods' reconcile counters to advance"
     )
     return math.floor(time.time())
 
