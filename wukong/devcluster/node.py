@@ -51,7 +51,7 @@ import yaml
 
 from wukong.devcluster import binaries, images, processes
 from wukong.devcluster.binaries import Progress
-from wukong.devcluster.cluster import ComponentStatus, ControlPlane
+from wukong.devcluster.cluster import ComponentStatus, ControlPlane, component_status
 from wukong.devcluster.errors import DevClusterError
 from wukong.devcluster.kubeconfig import write_kubeconfig
 from wukong.devcluster.pki import SERVICE_CLUSTER_IP_RANGE, Pki
@@ -359,17 +359,7 @@ class DevNode:
         return self._state_file.is_file() or any(c.pid_file.is_file() for c in self._components)
 
     def status(self) -> list[ComponentStatus]:
-        result = []
-        for component in self._components:
-            pid = processes.read_pid(component)
-            if pid is not None:
-                state = "running"
-            elif processes.stale_pid(component) is not None:
-                state = "stale"
-            else:
-                state = "stopped"
-            result.append(ComponentStatus(component.name, state, pid, component.log_file))
-        return result
+        return [component_status(c) for c in self._components]
 
     def import_image(self, archive: Path) -> None:
         """Load an image archive into the node's containerd (namespace k8s.io)."""

@@ -22,11 +22,16 @@ Target labels: `namespace`, `pod`, `container`, and `job`, which is
 - `<app.kubernetes.io/name>-<app.kubernetes.io/component>` (or the name alone),
   else `kubernetes-pods`.
 
-Where it runs (`node_prometheus`): inside the node's network namespace, where
-the pods' IPs are, listening on the node's address (the host reaches it over
-the veth link) and reaching the API server through the forwarder on the host
-end, so nothing leaves loopback or the namespace and the host's routes stay
-as they were.
+Where it runs: inside the node's network namespace, where the pods' IPs are,
+listening on the node's address (the host reaches it over the veth link) and
+reaching the API server through the forwarder on the host end, so nothing
+leaves loopback or the namespace and the host's routes stay as they were.
+
+Two lifecycles: `node_prometheus` gives tests a `LocalPrometheus` (temporary
+data, their own rules); `start`/`stop` run the one of `wukong dev up --node`
+in the background like the node's other processes (pid file, log and data in
+the state directory, the chart's alert rules loaded), stopped before the node
+goes, since a process left in the namespace would keep its link alive.
 """
 
 import subprocess
@@ -35,15 +40,19 @@ from typing import Any
 
 import yaml
 
-from wukong.devcluster import binaries
+from wukong.dashboards.alerts import render_alert_rules
+from wukong.devcluster import binaries, processes
 from wukong.devcluster.binaries import Progress
+from wukong.devcluster.cluster import ComponentStatus, component_status
 from wukong.devcluster.errors import DevClusterError
-from wukong.devcluster.node import HOST_ADDRESS, IN_NETNS, NODE_ADDRESS, DevNode
-from wukong.devcluster.prometheus import LocalPrometheus
+from wukong.devcluster.node import HOST_ADDRESS, IN_NETNS, NETNS, NODE_ADDRESS, DevNode
+from wukong.devcluster.processes import Component
+from wukong.devcluster.prometheus import LocalPrometheus, is_ready, server_argv, write_config
 
 MONITORING_NAMESPACE = "wukong-monitoring"
 SCRAPER = "prometheus"
 PORT = 9090
+URL = f"http://{NODE_ADDRESS}:{PORT}"
 POD_JOB = "kubernetes-pods"
 _ROLE = "wukong-dev-prometheus"
 _TOKEN_DURATION = "24h"
@@ -170,23 +179,74 @@ def node_prometheus(
     node: DevNode, *, progress: Progress, rule_files: list[Path] | None = None
 ) -> LocalPrometheus:
     """A Prometheus (not started) in the node's namespace, scraping its annotated pods as
-    the `prometheus` ServiceAccount, at http://NODE_ADDRESS:PORT from the host."""
+    the `prometheus` ServiceAccount, at URL from the host."""
     binary = binaries.prometheus_binary(progress=progress)
-    token_file = node.paths.root / "monitoring" / "token"
-    progress(f"granting ServiceAccount {MONITORING_NAMESPACE}/{SCRAPER} pod discovery")
-    grant_scraper(kubectl=node.kubectl, kubeconfig=node.plane.kubeconfig, token_file=token_file)
-    scrape = pod_scrape_config(
-        api_server=f"https://{HOST_ADDRESS}:{node.plane.config.apiserver_port}",
-        ca_file=node.plane.ca_cert,
-        token_file=token_file,
-    )
     return LocalPrometheus(
-        scrape_configs=[scrape],
+        scrape_configs=[_scrape_as_scraper(node, progress)],
         rule_files=rule_files,
         binary=binary,
         command_prefix=IN_NETNS,
         host=NODE_ADDRESS,
         port=PORT,
+    )
+
+
+def start(node: DevNode, *, progress: Progress) -> None:
+    """Run the dev node's Prometheus in the background (`wukong dev up --node`); when it
+    runs already, only renew its token."""
+    component = _component(node)
+    scrape = _scrape_as_scraper(node, progress)
+    if processes.read_pid(component) is not None:
+        progress(f"Prometheus already running at {URL}")
+        return
+    binary = binaries.prometheus_binary(progress=progress)
+    directory = node.paths.root / "prometheus"
+    rules = directory / "wukong.rules.yaml"
+    directory.mkdir(parents=True, exist_ok=True)
+    rules.write_text(render_alert_rules())  # the chart's PrometheusRule groups
+    write_config(
+        directory / "prometheus.yml",
+        scrape_configs=[scrape],
+        rule_files=[rules],
+        scrape_interval="5s",
+    )
+    progress(f"starting Prometheus {binaries.prometheus_version()} in network namespace {NETNS}")
+    argv = server_argv(
+        str(binary),
+        config=directory / "prometheus.yml",
+        data=directory / "data",
+        listen=f"{NODE_ADDRESS}:{PORT}",
+    )
+    proc = processes.start(component, [*IN_NETNS, *argv])
+    processes.wait_started(
+        component, proc, lambda: is_ready(URL), what="Prometheus /-/ready", timeout=60
+    )
+    progress(f"Prometheus scrapes pods annotated prometheus.io/scrape=true; API at {URL}")
+
+
+def stop(node: DevNode, *, progress: Progress) -> None:
+    """Stop the dev node's Prometheus, if it runs (its data stays for the next `start`)."""
+    if processes.stop(_component(node)):
+        progress("stopped Prometheus")
+
+
+def status(node: DevNode) -> ComponentStatus:
+    return component_status(_component(node))
+
+
+def _component(node: DevNode) -> Component:
+    return Component(name="prometheus", state_dir=node.plane.config.state_dir)
+
+
+def _scrape_as_scraper(node: DevNode, progress: Progress) -> dict[str, Any]:
+    """The pod scrape job, with a fresh token of the scraper's ServiceAccount."""
+    token_file = node.paths.root / "monitoring" / "token"
+    progress(f"ServiceAccount {MONITORING_NAMESPACE}/{SCRAPER}: pod discovery, a new token")
+    grant_scraper(kubectl=node.kubectl, kubeconfig=node.plane.kubeconfig, token_file=token_file)
+    return pod_scrape_config(
+        api_server=f"https://{HOST_ADDRESS}:{node.plane.config.apiserver_port}",
+        ca_file=node.plane.ca_cert,
+        token_file=token_file,
     )
 
 

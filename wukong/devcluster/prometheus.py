@@ -32,6 +32,43 @@ from wukong.devcluster.processes import free_port
 _open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
 
 
+def write_config(
+    path: Path,
+    *,
+    scrape_configs: list[dict[str, Any]],
+    rule_files: list[Path],
+    scrape_interval: str = "1s",
+) -> None:
+    """prometheus.yml: the scrape jobs and rule files, scraped and evaluated every interval."""
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(rules) for rules in rule_files],
+        "scrape_configs": scrape_configs,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+
+
+def server_argv(binary: str, *, config: Path, data: Path, listen: str) -> list[str]:
+    """The command line of a Prometheus server with its data in `data`."""
+    return [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address={listen}",
+        "--enable-feature=exemplar-storage",
+    ]
+
+
+def is_ready(url: str) -> bool:
+    """True once the Prometheus at `url` answers /-/ready."""
+    try:
+        with _open(f"{url}/-/ready", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 class LocalPrometheus:
     def __init__(
         self,
@@ -63,12 +100,12 @@ class LocalPrometheus:
             jobs.insert(
                 0, {"job_name": job, "file_sd_configs": [{"files": [str(self._targets_file)]}]}
             )
-        config = {
-            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            "rule_files": [str(path) for path in rule_files or []],
-            "scrape_configs": jobs,
-        }
-        (self._dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        write_config(
+            self._dir / "prometheus.yml",
+            scrape_configs=jobs,
+            rule_files=rule_files or [],
+            scrape_interval=scrape_interval,
+        )
         self._proc: subprocess.Popen[bytes] | None = None
 
     def set_targets(self, targets: list[str], *, labels: dict[str, str]) -> None:
@@ -86,11 +123,12 @@ class LocalPrometheus:
             self._proc = subprocess.Popen(
                 [
                     *self._command_prefix,
-                    binary,
-                    f"--config.file={self._dir / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={self._dir / 'data'}",
-                    f"--web.listen-address={self._listen}",
-                    "--enable-feature=exemplar-storage",
+                    *server_argv(
+                        binary,
+                        config=self._dir / "prometheus.yml",
+                        data=self._dir / "data",
+                        listen=self._listen,
+                    ),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -99,12 +137,8 @@ class LocalPrometheus:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise DevClusterError(f"prometheus exited at start; log: {self.log_file}")
-            try:
-                with _open(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
+            if is_ready(self.url):
+                return
             time.sleep(0.2)
         raise DevClusterError(f"prometheus not ready after {timeout:.0f}s; log: {self.log_file}")
 
