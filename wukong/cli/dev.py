@@ -184,6 +184,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.node:
         print(binaries.node_binaries(progress=_progress))
         print(binaries.pause_binary(progress=_progress))
+        print(binaries.prometheus_binary(progress=_progress))
     return 0
 
 
@@ -348,6 +349,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     build.add_argument(
         "--node",
         action="store_true",
-        help="also print the node components' directory and build the pause program",
+        help="also print the node components' directory, build the pause program and "
+        "Prometheus (with Kubernetes discovery, for the node)",
     )
     build.set_defaults(handler=_build)
