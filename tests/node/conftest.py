@@ -168,6 +168,12 @@ def get_in_node(url: str, *, token: str | None) -> tuple[int, str]:
     return int(status), body
 
 
+def metrics_readers_args(*readers: tuple[str, str]) -> list[str]:
+    """`helm install` arguments that put these (namespace, name) accounts in metrics.readers."""
+    listed = [{"namespace": namespace, "name": name} for namespace, name in readers]
+    return ["--set-json", f"metrics.readers={json.dumps(listed)}"]
+
+
 @dataclass(frozen=True)
 class MetricsReader:
     namespace: str
@@ -177,8 +183,7 @@ class MetricsReader:
 
     def helm_args(self) -> list[str]:
         """`helm install` arguments that put this account in metrics.readers."""
-        reader = {"namespace": self.namespace, "name": self.name}
-        return ["--set-json", f"metrics.readers=[{json.dumps(reader)}]"]
+        return metrics_readers_args((self.namespace, self.name))
 
     def get(self, pod: dict[str, Any], port: int) -> str:
         """The pod's /metrics over HTTPS, read with this account's token."""

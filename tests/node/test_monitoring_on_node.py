@@ -3,13 +3,14 @@
 Prometheus runs in the node's network namespace (`node_prometheus`) and finds
 the operator pods through the API server by their `prometheus.io/*`
 annotations, as the ServiceAccount `wukong-monitoring/prometheus`, with the
-chart's alert rules loaded. The test installs the chart, checks the labels of
-the scraped series, gets Wukongs to Running and keeps touching them (each
-touch is a reconcile), then `helm upgrade`s with a pod annotation changed,
-which replaces both pods. Afterwards: the new pods are scraped and reconcile,
-the error-rate alert's expression had a value at every step of the window and
-the alert was never pending or firing in it, and the old pods' logs, followed
-until their containers ended, hold no ERROR line.
+chart's alert rules loaded. The test installs the chart (its /metrics HTTPS,
+that account listed in `metrics.readers`), checks the labels of the scraped
+series and that they came over HTTPS, gets Wukongs to Running and keeps
+touching them (each touch is a reconcile), then `helm upgrade`s with a pod
+annotation changed, which replaces both pods. Afterwards: the new pods are
+scraped and reconcile, the error-rate alert's expression had a value at every
+step of the window and the alert was never pending or firing in it, and the
+old pods' logs, followed until their containers ended, hold no ERROR line.
 """
 
 import asyncio
@@ -24,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.helpers import eventually, running
-from tests.node.conftest import NodeCluster
+from tests.node.conftest import NodeCluster, metrics_readers_args
 from tests.node.test_chart_on_node import CHART, _helm, _pods
 from wukong.devcluster.apis import install_dev_apis
+from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
@@ -173,7 +175,11 @@ async def test_prometheus_scrapes_the_operator_pods_through_a_helm_upgrade_witho
     release_ns = f"wukong-{uuid.uuid4().hex[:6]}"
     async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
         await install_dev_apis(client)
-        install = ("-n", release_ns, "-f", str(chart_values), "--wait", "--timeout=180s")
+        # /metrics is HTTPS and answers only listed readers: list the scraper's account.
+        install = (
+            *("-n", release_ns, "-f", str(chart_values), "--wait", "--timeout=180s"),
+            *metrics_readers_args((MONITORING_NAMESPACE, SCRAPER)),
+        )
         _helm(helm, node_cluster, "install", "wukong", str(CHART), "--create-namespace", *install)
         old_pods = _pods(node_cluster, release_ns, SELECTOR)
         old = {p["metadata"]["name"]: p["status"]["podIP"] for p in old_pods}
@@ -194,6 +200,10 @@ async def test_prometheus_scrapes_the_operator_pods_through_a_helm_upgrade_witho
                 "job": JOB,
                 "instance": f"{old[pod]}:8080",
             }
+        scraped_at = {t["labels"]["pod"]: t["scrapeUrl"] for t in prometheus.targets()}
+        assert {pod: scraped_at.get(pod) for pod in old} == {
+            pod: f"https://{ip}:8080/metrics" for pod, ip in old.items()
+        }
         series = prometheus.query(f'controller_runtime_reconcile_total{{namespace="{release_ns}"}}')
         assert {s["metric"]["pod"] for s in series} == set(old)
         for s in series:

@@ -5,7 +5,7 @@ so a short test gathers enough samples) and any further scrape jobs, starts
 `prometheus` (Debian's package unless another binary is given) with exemplar
 storage enabled on a free loopback port with its data in a temporary
 directory, waits for `/-/ready`, and offers the HTTP API's queries (instant,
-range, exemplars) and its rules. `stop()` terminates it and removes its data.
+range, exemplars), its targets and rules. `stop()` terminates it and removes its data.
 
 It can run behind a command prefix (e.g. `nsenter` into the dev node's network
 namespace, where the pods are; see `node_prometheus`), listening on an
@@ -176,6 +176,13 @@ class LocalPrometheus:
         )
         result: list[dict[str, Any]] = data["result"]
         return result
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets: labels, scrapeUrl, health, lastError."""
+        active: list[dict[str, Any]] = self._get("/api/v1/targets", {"state": "active"})[
+            "activeTargets"
+        ]
+        return active
 
     def rules(self) -> list[dict[str, Any]]:
         """The loaded rule groups, each with its rules' health and last evaluation."""
