@@ -58,6 +58,13 @@ def _error_alert(prometheus: LocalPrometheus) -> dict[str, Any]:
     return rule
 
 
+def _ratio_now(prometheus: LocalPrometheus, ratio: str, namespace: str) -> bool:
+    """True if the error ratio of `namespace`'s operator is a number now."""
+    series = prometheus.query(ratio)
+    values = [float(s["value"][1]) for s in series if s["metric"].get("namespace") == namespace]
+    return len(values) == 1 and math.isfinite(values[0])
+
+
 def _follow_logs(cluster: NodeCluster, namespace: str, pod: str) -> "subprocess.Popen[str]":
     """`kubectl logs -f`: ends when the container does, so it sees the shutdown."""
     return subprocess.Popen(
@@ -210,6 +217,12 @@ async def test_prometheus_scrapes_the_operator_pods_through_a_helm_upgrade_witho
             assert (s["metric"]["namespace"], s["metric"]["job"]) == (release_ns, JOB)
             assert s["metric"]["controller"] == CONTROLLER_NAME
 
+        # The chart's error-rate alert is loaded; its expression without the thresholds
+        # is the error ratio.
+        alert = _error_alert(prometheus)
+        ratio = re.sub(r"\s*>\s*[0-9.]+", "", alert["query"])
+        assert ratio != alert["query"]
+
         # Wukongs reconciled to Running by the operator, infrastructure simulated.
         vms = f"vms-{uuid.uuid4().hex[:6]}"
         await client.create(
@@ -236,12 +249,18 @@ async def test_prometheus_scrapes_the_operator_pods_through_a_helm_upgrade_witho
 
             await eventually(all_running, timeout=180, what="the Wukongs to be Running")
 
-            # The upgrade, under load: a changed pod template replaces both pods.
-            start = math.floor(time.time())
+            # The upgrade, under load: a changed pod template replaces both pods. The
+            # window opens once the error ratio has a value (reconciles were scraped).
             followers = {pod: _follow_logs(node_cluster, release_ns, pod) for pod in old}
             stop = asyncio.Event()
             toucher = asyncio.create_task(_touch(client, vms, names, stop))
             try:
+                await eventually(
+                    lambda: _ratio_now(prometheus, ratio, release_ns),
+                    timeout=60,
+                    what="the error ratio to have a value",
+                )
+                start = math.ceil(time.time())  # not before the value just seen
                 end = await _upgrade_under_load(
                     prometheus, node_cluster, helm, release_ns, old, install
                 )
@@ -251,13 +270,10 @@ async def test_prometheus_scrapes_the_operator_pods_through_a_helm_upgrade_witho
                 logs = {pod: await asyncio.to_thread(_collect, f) for pod, f in followers.items()}
         assert touches >= 2, "the Wukongs were not touched during the rollout"
 
-        # The error-rate alert: loaded, evaluated, never pending nor firing in the window.
-        alert = _error_alert(prometheus)
-        assert alert["health"] == "ok", alert
-        # Its expression without the thresholds: the error ratio, which must be a number
-        # (not "no data", not NaN) at every step, or the alert could not have fired.
-        ratio = re.sub(r"\s*>\s*[0-9.]+", "", alert["query"])
-        assert ratio != alert["query"]
+        # The error-rate alert: evaluated, never pending nor firing in the window, and
+        # its error ratio a number (not "no data", not NaN) at every step of it, or the
+        # alert could not have fired.
+        assert _error_alert(prometheus)["health"] == "ok"
         steps = prometheus.query_range(ratio, start=start, end=end, step=1)
         ours = [s for s in steps if s["metric"].get("namespace") == release_ns]
         assert len(ours) == 1, steps

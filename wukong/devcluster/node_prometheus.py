@@ -184,6 +184,9 @@ def node_prometheus(
     return LocalPrometheus(
         scrape_configs=[_scrape_as_scraper(node, progress)],
         rule_files=rule_files,
+        # The scrape timeout is the interval: an HTTPS scrape that the pod checks
+        # with the API server (TokenReview, SubjectAccessReview) can pass 1 s.
+        scrape_interval="2s",
         binary=binary,
         command_prefix=IN_NETNS,
         host=NODE_ADDRESS,
