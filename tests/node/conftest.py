@@ -8,6 +8,8 @@ Go program (tests/node/programs/probe) into an image and loads it on the node.
 `metrics_reader` is a ServiceAccount to list in the chart's `metrics.readers`,
 with a token to GET the pods' secure /metrics from inside the node's network
 namespace (and the token of another ServiceAccount, which the chart does not grant).
+`node_prometheus` runs Prometheus in the node's namespace, scraping the pods
+annotated for it, with the chart's alert rules loaded.
 """
 
 import json
@@ -21,13 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from wukong.devcluster import ControlPlane, binaries, images
 from wukong.devcluster.imagebuild import BuiltImage
-from wukong.devcluster.node import NETNS, DevNode, ephemeral_node_cluster
+from wukong.devcluster.node import IN_NETNS, DevNode, ephemeral_node_cluster
+from wukong.devcluster.node_prometheus import node_prometheus as start_node_prometheus
+from wukong.devcluster.prometheus import LocalPrometheus
 
 PROBE_IMAGE = "wukong.local/probe:test"
 PROGRAMS = Path(__file__).parent / "programs"
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
 
 
 def _progress(message: str) -> None:
@@ -148,14 +154,11 @@ def metrics_url(pod: dict[str, Any], port: int) -> str:
     return f"https://{pod['status']['podIP']}:{port}/metrics"
 
 
-IN_NODE = ("nsenter", f"--net=/run/netns/{NETNS}", "--")
-
-
 def get_in_node(url: str, *, token: str | None) -> tuple[int, str]:
     """GET a pod's URL from inside the node's network namespace: (status, body); status 0
     when no HTTP answer came."""
     result = subprocess.run(
-        [*IN_NODE, sys.executable, "-c", _GET, url, token or ""],
+        [*IN_NETNS, sys.executable, "-c", _GET, url, token or ""],
         capture_output=True,
         text=True,
         timeout=30,
@@ -163,6 +166,12 @@ def get_in_node(url: str, *, token: str | None) -> tuple[int, str]:
     assert result.returncode == 0, result.stderr
     status, _, body = result.stdout.partition("\n")
     return int(status), body
+
+
+def metrics_readers_args(*readers: tuple[str, str]) -> list[str]:
+    """`helm install` arguments that put these (namespace, name) accounts in metrics.readers."""
+    listed = [{"namespace": namespace, "name": name} for namespace, name in readers]
+    return ["--set-json", f"metrics.readers={json.dumps(listed)}"]
 
 
 @dataclass(frozen=True)
@@ -174,8 +183,7 @@ class MetricsReader:
 
     def helm_args(self) -> list[str]:
         """`helm install` arguments that put this account in metrics.readers."""
-        reader = {"namespace": self.namespace, "name": self.name}
-        return ["--set-json", f"metrics.readers=[{json.dumps(reader)}]"]
+        return metrics_readers_args((self.namespace, self.name))
 
     def get(self, pod: dict[str, Any], port: int) -> str:
         """The pod's /metrics over HTTPS, read with this account's token."""
@@ -199,3 +207,19 @@ def metrics_reader(node_cluster: NodeCluster) -> MetricsReader:
         return made.strip()
 
     return MetricsReader(namespace, "scraper", token("scraper"), token("intruder"))
+
+
+@pytest.fixture(scope="session")
+def node_prometheus(
+    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalPrometheus]:
+    """Prometheus in the node's namespace scraping annotated pods, with the chart's rules."""
+    # The groups a PrometheusRule made by the chart carries (files/prometheus-rules.yaml).
+    groups = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    rules = tmp_path_factory.mktemp("rules") / "wukong.rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}))
+    prometheus = start_node_prometheus(node_cluster.node, progress=_progress, rule_files=[rules])
+    prometheus.start()
+    # Stopped before the node goes: a process left in the namespace would keep its link.
+    yield prometheus
+    prometheus.stop()

@@ -53,7 +53,11 @@ def _up(args: argparse.Namespace) -> int:
         plane = ControlPlane(dataclasses.replace(plane.config, node_address=wanted))
     plane.up(progress=_progress)
     if args.node:
-        DevNode(plane).up(progress=_progress)
+        from wukong.devcluster import node_prometheus
+
+        node = DevNode(plane)
+        node.up(progress=_progress)
+        node_prometheus.start(node, progress=_progress)
     asyncio.run(_install_dev_apis(plane.kubeconfig, ca_bundle=plane.ca_cert.read_bytes()))
     _progress(
         "installed the Wukong CRD, simulated KubeVirt/CDI/Multus CRDs and StorageClasses "
@@ -112,6 +116,10 @@ def _down(args: argparse.Namespace) -> int:
     plane = _control_plane(args)
     node = DevNode(plane)
     if node.present():
+        from wukong.devcluster import node_prometheus
+
+        # First: a process left in the node's namespace would keep its link alive.
+        node_prometheus.stop(node, progress=_progress)
         node.down(progress=_progress)
     plane.down(progress=_progress)
     return 0
@@ -122,9 +130,11 @@ def _status(args: argparse.Namespace) -> int:
     status = plane.status()
     components = list(status.components)
     if plane.config.node_address:
+        from wukong.devcluster import node_prometheus
         from wukong.devcluster.node import DevNode
 
-        components += DevNode(plane).status()
+        node = DevNode(plane)
+        components += [*node.status(), node_prometheus.status(node)]
     for component in components:
         pid = f" (pid {component.pid})" if component.pid else ""
         print(f"{component.name:<24} {component.state}{pid}  log: {component.log_file}")
@@ -174,6 +184,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.node:
         print(binaries.node_binaries(progress=_progress))
         print(binaries.pause_binary(progress=_progress))
+        print(binaries.prometheus_binary(progress=_progress))
     return 0
 
 
@@ -307,8 +318,11 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
                 "linked to the host by a veth pair (10.201.0.1 <-> 10.201.0.2). It changes the "
                 "sysctls the kubelet sets (kernel.panic, kernel.panic_on_oops, "
                 "vm.overcommit_memory, vm.panic_on_oom, kernel.keys.*), mounts under the state "
-                "directory and /kubepods cgroups; `wukong dev down` restores all of them. The "
-                "first run builds the node components (minutes).",
+                "directory and /kubepods cgroups; `wukong dev down` restores all of them. "
+                "A Prometheus in the namespace (http://10.201.0.2:9090, the chart's alert rules "
+                "loaded) scrapes the pods annotated prometheus.io/scrape=true as ServiceAccount "
+                "wukong-monitoring/prometheus; `up` again renews its 24 h token. The first run "
+                "builds the node components and Prometheus (minutes).",
             )
     _add_simulate(actions)
     images = actions.add_parser(
@@ -335,6 +349,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     build.add_argument(
         "--node",
         action="store_true",
-        help="also print the node components' directory and build the pause program",
+        help="also print the node components' directory, build the pause program and "
+        "Prometheus (with Kubernetes discovery, for the node)",
     )
     build.set_defaults(handler=_build)

@@ -12,6 +12,10 @@
   one `go build` compiles the packages they share once and links once.
 - helm (for the chart's lint, template and schema checks) is built the same
   way with `go install` at a pinned release, in about a minute.
+- Prometheus for the dev node: Debian's package lacks Kubernetes service
+  discovery, so the pinned release (`promserver/go.mod`) is built from the Go
+  module proxy with only that discovery mechanism (`remove_all_sd`), and
+  without the web UI's assets (the HTTP API is all the project uses).
 
 A build reports progress (`[k/N] packages compiled`) through the `progress`
 callback so a long first build is never silent.
@@ -38,6 +42,10 @@ Progress = Callable[[str], None]
 WRAPPER_DIR = Path(__file__).parent / "apiserver"
 NODE_WRAPPER_DIR = Path(__file__).parent / "kubenode"
 PAUSE_DIR = Path(__file__).parent / "pause"
+PROMETHEUS_WRAPPER_DIR = Path(__file__).parent / "promserver"
+_PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+# Kubernetes service discovery only (file and static discovery are always there).
+_PROMETHEUS_TAGS = "remove_all_sd,enable_kubernetes_sd"
 # The names the node program answers to; each is a link to it in the cache.
 NODE_COMMANDS = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "kubectl")
 HELM_VERSION = "v3.19.0"
@@ -88,11 +96,14 @@ def _go(what: str | None = None) -> str:
     return go
 
 
-def _build_key(go: str, version: str, wrapper: Path = WRAPPER_DIR) -> str:
+def _build_key(
+    go: str, version: str, wrapper: Path = WRAPPER_DIR, *, flags: Sequence[str] = ()
+) -> str:
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum", "main.go"):
-        digest.update((wrapper / name).read_bytes())
-    digest.update(_ldflags(version).encode())
+        if (wrapper / name).is_file():  # a wrapper that only names a `tool` has no main.go
+            digest.update((wrapper / name).read_bytes())
+    digest.update(" ".join(flags).encode() if flags else _ldflags(version).encode())
     digest.update(subprocess.run([go, "version"], capture_output=True, check=True).stdout)
     return digest.hexdigest()[:12]
 
@@ -162,16 +173,63 @@ def pause_binary(*, progress: Progress) -> Path:
     return go_program(PAUSE_DIR, name="pause", progress=progress, build_flags=["-ldflags=-s -w"])
 
 
-def _wrapper_version(wrapper: Path) -> str:
+def prometheus_version() -> str:
+    """The pinned Prometheus release (its Go module v0.X.Y is release 3.X.Y)."""
+    module = _wrapper_version(PROMETHEUS_WRAPPER_DIR, module=_PROMETHEUS_MODULE)
+    _, minor, patch = module.lstrip("v").split(".")
+    return f"v3.{int(minor) - 300}.{patch}"
+
+
+def prometheus_binary(*, progress: Progress) -> Path:
+    """Path to Prometheus with Kubernetes service discovery, built once and cached."""
+    go = _go(f"Prometheus {prometheus_version()}")
+    version = prometheus_version()
+    flags = [
+        f"-tags={_PROMETHEUS_TAGS}",
+        "-ldflags",
+        f"-s -w -X github.com/prometheus/common/version.Version={version.lstrip('v')}",
+    ]
+    key = _build_key(go, version, PROMETHEUS_WRAPPER_DIR, flags=flags)
+    target = cache_dir() / "bin" / f"prometheus-{version}-{key}"
+    if not target.is_file():
+        _build_wrapper(
+            go,
+            PROMETHEUS_WRAPPER_DIR,
+            target,
+            what="Prometheus",
+            progress=progress,
+            version=version,
+            package=f"{_PROMETHEUS_MODULE}/cmd/prometheus",
+            build_flags=flags,
+        )
+    return target
+
+
+def _wrapper_version(wrapper: Path, *, module: str = "k8s.io/kubernetes") -> str:
     go_mod = (wrapper / "go.mod").read_text()
-    match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes (v\d+\.\d+\.\d+)\s*$", go_mod, re.M)
+    # `go mod tidy` marks a module needed only by a `tool` as indirect.
+    pattern = rf"^\s*(?:require\s+)?{re.escape(module)} (v\d+\.\d+\.\d+)(?:\s*// indirect)?\s*$"
+    match = re.search(pattern, go_mod, re.M)
     if not match:
-        raise DevClusterError(f"cannot find the k8s.io/kubernetes version in {wrapper}/go.mod")
+        raise DevClusterError(f"cannot find the {module} version in {wrapper}/go.mod")
     return match.group(1)
 
 
-def _build_wrapper(go: str, wrapper: Path, target: Path, *, what: str, progress: Progress) -> None:
-    version = kubernetes_version()
+def _build_wrapper(
+    go: str,
+    wrapper: Path,
+    target: Path,
+    *,
+    what: str,
+    progress: Progress,
+    version: str | None = None,
+    package: str = ".",
+    build_flags: Sequence[str] | None = None,
+) -> None:
+    """`go build` `package` in the wrapper module (by default the Kubernetes release's
+    main package, with its version stamped in)."""
+    version = version or kubernetes_version()
+    flags = list(build_flags) if build_flags is not None else ["-ldflags", _ldflags(version)]
     target.parent.mkdir(parents=True, exist_ok=True)
     log_path = cache_dir() / f"{wrapper.name}-build.log"
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
@@ -190,7 +248,15 @@ def _build_wrapper(go: str, wrapper: Path, target: Path, *, what: str, progress:
             cwd=wrapper,
         )
         listing = subprocess.run(
-            [go, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "."],
+            [
+                go,
+                "list",
+                "-deps",
+                *flags,
+                "-f",
+                "{{if not .Standard}}{{.ImportPath}}{{end}}",
+                package,
+            ],
             cwd=wrapper,
             env=env,
             capture_output=True,
@@ -208,11 +274,10 @@ def _build_wrapper(go: str, wrapper: Path, target: Path, *, what: str, progress:
                     "build",
                     "-v",
                     "-trimpath",
-                    "-ldflags",
-                    _ldflags(version),
+                    *flags,
                     "-o",
                     str(out),
-                    ".",
+                    package,
                 ],
                 env=env,
                 log=log,

@@ -88,6 +88,18 @@ class ComponentStatus:
     log_file: Path
 
 
+def component_status(component: Component) -> ComponentStatus:
+    """Whether a background component runs, from its pid file."""
+    pid = processes.read_pid(component)
+    if pid is not None:
+        state = "running"
+    elif processes.stale_pid(component) is not None:
+        state = "stale"
+    else:
+        state = "stopped"
+    return ComponentStatus(component.name, state, pid, component.log_file)
+
+
 @dataclass(frozen=True)
 class Status:
     components: list[ComponentStatus]
@@ -281,16 +293,7 @@ class ControlPlane:
         return revision
 
     def status(self) -> Status:
-        components = []
-        for component in (self._etcd, self._apiserver):
-            pid = processes.read_pid(component)
-            if pid is not None:
-                state = "running"
-            elif processes.stale_pid(component) is not None:
-                state = "stale"
-            else:
-                state = "stopped"
-            components.append(ComponentStatus(component.name, state, pid, component.log_file))
+        components = [component_status(c) for c in (self._etcd, self._apiserver)]
         version = self._version() if components[-1].state == "running" else None
         ready = version is not None and self._apiserver_ready()
         kubeconfig = self.kubeconfig if self.kubeconfig.is_file() else None

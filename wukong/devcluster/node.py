@@ -51,7 +51,7 @@ import yaml
 
 from wukong.devcluster import binaries, images, processes
 from wukong.devcluster.binaries import Progress
-from wukong.devcluster.cluster import ComponentStatus, ControlPlane
+from wukong.devcluster.cluster import ComponentStatus, ControlPlane, component_status
 from wukong.devcluster.errors import DevClusterError
 from wukong.devcluster.kubeconfig import write_kubeconfig
 from wukong.devcluster.pki import SERVICE_CLUSTER_IP_RANGE, Pki
@@ -77,7 +77,8 @@ KERNEL_TUNABLES = (
     "kernel/keys/root_maxbytes",
 )
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
-_in_netns = ("nsenter", f"--net=/run/netns/{NETNS}", "--")
+# Runs the command after it inside the namespace (the host's mount namespace kept).
+IN_NETNS = ("nsenter", f"--net=/run/netns/{NETNS}", "--")
 _KUBEPODS = "kubepods"
 _STATE_FILE = "node.json"
 # Which state directory's node holds the machine-wide parts (the namespace, the
@@ -358,17 +359,7 @@ class DevNode:
         return self._state_file.is_file() or any(c.pid_file.is_file() for c in self._components)
 
     def status(self) -> list[ComponentStatus]:
-        result = []
-        for component in self._components:
-            pid = processes.read_pid(component)
-            if pid is not None:
-                state = "running"
-            elif processes.stale_pid(component) is not None:
-                state = "stale"
-            else:
-                state = "stopped"
-            result.append(ComponentStatus(component.name, state, pid, component.log_file))
-        return result
+        return [component_status(c) for c in self._components]
 
     def import_image(self, archive: Path) -> None:
         """Load an image archive into the node's containerd (namespace k8s.io)."""
@@ -455,7 +446,7 @@ class DevNode:
             # Pods reach the host end (the API server forwarder) as the node: the
             # host has no route to the pod network and must not get one.
             [
-                *_in_netns,
+                *IN_NETNS,
                 "iptables",
                 "-t",
                 "nat",
@@ -471,7 +462,7 @@ class DevNode:
             # Nothing leaves the namespace but for the forwarder's address: an
             # unallocated Service IP is refused here instead of reaching the host.
             [
-                *_in_netns,
+                *IN_NETNS,
                 "iptables",
                 "-A",
                 "OUTPUT",
@@ -484,7 +475,7 @@ class DevNode:
                 "REJECT",
             ],
             [
-                *_in_netns,
+                *IN_NETNS,
                 "iptables",
                 "-A",
                 "FORWARD",
@@ -501,7 +492,7 @@ class DevNode:
 
     def _start_in_netns(self, component: Component, argv: list[str]) -> "subprocess.Popen[bytes]":
         # nsenter execs the program: the pid file names the component itself.
-        return processes.start(component, [*_in_netns, *argv])
+        return processes.start(component, [*IN_NETNS, *argv])
 
     # -- configuration files -----------------------------------------------------------------
 
@@ -707,7 +698,7 @@ state = "{paths.containerd_state}"
     def _proxy_healthy(self) -> bool:
         result = subprocess.run(
             [
-                *_in_netns,
+                *IN_NETNS,
                 sys.executable,
                 "-c",
                 "import urllib.request,sys;"
