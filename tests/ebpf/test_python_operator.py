@@ -11,6 +11,7 @@ trace and span of the reconcile it reports, as the operator exported them.
 
 import asyncio
 import re
+import subprocess
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -22,9 +23,13 @@ from tests.integration.helpers import eventually
 from wukong.demo.samples import web_server
 from wukong.demo.stack import DemoStack
 from wukong.devcluster import ControlPlane
+from wukong.ebpf import python_probe
 from wukong.ebpf.agent import Agent
-from wukong.ebpf.discovery import Discovery
+from wukong.ebpf.discovery import PYTHON, Discovery, Target
+from wukong.ebpf.preflight import StageFailed
+from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
+from wukong.runtime.probes import audit_semaphore
 
 _SAMPLE = re.compile(r"^wukong_reconcile_cancellations_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 
@@ -84,3 +89,32 @@ async def test_agent_counts_match_the_operators_own_metric(
     assert sample.object_key.startswith("default/storm-")
     assert sample.object_namespace == "default"  # the tenant, on every Python event
     assert sample.budget_ms == 1000 and sample.elapsed_ms is not None
+
+
+def _semaphore(pid: int) -> int:
+    address = audit_semaphore(pid)
+    assert address is not None
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(address)
+        return int.from_bytes(mem.read(2), "little")
+
+
+def test_a_probe_that_fails_to_load_puts_the_semaphore_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The USDT probe is enabled before the BPF program loads: when the load fails (as
+    it does without CAP_BPF), the semaphore goes back at once, so an agent exiting on
+    that error leaves the operator not paying for audit events nobody reads."""
+    process = subprocess.Popen(["/usr/bin/python3", "-c", "import time; time.sleep(120)"])
+    try:
+        wait(lambda: audit_semaphore(process.pid) is not None, "the interpreter to map")
+        monkeypatch.setattr(python_probe, "SOURCE", "int on_audit(struct pt_regs *ctx) {")
+        target = Target(process.pid, "python3", PYTHON, None)
+        with pytest.raises(StageFailed) as failed:
+            PythonProbe(target, on_cancel=lambda _: None, on_lost=lambda _: None)
+        assert failed.value.stage == "load"
+        # The exception (and with it the probe) is still alive here: nothing waits for GC.
+        assert _semaphore(process.pid) == 0
+    finally:
+        process.kill()
+        process.wait()

@@ -27,11 +27,14 @@ from tests.node.conftest import (
     MetricsReader,
     NodeCluster,
     get_in_node,
+    metrics_readers_args,
     metrics_url,
     wait_until,
 )
 from wukong.devcluster import binaries, images
 from wukong.devcluster.apis import install_dev_apis
+from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
+from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.leader import LEASES
@@ -76,7 +79,10 @@ def release(
             # This machine runs other people's processes too: leave them alone.
             "--set-json",
             'agent.extraArgs=["--pods-only"]',
-            *metrics_reader.helm_args(),
+            # The test's reader, and the dev Prometheus's account.
+            *metrics_readers_args(
+                (metrics_reader.namespace, metrics_reader.name), (MONITORING_NAMESPACE, SCRAPER)
+            ),
             "--wait",
             "--timeout=180s",
         ],
@@ -391,6 +397,31 @@ def _terminated_message(pod: dict[str, Any]) -> str:
             if message:
                 return str(message)
     return ""
+
+
+def test_prometheus_keeps_the_agents_labels_naming_the_traced_pods(
+    node_cluster: NodeCluster, release: str, node_prometheus: LocalPrometheus
+) -> None:
+    """Scraped by a pod-discovering Prometheus, the agent's series still name the pods
+    it traces (honor_labels), not the agent's own pod; `node` tells agents apart."""
+    operators = {p["metadata"]["name"] for p in _pods(node_cluster, release, OPERATOR)}
+    (agent,) = _pods(node_cluster, release, AGENT)
+    query = f'wukong_node_traced_processes{{namespace="{release}", container="operator"}}'
+
+    def traced_operators() -> set[str]:
+        return {s["metric"]["pod"] for s in node_prometheus.query(query)}
+
+    wait_until(
+        lambda: traced_operators() == operators,
+        timeout=120,
+        what="Prometheus to hold the agent's series for both operator pods",
+    )
+    for series in node_prometheus.query(query):
+        labels = series["metric"]
+        assert labels["node"] == agent["spec"]["nodeName"]
+        assert labels["job"] == "wukong-node-agent"
+        assert labels["instance"] == f"{agent['status']['podIP']}:9464"
+        assert not any(name.startswith("exported_") for name in labels), labels
 
 
 def test_the_agent_runs_with_exactly_the_charts_capabilities_and_needs_each(

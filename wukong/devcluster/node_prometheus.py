@@ -9,7 +9,7 @@ whose `/metrics` checks callers (TokenReview + SubjectAccessReview, the chart's
 `metrics.readers`) lets it in once the chart names this ServiceAccount.
 Prometheus reads the file on every request: rewriting it renews the token.
 
-What it scrapes (`pod_scrape_config`): `kubernetes_sd_configs` role `pod`,
+What it scrapes (`pod_scrape_configs`): `kubernetes_sd_configs` role `pod`,
 keeping the pods annotated `prometheus.io/scrape: "true"`, at the pod's IP and
 the container port named by `prometheus.io/port` (the port must be declared by
 a container, which also gives the `container` label), with the scheme of
@@ -115,8 +115,25 @@ def grant_scraper(*, kubectl: Path, kubeconfig: Path, token_file: Path) -> None:
     staged.replace(token_file)  # Prometheus never reads half a token
 
 
-def pod_scrape_config(*, api_server: str, ca_file: Path, token_file: Path) -> dict[str, Any]:
-    """The scrape job for annotated pods (see the module doc for the rules)."""
+def pod_scrape_configs(*, api_server: str, ca_file: Path, token_file: Path) -> list[dict[str, Any]]:
+    """The scrape jobs for annotated pods (see the module doc for the rules): one for
+    pods whose series describe themselves, one keeping the series' own namespace, pod
+    and container labels for pods annotated `prometheus.io/honor-labels: "true"`
+    (the node agent, whose series name the pods it traces)."""
+    job = _pod_scrape_config(api_server=api_server, ca_file=ca_file, token_file=token_file)
+    honoring = {"source_labels": [f"{_ANNOTATION}honor_labels"], "regex": "true"}
+    return [
+        {**job, "relabel_configs": [{**honoring, "action": "drop"}, *job["relabel_configs"]]},
+        {
+            **job,
+            "job_name": f"{POD_JOB}-honor-labels",
+            "honor_labels": True,
+            "relabel_configs": [{**honoring, "action": "keep"}, *job["relabel_configs"]],
+        },
+    ]
+
+
+def _pod_scrape_config(*, api_server: str, ca_file: Path, token_file: Path) -> dict[str, Any]:
     credentials = {"credentials_file": str(token_file)}
     return {
         "job_name": POD_JOB,
@@ -182,7 +199,7 @@ def node_prometheus(
     the `prometheus` ServiceAccount, at URL from the host."""
     binary = binaries.prometheus_binary(progress=progress)
     return LocalPrometheus(
-        scrape_configs=[_scrape_as_scraper(node, progress)],
+        scrape_configs=_scrape_as_scraper(node, progress),
         rule_files=rule_files,
         # The scrape timeout is the interval: an HTTPS scrape that the pod checks
         # with the API server (TokenReview, SubjectAccessReview) can pass 1 s.
@@ -198,7 +215,7 @@ def start(node: DevNode, *, progress: Progress) -> None:
     """Run the dev node's Prometheus in the background (`wukong dev up --node`); when it
     runs already, only renew its token."""
     component = _component(node)
-    scrape = _scrape_as_scraper(node, progress)
+    scrape_configs = _scrape_as_scraper(node, progress)
     if processes.read_pid(component) is not None:
         progress(f"Prometheus already running at {URL}")
         return
@@ -209,7 +226,7 @@ def start(node: DevNode, *, progress: Progress) -> None:
     rules.write_text(render_alert_rules())  # the chart's PrometheusRule groups
     write_config(
         directory / "prometheus.yml",
-        scrape_configs=[scrape],
+        scrape_configs=scrape_configs,
         rule_files=[rules],
         scrape_interval="5s",
     )
@@ -241,12 +258,12 @@ def _component(node: DevNode) -> Component:
     return Component(name="prometheus", state_dir=node.plane.config.state_dir)
 
 
-def _scrape_as_scraper(node: DevNode, progress: Progress) -> dict[str, Any]:
-    """The pod scrape job, with a fresh token of the scraper's ServiceAccount."""
+def _scrape_as_scraper(node: DevNode, progress: Progress) -> list[dict[str, Any]]:
+    """The pod scrape jobs, with a fresh token of the scraper's ServiceAccount."""
     token_file = node.paths.root / "monitoring" / "token"
     progress(f"ServiceAccount {MONITORING_NAMESPACE}/{SCRAPER}: pod discovery, a new token")
     grant_scraper(kubectl=node.kubectl, kubeconfig=node.plane.kubeconfig, token_file=token_file)
-    return pod_scrape_config(
+    return pod_scrape_configs(
         api_server=f"https://{HOST_ADDRESS}:{node.plane.config.apiserver_port}",
         ca_file=node.plane.ca_cert,
         token_file=token_file,

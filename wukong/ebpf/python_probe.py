@@ -44,6 +44,11 @@ class PythonProbe:
         try:
             self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
         except Exception as exc:
+            # The semaphore is up already: put it back now. Left to the USDT object's
+            # destructor, it would wait for the traceback to go, and an agent that
+            # exits on this error (a missing capability) would leave the operator
+            # paying for audit events nobody reads.
+            self._release_usdt()
             raise StageFailed("load", exc) from exc
         # Per event (a reconcile's start, end or cancel: low rates), but a
         # full buffer is counted, never silent.
@@ -76,3 +81,12 @@ class PythonProbe:
 
     def close(self) -> None:
         self.bpf.cleanup()
+        self._release_usdt()
+
+    def _release_usdt(self) -> None:
+        """Close the USDT context (decrementing the probe's semaphore) exactly once."""
+        from bcc import lib
+
+        context, self._usdt.context = self._usdt.context, None
+        if context:
+            lib.bcc_usdt_close(context)  # the destructor then closes None: a no-op
