@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable
 
 from wukong.ebpf.agent import Agent
+from wukong.runtime.probes import audit_semaphore
 
 
 class Running:
@@ -37,3 +38,12 @@ def wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def usdt_semaphore(pid: int) -> int:
+    """The current value of a Python process's python:audit USDT semaphore."""
+    address = audit_semaphore(pid)
+    assert address is not None
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(address)
+        return int.from_bytes(mem.read(2), "little")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ebpf.agent_helpers import Running, wait
+from tests.ebpf.agent_helpers import Running, usdt_semaphore, wait
 from tests.integration.helpers import eventually
 from wukong.demo.samples import web_server
 from wukong.demo.stack import DemoStack
@@ -91,14 +91,6 @@ async def test_agent_counts_match_the_operators_own_metric(
     assert sample.budget_ms == 1000 and sample.elapsed_ms is not None
 
 
-def _semaphore(pid: int) -> int:
-    address = audit_semaphore(pid)
-    assert address is not None
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(address)
-        return int.from_bytes(mem.read(2), "little")
-
-
 def test_a_probe_that_fails_to_load_puts_the_semaphore_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -114,7 +106,7 @@ def test_a_probe_that_fails_to_load_puts_the_semaphore_back(
             PythonProbe(target, on_cancel=lambda _: None, on_lost=lambda _: None)
         assert failed.value.stage == "load"
         # The exception (and with it the probe) is still alive here: nothing waits for GC.
-        assert _semaphore(process.pid) == 0
+        assert usdt_semaphore(process.pid) == 0
     finally:
         process.kill()
         process.wait()

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.ebpf.agent_helpers import usdt_semaphore
 from tests.integration.helpers import eventually
 from tests.node.conftest import (
     MetricsReader,
@@ -38,7 +39,6 @@ from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.leader import LEASES
-from wukong.runtime.probes import audit_semaphore
 from wukong.runtime.resources import NAMESPACES
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
@@ -492,14 +492,6 @@ def _host_pids(cmdline_part: str) -> list[int]:
     return pids
 
 
-def _semaphore(pid: int) -> int:
-    address = audit_semaphore(pid)
-    assert address is not None
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(address)
-        return int.from_bytes(mem.read(2), "little")
-
-
 def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
     node_cluster: NodeCluster, release: str
 ) -> None:
@@ -514,7 +506,7 @@ def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
 
     wait_until(lambda: agent_pod() is not None, timeout=120, what="one ready agent pod")
     wait_until(
-        lambda: all(_semaphore(pid) > 0 for pid in operators),
+        lambda: all(usdt_semaphore(pid) > 0 for pid in operators),
         timeout=60,
         what="the agent to enable the operators' USDT probes",
     )
@@ -528,7 +520,7 @@ def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
     ]
     node_cluster.kubectl("delete", "pod", "-n", release, pod["metadata"]["name"], "--wait=true")
     # SIGTERM: the agent detached before exiting, so nothing it set up remains.
-    assert all(_semaphore(pid) == 0 for pid in operators)
+    assert all(usdt_semaphore(pid) == 0 for pid in operators)
     events = Path("/sys/kernel/tracing/uprobe_events").read_text()
     assert f"_bcc_{agent_pid}" not in events
 
