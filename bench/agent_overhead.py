@@ -51,7 +51,7 @@ from wukong.runtime.probes import AuditProbes
 
 PROGRAM = Path(__file__).resolve().parents[1] / "tests/ebpf/programs/cancels"
 _EMPTY = b"int probe(struct pt_regs *ctx) { return 0; }"
-_SCRIPT = ("-deadlines=0", "-causes=0", "-children=0")
+_SCRIPT = ("-deadlines=0", "-children=0")
 _POLL_INTERVAL = 0.05
 _NOOPS_PER_CANCEL = 50  # as `wukong agent` polls
 _STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -69,9 +69,12 @@ class Run:
 
 
 @contextmanager
-def _program(binary: Path, *, cancels: int, noops: int) -> Iterator["subprocess.Popen[str]"]:
+def program(
+    binary: Path, *, cancels: int, noops: int, causes: int = 0
+) -> Iterator["subprocess.Popen[str]"]:
+    """The scripted Go program, ready: `timed` runs its cancels."""
     proc = subprocess.Popen(
-        [str(binary), *_SCRIPT, f"-cancels={cancels}", f"-noops={noops}"],
+        [str(binary), *_SCRIPT, f"-cancels={cancels}", f"-noops={noops}", f"-causes={causes}"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -85,7 +88,7 @@ def _program(binary: Path, *, cancels: int, noops: int) -> Iterator["subprocess.
         proc.wait()
 
 
-def _timed(proc: "subprocess.Popen[str]") -> float:
+def timed(proc: "subprocess.Popen[str]") -> float:
     assert proc.stdin is not None and proc.stdout is not None
     begin = time.perf_counter()
     proc.stdin.write("\n")
@@ -95,15 +98,15 @@ def _timed(proc: "subprocess.Popen[str]") -> float:
 
 
 def run_untraced(binary: Path, *, cancels: int, noops: int) -> Run:
-    with _program(binary, cancels=cancels, noops=noops) as proc:
-        return Run(_timed(proc))
+    with program(binary, cancels=cancels, noops=noops) as proc:
+        return Run(timed(proc))
 
 
 def run_bare(binary: Path, *, cancels: int, noops: int, at_site: bool) -> Run:
     """An empty BPF program on cancel's entry, or on the agent's probe site."""
     from bcc import BPF
 
-    with _program(binary, cancels=cancels, noops=noops) as proc:
+    with program(binary, cancels=cancels, noops=noops) as proc:
         elf = read_binary(binary)
         start, size = elf.symbols[CANCEL_SYMBOL]
         site = find_site(elf, read_code(binary, start, size)) if at_site else None
@@ -115,13 +118,13 @@ def run_bare(binary: Path, *, cancels: int, noops: int, at_site: bool) -> Run:
             pid=proc.pid,
         )
         try:
-            return Run(_timed(proc))
+            return Run(timed(proc))
         finally:
             bpf.cleanup()
 
 
 def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) -> Run:
-    with _program(binary, cancels=cancels, noops=noops) as proc:
+    with program(binary, cancels=cancels, noops=noops) as proc:
         made_by = "main.cancelExplicitly" if cancels else "main.cancelAgain"
         counted = [0, 0]  # by the scripted function, elsewhere
 
@@ -146,9 +149,9 @@ def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) ->
             cpu[0] = time.thread_time() - begin
 
         thread = threading.Thread(target=poll)
-        with _bpf_stats(stats):
+        with bpf_stats(stats):
             thread.start()
-            seconds = _timed(proc)
+            seconds = timed(proc)
             stop.set()
             thread.join()
             probe.poll()
@@ -166,7 +169,7 @@ def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) ->
 
 
 @contextmanager
-def _bpf_stats(enabled: bool) -> Iterator[None]:
+def bpf_stats(enabled: bool) -> Iterator[None]:
     """Kernel BPF run-time statistics, on for this block only (they cost time)."""
     if not enabled:
         yield
@@ -180,13 +183,17 @@ def _bpf_stats(enabled: bool) -> Iterator[None]:
 
 
 def _run_time_ns(probe: GoProbe) -> float:
-    """Nanoseconds per run of the attached BPF program (/proc fdinfo: run_time_ns, run_cnt)."""
-    fd = probe.bpf.funcs[probe.site.function.encode()].fd
+    """Nanoseconds per run of the attached BPF program."""
+    run_time, runs = prog_stats(probe.bpf.funcs[probe.site.function.encode()].fd)
+    return run_time / runs if runs else 0.0
+
+
+def prog_stats(fd: int) -> tuple[int, int]:
+    """A loaded BPF program's (run_time_ns, run_cnt) so far (/proc fdinfo; kernel BPF stats)."""
     info = dict(
         line.split(":", 1) for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
     )
-    runs = int(info.get("run_cnt", "0"))
-    return int(info.get("run_time_ns", "0")) / runs if runs else 0.0
+    return int(info.get("run_time_ns", "0")), int(info.get("run_cnt", "0"))
 
 
 class _NoOp(RuntimeObserver):

@@ -26,6 +26,7 @@ ORDER = [
     "cache_scale",
     "telemetry_overhead",
     "agent_overhead",
+    "agent_program_profile",
     "tenant_fairness",
 ]
 

@@ -45,6 +45,7 @@ struct known_t {
     u64 errors_new_itab; // context.Canceled: itab of *errors.errorString
     u64 deadline_itab;   // context.DeadlineExceeded: itab (entry: err is an error)
     u64 deadline_type;   // its dynamic type (store: err is passed as an any)
+    u64 pid;             // the process they belong to (one program per process)
 };
 
 // The key names a call site by its innermost return addresses, read along
@@ -68,15 +69,25 @@ struct detail_t {
     u32 pad;
 };
 
+// What the walk reads of the stack at once: a power of two (masked offsets).
+#define STACK_SPAN 2048
+
+struct stack_span_t {
+    u64 owner;                   // the thread whose run wrote it last
+    u64 start;                   // user address of bytes[0]; 0: could not be read
+    u8 bytes[STACK_SPAN + 16];   // + 16: a frame at any masked offset stays inside
+};
+
 struct last_fire_t {
     u64 receiver;
     u64 ktime_ns;
 };
 
-BPF_HASH(known, u32, struct known_t, 1024);
+BPF_ARRAY(known, struct known_t, 1);  // an array: its lookup is inlined, a hash's is not
 BPF_HASH(counts, struct cancel_key_t, u64, 10240);
 BPF_TABLE("lru_hash", u32, struct last_fire_t, last_fire, 4096);
 BPF_STACK_TRACE(stacks, 8192);
+BPF_PERCPU_ARRAY(stack_span, struct stack_span_t, 1);  // too big for the BPF stack
 BPF_RINGBUF_OUTPUT(details, 8);
 // 0: cancellations not counted (counts map full); 1: details not written (ring full).
 BPF_ARRAY(lost, u64, 2);
@@ -106,18 +117,63 @@ static __always_inline void read_cause(struct cancel_key_t *key, u64 cause_data)
     bpf_probe_read_user(&key->cause, length & 63, (void *)header[0]);
 }
 
-// Go keeps frame pointers on amd64: [bp] is the caller's bp, [bp+8] the return address.
-static __always_inline void walk(struct cancel_key_t *key, u64 bp, int first) {
+// Go keeps frame pointers on amd64: [bp] is the caller's bp, [bp+8] the return
+// address, and callers' frames lie above. The stack is read in spans of
+// STACK_SPAN bytes, not a frame at a time: a read of user memory costs about
+// the same whatever its size and far more than the rest of the program
+// (bench/agent_program_profile.py), and one span from the frame pointer
+// usually holds the cause's spill slot and every key frame.
+//
+// The span lives in a per-CPU map (too big for the BPF stack). A uprobe
+// program can be preempted, and another thread's run on the same CPU then
+// takes the span: each run claims it (`owner`) before writing, and checks
+// after each copy out of it that it still owns it, else reads alone.
+static __always_inline void claim(struct stack_span_t *span, u64 owner, u64 from) {
+    span->owner = owner;
+    span->start = 0;
+    asm volatile("" ::: "memory");  // claimed before the bytes are written
+    if (from && bpf_probe_read_user(span->bytes, STACK_SPAN, (void *)from) == 0)
+        span->start = from;  // else past the stack's mapping: frames are read one by one
+}
+
+// The 16 bytes at `at`: from the span when it holds them, else from a new span
+// there; alone once a span could not be read.
+static __always_inline int read16(struct stack_span_t *span, u64 owner, u64 at, u64 out[2]) {
+    u64 offset = at - span->start;
+    if (span->start != 0 && offset > STACK_SPAN - 16) {
+        claim(span, owner, at);
+        offset = 0;
+    }
+    if (span->start != 0) {
+        __builtin_memcpy(out, span->bytes + (offset & (STACK_SPAN - 1)), 16);
+        asm volatile("" ::: "memory");  // copied before the owner is checked
+        if (span->owner == owner)
+            return 0;
+    }
+    return bpf_probe_read_user(out, 16, (void *)at);
+}
+
+static __always_inline void walk(struct cancel_key_t *key, struct stack_span_t *span, u64 owner,
+                                 u64 bp, int first) {
 #pragma unroll
     for (int i = first; i < KEY_FRAMES; i++) {
         u64 frame[2] = {};
-        if (bp == 0 || bpf_probe_read_user(&frame, sizeof(frame), (void *)bp) != 0)
+        if (bp == 0 || read16(span, owner, bp, frame) != 0)
             break;
         key->frames[i] = frame[1];
         bp = frame[0];
     }
 }
 
+static __always_inline struct stack_span_t *stack_at(u64 owner, u64 bp) {
+    u32 zero = 0;
+    struct stack_span_t *span = stack_span.lookup(&zero);
+    if (span)
+        claim(span, owner, bp);
+    return span;
+}
+
+// now: 0 when the caller has not read the clock (only a detail needs it).
 static __always_inline int count(struct pt_regs *ctx, struct cancel_key_t *key, u64 receiver,
                                  u64 now) {
     u64 *n = counts.lookup(key);
@@ -135,7 +191,7 @@ static __always_inline int count(struct pt_regs *ctx, struct cancel_key_t *key, 
         return 0;
     }
     struct detail_t detail = {
-        .ktime_ns = now, .receiver = receiver, .tid = (u32)bpf_get_current_pid_tgid()};
+        .ktime_ns = now ? now : bpf_ktime_get_ns(), .receiver = receiver, .tid = (u32)bpf_get_current_pid_tgid()};
     detail.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     __builtin_memcpy(&detail.key, key, sizeof(*key));
     if (details.ringbuf_output(&detail, sizeof(detail), BPF_RB_NO_WAKEUP) != 0)
@@ -145,8 +201,9 @@ static __always_inline int count(struct pt_regs *ctx, struct cancel_key_t *key, 
 
 int on_store(struct pt_regs *ctx) {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    struct known_t *k = known.lookup(&pid);
-    if (!k)
+    u32 zero = 0;
+    struct known_t *k = known.lookup(&zero);
+    if (!k || k->pid != pid)
         return 0;
     struct cancel_key_t key = {.pid = pid};
     u64 err_type = ctx->bx, err_data = ctx->cx;
@@ -154,19 +211,24 @@ int on_store(struct pt_regs *ctx) {
         key.kind = 2;
     else if (err_type == k->deadline_type)
         key.kind = 1;
+    u64 tid = bpf_get_current_pid_tgid();
+    struct stack_span_t *span = stack_at(tid, ctx->bp);  // the spill slot is in it too
+    if (!span)
+        return 0;
     u64 cause[2] = {};
-    bpf_probe_read_user(&cause, sizeof(cause), (void *)(ctx->bp + CAUSE_SPILL_OFFSET));
+    read16(span, tid, ctx->bp + CAUSE_SPILL_OFFSET, cause);
     if (cause[0] == k->errors_new_itab && cause[1] != 0 && cause[1] != err_data)
         read_cause(&key, cause[1]);
-    walk(&key, ctx->bp, 0);
+    walk(&key, span, tid, ctx->bp, 0);
     // A call instruction is emulated, not single-stepped: it cannot fire twice.
-    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, bpf_ktime_get_ns());
+    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, 0);
 }
 
 int on_entry(struct pt_regs *ctx) {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    struct known_t *k = known.lookup(&pid);
-    if (!k)
+    u32 zero = 0;
+    struct known_t *k = known.lookup(&zero);
+    if (!k || k->pid != pid)
         return 0;
     u64 err_word = 0;
     bpf_probe_read_user(&err_word, sizeof(err_word), (void *)(ctx->ax + CANCEL_CTX_ERR_OFFSET));
@@ -183,7 +245,11 @@ int on_entry(struct pt_regs *ctx) {
     // At entry the frame pointer is still the caller's: the return address
     // (on top of the stack) names the caller, the walk goes on from there.
     bpf_probe_read_user(&key.frames[0], sizeof(u64), (void *)ctx->sp);
-    walk(&key, ctx->bp, 1);
+    u64 tid = bpf_get_current_pid_tgid();
+    struct stack_span_t *span = stack_at(tid, ctx->bp);
+    if (!span)
+        return 0;
+    walk(&key, span, tid, ctx->bp, 1);
     u64 now = bpf_ktime_get_ns();
     if (refired((u32)bpf_get_current_pid_tgid(), ctx->ax, now))
         return 0;

@@ -24,6 +24,7 @@ from wukong.ebpf.elf import (
     CANCEL_SYMBOL,
     CANCELED_SYMBOL,
     DEADLINE_SYMBOL,
+    Binary,
     load_bias,
     read_code,
     read_memory,
@@ -71,12 +72,12 @@ class GoProbe:
         self._on_cancel = on_cancel
         self._on_lost = on_lost
         self._bias = load_bias(target.pid, self.binary)
-        known = self._known_values()
+        known = known_values(target.pid, self.binary, self._bias)
         self.site = self._site()
         try:
             self.bpf = BPF(text=SOURCE)
-            known_pids = self.bpf[b"known"]
-            known_pids[known_pids.Key(target.pid)] = known_pids.Leaf(*known)
+            table = self.bpf[b"known"]
+            table[table.Key(0)] = table.Leaf(*known, target.pid)
         except Exception as exc:
             raise StageFailed("load", exc) from exc
         try:
@@ -106,20 +107,6 @@ class GoProbe:
 
         self._detail_type = ctypes.POINTER(Detail)
         self.bpf[b"details"].open_ring_buffer(self._detail)
-
-    def _global(self, symbol: str) -> tuple[int, int]:
-        address, _ = self.binary.symbols[symbol]
-        raw = read_memory(self.target.pid, address + self._bias, 16)
-        return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
-
-    def _known_values(self) -> tuple[int, int, int, int]:
-        canceled_itab, canceled_data = self._global(CANCELED_SYMBOL)
-        deadline_itab, _ = self._global(DEADLINE_SYMBOL)
-        if not canceled_data or not deadline_itab:
-            raise NotReady(f"pid {self.target.pid}: context globals not initialised yet")
-        # An itab's second word is the dynamic type, what an `any` carries.
-        deadline_type = int.from_bytes(read_memory(self.target.pid, deadline_itab + 8, 8), "little")
-        return canceled_data, canceled_itab, deadline_itab, deadline_type
 
     def _site(self) -> ProbeSite:
         start, size = self.binary.symbols[CANCEL_SYMBOL]
@@ -185,6 +172,23 @@ class GoProbe:
 
     def close(self) -> None:
         self.bpf.cleanup()
+
+
+def known_values(pid: int, binary: Binary, bias: int) -> tuple[int, int, int, int]:
+    """go_probe.c's known_t for a process: its context errors' words."""
+
+    def global_words(symbol: str) -> tuple[int, int]:
+        address, _ = binary.symbols[symbol]
+        raw = read_memory(pid, address + bias, 16)
+        return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+    canceled_itab, canceled_data = global_words(CANCELED_SYMBOL)
+    deadline_itab, _ = global_words(DEADLINE_SYMBOL)
+    if not canceled_data or not deadline_itab:
+        raise NotReady(f"pid {pid}: context globals not initialised yet")
+    # An itab's second word is the dynamic type, what an `any` carries.
+    deadline_type = int.from_bytes(read_memory(pid, deadline_itab + 8, 8), "little")
+    return canceled_data, canceled_itab, deadline_itab, deadline_type
 
 
 def _key(raw: Any) -> _Key:
