@@ -1,9 +1,18 @@
-"""A controller's running state: its queue, its workers and the reconciles in flight.
+"""A controller's running state: its queue and the reconciles in flight.
 
 `Manager.add(controller)` creates one `RunningController` per `Controller`
 (the configuration), wired to the manager's shared informers, client and
-observers; the manager starts its workers once caches are synced and stops
-them on shutdown or leadership loss.
+observers; the manager starts it once caches are synced and stops it on
+shutdown or leadership loss.
+
+Up to `max_concurrent_reconciles` reconciles run at once (client-go's
+workers), each in its own task. There are no worker tasks waiting on the
+queue: a key is taken as soon as it can be (the queue calls `_dispatch` from
+the add that made it ready) and when a reconcile ends (its task's done
+callback reports it, requeues, and takes the next key). Every hand-off
+between tasks costs a turn of the event loop, which under load is a whole
+round of other callbacks: an event's reconcile starts one turn after the
+event, a busy controller's next reconcile one turn after the last one ended.
 
 Cancellation is a normal event: it is never logged at ERROR. A cancelled
 reconcile that does not unwind within `cancel_grace` (blocking code, or code
@@ -13,11 +22,12 @@ would be worse than a late one.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
 from wukong.runtime._scopes import NamespaceScopes
-from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
+from wukong.runtime._workqueue import Ticket, WorkQueue
 from wukong.runtime.cache import Store
 from wukong.runtime.cancellation import CancelReason, decide_cancel_reason
 from wukong.runtime.client import Client, Object
@@ -50,7 +60,8 @@ class RunningController:
         self._client = client
         self._observer = observer
         self._in_flight: dict[Request, ReconcileContext] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Result]] = set()  # reconciles not yet ended
+        self._free = 0  # reconciles that may start now (none before start())
         self._primaries: Store | None = None  # the primary informer's cache, once bound
         self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
 
@@ -62,6 +73,7 @@ class RunningController:
             observer=observer,
             tenant_of=_namespace_of if options.fair_namespaces else None,
             max_per_tenant=options.max_concurrent_reconciles_per_namespace,
+            on_ready=self._dispatch,
         )
 
     # -- ControllerView -----------------------------------------------------------------
@@ -146,7 +158,7 @@ class RunningController:
     # -- running ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers (the manager does this once caches are synced).
+        """Start reconciling (the manager does this once caches are synced).
 
         After a `stop` (leadership lost, then won back) it starts over with a
         fresh queue holding every cached primary object, as a new leader would.
@@ -156,46 +168,40 @@ class RunningController:
             self.queue = self._new_queue(self._observer)
             for obj in self._primaries.list_objects():
                 self.queue.add(_request_of(obj))
-        for index in range(self.max_concurrent_reconciles):
-            self._workers.append(
-                asyncio.create_task(self._worker(), name=f"worker {self.name}/{index}")
-            )
+        self._free = self.max_concurrent_reconciles
+        self._dispatch()
 
     async def stop(self, *, reason: CancelReason, grace: float) -> None:
         """Stop taking work, cancel reconciles in flight with `reason`, wait up to `grace`."""
         self.queue.shut_down()
+        self._free = 0
         for ctx in list(self._in_flight.values()):
             self._cancel(ctx, reason)
-        if not self._workers:
+        if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._workers, timeout=grace)
-        for worker in pending:
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            # Its key stays reserved in the old queue until it really ends.
             log.warning(
-                "controller %s: worker %s did not stop within %.1fs",
-                self.name,
-                worker.get_name(),
-                grace,
+                "controller %s: %s did not stop within %.1fs", self.name, task.get_name(), grace
             )
-            worker.cancel()
-        self._workers.clear()
 
-    async def _worker(self) -> None:
-        while True:
-            try:
-                ticket = await self.queue.get()
-            except QueueShutDown:
-                return
-            if self.queue.shutting_down:
-                # The queue still hands out keys that were waiting when it shut
-                # down; starting new reconciles now would only delay the exit.
-                self.queue.done(ticket.key)
-                return
-            try:
-                await self._reconcile(ticket)
-            finally:
-                self.queue.done(ticket.key)
+    def _dispatch(self) -> None:
+        """Start reconciles of waiting keys while fewer than the maximum run.
 
-    async def _reconcile(self, ticket: Ticket) -> None:
+        Called when a reconcile ends and, by the queue (`on_ready`), whenever a
+        key may be taken: a reconcile starts from the event that queued its
+        key, with no worker task to wake first (one turn of the loop saved).
+        """
+        queue = self.queue
+        while self._free > 0 and not queue.shutting_down:
+            ticket = queue.try_get()
+            if ticket is None:
+                return
+            self._free -= 1
+            self._start_reconcile(queue, ticket)
+
+    def _start_reconcile(self, queue: WorkQueue, ticket: Ticket) -> None:
         request = ticket.key
         assert isinstance(request, Request)
         ctx = ReconcileContext(
@@ -220,25 +226,41 @@ class RunningController:
         )
         ctx._attach(task)
         self._in_flight[request] = ctx
+        self._tasks.add(task)
         self._scopes.enter(ctx, self._cancel)
         ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
-        loop = asyncio.get_running_loop()
         # The deadline is a timer on the loop, not a wait_for around the task:
         # the reconcile keeps running in its own task so that a reconcile that
         # ignores cancellation can be seen (STUCK) rather than abandoned.
-        expiry = loop.call_at(ctx.deadline, self._cancel, ctx, CancelReason.DEADLINE_EXCEEDED)
+        expiry = asyncio.get_running_loop().call_at(
+            ctx.deadline, self._cancel, ctx, CancelReason.DEADLINE_EXCEEDED
+        )
+        task.add_done_callback(functools.partial(self._reconciled, queue, ctx, expiry))
+
+    def _reconciled(
+        self,
+        queue: WorkQueue,
+        ctx: ReconcileContext,
+        expiry: asyncio.TimerHandle,
+        task: "asyncio.Task[Result]",
+    ) -> None:
+        """The reconcile task ended: report, requeue, free its key and its place."""
+        expiry.cancel()
+        self._tasks.discard(task)
+        if self._in_flight.get(ctx.request) is ctx:
+            del self._in_flight[ctx.request]
+        self._scopes.leave(ctx)
         try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            # The worker itself is being cancelled from outside: pass it on.
-            self._cancel(ctx, CancelReason.PARENT_CANCELLED)
-            await asyncio.wait({task})
-            raise
-        finally:
-            expiry.cancel()
-            del self._in_flight[request]
-            self._scopes.leave(ctx)
             self._finish(ctx, task)
+        finally:
+            # A reconcile of an earlier term (stopped, then started again with
+            # a fresh queue) frees its key in its own queue, and no place.
+            current = queue is self.queue
+            if current:
+                self._free += 1
+            queue.done(ctx.request)
+            if current:
+                self._dispatch()
 
     def _cancel(self, ctx: ReconcileContext, reason: CancelReason) -> None:
         if not ctx.cancel(reason):
