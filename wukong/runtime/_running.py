@@ -22,6 +22,7 @@ would be worse than a late one.
 """
 
 import asyncio
+import contextvars
 import functools
 import logging
 from collections.abc import Callable
@@ -60,7 +61,8 @@ class RunningController:
         self._client = client
         self._observer = observer
         self._in_flight: dict[Request, ReconcileContext] = {}
-        self._tasks: set[asyncio.Task[Result]] = set()  # reconciles not yet ended
+        self._tasks: dict[ReconcileContext, asyncio.Task[None]] = {}  # not yet ended
+        self._base_context = contextvars.copy_context()  # set again by start()
         self._free = 0  # reconciles that may start now (none before start())
         self._primaries: Store | None = None  # the primary informer's cache, once bound
         self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
@@ -168,6 +170,7 @@ class RunningController:
             self.queue = self._new_queue(self._observer)
             for obj in self._primaries.list_objects():
                 self.queue.add(_request_of(obj))
+        self._base_context = contextvars.copy_context()
         self._free = self.max_concurrent_reconciles
         self._dispatch()
 
@@ -179,7 +182,7 @@ class RunningController:
             self._cancel(ctx, reason)
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace)
         for task in pending:
             # Its key stays reserved in the old queue until it really ends.
             log.warning(
@@ -204,7 +207,10 @@ class RunningController:
     def _start_reconcile(self, queue: WorkQueue, ticket: Ticket) -> None:
         request = ticket.key
         assert isinstance(request, Request)
-        ctx = ReconcileContext(
+        # Its contextvars start from the controller's, whatever ran this
+        # dispatch (often the end of another reconcile, in that one's context).
+        ctx = self._base_context.run(
+            ReconcileContext,
             controller=self.name,
             request=request,
             timeout=self.reconcile_timeout,
@@ -217,41 +223,70 @@ class RunningController:
         self._observer.reconcile(
             LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context)
         )
-        # Created after STARTED so observers can prepare its contextvars
-        # (e.g. the current span) for everything the reconcile awaits.
-        task = asyncio.create_task(
-            self.config.reconciler.reconcile(ctx, request),
-            name=f"reconcile {self.name} {request}",
-            context=ctx._task_context,
-        )
-        ctx._attach(task)
-        self._in_flight[request] = ctx
-        self._tasks.add(task)
-        self._scopes.enter(ctx, self._cancel)
-        ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
         # The deadline is a timer on the loop, not a wait_for around the task:
         # the reconcile keeps running in its own task so that a reconcile that
         # ignores cancellation can be seen (STUCK) rather than abandoned.
         expiry = asyncio.get_running_loop().call_at(
             ctx.deadline, self._cancel, ctx, CancelReason.DEADLINE_EXCEEDED
         )
-        task.add_done_callback(functools.partial(self._reconciled, queue, ctx, expiry))
+        # Created after STARTED so observers can prepare its contextvars
+        # (e.g. the current span) for everything the reconcile awaits.
+        task = asyncio.create_task(
+            self._run(queue, ctx, expiry),
+            name=f"reconcile {self.name} {request}",
+            context=ctx._task_context,
+        )
+        ctx._attach(task)
+        self._in_flight[request] = ctx
+        self._tasks[ctx] = task
+        self._scopes.enter(ctx, self._cancel)
+        ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
+        task.add_done_callback(functools.partial(self._ended, queue, ctx, expiry))
+
+    async def _run(
+        self, queue: WorkQueue, ctx: ReconcileContext, expiry: asyncio.TimerHandle
+    ) -> None:
+        """The reconcile task: the reconciler, then its end in the same turn of the loop.
+
+        Ending it here rather than in a done callback (one turn later) lets
+        the next key's reconcile start a turn sooner.
+        """
+        try:
+            result = await self.config.reconciler.reconcile(ctx, ctx.request)
+        except (Exception, asyncio.CancelledError) as error:
+            self._reconciled(queue, ctx, expiry, None, error)
+        else:
+            self._reconciled(queue, ctx, expiry, result, None)
+
+    def _ended(
+        self,
+        queue: WorkQueue,
+        ctx: ReconcileContext,
+        expiry: asyncio.TimerHandle,
+        task: "asyncio.Task[None]",
+    ) -> None:
+        """The task's done callback: ends a reconcile that `_run` could not end itself
+        (cancelled before its first step, or stopped by a BaseException)."""
+        if ctx in self._tasks:
+            error = asyncio.CancelledError() if task.cancelled() else task.exception()
+            self._reconciled(queue, ctx, expiry, None, error)
 
     def _reconciled(
         self,
         queue: WorkQueue,
         ctx: ReconcileContext,
         expiry: asyncio.TimerHandle,
-        task: "asyncio.Task[Result]",
+        result: object,
+        error: BaseException | None,
     ) -> None:
-        """The reconcile task ended: report, requeue, free its key and its place."""
+        """The reconcile ended: report, requeue, free its key and its place."""
         expiry.cancel()
-        self._tasks.discard(task)
+        del self._tasks[ctx]
         if self._in_flight.get(ctx.request) is ctx:
             del self._in_flight[ctx.request]
         self._scopes.leave(ctx)
         try:
-            self._finish(ctx, task)
+            self._finish(ctx, result, error)
         finally:
             # A reconcile of an earlier term (stopped, then started again with
             # a fresh queue) frees its key in its own queue, and no place.
@@ -284,8 +319,10 @@ class RunningController:
             LifecycleEvent(step=Step.STUCK, context=ctx, reason=ctx.cancel_reason)
         )
 
-    def _finish(self, ctx: ReconcileContext, task: "asyncio.Task[Result]") -> None:
-        outcome, result, error = _outcome_of(ctx, task)
+    def _finish(
+        self, ctx: ReconcileContext, returned: object, raised: BaseException | None
+    ) -> None:
+        outcome, result, error = _outcome_of(ctx, returned, raised)
         reason = ctx.cancel_reason if outcome is Outcome.CANCELLED else None
         duration = ctx.elapsed()
         if outcome is Outcome.CANCELLED:
@@ -348,26 +385,28 @@ class RunningController:
 
 
 def _outcome_of(
-    ctx: ReconcileContext, task: "asyncio.Task[Result]"
+    ctx: ReconcileContext, returned: object, raised: BaseException | None
 ) -> tuple[Outcome, Result | None, BaseException | None]:
-    """How the reconcile task ended; records the cancel reason on `ctx` if it was cancelled."""
-    error = asyncio.CancelledError() if task.cancelled() else task.exception()
+    """How the reconcile ended; records the cancel reason on `ctx` if it was cancelled."""
     reason = decide_cancel_reason(
-        error, recorded=ctx.cancel_reason, deadline_passed=ctx.remaining() <= 0
+        raised, recorded=ctx.cancel_reason, deadline_passed=ctx.remaining() <= 0
     )
     if reason is not None:
         ctx._record_reason(reason)
-        return Outcome.CANCELLED, None, None if task.cancelled() else error
-    if error is not None:
-        return Outcome.ERROR, None, error
-    result = task.result()
-    if not isinstance(result, Result):
-        return Outcome.ERROR, None, TypeError(f"reconcile returned {result!r}, not a Result")
-    if result.requeue_after > 0:
-        return Outcome.REQUEUE_AFTER, result, None
-    if result.requeue:
-        return Outcome.REQUEUE, result, None
-    return Outcome.SUCCESS, result, None
+        return (
+            Outcome.CANCELLED,
+            None,
+            None if isinstance(raised, asyncio.CancelledError) else raised,
+        )
+    if raised is not None:
+        return Outcome.ERROR, None, raised
+    if not isinstance(returned, Result):
+        return Outcome.ERROR, None, TypeError(f"reconcile returned {returned!r}, not a Result")
+    if returned.requeue_after > 0:
+        return Outcome.REQUEUE_AFTER, returned, None
+    if returned.requeue:
+        return Outcome.REQUEUE, returned, None
+    return Outcome.SUCCESS, returned, None
 
 
 def _namespace_of(key: object) -> str:
