@@ -14,9 +14,11 @@ and, for the two peers with RequeueAfter (kopf has none):
 
 3. requeue lateness: K objects each asking for RequeueAfter 1 s, under that
    load; lateness = interval between an object's reconciles - 1 s, and the
-   amplification = mean interval / 1 s - 1.
+   amplification = mean interval / 1 s - 1. `--requeue-rounds` repeats it,
+   alternating which peer goes first; medians, with the per-round spread.
 
     .venv/bin/python bench/compare_peers.py [--objects 1000] [--rounds 2] [--requeue-objects 200]
+        [--requeue-rounds 1]
 """
 
 import argparse
@@ -38,6 +40,7 @@ from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 BENCH = Path(__file__).resolve().parent
 PEERS = ("wukong", "kopf", "controller-runtime")
+REQUEUE_PEERS = ("wukong", "controller-runtime")  # kopf has no RequeueAfter
 WORKERS = 4
 PAYLOAD = "x" * 512  # each ConfigMap carries 512 bytes of data
 
@@ -152,11 +155,13 @@ async def measure_requeue(
     }
 
 
-async def run(kubeconfig: Path, *, objects: int, rounds: int, requeue_objects: int) -> None:
+async def run(
+    kubeconfig: Path, *, objects: int, rounds: int, requeue_objects: int, requeue_rounds: int
+) -> None:
     work = Path(tempfile.mkdtemp(prefix="wukong-peers-"))
     controller_runtime_binary()  # build before timing anything
     events: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
-    requeue: dict[str, dict[str, float]] = {}
+    requeue: defaultdict[str, list[dict[str, float]]] = defaultdict(list)
     async with await Client.from_kubeconfig(kubeconfig) as client:
         for round_index in range(rounds):
             order = PEERS if round_index % 2 == 0 else tuple(reversed(PEERS))
@@ -173,26 +178,40 @@ async def run(kubeconfig: Path, *, objects: int, rounds: int, requeue_objects: i
                         work=work,
                     )
                 )
-        for peer in ("wukong", "controller-runtime"):
-            print(f"requeue lateness: {peer}", file=sys.stderr)
-            requeue[peer] = await measure_requeue(
-                client,
-                peer,
-                kubeconfig=kubeconfig,
-                namespace=f"requeue-{peer}",
-                objects=requeue_objects,
-                work=work,
-            )
-    report(events, requeue, objects=objects, rounds=rounds, requeue_objects=requeue_objects)
+        for round_index in range(requeue_rounds):
+            order = REQUEUE_PEERS if round_index % 2 == 0 else tuple(reversed(REQUEUE_PEERS))
+            for peer in order:
+                print(
+                    f"requeue lateness {round_index + 1}/{requeue_rounds}: {peer}", file=sys.stderr
+                )
+                requeue[peer].append(
+                    await measure_requeue(
+                        client,
+                        peer,
+                        kubeconfig=kubeconfig,
+                        namespace=f"requeue-{peer}-{round_index}",
+                        objects=requeue_objects,
+                        work=work,
+                    )
+                )
+    report(
+        events,
+        requeue,
+        objects=objects,
+        rounds=rounds,
+        requeue_objects=requeue_objects,
+        requeue_rounds=requeue_rounds,
+    )
 
 
 def report(
     events: dict[str, list[dict[str, float]]],
-    requeue: dict[str, dict[str, float]],
+    requeue: dict[str, list[dict[str, float]]],
     *,
     objects: int,
     rounds: int,
     requeue_objects: int,
+    requeue_rounds: int,
 ) -> None:
     def median(peer: str, key: str) -> float:
         return statistics.median(sample[key] for sample in events[peer])
@@ -226,10 +245,15 @@ def report(
         ("RequeueAfter amplification (%)", "amplification_pct"),
         ("reconciles/s at 1 s requeue", "reconciles_per_s"),
     ]:
-        ours, theirs = requeue["wukong"][key], requeue["controller-runtime"][key]
+        ours = statistics.median(sample[key] for sample in requeue["wukong"])
+        theirs = statistics.median(sample[key] for sample in requeue["controller-runtime"])
         cells = [title, f"{ours:.2f}", "n/a (no RequeueAfter)", f"{theirs:.2f}"]
         rows.append(cells)
         print(f"  {title:<34} wukong {ours:.2f}   controller-runtime {theirs:.2f}")
+        if requeue_rounds > 1:
+            pairs = zip(requeue["wukong"], requeue["controller-runtime"], strict=True)
+            per_round = ", ".join(f"{w[key]:.2f}/{c[key]:.2f}" for w, c in pairs)
+            print(f"  {'':<34} per round (wukong/controller-runtime): {per_round}")
     write_fragment(
         "compare_peers",
         title=f"Against kopf and controller-runtime ({objects} ConfigMaps, {WORKERS} workers)",
@@ -240,7 +264,8 @@ def report(
             "on the same local API server; latency = reconcile start - create sent.",
             "kopf reacts with @kopf.on.event (no state written back, unbounded concurrency); "
             "it keeps no object cache and has no RequeueAfter.",
-            f"Requeue: {requeue_objects} objects each returning RequeueAfter 1 s for 12 s.",
+            f"Requeue: {requeue_objects} objects each returning RequeueAfter 1 s for 12 s"
+            + (f", medians of {requeue_rounds} rounds." if requeue_rounds > 1 else "."),
         ],
     )
 
@@ -252,6 +277,7 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--requeue-objects", type=int, default=200)
+    parser.add_argument("--requeue-rounds", type=int, default=1)
     args = parser.parse_args()
     with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
         asyncio.run(
@@ -260,6 +286,7 @@ def main() -> int:
                 objects=args.objects,
                 rounds=args.rounds,
                 requeue_objects=args.requeue_objects,
+                requeue_rounds=args.requeue_rounds,
             )
         )
     return 0

@@ -101,3 +101,61 @@ async def test_an_error_keeps_the_rate_limiters_backoff(client: Client) -> None:
     assert [e.outcome for e in recorder.finished()] == [Outcome.ERROR]
     requeued = recorder.steps(Step.REQUEUED)
     assert requeued[0].rate_limited and requeued[0].requeue_after == 100.0
+
+
+class TakesOneSecond:
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            self.running -= 1
+        return Result()
+
+
+async def test_at_most_max_concurrent_reconciles_run_and_each_key_is_reconciled(
+    client: Client,
+) -> None:
+    recorder = Recorder()
+    reconciler = TakesOneSecond()
+    controller = _running(reconciler, recorder, client, max_concurrent_reconciles=2)
+    for index in range(3):
+        controller.enqueue(Request("ns", f"before-{index}"))  # queued before start
+    controller.start()
+    for index in range(2):
+        controller.enqueue(Request("ns", f"after-{index}"))
+    await asyncio.sleep(2.5)
+    assert len(recorder.finished()) == 4  # two rounds of two, one still running
+    await asyncio.sleep(1.0)
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    assert reconciler.most == 2
+    assert [e.context.request.name for e in recorder.steps(Step.STARTED)] == [
+        "before-0",
+        "before-1",
+        "before-2",
+        "after-0",
+        "after-1",
+    ]
+    assert {e.outcome for e in recorder.finished()} == {Outcome.SUCCESS}
+
+
+async def test_stop_cancels_reconciles_in_flight_and_waits_for_them(client: Client) -> None:
+    recorder = Recorder()
+    controller = _running(Hangs(), recorder, client, max_concurrent_reconciles=2)
+    controller.start()
+    for name in ("a", "b", "c"):
+        controller.enqueue(Request("ns", name))
+    await asyncio.sleep(0.5)
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    # The two in flight unwound and were reported before stop returned; the
+    # third was never started.
+    assert [e.reason for e in recorder.finished()] == [CancelReason.SHUTDOWN] * 2
+    assert len(recorder.steps(Step.STARTED)) == 2
+    assert controller.active_workers == 0

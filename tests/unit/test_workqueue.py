@@ -112,6 +112,41 @@ async def test_done_without_readd_does_not_requeue() -> None:
     assert len(queue) == 0
 
 
+async def test_try_get_takes_only_what_can_be_taken_now() -> None:
+    queue = WorkQueue(name="q")
+    assert queue.try_get() is None
+    queue.add("a")
+    ticket = queue.try_get()
+    assert ticket is not None and ticket.key == "a"
+    queue.add("a")
+    assert queue.try_get() is None  # held: re-added, but not handed out twice
+    queue.done("a")
+    again = queue.try_get()
+    assert again is not None and again.key == "a"
+
+
+async def test_on_ready_lets_a_dispatcher_take_each_key_as_it_becomes_ready() -> None:
+    taken: list[Hashable] = []
+    queue: WorkQueue
+
+    def dispatch() -> None:
+        while (ticket := queue.try_get()) is not None:
+            taken.append(ticket.key)
+
+    queue = WorkQueue(name="q", on_ready=dispatch)
+    queue.add("a")
+    assert taken == ["a"]  # synchronously, from the add
+    queue.add("a")  # re-added while held: ready only once done
+    assert taken == ["a"]
+    queue.done("a")
+    assert taken == ["a", "a"]
+    queue.add_after("b", 1.0)
+    await advance(0.5)
+    assert taken == ["a", "a"]
+    await advance(0.5)
+    assert taken == ["a", "a", "b"]  # from the timer that made it due
+
+
 async def test_concurrent_workers_never_share_a_key() -> None:
     queue = WorkQueue(name="q")
     keys = ["a", "b", "c"]

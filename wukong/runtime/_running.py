@@ -1,9 +1,18 @@
-"""A controller's running state: its queue, its workers and the reconciles in flight.
+"""A controller's running state: its queue and the reconciles in flight.
 
 `Manager.add(controller)` creates one `RunningController` per `Controller`
 (the configuration), wired to the manager's shared informers, client and
-observers; the manager starts its workers once caches are synced and stops
-them on shutdown or leadership loss.
+observers; the manager starts it once caches are synced and stops it on
+shutdown or leadership loss.
+
+Up to `max_concurrent_reconciles` reconciles run at once (client-go's
+workers), each in its own task. There are no worker tasks waiting on the
+queue: a key is taken as soon as it can be (the queue calls `_dispatch` from
+the add that made it ready) and when a reconcile ends (its task's done
+callback reports it, requeues, and takes the next key). Every hand-off
+between tasks costs a turn of the event loop, which under load is a whole
+round of other callbacks: an event's reconcile starts one turn after the
+event, a busy controller's next reconcile one turn after the last one ended.
 
 Cancellation is a normal event: it is never logged at ERROR. A cancelled
 reconcile that does not unwind within `cancel_grace` (blocking code, or code
@@ -13,11 +22,13 @@ would be worse than a late one.
 """
 
 import asyncio
+import contextvars
+import functools
 import logging
 from collections.abc import Callable
 
 from wukong.runtime._scopes import NamespaceScopes
-from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
+from wukong.runtime._workqueue import Ticket, WorkQueue
 from wukong.runtime.cache import Store
 from wukong.runtime.cancellation import CancelReason, decide_cancel_reason
 from wukong.runtime.client import Client, Object
@@ -50,7 +61,9 @@ class RunningController:
         self._client = client
         self._observer = observer
         self._in_flight: dict[Request, ReconcileContext] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        self._tasks: dict[ReconcileContext, asyncio.Task[None]] = {}  # not yet ended
+        self._base_context = contextvars.copy_context()  # set again by start()
+        self._free = 0  # reconciles that may start now (none before start())
         self._primaries: Store | None = None  # the primary informer's cache, once bound
         self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
 
@@ -62,6 +75,7 @@ class RunningController:
             observer=observer,
             tenant_of=_namespace_of if options.fair_namespaces else None,
             max_per_tenant=options.max_concurrent_reconciles_per_namespace,
+            on_ready=self._dispatch,
         )
 
     # -- ControllerView -----------------------------------------------------------------
@@ -146,7 +160,7 @@ class RunningController:
     # -- running ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers (the manager does this once caches are synced).
+        """Start reconciling (the manager does this once caches are synced).
 
         After a `stop` (leadership lost, then won back) it starts over with a
         fresh queue holding every cached primary object, as a new leader would.
@@ -156,49 +170,47 @@ class RunningController:
             self.queue = self._new_queue(self._observer)
             for obj in self._primaries.list_objects():
                 self.queue.add(_request_of(obj))
-        for index in range(self.max_concurrent_reconciles):
-            self._workers.append(
-                asyncio.create_task(self._worker(), name=f"worker {self.name}/{index}")
-            )
+        self._base_context = contextvars.copy_context()
+        self._free = self.max_concurrent_reconciles
+        self._dispatch()
 
     async def stop(self, *, reason: CancelReason, grace: float) -> None:
         """Stop taking work, cancel reconciles in flight with `reason`, wait up to `grace`."""
         self.queue.shut_down()
+        self._free = 0
         for ctx in list(self._in_flight.values()):
             self._cancel(ctx, reason)
-        if not self._workers:
+        if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._workers, timeout=grace)
-        for worker in pending:
+        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace)
+        for task in pending:
+            # Its key stays reserved in the old queue until it really ends.
             log.warning(
-                "controller %s: worker %s did not stop within %.1fs",
-                self.name,
-                worker.get_name(),
-                grace,
+                "controller %s: %s did not stop within %.1fs", self.name, task.get_name(), grace
             )
-            worker.cancel()
-        self._workers.clear()
 
-    async def _worker(self) -> None:
-        while True:
-            try:
-                ticket = await self.queue.get()
-            except QueueShutDown:
-                return
-            if self.queue.shutting_down:
-                # The queue still hands out keys that were waiting when it shut
-                # down; starting new reconciles now would only delay the exit.
-                self.queue.done(ticket.key)
-                return
-            try:
-                await self._reconcile(ticket)
-            finally:
-                self.queue.done(ticket.key)
+    def _dispatch(self) -> None:
+        """Start reconciles of waiting keys while fewer than the maximum run.
 
-    async def _reconcile(self, ticket: Ticket) -> None:
+        Called when a reconcile ends and, by the queue (`on_ready`), whenever a
+        key may be taken: a reconcile starts from the event that queued its
+        key, with no worker task to wake first (one turn of the loop saved).
+        """
+        queue = self.queue
+        while self._free > 0 and not queue.shutting_down:
+            ticket = queue.try_get()
+            if ticket is None:
+                return
+            self._free -= 1
+            self._start_reconcile(queue, ticket)
+
+    def _start_reconcile(self, queue: WorkQueue, ticket: Ticket) -> None:
         request = ticket.key
         assert isinstance(request, Request)
-        ctx = ReconcileContext(
+        # Its contextvars start from the controller's, whatever ran this
+        # dispatch (often the end of another reconcile, in that one's context).
+        ctx = self._base_context.run(
+            ReconcileContext,
             controller=self.name,
             request=request,
             timeout=self.reconcile_timeout,
@@ -211,34 +223,79 @@ class RunningController:
         self._observer.reconcile(
             LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context)
         )
+        # The deadline is a timer on the loop, not a wait_for around the task:
+        # the reconcile keeps running in its own task so that a reconcile that
+        # ignores cancellation can be seen (STUCK) rather than abandoned.
+        expiry = asyncio.get_running_loop().call_at(
+            ctx.deadline, self._cancel, ctx, CancelReason.DEADLINE_EXCEEDED
+        )
         # Created after STARTED so observers can prepare its contextvars
         # (e.g. the current span) for everything the reconcile awaits.
         task = asyncio.create_task(
-            self.config.reconciler.reconcile(ctx, request),
+            self._run(queue, ctx, expiry),
             name=f"reconcile {self.name} {request}",
             context=ctx._task_context,
         )
         ctx._attach(task)
         self._in_flight[request] = ctx
+        self._tasks[ctx] = task
         self._scopes.enter(ctx, self._cancel)
         ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
-        loop = asyncio.get_running_loop()
-        # The deadline is a timer on the loop, not a wait_for around the task:
-        # the reconcile keeps running in its own task so that a reconcile that
-        # ignores cancellation can be seen (STUCK) rather than abandoned.
-        expiry = loop.call_at(ctx.deadline, self._cancel, ctx, CancelReason.DEADLINE_EXCEEDED)
+        task.add_done_callback(functools.partial(self._ended, queue, ctx, expiry))
+
+    async def _run(
+        self, queue: WorkQueue, ctx: ReconcileContext, expiry: asyncio.TimerHandle
+    ) -> None:
+        """The reconcile task: the reconciler, then its end in the same turn of the loop.
+
+        Ending it here rather than in a done callback (one turn later) lets
+        the next key's reconcile start a turn sooner.
+        """
         try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            # The worker itself is being cancelled from outside: pass it on.
-            self._cancel(ctx, CancelReason.PARENT_CANCELLED)
-            await asyncio.wait({task})
-            raise
+            result = await self.config.reconciler.reconcile(ctx, ctx.request)
+        except (Exception, asyncio.CancelledError) as error:
+            self._reconciled(queue, ctx, expiry, None, error)
+        else:
+            self._reconciled(queue, ctx, expiry, result, None)
+
+    def _ended(
+        self,
+        queue: WorkQueue,
+        ctx: ReconcileContext,
+        expiry: asyncio.TimerHandle,
+        task: "asyncio.Task[None]",
+    ) -> None:
+        """The task's done callback: ends a reconcile that `_run` could not end itself
+        (cancelled before its first step, or stopped by a BaseException)."""
+        if ctx in self._tasks:
+            error = asyncio.CancelledError() if task.cancelled() else task.exception()
+            self._reconciled(queue, ctx, expiry, None, error)
+
+    def _reconciled(
+        self,
+        queue: WorkQueue,
+        ctx: ReconcileContext,
+        expiry: asyncio.TimerHandle,
+        result: object,
+        error: BaseException | None,
+    ) -> None:
+        """The reconcile ended: report, requeue, free its key and its place."""
+        expiry.cancel()
+        del self._tasks[ctx]
+        if self._in_flight.get(ctx.request) is ctx:
+            del self._in_flight[ctx.request]
+        self._scopes.leave(ctx)
+        try:
+            self._finish(ctx, result, error)
         finally:
-            expiry.cancel()
-            del self._in_flight[request]
-            self._scopes.leave(ctx)
-            self._finish(ctx, task)
+            # A reconcile of an earlier term (stopped, then started again with
+            # a fresh queue) frees its key in its own queue, and no place.
+            current = queue is self.queue
+            if current:
+                self._free += 1
+            queue.done(ctx.request)
+            if current:
+                self._dispatch()
 
     def _cancel(self, ctx: ReconcileContext, reason: CancelReason) -> None:
         if not ctx.cancel(reason):
@@ -262,8 +319,10 @@ class RunningController:
             LifecycleEvent(step=Step.STUCK, context=ctx, reason=ctx.cancel_reason)
         )
 
-    def _finish(self, ctx: ReconcileContext, task: "asyncio.Task[Result]") -> None:
-        outcome, result, error = _outcome_of(ctx, task)
+    def _finish(
+        self, ctx: ReconcileContext, returned: object, raised: BaseException | None
+    ) -> None:
+        outcome, result, error = _outcome_of(ctx, returned, raised)
         reason = ctx.cancel_reason if outcome is Outcome.CANCELLED else None
         duration = ctx.elapsed()
         if outcome is Outcome.CANCELLED:
@@ -326,26 +385,28 @@ class RunningController:
 
 
 def _outcome_of(
-    ctx: ReconcileContext, task: "asyncio.Task[Result]"
+    ctx: ReconcileContext, returned: object, raised: BaseException | None
 ) -> tuple[Outcome, Result | None, BaseException | None]:
-    """How the reconcile task ended; records the cancel reason on `ctx` if it was cancelled."""
-    error = asyncio.CancelledError() if task.cancelled() else task.exception()
+    """How the reconcile ended; records the cancel reason on `ctx` if it was cancelled."""
     reason = decide_cancel_reason(
-        error, recorded=ctx.cancel_reason, deadline_passed=ctx.remaining() <= 0
+        raised, recorded=ctx.cancel_reason, deadline_passed=ctx.remaining() <= 0
     )
     if reason is not None:
         ctx._record_reason(reason)
-        return Outcome.CANCELLED, None, None if task.cancelled() else error
-    if error is not None:
-        return Outcome.ERROR, None, error
-    result = task.result()
-    if not isinstance(result, Result):
-        return Outcome.ERROR, None, TypeError(f"reconcile returned {result!r}, not a Result")
-    if result.requeue_after > 0:
-        return Outcome.REQUEUE_AFTER, result, None
-    if result.requeue:
-        return Outcome.REQUEUE, result, None
-    return Outcome.SUCCESS, result, None
+        return (
+            Outcome.CANCELLED,
+            None,
+            None if isinstance(raised, asyncio.CancelledError) else raised,
+        )
+    if raised is not None:
+        return Outcome.ERROR, None, raised
+    if not isinstance(returned, Result):
+        return Outcome.ERROR, None, TypeError(f"reconcile returned {returned!r}, not a Result")
+    if returned.requeue_after > 0:
+        return Outcome.REQUEUE_AFTER, returned, None
+    if returned.requeue:
+        return Outcome.REQUEUE, returned, None
+    return Outcome.SUCCESS, returned, None
 
 
 def _namespace_of(key: object) -> str:

@@ -25,6 +25,11 @@ A controller's watches add keys; its workers `get` a key, reconcile it and call
   add, and dedup, exclusivity, delays and rate limits are unchanged: a delayed
   or rate-limited key enters its lane when it comes due. Without `tenant_of`
   there is one lane: plain FIFO, as in client-go.
+- Taking without waiting. `get` waits for a key; `try_get` takes one only if
+  it can right now. With `on_ready`, the queue calls it (synchronously, from
+  the add or `done` that made a key available) so that a dispatcher can
+  `try_get` at once: the key's reconcile starts without first waking a worker
+  task, one turn of the event loop sooner.
 - Shutdown. `shut_down` wakes every waiting `get` with `QueueShutDown`, cancels
   the timers of delayed keys and ignores later adds. Keys already queued are
   still handed out; `get` raises once the queue is empty (client-go's Get
@@ -54,7 +59,6 @@ all calls come from one event loop, which must be running.
 """
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -111,6 +115,7 @@ class WorkQueue:
         observer: RuntimeObserver = NO_OBSERVER,
         tenant_of: Callable[[Hashable], Hashable] | None = None,
         max_per_tenant: int | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         if max_per_tenant is not None and max_per_tenant < 1:
             raise ValueError("max_per_tenant must be at least 1")
@@ -138,6 +143,7 @@ class WorkQueue:
         self._processing: dict[Hashable, float] = {}
         self._scheduled: dict[Hashable, _Scheduled] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._on_ready = on_ready
         self._shutting_down = False
 
     # -- adding --------------------------------------------------------------------
@@ -244,9 +250,21 @@ class WorkQueue:
 
     # -- taking --------------------------------------------------------------------
 
+    def try_get(self) -> Ticket | None:
+        """Take a key and mark it processing, without waiting; None if none can be taken now."""
+        key = self._take()
+        if key is None:
+            return None
+        entry = self._dirty.pop(key)
+        now = _now()
+        self._processing[key] = now
+        waited = now - entry.added_at
+        self._observer.queue_got(self.name, waited)
+        return Ticket(key=key, added_at=entry.added_at, due_at=entry.due_at, link=entry.link)
+
     async def get(self) -> Ticket:
         """Wait for a key and mark it processing. `QueueShutDown` once shut down and empty."""
-        while (key := self._take()) is None:
+        while (ticket := self.try_get()) is None:
             if self._shutting_down:
                 raise QueueShutDown(self.name)
             waiter = asyncio.get_running_loop().create_future()
@@ -260,16 +278,13 @@ class WorkQueue:
                     self._wake_one()
                 raise
             finally:
-                with contextlib.suppress(ValueError):
+                # A wake-up already took it off the list (and deque.remove of a
+                # missing item would format the future's repr for its error).
+                if waiter in self._waiters:
                     self._waiters.remove(waiter)
             # Woken, but a getter that did not have to wait may have taken the
             # key first (or its tenant is saturated): look again.
-        entry = self._dirty.pop(key)
-        now = _now()
-        self._processing[key] = now
-        waited = now - entry.added_at
-        self._observer.queue_got(self.name, waited)
-        return Ticket(key=key, added_at=entry.added_at, due_at=entry.due_at, link=entry.link)
+        return ticket
 
     def done(self, key: Hashable) -> None:
         """End processing of `key`; queue it again if it was added meanwhile."""
@@ -292,6 +307,8 @@ class WorkQueue:
             self._enqueue(key)
 
     def _wake_one(self) -> None:
+        if self._on_ready is not None:
+            self._on_ready()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

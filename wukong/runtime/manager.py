@@ -6,7 +6,9 @@ Lifecycle of `run()`:
    webhooks added with `add_webhook` (if `webhook_bind` is set; see
    `webhook`); start the watchdog that reports blocking code (see `_loopwatch`).
 2. Start one shared informer per watched resource and wait until all have
-   listed once (`/readyz` turns ok).
+   listed once (`/readyz` turns ok). The first manager of the process then
+   freezes the start-up heap out of the garbage collector's full collections
+   (`_heap`; `freeze_startup_heap=False` leaves the collector alone).
 3. With leader election: wait to acquire the Lease. Only the leader reconciles
    (informers run either way, so a new leader starts with a warm cache).
 4. Start every controller's workers; run until `stop()` (SIGTERM/SIGINT when
@@ -56,6 +58,7 @@ from aiohttp import web
 
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._fence import WriteFence
+from wukong.runtime._heap import STARTUP
 from wukong.runtime._loopwatch import LoopBlockDetector
 from wukong.runtime._running import RunningController
 from wukong.runtime._scopes import NamespaceScopes
@@ -101,6 +104,7 @@ class Manager:
         sync_period: float | None = DEFAULT_SYNC_PERIOD,
         webhook_bind: str | None = None,
         webhook_tls: ssl.SSLContext | None = None,
+        freeze_startup_heap: bool = True,
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
@@ -125,6 +129,7 @@ class Manager:
         )
         self.reconcile_timeout = reconcile_timeout
         self.sync_period = sync_period
+        self.freeze_startup_heap = freeze_startup_heap
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[RunningController] = []
         self._scopes = NamespaceScopes()
@@ -279,6 +284,8 @@ class Manager:
         try:
             if not await self._until_stopped(self._wait_synced(informer_tasks)):
                 return reason
+            if self.freeze_startup_heap:
+                STARTUP.freeze_once()
             while True:
                 reason = await self._lead()
                 if reason is not CancelReason.LEADER_LOST or self.on_lease_loss == "exit":
