@@ -10,6 +10,7 @@ trace and span of the reconcile it reports, as the operator exported them.
 """
 
 import asyncio
+import gc
 import re
 import subprocess
 import urllib.request
@@ -29,7 +30,6 @@ from wukong.ebpf.discovery import PYTHON, Discovery, Target
 from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
-from wukong.runtime.probes import audit_semaphore
 
 _SAMPLE = re.compile(r"^wukong_reconcile_cancellations_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 
@@ -97,15 +97,23 @@ def test_a_probe_that_fails_to_load_puts_the_semaphore_back(
     """The USDT probe is enabled before the BPF program loads: when the load fails (as
     it does without CAP_BPF), the semaphore goes back at once, so an agent exiting on
     that error leaves the operator not paying for audit events nobody reads."""
-    process = subprocess.Popen(["/usr/bin/python3", "-c", "import time; time.sleep(120)"])
+    process = subprocess.Popen(
+        ["/usr/bin/python3", "-c", "import time; print('up', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        wait(lambda: audit_semaphore(process.pid) is not None, "the interpreter to map")
+        # Running its own code: before its exec, the child is still this interpreter.
+        assert process.stdout is not None and process.stdout.readline() == "up\n"
         monkeypatch.setattr(python_probe, "SOURCE", "int on_audit(struct pt_regs *ctx) {")
         target = Target(process.pid, "python3", PYTHON, None)
         with pytest.raises(StageFailed) as failed:
             PythonProbe(target, on_cancel=lambda _: None, on_lost=lambda _: None)
         assert failed.value.stage == "load"
         # The exception (and with it the probe) is still alive here: nothing waits for GC.
+        assert usdt_semaphore(process.pid) == 0
+        del failed
+        gc.collect()  # the USDT object's destructor: closing the context twice is harmless
         assert usdt_semaphore(process.pid) == 0
     finally:
         process.kill()
