@@ -38,7 +38,6 @@ from wukong.runtime.resources import NAMESPACES
 
 BENCH = Path(__file__).resolve().parent
 PEERS = ("wukong", "controller-runtime", "kopf")
-WORKERS = 4
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -47,7 +46,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
 
 
-def make_peer(name: str, *, kubeconfig: Path, namespace: str, tag: str, work: Path) -> PeerProcess:
+def make_peer(
+    name: str, *, kubeconfig: Path, namespace: str, tag: str, work: Path, workers: int
+) -> PeerProcess:
     log_file = work / f"{tag}.log"
     if name == "wukong":
         argv = [
@@ -55,7 +56,7 @@ def make_peer(name: str, *, kubeconfig: Path, namespace: str, tag: str, work: Pa
             str(BENCH / "peers/wukong_peer.py"),
             f"--kubeconfig={kubeconfig}",
             f"--namespace={namespace}",
-            f"--workers={WORKERS}",
+            f"--workers={workers}",
             "--status-patch",
             f"--tag={tag}",
         ]
@@ -76,7 +77,7 @@ def make_peer(name: str, *, kubeconfig: Path, namespace: str, tag: str, work: Pa
         str(controller_runtime_binary()),
         f"--kubeconfig={kubeconfig}",
         f"--namespace={namespace}",
-        f"--workers={WORKERS}",
+        f"--workers={workers}",
         "--status-patch",
         f"--tag={tag}",
     ]
@@ -109,10 +110,19 @@ class StatusWatch:
 
 
 async def measure(
-    peer_name: str, *, kubeconfig: Path, namespace: str, count: int, watch: StatusWatch, tag: str
+    peer_name: str,
+    *,
+    kubeconfig: Path,
+    namespace: str,
+    count: int,
+    watch: StatusWatch,
+    tag: str,
+    workers: int,
 ) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="wukong-capacity-"))
-    peer = make_peer(peer_name, kubeconfig=kubeconfig, namespace=namespace, tag=tag, work=work)
+    peer = make_peer(
+        peer_name, kubeconfig=kubeconfig, namespace=namespace, tag=tag, work=work, workers=workers
+    )
     watch.expect(tag, count)
     started = time.monotonic()
     await peer.start(timeout=600.0, settle=0.0)
@@ -131,7 +141,7 @@ async def measure(
     }
 
 
-async def run(kubeconfig: Path, sizes: list[int], rounds: int) -> list[list[str]]:
+async def run(kubeconfig: Path, sizes: list[int], rounds: int, workers: int) -> list[list[str]]:
     rows = []
     async with await Client.from_kubeconfig(kubeconfig) as client:
         await install(client)
@@ -156,6 +166,7 @@ async def run(kubeconfig: Path, sizes: list[int], rounds: int) -> list[list[str]
                             count=count,
                             watch=watch,
                             tag=tag,
+                            workers=workers,
                         )
                         print(f"  {tag}: {result}", file=sys.stderr)
                         results[peer].append(result)
@@ -191,18 +202,24 @@ def main() -> int:
     )
     parser.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="concurrent reconciles of wukong and controller-runtime",
+    )
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="wukong-bench-capacity-"))
     with ephemeral_control_plane(
         progress=lambda line: print(line, file=sys.stderr), state_dir=state
     ) as plane:
-        rows = asyncio.run(run(plane.kubeconfig, args.objects, args.rounds))
+        rows = asyncio.run(run(plane.kubeconfig, args.objects, args.rounds, args.workers))
     header = ["measure", "wukong", "controller-runtime (wukong/peer)", "kopf (wukong/peer)"]
     print_table(header, rows)
     write_fragment(
         "reconcile_capacity",
         title=f"Reconcile capacity: objects that already exist, status patch each "
-        f"({WORKERS} workers, medians of {args.rounds} rounds)",
+        f"({args.workers} workers, medians of {args.rounds} rounds)",
         header=header,
         rows=rows,
         notes=[
