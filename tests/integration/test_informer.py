@@ -1,17 +1,42 @@
 """The informer keeps its cache right across API server restarts and 410 Gone."""
 
 import asyncio
+from typing import Any
 
 from tests.integration.helpers import Recorder, eventually
 from wukong.devcluster import ControlPlane
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime.client import Client, Object
 from wukong.runtime.informer import EventHandler, Informer
-from wukong.runtime.resources import CONFIGMAPS
+from wukong.runtime.resources import CONFIGMAPS, EVENTS, Resource
 
 
 def _configmap(namespace: str, name: str, value: str) -> Object:
     return {"metadata": {"name": name, "namespace": namespace}, "data": {"v": value}}
+
+
+def _event(namespace: str, name: str, message: str) -> Object:
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {"kind": "ConfigMap", "name": "cm", "namespace": namespace},
+        "reason": "Test",
+        "message": message,
+    }
+
+
+def _observed_informer(
+    client: Client, resource: Resource, namespace: str, **options: Any
+) -> tuple[Informer, Recorder]:
+    """An informer whose API calls, relists and watch restarts a recorder keeps."""
+    recorder = Recorder()
+    informer = Informer(
+        client=client.observed_by(ObserverFanout([recorder])),
+        resource=resource,
+        namespace=namespace,
+        observer=recorder,
+        **options,
+    )
+    return informer, recorder
 
 
 async def _value(informer: Informer, namespace: str, name: str) -> str | None:
@@ -95,6 +120,9 @@ async def test_watch_survives_apiserver_restart_and_gone(
         assert len(recorder.relists) == informer.relists
         assert await _value(informer, namespace, "cm") == "3"
         assert informer.store.get(f"{namespace}/doomed") is None
+        # This cluster refuses ConfigMaps a streaming list (see the WatchList tests): all paged.
+        assert informer.watch_list_syncs == 0
+        assert informer.paged_list_syncs == informer.relists + 1
     finally:
         task.cancel()
 
@@ -102,13 +130,7 @@ async def test_watch_survives_apiserver_restart_and_gone(
 async def test_the_initial_list_comes_in_pages(client: Client, namespace: str) -> None:
     for name in ("a", "b", "c", "d", "e"):
         await client.create(CONFIGMAPS, _configmap(namespace, name, "1"), namespace=namespace)
-    recorder = Recorder()
-    informer = Informer(
-        client=client.observed_by(ObserverFanout([recorder])),
-        resource=CONFIGMAPS,
-        namespace=namespace,
-        page_size=2,
-    )
+    informer, recorder = _observed_informer(client, CONFIGMAPS, namespace, page_size=2)
     task = asyncio.create_task(informer.run())
     try:
         await asyncio.wait_for(informer.synced.wait(), 10)
@@ -118,3 +140,104 @@ async def test_the_initial_list_comes_in_pages(client: Client, namespace: str) -
     assert sorted(key.split("/")[1] for key in informer.store.keys()) == ["a", "b", "c", "d", "e"]
     lists = [call for call in recorder.calls if call.verb == "list"]
     assert len(lists) == 3  # 2 + 2 + 1
+
+
+# Which resources this cluster serves as a streaming list: its etcd (3.5.1)
+# predates RequestWatchProgress (3.5.13), so the API server's watch cache refuses
+# `sendInitialEvents` (500 "...required storage feature RequestWatchProgress is
+# disabled") for cached resources such as ConfigMaps; Events have no watch
+# cache and are streamed from etcd directly, which needs no such feature.
+
+
+async def test_sync_through_a_streaming_list_then_changes_on_the_same_watch(
+    control_plane: ControlPlane, client: Client, namespace: str
+) -> None:
+    for name in ("a", "b", "doomed"):
+        await client.create(EVENTS, _event(namespace, name, "1"), namespace=namespace)
+    informer, recorder = _observed_informer(client, EVENTS, namespace)
+    seen: list[str] = []
+    informer.add_handler(
+        EventHandler(
+            on_add=lambda obj: seen.append(f"added {obj['metadata']['name']}"),
+            on_update=lambda old, new: seen.append(f"{new['metadata']['name']} {new['message']}"),
+            on_delete=lambda obj: seen.append(f"deleted {obj['metadata']['name']}"),
+        )
+    )
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        assert (informer.watch_list_syncs, informer.paged_list_syncs) == (1, 0)
+        assert sorted(informer.store.keys()) == [f"{namespace}/{n}" for n in ("a", "b", "doomed")]
+
+        await client.create(EVENTS, _event(namespace, "c", "1"), namespace=namespace)
+        await client.patch(EVENTS, "a", {"message": "2"}, namespace=namespace)
+        await eventually(lambda: "a 2" in seen, what="the change made after the sync")
+        assert "added c" in seen
+        # Both arrived on the stream that did the sync: no LIST, no second watch.
+        assert [call.verb for call in recorder.calls] == ["watch"]
+        assert recorder.watch_restarts == [] and informer.watch_restarts == 0
+
+        # A gap: while the informer is away, an update and a delete happen and
+        # etcd is compacted, so resuming gets 410 Gone. The relist is streamed
+        # too, and what it did not deliver is deleted from the cache.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.patch(EVENTS, "b", {"message": "3"}, namespace=namespace)
+        await client.delete(EVENTS, "doomed", namespace=namespace)
+        control_plane.compact_etcd()
+        task = asyncio.create_task(informer.run())
+        await eventually(
+            lambda: "b 3" in seen and "deleted doomed" in seen,
+            what="the update and delete made while the informer was away",
+        )
+        assert (informer.watch_list_syncs, informer.paged_list_syncs) == (2, 0)
+        assert informer.relists == 1 and recorder.relists == [("events", "gone")]
+        assert ("events", "gone") in recorder.watch_restarts
+        assert sorted(informer.store.keys()) == [f"{namespace}/{n}" for n in ("a", "b", "c")]
+        assert "list" not in [call.verb for call in recorder.calls]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_refused_streaming_list_falls_back_to_the_paged_list_for_good(
+    control_plane: ControlPlane, client: Client, namespace: str
+) -> None:
+    await client.create(CONFIGMAPS, _configmap(namespace, "cm", "1"), namespace=namespace)
+    informer, recorder = _observed_informer(client, CONFIGMAPS, namespace)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        assert (informer.watch_list_syncs, informer.paged_list_syncs) == (0, 1)
+        assert not informer.watch_list
+        await eventually(
+            lambda: [call.verb for call in recorder.calls] == ["watch", "list", "watch"],
+            what="the refused streaming list, a list, a watch from its resourceVersion",
+        )
+        assert list(informer.store.keys()) == [f"{namespace}/cm"]
+        await client.patch(CONFIGMAPS, "cm", {"data": {"v": "2"}}, namespace=namespace)
+
+        async def updated() -> bool:
+            return await _value(informer, namespace, "cm") == "2"
+
+        await eventually(updated, what="the change after the paged list")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_streaming_list_can_be_turned_off(client: Client, namespace: str) -> None:
+    await client.create(EVENTS, _event(namespace, "a", "1"), namespace=namespace)
+    informer, recorder = _observed_informer(client, EVENTS, namespace, watch_list=False)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        await eventually(
+            lambda: [call.verb for call in recorder.calls] == ["list", "watch"],
+            what="a list, then a watch from its resourceVersion",
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert (informer.watch_list_syncs, informer.paged_list_syncs) == (0, 1)
+    assert list(informer.store.keys()) == [f"{namespace}/a"]

@@ -393,16 +393,28 @@ class Client:
         inactivity_timeout: float | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        send_initial_events: bool = False,
     ) -> AsyncIterator[WatchEvent]:
         """Stream events until the server ends the watch after `timeout_seconds`.
 
         `inactivity_timeout` bounds the silence between two events (bookmarks
         included), so a dead connection raises `ApiTimeout` instead of hanging.
         Raises `Gone` when `resource_version` is too old: the caller must list again.
+
+        `send_initial_events` asks for a streaming list (WatchList): the current
+        state as ADDED events, then a BOOKMARK annotated
+        `k8s.io/initial-events-end`, then changes. Without `resource_version`
+        the state is a consistent read, as a list without one would be.
         """
         query = _selectors(label_selector, field_selector)
         query += [("watch", "true"), ("allowWatchBookmarks", "true")]
-        if resource_version:
+        if send_initial_events:
+            query += [
+                ("sendInitialEvents", "true"),
+                ("resourceVersionMatch", "NotOlderThan"),
+                ("resourceVersion", resource_version or ""),
+            ]
+        elif resource_version:
             query.append(("resourceVersion", resource_version))
         path = resource.path(namespace=namespace)
         budget = self._budget(timeout_seconds + _WATCH_SLACK_SECONDS)

@@ -2,8 +2,15 @@
 
 Lifecycle of `run()`:
 
-1. LIST, in pages of 500: fill the cache; remember the list's
-   resourceVersion. `synced` is set after the first list.
+1. SYNC, first by a streaming list (WatchList, KEP-3157, as client-go's
+   reflector does): a watch with `sendInitialEvents=true` delivers the current
+   state as ADDED events, then a BOOKMARK annotated `k8s.io/initial-events-end`
+   carrying the list's resourceVersion; the cache is then synced and the same
+   watch goes on with changes. Objects are cached one event at a time, so the
+   list is never held twice. An API server that refuses it (an error before
+   that bookmark, or a stream that ends without it) is not asked again: the
+   informer LISTs in pages of 500 instead and remembers the list's
+   resourceVersion. `synced` is set after the first sync, either way.
 2. WATCH from the last seen resourceVersion, with bookmarks (which only move
    the resourceVersion forward). A watch ends normally after its server-side
    timeout and is simply restarted from where it was.
@@ -12,9 +19,10 @@ Lifecycle of `run()`:
    and the watch is restarted.
 4. Connection errors (an API server restart) are retried with exponential
    backoff from the same resourceVersion, so nothing is missed.
-5. 410 Gone (the resourceVersion was compacted away) forces a full relist; the
-   new list is diffed against the cache and handlers see the adds, updates and
-   deletes that happened meanwhile — no update is lost, only coalesced.
+5. 410 Gone (the resourceVersion was compacted away) forces a full relist
+   (a streaming one when the server offers it); the new list is diffed
+   against the cache and handlers see the adds, updates and deletes that
+   happened meanwhile — no update is lost, only coalesced.
 6. With a `resync_period`, every cached object is handed to the update
    handlers again (old == new) that often, with ±10% jitter, as client-go's
    resync and controller-runtime's SyncPeriod do: a safety net for what no
@@ -29,12 +37,13 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import aiohttp
 
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime.cache import Store, object_key, strip
-from wukong.runtime.client import Client, Object
+from wukong.runtime.client import Client, Object, WatchEvent
 from wukong.runtime.errors import ApiError, ApiTimeout, Gone
 from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import Resource
@@ -45,6 +54,12 @@ log = logging.getLogger(__name__)
 _PAGE_SIZE = 500
 _BACKOFF_INITIAL = 0.2
 _BACKOFF_MAX = 30.0
+# The annotation on the BOOKMARK that ends a streaming list's initial events.
+_INITIAL_EVENTS_END: Final = "k8s.io/initial-events-end"
+
+
+class _WatchListRefused(Exception):
+    """The API server did not serve a streaming list; the paged list must do."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +85,7 @@ class Informer:
         inactivity_timeout: float = 90.0,
         resync_period: float | None = None,
         page_size: int = _PAGE_SIZE,
+        watch_list: bool = True,
         observer: RuntimeObserver = NO_OBSERVER,
     ) -> None:
         self.resource = resource
@@ -79,6 +95,12 @@ class Informer:
         # Counters tests and operators can read: how often we had to start over.
         self.relists = 0
         self.watch_restarts = 0
+        # How each sync (the first and every relist) was done: by a streaming
+        # list (WatchList) or by a paged LIST.
+        self.watch_list_syncs = 0
+        self.paged_list_syncs = 0
+        # Cleared for good when the server refuses a streaming list, or by the caller.
+        self.watch_list = watch_list
         self._client = client
         self._label_selector = label_selector
         self._watch_timeout = watch_timeout_seconds
@@ -127,9 +149,10 @@ class Informer:
         backoff = _BACKOFF_INITIAL
         while True:
             try:
-                if self._resource_version is None:
-                    await self._relist()
-                await self._watch_once()
+                if self._resource_version is not None:
+                    await self._watch_once()
+                else:
+                    await self._sync_and_watch()
                 backoff = _BACKOFF_INITIAL
                 cause = "expired"  # the server ended it after its timeout: normal
             except Gone:
@@ -165,13 +188,66 @@ class Informer:
         scope = f" in {self.namespace}" if self.namespace else ""
         return f"informer {self.resource.plural}{scope}"
 
-    async def _relist(self) -> None:
-        """List in pages (as client-go's pager does), so that only one page of the
-        list is ever held next to the cache it fills; then drop what is gone."""
+    async def _sync_and_watch(self) -> None:
         if self.synced.is_set():
             # Only a 410 Gone makes an informer list again after its first list.
             self.relists += 1
             self._observer.relisted(self.resource.plural, "gone")
+        if self.watch_list:
+            try:
+                await self._watch_list()
+                return
+            except _WatchListRefused as exc:
+                self.watch_list = False
+                log.debug("%s: no streaming list (%s); listing in pages", self._what, exc)
+        await self._relist()
+        await self._watch_once()
+
+    async def _watch_list(self) -> None:
+        """Sync through a streaming list, then go on watching on the same stream."""
+        log.debug("%s: syncing through a streaming list (WatchList)", self._what)
+        listed: set[str] | None = set()  # None once the initial events have ended
+        timeout = int(self._watch_timeout * random.uniform(1.0, 2.0))
+        events = self._client.watch(
+            self.resource,
+            namespace=self.namespace,
+            timeout_seconds=timeout,
+            inactivity_timeout=self._inactivity_timeout,
+            label_selector=self._label_selector,
+            send_initial_events=True,
+        )
+        try:
+            async for event in events:
+                if listed is None:
+                    self._apply_event(event)
+                elif event.type == "BOOKMARK":
+                    annotations = event.object["metadata"].get("annotations") or {}
+                    if annotations.get(_INITIAL_EVENTS_END) == "true":
+                        self._drop_unlisted(listed)
+                        listed = None
+                        self._resource_version = event.object["metadata"]["resourceVersion"]
+                        self.watch_list_syncs += 1
+                        self.synced.set()
+                else:
+                    # Before the end bookmark the resourceVersion is not one to
+                    # resume from: a broken stream starts the sync over.
+                    key = object_key(event.object)
+                    if event.type == "DELETED":
+                        listed.discard(key)
+                    else:
+                        listed.add(key)
+                    self._apply_event(event, track_version=False)
+        except ApiError as exc:
+            if listed is None or exc.status == 429:
+                raise  # a failure of the watch itself, not a refusal
+            raise _WatchListRefused(f"the API server answered {exc}") from exc
+        if listed is not None:
+            raise _WatchListRefused("the stream ended before its initial-events-end bookmark")
+
+    async def _relist(self) -> None:
+        """List in pages (as client-go's pager does), so that only one page of the
+        list is ever held next to the cache it fills; then drop what is gone."""
+        log.debug("%s: syncing through a paged list", self._what)
         listed: set[str] = set()
         continue_token = None
         while True:
@@ -189,14 +265,19 @@ class Informer:
             continue_token = page["metadata"].get("continue")
             if not continue_token:
                 break
+        self._drop_unlisted(listed)
+        # The last page's resourceVersion is the list's: watch from there.
+        self._resource_version = page["metadata"]["resourceVersion"]
+        self.paged_list_syncs += 1
+        self.synced.set()
+
+    def _drop_unlisted(self, listed: set[str]) -> None:
+        """Replace semantics of a (re)list: what is cached but was not listed is gone."""
         for key in self.store.keys():
             if key not in listed:
                 old = self.store.remove(key)
                 if old is not None:
                     self._dispatch_delete(old)
-        # The last page's resourceVersion is the list's: watch from there.
-        self._resource_version = page["metadata"]["resourceVersion"]
-        self.synced.set()
 
     async def _watch_once(self) -> None:
         # Jitter spreads the re-watches of many informers, as client-go does.
@@ -209,12 +290,16 @@ class Informer:
             inactivity_timeout=self._inactivity_timeout,
             label_selector=self._label_selector,
         ):
-            obj = event.object
-            if event.type == "DELETED":
-                self.store.remove(object_key(obj))
-                self._dispatch_delete(strip(obj))
-            elif event.type in ("ADDED", "MODIFIED"):
-                self._apply_upsert(obj)
+            self._apply_event(event)
+
+    def _apply_event(self, event: WatchEvent, *, track_version: bool = True) -> None:
+        obj = event.object
+        if event.type == "DELETED":
+            self.store.remove(object_key(obj))
+            self._dispatch_delete(strip(obj))
+        elif event.type in ("ADDED", "MODIFIED"):
+            self._apply_upsert(obj)
+        if track_version:
             # BOOKMARK carries only a resourceVersion; every event advances it.
             self._resource_version = obj["metadata"]["resourceVersion"]
 

@@ -105,6 +105,7 @@ class Manager:
         webhook_bind: str | None = None,
         webhook_tls: ssl.SSLContext | None = None,
         freeze_startup_heap: bool = True,
+        watch_list: bool = True,
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
@@ -130,6 +131,8 @@ class Manager:
         self.reconcile_timeout = reconcile_timeout
         self.sync_period = sync_period
         self.freeze_startup_heap = freeze_startup_heap
+        # False: informers sync by paged LISTs only, never a streaming list.
+        self.watch_list = watch_list
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[RunningController] = []
         self._scopes = NamespaceScopes()
@@ -160,6 +163,7 @@ class Manager:
                 resource=resource,
                 namespace=namespace,
                 resync_period=self.sync_period,
+                watch_list=self.watch_list,
                 observer=self._observer,
             )
             self._informers[resource] = informer
