@@ -10,6 +10,11 @@ and watches them (its reconcile does nothing), and the harness reads from
 - peak RSS (VmHWM), which includes the initial list: a client that holds the
   whole list response next to the cache it builds from it peaks at twice.
 
+Each peer syncs both ways a client can: a streaming initial list (WatchList,
+`sendInitialEvents`; client-go's WatchListClient gate turned on) and the list a
+client makes without it (Wukong: pages of 500; client-go: one list served from
+the watch cache).
+
     .venv/bin/python bench/cache_scale.py [--objects 10000 100000] [--rounds 1]
 """
 
@@ -32,6 +37,8 @@ from wukong.runtime.resources import NAMESPACES
 
 BENCH = Path(__file__).resolve().parent
 PEERS = ("wukong", "controller-runtime")
+# How a peer makes its initial list: streamed (WatchList) or listed.
+INITIAL_LISTS = ("streamed", "listed")
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -39,8 +46,11 @@ def _status_kib(pid: int, field: str) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith(field)))
 
 
-def make_peer(name: str, *, kubeconfig: Path, namespace: str, work: Path) -> PeerProcess:
-    log_file = work / f"{name}-{namespace}.log"
+def make_peer(
+    name: str, *, kubeconfig: Path, namespace: str, work: Path, initial_list: str
+) -> PeerProcess:
+    log_file = work / f"{name}-{namespace}-{initial_list}.log"
+    streamed = initial_list == "streamed"
     if name == "wukong":
         argv = [
             sys.executable,
@@ -48,20 +58,27 @@ def make_peer(name: str, *, kubeconfig: Path, namespace: str, work: Path) -> Pee
             f"--kubeconfig={kubeconfig}",
             f"--namespace={namespace}",
             "--bench-objects",
+            *([] if streamed else ["--no-watch-list"]),
         ]
-    else:
-        argv = [
-            str(controller_runtime_binary()),
-            f"--kubeconfig={kubeconfig}",
-            f"--namespace={namespace}",
-            "--bench-objects",
-        ]
-    return PeerProcess(name, argv, log_file)
+        return PeerProcess(name, argv, log_file)
+    argv = [
+        str(controller_runtime_binary()),
+        f"--kubeconfig={kubeconfig}",
+        f"--namespace={namespace}",
+        "--bench-objects",
+    ]
+    # client-go reads its feature gates from the environment (off by default in 0.34).
+    env = {"KUBE_FEATURE_WatchListClient": "true" if streamed else "false"}
+    return PeerProcess(name, argv, log_file, env=env)
 
 
-async def measure(peer_name: str, *, kubeconfig: Path, namespace: str) -> dict[str, float]:
+async def measure(
+    peer_name: str, *, kubeconfig: Path, namespace: str, initial_list: str = "streamed"
+) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="wukong-scale-"))
-    peer = make_peer(peer_name, kubeconfig=kubeconfig, namespace=namespace, work=work)
+    peer = make_peer(
+        peer_name, kubeconfig=kubeconfig, namespace=namespace, work=work, initial_list=initial_list
+    )
     started = time.monotonic()
     await peer.start(timeout=900.0, settle=0.0)
     synced = time.monotonic() - started
@@ -87,19 +104,29 @@ async def run(kubeconfig: Path, sizes: list[int], rounds: int) -> list[list[str]
             await client.create(NAMESPACES, {"metadata": {"name": namespace}})
             print(f"creating {count} objects in {namespace}...", file=sys.stderr)
             await create_objects(client, namespace, count, concurrency=64)
-            results: dict[str, list[dict[str, float]]] = {peer: [] for peer in PEERS}
-            for round_index in range(rounds):
-                order = PEERS if round_index % 2 == 0 else tuple(reversed(PEERS))
-                for peer in order:
-                    result = await measure(peer, kubeconfig=kubeconfig, namespace=namespace)
-                    result["bytes_per_object"] = (result["rss_kib"] - empty[peer]) * 1024 / count
-                    print(f"  {peer} {count}: {result}", file=sys.stderr)
-                    results[peer].append(result)
-            rows.extend(_rows(count, results))
+            for initial_list in INITIAL_LISTS:
+                results: dict[str, list[dict[str, float]]] = {peer: [] for peer in PEERS}
+                for round_index in range(rounds):
+                    order = PEERS if round_index % 2 == 0 else tuple(reversed(PEERS))
+                    for peer in order:
+                        result = await measure(
+                            peer,
+                            kubeconfig=kubeconfig,
+                            namespace=namespace,
+                            initial_list=initial_list,
+                        )
+                        result["bytes_per_object"] = (
+                            (result["rss_kib"] - empty[peer]) * 1024 / count
+                        )
+                        print(f"  {peer} {count} {initial_list}: {result}", file=sys.stderr)
+                        results[peer].append(result)
+                rows.extend(_rows(count, initial_list, results))
     return rows
 
 
-def _rows(count: int, results: dict[str, list[dict[str, float]]]) -> list[list[str]]:
+def _rows(
+    count: int, initial_list: str, results: dict[str, list[dict[str, float]]]
+) -> list[list[str]]:
     def median(peer: str, key: str) -> float:
         return statistics.median(r[key] for r in results[peer])
 
@@ -113,7 +140,7 @@ def _rows(count: int, results: dict[str, list[dict[str, float]]]) -> list[list[s
         ours, theirs = median("wukong", key) * scale, median("controller-runtime", key) * scale
         rows.append(
             [
-                f"{label}, {count:,} objects",
+                f"{label}, {count:,} objects, {initial_list}",
                 fmt.format(ours),
                 f"{fmt.format(theirs)} (x{ours / theirs:.2f})",
             ]
@@ -145,6 +172,9 @@ def main() -> int:
             "peer caches unstructured objects (a custom resource without generated types).",
             "Bytes per object: RSS once synced minus the same peer's RSS with no objects, "
             "divided by N. Peak: VmHWM, which includes the initial list.",
+            "streamed: the initial list as a WatchList stream (sendInitialEvents; client-go's "
+            "WatchListClient gate on); listed: Wukong's pages of 500, client-go's one list "
+            "served from the API server's watch cache.",
         ],
     )
     return 0

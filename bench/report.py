@@ -16,7 +16,7 @@ from pathlib import Path
 
 from results import RESULTS_DIR
 
-from wukong.devcluster.binaries import kubernetes_version
+from wukong.devcluster.binaries import etcd_version, kubernetes_version
 
 BENCH = Path(__file__).resolve().parent
 ORDER = [
@@ -51,7 +51,8 @@ def _versions() -> list[str]:
         f"- Python {platform.python_version()} (Debian's interpreter), "
         f"wukong {version('wukong-operator')}, kopf {version('kopf')}",
         f"- {go}; controller-runtime {runtime.group(1) if runtime else '?'}",
-        f"- kube-apiserver {kubernetes_version()} + etcd 3.5 (local, built by `make setup`)",
+        f"- kube-apiserver {kubernetes_version()} + etcd {etcd_version()} "
+        "(local, built by `make setup`)",
     ]
 
 

@@ -76,9 +76,17 @@ async def main() -> None:
     parser.add_argument("--status-patch", action="store_true")
     parser.add_argument("--bench-objects", action="store_true", help="no-op on BenchObjects")
     parser.add_argument("--tag", default="wukong")
+    parser.add_argument(
+        "--no-watch-list", action="store_true", help="initial list in pages, not streamed"
+    )
     args = parser.parse_args()
     async with await Client.from_kubeconfig(args.kubeconfig) as client:
-        manager = Manager(client=client, namespace=args.namespace, block_warning_seconds=None)
+        manager = Manager(
+            client=client,
+            namespace=args.namespace,
+            block_warning_seconds=None,
+            watch_list=not args.no_watch_list,
+        )
         primary = BENCH_OBJECTS if args.status_patch or args.bench_objects else CONFIGMAPS
         reconciler = (
             StatusPatcher(manager.informer(primary).store, args.tag)

@@ -11,7 +11,7 @@ RUN apt-get update \
 COPY pyproject.toml README.md /src/
 COPY wukong /src/wukong
 # The package without extras: what `wukong run` needs and nothing of the
-# development tools (no etcd, certificate generation or Grafana SDK).
+# development tools (no Grafana SDK).
 RUN python3 -m venv /opt/wukong \
     && /opt/wukong/bin/pip install --no-cache-dir /src
 

@@ -1,14 +1,18 @@
 """The informer keeps its cache right across API server restarts and 410 Gone."""
 
 import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import pytest
+
 from tests.integration.helpers import Recorder, eventually
-from wukong.devcluster import ControlPlane
+from wukong.devcluster import ControlPlane, ephemeral_control_plane
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime.client import Client, Object
 from wukong.runtime.informer import EventHandler, Informer
-from wukong.runtime.resources import CONFIGMAPS, EVENTS, Resource
+from wukong.runtime.resources import CONFIGMAPS, EVENTS, NAMESPACES, Resource
 
 
 def _configmap(namespace: str, name: str, value: str) -> Object:
@@ -22,6 +26,15 @@ def _event(namespace: str, name: str, message: str) -> Object:
         "reason": "Test",
         "message": message,
     }
+
+
+def _text(obj: Object) -> str:
+    """The value `_configmap` or `_event` made, of either kind."""
+    return str(obj["data"]["v"] if "data" in obj else obj["message"])
+
+
+def _change(resource: Resource, value: str) -> Object:
+    return {"data": {"v": value}} if resource is CONFIGMAPS else {"message": value}
 
 
 def _observed_informer(
@@ -120,9 +133,8 @@ async def test_watch_survives_apiserver_restart_and_gone(
         assert len(recorder.relists) == informer.relists
         assert await _value(informer, namespace, "cm") == "3"
         assert informer.store.get(f"{namespace}/doomed") is None
-        # This cluster refuses ConfigMaps a streaming list (see the WatchList tests): all paged.
-        assert informer.watch_list_syncs == 0
-        assert informer.paged_list_syncs == informer.relists + 1
+        # Every sync, the first and each relist, was a streaming list.
+        assert (informer.watch_list_syncs, informer.paged_list_syncs) == (informer.relists + 1, 0)
     finally:
         task.cancel()
 
@@ -130,7 +142,10 @@ async def test_watch_survives_apiserver_restart_and_gone(
 async def test_the_initial_list_comes_in_pages(client: Client, namespace: str) -> None:
     for name in ("a", "b", "c", "d", "e"):
         await client.create(CONFIGMAPS, _configmap(namespace, name, "1"), namespace=namespace)
-    informer, recorder = _observed_informer(client, CONFIGMAPS, namespace, page_size=2)
+    # Paged lists are what a cluster without streaming lists gets.
+    informer, recorder = _observed_informer(
+        client, CONFIGMAPS, namespace, page_size=2, watch_list=False
+    )
     task = asyncio.create_task(informer.run())
     try:
         await asyncio.wait_for(informer.synced.wait(), 10)
@@ -142,24 +157,49 @@ async def test_the_initial_list_comes_in_pages(client: Client, namespace: str) -
     assert len(lists) == 3  # 2 + 2 + 1
 
 
-# Which resources this cluster serves as a streaming list: its etcd (3.5.1)
-# predates RequestWatchProgress (3.5.13), so the API server's watch cache refuses
-# `sendInitialEvents` (500 "...required storage feature RequestWatchProgress is
-# disabled") for cached resources such as ConfigMaps; Events have no watch
-# cache and are streamed from etcd directly, which needs no such feature.
+# This cluster streams initial lists of every resource: ConfigMaps from the API
+# server's watch cache (etcd 3.6 has the progress notifications it needs), Events
+# from etcd directly. A cluster whose WatchList feature gate is off (the default
+# before Kubernetes 1.32) refuses `sendInitialEvents`; `old_control_plane` is one.
 
 
+@pytest.fixture(scope="module")
+def old_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with ephemeral_control_plane(
+        progress=lambda message: print(message, file=sys.stderr),
+        state_dir=tmp_path_factory.mktemp("control-plane-without-watchlist"),
+        feature_gates=("WatchList=false",),
+    ) as plane:
+        yield plane
+
+
+@pytest.fixture
+async def old_client(old_control_plane: ControlPlane) -> AsyncIterator[Client]:
+    async with await Client.from_kubeconfig(old_control_plane.kubeconfig) as api:
+        await api.create(NAMESPACES, {"metadata": {"name": "old"}})
+        yield api
+
+
+@pytest.mark.parametrize(
+    ("resource", "make"),
+    [(CONFIGMAPS, _configmap), (EVENTS, _event)],
+    ids=["from-the-watch-cache", "from-etcd"],
+)
 async def test_sync_through_a_streaming_list_then_changes_on_the_same_watch(
-    control_plane: ControlPlane, client: Client, namespace: str
+    control_plane: ControlPlane,
+    client: Client,
+    namespace: str,
+    resource: Resource,
+    make: Callable[[str, str, str], Object],
 ) -> None:
     for name in ("a", "b", "doomed"):
-        await client.create(EVENTS, _event(namespace, name, "1"), namespace=namespace)
-    informer, recorder = _observed_informer(client, EVENTS, namespace)
+        await client.create(resource, make(namespace, name, "1"), namespace=namespace)
+    informer, recorder = _observed_informer(client, resource, namespace)
     seen: list[str] = []
     informer.add_handler(
         EventHandler(
             on_add=lambda obj: seen.append(f"added {obj['metadata']['name']}"),
-            on_update=lambda old, new: seen.append(f"{new['metadata']['name']} {new['message']}"),
+            on_update=lambda old, new: seen.append(f"{new['metadata']['name']} {_text(new)}"),
             on_delete=lambda obj: seen.append(f"deleted {obj['metadata']['name']}"),
         )
     )
@@ -169,8 +209,8 @@ async def test_sync_through_a_streaming_list_then_changes_on_the_same_watch(
         assert (informer.watch_list_syncs, informer.paged_list_syncs) == (1, 0)
         assert sorted(informer.store.keys()) == [f"{namespace}/{n}" for n in ("a", "b", "doomed")]
 
-        await client.create(EVENTS, _event(namespace, "c", "1"), namespace=namespace)
-        await client.patch(EVENTS, "a", {"message": "2"}, namespace=namespace)
+        await client.create(resource, make(namespace, "c", "1"), namespace=namespace)
+        await client.patch(resource, "a", _change(resource, "2"), namespace=namespace)
         await eventually(lambda: "a 2" in seen, what="the change made after the sync")
         assert "added c" in seen
         # Both arrived on the stream that did the sync: no LIST, no second watch.
@@ -182,17 +222,20 @@ async def test_sync_through_a_streaming_list_then_changes_on_the_same_watch(
         # too, and what it did not deliver is deleted from the cache.
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await client.patch(EVENTS, "b", {"message": "3"}, namespace=namespace)
-        await client.delete(EVENTS, "doomed", namespace=namespace)
+        await client.patch(resource, "b", _change(resource, "3"), namespace=namespace)
+        await client.delete(resource, "doomed", namespace=namespace)
         control_plane.compact_etcd()
+        # A restarted watch cache starts at the newest revision (the old one
+        # kept the gap's events in memory, past etcd's compaction).
+        control_plane.restart_apiserver(progress=lambda _: None)
         task = asyncio.create_task(informer.run())
         await eventually(
             lambda: "b 3" in seen and "deleted doomed" in seen,
             what="the update and delete made while the informer was away",
         )
         assert (informer.watch_list_syncs, informer.paged_list_syncs) == (2, 0)
-        assert informer.relists == 1 and recorder.relists == [("events", "gone")]
-        assert ("events", "gone") in recorder.watch_restarts
+        assert informer.relists == 1 and recorder.relists == [(resource.plural, "gone")]
+        assert (resource.plural, "gone") in recorder.watch_restarts
         assert sorted(informer.store.keys()) == [f"{namespace}/{n}" for n in ("a", "b", "c")]
         assert "list" not in [call.verb for call in recorder.calls]
     finally:
@@ -201,8 +244,9 @@ async def test_sync_through_a_streaming_list_then_changes_on_the_same_watch(
 
 
 async def test_a_refused_streaming_list_falls_back_to_the_paged_list_for_good(
-    control_plane: ControlPlane, client: Client, namespace: str
+    old_client: Client,
 ) -> None:
+    client, namespace = old_client, "old"
     await client.create(CONFIGMAPS, _configmap(namespace, "cm", "1"), namespace=namespace)
     informer, recorder = _observed_informer(client, CONFIGMAPS, namespace)
     task = asyncio.create_task(informer.run())

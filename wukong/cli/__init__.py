@@ -13,7 +13,7 @@ configures logging and runs the handler.
 
 What `pip install wukong-operator` installs is exactly what `wukong run` and
 `wukong agent` need. The development commands (dev, demo, dashboards, deploy)
-also need the `devtools` extra (etcd, the Grafana SDK),
+may also need the `devtools` extra (the Grafana SDK),
 so their modules import what they drive only when a command runs, and a missing
 module then becomes one line saying which extra to install.
 

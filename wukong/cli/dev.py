@@ -1,8 +1,7 @@
 """`wukong dev`: the real local control plane (etcd + kube-apiserver) and its simulator.
 
-Development only: the control plane needs etcd and certificate generation, which
-come with the `devtools` extra, so every action imports `wukong.devcluster` when
-it runs, never when the parser is built.
+Development only: every action imports `wukong.devcluster` when it runs, never
+when the parser is built, so `wukong run` never loads the development code.
 """
 
 import argparse
@@ -178,6 +177,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from wukong.devcluster import binaries
 
+    print(binaries.etcd_binary(progress=_progress))
     print(binaries.kube_apiserver_binary(progress=_progress))
     print(binaries.helm_binary(progress=_progress))
     print(binaries.kubectl_binary(progress=_progress))
@@ -253,8 +253,8 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     dev = commands.add_parser(
         "dev",
         help="run a real local control plane (etcd + kube-apiserver)",
-        description="A real local Kubernetes control plane for development and tests: etcd 3.5 "
-        "and a kube-apiserver built once from the pinned Kubernetes release and cached. "
+        description="A real local Kubernetes control plane for development and tests: etcd "
+        "and kube-apiserver, built once from their pinned releases and cached. "
         "Without --node it has no kubelet or controller-manager: namespaces are not finalized "
         "and owner references are not garbage-collected. `wukong dev up --node` adds a real "
         "node (containerd, kubelet, kube-proxy, kube-scheduler, kube-controller-manager) in "

