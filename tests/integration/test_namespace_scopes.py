@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 from tests.integration.helpers import Recorder, eventually, running
+from wukong.metrics import RuntimeMetrics
 from wukong.runtime import (
     CancelReason,
     Client,
@@ -53,7 +54,8 @@ async def test_deleting_a_namespace_cancels_only_its_reconciles(
     )
     recorder = Recorder()
     reconciler = WaitsForRelease(namespace, other)
-    manager = Manager(client=client, observers=[recorder], block_warning_seconds=None)
+    metrics = RuntimeMetrics()
+    manager = Manager(client=client, observers=[recorder, metrics], block_warning_seconds=None)
     manager.add(
         Controller(
             name="tenants",
@@ -107,3 +109,14 @@ async def test_deleting_a_namespace_cancels_only_its_reconciles(
         )
         == doomed
     )
+    # The storming tenant is named among the top namespaces by cancellations; the other,
+    # which had none, is not exported.
+    registry = metrics.metrics.registry
+
+    def top(tenant: str) -> float | None:
+        return registry.get_sample_value(
+            "wukong_top_namespace_cancellations_total",
+            {"controller": "tenants", "object_namespace": tenant},
+        )
+
+    assert (top(other), top(namespace)) == (2, None)

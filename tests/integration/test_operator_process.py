@@ -8,12 +8,15 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.integration.helpers import metrics_reader_token, scrape
+from tests.integration.webhooks import registered_webhook
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
 from wukong.operator.api import WUKONGS
+from wukong.runtime import ApiError
 from wukong.runtime.leader import LEASES
 
 
@@ -28,7 +31,7 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
     run = await start_wukong()  # the simulator; the in-process operator is stopped below
     await run.stop_operator()
     token = metrics_reader_token(kubectl, control_plane.kubeconfig, run.namespace)
-    metrics_port, health_port = free_port(), free_port()
+    metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
     log = (tmp_path / "operator.log").open("w+")
     process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
         [
@@ -44,6 +47,8 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
             f"--metrics-bind=127.0.0.1:{metrics_port}",
             f"--health-bind=127.0.0.1:{health_port}",
             "--reconcile-timeout=5",
+            f"--webhook-bind=127.0.0.1:{webhook_port}",
+            f"--webhook-cert-dir={control_plane.webhook_cert_dir}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -57,6 +62,18 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
         )
         status, _ = await _get(f"http://127.0.0.1:{health_port}/readyz")
         assert status == 200
+        # The process serves the admission webhook on --webhook-bind: the API server
+        # calls it and the Wukong naming a missing NetworkAttachmentDefinition is refused.
+        async with registered_webhook(
+            run.client,
+            control_plane,
+            url=f"https://127.0.0.1:{webhook_port}",
+            namespace=run.namespace,
+        ):
+            with pytest.raises(ApiError) as rejected:
+                await run.create("bad", {"networks": [{"name": "data", "nadName": "absent"}]})
+        assert rejected.value.status == 403
+        assert "spec.networks[0].nadName" in rejected.value.message
         # Secure by default: HTTPS, for a token allowed to get /metrics.
         status, text = await scrape(f"https://127.0.0.1:{metrics_port}/metrics", token)
         assert status == 200, text
@@ -64,6 +81,13 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
         assert status == 401
         assert 'controller_runtime_reconcile_total{controller="wukong",result="' in text
         assert 'leader_election_master_status{name="wukong-operator"} 1.0' in text
+        # Two reviews: the marker the registration waited for, and the refused Wukong.
+        webhook = 'webhook="/validate-vm-novasphere-dev-v1alpha1-wukong"'
+        assert f'controller_runtime_webhook_requests_total{{code="200",{webhook}}} 2.0' in text
+        assert (
+            'wukong_webhook_decisions_total{allowed="false",'
+            f'reason="NetworkAttachmentDefinitionNotFound",{webhook}}} 1.0'
+        ) in text
         lease = await run.client.get(LEASES, "wukong-operator", namespace=run.namespace)
         assert lease["spec"]["holderIdentity"]
     finally:
@@ -74,6 +98,7 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
     assert code == 0, lines[-5:]
     assert not [line for line in lines if line["level"] == "ERROR"]
     assert any("Wukong operator starting" in line["message"] for line in lines)
+    assert any("serving the Wukong admission webhook" in line["message"] for line in lines)
 
     # The Wukong outlives the operator; deleting it now waits for the next operator.
     wukong = await run.client.get(WUKONGS, "proc", namespace=run.namespace)

@@ -14,8 +14,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.webhooks import MARKER, registered_webhook, wukong_object
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
@@ -28,13 +33,9 @@ from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.errors import ApiTimeout
 from wukong.runtime.resources import STORAGE_CLASSES, VALIDATING_WEBHOOK_CONFIGURATIONS
 from wukong.runtime.servingcert import load_serving_certificate
+from wukong.tracing.spans import ReconcileTracer
 
 pytestmark = pytest.mark.usefixtures("infrastructure")
-
-
-# Wukongs the fixture sends until the API server calls the new webhook: it loads a
-# configuration asynchronously, so the first request after its create may pass by.
-MARKER = "webhook-ready-marker-"
 
 
 class Reviews(Recorder):
@@ -74,57 +75,23 @@ def serve_webhook(control_plane: ControlPlane, client: Client, namespace: str) -
             webhook_tls=load_serving_certificate(control_plane.webhook_cert_dir),
         )
         add_wukong_webhook(manager)
-        name = f"wukong-test-{uuid.uuid4().hex[:8]}"
         async with running(manager):
             while manager.webhook_port is None or not manager.ready:
                 await _tick()
-            await client.create(
-                VALIDATING_WEBHOOK_CONFIGURATIONS,
-                webhook_configuration(
-                    name,
-                    url=f"https://127.0.0.1:{manager.webhook_port}",
-                    ca_bundle=control_plane.ca_cert.read_bytes(),
-                    failure_policy="Fail",
-                    timeout_seconds=timeout_seconds,
-                    namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                ),
-            )
-            try:
-                await _until_called(client, namespace)
+            async with registered_webhook(
+                client,
+                control_plane,
+                url=f"https://127.0.0.1:{manager.webhook_port}",
+                namespace=namespace,
+                timeout_seconds=timeout_seconds,
+            ):
                 yield manager
-            finally:
-                await client.delete(VALIDATING_WEBHOOK_CONFIGURATIONS, name)
 
     return serve
 
 
 async def _tick() -> None:
     await asyncio.sleep(0.02)
-
-
-async def _until_called(client: Client, namespace: str) -> None:
-    """Create marker Wukongs naming a missing class until the webhook rejects one."""
-    disks = [{"name": "root", "size": "1Gi", "storageClassName": "absent-marker-class"}]
-    for attempt in range(500):
-        name = f"{MARKER}{attempt}"
-        try:
-            await client.create(WUKONGS, _wukong(name, namespace, disks=disks))
-        except ApiError as error:
-            if error.status == 403:
-                return
-            raise
-        await client.delete(WUKONGS, name, namespace=namespace)  # admitted: not yet called
-        await _tick()
-    raise AssertionError("the API server never called the registered webhook")
-
-
-def _wukong(name: str, namespace: str, **spec: object) -> Object:
-    return {
-        "apiVersion": WUKONGS.api_version,
-        "kind": WUKONGS.kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"cpu": 1, "memory": "1Gi", **spec},
-    }
 
 
 async def _storage_class(client: Client, *, expandable: bool) -> str:
@@ -147,10 +114,15 @@ async def test_a_missing_network_attachment_definition_is_rejected_naming_the_fi
 ) -> None:
     reviews = Reviews()
     metrics = RuntimeMetrics()
-    async with serve_webhook(observers=[reviews, metrics]):
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = ReconcileTracer(provider=provider)
+    async with serve_webhook(observers=[reviews, metrics, tracer]):
         with pytest.raises(ApiError) as rejected:
             await client.create(
-                WUKONGS, _wukong("web", namespace, networks=[{"name": "data", "nadName": "absent"}])
+                WUKONGS,
+                wukong_object("web", namespace, networks=[{"name": "data", "nadName": "absent"}]),
             )
         assert rejected.value.status == 403
         assert "spec.networks[0].nadName" in rejected.value.message
@@ -169,13 +141,31 @@ async def test_a_missing_network_attachment_definition_is_rejected_naming_the_fi
             },
         )
         await client.create(
-            WUKONGS, _wukong("web", namespace, networks=[{"name": "data", "nadName": "absent"}])
+            WUKONGS,
+            wukong_object("web", namespace, networks=[{"name": "data", "nadName": "absent"}]),
         )
     denied, admitted = (r for r in reviews.reviews if r.operation == "CREATE")
     assert (denied.allowed, denied.reason) == (False, "NetworkAttachmentDefinitionNotFound")
     assert (admitted.allowed, admitted.reason) == (True, "Allowed")
     assert denied.timeout == 10.0  # the configuration's timeoutSeconds, sent as ?timeout=
     assert (denied.webhook, denied.namespace, denied.name) == (WEBHOOK_PATH, namespace, "web")
+    # One span per review: its deadline, decision and reason, the rejection as an event.
+    (rejection,) = [
+        s
+        for s in spans.get_finished_spans()
+        if (s.attributes or {}).get("wukong.admission.allowed") is False
+        and (s.attributes or {}).get("wukong.object.name") == "web"
+    ]
+    assert (rejection.name, rejection.kind) == ("admission Wukong", SpanKind.SERVER)
+    assert rejection.status.status_code is StatusCode.OK  # a rejection is no error
+    attributes = dict(rejection.attributes or {})
+    assert attributes["wukong.admission.reason"] == "NetworkAttachmentDefinitionNotFound"
+    assert attributes["wukong.admission.deadline"] == denied.deadline.isoformat()
+    assert attributes["wukong.admission.timeout_ms"] == 10_000
+    assert attributes["k8s.namespace.name"] == namespace
+    (event,) = rejection.events
+    assert event.name == "NetworkAttachmentDefinitionNotFound"
+    assert "spec.networks[0].nadName" in str((event.attributes or {})["message"])
     registry = metrics.metrics.registry
     assert (
         registry.get_sample_value(
@@ -218,14 +208,14 @@ async def test_a_missing_storage_class_is_rejected_naming_the_field(
             {"name": "data", "size": "1Gi", "storageClassName": "gold"},
         ]
         with pytest.raises(ApiError) as rejected:
-            await client.create(WUKONGS, _wukong("db", namespace, disks=disks))
+            await client.create(WUKONGS, wukong_object("db", namespace, disks=disks))
         assert rejected.value.status == 403
         assert "spec.disks[1].storageClassName: StorageClass gold does not exist" in (
             rejected.value.message
         )
         existing = await _storage_class(client, expandable=False)
         disks[1]["storageClassName"] = existing
-        await client.create(WUKONGS, _wukong("db", namespace, disks=disks))
+        await client.create(WUKONGS, wukong_object("db", namespace, disks=disks))
     assert [r.reason for r in reviews.reviews] == ["StorageClassNotFound", "Allowed"]
 
 
@@ -240,7 +230,7 @@ async def test_growing_a_disk_on_a_class_without_expansion_is_rejected(
             {"name": "fixed", "size": "1Gi", "storageClassName": fixed},
             {"name": "grows", "size": "1Gi", "storageClassName": expandable},
         ]
-        await client.create(WUKONGS, _wukong("vm", namespace, disks=disks))
+        await client.create(WUKONGS, wukong_object("vm", namespace, disks=disks))
 
         async def resize(index: int, size: str) -> Object:
             current = await client.get(WUKONGS, "vm", namespace=namespace)
@@ -267,6 +257,13 @@ async def test_growing_a_disk_on_a_class_without_expansion_is_rejected(
         "Allowed",
         "Allowed",
     ]
+    # Both classes existed before the webhook started: it read them from its cache and
+    # asked the API server nothing (the markers' absent class is looked up live).
+    assert [
+        c.path
+        for c in reviews.calls
+        if c.verb == "get" and c.resource == STORAGE_CLASSES.plural and "marker" not in c.path
+    ] == []
 
 
 async def test_the_reviews_deadline_bounds_the_webhooks_api_call(
@@ -288,7 +285,9 @@ async def test_the_reviews_deadline_bounds_the_webhooks_api_call(
                 proxy.delay = 60.0  # every answer to the webhook's client is held back
                 created = await client.create(
                     WUKONGS,
-                    _wukong("late", namespace, networks=[{"name": "data", "nadName": "unseen"}]),
+                    wukong_object(
+                        "late", namespace, networks=[{"name": "data", "nadName": "unseen"}]
+                    ),
                 )
                 proxy.delay = 0.0
     finally:
@@ -328,7 +327,7 @@ async def test_a_webhook_that_is_down_follows_the_failure_policy_and_says_why(
         ),
     )
     try:
-        body = _wukong("down", namespace, networks=[{"name": "data", "nadName": "absent"}])
+        body = wukong_object("down", namespace, networks=[{"name": "data", "nadName": "absent"}])
         if policy == "Fail":
             with pytest.raises(ApiError) as rejected:
                 await client.create(WUKONGS, body)

@@ -145,6 +145,68 @@ async def test_at_most_max_concurrent_reconciles_run_and_each_key_is_reconciled(
     assert {e.outcome for e in recorder.finished()} == {Outcome.SUCCESS}
 
 
+class TakesOneSecondPerNamespace:
+    """Counts the reconciles in flight in each namespace, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        namespace = request.namespace
+        self.running[namespace] = self.running.get(namespace, 0) + 1
+        self.most[namespace] = max(self.most.get(namespace, 0), self.running[namespace])
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            self.running[namespace] -= 1
+        return Result()
+
+
+@pytest.mark.parametrize(
+    ("mode", "options", "busy_at_once", "quiet_starts"),
+    [
+        # The third worker is free: the quiet key starts at once, before any busy one ends.
+        ("cap", {"max_concurrent_reconciles_per_namespace": 2}, 2, {2}),
+        # Every worker is busy: the quiet key takes one of the next round's three turns.
+        ("fair", {}, 3, {3, 4, 5}),
+        # One FIFO: the quiet key waits behind the whole backlog.
+        ("unfair", {"fair_namespaces": False}, 3, {10}),
+    ],
+)
+async def test_a_namespace_cap_leaves_workers_for_a_quiet_namespace(
+    client: Client,
+    mode: str,
+    options: dict[str, float],
+    busy_at_once: int,
+    quiet_starts: set[int],
+) -> None:
+    """Three workers take ten one-second keys of one namespace; then a key of another
+    namespace comes: where it starts among all reconciles, by queue mode."""
+    recorder = Recorder()
+    reconciler = TakesOneSecondPerNamespace()
+    controller = _running(reconciler, recorder, client, max_concurrent_reconciles=3, **options)
+    for index in range(10):
+        controller.enqueue(Request("busy", f"vm-{index}"))
+    controller.start()
+    await asyncio.sleep(0.5)  # the busy namespace's first reconciles are in flight
+    controller.enqueue(Request("quiet", "vm"))
+    await asyncio.sleep(5.0)  # the busy keys take four rounds
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    started = [e.context.request for e in recorder.steps(Step.STARTED)]
+    assert len(started) == 11, mode
+    assert reconciler.most == {"busy": busy_at_once, "quiet": 1}
+    assert started.index(Request("quiet", "vm")) in quiet_starts
+
+
+def test_a_namespace_cap_needs_fair_namespaces() -> None:
+    with pytest.raises(ValueError, match="needs fair_namespaces"):
+        ControllerOptions(fair_namespaces=False, max_concurrent_reconciles_per_namespace=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        ControllerOptions(max_concurrent_reconciles_per_namespace=0)
+
+
 async def test_stop_cancels_reconciles_in_flight_and_waits_for_them(client: Client) -> None:
     recorder = Recorder()
     controller = _running(Hangs(), recorder, client, max_concurrent_reconciles=2)
