@@ -1,10 +1,11 @@
-"""Pure pieces of the Wukong controller: quantities, spec validation, the VM template."""
+"""Pure pieces of the Wukong controller: quantities, spec validation, the VM template, settings."""
 
 from decimal import Decimal
 
 import pytest
 
 from wukong.operator.kubevirt import _contains, desired_spec, guest_status
+from wukong.operator.run import OperatorSettings
 from wukong.operator.validation import validate
 from wukong.runtime.quantity import parse_quantity
 
@@ -103,3 +104,16 @@ def test_guest_status_collects_addresses_once() -> None:
     assert (status.phase, status.node_name) == ("Running", "n1")
     assert status.ip_addresses == ["10.0.0.1", "192.168.1.2"]
     assert guest_status(None).phase is None
+
+
+@pytest.mark.parametrize(
+    ("workers", "given", "limit"),
+    [(4, None, 2), (5, None, 3), (1, None, 1), (4, 4, 4), (8, 1, 1)],
+)
+def test_one_namespace_gets_half_the_workers_unless_told(
+    workers: int, given: int | None, limit: int
+) -> None:
+    settings = OperatorSettings(
+        max_concurrent_reconciles=workers, max_concurrent_reconciles_per_namespace=given
+    )
+    assert settings.per_namespace_limit == limit

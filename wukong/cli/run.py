@@ -102,7 +102,8 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         default=None,
         metavar="N",
         help="Wukongs of one namespace reconciled at once, so a namespace of slow reconciles "
-        "cannot hold every worker (default: no limit beyond --max-concurrent-reconciles)",
+        "cannot hold every worker (default: half of --max-concurrent-reconciles, rounded up; "
+        "set it equal to that for no limit)",
     )
     run.add_argument(
         "--metrics-bind",

@@ -81,6 +81,7 @@ class OperatorSettings:
     namespace: str | None = None  # None: every namespace
     reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT
     max_concurrent_reconciles: int = 4
+    # None: half of max_concurrent_reconciles (see per_namespace_limit).
     max_concurrent_reconciles_per_namespace: int | None = None
     metrics_bind: str = ":8080"  # "0" turns the metrics endpoint off
     # HTTPS, and only callers the API server authorizes for `get` on /metrics.
@@ -98,6 +99,15 @@ class OperatorSettings:
     # Where tls.crt and tls.key are; None: controller-runtime's default directory,
     # and no certificate there turns the webhook off with a warning.
     webhook_cert_dir: Path | None = None
+
+    @property
+    def per_namespace_limit(self) -> int:
+        """Reconciles of one namespace at once: as set, else half the workers
+        (rounded up), so a namespace of slow reconciles always leaves workers
+        for the others (bench/tenant_fairness.py measures what that buys)."""
+        if self.max_concurrent_reconciles_per_namespace is not None:
+            return self.max_concurrent_reconciles_per_namespace
+        return (self.max_concurrent_reconciles + 1) // 2
 
 
 # controller-runtime's default CertDir.
@@ -154,9 +164,7 @@ async def run_operator(settings: OperatorSettings) -> int:
             manager,
             options=ControllerOptions(
                 max_concurrent_reconciles=settings.max_concurrent_reconciles,
-                max_concurrent_reconciles_per_namespace=(
-                    settings.max_concurrent_reconciles_per_namespace
-                ),
+                max_concurrent_reconciles_per_namespace=settings.per_namespace_limit,
                 call_budget_share=settings.api_call_share,
                 cancelled_backoff_cap=settings.cancelled_backoff_cap,
             ),
