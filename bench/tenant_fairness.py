@@ -17,7 +17,8 @@ The same quiet events are measured four times, each with a fresh manager of
 
 1. idle: no noisy Wukongs yet (the peer every ratio is taken against);
 2. fair + cap: namespaces served round-robin and at most `--cap` reconciles
-   of one namespace at once (`--max-concurrent-reconciles-per-namespace`);
+   of one namespace at once (`--max-concurrent-reconciles-per-namespace`;
+   by default `wukong run`'s own, half the workers);
 3. fair: round-robin only (every worker can be busy with the noisy tenant);
 4. unfair: one FIFO queue for all namespaces, as controller-runtime has.
 
@@ -38,6 +39,7 @@ from wukong.devcluster import ephemeral_control_plane
 from wukong.devcluster.crds import install_crds
 from wukong.operator.api import WUKONGS
 from wukong.operator.crd import wukong_crd
+from wukong.operator.run import OperatorSettings
 from wukong.runtime.cache import Store
 from wukong.runtime.client import Client, Object
 from wukong.runtime.context import ReconcileContext, Request, Result
@@ -212,7 +214,12 @@ def main() -> int:
     parser.add_argument("--noisy", type=int, default=1000, help="Wukongs in the noisy namespace")
     parser.add_argument("--slow", type=float, default=0.1, help="seconds per noisy reconcile")
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--cap", type=int, default=2, help="reconciles per namespace (fair + cap)")
+    parser.add_argument(
+        "--cap",
+        type=int,
+        default=None,
+        help="reconciles per namespace (fair + cap; default: wukong run's, half the workers)",
+    )
     parser.add_argument("--rounds", type=int, default=20, help="patches per quiet namespace")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between rounds")
     args = parser.parse_args()
@@ -223,7 +230,8 @@ def main() -> int:
                 noisy=args.noisy,
                 slow=args.slow,
                 workers=args.workers,
-                cap=args.cap,
+                cap=args.cap
+                or OperatorSettings(max_concurrent_reconciles=args.workers).per_namespace_limit,
                 rounds=args.rounds,
                 interval=args.interval,
             )
