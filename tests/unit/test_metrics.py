@@ -287,6 +287,22 @@ def test_leader_status(observers: RuntimeMetrics) -> None:
         assert _value(observers, status, name="wukong-lock") == value
 
 
+def test_watch_restarts_relists_and_standbys_by_cause(observers: RuntimeMetrics) -> None:
+    for cause in ("gone", "timeout", "error", "gone"):
+        observers.watch_restarted("configmaps", cause)
+    observers.relisted("configmaps", "gone")
+    observers.standing_by("wukong-lock")
+    observers.standing_by("wukong-lock")
+
+    restarts = "wukong_watch_restarts_total"
+    assert _value(observers, restarts, resource="configmaps", cause="gone") == 2
+    assert _value(observers, restarts, resource="configmaps", cause="timeout") == 1
+    assert _value(observers, restarts, resource="configmaps", cause="error") == 1
+    relists = "wukong_informer_relists_total"
+    assert _value(observers, relists, resource="configmaps", cause="gone") == 1
+    assert _value(observers, "wukong_leader_standbys_total", name="wukong-lock") == 2
+
+
 class _Broken(RuntimeObserver):
     name = "broken"
 
