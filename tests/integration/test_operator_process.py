@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.integration.helpers import metrics_reader_token, scrape
+from tests.integration.helpers import eventually, metrics_reader_token, scrape, take_lease
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
@@ -78,6 +78,62 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
     # The Wukong outlives the operator; deleting it now waits for the next operator.
     wukong = await run.client.get(WUKONGS, "proc", namespace=run.namespace)
     assert wukong["metadata"]["finalizers"]
+
+
+async def test_wukong_run_on_lease_loss_standby_stays_up_without_leading(
+    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path
+) -> None:
+    run = await start_wukong()
+    await run.stop_operator()
+    metrics_port, health_port = free_port(), free_port()
+    log = (tmp_path / "operator.log").open("w+")
+    process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
+        [
+            sys.executable,
+            "-m",
+            "wukong.cli",
+            "--log-format=json",
+            "--log-level=debug",
+            "run",
+            f"--kubeconfig={control_plane.kubeconfig}",
+            f"--namespace={run.namespace}",
+            f"--leader-election-namespace={run.namespace}",
+            f"--metrics-bind=127.0.0.1:{metrics_port}",
+            "--no-metrics-secure",
+            f"--health-bind=127.0.0.1:{health_port}",
+            "--on-lease-loss=standby",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    async def exposition_has(line: str) -> bool:
+        try:
+            status, text = await _get(metrics)
+        except aiohttp.ClientError:
+            return False
+        return status == 200 and line in text.splitlines()
+
+    try:
+        leading = 'leader_election_master_status{name="wukong-operator"} 1.0'
+        await eventually(lambda: exposition_has(leading), timeout=60, what="the process leading")
+        await take_lease(run.client, name="wukong-operator", namespace=run.namespace, holder="x")
+        standby = 'wukong_leader_standbys_total{name="wukong-operator"} 1.0'
+        await eventually(lambda: exposition_has(standby), timeout=30, what="standing by")
+        # Still up, not leading: metrics and health served, the process did not exit.
+        assert await exposition_has('leader_election_master_status{name="wukong-operator"} 0.0')
+        status, _ = await _get(f"http://127.0.0.1:{health_port}/readyz")
+        assert status == 200
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+    log.seek(0)
+    lines = [json.loads(line) for line in log if line.startswith("{")]
+    assert code == 0, lines[-5:]
+    assert not [line for line in lines if line["level"] == "ERROR"]
+    assert any("standing by" in line["message"] for line in lines)
 
 
 def test_wukong_run_names_what_is_missing(tmp_path: Path) -> None:
