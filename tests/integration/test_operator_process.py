@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import aiohttp
 
@@ -22,15 +23,16 @@ async def _get(url: str) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly(
-    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path, kubectl: Path
-) -> None:
-    run = await start_wukong()  # the simulator; the in-process operator is stopped below
-    await run.stop_operator()
-    token = metrics_reader_token(kubectl, control_plane.kubeconfig, run.namespace)
-    metrics_port, health_port = free_port(), free_port()
-    log = (tmp_path / "operator.log").open("w+")
-    process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
+def _wukong_run(
+    control_plane: ControlPlane,
+    namespace: str,
+    log: IO[str],
+    metrics_port: int,
+    health_port: int,
+    *flags: str,
+) -> "subprocess.Popen[bytes]":
+    """`wukong run` for `namespace`, logging JSON lines at DEBUG to `log`."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -39,14 +41,37 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
             "--log-level=debug",
             "run",
             f"--kubeconfig={control_plane.kubeconfig}",
-            f"--namespace={run.namespace}",
-            f"--leader-election-namespace={run.namespace}",
+            f"--namespace={namespace}",
+            f"--leader-election-namespace={namespace}",
             f"--metrics-bind=127.0.0.1:{metrics_port}",
             f"--health-bind=127.0.0.1:{health_port}",
-            "--reconcile-timeout=5",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+    )
+
+
+async def _sigterm(
+    process: "subprocess.Popen[bytes]", log: IO[str]
+) -> tuple[int, list[dict[str, Any]]]:
+    """Stop `process` as Kubernetes does; its exit status and JSON log lines."""
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(process.wait, 30)
+    log.seek(0)
+    return code, [json.loads(line) for line in log if line.startswith("{")]
+
+
+async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly(
+    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path, kubectl: Path
+) -> None:
+    run = await start_wukong()  # the simulator; the in-process operator is stopped below
+    await run.stop_operator()
+    token = metrics_reader_token(kubectl, control_plane.kubeconfig, run.namespace)
+    metrics_port, health_port = free_port(), free_port()
+    log = (tmp_path / "operator.log").open("w+")
+    process = _wukong_run(
+        control_plane, run.namespace, log, metrics_port, health_port, "--reconcile-timeout=5"
     )
     try:
         await run.create("proc", {"disks": [{"name": "root", "size": "1Gi"}]})
@@ -67,10 +92,7 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
         lease = await run.client.get(LEASES, "wukong-operator", namespace=run.namespace)
         assert lease["spec"]["holderIdentity"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 30)
-    log.seek(0)
-    lines = [json.loads(line) for line in log if line.startswith("{")]
+        code, lines = await _sigterm(process, log)
     assert code == 0, lines[-5:]
     assert not [line for line in lines if line["level"] == "ERROR"]
     assert any("Wukong operator starting" in line["message"] for line in lines)
@@ -87,24 +109,14 @@ async def test_wukong_run_on_lease_loss_standby_stays_up_without_leading(
     await run.stop_operator()
     metrics_port, health_port = free_port(), free_port()
     log = (tmp_path / "operator.log").open("w+")
-    process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
-        [
-            sys.executable,
-            "-m",
-            "wukong.cli",
-            "--log-format=json",
-            "--log-level=debug",
-            "run",
-            f"--kubeconfig={control_plane.kubeconfig}",
-            f"--namespace={run.namespace}",
-            f"--leader-election-namespace={run.namespace}",
-            f"--metrics-bind=127.0.0.1:{metrics_port}",
-            "--no-metrics-secure",
-            f"--health-bind=127.0.0.1:{health_port}",
-            "--on-lease-loss=standby",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    process = _wukong_run(
+        control_plane,
+        run.namespace,
+        log,
+        metrics_port,
+        health_port,
+        "--no-metrics-secure",
+        "--on-lease-loss=standby",
     )
     metrics = f"http://127.0.0.1:{metrics_port}/metrics"
 
@@ -127,10 +139,7 @@ async def test_wukong_run_on_lease_loss_standby_stays_up_without_leading(
         assert status == 200
         assert process.poll() is None
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 30)
-    log.seek(0)
-    lines = [json.loads(line) for line in log if line.startswith("{")]
+        code, lines = await _sigterm(process, log)
     assert code == 0, lines[-5:]
     assert not [line for line in lines if line["level"] == "ERROR"]
     assert any("standing by" in line["message"] for line in lines)
