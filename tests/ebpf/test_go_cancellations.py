@@ -1,7 +1,7 @@
 """Real uprobes on Go programs: exact counts by kind, the cause text, the calling function.
 
 The scripted program (programs/cancels) expires 3 deadlines (each with a child
-context, ended by propagation), cancels 4 contexts,
+context, ended by propagation) and, when asked, deadlines with a cause, cancels 4 contexts,
 cancels 5 with a cause and one parent with 2 children, each in a function of
 its own, after a line on stdin. The agent is started before or after the
 program; the program is built as a plain executable and as PIE; a stripped
@@ -152,6 +152,26 @@ def test_no_op_cancels_are_not_counted_at_either_probe_site(
         assert counted in (19, 20), kinds
     assert ("canceled", "scripted cause", "main.cancelWithCause", True) in kinds
     assert agent.lost == 0
+
+
+def test_a_deadline_with_a_cause_is_a_deadline_that_names_it(program: object) -> None:
+    """WithTimeoutCause: the timer cancels with the cause, which the agent reads as text;
+    a cause never turns a deadline into `canceled`."""
+    proc = program(  # type: ignore[operator]
+        _build(), "-deadlines=0", "-deadline-causes=2", "-cancels=0", "-causes=0", "-children=0"
+    )
+    seen: list[Cancellation] = []
+    agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_cancel=seen.append)
+    with Running(agent) as running:
+        wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
+        _run_script(proc)
+        wait(lambda: sum(c.count for c in seen) >= 3, "3 cancellations")
+        time.sleep(0.5)  # nothing more may arrive
+    assert _kinds(seen) == {
+        ("deadline_exceeded", "scripted deadline", "context.WithDeadlineCause.func2", True): 2,
+        ("canceled", "", "main.cancelParent", True): 1,  # the parent, with no children
+    }, _kinds(seen)
+    assert {c.reason for c in seen if c.cause} == {"deadline_exceeded"}
 
 
 def _traced(agent: Agent) -> float | None:

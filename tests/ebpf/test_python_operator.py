@@ -11,6 +11,8 @@ trace and span of the reconcile it reports, as the operator exported them.
 
 import asyncio
 import gc
+import io
+import json
 import re
 import subprocess
 import urllib.request
@@ -27,6 +29,7 @@ from wukong.devcluster import ControlPlane
 from wukong.ebpf import python_probe
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import PYTHON, Discovery, Target
+from wukong.ebpf.live import write_json
 from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
@@ -89,6 +92,12 @@ async def test_agent_counts_match_the_operators_own_metric(
     assert sample.object_key.startswith("default/storm-")
     assert sample.object_namespace == "default"  # the tenant, on every Python event
     assert sample.budget_ms == 1000 and sample.elapsed_ms is not None
+    # `wukong trace --json` prints the ids that lead to that span.
+    printed = io.StringIO()
+    write_json(sample, printed)
+    line = json.loads(printed.getvalue())
+    assert (line["trace_id"], line["span_id"]) == (span.trace_id, span.span_id)
+    assert line["reason"] == span.attributes["wukong.cancel.reason"]
 
 
 def test_a_probe_that_fails_to_load_puts_the_semaphore_back(

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.integration.helpers import Recorder, eventually, running, take_lease
@@ -197,9 +198,11 @@ async def test_standby_stops_writing_and_campaigns_again(
     await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
     writer = Writer("a", stubborn=False)
     recorder = Recorder()
+    metrics = RuntimeMetrics()
     manager = Manager(
         client=replicas["a"],
         namespace=namespace,
+        health_bind="127.0.0.1:0",
         leader_election=LeaderElectionConfig(
             name=LEASE,
             namespace=namespace,
@@ -209,7 +212,7 @@ async def test_standby_stops_writing_and_campaigns_again(
             retry_period=0.5,
         ),
         on_lease_loss="standby",
-        observers=[recorder],
+        observers=[recorder, metrics],
     )
     manager.add(Controller(name="writer", reconciler=writer, primary=CONFIGMAPS))
     async with running(manager) as run:
@@ -219,7 +222,15 @@ async def test_standby_stops_writing_and_campaigns_again(
         writes_at_loss = writer.writes
         stood_by = time.time()
         assert not run.done()  # it did not exit
-        assert manager.ready  # cache and /readyz stay up
+        # Health is still served, and the standby is counted.
+        async with aiohttp.ClientSession() as session:
+            for probe in ("healthz", "readyz"):
+                url = f"http://127.0.0.1:{manager.health_port}/{probe}"
+                async with session.get(url) as response:
+                    assert response.status == 200, probe
+        registry = metrics.metrics.registry
+        assert registry.get_sample_value("wukong_leader_standbys_total", {"name": LEASE}) == 1
+        assert registry.get_sample_value("leader_election_master_status", {"name": LEASE}) == 0
 
         # The intruder's lease expires (4 s); A wins it back and writes again.
         await eventually(lambda: writer.writes > writes_at_loss + 2, timeout=20, what="A back")

@@ -8,6 +8,7 @@ cancellation with its reason, in the classic and the OpenMetrics format.
 """
 
 import asyncio
+import re
 import shutil
 import sys
 import urllib.request
@@ -25,7 +26,7 @@ from wukong.runtime.client import Client
 from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, ControllerOptions
 from wukong.runtime.manager import Manager
-from wukong.runtime.resources import CONFIGMAPS
+from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 CONTRACT = metrics_contract()
 # Debian's package installs it as /usr/bin/promtool, which may not be on PATH.
@@ -104,6 +105,10 @@ async def test_metrics_exposition_of_a_running_manager(
                     what="a successful reconcile after the cancelled one",
                 )
 
+                # One write through the manager's client, on what no controller watches.
+                await manager.client.patch(
+                    NAMESPACES, namespace, {"metadata": {"labels": {"scraped": "yes"}}}
+                )
                 content_type, text = await asyncio.to_thread(_scrape, url)
                 assert content_type.startswith("text/plain; version=0.0.4")
 
@@ -136,6 +141,18 @@ async def test_metrics_exposition_of_a_running_manager(
                     'resource="configmaps",verb="get"} 1.0'
                 ) in text.splitlines()
                 assert f'workqueue_depth{{controller="{CONTROLLER}",name="{CONTROLLER}"}}' in text
+                # client-go's labels: the HTTP method, in `method` and in `verb` alike.
+                methods = set(
+                    re.findall(r'^rest_client_requests_total\{[^}]*method="(\w+)"', text, re.M)
+                )
+                verbs = set(
+                    re.findall(
+                        r'^rest_client_request_duration_seconds_count\{[^}]*verb="(\w+)"',
+                        text,
+                        re.M,
+                    )
+                )
+                assert methods == verbs == {"GET", "PATCH"}, (methods, verbs)
 
                 content_type, open_metrics = await asyncio.to_thread(
                     _scrape, url, "application/openmetrics-text; version=1.0.0"

@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import aiohttp
 import pytest
 
-from tests.integration.helpers import metrics_reader_token, scrape
+from tests.integration.helpers import eventually, metrics_reader_token, scrape, take_lease
 from tests.integration.webhooks import registered_webhook
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
@@ -25,15 +26,16 @@ async def _get(url: str) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly(
-    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path, kubectl: Path
-) -> None:
-    run = await start_wukong()  # the simulator; the in-process operator is stopped below
-    await run.stop_operator()
-    token = metrics_reader_token(kubectl, control_plane.kubeconfig, run.namespace)
-    metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
-    log = (tmp_path / "operator.log").open("w+")
-    process = subprocess.Popen(  # noqa: ASYNC220 (Popen returns at once)
+def _wukong_run(
+    control_plane: ControlPlane,
+    namespace: str,
+    log: IO[str],
+    metrics_port: int,
+    health_port: int,
+    *flags: str,
+) -> "subprocess.Popen[bytes]":
+    """`wukong run` for `namespace`, logging JSON lines at DEBUG to `log`."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -42,16 +44,44 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
             "--log-level=debug",
             "run",
             f"--kubeconfig={control_plane.kubeconfig}",
-            f"--namespace={run.namespace}",
-            f"--leader-election-namespace={run.namespace}",
+            f"--namespace={namespace}",
+            f"--leader-election-namespace={namespace}",
             f"--metrics-bind=127.0.0.1:{metrics_port}",
             f"--health-bind=127.0.0.1:{health_port}",
-            "--reconcile-timeout=5",
-            f"--webhook-bind=127.0.0.1:{webhook_port}",
-            f"--webhook-cert-dir={control_plane.webhook_cert_dir}",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+    )
+
+
+async def _sigterm(
+    process: "subprocess.Popen[bytes]", log: IO[str]
+) -> tuple[int, list[dict[str, Any]]]:
+    """Stop `process` as Kubernetes does; its exit status and JSON log lines."""
+    process.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(process.wait, 30)
+    log.seek(0)
+    return code, [json.loads(line) for line in log if line.startswith("{")]
+
+
+async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly(
+    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path, kubectl: Path
+) -> None:
+    run = await start_wukong()  # the simulator; the in-process operator is stopped below
+    await run.stop_operator()
+    token = metrics_reader_token(kubectl, control_plane.kubeconfig, run.namespace)
+    metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
+    log = (tmp_path / "operator.log").open("w+")
+    process = _wukong_run(
+        control_plane,
+        run.namespace,
+        log,
+        metrics_port,
+        health_port,
+        "--reconcile-timeout=5",
+        f"--webhook-bind=127.0.0.1:{webhook_port}",
+        f"--webhook-cert-dir={control_plane.webhook_cert_dir}",
     )
     try:
         await run.create("proc", {"disks": [{"name": "root", "size": "1Gi"}]})
@@ -91,10 +121,7 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
         lease = await run.client.get(LEASES, "wukong-operator", namespace=run.namespace)
         assert lease["spec"]["holderIdentity"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 30)
-    log.seek(0)
-    lines = [json.loads(line) for line in log if line.startswith("{")]
+        code, lines = await _sigterm(process, log)
     assert code == 0, lines[-5:]
     assert not [line for line in lines if line["level"] == "ERROR"]
     assert any("Wukong operator starting" in line["message"] for line in lines)
@@ -103,6 +130,49 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
     # The Wukong outlives the operator; deleting it now waits for the next operator.
     wukong = await run.client.get(WUKONGS, "proc", namespace=run.namespace)
     assert wukong["metadata"]["finalizers"]
+
+
+async def test_wukong_run_on_lease_loss_standby_stays_up_without_leading(
+    control_plane: ControlPlane, start_wukong: StartWukong, tmp_path: Path
+) -> None:
+    run = await start_wukong()
+    await run.stop_operator()
+    metrics_port, health_port = free_port(), free_port()
+    log = (tmp_path / "operator.log").open("w+")
+    process = _wukong_run(
+        control_plane,
+        run.namespace,
+        log,
+        metrics_port,
+        health_port,
+        "--no-metrics-secure",
+        "--on-lease-loss=standby",
+    )
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    async def exposition_has(line: str) -> bool:
+        try:
+            status, text = await _get(metrics)
+        except aiohttp.ClientError:
+            return False
+        return status == 200 and line in text.splitlines()
+
+    try:
+        leading = 'leader_election_master_status{name="wukong-operator"} 1.0'
+        await eventually(lambda: exposition_has(leading), timeout=60, what="the process leading")
+        await take_lease(run.client, name="wukong-operator", namespace=run.namespace, holder="x")
+        standby = 'wukong_leader_standbys_total{name="wukong-operator"} 1.0'
+        await eventually(lambda: exposition_has(standby), timeout=30, what="standing by")
+        # Still up, not leading: metrics and health served, the process did not exit.
+        assert await exposition_has('leader_election_master_status{name="wukong-operator"} 0.0')
+        status, _ = await _get(f"http://127.0.0.1:{health_port}/readyz")
+        assert status == 200
+        assert process.poll() is None
+    finally:
+        code, lines = await _sigterm(process, log)
+    assert code == 0, lines[-5:]
+    assert not [line for line in lines if line["level"] == "ERROR"]
+    assert any("standing by" in line["message"] for line in lines)
 
 
 def test_wukong_run_names_what_is_missing(tmp_path: Path) -> None:

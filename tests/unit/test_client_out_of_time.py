@@ -16,9 +16,19 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client as k8s_client
 
-from tests.integration.helpers import Recorder
-from wukong.runtime import ApiTimeout, CancelReason, Client, ReconcileContext, Request
+from tests.integration.helpers import Recorder, eventually
+from wukong.runtime import (
+    ApiTimeout,
+    CancelReason,
+    Client,
+    Controller,
+    Outcome,
+    ReconcileContext,
+    Request,
+    Result,
+)
 from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime._running import RunningController
 from wukong.runtime.resources import CONFIGMAPS
 
 _STATUS = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}
@@ -139,3 +149,40 @@ async def test_with_time_to_wait_the_call_is_retried(
     assert fake.requests == ["busy-once", "busy-once"]
     assert [(c.status_code, c.retries) for c in recorder.calls] == [(200, 1)]
     await asyncio.sleep(0)
+
+
+class GetsItsConfigMap:
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        await ctx.client.get(CONFIGMAPS, request.name, namespace=request.namespace)
+        return Result()
+
+
+async def test_a_reconcile_throttled_past_its_deadline_logs_why_at_debug(
+    server: tuple[FakeApiServer, str],
+    recorder_and_client: tuple[Recorder, Client],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wukong")
+    recorder, client = recorder_and_client
+    controller = RunningController(
+        Controller(name="c", reconciler=GetsItsConfigMap(), primary=CONFIGMAPS),
+        client=client,
+        observer=recorder,
+        reconcile_timeout=2.0,
+    )
+    controller.start()
+    controller.enqueue(Request("ns", "throttled"))
+    await eventually(lambda: bool(recorder.finished()), what="the reconcile to end")
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    # The first attempt (later ones, requeued with a short backoff, may meet the stop).
+    ended = recorder.finished()[0]
+    assert (ended.outcome, ended.reason) == (Outcome.CANCELLED, CancelReason.API_TIMEOUT)
+    # A normal event: DEBUG, never ERROR, with the reason and what the server said.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    line = next(r for r in caplog.records if "reconcile cancelled" in r.getMessage())
+    assert line.levelno == logging.DEBUG
+    message = line.getMessage()
+    assert "reason=api_timeout" in message
+    assert "cause: get /api/v1/namespaces/ns/configmaps/throttled" in message, message
+    assert "(429 with Retry-After 3s and no time left to wait)" in message, message

@@ -55,6 +55,15 @@ def test_each_cause() -> None:
     assert cause({"shutdown": 2, "deadline_exceeded": 9}, 12.0) == TIGHT_DEADLINE
 
 
+def test_a_restart_reads_as_no_failure_with_its_count() -> None:
+    def explanation(shutdown: int) -> str:
+        summary = _summary({"shutdown": shutdown}, 9.0)
+        return diagnose(summary, baseline_api_p50_ms=8.0, leader_readings=_leader(0.0)).explanation
+
+    assert explanation(3).startswith("no failure: 3 reconciles cancelled for shutdown, ")
+    assert explanation(1).startswith("no failure: 1 reconcile cancelled for shutdown, ")
+
+
 def _span(name: str, start_ms: float, end_ms: float, **attributes: object) -> ReceivedSpan:
     return ReceivedSpan(
         name=name,

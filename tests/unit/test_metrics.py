@@ -156,6 +156,34 @@ async def test_results_errors_timeouts_and_cancellations(observers: RuntimeMetri
     assert _value(observers, f"{budget}_bucket", controller="c", le="1.0") == 5
 
 
+@pytest.mark.parametrize(
+    ("reason", "result", "timeouts"),
+    [
+        (CancelReason.SHUTDOWN, "requeue", 0),
+        (CancelReason.LEADER_LOST, "requeue", 0),
+        (CancelReason.DELETED, "requeue", 0),
+        (CancelReason.PARENT_CANCELLED, "requeue", 0),
+        # A call's own limit is a failure, but only the reconcile's deadline is a timeout.
+        (CancelReason.API_TIMEOUT, "error", 0),
+        (CancelReason.DEADLINE_EXCEEDED, "error", 1),
+    ],
+)
+async def test_only_failures_count_as_errors_and_only_the_deadline_as_a_timeout(
+    observers: RuntimeMetrics, reason: CancelReason, result: str, timeouts: int
+) -> None:
+    observers.reconcile(_finished(_context(), Outcome.CANCELLED, duration=0.3, reason=reason))
+    total = "controller_runtime_reconcile_total"
+    assert _value(observers, total, controller="c", result=result) == 1
+    errors = 1 if result == "error" else None  # no series until the first error
+    assert _value(observers, "controller_runtime_reconcile_errors_total", controller="c") == errors
+    timeouts_total = _value(
+        observers, "controller_runtime_reconcile_timeouts_total", controller="c"
+    )
+    assert (timeouts_total or 0) == timeouts
+    cancellations = "wukong_reconcile_cancellations_total"
+    assert _value(observers, cancellations, controller="c", reason=reason.value) == 1
+
+
 async def test_reconcile_time_carries_the_trace_id_exemplar(observers: RuntimeMetrics) -> None:
     ctx = _context()
     ctx.span = NonRecordingSpan(
@@ -285,6 +313,22 @@ def test_leader_status(observers: RuntimeMetrics) -> None:
     for leading, value in ((False, 0), (True, 1), (False, 0)):
         observers.leadership_changed("wukong-lock", leading)
         assert _value(observers, status, name="wukong-lock") == value
+
+
+def test_watch_restarts_relists_and_standbys_by_cause(observers: RuntimeMetrics) -> None:
+    for cause in ("gone", "timeout", "error", "gone"):
+        observers.watch_restarted("configmaps", cause)
+    observers.relisted("configmaps", "gone")
+    observers.standing_by("wukong-lock")
+    observers.standing_by("wukong-lock")
+
+    restarts = "wukong_watch_restarts_total"
+    assert _value(observers, restarts, resource="configmaps", cause="gone") == 2
+    assert _value(observers, restarts, resource="configmaps", cause="timeout") == 1
+    assert _value(observers, restarts, resource="configmaps", cause="error") == 1
+    relists = "wukong_informer_relists_total"
+    assert _value(observers, relists, resource="configmaps", cause="gone") == 1
+    assert _value(observers, "wukong_leader_standbys_total", name="wukong-lock") == 2
 
 
 class _Broken(RuntimeObserver):

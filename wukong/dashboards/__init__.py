@@ -10,7 +10,7 @@ chart, and unit tests fail when the committed files are stale.
   and leadership;
 - `node_cancellations`: "Wukong / Node cancellations"
   (`wukong-node-cancellations`), what the eBPF node agent saw per node, pod,
-  runtime and reason;
+  runtime and reason, and what its counts cover (processes traced, events lost);
 - `builders`: panels, rows, variables and the dashboard settings they share;
 - `promql`: the expressions they are built from, and reading expressions back
   (series names, grouping labels, Grafana variables) for the checks;

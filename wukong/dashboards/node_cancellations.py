@@ -1,9 +1,12 @@
 """ "Wukong / Node cancellations": what the node agent's eBPF probes saw.
 
-One family, `wukong_node_cancellations_total`, split four ways: per node, per
+The counts, `wukong_node_cancellations_total`, split four ways: per node, per
 pod, per runtime (Python asyncio in Wukong, Go contexts in controller-runtime
 controllers) and per cancel reason, for every controller process on the node,
-Wukong and Go controllers alike.
+Wukong and Go controllers alike. Then what the counts cover: the processes the
+probes are on (`wukong_node_traced_processes`: a pod missing there is
+untraced, not quiet) and the events they could not deliver
+(`wukong_node_events_lost_total`: the counts are short by that much).
 
 `node` and `namespace` are the agent's own labels (the pod that was cancelled),
 kept as exported because the agent is scraped with honor_labels, as
@@ -25,7 +28,11 @@ UID = "wukong-node-cancellations"
 TITLE = "Wukong / Node cancellations"
 
 _FAMILY = "wukong_node_cancellations_total"
+_TRACED = "wukong_node_traced_processes"
+_LOST = "wukong_node_events_lost_total"
 _NODE = 'job=~"$job", node=~"$node", namespace=~"$namespace"'
+# A lost event never reached the agent's attribution: it has no pod, so no namespace.
+_NODE_ONLY = 'job=~"$job", node=~"$node"'
 
 
 def _split_by(labels: str, legend: str, *, title: str, description: str) -> PanelSpec:
@@ -76,6 +83,40 @@ def _cancellations() -> Row:
     )
 
 
+def _coverage() -> Row:
+    return Row(
+        title="What the counts cover",
+        panels=(
+            PanelSpec(
+                title="Processes traced",
+                description="Controller processes with the agent's probes attached right "
+                "now, by node and runtime. A pod absent here is untraced, so a count of "
+                "0 above says nothing about it.",
+                unit="short",
+                queries=[
+                    Query(
+                        expr=f"sum by (node, runtime) ({_TRACED}{{{_NODE}}})",
+                        legend="{{node}} {{runtime}}",
+                    )
+                ],
+            ),
+            PanelSpec(
+                title="Events lost",
+                description="Events per second the probes could not deliver (a full "
+                "buffer or map): the cancellations above are short by this much. Not "
+                "split by namespace: a lost event has no pod.",
+                unit="ops",
+                queries=[
+                    Query(
+                        expr=rate(_LOST, selector=_NODE_ONLY, by="node, runtime"),
+                        legend="{{node}} {{runtime}}",
+                    )
+                ],
+            ),
+        ),
+    )
+
+
 def _variables() -> list[object]:
     return [
         datasource_variable(name="datasource", label="Prometheus", plugin="prometheus"),
@@ -106,7 +147,8 @@ def node_cancellations_dashboard() -> dashboard_builders.Dashboard:
         uid=UID,
         title=TITLE,
         description="Cancellations observed by Wukong's eBPF node agent inside every "
-        "controller process on a node, by node, pod, runtime and reason.",
+        "controller process on a node, by node, pod, runtime and reason, and what "
+        "the counts cover (processes traced, events lost).",
         variables=_variables(),
-        rows=[_cancellations()],
+        rows=[_cancellations(), _coverage()],
     )

@@ -48,14 +48,14 @@ def diagnose(
         # drops to 0 too, which is no loss.
         return Diagnosis(
             ROLLING_RESTART,
-            f"no failure: {shutdown} reconcile(s) cancelled for shutdown, none timed out or "
+            f"no failure: {_reconciles(shutdown)} cancelled for shutdown, none timed out or "
             "lost the Lease; a restart or rollout, requeued by the next replica",
         )
     leader_down = any(value == 0 for reading in leader_readings for _, value in reading.series)
     if leader_lost or leader_down:
         return Diagnosis(
             LEADER_LOST,
-            f"{leader_lost} reconcile(s) cancelled with leader_lost"
+            f"{_reconciles(leader_lost)} cancelled with leader_lost"
             + ("; leader_election_master_status is 0" if leader_down else "")
             + ": this replica lost its Lease and stopped reconciling",
         )
@@ -65,14 +65,19 @@ def diagnose(
     if traces.api_p50_ms >= slow_threshold:
         return Diagnosis(
             SLOW_API,
-            f"{timed_out} reconcile(s) hit their deadline while API calls took "
+            f"{_reconciles(timed_out)} hit their deadline while API calls took "
             f"p50 {traces.api_p50_ms:.0f} ms against {baseline_api_p50_ms:.0f} ms when "
             f"healthy; slowest: {traces.slowest_call} "
             f"(p50 {traces.slowest_call_p50_ms:.0f} ms): the API server is slow",
         )
     return Diagnosis(
         TIGHT_DEADLINE,
-        f"{timed_out} reconcile(s) hit their deadline while API calls were as fast as "
+        f"{_reconciles(timed_out)} hit their deadline while API calls were as fast as "
         f"usual (p50 {traces.api_p50_ms:.0f} ms, healthy {baseline_api_p50_ms:.0f} ms): "
         "the deadline is too tight for the work of one reconcile; raise --reconcile-timeout",
     )
+
+
+def _reconciles(count: int) -> str:
+    """ "1 reconcile", "3 reconciles": the report reads as a sentence."""
+    return f"{count} reconcile" if count == 1 else f"{count} reconciles"

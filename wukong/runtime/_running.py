@@ -328,11 +328,15 @@ class RunningController:
         if outcome is Outcome.CANCELLED:
             # Normal in a controller's life: DEBUG, with the reason, then requeue.
             in_flight = ctx.cut_call or "none"
+            # What ended the call, when it says more than the reason (a 429 whose
+            # Retry-After is past the deadline, a write refused after the loss).
+            cause = f", cause: {error}" if error is not None else ""
             ctx.logger.debug(
-                "reconcile cancelled after %.3fs: reason=%s, API call in flight: %s",
+                "reconcile cancelled after %.3fs: reason=%s, API call in flight: %s%s",
                 duration,
                 reason,
                 in_flight,
+                cause,
                 extra={"cancel_reason": str(reason), "api_call_in_flight": in_flight},
             )
         elif outcome is Outcome.ERROR:

@@ -1,7 +1,8 @@
 // A scripted Go program whose context cancellations the node agent must count
 // exactly. It waits for a line on stdin (so the agent can attach first), then
 // runs -deadlines timeouts that expire (each with one context derived from it,
-// as a request made under it has), -cancels explicit cancel() calls and
+// as a request made under it has), -deadline-causes timeouts made with
+// WithTimeoutCause, -cancels explicit cancel() calls and
 // -causes cancellations through WithCancelCause and one parent with -children
 // children (cancelled by propagation), then -noops cancel() calls on a context
 // already cancelled, each in its own function so
@@ -26,6 +27,18 @@ func expireDeadlines(n int) {
 		<-request.Done()
 		cancelRequest()
 		cancel() // after the deadline: not a second cancellation
+	}
+}
+
+// Deadlines that carry a cause (WithTimeoutCause): the timer cancels with it.
+//
+//go:noinline
+func expireDeadlinesWithCause(n int) {
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeoutCause(
+			context.Background(), time.Millisecond, errors.New("scripted deadline"))
+		<-ctx.Done()
+		cancel()
 	}
 }
 
@@ -74,6 +87,7 @@ func cancelAgain(n int) {
 
 func main() {
 	deadlines := flag.Int("deadlines", 3, "timeouts that expire")
+	deadlineCauses := flag.Int("deadline-causes", 0, "timeouts with a cause that expire")
 	cancels := flag.Int("cancels", 4, "explicit cancels")
 	causes := flag.Int("causes", 5, "cancels with a cause")
 	children := flag.Int("children", 2, "children of one parent, cancelled with it")
@@ -85,6 +99,7 @@ func main() {
 		bufio.NewReader(os.Stdin).ReadString('\n')
 	}
 	expireDeadlines(*deadlines)
+	expireDeadlinesWithCause(*deadlineCauses)
 	cancelExplicitly(*cancels)
 	cancelWithCause(*causes)
 	cancelParent(*children)
