@@ -20,9 +20,7 @@ from wukong.runtime import (
     Result,
     RuntimeObserver,
 )
-from wukong.runtime.resources import CONFIGMAPS
-
-SECRETS = Resource(group="", version="v1", plural="secrets", kind="Secret")
+from wukong.runtime.resources import CONFIGMAPS, SECRETS
 
 
 class Reads:

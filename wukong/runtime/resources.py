@@ -51,6 +51,7 @@ NAMESPACES = Resource(
     group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False
 )
 CONFIGMAPS = Resource(group="", version="v1", plural="configmaps", kind="ConfigMap")
+SECRETS = Resource(group="", version="v1", plural="secrets", kind="Secret")
 EVENTS = Resource(group="", version="v1", plural="events", kind="Event")
 CUSTOM_RESOURCE_DEFINITIONS = Resource(
     group="apiextensions.k8s.io",
