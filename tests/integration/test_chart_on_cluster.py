@@ -24,9 +24,7 @@ from wukong.operator.api import WUKONGS
 from wukong.runtime.client import Client
 from wukong.runtime.errors import ApiError
 from wukong.runtime.leader import LEASES, LeaderElectionConfig
-from wukong.runtime.resources import CONFIGMAPS, NAMESPACES, Resource
-
-SECRETS = Resource(group="", version="v1", plural="secrets", kind="Secret")
+from wukong.runtime.resources import CONFIGMAPS, NAMESPACES, SECRETS
 
 
 def _kubectl(kubectl: Path, plane: ControlPlane, *args: str, stdin: str | None = None) -> str:

@@ -7,9 +7,8 @@ from wukong.runtime.client import Client, Object
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller, Watch
 from wukong.runtime.manager import Manager
-from wukong.runtime.resources import CONFIGMAPS, Resource
+from wukong.runtime.resources import CONFIGMAPS, SECRETS, Resource
 
-SECRETS = Resource(group="", version="v1", plural="secrets", kind="Secret")
 SERVICES = Resource(group="", version="v1", plural="services", kind="Service")
 # Index of primaries (ConfigMaps) by the Secret named in their data, like
 # seed 004's Wukongs indexed by spec.podName.

@@ -124,6 +124,7 @@ async def test_after_lease_loss_only_the_new_leader_writes(
     await _create_configmaps(client, namespace)
 
     writers = {"a": Writer("a", stubborn=True), "b": Writer("b", stubborn=False)}
+    b_calls = Recorder()  # B's API calls: its reads of the Lease while A holds it
     managers = {
         identity: Manager(
             client=replicas[identity],
@@ -137,6 +138,7 @@ async def test_after_lease_loss_only_the_new_leader_writes(
                 retry_period=0.5,
             ),
             shutdown_grace=30.0,  # what a graceful stop would allow: lease loss must not wait
+            observers=[b_calls] if identity == "b" else [],
         )
         for identity in ("a", "b")
     }
@@ -150,29 +152,32 @@ async def test_after_lease_loss_only_the_new_leader_writes(
             )
         )
 
-    run_a = asyncio.create_task(managers["a"].run())
-    await eventually(lambda: writers["a"].writes >= 2 * OBJECTS, what="A leading and writing")
-    run_b = asyncio.create_task(managers["b"].run())
-    try:
-        await asyncio.sleep(1.0)  # B is up and campaigning
-        assert writers["b"].writes == 0
+    def b_read_the_lease(times: int) -> bool:
+        return sum(c.resource == "leases" and c.verb == "get" for c in b_calls.calls) >= times
 
-        await take_lease(client, name=LEASE, namespace=namespace, holder="intruder")
+    async with running(managers["a"]) as run_a:
+        await eventually(lambda: writers["a"].writes >= 2 * OBJECTS, what="A leading and writing")
+        async with running(managers["b"]):
+            # B is up and campaigning: it found the Lease held, and again a retry later.
+            await eventually(lambda: b_read_the_lease(2), what="B campaigning")
+            assert writers["b"].writes == 0
 
-        assert await asyncio.wait_for(run_a, timeout=10) == CancelReason.LEADER_LOST
-        a_stopped = time.time()
-        await eventually(lambda: writers["b"].writes >= 2 * OBJECTS, timeout=20, what="B writing")
-        lease = await client.get(LEASES, LEASE, namespace=namespace)
-        assert lease["spec"]["holderIdentity"] == "b"
-        b_acquired = _timestamp(lease["spec"]["acquireTime"])
-        # A's stubborn reconciles tried to write after the loss, and were refused.
-        await eventually(lambda: len(writers["a"].refused) > 0, timeout=10, what="A's late write")
-    finally:
-        managers["b"].stop()
-        await run_b
-        if not run_a.done():
-            managers["a"].stop()
-            await run_a
+            await take_lease(client, name=LEASE, namespace=namespace, holder="intruder")
+
+            # Shielded: on a timeout, leaving the block stops A instead of cancelling it.
+            reason = await asyncio.wait_for(asyncio.shield(run_a), timeout=10)
+            assert reason == CancelReason.LEADER_LOST
+            a_stopped = time.time()
+            await eventually(
+                lambda: writers["b"].writes >= 2 * OBJECTS, timeout=20, what="B writing"
+            )
+            lease = await client.get(LEASES, LEASE, namespace=namespace)
+            assert lease["spec"]["holderIdentity"] == "b"
+            b_acquired = _timestamp(lease["spec"]["acquireTime"])
+            # A's stubborn reconciles tried to write after the loss, and were refused.
+            await eventually(
+                lambda: len(writers["a"].refused) > 0, timeout=10, what="A's late write"
+            )
 
     writes = _audit_writes(control_plane.audit_log, namespace)
     by_a = [w for w in writes if "replica-a" in w["userAgent"]]

@@ -1,10 +1,8 @@
 """The manager's /healthz and /readyz, as kubelet probes would call them."""
 
-import asyncio
-
 import aiohttp
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, running
 from wukong.runtime.client import Client
 from wukong.runtime.context import ReconcileContext, Request, Result
 from wukong.runtime.controller import Controller
@@ -28,16 +26,14 @@ async def _status(session: aiohttp.ClientSession, url: str) -> int:
 async def test_health_endpoints_follow_the_lifecycle(client: Client, namespace: str) -> None:
     manager = Manager(client=client, namespace=namespace, health_bind="127.0.0.1:0")
     manager.add(Controller(name="health", reconciler=Idle(), primary=CONFIGMAPS))
-    run = asyncio.create_task(manager.run())
     async with aiohttp.ClientSession() as session:
-        await eventually(lambda: manager.health_port is not None, what="the health server")
-        base = f"http://127.0.0.1:{manager.health_port}"
+        async with running(manager):
+            await eventually(lambda: manager.health_port is not None, what="the health server")
+            base = f"http://127.0.0.1:{manager.health_port}"
 
-        async def ready() -> bool:
-            return await _status(session, f"{base}/readyz") == 200
+            async def ready() -> bool:
+                return await _status(session, f"{base}/readyz") == 200
 
-        await eventually(ready, what="/readyz ok once informers have synced")
-        assert await _status(session, f"{base}/healthz") == 200
-        manager.stop()
-        await run
+            await eventually(ready, what="/readyz ok once informers have synced")
+            assert await _status(session, f"{base}/healthz") == 200
         assert await _status(session, f"{base}/healthz") == -1  # server closed on shutdown

@@ -1,12 +1,11 @@
 """The manager freezes the start-up heap once its caches are synced, unless told not to."""
 
-import asyncio
 import gc
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, running
 from wukong.runtime import _heap
 from wukong.runtime import manager as manager_module
 from wukong.runtime.client import Client
@@ -41,10 +40,8 @@ async def test_heap_frozen_after_sync(
     manager = Manager(client=client, namespace=namespace, freeze_startup_heap=freeze)
     reconciler = Seen()
     manager.add(Controller(name="heap", reconciler=reconciler, primary=CONFIGMAPS))
-    run = asyncio.create_task(manager.run())
-    await client.create(CONFIGMAPS, {"metadata": {"name": "probe", "namespace": namespace}})
-    # Controllers start after the freeze: a reconcile shows that run() got past it.
-    await eventually(lambda: bool(reconciler.requests), what="a reconcile")
-    assert freezer.frozen is freeze
-    manager.stop()
-    await run
+    async with running(manager):
+        await client.create(CONFIGMAPS, {"metadata": {"name": "probe", "namespace": namespace}})
+        # Controllers start after the freeze: a reconcile shows that run() got past it.
+        await eventually(lambda: bool(reconciler.requests), what="a reconcile")
+        assert freezer.frozen is freeze

@@ -140,7 +140,9 @@ async def test_metrics_exposition_of_a_running_manager(
                     'wukong_api_request_cancellations_total{reason="deadline_exceeded",'
                     'resource="configmaps",verb="get"} 1.0'
                 ) in text.splitlines()
-                assert f'workqueue_depth{{controller="{CONTROLLER}",name="{CONTROLLER}"}}' in text
+                assert (
+                    f'workqueue_depth{{controller="{CONTROLLER}",name="{CONTROLLER}"}} 0.0'
+                ) in text.splitlines()
                 # client-go's labels: the HTTP method, in `method` and in `verb` alike.
                 methods = set(
                     re.findall(r'^rest_client_requests_total\{[^}]*method="(\w+)"', text, re.M)

@@ -2,29 +2,21 @@
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from wukong.devcluster import ControlPlane
-from wukong.devcluster.crds import wait_crd_established
+from wukong.devcluster.crds import install_crds
 from wukong.operator.api import WUKONGS
 from wukong.operator.crd import wukong_crd
 from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import AlreadyExists, Invalid
-from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
+from wukong.runtime.errors import Invalid
 
 
 @pytest.fixture
-async def installed(client: Client) -> AsyncIterator[None]:
-    crd = wukong_crd()
-    try:
-        await client.create(CUSTOM_RESOURCE_DEFINITIONS, crd)
-    except AlreadyExists:
-        pass  # shared by the session's tests
-    await wait_crd_established(client, crd["metadata"]["name"])
-    yield
+async def installed(client: Client) -> None:
+    await install_crds(client, [wukong_crd()])  # shared by the session's tests
 
 
 def _wukong(namespace: str, name: str, spec: Object) -> Object:

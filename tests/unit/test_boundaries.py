@@ -1,9 +1,12 @@
-"""Package boundaries: the dev simulator plays other systems and never imports the operator."""
+"""Package boundaries: the dev simulator plays other systems and never imports the operator;
+the runtime's public API is the documented names of `wukong.runtime.__all__`."""
 
 import ast
+import inspect
 from pathlib import Path
 
 import wukong.devcluster.simulator as simulator
+import wukong.runtime as runtime
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -26,3 +29,26 @@ def test_the_simulator_does_not_import_the_operator() -> None:
     }
     assert sorted(offenders) == []
     assert "wukong.runtime.apis" in _imported_modules(package / "crds.py")
+
+
+def test_every_public_runtime_name_has_a_docstring_of_its_own() -> None:
+    undocumented = []
+    for name in runtime.__all__:
+        value = getattr(runtime, name)
+        if not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue  # constants and type aliases: documented where they are defined
+        doc = value.__dict__.get("__doc__") or ""
+        # A dataclass without a docstring gets its signature as one.
+        if not doc.strip() or doc.startswith(f"{value.__name__}("):
+            undocumented.append(name)
+    assert undocumented == []
+
+
+def test_the_public_runtime_names_are_not_machinery() -> None:
+    private = [
+        name
+        for name in runtime.__all__
+        if name.startswith("_")
+        or getattr(getattr(runtime, name), "__module__", "").startswith("wukong.runtime._")
+    ]
+    assert private == []

@@ -382,7 +382,9 @@ async def test_server_negotiates_the_format(observers: RuntimeMetrics) -> None:
 
         content_type, text = await asyncio.to_thread(scrape, None)
         assert content_type.startswith("text/plain; version=0.0.4")
-        assert "controller_runtime_reconcile_total" in text
+        assert 'controller_runtime_reconcile_total{controller="c",result="success"} 1.0' in (
+            text.splitlines()
+        )
         assert "trace_id" not in text  # the classic format has no exemplars
         content_type, text = await asyncio.to_thread(
             scrape, "application/openmetrics-text; version=1.0.0,text/plain;q=0.5"

@@ -19,7 +19,7 @@ from wukong.ebpf.agent import Agent
 from wukong.ebpf.attribution import PodAttribution
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.export import CancellationExporter
-from wukong.ebpf.live import LiveTable, write_json
+from wukong.ebpf.live import SORT_KEYS, LiveTable, write_json
 from wukong.ebpf.preflight import AgentError, check_node
 from wukong.ebpf.records import Cancellation
 from wukong.metrics.thread import MetricsThread
@@ -219,7 +219,5 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     _common(trace)
     trace.add_argument("--json", action="store_true", help="JSON lines instead of the table")
-    trace.add_argument(
-        "--sort", choices=["count", "pid", "reason", "pod"], default="count", help="table order"
-    )
+    trace.add_argument("--sort", choices=SORT_KEYS, default="count", help="table order")
     trace.set_defaults(handler=_trace)

@@ -31,7 +31,7 @@ from wukong.demo.diagnosis import (
     diagnose,
 )
 from wukong.demo.samples import web_server
-from wukong.demo.stack import NAMESPACE, DemoStack, dashboard_variables
+from wukong.demo.stack import JOB, NAMESPACE, DemoError, DemoStack, dashboard_variables
 from wukong.demo.telemetry import PanelReading, TraceSummary, panel_readings, summarize_traces
 from wukong.operator.run import LEASE_NAME
 from wukong.runtime.leader import LEASES
@@ -48,6 +48,11 @@ LEADER_PANEL = "Leader election"
 HEALTHY_TIMEOUT = 3.0
 SLOW_API_DELAY = 0.6
 TIGHT_TIMEOUT = 0.02
+# The demo's Prometheus scrapes the operator and evaluates the alert rules every
+# second (devcluster.prometheus); a report waits for this many scrapes after
+# its fault, so the panels and alerts it reads include the fault's last effects.
+SCRAPE_INTERVAL = 1.0
+SCRAPES_BEFORE_REPORT = 3
 
 
 @dataclass(frozen=True)
@@ -108,11 +113,11 @@ class Drill:
         self.stack.proxy.delay = 0.3  # keeps reconciles in flight when a replica stops
         names = await self._create("drill-restart", count=4)
         for _ in range(2):
-            await asyncio.sleep(1.5)
+            await self._until_reconciling()
             await self.stack.start_operator(reconcile_timeout=HEALTHY_TIMEOUT)
         self.stack.proxy.delay = 0.0
         await self._wait_running(names)
-        await asyncio.sleep(3.0)  # a few more scrapes and span exports
+        await self._scraped()
 
         async def nothing_to_heal() -> None:
             return None
@@ -152,12 +157,14 @@ class Drill:
         started = time.time_ns()
         self.stack.proxy.delay = 0.3  # keeps reconciles in flight when the Lease goes
         names = await self._create("drill-lease", count=4)
-        await asyncio.sleep(1.5)
+        await self._until_reconciling()
         await self._steal_lease()
+        # The spans it flushes at exit are at the receiver once it has exited
+        # (the receiver keeps a batch before it answers the export).
         code = await self.stack.wait_operator_exit(timeout=30)
         self.progress(f"  the operator exited with status {code}")
         self.stack.proxy.delay = 0.0
-        await asyncio.sleep(2.0)  # the last spans, flushed at exit, arrive
+        await self._scraped()
 
         async def heal() -> None:
             await self.stack.api.delete(LEASES, LEASE_NAME, namespace=NAMESPACE)
@@ -218,27 +225,87 @@ class Drill:
         self.progress(f"{what}: {', '.join(names)}")
         await self._wait_running(names)
 
-    async def _wait_running(self, names: list[str], *, timeout: float = 90.0) -> None:
+    async def _until(
+        self,
+        check: Callable[[], Awaitable[bool]],
+        *,
+        timeout: float,
+        interval: float,
+        failure: Callable[[], str],
+    ) -> None:
+        """Poll `check` until it holds; a DemoError saying `failure()` after `timeout` s."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while True:
-            phases = await self.stack.phases()
-            if all(phases.get(name) == "Running" for name in names):
-                return
+        while not await check():
             if loop.time() > deadline:
-                raise TimeoutError(f"not Running after {timeout:.0f}s: {phases}")
-            await asyncio.sleep(0.5)
+                raise DemoError(f"{failure()} after {timeout:.0f}s")
+            await asyncio.sleep(interval)
+
+    async def _wait_running(self, names: list[str], *, timeout: float = 90.0) -> None:
+        phases: dict[str, str] = {}
+
+        async def all_running() -> bool:
+            phases.update(await self.stack.phases())
+            return all(phases.get(name) == "Running" for name in names)
+
+        await self._until(
+            all_running, timeout=timeout, interval=0.5, failure=lambda: f"not Running: {phases}"
+        )
+
+    async def _until_reconciling(self, *, timeout: float = 30.0) -> None:
+        """Wait until the operator has reconciles in flight, for a fault to cut into."""
+
+        async def reconciling() -> bool:
+            return await self.stack.reconciles_in_flight() > 0
+
+        await self._until(
+            reconciling,
+            timeout=timeout,
+            interval=0.1,
+            failure=lambda: "the operator had no reconcile in flight",
+        )
 
     async def _until_cancelled(self, started: int, *, at_least: int, timeout: float = 40.0) -> None:
         """Let the fault act until the traces show `at_least` cancelled reconciles."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
+        cancelled = 0
+
+        async def enough() -> bool:
+            nonlocal cancelled
             traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
-            if sum(traces.cancellations.values()) >= at_least:
-                break
-            await asyncio.sleep(1.0)
-        await asyncio.sleep(3.0)  # a few more Prometheus scrapes of the storm
+            cancelled = sum(traces.cancellations.values())
+            return cancelled >= at_least
+
+        await self._until(
+            enough,
+            timeout=timeout,
+            interval=1.0,
+            failure=lambda: f"{cancelled} of {at_least} cancelled reconciles in the traces",
+        )
+        await self._scraped()
+
+    async def _scraped(self, *, timeout: float = 30.0) -> None:
+        """Wait until Prometheus has scraped the operator `SCRAPES_BEFORE_REPORT` times
+        from now (a scrape of an exited operator counts: it records `up` 0)."""
+        # The scrapes after `mark` start at most an interval apart, so a scrape that
+        # started later than (n - 1) intervals after `mark` is the n-th or later.
+        after = time.time() + (SCRAPES_BEFORE_REPORT - 1) * SCRAPE_INTERVAL
+        last = 0.0
+
+        async def scraped() -> bool:
+            nonlocal last
+            query = f'max(timestamp(up{{job="{JOB}"}}))'
+            result = await asyncio.to_thread(self.stack.prometheus.query, query)
+            last = float(result[0]["value"][1]) if result else 0.0
+            return last > after
+
+        await self._until(
+            scraped,
+            timeout=timeout,
+            interval=0.2,
+            failure=lambda: (
+                f"Prometheus scraped the operator last at {last:.1f}, not after {after:.1f}"
+            ),
+        )
 
     async def _steal_lease(self) -> None:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

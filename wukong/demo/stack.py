@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from wukong.dashboards.alerts import render_alert_rules
 from wukong.devcluster import ControlPlane
@@ -176,6 +177,21 @@ class DemoStack:
     async def wait_operator_exit(self, *, timeout: float) -> int:
         assert self.operator is not None
         return await asyncio.to_thread(self.operator.process.wait, timeout)
+
+    async def reconciles_in_flight(self) -> int:
+        """Reconciles the operator runs now, read from its /metrics (0 when it is down)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                text = await response.text()
+        except aiohttp.ClientError:
+            return 0  # not serving (yet, or any more): nothing in flight to see
+        return sum(
+            round(sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "controller_runtime_active_workers"
+            for sample in family.samples
+        )
 
     async def _wait_ready(self, operator: OperatorProcess, *, timeout: float = 60.0) -> None:
         url = f"http://127.0.0.1:{self.health_port}/readyz"

@@ -29,6 +29,8 @@ def _now() -> str:
 
 
 class EventRecorder:
+    """Writes Events as `component`, folding repeats into one Event with a count."""
+
     def __init__(self, *, component: str) -> None:
         self.component = component
         # (uid, type, reason, message) -> (namespace, event name, count)
@@ -37,6 +39,7 @@ class EventRecorder:
     async def record(
         self, client: Client, obj: Object, *, type: EventType, reason: str, message: str
     ) -> None:
+        """An Event about `obj`; best effort (a failure is logged at DEBUG, never raised)."""
         metadata = obj["metadata"]
         namespace = metadata.get("namespace") or "default"
         key = (metadata.get("uid", ""), type, reason, message)

@@ -82,15 +82,6 @@ class AuditProbes(RuntimeObserver):
         address = audit_semaphore()
         self._semaphore = ctypes.c_ushort.from_address(address) if address else None
 
-    @property
-    def available(self) -> bool:
-        """Whether this interpreter has the probe at all."""
-        return self._semaphore is not None
-
-    @property
-    def traced(self) -> bool:
-        return self._semaphore is not None and self._semaphore.value > 0
-
     def reconcile(self, event: LifecycleEvent) -> None:
         if self._semaphore is None or not self._semaphore.value:
             return

@@ -10,6 +10,12 @@ from urllib.parse import quote
 
 @dataclass(frozen=True, kw_only=True)
 class Resource:
+    """A kind of object the API server serves: `group` ("" for core), `version`, `plural`.
+
+    Built-in and custom resources are declared alike, e.g.
+    `Resource(group="", version="v1", plural="configmaps", kind="ConfigMap")`.
+    """
+
     group: str
     version: str
     plural: str
@@ -18,6 +24,7 @@ class Resource:
 
     @property
     def api_version(self) -> str:
+        """The objects' `apiVersion`: "v1" for core, else "group/version"."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def path(
@@ -27,6 +34,7 @@ class Resource:
         name: str | None = None,
         subresource: str | None = None,
     ) -> str:
+        """The REST path of the collection, or of one object (and its subresource)."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         parts = [base]
         if self.namespaced and namespace:
@@ -43,6 +51,7 @@ NAMESPACES = Resource(
     group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False
 )
 CONFIGMAPS = Resource(group="", version="v1", plural="configmaps", kind="ConfigMap")
+SECRETS = Resource(group="", version="v1", plural="secrets", kind="Secret")
 EVENTS = Resource(group="", version="v1", plural="events", kind="Event")
 CUSTOM_RESOURCE_DEFINITIONS = Resource(
     group="apiextensions.k8s.io",
