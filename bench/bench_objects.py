@@ -10,8 +10,7 @@ import asyncio
 from typing import Any
 
 from wukong.devcluster.crds import wait_crd_established
-from wukong.runtime import Client, Resource
-from wukong.runtime.errors import AlreadyExists
+from wukong.runtime import AlreadyExists, Client, Resource
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
 
 BENCH_OBJECTS = Resource(

@@ -35,7 +35,7 @@ from peer_process import PeerProcess
 from results import percentile, write_fragment
 
 from wukong.devcluster import binaries, ephemeral_control_plane
-from wukong.runtime.client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 BENCH = Path(__file__).resolve().parent

@@ -33,8 +33,7 @@ from peer_process import PeerProcess
 from results import print_table, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
-from wukong.runtime import Client, Object
-from wukong.runtime.informer import EventHandler, Informer
+from wukong.runtime import Client, EventHandler, Informer, Object
 from wukong.runtime.resources import NAMESPACES
 
 BENCH = Path(__file__).resolve().parent

@@ -23,10 +23,15 @@ from pathlib import Path
 from results import percentile, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
-from wukong.runtime.client import Client
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.manager import Manager
+from wukong.runtime import (
+    Client,
+    Controller,
+    ControllerOptions,
+    Manager,
+    ReconcileContext,
+    Request,
+    Result,
+)
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 NAMESPACE = "bench"

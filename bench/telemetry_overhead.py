@@ -42,11 +42,16 @@ from results import write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.metrics import RuntimeMetrics
-from wukong.runtime.client import Client
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.manager import Manager
-from wukong.runtime.observer import RuntimeObserver
+from wukong.runtime import (
+    Client,
+    Controller,
+    ControllerOptions,
+    Manager,
+    ReconcileContext,
+    Request,
+    Result,
+    RuntimeObserver,
+)
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 from wukong.tracing.otlp import HttpSpanExporter
 from wukong.tracing.setup import configure_tracing

@@ -40,11 +40,17 @@ from wukong.devcluster.crds import install_crds
 from wukong.operator.api import WUKONGS
 from wukong.operator.crd import wukong_crd
 from wukong.operator.run import OperatorSettings
-from wukong.runtime.cache import Store
-from wukong.runtime.client import Client, Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.manager import Manager
+from wukong.runtime import (
+    Client,
+    Controller,
+    ControllerOptions,
+    Manager,
+    Object,
+    ReconcileContext,
+    Request,
+    Result,
+    Store,
+)
 from wukong.runtime.resources import NAMESPACES
 
 NOISY = "noisy"

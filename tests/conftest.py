@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
-from wukong.runtime.client import Client
+from wukong.runtime._client import Client
 from wukong.runtime.resources import NAMESPACES
 
 # The Wukong controller with its simulated infrastructure, for integration and e2e tests.

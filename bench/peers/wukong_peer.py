@@ -31,8 +31,8 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
+    Store,
 )
-from wukong.runtime.cache import Store
 from wukong.runtime.resources import CONFIGMAPS
 
 

@@ -29,11 +29,11 @@ from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.metrics import MetricsServer, RuntimeMetrics
-from wukong.runtime.client import Client
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.leader import LeaderElectionConfig
-from wukong.runtime.manager import Manager
+from wukong.runtime._client import Client
+from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._controller import Controller, ControllerOptions
+from wukong.runtime._leader import LeaderElectionConfig
+from wukong.runtime._manager import Manager
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.spans import ReconcileTracer
 

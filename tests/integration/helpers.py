@@ -20,9 +20,8 @@ from wukong.runtime import (
     RuntimeObserver,
     Step,
 )
-from wukong.runtime.errors import Conflict
-from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
+from wukong.runtime._errors import Conflict
+from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, LEASES
 
 
 async def eventually(

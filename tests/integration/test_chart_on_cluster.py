@@ -21,10 +21,10 @@ from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_n
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
-from wukong.runtime.client import Client
-from wukong.runtime.errors import ApiError
-from wukong.runtime.leader import LEASES, LeaderElectionConfig
-from wukong.runtime.resources import CONFIGMAPS, NAMESPACES, SECRETS
+from wukong.runtime._client import Client
+from wukong.runtime._errors import ApiError
+from wukong.runtime._leader import LeaderElectionConfig
+from wukong.runtime.resources import CONFIGMAPS, LEASES, NAMESPACES, SECRETS
 
 
 def _kubectl(kubectl: Path, plane: ControlPlane, *args: str, stdin: str | None = None) -> str:

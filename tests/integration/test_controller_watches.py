@@ -3,10 +3,10 @@
 import asyncio
 
 from tests.integration.helpers import eventually, running
-from wukong.runtime.client import Client, Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, Watch
-from wukong.runtime.manager import Manager
+from wukong.runtime._client import Client, Object
+from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._controller import Controller, Watch
+from wukong.runtime._manager import Manager
 from wukong.runtime.resources import CONFIGMAPS, SECRETS, Resource
 
 SERVICES = Resource(group="", version="v1", plural="services", kind="Service")

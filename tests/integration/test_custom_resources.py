@@ -6,8 +6,8 @@ import uuid
 import pytest
 
 from tests.integration.helpers import install_test_crd
-from wukong.runtime.client import Client, WatchEvent
-from wukong.runtime.errors import AlreadyExists, Gone, NotFound
+from wukong.runtime._client import Client, WatchEvent
+from wukong.runtime._errors import AlreadyExists, Gone, NotFound
 from wukong.runtime.resources import Resource
 
 GROUP = "harness.test.novasphere.dev"

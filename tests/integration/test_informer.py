@@ -9,9 +9,9 @@ import pytest
 
 from tests.integration.helpers import Recorder, eventually
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
+from wukong.runtime._client import Client, Object
 from wukong.runtime._fanout import ObserverFanout
-from wukong.runtime.client import Client, Object
-from wukong.runtime.informer import EventHandler, Informer
+from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime.resources import CONFIGMAPS, EVENTS, NAMESPACES, Resource
 
 

@@ -36,9 +36,8 @@ from wukong.runtime import (
     Request,
     Result,
 )
-from wukong.runtime.errors import NotLeading
-from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import CONFIGMAPS, EVENTS
+from wukong.runtime._errors import NotLeading
+from wukong.runtime.resources import CONFIGMAPS, EVENTS, LEASES
 
 LEASE = "leader-loss"
 OBJECTS = 4

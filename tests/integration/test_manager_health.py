@@ -3,10 +3,10 @@
 import aiohttp
 
 from tests.integration.helpers import eventually, running
-from wukong.runtime.client import Client
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller
-from wukong.runtime.manager import Manager
+from wukong.runtime._client import Client
+from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._controller import Controller
+from wukong.runtime._manager import Manager
 from wukong.runtime.resources import CONFIGMAPS
 
 

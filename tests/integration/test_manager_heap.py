@@ -8,10 +8,10 @@ import pytest
 from tests.integration.helpers import eventually, running
 from wukong.runtime import _heap
 from wukong.runtime import manager as manager_module
-from wukong.runtime.client import Client
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller
-from wukong.runtime.manager import Manager
+from wukong.runtime._client import Client
+from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._controller import Controller
+from wukong.runtime._manager import Manager
 from wukong.runtime.resources import CONFIGMAPS
 
 

@@ -22,10 +22,10 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.metrics import MetricsServer, RuntimeMetrics
-from wukong.runtime.client import Client
-from wukong.runtime.context import CancelReason, ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.manager import Manager
+from wukong.runtime._client import Client
+from wukong.runtime._context import CancelReason, ReconcileContext, Request, Result
+from wukong.runtime._controller import Controller, ControllerOptions
+from wukong.runtime._manager import Manager
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 CONTRACT = metrics_contract()

@@ -18,7 +18,7 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
 from wukong.operator.api import WUKONGS
 from wukong.runtime import ApiError
-from wukong.runtime.leader import LEASES
+from wukong.runtime.resources import LEASES
 
 
 async def _get(url: str) -> tuple[int, str]:

@@ -29,10 +29,10 @@ from wukong.metrics import RuntimeMetrics
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook, webhook_configuration
 from wukong.operator.api import WUKONGS
 from wukong.runtime import ApiError, Client, Manager, Object, WebhookReview
+from wukong.runtime._errors import ApiTimeout
+from wukong.runtime._servingcert import load_serving_certificate
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
-from wukong.runtime.errors import ApiTimeout
 from wukong.runtime.resources import STORAGE_CLASSES, VALIDATING_WEBHOOK_CONFIGURATIONS
-from wukong.runtime.servingcert import load_serving_certificate
 from wukong.tracing.spans import ReconcileTracer
 
 pytestmark = pytest.mark.usefixtures("infrastructure")

@@ -27,14 +27,14 @@ from tests.integration.wukong_harness import StartWukong, WukongRun
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONG_LABEL, WUKONGS
+from wukong.runtime._client import Object
+from wukong.runtime._errors import ApiError, ApiTimeout, NotFound
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Object
-from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 COUNT = 200

@@ -8,14 +8,14 @@ from tests.integration.wukong_harness import StartWukong, WukongRun, condition
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
+from wukong.runtime._client import Object
+from wukong.runtime._errors import NotFound
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Object
-from wukong.runtime.errors import NotFound
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br-data"}'

@@ -10,8 +10,8 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.crds import install_crds
 from wukong.operator.api import WUKONGS
 from wukong.operator.crd import wukong_crd
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import Invalid
+from wukong.runtime._client import Client, Object
+from wukong.runtime._errors import Invalid
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_n
 from tests.integration.wukong_harness import StartWukong, WukongRun
 from wukong.devcluster.simulator.crds import infrastructure_crds, install_infrastructure
 from wukong.operator.api import WUKONGS
+from wukong.runtime._client import Client, Object
+from wukong.runtime._errors import NotFound
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import NotFound
 from wukong.runtime.resources import (
     CUSTOM_RESOURCE_DEFINITIONS,
     PERSISTENT_VOLUME_CLAIMS,

@@ -19,8 +19,8 @@ from tests.integration.wukong_harness import StartWukong, WatchRecorder, WukongR
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS, SimulationConfig
 from wukong.devcluster.simulator.crds import PROVISIONER
 from wukong.operator.api import WUKONGS
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import ApiError
+from wukong.runtime._client import Client, Object
+from wukong.runtime._errors import ApiError
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 IMAGE = "docker://quay.io/containerdisks/fedora:40"

@@ -3,8 +3,8 @@
 from tests.integration.wukong_harness import StartWukong, WatchRecorder, condition
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
+from wukong.runtime._client import Object
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
-from wukong.runtime.client import Object
 
 
 def _phase(obj: Object) -> str | None:

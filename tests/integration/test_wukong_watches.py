@@ -6,10 +6,10 @@ watch (through a field index or an owner reference) can make it pass.
 
 from tests.integration.wukong_harness import StartWukong, condition
 from wukong.operator.api import WUKONGS
+from wukong.runtime._client import Object
+from wukong.runtime._errors import NotFound
+from wukong.runtime._observer import Step
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
-from wukong.runtime.client import Object
-from wukong.runtime.errors import NotFound
-from wukong.runtime.observer import Step
 
 BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br0"}'
 EVENT_DRIVEN = 10.0  # seconds; below PROBLEM_RETRY_SECONDS

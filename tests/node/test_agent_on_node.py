@@ -37,9 +37,8 @@ from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.operator.api import WUKONGS
-from wukong.runtime.client import Client
-from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import NAMESPACES
+from wukong.runtime._client import Client
+from wukong.runtime.resources import LEASES, NAMESPACES
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
 CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_OVERRIDE"]

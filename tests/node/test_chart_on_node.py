@@ -18,9 +18,8 @@ from tests.node.conftest import MetricsReader, NodeCluster
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
-from wukong.runtime.client import Client
-from wukong.runtime.leader import LEASES
-from wukong.runtime.resources import NAMESPACES
+from wukong.runtime._client import Client
+from wukong.runtime.resources import LEASES, NAMESPACES
 
 LEASE = "wukong-operator"
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"

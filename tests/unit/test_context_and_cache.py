@@ -6,10 +6,10 @@ import logging
 import pytest
 from kubernetes_asyncio import client as k8s_client
 
-from wukong.runtime.cache import Store
-from wukong.runtime.client import Client
-from wukong.runtime.context import CancelReason, ReconcileContext, Request
-from wukong.runtime.labels import parse_selector
+from wukong.runtime._cache import Store
+from wukong.runtime._client import Client
+from wukong.runtime._context import CancelReason, ReconcileContext, Request
+from wukong.runtime._labels import parse_selector
 
 
 def _context(timeout: float = 5.0) -> ReconcileContext:

@@ -9,7 +9,7 @@ problem with CDI's message; every other phase is progress the status shows.
 import pytest
 
 from wukong.operator.storage import DiskReconciler, _Readiness
-from wukong.runtime.cache import Store
+from wukong.runtime._cache import Store
 
 READY = ["Succeeded", "PendingPopulation", "WaitForFirstConsumer"]
 IN_PROGRESS = [

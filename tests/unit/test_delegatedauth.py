@@ -3,7 +3,7 @@ tested against a real API server in tests/integration/test_metrics_auth.py)."""
 
 import pytest
 
-from wukong.runtime.delegatedauth import (
+from wukong.runtime._delegatedauth import (
     ALLOW_TTL,
     DENY_TTL,
     Decision,

@@ -27,8 +27,8 @@ from wukong.runtime import (
     RuntimeObserver,
     Step,
 )
+from wukong.runtime._errors import ApiTimeout
 from wukong.runtime._running import RunningController
-from wukong.runtime.errors import ApiTimeout
 from wukong.runtime.resources import CONFIGMAPS
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C

@@ -7,7 +7,7 @@ import pytest
 from wukong.operator.kubevirt import _contains, desired_spec, guest_status
 from wukong.operator.run import OperatorSettings
 from wukong.operator.validation import validate
-from wukong.runtime.quantity import parse_quantity
+from wukong.runtime._quantity import parse_quantity
 
 
 @pytest.mark.parametrize(

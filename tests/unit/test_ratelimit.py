@@ -2,7 +2,7 @@
 
 import pytest
 
-from wukong.runtime.ratelimit import (
+from wukong.runtime._ratelimit import (
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,

@@ -1,6 +1,6 @@
 """REST paths for core, grouped, namespaced and cluster-scoped resources."""
 
-from wukong.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, api_error
+from wukong.runtime._errors import AlreadyExists, ApiError, Conflict, NotFound, api_error
 from wukong.runtime.resources import CONFIGMAPS, CUSTOM_RESOURCE_DEFINITIONS, Resource
 
 

@@ -23,8 +23,8 @@ from wukong.runtime import (
     Result,
     Step,
 )
+from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime._running import RunningController
-from wukong.runtime.ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime.resources import CONFIGMAPS
 
 pytestmark = pytest.mark.looptime

@@ -13,8 +13,8 @@ import pytest
 
 from wukong.runtime import RuntimeObserver
 from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
-from wukong.runtime.ratelimit import ItemExponentialFailureRateLimiter
 
 pytestmark = pytest.mark.looptime
 

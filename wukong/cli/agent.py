@@ -23,7 +23,7 @@ from wukong.ebpf.live import SORT_KEYS, LiveTable, write_json
 from wukong.ebpf.preflight import AgentError, check_node
 from wukong.ebpf.records import Cancellation
 from wukong.metrics.thread import MetricsThread
-from wukong.runtime.client import Client
+from wukong.runtime import Client
 from wukong.tracing.setup import configure_tracing
 
 

@@ -85,8 +85,7 @@ DEV_WEBHOOK_CONFIGURATION = "wukong-dev"
 async def _install_dev_apis(kubeconfig: Path, *, ca_bundle: bytes) -> None:
     from wukong.devcluster.apis import install_dev_apis
     from wukong.operator.admission import webhook_configuration
-    from wukong.runtime.client import Client
-    from wukong.runtime.errors import NotFound
+    from wukong.runtime import Client, NotFound
     from wukong.runtime.resources import VALIDATING_WEBHOOK_CONFIGURATIONS
 
     async with await Client.from_kubeconfig(kubeconfig) as client:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from wukong.cli.metricsflags import add_metrics_security
 from wukong.operator.run import OperatorSettings, run_operator
-from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT, ControllerOptions
-from wukong.runtime.manager import DEFAULT_SYNC_PERIOD
+from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT, DEFAULT_SYNC_PERIOD, ControllerOptions
 
 
 def _positive(text: str) -> float:

@@ -34,7 +34,7 @@ from wukong.demo.samples import web_server
 from wukong.demo.stack import JOB, NAMESPACE, DemoError, DemoStack, dashboard_variables
 from wukong.demo.telemetry import PanelReading, TraceSummary, panel_readings, summarize_traces
 from wukong.operator.run import LEASE_NAME
-from wukong.runtime.leader import LEASES
+from wukong.runtime.resources import LEASES
 
 Progress = Callable[[str], None]
 

@@ -1,7 +1,7 @@
 """Sample Wukongs: what the demo applies and the drill's faults create."""
 
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS
-from wukong.runtime.client import Object
+from wukong.runtime import Object
 
 _BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br-%s"}'
 FEDORA = "docker://quay.io/containerdisks/fedora:40"

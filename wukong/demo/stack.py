@@ -32,9 +32,7 @@ from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.errors import UserError
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import CONTROLLER_NAME
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import AlreadyExists
-from wukong.runtime.manager import Manager
+from wukong.runtime import AlreadyExists, Client, Manager, Object
 from wukong.tracing.receiver import OtlpReceiver
 
 JOB = "wukong"

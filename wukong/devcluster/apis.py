@@ -7,7 +7,7 @@ and storage and knows nothing of the operator; this is where the two meet.
 from wukong.devcluster.crds import install_crds
 from wukong.devcluster.simulator import install_infrastructure
 from wukong.operator.crd import wukong_crd
-from wukong.runtime.client import Client
+from wukong.runtime import Client
 
 
 async def install_dev_apis(client: Client) -> None:

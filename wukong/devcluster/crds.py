@@ -3,8 +3,7 @@
 import asyncio
 from collections.abc import Sequence
 
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import AlreadyExists
+from wukong.runtime import AlreadyExists, Client, Object
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, Resource
 
 

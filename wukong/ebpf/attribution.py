@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from wukong.runtime.client import Client, Object
+from wukong.runtime import Client, Object
 from wukong.runtime.resources import Resource
 
 log = logging.getLogger(__name__)

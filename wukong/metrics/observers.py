@@ -38,15 +38,16 @@ from typing import Any, Generic, TypeVar
 from prometheus_client.metrics import MetricWrapperBase
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
-from wukong.runtime.cancellation import CancelReason, is_failure
-from wukong.runtime.observer import (
+from wukong.runtime import (
     ApiCall,
+    CancelReason,
     ControllerView,
     LifecycleEvent,
     Outcome,
     RuntimeObserver,
     Step,
     WebhookReview,
+    is_failure,
 )
 
 # controller-runtime's result labels. A cancelled reconcile is one of them too,

@@ -29,10 +29,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from wukong.runtime.client import Client
-from wukong.runtime.delegatedauth import DelegatedAuth
-from wukong.runtime.httpserver import Handler, HttpServer
-from wukong.runtime.servingcert import (
+from wukong.runtime import Client
+from wukong.runtime.serving import (
+    DelegatedAuth,
+    Handler,
+    HttpServer,
     certificate_dir,
     load_serving_certificate,
     self_signed_context,

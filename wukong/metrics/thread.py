@@ -20,7 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from wukong.metrics.server import MetricsServer, SecureServing
-from wukong.runtime.client import Client
+from wukong.runtime import Client
 
 
 class MetricsThread:

@@ -27,14 +27,19 @@ from typing import Any
 
 from wukong.operator.api import WUKONGS
 from wukong.operator.storage import claim_name, is_default_class
+from wukong.runtime import (
+    Admission,
+    AdmissionRequest,
+    ApiError,
+    ApiTimeout,
+    Manager,
+    NotFound,
+    Object,
+    Store,
+    parse_quantity,
+)
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
-from wukong.runtime.cache import Store
-from wukong.runtime.client import Object
-from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
-from wukong.runtime.manager import Manager
-from wukong.runtime.quantity import parse_quantity
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, Resource
-from wukong.runtime.webhook import Admission, AdmissionRequest
 
 # kubebuilder's path convention: /validate-<group with dashes>-<version>-<kind>.
 WEBHOOK_PATH = "/validate-vm-novasphere-dev-v1alpha1-wukong"

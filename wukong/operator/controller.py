@@ -26,6 +26,17 @@ from wukong.operator.reconciler import (
     migration_vmi_key,
 )
 from wukong.operator.storage import is_default_class, storage_class_key
+from wukong.runtime import (
+    Controller,
+    ControllerOptions,
+    EventRecorder,
+    Manager,
+    MapFunc,
+    Object,
+    Request,
+    Store,
+    Watch,
+)
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
@@ -33,12 +44,6 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.cache import Store
-from wukong.runtime.client import Object
-from wukong.runtime.context import Request
-from wukong.runtime.controller import Controller, ControllerOptions, MapFunc, Watch
-from wukong.runtime.events import EventRecorder
-from wukong.runtime.manager import Manager
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 CONTROLLER_NAME = "wukong"

@@ -25,16 +25,13 @@ import datetime
 from dataclasses import dataclass, field
 
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
+from wukong.runtime import NotFound, Object, ReconcileContext, is_controlled_by
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import NotFound
-from wukong.runtime.owners import is_controlled_by
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 
 # How long after the Wukong's deletion its VM (and instance) may take to go

@@ -17,10 +17,8 @@ from typing import Any
 from wukong.operator.api import WUKONG_LABEL
 from wukong.operator.owned import create_once, owned_object
 from wukong.operator.steps import Problem
+from wukong.runtime import Invalid, Object, ReconcileContext
 from wukong.runtime.apis import VIRTUAL_MACHINES
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import Invalid
 
 
 def desired_spec(

@@ -13,12 +13,8 @@ from typing import Any
 
 from wukong.operator.owned import create_once, owned_object
 from wukong.operator.steps import Problem, StepResult
+from wukong.runtime import Invalid, Object, ReconcileContext, Store, is_controlled_by
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
-from wukong.runtime.cache import Store
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import Invalid
-from wukong.runtime.owners import is_controlled_by
 
 
 def created_nad_name(wukong: Object, network: dict[str, Any]) -> str:

@@ -9,10 +9,7 @@ next attempt, in the cache or as AlreadyExists, and never makes a second one.
 from typing import Any
 
 from wukong.operator.api import WUKONG_LABEL, WUKONGS
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import AlreadyExists
-from wukong.runtime.owners import controller_reference
+from wukong.runtime import AlreadyExists, Object, ReconcileContext, controller_reference
 from wukong.runtime.resources import Resource
 
 

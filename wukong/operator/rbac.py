@@ -18,9 +18,9 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.leader import LEASES
 from wukong.runtime.resources import (
     EVENTS,
+    LEASES,
     NAMESPACES,
     PERSISTENT_VOLUME_CLAIMS,
     STORAGE_CLASSES,

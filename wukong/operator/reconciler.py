@@ -38,11 +38,17 @@ from wukong.operator.networks import ensure_networks
 from wukong.operator.steps import Problem, StepResult
 from wukong.operator.storage import DiskReconciler
 from wukong.operator.validation import validate
-from wukong.runtime.cache import Store
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.errors import ApiError, Conflict, NotFound
-from wukong.runtime.events import EventRecorder
+from wukong.runtime import (
+    ApiError,
+    Conflict,
+    EventRecorder,
+    NotFound,
+    Object,
+    ReconcileContext,
+    Request,
+    Result,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,19 @@ from wukong.metrics.server import SecureServing
 from wukong.operator.admission import add_wukong_webhook
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
-from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime import (
+    DEFAULT_RECONCILE_TIMEOUT,
+    DEFAULT_SYNC_PERIOD,
+    ApiError,
+    ApiTimeout,
+    CancelReason,
+    Client,
+    ControllerOptions,
+    LeaderElectionConfig,
+    Manager,
+    NotFound,
+    RuntimeObserver,
+)
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
@@ -35,19 +47,8 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Client
-from wukong.runtime.context import CancelReason
-from wukong.runtime.controller import ControllerOptions
-from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
-from wukong.runtime.leader import LeaderElectionConfig
-from wukong.runtime.manager import DEFAULT_SYNC_PERIOD, Manager
-from wukong.runtime.observer import RuntimeObserver
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
-from wukong.runtime.servingcert import (
-    CertificateError,
-    certificate_dir,
-    load_serving_certificate,
-)
+from wukong.runtime.serving import CertificateError, certificate_dir, load_serving_certificate
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 

@@ -30,13 +30,16 @@ from typing import Any
 
 from wukong.operator.owned import create_once, owned_object
 from wukong.operator.steps import Problem, StepResult
+from wukong.runtime import (
+    ApiError,
+    Invalid,
+    Object,
+    ReconcileContext,
+    Store,
+    is_controlled_by,
+    parse_quantity,
+)
 from wukong.runtime.apis import DATA_VOLUMES
-from wukong.runtime.cache import Store
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext
-from wukong.runtime.errors import ApiError, Invalid
-from wukong.runtime.owners import is_controlled_by
-from wukong.runtime.quantity import parse_quantity
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 
 WAIT_FOR_FIRST_CONSUMER = "WaitForFirstConsumer"

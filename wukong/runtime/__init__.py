@@ -12,22 +12,26 @@
     manager.add(Controller(name="widget", reconciler=Reconciler(), primary=WIDGETS))
     await manager.run()
 
-The names below are the API; modules with a leading underscore are machinery
-(work queue, fan-out of observer events, the running state of controllers,
-the event-loop watchdog) and may change without notice. See
+The names below are the API, with three public modules beside them: the kinds
+(`wukong.runtime.resources` for Kubernetes', `wukong.runtime.apis` for
+KubeVirt's, CDI's and Multus'), serving HTTPS (`wukong.runtime.serving`) and
+the probe points the node agent reads (`wukong.runtime.probes`). Every module
+with a leading underscore is machinery and may change without notice. See
 docs/architecture.md for how the parts fit.
 """
 
-from wukong.runtime.cancellation import CancelReason
-from wukong.runtime.client import Client, Object
-from wukong.runtime.context import (
+from wukong.runtime._cache import Store
+from wukong.runtime._cancellation import FAILURE_REASONS, CancelReason, is_failure
+from wukong.runtime._client import Client, Object
+from wukong.runtime._context import (
     DEFAULT_RECONCILE_TIMEOUT,
     ReconcileContext,
+    ReconcileLink,
     Request,
     Result,
 )
-from wukong.runtime.controller import Controller, ControllerOptions, Reconciler, Watch
-from wukong.runtime.errors import (
+from wukong.runtime._controller import Controller, ControllerOptions, MapFunc, Reconciler, Watch
+from wukong.runtime._errors import (
     AlreadyExists,
     ApiError,
     ApiTimeout,
@@ -36,10 +40,11 @@ from wukong.runtime.errors import (
     Invalid,
     NotFound,
 )
-from wukong.runtime.events import EventRecorder
-from wukong.runtime.leader import LeaderElectionConfig
-from wukong.runtime.manager import Manager
-from wukong.runtime.observer import (
+from wukong.runtime._events import EventRecorder
+from wukong.runtime._informer import EventHandler, Informer
+from wukong.runtime._leader import LeaderElectionConfig
+from wukong.runtime._manager import DEFAULT_SYNC_PERIOD, Manager
+from wukong.runtime._observer import (
     ApiCall,
     ControllerView,
     LifecycleEvent,
@@ -48,10 +53,17 @@ from wukong.runtime.observer import (
     Step,
     WebhookReview,
 )
+from wukong.runtime._owners import controller_reference, controller_uid, is_controlled_by
+from wukong.runtime._quantity import parse_quantity
+from wukong.runtime._webhook import Admission, AdmissionRequest, Validator
 from wukong.runtime.resources import Resource
 
 __all__ = [
     "DEFAULT_RECONCILE_TIMEOUT",
+    "DEFAULT_SYNC_PERIOD",
+    "FAILURE_REASONS",
+    "Admission",
+    "AdmissionRequest",
     "AlreadyExists",
     "ApiCall",
     "ApiError",
@@ -62,22 +74,33 @@ __all__ = [
     "Controller",
     "ControllerOptions",
     "ControllerView",
+    "EventHandler",
     "EventRecorder",
     "Gone",
+    "Informer",
     "Invalid",
     "LeaderElectionConfig",
     "LifecycleEvent",
     "Manager",
+    "MapFunc",
     "NotFound",
     "Object",
     "Outcome",
     "ReconcileContext",
+    "ReconcileLink",
     "Reconciler",
     "Request",
     "Resource",
     "Result",
     "RuntimeObserver",
     "Step",
+    "Store",
+    "Validator",
     "Watch",
     "WebhookReview",
+    "controller_reference",
+    "controller_uid",
+    "is_controlled_by",
+    "is_failure",
+    "parse_quantity",
 ]

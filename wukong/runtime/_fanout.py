@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from wukong.runtime.observer import (
+from wukong.runtime._observer import (
     ApiCall,
     ControllerView,
     LifecycleEvent,

@@ -17,7 +17,7 @@ import threading
 import time
 
 from wukong.runtime._fanout import NO_OBSERVER
-from wukong.runtime.observer import RuntimeObserver
+from wukong.runtime._observer import RuntimeObserver
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ import functools
 import logging
 from collections.abc import Callable
 
+from wukong.runtime._cache import Store
+from wukong.runtime._cancellation import CancelReason, decide_cancel_reason
+from wukong.runtime._client import Client, Object
+from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._controller import Controller, MapFunc
+from wukong.runtime._informer import EventHandler, Informer
+from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 from wukong.runtime._scopes import NamespaceScopes
 from wukong.runtime._workqueue import Ticket, WorkQueue
-from wukong.runtime.cache import Store
-from wukong.runtime.cancellation import CancelReason, decide_cancel_reason
-from wukong.runtime.client import Client, Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, MapFunc
-from wukong.runtime.informer import EventHandler, Informer
-from wukong.runtime.observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 from wukong.runtime.resources import Resource
 
 log = logging.getLogger("wukong.runtime.controller")

@@ -19,8 +19,8 @@ reconciles: a namespace with nothing in flight costs nothing.
 
 from collections.abc import Callable
 
-from wukong.runtime.cancellation import CancelReason
-from wukong.runtime.context import ReconcileContext
+from wukong.runtime._cancellation import CancelReason
+from wukong.runtime._context import ReconcileContext
 
 Cancel = Callable[[ReconcileContext, CancelReason], None]
 

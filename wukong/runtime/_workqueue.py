@@ -64,8 +64,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from wukong.runtime._fanout import NO_OBSERVER
-from wukong.runtime.observer import RuntimeObserver
-from wukong.runtime.ratelimit import RateLimiter, default_controller_rate_limiter
+from wukong.runtime._observer import RuntimeObserver
+from wukong.runtime._ratelimit import RateLimiter, default_controller_rate_limiter
 
 
 class QueueShutDown(Exception):

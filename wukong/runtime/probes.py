@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wukong.runtime.observer import LifecycleEvent, Outcome, RuntimeObserver, Step
+from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 
 log = logging.getLogger(__name__)
 

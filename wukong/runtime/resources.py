@@ -93,3 +93,5 @@ SUBJECT_ACCESS_REVIEWS = Resource(
     kind="SubjectAccessReview",
     namespaced=False,
 )
+# Leader election's lock.
+LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease")

@@ -38,17 +38,19 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from wukong.runtime.cancellation import CancelReason, is_failure
-from wukong.runtime.context import ReconcileContext, ReconcileLink
-from wukong.runtime.errors import Conflict
-from wukong.runtime.observer import (
+from wukong.runtime import (
     ApiCall,
+    CancelReason,
+    Conflict,
     ControllerView,
     LifecycleEvent,
     Outcome,
+    ReconcileContext,
+    ReconcileLink,
     RuntimeObserver,
     Step,
     WebhookReview,
+    is_failure,
 )
 
 _NS = 1_000_000_000

@@ -10,11 +10,11 @@ import asyncio
 import logging
 import sys
 
-from wukong.runtime.client import Client
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.controller import Controller, ControllerOptions
-from wukong.runtime.leader import LeaderElectionConfig
-from wukong.runtime.manager import Manager
+from wukong.runtime._client import Client
+from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._controller import Controller, ControllerOptions
+from wukong.runtime._leader import LeaderElectionConfig
+from wukong.runtime._manager import Manager
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.logs import configure_logging
 

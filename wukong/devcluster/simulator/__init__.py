@@ -26,17 +26,22 @@ from wukong.devcluster.simulator.kubevirt import VirtualMachineController
 from wukong.devcluster.simulator.migration import MigrationController
 from wukong.devcluster.simulator.storage import VolumeBinder, claim_names, claims_of_vmi
 from wukong.devcluster.simulator.timing import SimulationConfig
+from wukong.runtime import (
+    Client,
+    Controller,
+    ControllerOptions,
+    Informer,
+    Manager,
+    Object,
+    Request,
+    Watch,
+)
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     VIRTUAL_MACHINE_INSTANCE_MIGRATIONS,
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Client, Object
-from wukong.runtime.context import Request
-from wukong.runtime.controller import Controller, ControllerOptions, Watch
-from wukong.runtime.informer import Informer
-from wukong.runtime.manager import Manager
 from wukong.runtime.resources import NODES, PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 __all__ = [

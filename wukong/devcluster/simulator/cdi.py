@@ -26,12 +26,18 @@ from wukong.devcluster.simulator.storage import (
     claim_names,
 )
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
+from wukong.runtime import (
+    AlreadyExists,
+    Informer,
+    NotFound,
+    Object,
+    ReconcileContext,
+    Request,
+    Result,
+    controller_reference,
+    controller_uid,
+)
 from wukong.runtime.apis import DATA_VOLUMES
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.errors import AlreadyExists, NotFound
-from wukong.runtime.informer import Informer
-from wukong.runtime.owners import controller_reference, controller_uid
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 _STORAGE_DEFAULT = "1Gi"

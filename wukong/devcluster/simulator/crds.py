@@ -11,6 +11,7 @@ objects: `standard` (Immediate binding, the default class) and
 from typing import Any
 
 from wukong.devcluster.crds import create_if_missing, install_crds
+from wukong.runtime import Client, Object
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
@@ -18,7 +19,6 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.client import Client, Object
 from wukong.runtime.resources import STORAGE_CLASSES, Resource
 
 PROVISIONER = "sim.wukong.dev/hostpath"

@@ -22,12 +22,18 @@ from typing import Any
 
 from wukong.devcluster.simulator.storage import claim_names
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
+from wukong.runtime import (
+    AlreadyExists,
+    Informer,
+    NotFound,
+    Object,
+    ReconcileContext,
+    Request,
+    Result,
+    controller_reference,
+    is_controlled_by,
+)
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.errors import AlreadyExists, NotFound
-from wukong.runtime.informer import Informer
-from wukong.runtime.owners import controller_reference, is_controlled_by
 
 
 def _address(seed: str, index: int) -> str:

@@ -15,10 +15,8 @@ import datetime
 from typing import Any
 
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
+from wukong.runtime import Informer, Object, ReconcileContext, Request, Result
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, VIRTUAL_MACHINE_INSTANCES
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.informer import Informer
 
 # Each step before the copy is quick; the copy takes `migration_delay`.
 _STEPS = ("Pending", "Scheduling", "Scheduled", "PreparingTarget", "TargetReady", "Running")

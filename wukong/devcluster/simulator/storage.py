@@ -12,11 +12,15 @@ is removed once no VMI uses the claim, as kube-controller-manager would.
 """
 
 from wukong.devcluster.simulator.timing import Delays, SimulationConfig
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.errors import NotFound
-from wukong.runtime.informer import Informer
-from wukong.runtime.quantity import parse_quantity
+from wukong.runtime import (
+    Informer,
+    NotFound,
+    Object,
+    ReconcileContext,
+    Request,
+    Result,
+    parse_quantity,
+)
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 PVC_PROTECTION = "kubernetes.io/pvc-protection"

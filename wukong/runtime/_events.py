@@ -15,11 +15,11 @@ import logging
 import uuid
 from typing import Literal
 
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import ApiError, ApiTimeout, NotFound
+from wukong.runtime._client import Client, Object
+from wukong.runtime._errors import ApiError, ApiTimeout, NotFound
 from wukong.runtime.resources import EVENTS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wukong.runtime.events")
 
 EventType = Literal["Normal", "Warning"]
 

@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from wukong.runtime.client import Object
-from wukong.runtime.context import ReconcileContext, Request, Result
-from wukong.runtime.ratelimit import RateLimiter
+from wukong.runtime._client import Object
+from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._ratelimit import RateLimiter
 from wukong.runtime.resources import Resource
 
 MapFunc = Callable[[Object], Iterable[Request]]

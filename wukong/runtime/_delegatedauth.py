@@ -35,12 +35,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import ApiError, ApiTimeout
-from wukong.runtime.httpserver import Handler
+from wukong.runtime._client import Client, Object
+from wukong.runtime._errors import ApiError, ApiTimeout
+from wukong.runtime._httpserver import Handler
 from wukong.runtime.resources import SUBJECT_ACCESS_REVIEWS, TOKEN_REVIEWS, Resource
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wukong.runtime.delegatedauth")
 
 REVIEW_TIMEOUT = 5.0
 ALLOW_TTL = 30.0

@@ -56,27 +56,27 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from wukong.runtime._cancellation import CancelReason
+from wukong.runtime._client import Client, Object
+from wukong.runtime._context import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime._controller import Controller
+from wukong.runtime._errors import ApiError, ApiTimeout
+from wukong.runtime._events import EventRecorder
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._fence import WriteFence
 from wukong.runtime._heap import STARTUP
+from wukong.runtime._httpserver import HttpServer
+from wukong.runtime._informer import EventHandler, Informer
+from wukong.runtime._leader import LeaderElectionConfig, LeaderElector
 from wukong.runtime._loopwatch import LoopBlockDetector
+from wukong.runtime._observer import ControllerView, RuntimeObserver
 from wukong.runtime._running import RunningController
 from wukong.runtime._scopes import NamespaceScopes
-from wukong.runtime.cancellation import CancelReason
-from wukong.runtime.client import Client, Object
-from wukong.runtime.context import DEFAULT_RECONCILE_TIMEOUT
-from wukong.runtime.controller import Controller
-from wukong.runtime.errors import ApiError, ApiTimeout
-from wukong.runtime.events import EventRecorder
-from wukong.runtime.httpserver import HttpServer
-from wukong.runtime.informer import EventHandler, Informer
-from wukong.runtime.leader import LEASES, LeaderElectionConfig, LeaderElector
-from wukong.runtime.observer import ControllerView, RuntimeObserver
+from wukong.runtime._webhook import Validator, WebhookServer
 from wukong.runtime.probes import AuditProbes
-from wukong.runtime.resources import NAMESPACES, Resource
-from wukong.runtime.webhook import Validator, WebhookServer
+from wukong.runtime.resources import LEASES, NAMESPACES, Resource
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wukong.runtime.manager")
 
 # How long reconciles cancelled on lease loss may take to unwind before the
 # manager moves on; they cannot write meanwhile (the fence is closed).

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from wukong.runtime.cancellation import CancelReason
+from wukong.runtime._cancellation import CancelReason
 
 if TYPE_CHECKING:
-    from wukong.runtime.context import ReconcileContext, Request, Result
+    from wukong.runtime._context import ReconcileContext, Request, Result
 
 
 class Step(StrEnum):

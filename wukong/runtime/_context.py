@@ -30,8 +30,8 @@ from typing import Any
 
 from opentelemetry import trace
 
-from wukong.runtime.cancellation import CancelReason
-from wukong.runtime.client import Client
+from wukong.runtime._cancellation import CancelReason
+from wukong.runtime._client import Client
 
 # The deadline a reconcile gets unless the manager or controller says otherwise
 # (`wukong run --reconcile-timeout`).

@@ -22,8 +22,8 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from wukong.runtime.client import Object
-from wukong.runtime.labels import parse_selector
+from wukong.runtime._client import Object
+from wukong.runtime._labels import parse_selector
 
 IndexFunc = Callable[[Object], Iterable[str]]
 

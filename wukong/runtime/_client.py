@@ -45,15 +45,15 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from yarl import URL
 
+from wukong.runtime._cancellation import decide_cancel_reason
+from wukong.runtime._errors import ApiError, ApiTimeout, NotLeading, api_error
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime._fence import WriteFence
-from wukong.runtime.cancellation import decide_cancel_reason
-from wukong.runtime.errors import ApiError, ApiTimeout, NotLeading, api_error
-from wukong.runtime.observer import ApiCall, RuntimeObserver
+from wukong.runtime._observer import ApiCall, RuntimeObserver
 from wukong.runtime.resources import Resource
 
 if TYPE_CHECKING:
-    from wukong.runtime.context import ReconcileContext
+    from wukong.runtime._context import ReconcileContext
 
 Object = dict[str, Any]
 # Defined here: inside Client, `list` names the verb, not the builtin.

@@ -48,15 +48,13 @@ from typing import Any
 
 import aiohttp
 
+from wukong.runtime._client import Client, Object
+from wukong.runtime._errors import AlreadyExists, ApiError, Conflict, NotFound
 from wukong.runtime._fanout import NO_OBSERVER
-from wukong.runtime.client import Client, Object
-from wukong.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound
-from wukong.runtime.observer import RuntimeObserver
-from wukong.runtime.resources import Resource
+from wukong.runtime._observer import RuntimeObserver
+from wukong.runtime.resources import LEASES
 
-LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease")
-
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("wukong.runtime.leader")
 
 # What a failed attempt may raise; the next attempt retries. (TimeoutError
 # covers ApiTimeout.) Anything else is a bug and propagates.

@@ -41,14 +41,14 @@ from typing import Final
 
 import aiohttp
 
+from wukong.runtime._cache import Store, object_key, strip
+from wukong.runtime._client import Client, Object, WatchEvent
+from wukong.runtime._errors import ApiError, ApiTimeout, Gone
 from wukong.runtime._fanout import NO_OBSERVER
-from wukong.runtime.cache import Store, object_key, strip
-from wukong.runtime.client import Client, Object, WatchEvent
-from wukong.runtime.errors import ApiError, ApiTimeout, Gone
-from wukong.runtime.observer import RuntimeObserver
+from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime.resources import Resource
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wukong.runtime.informer")
 
 # client-go's pager default: 500 objects a page.
 _PAGE_SIZE = 500

@@ -6,7 +6,7 @@ Deleting only what carries our uid is what keeps cleanup from touching objects
 a user or another controller made under a name we would have used.
 """
 
-from wukong.runtime.client import Object
+from wukong.runtime._client import Object
 from wukong.runtime.resources import Resource
 
 
@@ -33,4 +33,5 @@ def controller_uid(obj: Object) -> str | None:
 
 
 def is_controlled_by(obj: Object, owner: Object) -> bool:
+    """Whether `owner` (by uid) is the controller of `obj`: ours to update or delete."""
     return controller_uid(obj) == str(owner["metadata"].get("uid"))

@@ -13,7 +13,7 @@ the client when an API call ends.
 import asyncio
 from enum import StrEnum
 
-from wukong.runtime.errors import ApiTimeout, NotLeading
+from wukong.runtime._errors import ApiTimeout, NotLeading
 
 
 class CancelReason(StrEnum):

@@ -44,10 +44,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from wukong.runtime._client import Client, Object
 from wukong.runtime._fanout import NO_OBSERVER
-from wukong.runtime.client import Client, Object
-from wukong.runtime.httpserver import HttpServer
-from wukong.runtime.observer import RuntimeObserver, WebhookReview
+from wukong.runtime._httpserver import HttpServer
+from wukong.runtime._observer import RuntimeObserver, WebhookReview
 
 log = logging.getLogger("wukong.runtime.webhook")
 
@@ -102,6 +102,9 @@ class Admission:
 
 
 class Validator(Protocol):
+    """What a validating admission webhook implements: a decision for each request,
+    made within the AdmissionReview's own deadline (the client it gets is bounded by it)."""
+
     async def validate(self, request: AdmissionRequest) -> Admission: ...
 
 

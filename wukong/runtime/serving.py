@@ -1,0 +1,30 @@
+"""Serving HTTPS next to the controllers: the process wiring an operator's `main` needs.
+
+One `HttpServer` per address carries health probes, `/metrics` and admission
+webhooks; `DelegatedAuth` lets the API server authenticate and authorize the
+callers of `/metrics` (as kubebuilder's scaffolds do); the certificate helpers
+load a mounted serving certificate or make a self-signed one; `WebhookServer`
+answers AdmissionReviews under their own deadline. In the style of
+controller-runtime's `metrics/server` and `webhook` packages.
+"""
+
+from wukong.runtime._delegatedauth import DelegatedAuth
+from wukong.runtime._httpserver import Handler, HttpServer
+from wukong.runtime._servingcert import (
+    CertificateError,
+    certificate_dir,
+    load_serving_certificate,
+    self_signed_context,
+)
+from wukong.runtime._webhook import WebhookServer
+
+__all__ = [
+    "CertificateError",
+    "DelegatedAuth",
+    "Handler",
+    "HttpServer",
+    "WebhookServer",
+    "certificate_dir",
+    "load_serving_certificate",
+    "self_signed_context",
+]
