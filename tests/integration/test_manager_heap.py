@@ -7,7 +7,7 @@ import pytest
 
 from tests.integration.helpers import eventually, running
 from wukong.runtime import _heap
-from wukong.runtime import manager as manager_module
+from wukong.runtime import _manager as manager_module
 from wukong.runtime._client import Client
 from wukong.runtime._context import ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller
