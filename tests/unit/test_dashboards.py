@@ -26,6 +26,7 @@ from wukong.dashboards.render import (
     iter_panels,
     panel_queries,
     render_dashboards,
+    variable_queries,
 )
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
@@ -224,6 +225,13 @@ def test_concrete_targets_set_every_variable_or_name_the_one_left() -> None:
     assert target.expr == ('sum(rate(x{job=~"j", pod=~".*"}[1m])) + label_replace(y, "$1")')
     with pytest.raises(ValueError, match=r"panel 'X': no value for \$\{pod\}"):
         concrete_targets(board, {"job": "j", "__rate_interval": "1m"})
+
+
+def test_variable_queries_in_order() -> None:
+    board = _dashboards()["wukong-node-cancellations.json"]
+    queries = variable_queries(board)
+    assert list(queries) == ["job", "node", "namespace"]
+    assert queries["job"] == "label_values(wukong_node_cancellations_total, job)"
 
 
 def test_cli_render_writes_files_and_prints_paths(

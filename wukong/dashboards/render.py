@@ -3,7 +3,7 @@
 `render_dashboards()` is what `wukong dashboards render` writes under
 `dashboards/` and `wukong deploy render` copies into the chart; unit tests fail
 when the committed files are stale. The reading side (`panel_targets`,
-`panel_queries`, `concrete_targets`) works on rendered JSON, so that tests and
+`panel_queries`, `concrete_targets`, `variable_queries`) works on rendered JSON, so that tests and
 the demo check and run exactly what Grafana would.
 """
 
@@ -89,3 +89,13 @@ def concrete_targets(
             raise ValueError(f"panel {target.title!r}: no value for {', '.join(unset)} in {expr}")
         targets.append(dataclasses.replace(target, expr=expr))
     return targets
+
+
+def variable_queries(dashboard_json: dict[str, Any]) -> dict[str, str]:
+    """The query of every query variable (`label_values(...)`), by name, in the order
+    Grafana resolves them (a variable's query may use the ones before it)."""
+    return {
+        str(variable["name"]): str(variable["query"])
+        for variable in dashboard_json.get("templating", {}).get("list", [])
+        if variable.get("type") == "query"
+    }
