@@ -10,12 +10,19 @@
 """
 
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.wukong_harness import StartWukong, WatchRecorder, WukongRun, condition
+from tests.integration.wukong_harness import (
+    StartWukong,
+    WatchRecorder,
+    WukongRun,
+    condition,
+    event_driven,
+)
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS, SimulationConfig
 from wukong.devcluster.simulator.crds import PROVISIONER
 from wukong.operator.api import WUKONGS
@@ -142,6 +149,7 @@ async def test_expansion_on_a_class_that_forbids_it_is_reported_and_retried_when
     assert await run.warnings("fixed") == ["ExpansionNotSupported"]
 
     # The class starts allowing expansion: its watch retries, nothing else has to happen.
+    allowed = time.time()
     await run.client.patch(STORAGE_CLASSES, fixed_class, {"allowVolumeExpansion": True})
     grown = await run.wait_for(
         "fixed",
@@ -150,11 +158,12 @@ async def test_expansion_on_a_class_that_forbids_it_is_reported_and_retried_when
             and condition(o, "VolumesBound").get("status") == "True"
         ),
         what="the claim to be expanded to 3Gi",
-        timeout=10,  # less than the 15 s problem retry: the StorageClass event did it
     )
     assert grown["status"]["phase"] == "Running"
     claim = await run.client.get(PERSISTENT_VOLUME_CLAIMS, "fixed-root", namespace=run.namespace)
     assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
+    # The StorageClass event (the storageClassName index) did it, not a pending requeue.
+    assert event_driven(run.first_call("patch", "persistentvolumeclaims", since=allowed))
 
 
 async def test_expanding_an_unbound_wait_for_first_consumer_claim_waits_until_it_binds(

@@ -118,11 +118,24 @@ class WukongRun:
         await eventually(warned, interval=0.1, what=f"a Warning event about {name}")
         return reasons
 
+    def first_call(self, verb: str, resource: str, *, since: float) -> ApiCall:
+        """The operator's first `verb` of `resource` that started after `since` (time.time())."""
+        calls = [c for c in self.calls if (c.verb, c.resource) == (verb, resource)]
+        found = [c for c in calls if c.started >= since]
+        assert found, f"no {verb} of {resource} since {since}"
+        return min(found, key=lambda call: call.started)
+
     async def events(self, name: str) -> list[Object]:
         listed = await self.client.list(
             EVENTS, namespace=self.namespace, field_selector=f"involvedObject.name={name}"
         )
         return list(listed["items"])
+
+
+def event_driven(call: ApiCall) -> bool:
+    """Whether `call` came from a reconcile that a watch event started, not a requeue:
+    the work queue gives a reconcile a `due_at` only for a RequeueAfter or a retry."""
+    return call.reconcile is not None and call.reconcile.due_at is None
 
 
 def condition(obj: Object, type: str) -> dict[str, Any]:
