@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.integration.wukong_harness import (
+    WATCH_EVENT,
     StartWukong,
     WatchRecorder,
     WukongRun,
     condition,
-    event_driven,
+    started_by,
 )
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS, SimulationConfig
 from wukong.devcluster.simulator.crds import PROVISIONER
@@ -184,7 +185,8 @@ async def test_expansion_on_a_class_that_forbids_it_is_reported_and_retried_when
     claim = await run.client.get(PERSISTENT_VOLUME_CLAIMS, "fixed-root", namespace=run.namespace)
     assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
     # The StorageClass event (the storageClassName index) did it, not a pending requeue.
-    assert event_driven(run.first_call("patch", "persistentvolumeclaims", since=allowed))
+    call = await run.first_call("patch", "persistentvolumeclaims", since=allowed)
+    assert started_by(call) == WATCH_EVENT
 
 
 async def test_expanding_an_unbound_wait_for_first_consumer_claim_waits_until_it_binds(

@@ -8,7 +8,7 @@ not by a requeue.
 
 import time
 
-from tests.integration.wukong_harness import StartWukong, condition, event_driven
+from tests.integration.wukong_harness import WATCH_EVENT, StartWukong, condition, started_by
 from wukong.operator.api import WUKONGS
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.client import Object
@@ -39,7 +39,8 @@ async def test_a_referenced_nad_deleted_and_recreated(start_wukong: StartWukong)
     assert lost["status"]["phase"] == "Error"
     # The status write that said so: the NAD's delete event mapped to the Wukong
     # through the nadName index.
-    assert event_driven(run.first_call("patch", "wukongs", since=deleted))
+    call = await run.first_call("patch", "wukongs", since=deleted)
+    assert started_by(call) == WATCH_EVENT
 
     recreated = time.time()
     await run.create_nad("shared")
@@ -49,7 +50,8 @@ async def test_a_referenced_nad_deleted_and_recreated(start_wukong: StartWukong)
         what="the Wukong to recover",
     )
     # Not the 15 s problem retry: the NAD's add event.
-    assert event_driven(run.first_call("patch", "wukongs", since=recreated))
+    call = await run.first_call("patch", "wukongs", since=recreated)
+    assert started_by(call) == WATCH_EVENT
     assert back["status"]["networks"] == [{"name": "net", "nadName": "shared", "created": False}]
     # Reused, so never adopted: no owner was added.
     shared = await run.client.get(NETWORK_ATTACHMENT_DEFINITIONS, "shared", namespace=run.namespace)
@@ -91,7 +93,8 @@ async def test_an_owned_nad_follows_the_config_and_comes_back_when_deleted(
     await run.client.delete(NETWORK_ATTACHMENT_DEFINITIONS, "owner-data", namespace=run.namespace)
     await run.wait_until(edited_config, what="the deleted NAD to be re-created")
     # Its delete event, mapped through the owner reference, brought the reconcile.
-    assert event_driven(run.first_call("create", "network-attachment-definitions", since=deleted))
+    call = await run.first_call("create", "network-attachment-definitions", since=deleted)
+    assert started_by(call) == WATCH_EVENT
 
 
 async def test_the_sync_period_reconciles_an_idle_wukong_again(start_wukong: StartWukong) -> None:
