@@ -5,9 +5,10 @@ restarted whenever it exits), the simulator alongside. While Wukongs are
 created, resized and deleted, the operator is killed with SIGKILL at random
 moments ten times and the API server is restarted twice. In the end every
 remaining Wukong is Running with a true status (its generation observed, its
-disks at their requested capacity), every deleted one is gone, and no child
-(claim, DataVolume, NAD, VM, VMI) is left without its Wukong. The time to
-converge after the last fault is printed, never asserted.
+disks at their requested capacity, its instance Running on the node it names),
+every deleted one is gone, and no child (claim, DataVolume, NAD, VM, VMI) is
+left without its Wukong. The time to converge after the last fault is printed,
+never asserted.
 """
 
 import asyncio
@@ -133,13 +134,15 @@ async def _workload(run: WukongRun) -> None:
             )
 
 
-async def _chaos(control_plane: ControlPlane, operator: Operator, rng: random.Random) -> None:
+async def _chaos(control_plane: ControlPlane, operator: Operator, rng: random.Random) -> float:
+    """Inject the faults; returns when (loop time) the last one ended."""
     for kill in range(1, KILLS + 1):
         # Fault timing, not a wait for a condition: random moments are the point.
         await asyncio.sleep(rng.uniform(0.5, 3.0))
         operator.kill()
         if kill in API_RESTARTS_AFTER_KILLS:
             await asyncio.to_thread(control_plane.restart_apiserver, progress=lambda _: None)
+    return asyncio.get_running_loop().time()
 
 
 async def _problems(run: WukongRun) -> list[str]:
@@ -153,8 +156,19 @@ async def _problems(run: WukongRun) -> list[str]:
     for name, wukong in sorted(by_name.items()):
         problems += [f"{name}: {p}" for p in _status_problems(wukong)]
     uids = {w["metadata"]["uid"] for w in wukongs}
-    for resource in CHILD_KINDS:
-        items = (await run.client.list(resource, namespace=run.namespace))["items"]
+    children = {
+        resource: (await run.client.list(resource, namespace=run.namespace))["items"]
+        for resource in CHILD_KINDS
+    }
+    # The status is true: the instance it describes runs where it says.
+    instances = {i["metadata"]["name"]: i for i in children[VIRTUAL_MACHINE_INSTANCES]}
+    for name, wukong in sorted(by_name.items()):
+        instance = (instances.get(name) or {}).get("status") or {}
+        if instance.get("phase") != "Running":
+            problems.append(f"{name}: instance {instance.get('phase', 'missing')}")
+        elif instance.get("nodeName") != (wukong.get("status") or {}).get("nodeName"):
+            problems.append(f"{name}: status names another node than the instance's")
+    for resource, items in children.items():
         for item in items:
             metadata = item["metadata"]
             owner = (metadata.get("labels") or {}).get(WUKONG_LABEL)
@@ -215,9 +229,8 @@ async def test_two_hundred_wukongs_survive_operator_kills_and_api_server_restart
     supervisor = asyncio.create_task(operator.supervise())
     rng = random.Random(13)
     try:
-        await asyncio.gather(_workload(run), _chaos(control_plane, operator, rng))
+        _, last_fault = await asyncio.gather(_workload(run), _chaos(control_plane, operator, rng))
         loop = asyncio.get_running_loop()
-        last_fault = loop.time()
         latest: list[str] = []
 
         async def converged() -> bool:

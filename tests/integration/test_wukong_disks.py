@@ -10,17 +10,26 @@
 """
 
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.wukong_harness import StartWukong, WatchRecorder, WukongRun, condition
+from tests.integration.wukong_harness import (
+    WATCH_EVENT,
+    StartWukong,
+    WatchRecorder,
+    WukongRun,
+    condition,
+    started_by,
+)
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS, SimulationConfig
 from wukong.devcluster.simulator.crds import PROVISIONER
 from wukong.operator.api import WUKONGS
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import ApiError
+from wukong.runtime.apis import DATA_VOLUMES, VIRTUAL_MACHINE_INSTANCES
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 
 IMAGE = "docker://quay.io/containerdisks/fedora:40"
@@ -29,6 +38,10 @@ BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge"}'
 
 def _phase(obj: Object) -> str | None:
     return (obj.get("status") or {}).get("phase")
+
+
+def _revision(obj: Object) -> int:
+    return int(obj["metadata"]["resourceVersion"])
 
 
 def _volume(obj: Object, index: int = 0) -> Object:
@@ -49,9 +62,25 @@ async def test_an_image_disk_on_a_wait_for_first_consumer_class_reaches_running(
             }
         ]
     }
-    async with WatchRecorder(run.client, WUKONGS, run.namespace) as wukongs:
+    async with (
+        WatchRecorder(run.client, WUKONGS, run.namespace) as wukongs,
+        WatchRecorder(run.client, DATA_VOLUMES, run.namespace) as data_volumes,
+        WatchRecorder(run.client, VIRTUAL_MACHINE_INSTANCES, run.namespace) as instances,
+    ):
         await run.create("lazy", spec)
         final = await run.wait_for("lazy", lambda o: _phase(o) == "Running", what="Running")
+
+    # CDI as the simulator plays it: PendingPopulation first, and the import
+    # scheduled only after the launcher (the VMI scheduling) consumes the claim;
+    # etcd revisions order the two objects' writes.
+    phases = [_phase(o) for o in data_volumes.versions("lazy-root")]
+    assert "PendingPopulation" in phases and "ImportScheduled" in phases, phases
+    assert phases.index("PendingPopulation") < phases.index("ImportScheduled"), phases
+    scheduled = next(
+        o for o in data_volumes.versions("lazy-root") if _phase(o) == "ImportScheduled"
+    )
+    consumer = next(o for o in instances.versions("lazy") if _phase(o) == "Scheduling")
+    assert _revision(consumer) < _revision(scheduled)
 
     seen = [
         (o["status"].get("vmName"), _volume(o)) for o in wukongs.versions("lazy") if "status" in o
@@ -142,6 +171,7 @@ async def test_expansion_on_a_class_that_forbids_it_is_reported_and_retried_when
     assert await run.warnings("fixed") == ["ExpansionNotSupported"]
 
     # The class starts allowing expansion: its watch retries, nothing else has to happen.
+    allowed = time.time()
     await run.client.patch(STORAGE_CLASSES, fixed_class, {"allowVolumeExpansion": True})
     grown = await run.wait_for(
         "fixed",
@@ -150,11 +180,13 @@ async def test_expansion_on_a_class_that_forbids_it_is_reported_and_retried_when
             and condition(o, "VolumesBound").get("status") == "True"
         ),
         what="the claim to be expanded to 3Gi",
-        timeout=10,  # less than the 15 s problem retry: the StorageClass event did it
     )
     assert grown["status"]["phase"] == "Running"
     claim = await run.client.get(PERSISTENT_VOLUME_CLAIMS, "fixed-root", namespace=run.namespace)
     assert claim["spec"]["resources"]["requests"]["storage"] == "3Gi"
+    # The StorageClass event (the storageClassName index) did it, not a pending requeue.
+    call = await run.first_call("patch", "persistentvolumeclaims", since=allowed)
+    assert started_by(call) == WATCH_EVENT
 
 
 async def test_expanding_an_unbound_wait_for_first_consumer_claim_waits_until_it_binds(

@@ -1,10 +1,14 @@
 """Watches that never go stale (seed 004's watch gap): every event reaches its Wukong.
 
-Each wait here is shorter than the controller's 15 s problem retry, so only the
-watch (through a field index or an owner reference) can make it pass.
+A Wukong that waited has a RequeueAfter pending, which would also bring the
+change in the end; so each test checks that the reconcile acting on the change
+was started by the watch event (through a field index or an owner reference),
+not by a requeue.
 """
 
-from tests.integration.wukong_harness import StartWukong, condition
+import time
+
+from tests.integration.wukong_harness import WATCH_EVENT, StartWukong, condition, started_by
 from wukong.operator.api import WUKONGS
 from wukong.runtime._client import Object
 from wukong.runtime._errors import NotFound
@@ -12,7 +16,6 @@ from wukong.runtime._observer import Step
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 
 BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br0"}'
-EVENT_DRIVEN = 10.0  # seconds; below PROBLEM_RETRY_SECONDS
 
 
 def _running(obj: Object) -> bool:
@@ -25,23 +28,30 @@ async def test_a_referenced_nad_deleted_and_recreated(start_wukong: StartWukong)
     await run.create("user", {"networks": [{"name": "net", "nadName": "shared"}]})
     await run.wait_for("user", _running, what="Running")
 
+    deleted = time.time()
     await run.client.delete(NETWORK_ATTACHMENT_DEFINITIONS, "shared", namespace=run.namespace)
     lost = await run.wait_for(
         "user",
         lambda o: condition(o, "NetworksConfigured").get("status") == "False",
         what="NetworksConfigured to turn False",
-        timeout=EVENT_DRIVEN,
     )
     assert condition(lost, "NetworksConfigured")["reason"] == "NetworkNotFound"
     assert lost["status"]["phase"] == "Error"
+    # The status write that said so: the NAD's delete event mapped to the Wukong
+    # through the nadName index.
+    call = await run.first_call("patch", "wukongs", since=deleted)
+    assert started_by(call) == WATCH_EVENT
 
+    recreated = time.time()
     await run.create_nad("shared")
     back = await run.wait_for(
         "user",
         lambda o: _running(o) and condition(o, "NetworksConfigured").get("status") == "True",
         what="the Wukong to recover",
-        timeout=EVENT_DRIVEN,
     )
+    # Not the 15 s problem retry: the NAD's add event.
+    call = await run.first_call("patch", "wukongs", since=recreated)
+    assert started_by(call) == WATCH_EVENT
     assert back["status"]["networks"] == [{"name": "net", "nadName": "shared", "created": False}]
     # Reused, so never adopted: no owner was added.
     shared = await run.client.get(NETWORK_ATTACHMENT_DEFINITIONS, "shared", namespace=run.namespace)
@@ -79,10 +89,12 @@ async def test_an_owned_nad_follows_the_config_and_comes_back_when_deleted(
 
     await run.wait_until(updated_event, what="the Updated event")
 
+    deleted = time.time()
     await run.client.delete(NETWORK_ATTACHMENT_DEFINITIONS, "owner-data", namespace=run.namespace)
-    await run.wait_until(
-        edited_config, what="the deleted NAD to be re-created", timeout=EVENT_DRIVEN
-    )
+    await run.wait_until(edited_config, what="the deleted NAD to be re-created")
+    # Its delete event, mapped through the owner reference, brought the reconcile.
+    call = await run.first_call("create", "network-attachment-definitions", since=deleted)
+    assert started_by(call) == WATCH_EVENT
 
 
 async def test_the_sync_period_reconciles_an_idle_wukong_again(start_wukong: StartWukong) -> None:

@@ -118,11 +118,43 @@ class WukongRun:
         await eventually(warned, interval=0.1, what=f"a Warning event about {name}")
         return reasons
 
+    async def first_call(self, verb: str, resource: str, *, since: float) -> ApiCall:
+        """The operator's first `verb` of `resource` that started after `since` (time.time()).
+
+        Waits for it: the server may show the call's effect before the operator has
+        read the answer and recorded the call.
+        """
+        found: list[ApiCall] = []
+
+        def recorded() -> bool:
+            found[:] = [
+                c
+                for c in self.calls
+                if (c.verb, c.resource) == (verb, resource) and c.started >= since
+            ]
+            return bool(found)
+
+        await eventually(recorded, interval=0.05, what=f"the operator's {verb} of {resource}")
+        return min(found, key=lambda call: call.started)
+
     async def events(self, name: str) -> list[Object]:
         listed = await self.client.list(
             EVENTS, namespace=self.namespace, field_selector=f"involvedObject.name={name}"
         )
         return list(listed["items"])
+
+
+WATCH_EVENT = "a watch event"
+
+
+def started_by(call: ApiCall) -> str:
+    """What started the reconcile that made `call`: `WATCH_EVENT`, or a requeue (the
+    work queue gives a reconcile a `due_at` only for a RequeueAfter or a retry)."""
+    if call.reconcile is None:
+        return f"no reconcile ({call.verb} {call.path})"
+    if call.reconcile.due_at is not None:
+        return f"a requeue ({call.verb} {call.path}, due at {call.reconcile.due_at:.3f})"
+    return WATCH_EVENT
 
 
 def condition(obj: Object, type: str) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from wukong.devcluster.imagebuild import BuiltImage
 from wukong.devcluster.node import IN_NETNS, DevNode, ephemeral_node_cluster
 from wukong.devcluster.node_prometheus import node_prometheus as start_node_prometheus
 from wukong.devcluster.prometheus import LocalPrometheus
+from wukong.operator.api import WUKONGS
+from wukong.runtime._client import Client
 
 PROBE_IMAGE = "wukong.local/probe:test"
 PROGRAMS = Path(__file__).parent / "programs"
@@ -172,6 +174,19 @@ def metrics_readers_args(*readers: tuple[str, str]) -> list[str]:
     """`helm install` arguments that put these (namespace, name) accounts in metrics.readers."""
     listed = [{"namespace": namespace, "name": name} for namespace, name in readers]
     return ["--set-json", f"metrics.readers={json.dumps(listed)}"]
+
+
+async def create_wukong(client: Client, namespace: str, name: str = "vm") -> None:
+    """A Wukong with an empty spec, for the chart's operator to reconcile."""
+    await client.create(
+        WUKONGS,
+        {
+            "apiVersion": WUKONGS.api_version,
+            "kind": "Wukong",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {},
+        },
+    )
 
 
 @dataclass(frozen=True)

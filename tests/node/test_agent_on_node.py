@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,19 @@ from tests.integration.helpers import eventually
 from tests.node.conftest import (
     MetricsReader,
     NodeCluster,
+    create_wukong,
     get_in_node,
     metrics_readers_args,
     metrics_url,
     wait_until,
 )
+from wukong.dashboards import node_cancellations
+from wukong.dashboards.promql import grouping_labels, label_values_expr, substitute_variables
+from wukong.dashboards.render import concrete_targets, render_dashboards, variable_queries
 from wukong.devcluster import binaries, images
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.prometheus import LocalPrometheus
-from wukong.operator.api import WUKONGS
 from wukong.runtime._client import Client
 from wukong.runtime.resources import LEASES, NAMESPACES
 
@@ -44,6 +47,8 @@ CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
 CAPABILITIES = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_OVERRIDE"]
 AGENT = "app.kubernetes.io/component=node-agent"
 OPERATOR = "app.kubernetes.io/component=operator"
+# The agent's scrape job in the dev Prometheus (its pods' prometheus.io/job).
+AGENT_JOB = "wukong-node-agent"
 
 
 def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -111,6 +116,17 @@ async def _install_dev_apis(kubeconfig: Path) -> None:
         await install_dev_apis(client)
 
 
+async def _start_storm(client: Client) -> str:
+    """A Wukong in a new namespace: under the release's 1 ms deadline each of its
+    reconciles is cancelled (deadline_exceeded), retried with a backoff capped at 30 s."""
+    namespace = f"vms-{uuid.uuid4().hex[:6]}"
+    await client.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    )
+    await create_wukong(client, namespace)
+    return namespace
+
+
 def _pods(cluster: NodeCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
     listing = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
     items: list[dict[str, Any]] = json.loads(listing)["items"]
@@ -147,19 +163,7 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         await eventually(
             tracing_the_leader, timeout=120, interval=1.0, what="the agent on the leader"
         )
-        namespace = f"vms-{uuid.uuid4().hex[:6]}"
-        await client.create(
-            NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-        )
-        await client.create(
-            WUKONGS,
-            {
-                "apiVersion": WUKONGS.api_version,
-                "kind": "Wukong",
-                "metadata": {"name": "vm", "namespace": namespace},
-                "spec": {},
-            },
-        )
+        await _start_storm(client)
 
         def agent_count() -> dict[tuple[str, str, str, str], float]:
             counts = {}
@@ -418,9 +422,94 @@ def test_prometheus_keeps_the_agents_labels_naming_the_traced_pods(
     for series in node_prometheus.query(query):
         labels = series["metric"]
         assert labels["node"] == agent["spec"]["nodeName"]
-        assert labels["job"] == "wukong-node-agent"
+        assert labels["job"] == AGENT_JOB
         assert labels["instance"] == f"{agent['status']['podIP']}:9464"
         assert not any(name.startswith("exported_") for name in labels), labels
+
+
+Series = list[dict[str, Any]]
+
+
+def _values(series: Series, label: str) -> dict[str, float]:
+    return {s["metric"].get(label, ""): float(s["value"][1]) for s in series}
+
+
+async def test_every_node_dashboard_query_shows_the_storm_on_prometheus(
+    node_cluster: NodeCluster, release: str, node_prometheus: LocalPrometheus
+) -> None:
+    """The node dashboard's queries, variables set as Grafana sets them for this node and
+    the release's namespace, run on the node's Prometheus while the agent traces a
+    storm: each parses, returns series labelled as its panel groups them, and shows
+    the storm; each variable offers the value chosen. Every panel has data here,
+    Events lost too: the agent creates its series (at 0) when it attaches a probe,
+    so no loss is a 0, not a gap."""
+    operators = {p["metadata"]["name"] for p in _pods(node_cluster, release, OPERATOR)}
+    (agent,) = _pods(node_cluster, release, AGENT)
+    node = agent["spec"]["nodeName"]
+    variables = {
+        "job": AGENT_JOB,
+        "node": node,
+        "namespace": release,
+        # Grafana's $__rate_interval: 4 scrape intervals of its data source (15 s by default).
+        "__rate_interval": "1m",
+        "__interval": "2s",
+    }
+    dashboard = json.loads(render_dashboards()[f"{node_cancellations.UID}.json"])
+    queries = {t.title: t.expr for t in concrete_targets(dashboard, variables)}
+
+    def storm_by(label: str, value: str) -> Callable[[Series], bool]:
+        return lambda series: _values(series, label).get(value, 0.0) > 0
+
+    # What each panel must show; a new panel fails here until it says what it shows.
+    shows: dict[str, Callable[[Series], bool]] = {
+        "Cancellations by node": storm_by("node", node),
+        "Cancellations by pod": lambda series: any(
+            _values(series, "pod").get(pod, 0.0) > 0 for pod in operators
+        ),
+        "Cancellations by runtime": storm_by("runtime", "python"),
+        "Cancellations by reason": storm_by("reason", "deadline_exceeded"),
+        "Processes traced": lambda series: (
+            _values(series, "runtime").get("python", 0.0) >= len(operators)
+        ),
+        "Events lost": lambda series: "python" in _values(series, "runtime"),
+    }
+    assert sorted(queries) == sorted(shows), "one query per panel, each panel checked"
+    readings: dict[str, Series] = {}
+
+    def showing(*titles: str) -> bool:
+        # A query that does not parse fails at once: Prometheus answers 400.
+        readings.update({title: node_prometheus.query(queries[title]) for title in titles})
+        return all(shows[title](readings[title]) for title in titles)
+
+    async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
+        # Cancellations from before the probes are on are never seen.
+        await eventually(
+            lambda: showing("Processes traced"),
+            timeout=120,
+            interval=1.0,
+            what="Prometheus to see the agent tracing both operator pods",
+        )
+        storm = await _start_storm(client)
+        try:
+            await eventually(
+                lambda: showing(*shows), timeout=120, interval=1.0, what="every panel to show it"
+            )
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}; last read: {readings}") from None
+    # The variables offer the values chosen above, each resolved with the ones before it.
+    for name, query in variable_queries(dashboard).items():
+        expr = label_values_expr(substitute_variables(query, variables))
+        options = {value for s in node_prometheus.query(expr) for value in s["metric"].values()}
+        assert variables[name] in options, (name, expr, options)
+    # Each series labelled as its panel groups (and names) it, as the variables chose.
+    chosen = {"node": {node}, "namespace": {release}, "pod": operators}
+    for title, expr in queries.items():
+        for series in readings[title]:
+            labels = series["metric"]
+            assert set(labels) == grouping_labels(expr), (title, labels)
+            for label, value in labels.items():
+                assert value in chosen.get(label, {value}), (title, labels)
+    node_cluster.kubectl("delete", "namespace", storm, "--wait=false")
 
 
 def test_the_agent_runs_with_exactly_the_charts_capabilities_and_needs_each(

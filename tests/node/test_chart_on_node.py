@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.helpers import eventually, running
-from tests.node.conftest import MetricsReader, NodeCluster
+from tests.node.conftest import MetricsReader, NodeCluster, create_wukong
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
@@ -114,15 +114,7 @@ async def test_the_chart_runs_the_operator_which_reconciles_and_hands_over_leade
         )
         simulator = simulator_manager(client=client, config=SimulationConfig())
         async with running(simulator):
-            await client.create(
-                WUKONGS,
-                {
-                    "apiVersion": WUKONGS.api_version,
-                    "kind": "Wukong",
-                    "metadata": {"name": "vm", "namespace": namespace},
-                    "spec": {},
-                },
-            )
+            await create_wukong(client, namespace)
 
             async def vm_running() -> bool:
                 vm = await client.get(WUKONGS, "vm", namespace=namespace)

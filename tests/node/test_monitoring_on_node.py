@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.helpers import eventually, running
-from tests.node.conftest import NodeCluster, metrics_readers_args
+from tests.node.conftest import NodeCluster, create_wukong, metrics_readers_args
 from tests.node.test_chart_on_node import CHART, _helm, _pods
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
@@ -232,15 +232,7 @@ async def test_prometheus_scrapes_the_operator_pods_through_a_helm_upgrade_witho
         simulator = simulator_manager(client=client, config=SimulationConfig())
         async with running(simulator):
             for name in names:
-                await client.create(
-                    WUKONGS,
-                    {
-                        "apiVersion": WUKONGS.api_version,
-                        "kind": "Wukong",
-                        "metadata": {"name": name, "namespace": vms},
-                        "spec": {},
-                    },
-                )
+                await create_wukong(client, vms, name)
 
             async def all_running() -> bool:
                 listed = await client.list(WUKONGS, namespace=vms)

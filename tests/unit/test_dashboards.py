@@ -21,7 +21,13 @@ from wukong.dashboards.alerts import ALERT_RULES_FILE, render_alert_rules
 from wukong.dashboards.cancel_storm import UID as CANCEL_STORM_UID
 from wukong.dashboards.node_cancellations import UID as NODE_CANCELLATIONS_UID
 from wukong.dashboards.promql import metric_names
-from wukong.dashboards.render import iter_panels, panel_queries, render_dashboards
+from wukong.dashboards.render import (
+    concrete_targets,
+    iter_panels,
+    panel_queries,
+    render_dashboards,
+    variable_queries,
+)
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
 from wukong.metrics import create_metrics
@@ -210,6 +216,25 @@ def test_panel_queries_reads_nested_rows() -> None:
         ]
     }
     assert panel_queries(board) == ["a", "b"]
+
+
+def test_concrete_targets_set_every_variable_or_name_the_one_left() -> None:
+    # `$1`, a label_replace group, is not a variable.
+    expr = 'sum(rate(x{job=~"$job", pod=~"${pod}"}[$__rate_interval])) + label_replace(y, "$1")'
+    board = {"panels": [{"title": "X", "targets": [{"expr": expr, "legendFormat": "{{pod}}"}]}]}
+    variables = {"job": "j", "pod": ".*", "__rate_interval": "1m"}
+    (target,) = concrete_targets(board, variables)
+    assert (target.title, target.legend) == ("X", "{{pod}}")
+    assert target.expr == ('sum(rate(x{job=~"j", pod=~".*"}[1m])) + label_replace(y, "$1")')
+    with pytest.raises(ValueError, match=r"panel 'X': no value for \$\{pod\}"):
+        concrete_targets(board, {"job": "j", "__rate_interval": "1m"})
+
+
+def test_variable_queries_in_order() -> None:
+    board = _dashboards()["wukong-node-cancellations.json"]
+    queries = variable_queries(board)
+    assert list(queries) == ["job", "node", "namespace"]
+    assert queries["job"] == "label_values(wukong_node_cancellations_total, job)"
 
 
 def test_cli_render_writes_files_and_prints_paths(

@@ -5,8 +5,11 @@ Dashboards and alert rules are checked against the metric contract by the names
 functions, keywords, label names, string literals or ranges.
 """
 
+import pytest
+
 from wukong.dashboards.promql import (
     grouping_labels,
+    label_values_expr,
     metric_names,
     quantile,
     rate,
@@ -48,3 +51,12 @@ def test_substitutes_grafana_variables_longest_name_first() -> None:
     assert substitute_variables(expr, values) == (
         'rate(x{job=~"wukong"}[1m]) + rate(y{job=~"wukong"}[5m])'
     )
+
+
+def test_label_values_as_promql() -> None:
+    query = 'label_values(a_total{job=~"j", node=~"n"}, namespace)'
+    assert label_values_expr(query) == 'group by (namespace) (a_total{job=~"j", node=~"n"})'
+    assert label_values_expr("label_values(a_total, job)") == "group by (job) (a_total)"
+    assert label_values_expr("label_values(job)") == 'group by (job) ({job!=""})'
+    with pytest.raises(ValueError, match="not a label_values"):
+        label_values_expr("query_result(up)")

@@ -5,8 +5,8 @@ every panel aggregates the same way (`sum by`, `$__rate_interval`, never a fixed
 range). The reading side is deliberately small, not a PromQL parser: it finds
 the series names and grouping labels of the expressions this project writes
 (dashboards and alert rules), which is what tests check against the metric
-contract, and substitutes Grafana variables the way Grafana does before a query
-is sent to Prometheus.
+contract, substitutes Grafana variables the way Grafana does before a query
+is sent to Prometheus, and turns a variable's `label_values(...)` into PromQL.
 """
 
 import re
@@ -18,6 +18,10 @@ _KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "bool", "
 _KEYWORDS |= {"group_left", "group_right", "inf", "nan"}
 # Label lists: `by (...)`, `without (...)`, `on (...)`, `group_left (...)`, ...
 _GROUPING = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)"
+# Grafana's variable query `label_values(label)` or `label_values(selector, label)`.
+_LABEL_VALUES = re.compile(
+    r"\s*label_values\(\s*(?:(?P<selector>.+?)\s*,\s*)?(?P<label>\w+)\s*\)\s*"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,3 +79,14 @@ def substitute_variables(expr: str, values: Mapping[str, str]) -> str:
     for name in sorted(values, key=len, reverse=True):
         expr = expr.replace(f"${{{name}}}", values[name]).replace(f"${name}", values[name])
     return expr
+
+
+def label_values_expr(query: str) -> str:
+    """A variable's `label_values(...)` query as PromQL: the series of
+    `group by (label) (selector)` carry exactly the values Grafana would list."""
+    matched = _LABEL_VALUES.fullmatch(query)
+    if matched is None:
+        raise ValueError(f"not a label_values(...) query: {query}")
+    label = matched["label"]
+    selector = matched["selector"] or f'{{{label}!=""}}'
+    return f"group by ({label}) ({selector})"

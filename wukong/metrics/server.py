@@ -3,7 +3,7 @@
 Secure serving (`SecureServing`, `--metrics-secure`, the chart's default) is
 what kubebuilder scaffolds do: HTTPS, and only callers the API server
 authenticates and authorizes for `get` on `/metrics` are answered (see
-`wukong.runtime.delegatedauth`). The certificate comes from `cert_dir`
+`wukong.runtime.serving.DelegatedAuth`). The certificate comes from `cert_dir`
 (tls.crt, tls.key), else controller-runtime's default directory if it holds
 one, else a self-signed one made at start. Plain serving answers anyone who
 reaches the port over HTTP: for a loopback address on a developer's machine.

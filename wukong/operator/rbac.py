@@ -5,7 +5,7 @@ chart's ClusterRole and Role, so the chart grants exactly what the code uses.
 namespace they manage; `LEADER_ELECTION_RULES` are granted only in the
 operator's own namespace; `METRICS_AUTH_RULES` let a secure /metrics (the
 operator's and the node agent's) ask the API server about its callers
-(`wukong.runtime.delegatedauth`). Secrets are never read.
+(`wukong.runtime.serving.DelegatedAuth`). Secrets are never read.
 """
 
 from dataclasses import dataclass

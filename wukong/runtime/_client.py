@@ -18,7 +18,7 @@ DELETE: a repeated PUT of a resourceVersion answers Conflict, never a double
 write); when the *reconcile* runs out of time its task is cancelled, which
 aborts the call in flight (aiohttp closes the connection on cancellation).
 
-Errors. Error answers raise the distinct exceptions of `wukong.runtime.errors`.
+Errors. Error answers raise distinct exceptions (`NotFound`, `Conflict`, ... in `wukong.runtime`).
 429 answers with `Retry-After` are retried within the time bound, as client-go does.
 
 Observation. Each finished call is reported as an `ApiCall` to the client's

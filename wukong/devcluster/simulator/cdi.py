@@ -18,6 +18,7 @@ kubevirt/containerized-data-importer), and so what this does:
   real cluster).
 """
 
+import math
 from typing import Any
 
 from wukong.devcluster.simulator.storage import (
@@ -111,9 +112,10 @@ class DataVolumeImporter:
             return Result(requeue_after=0.1)  # the importer pod starts
         wait = self._delays.remaining("import", key, self._config.import_delay)
         if wait > 0:
-            done = 1 - wait / self._config.import_delay
+            # Rounded down: an import still running never reads "100.00%".
+            done = math.floor(10000 * (1 - wait / self._config.import_delay)) / 100
             await self._set_status(
-                ctx, data_volume, phase="ImportInProgress", progress=f"{100 * done:.2f}%"
+                ctx, data_volume, phase="ImportInProgress", progress=f"{done:.2f}%"
             )
             return Result(requeue_after=min(wait, 0.5))
         # Population done: the populator hands the volume to the claim.
