@@ -13,7 +13,6 @@ import asyncio
 import gc
 import io
 import json
-import re
 import subprocess
 import urllib.request
 from collections import Counter
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.ebpf.agent_helpers import Running, usdt_semaphore, wait
+from tests.exposition import metric_samples
 from tests.integration.helpers import eventually
 from wukong.demo.samples import web_server
 from wukong.demo.stack import DemoStack
@@ -34,16 +34,13 @@ from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
 
-_SAMPLE = re.compile(r"^wukong_reconcile_cancellations_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
-
 
 def _operator_counts(port: int) -> Counter[str]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     counts: Counter[str] = Counter()
-    for labels, value in _SAMPLE.findall(text):
-        reason = re.search(r'reason="([^"]+)"', labels)
-        if reason and float(value):
-            counts[reason.group(1)] += int(float(value))
+    for labels, value in metric_samples(text, "wukong_reconcile_cancellations_total"):
+        if "reason" in labels and value:
+            counts[labels["reason"]] += int(value)
     return counts
 
 

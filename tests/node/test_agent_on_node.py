@@ -11,7 +11,6 @@ the agent must fail, saying which capability it lacks.
 
 import asyncio
 import json
-import re
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from tests.ebpf.agent_helpers import usdt_semaphore
+from tests.exposition import metric_samples
 from tests.integration.helpers import eventually
 from tests.node.conftest import (
     MetricsReader,
@@ -49,13 +49,6 @@ AGENT = "app.kubernetes.io/component=node-agent"
 OPERATOR = "app.kubernetes.io/component=operator"
 # The agent's scrape job in the dev Prometheus (its pods' prometheus.io/job).
 AGENT_JOB = "wukong-node-agent"
-
-
-def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    found = []
-    for labels, value in re.findall(rf"^{name}\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M):
-        found.append((dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(value)))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +145,7 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         (agent,) = _pods(node_cluster, release, AGENT)
 
         def tracing_the_leader() -> bool:
-            traced = _samples(metrics_reader.get(agent, 9464), "wukong_node_traced_processes")
+            traced = metric_samples(metrics_reader.get(agent, 9464), "wukong_node_traced_processes")
             return any(
                 labels["pod"] == leading and labels["container"] == "operator" and value >= 1
                 for labels, value in traced
@@ -168,13 +161,13 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         def agent_count() -> dict[tuple[str, str, str, str], float]:
             counts = {}
             text = metrics_reader.get(agent, 9464)
-            for labels, value in _samples(text, "wukong_node_cancellations_total"):
+            for labels, value in metric_samples(text, "wukong_node_cancellations_total"):
                 key = (labels["namespace"], labels["pod"], labels["container"], labels["reason"])
                 counts[key] = value
             return counts
 
         def operator_count() -> float:
-            samples = _samples(
+            samples = metric_samples(
                 metrics_reader.get(operators[leading], 8080), "wukong_reconcile_cancellations_total"
             )
             return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
@@ -200,7 +193,7 @@ async def test_the_agent_attributes_the_operators_cancellations_to_its_pod(
         counts = agent_count()
         others = {k: v for k, v in counts.items() if k[1] in operators and k[1] != leading}
         assert all(v == 0 for v in others.values()), others
-        runtime = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
+        runtime = metric_samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
         assert {labels["runtime"] for labels, _ in runtime if labels["pod"] == leading} == {
             "python"
         }
@@ -307,7 +300,7 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
 
         def of_the_peer(name: str) -> dict[str, float]:
             """The agent's `name` samples for the peer's container, by reason if any."""
-            samples = _samples(metrics_reader.get(agent, 9464), name)
+            samples = metric_samples(metrics_reader.get(agent, 9464), name)
             return {
                 labels.get("reason", ""): value
                 for labels, value in samples
@@ -332,7 +325,7 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
         def peer_count() -> float:
             status, text = get_in_node(peer_url, token=None)
             assert status == 200, (status, text)
-            samples = _samples(text, "peer_reconcile_cancellations_total")
+            samples = metric_samples(text, "peer_reconcile_cancellations_total")
             return sum(v for labels, v in samples if labels["reason"] == "deadline_exceeded")
 
         # The agent counts every Go context that ends; the controller counts
@@ -384,7 +377,7 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
         what="the controller's shutdown to be traced",
     )
     assert agent_counts()["deadline_exceeded"] == STORM_OBJECTS
-    series = _samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
+    series = metric_samples(metrics_reader.get(agent, 9464), "wukong_node_cancellations_total")
     assert {
         (labels["pod"], labels["container"], labels["runtime"])
         for labels, _ in series

@@ -12,7 +12,7 @@
     manager.add(Controller(name="widget", reconciler=Reconciler(), primary=WIDGETS))
     await manager.run()
 
-The names below are the API, with three public modules beside them: the kinds
+The names below are the API, with four public modules beside them: the kinds
 (`wukong.runtime.resources` for Kubernetes', `wukong.runtime.apis` for
 KubeVirt's, CDI's and Multus'), serving HTTPS (`wukong.runtime.serving`) and
 the probe points the node agent reads (`wukong.runtime.probes`). Every module
