@@ -87,16 +87,20 @@ class RecordedSpan(sdk_trace.Span):
     """An SDK span with plain containers while nothing can be cleaned or dropped
     (see the module's docstring). Made by `SpanRecorder.start`, never directly."""
 
+    # Span.__init__ sets these on every span; they are the same for all of these.
+    _trace_config = None
+    _record_exception = True
+    _set_status_on_exception = True
+
     def __init__(
         self,
-        *,
         name: str,
         context: SpanContext,
         parent: SpanContext | None,
         tracer: sdk_trace.Tracer,
         kind: SpanKind,
+        attributes: Mapping[str, types.AnyValue],
         links: "list[Link] | BoundedList[Link]",
-        limits: SpanLimits,
         record_end_metrics: Any,
     ) -> None:
         # Span.__init__'s fields, set directly: it would build the containers
@@ -109,19 +113,21 @@ class RecordedSpan(sdk_trace.Span):
         self._parent = parent
         self._start_time: int | None = None
         self._end_time: int | None = None
-        self._attributes: dict[str, types.AnyValue] | BoundedAttributes = {}
         self._events: list[Event] | BoundedList[Event] = []
         self._links = links
         self._resource = tracer.resource
         self._status = _UNSET
         self._sampler = tracer.sampler
-        self._trace_config = None
-        self._record_exception = True
-        self._set_status_on_exception = True
         self._span_processor = tracer.span_processor
-        self._limits = limits
+        self._limits = limits = tracer._span_limits
         self._lock = threading.Lock()
         self._record_end_metrics = record_end_metrics
+        self._attributes: dict[str, types.AnyValue] | BoundedAttributes
+        if _kept_as_is(attributes, 0, limits.max_span_attributes, limits.max_span_attribute_length):
+            self._attributes = dict(attributes)
+        else:
+            self._attributes = {}
+            self._bounded()._set_items(attributes)
 
     def _bounded(self) -> BoundedAttributes:
         """The SDK's container from now on (it cleans and drops as from the start)."""
@@ -281,21 +287,18 @@ class SpanRecorder:
         record_end_metrics = tracer._tracer_metrics.start_span(parent, decision)
         if decision is Decision.DROP:
             return NonRecordingSpan(context=span_context)
-        limits = tracer._span_limits
-        span = RecordedSpan(
-            name=name,
-            context=span_context,
-            parent=parent,
-            tracer=tracer,
-            kind=kind,
-            links=self._links(links, limits),
-            limits=limits,
-            record_end_metrics=record_end_metrics,
-        )
         # What the sampler gives back (our attributes, unless it adds some) is
         # what the span starts with, as in the SDK.
-        if sampling.attributes:
-            span.set_attributes(sampling.attributes)
+        span = RecordedSpan(
+            name,
+            span_context,
+            parent,
+            tracer,
+            kind,
+            sampling.attributes,
+            self._links(links, tracer._span_limits) if links else [],
+            record_end_metrics,
+        )
         span.start(start_time=start_time, parent_context=context)
         return span
 
