@@ -173,6 +173,16 @@ def _reconcile(start: Start, user: trace.Tracer) -> None:
     span.set_attribute("after.end", 1)  # ignored, as in the SDK
     span.add_event("after end", timestamp=4_100)
     span.end(end_time=5_000)
+    # An admission review's span: no context given, so the current one.
+    review = start(
+        "admission Wukong",
+        context=None,
+        kind=SpanKind.SERVER,
+        attributes={"k8s.operation": "CREATE", "wukong.admission.allowed": False},
+        start_time=5_100,
+    )
+    review.add_event("Rejected", {"message": "spec.disks[0] is not a volume"}, timestamp=5_150)
+    review.end(end_time=5_200)
 
 
 def _run(through_recorder: bool, sampler: Sampler, limits: SpanLimits) -> Any:

@@ -244,7 +244,7 @@ class SpanRecorder:
         self,
         name: str,
         *,
-        context: otel_context.Context,
+        context: otel_context.Context | None,
         kind: SpanKind,
         attributes: dict[str, types.AnyValue],
         links: Sequence[Link] = (),

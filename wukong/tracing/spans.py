@@ -175,7 +175,7 @@ class ReconcileTracer(RuntimeObserver):
         start = int(review.started * _NS)
         span = self._spans.start(
             f"admission {review.kind or 'request'}",
-            context=otel_context.get_current(),
+            context=None,  # the current context, as start_span takes it
             kind=SpanKind.SERVER,
             attributes=attributes,
             start_time=start,
