@@ -30,13 +30,16 @@ a rejection or an unverified admission carries the message as an event.
 API calls become child spans after they finish, with their real start and end
 times (`ApiCall` carries both, and the reconcile they were made for), so the
 client needs no tracing code.
+
+The spans are made by `SpanRecorder` (tracing/recorder.py): the SDK's spans,
+sampler, limits and processors, without most of the SDK tracer's CPU per span.
 """
 
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 
 from wukong.runtime import (
     ApiCall,
@@ -52,9 +55,13 @@ from wukong.runtime import (
     WebhookReview,
     is_failure,
 )
+from wukong.tracing.recorder import SpanRecorder
 
 _NS = 1_000_000_000
 _OK = Status(StatusCode.OK)  # immutable: one for every span that ends well
+# A reconcile is a root: it is caused by the queue, not by whatever context the
+# worker happened to run in.
+_ROOT = otel_context.Context()
 
 
 class ReconcileTracer(RuntimeObserver):
@@ -63,7 +70,7 @@ class ReconcileTracer(RuntimeObserver):
     name = "tracing"
 
     def __init__(self, *, provider: TracerProvider) -> None:
-        self._tracer: Tracer = provider.get_tracer("wukong.runtime")
+        self._spans = SpanRecorder(provider, "wukong.runtime")
         # controller name -> primary kind, for span names
         self._kinds: dict[str, str] = {}
 
@@ -106,11 +113,9 @@ class ReconcileTracer(RuntimeObserver):
         if ctx.due_at is not None:
             attributes["wukong.requeue.delay_ms"] = max(0.0, (ctx.started - ctx.due_at) * 1000)
         kind = self._kinds.get(ctx.controller, ctx.controller)
-        # A reconcile is a root: it is caused by the queue, not by whatever
-        # context the worker happened to run in.
-        span = self._tracer.start_span(
+        span = self._spans.start(
             f"reconcile {kind}",
-            context=otel_context.Context(),
+            context=_ROOT,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
             links=links,
@@ -170,8 +175,9 @@ class ReconcileTracer(RuntimeObserver):
         if review.name:
             attributes["wukong.object.name"] = review.name
         start = int(review.started * _NS)
-        span = self._tracer.start_span(
+        span = self._spans.start(
             f"admission {review.kind or 'request'}",
+            context=None,  # the current context, as start_span takes it
             kind=SpanKind.SERVER,
             attributes=attributes,
             start_time=start,
@@ -209,7 +215,7 @@ class ReconcileTracer(RuntimeObserver):
         if call.status_code is not None:
             attributes["http.response.status_code"] = call.status_code
         start = int(call.started * _NS)
-        span = self._tracer.start_span(
+        span = self._spans.start(
             f"{call.verb} {call.resource}",
             context=parent_context,
             kind=SpanKind.CLIENT,
