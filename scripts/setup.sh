@@ -79,5 +79,5 @@ fi
 # --- Go: the real kube-apiserver, kubectl and the node's components ---------------
 # kubectl, kubelet, kube-proxy, kube-scheduler and kube-controller-manager are
 # one program (wukong/devcluster/kubenode), compiled once with what they share.
-command -v go >/dev/null || die "Go is not on PATH; it is needed to build kube-apiserver (Go >= 1.26)"
+command -v go >/dev/null || die "Go is not on PATH; it is needed to build etcd and kube-apiserver (Go >= 1.26)"
 "$venv/bin/wukong" dev build --node
