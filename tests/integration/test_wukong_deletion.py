@@ -39,8 +39,10 @@ def _running(obj: Object) -> bool:
     return (obj.get("status") or {}).get("phase") == "Running"
 
 
-async def _wait_all_gone(run: WukongRun) -> None:
-    await run.wait_gone("web")
+async def wait_all_gone(run: WukongRun, *, timeout: float = 30.0) -> None:
+    """The Wukong `web` goes within `timeout`, and then every dependent it created
+    (none orphaned); the NetworkAttachmentDefinition it only used stays."""
+    await run.wait_gone("web", timeout=timeout)
     for resource, name in CHILDREN:
 
         async def gone(resource: Resource = resource, name: str = name) -> bool:
@@ -58,7 +60,7 @@ async def test_deletion_follows_the_seed_order(start_wukong: StartWukong) -> Non
     await run.wait_for("web", _running, what="Running")
     start = len(run.calls)  # the operator's API calls
     await run.client.delete(WUKONGS, "web", namespace=run.namespace)
-    await _wait_all_gone(run)
+    await wait_all_gone(run)
     await run.stop_operator()
 
     steps = [
@@ -109,7 +111,7 @@ async def test_deletion_with_a_child_already_gone(
     await run.client.delete(resource, name, namespace=run.namespace)
     await run.client.delete(WUKONGS, "web", namespace=run.namespace)
     run.start_operator()
-    await _wait_all_gone(run)
+    await wait_all_gone(run)
 
 
 async def test_deletion_is_not_stuck_when_kubevirt_is_uninstalled(

@@ -26,7 +26,7 @@ from typing import Any
 
 from wukong.operator.api import FINALIZER, WUKONGS, Phase
 from wukong.operator.conditions import NETWORKS_CONFIGURED, READY, VOLUMES_BOUND, set_condition
-from wukong.operator.finalizer import finalize
+from wukong.operator.finalizer import DeletionCaches, Finalizer
 from wukong.operator.kubevirt import (
     GuestStatus,
     active_migration,
@@ -92,10 +92,21 @@ class WukongReconciler:
             data_volumes=caches.data_volumes,
             storage_classes=caches.storage_classes,
         )
+        self._finalizer = Finalizer(
+            caches=DeletionCaches(
+                virtual_machines=caches.virtual_machines,
+                virtual_machine_instances=caches.virtual_machine_instances,
+                data_volumes=caches.data_volumes,
+                claims=caches.claims,
+                network_attachment_definitions=caches.network_attachment_definitions,
+            ),
+            recorder=recorder,
+        )
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
         wukong = self._caches.wukongs.get_by_name(request.namespace, request.name)
         if wukong is None:
+            self._finalizer.forget(request)
             return Result()  # deleted; nothing of ours is left behind (finalizer)
         try:
             if wukong["metadata"].get("deletionTimestamp"):
@@ -206,11 +217,7 @@ class WukongReconciler:
             await self._write_status(
                 ctx, wukong, {"phase": Phase.DELETING.value, "conditions": conditions}
             )
-        outcome = await finalize(ctx, wukong)
-        for reason, message in outcome.changes:
-            await self._recorder.record(
-                ctx.client, wukong, type="Normal", reason=reason, message=message
-            )
+        outcome = await self._finalizer.finalize(ctx, wukong)
         for reason, message in outcome.warnings:
             await self._recorder.record(
                 ctx.client, wukong, type="Warning", reason=reason, message=message
@@ -223,7 +230,7 @@ class WukongReconciler:
             await self._recorder.record(
                 ctx.client, wukong, type="Normal", reason=reason, message=message
             )
-        ctx.logger.debug("deletion waits: %s", outcome.waiting)
+        ctx.logger.debug("deletion waits: %s", outcome.waiting or "for its deletes to show")
         return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
 
     async def _report_error(self, ctx: ReconcileContext, wukong: Object, error: ApiError) -> None:
