@@ -57,7 +57,6 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
         )
         await _assert_each_dependent_created_once(run)
 
-        deletion_started = len(run.lifecycle)
         await run.client.delete(WUKONGS, "web", namespace=run.namespace)
         # Bounded: a deletion that starts over at every cut-off never ends.
         await wait_all_gone(run, timeout=60)
@@ -76,14 +75,6 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
     ran_out = {CancelReason.DEADLINE_EXCEEDED, CancelReason.API_TIMEOUT}
     assert reasons & ran_out
     assert reasons <= ran_out | {CancelReason.SHUTDOWN}
-    # The deletion's calls do not fit in one reconcile either: it went through
-    # reconciles cut short, each leaving its progress to the next.
-    deletion_cut = {
-        event.reason
-        for event in run.lifecycle[deletion_started:]
-        if event.step == Step.FINISHED and event.outcome == Outcome.CANCELLED
-    }
-    assert deletion_cut & ran_out, "no deletion reconcile was cut short; it proves nothing"
 
     cancel_logs = [r for r in caplog.records if "reconcile cancelled after" in r.getMessage()]
     assert cancel_logs and all(r.levelno == logging.DEBUG for r in cancel_logs)

@@ -10,6 +10,7 @@ from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_n
 from tests.integration.wukong_harness import StartWukong, WukongRun
 from wukong.devcluster.simulator.crds import infrastructure_crds, install_infrastructure
 from wukong.operator.api import WUKONGS
+from wukong.runtime import EventHandler
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import NotFound
 from wukong.runtime.apis import (
@@ -58,6 +59,11 @@ async def test_deletion_follows_the_seed_order(start_wukong: StartWukong) -> Non
     await _create_shared_nad(run)
     await run.create("web", FULL_SPEC)
     await run.wait_for("web", _running, what="Running")
+    # How many API calls the operator had made when its cache lost the VMI.
+    vmi_gone_after: list[int] = []
+    run.operator.informer(VIRTUAL_MACHINE_INSTANCES).add_handler(
+        EventHandler(on_delete=lambda vmi: vmi_gone_after.append(len(run.calls)))
+    )
     start = len(run.calls)  # the operator's API calls
     await run.client.delete(WUKONGS, "web", namespace=run.namespace)
     await wait_all_gone(run)
@@ -78,9 +84,14 @@ async def test_deletion_follows_the_seed_order(start_wukong: StartWukong) -> Non
     nad = first("delete", "network-attachment-definitions")
     finalizer = max(i for i, (v, r, _) in enumerate(steps) if (v, r) == ("patch", "wukongs"))
     assert vm < data_volume < claims < nad < finalizer, steps
-    # The disks went only after the VMI was seen gone.
-    vmi_gets = [s for s in steps[:data_volume] if s[:2] == ("get", "virtualmachineinstances")]
-    assert vmi_gets and vmi_gets[-1][2] == 404, steps
+    # The disks went only after the operator saw the VMI gone (a call is recorded
+    # once it ends, so the delete of a DataVolume started after it is listed after).
+    data_volume_call = next(
+        i
+        for i, call in enumerate(run.calls)
+        if i >= start and (call.verb, call.resource) == ("delete", "datavolumes")
+    )
+    assert vmi_gone_after and data_volume_call >= vmi_gone_after[0], steps
     deleted_nads = [s for s in steps if s[:2] == ("delete", "network-attachment-definitions")]
     assert len(deleted_nads) == 1  # web-data; shared-storage is only referenced
     reasons = [e["reason"] for e in await run.events("web")]

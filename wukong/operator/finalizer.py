@@ -9,29 +9,33 @@ Order, each step begun only once the ones before it are done:
 4. the NetworkAttachmentDefinitions the Wukong created (never one it reused);
 5. the finalizer itself.
 
-Progress survives a reconcile cut short. A slow API server may leave a
-reconcile time for only a few calls, so none starts over: what is done is
-read back from the informer caches (a dependent whose delete was accepted
-shows a `deletionTimestamp`, or is gone) and from what this process
-remembers of the deletion (`_Progress`). A reconcile skips the finished
-steps, issues the deletes of the first unfinished one and ends; the watch
-event that shows them taken (dependents map back to their Wukong through the
-owner reference) brings the next reconcile, `RequeueAfter` being only a
-safety net. Dependents are found in the caches by their controller's uid
-(`OWNED_BY`), not by label: a label someone edited away must not hide one.
+Progress survives a slow API server, one that leaves a reconcile time for
+only a few calls. Nothing is started over: what is done is read back from
+the informer caches (a dependent whose delete was accepted shows a
+`deletionTimestamp`, or is gone) and from what this process remembers of the
+deletion (`_Progress`). A reconcile skips the finished steps, issues the
+deletes of the first unfinished one and ends; the watch event that shows
+them taken (dependents map back to their Wukong through the owner reference)
+brings the next reconcile, `RequeueAfter` being only a safety net. A call is
+started only while half of the reconcile's time is left (`_take_time`), so
+reconciles end whole rather than cut short. Dependents are found in the
+caches by their controller's uid (`OWNED_BY`), not by label: a label someone
+edited away must not hide one.
 
-Live reads, only where a stale cache would do harm. The caches can lag
-behind a create this process made just before the deletion (its watch event
-still on the way, or a create whose answer a deadline cut off). Trusting them
-alone, the disks could go under a guest they have not shown yet, or the
-finalizer could go while a dependent is left with no owner to delete it
-(nothing garbage-collects it in a cluster without kube-controller-manager,
-and elsewhere the VM would outlive its disks). So when the caches show a
-step done, each of its kinds is read live once, and what that read finds
-the caches missed is deleted too. Once is enough: no create can follow, as a
-Wukong being deleted is never converged again and its key is reconciled by
-one worker at a time, so the reads are remembered for the deletion and never
-repeated. After a restart they are simply made again.
+Live reads, only where a stale cache would do harm. A cache can lag behind a
+create this process made just before the deletion (its watch event still on
+the way, or a create whose answer a deadline cut off). Trusting it, the
+disks could go under a guest it has not shown yet, or the finalizer could go
+while a dependent is left with no owner to delete it (nothing garbage-collects
+it in a cluster without kube-controller-manager, and elsewhere the VM would
+outlive its disks). Once a cache has shown an object, it follows it to its
+end; so a kind is read live only if something the Wukong's spec makes of it
+was never shown during the deletion (never created, or not arrived yet: only
+the server can tell), and then only once: no create can follow, as a Wukong
+being deleted is never converged again and its key is reconciled by one
+worker at a time. What the read finds that the cache missed is deleted too.
+A deletion of a converged Wukong thus reads nothing live; after a restart,
+what is already gone is read once more.
 
 Seed 004's first bug was a finalizer that waited for dependents that would
 never go. Here nothing blocks removal except a VM (or its VMI) of ours still
@@ -48,6 +52,8 @@ import datetime
 from dataclasses import dataclass, field
 
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
+from wukong.operator.networks import created_nad_name
+from wukong.operator.storage import claim_name
 from wukong.runtime import (
     EventRecorder,
     NotFound,
@@ -70,6 +76,9 @@ from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 # before the disks are deleted anyway.
 VM_DELETION_PATIENCE = 60.0
 
+# Steps 2-4, in order.
+_DELETED_AFTER_THE_VM = (DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS, NETWORK_ATTACHMENT_DEFINITIONS)
+
 # Field index on the dependents' caches: the uid of their controller.
 OWNED_BY = "metadata.ownerReferences.controller.uid"
 
@@ -82,6 +91,8 @@ def owner_uid_key(obj: Object) -> list[str]:
 @dataclass
 class FinalizeResult:
     done: bool = False
+    # Stopped for lack of time with work left that no watch event will announce.
+    resume: bool = False
     # (reason, message) of the step that waits for something else than its own
     # deletes to show in the caches.
     waiting: tuple[str, str] | None = None
@@ -93,6 +104,8 @@ class _Progress:
     """What this process knows of one Wukong's deletion beyond its caches."""
 
     uid: str
+    # (kind, name) of what the Wukong's spec makes that the caches have shown.
+    seen: set[tuple[str, str]] = field(default_factory=set)
     # Kinds read live since the deletion began (see the module docstring).
     confirmed: set[str] = field(default_factory=set)
     # Dependents whose delete the server accepted, before the caches show it.
@@ -111,6 +124,10 @@ class DeletionCaches:
     network_attachment_definitions: Store
 
 
+class _OutOfTime(Exception):
+    """Less than half of the reconcile's time is left: leave the next call to the next one."""
+
+
 class Finalizer:
     """Takes a Wukong's dependents down a step at a time, then removes its finalizer."""
 
@@ -118,28 +135,48 @@ class Finalizer:
         self._caches = caches
         self._recorder = recorder
         self._progress: dict[Request, _Progress] = {}
-        # Steps 2-4: the kinds deleted together, in order, with their caches.
-        self._disposable_steps = [
-            (DATA_VOLUMES, caches.data_volumes),
-            (PERSISTENT_VOLUME_CLAIMS, caches.claims),
-            (NETWORK_ATTACHMENT_DEFINITIONS, caches.network_attachment_definitions),
-        ]
+        self._stores = {
+            VIRTUAL_MACHINES.plural: caches.virtual_machines,
+            VIRTUAL_MACHINE_INSTANCES.plural: caches.virtual_machine_instances,
+            DATA_VOLUMES.plural: caches.data_volumes,
+            PERSISTENT_VOLUME_CLAIMS.plural: caches.claims,
+            NETWORK_ATTACHMENT_DEFINITIONS.plural: caches.network_attachment_definitions,
+        }
 
     def forget(self, request: Request) -> None:
         """The Wukong is gone: drop what was remembered of its deletion."""
         self._progress.pop(request, None)
 
+    def observe(self, request: Request, wukong: Object) -> None:
+        """Note what the caches show of the Wukong's dependents (each deletion reconcile,
+        from the first: they go one by one)."""
+        self._observe(request, wukong)
+
+    def _observe(self, request: Request, wukong: Object) -> _Progress:
+        metadata = wukong["metadata"]
+        progress = self._progress.get(request)
+        if progress is None or progress.uid != metadata["uid"]:
+            progress = self._progress[request] = _Progress(uid=metadata["uid"])
+        for plural, names in _expected(wukong).items():
+            for name in names:
+                if self._stores[plural].get_by_name(metadata["namespace"], name) is not None:
+                    progress.seen.add((plural, name))
+        return progress
+
     async def finalize(self, ctx: ReconcileContext, wukong: Object) -> FinalizeResult:
         result = FinalizeResult()
         metadata = wukong["metadata"]
-        progress = self._progress.get(ctx.request)
-        if progress is None or progress.uid != metadata["uid"]:
-            progress = self._progress[ctx.request] = _Progress(uid=metadata["uid"])
-        if not await self._virtual_machine_gone(ctx, wukong, progress, result):
+        progress = self._observe(ctx.request, wukong)
+        try:
+            if not await self._virtual_machine_gone(ctx, wukong, progress, result):
+                return result
+            for resource in _DELETED_AFTER_THE_VM:
+                if not await self._deleted(ctx, wukong, resource, progress):
+                    return result  # deletes issued: their watch events bring the next reconcile
+            _take_time(ctx)
+        except _OutOfTime:
+            result.resume = True
             return result
-        for resource, cache in self._disposable_steps:
-            if not await self._deleted(ctx, wukong, resource, cache, progress):
-                return result  # deletes issued: their watch events bring the next reconcile
         finalizers = [f for f in metadata.get("finalizers") or [] if f != FINALIZER]
         patch = {
             "metadata": {"finalizers": finalizers, "resourceVersion": metadata["resourceVersion"]}
@@ -164,15 +201,17 @@ class Finalizer:
         vmi = self._caches.virtual_machine_instances.get_by_name(namespace, name)
         ours, vmi_ours = _ours(wukong, vm, vmi)
         if not ours and not vmi_ours:
-            # The caches show both gone; they may not have seen a VM created (or
-            # started) just before the deletion, and the disks go next: ask the server.
-            # A VM confirmed gone stays gone (nothing creates one any more).
-            if VIRTUAL_MACHINES.plural not in progress.confirmed:
+            # The caches show both gone. If they never showed them, a VM created (or
+            # started) just before the deletion may not have reached them yet, and
+            # the disks go next: ask the server, once (nothing creates one any more).
+            if not _trusted(progress, wukong, VIRTUAL_MACHINES):
+                _take_time(ctx)
                 vm = await _get(ctx, VIRTUAL_MACHINES, name, namespace)
                 ours, _ = _ours(wukong, vm, None)
                 if not ours:
                     progress.confirmed.add(VIRTUAL_MACHINES.plural)
-            if not ours and VIRTUAL_MACHINE_INSTANCES.plural not in progress.confirmed:
+            if not ours and not _trusted(progress, wukong, VIRTUAL_MACHINE_INSTANCES):
+                _take_time(ctx)
                 vmi = await _get(ctx, VIRTUAL_MACHINE_INSTANCES, name, namespace)
                 _, vmi_ours = _ours(wukong, None, vmi)
                 if not vmi_ours:
@@ -202,19 +241,19 @@ class Finalizer:
         ctx: ReconcileContext,
         wukong: Object,
         resource: Resource,
-        cache: Store,
         progress: _Progress,
     ) -> bool:
         """Steps 2-4: True once every `resource` of ours is being deleted (or gone)."""
         pending = [
             item
-            for item in cache.by_index(OWNED_BY, wukong["metadata"]["uid"])
+            for item in self._stores[resource.plural].by_index(OWNED_BY, wukong["metadata"]["uid"])
             if not _deleting(item, progress)
         ]
-        live = not pending and resource.plural not in progress.confirmed
+        live = not pending and not _trusted(progress, wukong, resource)
         if live:
             # The cache may have missed a create made just before the deletion; once
             # the finalizer is gone nothing would delete it.
+            _take_time(ctx)
             pending = [
                 item
                 for item in await _list_labelled(ctx, resource, wukong)
@@ -237,20 +276,62 @@ class Finalizer:
         progress: _Progress,
     ) -> None:
         metadata = obj["metadata"]
+        _take_time(ctx)
         try:
             await ctx.client.delete(resource, metadata["name"], namespace=metadata["namespace"])
+            deleted_now = True
         except NotFound:
-            progress.deleted.add(metadata["uid"])
-            return  # already gone: nothing to wait for
+            deleted_now = False  # gone already: nothing to report
         progress.deleted.add(metadata["uid"])
-        # Recorded at once: a later cut-off must not lose it (the delete is not redone).
-        await self._recorder.record(
-            ctx.client,
-            wukong,
-            type="Normal",
-            reason="Deleted",
-            message=f"Deleted {resource.kind} {metadata['name']}",
-        )
+        if deleted_now:
+            # Recorded at once: a later cut-off must not lose it (the delete is not redone).
+            await self._recorder.record(
+                ctx.client,
+                wukong,
+                type="Normal",
+                reason="Deleted",
+                message=f"Deleted {resource.kind} {metadata['name']}",
+            )
+
+
+def _take_time(ctx: ReconcileContext) -> None:
+    """Go on with the next call (and what belongs to it) only while at least half of
+    the reconcile's time is left, as much as the client lets one call take.
+
+    Started later, it would likely be cut short by the deadline; a call cut
+    short costs its connection, and opening one may take the next reconcile's
+    first call longer than its share, when that one is cut short too.
+    Stopping in time keeps every reconcile whole on a slow API server.
+    """
+    if ctx.remaining() < ctx.timeout / 2:
+        raise _OutOfTime
+
+
+def _expected(wukong: Object) -> dict[str, set[str]]:
+    """Names of what the Wukong's spec makes, by kind: all it may have created."""
+    name = wukong["metadata"]["name"]
+    disks = wukong["spec"].get("disks") or []
+    networks = wukong["spec"].get("networks") or []
+    return {
+        VIRTUAL_MACHINES.plural: {name},
+        VIRTUAL_MACHINE_INSTANCES.plural: {name},
+        DATA_VOLUMES.plural: {claim_name(wukong, d) for d in disks if d.get("image")},
+        PERSISTENT_VOLUME_CLAIMS.plural: {
+            claim_name(wukong, d) for d in disks if not d.get("image")
+        },
+        NETWORK_ATTACHMENT_DEFINITIONS.plural: {
+            created_nad_name(wukong, n) for n in networks if not n.get("nadName")
+        },
+    }
+
+
+def _trusted(progress: _Progress, wukong: Object, resource: Resource) -> bool:
+    """Whether the caches can answer for `resource` without a live read: each of its
+    objects the spec makes was shown by them during this deletion (what they showed,
+    they follow to its end), or the server was asked already."""
+    if resource.plural in progress.confirmed:
+        return True
+    return all((resource.plural, n) in progress.seen for n in _expected(wukong)[resource.plural])
 
 
 def _ours(wukong: Object, vm: Object | None, vmi: Object | None) -> tuple[bool, bool]:

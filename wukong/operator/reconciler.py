@@ -58,6 +58,8 @@ PROBLEM_RETRY_SECONDS = 15.0
 # Progress normally arrives through watches; this is only the safety net.
 WAITING_RETRY_SECONDS = 10.0
 VM_DELETION_RETRY_SECONDS = 2.0
+# A deletion that stopped for lack of time goes on at once (no backoff: nothing failed).
+DELETION_RESUME_SECONDS = 0.01
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +206,7 @@ class WukongReconciler:
         metadata = wukong["metadata"]
         if FINALIZER not in (metadata.get("finalizers") or []):
             return Result()
+        self._finalizer.observe(ctx.request, wukong)
         if (wukong.get("status") or {}).get("phase") != Phase.DELETING:
             conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
             set_condition(
@@ -217,6 +220,8 @@ class WukongReconciler:
             await self._write_status(
                 ctx, wukong, {"phase": Phase.DELETING.value, "conditions": conditions}
             )
+            # A step of its own: the Wukong's watch event brings the next reconcile.
+            return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
         outcome = await self._finalizer.finalize(ctx, wukong)
         for reason, message in outcome.warnings:
             await self._recorder.record(
@@ -230,6 +235,9 @@ class WukongReconciler:
             await self._recorder.record(
                 ctx.client, wukong, type="Normal", reason=reason, message=message
             )
+        if outcome.resume:
+            ctx.logger.debug("deletion goes on in the next reconcile")
+            return Result(requeue_after=DELETION_RESUME_SECONDS)
         ctx.logger.debug("deletion waits: %s", outcome.waiting or "for its deletes to show")
         return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
 
