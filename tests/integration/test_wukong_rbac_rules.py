@@ -39,6 +39,10 @@ GRANTED_UNUSED = {
     ("virtualmachineinstances", "list"),
     ("virtualmachines", "list"),
     ("wukongs", "list"),
+    # The finalizer lists these only for a dependent its cache never showed.
+    ("datavolumes", "list"),
+    ("network-attachment-definitions", "list"),
+    ("persistentvolumeclaims", "list"),
 }
 
 
