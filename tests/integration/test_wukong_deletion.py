@@ -4,13 +4,18 @@ VM first, then (once its VMI is gone) DataVolumes and claims, then the
 NetworkAttachmentDefinitions the Wukong created, then the finalizer.
 """
 
+import logging
+
 import pytest
 
+from tests.integration.helpers import Recorder
 from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad, _exists
 from tests.integration.wukong_harness import StartWukong, WukongRun
 from wukong.devcluster.simulator.crds import infrastructure_crds, install_infrastructure
-from wukong.operator.api import WUKONGS
-from wukong.runtime import EventHandler
+from wukong.operator.api import FINALIZER, WUKONGS
+from wukong.operator.finalizer import OWNED_BY, DeletionCaches, Finalizer, owner_uid_key
+from wukong.operator.owned import owned_object
+from wukong.runtime import EventHandler, EventRecorder, ReconcileContext, Request, Store
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import NotFound
 from wukong.runtime.apis import (
@@ -161,3 +166,84 @@ async def _crds_gone(client: Client, names: list[str]) -> bool:
             continue
         return False
     return True
+
+
+async def test_a_dependent_the_cache_never_showed_is_read_live_and_deleted(
+    client: Client, namespace: str, infrastructure: None
+) -> None:
+    """A NAD created just before the deletion, not in the cache yet, is found by the one
+    live read the finalizer makes of that kind; claims the cache showed are not read."""
+    body = {
+        "apiVersion": WUKONGS.api_version,
+        "kind": WUKONGS.kind,
+        "metadata": {"name": "w", "namespace": namespace, "finalizers": [FINALIZER]},
+        "spec": {
+            "networks": [{"name": "data", "config": '{"type": "bridge"}'}],
+            "disks": [{"name": "root", "size": "1Gi"}],
+        },
+    }
+    wukong = await client.create(WUKONGS, body)
+    nad = await client.create(
+        NETWORK_ATTACHMENT_DEFINITIONS,
+        owned_object(wukong, NETWORK_ATTACHMENT_DEFINITIONS, "w-data", spec={"config": "{}"}),
+    )
+    claim_spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    claim = await client.create(
+        PERSISTENT_VOLUME_CLAIMS,
+        owned_object(wukong, PERSISTENT_VOLUME_CLAIMS, "w-root", spec=claim_spec),
+    )
+    await client.delete(WUKONGS, "w", namespace=namespace)
+    # Caches as the operator's could be: the claim shown, the NAD not arrived yet.
+    stores = {name: Store() for name in ("vms", "vmis", "dvs", "claims", "nads")}
+    for name in ("dvs", "claims", "nads"):
+        stores[name].add_index(OWNED_BY, owner_uid_key)
+    stores["claims"].upsert(claim)
+    finalizer = Finalizer(
+        caches=DeletionCaches(
+            virtual_machines=stores["vms"],
+            virtual_machine_instances=stores["vmis"],
+            data_volumes=stores["dvs"],
+            claims=stores["claims"],
+            network_attachment_definitions=stores["nads"],
+        ),
+        recorder=EventRecorder(component="test"),
+    )
+    recorder = Recorder()
+    observed = client.observed_by(recorder)
+    request = Request(namespace, "w")
+    for _ in range(10):  # reconciles; each one makes progress
+        try:
+            current = await client.get(WUKONGS, "w", namespace=namespace)
+        except NotFound:
+            break
+        ctx = ReconcileContext(
+            controller="test",
+            request=request,
+            timeout=15,
+            client=observed,
+            logger=logging.getLogger("test"),
+        )
+        await finalizer.finalize(ctx, current)
+    else:
+        raise AssertionError("the finalizer was never removed")
+
+    assert await _gone_or_deleting(client, NETWORK_ATTACHMENT_DEFINITIONS, nad)
+    assert await _gone_or_deleting(client, PERSISTENT_VOLUME_CLAIMS, claim)
+    reads = {(c.verb, c.resource) for c in recorder.calls if c.verb in ("get", "list")}
+    # The VM and its VMI were never shown (never created, or not arrived yet), nor
+    # was the NAD; the claim was, and no DataVolume is expected (no disk has an image).
+    assert reads == {
+        ("get", "virtualmachines"),
+        ("get", "virtualmachineinstances"),
+        ("list", "network-attachment-definitions"),
+    }, reads
+
+
+async def _gone_or_deleting(client: Client, resource: Resource, obj: Object) -> bool:
+    try:
+        current = await client.get(
+            resource, obj["metadata"]["name"], namespace=obj["metadata"]["namespace"]
+        )
+    except NotFound:
+        return True
+    return bool(current["metadata"].get("deletionTimestamp"))
