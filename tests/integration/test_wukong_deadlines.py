@@ -8,6 +8,10 @@ call's own share of it (`api_timeout`), logged at DEBUG (no ERROR), and
 retried; the next attempt finds what the last one created (a create whose
 answer was cut off may well have succeeded), so the object reaches Running and
 every dependent exists exactly once.
+
+Deleting it then goes through the same slow server: each deletion reconcile
+must leave progress behind for the next one, so the Wukong goes and takes every
+dependent it created with it.
 """
 
 import logging
@@ -17,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad
-from tests.integration.wukong_harness import StartWukong
+from tests.integration.test_wukong_deletion import wait_all_gone
+from tests.integration.wukong_harness import StartWukong, WukongRun
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
-from wukong.operator.api import WUKONG_LABEL
+from wukong.operator.api import WUKONG_LABEL, WUKONGS
 from wukong.runtime._client import Client
 from wukong.runtime._context import CancelReason
 from wukong.runtime._observer import Outcome, Step
@@ -50,6 +55,11 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
             what="web to be Running through the slow API server",
             timeout=60,
         )
+        await _assert_each_dependent_created_once(run)
+
+        await run.client.delete(WUKONGS, "web", namespace=run.namespace)
+        # Bounded: a deletion that starts over at every cut-off never ends.
+        await wait_all_gone(run, timeout=60)
         await run.stop_operator()
     await proxy.close()
 
@@ -66,6 +76,13 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
     assert reasons & ran_out
     assert reasons <= ran_out | {CancelReason.SHUTDOWN}
 
+    cancel_logs = [r for r in caplog.records if "reconcile cancelled after" in r.getMessage()]
+    assert cancel_logs and all(r.levelno == logging.DEBUG for r in cancel_logs)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+async def _assert_each_dependent_created_once(run: WukongRun) -> None:
     created = Counter(
         call.resource
         for call in run.calls
@@ -92,8 +109,3 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
     ]:
         listed = await run.client.list(resource, namespace=run.namespace, label_selector=selector)
         assert sorted(item["metadata"]["name"] for item in listed["items"]) == names
-
-    cancel_logs = [r for r in caplog.records if "reconcile cancelled after" in r.getMessage()]
-    assert cancel_logs and all(r.levelno == logging.DEBUG for r in cancel_logs)
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]

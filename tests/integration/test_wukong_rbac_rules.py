@@ -18,11 +18,13 @@ GRANTED_UNUSED = {
     # ownerReferences with blockOwnerDeletion, under OwnerReferencesPermissionEnforcement.
     ("wukongs/finalizers", "update"),
     # get comes with list/watch for reads outside the informers (kubectl-like tools,
-    # the finalizer's live reads of kinds other than VMs and VMIs).
+    # the finalizer's live reads, made only for a dependent its cache never showed).
     ("wukongs", "get"),
     ("network-attachment-definitions", "get"),
     ("persistentvolumeclaims", "get"),
     ("datavolumes", "get"),
+    ("virtualmachines", "get"),
+    ("virtualmachineinstances", "get"),
     ("virtualmachineinstancemigrations", "get"),
     ("storageclasses", "get"),
     # Only when a network's config is edited (test_wukong_watches.py).
@@ -37,6 +39,10 @@ GRANTED_UNUSED = {
     ("virtualmachineinstances", "list"),
     ("virtualmachines", "list"),
     ("wukongs", "list"),
+    # The finalizer lists these only for a dependent its cache never showed.
+    ("datavolumes", "list"),
+    ("network-attachment-definitions", "list"),
+    ("persistentvolumeclaims", "list"),
 }
 
 

@@ -19,6 +19,7 @@ use it.
 """
 
 from wukong.operator.api import WUKONGS
+from wukong.operator.finalizer import OWNED_BY, owner_uid_key
 from wukong.operator.reconciler import (
     MIGRATIONS_BY_VMI,
     Caches,
@@ -113,11 +114,18 @@ def add_wukong_controller(
     wukongs.add_index(BY_STORAGE_CLASS, _storage_classes)
     migrations = manager.informer(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS).store
     migrations.add_index(MIGRATIONS_BY_VMI, migration_vmi_key)
+    found_by_owner = [
+        manager.informer(resource).store
+        for resource in (NETWORK_ATTACHMENT_DEFINITIONS, PERSISTENT_VOLUME_CLAIMS, DATA_VOLUMES)
+    ]
+    for store in found_by_owner:
+        store.add_index(OWNED_BY, owner_uid_key)
+    nads, claims, data_volumes = found_by_owner
     caches = Caches(
         wukongs=wukongs,
-        network_attachment_definitions=manager.informer(NETWORK_ATTACHMENT_DEFINITIONS).store,
-        claims=manager.informer(PERSISTENT_VOLUME_CLAIMS).store,
-        data_volumes=manager.informer(DATA_VOLUMES).store,
+        network_attachment_definitions=nads,
+        claims=claims,
+        data_volumes=data_volumes,
         storage_classes=manager.informer(STORAGE_CLASSES).store,
         virtual_machines=manager.informer(VIRTUAL_MACHINES).store,
         virtual_machine_instances=manager.informer(VIRTUAL_MACHINE_INSTANCES).store,

@@ -1,31 +1,69 @@
 """Deleting a Wukong: take down what it created, in seed 001's order, then let it go.
 
-Order, one step per reconcile until it is done:
+Order, each step begun only once the ones before it are done:
 
 1. the VirtualMachine (its disks must not vanish under a running guest), and
-   wait until its VirtualMachineInstance is gone too;
-2. DataVolumes and claims;
-3. the NetworkAttachmentDefinitions the Wukong created (never one it reused);
-4. the finalizer itself.
+   wait until it and its VirtualMachineInstance are gone;
+2. DataVolumes;
+3. claims;
+4. the NetworkAttachmentDefinitions the Wukong created (never one it reused);
+5. the finalizer itself.
+
+Progress survives a slow API server, one that leaves a reconcile time for
+only a few calls. Nothing is started over: what is done is read back from
+the informer caches (a dependent whose delete was accepted shows a
+`deletionTimestamp`, or is gone) and from what this process remembers of the
+deletion (`_Progress`). A reconcile skips the finished steps, issues the
+deletes of the first unfinished one and ends; the watch event that shows
+them taken (dependents map back to their Wukong through the owner reference)
+brings the next reconcile, `RequeueAfter` being only a safety net. A call is
+started only while half of the reconcile's time is left (`_take_time`), so
+reconciles end whole rather than cut short. Dependents are found in the
+caches by their controller's uid (`OWNED_BY`), not by label: a label someone
+edited away must not hide one.
+
+Live reads, only where a stale cache would do harm. A cache can lag behind a
+create this process made just before the deletion (its watch event still on
+the way, or a create whose answer a deadline cut off). Trusting it, the
+disks could go under a guest it has not shown yet, or the finalizer could go
+while a dependent is left with no owner to delete it (nothing garbage-collects
+it in a cluster without kube-controller-manager, and elsewhere the VM would
+outlive its disks). Once a cache has shown an object, it follows it to its
+end; so a kind is read live only if something the Wukong's spec makes of it
+was never shown during the deletion (never created, or not arrived yet: only
+the server can tell), and then only once: no create can follow, as a Wukong
+being deleted is never converged again and its key is reconciled by one
+worker at a time. What the read finds that the cache missed is deleted too.
+A deletion of a converged Wukong thus reads nothing live; after a restart,
+what is already gone is read once more.
 
 Seed 004's first bug was a finalizer that waited for dependents that would
 never go. Here nothing blocks removal except a VM (or its VMI) of ours still
 shutting down, and that only for `VM_DELETION_PATIENCE`; a step that waits
-says why (`FinalizeResult.waiting`, an event). A dependent that is already
-gone, was never created, belongs to someone else (another controller uid),
-or whose API is not served any more (KubeVirt's or CDI's CRDs removed) is
-skipped. Objects are found by label and checked by owner uid, live from the
-API server rather than the cache, because a stale cache here would leak them.
-Every call is bounded by the reconcile's deadline; a deadline that passes
-mid-way only means the next reconcile starts again from step 1, which finds
-the finished steps' objects gone.
+says why (`FinalizeResult.waiting`, an event). Disks and networks are not
+waited for once their deletes are accepted (a claim in use elsewhere keeps
+its `pvc-protection` finalizer as long as it likes). A dependent that is
+already gone, was never created, belongs to someone else (another controller
+uid), or whose API is not served any more (KubeVirt's or CDI's CRDs removed)
+is skipped.
 """
 
 import datetime
 from dataclasses import dataclass, field
 
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
-from wukong.runtime import NotFound, Object, ReconcileContext, is_controlled_by
+from wukong.operator.networks import created_nad_name
+from wukong.operator.storage import claim_name
+from wukong.runtime import (
+    EventRecorder,
+    NotFound,
+    Object,
+    ReconcileContext,
+    Request,
+    Store,
+    controller_uid,
+    is_controlled_by,
+)
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
@@ -38,69 +76,277 @@ from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, Resource
 # before the disks are deleted anyway.
 VM_DELETION_PATIENCE = 60.0
 
+# Steps 2-4, in order.
+_DELETED_AFTER_THE_VM = (DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS, NETWORK_ATTACHMENT_DEFINITIONS)
+
+# Field index on the dependents' caches: the uid of their controller.
+OWNED_BY = "metadata.ownerReferences.controller.uid"
+
+
+def owner_uid_key(obj: Object) -> list[str]:
+    uid = controller_uid(obj)
+    return [uid] if uid else []
+
 
 @dataclass
 class FinalizeResult:
     done: bool = False
-    # (reason, message) of the step that is not finished yet.
+    # Stopped for lack of time with work left that no watch event will announce.
+    resume: bool = False
+    # (reason, message) of the step that waits for something else than its own
+    # deletes to show in the caches.
     waiting: tuple[str, str] | None = None
-    changes: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
-async def finalize(ctx: ReconcileContext, wukong: Object) -> FinalizeResult:
-    result = FinalizeResult()
-    metadata = wukong["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    if not await _virtual_machine_gone(ctx, wukong, result):
+@dataclass
+class _Progress:
+    """What this process knows of one Wukong's deletion beyond its caches."""
+
+    uid: str
+    # (kind, name) of what the Wukong's spec makes that the caches have shown.
+    seen: set[tuple[str, str]] = field(default_factory=set)
+    # Kinds read live since the deletion began (see the module docstring).
+    confirmed: set[str] = field(default_factory=set)
+    # Dependents whose delete the server accepted, before the caches show it.
+    deleted: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeletionCaches:
+    """The informer stores of what a Wukong creates; those of the kinds deleted in
+    steps 2-4 carry the `OWNED_BY` index."""
+
+    virtual_machines: Store
+    virtual_machine_instances: Store
+    data_volumes: Store
+    claims: Store
+    network_attachment_definitions: Store
+
+
+class _OutOfTime(Exception):
+    """Less than half of the reconcile's time is left: leave the next call to the next one."""
+
+
+class Finalizer:
+    """Takes a Wukong's dependents down a step at a time, then removes its finalizer."""
+
+    def __init__(self, *, caches: DeletionCaches, recorder: EventRecorder) -> None:
+        self._caches = caches
+        self._recorder = recorder
+        self._progress: dict[Request, _Progress] = {}
+        self._stores = {
+            VIRTUAL_MACHINES.plural: caches.virtual_machines,
+            VIRTUAL_MACHINE_INSTANCES.plural: caches.virtual_machine_instances,
+            DATA_VOLUMES.plural: caches.data_volumes,
+            PERSISTENT_VOLUME_CLAIMS.plural: caches.claims,
+            NETWORK_ATTACHMENT_DEFINITIONS.plural: caches.network_attachment_definitions,
+        }
+
+    def forget(self, request: Request) -> None:
+        """The Wukong is gone: drop what was remembered of its deletion."""
+        self._progress.pop(request, None)
+
+    def observe(self, request: Request, wukong: Object) -> None:
+        """Note what the caches show of the Wukong's dependents (each deletion reconcile,
+        from the first: they go one by one)."""
+        self._observe(request, wukong)
+
+    def _observe(self, request: Request, wukong: Object) -> _Progress:
+        metadata = wukong["metadata"]
+        progress = self._progress.get(request)
+        if progress is None or progress.uid != metadata["uid"]:
+            progress = self._progress[request] = _Progress(uid=metadata["uid"])
+        for plural, names in _expected(wukong).items():
+            for name in names:
+                if self._stores[plural].get_by_name(metadata["namespace"], name) is not None:
+                    progress.seen.add((plural, name))
+        return progress
+
+    async def finalize(self, ctx: ReconcileContext, wukong: Object) -> FinalizeResult:
+        result = FinalizeResult()
+        metadata = wukong["metadata"]
+        progress = self._observe(ctx.request, wukong)
+        try:
+            if not await self._virtual_machine_gone(ctx, wukong, progress, result):
+                return result
+            for resource in _DELETED_AFTER_THE_VM:
+                if not await self._deleted(ctx, wukong, resource, progress):
+                    return result  # deletes issued: their watch events bring the next reconcile
+            _take_time(ctx)
+        except _OutOfTime:
+            result.resume = True
+            return result
+        finalizers = [f for f in metadata.get("finalizers") or [] if f != FINALIZER]
+        patch = {
+            "metadata": {"finalizers": finalizers, "resourceVersion": metadata["resourceVersion"]}
+        }
+        try:
+            await ctx.client.patch(
+                WUKONGS, metadata["name"], patch, namespace=metadata["namespace"]
+            )
+        except NotFound:
+            pass
+        self.forget(ctx.request)
+        result.done = True
         return result
-    selector = f"{WUKONG_LABEL}={name}"
-    for resource in (DATA_VOLUMES, PERSISTENT_VOLUME_CLAIMS, NETWORK_ATTACHMENT_DEFINITIONS):
-        for item in await _list(ctx, resource, namespace=namespace, selector=selector):
-            if is_controlled_by(item, wukong) and not item["metadata"].get("deletionTimestamp"):
-                await _delete(ctx, resource, item, result)
-    finalizers = [f for f in metadata.get("finalizers") or [] if f != FINALIZER]
-    patch = {"metadata": {"finalizers": finalizers, "resourceVersion": metadata["resourceVersion"]}}
-    try:
-        await ctx.client.patch(WUKONGS, name, patch, namespace=namespace)
-    except NotFound:
-        pass
-    result.done = True
-    return result
+
+    async def _virtual_machine_gone(
+        self, ctx: ReconcileContext, wukong: Object, progress: _Progress, result: FinalizeResult
+    ) -> bool:
+        """Step 1: delete our VM; True once it and its instance are gone (or took too long)."""
+        metadata = wukong["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        vm = self._caches.virtual_machines.get_by_name(namespace, name)
+        vmi = self._caches.virtual_machine_instances.get_by_name(namespace, name)
+        ours, vmi_ours = _ours(wukong, vm, vmi)
+        if not ours and not vmi_ours:
+            # The caches show both gone. If they never showed them, a VM created (or
+            # started) just before the deletion may not have reached them yet, and
+            # the disks go next: ask the server, once (nothing creates one any more).
+            if not _trusted(progress, wukong, VIRTUAL_MACHINES):
+                _take_time(ctx)
+                vm = await _get(ctx, VIRTUAL_MACHINES, name, namespace)
+                ours, _ = _ours(wukong, vm, None)
+                if not ours:
+                    progress.confirmed.add(VIRTUAL_MACHINES.plural)
+            if not ours and not _trusted(progress, wukong, VIRTUAL_MACHINE_INSTANCES):
+                _take_time(ctx)
+                vmi = await _get(ctx, VIRTUAL_MACHINE_INSTANCES, name, namespace)
+                _, vmi_ours = _ours(wukong, None, vmi)
+                if not vmi_ours:
+                    progress.confirmed.add(VIRTUAL_MACHINE_INSTANCES.plural)
+            if not ours and not vmi_ours:
+                return True
+        if ours and vm is not None and not _deleting(vm, progress):
+            await self._delete(ctx, wukong, VIRTUAL_MACHINES, vm, progress)
+            result.waiting = ("WaitingForVirtualMachine", f"VirtualMachine {name} is being deleted")
+            return False
+        still = f"VirtualMachine {name}" if ours else f"VirtualMachineInstance {name}"
+        # Patience counts from the Wukong's deletion: bounded whatever the VM does.
+        if _age(metadata["deletionTimestamp"]) < VM_DELETION_PATIENCE:
+            result.waiting = ("WaitingForVirtualMachine", f"{still} is still shutting down")
+            return False
+        result.warnings.append(
+            (
+                "VirtualMachineDeletionSlow",
+                f"{still} is still terminating after {VM_DELETION_PATIENCE:.0f}s; "
+                "deleting its disks anyway",
+            )
+        )
+        return True
+
+    async def _deleted(
+        self,
+        ctx: ReconcileContext,
+        wukong: Object,
+        resource: Resource,
+        progress: _Progress,
+    ) -> bool:
+        """Steps 2-4: True once every `resource` of ours is being deleted (or gone)."""
+        pending = [
+            item
+            for item in self._stores[resource.plural].by_index(OWNED_BY, wukong["metadata"]["uid"])
+            if not _deleting(item, progress)
+        ]
+        live = not pending and not _trusted(progress, wukong, resource)
+        if live:
+            # The cache may have missed a create made just before the deletion; once
+            # the finalizer is gone nothing would delete it.
+            _take_time(ctx)
+            pending = [
+                item
+                for item in await _list_labelled(ctx, resource, wukong)
+                if is_controlled_by(item, wukong) and not _deleting(item, progress)
+            ]
+        for item in pending:
+            await self._delete(ctx, wukong, resource, item, progress)
+        if live:
+            # Only now: a delete cut short would otherwise leave one the cache never saw.
+            progress.confirmed.add(resource.plural)
+        # Deletes issued: the next step waits for the watch event that shows them.
+        return not pending
+
+    async def _delete(
+        self,
+        ctx: ReconcileContext,
+        wukong: Object,
+        resource: Resource,
+        obj: Object,
+        progress: _Progress,
+    ) -> None:
+        metadata = obj["metadata"]
+        _take_time(ctx)
+        try:
+            await ctx.client.delete(resource, metadata["name"], namespace=metadata["namespace"])
+            deleted_now = True
+        except NotFound:
+            deleted_now = False  # gone already: nothing to report
+        progress.deleted.add(metadata["uid"])
+        if deleted_now:
+            # Recorded at once: a later cut-off must not lose it (the delete is not redone).
+            await self._recorder.record(
+                ctx.client,
+                wukong,
+                type="Normal",
+                reason="Deleted",
+                message=f"Deleted {resource.kind} {metadata['name']}",
+            )
 
 
-async def _virtual_machine_gone(
-    ctx: ReconcileContext, wukong: Object, result: FinalizeResult
-) -> bool:
-    """Step 1: delete our VM; True once it and its instance are gone (or took too long)."""
-    metadata = wukong["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    vm = await _get(ctx, VIRTUAL_MACHINES, name, namespace)
+def _take_time(ctx: ReconcileContext) -> None:
+    """Go on with the next call (and what belongs to it) only while at least half of
+    the reconcile's time is left, as much as the client lets one call take.
+
+    Started later, it would likely be cut short by the deadline; a call cut
+    short costs its connection, and opening one may take the next reconcile's
+    first call longer than its share, when that one is cut short too.
+    Stopping in time keeps every reconcile whole on a slow API server.
+    """
+    if ctx.remaining() < ctx.timeout / 2:
+        raise _OutOfTime
+
+
+def _expected(wukong: Object) -> dict[str, set[str]]:
+    """Names of what the Wukong's spec makes, by kind: all it may have created."""
+    name = wukong["metadata"]["name"]
+    disks = wukong["spec"].get("disks") or []
+    networks = wukong["spec"].get("networks") or []
+    return {
+        VIRTUAL_MACHINES.plural: {name},
+        VIRTUAL_MACHINE_INSTANCES.plural: {name},
+        DATA_VOLUMES.plural: {claim_name(wukong, d) for d in disks if d.get("image")},
+        PERSISTENT_VOLUME_CLAIMS.plural: {
+            claim_name(wukong, d) for d in disks if not d.get("image")
+        },
+        NETWORK_ATTACHMENT_DEFINITIONS.plural: {
+            created_nad_name(wukong, n) for n in networks if not n.get("nadName")
+        },
+    }
+
+
+def _trusted(progress: _Progress, wukong: Object, resource: Resource) -> bool:
+    """Whether the caches can answer for `resource` without a live read: each of its
+    objects the spec makes was shown by them during this deletion (what they showed,
+    they follow to its end), or the server was asked already."""
+    if resource.plural in progress.confirmed:
+        return True
+    return all((resource.plural, n) in progress.seen for n in _expected(wukong)[resource.plural])
+
+
+def _ours(wukong: Object, vm: Object | None, vmi: Object | None) -> tuple[bool, bool]:
+    """Whether `vm`, and `vmi`, are the Wukong's."""
     ours = vm is not None and is_controlled_by(vm, wukong)
-    if vm is not None and ours and not vm["metadata"].get("deletionTimestamp"):
-        await _delete(ctx, VIRTUAL_MACHINES, vm, result)
-        result.waiting = ("WaitingForVirtualMachine", f"VirtualMachine {name} is being deleted")
-        return False
-    vmi = await _get(ctx, VIRTUAL_MACHINE_INSTANCES, name, namespace)
     # The instance is ours if its VM is (or was: the VM may be gone already).
     vmi_ours = vmi is not None and (
         ours or (vm is None and _controller_kind(vmi) == VIRTUAL_MACHINES.kind)
     )
-    if not ours and not vmi_ours:
-        return True
-    still = f"VirtualMachine {name}" if ours else f"VirtualMachineInstance {name}"
-    # Patience counts from the Wukong's deletion: bounded whatever the VM does.
-    if _age(metadata["deletionTimestamp"]) < VM_DELETION_PATIENCE:
-        result.waiting = ("WaitingForVirtualMachine", f"{still} is still shutting down")
-        return False
-    result.warnings.append(
-        (
-            "VirtualMachineDeletionSlow",
-            f"{still} is still terminating after {VM_DELETION_PATIENCE:.0f}s; "
-            "deleting its disks anyway",
-        )
-    )
-    return True
+    return ours, vmi_ours
+
+
+def _deleting(obj: Object, progress: _Progress) -> bool:
+    metadata = obj["metadata"]
+    return bool(metadata.get("deletionTimestamp")) or metadata.get("uid") in progress.deleted
 
 
 def _controller_kind(obj: Object) -> str | None:
@@ -121,25 +367,19 @@ async def _get(
         return None
 
 
-async def _list(
-    ctx: ReconcileContext, resource: Resource, *, namespace: str, selector: str
-) -> list[Object]:
+async def _list_labelled(ctx: ReconcileContext, resource: Resource, wukong: Object) -> list[Object]:
+    # The server cannot select by owner; the label is the closest it can (what
+    # a Wukong creates carries it), and ownership is checked on what it returns.
+    metadata = wukong["metadata"]
     try:
-        listed = await ctx.client.list(resource, namespace=namespace, label_selector=selector)
+        listed = await ctx.client.list(
+            resource,
+            namespace=metadata["namespace"],
+            label_selector=f"{WUKONG_LABEL}={metadata['name']}",
+        )
     except NotFound:
         return []  # the API is not served (any more): nothing of it can be left
     return list(listed.get("items") or [])
-
-
-async def _delete(
-    ctx: ReconcileContext, resource: Resource, obj: Object, result: FinalizeResult
-) -> None:
-    metadata = obj["metadata"]
-    try:
-        await ctx.client.delete(resource, metadata["name"], namespace=metadata["namespace"])
-    except NotFound:
-        return  # already gone: nothing to wait for
-    result.changes.append(("Deleted", f"Deleted {resource.kind} {metadata['name']}"))
 
 
 def _age(timestamp: str) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 
 from wukong.operator.api import FINALIZER, WUKONGS, Phase
 from wukong.operator.conditions import NETWORKS_CONFIGURED, READY, VOLUMES_BOUND, set_condition
-from wukong.operator.finalizer import finalize
+from wukong.operator.finalizer import DeletionCaches, Finalizer
 from wukong.operator.kubevirt import (
     GuestStatus,
     active_migration,
@@ -58,6 +58,8 @@ PROBLEM_RETRY_SECONDS = 15.0
 # Progress normally arrives through watches; this is only the safety net.
 WAITING_RETRY_SECONDS = 10.0
 VM_DELETION_RETRY_SECONDS = 2.0
+# A deletion that stopped for lack of time goes on at once (no backoff: nothing failed).
+DELETION_RESUME_SECONDS = 0.01
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,10 +94,21 @@ class WukongReconciler:
             data_volumes=caches.data_volumes,
             storage_classes=caches.storage_classes,
         )
+        self._finalizer = Finalizer(
+            caches=DeletionCaches(
+                virtual_machines=caches.virtual_machines,
+                virtual_machine_instances=caches.virtual_machine_instances,
+                data_volumes=caches.data_volumes,
+                claims=caches.claims,
+                network_attachment_definitions=caches.network_attachment_definitions,
+            ),
+            recorder=recorder,
+        )
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
         wukong = self._caches.wukongs.get_by_name(request.namespace, request.name)
         if wukong is None:
+            self._finalizer.forget(request)
             return Result()  # deleted; nothing of ours is left behind (finalizer)
         try:
             if wukong["metadata"].get("deletionTimestamp"):
@@ -193,6 +206,7 @@ class WukongReconciler:
         metadata = wukong["metadata"]
         if FINALIZER not in (metadata.get("finalizers") or []):
             return Result()
+        self._finalizer.observe(ctx.request, wukong)
         if (wukong.get("status") or {}).get("phase") != Phase.DELETING:
             conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
             set_condition(
@@ -206,11 +220,9 @@ class WukongReconciler:
             await self._write_status(
                 ctx, wukong, {"phase": Phase.DELETING.value, "conditions": conditions}
             )
-        outcome = await finalize(ctx, wukong)
-        for reason, message in outcome.changes:
-            await self._recorder.record(
-                ctx.client, wukong, type="Normal", reason=reason, message=message
-            )
+            # A step of its own: the Wukong's watch event brings the next reconcile.
+            return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
+        outcome = await self._finalizer.finalize(ctx, wukong)
         for reason, message in outcome.warnings:
             await self._recorder.record(
                 ctx.client, wukong, type="Warning", reason=reason, message=message
@@ -223,7 +235,10 @@ class WukongReconciler:
             await self._recorder.record(
                 ctx.client, wukong, type="Normal", reason=reason, message=message
             )
-        ctx.logger.debug("deletion waits: %s", outcome.waiting)
+        if outcome.resume:
+            ctx.logger.debug("deletion goes on in the next reconcile")
+            return Result(requeue_after=DELETION_RESUME_SECONDS)
+        ctx.logger.debug("deletion waits: %s", outcome.waiting or "for its deletes to show")
         return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
 
     async def _report_error(self, ctx: ReconcileContext, wukong: Object, error: ApiError) -> None:
