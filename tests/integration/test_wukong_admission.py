@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import Recorder, running
 from tests.integration.webhooks import MARKER, registered_webhook, wukong_object
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
@@ -326,32 +326,45 @@ async def test_a_webhook_that_is_down_follows_the_failure_policy_and_says_why(
             namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
         ),
     )
+    networks = [{"name": "data", "nadName": "absent"}]
+
+    def failed_open(wukong: str) -> list[str]:
+        annotations = []
+        for line in control_plane.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if ref.get("namespace") == namespace and ref.get("name") == wukong:
+                annotations += [
+                    value
+                    for key, value in (event.get("annotations") or {}).items()
+                    if key.startswith("failed-open.validating.webhook.admission.k8s.io/")
+                ]
+        return annotations
+
+    # The API server loads the configuration asynchronously: a Wukong created
+    # before that passes no webhook at all, so try again with a new one until
+    # the policy shows (as the marker Wukongs of `registered_webhook` do).
     try:
-        body = wukong_object("down", namespace, networks=[{"name": "data", "nadName": "absent"}])
-        if policy == "Fail":
-            with pytest.raises(ApiError) as rejected:
-                await client.create(WUKONGS, body)
-            assert 'failed calling webhook "vwukong.vm.novasphere.dev"' in rejected.value.message
-            assert "connection refused" in rejected.value.message
-            return
-        created = await client.create(WUKONGS, body)
-        assert created["metadata"]["name"] == "down"
-
-        def failed_open() -> list[str]:
-            annotations = []
-            for line in control_plane.audit_log.read_text().splitlines():
-                event = json.loads(line)
-                ref = event.get("objectRef") or {}
-                if ref.get("namespace") == namespace and ref.get("name") == "down":
-                    annotations += [
-                        value
-                        for key, value in (event.get("annotations") or {}).items()
-                        if key.startswith("failed-open.validating.webhook.admission.k8s.io/")
-                    ]
-            return annotations
-
-        await eventually(lambda: bool(failed_open()), what="the failed-open audit annotation")
-        (annotation,) = failed_open()
-        assert "vwukong.vm.novasphere.dev" in annotation
+        for attempt in range(100):
+            wukong = f"down-{attempt}"
+            body = wukong_object(wukong, namespace, networks=networks)
+            if policy == "Fail":
+                try:
+                    await client.create(WUKONGS, body)
+                except ApiError as rejected:
+                    assert 'failed calling webhook "vwukong.vm.novasphere.dev"' in rejected.message
+                    assert "connection refused" in rejected.message
+                    return
+                await client.delete(WUKONGS, wukong, namespace=namespace)
+            else:
+                created = await client.create(WUKONGS, body)
+                assert created["metadata"]["name"] == wukong
+                for _ in range(10):  # the audit event is written as the request ends
+                    if annotations := failed_open(wukong):
+                        (annotation,) = annotations
+                        assert "vwukong.vm.novasphere.dev" in annotation
+                        return
+                    await asyncio.sleep(0.1)
+        raise AssertionError(f"the API server never called the webhook registered with {policy}")
     finally:
         await client.delete(VALIDATING_WEBHOOK_CONFIGURATIONS, name)
