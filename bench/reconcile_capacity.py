@@ -10,7 +10,9 @@ times:
   peer's status (watched by the harness, so every peer is timed the same way,
   its patches included), as objects per second;
 - CPU seconds of the peer process over the same span (utime + stime from
-  /proc), per reconcile.
+  /proc), per reconcile;
+- CPU of the API server and etcd over the same span, in cores: on a small
+  machine they share the cores with the peer and can be the limit.
 
 Each round writes a new status value, so every patch is a real change.
 
@@ -118,6 +120,7 @@ async def measure(
     watch: StatusWatch,
     tag: str,
     workers: int,
+    server_pids: list[int],
 ) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="wukong-capacity-"))
     peer = make_peer(
@@ -128,20 +131,25 @@ async def measure(
     await peer.start(timeout=600.0, settle=0.0)
     assert peer.pid is not None
     ready_at, cpu_at_ready = time.monotonic(), cpu_seconds(peer.pid)
+    servers_at_ready = sum(cpu_seconds(pid) for pid in server_pids)
     try:
         await asyncio.wait_for(watch.complete.wait(), timeout=1800)
         elapsed = time.monotonic() - ready_at
         cpu = cpu_seconds(peer.pid) - cpu_at_ready
+        servers = sum(cpu_seconds(pid) for pid in server_pids) - servers_at_ready
     finally:
         await peer.stop()
     return {
         "sync_s": ready_at - started,
         "objects_per_s": count / elapsed,
         "cpu_us_per_reconcile": cpu / count * 1e6,
+        "server_cores": servers / elapsed,
     }
 
 
-async def run(kubeconfig: Path, sizes: list[int], rounds: int, workers: int) -> list[list[str]]:
+async def run(
+    kubeconfig: Path, sizes: list[int], rounds: int, workers: int, server_pids: list[int]
+) -> list[list[str]]:
     rows = []
     async with await Client.from_kubeconfig(kubeconfig) as client:
         await install(client)
@@ -167,6 +175,7 @@ async def run(kubeconfig: Path, sizes: list[int], rounds: int, workers: int) -> 
                             watch=watch,
                             tag=tag,
                             workers=workers,
+                            server_pids=server_pids,
                         )
                         print(f"  {tag}: {result}", file=sys.stderr)
                         results[peer].append(result)
@@ -186,6 +195,7 @@ def _rows(count: int, results: dict[str, list[dict[str, float]]]) -> list[list[s
         ("objects_per_s", "reconciles/s", "{:.0f}"),
         ("cpu_us_per_reconcile", "CPU per reconcile (us)", "{:.0f}"),
         ("sync_s", "start to synced cache (s)", "{:.2f}"),
+        ("server_cores", "API server + etcd CPU meanwhile (cores)", "{:.2f}"),
     ):
         ours = median("wukong", key)
         cells = [f"{label}, {count} objects", fmt.format(ours)]
@@ -216,7 +226,10 @@ def main() -> int:
     with ephemeral_control_plane(
         progress=lambda line: print(line, file=sys.stderr), state_dir=state
     ) as plane:
-        rows = asyncio.run(run(plane.kubeconfig, args.objects, args.rounds, args.workers))
+        server_pids = [c.pid for c in plane.status().components if c.pid is not None]
+        rows = asyncio.run(
+            run(plane.kubeconfig, args.objects, args.rounds, args.workers, server_pids)
+        )
     header = ["measure", "wukong", "controller-runtime (wukong/peer)", "kopf (wukong/peer)"]
     print_table(header, rows)
     write_fragment(
