@@ -58,13 +58,20 @@ def _versions() -> list[str]:
 
 def main() -> int:
     fragments = {path.stem: json.loads(path.read_text()) for path in RESULTS_DIR.glob("*.json")}
+    # A benchmark rerun alone replaces its own table: say when each table was measured.
+    measured_at = {
+        path.stem: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
+        for path in RESULTS_DIR.glob("*.json")
+    }
     if not fragments:
         print("no results in bench/.results; run the benchmarks first", file=sys.stderr)
         return 1
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"Written by `bench/report.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        "from the latest run of each benchmark (`make bench` runs them all; each table says "
+        "when it was measured). "
         "Every ratio compares two things measured in the same run on the same local API "
         "server; absolute numbers move with the machine's load, ratios much less.",
         "",
@@ -79,9 +86,9 @@ def main() -> int:
         lines.append("| " + " | ".join(fragment["header"]) + " |")
         lines.append("|" + "---|" * len(fragment["header"]))
         lines += ["| " + " | ".join(row) + " |" for row in fragment["rows"]]
-        if fragment["notes"]:
-            lines.append("")
-            lines += [f"- {note}" for note in fragment["notes"]]
+        lines.append("")
+        lines.append(f"- Measured {measured_at[name]} (`bench/{name}.py`).")
+        lines += [f"- {note}" for note in fragment["notes"]]
     # The profiles behind the goals not met: written by hand, kept across runs.
     notes = (BENCH / "WHERE_THE_TIME_GOES.md").read_text().split("\n", 1)[1]
     lines += ["", "## Where the time goes, for the goals not met", notes.rstrip("\n")]
