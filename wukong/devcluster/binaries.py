@@ -67,21 +67,10 @@ def etcd_version() -> str:
 def etcd_binary(*, progress: Progress) -> Path:
     """Path to etcd built from the pinned release, building it if needed."""
     version = etcd_version()
-    go = _go(f"etcd {version}")
     flags = ["-ldflags", f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={version}"]
-    key = _build_key(go, version, ETCD_WRAPPER_DIR, flags=flags)
-    target = cache_dir() / "bin" / f"etcd-{version}-{key}"
-    if not target.is_file():
-        _build_wrapper(
-            go,
-            ETCD_WRAPPER_DIR,
-            target,
-            what="etcd",
-            progress=progress,
-            version=version,
-            build_flags=flags,
-        )
-    return target
+    return _cached_tool(
+        ETCD_WRAPPER_DIR, name="etcd", what="etcd", version=version, flags=flags, progress=progress
+    )
 
 
 def _ldflags(version: str) -> str:
@@ -197,24 +186,48 @@ def prometheus_version() -> str:
 
 def prometheus_binary(*, progress: Progress) -> Path:
     """Path to Prometheus with Kubernetes service discovery, built once and cached."""
-    go = _go(f"Prometheus {prometheus_version()}")
     version = prometheus_version()
     flags = [
         f"-tags={_PROMETHEUS_TAGS}",
         "-ldflags",
         f"-s -w -X github.com/prometheus/common/version.Version={version.lstrip('v')}",
     ]
-    key = _build_key(go, version, PROMETHEUS_WRAPPER_DIR, flags=flags)
-    target = cache_dir() / "bin" / f"prometheus-{version}-{key}"
+    return _cached_tool(
+        PROMETHEUS_WRAPPER_DIR,
+        name="prometheus",
+        what="Prometheus",
+        version=version,
+        flags=flags,
+        package=f"{_PROMETHEUS_MODULE}/cmd/prometheus",
+        progress=progress,
+    )
+
+
+def _cached_tool(
+    wrapper: Path,
+    *,
+    name: str,
+    what: str,
+    version: str,
+    flags: list[str],
+    progress: Progress,
+    package: str = ".",
+) -> Path:
+    """A program of a wrapper module at its pinned `version`, built once and cached
+    under a key of everything that affects the build."""
+    go = _go(f"{what} {version}")
+    target = (
+        cache_dir() / "bin" / f"{name}-{version}-{_build_key(go, version, wrapper, flags=flags)}"
+    )
     if not target.is_file():
         _build_wrapper(
             go,
-            PROMETHEUS_WRAPPER_DIR,
+            wrapper,
             target,
-            what="Prometheus",
+            what=what,
             progress=progress,
             version=version,
-            package=f"{_PROMETHEUS_MODULE}/cmd/prometheus",
+            package=package,
             build_flags=flags,
         )
     return target
