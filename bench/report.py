@@ -57,11 +57,12 @@ def _versions() -> list[str]:
 
 
 def main() -> int:
-    fragments = {path.stem: json.loads(path.read_text()) for path in RESULTS_DIR.glob("*.json")}
+    paths = sorted(RESULTS_DIR.glob("*.json"))
+    fragments = {path.stem: json.loads(path.read_text()) for path in paths}
     # A benchmark rerun alone replaces its own table: say when each table was measured.
     measured_at = {
         path.stem: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
-        for path in RESULTS_DIR.glob("*.json")
+        for path in paths
     }
     if not fragments:
         print("no results in bench/.results; run the benchmarks first", file=sys.stderr)
