@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ from functools import partial
 from pathlib import Path
 
 from kubernetes_asyncio import client as k8s_client
-from results import write_fragment
+from results import spread, write_fragment
 
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
@@ -227,14 +226,6 @@ def _idle_probe_cost() -> tuple[float, float]:
     return asyncio.run(measure())
 
 
-def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    """median (min-max)"""
-    return (
-        f"{fmt.format(statistics.median(values))} "
-        f"({fmt.format(min(values))}-{fmt.format(max(values))})"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -312,39 +303,39 @@ def main() -> int:
     rows = [
         [
             "Go cancel, traced by the agent",
-            f"{_spread(ns('agent'), '{:.0f}')} ns",
-            f"bare uprobe at the agent's site {_spread(ns('bare site'), '{:.0f}')} ns",
-            f"x{_spread(ratio('agent', 'bare site'))}",
+            f"{spread(ns('agent'), '{:.0f}')} ns",
+            f"bare uprobe at the agent's site {spread(ns('bare site'), '{:.0f}')} ns",
+            f"x{spread(ratio('agent', 'bare site'))}",
         ],
         [
             "probe overhead per cancel (traced - untraced)",
-            f"{_spread(agent_over, '{:.0f}')} ns",
-            f"bare uprobe at cancel's entry {_spread(entry_over, '{:.0f}')} ns",
-            f"x{_spread(over_vs_entry)}",
+            f"{spread(agent_over, '{:.0f}')} ns",
+            f"bare uprobe at cancel's entry {spread(entry_over, '{:.0f}')} ns",
+            f"x{spread(over_vs_entry)}",
         ],
         [
             "probe overhead per cancel",
-            f"{_spread(agent_over, '{:.0f}')} ns",
-            f"bare uprobe at the agent's site {_spread(site_over, '{:.0f}')} ns",
-            f"x{_spread(over_vs_site)}",
+            f"{spread(agent_over, '{:.0f}')} ns",
+            f"bare uprobe at the agent's site {spread(site_over, '{:.0f}')} ns",
+            f"x{spread(over_vs_site)}",
         ],
         [
             "Go cancel, untraced",
-            f"{_spread(ns('untraced'), '{:.0f}')} ns",
+            f"{spread(ns('untraced'), '{:.0f}')} ns",
             "",
             "",
         ],
         [
             "no-op cancel (already cancelled), agent attached",
-            f"{_spread(ns('no-op agent'), '{:.1f}')} ns",
-            f"untraced {_spread(ns('no-op untraced'), '{:.1f}')} ns",
-            f"x{_spread(ratio('no-op agent', 'no-op untraced'))}",
+            f"{spread(ns('no-op agent'), '{:.1f}')} ns",
+            f"untraced {spread(ns('no-op untraced'), '{:.1f}')} ns",
+            f"x{spread(ratio('no-op agent', 'no-op untraced'))}",
         ],
         [
             "agent CPU per cancel (user space)",
-            f"{_spread(cpu_us, '{:.3f}')} us",
-            f"at {_spread(rate, '{:,.0f}')} cancels/s",
-            f"{_spread(core, '{:.2f}')}% of a core",
+            f"{spread(cpu_us, '{:.3f}')} us",
+            f"at {spread(rate, '{:,.0f}')} cancels/s",
+            f"{spread(core, '{:.2f}')}% of a core",
         ],
         [
             "agent BPF program per cancel (kernel)",

@@ -15,10 +15,13 @@ and, for the two peers with RequeueAfter (kopf has none):
 3. requeue lateness: K objects each asking for RequeueAfter 1 s, under that
    load; lateness = interval between an object's reconciles - 1 s, and the
    amplification = mean interval / 1 s - 1. `--requeue-rounds` repeats it,
-   alternating which peer goes first; medians, with the per-round spread.
+   alternating which peer goes first.
 
-    .venv/bin/python bench/compare_peers.py [--objects 1000] [--rounds 2] [--requeue-objects 200]
-        [--requeue-rounds 1]
+Every cell is a median (min-max) over rounds; a ratio is taken within each
+round (both peers measured minutes apart at most), then summarised the same way.
+
+    .venv/bin/python bench/compare_peers.py [--objects 1000] [--rounds 4] [--requeue-objects 200]
+        [--requeue-rounds 3]
 """
 
 import argparse
@@ -31,8 +34,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from peer_process import PeerProcess
-from results import percentile, write_fragment
+from peer_process import PeerProcess, cpu_seconds
+from results import percentile, spread, write_fragment
 
 from wukong.devcluster import binaries, ephemeral_control_plane
 from wukong.runtime import Client
@@ -140,7 +143,10 @@ async def measure_requeue(
         peer_name, kubeconfig=kubeconfig, namespace=namespace, work_dir=work, requeue_after=1.0
     )
     await peer.start()
+    assert peer.pid is not None
+    cpu_at_start = cpu_seconds(peer.pid)
     await asyncio.sleep(12.0)
+    cpu = cpu_seconds(peer.pid) - cpu_at_start
     await peer.stop()
     times: defaultdict[str, list[float]] = defaultdict(list)
     for name, at in peer.reconciles:
@@ -149,6 +155,9 @@ async def measure_requeue(
     lateness = [(interval - 1.0) * 1000 for interval in intervals]
     return {
         "reconciles_per_s": len(peer.reconciles) / 12.0,
+        # The peer's whole process over the run (it does nothing else): the tail
+        # of a burst of keys due together follows how long each one takes.
+        "cpu_us_per_reconcile": cpu / len(peer.reconciles) * 1e6,
         "lateness_p50_ms": percentile(lateness, 0.5),
         "lateness_p99_ms": percentile(lateness, 0.99),
         "amplification_pct": (statistics.fmean(intervals) - 1.0) * 100,
@@ -213,59 +222,47 @@ def report(
     requeue_objects: int,
     requeue_rounds: int,
 ) -> None:
-    def median(peer: str, key: str) -> float:
-        return statistics.median(sample[key] for sample in events[peer])
-
-    def spread(peer: str, key: str) -> str:
-        values = [sample[key] for sample in events[peer]]
-        return f"{min(values):.1f}-{max(values):.1f}"
-
-    metrics = [
-        ("event->reconcile p50 (ms)", "p50_ms", "{:.1f}"),
-        ("event->reconcile p99 (ms)", "p99_ms", "{:.1f}"),
-        ("throughput (objects/s)", "objects_per_s", "{:.0f}"),
-        ("memory per cached object (bytes)", "bytes_per_object", "{:.0f}"),
-        ("RSS after N objects (MiB)", "rss_mib", "{:.1f}"),
-    ]
-    rows = []
-    print(f"objects: {objects}, rounds: {rounds} (medians; min-max over rounds in brackets)")
-    for title, key, fmt in metrics:
-        ours = median("wukong", key)
-        cells = [title, fmt.format(ours)]
+    def row(samples: dict[str, list[dict[str, float]]], title: str, key: str, digits: int) -> None:
+        """wukong's median (min-max), then each peer's median and wukong/peer per round."""
+        cells = [title, spread([sample[key] for sample in samples["wukong"]], f"{{:.{digits}f}}")]
         for peer in ("kopf", "controller-runtime"):
-            theirs = median(peer, key)
-            ratio = ours / theirs if theirs else float("nan")
-            cells.append(f"{fmt.format(theirs)} (x{ratio:.2f})")
+            if peer not in samples:
+                cells.append("n/a (no RequeueAfter)")
+                continue
+            theirs = statistics.median(sample[key] for sample in samples[peer])
+            ratios = [
+                ours[key] / other[key] if other[key] else float("nan")
+                for ours, other in zip(samples["wukong"], samples[peer], strict=True)
+            ]
+            cells.append(f"{theirs:.{digits}f}; x{spread(ratios)}")
         rows.append(cells)
         print(f"  {title:<34} " + "   ".join(cells[1:]))
-        print(f"  {'':<34} spread: " + ", ".join(f"{p} {spread(p, key)}" for p in PEERS))
-    for title, key in [
-        ("requeue lateness p50 (ms)", "lateness_p50_ms"),
-        ("requeue lateness p99 (ms)", "lateness_p99_ms"),
-        ("RequeueAfter amplification (%)", "amplification_pct"),
-        ("reconciles/s at 1 s requeue", "reconciles_per_s"),
-    ]:
-        ours = statistics.median(sample[key] for sample in requeue["wukong"])
-        theirs = statistics.median(sample[key] for sample in requeue["controller-runtime"])
-        cells = [title, f"{ours:.2f}", "n/a (no RequeueAfter)", f"{theirs:.2f}"]
-        rows.append(cells)
-        print(f"  {title:<34} wukong {ours:.2f}   controller-runtime {theirs:.2f}")
-        if requeue_rounds > 1:
-            pairs = zip(requeue["wukong"], requeue["controller-runtime"], strict=True)
-            per_round = ", ".join(f"{w[key]:.2f}/{c[key]:.2f}" for w, c in pairs)
-            print(f"  {'':<34} per round (wukong/controller-runtime): {per_round}")
+
+    rows: list[list[str]] = []
+    print(f"objects: {objects}, rounds: {rounds}; cells: median (min-max) over rounds")
+    row(events, "event->reconcile p50 (ms)", "p50_ms", 1)
+    row(events, "event->reconcile p99 (ms)", "p99_ms", 1)
+    row(events, "throughput (objects/s)", "objects_per_s", 0)
+    row(events, "memory per cached object (bytes)", "bytes_per_object", 0)
+    row(events, "RSS after N objects (MiB)", "rss_mib", 1)
+    row(requeue, "requeue lateness p50 (ms)", "lateness_p50_ms", 2)
+    row(requeue, "requeue lateness p99 (ms)", "lateness_p99_ms", 2)
+    row(requeue, "RequeueAfter amplification (%)", "amplification_pct", 2)
+    row(requeue, "reconciles/s at 1 s requeue", "reconciles_per_s", 1)
+    row(requeue, "CPU per requeued reconcile (us)", "cpu_us_per_reconcile", 0)
     write_fragment(
         "compare_peers",
         title=f"Against kopf and controller-runtime ({objects} ConfigMaps, {WORKERS} workers)",
-        header=["measure", "wukong", "kopf (ratio wukong/kopf)", "controller-runtime (ratio)"],
+        header=["measure", "wukong", "kopf (wukong/kopf)", "controller-runtime (wukong/peer)"],
         rows=rows,
         notes=[
-            f"Medians of {rounds} rounds, peers alternating order, each peer its own process "
-            "on the same local API server; latency = reconcile start - create sent.",
+            f"{rounds} rounds, peers alternating order, each peer its own process on the same "
+            "local API server; latency = reconcile start - create sent. Cells: median "
+            "(min-max) over rounds; a ratio is taken within each round, then the same.",
             "kopf reacts with @kopf.on.event (no state written back, unbounded concurrency); "
             "it keeps no object cache and has no RequeueAfter.",
-            f"Requeue: {requeue_objects} objects each returning RequeueAfter 1 s for 12 s"
-            + (f", medians of {requeue_rounds} rounds." if requeue_rounds > 1 else "."),
+            f"Requeue: {requeue_objects} objects each returning RequeueAfter 1 s for 12 s, "
+            f"{requeue_rounds} rounds.",
         ],
     )
 
@@ -275,9 +272,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--objects", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requeue-objects", type=int, default=200)
-    parser.add_argument("--requeue-rounds", type=int, default=1)
+    parser.add_argument("--requeue-rounds", type=int, default=3)
     args = parser.parse_args()
     with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
         asyncio.run(

@@ -14,6 +14,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process `pid` so far, all threads: utime + stime from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
 
 @dataclass
 class PeerProcess:

@@ -22,7 +22,6 @@ Each round writes a new status value, so every patch is a real change.
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from bench_objects import BENCH_OBJECTS, create_objects, install
 from compare_peers import controller_runtime_binary
-from peer_process import PeerProcess
+from peer_process import PeerProcess, cpu_seconds
 from results import print_table, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
@@ -40,12 +39,6 @@ from wukong.runtime.resources import NAMESPACES
 
 BENCH = Path(__file__).resolve().parent
 PEERS = ("wukong", "controller-runtime", "kopf")
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
 
 
 def make_peer(

@@ -6,6 +6,7 @@ a title, a markdown table (header + rows) and notes. Fragments from one
 """
 
 import json
+import statistics
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / ".results"
@@ -30,3 +31,9 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """`median (min-max)` of `values`, each formatted with `fmt`."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{fmt.format(mid)} ({fmt.format(low)}-{fmt.format(high)})"

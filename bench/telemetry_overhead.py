@@ -26,7 +26,6 @@ import asyncio
 import collections
 import gc
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from results import write_fragment
+from results import spread, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.metrics import RuntimeMetrics
@@ -272,10 +271,6 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
                 per_reconcile_us(mode, index), per_reconcile_us("none", index), strict=True
             )
         ]
-
-    def spread(values: list[float], fmt: str) -> str:
-        low, mid, high = min(values), statistics.median(values), max(values)
-        return f"{fmt.format(mid)} ({fmt.format(low)}-{fmt.format(high)})"
 
     print(f"objects: {objects}, rounds: {rounds}, {received} received")
     rows = []
