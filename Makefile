@@ -34,6 +34,7 @@ bench: setup
 	rm -rf bench/.results
 	$(BIN)/python bench/reconcile_throughput.py
 	$(BIN)/python bench/compare_peers.py
+	$(BIN)/python bench/requeue_profile.py
 	$(BIN)/python bench/reconcile_capacity.py
 	$(BIN)/python bench/cache_scale.py
 	$(BIN)/python bench/telemetry_overhead.py

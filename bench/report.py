@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parent
 ORDER = [
     "reconcile_throughput",
     "compare_peers",
+    "requeue_profile",
     "reconcile_capacity",
     "cache_scale",
     "telemetry_overhead",
