@@ -14,11 +14,9 @@ slows down between rounds moves both sides of a ratio. Printed: the median of th
 with their min and max, so the spread is visible next to the figure; then
 where tracing's time goes: a reconcile's spans made and exported apart (the
 SDK's exporter next to Wukong's), and a profile of as many rounds again (thread
-CPU in each observer and in the garbage collector). For a sampled profile of
-the same rounds: `py-spy record --threads -- .venv/bin/python
-bench/telemetry_overhead.py`.
+CPU in each observer and in the garbage collector).
 
-    .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 7]
+    .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 15]
 """
 
 import argparse
@@ -333,7 +331,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--objects", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
         asyncio.run(run(plane.kubeconfig, args.objects, args.rounds))
