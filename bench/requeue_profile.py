@@ -19,6 +19,8 @@ and prints the process's CPU per reconcile and its share of the wall time.
 
 import argparse
 import asyncio
+import itertools
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,6 +54,7 @@ class Timeline(RuntimeObserver):
         self.timer: list[float] = []
         self.queue: list[float] = []
         self.first_step: list[float] = []
+        self.due: list[float] = []  # every requeue's due time
         self._waited = 0.0
         # Started requeues whose body has not run yet: (timer, queue, started).
         self._pending: dict[Request, tuple[float, float, float]] = {}
@@ -63,6 +66,7 @@ class Timeline(RuntimeObserver):
         ctx = event.context
         if event.step is Step.STARTED and ctx.due_at is not None:
             timer = ctx.started - ctx.due_at - self._waited
+            self.due.append(ctx.due_at)
             self._pending[ctx.request] = (timer, self._waited, ctx.started)
 
     def body_ran(self, request: Request, at: float) -> None:
@@ -123,9 +127,14 @@ async def run(kubeconfig: Path, objects: int, seconds: float) -> None:
         [part, f"{percentile(values, 0.5) * 1000:.2f}", f"{percentile(values, 0.99) * 1000:.2f}"]
         for part, values in {**parts, "lateness (the three together)": lateness}.items()
     ]
+    # Keys due together wait for one another: how close their due times are,
+    # against what each reconcile costs.
+    due = sorted(timeline.due)
+    gap = statistics.median(b - a for a, b in itertools.pairwise(due))
     load = (
         f"CPU per reconcile {cpu / reconciles * 1e6:.0f} us; the process used "
-        f"{cpu / wall * 100:.1f} % of a core over the run"
+        f"{cpu / wall * 100:.1f} % of a core over the run; median gap between one "
+        f"requeue's due time and the next's {gap * 1e6:.0f} us"
     )
     header = ["part of a requeue's lateness", "p50 (ms)", "p99 (ms)"]
     print(f"objects: {objects}, {reconciles} reconciles in {seconds:.0f} s, {WORKERS} workers")
