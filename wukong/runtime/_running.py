@@ -8,8 +8,8 @@ shutdown or leadership loss.
 Up to `max_concurrent_reconciles` reconciles run at once (client-go's
 workers), each in its own task. There are no worker tasks waiting on the
 queue: a key is taken as soon as it can be (the queue calls `_dispatch` from
-the add that made it ready) and when a reconcile ends (its task's done
-callback reports it, requeues, and takes the next key). Every hand-off
+the add that made it ready) and when a reconcile ends (its task reports it,
+requeues, and takes the next key in the same step). Every hand-off
 between tasks costs a turn of the event loop, which under load is a whole
 round of other callbacks: an event's reconcile starts one turn after the
 event, a busy controller's next reconcile one turn after the last one ended.
@@ -35,6 +35,7 @@ from wukong.runtime._controller import Controller, MapFunc
 from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 from wukong.runtime._scopes import NamespaceScopes
+from wukong.runtime._timers import Timers
 from wukong.runtime._workqueue import Ticket, WorkQueue
 from wukong.runtime.resources import Resource
 
@@ -62,6 +63,8 @@ class RunningController:
         self._observer = observer
         self._in_flight: dict[Request, ReconcileContext] = {}
         self._tasks: dict[ReconcileContext, asyncio.Task[None]] = {}  # not yet ended
+        # Each reconcile's deadline, on one loop timer for the controller.
+        self._deadlines: Timers[ReconcileContext] = Timers(self._deadline_passed)
         self._base_context = contextvars.copy_context()  # set again by start()
         self._free = 0  # reconciles that may start now (none before start())
         self._primaries: Store | None = None  # the primary informer's cache, once bound
@@ -223,12 +226,10 @@ class RunningController:
         self._observer.reconcile(
             LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context)
         )
-        # The deadline is a timer on the loop, not a wait_for around the task:
-        # the reconcile keeps running in its own task so that a reconcile that
+        # The deadline is a timer, not a wait_for around the task: the
+        # reconcile keeps running in its own task so that a reconcile that
         # ignores cancellation can be seen (STUCK) rather than abandoned.
-        expiry = asyncio.get_running_loop().call_at(
-            ctx.deadline, self._cancel, ctx, CancelReason.DEADLINE_EXCEEDED
-        )
+        expiry = self._deadlines.schedule(ctx.deadline, ctx)
         # Created after STARTED so observers can prepare its contextvars
         # (e.g. the current span) for everything the reconcile awaits.
         task = asyncio.create_task(
@@ -243,9 +244,7 @@ class RunningController:
         ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
         task.add_done_callback(functools.partial(self._ended, queue, ctx, expiry))
 
-    async def _run(
-        self, queue: WorkQueue, ctx: ReconcileContext, expiry: asyncio.TimerHandle
-    ) -> None:
+    async def _run(self, queue: WorkQueue, ctx: ReconcileContext, expiry: int) -> None:
         """The reconcile task: the reconciler, then its end in the same turn of the loop.
 
         Ending it here rather than in a done callback (one turn later) lets
@@ -262,7 +261,7 @@ class RunningController:
         self,
         queue: WorkQueue,
         ctx: ReconcileContext,
-        expiry: asyncio.TimerHandle,
+        expiry: int,
         task: "asyncio.Task[None]",
     ) -> None:
         """The task's done callback: ends a reconcile that `_run` could not end itself
@@ -275,12 +274,12 @@ class RunningController:
         self,
         queue: WorkQueue,
         ctx: ReconcileContext,
-        expiry: asyncio.TimerHandle,
+        expiry: int,
         result: object,
         error: BaseException | None,
     ) -> None:
         """The reconcile ended: report, requeue, free its key and its place."""
-        expiry.cancel()
+        self._deadlines.cancel(expiry)
         del self._tasks[ctx]
         if self._in_flight.get(ctx.request) is ctx:
             del self._in_flight[ctx.request]
@@ -296,6 +295,9 @@ class RunningController:
             queue.done(ctx.request)
             if current:
                 self._dispatch()
+
+    def _deadline_passed(self, ctx: ReconcileContext) -> None:
+        self._cancel(ctx, CancelReason.DEADLINE_EXCEEDED)
 
     def _cancel(self, ctx: ReconcileContext, reason: CancelReason) -> None:
         if not ctx.cancel(reason):

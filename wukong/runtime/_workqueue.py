@@ -10,10 +10,10 @@ A controller's watches add keys; its workers `get` a key, reconcile it and call
   is added meanwhile (its object changed under the reconcile), it is marked
   dirty and queued again on `done`, so the change is not lost and the two
   reconciles never overlap.
-- Delayed adds. `add_after(key, delay)` schedules the key on an event-loop
-  timer (one `TimerHandle` per scheduled key, no polling); scheduling a key that
-  is already scheduled keeps the *earlier* due time, as client-go's delaying
-  queue does. `add_rate_limited` takes the delay from the `RateLimiter`.
+- Delayed adds. `add_after(key, delay)` schedules the key on the queue's
+  `Timers` (one event-loop timer for all its delayed keys, no polling);
+  scheduling a key that is already scheduled keeps the *earlier* due time, as
+  client-go's delaying queue does. `add_rate_limited` takes the delay from the `RateLimiter`.
 - Fairness between tenants. With `tenant_of` (a controller passes the key's
   namespace), waiting keys are kept in one FIFO lane per tenant and `get`
   serves the lanes round-robin: a namespace with a thousand keys waiting gets
@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._ratelimit import RateLimiter, default_controller_rate_limiter
+from wukong.runtime._timers import Timers
 
 
 class QueueShutDown(Exception):
@@ -101,7 +102,7 @@ class _Entry:
 class _Scheduled:
     due_at: float
     link: object | None
-    timer: asyncio.TimerHandle
+    token: int  # its timer in the queue's Timers
 
 
 class WorkQueue:
@@ -142,6 +143,7 @@ class WorkQueue:
         # Keys handed out and not yet done -> loop time they were handed out.
         self._processing: dict[Hashable, float] = {}
         self._scheduled: dict[Hashable, _Scheduled] = {}
+        self._timers: Timers[Hashable] = Timers(self._fire)
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._on_ready = on_ready
         self._shutting_down = False
@@ -166,11 +168,11 @@ class WorkQueue:
                 if scheduled.link is None:
                     scheduled.link = link
                 return
-            scheduled.timer.cancel()
+            self._timers.cancel(scheduled.token)
             if link is None:
                 link = scheduled.link
-        timer = asyncio.get_running_loop().call_later(delay, self._fire, key)
-        self._scheduled[key] = _Scheduled(due_at=due_at, link=link, timer=timer)
+        token = self._timers.schedule(due_at, key)
+        self._scheduled[key] = _Scheduled(due_at=due_at, link=link, token=token)
 
     def add_rate_limited(
         self, key: Hashable, *, link: object | None = None, max_delay: float | None = None
@@ -320,8 +322,7 @@ class WorkQueue:
     def shut_down(self) -> None:
         """Wake all waiters (they get `QueueShutDown`), drop delayed keys, ignore later adds."""
         self._shutting_down = True
-        for scheduled in self._scheduled.values():
-            scheduled.timer.cancel()
+        self._timers.close()
         self._scheduled.clear()
         while self._waiters:
             waiter = self._waiters.popleft()
