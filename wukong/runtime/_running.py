@@ -183,14 +183,15 @@ class RunningController:
         self._free = 0
         for ctx in list(self._in_flight.values()):
             self._cancel(ctx, reason)
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace)
-        for task in pending:
-            # Its key stays reserved in the old queue until it really ends.
-            log.warning(
-                "controller %s: %s did not stop within %.1fs", self.name, task.get_name(), grace
-            )
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace)
+            for task in pending:
+                # Its key stays reserved in the old queue until it really ends.
+                log.warning(
+                    "controller %s: %s did not stop within %.1fs", self.name, task.get_name(), grace
+                )
+        # Every reconcile left is cancelled already: its deadline has nothing to do.
+        self._deadlines.close()
 
     def _dispatch(self) -> None:
         """Start reconciles of waiting keys while fewer than the maximum run.

@@ -15,8 +15,13 @@ import math
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from wukong.runtime._alarm import Alarm
+
 _Item = TypeVar("_Item")
 _CANCELLED = object()
+# Items due sooner than this after a firing are looked at again after one turn
+# of the loop (which runs what just fired) instead of by the alarm.
+_ONE_TURN = 0.001
 
 
 class Timers(Generic[_Item]):
@@ -27,8 +32,11 @@ class Timers(Generic[_Item]):
         self._heap: list[tuple[float, int]] = []  # (loop time, token), cancelled ones too
         self._items: dict[int, _Item] = {}  # token -> item, scheduled and not cancelled
         self._next_token = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_for = math.inf
+        self._alarm = Alarm(self._run)
+        # When `_run` runs next (the alarm rings or a check comes): the earliest
+        # scheduled time or before it; infinity when nothing will.
+        self._wake_at = math.inf
+        self._check_pending = False
 
     def schedule(self, when: float, item: _Item) -> int:
         """Fire `item` at loop time `when`; the token cancels it."""
@@ -36,8 +44,8 @@ class Timers(Generic[_Item]):
         self._next_token += 1
         self._items[token] = item
         heapq.heappush(self._heap, (when, token))
-        if when < self._armed_for:
-            self._arm(when)
+        if when < self._wake_at:
+            self._set_alarm(when)
         return token
 
     def cancel(self, token: int) -> None:
@@ -45,13 +53,12 @@ class Timers(Generic[_Item]):
         if self._items.pop(token, _CANCELLED) is _CANCELLED:
             return
         self._drop_cancelled_head()
-        # The loop timer stays armed: if nothing is due when it fires, it re-arms.
+        # The alarm stays set: if nothing is due when it rings, it is set again.
 
     def close(self) -> None:
         """Cancel everything scheduled."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._armed_for = None, math.inf
+        self._alarm.close()
+        self._wake_at = math.inf
         self._heap.clear()
         self._items.clear()
 
@@ -65,15 +72,13 @@ class Timers(Generic[_Item]):
         while heap and heap[0][1] not in items:
             heapq.heappop(heap)
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(when, self._run)
-        self._armed_for = when
+    def _set_alarm(self, when: float) -> None:
+        self._wake_at = when
+        self._alarm.set(when)
 
     def _run(self) -> None:
-        self._timer, self._armed_for = None, math.inf
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         heap, items = self._heap, self._items
         due = []
         while heap and heap[0][0] <= now:
@@ -81,7 +86,27 @@ class Timers(Generic[_Item]):
             if token in items:
                 due.append(items.pop(token))
         self._drop_cancelled_head()
-        if heap:
-            self._arm(heap[0][0])
+        if not heap:
+            self._wake_at = math.inf
+        elif heap[0][0] - now < _ONE_TURN:
+            # A burst: the next is due about when what fires now has been served.
+            # Look again after one turn of the loop rather than set the alarm
+            # (two system calls) for every item of the burst.
+            self._wake_at = heap[0][0]
+            if not self._check_pending:
+                self._check_pending = True
+                loop.call_soon(self._check)
+        else:
+            self._set_alarm(heap[0][0])
         for item in due:
             self._fire(item)
+
+    def _check(self) -> None:
+        self._check_pending = False
+        heap = self._heap
+        if not heap:
+            self._wake_at = math.inf
+        elif heap[0][0] <= asyncio.get_running_loop().time():
+            self._run()
+        else:
+            self._set_alarm(heap[0][0])  # not yet: no second look, the alarm

@@ -1,0 +1,159 @@
+"""One alarm on the event loop, exact to the microsecond where Linux allows it.
+
+asyncio sleeps in `epoll_wait`, whose timeout is whole milliseconds rounded up:
+a timer due in 0.1 ms fires 1 ms later, and every key that came due meanwhile
+is released at once. A `RequeueAfter` promises a time, so the runtime's timers
+(`Timers`) wake the loop with a Linux timerfd instead: a file descriptor that
+becomes readable at an exact CLOCK_MONOTONIC time, the clock asyncio's loop
+reads, so the loop wakes when the timer is due, not up to a millisecond later.
+
+The timerfd is used only where the loop's clock is that clock (asyncio's own
+loop on Linux; not a test loop with a virtual clock) and the loop can watch a
+descriptor; elsewhere the alarm is a plain `loop.call_at`. Python 3.11 has no
+`os.timerfd_*` (3.13 does), so the two calls go through ctypes.
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import sys
+import time
+import weakref
+from collections.abc import Callable
+
+_CLOCK_MONOTONIC = 1
+_TFD_TIMER_ABSTIME = 1
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = os.O_CLOEXEC
+# asyncio's loop reads time.monotonic(), which is CLOCK_MONOTONIC: two reads
+# in a row agree to well within this. A loop with a clock of its own (a test's
+# virtual clock) does not.
+_SAME_CLOCK = 0.001
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+def _libc() -> ctypes.CDLL | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.timerfd_settime.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.POINTER(_Itimerspec),
+            ctypes.POINTER(_Itimerspec),
+        ]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+class Alarm:
+    """Calls `callback` once at loop time `when` (the last `set` wins) unless closed."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._fd: _TimerFd | None = None
+
+    def set(self, when: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._fd is None or self._fd.loop is not loop:
+            if self._fd is not None:
+                self._fd.close()
+            self._fd = _TimerFd.open(loop, self._ring)
+        if self._fd is not None:
+            self._fd.set(when)  # replaces the last setting
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = loop.call_at(when, self._ring)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._fd is not None:
+            self._fd.close()
+            self._fd = None
+
+    def _ring(self) -> None:
+        self._handle = None
+        self._callback()
+
+
+class _TimerFd:
+    """A timerfd on `loop`'s selector; `ring` is called when it expires."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, ring: Callable[[], None]) -> None:
+        self.loop = loop
+        self._fd = fd
+        self._ring = ring
+        # A timer dropped without close() still gives its descriptor back.
+        self._closer = weakref.finalize(self, _close, loop, fd)
+
+    @classmethod
+    def open(cls, loop: asyncio.AbstractEventLoop, ring: Callable[[], None]) -> "_TimerFd | None":
+        """A timerfd watched by `loop`, or None where that cannot work (see the module)."""
+        if _LIBC is None or abs(loop.time() - time.monotonic()) > _SAME_CLOCK:
+            return None
+        fd = _LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            return None
+        timer = cls(loop, fd, ring)
+        try:
+            # Through a weak reference: the loop must not keep a dropped timer alive.
+            loop.add_reader(fd, _readable, weakref.ref(timer))
+        except NotImplementedError:  # a loop that cannot watch descriptors
+            timer.close()
+            return None
+        return timer
+
+    def set(self, when: float) -> None:
+        """Expire at CLOCK_MONOTONIC `when` (loop time); 0 disarms."""
+        seconds = int(when)
+        nanoseconds = int((when - seconds) * 1e9)
+        if when > 0 and seconds == nanoseconds == 0:
+            nanoseconds = 1  # all zeros would disarm it
+        value = _Timespec(seconds, nanoseconds)
+        spec = _Itimerspec(_Timespec(0, 0), value)
+        assert _LIBC is not None
+        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+
+    def _readable(self) -> None:
+        try:
+            os.read(self._fd, 8)  # the expiry count; reading re-arms readiness
+        except BlockingIOError:
+            return  # disarmed or set again after it became readable
+        self._ring()
+
+    def close(self) -> None:
+        self._closer()
+
+
+def _readable(timer: "weakref.ref[_TimerFd]") -> None:
+    alive = timer()
+    if alive is not None:
+        alive._readable()
+
+
+def _close(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    if not loop.is_closed():
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_reader(fd)
+    os.close(fd)
