@@ -85,3 +85,21 @@ async def test_a_virtual_clock_gets_call_at() -> None:
     assert alarm._fd is None
     await asyncio.wait_for(rang.wait(), timeout=10)
     alarm.close()
+
+
+@linux_only
+async def test_a_timerfd_that_fails_falls_back_to_the_loop_s_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wukong.runtime import _alarm
+
+    def refuse(self: object, when: float) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(_alarm._TimerFd, "set", refuse)
+    before = open_fds()
+    rang = asyncio.Event()
+    alarm = Alarm(rang.set)
+    alarm.set(asyncio.get_running_loop().time() + 0.001)
+    assert alarm._fd is None and open_fds() == before  # given back at once
+    await asyncio.wait_for(rang.wait(), timeout=10)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
 import time
@@ -59,6 +60,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
+log = logging.getLogger("wukong.runtime.timers")
 
 
 class Alarm:
@@ -66,18 +68,25 @@ class Alarm:
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self._callback = callback
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was set on
         self._handle: asyncio.TimerHandle | None = None
-        self._fd: _TimerFd | None = None
+        self._fd: _TimerFd | None = None  # None: call_at on this loop
 
     def set(self, when: float) -> None:
         loop = asyncio.get_running_loop()
-        if self._fd is None or self._fd.loop is not loop:
-            if self._fd is not None:
-                self._fd.close()
+        if loop is not self._loop:
+            self.close()
+            self._loop = loop
             self._fd = _TimerFd.open(loop, self._ring)
         if self._fd is not None:
-            self._fd.set(when)  # replaces the last setting
-            return
+            try:
+                self._fd.set(when)  # replaces the last setting
+                return
+            except OSError as error:
+                # Unexpected; the loop's own timer still works, up to a millisecond late.
+                log.debug("timerfd_settime failed (%s): using the loop's timer", error)
+                self._fd.close()
+                self._fd = None
         if self._handle is not None:
             self._handle.cancel()
         self._handle = loop.call_at(when, self._ring)
@@ -89,6 +98,7 @@ class Alarm:
         if self._fd is not None:
             self._fd.close()
             self._fd = None
+        self._loop = None
 
     def _ring(self) -> None:
         self._handle = None
