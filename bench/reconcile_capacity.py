@@ -16,7 +16,7 @@ times:
 
 Each round writes a new status value, so every patch is a real change.
 
-    .venv/bin/python bench/reconcile_capacity.py [--objects 1000 10000] [--rounds 2]
+    .venv/bin/python bench/reconcile_capacity.py [--objects 1000 10000] [--rounds 3]
         [--workers 16]
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from bench_objects import BENCH_OBJECTS, create_objects, install
 from compare_peers import controller_runtime_binary
 from peer_process import PeerProcess, cpu_seconds
-from results import print_table, write_fragment
+from results import print_table, spread, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.runtime import Client, EventHandler, Informer, Object
@@ -180,9 +180,7 @@ async def run(
 
 
 def _rows(count: int, results: dict[str, list[dict[str, float]]]) -> list[list[str]]:
-    def median(peer: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[peer])
-
+    """wukong's median (min-max) over rounds; each peer's median and wukong/peer per round."""
     rows = []
     for key, label, fmt in (
         ("objects_per_s", "reconciles/s", "{:.0f}"),
@@ -190,11 +188,14 @@ def _rows(count: int, results: dict[str, list[dict[str, float]]]) -> list[list[s
         ("sync_s", "start to synced cache (s)", "{:.2f}"),
         ("server_cores", "API server + etcd CPU meanwhile (cores)", "{:.2f}"),
     ):
-        ours = median("wukong", key)
-        cells = [f"{label}, {count} objects", fmt.format(ours)]
+        cells = [f"{label}, {count} objects", spread([r[key] for r in results["wukong"]], fmt)]
         for peer in ("controller-runtime", "kopf"):
-            theirs = median(peer, key)
-            cells.append(f"{fmt.format(theirs)} (x{ours / theirs:.2f})")
+            theirs = statistics.median(r[key] for r in results[peer])
+            ratios = [
+                ours[key] / other[key]
+                for ours, other in zip(results["wukong"], results[peer], strict=True)
+            ]
+            cells.append(f"{fmt.format(theirs)}; x{spread(ratios)}")
         rows.append(cells)
     return rows
 
@@ -204,7 +205,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--objects", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--workers",
         type=int,
@@ -228,12 +229,13 @@ def main() -> int:
     write_fragment(
         "reconcile_capacity",
         title=f"Reconcile capacity: objects that already exist, status patch each "
-        f"({args.workers} workers, medians of {args.rounds} rounds)",
+        f"({args.workers} workers, {args.rounds} rounds)",
         header=header,
         rows=rows,
         notes=[
             "Each reconcile reads its object from the peer's cache and writes one status "
             "merge patch; every peer its own process, alternating order, same API server.",
+            "Cells: median (min-max) over rounds; a ratio is taken within each round.",
             "Time: from the peer's cache synced to every object carrying its status, seen "
             "by a watch in the harness. CPU: utime + stime of the peer process over that span.",
             "kopf writes its own bookkeeping (last-handled configuration) with each patch: "
