@@ -35,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from peer_process import PeerProcess, cpu_seconds
-from results import percentile, spread, write_fragment
+from results import percentile, spread, versus, write_fragment
 
 from wukong.devcluster import binaries, ephemeral_control_plane
 from wukong.runtime import Client
@@ -224,17 +224,14 @@ def report(
 ) -> None:
     def row(samples: dict[str, list[dict[str, float]]], title: str, key: str, digits: int) -> None:
         """wukong's median (min-max), then each peer's median and wukong/peer per round."""
-        cells = [title, spread([sample[key] for sample in samples["wukong"]], f"{{:.{digits}f}}")]
+        fmt = f"{{:.{digits}f}}"
+        ours = [sample[key] for sample in samples["wukong"]]
+        cells = [title, spread(ours, fmt)]
         for peer in ("kopf", "controller-runtime"):
             if peer not in samples:
                 cells.append("n/a (no RequeueAfter)")
                 continue
-            theirs = statistics.median(sample[key] for sample in samples[peer])
-            ratios = [
-                ours[key] / other[key] if other[key] else float("nan")
-                for ours, other in zip(samples["wukong"], samples[peer], strict=True)
-            ]
-            cells.append(f"{theirs:.{digits}f}; x{spread(ratios)}")
+            cells.append(versus(ours, [sample[key] for sample in samples[peer]], fmt))
         rows.append(cells)
         print(f"  {title:<34} " + "   ".join(cells[1:]))
 

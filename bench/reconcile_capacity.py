@@ -22,7 +22,6 @@ Each round writes a new status value, so every patch is a real change.
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 from bench_objects import BENCH_OBJECTS, create_objects, install
 from compare_peers import controller_runtime_binary
 from peer_process import PeerProcess, cpu_seconds
-from results import print_table, spread, write_fragment
+from results import print_table, spread, versus, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.runtime import Client, EventHandler, Informer, Object
@@ -188,14 +187,10 @@ def _rows(count: int, results: dict[str, list[dict[str, float]]]) -> list[list[s
         ("sync_s", "start to synced cache (s)", "{:.2f}"),
         ("server_cores", "API server + etcd CPU meanwhile (cores)", "{:.2f}"),
     ):
-        cells = [f"{label}, {count} objects", spread([r[key] for r in results["wukong"]], fmt)]
+        ours = [r[key] for r in results["wukong"]]
+        cells = [f"{label}, {count} objects", spread(ours, fmt)]
         for peer in ("controller-runtime", "kopf"):
-            theirs = statistics.median(r[key] for r in results[peer])
-            ratios = [
-                ours[key] / other[key]
-                for ours, other in zip(results["wukong"], results[peer], strict=True)
-            ]
-            cells.append(f"{fmt.format(theirs)}; x{spread(ratios)}")
+            cells.append(versus(ours, [r[key] for r in results[peer]], fmt))
         rows.append(cells)
     return rows
 

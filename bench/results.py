@@ -37,3 +37,12 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     """`median (min-max)` of `values`, each formatted with `fmt`."""
     low, mid, high = min(values), statistics.median(values), max(values)
     return f"{fmt.format(mid)} ({fmt.format(low)}-{fmt.format(high)})"
+
+
+def versus(ours: list[float], theirs: list[float], fmt: str = "{:.2f}") -> str:
+    """The peer's median, then ours/theirs taken within each round as `median (min-max)`.
+
+    `ours[i]` and `theirs[i]` come from the same round.
+    """
+    ratios = [a / b if b else float("nan") for a, b in zip(ours, theirs, strict=True)]
+    return f"{fmt.format(statistics.median(theirs))}; x{spread(ratios)}"
