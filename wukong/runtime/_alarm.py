@@ -109,7 +109,6 @@ class _TimerFd:
     """A timerfd on `loop`'s selector; `ring` is called when it expires."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, ring: Callable[[], None]) -> None:
-        self.loop = loop
         self._fd = fd
         self._ring = ring
         # A timer dropped without close() still gives its descriptor back.
@@ -133,13 +132,11 @@ class _TimerFd:
         return timer
 
     def set(self, when: float) -> None:
-        """Expire at CLOCK_MONOTONIC `when` (loop time); 0 disarms."""
+        """Expire at CLOCK_MONOTONIC `when` (loop time), at once if that has passed."""
         seconds = int(when)
-        nanoseconds = int((when - seconds) * 1e9)
-        if when > 0 and seconds == nanoseconds == 0:
-            nanoseconds = 1  # all zeros would disarm it
-        value = _Timespec(seconds, nanoseconds)
-        spec = _Itimerspec(_Timespec(0, 0), value)
+        # All zeros would disarm it instead: the earliest time it takes is 1 ns.
+        nanoseconds = max(int((when - seconds) * 1e9), 0 if seconds > 0 else 1)
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(seconds, nanoseconds))
         assert _LIBC is not None
         if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
             error = ctypes.get_errno()

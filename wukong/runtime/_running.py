@@ -63,7 +63,7 @@ class RunningController:
         self._observer = observer
         self._in_flight: dict[Request, ReconcileContext] = {}
         self._tasks: dict[ReconcileContext, asyncio.Task[None]] = {}  # not yet ended
-        # Each reconcile's deadline, on one loop timer for the controller.
+        # Each reconcile's deadline, all on one alarm for the controller.
         self._deadlines: Timers[ReconcileContext] = Timers(self._deadline_passed)
         self._base_context = contextvars.copy_context()  # set again by start()
         self._free = 0  # reconciles that may start now (none before start())

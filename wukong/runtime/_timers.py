@@ -1,12 +1,13 @@
-"""Many timers on one event-loop timer.
+"""Many timers on one alarm.
 
 A controller schedules a deadline for every reconcile and a work queue one
 timer for every delayed key: hundreds a second, almost all of them cancelled
 or never late. As `loop.call_at` handles each costs a handle, a push on the
 loop's heap (ordered by a comparison written in Python) and, once cancelled,
 a pop or a clean-up of that heap later. `Timers` keeps its due times in a heap
-of plain tuples (compared in C) and arms one loop timer, for the earliest
-(client-go's delaying queue does the same with one timer and a heap).
+of plain tuples (compared in C) and sets one `Alarm` (`_alarm.py`: exact on
+Linux) for the earliest; client-go's delaying queue does the same with one
+timer and a heap.
 """
 
 import asyncio

@@ -11,9 +11,10 @@ A controller's watches add keys; its workers `get` a key, reconcile it and call
   dirty and queued again on `done`, so the change is not lost and the two
   reconciles never overlap.
 - Delayed adds. `add_after(key, delay)` schedules the key on the queue's
-  `Timers` (one event-loop timer for all its delayed keys, no polling);
-  scheduling a key that is already scheduled keeps the *earlier* due time, as
-  client-go's delaying queue does. `add_rate_limited` takes the delay from the `RateLimiter`.
+  `Timers` (one alarm for all its delayed keys, no polling); scheduling a key
+  that is already scheduled keeps the *earlier* due time, as client-go's
+  delaying queue does. `add_rate_limited` takes the delay from the
+  `RateLimiter`.
 - Fairness between tenants. With `tenant_of` (a controller passes the key's
   namespace), waiting keys are kept in one FIFO lane per tenant and `get`
   serves the lanes round-robin: a namespace with a thousand keys waiting gets
