@@ -9,12 +9,26 @@ Two sources, as in controller-runtime:
   skip verification, as kubebuilder's ServiceMonitor does).
 The admission webhook needs the first: the API server verifies it against the
 webhook configuration's caBundle.
+
+A directory's certificate is reloaded when its files change, with
+controller-runtime's certwatcher semantics: no restart, connections already
+open keep the certificate they began with, new ones get the new pair. The
+files are compared by content, read through their names, so Kubernetes'
+Secret volumes (which swap a `..data` symlink to a new directory in one
+rename) and plain overwrites (cert-manager's csi driver, an admin's `cp`) are
+both seen. A new pair that does not load (half-written, a key that does not
+match) keeps the previous certificate serving; it is logged once as a WARNING
+and loaded as soon as the files change again into a valid pair.
 """
 
 import datetime
+import hashlib
 import ipaddress
+import logging
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -22,8 +36,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+log = logging.getLogger("wukong.runtime.servingcert")
+
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
+# How often, at most, a handshake looks at the files (controller-runtime polls every 10 s).
+RELOAD_CHECK_INTERVAL = 1.0
 _SELF_SIGNED_VALIDITY = datetime.timedelta(days=365)
 
 
@@ -32,14 +50,129 @@ class CertificateError(Exception):
 
 
 def load_serving_certificate(cert_dir: Path) -> ssl.SSLContext:
-    """A TLS server context from `cert_dir`/tls.crt and tls.key (controller-runtime's CertDir)."""
+    """A TLS server context from `cert_dir`/tls.crt and tls.key (controller-runtime's CertDir),
+    reloaded when they change (see the module's docstring). `CertificateError` when the
+    pair cannot be loaded now."""
+    return CertWatcher(cert_dir).context
+
+
+class CertWatcher:
+    """Serves the pair in a directory, switching to a new pair when the files change.
+
+    Checked on the TLS handshake, at most every `RELOAD_CHECK_INTERVAL`: the
+    context's `sni_callback` runs for every ClientHello (with or without a
+    server name), looks at the files when the interval has passed, and hands
+    the handshake the newest context that loaded (`sslobj.context = ...`).
+    Why there and not in a polling task or on inotify: a handshake is the only
+    moment a certificate is used, so the first connection after a change gets
+    the new one without a task whose lifetime every server (the manager's
+    webhook, the metrics thread) would have to manage, and reading the content
+    through the file names sees a Secret volume's `..data` symlink swap that an
+    inotify watch on the names misses. Connections already open keep their
+    context: nothing is dropped.
+    """
+
+    def __init__(self, cert_dir: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._dir = cert_dir
+        self._clock = clock
+        for attempt in range(3):
+            try:
+                self._current, self._loaded, _ = _load_pair(cert_dir)
+                break
+            except _ChangedWhileLoading:
+                if attempt == 2:
+                    raise
+        self._rejected: bytes | None = None  # content that did not load (warned once)
+        self._checked = clock()
+        self.context = self._current  # what the server is given; its callback swaps
+        self.context.sni_callback = self._on_handshake
+
+    def _on_handshake(
+        self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> None:
+        try:
+            self.check()
+        except Exception:  # an exception would fail the handshake: keep serving instead
+            log.warning("cannot check the serving certificate in %s", self._dir, exc_info=True)
+        if self._current is not context:
+            connection.context = self._current
+
+    def check(self) -> None:
+        """Load the pair if the interval has passed since the last look and the files changed."""
+        now = self._clock()
+        if now - self._checked < RELOAD_CHECK_INTERVAL:
+            return
+        self._checked = now
+        try:
+            digest = _digest(*_read_pair(self._dir))
+        except CertificateError as exc:
+            if self._rejected != _UNREADABLE:
+                self._rejected = _UNREADABLE
+                log.warning("%s: still serving the previous certificate", exc)
+            return
+        # A pair that failed is retried when its content changes: the same bytes fail alike.
+        if digest in (self._loaded, self._rejected):
+            return
+        try:
+            context, digest, cert = _load_pair(self._dir)
+        except _ChangedWhileLoading:
+            log.debug("the serving certificate in %s changed while loading it", self._dir)
+            return
+        except CertificateError as exc:
+            self._rejected = digest
+            log.warning("%s: still serving the previous certificate", exc)
+            return
+        self._current, self._loaded, self._rejected = context, digest, None
+        log.info("serving a new certificate from %s: %s", self._dir, _describe(cert))
+
+
+class _ChangedWhileLoading(CertificateError):
+    pass
+
+
+_UNREADABLE = b"unreadable"  # never a SHA-256 digest (32 bytes)
+
+
+def _read_pair(cert_dir: Path) -> tuple[bytes, bytes]:
+    try:
+        return (cert_dir / CERT_FILE).read_bytes(), (cert_dir / KEY_FILE).read_bytes()
+    except OSError as exc:
+        message = f"cannot load {CERT_FILE} and {KEY_FILE} from {cert_dir}: {exc}"
+        raise CertificateError(message) from exc
+
+
+def _digest(cert: bytes, key: bytes) -> bytes:
+    return hashlib.sha256(len(cert).to_bytes(8, "big") + cert + key).digest()
+
+
+def _load_pair(cert_dir: Path) -> tuple[ssl.SSLContext, bytes, bytes]:
+    """A context of the pair, the digest of what it loaded, and the certificate's PEM.
+
+    `ssl` loads only from files: their content is read before and after, and a
+    change in between (a swap under way) is `_ChangedWhileLoading`, so the
+    digest always names what the context holds.
+    """
+    before = _read_pair(cert_dir)
     context = _server_context()
+    failure = None
     try:
         context.load_cert_chain(str(cert_dir / CERT_FILE), str(cert_dir / KEY_FILE))
     except (OSError, ssl.SSLError) as exc:
-        message = f"cannot load {CERT_FILE} and {KEY_FILE} from {cert_dir}: {exc}"
-        raise CertificateError(message) from exc
-    return context
+        failure = f"cannot load {CERT_FILE} and {KEY_FILE} from {cert_dir}: {exc}"
+    if _read_pair(cert_dir) != before:
+        raise _ChangedWhileLoading(f"{CERT_FILE} and {KEY_FILE} in {cert_dir} changed")
+    if failure is not None:
+        raise CertificateError(failure)
+    return context, _digest(*before), before[0]
+
+
+def _describe(pem: bytes) -> str:
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return "(not parsed)"
+    expires = certificate.not_valid_after_utc.isoformat()
+    return f"serial {certificate.serial_number:x}, expires {expires}"
 
 
 def certificate_dir(explicit: Path | None, *, default: Path) -> Path | None:
