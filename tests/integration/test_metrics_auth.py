@@ -6,10 +6,12 @@ that authenticates as the chart's operator ServiceAccount (so the
 metrics-auth ClusterRole is proven sufficient), the agent's endpoint likewise
 as the agent's ServiceAccount, and callers come with tokens from the
 TokenRequest API: the reader gets the metrics over HTTPS, another
-ServiceAccount 403, no token or a made-up one 401.
+ServiceAccount 403, no token or a made-up one 401, with bodies that say only
+that (the reasons are in the DEBUG log).
 """
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from tests.deploy.chart_tools import render, values_file
+from tests.exposition import metric_samples
 from tests.integration.helpers import Recorder, scrape, service_account_token
 from tests.integration.test_chart_on_cluster import _dump, _kubectl, _token_kubeconfig
 from wukong.devcluster import ControlPlane
@@ -87,7 +90,10 @@ async def _refused(url: str) -> bool:
     return False
 
 
-async def test_the_operators_metrics_answer_only_the_charts_readers(accounts: Accounts) -> None:
+async def test_the_operators_metrics_answer_only_the_charts_readers(
+    accounts: Accounts, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="wukong.runtime.delegatedauth")
     metrics = RuntimeMetrics()
     calls = Recorder()
     async with await Client.from_kubeconfig(accounts.operator) as as_operator:
@@ -108,19 +114,35 @@ async def test_the_operators_metrics_answer_only_the_charts_readers(accounts: Ac
             assert (await scrape(url, accounts.reader))[0] == 200
             assert len(calls.calls) == 2
 
-            status, text = await scrape(url, accounts.intruder)
-            assert status == 403, text
-            assert ":intruder may not get /metrics" in text
-            assert (await scrape(url, None))[0] == 401
-            status, text = await scrape(url, "made-up")
-            assert status == 401, text
+            # Generic bodies: the user, the token and the API server's words stay in the log.
+            assert await scrape(url, accounts.intruder) == (403, "Forbidden\n")
+            assert ":intruder may not get /metrics" in caplog.text
+            assert await scrape(url, None) == (401, "Unauthorized\n")
+            assert await scrape(url, "made-up") == (401, "Unauthorized\n")
+            assert "not authenticated" in caplog.text
             assert await _refused(f"http://127.0.0.1:{port}/metrics")
+
+            _, text = await scrape(url, accounts.reader)
+            counted = {
+                (labels["code"], labels["via"]): value
+                for labels, value in metric_samples(text, "wukong_metrics_auth_requests_total")
+            }
+            assert counted == {
+                ("200", "review"): 1.0,
+                ("200", "cache"): 2.0,  # this scrape included: counted before it is served
+                ("403", "review"): 1.0,
+                ("401", "none"): 1.0,
+                ("401", "review"): 1.0,
+            }
         finally:
             await server.stop()
 
 
 async def test_without_the_review_grants_nothing_is_served(
-    control_plane: ControlPlane, accounts: Accounts, tmp_path: Path
+    control_plane: ControlPlane,
+    accounts: Accounts,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The reader's own identity may not create reviews: the server cannot tell
     # who calls, and says so with a 500 rather than serving on doubt.
@@ -134,8 +156,9 @@ async def test_without_the_review_grants_nothing_is_served(
             status, text = await scrape(f"https://127.0.0.1:{port}/metrics", accounts.reader)
         finally:
             await server.stop()
-    assert status == 500
-    assert "cannot review the request" in text and "403" in text
+    assert (status, text) == (500, "Internal Server Error\n")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot review a request for get /metrics" in m and "403" in m for m in warnings)
 
 
 async def test_the_agents_metrics_thread_answers_only_the_charts_readers(

@@ -1,5 +1,6 @@
-"""The review cache and header parsing of `delegatedauth` (the reviews themselves are
-tested against a real API server in tests/integration/test_metrics_auth.py)."""
+"""The review caches, the review bucket and header parsing of `delegatedauth` (the reviews
+themselves, single-flight and the flood, are tested against a real API server in
+tests/integration/test_metrics_auth.py and tests/integration/hostile/test_metrics_abuse.py)."""
 
 import pytest
 
@@ -8,6 +9,7 @@ from wukong.runtime._delegatedauth import (
     DENY_TTL,
     Decision,
     DecisionCache,
+    TokenBucket,
     bearer_token,
 )
 
@@ -38,29 +40,47 @@ def test_the_bearer_token_is_read_as_the_api_server_reads_it(
     assert bearer_token(header) == token
 
 
-def test_allowed_decisions_are_kept_longer_than_refusals() -> None:
-    cache = DecisionCache()
-    cache.put(_key(1), ALLOWED, now=100.0)
-    cache.put(_key(2), DENIED, now=100.0)
+def test_decisions_expire_and_keys_are_remembered_longer() -> None:
     assert DENY_TTL < ALLOW_TTL
-    assert cache.get(_key(2), now=100.0 + DENY_TTL - 0.01) == DENIED
-    assert cache.get(_key(2), now=100.0 + DENY_TTL) is None
-    assert cache.get(_key(1), now=100.0 + DENY_TTL) == ALLOWED
+    cache = DecisionCache(ttl=ALLOW_TTL, max_entries=8, remember=600.0)
+    cache.put(_key(1), ALLOWED, now=100.0)
+    assert cache.get(_key(1), now=100.0 + ALLOW_TTL - 0.01) == ALLOWED
     assert cache.get(_key(1), now=100.0 + ALLOW_TTL) is None
-    assert len(cache) == 0  # what expired is dropped when read
+    assert cache.remembered(_key(1), now=100.0 + ALLOW_TTL)  # re-reviewed outside the bucket
+    assert not cache.remembered(_key(2), now=100.0)
+    assert cache.get(_key(1), now=700.0) is None
+    assert not cache.remembered(_key(1), now=700.0)
+    assert len(cache) == 0  # what is forgotten is dropped when read
+    cache.put(_key(1), ALLOWED, now=800.0)
+    cache.discard(_key(1))
+    assert not cache.remembered(_key(1), now=800.0)
 
 
-def test_the_cache_is_bounded_dropping_the_expired_then_the_oldest() -> None:
-    cache = DecisionCache(max_entries=3)
+def test_the_cache_is_bounded_dropping_the_forgotten_then_the_oldest() -> None:
+    cache = DecisionCache(ttl=DENY_TTL, max_entries=3)
     cache.put(_key(1), DENIED, now=0.0)
-    cache.put(_key(2), ALLOWED, now=1.0)
-    cache.put(_key(3), ALLOWED, now=2.0)
-    # Full at a time when the refusal has expired: it goes, the others stay.
-    cache.put(_key(4), ALLOWED, now=DENY_TTL + 1.0)
+    cache.put(_key(2), DENIED, now=1.0)
+    cache.put(_key(3), DENIED, now=2.0)
+    # Full at a time when the first has expired: it goes, the others stay.
+    cache.put(_key(4), DENIED, now=DENY_TTL + 0.5)
     assert len(cache) == 3
-    assert [cache.get(_key(n), now=DENY_TTL + 1.0) for n in (2, 3, 4)] == [ALLOWED] * 3
+    assert [cache.get(_key(n), now=DENY_TTL + 0.5) for n in (2, 3, 4)] == [DENIED] * 3
     # Full with nothing expired: the oldest goes.
-    cache.put(_key(5), ALLOWED, now=DENY_TTL + 2.0)
+    cache.put(_key(5), DENIED, now=DENY_TTL + 0.6)
     assert len(cache) == 3
-    assert cache.get(_key(2), now=DENY_TTL + 2.0) is None
-    assert cache.get(_key(5), now=DENY_TTL + 2.0) == ALLOWED
+    assert cache.get(_key(2), now=DENY_TTL + 0.6) is None
+    assert cache.get(_key(5), now=DENY_TTL + 0.6) == DENIED
+
+
+def test_the_bucket_allows_a_burst_then_its_rate_and_takes_back_refunds() -> None:
+    bucket = TokenBucket(qps=2.0, burst=3)
+    assert [bucket.take(now=0.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.take(now=0.4)  # 0.8 of a token
+    assert bucket.take(now=0.5)
+    assert not bucket.take(now=0.5)
+    bucket.give_back(now=0.5)
+    assert bucket.take(now=0.5)
+    # Refills never exceed the burst, however long it was idle.
+    assert sum(bucket.take(now=100.0) for _ in range(10)) == 3
+    bucket.give_back(now=200.0)
+    assert sum(bucket.take(now=200.0) for _ in range(10)) == 3

@@ -383,3 +383,18 @@ def create_metrics() -> OperatorMetrics:
             registry=registry,
         ),
     )
+
+
+def metrics_auth_requests(registry: CollectorRegistry) -> Counter:
+    """`wukong_metrics_auth_requests_total{code,via}` on `registry`: requests to a secure
+    /metrics, by answer (200, 401, 403, 429, 500) and by what answered: `cache`, `review`
+    (its own TokenReview), `shared` (another request's), `none` (no token, or the review
+    bucket was empty; see `wukong.runtime.serving.DelegatedAuth`). The server that checks
+    the callers registers it on the registry it serves."""
+    return Counter(
+        "wukong_metrics_auth_requests_total",
+        "Requests to a secure /metrics endpoint, by HTTP code and by what answered "
+        "(cache, review, shared, none)",
+        labelnames=("code", "via"),
+        registry=registry,
+    )

@@ -3,10 +3,14 @@
 Secure serving (`SecureServing`, `--metrics-secure`, the chart's default) is
 what kubebuilder scaffolds do: HTTPS, and only callers the API server
 authenticates and authorizes for `get` on `/metrics` are answered (see
-`wukong.runtime.serving.DelegatedAuth`). The certificate comes from `cert_dir`
-(tls.crt, tls.key), else controller-runtime's default directory if it holds
-one, else a self-signed one made at start. Plain serving answers anyone who
-reaches the port over HTTP: for a loopback address on a developer's machine.
+`wukong.runtime.serving.DelegatedAuth`: one TokenReview for concurrent requests
+with the same token, reviews of unknown tokens rate-limited, generic bodies),
+counted in `wukong_metrics_auth_requests_total{code,via}`. The certificate
+comes from `cert_dir` (tls.crt, tls.key), else controller-runtime's default
+directory if it holds one, and is reloaded when those files change (a
+cert-manager rotation needs no restart); else a self-signed one made at start.
+Plain serving answers anyone who reaches the port over HTTP: for a loopback
+address on a developer's machine.
 
 Content negotiation follows Prometheus: a scraper that sends
 `Accept: application/openmetrics-text` gets OpenMetrics, the only format that
@@ -29,6 +33,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from wukong.metrics.definitions import metrics_auth_requests
 from wukong.runtime import Client
 from wukong.runtime.serving import (
     DelegatedAuth,
@@ -62,7 +67,12 @@ class MetricsServer:
         self._secure = secure
         handler: Handler = self._metrics
         if secure is not None:
-            handler = DelegatedAuth(client=secure.client).protect(handler)
+            requests = metrics_auth_requests(registry)
+            auth = DelegatedAuth(
+                client=secure.client,
+                on_request=lambda code, via: requests.labels(str(code), via).inc(),
+            )
+            handler = auth.protect(handler)
         self._server = HttpServer(routes={PATH: handler})
 
     @property

@@ -2,8 +2,10 @@
 
 One `HttpServer` per address carries health probes, `/metrics` and admission
 webhooks; `DelegatedAuth` lets the API server authenticate and authorize the
-callers of `/metrics` (as kubebuilder's scaffolds do); the certificate helpers
-load a mounted serving certificate or make a self-signed one; `WebhookServer`
+callers of `/metrics` (as kubebuilder's scaffolds do), single-flight and with
+refused tokens rate-limited; the certificate helpers load a mounted serving
+certificate, reloaded when its files change (controller-runtime's
+certwatcher), or make a self-signed one; `WebhookServer`
 answers AdmissionReviews under their own deadline. In the style of
 controller-runtime's `metrics/server` and `webhook` packages.
 """
