@@ -53,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         on_lease_loss=args.on_lease_loss,
         webhook_bind=args.webhook_bind,
         webhook_cert_dir=args.webhook_cert_dir,
+        webhook_admit_on_error=args.webhook_admit_on_error,
     )
     return asyncio.run(run_operator(settings))
 
@@ -191,5 +192,13 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "(default: /tmp/k8s-webhook-server/serving-certs, like controller-runtime; without "
         "files there the webhook is off, with a warning); `wukong dev webhook-cert-dir` prints "
         "the local control plane's",
+    )
+    run.add_argument(
+        "--webhook-admit-on-error",
+        action="store_true",
+        help="admit a Wukong the webhook could not check (a lookup failed or ran out of the "
+        "review's time; it raised) with a warning, instead of answering it as errored "
+        "(allowed: false, code 500) so that the webhook configuration's failurePolicy "
+        "decides (default: off)",
     )
     run.set_defaults(handler=_run)

@@ -193,9 +193,10 @@ class RuntimeMetrics(RuntimeObserver):
         m.webhook_in_flight.labels(review.webhook).dec()
         m.webhook_requests.labels(review.webhook, str(review.code)).inc()
         m.webhook_latency.labels(review.webhook).observe(review.duration)
-        if review.allowed is not None:
-            allowed = "true" if review.allowed else "false"
-            m.webhook_decisions.labels(review.webhook, allowed, review.reason).inc()
+        # A malformed review (no decision, HTTP 400/413) admitted nothing: counted as not
+        # allowed, under its reason (Malformed).
+        allowed = "true" if review.allowed else "false"
+        m.webhook_decisions.labels(review.webhook, allowed, review.reason).inc()
 
     def observer_failed(self, observer: str, method: str) -> None:
         self.metrics.observer_failures.labels(observer).inc()

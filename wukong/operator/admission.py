@@ -3,8 +3,16 @@
 The CRD's schema and CEL rules check a Wukong on its own; this checks it
 against the cluster, at admission, so `kubectl apply` answers at once:
 
+- a field whose value cannot be read (a size that is no quantity, a list that
+  is no list: the API server checks the schema first, but a review may come
+  from elsewhere): `Invalid`;
 - `spec.networks[i].nadName` names no NetworkAttachmentDefinition in the
   Wukong's namespace: `NetworkAttachmentDefinitionNotFound`;
+- `spec.networks[i].nadName` names one that another Wukong created from its
+  `config` (its controller ownerReference is that Wukong):
+  `NetworkAttachmentDefinitionOfAnotherWukong`. That one is deleted with the
+  Wukong that made it, which would leave this one's VM without its network;
+  reuse is for NetworkAttachmentDefinitions a person (or another tool) made;
 - `spec.disks[i].storageClassName` names no StorageClass: `StorageClassNotFound`;
 - `spec.disks[i].size` grows on a class without `allowVolumeExpansion`:
   `ExpansionNotSupported`.
@@ -12,14 +20,20 @@ against the cluster, at admission, so `kubectl apply` answers at once:
 Each message starts with the field. Only what a request changes is checked
 (an update that leaves a network alone is not rejected because its
 NetworkAttachmentDefinition went away since), and a Wukong being deleted is
-always admitted, so its finalizer can be removed.
+always admitted, so its finalizer can be removed. A review of anything other
+than a Wukong, or of a CREATE or UPDATE without an object, is malformed (HTTP
+400).
 
 Reads come from the operator's cache. A name the cache does not have (yet: a
 NetworkAttachmentDefinition created just before the Wukong, or a cache still
 syncing) is looked up live, through `request.client`, which is bounded by the
-AdmissionReview's own deadline; if that call cannot answer in time the Wukong
-is admitted with a warning (`Unverified`), and the controller reports the
-problem in its conditions as it does with the webhook off.
+AdmissionReview's own deadline. If that call cannot answer in time (or fails),
+the webhook has not decided: it answers `Errored` (`allowed: false`, code 500)
+naming the fields it could not check, and the webhook configuration's
+`failurePolicy` decides, unless the operator runs with
+`--webhook-admit-on-error` (`AdmitOnError`): then the Wukong is admitted with
+that warning (`Unverified`) and the controller reports any problem in its
+conditions, as it does with the webhook off.
 """
 
 import base64
@@ -27,9 +41,11 @@ from typing import Any
 
 from wukong.operator.api import WUKONGS
 from wukong.operator.storage import claim_name, is_default_class
+from wukong.operator.validation import invalid_value
 from wukong.runtime import (
     Admission,
     AdmissionRequest,
+    AdmitOnError,
     ApiError,
     ApiTimeout,
     Manager,
@@ -113,16 +129,27 @@ class WukongAdmission:
         self._claims = claims
 
     async def validate(self, request: AdmissionRequest) -> Admission:
-        wukong = request.object
-        if request.operation not in ("CREATE", "UPDATE") or wukong is None:
+        if (request.group, request.kind) != (WUKONGS.group, WUKONGS.kind):
+            return Admission.malformed(
+                f"request.kind: this webhook reviews {WUKONGS.kind}.{WUKONGS.group}, "
+                f"not {request.kind!r} of group {request.group!r}"
+            )
+        if request.operation not in ("CREATE", "UPDATE"):
             return Admission.allow()
+        wukong = request.object
+        if wukong is None:
+            return Admission.malformed(f"request.object: missing for {request.operation}")
+        if (problem := invalid_value(wukong)) is not None:
+            return Admission.deny("Invalid", problem)
         if wukong["metadata"].get("deletionTimestamp"):
             return Admission.allow()  # never stand between a Wukong and its finalizer
         old = request.old_object or {}
+        if invalid_value(old) is not None:
+            old = {}  # nothing of it can be trusted: check every reference as new
         spec: dict[str, Any] = wukong.get("spec") or {}
         old_spec: dict[str, Any] = old.get("spec") or {}
         namespace = request.namespace or wukong["metadata"].get("namespace") or ""
-        warnings: list[str] = []
+        unverified: list[str] = []
 
         old_nads = {n.get("nadName") for n in old_spec.get("networks") or []}
         for index, network in enumerate(spec.get("networks") or []):
@@ -139,11 +166,18 @@ class WukongAdmission:
                     f"{field}: NetworkAttachmentDefinition {namespace}/{nad} does not exist",
                 )
             if isinstance(found, _Unknown):
-                warnings.append(f"{field}: not verified ({found.why})")
+                unverified.append(f"{field}: {found.why}")
+            elif (owner := _other_wukong(found, wukong)) is not None:
+                return Admission.deny(
+                    "NetworkAttachmentDefinitionOfAnotherWukong",
+                    f"{field}: NetworkAttachmentDefinition {namespace}/{nad} belongs to Wukong "
+                    f"{namespace}/{owner} (created from its config, deleted with it); give this "
+                    "network its own config or name another NetworkAttachmentDefinition",
+                )
 
-        old_disks = {d["name"]: d for d in old_spec.get("disks") or [] if "name" in d}
+        old_disks = {d["name"]: d for d in old_spec.get("disks") or []}
         for index, disk in enumerate(spec.get("disks") or []):
-            previous = old_disks.get(disk.get("name", ""))
+            previous = old_disks.get(disk["name"])
             class_name = disk.get("storageClassName")
             if class_name and previous is None:
                 field = f"spec.disks[{index}].storageClassName"
@@ -155,12 +189,12 @@ class WukongAdmission:
                         "StorageClassNotFound", f"{field}: StorageClass {class_name} does not exist"
                     )
                 if isinstance(found, _Unknown):
-                    warnings.append(f"{field}: not verified ({found.why})")
+                    unverified.append(f"{field}: {found.why}")
             if previous is not None and _grows(previous, disk):
                 field = f"spec.disks[{index}].size"
                 storage_class = await self._class_of_disk(request, wukong, disk)
                 if isinstance(storage_class, _Unknown):
-                    warnings.append(f"{field}: expansion not verified ({storage_class.why})")
+                    unverified.append(f"{field}: expansion: {storage_class.why}")
                 elif storage_class is not None and not storage_class.get("allowVolumeExpansion"):
                     return Admission.deny(
                         "ExpansionNotSupported",
@@ -168,7 +202,9 @@ class WukongAdmission:
                         f"StorageClass {storage_class['metadata']['name']} does not allow "
                         "volume expansion (allowVolumeExpansion)",
                     )
-        return Admission.allow(*warnings, reason="Unverified" if warnings else "Allowed")
+        if unverified:
+            return Admission.errored("not verified: " + "; ".join(unverified))
+        return Admission.allow()
 
     async def _class_of_disk(
         self, request: AdmissionRequest, wukong: Object, disk: dict[str, Any]
@@ -209,19 +245,38 @@ class WukongAdmission:
             return _Unknown(f"{resource.plural} {name}: {exc.message}")
 
 
+def _other_wukong(nad: Object, wukong: Object) -> str | None:
+    """The name of the Wukong other than `wukong` that controls `nad`, if one does."""
+    for ref in nad["metadata"].get("ownerReferences") or []:
+        if not ref.get("controller"):
+            continue
+        group = str(ref.get("apiVersion", "")).partition("/")[0]
+        if (group, ref.get("kind")) != (WUKONGS.group, WUKONGS.kind):
+            return None
+        metadata = wukong["metadata"]
+        # By uid (a Wukong of the same name made again is another one); a
+        # request from elsewhere may carry no uid, then by name.
+        same = (
+            ref.get("uid") == metadata["uid"]
+            if metadata.get("uid")
+            else (ref.get("name") == metadata.get("name"))
+        )
+        return None if same else str(ref.get("name"))
+    return None
+
+
 def _grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    try:
-        return parse_quantity(new["size"]) > parse_quantity(old["size"])
-    except (KeyError, ValueError):
-        return False
+    """Whether `new`'s size is larger (both parse: `invalid_value` checked them)."""
+    return parse_quantity(new["size"]) > parse_quantity(old["size"])
 
 
-def add_wukong_webhook(manager: Manager) -> WukongAdmission:
-    """Serve the Wukong webhook at `WEBHOOK_PATH` on the manager's caches."""
+def add_wukong_webhook(manager: Manager, *, admit_on_error: bool = False) -> WukongAdmission:
+    """Serve the Wukong webhook at `WEBHOOK_PATH` on the manager's caches; with
+    `admit_on_error`, what it cannot decide is admitted with a warning (`AdmitOnError`)."""
     admission = WukongAdmission(
         network_attachment_definitions=manager.informer(NETWORK_ATTACHMENT_DEFINITIONS).store,
         storage_classes=manager.informer(STORAGE_CLASSES).store,
         claims=manager.informer(PERSISTENT_VOLUME_CLAIMS).store,
     )
-    manager.add_webhook(WEBHOOK_PATH, admission)
+    manager.add_webhook(WEBHOOK_PATH, AdmitOnError(admission) if admit_on_error else admission)
     return admission

@@ -100,6 +100,9 @@ class OperatorSettings:
     # Where tls.crt and tls.key are; None: controller-runtime's default directory,
     # and no certificate there turns the webhook off with a warning.
     webhook_cert_dir: Path | None = None
+    # Admit what the webhook cannot decide (with a warning) instead of leaving it to
+    # the failurePolicy (`--webhook-admit-on-error`).
+    webhook_admit_on_error: bool = False
 
     @property
     def per_namespace_limit(self) -> int:
@@ -160,7 +163,7 @@ async def run_operator(settings: OperatorSettings) -> int:
             webhook_tls=webhook_tls,
         )
         if webhook_tls is not None:
-            add_wukong_webhook(manager)
+            add_wukong_webhook(manager, admit_on_error=settings.webhook_admit_on_error)
         add_wukong_controller(
             manager,
             options=ControllerOptions(

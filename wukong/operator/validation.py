@@ -4,6 +4,12 @@ The CRD's schema and CEL rules reject most bad specs at admission. What is
 left needs parsing a string (a CNI config is JSON inside a string) or knowing
 conventions of other systems (CDI image URL schemes); a spec failing here is
 reported as a problem on the step it belongs to, and nothing is created for it.
+
+`invalid_value` is the admission webhook's first look at a Wukong: the type of
+every field it reads, and quantities it can compare. The API server has checked
+these against the schema before it calls the webhook, but a request may come
+from elsewhere, and a value this code cannot read is denied naming the field,
+never admitted nor allowed to raise.
 """
 
 import json
@@ -11,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wukong.operator.steps import Problem
+from wukong.runtime import Object, parse_quantity
 
 IMAGE_SCHEMES = ("docker://", "http://", "https://")
 
@@ -56,3 +63,49 @@ def _image(disk: dict[str, Any]) -> Problem | None:
         "InvalidImage",
         f"disk {disk['name']}: image {image!r} must start with one of {', '.join(IMAGE_SCHEMES)}",
     )
+
+
+def invalid_value(wukong: Object) -> str | None:
+    """The first field of `wukong` whose value the webhook cannot read, as
+    "<field>: <problem>"; None when every field it reads has its type (and sizes parse)."""
+    metadata = wukong.get("metadata")
+    if not isinstance(metadata, dict):
+        return "metadata: must be an object"
+    for key in ("name", "namespace"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], str):
+            return f"metadata.{key}: must be a string"
+    spec = wukong.get("spec", {})
+    if not isinstance(spec, dict):
+        return "spec: must be an object"
+    if "memory" in spec and (problem := _quantity(spec["memory"])):
+        return f"spec.memory: {problem}"
+    for key, fields in (
+        ("networks", {"name": True, "nadName": False, "config": False}),
+        ("disks", {"name": True, "size": True, "storageClassName": False, "image": False}),
+    ):
+        items = spec.get(key) or []
+        if not isinstance(items, list):
+            return f"spec.{key}: must be a list"
+        for index, item in enumerate(items):
+            where = f"spec.{key}[{index}]"
+            if not isinstance(item, dict):
+                return f"{where}: must be an object"
+            for name, required in fields.items():
+                value = item.get(name)
+                if (required or value is not None) and not isinstance(value, str):
+                    return f"{where}.{name}: must be a string"
+            if key == "disks" and (problem := _quantity(item["size"])):
+                return f"{where}.size: {problem}"
+    return None
+
+
+def _quantity(value: object) -> str | None:
+    """Why `value` is no positive quantity, or None."""
+    if not isinstance(value, str):
+        return "must be a string"
+    try:
+        if parse_quantity(value) <= 0:
+            return f"must be greater than zero, got {value!r}"
+    except ValueError as exc:
+        return str(exc)
+    return None

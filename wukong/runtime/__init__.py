@@ -55,7 +55,7 @@ from wukong.runtime._observer import (
 )
 from wukong.runtime._owners import controller_reference, controller_uid, is_controlled_by
 from wukong.runtime._quantity import parse_quantity
-from wukong.runtime._webhook import Admission, AdmissionRequest, Validator
+from wukong.runtime._webhook import Admission, AdmissionRequest, AdmitOnError, Validator
 from wukong.runtime.resources import Resource
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "FAILURE_REASONS",
     "Admission",
     "AdmissionRequest",
+    "AdmitOnError",
     "AlreadyExists",
     "ApiCall",
     "ApiError",

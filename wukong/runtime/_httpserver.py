@@ -25,10 +25,16 @@ class HttpServer:
     """
 
     def __init__(
-        self, *, routes: Mapping[str, Handler], post_routes: Mapping[str, Handler] | None = None
+        self,
+        *,
+        routes: Mapping[str, Handler],
+        post_routes: Mapping[str, Handler] | None = None,
+        client_max_size: int = 1024**2,
     ) -> None:
         self._routes = dict(routes)
         self._post_routes = dict(post_routes or {})
+        # The largest body a handler may read (aiohttp's default: 1 MiB); more is 413.
+        self._client_max_size = client_max_size
         self._runner: web.AppRunner | None = None
 
     async def start(self, bind: str, *, ssl_context: ssl.SSLContext | None = None) -> int:
@@ -37,7 +43,7 @@ class HttpServer:
         if self._runner is not None:
             raise RuntimeError("HTTP server already started")
         host, _, port = bind.rpartition(":")
-        app = web.Application()
+        app = web.Application(client_max_size=self._client_max_size)
         for path, handler in self._routes.items():
             app.router.add_get(path, handler)
         for path, handler in self._post_routes.items():

@@ -34,4 +34,7 @@ def parse_quantity(text: str) -> Decimal:
     if match is None:
         raise ValueError(f"not a quantity: {text!r}")
     number, exponent, suffix = match.groups()
-    return Decimal(number + (exponent or "")) * _SUFFIXES[suffix or ""]
+    try:
+        return Decimal(number + (exponent or "")) * _SUFFIXES[suffix or ""]
+    except ArithmeticError:  # no number ("1.2.3", "."), or an exponent past Decimal's
+        raise ValueError(f"not a quantity: {text!r}") from None

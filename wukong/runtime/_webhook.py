@@ -1,31 +1,43 @@
 """Validating admission webhooks, each request under the AdmissionReview's own deadline.
 
 The API server calls a webhook over HTTPS with an AdmissionReview and waits at
-most the webhook's `timeoutSeconds` (10 s by default), which it also sends as
-the `?timeout=` query parameter. What happens after that is decided by the
-webhook configuration's `failurePolicy`: `Ignore` admits the object, `Fail`
-rejects it with "failed calling webhook". So an answer that arrives late is no
-answer: every request here gets a deadline, a little before the API server's
-(`ANSWER_MARGIN`), and everything it does is bounded by it (seed 003 §2.5: the
-deadline must travel from the HTTP request to every client call):
+most the webhook's `timeoutSeconds` (10 s by default, 30 s at most), which it
+also sends as the `?timeout=` query parameter. What happens after that is
+decided by the webhook configuration's `failurePolicy`: `Ignore` admits the
+object, `Fail` rejects it with "failed calling webhook". So an answer that
+arrives late is no answer: every request here gets a deadline, a little before
+the API server's (`ANSWER_MARGIN`), and that one deadline reaches everything
+the request does, down to each API call it makes:
 
 - `AdmissionRequest.client` is the manager's client bounded by the deadline
   (less `CALL_MARGIN`), so a call to a slow API server ends as `ApiTimeout`
   while the validator still has time to answer with what it knows;
-- the validator as a whole runs under `asyncio.timeout_at(deadline)`; if it is
-  still running then, it is cancelled and the webhook answers itself: the
-  object is admitted with a warning saying what could not be checked
-  (reason `Unverified`): the check was an early answer, the controller still
-  reports the problem in the object's conditions.
+- the validator as a whole runs under `asyncio.timeout_at(deadline)`.
+
+A validator that raises, or is still running at the deadline, has decided
+nothing, and the webhook says so: `allowed: false` with `status.code` 500
+(controller-runtime's "Errored" response, reason `Errored` here), so that the
+API server applies the `failurePolicy` the cluster's owner configured rather
+than one this process picks. Admitting instead (with a warning saying what
+could not be checked, reason `Unverified`) is an explicit opt-in: wrap the
+validator in `AdmitOnError`.
+
+A request that is no AdmissionReview this server can read (not JSON, not an
+object, fields of the wrong type, no `request` or `uid`, another kind or
+apiVersion, a body over `MAX_BODY_BYTES`, or a resource the validator does not
+review) is answered with HTTP 400 (413 for the size) and a short plain
+message, and admits nothing. The caller's `?timeout=` counts up to
+`MAX_REVIEW_TIMEOUT`; one that is not a positive Go duration gives the default.
 
 Validators read the operator's cache first (no API call for the common case)
 and make a live, bounded call only when the cache cannot answer (see
 `wukong.operator.admission`).
 
 Each request is reported to observers: `admission_started` when it arrives and
-`admission_reviewed` (`WebhookReview`: deadline, decision, reason) when it is
-answered; metrics turn them into controller-runtime's webhook families and
-tracing into one span per request.
+`admission_reviewed` (`WebhookReview`: deadline, decision, reason, HTTP code)
+when it is answered, malformed ones included (reason `Malformed`); metrics
+turn them into controller-runtime's webhook families and tracing into one
+span per request.
 
 Certificates come from a directory holding `tls.crt` and `tls.key`, as with
 controller-runtime's `CertDir` (in a cluster, a Secret the chart mounts; see
@@ -34,6 +46,7 @@ controller-runtime's `CertDir` (in a cluster, a Secret the chart mounts; see
 
 import asyncio
 import datetime
+import json
 import logging
 import re
 import ssl
@@ -53,11 +66,20 @@ log = logging.getLogger("wukong.runtime.webhook")
 
 # The API server's default timeoutSeconds for admission webhooks.
 DEFAULT_REVIEW_TIMEOUT = 10.0
+# The API server's largest timeoutSeconds: a caller asking for more gets this.
+MAX_REVIEW_TIMEOUT = 30.0
 # Answer this much before the API server stops waiting (a share of short
 # timeouts): the answer still has to travel back.
 ANSWER_MARGIN = 0.25
 # A validator's API calls end this much before its own deadline.
 CALL_MARGIN = 0.1
+# controller-runtime's limit on a review's body: an UPDATE carries the object twice.
+MAX_BODY_BYTES = 7 * 1024 * 1024
+
+ADMISSION_API_VERSION = "admission.k8s.io/v1"
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+# The reason of a review that was not decided (HTTP 400 or 413).
+MALFORMED = "Malformed"
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -69,6 +91,7 @@ class AdmissionRequest:
 
     uid: str
     operation: str
+    group: str = ""  # of the object's kind ("" for the core group)
     kind: str
     namespace: str | None
     name: str | None
@@ -85,12 +108,18 @@ class AdmissionRequest:
 
 @dataclass(frozen=True)
 class Admission:
-    """A validator's answer: allowed or not, a machine-readable reason and a message."""
+    """A validator's answer: allowed or not, a machine-readable reason and a message.
+
+    `code` is the answer's `status.code` when not allowed: 403 for a denial, 500 when
+    the validator could not decide (`errored`), 400 for a request it cannot read
+    (`malformed`: the webhook then answers HTTP 400 and decides nothing).
+    """
 
     allowed: bool
     reason: str = "Allowed"
     message: str = ""
     warnings: tuple[str, ...] = ()
+    code: int = 403
 
     @classmethod
     def allow(cls, *warnings: str, reason: str = "Allowed") -> "Admission":
@@ -100,6 +129,16 @@ class Admission:
     def deny(cls, reason: str, message: str) -> "Admission":
         return cls(False, reason, message)
 
+    @classmethod
+    def errored(cls, message: str) -> "Admission":
+        """Not decided (a failed lookup, an error): the API server's failurePolicy decides."""
+        return cls(False, "Errored", message, code=500)
+
+    @classmethod
+    def malformed(cls, message: str) -> "Admission":
+        """Not a request this validator reviews (another resource, an unreadable object)."""
+        return cls(False, MALFORMED, message, code=400)
+
 
 class Validator(Protocol):
     """What a validating admission webhook implements: a decision for each request,
@@ -108,12 +147,79 @@ class Validator(Protocol):
     async def validate(self, request: AdmissionRequest) -> Admission: ...
 
 
+@dataclass(frozen=True)
+class AdmitOnError:
+    """Opt-in for `validator`: what it cannot decide (it raises, runs out of time, or
+    answers `Admission.errored`) is admitted with a warning (reason `Unverified`)
+    instead of answered as errored for the API server's failurePolicy to decide."""
+
+    validator: Validator
+
+    async def validate(self, request: AdmissionRequest) -> Admission:
+        return await self.validator.validate(request)
+
+
 def parse_go_duration(text: str) -> float:
     """Seconds in a Go duration ("10s", "1m30s", "500ms"), as the API server sends `timeout`."""
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise ValueError(f"not a duration: {text!r}")
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+def review_timeout(query: Mapping[str, str]) -> float:
+    """The time a review has: the caller's `timeout`, at most `MAX_REVIEW_TIMEOUT`; the
+    default when it is absent or not a positive duration."""
+    try:
+        timeout = parse_go_duration(query["timeout"])
+    except (KeyError, ValueError):
+        return DEFAULT_REVIEW_TIMEOUT
+    return min(timeout, MAX_REVIEW_TIMEOUT) if timeout > 0 else DEFAULT_REVIEW_TIMEOUT
+
+
+class Malformed(Exception):
+    """A body that is no AdmissionReview this server can read (answered with 400)."""
+
+
+def read_review(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The AdmissionReview in `body` and its request, with the type of every field the
+    webhook reads checked; `Malformed` with a short message otherwise."""
+    try:
+        review = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json can go
+        raise Malformed("the body is not JSON") from None
+    if not isinstance(review, dict):
+        raise Malformed("an AdmissionReview is a JSON object")
+    if review.get("kind") != "AdmissionReview" or review.get("apiVersion") != (
+        ADMISSION_API_VERSION
+    ):
+        raise Malformed(f"expected kind AdmissionReview, apiVersion {ADMISSION_API_VERSION}")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise Malformed("request: must be an object")
+    if not isinstance(request.get("uid"), str) or not request["uid"]:
+        raise Malformed("request.uid: must be a non-empty string")
+    kind = request.get("kind")
+    if not isinstance(kind, dict) or not all(
+        isinstance(kind.get(key, ""), str) for key in ("group", "version", "kind")
+    ):
+        raise Malformed("request.kind: must be an object of strings group, version, kind")
+    if request.get("operation") not in OPERATIONS:
+        raise Malformed(f"request.operation: must be one of {', '.join(OPERATIONS)}")
+    for key, expected, what in (
+        ("namespace", str, "a string"),
+        ("name", str, "a string"),
+        ("object", dict, "an object"),
+        ("oldObject", dict, "an object"),
+        ("dryRun", bool, "a boolean"),
+    ):
+        if request.get(key) is not None and not isinstance(request[key], expected):
+            raise Malformed(f"request.{key}: must be {what}")
+    for key in ("object", "oldObject"):
+        metadata = (request.get(key) or {}).get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise Malformed(f"request.{key}.metadata: must be an object")
+    return review, request
 
 
 class WebhookServer:
@@ -132,6 +238,7 @@ class WebhookServer:
         self._server = HttpServer(
             routes={},
             post_routes={path: self._handler(path) for path in self._validators},
+            client_max_size=MAX_BODY_BYTES,
         )
 
     async def start(self, bind: str, *, ssl_context: ssl.SSLContext | None) -> int:
@@ -151,67 +258,68 @@ class WebhookServer:
         loop = asyncio.get_running_loop()
         started, started_wall = loop.time(), time.time()
         self._observer.admission_started(path)
-        timeout = DEFAULT_REVIEW_TIMEOUT
-        if "timeout" in http.query:
-            try:
-                timeout = parse_go_duration(http.query["timeout"])
-            except ValueError:
-                pass  # the API server's default then
+        timeout = review_timeout(http.query)
         # Answer before the API server gives up: a margin of at most a quarter of the time.
         deadline = started + max(timeout - min(ANSWER_MARGIN, timeout / 4), 0.0)
         deadline_wall = datetime.datetime.fromtimestamp(started_wall + timeout, datetime.UTC)
-        try:
-            body = await http.json()
-            request_body = body["request"]
-            uid = str(request_body["uid"])
-        except (ValueError, KeyError, TypeError) as exc:
+
+        def answer(request: AdmissionRequest | None, admission: Admission, code: int) -> None:
             self._report(
-                path,
-                None,
-                started,
-                started_wall,
-                timeout,
-                deadline_wall,
-                Admission(False, "BadRequest", f"not an AdmissionReview: {exc}"),
-                400,
+                path, request, started, started_wall, timeout, deadline_wall, admission, code
             )
-            return web.json_response({"error": f"not an AdmissionReview: {exc}"}, status=400)
+
+        try:
+            if http.content_type != "application/json":
+                raise Malformed(f"content type {http.content_type!r}: expected application/json")
+            review, request_body = read_review(await http.read())
+        except web.HTTPRequestEntityTooLarge:
+            message = f"the body is larger than {MAX_BODY_BYTES} bytes"
+            answer(None, Admission.malformed(message), 413)
+            return web.Response(status=413, text=message)
+        except Malformed as exc:
+            answer(None, Admission.malformed(str(exc)), 400)
+            return web.Response(status=400, text=f"not an AdmissionReview: {exc}")
         request = _request(request_body, timeout=timeout, deadline=deadline, client=self._client)
         admission = await self._decide(path, request)
-        self._report(path, request, started, started_wall, timeout, deadline_wall, admission, 200)
-        response: dict[str, Any] = {"uid": uid, "allowed": admission.allowed}
+        if admission.code == 400:
+            answer(request, admission, 400)
+            return web.Response(status=400, text=admission.message)
+        answer(request, admission, 200)
+        response: dict[str, Any] = {"uid": request.uid, "allowed": admission.allowed}
         if not admission.allowed:
             response["status"] = {
-                "code": 403,
-                "reason": "Forbidden",
+                "code": admission.code,
+                "reason": "InternalError" if admission.code == 500 else "Forbidden",
                 "message": admission.message,
                 "details": {"causes": [{"reason": admission.reason}]},
             }
         if admission.warnings:
             response["warnings"] = list(admission.warnings)
         return web.json_response(
-            {
-                "apiVersion": body.get("apiVersion", "admission.k8s.io/v1"),
-                "kind": "AdmissionReview",
-                "response": response,
-            }
+            {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
         )
 
     async def _decide(self, path: str, request: AdmissionRequest) -> Admission:
         validator = self._validators[path]
+        where = f"{path} for {request.namespace}/{request.name}"
         try:
             async with asyncio.timeout_at(request.deadline):
-                return await validator.validate(request)
+                admission = await validator.validate(request)
         except TimeoutError:
-            return Admission.allow(
-                f"not verified within the review's {request.timeout:g}s deadline; "
-                "the controller reports any problem in the object's conditions",
-                reason="Unverified",
+            log.warning("webhook %s: not decided within %gs", where, request.timeout)
+            admission = Admission.errored(
+                f"not decided within the review's {request.timeout:g}s deadline"
             )
         except Exception as exc:
-            # A broken validator must not block every write: admit, say so, log it.
-            log.exception("webhook %s failed for %s/%s", path, request.namespace, request.name)
-            return Admission.allow(f"not verified: the webhook failed ({exc})", reason="Unverified")
+            log.exception("webhook %s failed", where)
+            admission = Admission.errored(f"the webhook failed: {exc}")
+        if admission.code == 500 and isinstance(validator, AdmitOnError):
+            return Admission.allow(
+                f"not verified: {admission.message}; the controller reports any problem in "
+                "the object's conditions",
+                reason="Unverified",
+            )
+        return admission
 
     def _report(
         self,
@@ -259,14 +367,16 @@ class WebhookServer:
 def _request(
     body: dict[str, Any], *, timeout: float, deadline: float, client: Client
 ) -> AdmissionRequest:
+    """The request of a review `read_review` has checked."""
     obj = body.get("object")
     name = body.get("name") or ((obj or {}).get("metadata") or {}).get("name")
     return AdmissionRequest(
-        uid=str(body["uid"]),
-        operation=str(body.get("operation", "")),
-        kind=str((body.get("kind") or {}).get("kind", "")),
-        namespace=body.get("namespace"),
-        name=name,
+        uid=body["uid"],
+        operation=body["operation"],
+        group=body["kind"].get("group", ""),
+        kind=body["kind"].get("kind", ""),
+        namespace=body.get("namespace") or None,
+        name=name if isinstance(name, str) else None,
         object=obj,
         old_object=body.get("oldObject"),
         dry_run=bool(body.get("dryRun")),
@@ -281,6 +391,7 @@ def _request(
 __all__ = [
     "Admission",
     "AdmissionRequest",
+    "AdmitOnError",
     "Validator",
     "WebhookServer",
 ]
