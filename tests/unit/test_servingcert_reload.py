@@ -110,17 +110,23 @@ class Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
         return cls(reader, writer)
 
-    async def hello(self) -> str:
-        self._writer.write(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    async def get(self, path: str, token: str | None = None) -> tuple[int, str]:
+        """GET `path` on this connection (HTTP/1.1 keep-alive): the status and the body."""
+        auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n"
+        self._writer.write(request.encode())
         head = await self._reader.readuntil(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].decode()
+        status = int(head.split(b" ", 2)[1])
         length = next(
             int(line.split(b":", 1)[1])
             for line in head.split(b"\r\n")
             if line.lower().startswith(b"content-length:")
         )
-        body = await self._reader.readexactly(length)
-        return f"{status} {body.decode()}"
+        return status, (await self._reader.readexactly(length)).decode()
+
+    async def hello(self) -> str:
+        status, body = await self.get("/hello")
+        return f"{status} {body}"
 
     def close(self) -> None:
         self._writer.close()
@@ -129,7 +135,7 @@ class Connection:
 async def served_serial(port: int) -> int:
     connection = await Connection.open(port)
     try:
-        assert await connection.hello() == "HTTP/1.1 200 OK hello"
+        assert await connection.hello() == "200 hello"
         return connection.serial
     finally:
         connection.close()
@@ -144,13 +150,13 @@ async def test_a_secret_volume_update_is_served_to_new_connections_old_ones_keep
     port = await serve(volume)
     before = await Connection.open(port)
     assert before.serial == 1
-    assert await before.hello() == "HTTP/1.1 200 OK hello"
+    assert await before.hello() == "200 hello"
 
     secret_volume_update(volume, make_pair(2), version=2)
     await _wait_past_interval()
     assert await served_serial(port) == 2
     # The connection opened before the swap is still up, on its own certificate.
-    assert await before.hello() == "HTTP/1.1 200 OK hello"
+    assert await before.hello() == "200 hello"
     assert before.serial == 1
     before.close()
 

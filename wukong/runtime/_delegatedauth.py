@@ -236,7 +236,7 @@ class DelegatedAuth:
                 return self._answered(_LIMITED, "none")
             flight, via = asyncio.create_task(self._review(key, token, charged=not known)), "review"
             self._in_flight[key] = flight
-            flight.add_done_callback(lambda _: self._in_flight.pop(key, None))
+            flight.add_done_callback(lambda done: self._landed(key, done))
         try:
             # Shielded: a caller that goes away does not cancel the review the others wait on.
             decision = await asyncio.shield(flight)
@@ -264,6 +264,11 @@ class DelegatedAuth:
             self._allowed.discard(key)  # no longer a known reader: back behind the bucket
             self._refused.put(key, decision, now=now)
         return decision
+
+    def _landed(self, key: _Key, flight: "asyncio.Task[Decision]") -> None:
+        self._in_flight.pop(key, None)
+        if not flight.cancelled():
+            flight.exception()  # read: with every caller gone, asyncio would log it at ERROR
 
     def _answered(self, decision: Decision, via: str) -> Decision:
         self._report(decision.status, via)

@@ -15,10 +15,12 @@ controller-runtime's certwatcher semantics: no restart, connections already
 open keep the certificate they began with, new ones get the new pair. The
 files are compared by content, read through their names, so Kubernetes'
 Secret volumes (which swap a `..data` symlink to a new directory in one
-rename) and plain overwrites (cert-manager's csi driver, an admin's `cp`) are
-both seen. A new pair that does not load (half-written, a key that does not
-match) keeps the previous certificate serving; it is logged once as a WARNING
-and loaded as soon as the files change again into a valid pair.
+rename) and plain overwrites (an admin's `cp`, a hostPath) are both seen,
+on the first TLS handshake after the change, looking at most once a second
+(see `CertWatcher`). A new pair that does not load (half-written, a key that
+does not match) keeps the previous certificate serving; it is logged once as
+a WARNING and loaded as soon as the files change again into a valid pair.
+A self-signed certificate lives as long as the process: nothing to reload.
 """
 
 import datetime
