@@ -318,6 +318,9 @@ async def test_an_update_with_a_value_that_cannot_be_read_is_denied_naming_the_f
     [
         ({**wukong(), "spec": "big"}, "spec: must be an object"),
         (wukong(memory="lots"), "spec.memory: not a quantity"),
+        (wukong(cpu="2"), "spec.cpu: must be an integer"),
+        (wukong(cpu=True), "spec.cpu: must be an integer"),
+        (wukong(running="yes"), "spec.running: must be a boolean"),
         (wukong(networks=[{"name": 3}]), "spec.networks[0].name: must be a string"),
         (
             wukong(networks=[{"name": "a", "nadName": {"x": 1}}]),

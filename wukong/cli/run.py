@@ -198,7 +198,6 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         action="store_true",
         help="admit a Wukong the webhook could not check (a lookup failed or ran out of the "
         "review's time; it raised) with a warning, instead of answering it as errored "
-        "(allowed: false, code 500) so that the webhook configuration's failurePolicy "
-        "decides (default: off)",
+        "(allowed: false, code 500: the write fails with the reason) (default: off)",
     )
     run.set_defaults(handler=_run)

@@ -29,11 +29,11 @@ NetworkAttachmentDefinition created just before the Wukong, or a cache still
 syncing) is looked up live, through `request.client`, which is bounded by the
 AdmissionReview's own deadline. If that call cannot answer in time (or fails),
 the webhook has not decided: it answers `Errored` (`allowed: false`, code 500)
-naming the fields it could not check, and the webhook configuration's
-`failurePolicy` decides, unless the operator runs with
-`--webhook-admit-on-error` (`AdmitOnError`): then the Wukong is admitted with
-that warning (`Unverified`) and the controller reports any problem in its
-conditions, as it does with the webhook off.
+naming the fields it could not check, and the write fails with that message
+(to be retried), unless the operator runs with `--webhook-admit-on-error`
+(`AdmitOnError`): then the Wukong is admitted with that warning
+(`Unverified`) and the controller reports any problem in its conditions, as it
+does with the webhook off.
 """
 
 import base64

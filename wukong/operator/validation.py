@@ -77,6 +77,10 @@ def invalid_value(wukong: Object) -> str | None:
     spec = wukong.get("spec", {})
     if not isinstance(spec, dict):
         return "spec: must be an object"
+    if "cpu" in spec and (not isinstance(spec["cpu"], int) or isinstance(spec["cpu"], bool)):
+        return "spec.cpu: must be an integer"
+    if "running" in spec and not isinstance(spec["running"], bool):
+        return "spec.running: must be a boolean"
     if "memory" in spec and (problem := _quantity(spec["memory"])):
         return f"spec.memory: {problem}"
     for key, fields in (

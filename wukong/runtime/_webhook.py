@@ -15,12 +15,14 @@ the request does, down to each API call it makes:
 - the validator as a whole runs under `asyncio.timeout_at(deadline)`.
 
 A validator that raises, or is still running at the deadline, has decided
-nothing, and the webhook says so: `allowed: false` with `status.code` 500
-(controller-runtime's "Errored" response, reason `Errored` here), so that the
-API server applies the `failurePolicy` the cluster's owner configured rather
-than one this process picks. Admitting instead (with a warning saying what
-could not be checked, reason `Unverified`) is an explicit opt-in: wrap the
-validator in `AdmitOnError`.
+nothing, and the webhook says so as controller-runtime's "Errored" response
+does: `allowed: false` with `status.code` 500 and what went wrong as the
+message (reason `Errored` here). The API server fails the write with that code
+and message; it is an answer, so `failurePolicy` (which covers a webhook that
+cannot be called or does not answer) does not turn it into an admission: an
+object nobody could check is not let through by an error. Admitting instead
+(with a warning saying what could not be checked, reason `Unverified`) is an
+explicit opt-in: wrap the validator in `AdmitOnError`.
 
 A request that is no AdmissionReview this server can read (not JSON, not an
 object, fields of the wrong type, no `request` or `uid`, another kind or
@@ -131,7 +133,7 @@ class Admission:
 
     @classmethod
     def errored(cls, message: str) -> "Admission":
-        """Not decided (a failed lookup, an error): the API server's failurePolicy decides."""
+        """Not decided (a failed lookup, an error): the write fails with code 500."""
         return cls(False, "Errored", message, code=500)
 
     @classmethod
@@ -151,7 +153,7 @@ class Validator(Protocol):
 class AdmitOnError:
     """Opt-in for `validator`: what it cannot decide (it raises, runs out of time, or
     answers `Admission.errored`) is admitted with a warning (reason `Unverified`)
-    instead of answered as errored for the API server's failurePolicy to decide."""
+    instead of answered as errored (a failed write)."""
 
     validator: Validator
 
