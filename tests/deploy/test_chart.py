@@ -63,10 +63,7 @@ def test_helm_lint(tmp_path: Path, everything: bool) -> None:
         ({"webhook": {"existingSecret": "mine"}}, "webhook.caBundle is required"),
         ({"agent": {"extraCapabilities": ["sys_resource"]}}, "/agent/extraCapabilities/0"),
         ({"metrics": {"readers": [{"name": "prometheus"}]}}, "missing property 'namespace'"),
-        (
-            {"agent": {"enabled": True}, "monitoring": {"podMonitor": {"enabled": True}}},
-            "monitoring.podMonitor.tokenSecret.name is required with metrics.secure",
-        ),
+        ({"webhook": {"certManager": {"injectCAFrom": "no-slash"}}}, "/injectCAFrom"),
     ],
 )
 def test_schema_rejects_bad_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
@@ -75,12 +72,15 @@ def test_schema_rejects_bad_values(tmp_path: Path, values: dict[str, Any], messa
     assert message in str(error.value)
 
 
-def _containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(workload name, pod spec, container) for every container of every workload."""
+def _containers(
+    objects: list[dict[str, Any]], *, pods: bool = False
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(workload name, pod spec, container) for every container of every workload (and
+    of every bare Pod, `helm test`'s, with `pods`)."""
     found = []
     for obj in objects:
-        if obj["kind"] in ("Deployment", "DaemonSet"):
-            pod = obj["spec"]["template"]["spec"]
+        if obj["kind"] in ("Deployment", "DaemonSet") or (pods and obj["kind"] == "Pod"):
+            pod = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
             for container in pod["containers"] + pod.get("initContainers", []):
                 found.append((obj["metadata"]["name"], pod, container))
     return found
@@ -88,8 +88,8 @@ def _containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]
 
 def test_no_container_is_privileged_unbounded_or_root_without_reason(tmp_path: Path) -> None:
     objects = render("-f", str(values_file(tmp_path, EVERYTHING_ON)))
-    containers = _containers(objects)
-    assert {c["name"] for _, _, c in containers} == {"operator", "agent"}
+    containers = _containers(objects, pods=True)
+    assert {c["name"] for _, _, c in containers} == {"operator", "agent", "helm-test"}
     for workload, pod, container in containers:
         security = container.get("securityContext") or {}
         assert security.get("privileged") is False, workload
@@ -173,7 +173,9 @@ def test_metrics_are_secure_and_only_the_readers_are_granted(tmp_path: Path) -> 
     binding = objects[("ClusterRoleBinding", "wukong-metrics-reader")]
     assert binding["roleRef"]["name"] == "wukong-metrics-reader"
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}
+        {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"},
+        # The ServiceMonitor's own token (tests/deploy/test_chart_operations.py).
+        {"kind": "ServiceAccount", "name": "wukong-metrics-scraper", "namespace": "ops"},
     ]
     assert _metrics_flags(list(objects.values())) == {
         "operator": ["--metrics-bind=:8080", "--metrics-secure"],
@@ -184,7 +186,10 @@ def test_metrics_are_secure_and_only_the_readers_are_granted(tmp_path: Path) -> 
         assert annotations["prometheus.io/scheme"] == "https", workload
     (endpoint,) = objects[("ServiceMonitor", "wukong")]["spec"]["endpoints"]
     assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
-    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "wukong-metrics-scraper-token", "key": "token"},
+    }
     (pod_endpoint,) = objects[("PodMonitor", "wukong-agent")]["spec"]["podMetricsEndpoints"]
     assert pod_endpoint["scheme"] == "https"
     assert pod_endpoint["authorization"] == {

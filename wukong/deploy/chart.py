@@ -12,6 +12,7 @@ Generated into `deploy/chart/wukong/`:
 `kubectl apply`, except the admission webhook: its serving certificate must be
 made per install (the chart generates one), never committed, so the bundle has
 it off (`--webhook-bind=0`; the controller still reports what it would reject).
+It leaves out the `helm test` hooks too: they check a release, not run in one.
 """
 
 import subprocess
@@ -64,6 +65,8 @@ def render_bundle(helm: Path, chart_dir: Path = CHART_DIR) -> str:
         "--namespace",
         BUNDLE_NAMESPACE,
         "--include-crds",
+        # `helm test`'s pod checks a release; applied as a manifest it would just run.
+        "--skip-tests",
         "--set",
         "webhook.enabled=false",
     )
