@@ -327,6 +327,19 @@ async def test_an_update_with_a_value_that_cannot_be_read_is_denied_naming_the_f
             "spec.networks[0].nadName: must be a string",
         ),
         ({**wukong(), "metadata": {"name": 5}}, "metadata.name: must be a string"),
+        # Names it would look up, which would otherwise become other API paths.
+        (
+            wukong(networks=[{"name": "a", "nadName": ".."}]),
+            "spec.networks[0].nadName: '..' is not an object name",
+        ),
+        (
+            wukong(networks=[{"name": "a", "nadName": "nad\n"}]),
+            "spec.networks[0].nadName: 'nad\\n' is not an object name",
+        ),
+        (
+            wukong(disks=[{"name": "a", "size": "1Gi", "storageClassName": "../secrets/x"}]),
+            "spec.disks[0].storageClassName: '../secrets/x' is not an object name",
+        ),
     ],
 )
 async def test_other_values_that_cannot_be_read_are_denied_naming_the_field(
@@ -407,3 +420,30 @@ async def test_another_wukongs_network_attachment_definition_cannot_be_reused(
     again = wukong(uid="uid-new", networks=[{"name": "b", "nadName": "mine-data"}])
     answer = await webhook.validate(request(again, operation="CREATE", client=api))
     assert answer.reason == "NetworkAttachmentDefinitionOfAnotherWukong"
+
+
+async def test_a_request_in_no_namespace_that_can_exist_is_malformed(api: Client) -> None:
+    obj = wukong()
+    obj["metadata"]["namespace"] = ".."
+    answer = await admission().validate(
+        AdmissionRequest(
+            **{**request(obj, operation="CREATE", client=api).__dict__, "namespace": None}
+        )
+    )
+    assert (answer.reason, answer.message) == (
+        "Invalid",
+        "metadata.namespace: not a namespace's name",
+    )
+    answer = await admission().validate(
+        AdmissionRequest(
+            **{**request(wukong(), operation="CREATE", client=api).__dict__, "namespace": "a/b"}
+        )
+    )
+    assert (answer.reason, answer.code) == ("Malformed", 400)
+
+
+async def test_a_wukong_being_deleted_is_admitted_whatever_its_values(api: Client) -> None:
+    obj = wukong(disks=[{"name": "root", "size": "1.2.3"}])
+    obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    answer = await admission().validate(request(obj, wukong(), client=api))
+    assert answer.allowed

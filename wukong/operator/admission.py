@@ -41,7 +41,7 @@ from typing import Any
 
 from wukong.operator.api import WUKONGS
 from wukong.operator.storage import claim_name, is_default_class
-from wukong.operator.validation import invalid_value
+from wukong.operator.validation import invalid_value, is_object_name
 from wukong.runtime import (
     Admission,
     AdmissionRequest,
@@ -139,16 +139,18 @@ class WukongAdmission:
         wukong = request.object
         if wukong is None:
             return Admission.malformed(f"request.object: missing for {request.operation}")
+        if (wukong.get("metadata") or {}).get("deletionTimestamp"):
+            return Admission.allow()  # never stand between a Wukong and its finalizer
         if (problem := invalid_value(wukong)) is not None:
             return Admission.deny("Invalid", problem)
-        if wukong["metadata"].get("deletionTimestamp"):
-            return Admission.allow()  # never stand between a Wukong and its finalizer
         old = request.old_object or {}
         if invalid_value(old) is not None:
             old = {}  # nothing of it can be trusted: check every reference as new
         spec: dict[str, Any] = wukong.get("spec") or {}
         old_spec: dict[str, Any] = old.get("spec") or {}
         namespace = request.namespace or wukong["metadata"].get("namespace") or ""
+        if not is_object_name(namespace):
+            return Admission.malformed(f"request.namespace: {namespace[:64]!r} is no namespace")
         unverified: list[str] = []
 
         old_nads = {n.get("nadName") for n in old_spec.get("networks") or []}

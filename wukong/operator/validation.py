@@ -13,6 +13,7 @@ never admitted nor allowed to raise.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from wukong.operator.steps import Problem
 from wukong.runtime import Object, parse_quantity
 
 IMAGE_SCHEMES = ("docker://", "http://", "https://")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ def invalid_value(wukong: Object) -> str | None:
     for key in ("name", "namespace"):
         if metadata.get(key) is not None and not isinstance(metadata[key], str):
             return f"metadata.{key}: must be a string"
+    if metadata.get("namespace") and not is_object_name(metadata["namespace"]):
+        return "metadata.namespace: not a namespace's name"
     spec = wukong.get("spec", {})
     if not isinstance(spec, dict):
         return "spec: must be an object"
@@ -98,9 +103,18 @@ def invalid_value(wukong: Object) -> str | None:
                 value = item.get(name)
                 if (required or value is not None) and not isinstance(value, str):
                     return f"{where}.{name}: must be a string"
+            # Names the webhook looks up: object names, so no path can be made of them.
+            for name in ("nadName", "storageClassName"):
+                if item.get(name) is not None and not is_object_name(item[name]):
+                    return f"{where}.{name}: {item[name][:64]!r} is not an object name"
             if key == "disks" and (problem := _quantity(item["size"])):
                 return f"{where}.size: {problem}"
     return None
+
+
+def is_object_name(name: str) -> bool:
+    """Whether `name` can name a Kubernetes object (a DNS subdomain)."""
+    return len(name) <= 253 and _DNS_SUBDOMAIN.fullmatch(name) is not None
 
 
 def _quantity(value: object) -> str | None:
