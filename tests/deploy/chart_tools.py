@@ -29,6 +29,7 @@ EVERYTHING_ON: dict[str, Any] = {
         "prometheusRule": {"enabled": True},
         "dashboards": {"enabled": True},
     },
+    "networkPolicy": {"enabled": True, "webhookFromCIDRs": ["10.0.0.0/8"]},
 }
 
 
