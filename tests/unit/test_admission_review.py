@@ -447,3 +447,20 @@ async def test_a_wukong_being_deleted_is_admitted_whatever_its_values(api: Clien
     obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     answer = await admission().validate(request(obj, wukong(), client=api))
     assert answer.allowed
+
+
+async def test_a_caller_that_goes_away_mid_body_is_counted_as_malformed(served: Served) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    writer.write(
+        b"POST /allows HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"apiVersion":'
+    )
+    await writer.drain()
+    writer.close()
+    for _ in range(100):
+        if served.recorder.reviews:
+            break
+        await asyncio.sleep(0.02)
+    (reported,) = served.recorder.reviews
+    assert (reported.code, reported.reason) == (400, "Malformed")
+    assert reported.message.startswith("the body could not be read")

@@ -273,7 +273,13 @@ class WebhookServer:
         try:
             if http.content_type != "application/json":
                 raise Malformed(f"content type {http.content_type!r}: expected application/json")
-            review, request_body = read_review(await http.read())
+            try:
+                body = await http.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise
+            except Exception as exc:  # the caller went away mid-body, or sent a broken one
+                raise Malformed(f"the body could not be read: {type(exc).__name__}") from None
+            review, request_body = read_review(body)
         except web.HTTPRequestEntityTooLarge:
             message = f"the body is larger than {MAX_BODY_BYTES} bytes"
             answer(None, Admission.malformed(message), 413)
