@@ -9,7 +9,13 @@ from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_n
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
-from wukong.operator.rbac import CLUSTER_RULES
+from wukong.operator.rbac import (
+    CLUSTER_RULES,
+    LEADER_ELECTION_RULES,
+    METRICS_AUTH_RULES,
+    Rule,
+    permissions,
+)
 from wukong.runtime import ApiCall, Client
 from wukong.runtime.apis import VIRTUAL_MACHINES
 
@@ -46,9 +52,9 @@ GRANTED_UNUSED = {
 }
 
 
-def _granted() -> set[tuple[str, str]]:
+def _granted(rules: tuple[Rule, ...] = CLUSTER_RULES) -> set[tuple[str, str]]:
     granted = set()
-    for rule in CLUSTER_RULES:
+    for rule in rules:
         plural = rule.resource.plural + (f"/{rule.subresource}" if rule.subresource else "")
         granted |= {(plural, verb) for verb in rule.verbs}
     return granted
@@ -89,3 +95,23 @@ async def test_rules_grant_exactly_what_the_controller_uses(
     used, granted = _used(run.calls), _granted()
     assert used <= granted, f"used but not granted: {sorted(used - granted)}"
     assert granted - used == GRANTED_UNUSED, f"granted, never used: {sorted(granted - used)}"
+
+
+def test_the_start_checks_ask_for_every_granted_verb() -> None:
+    for namespace in (None, "shop"):
+        required, optional = permissions(
+            namespace=namespace, lease_namespace="wukong-system", metrics_auth=True
+        )
+        asked = {
+            (p.resource.plural + (f"/{p.subresource}" if p.subresource else ""), p.verb)
+            for p in required + optional
+        }
+        everything = CLUSTER_RULES + LEADER_ELECTION_RULES + METRICS_AUTH_RULES
+        assert asked == _granted(everything)
+        # Only the Namespace watch is optional; in namespaced mode, by name.
+        assert {(p.resource.plural, p.name) for p in optional} == {("namespaces", namespace)}
+        # Namespaced kinds are asked where the operator works (one namespace, or all
+        # of them), the Lease where it lives.
+        where = {p.resource.plural: p.namespace for p in required if p.resource.namespaced}
+        assert where.pop("leases") == "wukong-system"
+        assert set(where.values()) == {namespace}

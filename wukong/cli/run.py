@@ -66,7 +66,8 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "CDI DataVolumes and a KubeVirt VirtualMachine. Every reconcile runs under a deadline "
         "and is traced (when OTEL_EXPORTER_OTLP_ENDPOINT is set) and measured (/metrics). "
         "Exits 0 on SIGTERM/SIGINT after in-flight reconciles stop, 2 when leadership is lost, "
-        "1 when it cannot start (missing CRDs or permissions, bad flags).",
+        "1 when it cannot start (missing CRDs or permissions, bad flags); the permissions it "
+        "needs are checked at start (SelfSubjectAccessReview) and every missing one named.",
     )
     run.add_argument(
         "--kubeconfig",
@@ -78,7 +79,9 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     run.add_argument(
         "--namespace",
         default=None,
-        help="reconcile Wukongs in this namespace only (default: every namespace)",
+        help="reconcile Wukongs in this namespace only (default: every namespace); nothing "
+        "outside it is listed or watched but StorageClasses and this Namespace itself, the "
+        "RBAC the chart grants with operator.watchNamespace",
     )
     run.add_argument(
         "--reconcile-timeout",

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import aiohttp
 
@@ -27,6 +27,7 @@ from wukong.metrics.server import SecureServing
 from wukong.operator.admission import add_wukong_webhook
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
+from wukong.operator.rbac import Permission, describe, permissions
 from wukong.runtime import (
     DEFAULT_RECONCILE_TIMEOUT,
     DEFAULT_SYNC_PERIOD,
@@ -47,12 +48,14 @@ from wukong.runtime.apis import (
     VIRTUAL_MACHINE_INSTANCES,
     VIRTUAL_MACHINES,
 )
-from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
+from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, Resource
 from wukong.runtime.serving import CertificateError, certificate_dir, load_serving_certificate
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How long `wukong run` waits for an unreachable API server before it gives up.
 API_SERVER_PATIENCE = 60.0
@@ -70,6 +73,15 @@ _PROVIDERS = {
     PERSISTENT_VOLUME_CLAIMS: "Kubernetes",
     STORAGE_CLASSES: "Kubernetes",
 }
+
+# Asked by any authenticated user (system:basic-user): what may I do?
+SELF_SUBJECT_ACCESS_REVIEWS = Resource(
+    group="authorization.k8s.io",
+    version="v1",
+    plural="selfsubjectaccessreviews",
+    kind="SelfSubjectAccessReview",
+    namespaced=False,
+)
 
 
 class OperatorError(UserError):
@@ -137,11 +149,19 @@ async def run_operator(settings: OperatorSettings) -> int:
         raise OperatorError("--metrics-cert-dir is for --metrics-secure (HTTPS) only")
     client = await _client(settings)
     async with client:
-        await _when_reachable(lambda: preflight(client, namespace=settings.namespace))
+        election_namespace = lease_namespace(settings) if settings.leader_elect else None
+        watch_namespace_deletion = await _when_reachable(
+            lambda: preflight(
+                client,
+                namespace=settings.namespace,
+                lease_namespace=election_namespace,
+                metrics_auth=settings.metrics_secure and settings.metrics_bind != "0",
+            )
+        )
         webhook_tls = _webhook_tls(settings)
         election = (
-            LeaderElectionConfig(name=LEASE_NAME, namespace=lease_namespace(settings))
-            if settings.leader_elect
+            LeaderElectionConfig(name=LEASE_NAME, namespace=election_namespace)
+            if election_namespace
             else None
         )
         metrics = RuntimeMetrics()
@@ -161,6 +181,7 @@ async def run_operator(settings: OperatorSettings) -> int:
             on_lease_loss=settings.on_lease_loss,
             webhook_bind=settings.webhook_bind if webhook_tls is not None else None,
             webhook_tls=webhook_tls,
+            cancel_on_namespace_deletion=watch_namespace_deletion,
         )
         if webhook_tls is not None:
             add_wukong_webhook(manager, admit_on_error=settings.webhook_admit_on_error)
@@ -230,32 +251,71 @@ def _webhook_tls(settings: OperatorSettings) -> ssl.SSLContext | None:
         raise OperatorError(f"the webhook's certificate: {exc}") from exc
 
 
-async def preflight(client: Client, *, namespace: str | None) -> None:
-    """Fail with one line naming what is missing, before any informer starts."""
-    missing, forbidden = [], []
+async def preflight(
+    client: Client,
+    *,
+    namespace: str | None,
+    lease_namespace: str | None = None,
+    metrics_auth: bool = False,
+) -> bool:
+    """Fail with one line naming what is missing, before any informer starts: every
+    permission the operator needs (SelfSubjectAccessReviews of `rbac.permissions`),
+    then every API it reads. True when the optional Namespace watch is permitted;
+    when it is not, says so in one WARNING."""
+    required, optional = permissions(
+        namespace=namespace, lease_namespace=lease_namespace, metrics_auth=metrics_auth
+    )
+    allowed = await asyncio.gather(*(_allowed(client, p) for p in required + optional))
+    denied = [p for p, ok in zip(required + optional, allowed, strict=True) if not ok]
+    missing = [p for p in denied if p in required]
+    if missing:
+        raise OperatorError(
+            f"the operator's identity may not: {describe(missing)} "
+            "(install the chart's RBAC, see deploy/)"
+        )
+    if denied:
+        log.warning(
+            "the operator's identity may not %s: a deleted namespace's reconciles in flight "
+            "run on until their deadline instead of stopping at once",
+            describe(denied),
+        )
+    await _served(client, namespace=namespace)
+    return not denied
+
+
+async def _allowed(client: Client, permission: Permission) -> bool:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": permission.resource_attributes()},
+    }
+    try:
+        answer = await client.create(SELF_SUBJECT_ACCESS_REVIEWS, review, timeout=10)
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status == 429:
+            raise  # the server is not ready: the caller waits for it
+        raise OperatorError(f"cannot check the operator's permissions: {exc.message}") from exc
+    return bool((answer.get("status") or {}).get("allowed"))
+
+
+async def _served(client: Client, *, namespace: str | None) -> None:
+    """Every API the controller reads is served (its permissions are checked already)."""
+    missing = []
     for resource, provider in _PROVIDERS.items():
         scope = namespace if resource.namespaced else None
         try:
-            await client.list(resource, namespace=scope, timeout=10)
+            await client.list(resource, namespace=scope, limit=1, timeout=10)
         except NotFound:
             missing.append(f"{resource.plural}.{resource.group or 'core'} ({provider})")
         except ApiError as exc:
             if exc.status >= 500 or exc.status == 429:
-                raise  # the server is not ready: the caller waits for it
-            if exc.status != 403:
-                raise OperatorError(f"cannot list {resource.plural}: {exc.message}") from exc
-            forbidden.append(f"list {resource.plural}.{resource.group or 'core'}")
+                raise
+            raise OperatorError(f"cannot list {resource.plural}: {exc.message}") from exc
     if missing:
         raise OperatorError(f"the API server does not serve: {', '.join(missing)}")
-    if forbidden:
-        raise OperatorError(
-            "the operator's identity may not: "
-            + ", ".join(forbidden)
-            + " (install the chart's RBAC, see deploy/)"
-        )
 
 
-async def _when_reachable(check: Callable[[], Awaitable[None]]) -> None:
+async def _when_reachable(check: Callable[[], Awaitable[T]]) -> T:
     """Run `check` once the API server answers: a pod starting while the server
     restarts waits for it (as client-go does), instead of crash-looping."""
     loop = asyncio.get_running_loop()

@@ -81,6 +81,7 @@ class Informer:
         resource: Resource,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         watch_timeout_seconds: int = 300,
         inactivity_timeout: float = 90.0,
         resync_period: float | None = None,
@@ -103,6 +104,7 @@ class Informer:
         self.watch_list = watch_list
         self._client = client
         self._label_selector = label_selector
+        self._field_selector = field_selector
         self._watch_timeout = watch_timeout_seconds
         self._inactivity_timeout = inactivity_timeout
         self._resync_period = resync_period
@@ -214,6 +216,7 @@ class Informer:
             timeout_seconds=timeout,
             inactivity_timeout=self._inactivity_timeout,
             label_selector=self._label_selector,
+            field_selector=self._field_selector,
             send_initial_events=True,
         )
         try:
@@ -255,6 +258,7 @@ class Informer:
                 self.resource,
                 namespace=self.namespace,
                 label_selector=self._label_selector,
+                field_selector=self._field_selector,
                 limit=self._page_size,
                 continue_token=continue_token,
                 timeout=60,
@@ -289,6 +293,7 @@ class Informer:
             timeout_seconds=timeout,
             inactivity_timeout=self._inactivity_timeout,
             label_selector=self._label_selector,
+            field_selector=self._field_selector,
         ):
             self._apply_event(event)
 

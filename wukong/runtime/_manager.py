@@ -37,6 +37,13 @@ Namespaces are tenants. Each controller's queue serves namespaces round-robin
 (`ControllerOptions.fair_namespaces`), and every reconcile runs in its
 namespace's scope (`_scopes`): when a namespace is deleted, the manager
 cancels the reconciles in flight there, with reason `deleted`, and no others.
+It learns of deletions from a watch on Namespaces: every Namespace, or with
+`namespace` set only that one (`fieldSelector=metadata.name=<namespace>`,
+which RBAC grants by `resourceNames`), so a namespaced manager never lists or
+watches outside its namespace. That watch is an optimisation, not a need: an
+identity that may not make it (`cancel_on_namespace_deletion=False`, or a 403)
+leaves a deleted namespace's reconciles to end by their deadline, with one
+WARNING, and the manager runs on.
 
 Observers. `Manager(observers=[...])` registers `RuntimeObserver`s once; the
 manager fans every event out to them: its client's API calls (`self.client`
@@ -106,6 +113,7 @@ class Manager:
         webhook_tls: ssl.SSLContext | None = None,
         freeze_startup_heap: bool = True,
         watch_list: bool = True,
+        cancel_on_namespace_deletion: bool = True,
     ) -> None:
         if reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
@@ -136,7 +144,9 @@ class Manager:
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[RunningController] = []
         self._scopes = NamespaceScopes()
-        self._watching_namespaces = False
+        self._cancel_on_namespace_deletion = cancel_on_namespace_deletion
+        # Not one of the shared informers: it may be refused without stopping the manager.
+        self._namespace_informer: Informer | None = None
         self._stop = asyncio.Event()
         self._started = False  # controllers' workers run
         self._stopping = False
@@ -200,9 +210,8 @@ class Manager:
 
     def _watch_namespaces(self) -> None:
         """Cancel a namespace's reconciles in flight (reason `deleted`) once it is deleted."""
-        if self._watching_namespaces:
+        if self._namespace_informer is not None or not self._cancel_on_namespace_deletion:
             return
-        self._watching_namespaces = True
 
         def on_update(old: Object, new: Object) -> None:
             if new["metadata"].get("deletionTimestamp") and not old["metadata"].get(
@@ -210,9 +219,35 @@ class Manager:
             ):
                 self._namespace_deleted(new)
 
-        self.informer(NAMESPACES).add_handler(
-            EventHandler(on_update=on_update, on_delete=self._namespace_deleted)
+        informer = Informer(
+            client=self.client,
+            resource=NAMESPACES,
+            field_selector=f"metadata.name={self.namespace}" if self.namespace else None,
+            watch_list=self.watch_list,
+            observer=self._observer,
         )
+        informer.add_handler(EventHandler(on_update=on_update, on_delete=self._namespace_deleted))
+        self._namespace_informer = informer
+        if self._informer_tasks is not None:
+            self._start_namespace_informer(informer)
+
+    def _start_namespace_informer(self, informer: Informer) -> None:
+        assert self._informer_tasks is not None
+        self._informer_tasks.append(
+            asyncio.create_task(self._run_namespace_informer(informer), name="informer namespaces")
+        )
+
+    async def _run_namespace_informer(self, informer: Informer) -> None:
+        try:
+            await informer.run()
+        except ApiError as exc:  # 403 above all: the identity may not watch Namespaces
+            which = f"namespace {self.namespace}" if self.namespace else "namespaces"
+            log.warning(
+                "cannot watch %s (%s): a deleted namespace's reconciles run on until their "
+                "deadline",
+                which,
+                exc.message,
+            )
 
     def _namespace_deleted(self, namespace: Object) -> None:
         name = namespace["metadata"]["name"]
@@ -284,6 +319,8 @@ class Manager:
         self._informer_tasks = informer_tasks
         for resource, informer in self._informers.items():
             self._start_informer(resource, informer)
+        if self._namespace_informer is not None:
+            self._start_namespace_informer(self._namespace_informer)
         reason = CancelReason.SHUTDOWN
         try:
             if not await self._until_stopped(self._wait_synced(informer_tasks)):
