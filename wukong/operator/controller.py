@@ -16,6 +16,11 @@ gap: a label that is missing or edited loses the event):
 So deleting a NetworkAttachmentDefinition a Wukong only references, or a
 StorageClass starting to allow expansion, reconciles exactly the Wukongs that
 use it.
+
+Every kind but StorageClass is namespaced, so with `--namespace` the informers
+list and watch that namespace only; StorageClasses are the one cluster-wide
+read (read-only, see `rbac.CLUSTER_READ_RULES`), next to the manager's watch
+of the Namespace itself by name.
 """
 
 from wukong.operator.api import WUKONGS

@@ -1,7 +1,10 @@
 """The operator process (`wukong run`): the Wukong controller with everything around it.
 
 It wires, in this order: the API client (in-cluster, or a kubeconfig), a
-preflight check that every API the controller uses is served and permitted,
+preflight check that every permission it needs is granted (a
+SelfSubjectAccessReview for each verb, resource and namespace of
+`rbac.permissions`; all missing ones named in one line) and every API the
+controller uses is served,
 the manager (leader election, health endpoints, reconcile deadline), the
 Wukong controller, tracing (when OTEL_EXPORTER_OTLP_ENDPOINT is set) and
 metrics (served on `metrics_bind`). It runs until SIGTERM/SIGINT (exit 0) or
