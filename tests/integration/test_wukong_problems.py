@@ -31,7 +31,7 @@ CASES: dict[str, tuple[Object, str, str]] = {
     "taken-nad": (
         {"networks": [{"name": "net", "config": '{"type": "bridge"}'}]},
         "NetworksConfigured",
-        "NetworkConflict",
+        "NameConflict",
     ),
     "no-class": (
         {"disks": [{"name": "root", "size": "1Gi", "storageClassName": "gold"}]},
@@ -51,7 +51,7 @@ CASES: dict[str, tuple[Object, str, str]] = {
     "taken-claim": (
         {"disks": [{"name": "root", "size": "1Gi"}]},
         "VolumesBound",
-        "ClaimConflict",
+        "NameConflict",
     ),
     "crash": ({"disks": [{"name": "root", "size": "1Gi"}]}, "Ready", "VirtualMachineFailed"),
 }

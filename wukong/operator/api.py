@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from wukong.operator.names import child_name_rule
 from wukong.operator.schema import Schema, spec_field
 from wukong.runtime.resources import Resource
 
@@ -56,9 +57,11 @@ class NetworkSpec:
     }
 
     name: str = spec_field(
-        description="Network name, unique within the Wukong (a DNS label).",
+        description="Network name, unique within the Wukong: lowercase letters and digits "
+        "(a DNS label without '-').",
         pattern=_DNS_LABEL,
         maxLength=63,
+        **{"x-kubernetes-validations": [child_name_rule("network")]},
     )
     nad_name: str | None = spec_field(
         description="Reuse this existing NetworkAttachmentDefinition in the Wukong's namespace. "
@@ -78,11 +81,25 @@ class NetworkSpec:
 class DiskSpec:
     """A disk: a PersistentVolumeClaim, or a CDI DataVolume when `image` is set."""
 
+    # `self == oldSelf` on a field only runs when both have it; these also
+    # refuse adding or removing the field on an existing disk.
+    SCHEMA: ClassVar[Schema] = {
+        "x-kubernetes-validations": [
+            {
+                "rule": f"has(self.{field}) == has(oldSelf.{field})",
+                "message": f"{field} is immutable: it cannot be added to or removed from an "
+                "existing disk",
+            }
+            for field in ("image", "storageClassName")
+        ]
+    }
+
     name: str = spec_field(
-        description="Disk name, unique within the Wukong (a DNS label); the claim is "
-        "named <wukong>-<name>.",
+        description="Disk name, unique within the Wukong: lowercase letters and digits "
+        "(a DNS label without '-'); the claim is named <wukong>-<name>.",
         pattern=_DNS_LABEL,
         maxLength=63,
+        **{"x-kubernetes-validations": [child_name_rule("disk")]},
     )
     size: str = spec_field(
         description="Requested capacity, e.g. 10Gi. It may grow (the claim is expanded) "

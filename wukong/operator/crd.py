@@ -5,6 +5,7 @@ from typing import Any
 import yaml
 
 from wukong.operator.api import GROUP, KIND, VERSION, WUKONGS, WukongSpec, WukongStatus
+from wukong.operator.names import NAME_RULES
 from wukong.operator.schema import schema_of
 
 
@@ -45,6 +46,7 @@ def wukong_crd() -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": "A virtual machine with its networks and disks.",
+                            "x-kubernetes-validations": NAME_RULES,
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -1,4 +1,4 @@
-"""Deleting a Wukong: take down what it created, in seed 001's order, then let it go.
+"""Deleting a Wukong: take down what it created, in order, then let it go.
 
 Order, each step begun only once the ones before it are done:
 
@@ -37,24 +37,27 @@ worker at a time. What the read finds that the cache missed is deleted too.
 A deletion of a converged Wukong thus reads nothing live; after a restart,
 what is already gone is read once more.
 
-Seed 004's first bug was a finalizer that waited for dependents that would
-never go. Here nothing blocks removal except a VM (or its VMI) of ours still
+A finalizer that waits for dependents that will never go keeps its object
+forever. Here nothing blocks removal except a VM (or its VMI) of ours still
 shutting down, and that only for `VM_DELETION_PATIENCE`; a step that waits
 says why (`FinalizeResult.waiting`, an event). Disks and networks are not
 waited for once their deletes are accepted (a claim in use elsewhere keeps
 its `pvc-protection` finalizer as long as it likes). A dependent that is
 already gone, was never created, belongs to someone else (another controller
 uid), or whose API is not served any more (KubeVirt's or CDI's CRDs removed)
-is skipped.
+is skipped. Every delete names the uid it means (`preconditions.uid`): a
+stale cache never deletes a same-named replacement.
 """
 
 import datetime
 from dataclasses import dataclass, field
 
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
+from wukong.operator.names import is_label_value
 from wukong.operator.networks import created_nad_name
 from wukong.operator.storage import claim_name
 from wukong.runtime import (
+    Conflict,
     EventRecorder,
     NotFound,
     Object,
@@ -278,10 +281,16 @@ class Finalizer:
         metadata = obj["metadata"]
         _take_time(ctx)
         try:
-            await ctx.client.delete(resource, metadata["name"], namespace=metadata["namespace"])
+            await ctx.client.delete(
+                resource,
+                metadata["name"],
+                namespace=metadata["namespace"],
+                precondition_uid=metadata["uid"],
+            )
             deleted_now = True
-        except NotFound:
-            deleted_now = False  # gone already: nothing to report
+        except (NotFound, Conflict):
+            # Gone already, or replaced by another object of the name (not ours).
+            deleted_now = False
         progress.deleted.add(metadata["uid"])
         if deleted_now:
             # Recorded at once: a later cut-off must not lose it (the delete is not redone).
@@ -371,11 +380,12 @@ async def _list_labelled(ctx: ReconcileContext, resource: Resource, wukong: Obje
     # The server cannot select by owner; the label is the closest it can (what
     # a Wukong creates carries it), and ownership is checked on what it returns.
     metadata = wukong["metadata"]
+    # A name that is no label value (a Wukong stored before the CRD refused
+    # such names) cannot select; then the whole namespace is read.
+    selector = f"{WUKONG_LABEL}={metadata['name']}" if is_label_value(metadata["name"]) else None
     try:
         listed = await ctx.client.list(
-            resource,
-            namespace=metadata["namespace"],
-            label_selector=f"{WUKONG_LABEL}={metadata['name']}",
+            resource, namespace=metadata["namespace"], label_selector=selector
         )
     except NotFound:
         return []  # the API is not served (any more): nothing of it can be left

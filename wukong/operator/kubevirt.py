@@ -5,6 +5,10 @@ ready, and is kept in line with the spec (cpu, memory, running, networks,
 disks) by a merge patch of its spec when it differs. Its instance (VMI) is
 where the truth about the guest lives: phase, node and addresses.
 
+Only a VM the Wukong controls is patched, and only an instance that VM
+controls is read as the guest (`owned_guest`): a VM or VMI of the Wukong's
+name made by someone else is a `NameConflict`, left exactly as it is.
+
 A live migration (a VirtualMachineInstanceMigration naming the VMI) is
 active until its phase is `Succeeded` or `Failed`; meanwhile the VMI keeps
 running on its source node and `migrationState` names the target node once
@@ -15,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wukong.operator.api import WUKONG_LABEL
-from wukong.operator.owned import create_once, owned_object
+from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem
-from wukong.runtime import Invalid, Object, ReconcileContext
-from wukong.runtime.apis import VIRTUAL_MACHINES
+from wukong.runtime import Invalid, Object, ReconcileContext, is_controlled_by
+from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
 
 
 def desired_spec(
@@ -62,6 +66,27 @@ def desired_spec(
     }
 
 
+@dataclass(frozen=True)
+class OwnedGuest:
+    """The Wukong's own VM and instance (None where there is none of its own)."""
+
+    vm: Object | None
+    vmi: Object | None
+    conflict: Problem | None
+
+
+def owned_guest(wukong: Object, vm: Object | None, vmi: Object | None) -> OwnedGuest:
+    """Keep only the VM the Wukong controls and the instance that VM controls."""
+    if vm is not None and not is_controlled_by(vm, wukong):
+        return OwnedGuest(None, None, name_conflict("the VM", VIRTUAL_MACHINES, vm))
+    if vmi is not None and (vm is None or not is_controlled_by(vmi, vm)):
+        # Without a VM of ours yet, an instance cannot be ours (KubeVirt makes it
+        # from the VM); with one, an instance it does not control is someone else's.
+        conflict = name_conflict("the VM", VIRTUAL_MACHINE_INSTANCES, vmi) if vm else None
+        return OwnedGuest(vm, None, conflict)
+    return OwnedGuest(vm, vmi, None)
+
+
 @dataclass
 class VirtualMachineResult:
     problem: Problem | None = None
@@ -71,6 +96,7 @@ class VirtualMachineResult:
 async def ensure_virtual_machine(
     ctx: ReconcileContext, wukong: Object, existing: Object | None, spec: dict[str, Any]
 ) -> VirtualMachineResult:
+    """Create the VM, or patch `existing` (the Wukong's own: see `owned_guest`) to `spec`."""
     result = VirtualMachineResult()
     metadata = wukong["metadata"]
     try:
@@ -79,8 +105,9 @@ async def ensure_virtual_machine(
             if await create_once(ctx, VIRTUAL_MACHINES, body):
                 result.changes.append(("Created", f"Created VirtualMachine {metadata['name']}"))
         elif not _contains(existing.get("spec") or {}, spec):
+            patch = {**optimistic_lock(existing), "spec": spec}
             await ctx.client.patch(
-                VIRTUAL_MACHINES, metadata["name"], {"spec": spec}, namespace=metadata["namespace"]
+                VIRTUAL_MACHINES, metadata["name"], patch, namespace=metadata["namespace"]
             )
             result.changes.append(("Updated", f"Updated VirtualMachine {metadata['name']}"))
     except Invalid as exc:

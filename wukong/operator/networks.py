@@ -6,19 +6,33 @@ with `config` gets `<wukong>-<network>`, created with the Wukong as its
 controller owner, and kept equal to the network's `config`: an edit of the
 config reaches the NetworkAttachmentDefinition (pods attached before keep the
 old one until they restart, as with Multus itself). A NetworkAttachmentDefinition
-of that name that someone else owns is reported, not taken over.
+of that name that the Wukong does not control is a `NameConflict`, never
+taken over. A `nadName` naming a NetworkAttachmentDefinition that another
+Wukong created is refused (admission denies it; the controller reports
+`NetworkOwnedByWukong`): that one goes when its Wukong is deleted.
 """
 
 from typing import Any
 
-from wukong.operator.owned import create_once, owned_object
+from wukong.operator.api import WUKONGS
+from wukong.operator.names import child_name
+from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem, StepResult
 from wukong.runtime import Invalid, Object, ReconcileContext, Store, is_controlled_by
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 
 
 def created_nad_name(wukong: Object, network: dict[str, Any]) -> str:
-    return f"{wukong['metadata']['name']}-{network['name']}"
+    return child_name(wukong["metadata"]["name"], network["name"])
+
+
+def wukong_controller(obj: Object) -> str | None:
+    """The name of the Wukong that controls `obj`, if a Wukong does."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == WUKONGS.kind:
+            if str(ref.get("apiVersion", "")).split("/")[0] == WUKONGS.group:
+                return str(ref.get("name"))
+    return None
 
 
 async def ensure_networks(ctx: ReconcileContext, wukong: Object, *, nads: Store) -> StepResult:
@@ -27,11 +41,19 @@ async def ensure_networks(ctx: ReconcileContext, wukong: Object, *, nads: Store)
     for network in wukong["spec"].get("networks") or []:
         if network.get("nadName"):
             name = network["nadName"]
-            if nads.get_by_name(namespace, name) is None:
+            reused = nads.get_by_name(namespace, name)
+            if reused is None:
                 result.problem = result.problem or Problem(
                     "NetworkNotFound",
                     f"network {network['name']}: NetworkAttachmentDefinition "
                     f"{namespace}/{name} does not exist",
+                )
+            elif (owner := wukong_controller(reused)) is not None:
+                result.problem = result.problem or Problem(
+                    "NetworkOwnedByWukong",
+                    f"network {network['name']}: NetworkAttachmentDefinition {name} was created "
+                    f"by Wukong {owner} and goes when it is deleted; give this Wukong its own "
+                    "config, or reuse a NetworkAttachmentDefinition no Wukong created",
                 )
             result.statuses.append({"name": network["name"], "nadName": name, "created": False})
             continue
@@ -40,10 +62,8 @@ async def ensure_networks(ctx: ReconcileContext, wukong: Object, *, nads: Store)
         problem = None
         existing = nads.get_by_name(namespace, name)
         if existing is not None and not is_controlled_by(existing, wukong):
-            problem = Problem(
-                "NetworkConflict",
-                f"network {network['name']}: NetworkAttachmentDefinition {name} exists and "
-                "belongs to someone else; rename the network or reuse it with nadName",
+            problem = name_conflict(
+                f"network {network['name']}", NETWORK_ATTACHMENT_DEFINITIONS, existing
             )
         if problem is None and existing is None:
             problem = await _create(ctx, wukong, network, name, result)
@@ -78,7 +98,7 @@ async def _update(
     if (existing.get("spec") or {}).get("config") == network["config"]:
         return None
     metadata = existing["metadata"]
-    patch = {"spec": {"config": network["config"]}}
+    patch = {**optimistic_lock(existing), "spec": {"config": network["config"]}}
     try:
         await ctx.client.patch(
             NETWORK_ATTACHMENT_DEFINITIONS, metadata["name"], patch, namespace=metadata["namespace"]

@@ -1,4 +1,4 @@
-"""The Wukong reconciler: seed 001's steps, non-blocking and idempotent.
+"""The Wukong reconciler: its steps in order, non-blocking and idempotent.
 
     finalizer -> initial status -> validate -> networks -> disks ->
     VirtualMachine -> status from the VMI (and a live migration) ->
@@ -33,11 +33,13 @@ from wukong.operator.kubevirt import (
     desired_spec,
     ensure_virtual_machine,
     guest_status,
+    owned_guest,
 )
+from wukong.operator.names import name_problem
 from wukong.operator.networks import ensure_networks
 from wukong.operator.steps import Problem, StepResult
 from wukong.operator.storage import DiskReconciler
-from wukong.operator.validation import validate
+from wukong.operator.validation import SpecProblems, validate
 from wukong.runtime import (
     ApiError,
     Conflict,
@@ -136,6 +138,9 @@ class WukongReconciler:
     async def _converge_steps(self, ctx: ReconcileContext, wukong: Object) -> Result:
         namespace, name = wukong["metadata"]["namespace"], wukong["metadata"]["name"]
         invalid = validate(wukong["spec"])
+        if (unfit := name_problem(wukong)) is not None:
+            # No derived name would be valid: create nothing, say why.
+            invalid = SpecProblems(networks=Problem(*unfit), disks=Problem(*unfit))
         networks = (
             StepResult(problem=invalid.networks)
             if invalid.networks
@@ -149,21 +154,28 @@ class WukongReconciler:
             else await self._disks.ensure(ctx, wukong)
         )
         changes = [*networks.changes, *volumes.changes]
-        vm = self._caches.virtual_machines.get_by_name(namespace, name)
-        problem = networks.problem or volumes.problem
-        vm_exists = vm is not None
+        own = owned_guest(
+            wukong,
+            self._caches.virtual_machines.get_by_name(namespace, name),
+            self._caches.virtual_machine_instances.get_by_name(namespace, name),
+        )
+        problem = networks.problem or volumes.problem or own.conflict
+        vm_exists = own.vm is not None
         if problem is None and networks.ready and volumes.ready:
             spec = desired_spec(wukong, networks=networks.statuses, volumes=volumes.statuses)
-            outcome = await ensure_virtual_machine(ctx, wukong, vm, spec)
+            outcome = await ensure_virtual_machine(ctx, wukong, own.vm, spec)
             changes += outcome.changes
             problem = outcome.problem
             vm_exists = vm_exists or problem is None
-        vmi = self._caches.virtual_machine_instances.get_by_name(namespace, name)
-        guest = guest_status(vmi)
+        guest = guest_status(own.vmi)
         if problem is None:
             problem = _guest_problem(guest)
-        migrations = self._caches.virtual_machine_instance_migrations.by_index(
-            MIGRATIONS_BY_VMI, f"{namespace}/{name}"
+        migrations = (
+            self._caches.virtual_machine_instance_migrations.by_index(
+                MIGRATIONS_BY_VMI, f"{namespace}/{name}"
+            )
+            if own.vmi is not None
+            else []
         )
         status = _status(
             wukong,
@@ -172,7 +184,7 @@ class WukongReconciler:
             problem=problem,
             vm_name=name if vm_exists else None,
             guest=guest,
-            migration=active_migration(vmi, migrations),
+            migration=active_migration(own.vmi, migrations),
         )
         await self._write_status(ctx, wukong, status)
         for reason, message in changes:

@@ -1,4 +1,4 @@
-"""Disks: one claim per disk, named `<wukong>-<disk>`, as seed 002 describes.
+"""Disks: one claim per disk, named `<wukong>-<disk>` (see `names`).
 
 A disk without `image` is a PersistentVolumeClaim; with `image` it is a CDI
 DataVolume (CDI makes the claim of the same name and imports into it). Both
@@ -28,7 +28,8 @@ when the StorageClass or the claim changes.
 from dataclasses import dataclass
 from typing import Any
 
-from wukong.operator.owned import create_once, owned_object
+from wukong.operator.names import child_name
+from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem, StepResult
 from wukong.runtime import (
     ApiError,
@@ -50,7 +51,7 @@ _DATA_VOLUME_READY = frozenset({"Succeeded", "PendingPopulation", WAIT_FOR_FIRST
 
 
 def claim_name(wukong: Object, disk: dict[str, Any]) -> str:
-    return f"{wukong['metadata']['name']}-{disk['name']}"
+    return child_name(wukong["metadata"]["name"], disk["name"])
 
 
 def storage_class_key(class_name: str | None) -> str:
@@ -113,10 +114,7 @@ class DiskReconciler:
             result.waiting = result.waiting or f"claim {name} is being created"
             return await self._create(ctx, wukong, disk, resource, name, result)
         if not is_controlled_by(existing, wukong):
-            return Problem(
-                "ClaimConflict",
-                f"disk {disk['name']}: {resource.kind} {name} exists and belongs to someone else",
-            )
+            return name_conflict(f"disk {disk['name']}", resource, existing)
         observed = existing.get("status") or {}
         status["phase"] = observed.get("phase") or "Pending"
         if disk.get("image"):
@@ -127,10 +125,12 @@ class DiskReconciler:
         status["bound"] = readiness.ready
         if readiness.waiting:
             result.waiting = result.waiting or readiness.waiting
-        # A DataVolume's claim has the DataVolume's name; expanding the claim is
-        # how both are grown.
+        # A DataVolume's claim has the DataVolume's name (and CDI makes the
+        # DataVolume its controller); expanding the claim is how both are grown.
         claim = self._claims.get_by_name(namespace, name)
-        if claim is not None:
+        if claim is not None and (
+            is_controlled_by(claim, wukong) or is_controlled_by(claim, existing)
+        ):
             capacity = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
             status["capacity"] = capacity
             await self._expand(ctx, disk, claim, result)
@@ -238,7 +238,10 @@ class DiskReconciler:
                 Problem("ExpansionPending", f"{what} until it is bound (expanded once bound)")
             )
             return
-        patch = {"spec": {"resources": {"requests": {"storage": disk["size"]}}}}
+        patch = {
+            **optimistic_lock(claim),
+            "spec": {"resources": {"requests": {"storage": disk["size"]}}},
+        }
         try:
             await ctx.client.patch(
                 PERSISTENT_VOLUME_CLAIMS, name, patch, namespace=metadata["namespace"]

@@ -377,11 +377,20 @@ class Client:
         *,
         namespace: str | None = None,
         propagation_policy: str | None = None,
+        precondition_uid: str | None = None,
         timeout: float | None = None,
     ) -> Object:
+        """Delete `name`. With `precondition_uid`, only the object of that uid: if the
+        name now belongs to a replacement, the server refuses with `Conflict`."""
         path = resource.path(namespace=namespace, name=name)
-        body = {"propagationPolicy": propagation_policy} if propagation_policy else None
-        return await self._call(_DELETE, resource, namespace, path, body=body, timeout=timeout)
+        body: dict[str, Any] = {}
+        if propagation_policy:
+            body["propagationPolicy"] = propagation_policy
+        if precondition_uid:
+            body["preconditions"] = {"uid": precondition_uid}
+        return await self._call(
+            _DELETE, resource, namespace, path, body=body or None, timeout=timeout
+        )
 
     async def watch(
         self,

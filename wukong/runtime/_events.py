@@ -28,6 +28,17 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Names of objects, Events included, are DNS subdomains of at most 253 characters.
+_MAX_NAME = 253
+_SUFFIX = 12
+
+
+def event_name(object_name: str) -> str:
+    """`<object>.<random>`, with the object's part cut so the name stays valid."""
+    prefix = object_name[: _MAX_NAME - _SUFFIX - 1].rstrip(".-")
+    return f"{prefix}.{uuid.uuid4().hex[:_SUFFIX]}"
+
+
 class EventRecorder:
     """Writes Events as `component`, folding repeats into one Event with a count."""
 
@@ -58,7 +69,7 @@ class EventRecorder:
                     return
                 except NotFound:
                     pass  # expired (events have a TTL): write a new one
-            name = f"{metadata['name']}.{uuid.uuid4().hex[:12]}"
+            name = event_name(metadata["name"])
             now = _now()
             await client.create(
                 EVENTS,
