@@ -67,12 +67,14 @@ class NetworkSpec:
         description="Reuse this existing NetworkAttachmentDefinition in the Wukong's namespace. "
         "Wukong never deletes a NetworkAttachmentDefinition it reused.",
         default=None,
+        minLength=1,
         maxLength=253,
     )
     config: str | None = spec_field(
         description="CNI configuration (JSON) of a NetworkAttachmentDefinition that Wukong "
         "creates as <wukong>-<name>, owns and deletes with the Wukong.",
         default=None,
+        minLength=1,
         maxLength=65536,
     )
 
@@ -130,6 +132,7 @@ class DiskSpec:
         description="Import this image (registry URL) into a CDI DataVolume instead of an "
         "empty claim. Immutable.",
         default=None,
+        minLength=1,
         maxLength=2048,
         **{
             "x-kubernetes-validations": [

@@ -329,7 +329,7 @@ def _expected(wukong: Object) -> dict[str, set[str]]:
             claim_name(wukong, d) for d in disks if not d.get("image")
         },
         NETWORK_ATTACHMENT_DEFINITIONS.plural: {
-            created_nad_name(wukong, n) for n in networks if not n.get("nadName")
+            created_nad_name(wukong, n) for n in networks if "nadName" not in n
         },
     }
 

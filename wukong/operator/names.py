@@ -96,7 +96,7 @@ def name_problem(wukong: dict[str, Any]) -> tuple[str, str] | None:
         )
     spec = wukong.get("spec") or {}
     children = [("disk", d.get("name", "")) for d in spec.get("disks") or []] + [
-        ("network", n.get("name", "")) for n in spec.get("networks") or [] if n.get("config")
+        ("network", n.get("name", "")) for n in spec.get("networks") or [] if "nadName" not in n
     ]
     for what, child in children:
         derived = child_name(name, child)

@@ -39,7 +39,7 @@ async def ensure_networks(ctx: ReconcileContext, wukong: Object, *, nads: Store)
     result = StepResult()
     namespace = wukong["metadata"]["namespace"]
     for network in wukong["spec"].get("networks") or []:
-        if network.get("nadName"):
+        if "nadName" in network:  # the schema allows exactly one of nadName and config
             name = network["nadName"]
             reused = nads.get_by_name(namespace, name)
             if reused is None:
