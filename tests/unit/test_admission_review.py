@@ -298,6 +298,8 @@ def admission(*nads: Object, classes: tuple[Object, ...] = ()) -> WukongAdmissio
         ([{"name": "root"}], "spec.disks[0].size: must be a string"),
         ([{"name": "a", "size": "1Gi"}, "b"], "spec.disks[1]: must be an object"),
         ("disks", "spec.disks: must be a list"),
+        (False, "spec.disks: must be a list"),  # found by the fuzzer: falsy is no empty list
+        ({}, "spec.disks: must be a list"),
         (
             [{"name": "root", "size": "1Gi", "storageClassName": ["gold"]}],
             "spec.disks[0].storageClassName: must be a string",
@@ -317,6 +319,8 @@ async def test_an_update_with_a_value_that_cannot_be_read_is_denied_naming_the_f
     ("obj", "field"),
     [
         ({**wukong(), "spec": "big"}, "spec: must be an object"),
+        ({**wukong(), "spec": 0}, "spec: must be an object"),
+        (wukong(networks=""), "spec.networks: must be a list"),
         (wukong(memory="lots"), "spec.memory: not a quantity"),
         (wukong(cpu="2"), "spec.cpu: must be an integer"),
         (wukong(cpu=True), "spec.cpu: must be an integer"),

@@ -79,7 +79,9 @@ def invalid_value(wukong: Object) -> str | None:
             return f"metadata.{key}: must be a string"
     if metadata.get("namespace") and not is_object_name(metadata["namespace"]):
         return "metadata.namespace: not a namespace's name"
-    spec = wukong.get("spec", {})
+    spec = wukong.get("spec")
+    if spec is None:
+        spec = {}  # null is absent; false, 0 or "" are values of the wrong type
     if not isinstance(spec, dict):
         return "spec: must be an object"
     if "cpu" in spec and (not isinstance(spec["cpu"], int) or isinstance(spec["cpu"], bool)):
@@ -92,7 +94,9 @@ def invalid_value(wukong: Object) -> str | None:
         ("networks", {"name": True, "nadName": False, "config": False}),
         ("disks", {"name": True, "size": True, "storageClassName": False, "image": False}),
     ):
-        items = spec.get(key) or []
+        items = spec.get(key)
+        if items is None:
+            items = []
         if not isinstance(items, list):
             return f"spec.{key}: must be a list"
         for index, item in enumerate(items):
