@@ -28,7 +28,7 @@ from wukong.devcluster.processes import free_port
 from wukong.metrics import RuntimeMetrics
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook, webhook_configuration
 from wukong.operator.api import WUKONGS
-from wukong.runtime import ApiError, Client, Manager, Object, WebhookReview
+from wukong.runtime import ApiError, Client, Manager, Object, WebhookReview, controller_reference
 from wukong.runtime._errors import ApiTimeout
 from wukong.runtime._servingcert import load_serving_certificate
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
@@ -45,7 +45,7 @@ class Reviews(Recorder):
         self.markers = 0
 
     def admission_reviewed(self, review: WebhookReview) -> None:
-        if review.name.startswith(MARKER):
+        if (review.name or "").startswith(MARKER):
             self.markers += 1
         else:
             self.reviews.append(review)
@@ -65,7 +65,12 @@ def serve_webhook(control_plane: ControlPlane, client: Client, namespace: str) -
 
     @asynccontextmanager
     async def serve(
-        *, observers: list[object], via: Client | None = None, timeout_seconds: int = 10
+        *,
+        observers: list[object],
+        via: Client | None = None,
+        timeout_seconds: int = 10,
+        admit_on_error: bool = False,
+        failure_policy: str = "Fail",
     ) -> AsyncIterator[Manager]:
         manager = Manager(
             client=via or client,
@@ -74,7 +79,7 @@ def serve_webhook(control_plane: ControlPlane, client: Client, namespace: str) -
             webhook_bind="127.0.0.1:0",
             webhook_tls=load_serving_certificate(control_plane.webhook_cert_dir),
         )
-        add_wukong_webhook(manager)
+        add_wukong_webhook(manager, admit_on_error=admit_on_error)
         async with running(manager):
             while manager.webhook_port is None or not manager.ready:
                 await _tick()
@@ -84,6 +89,7 @@ def serve_webhook(control_plane: ControlPlane, client: Client, namespace: str) -
                 url=f"https://127.0.0.1:{manager.webhook_port}",
                 namespace=namespace,
                 timeout_seconds=timeout_seconds,
+                failure_policy=failure_policy,
             ):
                 yield manager
 
@@ -266,37 +272,56 @@ async def test_growing_a_disk_on_a_class_without_expansion_is_rejected(
     ] == []
 
 
+@pytest.mark.parametrize("admit_on_error", [False, True], ids=["errored", "admit-on-error"])
 async def test_the_reviews_deadline_bounds_the_webhooks_api_call(
     control_plane: ControlPlane,
     client: Client,
     namespace: str,
     serve_webhook: Serve,
     tmp_path: Path,
+    admit_on_error: bool,
 ) -> None:
     """A hung API server: the webhook's lookup ends by the review's deadline and it answers
-    itself (admitted, unverified), before the API server would give up on it (Fail)."""
+    itself before the API server would give up on it. It has checked nothing, so it
+    answers Errored (allowed: false, code 500), and the write fails with that, even under
+    failurePolicy Ignore (an answer is no call failure); `--webhook-admit-on-error`
+    admits it with a warning instead."""
     proxy = LatencyProxy(target_host="127.0.0.1", target_port=control_plane.config.apiserver_port)
     await proxy.start()
     kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
     reviews = Reviews()
+    body = wukong_object("late", namespace, networks=[{"name": "data", "nadName": "unseen"}])
     try:
         async with await Client.from_kubeconfig(kubeconfig) as slow:
-            async with serve_webhook(observers=[reviews], via=slow, timeout_seconds=2):
+            async with serve_webhook(
+                observers=[reviews],
+                via=slow,
+                timeout_seconds=2,
+                admit_on_error=admit_on_error,
+                failure_policy="Ignore",
+            ):
                 proxy.delay = 60.0  # every answer to the webhook's client is held back
-                created = await client.create(
-                    WUKONGS,
-                    wukong_object(
-                        "late", namespace, networks=[{"name": "data", "nadName": "unseen"}]
-                    ),
-                )
+                if admit_on_error:
+                    created = await client.create(WUKONGS, body)
+                    assert created["metadata"]["name"] == "late"
+                else:
+                    with pytest.raises(ApiError) as failed:
+                        await client.create(WUKONGS, body)
+                    assert failed.value.status == 500
+                    assert "spec.networks[0].nadName: the API server did not answer" in (
+                        failed.value.message
+                    )
                 proxy.delay = 0.0
     finally:
         await proxy.close()
-    assert created["metadata"]["name"] == "late"
     (review,) = [r for r in reviews.reviews if r.name == "late"]
     assert review.timeout == 2.0
-    assert (review.allowed, review.reason) == (True, "Unverified")
-    assert "spec.networks[0].nadName: not verified" in review.message
+    if admit_on_error:
+        assert (review.allowed, review.reason) == (True, "Unverified")
+        assert "not verified: spec.networks[0].nadName" in review.message
+    else:
+        assert (review.allowed, review.reason) == (False, "Errored")
+        assert review.message.startswith("not verified: spec.networks[0].nadName")
     assert review.duration < review.timeout  # answered before the API server stopped waiting
     (lookup,) = [
         c
@@ -368,3 +393,127 @@ async def test_a_webhook_that_is_down_follows_the_failure_policy_and_says_why(
         raise AssertionError(f"the API server never called the webhook registered with {policy}")
     finally:
         await client.delete(VALIDATING_WEBHOOK_CONFIGURATIONS, name)
+
+
+async def test_another_wukongs_network_attachment_definition_cannot_be_reused(
+    client: Client, namespace: str, serve_webhook: Serve
+) -> None:
+    """A NetworkAttachmentDefinition that a Wukong created from its config goes when that
+    Wukong does: another Wukong naming it in `nadName` is rejected, naming the owner."""
+    reviews = Reviews()
+    async with serve_webhook(observers=[reviews]):
+        owner = await client.create(
+            WUKONGS,
+            wukong_object("owner", namespace, networks=[{"name": "data", "config": "{}"}]),
+        )
+        # As the controller makes it: controlled by its Wukong.
+        await client.create(
+            NETWORK_ATTACHMENT_DEFINITIONS,
+            {
+                "apiVersion": NETWORK_ATTACHMENT_DEFINITIONS.api_version,
+                "kind": NETWORK_ATTACHMENT_DEFINITIONS.kind,
+                "metadata": {
+                    "name": "owner-data",
+                    "namespace": namespace,
+                    "ownerReferences": [
+                        controller_reference(owner, resource=WUKONGS),
+                    ],
+                },
+                "spec": {"config": "{}"},
+            },
+        )
+        networks = [{"name": "data", "nadName": "owner-data"}]
+        with pytest.raises(ApiError) as rejected:
+            await client.create(WUKONGS, wukong_object("thief", namespace, networks=networks))
+        assert rejected.value.status == 403
+        assert (
+            f"spec.networks[0].nadName: NetworkAttachmentDefinition {namespace}/owner-data "
+            f"belongs to Wukong {namespace}/owner" in rejected.value.message
+        )
+        # Nor by an update that adds it.
+        await client.create(WUKONGS, wukong_object("later", namespace))
+        with pytest.raises(ApiError) as rejected_update:
+            await client.patch(
+                WUKONGS, "later", {"spec": {"networks": networks}}, namespace=namespace
+            )
+        assert rejected_update.value.status == 403
+    assert [r.reason for r in reviews.reviews] == [
+        "Allowed",
+        "NetworkAttachmentDefinitionOfAnotherWukong",
+        "Allowed",
+        "NetworkAttachmentDefinitionOfAnotherWukong",
+    ]
+
+
+def _maximal_wukong(namespace: str, storage_class: str, size: str) -> Object:
+    """A Wukong at the schema's limits: 16 networks with a 64 KiB config, 16 disks with
+    the longest name, size, class name and image (names within the limits of the names
+    derived from them: `<wukong>-<child>` is at most 63 characters)."""
+    prefix = '{"type": "bridge", "padding": "'
+    config = prefix + "p" * (65536 - len(prefix) - 2) + '"}'
+    assert len(config) == 65536
+    return wukong_object(
+        "m",
+        namespace,
+        networks=[{"name": f"n{i:02d}" + "x" * 58, "config": config} for i in range(16)],
+        disks=[
+            {
+                "name": f"d{i:02d}" + "y" * 58,
+                "size": size,
+                "storageClassName": storage_class,
+                "image": "docker://registry.example/" + "i" * (2048 - 26),
+            }
+            for i in range(16)
+        ],
+    )
+
+
+async def test_a_wukong_at_the_schemas_maximum_size_is_reviewed_on_update(
+    client: Client, namespace: str, serve_webhook: Serve
+) -> None:
+    """An UPDATE's review carries the object twice: over 2 MiB for the largest Wukong,
+    beyond aiohttp's default 1 MiB body limit and within the webhook's 7 MiB."""
+    # The longest DNS subdomain as the class name; expandable, so disks may grow.
+    storage_class = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(storage_class) == 253
+    await client.create(
+        STORAGE_CLASSES,
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": storage_class},
+            "provisioner": "sim.wukong.dev/test",
+            "allowVolumeExpansion": True,
+        },
+    )
+    reviews = Reviews()
+    try:
+        async with serve_webhook(observers=[reviews]):
+            small, large = "0" * 61 + "1Gi", "0" * 61 + "2Gi"
+            assert len(small) == 64
+            wukong = await client.create(WUKONGS, _maximal_wukong(namespace, storage_class, small))
+            assert len(json.dumps(wukong)) * 2 > 2 * 1024 * 1024
+            for disk in wukong["spec"]["disks"]:
+                disk["size"] = large
+            updated = await client.update(WUKONGS, wukong)
+            assert {d["size"] for d in updated["spec"]["disks"]} == {large}
+            # One that is denied is answered as well: a class added to a new disk is
+            # looked up and does not exist.
+            updated["spec"]["disks"][15] = {
+                "name": "new",
+                "size": "1Gi",
+                "storageClassName": "absent",
+            }
+            with pytest.raises(ApiError) as rejected:
+                await client.update(WUKONGS, updated)
+            assert rejected.value.status == 403
+            assert "spec.disks[15].storageClassName: StorageClass absent does not exist" in (
+                rejected.value.message
+            )
+    finally:
+        await client.delete(STORAGE_CLASSES, storage_class)
+    assert [(r.operation, r.reason, r.code) for r in reviews.reviews] == [
+        ("CREATE", "Allowed", 200),
+        ("UPDATE", "Allowed", 200),
+        ("UPDATE", "StorageClassNotFound", 200),
+    ]

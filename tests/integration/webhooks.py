@@ -39,9 +39,10 @@ async def registered_webhook(
     url: str,
     namespace: str,
     timeout_seconds: int = 10,
+    failure_policy: str = "Fail",
 ) -> AsyncIterator[None]:
-    """The webhook at `url` registered for `namespace` with failurePolicy Fail (an
-    unanswered review fails the write and cannot pass unnoticed) until the block ends."""
+    """The webhook at `url` registered for `namespace`, by default with failurePolicy Fail
+    (an unanswered review fails the write and cannot pass unnoticed), until the block ends."""
     name = f"wukong-test-{uuid.uuid4().hex[:8]}"
     await client.create(
         VALIDATING_WEBHOOK_CONFIGURATIONS,
@@ -49,7 +50,7 @@ async def registered_webhook(
             name,
             url=url,
             ca_bundle=control_plane.ca_cert.read_bytes(),
-            failure_policy="Fail",
+            failure_policy=failure_policy,
             timeout_seconds=timeout_seconds,
             namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": namespace}},
         ),
