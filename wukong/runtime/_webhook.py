@@ -28,7 +28,9 @@ A request that is no AdmissionReview this server can read (not JSON, not an
 object, fields of the wrong type, no `request` or `uid`, another kind or
 apiVersion, a body over `MAX_BODY_BYTES`, or a resource the validator does not
 review) is answered with HTTP 400 (413 for the size) and a short plain
-message, and admits nothing. The caller's `?timeout=` counts up to
+message, with no decision in it, let alone `allowed: true` (the API server
+sends only well-formed reviews: these come from anyone else who reaches the
+port). The caller's `?timeout=` counts up to
 `MAX_REVIEW_TIMEOUT`; one that is not a positive Go duration gives the default.
 
 Validators read the operator's cache first (no API call for the common case)
