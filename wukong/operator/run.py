@@ -115,8 +115,8 @@ class OperatorSettings:
     # Where tls.crt and tls.key are; None: controller-runtime's default directory,
     # and no certificate there turns the webhook off with a warning.
     webhook_cert_dir: Path | None = None
-    # Admit what the webhook cannot decide (with a warning) instead of leaving it to
-    # the failurePolicy (`--webhook-admit-on-error`).
+    # Admit what the webhook cannot decide (with a warning) instead of answering it
+    # as errored, which fails the write (`--webhook-admit-on-error`).
     webhook_admit_on_error: bool = False
 
     @property
