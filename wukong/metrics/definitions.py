@@ -372,7 +372,7 @@ def create_metrics() -> OperatorMetrics:
         webhook_decisions=Counter(
             "wukong_webhook_decisions_total",
             "Admission requests answered, by webhook, decision (allowed: true/false) and reason "
-            "(Allowed, Unverified, or the rejection's reason)",
+            "(Allowed, a rejection's reason, Errored, Unverified, or Malformed: no review)",
             labelnames=("webhook", "allowed", "reason"),
             registry=registry,
         ),
