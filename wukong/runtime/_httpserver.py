@@ -10,12 +10,30 @@ Handlers run on the event loop, so they may read the runtime's state (queues,
 informers) without locks.
 """
 
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, where a request the client framed wrong (bad chunk size,
+    bad header) is the client's mistake, answered 400 and logged at DEBUG: anyone who
+    reaches the port can send one. A handler's own exception stays an ERROR."""
+
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.debug(msg, *args, exc_info=exc_info, **kwargs)
+        else:
+            self.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+_SERVER_LOG = _ServerLog(logging.getLogger("wukong.runtime.http"), {})
 
 
 class HttpServer:
@@ -48,7 +66,7 @@ class HttpServer:
             app.router.add_get(path, handler)
         for path, handler in self._post_routes.items():
             app.router.add_post(path, handler)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, logger=_SERVER_LOG)
         await runner.setup()
         site = web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=ssl_context)
         try:
