@@ -161,6 +161,12 @@ def test_the_charts_namespaced_grants_are_the_codes(tmp_path: Path) -> None:
     )
     for rule in _rules_of(objects, "ClusterRole", "-metrics-auth"):
         assert rule["verbs"] == ["create"]
+    # The webhook reviews the watched namespace's Wukongs only: elsewhere the operator
+    # could read no reference (and another release may watch that namespace).
+    (webhooks,) = [o for o in objects if o["kind"] == "ValidatingWebhookConfiguration"]
+    assert [w.get("namespaceSelector") for w in webhooks["webhooks"]] == [
+        {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}
+    ]
 
 
 async def test_the_manager_lists_and_watches_only_in_its_namespace(
