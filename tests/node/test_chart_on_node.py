@@ -152,3 +152,131 @@ async def test_the_chart_runs_the_operator_which_reconciles_and_hands_over_leade
         assert (
             crd.strip() == "customresourcedefinition.apiextensions.k8s.io/wukongs.vm.novasphere.dev"
         )
+
+
+def _annotations(cluster: NodeCluster, namespace: str, deployment: str) -> dict[str, str]:
+    got = json.loads(
+        cluster.kubectl("get", "deployment", deployment, "-n", namespace, "-o", "json")
+    )
+    annotations: dict[str, str] = got["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def _ca_bundle(cluster: NodeCluster, name: str) -> str:
+    got = json.loads(cluster.kubectl("get", "validatingwebhookconfiguration", name, "-o", "json"))
+    (webhook,) = got["webhooks"]
+    return str(webhook["clientConfig"]["caBundle"])
+
+
+def _dry_run_wukong(cluster: NodeCluster, namespace: str, spec: dict[str, Any]) -> str:
+    """A Wukong created as a server-side dry run (admission runs, nothing is stored):
+    kubectl's output, its error included."""
+    wukong = {
+        "apiVersion": WUKONGS.api_version,
+        "kind": "Wukong",
+        "metadata": {"name": "probe", "namespace": namespace},
+        "spec": spec,
+    }
+    return cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", stdin=json.dumps(wukong), check=False
+    )
+
+
+def _helm_test(helm: Path, cluster: NodeCluster, release: str, namespace: str) -> str:
+    result = subprocess.run(
+        [str(helm), f"--kubeconfig={cluster.plane.kubeconfig}", "test", release, "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # A failed test pod is kept (hook-succeeded only): its log says what failed.
+    logs = cluster.kubectl("logs", f"{release}-helm-test", "-n", namespace, check=False)
+    assert result.returncode == 0, f"helm test: {result.stdout}{result.stderr}\n{logs}"
+    return result.stdout
+
+
+async def test_helm_test_passes_and_a_new_certificate_rolls_the_operator(
+    node_cluster: NodeCluster, chart_values: Path, helm: Path
+) -> None:
+    # Its own release name, so its cluster-scoped objects (ClusterRoles, the webhook
+    # configuration) are its own.
+    release, release_ns = "wukong-certs", f"wukong-certs-{uuid.uuid4().hex[:6]}"
+    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+    args = [
+        str(CHART),
+        "-n",
+        release_ns,
+        "-f",
+        str(chart_values),
+        # Fail: a webhook the API server cannot trust rejects every write, so an
+        # admitted Wukong proves the caBundle matches the certificate served.
+        "--set",
+        "webhook.failurePolicy=Fail",
+        "--set",
+        "operator.replicas=1",
+        "--wait",
+        "--timeout=180s",
+    ]
+    async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
+        await install_dev_apis(client)
+        _helm(helm, node_cluster, "install", release, *args, "--create-namespace")
+        try:
+            tested = _helm_test(helm, node_cluster, release, release_ns)
+            assert "Phase:          Succeeded" in tested, tested
+            # Deleted once passed: nothing of the test stays in the release.
+            left = node_cluster.kubectl(
+                "get", "pod,serviceaccount,role,rolebinding", "-n", release_ns, "-o", "name"
+            )
+            assert "helm-test" not in left, left
+
+            before = _annotations(node_cluster, release_ns, release)["checksum/webhook-cert"]
+            ca_before = _ca_bundle(node_cluster, release)
+            pods_before = {p["metadata"]["name"] for p in _pods(node_cluster, release_ns, selector)}
+
+            # An upgrade finds the Secret (lookup): same certificate, nothing rolls.
+            _helm(helm, node_cluster, "upgrade", release, *args)
+            assert (
+                _annotations(node_cluster, release_ns, release)["checksum/webhook-cert"] == before
+            )
+            assert _ca_bundle(node_cluster, release) == ca_before
+            assert {p["metadata"]["name"] for p in _pods(node_cluster, release_ns, selector)} == (
+                pods_before
+            )
+
+            # Without it the chart makes a new CA and certificate: the pods roll onto
+            # them as the configuration gets the new caBundle.
+            node_cluster.kubectl("delete", "secret", f"{release}-webhook-cert", "-n", release_ns)
+            _helm(helm, node_cluster, "upgrade", release, *args)
+            node_cluster.kubectl(
+                "rollout", "status", "-n", release_ns, f"deployment/{release}", "--timeout=180s"
+            )
+            after = _annotations(node_cluster, release_ns, release)["checksum/webhook-cert"]
+            ca_after = _ca_bundle(node_cluster, release)
+            assert after != before and ca_after != ca_before
+            secret = json.loads(
+                node_cluster.kubectl(
+                    "get", "secret", f"{release}-webhook-cert", "-n", release_ns, "-o", "json"
+                )
+            )
+            assert secret["data"]["ca.crt"] == ca_after
+
+            def rolled() -> bool:
+                pods = _pods(node_cluster, release_ns, selector)
+                names = {p["metadata"]["name"] for p in pods}
+                return bool(names) and not names & pods_before and all(_ready(p) for p in pods)
+
+            await eventually(rolled, timeout=120, what="the operator pods to be replaced")
+
+            # The new pod serves the new certificate: a Wukong is admitted, a bad one denied.
+            admitted = _dry_run_wukong(node_cluster, release_ns, {})
+            assert "created (server dry run)" in admitted, admitted
+            denied = _dry_run_wukong(
+                node_cluster,
+                release_ns,
+                {"disks": [{"name": "root", "size": "1Gi", "storageClassName": "missing"}]},
+            )
+            assert "denied the request" in denied and "storageClassName" in denied, denied
+            tested = _helm_test(helm, node_cluster, release, release_ns)
+            assert "Phase:          Succeeded" in tested, tested
+        finally:
+            _helm(helm, node_cluster, "uninstall", release, "-n", release_ns, "--wait")

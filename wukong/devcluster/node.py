@@ -19,7 +19,8 @@ reaches the kubelet at 10.201.0.2 for `kubectl logs/exec`.
 What `up` changes on the host, and `down` restores:
 - the network namespace and its veth pair (deleting the namespace removes the
   bridge, the pods' interfaces and every iptables rule the kubelet, kube-proxy
-  and the CNI plugins made, all of which live in it);
+  and the CNI plugins made, all of which live in it), and the host's route to
+  the Service IPs through it (so the API server reaches webhooks' Services);
 - the sysctls the kubelet sets for itself (kernel.panic, kernel.panic_on_oops,
   vm.overcommit_memory, vm.panic_on_oom, kernel.keys.*): saved before the first
   start in `node.json`, written back by `down`;
@@ -439,6 +440,19 @@ class DevNode:
             ["ip", "-n", NETNS, "addr", "add", f"{NODE_ADDRESS}/{LINK_PREFIX}", "dev", NODE_IFACE],
             ["ip", "-n", NETNS, "link", "set", NODE_IFACE, "up"],
             ["ip", "-n", NETNS, "link", "set", "lo", "up"],
+            # The API server calls webhooks at their Service's ClusterIP, as a real
+            # control plane does: Service IPs are routed into the node, where
+            # kube-proxy sends them on to the pods (the route goes with the veth).
+            [
+                "ip",
+                "route",
+                "add",
+                SERVICE_CLUSTER_IP_RANGE,
+                "via",
+                NODE_ADDRESS,
+                "dev",
+                HOST_IFACE,
+            ],
             # Processes on the node itself (the kubelet's probes, host-network
             # pods) reach Service IPs: kube-proxy rewrites them in OUTPUT, but only
             # after a route was found.
