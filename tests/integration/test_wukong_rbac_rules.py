@@ -111,7 +111,8 @@ def test_the_start_checks_ask_for_every_granted_verb() -> None:
         # Only the Namespace watch is optional; in namespaced mode, by name.
         assert {(p.resource.plural, p.name) for p in optional} == {("namespaces", namespace)}
         # Namespaced kinds are asked where the operator works (one namespace, or all
-        # of them), the Lease where it lives.
-        where = {p.resource.plural: p.namespace for p in required if p.resource.namespaced}
-        assert where.pop("leases") == "wukong-system"
-        assert set(where.values()) == {namespace}
+        # of them), the Lease and its Events where it lives.
+        where = {(p.resource.plural, p.namespace) for p in required if p.resource.namespaced}
+        lease_side = {("leases", "wukong-system"), ("events", "wukong-system")}
+        assert lease_side <= where
+        assert {ns for _, ns in where - lease_side} == {namespace}

@@ -117,7 +117,12 @@ def namespaced_mode_cluster_rules(namespace: str) -> tuple[Rule, ...]:
     return (*CLUSTER_READ_RULES, *_namespace_by_name(namespace))
 
 
-LEADER_ELECTION_RULES: tuple[Rule, ...] = (Rule(LEASES, ("get", "create", "update")),)
+# Events on the Lease (a replica standing by says so): in the Lease's namespace,
+# which in namespaced mode need not be the watched one.
+LEADER_ELECTION_RULES: tuple[Rule, ...] = (
+    Rule(LEASES, ("get", "create", "update")),
+    _EVENTS,
+)
 
 # Who a caller's token is, and whether that user may get /metrics (kubebuilder's
 # metrics-auth-role): reviews are created, never stored or read back.
