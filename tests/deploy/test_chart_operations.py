@@ -394,3 +394,17 @@ def test_helm_test_tries_the_watched_namespace(tmp_path: Path) -> None:
     assert role["metadata"]["namespace"] == "vms"
     (script,) = _of_kind(objects, "Pod")["wukong-helm-test"]["spec"]["containers"][0]["args"]
     assert 'WUKONGS.path(namespace="vms")' in script
+
+
+# --- webhook answers on error ------------------------------------------------------
+
+
+def test_admitting_on_error_is_an_explicit_value(tmp_path: Path) -> None:
+    def args(values: dict[str, Any]) -> list[str]:
+        (container,) = _deployment(_render(tmp_path, values))["spec"]["template"]["spec"][
+            "containers"
+        ]
+        return list(container["args"])
+
+    assert "--webhook-admit-on-error" not in args({})
+    assert "--webhook-admit-on-error" in args({"webhook": {"admitOnError": True}})
