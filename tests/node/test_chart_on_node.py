@@ -5,14 +5,24 @@ one holds the leader Lease; a Wukong is reconciled to Running by the operator in
 its pod (the simulator plays KubeVirt and CDI from outside the cluster); a
 rolling restart hands leadership to a pod of the new ReplicaSet; `helm
 uninstall` removes the release and keeps the CRD, as Helm does.
+
+Certificates: `helm test` passes; an upgrade that keeps the webhook's Secret
+rolls nothing, one that makes a new certificate rolls the pods with the new
+caBundle; a rotation in place (the Secret's files replaced and the CA injected,
+as cert-manager does) is served by the running pod without a restart.
 """
 
+import base64
 import json
+import ssl
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from tests.certificates import issue
 from tests.integration.helpers import eventually, running
 from tests.node.conftest import MetricsReader, NodeCluster, create_wukong
 from wukong.devcluster.apis import install_dev_apis
@@ -278,5 +288,64 @@ async def test_helm_test_passes_and_a_new_certificate_rolls_the_operator(
             assert "denied the request" in denied and "storageClassName" in denied, denied
             tested = _helm_test(helm, node_cluster, release, release_ns)
             assert "Phase:          Succeeded" in tested, tested
+
+            await _rotated_in_place(node_cluster, release, release_ns, selector)
         finally:
             _helm(helm, node_cluster, "uninstall", release, "-n", release_ns, "--wait")
+
+
+async def _rotated_in_place(
+    cluster: NodeCluster, release: str, namespace: str, selector: str
+) -> None:
+    """cert-manager's way: the Secret's files are replaced and the CA injected into the
+    webhook configuration, no pod is touched. The kubelet updates the mounted files,
+    the operator serves the new certificate without a restart, and the API server,
+    trusting only the new CA (failurePolicy Fail), still admits through it."""
+    (pod,) = _pods(cluster, namespace, selector)
+    service = f"{release}-webhook"
+    ca_pem, cert_pem, key_pem = _certificate_for(f"{service}.{namespace}.svc")
+    encoded = {
+        key: base64.b64encode(value).decode()
+        for key, value in (("ca.crt", ca_pem), ("tls.crt", cert_pem), ("tls.key", key_pem))
+    }
+    secret_patch = json.dumps({"data": encoded})
+    cluster.kubectl(
+        "patch", "secret", f"{release}-webhook-cert", "-n", namespace, "-p", secret_patch
+    )
+    ca_patch = [
+        {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": encoded["ca.crt"]}
+    ]
+    cluster.kubectl(
+        "patch",
+        "validatingwebhookconfiguration",
+        release,
+        "--type=json",
+        "-p",
+        json.dumps(ca_patch),
+    )
+    service_ip = json.loads(
+        cluster.kubectl("get", "service", service, "-n", namespace, "-o", "json")
+    )["spec"]["clusterIP"]
+    wanted = x509.load_pem_x509_certificate(cert_pem).serial_number
+
+    def served() -> bool:
+        # The host reaches Services through the node, as the API server does.
+        try:
+            pem = ssl.get_server_certificate((service_ip, 443), timeout=5)
+        except OSError:
+            return False
+        return x509.load_pem_x509_certificate(pem.encode()).serial_number == wanted
+
+    await eventually(served, timeout=150, interval=2, what="the operator to serve the new pair")
+    admitted = _dry_run_wukong(cluster, namespace, {})
+    assert "created (server dry run)" in admitted, admitted
+    (after,) = _pods(cluster, namespace, selector)
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert [c["restartCount"] for c in after["status"]["containerStatuses"]] == [0]
+
+
+def _certificate_for(dns_name: str) -> tuple[bytes, bytes, bytes]:
+    """A new CA and a serving certificate for `dns_name` it signed: CA, certificate, key."""
+    ca = issue("rotated-ca", ca=True)
+    serving = issue(dns_name, signed_by=ca, dns_names=(dns_name,))
+    return ca.cert_pem, serving.cert_pem, serving.key_pem

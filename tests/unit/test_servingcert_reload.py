@@ -8,7 +8,6 @@ answering on its own certificate. Bad pairs leave the previous one serving.
 """
 
 import asyncio
-import datetime
 import logging
 import os
 import ssl
@@ -18,36 +17,17 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.certificates import issue
 from wukong.runtime import _servingcert
 from wukong.runtime._servingcert import load_serving_certificate
 from wukong.runtime.serving import HttpServer
 
 
 def make_pair(serial: int) -> tuple[bytes, bytes]:
-    """A self-signed (certificate, key) PEM pair for 127.0.0.1 with `serial`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"serial-{serial}")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), pem_key
+    """A self-signed (certificate, key) PEM pair with `serial`."""
+    issued = issue(f"serial-{serial}", serial=serial)
+    return issued.cert_pem, issued.key_pem
 
 
 def secret_volume_update(volume: Path, pair: tuple[bytes, bytes], version: int) -> None:
