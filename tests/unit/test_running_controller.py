@@ -166,15 +166,16 @@ class TakesOneSecondPerNamespace:
 @pytest.mark.parametrize(
     ("mode", "options", "busy_at_once", "quiet_starts"),
     [
-        # The third worker is free: the quiet key starts at once, before any busy one ends.
-        ("cap", {"max_concurrent_reconciles_per_namespace": 2}, 2, {2}),
+        # No worker idles for the cap while only the busy namespace has work; once the
+        # quiet key waits, it goes before the busy namespace, which is over its cap.
+        ("cap", {"max_concurrent_reconciles_per_namespace": 2}, 3, {3}),
         # Every worker is busy: the quiet key takes one of the next round's three turns.
         ("fair", {}, 3, {3, 4, 5}),
         # One FIFO: the quiet key waits behind the whole backlog.
         ("unfair", {"fair_namespaces": False}, 3, {10}),
     ],
 )
-async def test_a_namespace_cap_leaves_workers_for_a_quiet_namespace(
+async def test_where_a_quiet_namespace_starts_by_queue_mode(
     client: Client,
     mode: str,
     options: dict[str, float],

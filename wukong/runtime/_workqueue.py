@@ -21,8 +21,11 @@ A controller's watches add keys; its workers `get` a key, reconcile it and call
   one turn, then every other namespace with work gets one, so a quiet
   namespace's key waits behind at most one key of each busy namespace, not
   behind the whole backlog. `max_per_tenant` caps the keys of one tenant being
-  processed at once: a saturated tenant's keys wait (and keep their turn) while
-  other tenants' keys are handed out. Within a lane the order is FIFO by first
+  processed at once while other tenants have keys waiting: a saturated tenant's
+  keys wait (and keep their turn) while other tenants' keys are handed out. The
+  cap never idles a worker: when only saturated tenants have keys waiting, the
+  next in line is served anyway (a single-namespace install uses every worker).
+  Within a lane the order is FIFO by first
   add, and dedup, exclusivity, delays and rate limits are unchanged: a delayed
   or rate-limited key enters its lane when it comes due. Without `tenant_of`
   there is one lane: plain FIFO, as in client-go.
@@ -34,7 +37,7 @@ A controller's watches add keys; its workers `get` a key, reconcile it and call
 - Shutdown. `shut_down` wakes every waiting `get` with `QueueShutDown`, cancels
   the timers of delayed keys and ignores later adds. Keys already queued are
   still handed out; `get` raises once the queue is empty (client-go's Get
-  returning `shutdown=true`), or has only keys of saturated tenants left.
+  returning `shutdown=true`).
 
 Each key handed out comes in a `Ticket` with its history:
 
@@ -231,25 +234,31 @@ class WorkQueue:
         self._wake_one()
 
     def _take(self) -> Hashable | None:
-        """The next key by round-robin over tenants that may take one more; None if none."""
-        for index, tenant in enumerate(self._turns):
-            if (
-                self._max_per_tenant is not None
-                and self._busy.get(tenant, 0) >= self._max_per_tenant
-            ):
-                continue  # saturated: it keeps its place in line
-            lane = self._lanes[tenant]
-            key = lane.popleft()
-            del self._turns[index]
-            if lane:
-                self._turns.append(tenant)  # served: to the back of the line
-            else:
-                del self._lanes[tenant]
-            self._ready -= 1
-            if self._max_per_tenant is not None:
-                self._busy[tenant] = self._busy.get(tenant, 0) + 1
-            return key
-        return None
+        """The next key by round-robin over tenants under their cap; when only saturated
+        tenants have keys waiting, the first of them (a cap never idles a worker).
+        None if no key waits."""
+        if not self._turns:
+            return None
+        index = 0
+        cap = self._max_per_tenant
+        if cap is not None:
+            # A saturated tenant keeps its place in line while another may go first.
+            for position, candidate in enumerate(self._turns):
+                if self._busy.get(candidate, 0) < cap:
+                    index = position
+                    break
+        tenant = self._turns[index]
+        lane = self._lanes[tenant]
+        key = lane.popleft()
+        del self._turns[index]
+        if lane:
+            self._turns.append(tenant)  # served: to the back of the line
+        else:
+            del self._lanes[tenant]
+        self._ready -= 1
+        if cap is not None:
+            self._busy[tenant] = self._busy.get(tenant, 0) + 1
+        return key
 
     # -- taking --------------------------------------------------------------------
 
@@ -286,7 +295,7 @@ class WorkQueue:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
             # Woken, but a getter that did not have to wait may have taken the
-            # key first (or its tenant is saturated): look again.
+            # key first: look again.
         return ticket
 
     def done(self, key: Hashable) -> None:
@@ -303,9 +312,6 @@ class WorkQueue:
                 self._busy[tenant] = busy
             else:
                 del self._busy[tenant]
-            if self._ready:
-                # The tenant has a free slot again: a waiter may now take its key.
-                self._wake_one()
         if key in self._dirty:
             self._enqueue(key)
 
