@@ -9,7 +9,6 @@ build is refused with a reason.
 """
 
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from tests.contract import check_exposition
 from tests.ebpf.agent_helpers import Running, wait
-from tests.shared_tools import metrics_contract
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
@@ -63,7 +62,7 @@ def _run_script(proc: "subprocess.Popen[str]") -> None:
 @pytest.mark.parametrize("agent_first", [False, True], ids=["program-first", "agent-first"])
 @pytest.mark.parametrize("pie", [False, True], ids=["exec", "pie"])
 def test_counts_each_kind_exactly_and_names_the_caller(
-    program: object, agent_first: bool, pie: bool, tmp_path: Path
+    program: object, agent_first: bool, pie: bool
 ) -> None:
     binary = _build("-buildmode=pie") if pie else _build()
     seen: list[Cancellation] = []
@@ -104,7 +103,7 @@ def test_counts_each_kind_exactly_and_names_the_caller(
     }
     deadline_stack = next(c.stack for c in mine if c.error == "deadline_exceeded")
     assert deadline_stack[0] == "context.(*cancelCtx).cancel"
-    _check_agent_contract(agent, tmp_path)
+    _check_agent_contract(agent)
 
 
 def _kinds(cancellations: list[Cancellation]) -> Counter[tuple[str, str, str, bool]]:
@@ -180,21 +179,11 @@ def _traced(agent: Agent) -> float | None:
     return agent.registry.get_sample_value("wukong_node_traced_processes", labels)
 
 
-def _check_agent_contract(agent: Agent, tmp_path: Path) -> None:
-    """The agent's exposition meets the shared metrics contract for agents."""
-    contract = metrics_contract()
-    if contract is None:
-        pytest.skip("shared/tools/metrics_contract.py not found")
-    exposition = tmp_path / "agent.prom"
-    exposition.write_bytes(generate_latest(agent.registry))
-    checked = subprocess.run(
-        [sys.executable, str(contract), str(exposition), "--agent"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert 'reason="canceled"' in exposition.read_text()
+def _check_agent_contract(agent: Agent) -> None:
+    """The agent's exposition meets the contract for node agents (docs/contract.md)."""
+    exposition = generate_latest(agent.registry).decode()
+    assert check_exposition(exposition, agent=True, require_samples=True) == []
+    assert 'reason="canceled"' in exposition
 
 
 def test_a_stripped_binary_is_reported_not_traced(program: object) -> None:

@@ -17,7 +17,7 @@ chart, and unit tests fail when the committed files are stale.
 - `render`: every dashboard as `<uid>.json`, and the queries of a rendered one;
 - `alerts`: the alert rules, rendered to `wukong-alerts.rules.yaml`.
 
-Every query reads only metric families of the contract (DESIGN.md,
+Every query reads only metric families of the contract (docs/contract.md,
 `wukong.metrics.definitions`), filters by the dashboard's template variables
 and uses `$__rate_interval`, never a fixed range, so the panels stay right for
 any scrape interval.

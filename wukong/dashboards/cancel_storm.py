@@ -3,8 +3,9 @@
 Rows, top to bottom, in the order an SRE asks the questions: are reconciles
 being cancelled, and why (results, cancellations by reason, timeouts)? Are they
 pressed against their deadline (reconcile time with the deadline drawn, the
-share of the deadline used)? Do `RequeueAfter` requeues start late (the
-amplification of seed 003 §2.4)? Then the workqueue, the API client and
+share of the deadline used)? Do `RequeueAfter` requeues start late (a
+reconcile cut by a timeout adds the cancellation and its clean-up to the delay
+it asked for)? Then the workqueue, the API client and
 leadership, the usual causes. Latency panels carry exemplars that open the
 reconcile's trace.
 
@@ -151,8 +152,8 @@ def _reconcile_time() -> list[PanelSpec]:
             title="Requeue lateness (p99)",
             description="How late a requeued reconcile started: actual start minus the "
             "time RequeueAfter asked for. Near zero on a healthy loop; it grows when "
-            "requeues wait behind busy workers or a deadline cancellation delays them "
-            "(the RequeueAfter x timeout amplification of seed 003 §2.4).",
+            "requeues wait behind busy workers, or when a reconcile cut short by a timeout "
+            "adds the cancellation and its clean-up to the delay it asked for.",
             unit="s",
             queries=quantiles(
                 "wukong_requeue_delay_seconds",

@@ -1,0 +1,177 @@
+"""Wukong's telemetry contract as code: docs/contract.md, checked.
+
+Dashboards, alert rules and users' own queries rely on these names, so the
+tests hold the product to them instead of reading them back from the product's
+definitions (which would pass whatever the code does). The metric families, their
+types and label names, the cancel reasons a `reason` label may carry, and the
+attributes every reconcile span has.
+
+    problems = check_exposition(text)            # the operator's /metrics
+    problems = check_exposition(text, agent=True)  # the node agent's
+
+or from a shell: `python -m tests.contract URL_OR_FILE [--agent] [--require-samples]`
+(exit 0 when the exposition meets the contract, one line per problem otherwise).
+"""
+
+import sys
+import urllib.request
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+# Why a reconcile or an API call stopped early: one label set for metrics, spans,
+# logs and probes.
+CANCEL_REASONS = frozenset(
+    {
+        "deadline_exceeded",  # the reconcile's own deadline passed
+        "shutdown",  # the process is stopping
+        "leader_lost",  # this replica stopped leading
+        "deleted",  # the object went away while it was reconciled
+        "api_timeout",  # one API call ran out of its own time
+        "parent_cancelled",  # cancelled from outside, with no reason given
+    }
+)
+# The node agent traces other programs too: a context cancelled explicitly at its
+# root carries no cause the agent can name.
+AGENT_CANCEL_REASONS = CANCEL_REASONS | {"canceled"}
+
+# Every reconcile span has these; cancelled, failed and requeued ones add more
+# (docs/contract.md).
+RECONCILE_SPAN_ATTRIBUTES = frozenset(
+    {
+        "k8s.namespace.name",
+        "wukong.object.name",
+        "wukong.controller",
+        "wukong.reconcile.deadline",
+        "wukong.reconcile.timeout_ms",
+        "wukong.reconcile.budget_remaining_ms",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family: its series name, type and label names."""
+
+    name: str  # as queried: a counter's name ends in `_total`
+    type: str
+    labels: frozenset[str]
+    # Labels a sample may also carry (a newer controller-runtime adds them).
+    optional: frozenset[str] = frozenset()
+
+
+def _family(name: str, kind: str, *labels: str, optional: tuple[str, ...] = ()) -> Family:
+    return Family(name, kind, frozenset(labels), frozenset(optional))
+
+
+_QUEUE = ("name", "controller")
+
+OPERATOR_FAMILIES = (
+    # controller-runtime's, so dashboards written for kubebuilder operators work.
+    _family("controller_runtime_reconcile_total", "counter", "controller", "result"),
+    _family("controller_runtime_reconcile_errors_total", "counter", "controller"),
+    _family("controller_runtime_reconcile_time_seconds", "histogram", "controller"),
+    _family("controller_runtime_reconcile_timeouts_total", "counter", "controller"),
+    _family("controller_runtime_active_workers", "gauge", "controller"),
+    _family("controller_runtime_max_concurrent_reconciles", "gauge", "controller"),
+    # controller-runtime v0.22 labels the depth by priority too.
+    _family("workqueue_depth", "gauge", *_QUEUE, optional=("priority",)),
+    _family("workqueue_adds_total", "counter", *_QUEUE),
+    _family("workqueue_queue_duration_seconds", "histogram", *_QUEUE),
+    _family("workqueue_work_duration_seconds", "histogram", *_QUEUE),
+    _family("workqueue_retries_total", "counter", *_QUEUE),
+    _family("workqueue_unfinished_work_seconds", "gauge", *_QUEUE),
+    _family("workqueue_longest_running_processor_seconds", "gauge", *_QUEUE),
+    # client-go's: `method` and `verb` both carry the HTTP method.
+    _family("rest_client_requests_total", "counter", "code", "method", "host"),
+    _family("rest_client_request_duration_seconds", "histogram", "verb", "host"),
+    _family("leader_election_master_status", "gauge", "name"),
+    # Wukong's own.
+    _family("wukong_reconcile_cancellations_total", "counter", "controller", "reason"),
+    _family("wukong_requeue_delay_seconds", "histogram", "controller"),
+    _family("wukong_reconcile_budget_used_ratio", "histogram", "controller"),
+    _family("wukong_api_request_cancellations_total", "counter", "verb", "resource", "reason"),
+)
+AGENT_FAMILIES = (
+    _family(
+        "wukong_node_cancellations_total",
+        "counter",
+        *("node", "namespace", "pod", "container", "runtime", "reason"),
+    ),
+)
+
+# Labels that say which bucket or quantile a sample is, not which series.
+_SAMPLE_LABELS = {"le", "quantile"}
+
+
+def check_exposition(text: str, *, agent: bool = False, require_samples: bool = False) -> list[str]:
+    """What in a Prometheus text exposition breaks the contract; empty when nothing does.
+
+    Every contract family must be declared with its type; every sample's label
+    names must be the family's (extra families are fine); a `reason` label must
+    hold a cancel reason. With `require_samples`, a family without samples is a
+    problem too (a labelled family shows none until its first event).
+    """
+    declared = {}
+    for parsed in text_string_to_metric_families(text):
+        labels = [frozenset(sample.labels) - _SAMPLE_LABELS for sample in parsed.samples]
+        reasons = {
+            sample.labels["reason"] for sample in parsed.samples if "reason" in sample.labels
+        }
+        declared[parsed.name] = (parsed.type, labels, reasons)
+    allowed_reasons = AGENT_CANCEL_REASONS if agent else CANCEL_REASONS
+    problems = []
+    for family in AGENT_FAMILIES if agent else OPERATOR_FAMILIES:
+        # The parser names a counter's family without its `_total` (not a gauge's).
+        found = declared.get(family.name) or declared.get(family.name.removesuffix("_total"))
+        if found is None:
+            problems.append(f"missing: {family.name} ({family.type})")
+            continue
+        kind, labels, reasons = found
+        if kind != family.type:
+            problems.append(f"{family.name}: type {kind}, the contract says {family.type}")
+        if not labels and require_samples:
+            problems.append(f"{family.name}: no samples")
+        wrong = next(
+            (
+                names
+                for names in labels
+                if not family.labels <= names <= family.labels | family.optional
+            ),
+            None,
+        )
+        if wrong is not None:
+            problems.append(
+                f"{family.name}: labels {sorted(wrong)}, the contract says {sorted(family.labels)}"
+            )
+        if reasons - allowed_reasons:
+            problems.append(
+                f"{family.name}: reasons outside the contract: {sorted(reasons - allowed_reasons)}"
+            )
+    return problems
+
+
+def _read(source: str) -> str:
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=10) as response:
+            return str(response.read().decode())
+    with open(source) as file:
+        return file.read()
+
+
+def main(argv: list[str]) -> int:
+    sources = [arg for arg in argv if not arg.startswith("--")]
+    if len(sources) != 1:
+        print(__doc__)
+        return 2
+    problems = check_exposition(
+        _read(sources[0]), agent="--agent" in argv, require_samples="--require-samples" in argv
+    )
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s)" if problems else "the exposition meets the contract")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
