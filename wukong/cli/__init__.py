@@ -43,19 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Wukong: a Kubernetes operator for VMs that explains every reconcile.",
     )
     parser.add_argument("--version", action="version", version=f"wukong {__version__}")
-    parser.add_argument(
-        "--log-format",
-        choices=["console", "json"],
-        default="console",
-        help="console: readable lines for people; json: one object per line for log "
-        "pipelines. Both carry trace_id/span_id for lines about a traced reconcile.",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default="info",
-        help="cancelled reconciles are logged at debug, with their reason (default: info)",
-    )
+    _add_logging_flags(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in _COMMAND_GROUPS:
         before = set(commands.choices)
@@ -63,7 +51,38 @@ def build_parser() -> argparse.ArgumentParser:
         if group in _DEVELOPMENT_GROUPS:
             for name in commands.choices.keys() - before:
                 commands.choices[name].set_defaults(extra=DEVELOPMENT_EXTRA)
+    for command in _subcommands(parser):
+        _add_logging_flags(command, defaults=False)
     return parser
+
+
+def _add_logging_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--log-format and --log-level, before the command or after it (`wukong run
+    --log-level debug`, as controller-runtime users type it). After it they have no
+    default, so a flag given before the command is not reset."""
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default="console" if defaults else argparse.SUPPRESS,
+        help="console: readable lines for people; json: one object per line for log "
+        "pipelines. Both carry trace_id/span_id for lines about a traced reconcile.",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info" if defaults else argparse.SUPPRESS,
+        help="cancelled reconciles are logged at debug, with their reason (default: info)",
+    )
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's parser below `parser`, at any depth (`run`, `dev`, `dev up`...)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found += [command, *_subcommands(command)]
+    return found
 
 
 def _missing_extra(exc: ModuleNotFoundError, args: argparse.Namespace) -> str | None:

@@ -198,12 +198,18 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description="Attach eBPF probes to every controller process on this node (Wukong's "
         "Python operators through their python:audit USDT probe, Go programs through a "
         "uprobe on context.(*cancelCtx).cancel), attribute each to its pod, and serve "
-        "wukong_node_cancellations_total on --metrics-bind. With OTEL_EXPORTER_OTLP_ENDPOINT "
-        "set, individual cancellations are exported as spans (at most 20 a second).",
+        "wukong_node_cancellations_total on --metrics-bind-address. With "
+        "OTEL_EXPORTER_OTLP_ENDPOINT set, individual cancellations are exported as spans "
+        "(at most 20 a second).",
     )
     _common(agent)
     agent.add_argument(
-        "--metrics-bind", default=":9464", metavar="ADDR", help="host:port of /metrics"
+        "--metrics-bind-address",
+        "--metrics-bind",
+        dest="metrics_bind",
+        default=":9464",
+        metavar="ADDR",
+        help="host:port of /metrics (default: :9464)",
     )
     add_metrics_security(agent)
     agent.set_defaults(handler=_agent)

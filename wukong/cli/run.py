@@ -109,7 +109,9 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "set it equal to that for no limit)",
     )
     run.add_argument(
+        "--metrics-bind-address",
         "--metrics-bind",
+        dest="metrics_bind",
         default=":8080",
         metavar="ADDR",
         help="host:port of /metrics (Prometheus text, or OpenMetrics with exemplars when "
@@ -117,7 +119,9 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
     add_metrics_security(run)
     run.add_argument(
+        "--health-probe-bind-address",
         "--health-bind",
+        dest="health_bind",
         default=":8081",
         metavar="ADDR",
         help='host:port of /healthz and /readyz; "0" turns them off (default: :8081)',
