@@ -10,8 +10,8 @@ from wukong.runtime._manager import Manager
 from wukong.runtime.resources import CONFIGMAPS, SECRETS, Resource
 
 SERVICES = Resource(group="", version="v1", plural="services", kind="Service")
-# Index of primaries (ConfigMaps) by the Secret named in their data, like
-# seed 004's Wukongs indexed by spec.podName.
+# Index of primaries (ConfigMaps) by the Secret named in their data, as the
+# operator indexes Wukongs by the NetworkAttachmentDefinitions they name.
 BY_SECRET = "by-secret"
 
 

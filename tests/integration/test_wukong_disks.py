@@ -1,4 +1,4 @@
-"""Disks in every state real CDI and storage put them in (seeds 001 and 002).
+"""Disks in every state real CDI and storage put them in.
 
 - An image disk on a WaitForFirstConsumer class: CDI (with volume
   populators) reports `PendingPopulation` until the VM's launcher consumes the

@@ -1,4 +1,4 @@
-"""Status that tells the truth (seed 001): from the first reconcile to a lost node."""
+"""Status that tells the truth: from the first reconcile to a lost node."""
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable

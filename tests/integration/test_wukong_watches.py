@@ -1,4 +1,4 @@
-"""Watches that never go stale (seed 004's watch gap): every event reaches its Wukong.
+"""Watches that never go stale (no watch gap): every event reaches its Wukong.
 
 A Wukong that waited has a RequeueAfter pending, which would also bring the
 change in the end; so each test checks that the reconcile acting on the change

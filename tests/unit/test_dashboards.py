@@ -63,7 +63,7 @@ def _families(registry: CollectorRegistry) -> set[str]:
     return names
 
 
-# The node agent's families (DESIGN.md): the agent registers them, not create_metrics().
+# The node agent's families (docs/contract.md): the agent registers them, not create_metrics().
 AGENT_FAMILIES = _families(Agent(node="n", discovery=Discovery()).registry)
 
 

@@ -15,7 +15,7 @@ class Cancellation:
     pid: int
     comm: str
     runtime: str  # "python" or "go"
-    reason: str  # the DESIGN.md cancel reason (metric label)
+    reason: str  # a cancel reason of docs/contract.md (metric label)
     time: float = field(default_factory=time.time)
     count: int = 1
     # Python (Wukong) targets: what the operator reported.

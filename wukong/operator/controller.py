@@ -1,8 +1,8 @@
 """Wiring the Wukong reconciler into a manager: what it watches, and how back to a Wukong.
 
 Every watched kind maps back to its Wukongs through an owner reference or a
-field index on the Wukong cache, never through labels alone (seed 004's watch
-gap: a label that is missing or edited loses the event):
+field index on the Wukong cache, never through labels alone (a watch gap: an
+event on an object whose label is missing or was edited reaches no Wukong):
 
 | kind                              | mapped back through                           |
 | --------------------------------- | --------------------------------------------- |

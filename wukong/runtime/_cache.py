@@ -11,10 +11,10 @@ some microseconds per read. Every read returns a fresh object, so a
 reconciler that changes what it read cannot corrupt the cache (what
 controller-runtime's cache gets by deep-copying).
 
-Indexes map an object to zero or more string values (e.g. a Wukong's
-`spec.podName`); `by_index(index, value)` then finds objects without a scan.
-This is how a watch on one kind finds the objects of another kind that refer
-to it (seed 004: a pod event mapped to its VM through a field index). Indexes
+Indexes map an object to zero or more string values (e.g. the
+NetworkAttachmentDefinitions a Wukong names); `by_index(index, value)` then finds
+objects without a scan. This is how a watch on one kind finds the objects of
+another kind that refer to it (a NAD's event mapped to its Wukongs). Indexes
 must be added before the informer starts filling the cache.
 """
 

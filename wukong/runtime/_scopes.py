@@ -1,7 +1,7 @@
 """Per-namespace scopes: every reconcile runs inside its namespace's scope.
 
 A scope is to a namespace what a parent context is to its reconciles in Go
-(seed 003 §4.4: one context per tenant, derived per reconcile): while a
+(one context per tenant, each reconcile's derived from it): while a
 reconcile runs it is a member of the scope of its request's namespace, and
 cancelling that scope cancels exactly its members, with one reason, through
 the same `cancel` each controller uses for deadlines and shutdown (the reason
