@@ -72,6 +72,10 @@ OPERATOR_FAMILIES = (
     _family("controller_runtime_reconcile_errors_total", "counter", "controller"),
     _family("controller_runtime_reconcile_time_seconds", "histogram", "controller"),
     _family("controller_runtime_reconcile_timeouts_total", "counter", "controller"),
+    _family("controller_runtime_terminal_reconcile_errors_total", "counter", "controller"),
+    _family("controller_runtime_reconcile_panics_total", "counter", "controller"),
+    _family("controller_runtime_webhook_panics_total", "counter"),
+    _family("controller_runtime_conversion_webhook_panics_total", "counter"),
     _family("controller_runtime_active_workers", "gauge", "controller"),
     _family("controller_runtime_max_concurrent_reconciles", "gauge", "controller"),
     # controller-runtime v0.22 labels the depth by priority too.

@@ -137,7 +137,8 @@ async def test_metrics_exposition_of_a_running_manager(
                     'resource="configmaps",verb="get"} 1.0'
                 ) in text.splitlines()
                 assert (
-                    f'workqueue_depth{{controller="{CONTROLLER}",name="{CONTROLLER}"}} 0.0'
+                    f'workqueue_depth{{controller="{CONTROLLER}",name="{CONTROLLER}",'
+                    'priority=""} 0.0'
                 ) in text.splitlines()
                 # client-go's labels: the HTTP method, in `method` and in `verb` alike.
                 methods = set(

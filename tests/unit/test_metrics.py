@@ -292,7 +292,8 @@ async def test_queue_and_controller_state(observers: RuntimeMetrics) -> None:
     assert _value(observers, "workqueue_queue_duration_seconds_sum", **labels) == pytest.approx(
         0.25
     )
-    assert _value(observers, "workqueue_depth", **labels) == 2  # b, and c once it came due
+    # b, and c once it came due; no priorities, as controller-runtime's plain queue.
+    assert _value(observers, "workqueue_depth", **labels, priority="") == 2
     assert _value(observers, "workqueue_unfinished_work_seconds", **labels) == pytest.approx(1.5)
     assert _value(
         observers, "workqueue_longest_running_processor_seconds", **labels
@@ -357,7 +358,7 @@ async def test_observers_see_controllers_added_later_and_survive_a_broken_one(
     # The broken observer did not stop the add, nor the metrics observer after it.
     assert running.queue_depth() == 2
     assert _value(metrics, "workqueue_adds_total", name="cms", controller="cms") == 2
-    assert _value(metrics, "workqueue_depth", name="cms", controller="cms") == 2
+    assert _value(metrics, "workqueue_depth", name="cms", controller="cms", priority="") == 2
     # Counted each time, logged once.
     assert _value(metrics, "wukong_observer_failures_total", observer="broken") == 2
     assert manager.observer_failures == 2

@@ -19,6 +19,11 @@ the cancellation counts of only the `TOP_NAMESPACES` namespaces cancelling
 the most right now, so an SRE sees which tenant storms without a series per
 namespace on every family.
 
+Wukong has no conversion webhook (its one API version needs none), so
+`controller_runtime_conversion_webhook_panics_total` is served and stays at 0:
+controller-runtime serves it whether or not a conversion webhook exists, and
+alerts summing panics across families keep working.
+
 Gauges that describe *current* state (queue depth, work in progress, active
 workers) are not updated on every change: `ControllerStateCollector` reads them
 from the tracked controllers at scrape time, so they can never drift.
@@ -84,6 +89,8 @@ class OperatorMetrics:
     namespace_cancellations: "NamespaceCancellations"
     reconcile_total: Counter
     reconcile_errors: Counter
+    terminal_reconcile_errors: Counter
+    reconcile_panics: Counter
     reconcile_time: Histogram
     reconcile_timeouts: Counter
     workqueue_adds: Counter
@@ -105,6 +112,8 @@ class OperatorMetrics:
     webhook_latency: Histogram
     webhook_in_flight: Gauge
     webhook_decisions: Counter
+    webhook_panics: Counter
+    conversion_webhook_panics: Counter
 
 
 class ControllerStateCollector(Collector):
@@ -122,7 +131,9 @@ class ControllerStateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
-            "workqueue_depth", "Current depth of workqueue", labels=_QUEUE_LABELS
+            "workqueue_depth",
+            "Current depth of workqueue by workqueue and priority",
+            labels=(*_QUEUE_LABELS, "priority"),
         )
         unfinished = GaugeMetricFamily(
             "workqueue_unfinished_work_seconds",
@@ -148,7 +159,8 @@ class ControllerStateCollector(Collector):
         for name, controller in sorted(self._controllers.items()):
             # A controller's queue is named after it, as in controller-runtime.
             running = controller.processing_seconds()
-            depth.add_metric([name, name], controller.queue_depth())
+            # Keys have no priority: "", as controller-runtime's queue without priorities.
+            depth.add_metric([name, name, ""], controller.queue_depth())
             unfinished.add_metric([name, name], sum(running))
             longest.add_metric([name, name], max(running, default=0.0))
             active.add_metric([name], controller.active_workers)
@@ -244,6 +256,18 @@ def create_metrics() -> OperatorMetrics:
         reconcile_errors=Counter(
             "controller_runtime_reconcile_errors_total",
             "Total number of reconciliation errors per controller",
+            labelnames=controller,
+            registry=registry,
+        ),
+        terminal_reconcile_errors=Counter(
+            "controller_runtime_terminal_reconcile_errors_total",
+            "Total number of terminal reconciliation errors per controller",
+            labelnames=controller,
+            registry=registry,
+        ),
+        reconcile_panics=Counter(
+            "controller_runtime_reconcile_panics_total",
+            "Total number of reconciliation panics per controller",
             labelnames=controller,
             registry=registry,
         ),
@@ -374,6 +398,16 @@ def create_metrics() -> OperatorMetrics:
             "Admission requests answered, by webhook, decision (allowed: true/false) and reason "
             "(Allowed, a rejection's reason, Errored, Unverified, or Malformed: no review)",
             labelnames=("webhook", "allowed", "reason"),
+            registry=registry,
+        ),
+        webhook_panics=Counter(
+            "controller_runtime_webhook_panics_total",
+            "Total number of webhook panics",
+            registry=registry,
+        ),
+        conversion_webhook_panics=Counter(
+            "controller_runtime_conversion_webhook_panics_total",
+            "Total number of conversion webhook panics",
             registry=registry,
         ),
         observer_failures=Counter(

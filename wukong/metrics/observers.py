@@ -10,7 +10,8 @@ What each event feeds:
 
 - `controller_added`: the controller's queue depth, work in progress and
   worker gauges, read at scrape time (see `definitions.ControllerStateCollector`);
-- `reconcile`: at FINISHED, counts by result, timeouts, cancellations by
+- `reconcile`: at FINISHED, counts by result, errors (terminal ones and
+  panics apart too), timeouts, cancellations by
   reason (and by namespace, for the top namespaces only), and three
   histograms with the reconcile's trace id as exemplar: duration, share of
   the deadline used, and how late a requeue started;
@@ -23,7 +24,8 @@ What each event feeds:
 - `leadership_changed`: `leader_election_master_status`; `standing_by`:
   `wukong_leader_standbys_total`;
 - `admission_started`, `admission_reviewed`: controller-runtime's webhook
-  families (requests by code, latency, in flight) and our decisions by reason;
+  families (requests by code, latency, in flight, panics) and our decisions by
+  reason;
 - `observer_failed`: `wukong_observer_failures_total`.
 
 Everything here is a few dict lookups and additions: observers run on the
@@ -46,6 +48,7 @@ from wukong.runtime import (
     Outcome,
     RuntimeObserver,
     Step,
+    TerminalError,
     WebhookReview,
     is_failure,
 )
@@ -104,8 +107,13 @@ class RuntimeMetrics(RuntimeObserver):
         name = controller.name
         for result in _RESULT_LABEL.values():
             m.reconcile_total.labels(name, result)
-        m.reconcile_errors.labels(name)
+        for family in (m.reconcile_errors, m.terminal_reconcile_errors, m.reconcile_panics):
+            family.labels(name)
         m.reconcile_timeouts.labels(name)
+        # client-go's queue metrics exist as soon as the queue does.
+        self._queue_adds(name, name)
+        self._queue_duration(name, name)
+        self._work_duration(name, name)
         m.workqueue_retries.labels(name, name)
 
     # -- reconcile lifecycle ---------------------------------------------------------
@@ -124,6 +132,11 @@ class RuntimeMetrics(RuntimeObserver):
         self._reconcile_total(controller, result).inc()
         if result == "error":
             m.reconcile_errors.labels(controller).inc()
+            # Both are errors too, as in controller-runtime.
+            if isinstance(event.error, TerminalError):
+                m.terminal_reconcile_errors.labels(controller).inc()
+            if event.panicked:
+                m.reconcile_panics.labels(controller).inc()
         if outcome is Outcome.CANCELLED:
             assert event.reason is not None  # the runtime decides one for every cancellation
             m.reconcile_cancellations.labels(controller, event.reason.value).inc()
@@ -197,6 +210,8 @@ class RuntimeMetrics(RuntimeObserver):
         # allowed, under its reason (Malformed).
         allowed = "true" if review.allowed else "false"
         m.webhook_decisions.labels(review.webhook, allowed, review.reason).inc()
+        if review.panicked:
+            m.webhook_panics.inc()
 
     def observer_failed(self, observer: str, method: str) -> None:
         self.metrics.observer_failures.labels(observer).inc()

@@ -39,6 +39,7 @@ from wukong.runtime._errors import (
     Gone,
     Invalid,
     NotFound,
+    TerminalError,
 )
 from wukong.runtime._events import EventRecorder
 from wukong.runtime._informer import EventHandler, Informer
@@ -96,6 +97,7 @@ __all__ = [
     "RuntimeObserver",
     "Step",
     "Store",
+    "TerminalError",
     "Validator",
     "Watch",
     "WebhookReview",

@@ -1,10 +1,20 @@
-"""Errors the API server returns, as distinct exception types.
+"""Errors the API server returns, as distinct exception types; how a reconcile's
+error counts.
 
 Reconcilers branch on these (NotFound: the object is gone; Conflict: re-read and
 retry), so each is its own class instead of a status code to compare.
+
+A reconciler ends with an error in one of three ways, as controller-runtime
+counts them: an expected failure (an API error, a call that ran out of time, a
+connection that failed) is retried with backoff; `TerminalError` says retrying
+cannot help and is not retried; any other exception (`KeyError`, `TypeError`,
+...) is a bug in the reconciler, Python's equivalent of a Go panic that
+controller-runtime recovers: counted as a panic, and retried like an error.
 """
 
 from typing import Any
+
+import aiohttp
 
 
 class ApiError(Exception):
@@ -88,3 +98,27 @@ def api_error(*, status: int, body: dict[str, Any] | None, verb: str, path: str)
     if status == 409:
         cls = AlreadyExists if reason == "AlreadyExists" else Conflict
     return cls(status=status, reason=reason, message=message, verb=verb, path=path)
+
+
+class TerminalError(Exception):
+    """Raised by a reconciler when retrying cannot help (controller-runtime's
+    `reconcile.TerminalError`): an object that can never be made to work as it is.
+
+    The reconcile counts as an error (`controller_runtime_reconcile_total{result="error"}`,
+    `controller_runtime_reconcile_errors_total`) and in
+    `controller_runtime_terminal_reconcile_errors_total`, is logged at ERROR, and its key
+    is not requeued: the next change of the object (or a resync) reconciles it again.
+    Raise it `from` the error that decided it, so the log shows both.
+    """
+
+
+# What a reconciler or validator may fail with without a bug: the API's answers, a call
+# out of time (ApiTimeout is a TimeoutError, an OSError), a refused write after a lost
+# lease, a connection that failed.
+_EXPECTED = (ApiError, NotLeading, TerminalError, OSError, aiohttp.ClientError)
+
+
+def is_panic(error: BaseException | None) -> bool:
+    """Whether `error` is a bug in the code that raised it rather than a failure it
+    expects (see the module's docstring): controller-runtime counts such as panics."""
+    return isinstance(error, Exception) and not isinstance(error, _EXPECTED)

@@ -76,6 +76,9 @@ class LifecycleEvent:
     requeue_after: float | None = None  # REQUEUED: the delay until it runs again
     rate_limited: bool = False  # REQUEUED: the delay is a backoff, not a RequeueAfter
     duration: float | None = None  # FINISHED: seconds spent reconciling
+    # FINISHED with ERROR: `error` is a bug (an unexpected exception, controller-runtime's
+    # recovered panic), not an expected failure.
+    panicked: bool = False
     # STARTED: the contextvars the reconcile task will run in; observers may set
     # values there (tracing makes the reconcile's span current).
     task_context: contextvars.Context | None = None
@@ -127,6 +130,7 @@ class WebhookReview:
     reason: str  # machine-readable: Allowed, a rejection's reason, Unverified, BadRequest
     message: str  # what the user sees for a rejection or warning
     code: int  # HTTP status of the answer (200; 400 for a malformed request)
+    panicked: bool = False  # the validator raised an unexpected exception (a bug)
 
 
 class ControllerView(Protocol):

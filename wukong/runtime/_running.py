@@ -32,6 +32,7 @@ from wukong.runtime._cancellation import CancelReason, decide_cancel_reason
 from wukong.runtime._client import Client, Object
 from wukong.runtime._context import ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller, MapFunc
+from wukong.runtime._errors import TerminalError, is_panic
 from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 from wukong.runtime._scopes import NamespaceScopes
@@ -343,7 +344,10 @@ class RunningController:
                 extra={"cancel_reason": str(reason), "api_call_in_flight": in_flight},
             )
         elif outcome is Outcome.ERROR:
-            ctx.logger.error("reconcile failed after %.3fs: %s", duration, error, exc_info=error)
+            terminal = " (terminal: not requeued)" if isinstance(error, TerminalError) else ""
+            ctx.logger.error(
+                "reconcile failed after %.3fs%s: %s", duration, terminal, error, exc_info=error
+            )
         else:
             ctx.logger.debug("reconcile finished after %.3fs: %s", duration, outcome)
         self._observer.reconcile(
@@ -355,9 +359,12 @@ class RunningController:
                 error=error,
                 reason=reason,
                 duration=duration,
+                panicked=outcome is Outcome.ERROR and is_panic(error),
             )
         )
-        self._requeue(ctx, outcome, result)
+        # As controller-runtime: a terminal error is not retried (nor forgotten).
+        if outcome is not Outcome.ERROR or not isinstance(error, TerminalError):
+            self._requeue(ctx, outcome, result)
 
     def _requeue(self, ctx: ReconcileContext, outcome: Outcome, result: Result | None) -> None:
         request = ctx.request

@@ -17,7 +17,10 @@ the request does, down to each API call it makes:
 A validator that raises, or is still running at the deadline, has decided
 nothing, and the webhook says so as controller-runtime's "Errored" response
 does: `allowed: false` with `status.code` 500 and what went wrong as the
-message (reason `Errored` here). The API server fails the write with that code
+message (reason `Errored` here); a validator that raised an unexpected
+exception (a bug, not an API error or timeout) is reported as a panic
+(`WebhookReview.panicked`), as controller-runtime counts a webhook's recovered
+panic. The API server fails the write with that code
 and message; it is an answer, so `failurePolicy` (which covers a webhook that
 cannot be called or does not answer) does not turn it into an admission: an
 object nobody could check is not let through by an error. Admitting instead
@@ -62,6 +65,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from wukong.runtime._client import Client, Object
+from wukong.runtime._errors import is_panic
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime._httpserver import HttpServer
 from wukong.runtime._observer import RuntimeObserver, WebhookReview
@@ -267,9 +271,22 @@ class WebhookServer:
         deadline = started + max(timeout - min(ANSWER_MARGIN, timeout / 4), 0.0)
         deadline_wall = datetime.datetime.fromtimestamp(started_wall + timeout, datetime.UTC)
 
-        def answer(request: AdmissionRequest | None, admission: Admission, code: int) -> None:
+        def answer(
+            request: AdmissionRequest | None,
+            admission: Admission,
+            code: int,
+            panicked: bool = False,
+        ) -> None:
             self._report(
-                path, request, started, started_wall, timeout, deadline_wall, admission, code
+                path,
+                request,
+                started,
+                started_wall,
+                timeout,
+                deadline_wall,
+                admission,
+                code,
+                panicked,
             )
 
         try:
@@ -290,11 +307,11 @@ class WebhookServer:
             answer(None, Admission.malformed(str(exc)), 400)
             return web.Response(status=400, text=f"not an AdmissionReview: {exc}")
         request = _request(request_body, timeout=timeout, deadline=deadline, client=self._client)
-        admission = await self._decide(path, request)
+        admission, panicked = await self._decide(path, request)
         if admission.code == 400:
-            answer(request, admission, 400)
+            answer(request, admission, 400, panicked)
             return web.Response(status=400, text=admission.message)
-        answer(request, admission, 200)
+        answer(request, admission, 200, panicked)
         response: dict[str, Any] = {"uid": request.uid, "allowed": admission.allowed}
         if not admission.allowed:
             response["status"] = {
@@ -309,9 +326,12 @@ class WebhookServer:
             {"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": response}
         )
 
-    async def _decide(self, path: str, request: AdmissionRequest) -> Admission:
+    async def _decide(self, path: str, request: AdmissionRequest) -> tuple[Admission, bool]:
+        """The validator's answer, and whether it raised an unexpected exception (a bug,
+        counted as controller-runtime counts a webhook's recovered panic)."""
         validator = self._validators[path]
         where = f"{path} for {request.namespace}/{request.name}"
+        panicked = False
         try:
             async with asyncio.timeout_at(request.deadline):
                 admission = await validator.validate(request)
@@ -323,13 +343,15 @@ class WebhookServer:
         except Exception as exc:
             log.exception("webhook %s failed", where)
             admission = Admission.errored(f"the webhook failed: {exc}")
+            panicked = is_panic(exc)
         if admission.code == 500 and isinstance(validator, AdmitOnError):
-            return Admission.allow(
+            unverified = Admission.allow(
                 f"not verified: {admission.message}; the controller reports any problem in "
                 "the object's conditions",
                 reason="Unverified",
             )
-        return admission
+            return unverified, panicked
+        return admission, panicked
 
     def _report(
         self,
@@ -341,6 +363,7 @@ class WebhookServer:
         deadline_wall: datetime.datetime,
         admission: Admission,
         code: int,
+        panicked: bool,
     ) -> None:
         duration = asyncio.get_running_loop().time() - started
         allowed = admission.allowed if code == 200 else None
@@ -370,6 +393,7 @@ class WebhookServer:
                 reason=admission.reason,
                 message=admission.message,
                 code=code,
+                panicked=panicked,
             )
         )
 
