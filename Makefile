@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_SOURCES := wukong tests bench docs
 
-.PHONY: setup run test lint unit integration bench down
+.PHONY: setup run test lint unit integration bench down docs
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,11 @@ run: setup
 ## test: lint, type-check, then every test (unit, integration against a real API server, ebpf as root)
 test: setup lint
 	$(BIN)/pytest
+
+## docs: the API reference built from the docstrings into build/docs (warnings are errors; `make test` builds it too)
+docs: setup
+	$(BIN)/python -m sphinx -W --keep-going -E -q -b html docs/api build/docs
+	@echo "the API reference: build/docs/index.html"
 
 lint:
 	$(BIN)/ruff check $(PY_SOURCES)

@@ -178,7 +178,7 @@ def _describe(pem: bytes) -> str:
 
 
 def certificate_dir(explicit: Path | None, *, default: Path) -> Path | None:
-    """Where the certificate is: `explicit` when given (a --*-cert-dir flag), else
+    """Where the certificate is: `explicit` when given (a `--*-cert-dir` flag), else
     `default` when it holds one, else None."""
     if explicit is not None:
         return explicit
