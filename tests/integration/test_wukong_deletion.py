@@ -15,7 +15,9 @@ from wukong.devcluster.simulator.crds import infrastructure_crds, install_infras
 from wukong.operator.api import FINALIZER, WUKONGS
 from wukong.operator.finalizer import OWNED_BY, DeletionCaches, Finalizer, owner_uid_key
 from wukong.operator.owned import owned_object
+from wukong.operator.views import parse_wukong
 from wukong.runtime import EventHandler, EventRecorder, ReconcileContext, Request, Store
+from wukong.runtime._calls import layered
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import NotFound
 from wukong.runtime.apis import (
@@ -182,7 +184,7 @@ async def test_a_dependent_the_cache_never_showed_is_read_live_and_deleted(
             "disks": [{"name": "root", "size": "1Gi"}],
         },
     }
-    wukong = await client.create(WUKONGS, body)
+    wukong = parse_wukong(await client.create(WUKONGS, body))
     nad = await client.create(
         NETWORK_ATTACHMENT_DEFINITIONS,
         owned_object(wukong, NETWORK_ATTACHMENT_DEFINITIONS, "w-data", spec={"config": "{}"}),
@@ -209,7 +211,7 @@ async def test_a_dependent_the_cache_never_showed_is_read_live_and_deleted(
         recorder=EventRecorder(component="test"),
     )
     recorder = Recorder()
-    observed = client.observed_by(recorder)
+    observed = layered(client, observer=recorder)
     request = Request(namespace, "w")
     for _ in range(10):  # reconciles; each one makes progress
         try:
@@ -223,7 +225,7 @@ async def test_a_dependent_the_cache_never_showed_is_read_live_and_deleted(
             client=observed,
             logger=logging.getLogger("test"),
         )
-        await finalizer.finalize(ctx, current)
+        await finalizer.finalize(ctx, parse_wukong(current))
     else:
         raise AssertionError("the finalizer was never removed")
 

@@ -8,6 +8,7 @@ problem with CDI's message; every other phase is progress the status shows.
 
 import pytest
 
+from wukong.operator.api import DiskSpec
 from wukong.operator.storage import DiskReconciler, _Readiness
 from wukong.runtime._cache import Store
 
@@ -32,7 +33,7 @@ IN_PROGRESS = [
     "Paused",
     "Unknown",
 ]
-DISK = {"name": "root", "size": "10Gi", "image": "docker://example/disk"}
+DISK = DiskSpec(name="root", size="10Gi", image="docker://example/disk")
 
 
 def _readiness(phase: str, **status: object) -> _Readiness:

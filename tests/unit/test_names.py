@@ -1,11 +1,12 @@
 """The names Wukong derives, and what it says about a stored Wukong whose names cannot fit."""
 
 from wukong.operator.names import MAX_LABEL, child_name, is_label_value, name_problem
+from wukong.operator.views import WukongView, parse_wukong
 from wukong.runtime._events import event_name
 
 
-def _wukong(name: str, **spec: object) -> dict[str, object]:
-    return {"metadata": {"name": name, "namespace": "ns"}, "spec": spec}
+def _wukong(name: str, **spec: object) -> WukongView:
+    return parse_wukong({"metadata": {"name": name, "namespace": "ns"}, "spec": spec})
 
 
 def test_derived_names_split_at_their_last_dash() -> None:
@@ -22,10 +23,13 @@ def test_label_values() -> None:
 
 
 def test_a_stored_wukong_with_names_that_cannot_fit_is_reported() -> None:
-    assert name_problem(_wukong("ok", disks=[{"name": "root"}])) is None
+    assert name_problem(_wukong("ok", disks=[{"name": "root", "size": "1Gi"}])) is None
     reason, message = name_problem(_wukong("x" * 70)) or ("", "")
     assert reason == "InvalidName" and "63" in message
-    reason, message = name_problem(_wukong("x" * 60, disks=[{"name": "root"}])) or ("", "")
+    reason, message = name_problem(_wukong("x" * 60, disks=[{"name": "root", "size": "1Gi"}])) or (
+        "",
+        "",
+    )
     assert reason == "NameTooLong" and "disk root" in message
     # A reused network derives no name.
     assert name_problem(_wukong("x" * 60, networks=[{"name": "net", "nadName": "n"}])) is None

@@ -4,9 +4,12 @@ from decimal import Decimal
 
 import pytest
 
+from wukong.operator.api import WukongSpec
 from wukong.operator.kubevirt import _contains, desired_spec, guest_status
 from wukong.operator.run import OperatorSettings
+from wukong.operator.schema import from_json
 from wukong.operator.validation import validate
+from wukong.operator.views import parse_wukong
 from wukong.runtime._quantity import parse_quantity
 
 
@@ -40,24 +43,31 @@ def test_validation_finds_what_admission_cannot() -> None:
         ],
         "disks": [{"name": "root", "size": "1Gi", "image": "s3://bucket/disk"}],
     }
-    problems = validate(spec)
+    problems = validate(from_json(WukongSpec, spec))
     assert problems.networks is not None and problems.networks.reason == "InvalidNetworkConfig"
     assert "network bad" in problems.networks.message
     assert problems.disks is not None and problems.disks.reason == "InvalidImage"
-    assert validate({"networks": [{"name": "n", "config": '{"plugins": []}'}]}).networks is None
-    assert validate({"networks": [{"name": "n", "config": "[1]"}]}).networks is not None
+    plugins = {"networks": [{"name": "n", "config": '{"plugins": []}'}]}
+    assert validate(from_json(WukongSpec, plugins)).networks is None
+    not_an_object = {"networks": [{"name": "n", "config": "[1]"}]}
+    assert validate(from_json(WukongSpec, not_an_object)).networks is not None
 
 
 def test_vm_template_follows_the_spec() -> None:
-    wukong = {
-        "metadata": {"name": "web"},
-        "spec": {
-            "cpu": 4,
-            "memory": "8Gi",
-            "running": False,
-            "disks": [{"name": "root"}, {"name": "img", "image": "docker://x"}],
-        },
-    }
+    wukong = parse_wukong(
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "cpu": 4,
+                "memory": "8Gi",
+                "running": False,
+                "disks": [
+                    {"name": "root", "size": "1Gi"},
+                    {"name": "img", "size": "1Gi", "image": "docker://x"},
+                ],
+            },
+        }
+    )
     spec = desired_spec(
         wukong,
         networks=[{"name": "data", "nadName": "web-data"}],

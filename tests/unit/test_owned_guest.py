@@ -1,6 +1,7 @@
 """Which VM and instance of the Wukong's name are the Wukong's own."""
 
 from wukong.operator.kubevirt import owned_guest
+from wukong.operator.views import parse_wukong
 
 
 def _obj(uid: str, controller: str | None = None, kind: str = "Wukong") -> dict[str, object]:
@@ -9,7 +10,7 @@ def _obj(uid: str, controller: str | None = None, kind: str = "Wukong") -> dict[
     return {"metadata": {"name": "db", "uid": uid, "ownerReferences": refs}}
 
 
-WUKONG = _obj("w")
+WUKONG = parse_wukong(_obj("w"))
 
 
 def test_our_vm_and_its_instance_are_ours() -> None:

@@ -40,7 +40,8 @@ import base64
 from typing import Any
 
 from wukong.operator.api import WUKONGS
-from wukong.operator.storage import claim_name, is_default_class
+from wukong.operator.names import child_name
+from wukong.operator.storage import is_default_class
 from wukong.operator.validation import invalid_value, is_object_name
 from wukong.runtime import (
     Admission,
@@ -215,7 +216,8 @@ class WukongAdmission:
         name = disk.get("storageClassName")
         if not name:
             claim = self._claims.get_by_name(
-                wukong["metadata"].get("namespace"), claim_name(wukong, disk)
+                wukong["metadata"].get("namespace"),
+                child_name(wukong["metadata"]["name"], disk["name"]),
             )
             name = ((claim or {}).get("spec") or {}).get("storageClassName")
         if name:

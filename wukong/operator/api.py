@@ -43,7 +43,7 @@ class Phase(StrEnum):
     DELETING = "Deleting"
 
 
-@dataclass
+@dataclass(frozen=True)
 class NetworkSpec:
     """A network the VM joins through Multus."""
 
@@ -79,7 +79,7 @@ class NetworkSpec:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class DiskSpec:
     """A disk: a PersistentVolumeClaim, or a CDI DataVolume when `image` is set."""
 
@@ -142,7 +142,7 @@ class DiskSpec:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class WukongSpec:
     """Desired state of a Wukong VM."""
 
@@ -168,7 +168,7 @@ class WukongSpec:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class NetworkStatus:
     """A network as configured."""
 
@@ -181,7 +181,7 @@ class NetworkStatus:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class VolumeStatus:
     """A disk's claim as observed."""
 
@@ -205,7 +205,7 @@ class VolumeStatus:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class MigrationStatus:
     """A live migration of the VM in progress (a KubeVirt VirtualMachineInstanceMigration)."""
 
@@ -217,7 +217,7 @@ class MigrationStatus:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Condition:
     """A standard Kubernetes condition."""
 
@@ -235,7 +235,7 @@ class Condition:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class WukongStatus:
     """Observed state of a Wukong VM."""
 

@@ -4,10 +4,18 @@
 `lastTransitionTime` only when the status actually changes: a reconcile that
 rewrites `Ready=False` every 5 s must not make the condition look new each
 time. Conditions are plain dicts in `status.conditions`, as stored.
+
+`updated_conditions` is the one place the controller builds a status's
+conditions: from the ones the view read, with some set anew.
 """
 
 import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from wukong.operator.api import Condition
+from wukong.operator.schema import to_json
 
 READY = "Ready"
 NETWORKS_CONFIGURED = "NetworksConfigured"
@@ -52,6 +60,38 @@ def set_condition(
     new["lastTransitionTime"] = now or _now()
     conditions.append(new)
     return True
+
+
+@dataclass(frozen=True)
+class ConditionUpdate:
+    """A condition to set: `status` None is Unknown."""
+
+    type: str
+    status: bool | None
+    reason: str
+    message: str
+
+
+def updated_conditions(
+    current: Iterable[Condition],
+    updates: Iterable[ConditionUpdate],
+    *,
+    observed_generation: int | None,
+    now: str | None = None,
+) -> Conditions:
+    """`current` with each of `updates` set (in order), as the status stores them."""
+    conditions: Conditions = [to_json(condition) for condition in current]
+    for update in updates:
+        set_condition(
+            conditions,
+            type=update.type,
+            status=update.status,
+            reason=update.reason,
+            message=update.message,
+            observed_generation=observed_generation,
+            now=now,
+        )
+    return conditions
 
 
 def find_condition(conditions: Conditions, type: str) -> dict[str, Any] | None:

@@ -40,7 +40,9 @@ what is already gone is read once more.
 A finalizer that waits for dependents that will never go keeps its object
 forever. Here nothing blocks removal except a VM (or its VMI) of ours still
 shutting down, and that only for `VM_DELETION_PATIENCE`; a step that waits
-says why (`FinalizeResult.waiting`, an event). Disks and networks are not
+says why (`FinalizeResult.waiting`, an event). Each step is an action
+(`_delete_virtual_machine`, `_delete_dependents`) that returns what it
+found as a `_StepOutcome`; `finalize` alone puts them into its result. Disks and networks are not
 waited for once their deletes are accepted (a claim in use elsewhere keeps
 its `pvc-protection` finalizer as long as it likes). A dependent that is
 already gone, was never created, belongs to someone else (another controller
@@ -56,6 +58,7 @@ from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
 from wukong.operator.names import is_label_value
 from wukong.operator.networks import created_nad_name
 from wukong.operator.storage import claim_name
+from wukong.operator.views import WukongView
 from wukong.runtime import (
     Conflict,
     EventRecorder,
@@ -91,7 +94,7 @@ def owner_uid_key(obj: Object) -> list[str]:
     return [uid] if uid else []
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinalizeResult:
     done: bool = False
     # Stopped for lack of time with work left that no watch event will announce.
@@ -99,7 +102,16 @@ class FinalizeResult:
     # (reason, message) of the step that waits for something else than its own
     # deletes to show in the caches.
     waiting: tuple[str, str] | None = None
-    warnings: list[tuple[str, str]] = field(default_factory=list)
+    warnings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class _StepOutcome:
+    """What one deletion step found: whether the next step may begin, and why not."""
+
+    done: bool
+    waiting: tuple[str, str] | None = None
+    warning: tuple[str, str] | None = None
 
 
 @dataclass
@@ -150,56 +162,54 @@ class Finalizer:
         """The Wukong is gone: drop what was remembered of its deletion."""
         self._progress.pop(request, None)
 
-    def observe(self, request: Request, wukong: Object) -> None:
+    def observe(self, request: Request, wukong: WukongView) -> None:
         """Note what the caches show of the Wukong's dependents (each deletion reconcile,
         from the first: they go one by one)."""
         self._observe(request, wukong)
 
-    def _observe(self, request: Request, wukong: Object) -> _Progress:
-        metadata = wukong["metadata"]
+    def _observe(self, request: Request, wukong: WukongView) -> _Progress:
         progress = self._progress.get(request)
-        if progress is None or progress.uid != metadata["uid"]:
-            progress = self._progress[request] = _Progress(uid=metadata["uid"])
+        if progress is None or progress.uid != wukong.uid:
+            progress = self._progress[request] = _Progress(uid=wukong.uid)
         for plural, names in _expected(wukong).items():
             for name in names:
-                if self._stores[plural].get_by_name(metadata["namespace"], name) is not None:
+                if self._stores[plural].get_by_name(wukong.namespace, name) is not None:
                     progress.seen.add((plural, name))
         return progress
 
-    async def finalize(self, ctx: ReconcileContext, wukong: Object) -> FinalizeResult:
-        result = FinalizeResult()
-        metadata = wukong["metadata"]
+    async def finalize(self, ctx: ReconcileContext, wukong: WukongView) -> FinalizeResult:
         progress = self._observe(ctx.request, wukong)
+        warnings: tuple[tuple[str, str], ...] = ()
         try:
-            if not await self._virtual_machine_gone(ctx, wukong, progress, result):
-                return result
+            step = await self._delete_virtual_machine(ctx, wukong, progress)
+            warnings = (step.warning,) if step.warning else ()
+            if not step.done:
+                return FinalizeResult(waiting=step.waiting, warnings=warnings)
             for resource in _DELETED_AFTER_THE_VM:
-                if not await self._deleted(ctx, wukong, resource, progress):
-                    return result  # deletes issued: their watch events bring the next reconcile
+                if not await self._delete_dependents(ctx, wukong, resource, progress):
+                    # Deletes issued: their watch events bring the next reconcile.
+                    return FinalizeResult(warnings=warnings)
             _take_time(ctx)
         except _OutOfTime:
-            result.resume = True
-            return result
-        finalizers = [f for f in metadata.get("finalizers") or [] if f != FINALIZER]
+            return FinalizeResult(resume=True, warnings=warnings)
         patch = {
-            "metadata": {"finalizers": finalizers, "resourceVersion": metadata["resourceVersion"]}
+            "metadata": {
+                "finalizers": [f for f in wukong.finalizers if f != FINALIZER],
+                "resourceVersion": wukong.resource_version,
+            }
         }
         try:
-            await ctx.client.patch(
-                WUKONGS, metadata["name"], patch, namespace=metadata["namespace"]
-            )
+            await ctx.client.patch(WUKONGS, wukong.name, patch, namespace=wukong.namespace)
         except NotFound:
             pass
         self.forget(ctx.request)
-        result.done = True
-        return result
+        return FinalizeResult(done=True, warnings=warnings)
 
-    async def _virtual_machine_gone(
-        self, ctx: ReconcileContext, wukong: Object, progress: _Progress, result: FinalizeResult
-    ) -> bool:
-        """Step 1: delete our VM; True once it and its instance are gone (or took too long)."""
-        metadata = wukong["metadata"]
-        namespace, name = metadata["namespace"], metadata["name"]
+    async def _delete_virtual_machine(
+        self, ctx: ReconcileContext, wukong: WukongView, progress: _Progress
+    ) -> _StepOutcome:
+        """Step 1: delete our VM; done once it and its instance are gone (or took too long)."""
+        namespace, name = wukong.namespace, wukong.name
         vm = self._caches.virtual_machines.get_by_name(namespace, name)
         vmi = self._caches.virtual_machine_instances.get_by_name(namespace, name)
         ours, vmi_ours = _ours(wukong, vm, vmi)
@@ -220,36 +230,41 @@ class Finalizer:
                 if not vmi_ours:
                     progress.confirmed.add(VIRTUAL_MACHINE_INSTANCES.plural)
             if not ours and not vmi_ours:
-                return True
+                return _StepOutcome(done=True)
         if ours and vm is not None and not _deleting(vm, progress):
             await self._delete(ctx, wukong, VIRTUAL_MACHINES, vm, progress)
-            result.waiting = ("WaitingForVirtualMachine", f"VirtualMachine {name} is being deleted")
-            return False
+            return _StepOutcome(
+                done=False,
+                waiting=("WaitingForVirtualMachine", f"VirtualMachine {name} is being deleted"),
+            )
         still = f"VirtualMachine {name}" if ours else f"VirtualMachineInstance {name}"
         # Patience counts from the Wukong's deletion: bounded whatever the VM does.
-        if _age(metadata["deletionTimestamp"]) < VM_DELETION_PATIENCE:
-            result.waiting = ("WaitingForVirtualMachine", f"{still} is still shutting down")
-            return False
-        result.warnings.append(
-            (
+        if _age(wukong.deletion_timestamp or "") < VM_DELETION_PATIENCE:
+            return _StepOutcome(
+                done=False,
+                waiting=("WaitingForVirtualMachine", f"{still} is still shutting down"),
+            )
+        return _StepOutcome(
+            done=True,
+            warning=(
                 "VirtualMachineDeletionSlow",
                 f"{still} is still terminating after {VM_DELETION_PATIENCE:.0f}s; "
                 "deleting its disks anyway",
-            )
+            ),
         )
-        return True
 
-    async def _deleted(
+    async def _delete_dependents(
         self,
         ctx: ReconcileContext,
-        wukong: Object,
+        wukong: WukongView,
         resource: Resource,
         progress: _Progress,
     ) -> bool:
-        """Steps 2-4: True once every `resource` of ours is being deleted (or gone)."""
+        """Steps 2-4: delete every `resource` of ours not being deleted yet; True if
+        there was none left (the step is done)."""
         pending = [
             item
-            for item in self._stores[resource.plural].by_index(OWNED_BY, wukong["metadata"]["uid"])
+            for item in self._stores[resource.plural].by_index(OWNED_BY, wukong.uid)
             if not _deleting(item, progress)
         ]
         live = not pending and not _trusted(progress, wukong, resource)
@@ -260,7 +275,7 @@ class Finalizer:
             pending = [
                 item
                 for item in await _list_labelled(ctx, resource, wukong)
-                if is_controlled_by(item, wukong) and not _deleting(item, progress)
+                if is_controlled_by(item, wukong.body) and not _deleting(item, progress)
             ]
         for item in pending:
             await self._delete(ctx, wukong, resource, item, progress)
@@ -273,7 +288,7 @@ class Finalizer:
     async def _delete(
         self,
         ctx: ReconcileContext,
-        wukong: Object,
+        wukong: WukongView,
         resource: Resource,
         obj: Object,
         progress: _Progress,
@@ -296,7 +311,7 @@ class Finalizer:
             # Recorded at once: a later cut-off must not lose it (the delete is not redone).
             await self._recorder.record(
                 ctx.client,
-                wukong,
+                wukong.body,
                 type="Normal",
                 reason="Deleted",
                 message=f"Deleted {resource.kind} {metadata['name']}",
@@ -316,25 +331,21 @@ def _take_time(ctx: ReconcileContext) -> None:
         raise _OutOfTime
 
 
-def _expected(wukong: Object) -> dict[str, set[str]]:
+def _expected(wukong: WukongView) -> dict[str, set[str]]:
     """Names of what the Wukong's spec makes, by kind: all it may have created."""
-    name = wukong["metadata"]["name"]
-    disks = wukong["spec"].get("disks") or []
-    networks = wukong["spec"].get("networks") or []
+    disks, networks = wukong.spec.disks, wukong.spec.networks
     return {
-        VIRTUAL_MACHINES.plural: {name},
-        VIRTUAL_MACHINE_INSTANCES.plural: {name},
-        DATA_VOLUMES.plural: {claim_name(wukong, d) for d in disks if d.get("image")},
-        PERSISTENT_VOLUME_CLAIMS.plural: {
-            claim_name(wukong, d) for d in disks if not d.get("image")
-        },
+        VIRTUAL_MACHINES.plural: {wukong.name},
+        VIRTUAL_MACHINE_INSTANCES.plural: {wukong.name},
+        DATA_VOLUMES.plural: {claim_name(wukong, d) for d in disks if d.image},
+        PERSISTENT_VOLUME_CLAIMS.plural: {claim_name(wukong, d) for d in disks if not d.image},
         NETWORK_ATTACHMENT_DEFINITIONS.plural: {
-            created_nad_name(wukong, n) for n in networks if "nadName" not in n
+            created_nad_name(wukong, n) for n in networks if n.nad_name is None
         },
     }
 
 
-def _trusted(progress: _Progress, wukong: Object, resource: Resource) -> bool:
+def _trusted(progress: _Progress, wukong: WukongView, resource: Resource) -> bool:
     """Whether the caches can answer for `resource` without a live read: each of its
     objects the spec makes was shown by them during this deletion (what they showed,
     they follow to its end), or the server was asked already."""
@@ -343,9 +354,9 @@ def _trusted(progress: _Progress, wukong: Object, resource: Resource) -> bool:
     return all((resource.plural, n) in progress.seen for n in _expected(wukong)[resource.plural])
 
 
-def _ours(wukong: Object, vm: Object | None, vmi: Object | None) -> tuple[bool, bool]:
+def _ours(wukong: WukongView, vm: Object | None, vmi: Object | None) -> tuple[bool, bool]:
     """Whether `vm`, and `vmi`, are the Wukong's."""
-    ours = vm is not None and is_controlled_by(vm, wukong)
+    ours = vm is not None and is_controlled_by(vm, wukong.body)
     # The instance is ours if its VM is (or was: the VM may be gone already).
     vmi_ours = vmi is not None and (
         ours or (vm is None and _controller_kind(vmi) == VIRTUAL_MACHINES.kind)
@@ -376,16 +387,17 @@ async def _get(
         return None
 
 
-async def _list_labelled(ctx: ReconcileContext, resource: Resource, wukong: Object) -> list[Object]:
+async def _list_labelled(
+    ctx: ReconcileContext, resource: Resource, wukong: WukongView
+) -> list[Object]:
     # The server cannot select by owner; the label is the closest it can (what
     # a Wukong creates carries it), and ownership is checked on what it returns.
-    metadata = wukong["metadata"]
     # A name that is no label value (a Wukong stored before the CRD refused
     # such names) cannot select; then the whole namespace is read.
-    selector = f"{WUKONG_LABEL}={metadata['name']}" if is_label_value(metadata["name"]) else None
+    selector = f"{WUKONG_LABEL}={wukong.name}" if is_label_value(wukong.name) else None
     try:
         listed = await ctx.client.list(
-            resource, namespace=metadata["namespace"], label_selector=selector
+            resource, namespace=wukong.namespace, label_selector=selector
         )
     except NotFound:
         return []  # the API is not served (any more): nothing of it can be left

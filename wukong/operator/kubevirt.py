@@ -15,26 +15,27 @@ running on its source node and `migrationState` names the target node once
 the target pod is scheduled. The node change it ends with is not a fault.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from wukong.operator.api import WUKONG_LABEL
 from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
-from wukong.operator.steps import Problem
+from wukong.operator.steps import Problem, StepResult
+from wukong.operator.views import WukongView
 from wukong.runtime import Invalid, Object, ReconcileContext, is_controlled_by
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
 
 
 def desired_spec(
-    wukong: Object, *, networks: list[dict[str, Any]], volumes: list[dict[str, Any]]
+    wukong: WukongView, *, networks: list[dict[str, Any]], volumes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    spec = wukong["spec"]
-    disks_by_name = {disk["name"]: disk for disk in spec.get("disks") or []}
+    spec = wukong.spec
+    disks_by_name = {disk.name: disk for disk in spec.disks}
     vm_volumes = []
     for volume in volumes:
         source = (
             {"dataVolume": {"name": volume["claimName"]}}
-            if disks_by_name[volume["name"]].get("image")
+            if disks_by_name[volume["name"]].image
             else {"persistentVolumeClaim": {"claimName": volume["claimName"]}}
         )
         vm_volumes.append({"name": volume["name"], **source})
@@ -44,13 +45,13 @@ def desired_spec(
         interfaces.append({"name": network["name"], "bridge": {}})
         vm_networks.append({"name": network["name"], "multus": {"networkName": network["nadName"]}})
     return {
-        "running": bool(spec.get("running", True)),
+        "running": spec.running,
         "template": {
-            "metadata": {"labels": {WUKONG_LABEL: wukong["metadata"]["name"]}},
+            "metadata": {"labels": {WUKONG_LABEL: wukong.name}},
             "spec": {
                 "domain": {
-                    "cpu": {"cores": spec.get("cpu", 1)},
-                    "memory": {"guest": spec.get("memory", "1Gi")},
+                    "cpu": {"cores": spec.cpu},
+                    "memory": {"guest": spec.memory},
                     "devices": {
                         "disks": [
                             {"name": volume["name"], "disk": {"bus": "virtio"}}
@@ -75,9 +76,9 @@ class OwnedGuest:
     conflict: Problem | None
 
 
-def owned_guest(wukong: Object, vm: Object | None, vmi: Object | None) -> OwnedGuest:
+def owned_guest(wukong: WukongView, vm: Object | None, vmi: Object | None) -> OwnedGuest:
     """Keep only the VM the Wukong controls and the instance that VM controls."""
-    if vm is not None and not is_controlled_by(vm, wukong):
+    if vm is not None and not is_controlled_by(vm, wukong.body):
         return OwnedGuest(None, None, name_conflict("the VM", VIRTUAL_MACHINES, vm))
     if vmi is not None and (vm is None or not is_controlled_by(vmi, vm)):
         # Without a VM of ours yet, an instance cannot be ours (KubeVirt makes it
@@ -87,32 +88,22 @@ def owned_guest(wukong: Object, vm: Object | None, vmi: Object | None) -> OwnedG
     return OwnedGuest(vm, vmi, None)
 
 
-@dataclass
-class VirtualMachineResult:
-    problem: Problem | None = None
-    changes: list[tuple[str, str]] = field(default_factory=list)
-
-
 async def ensure_virtual_machine(
-    ctx: ReconcileContext, wukong: Object, existing: Object | None, spec: dict[str, Any]
-) -> VirtualMachineResult:
+    ctx: ReconcileContext, wukong: WukongView, existing: Object | None, spec: dict[str, Any]
+) -> StepResult:
     """Create the VM, or patch `existing` (the Wukong's own: see `owned_guest`) to `spec`."""
-    result = VirtualMachineResult()
-    metadata = wukong["metadata"]
     try:
         if existing is None:
-            body = owned_object(wukong, VIRTUAL_MACHINES, metadata["name"], spec=spec)
+            body = owned_object(wukong, VIRTUAL_MACHINES, wukong.name, spec=spec)
             if await create_once(ctx, VIRTUAL_MACHINES, body):
-                result.changes.append(("Created", f"Created VirtualMachine {metadata['name']}"))
+                return StepResult(changes=[("Created", f"Created VirtualMachine {wukong.name}")])
         elif not _contains(existing.get("spec") or {}, spec):
             patch = {**optimistic_lock(existing), "spec": spec}
-            await ctx.client.patch(
-                VIRTUAL_MACHINES, metadata["name"], patch, namespace=metadata["namespace"]
-            )
-            result.changes.append(("Updated", f"Updated VirtualMachine {metadata['name']}"))
+            await ctx.client.patch(VIRTUAL_MACHINES, wukong.name, patch, namespace=wukong.namespace)
+            return StepResult(changes=[("Updated", f"Updated VirtualMachine {wukong.name}")])
     except Invalid as exc:
-        result.problem = Problem("VirtualMachineRejected", exc.message)
-    return result
+        return StepResult(problem=Problem("VirtualMachineRejected", exc.message))
+    return StepResult()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,10 @@ meet it, the object is not controlled by the second Wukong, which reports
 """
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # names is imported by api, which the views are built from
+    from wukong.operator.views import WukongView
 
 # Longest DNS label: names of VMs and NADs, and any label value.
 MAX_LABEL = 63
@@ -82,21 +85,20 @@ def child_name_rule(what: str) -> dict[str, str]:
     }
 
 
-def name_problem(wukong: dict[str, Any]) -> tuple[str, str] | None:
+def name_problem(wukong: "WukongView") -> tuple[str, str] | None:
     """(reason, message) when a stored Wukong's derived names cannot be valid.
 
     The CRD rejects such Wukongs; this catches the ones stored before it did.
     """
-    name = wukong["metadata"]["name"]
+    name = wukong.name
     if not is_label_value(name):
         return (
             "InvalidName",
             f"metadata.name {name!r} is not a DNS label of at most "
             f"{MAX_LABEL} characters; recreate the Wukong under a shorter name",
         )
-    spec = wukong.get("spec") or {}
-    children = [("disk", d.get("name", "")) for d in spec.get("disks") or []] + [
-        ("network", n.get("name", "")) for n in spec.get("networks") or [] if "nadName" not in n
+    children = [("disk", d.name) for d in wukong.spec.disks] + [
+        ("network", n.name) for n in wukong.spec.networks if n.nad_name is None
     ]
     for what, child in children:
         derived = child_name(name, child)

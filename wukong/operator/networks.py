@@ -12,18 +12,17 @@ Wukong created is refused (admission denies it; the controller reports
 `NetworkOwnedByWukong`): that one goes when its Wukong is deleted.
 """
 
-from typing import Any
-
-from wukong.operator.api import WUKONGS
+from wukong.operator.api import WUKONGS, NetworkSpec
 from wukong.operator.names import child_name
 from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem, StepResult
+from wukong.operator.views import WukongView
 from wukong.runtime import Invalid, Object, ReconcileContext, Store, is_controlled_by
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 
 
-def created_nad_name(wukong: Object, network: dict[str, Any]) -> str:
-    return child_name(wukong["metadata"]["name"], network["name"])
+def created_nad_name(wukong: WukongView, network: NetworkSpec) -> str:
+    return child_name(wukong.name, network.name)
 
 
 def wukong_controller(obj: Object) -> str | None:
@@ -35,75 +34,83 @@ def wukong_controller(obj: Object) -> str | None:
     return None
 
 
-async def ensure_networks(ctx: ReconcileContext, wukong: Object, *, nads: Store) -> StepResult:
-    result = StepResult()
-    namespace = wukong["metadata"]["namespace"]
-    for network in wukong["spec"].get("networks") or []:
-        if "nadName" in network:  # the schema allows exactly one of nadName and config
-            name = network["nadName"]
-            reused = nads.get_by_name(namespace, name)
-            if reused is None:
-                result.problem = result.problem or Problem(
+async def ensure_networks(ctx: ReconcileContext, wukong: WukongView, *, nads: Store) -> StepResult:
+    return StepResult.combine(
+        [await _ensure_network(ctx, wukong, network, nads) for network in wukong.spec.networks]
+    )
+
+
+async def _ensure_network(
+    ctx: ReconcileContext, wukong: WukongView, network: NetworkSpec, nads: Store
+) -> StepResult:
+    if network.nad_name is not None:  # the schema allows exactly one of nadName and config
+        name = network.nad_name
+        statuses = [{"name": network.name, "nadName": name, "created": False}]
+        reused = nads.get_by_name(wukong.namespace, name)
+        if reused is None:
+            return StepResult(
+                statuses,
+                Problem(
                     "NetworkNotFound",
-                    f"network {network['name']}: NetworkAttachmentDefinition "
-                    f"{namespace}/{name} does not exist",
-                )
-            elif (owner := wukong_controller(reused)) is not None:
-                result.problem = result.problem or Problem(
+                    f"network {network.name}: NetworkAttachmentDefinition "
+                    f"{wukong.namespace}/{name} does not exist",
+                ),
+            )
+        if (owner := wukong_controller(reused)) is not None:
+            return StepResult(
+                statuses,
+                Problem(
                     "NetworkOwnedByWukong",
-                    f"network {network['name']}: NetworkAttachmentDefinition {name} was created "
+                    f"network {network.name}: NetworkAttachmentDefinition {name} was created "
                     f"by Wukong {owner} and goes when it is deleted; give this Wukong its own "
                     "config, or reuse a NetworkAttachmentDefinition no Wukong created",
-                )
-            result.statuses.append({"name": network["name"], "nadName": name, "created": False})
-            continue
-        name = created_nad_name(wukong, network)
-        result.statuses.append({"name": network["name"], "nadName": name, "created": True})
-        problem = None
-        existing = nads.get_by_name(namespace, name)
-        if existing is not None and not is_controlled_by(existing, wukong):
-            problem = name_conflict(
-                f"network {network['name']}", NETWORK_ATTACHMENT_DEFINITIONS, existing
+                ),
             )
-        if problem is None and existing is None:
-            problem = await _create(ctx, wukong, network, name, result)
-        elif problem is None and existing is not None:
-            problem = await _update(ctx, existing, network, result)
-        result.problem = result.problem or problem
-    return result
+        return StepResult(statuses)
+    name = created_nad_name(wukong, network)
+    statuses = [{"name": network.name, "nadName": name, "created": True}]
+    existing = nads.get_by_name(wukong.namespace, name)
+    if existing is None:
+        outcome = await _create(ctx, wukong, network, name)
+    elif not is_controlled_by(existing, wukong.body):
+        outcome = StepResult(
+            problem=name_conflict(
+                f"network {network.name}", NETWORK_ATTACHMENT_DEFINITIONS, existing
+            )
+        )
+    else:
+        outcome = await _update(ctx, existing, network)
+    return StepResult.combine([StepResult(statuses), outcome])
 
 
 async def _create(
-    ctx: ReconcileContext,
-    wukong: Object,
-    network: dict[str, Any],
-    name: str,
-    result: StepResult,
-) -> Problem | None:
+    ctx: ReconcileContext, wukong: WukongView, network: NetworkSpec, name: str
+) -> StepResult:
     body = owned_object(
-        wukong, NETWORK_ATTACHMENT_DEFINITIONS, name, spec={"config": network["config"]}
+        wukong, NETWORK_ATTACHMENT_DEFINITIONS, name, spec={"config": network.config}
     )
     try:
         if not await create_once(ctx, NETWORK_ATTACHMENT_DEFINITIONS, body):
-            return None
+            return StepResult()
     except Invalid as exc:
-        return Problem("InvalidNetworkConfig", f"network {network['name']}: {exc.message}")
-    result.changes.append(("Created", f"Created NetworkAttachmentDefinition {name}"))
-    return None
+        return StepResult(
+            problem=Problem("InvalidNetworkConfig", f"network {network.name}: {exc.message}")
+        )
+    return StepResult(changes=[("Created", f"Created NetworkAttachmentDefinition {name}")])
 
 
-async def _update(
-    ctx: ReconcileContext, existing: Object, network: dict[str, Any], result: StepResult
-) -> Problem | None:
-    if (existing.get("spec") or {}).get("config") == network["config"]:
-        return None
+async def _update(ctx: ReconcileContext, existing: Object, network: NetworkSpec) -> StepResult:
+    if (existing.get("spec") or {}).get("config") == network.config:
+        return StepResult()
     metadata = existing["metadata"]
-    patch = {**optimistic_lock(existing), "spec": {"config": network["config"]}}
+    patch = {**optimistic_lock(existing), "spec": {"config": network.config}}
     try:
         await ctx.client.patch(
             NETWORK_ATTACHMENT_DEFINITIONS, metadata["name"], patch, namespace=metadata["namespace"]
         )
     except Invalid as exc:
-        return Problem("InvalidNetworkConfig", f"network {network['name']}: {exc.message}")
-    result.changes.append(("Updated", f"Updated NetworkAttachmentDefinition {metadata['name']}"))
-    return None
+        return StepResult(
+            problem=Problem("InvalidNetworkConfig", f"network {network.name}: {exc.message}")
+        )
+    updated = f"Updated NetworkAttachmentDefinition {metadata['name']}"
+    return StepResult(changes=[("Updated", updated)])

@@ -20,20 +20,21 @@ from typing import Any
 
 from wukong.operator.api import WUKONG_LABEL, WUKONGS
 from wukong.operator.steps import Problem
+from wukong.operator.views import WukongView
 from wukong.runtime import AlreadyExists, Object, ReconcileContext, controller_reference
 from wukong.runtime.resources import Resource
 
 
-def owned_object(wukong: Object, resource: Resource, name: str, **fields: Any) -> Object:
+def owned_object(wukong: WukongView, resource: Resource, name: str, **fields: Any) -> Object:
     """A `resource` object named `name`, owned and labelled by `wukong`, with `fields`."""
     return {
         "apiVersion": resource.api_version,
         "kind": resource.kind,
         "metadata": {
             "name": name,
-            "namespace": wukong["metadata"]["namespace"],
-            "labels": {WUKONG_LABEL: wukong["metadata"]["name"]},
-            "ownerReferences": [controller_reference(wukong, resource=WUKONGS)],
+            "namespace": wukong.namespace,
+            "labels": {WUKONG_LABEL: wukong.name},
+            "ownerReferences": [controller_reference(wukong.body, resource=WUKONGS)],
         },
         **fields,
     }

@@ -17,15 +17,24 @@ is simply run again: an object created just before the cancellation is found
 (or met as AlreadyExists) next time, never created twice. Nothing waits in
 place: a step that is not done yet says what it waits for, and the watch on
 owned objects (or `RequeueAfter` as a safety net) brings the next reconcile.
+
+The Wukong is read once per reconcile into a `WukongView` (and again only
+after the controller's own write of it); the steps work on that view, and
+every status's conditions are built by `conditions.updated_conditions`.
 """
 
-import copy
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from wukong.operator.api import FINALIZER, WUKONGS, Phase
-from wukong.operator.conditions import NETWORKS_CONFIGURED, READY, VOLUMES_BOUND, set_condition
+from wukong.operator.conditions import (
+    NETWORKS_CONFIGURED,
+    READY,
+    VOLUMES_BOUND,
+    ConditionUpdate,
+    updated_conditions,
+)
 from wukong.operator.finalizer import DeletionCaches, Finalizer
 from wukong.operator.kubevirt import (
     GuestStatus,
@@ -40,6 +49,7 @@ from wukong.operator.networks import ensure_networks
 from wukong.operator.steps import Problem, StepResult
 from wukong.operator.storage import DiskReconciler
 from wukong.operator.validation import SpecProblems, validate
+from wukong.operator.views import WukongView, parse_wukong
 from wukong.runtime import (
     ApiError,
     Conflict,
@@ -62,6 +72,7 @@ WAITING_RETRY_SECONDS = 10.0
 VM_DELETION_RETRY_SECONDS = 2.0
 # A deletion that stopped for lack of time goes on at once (no backoff: nothing failed).
 DELETION_RESUME_SECONDS = 0.01
+_DELETING_MESSAGE = "deleting the VM, its disks and networks"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,12 +119,13 @@ class WukongReconciler:
         )
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
-        wukong = self._caches.wukongs.get_by_name(request.namespace, request.name)
-        if wukong is None:
+        stored = self._caches.wukongs.get_by_name(request.namespace, request.name)
+        if stored is None:
             self._finalizer.forget(request)
             return Result()  # deleted; nothing of ours is left behind (finalizer)
+        wukong = parse_wukong(stored)
         try:
-            if wukong["metadata"].get("deletionTimestamp"):
+            if wukong.deletion_timestamp:
                 return await self._delete(ctx, wukong)
             return await self._converge(ctx, wukong)
         except Conflict:
@@ -121,10 +133,10 @@ class WukongReconciler:
             ctx.logger.debug("conflict writing %s; retrying with a fresh copy", request)
             return Result(requeue=True)
 
-    async def _converge(self, ctx: ReconcileContext, wukong: Object) -> Result:
-        if FINALIZER not in (wukong["metadata"].get("finalizers") or []):
+    async def _converge(self, ctx: ReconcileContext, wukong: WukongView) -> Result:
+        if not wukong.has_finalizer:
             wukong = await self._add_finalizer(ctx, wukong)
-        if not (wukong.get("status") or {}).get("phase"):
+        if not wukong.status.phase:
             await self._write_status(ctx, wukong, _initial_status(wukong))
             return Result(requeue=True)
         try:
@@ -135,9 +147,9 @@ class WukongReconciler:
             await self._report_error(ctx, wukong, exc)
             raise
 
-    async def _converge_steps(self, ctx: ReconcileContext, wukong: Object) -> Result:
-        namespace, name = wukong["metadata"]["namespace"], wukong["metadata"]["name"]
-        invalid = validate(wukong["spec"])
+    async def _converge_steps(self, ctx: ReconcileContext, wukong: WukongView) -> Result:
+        namespace, name = wukong.namespace, wukong.name
+        invalid = validate(wukong.spec)
         if (unfit := name_problem(wukong)) is not None:
             # No derived name would be valid: create nothing, say why.
             invalid = SpecProblems(networks=Problem(*unfit), disks=Problem(*unfit))
@@ -188,46 +200,31 @@ class WukongReconciler:
         )
         await self._write_status(ctx, wukong, status)
         for reason, message in changes:
-            await self._recorder.record(
-                ctx.client, wukong, type="Normal", reason=reason, message=message
-            )
+            await self._event(ctx, wukong, "Normal", reason, message)
         for warning in (problem, networks.degraded, volumes.degraded):
             if warning is not None:
-                await self._recorder.record(
-                    ctx.client,
-                    wukong,
-                    type="Warning",
-                    reason=warning.reason,
-                    message=warning.message,
-                )
+                await self._event(ctx, wukong, "Warning", warning.reason, warning.message)
         if problem is not None or networks.degraded or volumes.degraded:
             return Result(requeue_after=PROBLEM_RETRY_SECONDS)
-        old_phase = (wukong.get("status") or {}).get("phase")
+        old_phase = wukong.status.phase
         if status["phase"] == Phase.MIGRATING:
             return Result(requeue_after=WAITING_RETRY_SECONDS)
         if status["phase"] == Phase.RUNNING:
             if old_phase != Phase.RUNNING:
                 message = f"VM running on node {guest.node_name}"
-                await self._recorder.record(
-                    ctx.client, wukong, type="Normal", reason="Running", message=message
-                )
+                await self._event(ctx, wukong, "Normal", "Running", message)
             return Result()
         return Result(requeue_after=WAITING_RETRY_SECONDS)
 
-    async def _delete(self, ctx: ReconcileContext, wukong: Object) -> Result:
-        metadata = wukong["metadata"]
-        if FINALIZER not in (metadata.get("finalizers") or []):
+    async def _delete(self, ctx: ReconcileContext, wukong: WukongView) -> Result:
+        if not wukong.has_finalizer:
             return Result()
         self._finalizer.observe(ctx.request, wukong)
-        if (wukong.get("status") or {}).get("phase") != Phase.DELETING:
-            conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
-            set_condition(
-                conditions,
-                type=READY,
-                status=False,
-                reason="Deleting",
-                message="deleting the VM, its disks and networks",
-                observed_generation=metadata.get("generation"),
+        if wukong.status.phase != Phase.DELETING:
+            conditions = updated_conditions(
+                wukong.conditions,
+                [ConditionUpdate(READY, False, "Deleting", _DELETING_MESSAGE)],
+                observed_generation=wukong.generation,
             )
             await self._write_status(
                 ctx, wukong, {"phase": Phase.DELETING.value, "conditions": conditions}
@@ -236,32 +233,37 @@ class WukongReconciler:
             return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
         outcome = await self._finalizer.finalize(ctx, wukong)
         for reason, message in outcome.warnings:
-            await self._recorder.record(
-                ctx.client, wukong, type="Warning", reason=reason, message=message
-            )
+            await self._event(ctx, wukong, "Warning", reason, message)
         if outcome.done:
             ctx.logger.info("finalized %s", ctx.request)
             return Result()
         if outcome.waiting is not None:
-            reason, message = outcome.waiting
-            await self._recorder.record(
-                ctx.client, wukong, type="Normal", reason=reason, message=message
-            )
+            await self._event(ctx, wukong, "Normal", *outcome.waiting)
         if outcome.resume:
             ctx.logger.debug("deletion goes on in the next reconcile")
             return Result(requeue_after=DELETION_RESUME_SECONDS)
         ctx.logger.debug("deletion waits: %s", outcome.waiting or "for its deletes to show")
         return Result(requeue_after=VM_DELETION_RETRY_SECONDS)
 
-    async def _report_error(self, ctx: ReconcileContext, wukong: Object, error: ApiError) -> None:
-        conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
-        set_condition(
-            conditions,
-            type=READY,
-            status=False,
-            reason="ReconcileError",
-            message=str(error),
-            observed_generation=wukong["metadata"].get("generation"),
+    async def _event(
+        self,
+        ctx: ReconcileContext,
+        wukong: WukongView,
+        type: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+    ) -> None:
+        await self._recorder.record(
+            ctx.client, wukong.body, type=type, reason=reason, message=message
+        )
+
+    async def _report_error(
+        self, ctx: ReconcileContext, wukong: WukongView, error: ApiError
+    ) -> None:
+        conditions = updated_conditions(
+            wukong.conditions,
+            [ConditionUpdate(READY, False, "ReconcileError", str(error))],
+            observed_generation=wukong.generation,
         )
         status = {"phase": Phase.ERROR.value, "conditions": conditions}
         try:
@@ -270,48 +272,43 @@ class WukongReconciler:
             # The server that just failed may fail this too; the retry will tell.
             ctx.logger.debug("could not report %s in status: %s", error, exc)
 
-    async def _add_finalizer(self, ctx: ReconcileContext, wukong: Object) -> Object:
-        metadata = wukong["metadata"]
+    async def _add_finalizer(self, ctx: ReconcileContext, wukong: WukongView) -> WukongView:
         patch = {
             "metadata": {
-                "finalizers": [*(metadata.get("finalizers") or []), FINALIZER],
-                "resourceVersion": metadata["resourceVersion"],
+                "finalizers": [*wukong.finalizers, FINALIZER],
+                "resourceVersion": wukong.resource_version,
             }
         }
-        return await ctx.client.patch(
-            WUKONGS, metadata["name"], patch, namespace=metadata["namespace"]
-        )
+        written = await ctx.client.patch(WUKONGS, wukong.name, patch, namespace=wukong.namespace)
+        return parse_wukong(written)
 
     async def _write_status(
-        self, ctx: ReconcileContext, wukong: Object, status: dict[str, Any]
+        self, ctx: ReconcileContext, wukong: WukongView, status: dict[str, Any]
     ) -> None:
-        current = wukong.get("status") or {}
+        # Compared with the status as stored: that is what the write would change.
+        current = wukong.body.get("status") or {}
         if all(current.get(key) == value for key, value in status.items()):
             return  # unchanged: writing would only wake every watcher for nothing
-        metadata = wukong["metadata"]
         try:
             await ctx.client.patch_status(
-                WUKONGS, metadata["name"], {"status": status}, namespace=metadata["namespace"]
+                WUKONGS, wukong.name, {"status": status}, namespace=wukong.namespace
             )
         except NotFound:
             pass  # deleted meanwhile; the delete event brings the next reconcile
 
 
-def _initial_status(wukong: Object) -> dict[str, Any]:
-    generation = wukong["metadata"].get("generation")
-    conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
-    for type in (NETWORKS_CONFIGURED, VOLUMES_BOUND, READY):
-        set_condition(
-            conditions,
-            type=type,
-            status=None,
-            reason="Reconciling",
-            message="not observed yet",
-            observed_generation=generation,
-        )
+def _initial_status(wukong: WukongView) -> dict[str, Any]:
+    conditions = updated_conditions(
+        wukong.conditions,
+        [
+            ConditionUpdate(type, None, "Reconciling", "not observed yet")
+            for type in (NETWORKS_CONFIGURED, VOLUMES_BOUND, READY)
+        ],
+        observed_generation=wukong.generation,
+    )
     return {
         "phase": Phase.PENDING.value,
-        "observedGeneration": generation,
+        "observedGeneration": wukong.generation,
         "conditions": conditions,
     }
 
@@ -333,7 +330,7 @@ def _guest_problem(guest: GuestStatus) -> Problem | None:
 
 
 def _status(
-    wukong: Object,
+    wukong: WukongView,
     *,
     networks: StepResult,
     volumes: StepResult,
@@ -342,35 +339,28 @@ def _status(
     guest: GuestStatus,
     migration: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    generation = wukong["metadata"].get("generation")
-    running_wanted = bool(wukong["spec"].get("running", True))
-    conditions = copy.deepcopy((wukong.get("status") or {}).get("conditions") or [])
-
-    def condition(type: str, ok: bool, reason: str, message: str) -> None:
-        set_condition(
-            conditions,
-            type=type,
-            status=ok,
-            reason=reason,
-            message=message,
-            observed_generation=generation,
-        )
-
     count = len(networks.statuses)
     if networks.problem:
-        condition(NETWORKS_CONFIGURED, False, networks.problem.reason, networks.problem.message)
+        networks_condition = ConditionUpdate(
+            NETWORKS_CONFIGURED, False, networks.problem.reason, networks.problem.message
+        )
     else:
-        condition(NETWORKS_CONFIGURED, True, "NetworksReady", f"{count} network(s) configured")
+        networks_condition = ConditionUpdate(
+            NETWORKS_CONFIGURED, True, "NetworksReady", f"{count} network(s) configured"
+        )
     count = len(volumes.statuses)
-    if volumes.problem:
-        condition(VOLUMES_BOUND, False, volumes.problem.reason, volumes.problem.message)
-    elif volumes.degraded:
-        condition(VOLUMES_BOUND, False, volumes.degraded.reason, volumes.degraded.message)
+    if (shown := volumes.problem or volumes.degraded) is not None:
+        volumes_condition = ConditionUpdate(VOLUMES_BOUND, False, shown.reason, shown.message)
     elif volumes.waiting:
-        condition(VOLUMES_BOUND, False, "WaitingForVolumes", volumes.waiting)
+        volumes_condition = ConditionUpdate(
+            VOLUMES_BOUND, False, "WaitingForVolumes", volumes.waiting
+        )
     else:
-        condition(VOLUMES_BOUND, True, "VolumesReady", f"{count} disk(s) ready")
+        volumes_condition = ConditionUpdate(
+            VOLUMES_BOUND, True, "VolumesReady", f"{count} disk(s) ready"
+        )
 
+    running_wanted = wukong.spec.running
     if problem is not None:
         phase, reason, message = Phase.ERROR, problem.reason, problem.message
     elif migration is not None and guest.phase == "Running":
@@ -389,7 +379,9 @@ def _status(
         phase, reason = Phase.CREATING, "VirtualMachineStarting"
         message = f"VirtualMachineInstance is {guest.phase or 'not created yet'}"
     # The guest keeps running while it migrates.
-    condition(READY, phase in (Phase.RUNNING, Phase.MIGRATING), reason, message)
+    ready_condition = ConditionUpdate(
+        READY, phase in (Phase.RUNNING, Phase.MIGRATING), reason, message
+    )
     return {
         "phase": phase.value,
         "networks": networks.statuses,
@@ -398,6 +390,10 @@ def _status(
         "nodeName": guest.node_name,
         "migration": migration if phase == Phase.MIGRATING else None,
         "ipAddresses": guest.ip_addresses or None,
-        "observedGeneration": generation,
-        "conditions": conditions,
+        "observedGeneration": wukong.generation,
+        "conditions": updated_conditions(
+            wukong.conditions,
+            [networks_condition, volumes_condition, ready_condition],
+            observed_generation=wukong.generation,
+        ),
     }

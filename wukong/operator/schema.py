@@ -5,6 +5,10 @@ dataclasses, `list[...]`; `X | None` means optional); `spec_field(...)` adds
 what types cannot say: a description (required: it becomes `kubectl explain`),
 a default, bounds, patterns and CEL rules (`x-kubernetes-validations`).
 JSON names are the camelCase of the Python names.
+
+The same dataclasses read objects back (`from_json`) and write them
+(`to_json`), so the types that generate the CRD are also the typed views the
+controller works on: there is no second description of the fields to drift.
 """
 
 import dataclasses
@@ -13,6 +17,7 @@ import typing
 from typing import Any
 
 Schema = dict[str, Any]
+_T = typing.TypeVar("_T")
 
 
 def spec_field(*, description: str, default: Any = dataclasses.MISSING, **schema: Any) -> Any:
@@ -58,6 +63,45 @@ def schema_of(cls: type, *, description: str | None = None) -> Schema:
     if doc:
         schema["description"] = doc
     return schema
+
+
+def from_json(cls: type[_T], data: Any) -> _T:
+    """An instance of dataclass `cls` read from `data` as the API server stores it
+    (camelCase keys, unknown keys ignored, absent or null fields defaulted).
+
+    The values are trusted to have the schema's types: the API server checked
+    them. Lists become lists of their items' type.
+    """
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        value = (data or {}).get(json_name(field.name))
+        if value is not None:
+            values[field.name] = _read(_unwrap_optional(hints[field.name])[0], value)
+    return cls(**values)
+
+
+def _read(hint: Any, value: Any) -> Any:
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return [_read(item, each) for each in value]
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return from_json(hint, value)
+    return value
+
+
+def to_json(instance: Any) -> Any:
+    """`instance` (a dataclass, a list of them, or a plain value) as JSON, without the
+    fields that are None: what `from_json` reads back equal."""
+    if dataclasses.is_dataclass(instance) and not isinstance(instance, type):
+        return {
+            json_name(field.name): to_json(value)
+            for field in dataclasses.fields(instance)
+            if (value := getattr(instance, field.name)) is not None
+        }
+    if isinstance(instance, list | tuple):
+        return [to_json(each) for each in instance]
+    return instance
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:

@@ -9,8 +9,13 @@ A step can also be *degraded*: something it was asked for cannot happen yet
 (a disk that cannot be expanded), but nothing else has to stop for it. That
 shows on the step's own condition and as a Warning event, while the VM and
 the phase go on.
+
+Every action a step takes (create a claim, expand it, update a network)
+returns its outcome as a `StepResult` of its own, and the step combines them
+(`StepResult.combine`): nothing reports through an argument it mutates.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +26,7 @@ class Problem:
     message: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepResult:
     """One step's outcome: the status entries it observed, and whether it is done."""
 
@@ -38,5 +43,15 @@ class StepResult:
     def ready(self) -> bool:
         return self.problem is None and self.waiting is None
 
-    def degrade(self, problem: Problem) -> None:
-        self.degraded = self.degraded or problem
+    @classmethod
+    def combine(cls, parts: Iterable["StepResult"]) -> "StepResult":
+        """The outcome of actions taken in order: all statuses and changes, and the
+        first problem, wait and degradation."""
+        parts = list(parts)
+        return cls(
+            statuses=[status for part in parts for status in part.statuses],
+            problem=next((p.problem for p in parts if p.problem), None),
+            waiting=next((p.waiting for p in parts if p.waiting), None),
+            degraded=next((p.degraded for p in parts if p.degraded), None),
+            changes=[change for part in parts for change in part.changes],
+        )

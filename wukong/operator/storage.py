@@ -28,9 +28,11 @@ when the StorageClass or the claim changes.
 from dataclasses import dataclass
 from typing import Any
 
+from wukong.operator.api import DiskSpec
 from wukong.operator.names import child_name
 from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem, StepResult
+from wukong.operator.views import WukongView
 from wukong.runtime import (
     ApiError,
     Invalid,
@@ -50,8 +52,8 @@ DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 _DATA_VOLUME_READY = frozenset({"Succeeded", "PendingPopulation", WAIT_FOR_FIRST_CONSUMER})
 
 
-def claim_name(wukong: Object, disk: dict[str, Any]) -> str:
-    return child_name(wukong["metadata"]["name"], disk["name"])
+def claim_name(wukong: WukongView, disk: DiskSpec) -> str:
+    return child_name(wukong.name, disk.name)
 
 
 def storage_class_key(class_name: str | None) -> str:
@@ -79,64 +81,63 @@ class DiskReconciler:
         self._data_volumes = data_volumes
         self._classes = storage_classes
 
-    async def ensure(self, ctx: ReconcileContext, wukong: Object) -> StepResult:
-        result = StepResult()
-        for disk in wukong["spec"].get("disks") or []:
-            problem = await self._ensure_disk(ctx, wukong, disk, result)
-            result.problem = result.problem or problem
-        return result
+    async def ensure(self, ctx: ReconcileContext, wukong: WukongView) -> StepResult:
+        return StepResult.combine(
+            [await self._ensure_disk(ctx, wukong, disk) for disk in wukong.spec.disks]
+        )
 
     async def _ensure_disk(
-        self, ctx: ReconcileContext, wukong: Object, disk: dict[str, Any], result: StepResult
-    ) -> Problem | None:
+        self, ctx: ReconcileContext, wukong: WukongView, disk: DiskSpec
+    ) -> StepResult:
         name = claim_name(wukong, disk)
         status: dict[str, Any] = {
-            "name": disk["name"],
+            "name": disk.name,
             "claimName": name,
             "bound": False,
-            "size": disk["size"],
+            "size": disk.size,
         }
-        result.statuses.append(status)
-        namespace = wukong["metadata"]["namespace"]
         resource, store = (
             (DATA_VOLUMES, self._data_volumes)
-            if disk.get("image")
+            if disk.image
             else (PERSISTENT_VOLUME_CLAIMS, self._claims)
         )
-        existing = store.get_by_name(namespace, name)
+        existing = store.get_by_name(wukong.namespace, name)
         if existing is None:
-            class_name = disk.get("storageClassName")
+            class_name = disk.storage_class_name
             if class_name and self._classes.get_by_name(None, class_name) is None:
-                return Problem(
-                    "StorageClassNotFound",
-                    f"disk {disk['name']}: StorageClass {class_name} does not exist",
+                return StepResult(
+                    [status],
+                    Problem(
+                        "StorageClassNotFound",
+                        f"disk {disk.name}: StorageClass {class_name} does not exist",
+                    ),
                 )
-            result.waiting = result.waiting or f"claim {name} is being created"
-            return await self._create(ctx, wukong, disk, resource, name, result)
-        if not is_controlled_by(existing, wukong):
-            return name_conflict(f"disk {disk['name']}", resource, existing)
+            created = await self._create(ctx, wukong, disk, resource, name)
+            return StepResult.combine(
+                [StepResult([status], waiting=f"claim {name} is being created"), created]
+            )
+        if not is_controlled_by(existing, wukong.body):
+            return StepResult([status], name_conflict(f"disk {disk.name}", resource, existing))
         observed = existing.get("status") or {}
         status["phase"] = observed.get("phase") or "Pending"
-        if disk.get("image"):
+        if disk.image:
             status["progress"] = observed.get("progress")
             readiness = self._data_volume_readiness(disk, existing)
         else:
             readiness = self._claim_readiness(disk, existing)
         status["bound"] = readiness.ready
-        if readiness.waiting:
-            result.waiting = result.waiting or readiness.waiting
+        checked = StepResult([status], readiness.problem, readiness.waiting)
         # A DataVolume's claim has the DataVolume's name (and CDI makes the
         # DataVolume its controller); expanding the claim is how both are grown.
-        claim = self._claims.get_by_name(namespace, name)
-        if claim is not None and (
-            is_controlled_by(claim, wukong) or is_controlled_by(claim, existing)
+        claim = self._claims.get_by_name(wukong.namespace, name)
+        if claim is None or not (
+            is_controlled_by(claim, wukong.body) or is_controlled_by(claim, existing)
         ):
-            capacity = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
-            status["capacity"] = capacity
-            await self._expand(ctx, disk, claim, result)
-        return readiness.problem
+            return checked
+        status["capacity"] = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
+        return StepResult.combine([checked, await self._expand(ctx, disk, claim)])
 
-    def _data_volume_readiness(self, disk: dict[str, Any], data_volume: Object) -> _Readiness:
+    def _data_volume_readiness(self, disk: DiskSpec, data_volume: Object) -> _Readiness:
         name = data_volume["metadata"]["name"]
         status = data_volume.get("status") or {}
         phase = status.get("phase") or "Pending"
@@ -146,13 +147,13 @@ class DiskReconciler:
             messages = [c.get("message", "") for c in status.get("conditions") or []]
             detail = "; ".join(m for m in messages if m) or "import failed"
             return _Readiness(
-                ready=False, problem=Problem("ImportFailed", f"disk {disk['name']}: {detail}")
+                ready=False, problem=Problem("ImportFailed", f"disk {disk.name}: {detail}")
             )
         progress = status.get("progress")
         detail = f" ({progress})" if progress and progress != "N/A" else ""
         return _Readiness(ready=False, waiting=f"DataVolume {name} is {phase}{detail}")
 
-    def _claim_readiness(self, disk: dict[str, Any], claim: Object) -> _Readiness:
+    def _claim_readiness(self, disk: DiskSpec, claim: Object) -> _Readiness:
         name = claim["metadata"]["name"]
         phase = (claim.get("status") or {}).get("phase")
         if phase == "Bound":
@@ -162,7 +163,7 @@ class DiskReconciler:
                 ready=False,
                 problem=Problem(
                     "VolumeLost",
-                    f"disk {disk['name']}: claim {name} lost its volume; its data is gone, "
+                    f"disk {disk.name}: claim {name} lost its volume; its data is gone, "
                     "delete the claim to provision a new one",
                 ),
             )
@@ -180,24 +181,22 @@ class DiskReconciler:
     async def _create(
         self,
         ctx: ReconcileContext,
-        wukong: Object,
-        disk: dict[str, Any],
+        wukong: WukongView,
+        disk: DiskSpec,
         resource: Resource,
         name: str,
-        result: StepResult,
-    ) -> Problem | None:
+    ) -> StepResult:
         storage: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": disk["size"]}},
+            "resources": {"requests": {"storage": disk.size}},
         }
-        if disk.get("storageClassName"):
-            storage["storageClassName"] = disk["storageClassName"]
-        if disk.get("image"):
-            image = disk["image"]
+        if disk.storage_class_name:
+            storage["storageClassName"] = disk.storage_class_name
+        if disk.image:
             source = (
-                {"registry": {"url": image}}
-                if image.startswith("docker://")
-                else {"http": {"url": image}}
+                {"registry": {"url": disk.image}}
+                if disk.image.startswith("docker://")
+                else {"http": {"url": disk.image}}
             )
             spec: dict[str, Any] = {"source": source, "storage": storage}
         else:
@@ -205,42 +204,39 @@ class DiskReconciler:
         body = owned_object(wukong, resource, name, spec=spec)
         try:
             if not await create_once(ctx, resource, body):
-                return None
+                return StepResult()
         except Invalid as exc:
-            return Problem("InvalidDisk", f"disk {disk['name']}: {exc.message}")
-        result.changes.append(("Created", f"Created {resource.kind} {name}"))
-        return None
+            return StepResult(problem=Problem("InvalidDisk", f"disk {disk.name}: {exc.message}"))
+        return StepResult(changes=[("Created", f"Created {resource.kind} {name}")])
 
-    async def _expand(
-        self, ctx: ReconcileContext, disk: dict[str, Any], claim: Object, result: StepResult
-    ) -> None:
+    async def _expand(self, ctx: ReconcileContext, disk: DiskSpec, claim: Object) -> StepResult:
         metadata = claim["metadata"]
         name = metadata["name"]
         requested = claim["spec"]["resources"]["requests"]["storage"]
-        if parse_quantity(disk["size"]) <= parse_quantity(requested):
-            return
-        what = f"disk {disk['name']}: claim {name} cannot grow from {requested} to {disk['size']}"
+        if parse_quantity(disk.size) <= parse_quantity(requested):
+            return StepResult()
+        what = f"disk {disk.name}: claim {name} cannot grow from {requested} to {disk.size}"
         # Ask the cache first: both answers are certain refusals from the API
         # server (the PVC resize admission plugin, PVC validation), and a
         # request per reconcile would only repeat them. Their events retry.
         storage_class = self._class_of(claim)
         if storage_class is not None and not storage_class.get("allowVolumeExpansion"):
             class_name = storage_class["metadata"]["name"]
-            result.degrade(
-                Problem(
+            return StepResult(
+                degraded=Problem(
                     "ExpansionNotSupported",
                     f"{what}: StorageClass {class_name} does not allow volume expansion",
                 )
             )
-            return
         if (claim.get("status") or {}).get("phase") != "Bound":
-            result.degrade(
-                Problem("ExpansionPending", f"{what} until it is bound (expanded once bound)")
+            return StepResult(
+                degraded=Problem(
+                    "ExpansionPending", f"{what} until it is bound (expanded once bound)"
+                )
             )
-            return
         patch = {
             **optimistic_lock(claim),
-            "spec": {"resources": {"requests": {"storage": disk["size"]}}},
+            "spec": {"resources": {"requests": {"storage": disk.size}}},
         }
         try:
             await ctx.client.patch(
@@ -251,8 +247,7 @@ class DiskReconciler:
                 raise
             # The cache was behind the server; its answer is the truth.
             reason = "ExpansionNotSupported" if exc.status == 403 else "ExpansionPending"
-            result.degrade(Problem(reason, f"{what}: {exc.message}"))
-            return
-        result.changes.append(
-            ("ExpandingVolume", f"Expanding claim {name} from {requested} to {disk['size']}")
+            return StepResult(degraded=Problem(reason, f"{what}: {exc.message}"))
+        return StepResult(
+            changes=[("ExpandingVolume", f"Expanding claim {name} from {requested} to {disk.size}")]
         )

@@ -15,8 +15,8 @@ never admitted nor allowed to raise.
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
+from wukong.operator.api import DiskSpec, NetworkSpec, WukongSpec
 from wukong.operator.steps import Problem
 from wukong.runtime import Object, parse_quantity
 
@@ -31,40 +31,38 @@ class SpecProblems:
     disks: Problem | None
 
 
-def validate(spec: dict[str, Any]) -> SpecProblems:
-    network_problems = [_network_config(n) for n in spec.get("networks") or []]
-    disk_problems = [_image(d) for d in spec.get("disks") or []]
+def validate(spec: WukongSpec) -> SpecProblems:
+    network_problems = [_network_config(n) for n in spec.networks]
+    disk_problems = [_image(d) for d in spec.disks]
     return SpecProblems(
         networks=next((p for p in network_problems if p), None),
         disks=next((p for p in disk_problems if p), None),
     )
 
 
-def _network_config(network: dict[str, Any]) -> Problem | None:
-    config = network.get("config")
+def _network_config(network: NetworkSpec) -> Problem | None:
+    config = network.config
     if config is None:
         return None
     try:
         parsed = json.loads(config)
     except json.JSONDecodeError as exc:
-        return Problem(
-            "InvalidNetworkConfig", f"network {network['name']}: config is not JSON: {exc}"
-        )
+        return Problem("InvalidNetworkConfig", f"network {network.name}: config is not JSON: {exc}")
     if not isinstance(parsed, dict) or ("type" not in parsed and "plugins" not in parsed):
         return Problem(
             "InvalidNetworkConfig",
-            f"network {network['name']}: config must be a CNI object with 'type' or 'plugins'",
+            f"network {network.name}: config must be a CNI object with 'type' or 'plugins'",
         )
     return None
 
 
-def _image(disk: dict[str, Any]) -> Problem | None:
-    image = disk.get("image")
+def _image(disk: DiskSpec) -> Problem | None:
+    image = disk.image
     if image is None or image.startswith(IMAGE_SCHEMES):
         return None
     return Problem(
         "InvalidImage",
-        f"disk {disk['name']}: image {image!r} must start with one of {', '.join(IMAGE_SCHEMES)}",
+        f"disk {disk.name}: image {image!r} must start with one of {', '.join(IMAGE_SCHEMES)}",
     )
 
 
