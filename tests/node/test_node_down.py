@@ -44,7 +44,7 @@ def test_down_restores_the_host_and_up_starts_again(node_cluster: NodeCluster) -
     assert not OWNER_FILE.exists()
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert NETNS not in listed.stdout
-    for component in node._components:
+    for component in node.components:
         assert processes.read_pid(component) is None
 
     node.up(progress=lambda _: None)

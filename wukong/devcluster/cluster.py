@@ -117,12 +117,17 @@ class Status:
 
 @contextlib.contextmanager
 def ephemeral_control_plane(
-    *, progress: Progress, state_dir: Path | None = None, feature_gates: tuple[str, ...] = ()
+    *,
+    progress: Progress,
+    state_dir: Path | None = None,
+    feature_gates: tuple[str, ...] = (),
+    node_address: str | None = None,
 ) -> Iterator["ControlPlane"]:
     """A control plane on free loopback ports for the duration of a `with` block.
 
     For tests and benchmarks: it never collides with `wukong dev up`'s cluster.
-    State goes to `state_dir` (kept, e.g. for logs) or to a temporary directory.
+    State goes to `state_dir` (kept, e.g. for logs) or to a temporary directory;
+    `node_address` as in `ControlPlaneConfig` (`node.ephemeral_node_cluster`).
     """
     with contextlib.ExitStack() as stack:
         if state_dir is None:
@@ -134,6 +139,7 @@ def ephemeral_control_plane(
                 etcd_port=processes.free_port(),
                 etcd_peer_port=processes.free_port(),
                 feature_gates=feature_gates,
+                node_address=node_address,
             )
         )
         plane.up(progress=progress)
