@@ -7,6 +7,9 @@ the packages and versions the Dockerfile's `apt-get install` pins), a chroot
 runs its `RUN` steps (the virtualenv and `pip install /src` of this checkout,
 without extras), and the result becomes one image layer in a Docker archive
 (`images.write_archive`) that `ctr images import` loads into the dev node.
+One builder serves both images: `read_recipe` takes from the Dockerfile what
+differs (each stage's packages, whether the virtualenv sees Debian's python3
+modules, USER, ENTRYPOINT and CMD); a second stage receives /opt/wukong alone.
 
 Everything is cached under `~/.cache/wukong/images`: a root filesystem per
 package list, an image per (Dockerfile, sources) hash, so a second
@@ -14,6 +17,7 @@ package list, an image per (Dockerfile, sources) hash, so a second
 """
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -30,8 +34,7 @@ from wukong.devcluster.errors import DevClusterError
 from wukong.devcluster.paths import cache_dir
 
 SUITE = "bookworm"
-OPERATOR_REPOSITORY = "wukong.local/wukong-operator"
-AGENT_REPOSITORY = "wukong.local/wukong-agent"
+REPOSITORY_PREFIX = "wukong.local/wukong-"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -44,6 +47,46 @@ class BuiltImage:
     size_bytes: int  # the uncompressed layer: what the image occupies unpacked
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a deploy/images Dockerfile says, in the terms this builder carries out."""
+
+    stages: list[list[str]]  # each stage's pinned packages; the first installs the package
+    system_site_packages: bool  # the virtualenv sees Debian's python3 modules (bcc)
+    user: str
+    entrypoint: list[str]
+    cmd: list[str]
+
+
+def read_recipe(dockerfile: Path) -> Recipe:
+    """The stages' packages, the virtualenv's kind and the final stage's runtime config.
+
+    Only the shape the images in deploy/images have: Debian stages whose
+    `apt-get install` pins versions, one `python3 -m venv /opt/wukong` with
+    `pip install /src`, and in a multi-stage file `COPY --from` of /opt/wukong.
+    """
+    text = dockerfile.read_text().replace("\\\n", " ")
+    stages: list[list[str]] = []
+    directives: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            stages.append([])
+        elif "apt-get install" in line and stages:
+            stages[-1] += re.findall(r"\b([a-z0-9][a-z0-9.+-]*=[^\s]+)", line)
+        keyword, _, rest = line.partition(" ")
+        if keyword in ("USER", "ENTRYPOINT", "CMD"):
+            directives[keyword] = rest.strip()
+    if not 1 <= len(stages) <= 2 or not {"USER", "ENTRYPOINT", "CMD"} <= directives.keys():
+        raise DevClusterError(f"{dockerfile}: not a Dockerfile this builder can follow")
+    return Recipe(
+        stages=stages,
+        system_site_packages="venv --system-site-packages" in text,
+        user=directives["USER"],
+        entrypoint=json.loads(directives["ENTRYPOINT"]),
+        cmd=json.loads(directives["CMD"]),
+    )
+
+
 def _source_root() -> Path:
     root = Path(__file__).resolve().parents[2]
     if not (root / "deploy" / "images").is_dir() or not (root / "pyproject.toml").is_file():
@@ -52,18 +95,6 @@ def _source_root() -> Path:
             "from a checkout of the repository"
         )
     return root
-
-
-def _stage_packages(dockerfile: Path) -> list[list[str]]:
-    """The `pkg=version` pins of each stage's `apt-get install`, in stage order."""
-    stages: list[list[str]] = []
-    text = dockerfile.read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        if line.startswith("FROM "):
-            stages.append([])
-        elif "apt-get install" in line and stages:
-            stages[-1] += re.findall(r"\b([a-z0-9][a-z0-9.+-]*=[^\s]+)", line)
-    return stages
 
 
 def _source_key(root: Path, dockerfile: Path | None) -> str:
@@ -193,15 +224,7 @@ def _layer(rootfs: Path, target: Path, *, log: Path) -> None:
 
 
 def _finish(
-    *,
-    rootfs: Path,
-    work: Path,
-    reference: str,
-    archive: Path,
-    entrypoint: list[str],
-    cmd: list[str],
-    user: str,
-    log: Path,
+    *, rootfs: Path, work: Path, reference: str, archive: Path, recipe: Recipe, log: Path
 ) -> BuiltImage:
     layer = work / "layer.tar"
     _layer(rootfs, layer, log=log)
@@ -210,9 +233,9 @@ def _finish(
             tag=reference,
             files=[],
             layer_tar=layer,
-            entrypoint=entrypoint,
-            cmd=cmd,
-            user=user,
+            entrypoint=recipe.entrypoint,
+            cmd=recipe.cmd,
+            user=recipe.user,
             env={"PATH": _PATH},
         ),
         archive,
@@ -220,17 +243,17 @@ def _finish(
     return BuiltImage(reference, archive, layer.stat().st_size)
 
 
-def build_operator_image(*, progress: Progress) -> BuiltImage:
-    """deploy/images/operator.Dockerfile: Debian's python3, the package without extras."""
+def build_image(name: str, *, progress: Progress) -> BuiltImage:
+    """deploy/images/<name>.Dockerfile, built here (cached by the sources' hash)."""
     root = _source_root()
-    dockerfile = root / "deploy" / "images" / "operator.Dockerfile"
+    dockerfile = root / "deploy" / "images" / f"{name}.Dockerfile"
     key = _source_key(root, dockerfile)
-    reference = f"{OPERATOR_REPOSITORY}:{key}"
-    archive = cache_dir() / "images" / f"wukong-operator-{key}.tar"
+    reference = f"{REPOSITORY_PREFIX}{name}:{key}"
+    archive = cache_dir() / "images" / f"wukong-{name}-{key}.tar"
     if archive.is_file():
         return BuiltImage(reference, archive, _layer_size(archive))
-    build_packages, final_packages = _stage_packages(dockerfile)
-    log = cache_dir() / "images" / "operator-build.log"
+    recipe = read_recipe(dockerfile)
+    log = cache_dir() / "images" / f"{name}-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     started = time.monotonic()
@@ -238,77 +261,40 @@ def build_operator_image(*, progress: Progress) -> BuiltImage:
     with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
         work = Path(tmp)
         build = work / "build"
-        _unpack(_rootfs_tar(build_packages, progress=progress, log=log), build, log=log)
+        _unpack(_rootfs_tar(recipe.stages[0], progress=progress, log=log), build, log=log)
         shutil.copytree(_wheelhouse(root, progress=progress, log=log), build / "wheels")
-        progress("  RUN python3 -m venv /opt/wukong && pip install (the package, no extras)")
+        flag = " --system-site-packages" if recipe.system_site_packages else ""
+        progress(f"  RUN python3 -m venv{flag} /opt/wukong && pip install (the package, no extras)")
         _chroot(
             build,
-            _install_script(system_site_packages=False),
-            what="installing the operator into its virtualenv",
+            _install_script(system_site_packages=recipe.system_site_packages),
+            what=f"installing the {name} into its virtualenv",
             log=log,
         )
-        final = work / "final"
-        _unpack(_rootfs_tar(final_packages, progress=progress, log=log), final, log=log)
-        shutil.copytree(build / "opt" / "wukong", final / "opt" / "wukong", symlinks=True)
+        final = build
+        if len(recipe.stages) == 2:
+            # COPY --from=build /opt/wukong: only the virtualenv reaches the final stage.
+            final = work / "final"
+            _unpack(_rootfs_tar(recipe.stages[1], progress=progress, log=log), final, log=log)
+            shutil.copytree(build / "opt" / "wukong", final / "opt" / "wukong", symlinks=True)
         built = _finish(
-            rootfs=final,
-            work=work,
-            reference=reference,
-            archive=archive,
-            entrypoint=["/opt/wukong/bin/wukong"],
-            cmd=["run"],
-            user="65532:65532",
-            log=log,
+            rootfs=final, work=work, reference=reference, archive=archive, recipe=recipe, log=log
         )
     progress(
         f"  {reference}: {built.size_bytes / 2**20:.0f} MiB in {time.monotonic() - started:.0f}s"
     )
-    _prune("wukong-operator-*.tar", keep=archive)
+    _prune(f"wukong-{name}-*.tar", keep=archive)
     return built
+
+
+def build_operator_image(*, progress: Progress) -> BuiltImage:
+    """deploy/images/operator.Dockerfile: Debian's python3, the package without extras."""
+    return build_image("operator", progress=progress)
 
 
 def build_agent_image(*, progress: Progress) -> BuiltImage:
     """deploy/images/agent.Dockerfile: Debian's python3 with python3-bpfcc, the package."""
-    root = _source_root()
-    dockerfile = root / "deploy" / "images" / "agent.Dockerfile"
-    key = _source_key(root, dockerfile)
-    reference = f"{AGENT_REPOSITORY}:{key}"
-    archive = cache_dir() / "images" / f"wukong-agent-{key}.tar"
-    if archive.is_file():
-        return BuiltImage(reference, archive, _layer_size(archive))
-    (packages,) = _stage_packages(dockerfile)
-    log = cache_dir() / "images" / "agent-build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("")
-    started = time.monotonic()
-    progress(f"building {reference} from {dockerfile.relative_to(root)} (log: {log})")
-    with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
-        work = Path(tmp)
-        rootfs = work / "rootfs"
-        _unpack(_rootfs_tar(packages, progress=progress, log=log), rootfs, log=log)
-        shutil.copytree(_wheelhouse(root, progress=progress, log=log), rootfs / "wheels")
-        progress("  RUN python3 -m venv --system-site-packages /opt/wukong && pip install")
-        _chroot(
-            rootfs,
-            _install_script(system_site_packages=True),
-            what="installing the agent into its virtualenv",
-            log=log,
-        )
-        built = _finish(
-            rootfs=rootfs,
-            work=work,
-            reference=reference,
-            archive=archive,
-            entrypoint=["/opt/wukong/bin/wukong"],
-            cmd=["agent"],
-            user="0:0",
-            log=log,
-        )
-    progress(
-        f"  {reference}: {built.size_bytes / 2**20:.0f} MiB in {time.monotonic() - started:.0f}s"
-    )
-    _prune("wukong-agent-*.tar", keep=archive)
-    return built
+    return build_image("agent", progress=progress)
 
 
 _PRUNE_AFTER_SECONDS = 3600.0
