@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.exposition import metric_samples
 from tests.integration.helpers import eventually
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
@@ -139,6 +140,15 @@ async def test_wukong_run_serves_controller_runtime_families_with_its_types_and_
         "controller_runtime_active_workers",
         "workqueue_depth",
     } <= expected.keys()
+    # The failure families exist at 0 before anything failed, as in controller-runtime.
+    for name in (
+        "controller_runtime_terminal_reconcile_errors_total",
+        "controller_runtime_reconcile_panics_total",
+        "controller_runtime_webhook_panics_total",
+        "controller_runtime_conversion_webhook_panics_total",
+    ):
+        values = [value for _, value in metric_samples(texts["wukong"], name)]
+        assert values and set(values) == {0.0}, (name, values)
     differences = {
         name: (kind_and_labels, served.get(name))
         for name, kind_and_labels in expected.items()
