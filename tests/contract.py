@@ -56,12 +56,10 @@ class Family:
     name: str  # as queried: a counter's name ends in `_total`
     type: str
     labels: frozenset[str]
-    # Labels a sample may also carry (a newer controller-runtime adds them).
-    optional: frozenset[str] = frozenset()
 
 
-def _family(name: str, kind: str, *labels: str, optional: tuple[str, ...] = ()) -> Family:
-    return Family(name, kind, frozenset(labels), frozenset(optional))
+def _family(name: str, kind: str, *labels: str) -> Family:
+    return Family(name, kind, frozenset(labels))
 
 
 _QUEUE = ("name", "controller")
@@ -78,8 +76,7 @@ OPERATOR_FAMILIES = (
     _family("controller_runtime_conversion_webhook_panics_total", "counter"),
     _family("controller_runtime_active_workers", "gauge", "controller"),
     _family("controller_runtime_max_concurrent_reconciles", "gauge", "controller"),
-    # controller-runtime v0.22 labels the depth by priority too.
-    _family("workqueue_depth", "gauge", *_QUEUE, optional=("priority",)),
+    _family("workqueue_depth", "gauge", *_QUEUE, "priority"),
     _family("workqueue_adds_total", "counter", *_QUEUE),
     _family("workqueue_queue_duration_seconds", "histogram", *_QUEUE),
     _family("workqueue_work_duration_seconds", "histogram", *_QUEUE),
@@ -90,6 +87,9 @@ OPERATOR_FAMILIES = (
     _family("rest_client_requests_total", "counter", "code", "method", "host"),
     _family("rest_client_request_duration_seconds", "histogram", "verb", "host"),
     _family("leader_election_master_status", "gauge", "name"),
+    _family("controller_runtime_webhook_requests_total", "counter", "webhook", "code"),
+    _family("controller_runtime_webhook_latency_seconds", "histogram", "webhook"),
+    _family("controller_runtime_webhook_requests_in_flight", "gauge", "webhook"),
     # Wukong's own.
     _family("wukong_reconcile_cancellations_total", "counter", "controller", "reason"),
     _family("wukong_requeue_delay_seconds", "histogram", "controller"),
@@ -136,14 +136,7 @@ def check_exposition(text: str, *, agent: bool = False, require_samples: bool = 
             problems.append(f"{family.name}: type {kind}, the contract says {family.type}")
         if not labels and require_samples:
             problems.append(f"{family.name}: no samples")
-        wrong = next(
-            (
-                names
-                for names in labels
-                if not family.labels <= names <= family.labels | family.optional
-            ),
-            None,
-        )
+        wrong = next((names for names in labels if names != family.labels), None)
         if wrong is not None:
             problems.append(
                 f"{family.name}: labels {sorted(wrong)}, the contract says {sorted(family.labels)}"

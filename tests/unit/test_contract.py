@@ -29,7 +29,7 @@ ON_CONTRACT = """\
 # TYPE wukong_reconcile_cancellations_total counter
 wukong_reconcile_cancellations_total{controller="c",reason="deadline_exceeded"} 2.0
 # TYPE workqueue_depth gauge
-workqueue_depth{controller="c",name="c"} 0.0
+workqueue_depth{controller="c",name="c",priority=""} 0.0
 workqueue_depth{controller="c",name="c",priority="10"} 1.0
 # TYPE wukong_requeue_delay_seconds histogram
 wukong_requeue_delay_seconds_bucket{controller="c",le="+Inf"} 1.0
@@ -51,6 +51,11 @@ def test_the_operator_and_agent_registries_meet_the_contract() -> None:
     assert check_exposition(_operator_exposition()) == []
     agent = Agent(node="n", discovery=Discovery())
     assert check_exposition(generate_latest(agent.registry).decode(), agent=True) == []
+
+
+def test_each_family_is_stated_once() -> None:
+    names = [family.name for family in OPERATOR_FAMILIES + AGENT_FAMILIES]
+    assert len(names) == len(set(names))
 
 
 def test_the_product_cancel_reasons_are_the_contract() -> None:
@@ -83,7 +88,7 @@ def test_a_small_exposition_on_contract_has_no_problem() -> None:
         (
             ('priority="10"', 'shard="10"'),
             "workqueue_depth: labels ['controller', 'name', 'shard'], "
-            "the contract says ['controller', 'name']",
+            "the contract says ['controller', 'name', 'priority']",
         ),
         (
             ("# TYPE wukong_requeue_delay_seconds histogram", "# TYPE wukong_requeue_delay gauge"),
@@ -142,7 +147,7 @@ def test_the_doc_states_the_contract_the_checker_holds() -> None:
         assert family.name in names, family.name
         row = next(line for line in doc.splitlines() if line.startswith(f"| `{family.name}`"))
         assert family.type in row, row
-        for label in family.labels | family.optional:
+        for label in family.labels:
             assert f"`{label}`" in row, (family.name, label)
     assert AGENT_CANCEL_REASONS <= names
     assert RECONCILE_SPAN_ATTRIBUTES <= names
