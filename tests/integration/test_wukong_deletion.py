@@ -1,4 +1,4 @@
-"""Deletion in seed 001's order, never stuck on a child that is already gone.
+"""Deletion in dependency order, never stuck on a child that is already gone.
 
 VM first, then (once its VMI is gone) DataVolumes and claims, then the
 NetworkAttachmentDefinitions the Wukong created, then the finalizer.
