@@ -15,6 +15,7 @@ import logging
 import pytest
 from opentelemetry import trace
 
+from tests.contract import RECONCILE_SPAN_ATTRIBUTES
 from tests.integration.helpers import Recorder, eventually, running
 from wukong.runtime import (
     Client,
@@ -31,15 +32,6 @@ from wukong.tracing.logs import JsonFormatter
 from wukong.tracing.receiver import OtlpReceiver, ReceivedSpan
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
-
-CONTRACT_ATTRIBUTES = {
-    "k8s.namespace.name",
-    "wukong.object.name",
-    "wukong.controller",
-    "wukong.reconcile.deadline",
-    "wukong.reconcile.timeout_ms",
-    "wukong.reconcile.budget_remaining_ms",
-}
 
 
 def _traced_work(tracer: trace.Tracer, name: str) -> None:
@@ -163,7 +155,7 @@ async def test_reconcile_spans_over_otlp(
     spans = receiver.snapshot()
     first, second = _spans(spans, "main", "ok")[:2]
     for span in (first, second):
-        assert CONTRACT_ATTRIBUTES <= span.attributes.keys()
+        assert RECONCILE_SPAN_ATTRIBUTES <= span.attributes.keys()
         assert span.status == "OK"
         assert span.name == "reconcile ConfigMap"
         assert span.attributes["k8s.namespace.name"] == namespace
