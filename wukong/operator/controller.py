@@ -32,6 +32,7 @@ from wukong.operator.reconciler import (
     migration_vmi_key,
 )
 from wukong.operator.storage import is_default_class, storage_class_key
+from wukong.operator.views import parse_wukong
 from wukong.runtime import (
     Controller,
     ControllerOptions,
@@ -61,14 +62,13 @@ BY_STORAGE_CLASS = "spec.disks.storageClassName"  # class name, "" for the defau
 
 
 def _referenced_nads(wukong: Object) -> list[str]:
-    namespace = wukong["metadata"]["namespace"]
-    networks = (wukong.get("spec") or {}).get("networks") or []
-    return [f"{namespace}/{n['nadName']}" for n in networks if n.get("nadName")]
+    view = parse_wukong(wukong)
+    return [f"{view.namespace}/{n.nad_name}" for n in view.spec.networks if n.nad_name]
 
 
 def _storage_classes(wukong: Object) -> list[str]:
-    disks = (wukong.get("spec") or {}).get("disks") or []
-    return sorted({storage_class_key(d.get("storageClassName")) for d in disks})
+    disks = parse_wukong(wukong).spec.disks
+    return sorted({storage_class_key(d.storage_class_name) for d in disks})
 
 
 def _requests(wukongs: list[Object]) -> list[Request]:
