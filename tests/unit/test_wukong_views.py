@@ -73,23 +73,20 @@ def test_what_is_read_writes_back_as_stored() -> None:
 
 
 def test_conditions_keep_their_transition_time_unless_the_status_changes() -> None:
-    current = parse_wukong(STORED).conditions
-    same = updated_conditions(
-        current,
-        [ConditionUpdate(READY, True, "Running", "running on n2")],
-        observed_generation=4,
-        now="2026-02-02T00:00:00Z",
-    )
-    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
-    assert (same[0]["message"], same[0]["observedGeneration"]) == ("running on n2", 4)
-    flipped = updated_conditions(
-        current,
-        [ConditionUpdate(READY, False, "Deleting", "going")],
-        observed_generation=4,
-        now="2026-02-02T00:00:00Z",
-    )
-    assert flipped[0]["lastTransitionTime"] == "2026-02-02T00:00:00Z"
-    assert flipped[0]["status"] == "False"
+    def ready(status: bool, message: str) -> dict[str, object]:
+        (condition,) = updated_conditions(
+            parse_wukong(STORED).conditions,
+            [ConditionUpdate(READY, status, "Running", message)],
+            observed_generation=4,
+            now="2026-02-02T00:00:00Z",
+        )
+        return condition
+
+    same = ready(True, "running on n2")
+    assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert (same["message"], same["observedGeneration"]) == ("running on n2", 4)
+    flipped = ready(False, "stopped")
+    assert (flipped["lastTransitionTime"], flipped["status"]) == ("2026-02-02T00:00:00Z", "False")
 
 
 def test_combined_outcomes_keep_order_and_the_first_of_each_kind() -> None:
