@@ -1,18 +1,24 @@
-# Wukong's two entry points: `make run` and `make test`. Both install what is
-# missing first (scripts/setup.sh: apt packages, kernel headers, .venv, the
-# kube-apiserver build) and are safe to rerun.
+# Wukong's two entry points: `make run` and `make test` (`make help` lists every
+# target). Both install what is missing first (scripts/setup.sh: apt packages,
+# kernel headers, .venv, the etcd and kube-apiserver builds) and are safe to rerun.
 VENV := .venv
 BIN := $(VENV)/bin
 PY_SOURCES := wukong tests bench docs
 
-.PHONY: setup run test lint unit integration bench down docs
+.PHONY: help setup run test lint unit integration bench down docs
 
+## help: list the targets
+help:
+	@sed -n 's/^## \([a-z-]*\): /\1\t/p' $(MAKEFILE_LIST) | expand -t 14
+
+## setup: install what is missing (Go checked first, apt packages, .venv with kubectl and helm, etcd + kube-apiserver)
 setup:
 	@bash scripts/setup.sh
 
 ## run: the demo: control plane, simulated infrastructure, operator, telemetry, sample VMs (Ctrl-C stops)
+# foreground.py: Ctrl-C reaches the demo alone, so make adds no "Error 130" to its clean end.
 run: setup
-	$(BIN)/wukong demo
+	@$(BIN)/python scripts/foreground.py $(BIN)/wukong demo
 
 ## test: lint, type-check, then every test (unit, integration against a real API server, ebpf as root)
 test: setup lint
@@ -23,14 +29,17 @@ docs: setup
 	$(BIN)/python -m sphinx -W --keep-going -E -q -b html docs/api build/docs
 	@echo "the API reference: build/docs/index.html"
 
+## lint: ruff and mypy --strict only
 lint:
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
 
+## unit: the tests that need no cluster
 unit: setup
 	$(BIN)/pytest tests/unit
 
+## integration: the tests against a real API server
 integration: setup
 	$(BIN)/pytest -m integration
 
@@ -48,5 +57,6 @@ bench: setup
 	$(BIN)/python bench/tenant_fairness.py
 	$(BIN)/python bench/report.py
 
+## down: stop the dev cluster `wukong dev up` started
 down:
 	@$(BIN)/wukong dev down

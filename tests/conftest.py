@@ -12,13 +12,13 @@ Tests under tests/integration, tests/ebpf and tests/e2e get the matching marker;
 """
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import build_progress
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
 from wukong.runtime._client import Client
 from wukong.runtime.resources import NAMESPACES
@@ -27,6 +27,10 @@ from wukong.runtime.resources import NAMESPACES
 pytest_plugins = ["tests.integration.wukong_harness"]
 
 _MARKED_DIRECTORIES = ("integration", "ebpf", "e2e", "node")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    build_progress.pytest_configure(config)  # first-use builds show their progress
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -46,7 +50,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with ephemeral_control_plane(
-        progress=lambda message: print(message, file=sys.stderr),
+        progress=build_progress.progress,
         state_dir=tmp_path_factory.mktemp("control-plane"),  # kept: logs for failures
     ) as plane:
         yield plane
@@ -57,7 +61,7 @@ def kubectl() -> Path:
     """kubectl at the API server's release, built from the Go module proxy (cached)."""
     from wukong.devcluster import binaries
 
-    return binaries.kubectl_binary(progress=lambda message: print(message, file=sys.stderr))
+    return binaries.kubectl_binary(progress=build_progress.progress)  # first use: minutes
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests import build_progress
 from wukong.deploy.chart import CHART_DIR, helm_template
 from wukong.devcluster import binaries
 
@@ -34,7 +34,7 @@ EVERYTHING_ON: dict[str, Any] = {
 
 
 def helm() -> Path:
-    return binaries.helm_binary(progress=lambda line: print(line, file=sys.stderr))
+    return binaries.helm_binary(progress=build_progress.progress)  # built on first use
 
 
 def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:

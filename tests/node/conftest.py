@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import build_progress
 from wukong.devcluster import ControlPlane, binaries, images
 from wukong.devcluster.imagebuild import BuiltImage
 from wukong.devcluster.node import IN_NETNS, DevNode, ephemeral_node_cluster
@@ -38,8 +39,8 @@ PROGRAMS = Path(__file__).parent / "programs"
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr)
+# The node's programs, Prometheus 3, helm and the images are built here on first use.
+_progress = build_progress.progress
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:

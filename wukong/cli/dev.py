@@ -176,15 +176,24 @@ def _simulate(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from wukong.devcluster import binaries
 
+    # What the control plane (and so the demo) needs; the rest is built on first use
+    # by what needs it, or here when asked.
     print(binaries.etcd_binary(progress=_progress))
     print(binaries.kube_apiserver_binary(progress=_progress))
-    print(binaries.helm_binary(progress=_progress))
-    print(binaries.kubectl_binary(progress=_progress))
+    if args.tools or args.node:
+        print(binaries.kubectl_binary(progress=_progress))
+        print(binaries.helm_binary(progress=_progress))
     if args.node:
         print(binaries.node_binaries(progress=_progress))
         print(binaries.pause_binary(progress=_progress))
         print(binaries.prometheus_binary(progress=_progress))
     return 0
+
+
+def _tool(args: argparse.Namespace) -> int:
+    from wukong.devcluster import binaries
+
+    binaries.exec_tool(args.name, args.args, progress=_progress)
 
 
 def _images(args: argparse.Namespace) -> int:
@@ -339,16 +348,36 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     images.set_defaults(handler=_images)
     build = actions.add_parser(
         "build",
-        help="build (or find in the cache) kube-apiserver, helm, kubectl and the node",
-        description="Build kube-apiserver from the Go module proxy through the wrapper module in "
-        "wukong/devcluster/apiserver, kubectl (with the node components, wrapper module "
-        "wukong/devcluster/kubenode) and helm (for the chart's checks) with `go install`; "
-        "cache them under ~/.cache/wukong/bin and print their paths.",
+        help="build (or find in the cache) etcd and kube-apiserver; kubectl, helm and the node "
+        "when asked",
+        description="Build etcd and kube-apiserver from the Go module proxy through the wrapper "
+        "modules in wukong/devcluster/etcdserver and apiserver, cache them under "
+        "~/.cache/wukong/bin and print their paths: what the control plane and the demo need. "
+        "Everything else is built the first time something uses it, with progress; --tools and "
+        "--node build it now.",
+    )
+    build.add_argument(
+        "--tools",
+        action="store_true",
+        help="also kubectl (with the node components, wrapper module wukong/devcluster/kubenode) "
+        "and helm (for the chart's checks)",
     )
     build.add_argument(
         "--node",
         action="store_true",
-        help="also print the node components' directory, build the pause program and "
+        help="also the tools, the node components' directory, the pause program and "
         "Prometheus (with Kubernetes discovery, for the node)",
     )
     build.set_defaults(handler=_build)
+    tool = actions.add_parser(
+        "tool",
+        help="run kubectl (at the API server's release) or helm, building it on first use",
+        description="Run kubectl at the local control plane's Kubernetes release, or the pinned "
+        "helm, with the arguments given; the first use builds it from the Go module proxy "
+        "(progress on stderr) and caches it. `make setup` writes .venv/bin/kubectl and "
+        ".venv/bin/helm, which do the same, so with .venv/bin on PATH `kubectl` and `helm` "
+        "are these.",
+    )
+    tool.add_argument("name", choices=("kubectl", "helm"), help="the program")
+    tool.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    tool.set_defaults(handler=_tool)

@@ -19,8 +19,10 @@
   module proxy with only that discovery mechanism (`remove_all_sd`), and
   without the web UI's assets (the HTTP API is all the project uses).
 
-A build reports progress (`[k/N] packages compiled`) through the `progress`
-callback so a long first build is never silent.
+Each is built the first time something asks for it (`wukong dev build` builds
+only etcd and kube-apiserver, what the control plane and the demo need). A build
+reports progress (`[k/N] packages compiled`) through the `progress` callback so
+a long first build is never silent.
 """
 
 import hashlib
@@ -32,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from wukong.devcluster.errors import DevClusterError
 from wukong.devcluster.paths import cache_dir
@@ -386,6 +388,17 @@ def helm_binary(*, progress: Progress) -> Path:
         (Path(gobin) / "helm").replace(target)
     progress(f"helm {HELM_VERSION} built and cached at {target}")
     return target
+
+
+# The programs people run by name (README's `kubectl ...`, `helm ...`): kubectl at the
+# API server's release, helm at HELM_VERSION; each is built the first time it is run.
+TOOLS: dict[str, Callable[..., Path]] = {"kubectl": kubectl_binary, "helm": helm_binary}
+
+
+def exec_tool(name: str, args: Sequence[str], *, progress: Progress) -> NoReturn:
+    """Become the tool `name` with `args`, building it first if it is not cached yet."""
+    program = TOOLS[name](progress=progress)
+    os.execv(program, [name, *args])
 
 
 def _run_with_heartbeat(
