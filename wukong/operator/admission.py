@@ -39,8 +39,9 @@ does with the webhook off.
 import base64
 from typing import Any
 
-from wukong.operator.api import WUKONGS
+from wukong.operator.api import WUKONGS, DiskSpec, WukongSpec
 from wukong.operator.names import child_name
+from wukong.operator.schema import from_json
 from wukong.operator.storage import is_default_class
 from wukong.operator.validation import invalid_value, is_object_name
 from wukong.runtime import (
@@ -147,16 +148,17 @@ class WukongAdmission:
         old = request.old_object or {}
         if invalid_value(old) is not None:
             old = {}  # nothing of it can be trusted: check every reference as new
-        spec: dict[str, Any] = wukong.get("spec") or {}
-        old_spec: dict[str, Any] = old.get("spec") or {}
+        # Both read as the controller reads them: `invalid_value` checked every field's type.
+        spec = from_json(WukongSpec, wukong.get("spec"))
+        old_spec = from_json(WukongSpec, old.get("spec"))
         namespace = request.namespace or wukong["metadata"].get("namespace") or ""
         if not is_object_name(namespace):
             return Admission.malformed(f"request.namespace: {namespace[:64]!r} is no namespace")
         unverified: list[str] = []
 
-        old_nads = {n.get("nadName") for n in old_spec.get("networks") or []}
-        for index, network in enumerate(spec.get("networks") or []):
-            nad = network.get("nadName")
+        old_nads = {n.nad_name for n in old_spec.networks}
+        for index, network in enumerate(spec.networks):
+            nad = network.nad_name
             if not nad or nad in old_nads:
                 continue
             found = await self._lookup(
@@ -178,10 +180,10 @@ class WukongAdmission:
                     "network its own config or name another NetworkAttachmentDefinition",
                 )
 
-        old_disks = {d["name"]: d for d in old_spec.get("disks") or []}
-        for index, disk in enumerate(spec.get("disks") or []):
-            previous = old_disks.get(disk["name"])
-            class_name = disk.get("storageClassName")
+        old_disks = {d.name: d for d in old_spec.disks}
+        for index, disk in enumerate(spec.disks):
+            previous = old_disks.get(disk.name)
+            class_name = disk.storage_class_name
             if class_name and previous is None:
                 field = f"spec.disks[{index}].storageClassName"
                 found = await self._lookup(
@@ -201,7 +203,7 @@ class WukongAdmission:
                 elif storage_class is not None and not storage_class.get("allowVolumeExpansion"):
                     return Admission.deny(
                         "ExpansionNotSupported",
-                        f"{field}: cannot grow from {previous['size']} to {disk['size']}: "
+                        f"{field}: cannot grow from {previous.size} to {disk.size}: "
                         f"StorageClass {storage_class['metadata']['name']} does not allow "
                         "volume expansion (allowVolumeExpansion)",
                     )
@@ -210,14 +212,14 @@ class WukongAdmission:
         return Admission.allow()
 
     async def _class_of_disk(
-        self, request: AdmissionRequest, wukong: Object, disk: dict[str, Any]
+        self, request: AdmissionRequest, wukong: Object, disk: DiskSpec
     ) -> Object | _Unknown | None:
         """The StorageClass a disk's claim uses: its own, the claim's, else the default."""
-        name = disk.get("storageClassName")
+        name = disk.storage_class_name
         if not name:
             claim = self._claims.get_by_name(
                 wukong["metadata"].get("namespace"),
-                child_name(wukong["metadata"]["name"], disk["name"]),
+                child_name(wukong["metadata"]["name"], disk.name),
             )
             name = ((claim or {}).get("spec") or {}).get("storageClassName")
         if name:
@@ -269,9 +271,9 @@ def _other_wukong(nad: Object, wukong: Object) -> str | None:
     return None
 
 
-def _grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
+def _grows(old: DiskSpec, new: DiskSpec) -> bool:
     """Whether `new`'s size is larger (both parse: `invalid_value` checked them)."""
-    return parse_quantity(new["size"]) > parse_quantity(old["size"])
+    return parse_quantity(new.size) > parse_quantity(old.size)
 
 
 def add_wukong_webhook(manager: Manager, *, admit_on_error: bool = False) -> WukongAdmission:
