@@ -104,9 +104,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         type=_at_least_one,
         default=None,
         metavar="N",
-        help="Wukongs of one namespace reconciled at once, so a namespace of slow reconciles "
-        "cannot hold every worker (default: half of --max-concurrent-reconciles, rounded up; "
-        "set it equal to that for no limit)",
+        help="Wukongs of one namespace reconciled at once while other namespaces have work "
+        "waiting: the next free worker goes to them first. A namespace alone with work uses "
+        "every worker (default: half of --max-concurrent-reconciles, rounded up; set it equal "
+        "to that for no limit)",
     )
     run.add_argument(
         "--metrics-bind-address",
