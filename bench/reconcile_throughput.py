@@ -31,6 +31,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     ReconcileContext,
     Request,
     Result,
@@ -72,7 +73,7 @@ async def _bare_watch(
 
 
 def _manager(client: Client, namespace: str, reconciler: FirstSeen, workers: int) -> Manager:
-    manager = Manager(client=client, namespace=namespace)
+    manager = Manager(client=client, options=ManagerOptions(namespace=namespace))
     manager.add(
         Controller(
             name="bench",

@@ -34,6 +34,7 @@ from wukong.runtime import (
     ControllerOptions,
     LifecycleEvent,
     Manager,
+    ManagerOptions,
     ReconcileContext,
     Request,
     Result,
@@ -98,7 +99,9 @@ async def run(kubeconfig: Path, objects: int, seconds: float) -> None:
             metadata = {"name": f"obj-{index:04d}", "namespace": NAMESPACE}
             await client.create(CONFIGMAPS, {"metadata": metadata, "data": {"payload": "x" * 512}})
         manager = Manager(
-            client=client, namespace=NAMESPACE, observers=[timeline], block_warning_seconds=None
+            client=client,
+            observers=[timeline],
+            options=ManagerOptions(namespace=NAMESPACE, block_warning_seconds=None),
         )
         manager.add(
             Controller(

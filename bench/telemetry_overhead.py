@@ -44,6 +44,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     ReconcileContext,
     Request,
     Result,
@@ -161,7 +162,9 @@ async def _round(
                 profile.watch(observer)
             gc.callbacks.append(profile.collecting)
         manager = Manager(
-            client=client, namespace=NAMESPACE, block_warning_seconds=None, observers=observers
+            client=client,
+            observers=observers,
+            options=ManagerOptions(namespace=NAMESPACE, block_warning_seconds=None),
         )
         manager.add(
             Controller(

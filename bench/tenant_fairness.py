@@ -45,6 +45,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     Object,
     ReconcileContext,
     Request,
@@ -102,7 +103,7 @@ async def _quiet_latencies(
 ) -> list[float]:
     """Run a manager in `mode`, patch every quiet Wukong `rounds` times; latencies in ms."""
     reconciler = TenantReconciler(slow=slow)
-    manager = Manager(client=client, block_warning_seconds=None)
+    manager = Manager(client=client, options=ManagerOptions(block_warning_seconds=None))
     reconciler.store = manager.informer(WUKONGS).store
     manager.add(
         Controller(name="tenants", reconciler=reconciler, primary=WUKONGS, options=mode.options)

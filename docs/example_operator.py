@@ -25,7 +25,9 @@ class Greeter:
 
 
 def greeter_manager(client: rt.Client, *, namespace: str | None = None) -> rt.Manager:
-    manager = rt.Manager(client=client, namespace=namespace, reconcile_timeout=10)
+    manager = rt.Manager(
+        client=client, options=rt.ManagerOptions(namespace=namespace, reconcile_timeout=10)
+    )
     manager.add(rt.Controller(name="greeter", reconciler=Greeter(), primary=CONFIGMAPS))
     return manager
 

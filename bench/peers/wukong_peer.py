@@ -28,6 +28,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     ReconcileContext,
     Request,
     Result,
@@ -83,9 +84,11 @@ async def main() -> None:
     async with await Client.from_kubeconfig(args.kubeconfig) as client:
         manager = Manager(
             client=client,
-            namespace=args.namespace,
-            block_warning_seconds=None,
-            watch_list=not args.no_watch_list,
+            options=ManagerOptions(
+                namespace=args.namespace,
+                block_warning_seconds=None,
+                watch_list=not args.no_watch_list,
+            ),
         )
         primary = BENCH_OBJECTS if args.status_patch or args.bench_objects else CONFIGMAPS
         reconciler = (

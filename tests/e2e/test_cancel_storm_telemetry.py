@@ -32,7 +32,7 @@ from wukong.runtime._client import Client
 from wukong.runtime._context import ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller, ControllerOptions
 from wukong.runtime._leader import LeaderElectionConfig
-from wukong.runtime._manager import Manager
+from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.spans import ReconcileTracer
 
@@ -77,13 +77,15 @@ async def test_cancel_storm_dashboard_and_alert_on_real_prometheus(
         client=slow_client,
         # A tracer with valid ids, for the exemplars.
         observers=[metrics, ReconcileTracer(provider=TracerProvider())],
-        namespace=namespace,
-        leader_election=LeaderElectionConfig(
-            name="storm",
+        options=ManagerOptions(
             namespace=namespace,
-            lease_duration=4,
-            renew_deadline=3,
-            retry_period=0.5,
+            leader_election=LeaderElectionConfig(
+                name="storm",
+                namespace=namespace,
+                lease_duration=4,
+                renew_deadline=3,
+                retry_period=0.5,
+            ),
         ),
     )
     manager.add(

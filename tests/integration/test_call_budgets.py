@@ -26,6 +26,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     Outcome,
     ReconcileContext,
     Request,
@@ -71,7 +72,9 @@ async def test_a_hung_call_times_out_on_its_own_budget_and_is_retried(
     recorder = Recorder()
     try:
         async with await Client.from_kubeconfig(kubeconfig) as slow:
-            manager = Manager(client=slow, namespace=namespace, observers=[recorder])
+            manager = Manager(
+                client=slow, observers=[recorder], options=ManagerOptions(namespace=namespace)
+            )
             manager.add(
                 Controller(
                     name="budgets",
@@ -120,7 +123,9 @@ async def test_requeue_after_is_not_stretched_by_slow_calls(
     reconciler = ReadsThroughSlowApi(handle_timeouts=True)
     try:
         async with await Client.from_kubeconfig(kubeconfig) as slow:
-            manager = Manager(client=slow, namespace=namespace, observers=[recorder])
+            manager = Manager(
+                client=slow, observers=[recorder], options=ManagerOptions(namespace=namespace)
+            )
             manager.add(
                 Controller(
                     name="amplification",

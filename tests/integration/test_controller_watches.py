@@ -6,7 +6,7 @@ from tests.integration.helpers import eventually, running
 from wukong.runtime._client import Client, Object
 from wukong.runtime._context import ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller, Watch
-from wukong.runtime._manager import Manager
+from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime.resources import CONFIGMAPS, SECRETS, Resource
 
 SERVICES = Resource(group="", version="v1", plural="services", kind="Service")
@@ -28,7 +28,7 @@ async def test_owned_and_mapped_events_enqueue_their_primary(
     client: Client, namespace: str
 ) -> None:
     recorder = Recorder()
-    manager = Manager(client=client, namespace=namespace)
+    manager = Manager(client=client, options=ManagerOptions(namespace=namespace))
     primaries = manager.informer(CONFIGMAPS)
     primaries.store.add_index(BY_SECRET, lambda cm: [(cm.get("data") or {}).get("secret", "")])
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.integration.helpers import Recorder, eventually
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
+from wukong.runtime._calls import layered
 from wukong.runtime._client import Client, Object
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._informer import EventHandler, Informer
@@ -43,7 +44,7 @@ def _observed_informer(
     """An informer whose API calls, relists and watch restarts a recorder keeps."""
     recorder = Recorder()
     informer = Informer(
-        client=client.observed_by(ObserverFanout([recorder])),
+        client=layered(client, observer=ObserverFanout([recorder])),
         resource=resource,
         namespace=namespace,
         observer=recorder,

@@ -32,6 +32,7 @@ from wukong.runtime import (
     ControllerOptions,
     LeaderElectionConfig,
     Manager,
+    ManagerOptions,
     ReconcileContext,
     Request,
     Result,
@@ -127,17 +128,19 @@ async def test_after_lease_loss_only_the_new_leader_writes(
     managers = {
         identity: Manager(
             client=replicas[identity],
-            namespace=namespace,
-            leader_election=LeaderElectionConfig(
-                name=LEASE,
-                namespace=namespace,
-                identity=identity,
-                lease_duration=4,
-                renew_deadline=3,
-                retry_period=0.5,
-            ),
-            shutdown_grace=30.0,  # what a graceful stop would allow: lease loss must not wait
             observers=[b_calls] if identity == "b" else [],
+            options=ManagerOptions(
+                namespace=namespace,
+                leader_election=LeaderElectionConfig(
+                    name=LEASE,
+                    namespace=namespace,
+                    identity=identity,
+                    lease_duration=4,
+                    renew_deadline=3,
+                    retry_period=0.5,
+                ),
+                shutdown_grace=30.0,  # what a graceful stop would allow: lease loss must not wait
+            ),
         )
         for identity in ("a", "b")
     }
@@ -205,18 +208,20 @@ async def test_standby_stops_writing_and_campaigns_again(
     metrics = RuntimeMetrics()
     manager = Manager(
         client=replicas["a"],
-        namespace=namespace,
-        health_bind="127.0.0.1:0",
-        leader_election=LeaderElectionConfig(
-            name=LEASE,
-            namespace=namespace,
-            identity="a",
-            lease_duration=4,
-            renew_deadline=3,
-            retry_period=0.5,
-        ),
-        on_lease_loss="standby",
         observers=[recorder, metrics],
+        options=ManagerOptions(
+            namespace=namespace,
+            health_bind="127.0.0.1:0",
+            leader_election=LeaderElectionConfig(
+                name=LEASE,
+                namespace=namespace,
+                identity="a",
+                lease_duration=4,
+                renew_deadline=3,
+                retry_period=0.5,
+            ),
+            on_lease_loss="standby",
+        ),
     )
     manager.add(Controller(name="writer", reconciler=writer, primary=CONFIGMAPS))
     async with running(manager) as run:
@@ -273,16 +278,18 @@ async def test_a_rolling_restart_of_two_replicas_is_no_error(
         writer = Writer(identity, stubborn=False)
         manager = Manager(
             client=replicas["a" if identity == "a-1" else "b"],
-            namespace=namespace,
-            leader_election=LeaderElectionConfig(
-                name=LEASE,
-                namespace=namespace,
-                identity=identity,
-                lease_duration=4,
-                renew_deadline=3,
-                retry_period=0.5,
-            ),
             observers=[metrics],
+            options=ManagerOptions(
+                namespace=namespace,
+                leader_election=LeaderElectionConfig(
+                    name=LEASE,
+                    namespace=namespace,
+                    identity=identity,
+                    lease_duration=4,
+                    renew_deadline=3,
+                    retry_period=0.5,
+                ),
+            ),
         )
         manager.add(
             Controller(

@@ -6,7 +6,7 @@ from tests.integration.helpers import eventually, running
 from wukong.runtime._client import Client
 from wukong.runtime._context import ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller
-from wukong.runtime._manager import Manager
+from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime.resources import CONFIGMAPS
 
 
@@ -24,7 +24,9 @@ async def _status(session: aiohttp.ClientSession, url: str) -> int:
 
 
 async def test_health_endpoints_follow_the_lifecycle(client: Client, namespace: str) -> None:
-    manager = Manager(client=client, namespace=namespace, health_bind="127.0.0.1:0")
+    manager = Manager(
+        client=client, options=ManagerOptions(namespace=namespace, health_bind="127.0.0.1:0")
+    )
     manager.add(Controller(name="health", reconciler=Idle(), primary=CONFIGMAPS))
     async with aiohttp.ClientSession() as session:
         async with running(manager):

@@ -11,7 +11,7 @@ from wukong.runtime import _manager as manager_module
 from wukong.runtime._client import Client
 from wukong.runtime._context import ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller
-from wukong.runtime._manager import Manager
+from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime.resources import CONFIGMAPS
 
 
@@ -37,7 +37,9 @@ def freezer(monkeypatch: pytest.MonkeyPatch) -> Iterator[_heap.HeapFreezer]:
 async def test_heap_frozen_after_sync(
     client: Client, namespace: str, freezer: _heap.HeapFreezer, freeze: bool
 ) -> None:
-    manager = Manager(client=client, namespace=namespace, freeze_startup_heap=freeze)
+    manager = Manager(
+        client=client, options=ManagerOptions(namespace=namespace, freeze_startup_heap=freeze)
+    )
     reconciler = Seen()
     manager.add(Controller(name="heap", reconciler=reconciler, primary=CONFIGMAPS))
     async with running(manager):

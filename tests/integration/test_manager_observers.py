@@ -13,6 +13,7 @@ from wukong.runtime import (
     ControllerView,
     LifecycleEvent,
     Manager,
+    ManagerOptions,
     Outcome,
     ReconcileContext,
     Request,
@@ -45,7 +46,9 @@ async def test_a_controller_added_while_running_reports_to_the_observers(
     client: Client, namespace: str
 ) -> None:
     observer = Observer()
-    manager = Manager(client=client, namespace=namespace, observers=[observer])
+    manager = Manager(
+        client=client, observers=[observer], options=ManagerOptions(namespace=namespace)
+    )
     manager.add(Controller(name="first", reconciler=Reads(CONFIGMAPS), primary=CONFIGMAPS))
     async with running(manager):
         await eventually(lambda: manager.ready, what="the first controller's cache synced")
@@ -84,7 +87,9 @@ async def test_an_observer_that_raises_breaks_no_reconcile_and_no_api_call(
     client: Client, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     observer = Observer()
-    manager = Manager(client=client, namespace=namespace, observers=[Raises(), observer])
+    manager = Manager(
+        client=client, observers=[Raises(), observer], options=ManagerOptions(namespace=namespace)
+    )
     manager.add(Controller(name="cms", reconciler=Reads(CONFIGMAPS), primary=CONFIGMAPS))
     async with running(manager):
         await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})

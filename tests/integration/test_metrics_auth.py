@@ -29,6 +29,7 @@ from wukong.devcluster import ControlPlane
 from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.metrics.server import SecureServing
 from wukong.metrics.thread import MetricsThread
+from wukong.runtime._calls import layered
 from wukong.runtime._client import Client
 from wukong.runtime.resources import NAMESPACES
 
@@ -99,7 +100,7 @@ async def test_the_operators_metrics_answer_only_the_charts_readers(
     async with await Client.from_kubeconfig(accounts.operator) as as_operator:
         server = MetricsServer(
             registry=metrics.metrics.registry,
-            secure=SecureServing(client=as_operator.observed_by(calls)),
+            secure=SecureServing(client=layered(as_operator, observer=calls)),
         )
         port = await server.start("127.0.0.1:0")
         url = f"https://127.0.0.1:{port}/metrics"

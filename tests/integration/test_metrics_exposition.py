@@ -24,7 +24,7 @@ from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.runtime._client import Client
 from wukong.runtime._context import CancelReason, ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller, ControllerOptions
-from wukong.runtime._manager import Manager
+from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 # Debian's package installs it as /usr/bin/promtool, which may not be on PATH.
@@ -80,7 +80,9 @@ async def test_metrics_exposition_of_a_running_manager(
     try:
         async with await Client.from_kubeconfig(kubeconfig) as slow_client:
             metrics = RuntimeMetrics()
-            manager = Manager(client=slow_client, namespace=namespace, observers=[metrics])
+            manager = Manager(
+                client=slow_client, observers=[metrics], options=ManagerOptions(namespace=namespace)
+            )
             manager.add(
                 Controller(
                     name=CONTROLLER,

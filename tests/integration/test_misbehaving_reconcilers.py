@@ -13,6 +13,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     ReconcileContext,
     Request,
     Result,
@@ -46,7 +47,9 @@ async def test_swallowed_cancellation_is_reported_stuck(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wukong")
     recorder = Recorder()
-    manager = Manager(client=client, namespace=namespace, observers=[recorder])
+    manager = Manager(
+        client=client, observers=[recorder], options=ManagerOptions(namespace=namespace)
+    )
     manager.add(
         Controller(
             name="swallower",
@@ -78,7 +81,9 @@ async def test_blocking_reconcile_is_reported(
     reconciler = BlocksTheLoop()
     recorder = Recorder()
     manager = Manager(
-        client=client, namespace=namespace, block_warning_seconds=0.5, observers=[recorder]
+        client=client,
+        observers=[recorder],
+        options=ManagerOptions(namespace=namespace, block_warning_seconds=0.5),
     )
     manager.add(Controller(name="blocker", reconciler=reconciler, primary=CONFIGMAPS))
     async with running(manager):

@@ -11,6 +11,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     Outcome,
     ReconcileContext,
     Request,
@@ -55,7 +56,11 @@ async def test_deleting_a_namespace_cancels_only_its_reconciles(
     recorder = Recorder()
     reconciler = WaitsForRelease(namespace, other)
     metrics = RuntimeMetrics()
-    manager = Manager(client=client, observers=[recorder, metrics], block_warning_seconds=None)
+    manager = Manager(
+        client=client,
+        observers=[recorder, metrics],
+        options=ManagerOptions(block_warning_seconds=None),
+    )
     manager.add(
         Controller(
             name="tenants",

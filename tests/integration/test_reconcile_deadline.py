@@ -22,6 +22,7 @@ from wukong.runtime import (
     ControllerOptions,
     LifecycleEvent,
     Manager,
+    ManagerOptions,
     Outcome,
     ReconcileContext,
     Request,
@@ -63,7 +64,9 @@ async def test_deadline_cancels_the_reconcile_and_its_api_call(
     reconciler = SlowApiReconciler(proxy)
 
     async with await Client.from_kubeconfig(kubeconfig) as slow_client:
-        manager = Manager(client=slow_client, namespace=namespace, observers=[recorder])
+        manager = Manager(
+            client=slow_client, observers=[recorder], options=ManagerOptions(namespace=namespace)
+        )
         manager.add(
             Controller(
                 name="deadline-test",

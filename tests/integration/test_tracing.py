@@ -22,6 +22,7 @@ from wukong.runtime import (
     Controller,
     ControllerOptions,
     Manager,
+    ManagerOptions,
     Outcome,
     ReconcileContext,
     Request,
@@ -103,8 +104,8 @@ async def test_reconcile_spans_over_otlp(
     reconciler = Scripted(provider.get_tracer("user.code"))
     manager = Manager(
         client=client,
-        namespace=namespace,
         observers=[recorder, ReconcileTracer(provider=provider)],
+        options=ManagerOptions(namespace=namespace),
     )
     manager.add(
         Controller(

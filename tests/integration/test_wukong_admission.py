@@ -28,7 +28,15 @@ from wukong.devcluster.processes import free_port
 from wukong.metrics import RuntimeMetrics
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook, webhook_configuration
 from wukong.operator.api import WUKONGS
-from wukong.runtime import ApiError, Client, Manager, Object, WebhookReview, controller_reference
+from wukong.runtime import (
+    ApiError,
+    Client,
+    Manager,
+    ManagerOptions,
+    Object,
+    WebhookReview,
+    controller_reference,
+)
 from wukong.runtime._errors import ApiTimeout
 from wukong.runtime._servingcert import load_serving_certificate
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
@@ -75,9 +83,11 @@ def serve_webhook(control_plane: ControlPlane, client: Client, namespace: str) -
         manager = Manager(
             client=via or client,
             observers=observers,  # type: ignore[arg-type]
-            block_warning_seconds=None,
-            webhook_bind="127.0.0.1:0",
-            webhook_tls=load_serving_certificate(control_plane.webhook_cert_dir),
+            options=ManagerOptions(
+                block_warning_seconds=None,
+                webhook_bind="127.0.0.1:0",
+                webhook_tls=load_serving_certificate(control_plane.webhook_cert_dir),
+            ),
         )
         add_wukong_webhook(manager, admit_on_error=admit_on_error)
         async with running(manager):

@@ -17,6 +17,7 @@ from wukong.operator.finalizer import OWNED_BY, DeletionCaches, Finalizer, owner
 from wukong.operator.owned import owned_object
 from wukong.operator.views import parse_wukong
 from wukong.runtime import EventHandler, EventRecorder, ReconcileContext, Request, Store
+from wukong.runtime._calls import layered
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import NotFound
 from wukong.runtime.apis import (
@@ -210,7 +211,7 @@ async def test_a_dependent_the_cache_never_showed_is_read_live_and_deleted(
         recorder=EventRecorder(component="test"),
     )
     recorder = Recorder()
-    observed = client.observed_by(recorder)
+    observed = layered(client, observer=recorder)
     request = Request(namespace, "w")
     for _ in range(10):  # reconciles; each one makes progress
         try:

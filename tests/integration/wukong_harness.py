@@ -23,7 +23,7 @@ from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import NotFound
 from wukong.runtime._leader import LeaderElectionConfig
-from wukong.runtime._manager import Manager
+from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime._observer import ApiCall, LifecycleEvent
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.resources import EVENTS, Resource
@@ -189,12 +189,14 @@ async def start_wukong(
         def operator() -> Manager:
             manager = Manager(
                 client=operator_client or client,
-                namespace=namespace,
-                reconcile_timeout=reconcile_timeout,
-                shutdown_grace=5.0,
-                leader_election=leader_election,
-                sync_period=sync_period,
                 observers=[recorder],
+                options=ManagerOptions(
+                    namespace=namespace,
+                    reconcile_timeout=reconcile_timeout,
+                    shutdown_grace=5.0,
+                    leader_election=leader_election,
+                    sync_period=sync_period,
+                ),
             )
             add_wukong_controller(manager)
             return manager

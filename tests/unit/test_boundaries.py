@@ -11,7 +11,7 @@ import wukong.devcluster.simulator as simulator
 import wukong.runtime as runtime
 
 REPO = Path(wukong.__file__).parent.parent
-PUBLIC_MODULES = {"resources", "apis", "serving", "probes"}
+PUBLIC_MODULES = {"resources", "apis", "serving", "observe", "probes"}
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -85,3 +85,114 @@ def test_nothing_outside_the_runtime_imports_its_machinery() -> None:
         if module.startswith("wukong.runtime._")
     )
     assert offenders == []
+
+
+def _runtime_imports() -> dict[str, set[str]]:
+    """Each runtime module -> the runtime modules it imports (type-checking imports too)."""
+    package = Path(runtime.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "wukong.runtime":
+                imported.update(alias.name for alias in node.names)  # a module or a name
+            else:
+                for module in _imported_modules_of(node):
+                    if module.startswith("wukong.runtime."):
+                        imported.add(module.split(".")[2])
+        graph[path.stem] = imported & {p.stem for p in package.glob("*.py")}
+    return graph
+
+
+def _imported_modules_of(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module]
+    return []
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of `graph` (module names, the first repeated last), or []."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return []
+        for imported in sorted(graph.get(module, ())):
+            found = visit(imported, [*path, module])
+            if found:
+                return found
+        done.add(module)
+        return []
+
+    for module in sorted(graph):
+        found = visit(module, [])
+        if found:
+            return found
+    return []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_runtime() -> None:
+    graph = _runtime_imports()
+    assert {"_client", "_context", "_calls"} <= graph.keys()
+    assert _cycle(graph) == []
+
+
+def test_the_client_knows_no_reconcile_nor_observer() -> None:
+    # The call layer (_calls) applies deadlines, the fence and observers; the client
+    # only sends (the reconcile's identity travels in contextvars).
+    assert _runtime_imports()["_client"] <= {"_transport", "_errors", "resources"}
+
+
+def test_the_public_runtime_names_are_at_most_40() -> None:
+    assert len(runtime.__all__) <= 40, sorted(runtime.__all__)
+    assert len(set(runtime.__all__)) == len(runtime.__all__)
+
+
+def test_every_public_runtime_name_is_documented_where_it_is_defined() -> None:
+    """Constants and type aliases too: a comment or docstring right above or after the
+    assignment in the module that defines them."""
+    undocumented = []
+    for name in runtime.__all__:
+        value = getattr(runtime, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            continue  # checked by test_every_public_runtime_name_has_a_docstring_of_its_own
+        if not _assignment_is_documented(name):
+            undocumented.append(name)
+    assert undocumented == []
+
+
+def _assignment_is_documented(name: str) -> bool:
+    package = Path(runtime.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        if path.stem == "__init__":
+            continue
+        body = ast.parse(path.read_text()).body
+        lines = path.read_text().splitlines()
+        for index, node in enumerate(body):
+            targets = (
+                [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if isinstance(node, ast.Assign)
+                else [node.target.id]
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                else []
+            )
+            if name not in targets:
+                continue
+            following = body[index + 1] if index + 1 < len(body) else None
+            docstring_after = (
+                isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            )
+            comment_above = lines[node.lineno - 2].lstrip().startswith("#")
+            return docstring_after or comment_above
+    return False

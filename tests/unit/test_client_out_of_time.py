@@ -10,7 +10,8 @@ retries, as client-go does.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,11 +23,13 @@ from wukong.runtime import (
     CancelReason,
     Client,
     Controller,
+    Object,
     Outcome,
     ReconcileContext,
     Request,
     Result,
 )
+from wukong.runtime._calls import layered
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._running import RunningController
 from wukong.runtime.resources import CONFIGMAPS
@@ -91,7 +94,7 @@ async def recorder_and_client(
     configuration.host = server[1]
     recorder = Recorder()
     async with Client(k8s_client.ApiClient(configuration=configuration)) as plain:
-        yield recorder, plain.observed_by(ObserverFanout([recorder]))
+        yield recorder, layered(plain, observer=ObserverFanout([recorder]))
 
 
 def _reconcile(client: Client, *, timeout: float) -> ReconcileContext:
@@ -103,6 +106,11 @@ def _reconcile(client: Client, *, timeout: float) -> ReconcileContext:
         logger=logging.getLogger("test"),
         call_share=0.5,
     )
+
+
+async def _as_reconcile(ctx: ReconcileContext, call: Coroutine[Any, Any, Object]) -> Object:
+    """`call` made from the reconcile's task, where the call layer finds the reconcile."""
+    return await asyncio.create_task(call, context=ctx._task_context)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +135,7 @@ async def test_no_time_left_to_wait_is_an_api_timeout(
     recorder, client = recorder_and_client
     ctx = _reconcile(client, timeout=2.0)
     with pytest.raises(ApiTimeout) as raised:
-        await ctx.client.get(CONFIGMAPS, name, namespace="ns")
+        await _as_reconcile(ctx, ctx.client.get(CONFIGMAPS, name, namespace="ns"))
     assert why in str(raised.value)
     assert len(recorder.calls) == len(fake.requests) == attempts
     assert all(call.cancel_reason is CancelReason.API_TIMEOUT for call in recorder.calls)
@@ -144,7 +152,7 @@ async def test_with_time_to_wait_the_call_is_retried(
     fake, _ = server
     recorder, client = recorder_and_client
     ctx = _reconcile(client, timeout=10.0)
-    got = await ctx.client.get(CONFIGMAPS, "busy-once", namespace="ns")
+    got = await _as_reconcile(ctx, ctx.client.get(CONFIGMAPS, "busy-once", namespace="ns"))
     assert got["metadata"]["name"] == "busy-once"
     assert fake.requests == ["busy-once", "busy-once"]
     assert [(c.status_code, c.retries) for c in recorder.calls] == [(200, 1)]

@@ -3,7 +3,7 @@
 import pytest
 from kubernetes_asyncio import client as k8s_client
 
-from wukong.runtime._client import _api_client
+from wukong.runtime._transport import api_client as _api_client
 
 
 def _configuration(host: str) -> k8s_client.Configuration:

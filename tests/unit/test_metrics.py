@@ -20,6 +20,7 @@ from wukong.runtime import (
     ControllerOptions,
     LifecycleEvent,
     Manager,
+    ManagerOptions,
     Outcome,
     ReconcileContext,
     Request,
@@ -265,7 +266,9 @@ async def test_api_calls_codes_and_cancellation_reasons(observers: RuntimeMetric
 
 @pytest.mark.looptime  # a virtual clock: durations are exact
 async def test_queue_and_controller_state(observers: RuntimeMetrics) -> None:
-    manager = Manager(client=_client(), block_warning_seconds=None, observers=[observers])
+    manager = Manager(
+        client=_client(), observers=[observers], options=ManagerOptions(block_warning_seconds=None)
+    )
     running = manager.add(
         Controller(
             name="cms",
@@ -343,7 +346,11 @@ async def test_observers_see_controllers_added_later_and_survive_a_broken_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     metrics = RuntimeMetrics()
-    manager = Manager(client=_client(), block_warning_seconds=None, observers=[_Broken(), metrics])
+    manager = Manager(
+        client=_client(),
+        observers=[_Broken(), metrics],
+        options=ManagerOptions(block_warning_seconds=None),
+    )
     running = manager.add(Controller(name="cms", reconciler=_Idle(), primary=CONFIGMAPS))
     assert isinstance(running, RunningController)
     # Series exist at 0 from the start (controller-runtime's initMetrics), not only

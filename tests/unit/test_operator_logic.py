@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from wukong.operator.api import WukongSpec
+from wukong.operator.api import NetworkStatus, VolumeStatus, WukongSpec
 from wukong.operator.kubevirt import _contains, desired_spec, guest_status
 from wukong.operator.run import OperatorSettings
 from wukong.operator.schema import from_json
@@ -70,10 +70,10 @@ def test_vm_template_follows_the_spec() -> None:
     )
     spec = desired_spec(
         wukong,
-        networks=[{"name": "data", "nadName": "web-data"}],
+        networks=[NetworkStatus(name="data", nad_name="web-data")],
         volumes=[
-            {"name": "root", "claimName": "web-root"},
-            {"name": "img", "claimName": "web-img"},
+            VolumeStatus(name="root", claim_name="web-root"),
+            VolumeStatus(name="img", claim_name="web-img"),
         ],
     )
     template = spec["template"]["spec"]

@@ -18,7 +18,7 @@ the target pod is scheduled. The node change it ends with is not a fault.
 from dataclasses import dataclass
 from typing import Any
 
-from wukong.operator.api import WUKONG_LABEL
+from wukong.operator.api import WUKONG_LABEL, NetworkStatus, VolumeStatus
 from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem, StepResult
 from wukong.operator.views import WukongView
@@ -27,23 +27,23 @@ from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
 
 
 def desired_spec(
-    wukong: WukongView, *, networks: list[dict[str, Any]], volumes: list[dict[str, Any]]
+    wukong: WukongView, *, networks: list[NetworkStatus], volumes: list[VolumeStatus]
 ) -> dict[str, Any]:
     spec = wukong.spec
     disks_by_name = {disk.name: disk for disk in spec.disks}
     vm_volumes = []
     for volume in volumes:
         source = (
-            {"dataVolume": {"name": volume["claimName"]}}
-            if disks_by_name[volume["name"]].image
-            else {"persistentVolumeClaim": {"claimName": volume["claimName"]}}
+            {"dataVolume": {"name": volume.claim_name}}
+            if disks_by_name[volume.name].image
+            else {"persistentVolumeClaim": {"claimName": volume.claim_name}}
         )
-        vm_volumes.append({"name": volume["name"], **source})
+        vm_volumes.append({"name": volume.name, **source})
     interfaces = [{"name": "default", "masquerade": {}}]
     vm_networks: list[dict[str, Any]] = [{"name": "default", "pod": {}}]
     for network in networks:
-        interfaces.append({"name": network["name"], "bridge": {}})
-        vm_networks.append({"name": network["name"], "multus": {"networkName": network["nadName"]}})
+        interfaces.append({"name": network.name, "bridge": {}})
+        vm_networks.append({"name": network.name, "multus": {"networkName": network.nad_name}})
     return {
         "running": spec.running,
         "template": {
@@ -54,8 +54,7 @@ def desired_spec(
                     "memory": {"guest": spec.memory},
                     "devices": {
                         "disks": [
-                            {"name": volume["name"], "disk": {"bus": "virtio"}}
-                            for volume in volumes
+                            {"name": volume.name, "disk": {"bus": "virtio"}} for volume in volumes
                         ],
                         "interfaces": interfaces,
                     },
@@ -90,7 +89,7 @@ def owned_guest(wukong: WukongView, vm: Object | None, vmi: Object | None) -> Ow
 
 async def ensure_virtual_machine(
     ctx: ReconcileContext, wukong: WukongView, existing: Object | None, spec: dict[str, Any]
-) -> StepResult:
+) -> StepResult[None]:
     """Create the VM, or patch `existing` (the Wukong's own: see `owned_guest`) to `spec`."""
     try:
         if existing is None:

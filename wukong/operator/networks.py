@@ -12,7 +12,7 @@ Wukong created is refused (admission denies it; the controller reports
 `NetworkOwnedByWukong`): that one goes when its Wukong is deleted.
 """
 
-from wukong.operator.api import WUKONGS, NetworkSpec
+from wukong.operator.api import WUKONGS, NetworkSpec, NetworkStatus
 from wukong.operator.names import child_name
 from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem, StepResult
@@ -34,7 +34,9 @@ def wukong_controller(obj: Object) -> str | None:
     return None
 
 
-async def ensure_networks(ctx: ReconcileContext, wukong: WukongView, *, nads: Store) -> StepResult:
+async def ensure_networks(
+    ctx: ReconcileContext, wukong: WukongView, *, nads: Store
+) -> StepResult[NetworkStatus]:
     return StepResult.combine(
         [await _ensure_network(ctx, wukong, network, nads) for network in wukong.spec.networks]
     )
@@ -42,10 +44,10 @@ async def ensure_networks(ctx: ReconcileContext, wukong: WukongView, *, nads: St
 
 async def _ensure_network(
     ctx: ReconcileContext, wukong: WukongView, network: NetworkSpec, nads: Store
-) -> StepResult:
+) -> StepResult[NetworkStatus]:
     if network.nad_name is not None:  # the schema allows exactly one of nadName and config
         name = network.nad_name
-        statuses = [{"name": network.name, "nadName": name, "created": False}]
+        statuses = [NetworkStatus(name=network.name, nad_name=name, created=False)]
         reused = nads.get_by_name(wukong.namespace, name)
         if reused is None:
             return StepResult(
@@ -68,7 +70,7 @@ async def _ensure_network(
             )
         return StepResult(statuses)
     name = created_nad_name(wukong, network)
-    statuses = [{"name": network.name, "nadName": name, "created": True}]
+    statuses = [NetworkStatus(name=network.name, nad_name=name, created=True)]
     existing = nads.get_by_name(wukong.namespace, name)
     if existing is None:
         outcome = await _create(ctx, wukong, network, name)
@@ -85,7 +87,7 @@ async def _ensure_network(
 
 async def _create(
     ctx: ReconcileContext, wukong: WukongView, network: NetworkSpec, name: str
-) -> StepResult:
+) -> StepResult[NetworkStatus]:
     body = owned_object(
         wukong, NETWORK_ATTACHMENT_DEFINITIONS, name, spec={"config": network.config}
     )
@@ -99,7 +101,9 @@ async def _create(
     return StepResult(changes=[("Created", f"Created NetworkAttachmentDefinition {name}")])
 
 
-async def _update(ctx: ReconcileContext, existing: Object, network: NetworkSpec) -> StepResult:
+async def _update(
+    ctx: ReconcileContext, existing: Object, network: NetworkSpec
+) -> StepResult[NetworkStatus]:
     if (existing.get("spec") or {}).get("config") == network.config:
         return StepResult()
     metadata = existing["metadata"]

@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from wukong.operator.api import FINALIZER, WUKONGS, Phase
+from wukong.operator.api import FINALIZER, WUKONGS, NetworkStatus, Phase, VolumeStatus
 from wukong.operator.conditions import (
     NETWORKS_CONFIGURED,
     READY,
@@ -46,6 +46,7 @@ from wukong.operator.kubevirt import (
 )
 from wukong.operator.names import name_problem
 from wukong.operator.networks import ensure_networks
+from wukong.operator.schema import to_json
 from wukong.operator.steps import Problem, StepResult
 from wukong.operator.storage import DiskReconciler
 from wukong.operator.validation import SpecProblems, validate
@@ -154,14 +155,14 @@ class WukongReconciler:
             # No derived name would be valid: create nothing, say why.
             invalid = SpecProblems(networks=Problem(*unfit), disks=Problem(*unfit))
         networks = (
-            StepResult(problem=invalid.networks)
+            StepResult[NetworkStatus](problem=invalid.networks)
             if invalid.networks
             else await ensure_networks(
                 ctx, wukong, nads=self._caches.network_attachment_definitions
             )
         )
         volumes = (
-            StepResult(problem=invalid.disks)
+            StepResult[VolumeStatus](problem=invalid.disks)
             if invalid.disks
             else await self._disks.ensure(ctx, wukong)
         )
@@ -332,8 +333,8 @@ def _guest_problem(guest: GuestStatus) -> Problem | None:
 def _status(
     wukong: WukongView,
     *,
-    networks: StepResult,
-    volumes: StepResult,
+    networks: StepResult[NetworkStatus],
+    volumes: StepResult[VolumeStatus],
     problem: Problem | None,
     vm_name: str | None,
     guest: GuestStatus,
@@ -384,8 +385,9 @@ def _status(
     )
     return {
         "phase": phase.value,
-        "networks": networks.statuses,
-        "volumes": volumes.statuses,
+        # Lists are replaced whole by the merge patch: their entries need no nulls.
+        "networks": to_json(networks.statuses),
+        "volumes": to_json(volumes.statuses),
         "vmName": vm_name,
         "nodeName": guest.node_name,
         "migration": migration if phase == Phase.MIGRATING else None,

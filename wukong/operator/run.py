@@ -41,6 +41,7 @@ from wukong.runtime import (
     ControllerOptions,
     LeaderElectionConfig,
     Manager,
+    ManagerOptions,
     NotFound,
     RuntimeObserver,
 )
@@ -174,17 +175,19 @@ async def run_operator(settings: OperatorSettings) -> int:
             observers.append(ReconcileTracer(provider=provider))
         manager = Manager(
             client=client,
-            namespace=settings.namespace,
-            leader_election=election,
-            health_bind=None if settings.health_bind == "0" else settings.health_bind,
-            reconcile_timeout=settings.reconcile_timeout,
-            shutdown_grace=settings.shutdown_grace,
             observers=observers,
-            sync_period=settings.sync_period,
-            on_lease_loss=settings.on_lease_loss,
-            webhook_bind=settings.webhook_bind if webhook_tls is not None else None,
-            webhook_tls=webhook_tls,
-            cancel_on_namespace_deletion=watch_namespace_deletion,
+            options=ManagerOptions(
+                namespace=settings.namespace,
+                leader_election=election,
+                health_bind=None if settings.health_bind == "0" else settings.health_bind,
+                reconcile_timeout=settings.reconcile_timeout,
+                shutdown_grace=settings.shutdown_grace,
+                sync_period=settings.sync_period,
+                on_lease_loss=settings.on_lease_loss,
+                webhook_bind=settings.webhook_bind if webhook_tls is not None else None,
+                webhook_tls=webhook_tls,
+                cancel_on_namespace_deletion=watch_namespace_deletion,
+            ),
         )
         if webhook_tls is not None:
             add_wukong_webhook(manager, admit_on_error=settings.webhook_admit_on_error)

@@ -17,7 +17,10 @@ returns its outcome as a `StepResult` of its own, and the step combines them
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
+
+# A status entry of the step's kind (api.NetworkStatus, api.VolumeStatus).
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,10 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class StepResult:
+class StepResult(Generic[S]):
     """One step's outcome: the status entries it observed, and whether it is done."""
 
-    statuses: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[S] = field(default_factory=list)
     problem: Problem | None = None
     # Why the step is not done yet, when it is only waiting (no person needed).
     waiting: str | None = None
@@ -44,7 +47,7 @@ class StepResult:
         return self.problem is None and self.waiting is None
 
     @classmethod
-    def combine(cls, parts: Iterable["StepResult"]) -> "StepResult":
+    def combine(cls, parts: Iterable["StepResult[S]"]) -> "StepResult[S]":
         """The outcome of actions taken in order: all statuses and changes, and the
         first problem, wait and degradation."""
         parts = list(parts)

@@ -25,10 +25,10 @@ without `allowVolumeExpansion` (the API answers 403) or a claim not bound yet
 when the StorageClass or the claim changes.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from wukong.operator.api import DiskSpec
+from wukong.operator.api import DiskSpec, VolumeStatus
 from wukong.operator.names import child_name
 from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
 from wukong.operator.steps import Problem, StepResult
@@ -81,21 +81,16 @@ class DiskReconciler:
         self._data_volumes = data_volumes
         self._classes = storage_classes
 
-    async def ensure(self, ctx: ReconcileContext, wukong: WukongView) -> StepResult:
+    async def ensure(self, ctx: ReconcileContext, wukong: WukongView) -> StepResult[VolumeStatus]:
         return StepResult.combine(
             [await self._ensure_disk(ctx, wukong, disk) for disk in wukong.spec.disks]
         )
 
     async def _ensure_disk(
         self, ctx: ReconcileContext, wukong: WukongView, disk: DiskSpec
-    ) -> StepResult:
+    ) -> StepResult[VolumeStatus]:
         name = claim_name(wukong, disk)
-        status: dict[str, Any] = {
-            "name": disk.name,
-            "claimName": name,
-            "bound": False,
-            "size": disk.size,
-        }
+        status = VolumeStatus(name=disk.name, claim_name=name, bound=False, size=disk.size)
         resource, store = (
             (DATA_VOLUMES, self._data_volumes)
             if disk.image
@@ -119,22 +114,28 @@ class DiskReconciler:
         if not is_controlled_by(existing, wukong.body):
             return StepResult([status], name_conflict(f"disk {disk.name}", resource, existing))
         observed = existing.get("status") or {}
-        status["phase"] = observed.get("phase") or "Pending"
         if disk.image:
-            status["progress"] = observed.get("progress")
             readiness = self._data_volume_readiness(disk, existing)
         else:
             readiness = self._claim_readiness(disk, existing)
-        status["bound"] = readiness.ready
-        checked = StepResult([status], readiness.problem, readiness.waiting)
         # A DataVolume's claim has the DataVolume's name (and CDI makes the
         # DataVolume its controller); expanding the claim is how both are grown.
         claim = self._claims.get_by_name(wukong.namespace, name)
-        if claim is None or not (
+        if claim is not None and not (
             is_controlled_by(claim, wukong.body) or is_controlled_by(claim, existing)
         ):
+            claim = None
+        capacity = ((claim.get("status") or {}).get("capacity") or {}) if claim else {}
+        status = replace(
+            status,
+            phase=observed.get("phase") or "Pending",
+            progress=observed.get("progress") if disk.image else None,
+            bound=readiness.ready,
+            capacity=capacity.get("storage"),
+        )
+        checked = StepResult([status], readiness.problem, readiness.waiting)
+        if claim is None:
             return checked
-        status["capacity"] = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
         return StepResult.combine([checked, await self._expand(ctx, disk, claim)])
 
     def _data_volume_readiness(self, disk: DiskSpec, data_volume: Object) -> _Readiness:
@@ -185,7 +186,7 @@ class DiskReconciler:
         disk: DiskSpec,
         resource: Resource,
         name: str,
-    ) -> StepResult:
+    ) -> StepResult[VolumeStatus]:
         storage: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": disk.size}},
@@ -209,7 +210,9 @@ class DiskReconciler:
             return StepResult(problem=Problem("InvalidDisk", f"disk {disk.name}: {exc.message}"))
         return StepResult(changes=[("Created", f"Created {resource.kind} {name}")])
 
-    async def _expand(self, ctx: ReconcileContext, disk: DiskSpec, claim: Object) -> StepResult:
+    async def _expand(
+        self, ctx: ReconcileContext, disk: DiskSpec, claim: Object
+    ) -> StepResult[VolumeStatus]:
         metadata = claim["metadata"]
         name = metadata["name"]
         requested = claim["spec"]["resources"]["requests"]["storage"]

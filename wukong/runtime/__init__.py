@@ -8,25 +8,26 @@
             ...
             return Result(requeue_after=30)
 
-    manager = Manager(client=await Client.from_environment(), observers=[...])
+    options = ManagerOptions(namespace="widgets")  # every field documented, all defaulted
+    manager = Manager(client=await Client.from_environment(), options=options)
     manager.add(Controller(name="widget", reconciler=Reconciler(), primary=WIDGETS))
     await manager.run()
 
-The names below are the API, with four public modules beside them: the kinds
-(`wukong.runtime.resources` for Kubernetes', `wukong.runtime.apis` for
-KubeVirt's, CDI's and Multus'), serving HTTPS (`wukong.runtime.serving`) and
-the probe points the node agent reads (`wukong.runtime.probes`). Every module
+The names below are the API (at most 40, each documented), with five public
+modules beside them: the kinds (`wukong.runtime.resources` for Kubernetes',
+`wukong.runtime.apis` for KubeVirt's, CDI's and Multus'), serving HTTPS
+(`wukong.runtime.serving`), what observers are told (`wukong.runtime.observe`)
+and the probe points the node agent reads (`wukong.runtime.probes`). Every module
 with a leading underscore is machinery and may change without notice. See
 docs/architecture.md for how the parts fit.
 """
 
 from wukong.runtime._cache import Store
-from wukong.runtime._cancellation import FAILURE_REASONS, CancelReason, is_failure
+from wukong.runtime._cancellation import CancelReason
 from wukong.runtime._client import Client, Object
 from wukong.runtime._context import (
     DEFAULT_RECONCILE_TIMEOUT,
     ReconcileContext,
-    ReconcileLink,
     Request,
     Result,
 )
@@ -44,30 +45,32 @@ from wukong.runtime._errors import (
 from wukong.runtime._events import EventRecorder
 from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime._leader import LeaderElectionConfig
-from wukong.runtime._manager import DEFAULT_SYNC_PERIOD, Manager
-from wukong.runtime._observer import (
-    ApiCall,
-    ControllerView,
-    LifecycleEvent,
-    Outcome,
-    RuntimeObserver,
-    Step,
-    WebhookReview,
-)
+from wukong.runtime._manager import DEFAULT_SYNC_PERIOD, Manager, ManagerOptions
+from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._owners import controller_reference, controller_uid, is_controlled_by
 from wukong.runtime._quantity import parse_quantity
 from wukong.runtime._webhook import Admission, AdmissionRequest, AdmitOnError, Validator
+
+# Importable from here as before the seam had its own module; not part of the API
+# (`__all__`): new code imports them from `wukong.runtime.observe`.
+from wukong.runtime.observe import FAILURE_REASONS as FAILURE_REASONS
+from wukong.runtime.observe import ApiCall as ApiCall
+from wukong.runtime.observe import ControllerView as ControllerView
+from wukong.runtime.observe import LifecycleEvent as LifecycleEvent
+from wukong.runtime.observe import Outcome as Outcome
+from wukong.runtime.observe import ReconcileLink as ReconcileLink
+from wukong.runtime.observe import Step as Step
+from wukong.runtime.observe import WebhookReview as WebhookReview
+from wukong.runtime.observe import is_failure as is_failure
 from wukong.runtime.resources import Resource
 
 __all__ = [
     "DEFAULT_RECONCILE_TIMEOUT",
     "DEFAULT_SYNC_PERIOD",
-    "FAILURE_REASONS",
     "Admission",
     "AdmissionRequest",
     "AdmitOnError",
     "AlreadyExists",
-    "ApiCall",
     "ApiError",
     "ApiTimeout",
     "CancelReason",
@@ -75,35 +78,29 @@ __all__ = [
     "Conflict",
     "Controller",
     "ControllerOptions",
-    "ControllerView",
     "EventHandler",
     "EventRecorder",
     "Gone",
     "Informer",
     "Invalid",
     "LeaderElectionConfig",
-    "LifecycleEvent",
     "Manager",
+    "ManagerOptions",
     "MapFunc",
     "NotFound",
     "Object",
-    "Outcome",
     "ReconcileContext",
-    "ReconcileLink",
     "Reconciler",
     "Request",
     "Resource",
     "Result",
     "RuntimeObserver",
-    "Step",
     "Store",
     "TerminalError",
     "Validator",
     "Watch",
-    "WebhookReview",
     "controller_reference",
     "controller_uid",
     "is_controlled_by",
-    "is_failure",
     "parse_quantity",
 ]

@@ -11,9 +11,13 @@ reason counts: a deadline that fires while shutdown is already cancelling the
 task does not overwrite `shutdown` (double cancel is a no-op for the reason).
 
 The context is passed explicitly to `reconcile`; reconcilers must not keep it
-after returning. `ctx.client` is the manager's client bounded by the deadline,
-so every API call made through it gets at most `ctx.remaining()`, and is
-reported to observers as this reconcile's.
+after returning. It is also the current reconcile of the task's contextvars
+(`current_reconcile`), as controller-runtime's reconcile identity travels in
+its `context.Context`: the manager's call layer (`_calls`) finds it there, so
+every API call made while the reconcile runs (through `ctx.client` or any of
+the manager's clients, from its task or tasks it starts) gets at most
+`ctx.remaining()`, and is reported to observers as this reconcile's. The
+client itself knows nothing of reconciles.
 
 `ctx.span` is the reconcile's OpenTelemetry span when tracing is on (the
 tracing observer makes it current in the reconcile's task; the context only
@@ -24,7 +28,8 @@ import asyncio
 import contextvars
 import datetime
 import logging
-import os
+import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +37,11 @@ from opentelemetry import trace
 
 from wukong.runtime._cancellation import CancelReason
 from wukong.runtime._client import Client
+
+# The reconcile the current task works for; set in each reconcile task's contextvars.
+_CURRENT: contextvars.ContextVar["ReconcileContext | None"] = contextvars.ContextVar(
+    "wukong_reconcile", default=None
+)
 
 # The deadline a reconcile gets unless the manager or controller says otherwise
 # (`wukong run --reconcile-timeout`).
@@ -133,11 +143,12 @@ class ReconcileContext:
         self.request = request
         self.timeout = timeout
         self.started = loop.time()
-        self.started_wall = datetime.datetime.now(datetime.UTC)
+        self._started_unix = time.time()  # as datetimes only when asked (tracing)
         self.deadline = self.started + timeout
-        self.deadline_wall = self.started_wall + datetime.timedelta(seconds=timeout)
-        self.reconcile_id = os.urandom(8).hex()  # uuid4's randomness, without the object
-        self.client = client._for_reconcile(self, call_share=call_share)
+        # 64 random bits: unique enough for a log line, without a system call.
+        self.reconcile_id = f"{random.getrandbits(64):016x}"
+        self.client = client
+        self.call_share = call_share  # of the time left to the deadline, per API call
         self.logger = ReconcileLogger(logger, self)
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
         # and the link to the reconcile that asked for this one.
@@ -148,9 +159,20 @@ class ReconcileContext:
         # may set values in it (tracing makes its span current there): the task
         # is created only after they have run.
         self._task_context = contextvars.copy_context()
+        self._task_context.run(_CURRENT.set, self)
         self._cancel_reason: CancelReason | None = None
         self._task: asyncio.Task[Any] | None = None
         self._cut_call: str | None = None  # the API call a cancellation cut short
+
+    @property
+    def started_wall(self) -> datetime.datetime:
+        """When the reconcile started, wall-clock time (UTC)."""
+        return datetime.datetime.fromtimestamp(self._started_unix, datetime.UTC)
+
+    @property
+    def deadline_wall(self) -> datetime.datetime:
+        """The deadline, wall-clock time (UTC)."""
+        return datetime.datetime.fromtimestamp(self._started_unix + self.timeout, datetime.UTC)
 
     def as_link(self) -> ReconcileLink:
         return ReconcileLink(self.controller, self.reconcile_id, self.span)
@@ -196,3 +218,16 @@ class ReconcileContext:
 
     def __repr__(self) -> str:
         return f"<ReconcileContext {self.controller} {self.request} id={self.reconcile_id}>"
+
+
+def current_reconcile() -> ReconcileContext | None:
+    """The reconcile the running task works for, if any."""
+    return _CURRENT.get()
+
+
+def outside_reconcile() -> contextvars.Context:
+    """A copy of the current contextvars with no reconcile in it: for a task that
+    outlives the reconcile that started it (an informer added by a reconcile)."""
+    context = contextvars.copy_context()
+    context.run(_CURRENT.set, None)
+    return context

@@ -36,6 +36,7 @@ from wukong.runtime._ratelimit import RateLimiter
 from wukong.runtime.resources import Resource
 
 MapFunc = Callable[[Object], Iterable[Request]]
+"""Maps a watched object to the requests it should start (`Watch.map_to`)."""
 
 
 class Reconciler(Protocol):

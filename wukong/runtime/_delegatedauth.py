@@ -51,6 +51,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from wukong.runtime._calls import bounded
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import ApiError, ApiTimeout
 from wukong.runtime._httpserver import Handler
@@ -248,7 +249,7 @@ class DelegatedAuth:
     async def _review(self, key: _Key, token: str, *, charged: bool) -> Decision:
         _, verb, path = key
         loop = asyncio.get_running_loop()
-        client = self._client.with_deadline(loop.time() + REVIEW_TIMEOUT)
+        client = bounded(self._client, loop.time() + REVIEW_TIMEOUT)
         try:
             decision = await _review(client, token, verb=verb, path=path)
         except _REVIEW_ERRORS as exc:

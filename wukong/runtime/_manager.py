@@ -2,6 +2,10 @@
 
 Lifecycle of `run()`:
 
+The manager is configured by one frozen `ManagerOptions` (controller-runtime's
+`manager.Options`, kopf's `OperatorSettings`): every field says what it does
+and its default.
+
 1. Serve `/healthz` and `/readyz` (if `health_bind` is set) and the admission
    webhooks added with `add_webhook` (if `webhook_bind` is set; see
    `webhook`); start the watchdog that reports blocking code (see `_loopwatch`).
@@ -46,8 +50,9 @@ leaves a deleted namespace's reconciles to end by their deadline, with one
 WARNING, and the manager runs on.
 
 Observers. `Manager(observers=[...])` registers `RuntimeObserver`s once; the
-manager fans every event out to them: its client's API calls (`self.client`
-is the caller's client observed by them), each controller's queue and
+manager fans every event out to them: its clients' API calls (`self.client`
+shares the caller's client's connections, its calls through the call layer,
+`_calls`, which reports them), each controller's queue and
 reconciles (whenever the controller is added), leader election and the
 watchdog. The node agent's probe points (`probes.AuditProbes`) are always one
 of them.
@@ -59,13 +64,15 @@ import logging
 import signal
 import ssl
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
+from wukong.runtime._calls import layered
 from wukong.runtime._cancellation import CancelReason
 from wukong.runtime._client import Client, Object
-from wukong.runtime._context import DEFAULT_RECONCILE_TIMEOUT
+from wukong.runtime._context import DEFAULT_RECONCILE_TIMEOUT, outside_reconcile
 from wukong.runtime._controller import Controller
 from wukong.runtime._errors import ApiError, ApiTimeout
 from wukong.runtime._events import EventRecorder
@@ -93,6 +100,49 @@ LEADER_LOST_GRACE = 1.0
 DEFAULT_SYNC_PERIOD = 10 * 60 * 60.0
 
 
+@dataclass(frozen=True)
+class ManagerOptions:
+    """How a `Manager` runs: controller-runtime's `manager.Options`, as one frozen value.
+
+    `Manager(client=..., options=ManagerOptions(namespace="tenant-a"))`; every
+    field has the default shown, so `ManagerOptions()` is a cluster-wide manager
+    without leader election, health or webhook servers.
+    """
+
+    namespace: str | None = None
+    """Watch and reconcile only this namespace (None, the default: the whole cluster)."""
+    leader_election: LeaderElectionConfig | None = None
+    """Reconcile only while holding this Lease (default None: no election, always lead)."""
+    health_bind: str | None = None
+    """host:port for `/healthz` and `/readyz` (default None: not served)."""
+    shutdown_grace: float = 30.0
+    """Seconds reconciles cancelled at shutdown may take to unwind (default 30)."""
+    block_warning_seconds: float | None = 1.0
+    """Report code that blocks the event loop this long (default 1 s; None: no watchdog)."""
+    reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT
+    """A reconcile's deadline unless its controller sets one (default 15 s; positive)."""
+    on_lease_loss: Literal["exit", "standby"] = "exit"
+    """After losing the Lease: "exit" (the default) returns from `run()`; "standby"
+    stays up without writing and campaigns again."""
+    sync_period: float | None = DEFAULT_SYNC_PERIOD
+    """Hand every cached object to the handlers again this often (default 10 h, as
+    controller-runtime; None: never)."""
+    webhook_bind: str | None = None
+    """host:port for the admission webhooks of `add_webhook` (default None: not served)."""
+    webhook_tls: ssl.SSLContext | None = None
+    """TLS for the webhook server (default None: plain HTTP, for tests)."""
+    freeze_startup_heap: bool = True
+    """Once synced, freeze the start-up heap out of full GC collections (default True)."""
+    watch_list: bool = True
+    """Sync informers by a streaming list (default True; False: paged LISTs only)."""
+    cancel_on_namespace_deletion: bool = True
+    """Watch Namespaces and cancel a deleted one's reconciles (default True)."""
+
+    def __post_init__(self) -> None:
+        if self.reconcile_timeout <= 0:
+            raise ValueError("reconcile_timeout must be positive")
+
+
 class Manager:
     """Runs controllers on shared informers, with leader election, health and observers."""
 
@@ -100,51 +150,34 @@ class Manager:
         self,
         *,
         client: Client,
-        namespace: str | None = None,
-        leader_election: LeaderElectionConfig | None = None,
-        health_bind: str | None = None,
-        shutdown_grace: float = 30.0,
-        block_warning_seconds: float | None = 1.0,
-        reconcile_timeout: float = DEFAULT_RECONCILE_TIMEOUT,
+        options: ManagerOptions = ManagerOptions(),
         observers: Sequence[RuntimeObserver] = (),
-        on_lease_loss: Literal["exit", "standby"] = "exit",
-        sync_period: float | None = DEFAULT_SYNC_PERIOD,
-        webhook_bind: str | None = None,
-        webhook_tls: ssl.SSLContext | None = None,
-        freeze_startup_heap: bool = True,
-        watch_list: bool = True,
-        cancel_on_namespace_deletion: bool = True,
     ) -> None:
-        if reconcile_timeout <= 0:
-            raise ValueError("reconcile_timeout must be positive")
+        """A manager sending its calls over `client`'s connections (closing `client`
+        stays the caller's job), configured by `options`, reporting to `observers`."""
+        self.options = options
         # USDT probe points for the node agent: always on, because they cost
         # one memory read per event while no tracer is attached (see probes).
         self._observer = ObserverFanout([AuditProbes(), *observers])
-        self.client = client.observed_by(self._observer)
+        self.client = layered(client, observer=self._observer)
         self._fence = WriteFence()
-        self.namespace = namespace
-        self.shutdown_grace = shutdown_grace
-        self.on_lease_loss = on_lease_loss
+        # Reconciles write through the fence; informers and the elector do not.
+        self._controller_client = layered(self.client, fence=self._fence)
         self.elector = (
-            LeaderElector(client=self.client, config=leader_election, observer=self._observer)
-            if leader_election
+            LeaderElector(
+                client=self.client, config=options.leader_election, observer=self._observer
+            )
+            if options.leader_election
             else None
         )
-        self._health_bind = health_bind
         self.block_detector = (
-            LoopBlockDetector(threshold=block_warning_seconds, observer=self._observer)
-            if block_warning_seconds
+            LoopBlockDetector(threshold=options.block_warning_seconds, observer=self._observer)
+            if options.block_warning_seconds
             else None
         )
-        self.reconcile_timeout = reconcile_timeout
-        self.sync_period = sync_period
-        self.freeze_startup_heap = freeze_startup_heap
-        # False: informers sync by paged LISTs only, never a streaming list.
-        self.watch_list = watch_list
         self._informers: dict[Resource, Informer] = {}
         self._controllers: list[RunningController] = []
         self._scopes = NamespaceScopes()
-        self._cancel_on_namespace_deletion = cancel_on_namespace_deletion
         # Not one of the shared informers: it may be refused without stopping the manager.
         self._namespace_informer: Informer | None = None
         self._stop = asyncio.Event()
@@ -155,8 +188,6 @@ class Manager:
         self._events = EventRecorder(component="wukong-manager")
         self._health = HttpServer(routes={"/healthz": self._healthz, "/readyz": self._readyz})
         self.health_port: int | None = None
-        self._webhook_bind = webhook_bind
-        self._webhook_tls = webhook_tls
         self._validators: dict[str, Validator] = {}
         self._webhooks: WebhookServer | None = None
         self.webhook_port: int | None = None
@@ -167,13 +198,13 @@ class Manager:
         """The shared informer for `resource` (created on first use); add indexes here."""
         informer = self._informers.get(resource)
         if informer is None:
-            namespace = self.namespace if resource.namespaced else None
+            namespace = self.options.namespace if resource.namespaced else None
             informer = Informer(
                 client=self.client,
                 resource=resource,
                 namespace=namespace,
-                resync_period=self.sync_period,
-                watch_list=self.watch_list,
+                resync_period=self.options.sync_period,
+                watch_list=self.options.watch_list,
                 observer=self._observer,
             )
             self._informers[resource] = informer
@@ -184,7 +215,9 @@ class Manager:
     def _start_informer(self, resource: Resource, informer: Informer) -> None:
         assert self._informer_tasks is not None
         self._informer_tasks.append(
-            asyncio.create_task(informer.run(), name=f"informer {resource.plural}")
+            asyncio.create_task(
+                informer.run(), name=f"informer {resource.plural}", context=outside_reconcile()
+            )
         )
 
     def add(self, controller: Controller) -> ControllerView:
@@ -193,10 +226,9 @@ class Manager:
             raise ValueError(f"a controller named {controller.name!r} is already added")
         running = RunningController(
             controller,
-            # Reconciles write through the fence; informers and the elector do not.
-            client=self.client._fenced(self._fence),
+            client=self._controller_client,
             observer=self._observer,
-            reconcile_timeout=self.reconcile_timeout,
+            reconcile_timeout=self.options.reconcile_timeout,
             scopes=self._scopes,
         )
         running.bind(informer_for=self.informer)
@@ -210,7 +242,7 @@ class Manager:
 
     def _watch_namespaces(self) -> None:
         """Cancel a namespace's reconciles in flight (reason `deleted`) once it is deleted."""
-        if self._namespace_informer is not None or not self._cancel_on_namespace_deletion:
+        if self._namespace_informer is not None or not self.options.cancel_on_namespace_deletion:
             return
 
         def on_update(old: Object, new: Object) -> None:
@@ -219,11 +251,12 @@ class Manager:
             ):
                 self._namespace_deleted(new)
 
+        namespace = self.options.namespace
         informer = Informer(
             client=self.client,
             resource=NAMESPACES,
-            field_selector=f"metadata.name={self.namespace}" if self.namespace else None,
-            watch_list=self.watch_list,
+            field_selector=f"metadata.name={namespace}" if namespace else None,
+            watch_list=self.options.watch_list,
             observer=self._observer,
         )
         informer.add_handler(EventHandler(on_update=on_update, on_delete=self._namespace_deleted))
@@ -234,14 +267,19 @@ class Manager:
     def _start_namespace_informer(self, informer: Informer) -> None:
         assert self._informer_tasks is not None
         self._informer_tasks.append(
-            asyncio.create_task(self._run_namespace_informer(informer), name="informer namespaces")
+            asyncio.create_task(
+                self._run_namespace_informer(informer),
+                name="informer namespaces",
+                context=outside_reconcile(),
+            )
         )
 
     async def _run_namespace_informer(self, informer: Informer) -> None:
         try:
             await informer.run()
         except ApiError as exc:  # 403 above all: the identity may not watch Namespaces
-            which = f"namespace {self.namespace}" if self.namespace else "namespaces"
+            namespace = self.options.namespace
+            which = f"namespace {namespace}" if namespace else "namespaces"
             log.warning(
                 "cannot watch %s (%s): a deleted namespace's reconciles run on until their "
                 "deadline",
@@ -299,15 +337,15 @@ class Manager:
         )
 
     async def run(self) -> CancelReason:
-        if self._health_bind:
-            self.health_port = await self._health.start(self._health_bind)
-        if self._webhook_bind and self._validators:
+        if self.options.health_bind:
+            self.health_port = await self._health.start(self.options.health_bind)
+        if self.options.webhook_bind and self._validators:
             self._webhooks = WebhookServer(
                 client=self.client, validators=self._validators, observer=self._observer
             )
             try:
                 self.webhook_port = await self._webhooks.start(
-                    self._webhook_bind, ssl_context=self._webhook_tls
+                    self.options.webhook_bind, ssl_context=self.options.webhook_tls
                 )
             except BaseException:
                 self._webhooks = None
@@ -325,11 +363,11 @@ class Manager:
         try:
             if not await self._until_stopped(self._wait_synced(informer_tasks)):
                 return reason
-            if self.freeze_startup_heap:
+            if self.options.freeze_startup_heap:
                 STARTUP.freeze_once()
             while True:
                 reason = await self._lead()
-                if reason is not CancelReason.LEADER_LOST or self.on_lease_loss == "exit":
+                if reason is not CancelReason.LEADER_LOST or self.options.on_lease_loss == "exit":
                     return reason
                 await self._announce_standby()
         finally:
@@ -417,7 +455,9 @@ class Manager:
 
     async def _stop_controllers(self, reason: CancelReason) -> None:
         log.info("stopping controllers (reason: %s)", reason)
-        grace = LEADER_LOST_GRACE if reason is CancelReason.LEADER_LOST else self.shutdown_grace
+        grace = (
+            LEADER_LOST_GRACE if reason is CancelReason.LEADER_LOST else self.options.shutdown_grace
+        )
         await asyncio.gather(*(c.stop(reason=reason, grace=grace) for c in self._controllers))
 
     async def _shutdown(

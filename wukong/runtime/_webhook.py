@@ -64,6 +64,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from wukong.runtime._calls import bounded
 from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import is_panic
 from wukong.runtime._fanout import NO_OBSERVER
@@ -418,7 +419,7 @@ def _request(
         deadline=deadline,
         # The calls end a little earlier than the validator must answer, so it
         # can still turn a call that ran out into its own answer.
-        client=client.with_deadline(deadline - min(CALL_MARGIN, timeout / 20)),
+        client=bounded(client, deadline - min(CALL_MARGIN, timeout / 20)),
     )
 
 

@@ -24,6 +24,7 @@ from tests.integration.test_metrics_auth import Accounts, accounts  # noqa: F401
 from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.metrics.server import SecureServing
 from wukong.runtime import _delegatedauth
+from wukong.runtime._calls import layered
 from wukong.runtime._client import Client
 from wukong.runtime._delegatedauth import BODIES, REVIEW_BURST, REVIEW_QPS, DelegatedAuth
 from wukong.runtime.serving import HttpServer, self_signed_context
@@ -59,7 +60,7 @@ async def test_a_flood_of_made_up_tokens_is_bounded_and_the_reader_keeps_its_200
     async with await Client.from_kubeconfig(accounts.operator) as as_operator:
         server = MetricsServer(
             registry=metrics.metrics.registry,
-            secure=SecureServing(client=as_operator.observed_by(calls)),
+            secure=SecureServing(client=layered(as_operator, observer=calls)),
         )
         port = await server.start("127.0.0.1:0")
         url = f"https://127.0.0.1:{port}/metrics"
@@ -147,7 +148,7 @@ async def test_made_up_tokens_cannot_evict_the_readers_allowed_answer(
         return web.Response(text="ok")
 
     async with await Client.from_kubeconfig(accounts.operator) as as_operator:
-        auth = DelegatedAuth(client=as_operator.observed_by(calls), review_burst=1000)
+        auth = DelegatedAuth(client=layered(as_operator, observer=calls), review_burst=1000)
         server = HttpServer(routes={"/metrics": auth.protect(metrics)})
         port = await server.start("127.0.0.1:0", ssl_context=self_signed_context("test"))
         url = f"https://127.0.0.1:{port}/metrics"

@@ -41,6 +41,7 @@ from wukong.runtime import (
     Client,
     Controller,
     Manager,
+    ManagerOptions,
     ReconcileContext,
     Request,
     Result,
@@ -378,7 +379,9 @@ async def test_a_namespaced_manager_sees_its_namespace_deleted_through_a_grant_b
         recorder = Recorder()
         async with await Client.from_kubeconfig(kubeconfig) as as_op:
             manager = Manager(
-                client=as_op, namespace=doomed, observers=[recorder], block_warning_seconds=None
+                client=as_op,
+                observers=[recorder],
+                options=ManagerOptions(namespace=doomed, block_warning_seconds=None),
             )
             manager.add(Controller(name="held", reconciler=Hold(), primary=CONFIGMAPS))
             async with running(manager):

@@ -26,7 +26,7 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.apis import install_dev_apis
 from wukong.metrics import RuntimeMetrics
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook
-from wukong.runtime import Client, Manager, RuntimeObserver, WebhookReview
+from wukong.runtime import Client, Manager, ManagerOptions, RuntimeObserver, WebhookReview
 from wukong.runtime._servingcert import load_serving_certificate
 from wukong.tracing.spans import ReconcileTracer
 
@@ -111,9 +111,11 @@ def webhook_in_thread(control_plane: ControlPlane) -> Iterator[ServedWebhook]:
             manager = Manager(
                 client=client,
                 observers=observers,  # type: ignore[arg-type]
-                block_warning_seconds=None,
-                webhook_bind="127.0.0.1:0",
-                webhook_tls=load_serving_certificate(control_plane.webhook_cert_dir),
+                options=ManagerOptions(
+                    block_warning_seconds=None,
+                    webhook_bind="127.0.0.1:0",
+                    webhook_tls=load_serving_certificate(control_plane.webhook_cert_dir),
+                ),
             )
             add_wukong_webhook(manager)
             async with running(manager):

@@ -14,7 +14,7 @@ from wukong.runtime._client import Client
 from wukong.runtime._context import ReconcileContext, Request, Result
 from wukong.runtime._controller import Controller, ControllerOptions
 from wukong.runtime._leader import LeaderElectionConfig
-from wukong.runtime._manager import Manager
+from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.logs import configure_logging
 
@@ -59,9 +59,11 @@ async def main() -> int:
     async with await Client.from_kubeconfig(args.kubeconfig) as client:
         manager = Manager(
             client=client,
-            namespace=args.namespace,
-            leader_election=election,
-            shutdown_grace=args.shutdown_grace,
+            options=ManagerOptions(
+                namespace=args.namespace,
+                leader_election=election,
+                shutdown_grace=args.shutdown_grace,
+            ),
         )
         manager.add(
             Controller(

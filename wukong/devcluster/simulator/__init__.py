@@ -32,6 +32,7 @@ from wukong.runtime import (
     ControllerOptions,
     Informer,
     Manager,
+    ManagerOptions,
     Object,
     Request,
     Watch,
@@ -58,7 +59,7 @@ _OPTIONS = ControllerOptions(max_concurrent_reconciles=4, reconcile_timeout=10.0
 
 def simulator_manager(*, client: Client, config: SimulationConfig) -> Manager:
     """A manager running the simulated binder, CDI and KubeVirt in every namespace."""
-    manager = Manager(client=client, block_warning_seconds=None)
+    manager = Manager(client=client, options=ManagerOptions(block_warning_seconds=None))
     claims = manager.informer(PERSISTENT_VOLUME_CLAIMS)
     classes = manager.informer(STORAGE_CLASSES)
     vmis = manager.informer(VIRTUAL_MACHINE_INSTANCES)

@@ -1,0 +1,300 @@
+"""The one path every API call takes, and the policy a plain client gives it.
+
+`Client`'s verbs turn their arguments into a `Call` and hand it to a
+`Transport`: `request` for a call answered by one JSON object, `stream` for a
+watch. Both go through `_open`, the only place a request is sent: it bounds the
+call (`budget`), admits it (`admit`), sends it with client-go's retries of
+throttled answers (429 or 5xx with `Retry-After`, within the bound), turns an
+error answer into its exception, and reports the finished call (`report`).
+
+`Transport` itself is the policy of a client a user builds: a call is bounded
+by its own `timeout` only, every call is admitted, a call that times out is not
+tried again, and nobody is told. The manager's call layer (`_calls.CallLayer`)
+overrides those four methods; the path stays this one.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from kubernetes_asyncio import client as k8s_client
+from yarl import URL
+
+from wukong.runtime._errors import ApiError, ApiTimeout, api_error
+from wukong.runtime.resources import Resource
+
+Object = dict[str, Any]
+"""A Kubernetes object (or list, or Status) as the API server's JSON: a plain dict."""
+Query = list[tuple[str, str]]
+Body = Object | list[Object]
+
+_MAX_THROTTLE_RETRIES = 10
+_MAX_RETRY_AFTER_SECONDS = 5.0
+# Extra client-side time for a watch beyond its server-side timeoutSeconds, so
+# the server's clean end of the stream arrives before the client gives up.
+WATCH_SLACK_SECONDS = 5.0
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    name: str
+    method: str
+    writes: bool = False
+    idempotent: bool = False  # a repeated PUT of a resourceVersion answers Conflict
+
+
+GET = Verb("get", "GET", idempotent=True)
+LIST = Verb("list", "GET", idempotent=True)
+WATCH = Verb("watch", "GET")
+CREATE = Verb("create", "POST", writes=True)
+UPDATE = Verb("update", "PUT", writes=True, idempotent=True)
+PATCH = Verb("patch", "PATCH", writes=True)
+DELETE = Verb("delete", "DELETE", writes=True, idempotent=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One API call as a verb asked for it, before it is bounded in time."""
+
+    verb: Verb
+    resource: Resource
+    namespace: str | None
+    path: str
+    query: Query
+    body: Body | None = None
+    content_type: str = JSON
+    timeout: float | None = None  # the caller's own bound, seconds
+    server_timeout: bool = False  # a list: the server bounds it with timeoutSeconds too
+
+
+class Transport:
+    """Sends calls over one `kubernetes_asyncio` ApiClient (its configuration and pool)."""
+
+    def __init__(self, api: k8s_client.ApiClient) -> None:
+        self.api = api
+        url = str(api.configuration.host or "")
+        self.host = urlsplit(url).netloc or url  # client-go's `host` metric label
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # -- policy: a plain client's; the manager's call layer overrides these -----------
+
+    def budget(self, timeout: float | None, *, whole: bool = False) -> float | None:
+        """The time a call may take: `timeout`, its own bound. `whole`: a watch, which
+        is not given a share of a deadline but all of it."""
+        return timeout
+
+    def admit(self, call: Call) -> None:
+        """Raise if `call` may not be sent at all."""
+
+    def may_retry(self, call: Call, attempt: int) -> bool:
+        """Whether `call`, timed out on attempt `attempt`, may go again."""
+        return False
+
+    def report(
+        self,
+        call: Call,
+        status: int | None,
+        started_wall: float,
+        started: float,
+        retries: int,
+        error: BaseException | None,
+    ) -> None:
+        """`call` ended: with an answer of `status`, or `error`."""
+
+    # -- the path ------------------------------------------------------------------------
+
+    async def request(self, call: Call) -> Object:
+        """Send `call`; its answer's JSON object. A timed-out call goes again while
+        `may_retry` allows (never after a `Retry-After` it cannot wait for)."""
+        attempt = 0
+        while True:
+            budget = self.budget(call.timeout)
+            query = call.query
+            if budget is not None and budget > 0:
+                # The API server gives up too (and answers 504) instead of working on.
+                query = [*query, ("timeout", f"{budget:.3f}s")]
+                if call.server_timeout:
+                    query.append(("timeoutSeconds", str(max(1, int(budget)))))
+            try:
+                response = await self._open(call, query, aiohttp.ClientTimeout(total=budget))
+                try:
+                    result: Object = await response.json()
+                    return result
+                except TimeoutError:
+                    raise ApiTimeout(verb=call.verb.name, path=call.path, timeout=budget) from None
+                finally:
+                    response.release()
+            except ApiTimeout as timed_out:
+                if timed_out.retry_after is not None or not self.may_retry(call, attempt):
+                    raise
+                attempt += 1
+
+    async def stream(
+        self, call: Call, *, timeout_seconds: int, inactivity_timeout: float | None
+    ) -> AsyncGenerator[Object]:
+        """Send a watch; yield its events (`type`, `object`) until the server ends it."""
+        budget = self.budget(timeout_seconds + WATCH_SLACK_SECONDS, whole=True)
+        assert budget is not None  # a watch always has a timeout
+        seconds = max(1, int(budget - WATCH_SLACK_SECONDS))
+        query = [*call.query, ("timeoutSeconds", str(seconds))]
+        timeout = aiohttp.ClientTimeout(total=budget, sock_read=inactivity_timeout)
+        response = await self._open(call, query, timeout)
+        try:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event: Object = json.loads(line)
+                if event["type"] == "ERROR":
+                    status = event["object"]
+                    raise api_error(
+                        status=int(status.get("code", 500)),
+                        body=status,
+                        verb="WATCH",
+                        path=call.path,
+                    )
+                yield event
+        except TimeoutError:
+            raise ApiTimeout(
+                verb="WATCH", path=call.path, timeout=inactivity_timeout or budget
+            ) from None
+        finally:
+            response.release()
+
+    async def _open(
+        self, call: Call, query: Query, timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """Send a request; return the response once its status is 2xx, else raise."""
+        verb, path = call.verb, call.path
+        started_wall, started = time.time(), time.monotonic()
+        retries = 0
+        status: int | None = None
+        error: BaseException | None = None
+        try:
+            self.admit(call)
+            if timeout.total is not None and timeout.total <= 0:
+                raise ApiTimeout(verb=verb.name, path=path, timeout=0.0)
+            retries, response = await self._send(call, query, timeout)
+            status = response.status
+            if status >= 400:
+                failure = await _error_from(response, verb.name, path)
+                if status == 504:
+                    # The API server gave up at the `?timeout=` we sent: our budget ran out.
+                    raise ApiTimeout(
+                        verb=verb.name, path=path, timeout=timeout.total, why=failure.message
+                    )
+                raise failure
+            return response
+        except ApiTimeout as exc:
+            error = exc
+            raise
+        except TimeoutError:  # aiohttp's own: the HTTP timeout (our budget) passed
+            error = ApiTimeout(verb=verb.name, path=path, timeout=timeout.total)
+            raise error from None
+        except BaseException as exc:  # CancelledError too: report it, then re-raise
+            error = exc
+            raise
+        finally:
+            if status is not None or error is not None:
+                self.report(call, status, started_wall, started, retries, error)
+
+    async def _send(
+        self, call: Call, query: Query, timeout: aiohttp.ClientTimeout
+    ) -> tuple[int, aiohttp.ClientResponse]:
+        """Send, retrying throttled answers within `timeout`; (retries, response)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout.total is None else loop.time() + timeout.total
+        for attempt in range(_MAX_THROTTLE_RETRIES + 1):
+            remaining = None if deadline is None else max(0.001, deadline - loop.time())
+            # _preload_content=False hands back aiohttp's response unread, so
+            # watches can stream and error bodies are decoded here, not by the
+            # generated client.
+            response: aiohttp.ClientResponse = await self.api.call_api(
+                call.path,
+                call.verb.method,
+                query_params=query,
+                header_params={"Accept": JSON, "Content-Type": call.content_type},
+                body=call.body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=aiohttp.ClientTimeout(
+                    total=remaining, sock_read=timeout.sock_read
+                ),
+            )
+            delay = _retry_after(response)
+            if delay is None or attempt == _MAX_THROTTLE_RETRIES:
+                return attempt, response
+            response.release()
+            if deadline is not None and loop.time() + delay >= deadline:
+                # The server asked us to come back later than we can wait: the call
+                # ran out of time (api_timeout, a normal event), not a server error.
+                raise ApiTimeout(
+                    verb=call.verb.name,
+                    path=call.path,
+                    timeout=timeout.total,
+                    why=f"{response.status} with Retry-After {delay:g}s and no time left to wait",
+                    retry_after=delay,
+                )
+            # Retry-After on a 429 or a 5xx: the server asks us to come back (APF
+            # throttling, a watch cache still initialising after a CRD was
+            # created, a server shutting down). client-go retries these the same way.
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def api_client(
+    configuration: k8s_client.Configuration, user_agent: str | None
+) -> k8s_client.ApiClient:
+    """The ApiClient a `Client` sends through, for `configuration`."""
+    if configuration.proxy is None:
+        configuration.proxy = _environment_proxy(str(configuration.host))
+    api = k8s_client.ApiClient(configuration=configuration)
+    # kubernetes_asyncio's session trusts the environment, so aiohttp looks up
+    # proxy variables and ~/.netrc in a worker thread for every request: a thread
+    # hop per API call, a large share of a reconcile's CPU. This client talks to
+    # one host, whose proxy was resolved once above; tokens and certificates,
+    # never netrc, authenticate it.
+    api.rest_client.pool_manager._trust_env = False
+    if user_agent:
+        api.user_agent = user_agent
+    return api
+
+
+def _environment_proxy(host: str) -> str | None:
+    """The proxy HTTPS_PROXY/HTTP_PROXY name for `host`, unless NO_PROXY exempts it
+    (client-go honours the same variables)."""
+    try:
+        proxy, _ = get_env_proxy_for_url(URL(host))
+    except LookupError:
+        return None
+    return str(proxy)
+
+
+async def _error_from(response: aiohttp.ClientResponse, verb: str, path: str) -> ApiError:
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        body = {"message": (await response.text())[:500]}
+    finally:
+        response.release()
+    return api_error(status=response.status, body=body, verb=verb, path=path)
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    """Seconds to wait before retrying: a 429, or a 5xx that says when; else None."""
+    if response.status != 429 and not (
+        500 <= response.status < 600 and "Retry-After" in response.headers
+    ):
+        return None
+    try:
+        return min(float(response.headers.get("Retry-After", "1")), _MAX_RETRY_AFTER_SECONDS)
+    except ValueError:
+        return 1.0

@@ -1,0 +1,33 @@
+"""The observer seam's API: what a `RuntimeObserver` is told, for observer authors.
+
+Tracing, metrics and the node agent's probe points are observers; see
+`wukong.runtime._observer` for the order of events and the rules an observer
+follows. An operator author registers observers (`Manager(observers=[...])`)
+and needs only `RuntimeObserver` from `wukong.runtime`; the event types an
+observer receives live here, beside the cancel reasons that count as failures.
+"""
+
+from wukong.runtime._cancellation import FAILURE_REASONS, is_failure
+from wukong.runtime._context import ReconcileLink
+from wukong.runtime._observer import (
+    ApiCall,
+    ControllerView,
+    LifecycleEvent,
+    Outcome,
+    RuntimeObserver,
+    Step,
+    WebhookReview,
+)
+
+__all__ = [
+    "FAILURE_REASONS",
+    "ApiCall",
+    "ControllerView",
+    "LifecycleEvent",
+    "Outcome",
+    "ReconcileLink",
+    "RuntimeObserver",
+    "Step",
+    "WebhookReview",
+    "is_failure",
+]
