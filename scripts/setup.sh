@@ -96,7 +96,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing Python dependencies into $venv (pip install -e '.[dev]')"
   "$venv/bin/python" -m pip install -q --progress-bar off --upgrade pip
   "$venv/bin/python" -m pip install --progress-bar off -e '.[dev]' \
-    > >(grep --line-buffered -v '^Requirement already satisfied' >&2)
+    > >(grep --line-buffered -E '^(Collecting|Successfully installed)' >&2)
   echo "$want" > "$stamp"
 else
   say "Python dependencies: up to date in $venv"
