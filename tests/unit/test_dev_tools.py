@@ -18,6 +18,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def _run(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    assert Path(argv[0]).exists(), f"{argv[0]} is missing: `make setup` writes it"
     return subprocess.run([str(arg) for arg in argv], capture_output=True, text=True, timeout=600)
 
 
