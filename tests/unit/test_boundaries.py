@@ -196,3 +196,14 @@ def _assignment_is_documented(name: str) -> bool:
             comment_above = lines[node.lineno - 2].lstrip().startswith("#")
             return docstring_after or comment_above
     return False
+
+
+def test_the_client_offers_the_verbs_and_nothing_else() -> None:
+    public = sorted(name for name in vars(runtime.Client) if not name.startswith("_"))
+    constructors = ["configured", "from_environment", "from_kubeconfig"]
+    verbs = ["apply", "create", "delete", "get", "list", "patch", "patch_status", "update"]
+    verbs += ["update_status", "watch"]
+    assert public == sorted([*constructors, *verbs, "close"])
+    # Built plainly: over an ApiClient alone, no internal arguments.
+    parameters = list(inspect.signature(runtime.Client).parameters)
+    assert parameters == ["api_client"]

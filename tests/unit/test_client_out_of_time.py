@@ -194,3 +194,22 @@ async def test_a_reconcile_throttled_past_its_deadline_logs_why_at_debug(
     assert "reason=api_timeout" in message
     assert "cause: get /api/v1/namespaces/ns/configmaps/throttled" in message, message
     assert "(429 with Retry-After 3s and no time left to wait)" in message, message
+
+
+async def test_the_reconcile_travels_in_the_task_context_not_in_the_client(
+    server: tuple[FakeApiServer, str], recorder_and_client: tuple[Recorder, Client]
+) -> None:
+    fake, _ = server
+    recorder, client = recorder_and_client
+    ctx = _reconcile(client, timeout=2.0)
+    # From the reconcile's task (and tasks it starts): its deadline, reported as its call.
+    await _as_reconcile(ctx, client.get(CONFIGMAPS, "inside", namespace="ns"))
+    # The same client elsewhere: no deadline, nobody's call.
+    await client.get(CONFIGMAPS, "outside", namespace="ns")
+    assert [(call.path.rsplit("/", 1)[1], call.reconcile) for call in recorder.calls] == [
+        ("inside", ctx),
+        ("outside", None),
+    ]
+    inside, outside = fake.timeouts
+    assert 0.9 <= float(inside.removesuffix("s")) <= 1.0  # half of the 2 s left
+    assert outside == ""
