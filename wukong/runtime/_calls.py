@@ -60,7 +60,8 @@ class CallLayer(Transport):
         fence: WriteFence | None = None,
         deadline: float | None = None,
     ) -> None:
-        super().__init__(under.api)
+        # The same connections and host (not parsed again: a webhook makes one per request).
+        super().__init__(under.api, host=under.host)
         self.observer = observer
         self.fence = fence  # writes are refused once it closes (leadership lost)
         self.deadline = deadline  # event-loop time

@@ -77,10 +77,12 @@ class Call:
 class Transport:
     """Sends calls over one `kubernetes_asyncio` ApiClient (its configuration and pool)."""
 
-    def __init__(self, api: k8s_client.ApiClient) -> None:
+    def __init__(self, api: k8s_client.ApiClient, *, host: str | None = None) -> None:
         self.api = api
-        url = str(api.configuration.host or "")
-        self.host = urlsplit(url).netloc or url  # client-go's `host` metric label
+        if host is None:
+            url = str(api.configuration.host or "")
+            host = urlsplit(url).netloc or url
+        self.host = host  # host:port, client-go's `host` metric label
 
     async def close(self) -> None:
         await self.api.close()
