@@ -46,7 +46,8 @@ from wukong.ebpf.elf import CANCEL_SYMBOL, read_binary, read_code
 from wukong.ebpf.go_cancel_site import find_site
 from wukong.ebpf.go_probe import GoProbe
 from wukong.ebpf.records import Cancellation
-from wukong.runtime import Client, LifecycleEvent, ReconcileContext, Request, RuntimeObserver, Step
+from wukong.runtime import Client, ReconcileContext, Request, RuntimeObserver
+from wukong.runtime.observe import LifecycleEvent, Step
 from wukong.runtime.probes import AuditProbes
 
 PROGRAM = Path(__file__).resolve().parents[1] / "tests/ebpf/programs/cancels"

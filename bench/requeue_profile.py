@@ -32,15 +32,14 @@ from wukong.runtime import (
     Client,
     Controller,
     ControllerOptions,
-    LifecycleEvent,
     Manager,
     ManagerOptions,
     ReconcileContext,
     Request,
     Result,
     RuntimeObserver,
-    Step,
 )
+from wukong.runtime.observe import LifecycleEvent, Step
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 NAMESPACE = "requeue-profile"

@@ -9,18 +9,9 @@ from pathlib import Path
 import aiohttp
 
 from wukong.devcluster.crds import wait_crd_established
-from wukong.runtime import (
-    ApiCall,
-    CancelReason,
-    Client,
-    LifecycleEvent,
-    Manager,
-    Object,
-    Resource,
-    RuntimeObserver,
-    Step,
-)
+from wukong.runtime import CancelReason, Client, Manager, Object, Resource, RuntimeObserver
 from wukong.runtime._errors import Conflict
+from wukong.runtime.observe import ApiCall, LifecycleEvent, Step
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, LEASES
 
 

@@ -7,20 +7,17 @@ import pytest
 
 from tests.integration.helpers import Recorder, eventually, running
 from wukong.runtime import (
-    ApiCall,
     Client,
     Controller,
-    ControllerView,
-    LifecycleEvent,
     Manager,
     ManagerOptions,
-    Outcome,
     ReconcileContext,
     Request,
     Resource,
     Result,
     RuntimeObserver,
 )
+from wukong.runtime.observe import ApiCall, ControllerView, LifecycleEvent, Outcome
 from wukong.runtime.resources import CONFIGMAPS, SECRETS
 
 

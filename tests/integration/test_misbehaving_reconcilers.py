@@ -17,8 +17,8 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
-    Step,
 )
+from wukong.runtime.observe import Step
 from wukong.runtime.resources import CONFIGMAPS
 
 

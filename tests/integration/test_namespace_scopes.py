@@ -12,12 +12,11 @@ from wukong.runtime import (
     ControllerOptions,
     Manager,
     ManagerOptions,
-    Outcome,
     ReconcileContext,
     Request,
     Result,
-    Step,
 )
+from wukong.runtime.observe import Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 

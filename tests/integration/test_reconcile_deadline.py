@@ -20,15 +20,13 @@ from wukong.runtime import (
     Client,
     Controller,
     ControllerOptions,
-    LifecycleEvent,
     Manager,
     ManagerOptions,
-    Outcome,
     ReconcileContext,
     Request,
     Result,
-    Step,
 )
+from wukong.runtime.observe import LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
 
 

@@ -23,11 +23,11 @@ from wukong.runtime import (
     ControllerOptions,
     Manager,
     ManagerOptions,
-    Outcome,
     ReconcileContext,
     Request,
     Result,
 )
+from wukong.runtime.observe import Outcome
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.logs import JsonFormatter
 from wukong.tracing.receiver import OtlpReceiver, ReceivedSpan

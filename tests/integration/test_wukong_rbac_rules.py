@@ -16,8 +16,9 @@ from wukong.operator.rbac import (
     Rule,
     permissions,
 )
-from wukong.runtime import ApiCall, Client
+from wukong.runtime import Client
 from wukong.runtime.apis import VIRTUAL_MACHINES
+from wukong.runtime.observe import ApiCall
 
 # Granted but not exercised by this scenario, and why they are still needed.
 GRANTED_UNUSED = {

@@ -20,7 +20,6 @@ from wukong.runtime import (
     Object,
     RuntimeObserver,
     Store,
-    WebhookReview,
 )
 from wukong.runtime._webhook import (
     MAX_BODY_BYTES,
@@ -29,6 +28,7 @@ from wukong.runtime._webhook import (
     read_review,
     review_timeout,
 )
+from wukong.runtime.observe import WebhookReview
 
 GVK = {"group": "vm.novasphere.dev", "version": "v1alpha1", "kind": "Wukong"}
 

@@ -24,7 +24,6 @@ from wukong.runtime import (
     Client,
     Controller,
     Object,
-    Outcome,
     ReconcileContext,
     Request,
     Result,
@@ -32,6 +31,7 @@ from wukong.runtime import (
 from wukong.runtime._calls import layered
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._running import RunningController
+from wukong.runtime.observe import Outcome
 from wukong.runtime.resources import CONFIGMAPS
 
 _STATUS = {"kind": "Status", "apiVersion": "v1", "status": "Failure"}

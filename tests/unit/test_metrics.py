@@ -13,23 +13,20 @@ from prometheus_client.exposition import choose_encoder
 
 from wukong.metrics import MetricsServer, RuntimeMetrics, create_metrics
 from wukong.runtime import (
-    ApiCall,
     CancelReason,
     Client,
     Controller,
     ControllerOptions,
-    LifecycleEvent,
     Manager,
     ManagerOptions,
-    Outcome,
     ReconcileContext,
     Request,
     Result,
     RuntimeObserver,
-    Step,
 )
 from wukong.runtime._errors import ApiTimeout
 from wukong.runtime._running import RunningController
+from wukong.runtime.observe import ApiCall, LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C

@@ -17,14 +17,13 @@ from wukong.runtime import (
     Client,
     Controller,
     ControllerOptions,
-    Outcome,
     ReconcileContext,
     Request,
     Result,
-    Step,
 )
 from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime._running import RunningController
+from wukong.runtime.observe import Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
 
 pytestmark = pytest.mark.looptime

@@ -25,19 +25,17 @@ from wukong.runtime import (
     Client,
     Controller,
     ControllerOptions,
-    LifecycleEvent,
     NotFound,
-    Outcome,
     ReconcileContext,
     Request,
     Result,
-    Step,
     TerminalError,
 )
 from wukong.runtime._errors import is_panic
 from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime._running import RunningController
 from wukong.runtime._webhook import WebhookServer
+from wukong.runtime.observe import LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
 
 

@@ -47,7 +47,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from wukong.runtime import ControllerView
+from wukong.runtime.observe import ControllerView
 
 # Reconcile durations: fine below a second, then far past the default 15 s
 # deadline, so reconciles that hit (or overrun) their deadline are still

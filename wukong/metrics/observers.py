@@ -40,15 +40,13 @@ from typing import Any, Generic, TypeVar
 from prometheus_client.metrics import MetricWrapperBase
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
-from wukong.runtime import (
+from wukong.runtime import CancelReason, RuntimeObserver, TerminalError
+from wukong.runtime.observe import (
     ApiCall,
-    CancelReason,
     ControllerView,
     LifecycleEvent,
     Outcome,
-    RuntimeObserver,
     Step,
-    TerminalError,
     WebhookReview,
     is_failure,
 )

@@ -50,18 +50,6 @@ from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._owners import controller_reference, controller_uid, is_controlled_by
 from wukong.runtime._quantity import parse_quantity
 from wukong.runtime._webhook import Admission, AdmissionRequest, AdmitOnError, Validator
-
-# Importable from here as before the seam had its own module; not part of the API
-# (`__all__`): new code imports them from `wukong.runtime.observe`.
-from wukong.runtime.observe import FAILURE_REASONS as FAILURE_REASONS
-from wukong.runtime.observe import ApiCall as ApiCall
-from wukong.runtime.observe import ControllerView as ControllerView
-from wukong.runtime.observe import LifecycleEvent as LifecycleEvent
-from wukong.runtime.observe import Outcome as Outcome
-from wukong.runtime.observe import ReconcileLink as ReconcileLink
-from wukong.runtime.observe import Step as Step
-from wukong.runtime.observe import WebhookReview as WebhookReview
-from wukong.runtime.observe import is_failure as is_failure
 from wukong.runtime.resources import Resource
 
 __all__ = [

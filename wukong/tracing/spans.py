@@ -41,16 +41,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 
-from wukong.runtime import (
+from wukong.runtime import CancelReason, Conflict, ReconcileContext, RuntimeObserver
+from wukong.runtime.observe import (
     ApiCall,
-    CancelReason,
-    Conflict,
     ControllerView,
     LifecycleEvent,
     Outcome,
-    ReconcileContext,
     ReconcileLink,
-    RuntimeObserver,
     Step,
     WebhookReview,
     is_failure,

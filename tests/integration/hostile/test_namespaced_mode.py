@@ -45,9 +45,9 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
-    Step,
 )
 from wukong.runtime._leader import LeaderElectionConfig
+from wukong.runtime.observe import Step
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 Objects = list[dict[str, Any]]
