@@ -71,10 +71,12 @@ async def test_cancelled_reconciles_retry_cleanly_and_create_nothing_twice(
     assert cancelled, "the deadline never cut a reconcile short; the test proves nothing"
     reasons = {event.reason for event in cancelled}
     # Cut by the deadline, or by a call's own share of it (each call may take half
-    # of what is left); stopping the operator at the end may cut one more short.
+    # of what is left); stopping the operator at the end may cut one more short, and
+    # so may the Wukong's own delete event, which can overtake the slow answer to the
+    # patch that removed its finalizer.
     ran_out = {CancelReason.DEADLINE_EXCEEDED, CancelReason.API_TIMEOUT}
     assert reasons & ran_out
-    assert reasons <= ran_out | {CancelReason.SHUTDOWN}
+    assert reasons <= ran_out | {CancelReason.SHUTDOWN, CancelReason.DELETED}
 
     cancel_logs = [r for r in caplog.records if "reconcile cancelled after" in r.getMessage()]
     assert cancel_logs and all(r.levelno == logging.DEBUG for r in cancel_logs)
