@@ -108,6 +108,10 @@ class RuntimeMetrics(RuntimeObserver):
         for family in (m.reconcile_errors, m.terminal_reconcile_errors, m.reconcile_panics):
             family.labels(name)
         m.reconcile_timeouts.labels(name)
+        # Every cancel reason too: a storm's first cancellations show in rate() at
+        # once, not one scrape after their series appeared.
+        for reason in CancelReason:
+            m.reconcile_cancellations.labels(name, reason.value)
         # client-go's queue metrics exist as soon as the queue does.
         self._queue_adds(name, name)
         self._queue_duration(name, name)
