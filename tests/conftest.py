@@ -20,7 +20,7 @@ import pytest
 
 from tests import build_progress
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import NAMESPACES
 
 # The Wukong controller with its simulated infrastructure, for integration and e2e tests.

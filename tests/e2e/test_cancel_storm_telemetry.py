@@ -28,11 +28,17 @@ from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.metrics import MetricsServer, RuntimeMetrics
-from wukong.runtime._client import Client
-from wukong.runtime._context import ReconcileContext, Request, Result
-from wukong.runtime._controller import Controller, ControllerOptions
-from wukong.runtime._leader import LeaderElectionConfig
-from wukong.runtime._manager import Manager, ManagerOptions
+from wukong.runtime import (
+    Client,
+    Controller,
+    ControllerOptions,
+    LeaderElectionConfig,
+    Manager,
+    ManagerOptions,
+    ReconcileContext,
+    Request,
+    Result,
+)
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.spans import ReconcileTracer
 

@@ -19,7 +19,7 @@ from wukong.devcluster import ControlPlane, binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.records import Cancellation
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 PEER = Path(__file__).resolve().parents[2] / "bench/peers/controller-runtime"

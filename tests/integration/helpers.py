@@ -9,8 +9,15 @@ from pathlib import Path
 import aiohttp
 
 from wukong.devcluster.crds import wait_crd_established
-from wukong.runtime import CancelReason, Client, Manager, Object, Resource, RuntimeObserver
-from wukong.runtime._errors import Conflict
+from wukong.runtime import (
+    CancelReason,
+    Client,
+    Conflict,
+    Manager,
+    Object,
+    Resource,
+    RuntimeObserver,
+)
 from wukong.runtime.observe import ApiCall, LifecycleEvent, Step
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, LEASES
 

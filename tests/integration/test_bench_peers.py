@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from wukong.devcluster import ControlPlane
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import NAMESPACES
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

@@ -21,9 +21,7 @@ from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_n
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster import ControlPlane
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Client
-from wukong.runtime._errors import ApiError
-from wukong.runtime._leader import LeaderElectionConfig
+from wukong.runtime import ApiError, Client, LeaderElectionConfig
 from wukong.runtime.resources import CONFIGMAPS, LEASES, NAMESPACES, SECRETS
 
 

@@ -8,8 +8,8 @@ from tests.integration.helpers import install_test_crd
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
-from wukong.runtime._client import JSON_PATCH, Client
-from wukong.runtime._errors import ApiTimeout, Conflict, Invalid
+from wukong.runtime import ApiTimeout, Client, Conflict, Invalid
+from wukong.runtime._client import JSON_PATCH
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 GROUP = "verbs.test.novasphere.dev"

@@ -3,10 +3,17 @@
 import asyncio
 
 from tests.integration.helpers import eventually, running
-from wukong.runtime._client import Client, Object
-from wukong.runtime._context import ReconcileContext, Request, Result
-from wukong.runtime._controller import Controller, Watch
-from wukong.runtime._manager import Manager, ManagerOptions
+from wukong.runtime import (
+    Client,
+    Controller,
+    Manager,
+    ManagerOptions,
+    Object,
+    ReconcileContext,
+    Request,
+    Result,
+    Watch,
+)
 from wukong.runtime.resources import CONFIGMAPS, SECRETS, Resource
 
 SERVICES = Resource(group="", version="v1", plural="services", kind="Service")

@@ -6,8 +6,8 @@ import uuid
 import pytest
 
 from tests.integration.helpers import install_test_crd
-from wukong.runtime._client import Client, WatchEvent
-from wukong.runtime._errors import AlreadyExists, Gone, NotFound
+from wukong.runtime import AlreadyExists, Client, Gone, NotFound
+from wukong.runtime._client import WatchEvent
 from wukong.runtime.resources import Resource
 
 GROUP = "harness.test.novasphere.dev"

@@ -1,7 +1,6 @@
 """Events land on the object, and repeats are folded into a count."""
 
-from wukong.runtime._client import Client
-from wukong.runtime._events import EventRecorder
+from wukong.runtime import Client, EventRecorder
 from wukong.runtime.resources import CONFIGMAPS, EVENTS
 
 

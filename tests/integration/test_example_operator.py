@@ -7,7 +7,7 @@ from types import ModuleType
 
 from tests.integration.helpers import eventually, running
 from wukong import runtime
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import CONFIGMAPS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "example_operator.py"

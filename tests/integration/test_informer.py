@@ -9,10 +9,9 @@ import pytest
 
 from tests.integration.helpers import Recorder, eventually
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
+from wukong.runtime import Client, EventHandler, Informer, Object
 from wukong.runtime._calls import layered
-from wukong.runtime._client import Client, Object
 from wukong.runtime._fanout import ObserverFanout
-from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime.resources import CONFIGMAPS, EVENTS, NAMESPACES, Resource
 
 

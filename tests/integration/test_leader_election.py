@@ -17,8 +17,8 @@ from tests.integration.helpers import Recorder, take_lease
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
-from wukong.runtime._client import Client, Object
-from wukong.runtime._leader import LeaderElectionConfig, LeaderElector
+from wukong.runtime import Client, LeaderElectionConfig, Object
+from wukong.runtime._leader import LeaderElector
 from wukong.runtime.resources import LEASES
 
 LEASE = "wukong-leader"

@@ -3,10 +3,15 @@
 import aiohttp
 
 from tests.integration.helpers import eventually, running
-from wukong.runtime._client import Client
-from wukong.runtime._context import ReconcileContext, Request, Result
-from wukong.runtime._controller import Controller
-from wukong.runtime._manager import Manager, ManagerOptions
+from wukong.runtime import (
+    Client,
+    Controller,
+    Manager,
+    ManagerOptions,
+    ReconcileContext,
+    Request,
+    Result,
+)
 from wukong.runtime.resources import CONFIGMAPS
 
 

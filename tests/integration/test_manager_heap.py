@@ -6,12 +6,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.helpers import eventually, running
-from wukong.runtime import _heap
+from wukong.runtime import (
+    Client,
+    Controller,
+    Manager,
+    ManagerOptions,
+    ReconcileContext,
+    Request,
+    Result,
+    _heap,
+)
 from wukong.runtime import _manager as manager_module
-from wukong.runtime._client import Client
-from wukong.runtime._context import ReconcileContext, Request, Result
-from wukong.runtime._controller import Controller
-from wukong.runtime._manager import Manager, ManagerOptions
 from wukong.runtime.resources import CONFIGMAPS
 
 

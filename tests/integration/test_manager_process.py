@@ -17,7 +17,7 @@ from typing import Any
 from tests.integration.helpers import eventually
 from tests.integration.programs.configmap_operator import RECONCILED_BY
 from wukong.devcluster import ControlPlane
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import CONFIGMAPS, LEASES
 
 REPO = Path(__file__).resolve().parents[2]

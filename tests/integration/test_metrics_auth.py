@@ -29,8 +29,8 @@ from wukong.devcluster import ControlPlane
 from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.metrics.server import SecureServing
 from wukong.metrics.thread import MetricsThread
+from wukong.runtime import Client
 from wukong.runtime._calls import layered
-from wukong.runtime._client import Client
 from wukong.runtime.resources import NAMESPACES
 
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

@@ -21,10 +21,17 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.metrics import MetricsServer, RuntimeMetrics
-from wukong.runtime._client import Client
-from wukong.runtime._context import CancelReason, ReconcileContext, Request, Result
-from wukong.runtime._controller import Controller, ControllerOptions
-from wukong.runtime._manager import Manager, ManagerOptions
+from wukong.runtime import (
+    CancelReason,
+    Client,
+    Controller,
+    ControllerOptions,
+    Manager,
+    ManagerOptions,
+    ReconcileContext,
+    Request,
+    Result,
+)
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 
 # Debian's package installs it as /usr/bin/promtool, which may not be on PATH.

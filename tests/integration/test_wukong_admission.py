@@ -28,12 +28,19 @@ from wukong.devcluster.processes import free_port
 from wukong.metrics import RuntimeMetrics
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook, webhook_configuration
 from wukong.operator.api import WUKONGS
-from wukong.runtime import ApiError, Client, Manager, ManagerOptions, Object, controller_reference
-from wukong.runtime._errors import ApiTimeout
-from wukong.runtime._servingcert import load_serving_certificate
+from wukong.runtime import (
+    ApiError,
+    ApiTimeout,
+    Client,
+    Manager,
+    ManagerOptions,
+    Object,
+    controller_reference,
+)
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
 from wukong.runtime.observe import WebhookReview
 from wukong.runtime.resources import STORAGE_CLASSES, VALIDATING_WEBHOOK_CONFIGURATIONS
+from wukong.runtime.serving import load_serving_certificate
 from wukong.tracing.spans import ReconcileTracer
 
 pytestmark = pytest.mark.usefixtures("infrastructure")

@@ -28,8 +28,7 @@ from tests.integration.wukong_harness import StartWukong, WukongRun
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONG_LABEL, WUKONGS
-from wukong.runtime._client import Object
-from wukong.runtime._errors import ApiError, ApiTimeout, NotFound
+from wukong.runtime import ApiError, ApiTimeout, NotFound, Object
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,

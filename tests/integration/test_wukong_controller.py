@@ -8,8 +8,7 @@ from tests.integration.wukong_harness import StartWukong, WukongRun, condition
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS
 from wukong.operator.api import FINALIZER, WUKONG_LABEL, WUKONGS
-from wukong.runtime._client import Object
-from wukong.runtime._errors import NotFound
+from wukong.runtime import NotFound, Object
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,

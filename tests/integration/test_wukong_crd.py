@@ -10,8 +10,7 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.crds import install_crds
 from wukong.operator.api import WUKONGS
 from wukong.operator.crd import wukong_crd
-from wukong.runtime._client import Client, Object
-from wukong.runtime._errors import Invalid
+from wukong.runtime import Client, Invalid, Object
 
 
 @pytest.fixture

@@ -27,10 +27,9 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.operator.api import WUKONG_LABEL, WUKONGS
-from wukong.runtime._client import Client
-from wukong.runtime._context import CancelReason
-from wukong.runtime._observer import Outcome, Step
+from wukong.runtime import CancelReason, Client
 from wukong.runtime.apis import DATA_VOLUMES, NETWORK_ATTACHMENT_DEFINITIONS, VIRTUAL_MACHINES
+from wukong.runtime.observe import Outcome, Step
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 

@@ -16,10 +16,17 @@ from wukong.operator.api import FINALIZER, WUKONGS
 from wukong.operator.finalizer import OWNED_BY, DeletionCaches, Finalizer, owner_uid_key
 from wukong.operator.owned import owned_object
 from wukong.operator.views import parse_wukong
-from wukong.runtime import EventHandler, EventRecorder, ReconcileContext, Request, Store
+from wukong.runtime import (
+    Client,
+    EventHandler,
+    EventRecorder,
+    NotFound,
+    Object,
+    ReconcileContext,
+    Request,
+    Store,
+)
 from wukong.runtime._calls import layered
-from wukong.runtime._client import Client, Object
-from wukong.runtime._errors import NotFound
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,

@@ -27,8 +27,7 @@ from tests.integration.wukong_harness import (
 from wukong.devcluster.simulator import WAIT_FOR_FIRST_CONSUMER_CLASS, SimulationConfig
 from wukong.devcluster.simulator.crds import PROVISIONER
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Client, Object
-from wukong.runtime._errors import ApiError
+from wukong.runtime import ApiError, Client, Object
 from wukong.runtime.apis import DATA_VOLUMES, VIRTUAL_MACHINE_INSTANCES
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES
 

@@ -3,7 +3,7 @@
 from tests.integration.wukong_harness import StartWukong, WatchRecorder, condition
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Object
+from wukong.runtime import Object
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 
 

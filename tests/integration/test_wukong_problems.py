@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.wukong_harness import StartWukong, WukongRun, condition
 from wukong.devcluster.simulator import SimulationConfig
-from wukong.runtime._client import Object
+from wukong.runtime import Object
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS
 
 FAILING_IMAGE = "docker://registry.example/does-not-exist:1"

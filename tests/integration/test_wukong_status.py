@@ -9,8 +9,7 @@ from tests.integration.helpers import eventually
 from tests.integration.wukong_harness import StartWukong, WatchRecorder, condition
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Client, Object
-from wukong.runtime._errors import ApiError
+from wukong.runtime import ApiError, Client, Object
 from wukong.runtime.resources import NODES, PERSISTENT_VOLUME_CLAIMS, Resource
 
 POLICIES = Resource(

@@ -10,10 +10,9 @@ import time
 
 from tests.integration.wukong_harness import WATCH_EVENT, StartWukong, condition, started_by
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Object
-from wukong.runtime._errors import NotFound
-from wukong.runtime._observer import Step
+from wukong.runtime import NotFound, Object
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.runtime.observe import Step
 
 BRIDGE = '{"cniVersion": "0.3.1", "type": "bridge", "bridge": "br0"}'
 

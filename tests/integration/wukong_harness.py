@@ -19,13 +19,17 @@ from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
-from wukong.runtime import DEFAULT_RECONCILE_TIMEOUT
-from wukong.runtime._client import Client, Object
-from wukong.runtime._errors import NotFound
-from wukong.runtime._leader import LeaderElectionConfig
-from wukong.runtime._manager import Manager, ManagerOptions
-from wukong.runtime._observer import ApiCall, LifecycleEvent
+from wukong.runtime import (
+    DEFAULT_RECONCILE_TIMEOUT,
+    Client,
+    LeaderElectionConfig,
+    Manager,
+    ManagerOptions,
+    NotFound,
+    Object,
+)
 from wukong.runtime.apis import NETWORK_ATTACHMENT_DEFINITIONS
+from wukong.runtime.observe import ApiCall, LifecycleEvent
 from wukong.runtime.resources import EVENTS, Resource
 
 

@@ -32,7 +32,7 @@ from wukong.devcluster.node import IN_NETNS, DevNode, ephemeral_node_cluster
 from wukong.devcluster.node_prometheus import node_prometheus as start_node_prometheus
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 
 PROBE_IMAGE = "wukong.local/probe:test"
 PROGRAMS = Path(__file__).parent / "programs"

@@ -40,7 +40,7 @@ from wukong.devcluster import binaries, images
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.prometheus import LocalPrometheus
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import LEASES, NAMESPACES
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"

@@ -17,7 +17,7 @@ from tests.node.test_chart_on_node import CHART, _helm, _pods, _ready
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import NAMESPACES
 
 RELEASE = "wukong-ns"  # its own cluster-scoped names, next to any other release

@@ -28,7 +28,7 @@ from tests.node.conftest import MetricsReader, NodeCluster, create_wukong
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import LEASES, NAMESPACES
 
 LEASE = "wukong-operator"

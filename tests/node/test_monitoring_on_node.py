@@ -33,7 +33,7 @@ from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import CONTROLLER_NAME
-from wukong.runtime._client import Client
+from wukong.runtime import Client
 from wukong.runtime.resources import NAMESPACES
 
 SELECTOR = "app.kubernetes.io/name=wukong,app.kubernetes.io/component=operator"

@@ -21,14 +21,9 @@ from wukong.runtime import (
     RuntimeObserver,
     Store,
 )
-from wukong.runtime._webhook import (
-    MAX_BODY_BYTES,
-    Malformed,
-    WebhookServer,
-    read_review,
-    review_timeout,
-)
+from wukong.runtime._webhook import MAX_BODY_BYTES, Malformed, read_review, review_timeout
 from wukong.runtime.observe import WebhookReview
+from wukong.runtime.serving import WebhookServer
 
 GVK = {"group": "vm.novasphere.dev", "version": "v1alpha1", "kind": "Wukong"}
 

@@ -6,9 +6,7 @@ import logging
 import pytest
 from kubernetes_asyncio import client as k8s_client
 
-from wukong.runtime._cache import Store
-from wukong.runtime._client import Client
-from wukong.runtime._context import CancelReason, ReconcileContext, Request
+from wukong.runtime import CancelReason, Client, ReconcileContext, Request, Store
 from wukong.runtime._labels import parse_selector
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from wukong.operator.api import DiskSpec
 from wukong.operator.storage import DiskReconciler, _Readiness
-from wukong.runtime._cache import Store
+from wukong.runtime import Store
 
 READY = ["Succeeded", "PendingPopulation", "WaitForFirstConsumer"]
 IN_PROGRESS = [

@@ -13,6 +13,7 @@ from prometheus_client.exposition import choose_encoder
 
 from wukong.metrics import MetricsServer, RuntimeMetrics, create_metrics
 from wukong.runtime import (
+    ApiTimeout,
     CancelReason,
     Client,
     Controller,
@@ -24,7 +25,6 @@ from wukong.runtime import (
     Result,
     RuntimeObserver,
 )
-from wukong.runtime._errors import ApiTimeout
 from wukong.runtime._running import RunningController
 from wukong.runtime.observe import ApiCall, LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS

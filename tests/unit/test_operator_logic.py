@@ -10,7 +10,7 @@ from wukong.operator.run import OperatorSettings
 from wukong.operator.schema import from_json
 from wukong.operator.validation import validate
 from wukong.operator.views import parse_wukong
-from wukong.runtime._quantity import parse_quantity
+from wukong.runtime import parse_quantity
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """REST paths for core, grouped, namespaced and cluster-scoped resources."""
 
-from wukong.runtime._errors import AlreadyExists, ApiError, Conflict, NotFound, api_error
+from wukong.runtime import AlreadyExists, ApiError, Conflict, NotFound
+from wukong.runtime._errors import api_error
 from wukong.runtime.resources import CONFIGMAPS, CUSTOM_RESOURCE_DEFINITIONS, Resource
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from wukong.runtime._servingcert import (
+from wukong.runtime.serving import (
     CertificateError,
     certificate_dir,
     load_serving_certificate,

@@ -20,8 +20,7 @@ from cryptography import x509
 
 from tests.certificates import issue
 from wukong.runtime import _servingcert
-from wukong.runtime._servingcert import load_serving_certificate
-from wukong.runtime.serving import HttpServer
+from wukong.runtime.serving import HttpServer, load_serving_certificate
 
 
 def make_pair(serial: int) -> tuple[bytes, bytes]:

@@ -34,9 +34,9 @@ from wukong.runtime import (
 from wukong.runtime._errors import is_panic
 from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime._running import RunningController
-from wukong.runtime._webhook import WebhookServer
 from wukong.runtime.observe import LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
+from wukong.runtime.serving import WebhookServer
 
 
 class Recording(RuntimeMetrics):

@@ -7,7 +7,8 @@ import pytest
 
 from wukong.devcluster.pki import ensure_pki, ensure_webhook_certificate
 from wukong.operator.run import OperatorSettings, _webhook_tls
-from wukong.runtime._webhook import Admission, parse_go_duration
+from wukong.runtime import Admission
+from wukong.runtime._webhook import parse_go_duration
 
 
 @pytest.mark.parametrize(

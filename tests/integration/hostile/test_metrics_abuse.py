@@ -23,11 +23,10 @@ from tests.integration.helpers import Recorder, scrape
 from tests.integration.test_metrics_auth import Accounts, accounts  # noqa: F401 - fixture
 from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.metrics.server import SecureServing
-from wukong.runtime import _delegatedauth
+from wukong.runtime import Client, _delegatedauth
 from wukong.runtime._calls import layered
-from wukong.runtime._client import Client
-from wukong.runtime._delegatedauth import BODIES, REVIEW_BURST, REVIEW_QPS, DelegatedAuth
-from wukong.runtime.serving import HttpServer, self_signed_context
+from wukong.runtime._delegatedauth import BODIES, REVIEW_BURST, REVIEW_QPS
+from wukong.runtime.serving import DelegatedAuth, HttpServer, self_signed_context
 
 FLOOD = 1000
 BATCH = 100

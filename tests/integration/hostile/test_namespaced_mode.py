@@ -40,13 +40,13 @@ from wukong.runtime import (
     CancelReason,
     Client,
     Controller,
+    LeaderElectionConfig,
     Manager,
     ManagerOptions,
     ReconcileContext,
     Request,
     Result,
 )
-from wukong.runtime._leader import LeaderElectionConfig
 from wukong.runtime.observe import Step
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 

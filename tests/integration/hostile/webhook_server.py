@@ -27,8 +27,8 @@ from wukong.devcluster.apis import install_dev_apis
 from wukong.metrics import RuntimeMetrics
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook
 from wukong.runtime import Client, Manager, ManagerOptions, RuntimeObserver
-from wukong.runtime._servingcert import load_serving_certificate
 from wukong.runtime.observe import WebhookReview
+from wukong.runtime.serving import load_serving_certificate
 from wukong.tracing.spans import ReconcileTracer
 
 

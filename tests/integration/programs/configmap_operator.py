@@ -10,11 +10,17 @@ import asyncio
 import logging
 import sys
 
-from wukong.runtime._client import Client
-from wukong.runtime._context import ReconcileContext, Request, Result
-from wukong.runtime._controller import Controller, ControllerOptions
-from wukong.runtime._leader import LeaderElectionConfig
-from wukong.runtime._manager import Manager, ManagerOptions
+from wukong.runtime import (
+    Client,
+    Controller,
+    ControllerOptions,
+    LeaderElectionConfig,
+    Manager,
+    ManagerOptions,
+    ReconcileContext,
+    Request,
+    Result,
+)
 from wukong.runtime.resources import CONFIGMAPS
 from wukong.tracing.logs import configure_logging
 
