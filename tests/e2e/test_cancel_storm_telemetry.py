@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
+from tests.polling import eventually
 from wukong.dashboards.alerts import alert_rules
 from wukong.dashboards.render import concrete_targets, render_dashboards
 from wukong.devcluster import ControlPlane

@@ -2,7 +2,6 @@
 
 import threading
 import time
-from collections.abc import Callable
 
 from wukong.ebpf.agent import Agent
 from wukong.runtime.probes import audit_semaphore
@@ -30,14 +29,6 @@ class Running:
         self._thread.join(10)
         self.agent.step()
         self.agent.close()
-
-
-def wait(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def usdt_semaphore(pid: int) -> int:

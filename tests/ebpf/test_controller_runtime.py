@@ -14,7 +14,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from tests.ebpf.agent_helpers import Running, wait
+from tests.ebpf.agent_helpers import Running
+from tests.polling import wait_until
 from wukong.devcluster import ControlPlane, binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
@@ -46,7 +47,9 @@ async def test_controller_runtime_shutdown_is_traced(
         agent = Agent(node="test-node", discovery=discovery, on_cancel=seen.append)
         with Running(agent) as running:
             # Compiling the probe (clang, in BCC) takes seconds, more on a busy machine.
-            wait(lambda: controller.pid in running.agent.probes, "the agent to attach", 90)
+            wait_until(
+                lambda: controller.pid in running.agent.probes, "the agent to attach", timeout=90
+            )
             for index in range(5):
                 await client.create(
                     CONFIGMAPS, {"metadata": {"name": f"cm-{index}", "namespace": namespace}}

@@ -18,7 +18,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from tests.contract import check_exposition
-from tests.ebpf.agent_helpers import Running, wait
+from tests.ebpf.agent_helpers import Running
+from tests.polling import wait_until
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
@@ -74,12 +75,14 @@ def test_counts_each_kind_exactly_and_names_the_caller(
     with Running(agent) as running:
         if agent_first:
             proc = program(binary)  # type: ignore[operator]
-        wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
+        wait_until(lambda: proc.pid in running.agent.probes, "the agent to attach")
         probe = running.agent.probes[proc.pid]
         assert probe.target.binary is not None and probe.target.binary.pie is pie
         assert isinstance(probe, GoProbe) and probe.site.function == "on_store", probe.site
         _run_script(proc)
-        wait(lambda: sum(c.count for c in seen if c.pid == proc.pid) >= 18, "18 cancellations")
+        wait_until(
+            lambda: sum(c.count for c in seen if c.pid == proc.pid) >= 18, "18 cancellations"
+        )
         time.sleep(0.5)  # nothing more may arrive
     mine = [c for c in seen if c.pid == proc.pid]
     assert _kinds(mine) == {
@@ -130,12 +133,12 @@ def test_no_op_cancels_are_not_counted_at_either_probe_site(
     seen: list[Cancellation] = []
     agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_cancel=seen.append)
     with Running(agent) as running:
-        wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
+        wait_until(lambda: proc.pid in running.agent.probes, "the agent to attach")
         probe = running.agent.probes[proc.pid]
         assert isinstance(probe, GoProbe) and probe.site.function == site
         assert _traced(agent) == 1
         _run_script(proc)
-        wait(lambda: sum(c.count for c in seen) >= 19, "19 cancellations")
+        wait_until(lambda: sum(c.count for c in seen) >= 19, "19 cancellations")
         time.sleep(0.5)  # nothing more may arrive
     assert _traced(agent) is None  # detached: the series went with it
     kinds = _kinds(seen)
@@ -162,9 +165,9 @@ def test_a_deadline_with_a_cause_is_a_deadline_that_names_it(program: object) ->
     seen: list[Cancellation] = []
     agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_cancel=seen.append)
     with Running(agent) as running:
-        wait(lambda: proc.pid in running.agent.probes, "the agent to attach")
+        wait_until(lambda: proc.pid in running.agent.probes, "the agent to attach")
         _run_script(proc)
-        wait(lambda: sum(c.count for c in seen) >= 3, "3 cancellations")
+        wait_until(lambda: sum(c.count for c in seen) >= 3, "3 cancellations")
         time.sleep(0.5)  # nothing more may arrive
     assert _kinds(seen) == {
         ("deadline_exceeded", "scripted deadline", "context.WithDeadlineCause.func2", True): 2,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.ebpf.agent_helpers import Running, usdt_semaphore, wait
+from tests.ebpf.agent_helpers import Running, usdt_semaphore
 from tests.exposition import metric_samples
-from tests.integration.helpers import eventually
+from tests.polling import eventually, wait_until
 from wukong.demo.samples import web_server
 from wukong.demo.stack import DemoStack
 from wukong.devcluster import ControlPlane
@@ -54,11 +54,13 @@ async def test_agent_counts_match_the_operators_own_metric(
         pid = operator.process.pid
         agent = Agent(node="test-node", discovery=Discovery(pids={pid}), on_cancel=seen.append)
         with Running(agent) as running:
-            await asyncio.to_thread(wait, lambda: pid in running.agent.probes, "attach")
+            await asyncio.to_thread(wait_until, lambda: pid in running.agent.probes, "attach")
             stack.proxy.delay = 0.3
             for index in range(3):
                 await stack.apply(f"storm-{index}", web_server(f"storm-{index}"))
-            await asyncio.to_thread(wait, lambda: len(seen) >= 5, "5 cancellations", 60)
+            await asyncio.to_thread(
+                wait_until, lambda: len(seen) >= 5, "5 cancellations", timeout=60
+            )
             stack.proxy.delay = 0.0
 
             async def all_running() -> bool:

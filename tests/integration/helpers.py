@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,27 +22,6 @@ from wukong.runtime.observe import ApiCall, LifecycleEvent, Step
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, LEASES
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool] | bool],
-    *,
-    timeout: float = 20.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> None:
-    """Poll `check` until it is true; fail with `what` after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = check()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 @contextlib.asynccontextmanager
 async def running(manager: Manager) -> AsyncIterator["asyncio.Task[CancelReason]"]:
     """Run `manager` for the body of the block; stop it and wait for `run()` on the way out.
@@ -58,7 +37,7 @@ async def running(manager: Manager) -> AsyncIterator["asyncio.Task[CancelReason]
         await task
 
 
-class Recorder(RuntimeObserver):
+class RecordingObserver(RuntimeObserver):
     """An observer that keeps what the runtime reports (reconciles, API calls, leadership,
     watch restarts, loop blocks), for assertions."""
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import RecordingObserver, running
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
@@ -68,7 +69,7 @@ async def test_a_hung_call_times_out_on_its_own_budget_and_is_retried(
 ) -> None:
     proxy = await _slow_client(control_plane, tmp_path, delay=0.0)
     kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
-    recorder = Recorder()
+    recorder = RecordingObserver()
     try:
         async with await Client.from_kubeconfig(kubeconfig) as slow:
             manager = Manager(
@@ -118,7 +119,7 @@ async def test_requeue_after_is_not_stretched_by_slow_calls(
 ) -> None:
     proxy = await _slow_client(control_plane, tmp_path, delay=0.0)
     kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
-    recorder = Recorder()
+    recorder = RecordingObserver()
     reconciler = ReadsThroughSlowApi(handle_timeouts=True)
     try:
         async with await Client.from_kubeconfig(kubeconfig) as slow:

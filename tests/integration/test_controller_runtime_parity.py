@@ -22,7 +22,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.exposition import metric_samples
-from tests.integration.helpers import eventually
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
 from wukong.runtime import Client

@@ -2,7 +2,8 @@
 
 import asyncio
 
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
+from tests.polling import eventually
 from wukong.runtime import (
     Client,
     Controller,
@@ -22,7 +23,7 @@ SERVICES = Resource(group="", version="v1", plural="services", kind="Service")
 BY_SECRET = "by-secret"
 
 
-class Recorder:
+class RequestLog:
     def __init__(self) -> None:
         self.requests: list[Request] = []
 
@@ -34,7 +35,7 @@ class Recorder:
 async def test_owned_and_mapped_events_enqueue_their_primary(
     client: Client, namespace: str
 ) -> None:
-    recorder = Recorder()
+    recorder = RequestLog()
     manager = Manager(client=client, options=ManagerOptions(namespace=namespace))
     primaries = manager.informer(CONFIGMAPS)
     primaries.store.add_index(BY_SECRET, lambda cm: [(cm.get("data") or {}).get("secret", "")])

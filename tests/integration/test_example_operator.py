@@ -5,7 +5,8 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
+from tests.polling import eventually
 from wukong import runtime
 from wukong.runtime import Client
 from wukong.runtime.resources import CONFIGMAPS

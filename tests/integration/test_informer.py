@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Recorder, eventually
+from tests.integration.helpers import RecordingObserver
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
 from wukong.runtime import Client, EventHandler, Informer, Object
 from wukong.runtime._calls import layered
@@ -39,9 +40,9 @@ def _change(resource: Resource, value: str) -> Object:
 
 def _observed_informer(
     client: Client, resource: Resource, namespace: str, **options: Any
-) -> tuple[Informer, Recorder]:
+) -> tuple[Informer, RecordingObserver]:
     """An informer whose API calls, relists and watch restarts a recorder keeps."""
-    recorder = Recorder()
+    recorder = RecordingObserver()
     informer = Informer(
         client=layered(client, observer=ObserverFanout([recorder])),
         resource=resource,
@@ -86,7 +87,7 @@ async def test_cache_strips_managed_fields_and_indexes(client: Client, namespace
 async def test_watch_survives_apiserver_restart_and_gone(
     control_plane: ControlPlane, client: Client, namespace: str
 ) -> None:
-    recorder = Recorder()
+    recorder = RecordingObserver()
     informer = Informer(client=client, resource=CONFIGMAPS, namespace=namespace, observer=recorder)
     seen: list[str] = []
     informer.add_handler(

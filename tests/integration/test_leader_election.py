@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Recorder, take_lease
+from tests.integration.helpers import RecordingObserver, take_lease
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
@@ -165,7 +165,7 @@ async def test_release_hands_over_at_once(
 
 
 async def test_release_clears_the_holder(client: Client, namespace: str) -> None:
-    recorder = Recorder()
+    recorder = RecordingObserver()
     a = LeaderElector(client=client, config=_config(namespace, "a"), observer=recorder)
     await a.acquire()
     await a.release()
@@ -182,7 +182,7 @@ async def test_release_clears_the_holder(client: Client, namespace: str) -> None
 async def test_leader_notices_another_holder(
     client: Client, namespace: str, new_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    recorder = Recorder()
+    recorder = RecordingObserver()
     a = LeaderElector(client=await new_client(), config=_config(namespace, "a"), observer=recorder)
     await a.acquire()
     keeping = asyncio.create_task(a.keep())

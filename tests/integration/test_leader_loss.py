@@ -22,7 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.helpers import Recorder, eventually, running, take_lease
+from tests.integration.helpers import RecordingObserver, running, take_lease
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.metrics import RuntimeMetrics
 from wukong.runtime import (
@@ -124,7 +125,7 @@ async def test_after_lease_loss_only_the_new_leader_writes(
     await _create_configmaps(client, namespace)
 
     writers = {"a": Writer("a", stubborn=True), "b": Writer("b", stubborn=False)}
-    b_calls = Recorder()  # B's API calls: its reads of the Lease while A holds it
+    b_calls = RecordingObserver()  # B's API calls: its reads of the Lease while A holds it
     managers = {
         identity: Manager(
             client=replicas[identity],
@@ -204,7 +205,7 @@ async def test_standby_stops_writing_and_campaigns_again(
 ) -> None:
     await client.create(CONFIGMAPS, {"metadata": {"name": "cm", "namespace": namespace}})
     writer = Writer("a", stubborn=False)
-    recorder = Recorder()
+    recorder = RecordingObserver()
     metrics = RuntimeMetrics()
     manager = Manager(
         client=replicas["a"],

@@ -2,7 +2,8 @@
 
 import aiohttp
 
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
+from tests.polling import eventually
 from wukong.runtime import (
     Client,
     Controller,

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
+from tests.polling import eventually
 from wukong.runtime import (
     Client,
     Controller,

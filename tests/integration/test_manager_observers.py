@@ -5,7 +5,8 @@ API call that reported to it go on."""
 
 import pytest
 
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import RecordingObserver, running
+from tests.polling import eventually
 from wukong.runtime import (
     Client,
     Controller,
@@ -30,7 +31,7 @@ class Reads:
         return Result()
 
 
-class Observer(Recorder):
+class Observer(RecordingObserver):
     def __init__(self) -> None:
         super().__init__()
         self.controllers: list[str] = []

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.helpers import eventually
 from tests.integration.programs.configmap_operator import RECONCILED_BY
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.runtime import Client
 from wukong.runtime.resources import CONFIGMAPS, LEASES

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from tests.deploy.chart_tools import render, values_file
 from tests.exposition import metric_samples
-from tests.integration.helpers import Recorder, scrape, service_account_token
+from tests.integration.helpers import RecordingObserver, scrape, service_account_token
 from tests.integration.test_chart_on_cluster import _dump, _kubectl, _token_kubeconfig
 from wukong.devcluster import ControlPlane
 from wukong.metrics import MetricsServer, RuntimeMetrics
@@ -96,7 +96,7 @@ async def test_the_operators_metrics_answer_only_the_charts_readers(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wukong.runtime.delegatedauth")
     metrics = RuntimeMetrics()
-    calls = Recorder()
+    calls = RecordingObserver()
     async with await Client.from_kubeconfig(accounts.operator) as as_operator:
         server = MetricsServer(
             registry=metrics.metrics.registry,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.contract import check_exposition
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import RecordingObserver, running
+from tests.polling import eventually
 from wukong.runtime import (
     CancelReason,
     Client,
@@ -46,7 +47,7 @@ async def test_swallowed_cancellation_is_reported_stuck(
     client: Client, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wukong")
-    recorder = Recorder()
+    recorder = RecordingObserver()
     manager = Manager(
         client=client, observers=[recorder], options=ManagerOptions(namespace=namespace)
     )
@@ -79,7 +80,7 @@ async def test_blocking_reconcile_is_reported(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="wukong")
     reconciler = BlocksTheLoop()
-    recorder = Recorder()
+    recorder = RecordingObserver()
     manager = Manager(
         client=client,
         observers=[recorder],

@@ -3,7 +3,8 @@
 import asyncio
 import uuid
 
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import RecordingObserver, running
+from tests.polling import eventually
 from wukong.metrics import RuntimeMetrics
 from wukong.runtime import (
     CancelReason,
@@ -52,7 +53,7 @@ async def test_deleting_a_namespace_cancels_only_its_reconciles(
     await client.create(
         NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}}
     )
-    recorder = Recorder()
+    recorder = RecordingObserver()
     reconciler = WaitsForRelease(namespace, other)
     metrics = RuntimeMetrics()
     manager = Manager(

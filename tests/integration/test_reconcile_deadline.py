@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import RecordingObserver, running
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
@@ -57,7 +58,7 @@ async def test_deadline_cancels_the_reconcile_and_its_api_call(
     proxy = LatencyProxy(target_host="127.0.0.1", target_port=control_plane.config.apiserver_port)
     await proxy.start()
     kubeconfig = kubeconfig_via(control_plane.kubeconfig, tmp_path / "kubeconfig", port=proxy.port)
-    recorder = Recorder()
+    recorder = RecordingObserver()
     caplog.set_level(logging.DEBUG, logger="wukong")
     reconciler = SlowApiReconciler(proxy)
 

@@ -16,7 +16,8 @@ import pytest
 from opentelemetry import trace
 
 from tests.contract import RECONCILE_SPAN_ATTRIBUTES
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import RecordingObserver, running
+from tests.polling import eventually
 from wukong.runtime import (
     Client,
     Controller,
@@ -100,7 +101,7 @@ async def test_reconcile_spans_over_otlp(
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).setLevel(logging.DEBUG)
 
-    recorder = Recorder()
+    recorder = RecordingObserver()
     reconciler = Scripted(provider.get_tracer("user.code"))
     manager = Manager(
         client=client,

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.integration.helpers import Recorder, running
+from tests.integration.helpers import RecordingObserver, running
 from tests.integration.webhooks import MARKER, registered_webhook, wukong_object
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
@@ -46,7 +46,7 @@ from wukong.tracing.spans import ReconcileTracer
 pytestmark = pytest.mark.usefixtures("infrastructure")
 
 
-class Reviews(Recorder):
+class Reviews(RecordingObserver):
     def __init__(self) -> None:
         super().__init__()
         self.reviews: list[WebhookReview] = []

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from tests.integration.helpers import eventually
 from tests.integration.wukong_harness import StartWukong, WukongRun
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONG_LABEL, WUKONGS

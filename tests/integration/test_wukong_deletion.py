@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from tests.integration.helpers import Recorder
+from tests.integration.helpers import RecordingObserver
 from tests.integration.test_wukong_controller import FULL_SPEC, _create_shared_nad, _exists
 from tests.integration.wukong_harness import StartWukong, WukongRun
 from wukong.devcluster.simulator.crds import infrastructure_crds, install_infrastructure
@@ -217,7 +217,7 @@ async def test_a_dependent_the_cache_never_showed_is_read_live_and_deleted(
         ),
         recorder=EventRecorder(component="test"),
     )
-    recorder = Recorder()
+    recorder = RecordingObserver()
     observed = layered(client, observer=recorder)
     request = Request(namespace, "w")
     for _ in range(10):  # reconciles; each one makes progress

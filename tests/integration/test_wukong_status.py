@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tests.integration.helpers import eventually
 from tests.integration.wukong_harness import StartWukong, WatchRecorder, condition
+from tests.polling import eventually
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
 from wukong.runtime import ApiError, Client, Object

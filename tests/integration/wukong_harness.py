@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Recorder, eventually
+from tests.integration.helpers import RecordingObserver
+from tests.polling import eventually
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
@@ -188,7 +189,7 @@ async def start_wukong(
         managers.append(simulator)
         tasks.append(asyncio.create_task(simulator.run()))
         # One recorder across operator restarts: the whole history of the test.
-        recorder = Recorder()
+        recorder = RecordingObserver()
 
         def operator() -> Manager:
             manager = Manager(

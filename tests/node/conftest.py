@@ -15,9 +15,8 @@ annotated for it, with the chart's alert rules loaded.
 import json
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,13 +42,8 @@ CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
 _progress = build_progress.progress
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll `check` (a kubectl call, say) until true; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
+# Checks that run kubectl or read Prometheus are asked about twice a second.
+KUBECTL_POLL = 0.5
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,16 @@ import yaml
 
 from tests.ebpf.agent_helpers import usdt_semaphore
 from tests.exposition import metric_samples
-from tests.integration.helpers import eventually
 from tests.node.conftest import (
+    KUBECTL_POLL,
     MetricsReader,
     NodeCluster,
     create_wukong,
     get_in_node,
     metrics_readers_args,
     metrics_url,
-    wait_until,
 )
+from tests.polling import eventually, wait_until
 from wukong.dashboards import node_cancellations
 from wukong.dashboards.promql import grouping_labels, label_values_expr, substitute_variables
 from wukong.dashboards.render import concrete_targets, render_dashboards, variable_queries
@@ -365,6 +365,7 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
     wait_until(
         lambda: agent_counts().get("parent_cancelled", 0.0) >= STORM_OBJECTS,
         timeout=30,
+        interval=KUBECTL_POLL,
         what="the reconciles' derived contexts",
     )
     propagated = agent_counts()["parent_cancelled"]
@@ -374,6 +375,7 @@ async def test_the_agent_counts_a_go_controller_pods_timeouts_as_the_controller_
     wait_until(
         lambda: agent_counts().get("parent_cancelled", 0.0) > propagated,
         timeout=60,
+        interval=KUBECTL_POLL,
         what="the controller's shutdown to be traced",
     )
     assert agent_counts()["deadline_exceeded"] == STORM_OBJECTS
@@ -410,6 +412,7 @@ def test_prometheus_keeps_the_agents_labels_naming_the_traced_pods(
     wait_until(
         lambda: traced_operators() == operators,
         timeout=120,
+        interval=KUBECTL_POLL,
         what="Prometheus to hold the agent's series for both operator pods",
     )
     for series in node_prometheus.query(query):
@@ -539,7 +542,12 @@ def test_the_agent_runs_with_exactly_the_charts_capabilities_and_needs_each(
                         return True
                 return False
 
-            wait_until(failed_naming_it, timeout=120, what=f"the agent to fail without {dropped}")
+            wait_until(
+                failed_naming_it,
+                timeout=120,
+                interval=KUBECTL_POLL,
+                what=f"the agent to fail without {dropped}",
+            )
             (pod,) = [
                 p
                 for p in _pods(node_cluster, release, AGENT)
@@ -585,10 +593,16 @@ def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
         ready = [p for p in pods if p["status"].get("containerStatuses", [{}])[0].get("ready")]
         return ready[0] if len(ready) == 1 and len(pods) == 1 else None
 
-    wait_until(lambda: agent_pod() is not None, timeout=120, what="one ready agent pod")
+    wait_until(
+        lambda: agent_pod() is not None,
+        timeout=120,
+        interval=KUBECTL_POLL,
+        what="one ready agent pod",
+    )
     wait_until(
         lambda: all(usdt_semaphore(pid) > 0 for pid in operators),
         timeout=60,
+        interval=KUBECTL_POLL,
         what="the agent to enable the operators' USDT probes",
     )
     pod = agent_pod()
@@ -615,7 +629,12 @@ def test_metrics_answer_only_the_charts_readers(
         return pods if answered else []
 
     # Earlier tests replaced the agent's pod: wait for the one now running to listen.
-    wait_until(lambda: len(serving(AGENT, 9464)) == 1, timeout=120, what="one agent pod serving")
+    wait_until(
+        lambda: len(serving(AGENT, 9464)) == 1,
+        timeout=120,
+        interval=KUBECTL_POLL,
+        what="one agent pod serving",
+    )
     targets = [(pod, 9464) for pod in serving(AGENT, 9464)]
     targets += [(pod, 8080) for pod in serving(OPERATOR, 8080)]
     assert len(targets) == 3

@@ -11,9 +11,10 @@ import json
 import uuid
 from pathlib import Path
 
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
 from tests.node.conftest import NodeCluster, create_wukong
 from tests.node.test_chart_on_node import CHART, _helm, _pods, _ready
+from tests.polling import eventually
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS

@@ -23,8 +23,9 @@ from typing import Any
 from cryptography import x509
 
 from tests.certificates import issue
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
 from tests.node.conftest import MetricsReader, NodeCluster, create_wukong
+from tests.polling import eventually
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS

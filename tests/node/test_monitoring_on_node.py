@@ -24,9 +24,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import running
 from tests.node.conftest import NodeCluster, create_wukong, metrics_readers_args
 from tests.node.test_chart_on_node import CHART, _helm, _pods
+from tests.polling import eventually
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.prometheus import LocalPrometheus

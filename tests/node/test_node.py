@@ -10,7 +10,8 @@ import json
 
 import yaml
 
-from tests.node.conftest import NodeCluster, wait_until
+from tests.node.conftest import KUBECTL_POLL, NodeCluster
+from tests.polling import wait_until
 from wukong.devcluster import images
 from wukong.devcluster.node import NODE_ADDRESS, NODE_NAME
 
@@ -52,7 +53,7 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
         return expected in node_cluster.kubectl("logs", "-n", node_namespace, "probe")
 
     # `kubectl logs` goes API server -> kubelet at the node's address.
-    wait_until(logged, timeout=30, what="the probe's answer in its log")
+    wait_until(logged, timeout=30, interval=KUBECTL_POLL, what="the probe's answer in its log")
     # `kubectl exec` streams through the kubelet and containerd.
     out = node_cluster.kubectl("exec", "-n", node_namespace, "probe", "--", "/probe", "once")
     assert out.strip() == expected
@@ -93,4 +94,6 @@ def test_deployments_are_scaled_and_deleted_namespaces_go_away(node_cluster: Nod
         found = node_cluster.kubectl("get", "namespace", namespace, "--ignore-not-found")
         return found.strip() == ""
 
-    wait_until(gone, timeout=120, what=f"namespace {namespace} to be deleted")
+    wait_until(
+        gone, timeout=120, interval=KUBECTL_POLL, what=f"namespace {namespace} to be deleted"
+    )

@@ -33,7 +33,7 @@ def review(**request: Any) -> dict[str, Any]:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body}
 
 
-class Recorder(RuntimeObserver):
+class ReviewObserver(RuntimeObserver):
     def __init__(self) -> None:
         self.reviews: list[WebhookReview] = []
 
@@ -58,7 +58,7 @@ class Allows:
 
 
 class Served:
-    def __init__(self, session: aiohttp.ClientSession, port: int, recorder: Recorder) -> None:
+    def __init__(self, session: aiohttp.ClientSession, port: int, recorder: ReviewObserver) -> None:
         self.session, self.port, self.recorder = session, port, recorder
 
     async def post(
@@ -76,7 +76,7 @@ class Served:
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    recorder = Recorder()
+    recorder = ReviewObserver()
     async with Client(k8s_client.ApiClient(configuration=k8s_client.Configuration())) as api:
         server = WebhookServer(
             client=api,

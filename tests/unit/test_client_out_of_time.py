@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client as k8s_client
 
-from tests.integration.helpers import Recorder, eventually
+from tests.integration.helpers import RecordingObserver
+from tests.polling import eventually
 from wukong.runtime import (
     ApiTimeout,
     CancelReason,
@@ -89,10 +90,10 @@ async def server() -> AsyncIterator[tuple[FakeApiServer, str]]:
 @pytest.fixture
 async def recorder_and_client(
     server: tuple[FakeApiServer, str],
-) -> AsyncIterator[tuple[Recorder, Client]]:
+) -> AsyncIterator[tuple[RecordingObserver, Client]]:
     configuration = k8s_client.Configuration()
     configuration.host = server[1]
-    recorder = Recorder()
+    recorder = RecordingObserver()
     async with Client(k8s_client.ApiClient(configuration=configuration)) as plain:
         yield recorder, layered(plain, observer=ObserverFanout([recorder]))
 
@@ -126,7 +127,7 @@ async def _as_reconcile(ctx: ReconcileContext, call: Coroutine[Any, Any, Object]
 )
 async def test_no_time_left_to_wait_is_an_api_timeout(
     server: tuple[FakeApiServer, str],
-    recorder_and_client: tuple[Recorder, Client],
+    recorder_and_client: tuple[RecordingObserver, Client],
     name: str,
     why: str,
     attempts: int,
@@ -147,7 +148,7 @@ async def test_no_time_left_to_wait_is_an_api_timeout(
 
 
 async def test_with_time_to_wait_the_call_is_retried(
-    server: tuple[FakeApiServer, str], recorder_and_client: tuple[Recorder, Client]
+    server: tuple[FakeApiServer, str], recorder_and_client: tuple[RecordingObserver, Client]
 ) -> None:
     fake, _ = server
     recorder, client = recorder_and_client
@@ -167,7 +168,7 @@ class GetsItsConfigMap:
 
 async def test_a_reconcile_throttled_past_its_deadline_logs_why_at_debug(
     server: tuple[FakeApiServer, str],
-    recorder_and_client: tuple[Recorder, Client],
+    recorder_and_client: tuple[RecordingObserver, Client],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wukong")
@@ -197,7 +198,7 @@ async def test_a_reconcile_throttled_past_its_deadline_logs_why_at_debug(
 
 
 async def test_the_reconcile_travels_in_the_task_context_not_in_the_client(
-    server: tuple[FakeApiServer, str], recorder_and_client: tuple[Recorder, Client]
+    server: tuple[FakeApiServer, str], recorder_and_client: tuple[RecordingObserver, Client]
 ) -> None:
     fake, _ = server
     recorder, client = recorder_and_client

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from kubernetes_asyncio import client as k8s_client
 
-from tests.integration.helpers import Recorder
+from tests.integration.helpers import RecordingObserver
 from wukong.runtime import (
     CancelReason,
     Client,
@@ -48,7 +48,7 @@ async def client() -> AsyncIterator[Client]:
 
 
 def _running(
-    reconciler: object, recorder: Recorder, client: Client, **options: float
+    reconciler: object, recorder: RecordingObserver, client: Client, **options: float
 ) -> RunningController:
     return RunningController(
         Controller(
@@ -71,7 +71,7 @@ async def test_a_cancelled_reconcile_is_retried_within_the_cap(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="wukong")
-    recorder = Recorder()
+    recorder = RecordingObserver()
     controller = _running(Hangs(), recorder, client, cancelled_backoff_cap=5.0)
     controller.start()
     controller.enqueue(Request("ns", "a"))
@@ -90,7 +90,7 @@ async def test_a_cancelled_reconcile_is_retried_within_the_cap(
 
 
 async def test_an_error_keeps_the_rate_limiters_backoff(client: Client) -> None:
-    recorder = Recorder()
+    recorder = RecordingObserver()
     controller = _running(Fails(), recorder, client, cancelled_backoff_cap=5.0)
     controller.start()
     controller.enqueue(Request("ns", "a"))
@@ -120,7 +120,7 @@ class TakesOneSecond:
 async def test_at_most_max_concurrent_reconciles_run_and_each_key_is_reconciled(
     client: Client,
 ) -> None:
-    recorder = Recorder()
+    recorder = RecordingObserver()
     reconciler = TakesOneSecond()
     controller = _running(reconciler, recorder, client, max_concurrent_reconciles=2)
     for index in range(3):
@@ -183,7 +183,7 @@ async def test_where_a_quiet_namespace_starts_by_queue_mode(
 ) -> None:
     """Three workers take ten one-second keys of one namespace; then a key of another
     namespace comes: where it starts among all reconciles, by queue mode."""
-    recorder = Recorder()
+    recorder = RecordingObserver()
     reconciler = TakesOneSecondPerNamespace()
     controller = _running(reconciler, recorder, client, max_concurrent_reconciles=3, **options)
     for index in range(10):
@@ -208,7 +208,7 @@ def test_a_namespace_cap_needs_fair_namespaces() -> None:
 
 
 async def test_stop_cancels_reconciles_in_flight_and_waits_for_them(client: Client) -> None:
-    recorder = Recorder()
+    recorder = RecordingObserver()
     controller = _running(Hangs(), recorder, client, max_concurrent_reconciles=2)
     controller.start()
     for name in ("a", "b", "c"):

@@ -43,7 +43,7 @@ async def assert_blocks(queue: WorkQueue) -> None:
             await queue.get()
 
 
-class Recorder(RuntimeObserver):
+class QueueObserver(RuntimeObserver):
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, float | None]] = []
 
@@ -286,7 +286,7 @@ async def test_link_is_carried_and_first_non_none_link_wins() -> None:
 
 
 async def test_add_rate_limited_uses_the_limiter() -> None:
-    recorder = Recorder()
+    recorder = QueueObserver()
     limiter = ItemExponentialFailureRateLimiter(base_delay=0.01, max_delay=1.0)
     queue = WorkQueue(name="q", rate_limiter=limiter, observer=recorder)
     start = now()
@@ -306,7 +306,7 @@ async def test_add_rate_limited_uses_the_limiter() -> None:
 
 
 async def test_observer_sees_adds_gets_and_dones() -> None:
-    recorder = Recorder()
+    recorder = QueueObserver()
     queue = WorkQueue(name="vm", observer=recorder)
     queue.add("a")
     queue.add("a")  # merged: not counted
@@ -323,12 +323,12 @@ async def test_observer_sees_adds_gets_and_dones() -> None:
 
 
 async def test_failing_observer_does_not_break_the_queue() -> None:
-    class Broken(Recorder):
+    class Broken(QueueObserver):
         def queue_added(self, queue: str) -> None:
             raise RuntimeError("metrics are down")
 
     # The manager always hands its parts the fan-out, which contains failures.
-    recorder = Recorder()
+    recorder = QueueObserver()
     fanout = ObserverFanout([Broken(), recorder])
     queue = WorkQueue(name="q", observer=fanout)
     queue.add("a")

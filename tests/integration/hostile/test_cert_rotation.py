@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.integration.helpers import eventually, metrics_reader_token
+from tests.integration.helpers import metrics_reader_token
 from tests.integration.test_operator_process import _get, _sigterm, _wukong_run
 from tests.integration.webhooks import registered_webhook
 from tests.integration.wukong_harness import StartWukong
+from tests.polling import eventually
 from tests.unit.test_servingcert_reload import Connection, secret_volume_update
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.pki import ensure_webhook_certificate

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 
 from tests.exposition import metric_samples
-from tests.integration.helpers import Recorder, scrape
+from tests.integration.helpers import RecordingObserver, scrape
 from tests.integration.test_metrics_auth import Accounts, accounts  # noqa: F401 - fixture
 from wukong.metrics import MetricsServer, RuntimeMetrics
 from wukong.metrics.server import SecureServing
@@ -41,7 +41,7 @@ def short_allow_ttl(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
     yield 1.0
 
 
-def _token_reviews(calls: Recorder) -> int:
+def _token_reviews(calls: RecordingObserver) -> int:
     return sum(call.resource == "tokenreviews" for call in calls.calls)
 
 
@@ -55,7 +55,7 @@ async def test_a_flood_of_made_up_tokens_is_bounded_and_the_reader_keeps_its_200
     short_allow_ttl: float,
 ) -> None:
     metrics = RuntimeMetrics()
-    calls = Recorder()
+    calls = RecordingObserver()
     async with await Client.from_kubeconfig(accounts.operator) as as_operator:
         server = MetricsServer(
             registry=metrics.metrics.registry,
@@ -141,7 +141,7 @@ async def test_made_up_tokens_cannot_evict_the_readers_allowed_answer(
     # Three times more refusals than the refusal cache holds, all of them reviewed
     # (a bucket big enough): the reader's answer stays cached, it costs no review.
     monkeypatch.setattr(_delegatedauth, "MAX_REFUSED", 50)
-    calls = Recorder()
+    calls = RecordingObserver()
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -25,7 +25,7 @@ import pytest
 
 from tests.deploy.chart_tools import render, values_file
 from tests.exposition import metric_samples
-from tests.integration.helpers import Recorder, eventually, running
+from tests.integration.helpers import RecordingObserver, running
 from tests.integration.test_chart_on_cluster import (
     _dump,
     _kubectl,
@@ -33,6 +33,7 @@ from tests.integration.test_chart_on_cluster import (
     _token_kubeconfig,
 )
 from tests.integration.wukong_harness import StartWukong, WukongRun
+from tests.polling import eventually
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
 from wukong.operator.rbac import namespaced_mode_cluster_rules, policy_rules
@@ -376,7 +377,7 @@ async def test_a_namespaced_manager_sees_its_namespace_deleted_through_a_grant_b
                 await release.wait()
                 return Result()
 
-        recorder = Recorder()
+        recorder = RecordingObserver()
         async with await Client.from_kubeconfig(kubeconfig) as as_op:
             manager = Manager(
                 client=as_op,

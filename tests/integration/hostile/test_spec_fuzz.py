@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.helpers import eventually
 from tests.integration.wukong_harness import StartWukong, WukongRun, condition
+from tests.polling import eventually
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
 from wukong.runtime import ApiError, Invalid, NotFound, Object
