@@ -17,8 +17,11 @@ The same quiet events are measured four times, each with a fresh manager of
 
 1. idle: no noisy Wukongs yet (the peer every ratio is taken against);
 2. fair + cap: namespaces served round-robin and at most `--cap` reconciles
-   of one namespace at once (`--max-concurrent-reconciles-per-namespace`;
-   by default `wukong run`'s own, half the workers);
+   of one namespace at once while another has work waiting
+   (`--max-concurrent-reconciles-per-namespace`; by default `wukong run`'s
+   own, half the workers). The cap never leaves a worker idle: a quiet key
+   that arrives while the noisy tenant holds every worker waits for one of
+   its reconciles to end;
 3. fair: round-robin only (every worker can be busy with the noisy tenant);
 4. unfair: one FIFO queue for all namespaces, as controller-runtime has.
 

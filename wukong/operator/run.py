@@ -122,9 +122,10 @@ class OperatorSettings:
 
     @property
     def per_namespace_limit(self) -> int:
-        """Reconciles of one namespace at once: as set, else half the workers
-        (rounded up), so a namespace of slow reconciles always leaves workers
-        for the others (bench/tenant_fairness.py measures what that buys)."""
+        """Reconciles of one namespace at once while others have work waiting: as
+        set, else half the workers (rounded up), so a namespace of slow reconciles
+        leaves workers for the others as soon as they have work; alone it may use
+        every worker (bench/tenant_fairness.py measures what that buys)."""
         if self.max_concurrent_reconciles_per_namespace is not None:
             return self.max_concurrent_reconciles_per_namespace
         return (self.max_concurrent_reconciles + 1) // 2

@@ -76,9 +76,10 @@ class ControllerOptions:
     # namespace's backlog delays another's key by at most one reconcile per
     # busy namespace. False: one FIFO for all, as in controller-runtime.
     fair_namespaces: bool = True
-    # At most this many reconciles of one namespace at once (None: up to
-    # max_concurrent_reconciles), so a namespace of slow reconciles cannot hold
-    # every worker. Needs fair_namespaces.
+    # At most this many reconciles of one namespace at once while another
+    # namespace has work waiting (None: up to max_concurrent_reconciles), so a
+    # namespace of slow reconciles cannot hold every worker from the others;
+    # alone with work it may use them all. Needs fair_namespaces.
     max_concurrent_reconciles_per_namespace: int | None = None
 
     def __post_init__(self) -> None:
