@@ -63,6 +63,15 @@ _LIBC = _libc()
 log = logging.getLogger("wukong.runtime.timers")
 
 
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """`loop.time`, as `time.monotonic` itself where that is all it does (asyncio's own
+    loop): the runtime reads the clock several times per reconcile, and the method
+    around it costs more than the read."""
+    if getattr(loop.time, "__func__", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return loop.time
+
+
 class Alarm:
     """Calls `callback` once at loop time `when` (the last `set` wins) unless closed."""
 

@@ -27,11 +27,12 @@ reads it back), else None.
 import asyncio
 import contextvars
 import datetime
+import functools
 import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 
@@ -57,9 +58,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, order=True)
-class Request:
-    """What to reconcile: an object's namespace and name (namespace "" if cluster-scoped)."""
+class Request(NamedTuple):
+    """What to reconcile: an object's namespace and name (namespace "" if cluster-scoped).
+
+    A named tuple rather than a dataclass: every reconcile hashes its request
+    a dozen times (queue, rate limiter, in-flight map), and a tuple's hash is
+    computed in C where a dataclass's runs Python code.
+    """
 
     namespace: str
     name: str
@@ -149,7 +154,7 @@ class ReconcileContext:
         self.reconcile_id = f"{random.getrandbits(64):016x}"
         self.client = client
         self.call_share = call_share  # of the time left to the deadline, per API call
-        self.logger = ReconcileLogger(logger, self)
+        self._base_logger = logger
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
         # and the link to the reconcile that asked for this one.
         self.due_at = due_at
@@ -163,6 +168,14 @@ class ReconcileContext:
         self._cancel_reason: CancelReason | None = None
         self._task: asyncio.Task[Any] | None = None
         self._cut_call: str | None = None  # the API call a cancellation cut short
+
+    @functools.cached_property
+    def logger(self) -> ReconcileLogger:
+        """The controller's logger, adding this reconcile's identity to every record.
+
+        Made on first use: a reconcile that logs nothing (DEBUG off) never builds it.
+        """
+        return ReconcileLogger(self._base_logger, self)
 
     @property
     def started_wall(self) -> datetime.datetime:

@@ -243,7 +243,8 @@ class RunningController:
         self._in_flight[request] = ctx
         self._tasks[ctx] = task
         self._scopes.enter(ctx, self._cancel)
-        ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
+        if self._logger.isEnabledFor(logging.DEBUG):
+            ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
         task.add_done_callback(functools.partial(self._ended, queue, ctx, expiry))
 
     async def _run(self, queue: WorkQueue, ctx: ReconcileContext, expiry: int) -> None:
@@ -326,9 +327,12 @@ class RunningController:
     def _finish(
         self, ctx: ReconcileContext, returned: object, raised: BaseException | None
     ) -> None:
-        outcome, result, error = _outcome_of(ctx, returned, raised)
+        now = asyncio.get_running_loop().time()  # one read for both
+        outcome, result, error = _outcome_of(
+            ctx, returned, raised, deadline_passed=ctx.deadline <= now
+        )
         reason = ctx.cancel_reason if outcome is Outcome.CANCELLED else None
-        duration = ctx.elapsed()
+        duration = now - ctx.started
         if outcome is Outcome.CANCELLED:
             # Normal in a controller's life: DEBUG, with the reason, then requeue.
             in_flight = ctx.cut_call or "none"
@@ -348,7 +352,7 @@ class RunningController:
             ctx.logger.error(
                 "reconcile failed after %.3fs%s: %s", duration, terminal, error, exc_info=error
             )
-        else:
+        elif self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile finished after %.3fs: %s", duration, outcome)
         self._observer.reconcile(
             LifecycleEvent(
@@ -387,7 +391,8 @@ class RunningController:
                 link=ctx.as_link(),
                 max_delay=cap if outcome is Outcome.CANCELLED else None,
             )
-            ctx.logger.debug("requeued with backoff: again in %.3fs", delay)
+            if self._logger.isEnabledFor(logging.DEBUG):
+                ctx.logger.debug("requeued with backoff: again in %.3fs", delay)
         self._observer.reconcile(
             LifecycleEvent(
                 step=Step.REQUEUED,
@@ -399,11 +404,11 @@ class RunningController:
 
 
 def _outcome_of(
-    ctx: ReconcileContext, returned: object, raised: BaseException | None
+    ctx: ReconcileContext, returned: object, raised: BaseException | None, *, deadline_passed: bool
 ) -> tuple[Outcome, Result | None, BaseException | None]:
     """How the reconcile ended; records the cancel reason on `ctx` if it was cancelled."""
     reason = decide_cancel_reason(
-        raised, recorded=ctx.cancel_reason, deadline_passed=ctx.remaining() <= 0
+        raised, recorded=ctx.cancel_reason, deadline_passed=deadline_passed
     )
     if reason is not None:
         ctx._record_reason(reason)

@@ -66,7 +66,9 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from wukong.runtime._alarm import loop_clock
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._ratelimit import RateLimiter, default_controller_rate_limiter
@@ -77,9 +79,9 @@ class QueueShutDown(Exception):
     """`get` on a queue that is shut down and has nothing left to hand out."""
 
 
-@dataclass(frozen=True)
-class Ticket:
-    """A key handed to a worker, with when and why it was queued."""
+class Ticket(NamedTuple):
+    """A key handed to a worker, with when and why it was queued (one per reconcile:
+    a tuple, as frozen dataclasses build themselves slowly)."""
 
     key: Hashable
     added_at: float  # loop time: entered the queue (while not already queued)
@@ -87,7 +89,7 @@ class Ticket:
     link: object | None  # opaque, from the add (e.g. a link to the requesting reconcile)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """Metadata of a dirty key, merged across deduplicated adds."""
 
@@ -102,7 +104,7 @@ class _Entry:
             self.link = link
 
 
-@dataclass
+@dataclass(slots=True)
 class _Scheduled:
     due_at: float
     link: object | None
@@ -151,6 +153,7 @@ class WorkQueue:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._on_ready = on_ready
         self._shutting_down = False
+        self._clock: Callable[[], float] | None = None  # the loop's, on first use
 
     # -- adding --------------------------------------------------------------------
 
@@ -165,7 +168,7 @@ class WorkQueue:
         if delay <= 0:
             self._add(key, due_at=None, link=link)
             return
-        due_at = _now() + delay
+        due_at = self._now() + delay
         scheduled = self._scheduled.get(key)
         if scheduled is not None:
             if scheduled.due_at <= due_at:
@@ -214,7 +217,7 @@ class WorkQueue:
             # Already waiting, or re-added during processing: one reconcile covers both.
             entry.merge(due_at=due_at, link=link)
             return
-        self._dirty[key] = _Entry(added_at=_now(), due_at=due_at, link=link)
+        self._dirty[key] = _Entry(added_at=self._now(), due_at=due_at, link=link)
         self._observer.queue_added(self.name)
         if key in self._processing:
             return  # `done` queues it, so that two workers never hold the same key
@@ -268,7 +271,7 @@ class WorkQueue:
         if key is None:
             return None
         entry = self._dirty.pop(key)
-        now = _now()
+        now = self._now()
         self._processing[key] = now
         waited = now - entry.added_at
         self._observer.queue_got(self.name, waited)
@@ -303,7 +306,7 @@ class WorkQueue:
         started = self._processing.pop(key, None)
         if started is None:
             return
-        worked = _now() - started
+        worked = self._now() - started
         self._observer.queue_done(self.name, worked)
         if self._max_per_tenant is not None:
             tenant = self._tenant(key)
@@ -357,9 +360,11 @@ class WorkQueue:
 
     def processing_seconds(self) -> list[float]:
         """How long each key being processed has been processed so far."""
-        now = _now()
+        now = self._now()
         return [now - started for started in self._processing.values()]
 
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+    def _now(self) -> float:
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = loop_clock(asyncio.get_running_loop())
+        return clock()
