@@ -35,7 +35,7 @@ import contextvars
 import datetime
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from wukong.runtime._cancellation import CancelReason
 
@@ -63,9 +63,12 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LifecycleEvent:
-    """One step of one reconcile. `context` identifies it (controller, request, span)."""
+class LifecycleEvent(NamedTuple):
+    """One step of one reconcile. `context` identifies it (controller, request, span).
+
+    A named tuple (immutable, like the frozen dataclasses here): every
+    reconcile makes three, and a tuple is built in a third of the time.
+    """
 
     step: Step
     context: ReconcileContext
