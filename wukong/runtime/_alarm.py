@@ -120,6 +120,10 @@ class _TimerFd:
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, ring: Callable[[], None]) -> None:
         self._fd = fd
         self._ring = ring
+        # One setting, filled in place for each `set` (no structures built per call).
+        self._spec = _Itimerspec()
+        self._spec_ref = ctypes.byref(self._spec)
+        self._value = self._spec.it_value  # a view into _spec
         # A timer dropped without close() still gives its descriptor back.
         self._closer = weakref.finalize(self, _close, loop, fd)
 
@@ -145,9 +149,10 @@ class _TimerFd:
         seconds = int(when)
         # All zeros would disarm it instead: the earliest time it takes is 1 ns.
         nanoseconds = max(int((when - seconds) * 1e9), 0 if seconds > 0 else 1)
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(seconds, nanoseconds))
+        self._value.tv_sec = seconds
+        self._value.tv_nsec = nanoseconds
         assert _LIBC is not None
-        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) < 0:
+        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) < 0:
             error = ctypes.get_errno()
             raise OSError(error, os.strerror(error))
 
