@@ -41,6 +41,7 @@ from typing import Any
 
 from wukong.operator.api import WUKONGS, DiskSpec, WukongSpec
 from wukong.operator.names import child_name
+from wukong.operator.networks import wukong_controller
 from wukong.operator.schema import from_json
 from wukong.operator.storage import is_default_class
 from wukong.operator.validation import invalid_value, is_object_name
@@ -253,22 +254,18 @@ class WukongAdmission:
 
 def _other_wukong(nad: Object, wukong: Object) -> str | None:
     """The name of the Wukong other than `wukong` that controls `nad`, if one does."""
-    for ref in nad["metadata"].get("ownerReferences") or []:
-        if not ref.get("controller"):
-            continue
-        group = str(ref.get("apiVersion", "")).partition("/")[0]
-        if (group, ref.get("kind")) != (WUKONGS.group, WUKONGS.kind):
-            return None
-        metadata = wukong["metadata"]
-        # By uid (a Wukong of the same name made again is another one); a
-        # request from elsewhere may carry no uid, then by name.
-        same = (
-            ref.get("uid") == metadata["uid"]
-            if metadata.get("uid")
-            else (ref.get("name") == metadata.get("name"))
-        )
-        return None if same else str(ref.get("name"))
-    return None
+    owner = wukong_controller(nad)
+    if owner is None:
+        return None
+    metadata = wukong["metadata"]
+    # By uid (a Wukong of the same name made again is another one); a request
+    # from elsewhere may carry no uid, then by name.
+    same = (
+        owner.get("uid") == metadata["uid"]
+        if metadata.get("uid")
+        else owner.get("name") == metadata.get("name")
+    )
+    return None if same else str(owner.get("name"))
 
 
 def _grows(old: DiskSpec, new: DiskSpec) -> bool:

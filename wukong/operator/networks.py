@@ -12,6 +12,8 @@ Wukong created is refused (admission denies it; the controller reports
 `NetworkOwnedByWukong`): that one goes when its Wukong is deleted.
 """
 
+from typing import Any
+
 from wukong.operator.api import WUKONGS, NetworkSpec, NetworkStatus
 from wukong.operator.names import child_name
 from wukong.operator.owned import create_once, name_conflict, optimistic_lock, owned_object
@@ -25,12 +27,13 @@ def created_nad_name(wukong: WukongView, network: NetworkSpec) -> str:
     return child_name(wukong.name, network.name)
 
 
-def wukong_controller(obj: Object) -> str | None:
-    """The name of the Wukong that controls `obj`, if a Wukong does."""
+def wukong_controller(obj: Object) -> dict[str, Any] | None:
+    """The controller reference of `obj` when a Wukong controls it (name, uid)."""
     for ref in obj["metadata"].get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("kind") == WUKONGS.kind:
-            if str(ref.get("apiVersion", "")).split("/")[0] == WUKONGS.group:
-                return str(ref.get("name"))
+        if not ref.get("controller"):
+            continue
+        group = str(ref.get("apiVersion", "")).partition("/")[0]
+        return dict(ref) if (group, ref.get("kind")) == (WUKONGS.group, WUKONGS.kind) else None
     return None
 
 
@@ -58,14 +61,16 @@ async def _ensure_network(
                     f"{wukong.namespace}/{name} does not exist",
                 ),
             )
-        if (owner := wukong_controller(reused)) is not None:
+        owner = wukong_controller(reused)
+        if owner is not None and owner.get("uid") != wukong.uid:
             return StepResult(
                 statuses,
                 Problem(
                     "NetworkOwnedByWukong",
                     f"network {network.name}: NetworkAttachmentDefinition {name} was created "
-                    f"by Wukong {owner} and goes when it is deleted; give this Wukong its own "
-                    "config, or reuse a NetworkAttachmentDefinition no Wukong created",
+                    f"by Wukong {owner.get('name')} and goes when it is deleted; give this "
+                    "Wukong its own config, or reuse a NetworkAttachmentDefinition no "
+                    "Wukong created",
                 ),
             )
         return StepResult(statuses)
