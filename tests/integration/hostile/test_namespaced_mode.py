@@ -126,16 +126,13 @@ async def namespaced_rbac(
 
     yield apply
     for manifest in applied:
-        await asyncio.to_thread(
-            _kubectl,
-            kubectl,
-            control_plane,
-            "delete",
-            "--ignore-not-found",
-            "-f",
-            "-",
-            stdin=manifest,
-        )
+        await _delete(kubectl, control_plane, manifest)
+
+
+async def _delete(kubectl: Path, control_plane: ControlPlane, manifest: str) -> None:
+    await asyncio.to_thread(
+        _kubectl, kubectl, control_plane, "delete", "--ignore-not-found", "-f", "-", stdin=manifest
+    )
 
 
 def test_the_charts_namespaced_grants_are_the_codes(tmp_path: Path) -> None:
@@ -405,13 +402,4 @@ async def test_a_namespaced_manager_sees_its_namespace_deleted_through_a_grant_b
             ("watch", "configmaps", doomed),
         }
     finally:
-        await asyncio.to_thread(
-            _kubectl,
-            kubectl,
-            control_plane,
-            "delete",
-            "--ignore-not-found",
-            "-f",
-            "-",
-            stdin=_dump(grants[3:]),
-        )
+        await _delete(kubectl, control_plane, _dump(grants[3:]))
