@@ -7,6 +7,7 @@ string) beside its assignment in the module that defines it.
 """
 
 import ast
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,29 @@ html_theme = "alabaster"
 html_title = "Wukong API reference"
 
 
-def _defined_in() -> dict[str, str]:
-    """The module each name `wukong.runtime` imports comes from."""
-    tree = ast.parse(Path(inspect.getfile(wukong.runtime)).read_text())
-    return {
-        alias.asname or alias.name: node.module
-        for node in tree.body
-        if isinstance(node, ast.ImportFrom) and node.module
-        for alias in node.names
-    }
+def _imported_from(module: str, name: str) -> str | None:
+    """The module `module` imports `name` from, if it imports it."""
+    tree = ast.parse(Path(inspect.getfile(importlib.import_module(module))).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if any((alias.asname or alias.name) == name for alias in node.names):
+                return node.module
+    return None
+
+
+def _attribute_doc(name: str) -> list[str]:
+    """The `#:` comment (or string) beside the assignment of `wukong.runtime.<name>`.
+
+    Followed through re-exports (`Object` is imported by `_client` from
+    `_transport`) to the module that assigns it; empty if none is written.
+    """
+    module: str | None = "wukong.runtime"
+    while module is not None:
+        docs = ModuleAnalyzer.for_module(module).find_attr_docs().get(("", name))
+        if docs:
+            return list(docs)
+        module = _imported_from(module, name)
+    return []
 
 
 def _directive(value: object) -> str:
@@ -60,16 +75,11 @@ def _read(app: Sphinx, docname: str, source: list[str]) -> None:
 
 def _data_docs(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
     # A value has no docstring of its own (autodoc would show its type's, `dict`'s
-    # for an alias of dict[...]): take the comment beside its assignment, where
-    # the name is defined.
+    # for an alias of dict[...]): take the comment beside its assignment.
     module, _, short = name.rpartition(".")
     if what != "data" or module != "wukong.runtime":
         return
-    docs: list[str] = []
-    for source in ("wukong.runtime", _defined_in().get(short)):
-        if source is not None and not docs:
-            docs = ModuleAnalyzer.for_module(source).find_attr_docs().get(("", short), [])
-    lines[:] = docs
+    lines[:] = _attribute_doc(short)
 
 
 def setup(app: Sphinx) -> None:

@@ -27,10 +27,10 @@ class CancelReason(StrEnum):
     PARENT_CANCELLED = "parent_cancelled"  # cancelled from outside, no reason given
 
 
-# Cancellations that mean work did not finish in time: errors to metrics, spans
-# and alerts (and, for the reconcile's own deadline, a timeout). Every other
-# reason is a stop the operator chose or was told to make (shutdown, leadership
-# moving on, the object gone, a caller's cancel): normal, never an error.
+#: Cancellations that mean work did not finish in time: errors to metrics, spans
+#: and alerts (and, for the reconcile's own deadline, a timeout). Every other
+#: reason is a stop the operator chose or was told to make (shutdown, leadership
+#: moving on, the object gone, a caller's cancel): normal, never an error.
 FAILURE_REASONS = frozenset({CancelReason.DEADLINE_EXCEEDED, CancelReason.API_TIMEOUT})
 
 

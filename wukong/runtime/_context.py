@@ -44,8 +44,9 @@ _CURRENT: contextvars.ContextVar["ReconcileContext | None"] = contextvars.Contex
     "wukong_reconcile", default=None
 )
 
-# The deadline a reconcile gets unless the manager or controller says otherwise
-# (`wukong run --reconcile-timeout`).
+#: Seconds a reconcile may run before it is cancelled (`CancelReason.DEADLINE_EXCEEDED`),
+#: unless the manager or controller says otherwise (`ManagerOptions.reconcile_timeout`,
+#: `wukong run --reconcile-timeout`).
 DEFAULT_RECONCILE_TIMEOUT = 15.0
 
 __all__ = [

@@ -95,8 +95,9 @@ log = logging.getLogger("wukong.runtime.manager")
 # How long reconciles cancelled on lease loss may take to unwind before the
 # manager moves on; they cannot write meanwhile (the fence is closed).
 LEADER_LOST_GRACE = 1.0
-# controller-runtime's default SyncPeriod: every cached object is handed to the
-# handlers again this often, so a missed event cannot leave a status stale forever.
+#: Seconds between resyncs (controller-runtime's default SyncPeriod, ten hours): every
+#: cached object is handed to the handlers again this often, so a missed event cannot
+#: leave a status stale forever (`ManagerOptions.sync_period`).
 DEFAULT_SYNC_PERIOD = 10 * 60 * 60.0
 
 
