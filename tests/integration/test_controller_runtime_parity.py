@@ -5,9 +5,10 @@ name and aggregate by label names; a family that is missing, has another type
 or lacks a label finds nothing. So the bench's controller-runtime peer (a real
 controller-runtime manager, built from the Go module proxy) and `wukong run`
 both start against the same API server in the same run, and their `/metrics`
-are compared family by family: every family of controller-runtime's,
-client-go's work queue and REST client must be served by Wukong with the same
-type and label names, already before anything happened (at 0). Wukong may
+are compared family by family: every family of controller-runtime's (its
+certwatcher's included), client-go's work queue and REST client must be served
+by Wukong with the same type and label names, already before anything happened
+(at 0). Wukong may
 serve more (its own `wukong_*` families, client-go's request latency).
 """
 
@@ -34,7 +35,13 @@ sys.path.insert(0, str(BENCH))
 from compare_peers import make_peer  # noqa: E402
 
 # The families controller-runtime's own metrics and its adapters of client-go's serve.
-COMPARED_PREFIXES = ("controller_runtime_", "workqueue_", "rest_client_", "leader_election_")
+COMPARED_PREFIXES = (
+    "controller_runtime_",
+    "certwatcher_",
+    "workqueue_",
+    "rest_client_",
+    "leader_election_",
+)
 # Families controller-runtime serves that have no meaning in Wukong: none.
 NOT_APPLICABLE: frozenset[str] = frozenset()
 
@@ -136,12 +143,17 @@ async def test_wukong_run_serves_controller_runtime_families_with_its_types_and_
         "controller_runtime_reconcile_panics",
         "controller_runtime_webhook_panics",
         "controller_runtime_conversion_webhook_panics",
+        "certwatcher_read_certificate",
+        "certwatcher_read_certificate_errors",
         "controller_runtime_max_concurrent_reconciles",
         "controller_runtime_active_workers",
         "workqueue_depth",
     } <= expected.keys()
-    # The failure families exist at 0 before anything failed, as in controller-runtime.
+    # The failure families exist at 0 before anything failed, as in controller-runtime;
+    # the certwatcher's too, with no certificate directory to read.
     for name in (
+        "certwatcher_read_certificate_total",
+        "certwatcher_read_certificate_errors_total",
         "controller_runtime_terminal_reconcile_errors_total",
         "controller_runtime_reconcile_panics_total",
         "controller_runtime_webhook_panics_total",

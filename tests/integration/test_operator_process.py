@@ -120,6 +120,13 @@ async def test_wukong_run_reconciles_serves_metrics_and_health_and_stops_cleanly
         requests = metric_samples(text, "controller_runtime_webhook_requests_total")
         (served,) = [value for labels, value in requests if labels == {"code": "200", **webhook}]
         assert served >= 2
+        # Served at 0 since the webhook was registered, as controller-runtime does.
+        assert [value for labels, value in requests if labels == {"code": "500", **webhook}] == [0]
+        # The webhook's certificate directory was read (controller-runtime's certwatcher).
+        reads = metric_samples(text, "certwatcher_read_certificate_total")
+        errors = metric_samples(text, "certwatcher_read_certificate_errors_total")
+        assert len(reads) == 1 and reads[0][1] >= 1, reads
+        assert [value for _, value in errors] == [0]
         decisions = metric_samples(text, "wukong_webhook_decisions_total")
         refused = {"allowed": "false", "reason": "NetworkAttachmentDefinitionNotFound", **webhook}
         assert [value for labels, value in decisions if labels == refused] == [1.0]

@@ -4,15 +4,19 @@ import asyncio
 import logging
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client as k8s_client
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
+from tests.exposition import metric_samples
 from wukong.metrics import MetricsServer, RuntimeMetrics, create_metrics
 from wukong.runtime import (
+    Admission,
+    AdmissionRequest,
     ApiTimeout,
     CancelReason,
     Client,
@@ -28,6 +32,7 @@ from wukong.runtime import (
 from wukong.runtime._running import RunningController
 from wukong.runtime.observe import ApiCall, LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
+from wukong.runtime.serving import CertificateError, WebhookServer, load_serving_certificate
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 
@@ -399,6 +404,42 @@ async def test_server_negotiates_the_format(observers: RuntimeMetrics) -> None:
         assert f'trace_id="{TRACE_ID:032x}"' in text
     finally:
         await server.stop()
+
+
+class Allows:
+    async def validate(self, request: AdmissionRequest) -> Admission:
+        return Admission.allow()
+
+
+async def test_a_webhook_is_served_at_0_from_its_registration(observers: RuntimeMetrics) -> None:
+    # As controller-runtime's InstrumentedHook: requests for codes 200 and 500, in flight.
+    WebhookServer(client=_client(), validators={"/validate": Allows()}, observer=observers)
+    text = generate_latest(observers.metrics.registry).decode()
+    requests = {
+        (labels["webhook"], labels["code"]): value
+        for labels, value in metric_samples(text, "controller_runtime_webhook_requests_total")
+    }
+    assert requests == {("/validate", "200"): 0.0, ("/validate", "500"): 0.0}
+    in_flight = metric_samples(text, "controller_runtime_webhook_requests_in_flight")
+    assert in_flight == [({"webhook": "/validate"}, 0.0)]
+    # The latency histogram's series come with the first request, as there.
+    assert metric_samples(text, "controller_runtime_webhook_latency_seconds_count") == []
+
+
+def test_certificate_reads_are_served_from_the_start_and_counted(tmp_path: Path) -> None:
+    registry = create_metrics().registry
+
+    def reads() -> tuple[float | None, float | None]:
+        return (
+            registry.get_sample_value("certwatcher_read_certificate_total"),
+            registry.get_sample_value("certwatcher_read_certificate_errors_total"),
+        )
+
+    total, errors = reads()
+    assert total is not None and errors is not None  # served before any read (at 0 in a process)
+    with pytest.raises(CertificateError):
+        load_serving_certificate(tmp_path)  # no pair there: a failed read
+    assert reads() == (total + 1, errors + 1)
 
 
 def test_only_the_top_namespaces_by_recent_cancellations_are_exported() -> None:

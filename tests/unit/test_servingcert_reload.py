@@ -211,3 +211,42 @@ async def test_a_bad_new_pair_keeps_the_old_certificate_and_is_warned_once(
     assert await served_serial(port) == 31
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any("serving a new certificate" in m and "serial 1f" in m for m in infos), infos
+
+
+def test_each_look_at_the_files_is_a_counted_read(tmp_path: Path) -> None:
+    reads = _servingcert.CERTIFICATE_READS
+    start = (reads.total, reads.errors)
+
+    def counted() -> tuple[int, int]:
+        return reads.total - start[0], reads.errors - start[1]
+
+    cert, key = make_pair(40)
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    now = [0.0]
+    watcher = _servingcert.CertWatcher(tmp_path, clock=lambda: now[0])
+    assert counted() == (1, 0)  # the first load
+    watcher.check()
+    assert counted() == (1, 0)  # within the interval: no look
+    now[0] += 1
+    watcher.check()
+    assert counted() == (2, 0)  # unchanged: read, and still the pair served
+
+    new_cert, new_key = make_pair(41)
+    (tmp_path / "tls.crt").write_bytes(new_cert)  # the old key does not match it
+    for expected in ((3, 1), (4, 2)):  # the same bad pair fails each read alike
+        now[0] += 1
+        watcher.check()
+        assert counted() == expected
+    (tmp_path / "tls.key").write_bytes(new_key)
+    now[0] += 1
+    watcher.check()
+    assert counted() == (5, 2)
+    (tmp_path / "tls.key").unlink()
+    now[0] += 1
+    watcher.check()
+    assert counted() == (6, 3)
+
+    with pytest.raises(_servingcert.CertificateError):
+        _servingcert.CertWatcher(tmp_path)
+    assert counted() == (7, 4)

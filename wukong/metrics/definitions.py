@@ -22,7 +22,10 @@ namespace on every family.
 Wukong has no conversion webhook (its one API version needs none), so
 `controller_runtime_conversion_webhook_panics_total` is served and stays at 0:
 controller-runtime serves it whether or not a conversion webhook exists, and
-alerts summing panics across families keep working.
+alerts summing panics across families keep working. Likewise controller-runtime's
+certwatcher counters (`certwatcher_read_certificate_total` and
+`certwatcher_read_certificate_errors_total`) are served from the start, at 0
+until a certificate directory is read (`CertificateReadsCollector`).
 
 Gauges that describe *current* state (queue depth, work in progress, active
 workers) are not updated on every change: `ControllerStateCollector` reads them
@@ -48,6 +51,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from wukong.runtime.observe import ControllerView
+from wukong.runtime.serving import CERTIFICATE_READS
 
 # Reconcile durations: fine below a second, then far past the default 15 s
 # deadline, so reconciles that hit (or overrun) their deadline are still
@@ -175,6 +179,27 @@ class _Tally:
     at: float  # clock time of `score`
 
 
+class CertificateReadsCollector(Collector):
+    """controller-runtime's certwatcher counters, read from `CERTIFICATE_READS` at scrape time.
+
+    The reads are counted where they happen, process-wide (the metrics
+    endpoint's certificate is read on its own thread), as controller-runtime's
+    are; every registry shows the same counts.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "certwatcher_read_certificate_total",
+            "Total number of certificate reads",
+            value=CERTIFICATE_READS.total,
+        )
+        yield CounterMetricFamily(
+            "certwatcher_read_certificate_errors_total",
+            "Total number of certificate read errors",
+            value=CERTIFICATE_READS.errors,
+        )
+
+
 class NamespaceCancellations(Collector):
     """Reconcile cancellations per (controller, object namespace), exported for the top
     `top` namespaces only, ranked by recent cancellations (a decayed count).
@@ -242,6 +267,7 @@ def create_metrics() -> OperatorMetrics:
     registry.register(controllers)
     namespace_cancellations = NamespaceCancellations()
     registry.register(namespace_cancellations)
+    registry.register(CertificateReadsCollector())
     controller = ("controller",)
     return OperatorMetrics(
         registry=registry,

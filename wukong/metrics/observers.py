@@ -23,6 +23,8 @@ What each event feeds:
   `wukong_informer_relists_total` by resource and cause;
 - `leadership_changed`: `leader_election_master_status`; `standing_by`:
   `wukong_leader_standbys_total`;
+- `webhook_added`: the webhook's requests (codes 200 and 500) and in-flight
+  series at 0, as controller-runtime's `InstrumentedHook` makes them;
 - `admission_started`, `admission_reviewed`: controller-runtime's webhook
   families (requests by code, latency, in flight, panics) and our decisions by
   reason;
@@ -199,6 +201,13 @@ class RuntimeMetrics(RuntimeObserver):
         self.metrics.leader_standbys.labels(lease).inc()
 
     # -- admission webhooks ------------------------------------------------------------
+
+    def webhook_added(self, webhook: str) -> None:
+        # The codes controller-runtime initializes as the most likely; the latency
+        # histogram gets its series with the first request, as there.
+        for code in ("200", "500"):
+            self.metrics.webhook_requests.labels(webhook, code)
+        self.metrics.webhook_in_flight.labels(webhook)
 
     def admission_started(self, webhook: str) -> None:
         self.metrics.webhook_in_flight.labels(webhook).inc()

@@ -113,6 +113,9 @@ class ObserverFanout(RuntimeObserver):
     def loop_blocked(self, seconds: float, task: str | None) -> None:
         self._dispatch("loop_blocked", seconds, task)
 
+    def webhook_added(self, webhook: str) -> None:
+        self._dispatch("webhook_added", webhook)
+
     def admission_started(self, webhook: str) -> None:
         self._dispatch("admission_started", webhook)
 

@@ -17,7 +17,8 @@ What an observer sees, in the order of a reconcile's life:
         ─► reconcile(FINISHED) ─► queue_done ─► [reconcile(REQUEUED), queue_retried]
 
 plus `watch_restarted`, `relisted`, `leadership_changed` and `loop_blocked`
-at any time, and for each admission request a webhook serves:
+at any time, `webhook_added` once for each webhook the manager serves (before
+its first request), and for each admission request a webhook serves:
 `admission_started` ─► api_call … ─► `admission_reviewed(WebhookReview)`.
 
 Rules for observers. Every method is called synchronously on the event loop
@@ -214,6 +215,10 @@ class RuntimeObserver(Protocol):
 
     def loop_blocked(self, seconds: float, task: str | None) -> None:
         """The event loop was blocked for `seconds` while `task` ran (None: no task)."""
+        return None
+
+    def webhook_added(self, webhook: str) -> None:
+        """A webhook is served at path `webhook`, before its first request."""
         return None
 
     def admission_started(self, webhook: str) -> None:

@@ -21,6 +21,10 @@ on the first TLS handshake after the change, looking at most once a second
 does not match) keeps the previous certificate serving; it is logged once as
 a WARNING and loaded as soon as the files change again into a valid pair.
 A self-signed certificate lives as long as the process: nothing to reload.
+
+Every look at the files is counted, process-wide, in `CERTIFICATE_READS`
+(controller-runtime's `certwatcher_read_certificate_total` and
+`certwatcher_read_certificate_errors_total`, which the metrics serve).
 """
 
 import datetime
@@ -29,6 +33,7 @@ import ipaddress
 import logging
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +54,31 @@ _SELF_SIGNED_VALIDITY = datetime.timedelta(days=365)
 
 class CertificateError(Exception):
     """A certificate directory whose tls.crt and tls.key cannot be loaded."""
+
+
+class CertificateReads:
+    """How often the certificate watchers read their pair, and how many reads failed.
+
+    A read is one look at the files: the first load, and each check after the
+    interval. It fails when it leaves the files' pair unserved (unreadable,
+    not a valid pair, or changing while loaded). Counted from any thread: the
+    metrics endpoint's handshakes run on its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = 0
+        self.errors = 0
+
+    def count(self, *, failed: bool) -> None:
+        with self._lock:
+            self.total += 1
+            self.errors += 1 if failed else 0
+
+
+#: The reads of every `CertWatcher` of this process (process-wide, as
+#: controller-runtime's certwatcher counters are).
+CERTIFICATE_READS = CertificateReads()
 
 
 def load_serving_certificate(cert_dir: Path) -> ssl.SSLContext:
@@ -80,10 +110,13 @@ class CertWatcher:
         for attempt in range(3):
             try:
                 self._current, self._loaded, _ = _load_pair(cert_dir)
-                break
-            except _ChangedWhileLoading:
-                if attempt == 2:
+            except CertificateError as exc:
+                CERTIFICATE_READS.count(failed=True)
+                if attempt == 2 or not isinstance(exc, _ChangedWhileLoading):
                     raise
+            else:
+                CERTIFICATE_READS.count(failed=False)
+                break
         self._rejected: bytes | None = None  # content that did not load (warned once)
         self._checked = clock()
         self.context = self._current  # what the server is given; its callback swaps
@@ -105,27 +138,36 @@ class CertWatcher:
         if now - self._checked < RELOAD_CHECK_INTERVAL:
             return
         self._checked = now
+        served = False
+        try:
+            served = self._reload()
+        finally:
+            CERTIFICATE_READS.count(failed=not served)
+
+    def _reload(self) -> bool:
+        """Load the files' pair if it changed; whether it is the pair served now."""
         try:
             digest = _digest(*_read_pair(self._dir))
         except CertificateError as exc:
             if self._rejected != _UNREADABLE:
                 self._rejected = _UNREADABLE
                 log.warning("%s: still serving the previous certificate", exc)
-            return
+            return False
         # A pair that failed is retried when its content changes: the same bytes fail alike.
         if digest in (self._loaded, self._rejected):
-            return
+            return digest == self._loaded
         try:
             context, digest, cert = _load_pair(self._dir)
         except _ChangedWhileLoading:
             log.debug("the serving certificate in %s changed while loading it", self._dir)
-            return
+            return False
         except CertificateError as exc:
             self._rejected = digest
             log.warning("%s: still serving the previous certificate", exc)
-            return
+            return False
         self._current, self._loaded, self._rejected = context, digest, None
         log.info("serving a new certificate from %s: %s", self._dir, _describe(cert))
+        return True
 
 
 class _ChangedWhileLoading(CertificateError):

@@ -40,7 +40,10 @@ Validators read the operator's cache first (no API call for the common case)
 and make a live, bounded call only when the cache cannot answer (see
 `wukong.operator.admission`).
 
-Each request is reported to observers: `admission_started` when it arrives and
+Each path is reported to observers once, when the server is made
+(`webhook_added`: metrics serve its series at 0 from then on, as
+controller-runtime does when a webhook is registered), and each request:
+`admission_started` when it arrives and
 `admission_reviewed` (`WebhookReview`: deadline, decision, reason, HTTP code)
 when it is answered, malformed ones included (reason `Malformed`); metrics
 turn them into controller-runtime's webhook families and tracing into one
@@ -249,6 +252,8 @@ class WebhookServer:
             post_routes={path: self._handler(path) for path in self._validators},
             client_max_size=MAX_BODY_BYTES,
         )
+        for path in self._validators:
+            observer.webhook_added(path)
 
     async def start(self, bind: str, *, ssl_context: ssl.SSLContext | None) -> int:
         """Listen on `bind`; `ssl_context` None serves plain HTTP (only for tests)."""
