@@ -2,6 +2,9 @@
 
 - `preflight`: root, BPF permission, kernel headers, tracefs; each failure names its fix.
 - `elf`: symbols, PIE, Go version and the context globals of a target binary.
+- `pclntab`: a stripped Go binary's functions, from the table its runtime keeps.
+- `go_context_errors`: where a stripped Go binary keeps `context.Canceled` and
+  `context.DeadlineExceeded`, found in the code that loads them.
 - `discovery`: which processes on the node are targets (Wukong's Python
   operators, Go binaries with `context.(*cancelCtx).cancel`), and why not.
 - `python_probe` (+ `.c`): the `python:audit` USDT probe, fed by wukong.runtime.probes.

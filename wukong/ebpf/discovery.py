@@ -92,15 +92,8 @@ class Discovery:
         binary = self._binary(pid, exe)
         if binary is None or not binary.is_go:
             return None
-        if binary.stripped:
-            return Target(
-                pid,
-                comm,
-                GO,
-                binary,
-                problem="stripped Go binary (no symbol table, built with -ldflags=-s): "
-                "context.(*cancelCtx).cancel cannot be found",
-            )
+        if binary.symbols_problem is not None:  # stripped, and its pclntab unreadable
+            return Target(pid, comm, GO, binary, problem=binary.symbols_problem)
         if CANCEL_SYMBOL not in binary.symbols:
             return None
         if self._controller_runtime_only and not binary.uses_controller_runtime:

@@ -1,7 +1,9 @@
 """A target binary as the agent sees it: symbols, PIE, Go version, context globals.
 
 Read through `/proc/PID/exe`, which reaches the binary even inside another
-container's mount namespace.
+container's mount namespace. Symbols come from `.symtab`; a Go binary built
+without it (`-ldflags=-s`) gets its functions from the pclntab and its two
+context errors from the code that loads them, under the same names.
 """
 
 import bisect
@@ -11,6 +13,9 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from wukong.ebpf.go_context_errors import CANCELED_LOADERS, DEADLINE_LOADERS, interface_global
+from wukong.ebpf.pclntab import go_functions
+
 CANCEL_SYMBOL = "context.(*cancelCtx).cancel"
 CANCELED_SYMBOL = "context.Canceled"
 DEADLINE_SYMBOL = "context.DeadlineExceeded"
@@ -18,14 +23,16 @@ CONTROLLER_RUNTIME_SYMBOL = "sigs.k8s.io/controller-runtime/pkg/internal/control
 # cancelCtx's `err` field sits at this offset from Go 1.21 on (see go_probe.c).
 SUPPORTED_GO = (1, 21)
 _BUILDINFO_MAGIC = b"\xff Go buildinf:"
+_DATA_SECTIONS = (".data", ".noptrdata", ".bss", ".noptrbss")
 
 
 @dataclass
 class Binary:
     path: str
     pie: bool
-    stripped: bool
+    stripped: bool  # no .symtab: the symbols come from Go's pclntab
     go_version: str | None
+    symbols_problem: str | None = None  # why the symbols could not be read
     base_vaddr: int = 0  # virtual address of the segment mapped from file offset 0
     symbols: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (addr, size)
     _starts: list[int] = field(default_factory=list)
@@ -111,7 +118,35 @@ def read_binary(path: str | Path, *, want_symbols: bool = True) -> Binary:
             for symbol in symtab.iter_symbols():
                 if symbol["st_value"] and symbol.name:
                     binary.symbols[symbol.name] = (symbol["st_value"], symbol["st_size"])
+        elif want_symbols and binary.is_go:
+            try:
+                binary.symbols = go_functions(elf)
+                if CANCEL_SYMBOL in binary.symbols:
+                    _add_context_errors(binary, elf)
+            except ValueError as exc:
+                binary.symbols_problem = f"stripped Go binary (built with -ldflags=-s): {exc}"
     return binary
+
+
+def _add_context_errors(binary: Binary, elf: ELFFile) -> None:
+    """The two globals the probe compares against, which the pclntab does not name."""
+    data = [
+        (section["sh_addr"], section["sh_addr"] + section["sh_size"])
+        for section in map(elf.get_section_by_name, _DATA_SECTIONS)
+        if section is not None
+    ]
+
+    def code(address: int, size: int) -> bytes:
+        return read_code(binary.path, address, size)
+
+    for symbol, loaders in (
+        (CANCELED_SYMBOL, CANCELED_LOADERS),
+        (DEADLINE_SYMBOL, DEADLINE_LOADERS),
+    ):
+        try:
+            binary.symbols[symbol] = (interface_global(loaders, binary.symbols, code, data), 16)
+        except ValueError as exc:
+            raise ValueError(f"{symbol} not found: {exc}") from None
 
 
 def load_bias(pid: int, binary: Binary) -> int:
