@@ -21,8 +21,10 @@ from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.export import CancellationExporter
 from wukong.ebpf.live import SORT_KEYS, LiveTable, write_json
 from wukong.ebpf.preflight import AgentError, check_node
+from wukong.ebpf.python_probe import record_semaphores
 from wukong.ebpf.records import Cancellation
-from wukong.metrics.thread import MetricsThread
+from wukong.ebpf.semaphores import DEFAULT_STATE_DIR
+from wukong.metrics.thread import LoopHealth, MetricsThread
 from wukong.runtime import Client
 from wukong.tracing.setup import configure_tracing
 
@@ -56,38 +58,50 @@ def _build_agent(
 
 def _agent(args: argparse.Namespace) -> int:
     check_node()
+    record_semaphores(args.state_dir)
     provider = configure_tracing()
     exporter = CancellationExporter(provider=provider) if provider else None
     agent = _build_agent(args, on_cancel=exporter)
-    metrics = _serve_metrics(agent, args)
+    # A rescan can compile a BPF program for each new process, seconds each.
+    health = LoopHealth(stall=max(60.0, 10 * args.scan_interval))
+    metrics = _serve_metrics(agent, args, health)
     print(
-        f"wukong agent on node {agent.node}: metrics on {args.metrics_bind} ({metrics.scheme})",
+        f"wukong agent on node {agent.node}: metrics on {args.metrics_bind} ({metrics.scheme}), "
+        f"health on {args.health_bind}",
         file=sys.stderr,
     )
     try:
-        return _loop(agent, args, render=None)
+        # The loop calls its `render` each second or so, after a rescan the first time:
+        # the agent has no screen, so that is its heartbeat.
+        return _loop(agent, args, render=health.beat)
     finally:
         metrics.stop()
 
 
-def _serve_metrics(agent: Agent, args: argparse.Namespace) -> MetricsThread:
+def _serve_metrics(agent: Agent, args: argparse.Namespace, health: LoopHealth) -> MetricsThread:
     if args.metrics_cert_dir is not None and not args.metrics_secure:
         raise AgentError("--metrics-cert-dir is for --metrics-secure (HTTPS) only")
     metrics = MetricsThread(
         registry=agent.registry,
         connect=(lambda: Client.configured(args.kubeconfig)) if args.metrics_secure else None,
         cert_dir=args.metrics_cert_dir,
+        health=health,
     )
+    health_bind = None if args.health_bind == "0" else args.health_bind
     try:
-        metrics.start(args.metrics_bind)
+        metrics.start(args.metrics_bind, health_bind=health_bind)
     except Exception as exc:  # an address in use, a bad kubeconfig, an unreadable certificate
         agent.close()
-        raise AgentError(f"cannot serve metrics on {args.metrics_bind!r}: {exc}") from exc
+        raise AgentError(
+            f"cannot serve metrics on {args.metrics_bind!r} and health on {args.health_bind!r}: "
+            f"{exc}"
+        ) from exc
     return metrics
 
 
 def _trace(args: argparse.Namespace) -> int:
     check_node()
+    record_semaphores(args.state_dir)
     table = LiveTable(sort=args.sort)
     notices: list[str] = []
 
@@ -189,6 +203,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how often to look for new and exited processes (default: 2)",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="where the USDT semaphores raised in traced Python processes are written down, "
+        "so that the next agent puts back what one killed before detaching left raised "
+        f"(default: {DEFAULT_STATE_DIR})",
+    )
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -212,6 +235,16 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="host:port of /metrics (default: :9464)",
     )
     add_metrics_security(agent)
+    agent.add_argument(
+        "--health-probe-bind-address",
+        "--health-bind",
+        dest="health_bind",
+        default=":8081",
+        metavar="ADDR",
+        help="host:port of /healthz (the main loop went round lately) and /readyz (the "
+        'first scan attached its probes), plain HTTP for the kubelet; "0" turns them off '
+        "(default: :8081)",
+    )
     agent.set_defaults(handler=_agent)
 
     trace = commands.add_parser(

@@ -1,14 +1,30 @@
 """Loads python_probe.c onto one Python operator and parses its audit events."""
 
+import atexit
 from collections.abc import Callable
 from pathlib import Path
 
 from wukong.ebpf.discovery import Target
 from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.records import Cancellation
+from wukong.ebpf.semaphores import SemaphoreLedger, start_time
+from wukong.runtime.probes import audit_semaphore
 
 # Text, not bytes: BCC prepends the USDT argument readers (a str) to it.
 SOURCE = (Path(__file__).parent / "python_probe.c").read_text()
+
+SEMAPHORE_RAISE = 1  # what enabling the probe adds to its semaphore
+
+
+def record_semaphores(state_dir: Path) -> SemaphoreLedger:
+    """Put back the semaphores that agents killed before detaching left raised, then
+    have every probe of this process write down in `state_dir` those it raises (until
+    the process exits)."""
+    ledger = SemaphoreLedger(state_dir)
+    ledger.open()
+    PythonProbe.ledger = ledger
+    atexit.register(ledger.close)
+    return ledger
 
 
 def parse_event(text: str) -> tuple[str, dict[str, str]]:
@@ -22,6 +38,11 @@ class PythonProbe:
     """python:audit on one process; calls `on_cancel` for each cancellation it
     reports and `on_lost` with how many events the perf buffer dropped."""
 
+    # Where probes write down the semaphores they raise, so that an agent killed
+    # before it detaches leaves them for its successor to put back (set by
+    # `wukong agent` and `wukong trace`; None: not written down).
+    ledger: SemaphoreLedger | None = None
+
     def __init__(
         self,
         target: Target,
@@ -34,6 +55,8 @@ class PythonProbe:
         self.target = target
         self.reconciles = 0
         self._on_cancel = on_cancel
+        # Read before the probe is enabled: the process raised is surely the one recorded.
+        started, address = start_time(target.pid), audit_semaphore(target.pid)
         # Kept for the probe's lifetime: enabling a USDT probe increments its semaphore
         # in the target, and the USDT object's destructor decrements it again.
         try:
@@ -41,6 +64,10 @@ class PythonProbe:
             self._usdt.enable_probe(probe="python:audit", fn_name="on_audit")  # str: bcc splits
         except Exception as exc:
             raise StageFailed("usdt", exc) from exc
+        if self.ledger is not None and address is not None:
+            # Written once raised (BCC adds one per enabled probe) and forgotten before it
+            # is lowered: a successor never takes back more than this agent added.
+            self.ledger.raised(target.pid, address, SEMAPHORE_RAISE, started=started)
         try:
             self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
         except Exception as exc:
@@ -89,4 +116,6 @@ class PythonProbe:
 
         context, self._usdt.context = self._usdt.context, None
         if context:
+            if self.ledger is not None:
+                self.ledger.lowered(self.target.pid)
             lib.bcc_usdt_close(context)  # the destructor then closes None: a no-op
