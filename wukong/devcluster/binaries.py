@@ -328,7 +328,8 @@ def go_program(
 
     For programs the project builds from its own sources (benchmark peers,
     test targets): `go build` with the module proxy, `-trimpath`, no stripping
-    (symbols stay, for tools that read them).
+    (symbols stay, for tools that read them) unless `build_flags` ask for it
+    (`-ldflags=-s -w`: a stripped variant, cached apart).
     """
     go = _go(name)
     digest = hashlib.sha256()
