@@ -21,11 +21,12 @@ import struct
 
 from elftools.elf.elffile import ELFFile
 
-_MAGICS = (0xFFFFFFF0, 0xFFFFFFF1)  # Go 1.18 and 1.19; Go 1.20 on (same layout)
+# magic -> offset of `flag` in _func: Go 1.20 added startLine before it.
+_FLAG_OFFSET = {0xFFFFFFF0: 37, 0xFFFFFFF1: 41}  # Go 1.18 and 1.19; Go 1.20 on
+_OLDER_MAGICS = (0xFFFFFFFB, 0xFFFFFFFA)  # Go 1.2 to 1.15, 1.16 and 1.17
 _HEADER = struct.Struct("<IBBBB8Q")
 _PAIR = struct.Struct("<II")
 _FUNC = struct.Struct("<Ii")  # entryOff, nameOff
-_FUNC_FLAG = 41  # offset of `flag` in _func (funcID is the byte before)
 _FLAG_ASM = 4  # abi.FuncFlagAsm
 # moduledata: pcHeader, 6 slices (funcnametab ... ftab), findfunctab, minpc,
 # maxpc, text: the same from Go 1.16 on.
@@ -49,19 +50,28 @@ def go_functions(elf: ELFFile) -> dict[str, tuple[int, int]]:
     if len(table) < _HEADER.size:
         raise ValueError(".gopclntab is truncated")
     magic, _, _, _, ptr_size, *words = _HEADER.unpack_from(table)
-    if magic not in _MAGICS:
-        raise ValueError(f"pclntab magic {magic:#x}: a Go release before 1.18")
+    if magic not in _FLAG_OFFSET:
+        known = "a Go release before 1.18" if magic in _OLDER_MAGICS else "unknown"
+        raise ValueError(f"pclntab magic {magic:#x}: {known}")
     if ptr_size != 8:
         raise ValueError(f"pclntab of a {8 * ptr_size}-bit binary")
     nfunc, _, _, funcnames, _, _, _, functab = words
     try:
-        return _functions(elf, section["sh_addr"], table, nfunc, funcnames, functab)
+        return _functions(
+            elf, section["sh_addr"], table, nfunc, funcnames, functab, _FLAG_OFFSET[magic]
+        )
     except (struct.error, IndexError) as exc:
         raise ValueError(f"malformed .gopclntab ({exc})") from None
 
 
 def _functions(
-    elf: ELFFile, header: int, table: bytes, nfunc: int, funcnames: int, functab: int
+    elf: ELFFile,
+    header: int,
+    table: bytes,
+    nfunc: int,
+    funcnames: int,
+    functab: int,
+    flag_offset: int,
 ) -> dict[str, tuple[int, int]]:
     pairs = [_PAIR.unpack_from(table, functab + 8 * index) for index in range(nfunc + 1)]
     entries = [entry for entry, _ in pairs]
@@ -74,7 +84,7 @@ def _functions(
         start = funcnames + name_offset
         name = table[start : table.index(b"\0", start)].decode(errors="replace")
         symbol = (text + entry, entries[index + 1] - entry)
-        is_asm = bool(table[functab + func + _FUNC_FLAG] & _FLAG_ASM)
+        is_asm = bool(table[functab + func + flag_offset] & _FLAG_ASM)
         if name not in functions:
             functions[name] = symbol
             if is_asm:
