@@ -1,6 +1,16 @@
-"""Conditions keep their transition time unless their status changes."""
+"""Conditions keep their transition time unless their status changes: as dicts, and as the
+controller updates a stored Wukong's."""
 
-from wukong.operator.conditions import READY, find_condition, is_true, set_condition
+from tests.unit.stored_wukong import STORED
+from wukong.operator.conditions import (
+    READY,
+    ConditionUpdate,
+    find_condition,
+    is_true,
+    set_condition,
+    updated_conditions,
+)
+from wukong.operator.views import parse_wukong
 
 
 def test_transition_time_moves_only_on_status_change() -> None:
@@ -53,3 +63,20 @@ def test_unknown_status() -> None:
     set_condition(conditions, type="VolumesBound", status=None, reason="Checking", message="")
     assert conditions[0]["status"] == "Unknown"
     assert not is_true(conditions, "VolumesBound")
+
+
+def test_conditions_keep_their_transition_time_unless_the_status_changes() -> None:
+    def ready(status: bool, message: str) -> dict[str, object]:
+        (condition,) = updated_conditions(
+            parse_wukong(STORED).conditions,
+            [ConditionUpdate(READY, status, "Running", message)],
+            observed_generation=4,
+            now="2026-02-02T00:00:00Z",
+        )
+        return condition
+
+    same = ready(True, "running on n2")
+    assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert (same["message"], same["observedGeneration"]) == ("running on n2", 4)
+    flipped = ready(False, "stopped")
+    assert (flipped["lastTransitionTime"], flipped["status"]) == ("2026-02-02T00:00:00Z", "False")

@@ -1,4 +1,4 @@
-"""The drill's diagnosis rules, and trace summaries, on hand-made spans."""
+"""The drill's diagnosis rules, on hand-made trace summaries and panel readings."""
 
 from collections import Counter
 
@@ -10,8 +10,7 @@ from wukong.demo.diagnosis import (
     TIGHT_DEADLINE,
     diagnose,
 )
-from wukong.demo.telemetry import PanelReading, TraceSummary, summarize_traces
-from wukong.tracing.receiver import ReceivedSpan
+from wukong.demo.telemetry import PanelReading, TraceSummary
 
 
 def _summary(cancellations: dict[str, int], api_p50_ms: float) -> TraceSummary:
@@ -62,35 +61,3 @@ def test_a_restart_reads_as_no_failure_with_its_count() -> None:
 
     assert explanation(3).startswith("no failure: 3 reconciles cancelled for shutdown, ")
     assert explanation(1).startswith("no failure: 1 reconcile cancelled for shutdown, ")
-
-
-def _span(name: str, start_ms: float, end_ms: float, **attributes: object) -> ReceivedSpan:
-    return ReceivedSpan(
-        name=name,
-        trace_id="t",
-        span_id=name,
-        parent_span_id="",
-        start_ns=int(start_ms * 1e6),
-        end_ns=int(end_ms * 1e6),
-        attributes=dict(attributes),
-        status="OK",
-        status_message="",
-    )
-
-
-def test_trace_summary() -> None:
-    spans = [
-        _span("reconcile Wukong", 0, 100, **{"wukong.cancel.reason": "deadline_exceeded"}),
-        _span("reconcile Wukong", 200, 300),
-        _span("create persistentvolumeclaims", 10, 90, **{"k8s.verb": "create"}),
-        _span("patch wukongs", 210, 230, **{"k8s.verb": "patch"}),
-        _span("patch wukongs", 230, 240, **{"k8s.verb": "patch"}),
-        _span("reconcile Wukong", -50, -10),  # before the window
-    ]
-    summary = summarize_traces(spans, since_ns=0)
-    assert summary.reconciles == 2
-    assert summary.cancellations == Counter({"deadline_exceeded": 1})
-    assert summary.dominant_reason == "deadline_exceeded"
-    assert summary.slowest_call == "create persistentvolumeclaims"
-    assert summary.api_p50_ms == 20.0
-    assert round(summary.api_share, 2) == 0.55

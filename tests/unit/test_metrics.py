@@ -4,7 +4,6 @@ import asyncio
 import logging
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client as k8s_client
@@ -32,7 +31,7 @@ from wukong.runtime import (
 from wukong.runtime._running import RunningController
 from wukong.runtime.observe import ApiCall, LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
-from wukong.runtime.serving import CertificateError, WebhookServer, load_serving_certificate
+from wukong.runtime.serving import WebhookServer
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 
@@ -424,43 +423,3 @@ async def test_a_webhook_is_served_at_0_from_its_registration(observers: Runtime
     assert in_flight == [({"webhook": "/validate"}, 0.0)]
     # The latency histogram's series come with the first request, as there.
     assert metric_samples(text, "controller_runtime_webhook_latency_seconds_count") == []
-
-
-def test_certificate_reads_are_served_from_the_start_and_counted(tmp_path: Path) -> None:
-    registry = create_metrics().registry
-
-    def reads() -> tuple[float | None, float | None]:
-        return (
-            registry.get_sample_value("certwatcher_read_certificate_total"),
-            registry.get_sample_value("certwatcher_read_certificate_errors_total"),
-        )
-
-    total, errors = reads()
-    assert total is not None and errors is not None  # served before any read (at 0 in a process)
-    with pytest.raises(CertificateError):
-        load_serving_certificate(tmp_path)  # no pair there: a failed read
-    assert reads() == (total + 1, errors + 1)
-
-
-def test_only_the_top_namespaces_by_recent_cancellations_are_exported() -> None:
-    from wukong.metrics.definitions import NamespaceCancellations
-
-    now = [0.0]
-    tally = NamespaceCancellations(top=2, half_life=10.0, clock=lambda: now[0])
-    for _ in range(50):
-        tally.record("wukong", "old-storm")
-    now[0] = 100.0  # ten half-lives later: the old storm weighs 50 / 1024
-    for _ in range(3):
-        tally.record("wukong", "storming")
-    tally.record("wukong", "quiet")
-    tally.record("wukong", "quiet")
-    assert tally.leaders() == [("wukong", "storming", 3), ("wukong", "quiet", 2)]
-    (family,) = tally.collect()
-    assert {(s.labels["object_namespace"], s.value) for s in family.samples} == {
-        ("storming", 3.0),
-        ("quiet", 2.0),
-    }
-    # The old storm is still counted: back in the top, its counter goes on.
-    for _ in range(5):
-        tally.record("wukong", "old-storm")
-    assert tally.leaders()[0] == ("wukong", "old-storm", 55)

@@ -35,30 +35,3 @@ def test_unknown_protocol_is_a_clear_error() -> None:
         configure_tracing(
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"}
         )
-
-
-def test_log_lines_carry_the_current_trace() -> None:
-    import io
-    import json
-    import logging
-
-    from opentelemetry.sdk.trace import TracerProvider
-
-    from wukong.tracing.logs import ConsoleFormatter, JsonFormatter
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("test.trace.logs")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    with TracerProvider().get_tracer("t").start_as_current_span("work") as span:
-        logger.info("hello", extra={"controller": "c"})
-        console = ConsoleFormatter().format(
-            logger.makeRecord("x", logging.INFO, "f", 1, "m", (), None)
-        )
-    logger.removeHandler(handler)
-    line = json.loads(stream.getvalue())
-    assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
-    assert line["controller"] == "c" and line["message"] == "hello"
-    assert f"trace={line['trace_id']}" in console

@@ -1,12 +1,7 @@
-"""The webhook's pieces that need no API server: durations, deadlines, answers."""
-
-import ssl
-from pathlib import Path
+"""The webhook's pieces that need no API server: the `?timeout=` durations, the answers."""
 
 import pytest
 
-from wukong.devcluster.pki import ensure_pki, ensure_webhook_certificate
-from wukong.operator.run import OperatorSettings, _webhook_tls
 from wukong.runtime import Admission
 from wukong.runtime._webhook import parse_go_duration
 
@@ -31,10 +26,3 @@ def test_admissions_carry_their_reason_and_warnings() -> None:
     assert (unverified.message, unverified.warnings) == ("a; b", ("a", "b"))
     denied = Admission.deny("StorageClassNotFound", "spec.disks[0].storageClassName: ...")
     assert not denied.allowed
-
-
-def test_webhook_bind_0_turns_the_webhook_off_even_with_a_certificate(tmp_path: Path) -> None:
-    certs = ensure_webhook_certificate(ensure_pki(tmp_path / "pki"), tmp_path / "certs")
-    served = OperatorSettings(webhook_bind="127.0.0.1:0", webhook_cert_dir=certs)
-    assert isinstance(_webhook_tls(served), ssl.SSLContext)
-    assert _webhook_tls(OperatorSettings(webhook_bind="0", webhook_cert_dir=certs)) is None

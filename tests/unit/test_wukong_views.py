@@ -4,41 +4,10 @@ import dataclasses
 
 import pytest
 
+from tests.unit.stored_wukong import STORED
 from wukong.operator.api import Condition, DiskSpec, NetworkSpec, WukongStatus
-from wukong.operator.conditions import READY, ConditionUpdate, updated_conditions
 from wukong.operator.schema import from_json, to_json
-from wukong.operator.steps import Problem, StepResult
 from wukong.operator.views import parse_wukong
-
-STORED = {
-    "metadata": {
-        "name": "web",
-        "namespace": "ns",
-        "uid": "u1",
-        "generation": 3,
-        "resourceVersion": "42",
-        "finalizers": ["vm.novasphere.dev/finalizer"],
-    },
-    "spec": {
-        "memory": "2Gi",
-        "networks": [{"name": "data", "config": "{}"}, {"name": "lan", "nadName": "shared"}],
-        "disks": [{"name": "root", "size": "10Gi", "image": "docker://x", "unknown": 1}],
-    },
-    "status": {
-        "phase": "Running",
-        "migration": {"name": "m", "phase": "Running"},
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "Running",
-                "message": "running on n1",
-                "lastTransitionTime": "2026-01-01T00:00:00Z",
-                "observedGeneration": 3,
-            }
-        ],
-    },
-}
 
 
 def test_a_stored_wukong_reads_into_the_crd_types_with_their_defaults() -> None:
@@ -70,35 +39,3 @@ def test_what_is_read_writes_back_as_stored() -> None:
     assert to_json(from_json(Condition, condition)) == condition
     network = {"name": "lan", "nadName": "shared"}
     assert to_json(from_json(NetworkSpec, network)) == network
-
-
-def test_conditions_keep_their_transition_time_unless_the_status_changes() -> None:
-    def ready(status: bool, message: str) -> dict[str, object]:
-        (condition,) = updated_conditions(
-            parse_wukong(STORED).conditions,
-            [ConditionUpdate(READY, status, "Running", message)],
-            observed_generation=4,
-            now="2026-02-02T00:00:00Z",
-        )
-        return condition
-
-    same = ready(True, "running on n2")
-    assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
-    assert (same["message"], same["observedGeneration"]) == ("running on n2", 4)
-    flipped = ready(False, "stopped")
-    assert (flipped["lastTransitionTime"], flipped["status"]) == ("2026-02-02T00:00:00Z", "False")
-
-
-def test_combined_outcomes_keep_order_and_the_first_of_each_kind() -> None:
-    first, second = Problem("A", "a"), Problem("B", "b")
-    combined = StepResult.combine(
-        [
-            StepResult([{"name": "one"}], waiting="w1", changes=[("Created", "one")]),
-            StepResult([{"name": "two"}], first, degraded=second, changes=[("Updated", "two")]),
-            StepResult(problem=second, waiting="w2", degraded=first),
-        ]
-    )
-    assert combined.statuses == [{"name": "one"}, {"name": "two"}]
-    assert (combined.problem, combined.waiting, combined.degraded) == (first, "w1", second)
-    assert combined.changes == [("Created", "one"), ("Updated", "two")]
-    assert not combined.ready and StepResult.combine([]).ready
