@@ -179,7 +179,7 @@ def test_metrics_are_secure_and_only_the_readers_are_granted(tmp_path: Path) -> 
     ]
     assert _metrics_flags(list(objects.values())) == {
         "operator": ["--metrics-bind=:8080", "--metrics-secure"],
-        "agent": ["--metrics-bind=:9464", "--metrics-secure"],
+        "agent": ["--metrics-bind-address=:9464", "--metrics-secure"],
     }
     for workload in (("Deployment", "wukong"), ("DaemonSet", "wukong-agent")):
         annotations = objects[workload]["spec"]["template"]["metadata"]["annotations"]
@@ -222,7 +222,7 @@ def test_insecure_metrics_grant_nothing_and_say_http(tmp_path: Path) -> None:
     assert not [obj for obj in objects if "metrics-" in obj["metadata"]["name"]]
     assert _metrics_flags(objects) == {
         "operator": ["--metrics-bind=:8080", "--no-metrics-secure"],
-        "agent": ["--metrics-bind=:9464", "--no-metrics-secure"],
+        "agent": ["--metrics-bind-address=:9464", "--no-metrics-secure"],
     }
     for obj in objects:
         if obj["kind"] in ("Deployment", "DaemonSet"):

@@ -39,6 +39,32 @@ app.kubernetes.io/component: node-agent
 {{- ternary "https" "http" .Values.metrics.secure -}}
 {{- end -}}
 
+{{- /* The OTEL_* environment of the operator and the agent, from .Values.tracing:
+       the component's service name, resource attributes, and with an endpoint the
+       exporter and sampler. (dict "root" $ "service" "wukong-operator") */ -}}
+{{- define "wukong.otelEnv" -}}
+- name: OTEL_SERVICE_NAME
+  value: {{ .service }}
+{{- with .root.Values.tracing.resourceAttributes }}
+{{- $pairs := list }}
+{{- range $key, $value := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $pairs | quote }}
+{{- end }}
+{{- with .root.Values.tracing.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $.root.Values.tracing.protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $.root.Values.tracing.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $.root.Values.tracing.samplerArg | quote }}
+{{- end }}
+{{- end -}}
+
 {{- /* The metrics flags of the operator and the agent. */ -}}
 {{- define "wukong.metricsArgs" -}}
 {{- if .Values.metrics.secure }}
