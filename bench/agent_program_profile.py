@@ -39,10 +39,18 @@ from agent_overhead import PROGRAM, bpf_stats, prog_stats, program, timed
 from results import write_fragment
 
 from wukong.devcluster import binaries
-from wukong.ebpf.discovery import Target
-from wukong.ebpf.elf import CANCEL_SYMBOL, Binary, load_bias, read_binary, read_code
+from wukong.ebpf.elf import (
+    CANCEL_SYMBOL,
+    CANCELED_SYMBOL,
+    DEADLINE_SYMBOL,
+    Binary,
+    load_bias,
+    read_binary,
+    read_code,
+    read_memory,
+)
 from wukong.ebpf.go_cancel_site import ProbeSite, find_site
-from wukong.ebpf.go_probe import GoProbe, known_values
+from wukong.ebpf.go_probe import GoProbe
 
 # Self-contained (not go_probe.c's own structs, which change as the agent is
 # made cheaper): the parts as the agent's program had them before this profile.
@@ -307,9 +315,26 @@ def _part(
 
 
 def _agent(elf: Binary, probes: dict[int, GoProbe], pid: int) -> Callable[[], None]:
-    target = Target(pid=pid, comm="test-cancels", runtime="go", binary=elf)
-    probe = probes[pid] = GoProbe(target, on_cancel=lambda _: None, on_lost=lambda _: None)
+    probe = probes[pid] = GoProbe(
+        elf, exe=f"/proc/{pid}/exe", on_cancel=lambda _: None, on_lost=lambda *_: None
+    )
     return probe.close
+
+
+def known_values(pid: int, binary: Binary, bias: int) -> tuple[int, int, int, int]:
+    """The parts' known_t for a process: its context errors' words, read from its memory
+    (the agent's program reads them itself, in the kernel)."""
+
+    def global_words(symbol: str) -> tuple[int, int]:
+        address, _ = binary.symbols[symbol]
+        raw = read_memory(pid, address + bias, 16)
+        return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+    canceled_itab, canceled_data = global_words(CANCELED_SYMBOL)
+    deadline_itab, _ = global_words(DEADLINE_SYMBOL)
+    # An itab's second word is the dynamic type, what an `any` carries.
+    deadline_type = int.from_bytes(read_memory(pid, deadline_itab + 8, 8), "little")
+    return canceled_data, canceled_itab, deadline_itab, deadline_type
 
 
 def _spread(values: list[float]) -> str:

@@ -77,7 +77,7 @@ def test_counts_each_kind_exactly_and_names_the_caller(
             proc = program(binary)  # type: ignore[operator]
         wait_until(lambda: proc.pid in running.agent.probes, "the agent to attach")
         probe = running.agent.probes[proc.pid]
-        assert probe.target.binary is not None and probe.target.binary.pie is pie
+        assert isinstance(probe, GoProbe) and probe.binary.pie is pie
         assert isinstance(probe, GoProbe) and probe.site.function == "on_store", probe.site
         _run_script(proc)
         wait_until(
@@ -187,4 +187,3 @@ def _check_agent_contract(agent: Agent) -> None:
     exposition = generate_latest(agent.registry).decode()
     assert check_exposition(exposition, agent=True, require_samples=True) == []
     assert 'reason="canceled"' in exposition
-

@@ -131,6 +131,8 @@ def _trace(args: argparse.Namespace) -> int:
                 targets=len(agent.probes),
                 notices=notices,
                 lost=agent.lost,
+                losses=agent.lost_by_reason,
+                untraced=agent.untraced_by_reason,
             )
             sys.stdout.write("\x1b[H\x1b[2J" + screen + "\n")
             sys.stdout.flush()
@@ -150,11 +152,10 @@ def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] 
     try:
         while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
             now = time.monotonic()
+            agent.poll()  # new processes come from their exec events, at once
             if now - last_scan >= args.scan_interval:
                 agent.rescan()
                 last_scan = now
-            for probe in list(agent.probes.values()):
-                probe.poll()
             if render is not None and now - last_render >= 1.0:
                 render()
                 last_render = now
@@ -162,8 +163,7 @@ def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] 
     except KeyboardInterrupt:
         pass
     finally:
-        for probe in list(agent.probes.values()):
-            probe.poll()  # what arrived before the end still counts
+        agent.poll()  # what arrived before the end still counts
         if render is not None:
             render()
         agent.close()
@@ -199,9 +199,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scan-interval",
         type=float,
-        default=2.0,
+        default=10.0,
         metavar="SECONDS",
-        help="how often to look for new and exited processes (default: 2)",
+        help="how often to scan /proc as a safety net (default: 10); new and exited "
+        "processes are seen at once, from their exec and exit",
     )
     parser.add_argument(
         "--state-dir",

@@ -1,39 +1,72 @@
-"""The agent: keeps probes attached to the node's targets and counts what they see.
+"""The agent: keeps probes on the node's targets and counts what they see.
 
-Each `step()` rescans /proc (attaching to new targets, detaching from exited
-ones, reporting once per process why one cannot be traced) and polls every
-probe (Go: counts read from the kernel; Python: events from a perf buffer).
-Cancellations are attributed to their pod, counted in
+New processes are found from their exec (`process_events`), the moment they
+start, and a periodic `rescan()` of /proc is the safety net. A Go binary is
+probed once, on its file: every process that runs it, the ones started later
+included, is counted by the kernel from its first cancellation, before the
+agent has even looked at it; the agent then attributes it to its pod, or marks
+it in the kernel as filtered out (`--pid`, `--pods-only`). A Go binary seen for
+the first time is attached without a compile: one program is compiled ahead.
+A Python operator gets its own USDT probe.
+
+`poll()` reads every probe (Go: counts read from the kernel; Python: events
+from a perf buffer). Cancellations are attributed to their pod, counted in
 `wukong_node_cancellations_total{node,namespace,pod,container,runtime,reason}`
-(bounded: no object names, no pids) and handed to `on_cancel` (the live view,
-`--json`, OTLP). Whatever a probe could not deliver is counted in
-`wukong_node_events_lost_total{node,runtime}` and `lost`: the other counts are
-then short by that much, and everything that shows them says so.
+(bounded: `reason` takes only the contract's values, and a pod's series are
+capped) and handed to `on_cancel` (the live view, `--json`, OTLP).
+Nothing goes missing silently: what a probe could not deliver is in
+`wukong_node_events_lost_total{node,runtime,reason}` (and `lost`, when it
+leaves the counts short), a process that cannot be traced in
+`wukong_node_untraced_processes_total{node,runtime,reason}`.
 `wukong_node_traced_processes{node,namespace,pod,container,runtime}` says which
-processes the probes are on right now (a count that stays 0 is then a quiet
-process, not an untraced one).
+processes are traced right now (a count that stays 0 is then a quiet process,
+not an untraced one).
 """
 
 import dataclasses
 import logging
 import os
-from collections import Counter
+import threading
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
 from wukong.ebpf.attribution import Owner, PodAttribution
-from wukong.ebpf.discovery import GO, Discovery, Target
-from wukong.ebpf.go_probe import GoProbe, NotReady
+from wukong.ebpf.discovery import GO, PYTHON, BinaryKey, Discovery, Target, binary_key
+from wukong.ebpf.go_probe import GoProbe, compile_program
 from wukong.ebpf.preflight import MissingCapability, StageFailed, bpf_failure
+from wukong.ebpf.process_events import ProcessEvents
 from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
+from wukong.runtime import CancelReason
 
 log = logging.getLogger(__name__)
 
 Probe = PythonProbe | GoProbe
+
+#: The values `reason` may take: the contract's cancel reasons, and `canceled`
+#: (a Go context cancelled at its root, for a reason only its program knows).
+#: Anything else a traced process reports counts as OVERFLOW_REASON; its text
+#: goes only to the event stream (`Cancellation.reported_reason`).
+NODE_REASONS = frozenset(CancelReason) | {"canceled"}
+OVERFLOW_REASON = "other"
+#: Label sets of wukong_node_cancellations_total one pod may have; beyond, its
+#: cancellations are counted in wukong_node_series_overflow_total only.
+MAX_SERIES_PER_POD = 64
+#: Go binaries probed at once: each holds its maps (about 12 MiB of kernel memory).
+MAX_BINARIES = 16
+#: A binary no process has run for this long is detached (its maps freed).
+IDLE_BINARY_SECONDS = 300.0
+# Recent execs remembered for processes that end before the agent looks at them.
+_RECENT_EXECS = 4096
+# Losses that leave the cancellation counts short (the others lose detail only).
+_COUNTS_SHORT = ("perf_buffer", "counts_map_full")
 
 
 class Agent:
@@ -45,6 +78,7 @@ class Agent:
         attribution: PodAttribution | None = None,
         on_cancel: Callable[[Cancellation], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
+        process_events: bool = True,
     ) -> None:
         self.node = node
         self.discovery = discovery
@@ -59,11 +93,28 @@ class Agent:
         )
         self.events_lost = PromCounter(
             "wukong_node_events_lost",
-            "Events the node agent's probes could not deliver (a full buffer or map): "
-            "cancellations missing from wukong_node_cancellations_total.",
-            ["node", "runtime"],
+            "What the node agent's probes could not deliver, by reason: perf_buffer and "
+            "counts_map_full are cancellations missing from wukong_node_cancellations_total; "
+            "ring_buffer_full a call site's first time and whole stack (counts exact); "
+            "processes_map_full a process counted but not filtered; process_events "
+            "new processes found by the next scan instead of at their exec.",
+            ["node", "runtime", "reason"],
             registry=self.registry,
         )
+        self.untraced = PromCounter(
+            "wukong_node_untraced_processes",
+            "Controller processes on this node the agent found but could not trace, by reason.",
+            ["node", "runtime", "reason"],
+            registry=self.registry,
+        )
+        self.series_overflow = PromCounter(
+            "wukong_node_series_overflow",
+            f"Cancellations of pods that already had {MAX_SERIES_PER_POD} series of "
+            "wukong_node_cancellations_total: counted here instead.",
+            ["node"],
+            registry=self.registry,
+        )
+        self.series_overflow.labels(node=node)
         self.traced = Gauge(
             "wukong_node_traced_processes",
             "Controller processes on this node with the agent's probes attached, by pod.",
@@ -71,114 +122,345 @@ class Agent:
             registry=self.registry,
         )
         self.counts: Counter[tuple[int, str]] = Counter()  # (pid, reason) -> n
-        self.lost = 0
-        self.probes: dict[int, Probe] = {}
+        self.lost = 0  # cancellations missing from the counts
+        self.lost_by_reason: Counter[str] = Counter()
+        self.untraced_by_reason: Counter[str] = Counter()
+        self.probes: dict[int, Probe] = {}  # traced pid -> its probe (a Go binary's is shared)
+        self.targets: dict[int, Target] = {}
+        self.binaries: dict[BinaryKey, GoProbe] = {}
         self.untraceable: dict[int, Target] = {}
+        self._binary_problems: dict[BinaryKey, str] = {}
+        self._idle_since: dict[BinaryKey, float] = {}
+        self._denied: set[int] = set()
+        self._admitted_ns: dict[int, int] = {}  # traced pid -> when the agent took it on
         self._owners: dict[int, Owner] = {}
+        self._series: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+        self._execs: OrderedDict[int, str] = OrderedDict()  # pid -> comm, recent execs
+        # Go processes that ended before the agent knew them: counted unattributed.
+        self._ended_unknown: list[Cancellation] = []
         self._on_cancel = on_cancel or (lambda _: None)
         self._notice = on_notice or (lambda message: log.info("%s", message))
+        self._want_events = process_events
+        self._events: ProcessEvents | None = None
+        self._started = False
+        # BCC compiles one program at a time: the spare's thread and the Python probes.
+        self._compiling = threading.Lock()
+        self._compiler: ThreadPoolExecutor | None = None
+        self._spare: Future[Any] | None = None
+        for runtime, reason in (
+            (GO, "counts_map_full"),
+            (PYTHON, "perf_buffer"),
+        ):  # the losses that leave counts short are there from the start, at 0
+            self.events_lost.labels(node=node, runtime=runtime, reason=reason)
+
+    # --- the loop -------------------------------------------------------------
 
     def step(self) -> None:
-        for probe in list(self.probes.values()):
-            probe.poll()
+        """One poll and one scan: what `wukong agent` does between its sleeps."""
+        self.poll()
         self.rescan()
 
+    def poll(self) -> None:
+        """Process starts and exits first (so a new process is known before its
+        counts are read), then every probe."""
+        self._start()
+        self._poll_process_events()
+        for probe in self._distinct_probes():
+            probe.poll()
+        if self._ended_unknown:
+            # Processes that started and ended since the events were read: their
+            # exec is in the buffer now, with the name they ran under.
+            self._poll_process_events()
+            ended, self._ended_unknown = self._ended_unknown, []
+            for cancellation in ended:
+                self._count(cancellation)
+
+    def _poll_process_events(self) -> None:
+        if self._events is not None:
+            lost = self._events.poll()
+            if lost:
+                self._lost("", "process_events", lost)
+
     def rescan(self) -> None:
+        """The safety net: targets the events missed, processes gone unnoticed."""
+        self._start()
         targets = self.discovery.scan()
         for pid in [pid for pid in self.probes if pid not in targets]:
             self._detach(pid, why="exited")
         for pid in [pid for pid in self.untraceable if pid not in targets]:
             del self.untraceable[pid]
-        for pid, target in targets.items():
-            if pid in self.probes or pid in self.untraceable:
-                continue
-            if not target.traceable:
-                self.untraceable[pid] = target
-                self._notice(f"pid {pid} ({target.comm}, {target.runtime}): {target.problem}")
-                continue
-            self._attach(target)
+        self._denied = {pid for pid in self._denied if os.path.exists(f"/proc/{pid}")}
+        for target in targets.values():
+            if target.pid not in self.probes and target.pid not in self.untraceable:
+                self._admit(target)
+        self._close_idle_binaries()
 
-    def _attach(self, target: Target) -> None:
-        try:
-            on_lost = partial(self._lost, target.runtime)
-            probe: Probe = (
-                GoProbe(target, on_cancel=self._record, on_lost=on_lost)
-                if target.runtime == GO
-                else PythonProbe(target, on_cancel=self._record, on_lost=on_lost)
-            )
-        except NotReady as exc:
-            log.debug(
-                "pid %d (%s) not ready to trace (%s); next scan", target.pid, target.comm, exc
-            )
+    def _distinct_probes(self) -> list[Probe]:
+        python = [probe for probe in self.probes.values() if isinstance(probe, PythonProbe)]
+        return [*python, *self.binaries.values()]
+
+    def _start(self) -> None:
+        """The BPF parts, on first use (a registry alone needs no root)."""
+        if self._started:
             return
+        self._started = True
+        if self._want_events:
+            self._events = ProcessEvents(on_exec=self._on_exec, on_exit=self._on_exit)
+        self._compiler = ThreadPoolExecutor(1, thread_name_prefix="wukong-bpf-compile")
+        self._spare = self._compiler.submit(self._compile)
+
+    def _compile(self) -> Any:
+        with self._compiling:
+            return compile_program()
+
+    # --- process events -------------------------------------------------------
+
+    def _on_exec(self, pid: int, comm: str, when_ns: int) -> None:
+        self._execs[pid] = comm
+        if len(self._execs) > _RECENT_EXECS:
+            self._execs.popitem(last=False)
+        if self._admitted_ns.get(pid, 0) > when_ns:
+            return  # a scan found it after this exec: nothing new
+        if pid in self.probes:  # the process replaced its program
+            self._detach(pid, why="ran another program", exited=False)
+        self.untraceable.pop(pid, None)
+        self._forget_elsewhere(pid)
+        target = self.discovery.classify(pid)
+        if target is not None:
+            self._admit(target)
+        else:
+            self._deny_if_probed(pid)
+
+    def _on_exit(self, pid: int) -> None:
+        if pid in self.probes:
+            self._detach(pid, why="exited")
+            return
+        self.untraceable.pop(pid, None)
+        self._forget_elsewhere(pid)
+
+    def _forget_elsewhere(self, pid: int) -> None:
+        """The kernel state of a pid the agent does not trace (denied, or one that
+        ended before the agent looked at it: counted all the same), so that a new
+        program or a reused pid starts clean."""
+        self._denied.discard(pid)
+        for probe in self.binaries.values():
+            if probe.ran(pid):
+                probe.poll()
+                probe.forget(pid)
+
+    def _deny_if_probed(self, pid: int) -> None:
+        """A process of a probed binary that is not a target: filtered in the kernel."""
+        try:
+            probe = self.binaries.get(binary_key(pid))
+        except OSError:
+            return  # gone, or a kernel thread
+        if probe is not None:
+            probe.deny(pid)
+            self._denied.add(pid)
+
+    # --- attaching ------------------------------------------------------------
+
+    def _admit(self, target: Target) -> None:
+        if not target.traceable:
+            self._untraceable(target, target.untraced_reason or "unsupported", target.problem)
+            return
+        try:
+            probe = self._go_probe(target) if target.runtime == GO else self._python_probe(target)
         except FileNotFoundError:
             log.debug("pid %d (%s) exited while attaching", target.pid, target.comm)
             return
-        except Exception as exc:
-            if not os.path.exists(f"/proc/{target.pid}"):
-                self._notice(f"pid {target.pid} ({target.comm}) exited while attaching")
-                return
-            stage, cause = (exc.stage, exc.cause) if isinstance(exc, StageFailed) else ("load", exc)
-            error = bpf_failure(cause, stage=stage, pid=target.pid)
-            if isinstance(error, MissingCapability):
-                raise error from exc
-            # This process only (say, another tracer's uprobe on its binary
-            # conflicts): the others can still be traced.
-            self.untraceable[target.pid] = dataclasses.replace(target, problem=str(error))
-            self._notice(f"pid {target.pid} ({target.comm}, {target.runtime}): {error}")
+        except _Untraceable as exc:
+            self._untraceable(target, exc.reason, str(exc))
             return
         self.probes[target.pid] = probe
-        self.events_lost.labels(node=self.node, runtime=target.runtime)  # 0 until a loss
+        self.targets[target.pid] = target
+        self._admitted_ns[target.pid] = time.monotonic_ns()
         owner = self.attribution.owner(target.pid) if self.attribution else Owner()
         self._owners[target.pid] = owner
         self._count_traced(owner, target.runtime)
         self._notice(f"tracing pid {target.pid} ({target.comm}, {target.runtime})")
-        if isinstance(probe, GoProbe) and probe.site.why:
-            self._notice(f"pid {target.pid} ({target.comm}): {probe.site.why}")
 
-    def _detach(self, pid: int, *, why: str) -> None:
+    def _python_probe(self, target: Target) -> PythonProbe:
+        on_lost = partial(self._lost, PYTHON, "perf_buffer")
+        try:
+            with self._compiling:
+                return PythonProbe(target, on_cancel=self._record, on_lost=on_lost)
+        except StageFailed as exc:
+            raise self._failure(target, exc) from exc
+
+    def _go_probe(self, target: Target) -> GoProbe:
+        assert target.binary is not None and target.key is not None
+        probe = self.binaries.get(target.key)
+        if probe is not None:
+            self._idle_since.pop(target.key, None)
+            return probe
+        if target.key in self._binary_problems:
+            raise _Untraceable("probe_failed", self._binary_problems[target.key])
+        if len(self.binaries) >= MAX_BINARIES:
+            raise _Untraceable(
+                "too_many_binaries",
+                f"{MAX_BINARIES} Go binaries traced already (each holds its own maps)",
+            )
+        assert self._spare is not None and self._compiler is not None
+        bpf, self._spare = self._spare.result(), self._compiler.submit(self._compile)
+        try:
+            probe = GoProbe(
+                target.binary,
+                exe=f"/proc/{target.pid}/exe",
+                on_cancel=self._record,
+                on_lost=partial(self._lost, GO),
+                bpf=bpf,
+            )
+        except StageFailed as exc:
+            bpf.cleanup()
+            error = self._failure(target, exc)
+            self._binary_problems[target.key] = str(error)
+            raise error from exc
+        self.binaries[target.key] = probe
+        self._notice(f"probing {target.binary.path} ({target.comm}): every process that runs it")
+        if probe.site.why:
+            self._notice(f"{target.comm}: {probe.site.why}")
+        return probe
+
+    def _failure(self, target: Target, exc: StageFailed) -> "_Untraceable":
+        if not os.path.exists(f"/proc/{target.pid}"):
+            raise FileNotFoundError(target.pid) from exc
+        error = bpf_failure(exc.cause, stage=exc.stage, pid=target.pid)
+        if isinstance(error, MissingCapability):
+            raise error from exc
+        # This process (or binary) only, say another tracer's uprobe on it
+        # conflicts: the others can still be traced.
+        return _Untraceable("probe_failed", str(error))
+
+    def _untraceable(self, target: Target, reason: str, problem: str | None) -> None:
+        self.untraceable[target.pid] = dataclasses.replace(target, problem=problem)
+        self.untraced.labels(node=self.node, runtime=target.runtime, reason=reason).inc()
+        self.untraced_by_reason[reason] += 1
+        self._notice(f"pid {target.pid} ({target.comm}, {target.runtime}): {problem}")
+
+    # --- detaching ------------------------------------------------------------
+
+    def _detach(self, pid: int, *, why: str, exited: bool = True) -> None:
         probe = self.probes.pop(pid)
+        target = self.targets.pop(pid)
+        self._admitted_ns.pop(pid, None)
         try:
             probe.poll()  # what it reported before it went still counts
-            probe.close()
+            if isinstance(probe, GoProbe):
+                # A process still running (it replaced its program) keeps its
+                # counts: it may be cancelling right now.
+                probe.forget(pid) if exited else probe.reset(pid)
+                if target.key is not None and not self._runs(probe):
+                    self._idle_since[target.key] = time.monotonic()
+            else:
+                probe.close()
         except Exception as exc:  # the process is gone: its probes went with it
             log.debug("pid %d: detaching found its probes already gone (%s)", pid, exc)
         owner = self._owners.pop(pid, Owner())
-        self._count_traced(owner, probe.target.runtime)
+        self._count_traced(owner, target.runtime)
         self._notice(f"pid {pid} {why}; detached")
+
+    def _runs(self, probe: GoProbe) -> bool:
+        return any(other is probe for other in self.probes.values())
+
+    def _close_idle_binaries(self) -> None:
+        now = time.monotonic()
+        for key, since in list(self._idle_since.items()):
+            probe = self.binaries.get(key)
+            if probe is None or self._runs(probe):
+                del self._idle_since[key]
+            elif now - since > IDLE_BINARY_SECONDS:
+                probe.poll()
+                probe.close()
+                del self.binaries[key], self._idle_since[key]
+                self._notice(f"{probe.binary.path}: no process ran it for a while; detached")
 
     def _count_traced(self, owner: Owner, runtime: str) -> None:
         labels = (self.node, owner.namespace, owner.pod, owner.container, runtime)
         traced = sum(
             1
-            for pid, probe in self.probes.items()
-            if self._owners.get(pid) == owner and probe.target.runtime == runtime
+            for pid in self.probes
+            if self._owners.get(pid) == owner and self.targets[pid].runtime == runtime
         )
         if traced:
             self.traced.labels(*labels).set(traced)
         else:  # a pod that is gone leaves no series behind
             self.traced.remove(*labels)
 
+    # --- counting -------------------------------------------------------------
+
     def _record(self, cancellation: Cancellation) -> None:
-        owner = self._owners.get(cancellation.pid, Owner())
+        pid = cancellation.pid
+        if pid in self._denied:
+            return
+        if pid not in self.targets and cancellation.runtime == GO:
+            if not os.path.exists(f"/proc/{pid}"):
+                self._ended_unknown.append(cancellation)  # counted at the end of the poll
+                return
+            if not self._adopt(pid):
+                return  # filtered out: not a target
+        self._count(cancellation)
+
+    def _count(self, cancellation: Cancellation) -> None:
+        pid = cancellation.pid
+        target = self.targets.get(pid)
+        cancellation.comm = target.comm if target else self._execs.get(pid, "?")
+        owner = self._owners.get(pid, Owner())
         cancellation.node = self.node
         cancellation.namespace, cancellation.pod = owner.namespace, owner.pod
         cancellation.container = owner.container
-        self.counts[(cancellation.pid, cancellation.reason)] += cancellation.count
-        self.cancellations.labels(
-            node=self.node,
-            namespace=owner.namespace,
-            pod=owner.pod,
-            container=owner.container,
-            runtime=cancellation.runtime,
-            reason=cancellation.reason,
-        ).inc(cancellation.count)
+        if cancellation.reason not in NODE_REASONS:
+            cancellation.reported_reason = cancellation.reason
+            cancellation.reason = OVERFLOW_REASON
+        self.counts[(pid, cancellation.reason)] += cancellation.count
+        labels = (
+            self.node,
+            owner.namespace,
+            owner.pod,
+            owner.container,
+            cancellation.runtime,
+            cancellation.reason,
+        )
+        series = self._series.setdefault((owner.namespace, owner.pod), set())
+        if labels in series or len(series) < MAX_SERIES_PER_POD:
+            series.add(labels)
+            self.cancellations.labels(*labels).inc(cancellation.count)
+        else:
+            self.series_overflow.labels(node=self.node).inc(cancellation.count)
         self._on_cancel(cancellation)
 
-    def _lost(self, runtime: str, count: int) -> None:
-        self.lost += count
-        self.events_lost.labels(node=self.node, runtime=runtime).inc(count)
+    def _adopt(self, pid: int) -> bool:
+        """A running Go process counted before the agent knew it (it started a
+        moment ago, or before the agent and the scan has not reached it): a
+        target now, or filtered out from now on."""
+        target = self.discovery.classify(pid)
+        if target is not None and target.traceable:
+            self._admit(target)
+            return pid in self.targets
+        self._deny_if_probed(pid)
+        return False
+
+    def _lost(self, runtime: str, reason: str, count: int) -> None:
+        if reason in _COUNTS_SHORT:
+            self.lost += count
+        self.lost_by_reason[reason] += count
+        self.events_lost.labels(node=self.node, runtime=runtime, reason=reason).inc(count)
 
     def close(self) -> None:
         for pid in list(self.probes):
             self._detach(pid, why="agent stopping")
+        for probe in self.binaries.values():
+            probe.close()
+        self.binaries.clear()
+        if self._events is not None:
+            self._events.close()
+        if self._compiler is not None:
+            self._compiler.shutdown(wait=True)
+            if self._spare is not None and self._spare.done() and not self._spare.exception():
+                self._spare.result().cleanup()
+
+
+class _Untraceable(Exception):
+    def __init__(self, reason: str, problem: str) -> None:
+        super().__init__(problem)
+        self.reason = reason

@@ -6,6 +6,7 @@ Binaries are read once per (device, inode) through `/proc/PID/exe`, so a
 hundred replicas of one controller cost one ELF parse.
 """
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,15 @@ PYTHON = "python"
 GO = "go"
 
 
+BinaryKey = tuple[int, int]  # (device, inode): one binary, however many processes run it
+
+
+def binary_key(pid: int) -> BinaryKey:
+    """Which file the process runs (through /proc/PID/exe, into its mount namespace)."""
+    stat = os.stat(f"/proc/{pid}/exe")
+    return stat.st_dev, stat.st_ino
+
+
 @dataclass(frozen=True)
 class Target:
     pid: int
@@ -27,6 +37,8 @@ class Target:
     runtime: str  # "python" or "go"
     binary: Binary | None  # Go targets
     problem: str | None = None  # why it cannot be traced, in words for the engineer
+    untraced_reason: str = ""  # that, as a metric label
+    key: BinaryKey | None = None  # Go targets: the binary's file
 
     @property
     def traceable(self) -> bool:
@@ -44,31 +56,38 @@ class Discovery:
         self._pids = pids
         self._controller_runtime_only = controller_runtime_only
         self._pods_only = pods_only
-        self._binaries: dict[tuple[int, int], Binary | None] = {}
+        self._binaries: dict[BinaryKey, Binary | None] = {}
         self._self = os.getpid()
 
     def scan(self) -> dict[int, Target]:
+        """Every target among the node's processes (the agent's safety net: it
+        learns of new processes from their exec)."""
         found = {}
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            if pid == self._self or (self._pids is not None and pid not in self._pids):
-                continue
-            try:
-                if self._pods_only and cgroup_ids(pid)[0] is None:
-                    continue
-                target = self._classify(pid)
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # exited while we looked, or a kernel thread
-            except PermissionError:
-                error = unreadable_process(pid)
-                if error is not None:
-                    raise error from None
-                continue  # another user's process, and we are not root
-            if target is not None:
-                found[pid] = target
+            if entry.name.isdigit():
+                target = self.classify(int(entry.name))
+                if target is not None:
+                    found[target.pid] = target
         return found
+
+    def classify(self, pid: int) -> Target | None:
+        """The process as a target, or None: not one, filtered out, or gone."""
+        if pid == self._self or (self._pids is not None and pid not in self._pids):
+            return None
+        try:
+            if self._pods_only and cgroup_ids(pid)[0] is None:
+                return None
+            target = self._classify(pid)
+            if target is not None and target.runtime == GO:
+                target = dataclasses.replace(target, key=binary_key(pid))
+            return target
+        except (FileNotFoundError, ProcessLookupError):
+            return None  # exited while we looked, or a kernel thread
+        except PermissionError:
+            error = unreadable_process(pid)
+            if error is not None:
+                raise error from None
+            return None  # another user's process, and we are not root
 
     def _classify(self, pid: int) -> Target | None:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
@@ -85,6 +104,7 @@ class Discovery:
                     comm,
                     PYTHON,
                     None,
+                    untraced_reason="no_usdt_probes",
                     problem="its interpreter has no USDT probes (pyenv or the official python "
                     "images); run the operator on Debian's python3 to trace it",
                 )
@@ -104,13 +124,13 @@ class Discovery:
                 comm,
                 GO,
                 binary,
+                untraced_reason="unsupported_go_version",
                 problem=f"unknown Go version {binary.go_version} (supported: go1.21 and later)",
             )
         return Target(pid, comm, GO, binary)
 
     def _binary(self, pid: int, exe: Path) -> Binary | None:
-        stat = exe.stat()
-        key = (stat.st_dev, stat.st_ino)
+        key = binary_key(pid)
         if key not in self._binaries:
             try:
                 with exe.open("rb") as stream:

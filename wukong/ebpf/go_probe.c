@@ -1,5 +1,12 @@
 // Counts a Go program's context cancellations in the kernel.
 //
+// One program per binary (inode): the uprobe is attached to the file, so every
+// process that runs it, the ones started after the agent included, is covered
+// from its first instruction. What differs per process (where PIE placed it, its
+// context errors' addresses) is read here, in the kernel, the first time a process
+// cancels, and kept in `processes`; the agent's filter marks the processes it
+// does not trace there (`denied`), so they cost one lookup and count nowhere.
+//
 // Each cancellation increments a counter keyed by what names it (pid, kind,
 // call site, cause text); the agent reads the counts map on a timer, so the counts
 // are exact whatever the rate and nothing crosses to user space per event.
@@ -40,12 +47,21 @@
 // cycle in between, far longer than this.
 #define REFIRE_WINDOW_NS 200000
 
+// The binary's facts, set by the agent before it attaches: ELF addresses.
+struct binary_t {
+    u64 site;            // the probed instruction
+    u64 canceled;        // context.Canceled (an error: itab, data)
+    u64 deadline;        // context.DeadlineExceeded (an error: itab, data)
+};
+
+// One process's values of the context errors, read from its memory.
 struct known_t {
     u64 canceled_data;   // context.Canceled: data word
     u64 errors_new_itab; // context.Canceled: itab of *errors.errorString
     u64 deadline_itab;   // context.DeadlineExceeded: itab (entry: err is an error)
     u64 deadline_type;   // its dynamic type (store: err is passed as an any)
-    u64 pid;             // the process they belong to (one program per process)
+    u64 denied;          // 1: a process the agent does not trace (its filter)
+    u64 bias;            // where PIE placed the binary: 0 unless PIE
 };
 
 // The key names a call site by its innermost return addresses, read along
@@ -83,19 +99,58 @@ struct last_fire_t {
     u64 ktime_ns;
 };
 
-BPF_ARRAY(known, struct known_t, 1);  // an array: its lookup is inlined, a hash's is not
+#define MAX_PROCESSES 8192
+BPF_ARRAY(binary, struct binary_t, 1);
+BPF_HASH(processes, u32, struct known_t, MAX_PROCESSES);
 BPF_HASH(counts, struct cancel_key_t, u64, 10240);
 BPF_TABLE("lru_hash", u32, struct last_fire_t, last_fire, 4096);
 BPF_STACK_TRACE(stacks, 8192);
 BPF_PERCPU_ARRAY(stack_span, struct stack_span_t, 1);  // too big for the BPF stack
 BPF_RINGBUF_OUTPUT(details, 8);
-// 0: cancellations not counted (counts map full); 1: details not written (ring full).
-BPF_ARRAY(lost, u64, 2);
+// 0: cancellations not counted (counts map full); 1: details not written (ring
+// full); 2: processes whose values could not be kept (processes map full: they
+// are read again on each cancellation, and the agent's filter cannot mark them).
+BPF_ARRAY(lost, u64, 3);
 
 static __always_inline void add_lost(int what) {
     u64 *n = lost.lookup(&what);
     if (n)
         __sync_fetch_and_add(n, 1);
+}
+
+// The process's values: kept from its first cancellation on. The binary's
+// addresses plus where this process placed it (the probe's own address minus
+// the probed instruction's ELF address: 0 unless PIE).
+static __always_inline struct known_t *process_values(struct pt_regs *ctx, u32 pid,
+                                                      struct known_t *scratch) {
+    struct known_t *k = processes.lookup(&pid);
+    if (k)
+        return k;
+    u32 zero = 0;
+    struct binary_t *b = binary.lookup(&zero);
+    if (!b || !b->site)
+        return 0;
+    u64 bias = PT_REGS_IP(ctx) - b->site;
+    u64 canceled[2] = {};
+    bpf_probe_read_user(&canceled, sizeof(canceled), (void *)(b->canceled + bias));
+    u64 deadline_itab = 0;
+    bpf_probe_read_user(&deadline_itab, sizeof(deadline_itab), (void *)(b->deadline + bias));
+    scratch->canceled_data = canceled[1];
+    scratch->errors_new_itab = canceled[0];
+    scratch->deadline_itab = deadline_itab;
+    scratch->deadline_type = 0;
+    scratch->denied = 0;
+    scratch->bias = bias;
+    // An itab's second word is the dynamic type, what an `any` carries.
+    if (deadline_itab)
+        bpf_probe_read_user(&scratch->deadline_type, sizeof(u64), (void *)(deadline_itab + 8));
+    if (processes.insert(&pid, scratch) != 0) {
+        k = processes.lookup(&pid);  // another thread of it inserted them first
+        if (k)
+            return k;
+        add_lost(2);
+    }
+    return scratch;
 }
 
 static __always_inline int refired(u32 tid, u64 receiver, u64 now) {
@@ -201,9 +256,9 @@ static __always_inline int count(struct pt_regs *ctx, struct cancel_key_t *key, 
 
 int on_store(struct pt_regs *ctx) {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    u32 zero = 0;
-    struct known_t *k = known.lookup(&zero);
-    if (!k || k->pid != pid)
+    struct known_t scratch;
+    struct known_t *k = process_values(ctx, pid, &scratch);
+    if (!k || k->denied)
         return 0;
     struct cancel_key_t key = {.pid = pid};
     u64 err_type = ctx->bx, err_data = ctx->cx;
@@ -226,9 +281,9 @@ int on_store(struct pt_regs *ctx) {
 
 int on_entry(struct pt_regs *ctx) {
     u32 pid = bpf_get_current_pid_tgid() >> 32;
-    u32 zero = 0;
-    struct known_t *k = known.lookup(&zero);
-    if (!k || k->pid != pid)
+    struct known_t scratch;
+    struct known_t *k = process_values(ctx, pid, &scratch);
+    if (!k || k->denied)
         return 0;
     u64 err_word = 0;
     bpf_probe_read_user(&err_word, sizeof(err_word), (void *)(ctx->ax + CANCEL_CTX_ERR_OFFSET));

@@ -1,9 +1,11 @@
-"""Loads go_probe.c onto one Go process and turns its counts into cancellations.
+"""Loads go_probe.c onto one Go binary and turns its counts into cancellations.
 
-The loader reads `context.Canceled` and `context.DeadlineExceeded` (two-word
-interface values) from the process's memory, PIE bias applied, and gives them
-to the BPF program. They are set by the context package's initialisation, so
-a process caught before that is retried on the next scan.
+The probe is on the binary (its inode), so every process that runs it is
+covered from its start, whenever it starts. The loader gives the program the
+ELF addresses of the probed instruction and of `context.Canceled` and
+`context.DeadlineExceeded`; the program reads each process's values of those
+errors itself at its first cancellation (by then the context package has set
+them), PIE's placement worked out from where the probe fired.
 
 The kernel counts; `poll()` reads the counts map and reports what grew since
 the last read, one `Cancellation` per key with its `count`. Each key is
@@ -19,16 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wukong.ebpf.discovery import Target
-from wukong.ebpf.elf import (
-    CANCEL_SYMBOL,
-    CANCELED_SYMBOL,
-    DEADLINE_SYMBOL,
-    Binary,
-    load_bias,
-    read_code,
-    read_memory,
-)
+from wukong.ebpf.discovery import GO
+from wukong.ebpf.elf import CANCEL_SYMBOL, CANCELED_SYMBOL, DEADLINE_SYMBOL, Binary, read_code
 from wukong.ebpf.go_cancel_site import ProbeSite, find_site
 from wukong.ebpf.preflight import StageFailed
 from wukong.ebpf.records import Cancellation
@@ -47,53 +41,60 @@ KINDS = {1: "deadline_exceeded", 2: "canceled", 0: "other"}
 # controller's own timeout count has it.
 _PROPAGATION = ("context.(*cancelCtx).cancel", "context.(*cancelCtx).propagateCancel")
 _INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
-_LOST_UNCOUNTED = 0  # index in go_probe.c's `lost`: cancellations the map had no room for
+# go_probe.c's `lost`, by index: cancellations the counts map had no room for,
+# first occurrences the ring buffer had no room for (their time and whole stack),
+# processes the processes map had no room for (counted, but not filtered).
+LOST_REASONS = ("counts_map_full", "ring_buffer_full", "processes_map_full")
 
 _Key = tuple[int, int, tuple[int, ...], bytes]  # pid, kind, return addresses, cause
 
 
-class NotReady(Exception):
-    """The process has not initialised the context package yet."""
-
-
 class GoProbe:
+    """go_probe.c on one Go binary: every process that runs it, from its first cancellation.
+
+    `bpf` may be a module compiled ahead (`compile_program`), so attaching to a
+    binary seen for the first time costs no compile."""
+
+    runtime = GO
+
     def __init__(
         self,
-        target: Target,
+        binary: Binary,
         *,
+        exe: str,
         on_cancel: Callable[[Cancellation], None],
-        on_lost: Callable[[int], None],
+        on_lost: Callable[[str, int], None],  # (reason, how many)
+        bpf: Any = None,
     ) -> None:
-        from bcc import BPF
-
-        assert target.binary is not None
-        self.target = target
-        self.binary = target.binary
+        self.binary = binary
         self._on_cancel = on_cancel
         self._on_lost = on_lost
-        self._bias = load_bias(target.pid, self.binary)
-        known = known_values(target.pid, self.binary, self._bias)
-        self.site = self._site()
+        self.site = self._site(exe)
         try:
-            self.bpf = BPF(text=SOURCE)
-            table = self.bpf[b"known"]
-            table[table.Key(0)] = table.Leaf(*known, target.pid)
+            self.bpf = bpf if bpf is not None else compile_program()
+            table = self.bpf[b"binary"]
+            table[table.Key(0)] = table.Leaf(
+                self.site.address,
+                binary.symbols[CANCELED_SYMBOL][0],
+                binary.symbols[DEADLINE_SYMBOL][0],
+            )
         except Exception as exc:
             raise StageFailed("load", exc) from exc
         try:
+            # On the file, not a process: the kernel puts the probe in every
+            # process that maps it, the ones started later included.
             self.bpf.attach_uprobe(
-                name=f"/proc/{target.pid}/exe".encode(),
-                addr=self.site.address,
-                fn_name=self.site.function.encode(),
-                pid=target.pid,
+                name=exe.encode(), addr=self.site.address, fn_name=self.site.function.encode()
             )
         except Exception as exc:
+            self.bpf.cleanup()
             raise StageFailed("attach", exc) from exc
         self._reported: dict[_Key, int] = {}  # key -> count already reported
         self._first_seen: dict[_Key, float] = {}  # key -> wall time of its first cancel
         self._stack_ids: dict[_Key, int] = {}  # key -> its first cancel's whole stack
         self._described: dict[_Key, tuple[str, bool, str, list[str]]] = {}
-        self._lost_reported = 0
+        self._biases: dict[int, int] = {}  # pid -> where PIE placed the binary
+        self._lost_reported = [0] * len(LOST_REASONS)
 
         class Detail(ctypes.Structure):  # go_probe.c's detail_t (BCC cannot nest structs)
             _fields_ = [
@@ -108,9 +109,9 @@ class GoProbe:
         self._detail_type = ctypes.POINTER(Detail)
         self.bpf[b"details"].open_ring_buffer(self._detail)
 
-    def _site(self) -> ProbeSite:
+    def _site(self, exe: str) -> ProbeSite:
         start, size = self.binary.symbols[CANCEL_SYMBOL]
-        return find_site(self.binary, read_code(f"/proc/{self.target.pid}/exe", start, size))
+        return find_site(self.binary, read_code(exe, start, size))
 
     def _detail(self, ctx: Any, data: Any, size: int) -> None:
         """A key's first cancellation, with its time (the ring buffer's only traffic)."""
@@ -121,6 +122,7 @@ class GoProbe:
         self._stack_ids.setdefault(key, detail.stack_id)
 
     def poll(self) -> None:
+        """Report what each key grew by since the last poll, and what was lost."""
         self.bpf.ring_buffer_consume()
         for raw_key, value in self.bpf[b"counts"].items():
             key = _key(raw_key)
@@ -131,9 +133,9 @@ class GoProbe:
             error, root, caller, stack = self._describe(key)
             self._on_cancel(
                 Cancellation(
-                    pid=self.target.pid,
-                    comm=self.target.comm,
-                    runtime="go",
+                    pid=key[0],
+                    comm="",  # the agent knows the process
+                    runtime=GO,
                     reason=go_reason(error, root=root),
                     time=self._first_seen.pop(key, time.time()),
                     count=new,
@@ -144,51 +146,89 @@ class GoProbe:
                     stack=stack,
                 )
             )
-        lost = self.bpf[b"lost"][self.bpf[b"lost"].Key(_LOST_UNCOUNTED)].value
-        if lost > self._lost_reported:
-            self._on_lost(lost - self._lost_reported)
-            self._lost_reported = lost
+        table = self.bpf[b"lost"]
+        for index, reason in enumerate(LOST_REASONS):
+            lost = table[table.Key(index)].value
+            if lost > self._lost_reported[index]:
+                self._on_lost(reason, lost - self._lost_reported[index])
+                self._lost_reported[index] = lost
+
+    def deny(self, pid: int) -> None:
+        """Not a target (the agent's filter): the kernel skips it from now on, and
+        what it counted before the agent knew is dropped."""
+        table = self.bpf[b"processes"]
+        table[ctypes.c_uint32(pid)] = table.Leaf(0, 0, 0, 0, 1, 0)
+        self._drop(pid)
+
+    def forget(self, pid: int) -> None:
+        """A process that exited: its kernel state goes (after a last `poll`)."""
+        self.reset(pid)
+        self._drop(pid)
+
+    def reset(self, pid: int) -> None:
+        """The process's values are read again at its next cancellation (it runs
+        a new program: a new placement, new addresses); its counts stay."""
+        try:
+            del self.bpf[b"processes"][ctypes.c_uint32(pid)]
+        except KeyError:
+            pass  # it never cancelled
+        self._biases.pop(pid, None)
+
+    def ran(self, pid: int) -> bool:
+        """Whether this process has cancelled (or been denied) under this probe."""
+        return ctypes.c_uint32(pid) in self.bpf[b"processes"]
+
+    def _drop(self, pid: int) -> None:
+        counts = self.bpf[b"counts"]
+        for raw_key in [raw for raw in counts.keys() if raw.pid == pid]:
+            try:
+                del counts[raw_key]
+            except KeyError:
+                pass
+        for table in (self._reported, self._first_seen, self._stack_ids, self._described):
+            for key in [key for key in table if key[0] == pid]:
+                del table[key]
+        self._biases.pop(pid, None)
 
     def _describe(self, key: _Key) -> tuple[str, bool, str, list[str]]:
         """(error, root, caller, stack) of a key, symbolized once."""
         if key not in self._described:
-            _, kind, frames, _ = key
-            stack = self._symbolize(self._stack_ids.pop(key, -1), frames)
+            pid, kind, frames, _ = key
+            stack = self._symbolize(pid, self._stack_ids.pop(key, -1), frames)
             root = not any(frame.startswith(_PROPAGATION) for frame in stack[1:])
             self._described[key] = (KINDS.get(kind, "other"), root, _caller(stack), stack)
         return self._described[key]
 
-    def _symbolize(self, stack_id: int, frames: tuple[int, ...]) -> list[str]:
+    def _symbolize(self, pid: int, stack_id: int, frames: tuple[int, ...]) -> list[str]:
         """The whole stack when its first cancel's walk is there, else the key's frames."""
+        bias = self._bias(pid)
         if stack_id < 0:  # its detail was lost, or the stack map had no room
             start, _ = self.binary.symbols[CANCEL_SYMBOL]
-            addresses = [start + self._bias, *(frame for frame in frames if frame)]
+            addresses = [start + bias, *(frame for frame in frames if frame)]
         else:
             addresses = list(self.bpf[b"stacks"].walk(stack_id))
             if self.site.function == "on_entry":
                 # At entry the walk skips the immediate caller.
                 addresses[1:1] = [frames[0] - 1]  # -1: inside the call, not after it
-        return [self.binary.symbolize(address - self._bias) for address in addresses]
+        return [self.binary.symbolize(address - bias) for address in addresses]
+
+    def _bias(self, pid: int) -> int:
+        """Where PIE placed the binary in `pid`: the kernel worked it out at its first cancel."""
+        if pid not in self._biases:
+            known = self.bpf[b"processes"].get(ctypes.c_uint32(pid))
+            self._biases[pid] = known.bias if known is not None else 0
+        return self._biases[pid]
 
     def close(self) -> None:
         self.bpf.cleanup()
 
 
-def known_values(pid: int, binary: Binary, bias: int) -> tuple[int, int, int, int]:
-    """go_probe.c's known_t for a process: its context errors' words."""
+def compile_program() -> Any:
+    """go_probe.c compiled and its maps made: the costly part of tracing a new
+    binary (most of a second), which the agent does ahead of need."""
+    from bcc import BPF
 
-    def global_words(symbol: str) -> tuple[int, int]:
-        address, _ = binary.symbols[symbol]
-        raw = read_memory(pid, address + bias, 16)
-        return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
-
-    canceled_itab, canceled_data = global_words(CANCELED_SYMBOL)
-    deadline_itab, _ = global_words(DEADLINE_SYMBOL)
-    if not canceled_data or not deadline_itab:
-        raise NotReady(f"pid {pid}: context globals not initialised yet")
-    # An itab's second word is the dynamic type, what an `any` carries.
-    deadline_type = int.from_bytes(read_memory(pid, deadline_itab + 8, 8), "little")
-    return canceled_data, canceled_itab, deadline_itab, deadline_type
+    return BPF(text=SOURCE)
 
 
 def _key(raw: Any) -> _Key:

@@ -26,6 +26,7 @@ class Cancellation:
     budget_ms: int | None = None
     trace_id: str = ""  # the cancelled reconcile's span, when the operator traces
     span_id: str = ""
+    reported_reason: str = ""  # what the process said, when it is no contract reason
     # Go targets: what the uprobe saw.
     error: str = ""  # "deadline_exceeded", "canceled" or "other"
     root: bool = True  # False: propagated from a parent context
