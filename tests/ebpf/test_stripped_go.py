@@ -1,7 +1,8 @@
 """Go binaries built with `-ldflags="-s -w"` (no `.symtab`) are traced through their pclntab.
 
 The scripted program (programs/cancels) and the benchmark's controller-runtime
-peer are built twice, with and without symbols. The stripped build must give
+peer are built twice, with and without symbols (the program also as PIE and
+through the host linker, each way). The stripped build must give
 the agent the same functions and context globals at the same addresses as
 the symbol table of the other, be counted exactly, and the controller be
 found with its probe on the store site. A stripped binary whose pclntab
@@ -66,19 +67,27 @@ BUILDS = {
     "exec": ((), (STRIP,)),
     "pie": ((PIE,), (PIE, STRIP)),
     "external": (("-ldflags=-linkmode=external",), ("-ldflags=-linkmode=external -s -w",)),
+    "external-pie": (
+        (PIE, "-ldflags=-linkmode=external"),
+        (PIE, "-ldflags=-linkmode=external -s -w"),
+    ),
 }
+
+
+def _needs_a_linker(build: str) -> None:
+    if build.startswith("external") and shutil.which("gcc") is None:
+        pytest.skip("external linking needs gcc")
 
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_the_pclntab_gives_the_symbol_tables_addresses(build: str) -> None:
-    if build == "external" and shutil.which("gcc") is None:
-        pytest.skip("external linking needs gcc")
+    _needs_a_linker(build)
     with_symbols, without = BUILDS[build]
     full = read_binary(_cancels(*with_symbols))
     stripped = read_binary(_cancels(*without))
     assert not full.stripped and stripped.stripped and stripped.symbols_problem is None
-    assert stripped.pie is full.pie is (build == "pie")
-    if build == "external":  # what the moduledata lookup is for
+    assert stripped.pie is full.pie is build.endswith("pie")
+    if build.startswith("external"):  # what the moduledata lookup is for
         with open(stripped.path, "rb") as stream:
             text = ELFFile(stream).get_section_by_name(".text")["sh_addr"]
         assert text < min(address for address, _ in stripped.symbols.values())
@@ -116,10 +125,11 @@ def _run_script(proc: "subprocess.Popen[str]") -> None:
     assert proc.stdout.readline().strip() == "done"
 
 
-@pytest.mark.parametrize("flags", [(), (PIE,)], ids=["exec", "pie"])
-def test_a_stripped_program_is_counted_exactly(program: object, flags: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_stripped_program_is_counted_exactly(program: object, build: str) -> None:
+    _needs_a_linker(build)
     proc = program(  # type: ignore[operator]
-        _cancels(*flags, STRIP),
+        _cancels(*BUILDS[build][1]),
         "-deadlines=2",
         "-deadline-causes=1",
         "-cancels=3",
