@@ -38,18 +38,18 @@ def _imported_from(module: str, name: str) -> str | None:
     return None
 
 
-def _attribute_doc(name: str) -> list[str]:
-    """The `#:` comment (or string) beside the assignment of `wukong.runtime.<name>`.
+def _attribute_doc(module: str, name: str) -> list[str]:
+    """The `#:` comment (or string) beside the assignment of `<module>.<name>`.
 
-    Followed through re-exports (`Object` is imported by `_client` from
-    `_transport`) to the module that assigns it; empty if none is written.
+    Followed through re-exports (`wukong.runtime.Object` is imported by `_client`
+    from `_transport`) to the module that assigns it; empty if none is written.
     """
-    module: str | None = "wukong.runtime"
-    while module is not None:
-        docs = ModuleAnalyzer.for_module(module).find_attr_docs().get(("", name))
+    source: str | None = module
+    while source is not None:
+        docs = ModuleAnalyzer.for_module(source).find_attr_docs().get(("", name))
         if docs:
             return list(docs)
-        module = _imported_from(module, name)
+        source = _imported_from(source, name)
     return []
 
 
@@ -77,9 +77,9 @@ def _data_docs(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines:
     # A value has no docstring of its own (autodoc would show its type's, `dict`'s
     # for an alias of dict[...]): take the comment beside its assignment.
     module, _, short = name.rpartition(".")
-    if what != "data" or module != "wukong.runtime":
+    if what != "data" or not (module + ".").startswith("wukong.runtime."):
         return
-    lines[:] = _attribute_doc(short)
+    lines[:] = _attribute_doc(module, short)
 
 
 def setup(app: Sphinx) -> None:
