@@ -32,8 +32,22 @@ CANCEL_REASONS = frozenset(
     }
 )
 # The node agent traces other programs too: a context cancelled explicitly at its
-# root carries no cause the agent can name.
-AGENT_CANCEL_REASONS = CANCEL_REASONS | {"canceled"}
+# root carries no cause the agent can name; a reason a traced process reports
+# that is none of these counts as `other` (its text goes to the event stream only).
+AGENT_CANCEL_REASONS = CANCEL_REASONS | {"canceled", "other"}
+# What the node agent could not deliver, and why a process it found is not traced.
+AGENT_LOSS_REASONS = frozenset(
+    {"perf_buffer", "counts_map_full", "ring_buffer_full", "processes_map_full", "process_events"}
+)
+AGENT_UNTRACED_REASONS = frozenset(
+    {
+        "no_usdt_probes",
+        "unsupported_go_version",
+        "unreadable_symbols",
+        "probe_failed",
+        "too_many_binaries",
+    }
+)
 
 # Every reconcile span has these; cancelled, failed and requeued ones add more
 # (docs/contract.md).
@@ -56,10 +70,11 @@ class Family:
     name: str  # as queried: a counter's name ends in `_total`
     type: str
     labels: frozenset[str]
+    reasons: frozenset[str] | None = None  # the values `reason` may take, when not cancel reasons
 
 
-def _family(name: str, kind: str, *labels: str) -> Family:
-    return Family(name, kind, frozenset(labels))
+def _family(name: str, kind: str, *labels: str, reasons: frozenset[str] | None = None) -> Family:
+    return Family(name, kind, frozenset(labels), reasons)
 
 
 _QUEUE = ("name", "controller")
@@ -102,6 +117,19 @@ AGENT_FAMILIES = (
         "counter",
         *("node", "namespace", "pod", "container", "runtime", "reason"),
     ),
+    _family(
+        "wukong_node_events_lost_total",
+        "counter",
+        *("node", "runtime", "reason"),
+        reasons=AGENT_LOSS_REASONS,
+    ),
+    _family(
+        "wukong_node_untraced_processes_total",
+        "counter",
+        *("node", "runtime", "reason"),
+        reasons=AGENT_UNTRACED_REASONS,
+    ),
+    _family("wukong_node_series_overflow_total", "counter", "node"),
 )
 
 # Labels that say which bucket or quantile a sample is, not which series.
@@ -141,9 +169,10 @@ def check_exposition(text: str, *, agent: bool = False, require_samples: bool = 
             problems.append(
                 f"{family.name}: labels {sorted(wrong)}, the contract says {sorted(family.labels)}"
             )
-        if reasons - allowed_reasons:
+        allowed = family.reasons if family.reasons is not None else allowed_reasons
+        if reasons - allowed:
             problems.append(
-                f"{family.name}: reasons outside the contract: {sorted(reasons - allowed_reasons)}"
+                f"{family.name}: reasons outside the contract: {sorted(reasons - allowed)}"
             )
     return problems
 

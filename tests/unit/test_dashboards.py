@@ -40,8 +40,13 @@ SELECTORS = {
     CANCEL_STORM_UID: ('namespace=~"$namespace"', 'job=~"$job"'),
     NODE_CANCELLATIONS_UID: ('node=~"$node"', 'namespace=~"$namespace"', 'job=~"$job"'),
 }
-# Agent families without a namespace label (a lost event never reached attribution).
-NO_NAMESPACE = {"wukong_node_events_lost_total"}
+# Agent families without a namespace label (a lost event never reached attribution,
+# an untraced process has no series of its own, an overflow is past the pods' series).
+NO_NAMESPACE = {
+    "wukong_node_events_lost_total",
+    "wukong_node_untraced_processes_total",
+    "wukong_node_series_overflow_total",
+}
 # Families without a `controller` label: the API client and leader election.
 PROCESS_WIDE = ("rest_client_", "leader_election_", "wukong_api_request_")
 VARIABLES = {

@@ -5,8 +5,10 @@ pod, per runtime (Python asyncio in Wukong, Go contexts in controller-runtime
 controllers) and per cancel reason, for every controller process on the node,
 Wukong and Go controllers alike. Then what the counts cover: the processes the
 probes are on (`wukong_node_traced_processes`: a pod missing there is
-untraced, not quiet) and the events they could not deliver
-(`wukong_node_events_lost_total`: the counts are short by that much).
+untraced, not quiet), the processes found but not traced and why
+(`wukong_node_untraced_processes_total`), what the probes could not deliver
+(`wukong_node_events_lost_total`, by reason) and the cancellations of pods
+past their series cap (`wukong_node_series_overflow_total`).
 
 `node` and `namespace` are the agent's own labels (the pod that was cancelled),
 kept as exported because the agent is scraped with honor_labels, as
@@ -30,6 +32,8 @@ TITLE = "Wukong / Node cancellations"
 _FAMILY = "wukong_node_cancellations_total"
 _TRACED = "wukong_node_traced_processes"
 _LOST = "wukong_node_events_lost_total"
+_UNTRACED = "wukong_node_untraced_processes_total"
+_OVERFLOW = "wukong_node_series_overflow_total"
 _NODE = 'job=~"$job", node=~"$node", namespace=~"$namespace"'
 # A lost event never reached the agent's attribution: it has no pod, so no namespace.
 _NODE_ONLY = 'job=~"$job", node=~"$node"'
@@ -101,15 +105,48 @@ def _coverage() -> Row:
                 ],
             ),
             PanelSpec(
+                title="Processes not traced",
+                description="Controller processes the agent found but could not trace, "
+                "per second, by reason: no USDT probes in a Python, an unsupported Go "
+                "version, a stripped binary whose function table cannot be read, a probe "
+                "the kernel refused, or the agent's bound on Go binaries. Each one's "
+                "notice names the process and the fix.",
+                unit="ops",
+                stacked=True,
+                queries=[
+                    Query(
+                        expr=rate(_UNTRACED, selector=_NODE_ONLY, by="node, runtime, reason"),
+                        legend="{{node}} {{runtime}} {{reason}}",
+                    )
+                ],
+            ),
+            PanelSpec(
                 title="Events lost",
-                description="Events per second the probes could not deliver (a full "
-                "buffer or map): the cancellations above are short by this much. Not "
+                description="What the probes could not deliver, per second, by reason. "
+                "perf_buffer and counts_map_full: cancellations missing above; "
+                "ring_buffer_full: a call site's first time and stack (counts exact); "
+                "processes_map_full: a process counted but not filtered; process_events: "
+                "new processes found by the next scan instead of at their exec. Not "
                 "split by namespace: a lost event has no pod.",
+                unit="ops",
+                stacked=True,
+                queries=[
+                    Query(
+                        expr=rate(_LOST, selector=_NODE_ONLY, by="node, runtime, reason"),
+                        legend="{{node}} {{runtime}} {{reason}}",
+                    )
+                ],
+            ),
+            PanelSpec(
+                title="Cancellations over the series cap",
+                description="Cancellations of pods that already had 64 series, per "
+                "second: counted here instead of by pod (a process reporting too many "
+                "distinct label values).",
                 unit="ops",
                 queries=[
                     Query(
-                        expr=rate(_LOST, selector=_NODE_ONLY, by="node, runtime"),
-                        legend="{{node}} {{runtime}}",
+                        expr=rate(_OVERFLOW, selector=_NODE_ONLY, by="node"),
+                        legend="{{node}}",
                     )
                 ],
             ),
@@ -148,7 +185,7 @@ def node_cancellations_dashboard() -> dashboard_builders.Dashboard:
         title=TITLE,
         description="Cancellations observed by Wukong's eBPF node agent inside every "
         "controller process on a node, by node, pod, runtime and reason, and what "
-        "the counts cover (processes traced, events lost).",
+        "the counts cover (processes traced and not traced, events lost).",
         variables=_variables(),
         rows=[_cancellations(), _coverage()],
     )

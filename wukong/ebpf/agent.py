@@ -39,7 +39,7 @@ from prometheus_client import Counter as PromCounter
 
 from wukong.ebpf.attribution import Owner, PodAttribution
 from wukong.ebpf.discovery import GO, PYTHON, BinaryKey, Discovery, Target, binary_key
-from wukong.ebpf.go_probe import GoProbe, compile_program
+from wukong.ebpf.go_probe import LOST_REASONS, GoProbe, compile_program
 from wukong.ebpf.preflight import MissingCapability, StageFailed, bpf_failure
 from wukong.ebpf.process_events import ProcessEvents
 from wukong.ebpf.python_probe import PythonProbe
@@ -63,6 +63,17 @@ MAX_SERIES_PER_POD = 64
 MAX_BINARIES = 16
 #: A binary no process has run for this long is detached (its maps freed).
 IDLE_BINARY_SECONDS = 300.0
+#: What a probe can fail to deliver, by runtime ("": the process events).
+LOSS_REASONS = {
+    GO: LOST_REASONS,
+    PYTHON: ("perf_buffer",),
+    "": ("process_events",),
+}
+#: Why a process the agent found is not traced, by runtime.
+UNTRACED_REASONS = {
+    GO: ("unsupported_go_version", "unreadable_symbols", "probe_failed", "too_many_binaries"),
+    PYTHON: ("no_usdt_probes", "probe_failed"),
+}
 # Recent execs remembered for processes that end before the agent looks at them.
 _RECENT_EXECS = 4096
 # Losses that leave the cancellation counts short (the others lose detail only).
@@ -147,11 +158,13 @@ class Agent:
         self._compiling = threading.Lock()
         self._compiler: ThreadPoolExecutor | None = None
         self._spare: Future[Any] | None = None
-        for runtime, reason in (
-            (GO, "counts_map_full"),
-            (PYTHON, "perf_buffer"),
-        ):  # the losses that leave counts short are there from the start, at 0
-            self.events_lost.labels(node=node, runtime=runtime, reason=reason)
+        # Every loss and every reason not to trace is there from the start, at 0.
+        for runtime, reasons in LOSS_REASONS.items():
+            for reason in reasons:
+                self.events_lost.labels(node=node, runtime=runtime, reason=reason)
+        for runtime, reasons in UNTRACED_REASONS.items():
+            for reason in reasons:
+                self.untraced.labels(node=node, runtime=runtime, reason=reason)
 
     # --- the loop -------------------------------------------------------------
 
@@ -262,7 +275,7 @@ class Agent:
 
     def _admit(self, target: Target) -> None:
         if not target.traceable:
-            self._untraceable(target, target.untraced_reason or "unsupported", target.problem)
+            self._untraceable(target, target.untraced_reason, target.problem)
             return
         try:
             probe = self._go_probe(target) if target.runtime == GO else self._python_probe(target)

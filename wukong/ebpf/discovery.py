@@ -113,7 +113,14 @@ class Discovery:
         if binary is None or not binary.is_go:
             return None
         if binary.symbols_problem is not None:  # stripped, and its pclntab unreadable
-            return Target(pid, comm, GO, binary, problem=binary.symbols_problem)
+            return Target(
+                pid,
+                comm,
+                GO,
+                binary,
+                untraced_reason="unreadable_symbols",
+                problem=binary.symbols_problem,
+            )
         if CANCEL_SYMBOL not in binary.symbols:
             return None
         if self._controller_runtime_only and not binary.uses_controller_runtime:
