@@ -62,8 +62,9 @@ def _agent(args: argparse.Namespace) -> int:
     provider = configure_tracing()
     exporter = CancellationExporter(provider=provider) if provider else None
     agent = _build_agent(args, on_cancel=exporter)
-    # A rescan can compile a BPF program for each new process, seconds each.
-    health = LoopHealth(stall=max(60.0, 10 * args.scan_interval))
+    # Minutes: a first scan of a node full of controllers compiles a BPF program
+    # for each, a second or two apiece, and the loop does not go round meanwhile.
+    health = LoopHealth(stall=max(300.0, 10 * args.scan_interval))
     metrics = _serve_metrics(agent, args, health)
     print(
         f"wukong agent on node {agent.node}: metrics on {args.metrics_bind} ({metrics.scheme}), "
