@@ -6,7 +6,8 @@
 // -causes cancellations through WithCancelCause and one parent with -children
 // children (cancelled by propagation), then -noops cancel() calls on a context
 // already cancelled, each in its own function so
-// the agent can name the caller, and prints "done".
+// the agent can name the caller, and prints "done" (with -say-count, then
+// "cancelled N": how many contexts it ended, as the agent must count them).
 package main
 
 import (
@@ -74,6 +75,18 @@ func cancelParent(children int) {
 	cancel()
 }
 
+// Cancellations with n different causes: n call sites as the agent keys them,
+// more than its counts map holds when asked.
+//
+//go:noinline
+func cancelWithDistinctCauses(n int) {
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(fmt.Errorf("cause %d", i))
+		<-ctx.Done()
+	}
+}
+
 // One cancellation, then n calls of cancel() on the context it already ended
 // (what every `defer cancel()` after a finished request does): no-ops.
 //
@@ -90,6 +103,17 @@ func cancelAgain(n int) {
 	}
 }
 
+// How many contexts the script ends: each deadline and the context derived
+// from it, each deadline with a cause, each cancel, each cause, the parent and
+// its children, and the one context cancelAgain ends (its no-ops end none).
+func cancelledBy(deadlines, deadlineCauses, cancels, causes, children, noops int) int {
+	n := 2*deadlines + deadlineCauses + cancels + causes + 1 + children
+	if noops > 0 {
+		n++
+	}
+	return n
+}
+
 func main() {
 	deadlines := flag.Int("deadlines", 3, "timeouts that expire")
 	deadlineCauses := flag.Int("deadline-causes", 0, "timeouts with a cause that expire")
@@ -97,7 +121,9 @@ func main() {
 	causes := flag.Int("causes", 5, "cancels with a cause")
 	children := flag.Int("children", 2, "children of one parent, cancelled with it")
 	noops := flag.Int("noops", 0, "cancel() calls on an already cancelled context (after one that cancels it)")
+	distinctCauses := flag.Int("distinct-causes", 0, "cancels, each with a cause of its own")
 	wait := flag.Bool("wait", true, "wait for a line on stdin before starting")
+	sayCount := flag.Bool("say-count", false, `print "cancelled N" after "done"`)
 	flag.Parse()
 	fmt.Println("ready")
 	if *wait {
@@ -109,7 +135,11 @@ func main() {
 	cancelWithCause(*causes)
 	cancelParent(*children)
 	cancelAgain(*noops)
+	cancelWithDistinctCauses(*distinctCauses)
 	fmt.Println("done")
+	if *sayCount {
+		fmt.Println("cancelled", cancelledBy(*deadlines, *deadlineCauses, *cancels, *causes, *children, *noops))
+	}
 	if *wait {
 		bufio.NewReader(os.Stdin).ReadString('\n') // stay alive until told to exit
 	}
