@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from wukong.ebpf.preflight import AgentError
+from wukong.ebpf.python_probe import PythonProbe, record_semaphores
 from wukong.ebpf.semaphores import SemaphoreLedger, read_semaphore, start_time
 
 _HOLDER = """
@@ -179,3 +181,11 @@ def test_start_time_survives_a_command_name_with_parentheses() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_state_dir_that_cannot_be_written_stops_the_agent_saying_so(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(AgentError, match=rf"semaphore ledger in {blocked}/state \(--state-dir\)"):
+        record_semaphores(blocked / "state")
+    assert PythonProbe.ledger is None

@@ -1,17 +1,20 @@
 """Loads python_probe.c onto one Python operator and parses its audit events."""
 
 import atexit
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from wukong.ebpf.discovery import Target
-from wukong.ebpf.preflight import StageFailed
+from wukong.ebpf.preflight import AgentError, StageFailed
 from wukong.ebpf.records import Cancellation
 from wukong.ebpf.semaphores import SemaphoreLedger, start_time
 from wukong.runtime.probes import audit_semaphore
 
 # Text, not bytes: BCC prepends the USDT argument readers (a str) to it.
 SOURCE = (Path(__file__).parent / "python_probe.c").read_text()
+
+log = logging.getLogger(__name__)
 
 SEMAPHORE_RAISE = 1  # what enabling the probe adds to its semaphore
 
@@ -20,8 +23,13 @@ def record_semaphores(state_dir: Path) -> SemaphoreLedger:
     """Put back the semaphores that agents killed before detaching left raised, then
     have every probe of this process write down in `state_dir` those it raises (until
     the process exits)."""
-    ledger = SemaphoreLedger(state_dir)
-    ledger.open()
+    try:
+        ledger = SemaphoreLedger(state_dir)
+        ledger.open()
+    except OSError as exc:
+        raise AgentError(
+            f"cannot keep the semaphore ledger in {state_dir} (--state-dir): {exc}"
+        ) from exc
     PythonProbe.ledger = ledger
     atexit.register(ledger.close)
     return ledger
@@ -67,7 +75,10 @@ class PythonProbe:
         if self.ledger is not None and address is not None:
             # Written once raised (BCC adds one per enabled probe) and forgotten before it
             # is lowered: a successor never takes back more than this agent added.
-            self.ledger.raised(target.pid, address, SEMAPHORE_RAISE, started=started)
+            try:
+                self.ledger.raised(target.pid, address, SEMAPHORE_RAISE, started=started)
+            except OSError as exc:  # traced all the same, only not put back after a kill
+                log.warning("pid %d: its semaphore is not written down (%s)", target.pid, exc)
         try:
             self.bpf = BPF(text=SOURCE, usdt_contexts=[self._usdt])
         except Exception as exc:
