@@ -10,10 +10,10 @@ directory (a hostPath in the chart: it outlives the container), and a new agent,
 before it attaches, takes back what dead agents recorded:
 
     ledger = SemaphoreLedger(Path("/run/wukong-agent"))
-    ledger.open()                        # puts back what dead agents left raised
-    ledger.raised(pid, address, amount)  # after enabling a probe
-    ledger.lowered(pid)                  # before disabling it
-    ledger.close()
+    ledger.open()         # puts back what dead agents left raised
+    ledger.raised(pid, address, 1, started=start_time(pid))  # once a probe is enabled
+    ledger.lowered(pid)   # before it is disabled
+    ledger.close()        # at exit
 
 A process is named by its pid and start time (/proc/PID/stat field 22), so a
 reused pid is never written to. Each agent holds an flock on its own lock file
