@@ -46,6 +46,7 @@ AGENT_UNTRACED_REASONS = frozenset(
         "unreadable_symbols",
         "probe_failed",
         "too_many_binaries",
+        "too_many_processes",
     }
 )
 

@@ -109,8 +109,8 @@ def _coverage() -> Row:
                 description="Controller processes the agent found but could not trace, "
                 "per second, by reason: no USDT probes in a Python, an unsupported Go "
                 "version, a stripped binary whose function table cannot be read, a probe "
-                "the kernel refused, or the agent's bound on Go binaries. Each one's "
-                "notice names the process and the fix.",
+                "the kernel refused, or the agent's bounds on Go binaries and Python "
+                "operators. Each one's notice names the process and the fix.",
                 unit="ops",
                 stacked=True,
                 queries=[

@@ -59,8 +59,10 @@ OVERFLOW_REASON = "other"
 #: Label sets of wukong_node_cancellations_total one pod may have; beyond, its
 #: cancellations are counted in wukong_node_series_overflow_total only.
 MAX_SERIES_PER_POD = 64
-#: Go binaries probed at once: each holds its maps (about 12 MiB of kernel memory).
+#: Go binaries probed at once: each holds its maps (see README, "The agent's memory").
 MAX_BINARIES = 16
+#: Python operators traced at once: each holds its program and perf buffer.
+MAX_PYTHON_PROCESSES = 32
 #: A binary no process has run for this long is detached (its maps freed).
 IDLE_BINARY_SECONDS = 300.0
 #: What a probe can fail to deliver, by runtime ("": the process events).
@@ -72,7 +74,7 @@ LOSS_REASONS = {
 #: Why a process the agent found is not traced, by runtime.
 UNTRACED_REASONS = {
     GO: ("unsupported_go_version", "unreadable_symbols", "probe_failed", "too_many_binaries"),
-    PYTHON: ("no_usdt_probes", "probe_failed"),
+    PYTHON: ("no_usdt_probes", "probe_failed", "too_many_processes"),
 }
 # Recent execs remembered for processes that end before the agent looks at them.
 _RECENT_EXECS = 4096
@@ -294,6 +296,13 @@ class Agent:
         self._notice(f"tracing pid {target.pid} ({target.comm}, {target.runtime})")
 
     def _python_probe(self, target: Target) -> PythonProbe:
+        traced = sum(1 for probe in self.probes.values() if isinstance(probe, PythonProbe))
+        if traced >= MAX_PYTHON_PROCESSES:
+            raise _Untraceable(
+                "too_many_processes",
+                f"{MAX_PYTHON_PROCESSES} Python operators traced already (each holds its "
+                "own program and buffer)",
+            )
         on_lost = partial(self._lost, PYTHON, "perf_buffer")
         try:
             with self._compiling:

@@ -104,7 +104,9 @@ BPF_ARRAY(binary, struct binary_t, 1);
 BPF_HASH(processes, u32, struct known_t, MAX_PROCESSES);
 BPF_HASH(counts, struct cancel_key_t, u64, 10240);
 BPF_TABLE("lru_hash", u32, struct last_fire_t, last_fire, 4096);
-BPF_STACK_TRACE(stacks, 8192);
+// Whole stacks of first occurrences only: a key whose stack finds no room is
+// named from its own frames (its caller is among them). 2,048 x 127 frames: 2 MiB.
+BPF_STACK_TRACE(stacks, 2048);
 BPF_PERCPU_ARRAY(stack_span, struct stack_span_t, 1);  // too big for the BPF stack
 BPF_RINGBUF_OUTPUT(details, 8);
 // 0: cancellations not counted (counts map full); 1: details not written (ring
