@@ -45,6 +45,7 @@ AGENT_UNTRACED_REASONS = frozenset(
         "unsupported_go_version",
         "unreadable_symbols",
         "probe_failed",
+        "permission",
         "too_many_binaries",
         "too_many_processes",
     }

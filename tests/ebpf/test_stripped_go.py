@@ -190,12 +190,17 @@ def test_an_unreadable_pclntab_is_reported_with_the_reason(
     monkeypatch.setattr(discovery, "read_binary", lambda _, **kw: read_binary(old, **kw))
     notices: list[str] = []
     agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_notice=notices.append)
-    agent.step()
+    try:
+        agent.step()
+    finally:
+        agent.close()
     assert proc.pid not in agent.probes
     assert any(
         "stripped Go binary" in notice and "before 1.18" in notice and str(proc.pid) in notice
         for notice in notices
     ), notices
+    untraced = {"node": "n", "runtime": "go", "reason": "unreadable_symbols"}
+    assert agent.registry.get_sample_value("wukong_node_untraced_processes_total", untraced) == 1
 
 
 async def test_a_stripped_controller_runtime_peer_is_found_and_probed_at_its_store(

@@ -40,7 +40,7 @@ from prometheus_client import Counter as PromCounter
 from wukong.ebpf.attribution import Owner, PodAttribution
 from wukong.ebpf.discovery import GO, PYTHON, BinaryKey, Discovery, Target, binary_key
 from wukong.ebpf.go_probe import LOST_REASONS, GoProbe, compile_program
-from wukong.ebpf.preflight import MissingCapability, StageFailed, bpf_failure
+from wukong.ebpf.preflight import KernelRefused, MissingCapability, StageFailed, bpf_failure
 from wukong.ebpf.process_events import ProcessEvents
 from wukong.ebpf.python_probe import PythonProbe
 from wukong.ebpf.records import Cancellation
@@ -73,8 +73,14 @@ LOSS_REASONS = {
 }
 #: Why a process the agent found is not traced, by runtime.
 UNTRACED_REASONS = {
-    GO: ("unsupported_go_version", "unreadable_symbols", "probe_failed", "too_many_binaries"),
-    PYTHON: ("no_usdt_probes", "probe_failed", "too_many_processes"),
+    GO: (
+        "unsupported_go_version",
+        "unreadable_symbols",
+        "probe_failed",
+        "permission",
+        "too_many_binaries",
+    ),
+    PYTHON: ("no_usdt_probes", "probe_failed", "permission", "too_many_processes"),
 }
 # Recent execs remembered for processes that end before the agent looks at them.
 _RECENT_EXECS = 4096
@@ -352,7 +358,8 @@ class Agent:
             raise error from exc
         # This process (or binary) only, say another tracer's uprobe on it
         # conflicts: the others can still be traced.
-        return _Untraceable("probe_failed", str(error))
+        reason = "permission" if isinstance(error, KernelRefused) else "probe_failed"
+        return _Untraceable(reason, str(error))
 
     def _untraceable(self, target: Target, reason: str, problem: str | None) -> None:
         self.untraceable[target.pid] = dataclasses.replace(target, problem=problem)

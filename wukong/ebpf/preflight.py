@@ -52,6 +52,10 @@ class MissingCapability(AgentError):
     """The agent lacks a capability a probe step needs: no process can be traced."""
 
 
+class KernelRefused(AgentError):
+    """The kernel said no though the agent holds every capability (a sysctl, lockdown)."""
+
+
 class StageFailed(Exception):
     """A probe step failed: `stage` is "usdt", "load" or "attach" (see `bpf_failure`)."""
 
@@ -88,7 +92,7 @@ def bpf_failure(exc: Exception, *, stage: str, pid: int) -> AgentError:
             "grant it (the chart's DaemonSet does)"
         )
     if "Operation not permitted" in text or "EPERM" in text or "super-user" in text:
-        return AgentError(
+        return KernelRefused(
             f"{what} failed: the kernel refused ({text[:200]}); "
             "kernel.unprivileged_bpf_disabled or lockdown may forbid it"
         )
