@@ -110,6 +110,12 @@ class Kubelet:
             "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False,
             "staticPodPath": "",
+            # A dev-node setting: a crash-looping container waits 1 s before each
+            # restart instead of 10 s doubling up to five minutes, so tests see
+            # many restarts of one pod in seconds (one every 2 s or so, with the
+            # kubelet's relist and the start). KubeletCrashLoopBackOffMax: beta,
+            # on by default since v1.35.
+            "crashLoopBackOff": {"maxContainerRestartPeriod": "1s"},
         }
         path = self.paths.root / "kubelet-config.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
