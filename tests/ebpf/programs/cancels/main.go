@@ -105,9 +105,10 @@ func cancelAgain(n int) {
 
 // How many contexts the script ends: each deadline and the context derived
 // from it, each deadline with a cause, each cancel, each cause, the parent and
-// its children, and the one context cancelAgain ends (its no-ops end none).
-func cancelledBy(deadlines, deadlineCauses, cancels, causes, children, noops int) int {
-	n := 2*deadlines + deadlineCauses + cancels + causes + 1 + children
+// its children, the one context cancelAgain ends (its no-ops end none), and
+// each cancel with a distinct cause.
+func cancelledBy(deadlines, deadlineCauses, cancels, causes, children, noops, distinctCauses int) int {
+	n := 2*deadlines + deadlineCauses + cancels + causes + 1 + children + distinctCauses
 	if noops > 0 {
 		n++
 	}
@@ -138,7 +139,8 @@ func main() {
 	cancelWithDistinctCauses(*distinctCauses)
 	fmt.Println("done")
 	if *sayCount {
-		fmt.Println("cancelled", cancelledBy(*deadlines, *deadlineCauses, *cancels, *causes, *children, *noops))
+		n := cancelledBy(*deadlines, *deadlineCauses, *cancels, *causes, *children, *noops, *distinctCauses)
+		fmt.Println("cancelled", n)
 	}
 	if *wait {
 		bufio.NewReader(os.Stdin).ReadString('\n') // stay alive until told to exit
