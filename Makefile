@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/telemetry_overhead.py
 	$(BIN)/python bench/agent_overhead.py
 	$(BIN)/python bench/agent_program_profile.py
+	$(BIN)/python bench/agent_attach_latency.py
 	$(BIN)/python bench/agent_memory.py
 	$(BIN)/python bench/tenant_fairness.py
 	$(BIN)/python bench/report.py

@@ -2,6 +2,9 @@
 
 Adds what the numbers depend on: the machine (CPU model, cores, memory,
 kernel) and the versions of everything measured.
+
+`report.py NAME...` writes only those benchmarks' tables anew (a benchmark
+rerun alone), keeping every other table of RESULTS.md as it is.
 """
 
 import json
@@ -13,6 +16,7 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from results import RESULTS_DIR
 
@@ -28,6 +32,7 @@ ORDER = [
     "telemetry_overhead",
     "agent_overhead",
     "agent_program_profile",
+    "agent_attach_latency",
     "tenant_fairness",
 ]
 
@@ -57,6 +62,50 @@ def _versions() -> list[str]:
     ]
 
 
+def section(name: str, fragment: dict[str, Any], measured_at: str) -> list[str]:
+    """One benchmark's table and notes, as RESULTS.md lists them (a blank line first)."""
+    lines = ["", f"## {fragment['title']}", ""]
+    lines.append("| " + " | ".join(fragment["header"]) + " |")
+    lines.append("|" + "---|" * len(fragment["header"]))
+    lines += ["| " + " | ".join(row) + " |" for row in fragment["rows"]]
+    lines.append("")
+    lines.append(f"- Measured {measured_at} (`bench/{name}.py`).")
+    lines += [f"- {note}" for note in fragment["notes"]]
+    return lines
+
+
+def _order(name: str) -> tuple[int, str]:
+    return ORDER.index(name) if name in ORDER else 99, name
+
+
+def _rewrite(names: list[str], fragments: dict[str, Any], measured_at: dict[str, str]) -> None:
+    """RESULTS.md with the tables of `names` written anew (in their place, or
+    where ORDER puts them), every other part as it was."""
+    path = BENCH / "RESULTS.md"
+    chunks = re.split(r"\n(?=## )", path.read_text())  # the header, then one per "## "
+
+    def bench_of(chunk: str) -> str | None:
+        found = re.search(r"^- Measured [^\n]*\(`bench/(\w+)\.py`", chunk, re.MULTILINE)
+        return found.group(1) if found else None
+
+    for name in names:
+        new = "\n".join(section(name, fragments[name], measured_at[name])[1:]) + "\n"
+        benches = [bench_of(chunk) for chunk in chunks]
+        if name in benches:
+            chunks[benches.index(name)] = new
+            continue
+        later = [
+            index
+            for index, other in enumerate(benches)
+            if other is not None and _order(other) > _order(name)
+        ]
+        where_the_time_goes = next(
+            index for index, chunk in enumerate(chunks) if chunk.startswith("## Where the time")
+        )
+        chunks.insert(min([*later, where_the_time_goes]), new)
+    path.write_text("\n".join(chunks))
+
+
 def main() -> int:
     paths = sorted(RESULTS_DIR.glob("*.json"))
     fragments = {path.stem: json.loads(path.read_text()) for path in paths}
@@ -68,6 +117,15 @@ def main() -> int:
     if not fragments:
         print("no results in bench/.results; run the benchmarks first", file=sys.stderr)
         return 1
+    names = sys.argv[1:]
+    if names:
+        missing = [name for name in names if name not in fragments]
+        if missing:
+            print(f"no results in bench/.results for {', '.join(missing)}", file=sys.stderr)
+            return 1
+        _rewrite(names, fragments, measured_at)
+        print(BENCH / "RESULTS.md")
+        return 0
     lines = [
         "# Benchmark results",
         "",
@@ -82,15 +140,8 @@ def main() -> int:
         *_machine(),
         *_versions(),
     ]
-    for name in sorted(fragments, key=lambda n: (ORDER.index(n) if n in ORDER else 99, n)):
-        fragment = fragments[name]
-        lines += ["", f"## {fragment['title']}", ""]
-        lines.append("| " + " | ".join(fragment["header"]) + " |")
-        lines.append("|" + "---|" * len(fragment["header"]))
-        lines += ["| " + " | ".join(row) + " |" for row in fragment["rows"]]
-        lines.append("")
-        lines.append(f"- Measured {measured_at[name]} (`bench/{name}.py`).")
-        lines += [f"- {note}" for note in fragment["notes"]]
+    for name in sorted(fragments, key=_order):
+        lines += section(name, fragments[name], measured_at[name])
     # The profiles behind the goals not met: written by hand, kept across runs.
     notes = (BENCH / "WHERE_THE_TIME_GOES.md").read_text().split("\n", 1)[1]
     lines += ["", "## Where the time goes, for the goals not met", notes.rstrip("\n")]
