@@ -31,6 +31,7 @@ import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -168,6 +169,7 @@ class ReconcileContext:
         self._task_context.run(_CURRENT.set, self)
         self._cancel_reason: CancelReason | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._on_cancelled: Callable[[ReconcileContext, asyncio.Task[Any]], None] | None = None
         self._cut_call: str | None = None  # the API call a cancellation cut short
 
     @functools.cached_property
@@ -202,9 +204,18 @@ class ReconcileContext:
     def cancel_reason(self) -> CancelReason | None:
         return self._cancel_reason
 
-    def _attach(self, task: "asyncio.Task[Any]") -> None:
-        """Bind the task that runs this reconcile (done by the controller, after STARTED)."""
+    def _attach(
+        self,
+        task: "asyncio.Task[Any]",
+        *,
+        on_cancelled: Callable[["ReconcileContext", "asyncio.Task[Any]"], None] | None = None,
+    ) -> None:
+        """Bind the task that runs this reconcile (done by the controller, after STARTED).
+
+        `on_cancelled(ctx, task)` becomes the task's done callback once it is
+        cancelled: a task cancelled before its first step never runs its body."""
         self._task = task
+        self._on_cancelled = on_cancelled
         span = self._task_context.run(trace.get_current_span)
         self.span = span if span.get_span_context().is_valid else None
 
@@ -214,6 +225,8 @@ class ReconcileContext:
             return False
         self._cancel_reason = reason
         self._task.cancel(msg=reason.value)
+        if self._on_cancelled is not None:
+            self._task.add_done_callback(functools.partial(self._on_cancelled, self))
         return True
 
     @property

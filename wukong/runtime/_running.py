@@ -23,7 +23,6 @@ would be worse than a late one.
 
 import asyncio
 import contextvars
-import functools
 import logging
 from collections.abc import Callable
 
@@ -63,7 +62,8 @@ class RunningController:
         self._client = client
         self._observer = observer
         self._in_flight: dict[Request, ReconcileContext] = {}
-        self._tasks: dict[ReconcileContext, asyncio.Task[None]] = {}  # not yet ended
+        # Not yet ended: each reconcile's task, the queue it came from, its deadline.
+        self._tasks: dict[ReconcileContext, tuple[asyncio.Task[None], WorkQueue, int]] = {}
         # Each reconcile's deadline, all on one alarm for the controller.
         self._deadlines: Timers[ReconcileContext] = Timers(self._deadline_passed)
         self._base_context = contextvars.copy_context()  # set again by start()
@@ -185,7 +185,8 @@ class RunningController:
         for ctx in list(self._in_flight.values()):
             self._cancel(ctx, reason)
         if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace)
+            tasks = {task for task, _, _ in self._tasks.values()}
+            _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 # Its key stays reserved in the old queue until it really ends.
                 log.warning(
@@ -234,18 +235,21 @@ class RunningController:
         expiry = self._deadlines.schedule(ctx.deadline, ctx)
         # Created after STARTED so observers can prepare its contextvars
         # (e.g. the current span) for everything the reconcile awaits.
-        task = asyncio.create_task(
-            self._run(queue, ctx, expiry),
-            name=f"reconcile {self.name} {request}",
-            context=ctx._task_context,
-        )
-        ctx._attach(task)
+        coro = self._run(queue, ctx, expiry)
+        name = f"reconcile {self.name} {request}"
+        loop = asyncio.get_running_loop()
+        if loop.get_task_factory() is None:  # what create_task would do, minus its wrappers
+            task = asyncio.Task(coro, loop=loop, name=name, context=ctx._task_context)
+        else:
+            task = loop.create_task(coro, name=name, context=ctx._task_context)
+        # No done callback on every task (a loop handle per reconcile): `_run` ends
+        # the reconcile itself, and a cancelled one gets the callback then (see `_ended`).
+        ctx._attach(task, on_cancelled=self._ended)
         self._in_flight[request] = ctx
-        self._tasks[ctx] = task
+        self._tasks[ctx] = (task, queue, expiry)
         self._scopes.enter(ctx, self._cancel)
         if self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
-        task.add_done_callback(functools.partial(self._ended, queue, ctx, expiry))
 
     async def _run(self, queue: WorkQueue, ctx: ReconcileContext, expiry: int) -> None:
         """The reconcile task: the reconciler, then its end in the same turn of the loop.
@@ -257,21 +261,19 @@ class RunningController:
             result = await self.config.reconciler.reconcile(ctx, ctx.request)
         except (Exception, asyncio.CancelledError) as error:
             self._reconciled(queue, ctx, expiry, None, error)
+        except BaseException as error:  # SystemExit, KeyboardInterrupt: ended, then on
+            self._reconciled(queue, ctx, expiry, None, error)
+            raise
         else:
             self._reconciled(queue, ctx, expiry, result, None)
 
-    def _ended(
-        self,
-        queue: WorkQueue,
-        ctx: ReconcileContext,
-        expiry: int,
-        task: "asyncio.Task[None]",
-    ) -> None:
-        """The task's done callback: ends a reconcile that `_run` could not end itself
-        (cancelled before its first step, or stopped by a BaseException)."""
-        if ctx in self._tasks:
-            error = asyncio.CancelledError() if task.cancelled() else task.exception()
-            self._reconciled(queue, ctx, expiry, None, error)
+    def _ended(self, ctx: ReconcileContext, task: "asyncio.Task[None]") -> None:
+        """Done callback of a cancelled reconcile's task: ends it if `_run` could not
+        (cancelled before its first step, its body never ran)."""
+        started = self._tasks.get(ctx)
+        if started is not None:
+            _, queue, expiry = started
+            self._reconciled(queue, ctx, expiry, None, asyncio.CancelledError())
 
     def _reconciled(
         self,
