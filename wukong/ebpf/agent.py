@@ -264,7 +264,7 @@ class Agent:
         ended before the agent looked at it: counted all the same), so that a new
         program or a reused pid starts clean."""
         self._denied.discard(pid)
-        for probe in self.binaries.values():
+        for probe in list(self.binaries.values()):  # a poll may probe a new binary
             if probe.ran(pid):
                 probe.poll()
                 probe.forget(pid)
