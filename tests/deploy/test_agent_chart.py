@@ -43,9 +43,13 @@ def test_defaults(tmp_path: Path) -> None:
     assert {"name": "health", "containerPort": 8081} in container["ports"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    # SIGTERM detaches: no hook before it, and a period for the detach to finish.
-    assert "lifecycle" not in container
-    assert pod["terminationGracePeriodSeconds"] == 30
+    # The preStop hook detaches (a command `wukong` takes, at the image's path), within
+    # the period the detach has before SIGKILL.
+    hook = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook[0] == "/opt/wukong/bin/wukong"
+    detach = build_parser().parse_args(hook[1:])
+    assert (str(detach.state_dir), detach.timeout) == ("/var/run/wukong-agent", 25)
+    assert detach.timeout < pod["terminationGracePeriodSeconds"] == 30
 
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "state"]
     assert mount == {"name": "state", "mountPath": "/var/run/wukong-agent"}  # writable

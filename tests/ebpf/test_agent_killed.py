@@ -1,10 +1,12 @@
-"""An agent killed before it detaches: the next one puts the operator's semaphore back.
+"""However an agent ends, the operator's semaphore goes back.
 
 Enabling the python:audit probe raises a semaphore in the traced process, and
 the process calls sys.audit while it is non-zero. `wukong agent` runs as a
-separate process here, as on a node, and is killed with SIGKILL: nothing of it
+separate process here, as on a node. Killed with SIGKILL, nothing of it
 detaches, so the semaphore stays raised, until the next agent reads what the
 first wrote down in the state directory and puts it back before attaching.
+Asked to detach by `wukong detach` (the DaemonSet's preStop hook), it lowers
+the semaphore itself and exits before the hook returns.
 """
 
 import json
@@ -140,3 +142,30 @@ def test_a_record_of_another_process_with_that_pid_is_not_applied(
         assert "put back" not in second.log.read_text()
     assert usdt_semaphore(python_operator) == 1  # the killed agent's, never taken back
     assert list(state.iterdir()) == []  # the record is dropped all the same
+
+
+def test_wukong_detach_makes_the_agent_detach_and_waits_for_it(
+    python_operator: int, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    with AgentProcess(python_operator, state, tmp_path / "agent.log") as agent:
+        assert usdt_semaphore(python_operator) == 1
+        hook = subprocess.run(
+            [sys.executable, "-m", "wukong.cli", "detach", f"--state-dir={state}", "--timeout=20"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert hook.returncode == 0, hook.stderr
+        assert f"agent pid {agent.process.pid}: detached and exited" in hook.stderr
+        # By the time the hook returns, the agent is gone and its probe with it.
+        assert agent.process.poll() == 0, agent.log.read_text()
+        assert usdt_semaphore(python_operator) == 0
+    assert list(state.iterdir()) == []
+    again = subprocess.run(
+        [sys.executable, "-m", "wukong.cli", "detach", f"--state-dir={state}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0 and "no agent running here" in again.stderr

@@ -1,7 +1,8 @@
 """The `wukong` command: one module per command group.
 
 - `run`: the operator (`wukong run`);
-- `agent`: the node agent and its live view (`wukong agent`, `wukong trace`);
+- `agent`: the node agent, its live view and its preStop hook (`wukong agent`,
+  `wukong trace`, `wukong detach`);
 - `dev`: the real local control plane and its simulator (`wukong dev ...`);
 - `demo`: the demo and the cancel-storm drill (`wukong demo`);
 - `dashboards`: dashboards and alert rules as files (`wukong dashboards render`);

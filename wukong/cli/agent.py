@@ -17,6 +17,7 @@ from pathlib import Path
 from wukong.cli.metricsflags import add_metrics_security
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.attribution import PodAttribution
+from wukong.ebpf.detaching import detach, in_my_container, running_agents
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.export import CancellationExporter
 from wukong.ebpf.live import SORT_KEYS, LiveTable, write_json
@@ -171,6 +172,18 @@ def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] 
     return 0
 
 
+def _detach(args: argparse.Namespace) -> int:
+    agents = [agent for agent in running_agents(args.state_dir) if in_my_container(agent)]
+    if not agents:
+        print(f"wukong detach: no agent running here ({args.state_dir})", file=sys.stderr)
+        return 0
+    left = detach(agents, timeout=args.timeout)
+    for agent in agents:
+        state = "still running" if agent in left else "detached and exited"
+        print(f"wukong detach: agent pid {agent.pid}: {state}", file=sys.stderr)
+    return 1 if left else 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid", type=int, action="append", help="trace only this pid (repeatable)")
     parser.add_argument(
@@ -248,6 +261,31 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "(default: :8081)",
     )
     agent.set_defaults(handler=_agent)
+
+    detach = commands.add_parser(
+        "detach",
+        help="make this container's running agent detach and exit (the DaemonSet's preStop)",
+        description="Send SIGTERM to every `wukong agent` alive in this container (found "
+        "through its ledger in --state-dir; an agent or `wukong trace` elsewhere on the "
+        "node is left alone) and wait until each has exited: every probe closed and the "
+        "USDT semaphores it raised in traced operators put back. Exits 1 if one is still "
+        "running after --timeout.",
+    )
+    detach.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help=f"the agents' state directory (default: {DEFAULT_STATE_DIR})",
+    )
+    detach.add_argument(
+        "--timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="how long to wait for the agents to exit (default: 20)",
+    )
+    detach.set_defaults(handler=_detach)
 
     trace = commands.add_parser(
         "trace",
