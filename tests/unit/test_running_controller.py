@@ -221,3 +221,44 @@ async def test_stop_cancels_reconciles_in_flight_and_waits_for_them(client: Clie
     assert [e.reason for e in recorder.finished()] == [CancelReason.SHUTDOWN] * 2
     assert len(recorder.steps(Step.STARTED)) == 2
     assert controller.active_workers == 0
+
+
+class CountsItsRuns:
+    def __init__(self) -> None:
+        self.ran = 0
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        self.ran += 1
+        await asyncio.sleep(3600)
+        return Result()
+
+
+async def test_a_reconcile_cancelled_before_its_first_step_ends_and_frees_its_key(
+    client: Client,
+) -> None:
+    """Its task is cancelled before it ever ran: its body never runs, it ends all the
+    same (or its key would stay reserved)."""
+    recorder, reconciler = RecordingObserver(), CountsItsRuns()
+    controller = _running(reconciler, recorder, client)
+    controller.enqueue(Request("ns", "a"))
+    controller.start()  # the task exists; its first step would be the loop's next turn
+    assert controller.active_workers == 1
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)  # cancels it in this turn
+    assert reconciler.ran == 0
+    assert [(e.outcome, e.reason) for e in recorder.finished()] == [
+        (Outcome.CANCELLED, CancelReason.SHUTDOWN)
+    ]
+    assert controller.active_workers == 0 and controller.in_flight() == []
+
+
+async def test_a_reconcile_cancelled_while_it_runs_ends_once(client: Client) -> None:
+    recorder, reconciler = RecordingObserver(), CountsItsRuns()
+    controller = _running(reconciler, recorder, client)
+    controller.enqueue(Request("ns", "a"))
+    controller.start()
+    await asyncio.sleep(0.05)  # its body is awaiting
+    assert reconciler.ran == 1
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+    await asyncio.sleep(0)  # the cancelled task's done callback runs: it must not end it twice
+    assert len(recorder.finished()) == 1
+    assert controller.in_flight() == []
