@@ -2,9 +2,18 @@
 
 import threading
 import time
+from pathlib import Path
 
+from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.runtime.probes import audit_semaphore
+
+PROGRAM = Path(__file__).parent / "programs/cancels"
+
+
+def cancels_program(*flags: str) -> Path:
+    """The scripted Go program (programs/cancels) built with `flags` (cached per set)."""
+    return binaries.go_program(PROGRAM, name="test-cancels", progress=print, build_flags=flags)
 
 
 class Running:

@@ -12,14 +12,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.ebpf.agent_helpers import Running
+from tests.ebpf.agent_helpers import Running, cancels_program
 from tests.polling import wait_until
-from wukong.devcluster import binaries
 from wukong.ebpf.agent import OVERFLOW_REASON, Agent
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.records import Cancellation
 
-PROGRAM = Path(__file__).parent / "programs/cancels"
 COUNTS_MAP_ENTRIES = 10240  # go_probe.c's `counts`
 
 # A stand-in for a Python operator (Debian's interpreter has the USDT probes; the
@@ -85,7 +83,7 @@ def test_made_up_reasons_count_as_one_series_and_keep_their_text_in_the_events(
 
 
 def test_more_call_sites_than_the_counts_map_holds_are_counted_as_lost() -> None:
-    binary = binaries.go_program(PROGRAM, name="test-cancels", progress=print)
+    binary = cancels_program()
     distinct = COUNTS_MAP_ENTRIES + 2000
     proc = subprocess.Popen(
         [

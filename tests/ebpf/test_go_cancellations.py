@@ -11,46 +11,19 @@ builds: test_stripped_go.py).
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
 
 from tests.contract import check_exposition
-from tests.ebpf.agent_helpers import Running
+from tests.ebpf.agent_helpers import Running, cancels_program
 from tests.polling import wait_until
-from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.elf import CANCEL_SYMBOL, Binary
 from wukong.ebpf.go_cancel_site import ProbeSite
 from wukong.ebpf.go_probe import GoProbe
 from wukong.ebpf.records import Cancellation
-
-PROGRAM = Path(__file__).parent / "programs/cancels"
-
-
-def _build(*flags: str) -> Path:
-    return binaries.go_program(PROGRAM, name="test-cancels", progress=print, build_flags=flags)
-
-
-@pytest.fixture
-def program() -> Iterator["subprocess.Popen[str]"]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(binary: Path, *args: str) -> "subprocess.Popen[str]":
-        proc = subprocess.Popen(
-            [str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        procs.append(proc)
-        return proc
-
-    yield start  # type: ignore[misc]
-    for proc in procs:
-        proc.kill()
-        proc.wait()
 
 
 def _run_script(proc: "subprocess.Popen[str]") -> None:
@@ -65,7 +38,7 @@ def _run_script(proc: "subprocess.Popen[str]") -> None:
 def test_counts_each_kind_exactly_and_names_the_caller(
     program: object, agent_first: bool, pie: bool
 ) -> None:
-    binary = _build("-buildmode=pie") if pie else _build()
+    binary = cancels_program("-buildmode=pie") if pie else cancels_program()
     seen: list[Cancellation] = []
     proc = None
     if not agent_first:
@@ -129,7 +102,7 @@ def test_no_op_cancels_are_not_counted_at_either_probe_site(
             return ProbeSite(binary.symbols[CANCEL_SYMBOL][0], "on_entry", "forced by the test")
 
         monkeypatch.setattr(go_probe, "find_site", entry_only)
-    proc = program(_build(), "-noops=50")  # type: ignore[operator]
+    proc = program(cancels_program(), "-noops=50")  # type: ignore[operator]
     seen: list[Cancellation] = []
     agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_cancel=seen.append)
     with Running(agent) as running:
@@ -160,7 +133,12 @@ def test_a_deadline_with_a_cause_is_a_deadline_that_names_it(program: object) ->
     """WithTimeoutCause: the timer cancels with the cause, which the agent reads as text;
     a cause never turns a deadline into `canceled`."""
     proc = program(  # type: ignore[operator]
-        _build(), "-deadlines=0", "-deadline-causes=2", "-cancels=0", "-causes=0", "-children=0"
+        cancels_program(),
+        "-deadlines=0",
+        "-deadline-causes=2",
+        "-cancels=0",
+        "-causes=0",
+        "-children=0",
     )
     seen: list[Cancellation] = []
     agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_cancel=seen.append)

@@ -15,22 +15,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.ebpf.agent_helpers import Running
+from tests.ebpf.agent_helpers import Running, cancels_program
 from tests.polling import wait_until
-from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.go_probe import GoProbe
 from wukong.ebpf.records import Cancellation
 
-PROGRAM = Path(__file__).parent / "programs/cancels"
 PER_RUN = 18  # the program's default script: 3 deadlines (+3 children), 4, 5, 1 (+2)
 
 
 def _binary(directory: Path) -> Path:
     """A copy of its own: a file (inode) and command name no other test's process has,
     since the agents here trace every Go process on the machine."""
-    built = binaries.go_program(PROGRAM, name="test-cancels", progress=print)
+    built = cancels_program()
     copy = directory / "crashloop"
     shutil.copy2(built, copy)
     return copy

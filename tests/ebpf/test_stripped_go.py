@@ -15,13 +15,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from tests.ebpf.agent_helpers import Running
+from tests.ebpf.agent_helpers import Running, cancels_program
 from tests.polling import wait_until
 from wukong.devcluster import ControlPlane, binaries
 from wukong.ebpf import discovery
@@ -32,33 +31,10 @@ from wukong.ebpf.go_cancel_site import STORE_SYMBOL
 from wukong.ebpf.go_probe import GoProbe
 from wukong.ebpf.records import Cancellation
 
-PROGRAM = Path(__file__).parent / "programs/cancels"
 PEER = Path(__file__).resolve().parents[2] / "bench/peers/controller-runtime"
 STRIP = "-ldflags=-s -w"
 PIE = "-buildmode=pie"
 GO_FUNC_ALIGN = 32  # amd64: a function's pclntab size adds at most its padding
-
-
-def _cancels(*flags: str) -> Path:
-    return binaries.go_program(PROGRAM, name="test-cancels", progress=print, build_flags=flags)
-
-
-@pytest.fixture
-def program() -> Iterator["subprocess.Popen[str]"]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(binary: Path, *args: str) -> "subprocess.Popen[str]":
-        proc = subprocess.Popen(
-            [str(binary), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        procs.append(proc)
-        return proc
-
-    yield start  # type: ignore[misc]
-    for proc in procs:
-        proc.kill()
-        proc.wait()
 
 
 # (flags of the build with symbols, of the stripped one). The host linker
@@ -83,8 +59,8 @@ def _needs_a_linker(build: str) -> None:
 def test_the_pclntab_gives_the_symbol_tables_addresses(build: str) -> None:
     _needs_a_linker(build)
     with_symbols, without = BUILDS[build]
-    full = read_binary(_cancels(*with_symbols))
-    stripped = read_binary(_cancels(*without))
+    full = read_binary(cancels_program(*with_symbols))
+    stripped = read_binary(cancels_program(*without))
     assert not full.stripped and stripped.stripped and stripped.symbols_problem is None
     assert stripped.pie is full.pie is build.endswith("pie")
     if build.startswith("external"):  # what the moduledata lookup is for
@@ -129,7 +105,7 @@ def _run_script(proc: "subprocess.Popen[str]") -> None:
 def test_a_stripped_program_is_counted_exactly(program: object, build: str) -> None:
     _needs_a_linker(build)
     proc = program(  # type: ignore[operator]
-        _cancels(*BUILDS[build][1]),
+        cancels_program(*BUILDS[build][1]),
         "-deadlines=2",
         "-deadline-causes=1",
         "-cancels=3",
@@ -174,7 +150,7 @@ def test_an_unreadable_pclntab_is_reported_with_the_reason(
     program: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A table this reader refuses: the magic of a Go release before 1.18.
-    stripped = _cancels(STRIP)
+    stripped = cancels_program(STRIP)
     with stripped.open("rb") as stream:
         offset = ELFFile(stream).get_section_by_name(".gopclntab")["sh_offset"]
     old = tmp_path / "old-pclntab"
