@@ -143,3 +143,42 @@ def test_a_python_operator_started_after_the_agent_is_traced_from_its_exec(
         proc.kill()
         proc.wait()
         agent.close()
+
+
+def test_a_run_cancelling_while_the_agent_takes_it_on_loses_nothing(tmp_path: Path) -> None:
+    """Each run cancels from its first millisecond for a few hundred: the agent hears of
+    its exec and attributes it in the middle of that, and not one count goes missing."""
+    binary = _binary(tmp_path)
+    per_run = 1_000_000 + 1  # the explicit cancels, and cancelParent's parent
+    seen: list[Cancellation] = []
+    resident = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert resident.stdout is not None and resident.stdout.readline().strip() == b"ready"
+        agent = Agent(node="n", discovery=Discovery(), on_cancel=seen.append)
+        with Running(agent) as running:
+            wait_until(lambda: resident.pid in running.agent.probes, "the agent to probe it")
+            for _ in range(5):
+                subprocess.run(
+                    [
+                        str(binary),
+                        "-wait=false",
+                        "-deadlines=0",
+                        "-cancels=1000000",
+                        "-causes=0",
+                        "-children=0",
+                    ],
+                    capture_output=True,
+                    check=True,
+                )
+            pids = _run_pids(running.agent, before=resident.pid, count=5, seen=seen)
+            wait_until(
+                lambda: all(_per_pid(_mine(seen))[pid] >= per_run for pid in pids),
+                "every run's cancellations",
+            )
+            time.sleep(0.5)  # nothing more may arrive
+        counted = _per_pid(_mine(seen))
+        assert [counted[pid] for pid in pids] == [per_run] * 5, counted
+        assert agent.lost == 0
+    finally:
+        resident.kill()
+        resident.wait()

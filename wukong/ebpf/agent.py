@@ -245,7 +245,12 @@ class Agent:
         if pid in self.probes:  # the process replaced its program
             self._detach(pid, why="ran another program", exited=False)
         self.untraceable.pop(pid, None)
-        self._forget_elsewhere(pid)
+        # A new program: what the kernel knew of this pid before the exec (denied,
+        # placed elsewhere) goes. What it learnt since stays, counts included: a
+        # process of a traced binary may have been cancelling since its exec.
+        self._denied.discard(pid)
+        for probe in self.binaries.values():
+            probe.reset(pid, before_ns=when_ns)
         target = self.discovery.classify(pid)
         if target is not None:
             self._admit(target)
@@ -260,9 +265,9 @@ class Agent:
         self._forget_elsewhere(pid)
 
     def _forget_elsewhere(self, pid: int) -> None:
-        """The kernel state of a pid the agent does not trace (denied, or one that
-        ended before the agent looked at it: counted all the same), so that a new
-        program or a reused pid starts clean."""
+        """The kernel state of an ended pid the agent did not trace (denied, or one
+        that ended before the agent looked at it: counted all the same), so that a
+        reused pid starts clean."""
         self._denied.discard(pid)
         for probe in list(self.binaries.values()):  # a poll may probe a new binary
             if probe.ran(pid):

@@ -62,6 +62,8 @@ struct known_t {
     u64 deadline_type;   // its dynamic type (store: err is passed as an any)
     u64 denied;          // 1: a process the agent does not trace (its filter)
     u64 bias;            // where PIE placed the binary: 0 unless PIE
+    u64 since;           // when this entry was made (CLOCK_MONOTONIC): older than
+                         // the process's last exec, it is of its previous program
 };
 
 // The key names a call site by its innermost return addresses, read along
@@ -143,6 +145,7 @@ static __always_inline struct known_t *process_values(struct pt_regs *ctx, u32 p
     scratch->deadline_type = 0;
     scratch->denied = 0;
     scratch->bias = bias;
+    scratch->since = bpf_ktime_get_ns();
     // An itab's second word is the dynamic type, what an `any` carries.
     if (deadline_itab)
         bpf_probe_read_user(&scratch->deadline_type, sizeof(u64), (void *)(deadline_itab + 8));

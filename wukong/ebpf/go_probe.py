@@ -157,7 +157,7 @@ class GoProbe:
         """Not a target (the agent's filter): the kernel skips it from now on, and
         what it counted before the agent knew is dropped."""
         table = self.bpf[b"processes"]
-        table[ctypes.c_uint32(pid)] = table.Leaf(0, 0, 0, 0, 1, 0)
+        table[ctypes.c_uint32(pid)] = table.Leaf(0, 0, 0, 0, 1, 0, time.monotonic_ns())
         self._drop(pid)
 
     def forget(self, pid: int) -> None:
@@ -165,11 +165,16 @@ class GoProbe:
         self.reset(pid)
         self._drop(pid)
 
-    def reset(self, pid: int) -> None:
+    def reset(self, pid: int, *, before_ns: int | None = None) -> None:
         """The process's values are read again at its next cancellation (it runs
-        a new program: a new placement, new addresses); its counts stay."""
+        a new program: a new placement, new addresses); its counts stay. With
+        `before_ns` (CLOCK_MONOTONIC), only values made before then: those of
+        the program it ran before an exec at that time."""
+        key = ctypes.c_uint32(pid)
+        table = self.bpf[b"processes"]
         try:
-            del self.bpf[b"processes"][ctypes.c_uint32(pid)]
+            if before_ns is None or table[key].since < before_ns:
+                del table[key]
         except KeyError:
             pass  # it never cancelled
         self._biases.pop(pid, None)
