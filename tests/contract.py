@@ -3,8 +3,8 @@
 Dashboards, alert rules and users' own queries rely on these names, so the
 tests hold the product to them instead of reading them back from the product's
 definitions (which would pass whatever the code does). The metric families, their
-types and label names, the cancel reasons a `reason` label may carry, and the
-attributes every reconcile span has.
+types and label names, the cancel reasons a `reason` label may carry, the trigger
+kinds a `trigger` label may carry, and the attributes every reconcile span has.
 
     problems = check_exposition(text)            # the operator's /metrics
     problems = check_exposition(text, agent=True)  # the node agent's
@@ -51,6 +51,20 @@ AGENT_UNTRACED_REASONS = frozenset(
     }
 )
 
+# What put a reconciled key in the queue: the `trigger` label and the
+# `wukong.reconcile.trigger` span attribute.
+RECONCILE_TRIGGERS = frozenset(
+    {
+        "event",  # a watch event (primary, owned child or watched object)
+        "requeue_after",  # Result(requeue_after=s)
+        "requeue",  # Result(requeue=True), with backoff
+        "error_backoff",  # a failed reconcile, with backoff
+        "cancelled_backoff",  # a cancelled reconcile, with a capped backoff
+        "sync_period",  # the periodic resync
+        "manual",  # code asked (enqueue)
+    }
+)
+
 # Every reconcile span has these; cancelled, failed and requeued ones add more
 # (docs/contract.md).
 RECONCILE_SPAN_ATTRIBUTES = frozenset(
@@ -61,6 +75,9 @@ RECONCILE_SPAN_ATTRIBUTES = frozenset(
         "wukong.reconcile.deadline",
         "wukong.reconcile.timeout_ms",
         "wukong.reconcile.budget_remaining_ms",
+        "wukong.reconcile.trigger",
+        "wukong.reconcile.triggers",
+        "wukong.reconcile.trigger_count",
     }
 )
 
@@ -109,6 +126,7 @@ OPERATOR_FAMILIES = (
     _family("controller_runtime_webhook_requests_in_flight", "gauge", "webhook"),
     # Wukong's own.
     _family("wukong_reconcile_cancellations_total", "counter", "controller", "reason"),
+    _family("wukong_reconcile_triggers_total", "counter", "controller", "trigger"),
     _family("wukong_requeue_delay_seconds", "histogram", "controller"),
     _family("wukong_reconcile_budget_used_ratio", "histogram", "controller"),
     _family("wukong_api_request_cancellations_total", "counter", "verb", "resource", "reason"),
@@ -143,8 +161,9 @@ def check_exposition(text: str, *, agent: bool = False, require_samples: bool = 
 
     Every contract family must be declared with its type; every sample's label
     names must be the family's (extra families are fine); a `reason` label must
-    hold a cancel reason. With `require_samples`, a family without samples is a
-    problem too (a labelled family shows none until its first event).
+    hold a cancel reason, a `trigger` label a trigger kind. With `require_samples`,
+    a family without samples is a problem too (a labelled family shows none until
+    its first event).
     """
     declared = {}
     for parsed in text_string_to_metric_families(text):
@@ -152,7 +171,10 @@ def check_exposition(text: str, *, agent: bool = False, require_samples: bool = 
         reasons = {
             sample.labels["reason"] for sample in parsed.samples if "reason" in sample.labels
         }
-        declared[parsed.name] = (parsed.type, labels, reasons)
+        triggers = {
+            sample.labels["trigger"] for sample in parsed.samples if "trigger" in sample.labels
+        }
+        declared[parsed.name] = (parsed.type, labels, reasons, triggers)
     allowed_reasons = AGENT_CANCEL_REASONS if agent else CANCEL_REASONS
     problems = []
     for family in AGENT_FAMILIES if agent else OPERATOR_FAMILIES:
@@ -161,7 +183,7 @@ def check_exposition(text: str, *, agent: bool = False, require_samples: bool = 
         if found is None:
             problems.append(f"missing: {family.name} ({family.type})")
             continue
-        kind, labels, reasons = found
+        kind, labels, reasons, triggers = found
         if kind != family.type:
             problems.append(f"{family.name}: type {kind}, the contract says {family.type}")
         if not labels and require_samples:
@@ -175,6 +197,11 @@ def check_exposition(text: str, *, agent: bool = False, require_samples: bool = 
         if reasons - allowed:
             problems.append(
                 f"{family.name}: reasons outside the contract: {sorted(reasons - allowed)}"
+            )
+        if triggers - RECONCILE_TRIGGERS:
+            problems.append(
+                f"{family.name}: triggers outside the contract: "
+                f"{sorted(triggers - RECONCILE_TRIGGERS)}"
             )
     return problems
 

@@ -256,7 +256,7 @@ async def test_delayed_key_due_while_processing_is_queued_after_done() -> None:
     queue = WorkQueue(name="q")
     queue.add("a")
     ticket = await get(queue)
-    queue.add_after("a", 0.01, link="requeue")
+    queue.add_after("a", 0.01, trigger="requeue")
     await advance(0.05)  # due now, but "a" is still held
     assert queue.scheduled == 0
     await assert_blocks(queue)
@@ -264,25 +264,26 @@ async def test_delayed_key_due_while_processing_is_queued_after_done() -> None:
     again = await get(queue)
     assert again.key == "a"
     assert again.due_at is not None
-    assert again.link == "requeue"
+    assert again.triggers == ("requeue",)
 
 
-async def test_link_is_carried_and_first_non_none_link_wins() -> None:
+async def test_triggers_are_carried_and_merged_in_order() -> None:
     queue = WorkQueue(name="q")
     queue.add("a")
-    queue.add("a", link="first")
-    queue.add("a", link="second")
-    assert (await get(queue)).link == "first"
-
-    queue.add_after("b", 0.01, link="delayed")
+    queue.add("a", trigger="first")
+    queue.add("a", trigger="second")
     ticket = await get(queue)
-    assert (ticket.key, ticket.link) == ("b", "delayed")
+    assert (ticket.triggers, ticket.trigger_count) == (("first", "second"), 3)
 
-    # Rescheduling earlier without a link keeps the link already given.
-    queue.add_after("c", 5.0, link="kept")
+    queue.add_after("b", 0.01, trigger="delayed")
+    ticket = await get(queue)
+    assert (ticket.key, ticket.triggers, ticket.trigger_count) == ("b", ("delayed",), 1)
+
+    # Rescheduling earlier keeps the trigger already given.
+    queue.add_after("c", 5.0, trigger="kept")
     queue.add_after("c", 0.01)
     ticket = await get(queue)
-    assert (ticket.key, ticket.link) == ("c", "kept")
+    assert (ticket.key, ticket.triggers, ticket.trigger_count) == ("c", ("kept",), 2)
 
 
 async def test_add_rate_limited_uses_the_limiter() -> None:
@@ -290,11 +291,11 @@ async def test_add_rate_limited_uses_the_limiter() -> None:
     limiter = ItemExponentialFailureRateLimiter(base_delay=0.01, max_delay=1.0)
     queue = WorkQueue(name="q", rate_limiter=limiter, observer=recorder)
     start = now()
-    queue.add_rate_limited("a", link="retry")
+    queue.add_rate_limited("a", trigger="retry")
     assert queue.num_requeues("a") == 1
     assert queue.scheduled == 1
     ticket = await get(queue)
-    assert ticket.link == "retry"
+    assert ticket.triggers == ("retry",)
     assert ticket.due_at == pytest.approx(start + 0.01)
     queue.done("a")
 

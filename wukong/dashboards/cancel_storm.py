@@ -1,7 +1,8 @@
 """ "Wukong / Cancel storm": everything needed to tell a cancel storm from ordinary load.
 
 Rows, top to bottom, in the order an SRE asks the questions: are reconciles
-being cancelled, and why (results, cancellations by reason, timeouts)? Are they
+being cancelled, and why (results, what drives them, cancellations by reason,
+timeouts)? Are they
 pressed against their deadline (reconcile time with the deadline drawn, the
 share of the deadline used)? Do `RequeueAfter` requeues start late (a
 reconcile cut by a timeout adds the cancellation and its clean-up to the delay
@@ -51,6 +52,26 @@ def _reconcile_outcomes() -> list[PanelSpec]:
                         by="controller, result",
                     ),
                     legend="{{controller}} {{result}}",
+                )
+            ],
+        ),
+        PanelSpec(
+            title="What drives reconciles",
+            description="What put reconciled keys in the queue, per second, stacked by "
+            "trigger: event (a watch event of the object, a child it owns or a watched "
+            "object), requeue_after, requeue, error_backoff, cancelled_backoff, "
+            "sync_period, manual. Adds coalesced into one reconcile count one each, so "
+            "the stack may exceed the reconcile rate. In a cancel storm cancelled_backoff "
+            "grows and feeds itself; a reconcile's span lists its triggers "
+            "(wukong.reconcile.triggers).",
+            unit="ops",
+            stacked=True,
+            queries=[
+                Query(
+                    expr=rate(
+                        "wukong_reconcile_triggers_total", selector=_CONTROLLER, by="trigger"
+                    ),
+                    legend="{{trigger}}",
                 )
             ],
         ),

@@ -4,15 +4,15 @@ Names and labels follow controller-runtime and client-go (`controller_runtime_*`
 `workqueue_*`, `rest_client_*`, `leader_election_*`) so that the dashboards and
 alerts written for kubebuilder operators work unchanged; the `wukong_*`
 families add what controller-runtime does not measure: why reconciles were
-cancelled, how late a `RequeueAfter` really ran, and how much of its deadline a
-reconcile used.
+cancelled, what made them run (`wukong_reconcile_triggers_total`), how late a
+`RequeueAfter` really ran, and how much of its deadline a reconcile used.
 
 Every family lives on a dedicated `CollectorRegistry` (never the process-global
 one), created by `create_metrics()`, together with the process, platform and
 GC collectors. Tests create as many independent registries as they like.
 
 Labels are bounded sets: controller and queue names, verbs, HTTP codes, cancel
-reasons. Object names and namespaces never become labels (one series per
+reasons, trigger kinds. Object names and namespaces never become labels (one series per
 object would grow without bound); exemplars and logs carry them instead. The
 one exception is bounded by construction: `NamespaceCancellations` exports
 the cancellation counts of only the `TOP_NAMESPACES` namespaces cancelling
@@ -105,6 +105,7 @@ class OperatorMetrics:
     rest_client_request_duration: Histogram
     leader_election_master_status: Gauge
     reconcile_cancellations: Counter
+    reconcile_triggers: Counter
     requeue_delay: Histogram
     reconcile_budget_used: Histogram
     api_request_cancellations: Counter
@@ -359,6 +360,14 @@ def create_metrics() -> OperatorMetrics:
             "wukong_reconcile_cancellations_total",
             "Reconciles cancelled before they finished, by cancel reason",
             labelnames=("controller", "reason"),
+            registry=registry,
+        ),
+        reconcile_triggers=Counter(
+            "wukong_reconcile_triggers_total",
+            "What put reconciled keys in the queue, by trigger kind (event, requeue_after, "
+            "requeue, error_backoff, cancelled_backoff, sync_period, manual); adds coalesced "
+            "into one reconcile count one each",
+            labelnames=("controller", "trigger"),
             registry=registry,
         ),
         requeue_delay=Histogram(

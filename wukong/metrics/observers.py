@@ -12,7 +12,9 @@ What each event feeds:
   worker gauges, read at scrape time (see `definitions.ControllerStateCollector`);
 - `reconcile`: at FINISHED, counts by result, errors (terminal ones and
   panics apart too), timeouts, cancellations by
-  reason (and by namespace, for the top namespaces only), and three
+  reason (and by namespace, for the top namespaces only), the triggers that
+  queued the reconcile by kind (`ctx.triggers`; the adds the queue counted
+  past the ones it kept count under the last kept one's kind), and three
   histograms with the reconcile's trace id as exemplar: duration, share of
   the deadline used, and how late a requeue started;
 - `queue_*`: client-go's adds, retries, queue and work durations;
@@ -49,6 +51,7 @@ from wukong.runtime.observe import (
     LifecycleEvent,
     Outcome,
     Step,
+    TriggerKind,
     WebhookReview,
     is_failure,
 )
@@ -91,6 +94,7 @@ class RuntimeMetrics(RuntimeObserver):
         # The families every reconcile feeds (see _Children).
         self._reconcile_total = _Children(m.reconcile_total)
         self._reconcile_time = _Children(m.reconcile_time)
+        self._triggers = _Children(m.reconcile_triggers)
         self._budget_used = _Children(m.reconcile_budget_used)
         self._requeue_delay = _Children(m.requeue_delay)
         self._queue_adds = _Children(m.workqueue_adds)
@@ -114,6 +118,9 @@ class RuntimeMetrics(RuntimeObserver):
         # once, not one scrape after their series appeared.
         for reason in CancelReason:
             m.reconcile_cancellations.labels(name, reason.value)
+        # And every trigger kind, for the same reason.
+        for trigger in TriggerKind:
+            self._triggers(name, trigger.value)
         # client-go's queue metrics exist as soon as the queue does.
         self._queue_adds(name, name)
         self._queue_duration(name, name)
@@ -134,6 +141,14 @@ class RuntimeMetrics(RuntimeObserver):
         assert outcome is not None  # FINISHED always carries one
         result = _result_of(outcome, event.reason)
         self._reconcile_total(controller, result).inc()
+        triggers = ctx.triggers
+        for trigger in triggers:
+            self._triggers(controller, trigger.kind.value).inc()
+        if triggers and ctx.trigger_count > len(triggers):
+            # Coalesced past the queue's bound: a burst, of the kind it ended with.
+            self._triggers(controller, triggers[-1].kind.value).inc(
+                ctx.trigger_count - len(triggers)
+            )
         if result == "error":
             m.reconcile_errors.labels(controller).inc()
             # Both are errors too, as in controller-runtime.

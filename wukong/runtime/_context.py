@@ -22,6 +22,12 @@ client itself knows nothing of reconciles.
 `ctx.span` is the reconcile's OpenTelemetry span when tracing is on (the
 tracing observer makes it current in the reconcile's task; the context only
 reads it back), else None.
+
+`ctx.triggers` says why the reconcile runs at all: what put its key in the
+queue (a watch event and how it mapped to this key, a requeue and the
+reconcile that asked for it, the sync period, a call from code), oldest first.
+The queue coalesces adds of a key that waits; the first few of them are kept
+(`_workqueue.MAX_TRIGGERS`) and `ctx.trigger_count` counts them all.
 """
 
 import asyncio
@@ -33,6 +39,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -57,6 +64,8 @@ __all__ = [
     "ReconcileLink",
     "Request",
     "Result",
+    "Trigger",
+    "TriggerKind",
 ]
 
 
@@ -130,6 +139,57 @@ class ReconcileLink:
     span: Any  # the scheduling reconcile's span, if traced
 
 
+class TriggerKind(StrEnum):
+    """What put a key in the queue: the `trigger` label and span attribute values."""
+
+    EVENT = "event"  # a watch event of the primary, an owned child or a watched object
+    REQUEUE_AFTER = "requeue_after"  # a reconcile returned Result(requeue_after=s)
+    REQUEUE = "requeue"  # a reconcile returned Result(requeue=True): rate limited
+    ERROR_BACKOFF = "error_backoff"  # a reconcile failed: rate limited
+    CANCELLED_BACKOFF = "cancelled_backoff"  # a reconcile was cancelled: capped backoff
+    SYNC_PERIOD = "sync_period"  # the periodic resync of the informers' caches
+    MANUAL = "manual"  # code asked for it (`RunningController.enqueue`: a webhook, a CLI)
+
+
+class Trigger(NamedTuple):
+    """One reason a reconcile runs: what added its key to the queue.
+
+    Fields that do not apply to the kind are None. A named tuple, as every
+    reconcile's requeue makes one.
+    """
+
+    kind: TriggerKind
+    #: Requeues: the reconcile that asked for this one.
+    link: ReconcileLink | None = None
+    #: Events: ADDED, MODIFIED or DELETED (None for the sync period's replay).
+    event: str | None = None
+    #: Events, sync period: the object that changed (or was resynced).
+    object_kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    resource_version: str | None = None
+    #: Events, sync period: how the object became this key: "primary" (the object
+    #: itself), "owner" (a child, through its controller ownerReference) or
+    #: "map:<function>" (a watched object, through the watch's map function).
+    mapping: str | None = None
+    #: Manual: who asked (the `source` given to `enqueue`).
+    source: str | None = None
+
+    def __str__(self) -> str:
+        """A short line for a span or a log: "MODIFIED ConfigMap ns/a rv=12 via owner"."""
+        kind = self.kind
+        if kind is TriggerKind.EVENT or kind is TriggerKind.SYNC_PERIOD:
+            what = self.event if kind is TriggerKind.EVENT else "sync_period"
+            where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+            version = f" rv={self.resource_version}" if self.resource_version else ""
+            return f"{what} {self.object_kind} {where}{version} via {self.mapping}"
+        if kind is TriggerKind.MANUAL:
+            return f"manual by {self.source}"
+        if self.link is not None:
+            return f"{kind} by reconcile {self.link.reconcile_id}"
+        return str(kind)
+
+
 class ReconcileContext:
     """Everything one reconcile needs to know about its own lifecycle."""
 
@@ -142,7 +202,8 @@ class ReconcileContext:
         client: Client,
         logger: logging.Logger,
         due_at: float | None = None,
-        link: object | None = None,
+        triggers: tuple[Trigger, ...] = (),
+        trigger_count: int = 0,
         call_share: float = 1.0,
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -158,9 +219,10 @@ class ReconcileContext:
         self.call_share = call_share  # of the time left to the deadline, per API call
         self._base_logger = logger
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
-        # and the link to the reconcile that asked for this one.
+        # and what queued the key (a tuple: read-only, shared with the queue's ticket).
         self.due_at = due_at
-        self.link = link
+        self._triggers = triggers
+        self._trigger_count = trigger_count
         self.span: Any = None
         # The contextvars the reconcile task will run in. Observers of STARTED
         # may set values in it (tracing makes its span current there): the task
@@ -189,6 +251,25 @@ class ReconcileContext:
     def deadline_wall(self) -> datetime.datetime:
         """The deadline, wall-clock time (UTC)."""
         return datetime.datetime.fromtimestamp(self._started_unix + self.timeout, datetime.UTC)
+
+    @property
+    def triggers(self) -> tuple[Trigger, ...]:
+        """Why this reconcile runs: what queued its key, oldest first (the queue keeps
+        the first few; `trigger_count` counts every one it coalesced)."""
+        return self._triggers
+
+    @property
+    def trigger_count(self) -> int:
+        """How many adds of the key this reconcile serves (coalesced by the queue)."""
+        return self._trigger_count
+
+    @property
+    def link(self) -> ReconcileLink | None:
+        """The reconcile that asked for this one (the first requeue trigger's), if any."""
+        for trigger in self._triggers:
+            if trigger.link is not None:
+                return trigger.link
+        return None
 
     def as_link(self) -> ReconcileLink:
         return ReconcileLink(self.controller, self.reconcile_id, self.span)

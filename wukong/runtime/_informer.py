@@ -23,10 +23,12 @@ Lifecycle of `run()`:
    (a streaming one when the server offers it); the new list is diffed
    against the cache and handlers see the adds, updates and deletes that
    happened meanwhile — no update is lost, only coalesced.
-6. With a `resync_period`, every cached object is handed to the update
-   handlers again (old == new) that often, with ±10% jitter, as client-go's
-   resync and controller-runtime's SyncPeriod do: a safety net for what no
-   event reports, never a substitute for watches.
+6. With a `resync_period`, every cached object is handed to the handlers
+   again that often, with ±10% jitter, as client-go's resync and
+   controller-runtime's SyncPeriod do: a safety net for what no event
+   reports, never a substitute for watches. A handler's `on_resync` gets it
+   (so a controller can tell a resync from a change); without one, `on_update`
+   does, with old == new, as in client-go.
 
 Handlers are called synchronously on the event loop, in event order; they
 should only enqueue work.
@@ -64,11 +66,13 @@ class _WatchListRefused(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class EventHandler:
-    """Callbacks for cache changes; any may be omitted."""
+    """Callbacks for cache changes (and resyncs); any may be omitted."""
 
     on_add: Callable[[Object], None] | None = None
     on_update: Callable[[Object, Object], None] | None = None
     on_delete: Callable[[Object], None] | None = None
+    # A cached object handed over again by the periodic resync; None: `on_update(obj, obj)`.
+    on_resync: Callable[[Object], None] | None = None
 
 
 class Informer:
@@ -145,7 +149,10 @@ class Informer:
                 continue
             for obj in self.store.list_objects():
                 for handler in self._handlers:
-                    self._call(handler.on_update, obj, obj)
+                    if handler.on_resync is not None:
+                        self._call(handler.on_resync, obj)
+                    else:
+                        self._call(handler.on_update, obj, obj)
 
     async def _list_and_watch(self) -> None:
         backoff = _BACKOFF_INITIAL

@@ -72,7 +72,7 @@ from aiohttp import web
 from wukong.runtime._calls import layered
 from wukong.runtime._cancellation import CancelReason
 from wukong.runtime._client import Client, Object
-from wukong.runtime._context import DEFAULT_RECONCILE_TIMEOUT, outside_reconcile
+from wukong.runtime._context import DEFAULT_RECONCILE_TIMEOUT, Request, outside_reconcile
 from wukong.runtime._controller import Controller
 from wukong.runtime._errors import ApiError, ApiTimeout
 from wukong.runtime._events import EventRecorder
@@ -308,6 +308,14 @@ class Manager:
     @property
     def controllers(self) -> list[ControllerView]:
         return list(self._controllers)
+
+    def enqueue(self, controller: str, request: Request, *, source: str = "code") -> None:
+        """Reconcile `request` with the controller named `controller` because code asks
+        (a webhook, a command): its trigger is `manual`, by `source`."""
+        running = next((c for c in self._controllers if c.name == controller), None)
+        if running is None:
+            raise KeyError(f"no controller named {controller!r}")
+        running.enqueue(request, source=source)
 
     @property
     def observer_failures(self) -> int:

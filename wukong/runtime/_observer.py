@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 class Step(StrEnum):
     """A step of a reconcile's life (queueing is reported by the `queue_*` methods)."""
 
-    STARTED = "started"  # a worker took the key; the context carries deadline, due_at, link
+    STARTED = "started"  # a worker took the key; the context carries deadline, due_at, triggers
     CANCEL_REQUESTED = "cancel_requested"  # someone cancelled it, with a reason
     STUCK = "stuck"  # cancelled, but it did not unwind within the grace period
     FINISHED = "finished"  # it ended, with an Outcome (and the reason, if cancelled)

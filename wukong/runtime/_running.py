@@ -19,17 +19,25 @@ reconcile that does not unwind within `cancel_grace` (blocking code, or code
 that swallows `CancelledError`) is reported as STUCK at WARNING; its key stays
 reserved until it really ends, because two reconciles of one object at once
 would be worse than a late one.
+
+Every add to the queue says why (a `Trigger`): the watch event and how it
+mapped to the key (the primary itself, an owned child through its
+ownerReference, a watched object through its watch's map function), the
+resync, a requeue with a link to the reconcile that asked for it, or a call
+of `enqueue`. The queue hands them to the reconcile (`ctx.triggers`). One
+trigger per event is shared by every key it maps to; a requeue makes one.
 """
 
 import asyncio
 import contextvars
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from wukong.runtime._cache import Store
 from wukong.runtime._cancellation import CancelReason, decide_cancel_reason
 from wukong.runtime._client import Client, Object
-from wukong.runtime._context import ReconcileContext, Request, Result
+from wukong.runtime._context import ReconcileContext, Request, Result, Trigger, TriggerKind
 from wukong.runtime._controller import Controller, MapFunc
 from wukong.runtime._errors import TerminalError, is_panic
 from wukong.runtime._informer import EventHandler, Informer
@@ -113,43 +121,73 @@ class RunningController:
 
     def bind(self, *, informer_for: Callable[[Resource], Informer]) -> None:
         """Connect event handlers to the manager's shared informers."""
-        primary = self._handler(lambda obj: [_request_of(obj)])
-        self._primaries = informer_for(self.config.primary).store
-        informer_for(self.config.primary).add_handler(
-            EventHandler(
-                on_add=primary.on_add,
-                on_update=primary.on_update,
-                on_delete=self._on_primary_deleted,
-            )
+        primary = self.config.primary
+        self._primaries = informer_for(primary).store
+        informer_for(primary).add_handler(
+            self._handler(primary, _PRIMARY, _requests_of_primary, primary=True)
         )
         for owned in self.config.owns:
-            informer_for(owned).add_handler(self._handler(self._owners_of))
+            informer_for(owned).add_handler(self._handler(owned, _OWNER, self._owners_of))
         for watch in self.config.watches:
-            informer_for(watch.resource).add_handler(self._handler(watch.map_func))
+            informer_for(watch.resource).add_handler(
+                self._handler(watch.resource, f"map:{_name_of(watch.map_func)}", watch.map_func)
+            )
 
-    def enqueue(self, request: Request) -> None:
-        self.queue.add(request)
+    def enqueue(self, request: Request, *, source: str = "code") -> None:
+        """Reconcile `request` (again) because code asked: a webhook, a command, a test.
+        `source` names who, in the reconcile's trigger."""
+        self.queue.add(request, trigger=Trigger(TriggerKind.MANUAL, source=source))
 
-    def _handler(self, requests_of: MapFunc) -> EventHandler:
-        """Enqueue what `requests_of` returns for every version an event shows."""
+    def _handler(
+        self, resource: Resource, mapping: str, requests_of: MapFunc, *, primary: bool = False
+    ) -> EventHandler:
+        """Enqueue what `requests_of` returns for every version an event shows, each
+        with a trigger naming the event, the object and `mapping`."""
+        kind = resource.kind
 
-        def on_change(obj: Object) -> None:
-            for request in requests_of(obj):
-                self.queue.add(request)
+        def enqueue(
+            obj: Object, requests: list[Request], trigger: TriggerKind, event: str | None
+        ) -> None:
+            if not requests:
+                return
+            metadata = obj["metadata"]
+            why = Trigger(
+                trigger,
+                event=event,
+                object_kind=kind,
+                namespace=metadata.get("namespace"),
+                name=metadata.get("name"),
+                resource_version=metadata.get("resourceVersion"),
+                mapping=mapping,
+            )
+            add = self.queue.add
+            for request in requests:
+                add(request, trigger=why)
+
+        def on_add(obj: Object) -> None:
+            enqueue(obj, list(requests_of(obj)), TriggerKind.EVENT, "ADDED")
 
         def on_update(old: Object, new: Object) -> None:
-            # Both versions: a changed owner or reference must reach both sides.
-            on_change(old)
-            on_change(new)
+            requests = list(requests_of(new))
+            if not primary:
+                # The old version too: a changed owner or reference must reach both sides.
+                requests.extend(r for r in requests_of(old) if r not in requests)
+            enqueue(new, requests, TriggerKind.EVENT, "MODIFIED")
 
-        return EventHandler(on_add=on_change, on_update=on_update, on_delete=on_change)
+        def on_delete(obj: Object) -> None:
+            requests = list(requests_of(obj))
+            if primary:
+                ctx = self._in_flight.get(requests[0])
+                if ctx is not None:
+                    self._cancel(ctx, CancelReason.DELETED)
+            enqueue(obj, requests, TriggerKind.EVENT, "DELETED")
 
-    def _on_primary_deleted(self, obj: Object) -> None:
-        request = _request_of(obj)
-        ctx = self._in_flight.get(request)
-        if ctx is not None:
-            self._cancel(ctx, CancelReason.DELETED)
-        self.queue.add(request)
+        def on_resync(obj: Object) -> None:
+            enqueue(obj, list(requests_of(obj)), TriggerKind.SYNC_PERIOD, None)
+
+        return EventHandler(
+            on_add=on_add, on_update=on_update, on_delete=on_delete, on_resync=on_resync
+        )
 
     def _owners_of(self, obj: Object) -> list[Request]:
         primary = self.config.primary
@@ -172,8 +210,11 @@ class RunningController:
         if self.queue.shutting_down:
             assert self._primaries is not None, "bound before it runs"
             self.queue = self._new_queue(self._observer)
+            # As a new leader's informer would: every cached primary, as an add.
+            replay = self._handler(self.config.primary, _PRIMARY, _requests_of_primary)
+            assert replay.on_add is not None
             for obj in self._primaries.list_objects():
-                self.queue.add(_request_of(obj))
+                replay.on_add(obj)
         self._base_context = contextvars.copy_context()
         self._free = self.max_concurrent_reconciles
         self._dispatch()
@@ -223,7 +264,9 @@ class RunningController:
             client=self._client,
             logger=self._logger,
             due_at=ticket.due_at,
-            link=ticket.link,
+            # The controller's adds all carry a Trigger.
+            triggers=cast("tuple[Trigger, ...]", ticket.triggers),
+            trigger_count=ticket.trigger_count,
             call_share=self.config.options.call_budget_share,
         )
         self._observer.reconcile(
@@ -383,15 +426,17 @@ class RunningController:
             assert result is not None
             self.queue.forget(request)
             delay = result.requeue_after
-            self.queue.add_after(request, delay, link=ctx.as_link())
+            self.queue.add_after(
+                request, delay, trigger=Trigger(TriggerKind.REQUEUE_AFTER, ctx.as_link())
+            )
         else:
             # A cancellation says nothing about the object: its backoff is capped
             # low (ControllerOptions.cancelled_backoff_cap), unlike an error's.
-            cap = self.config.options.cancelled_backoff_cap
+            cancelled = outcome is Outcome.CANCELLED
             delay = self.queue.add_rate_limited(
                 request,
-                link=ctx.as_link(),
-                max_delay=cap if outcome is Outcome.CANCELLED else None,
+                trigger=Trigger(_BACKOFF_TRIGGER[outcome], ctx.as_link()),
+                max_delay=self.config.options.cancelled_backoff_cap if cancelled else None,
             )
             if self._logger.isEnabledFor(logging.DEBUG):
                 ctx.logger.debug("requeued with backoff: again in %.3fs", delay)
@@ -403,6 +448,17 @@ class RunningController:
                 rate_limited=outcome is not Outcome.REQUEUE_AFTER,
             )
         )
+
+
+# What a rate-limited requeue is, by how the reconcile that asked for it ended.
+_BACKOFF_TRIGGER = {
+    Outcome.REQUEUE: TriggerKind.REQUEUE,
+    Outcome.ERROR: TriggerKind.ERROR_BACKOFF,
+    Outcome.CANCELLED: TriggerKind.CANCELLED_BACKOFF,
+}
+# How an event's object maps to a key (Trigger.mapping).
+_PRIMARY = "primary"
+_OWNER = "owner"
 
 
 def _outcome_of(
@@ -438,3 +494,13 @@ def _namespace_of(key: object) -> str:
 def _request_of(obj: Object) -> Request:
     metadata = obj["metadata"]
     return Request(metadata.get("namespace") or "", metadata["name"])
+
+
+def _requests_of_primary(obj: Object) -> list[Request]:
+    return [_request_of(obj)]
+
+
+def _name_of(map_func: MapFunc) -> str:
+    """A map function's name for triggers ("Reconciler.disks_of"); a partial's function's."""
+    function = getattr(map_func, "func", map_func)
+    return str(getattr(function, "__qualname__", None) or type(function).__name__)

@@ -52,9 +52,14 @@ Each key handed out comes in a `Ticket` with its history:
   slip measurable rather than invisible. A delayed add that comes due while
   the key is already waiting (or being processed) lends it its `due_at`: the
   reconcile that follows serves the requeue too.
-- `link`: an opaque value from whoever asked for the add, e.g. a link to the
-  reconcile that requested the requeue, so tracing can chain them. When adds
-  are merged by dedup, the first non-None link is kept.
+- `triggers`: why the key was queued, one opaque value per add from whoever
+  asked for it (the controller passes a `Trigger`: a watch event and how it
+  mapped to the key, a requeue with a link to the reconcile that asked for
+  it, ...), oldest first. Adds merged by dedup (while the key waits, while it
+  is processed, or while it is scheduled) are all kept, up to `MAX_TRIGGERS`;
+  `trigger_count` counts every add, kept or not (an add without a trigger
+  counts too). The first add's tuple is the only allocation: merging is the
+  rare path.
 
 Times are the event loop's clock (`loop.time()`), the one its timers run on,
 so delays, due times and durations can never disagree (and a loop with a
@@ -74,6 +79,9 @@ from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._ratelimit import RateLimiter, default_controller_rate_limiter
 from wukong.runtime._timers import Timers
 
+#: Triggers a queued key keeps at most; `Ticket.trigger_count` counts the rest too.
+MAX_TRIGGERS = 8
+
 
 class QueueShutDown(Exception):
     """`get` on a queue that is shut down and has nothing left to hand out."""
@@ -86,7 +94,18 @@ class Ticket(NamedTuple):
     key: Hashable
     added_at: float  # loop time: entered the queue (while not already queued)
     due_at: float | None  # loop time: when an add_after was due; None for plain adds
-    link: object | None  # opaque, from the add (e.g. a link to the requesting reconcile)
+    triggers: tuple[object, ...]  # opaque, one per add, oldest first, at most MAX_TRIGGERS
+    trigger_count: int  # adds this ticket serves, kept in `triggers` or not
+
+
+def _one(trigger: object | None) -> tuple[object, ...]:
+    return () if trigger is None else (trigger,)
+
+
+def _merged(kept: tuple[object, ...], more: tuple[object, ...]) -> tuple[object, ...]:
+    if not more or len(kept) >= MAX_TRIGGERS:
+        return kept
+    return (kept + more)[:MAX_TRIGGERS]
 
 
 @dataclass(slots=True)
@@ -95,19 +114,21 @@ class _Entry:
 
     added_at: float
     due_at: float | None
-    link: object | None
+    triggers: tuple[object, ...]
+    trigger_count: int
 
-    def merge(self, *, due_at: float | None, link: object | None) -> None:
+    def merge(self, *, due_at: float | None, triggers: tuple[object, ...], count: int) -> None:
         if due_at is not None and (self.due_at is None or due_at < self.due_at):
             self.due_at = due_at
-        if self.link is None:
-            self.link = link
+        self.triggers = _merged(self.triggers, triggers)
+        self.trigger_count += count
 
 
 @dataclass(slots=True)
 class _Scheduled:
     due_at: float
-    link: object | None
+    triggers: tuple[object, ...]
+    trigger_count: int
     token: int  # its timer in the queue's Timers
 
 
@@ -157,32 +178,40 @@ class WorkQueue:
 
     # -- adding --------------------------------------------------------------------
 
-    def add(self, key: Hashable, *, link: object | None = None) -> None:
-        """Queue `key` unless it is already waiting; if it is being processed, after `done`."""
-        self._add(key, due_at=None, link=link)
+    def add(self, key: Hashable, *, trigger: object | None = None) -> None:
+        """Queue `key` unless it is already waiting; if it is being processed, after `done`.
 
-    def add_after(self, key: Hashable, delay: float, *, link: object | None = None) -> None:
-        """Queue `key` after `delay` seconds; an earlier schedule of the same key wins."""
+        `trigger` (why) travels with the key to the ticket, merged with those of
+        other adds of it."""
+        self._add(key, due_at=None, triggers=_one(trigger), count=1)
+
+    def add_after(self, key: Hashable, delay: float, *, trigger: object | None = None) -> None:
+        """Queue `key` after `delay` seconds; an earlier schedule of the same key wins
+        (and keeps this add's trigger)."""
         if self._shutting_down:
             return
         if delay <= 0:
-            self._add(key, due_at=None, link=link)
+            self._add(key, due_at=None, triggers=_one(trigger), count=1)
             return
         due_at = self._now() + delay
+        triggers = _one(trigger)
+        count = 1
         scheduled = self._scheduled.get(key)
         if scheduled is not None:
             if scheduled.due_at <= due_at:
-                if scheduled.link is None:
-                    scheduled.link = link
+                scheduled.triggers = _merged(scheduled.triggers, triggers)
+                scheduled.trigger_count += 1
                 return
             self._timers.cancel(scheduled.token)
-            if link is None:
-                link = scheduled.link
+            triggers = _merged(scheduled.triggers, triggers)
+            count += scheduled.trigger_count
         token = self._timers.schedule(due_at, key)
-        self._scheduled[key] = _Scheduled(due_at=due_at, link=link, token=token)
+        self._scheduled[key] = _Scheduled(
+            due_at=due_at, triggers=triggers, trigger_count=count, token=token
+        )
 
     def add_rate_limited(
-        self, key: Hashable, *, link: object | None = None, max_delay: float | None = None
+        self, key: Hashable, *, trigger: object | None = None, max_delay: float | None = None
     ) -> float:
         """Queue `key` after the rate limiter's delay (a retry), at most `max_delay`.
 
@@ -194,7 +223,7 @@ class WorkQueue:
         delay = self.rate_limiter.when(key)
         if max_delay is not None:
             delay = min(delay, max_delay)
-        self.add_after(key, delay, link=link)
+        self.add_after(key, delay, trigger=trigger)
         return delay
 
     def forget(self, key: Hashable) -> None:
@@ -207,17 +236,26 @@ class WorkQueue:
     def _fire(self, key: Hashable) -> None:
         scheduled = self._scheduled.pop(key, None)
         if scheduled is not None:
-            self._add(key, due_at=scheduled.due_at, link=scheduled.link)
+            self._add(
+                key,
+                due_at=scheduled.due_at,
+                triggers=scheduled.triggers,
+                count=scheduled.trigger_count,
+            )
 
-    def _add(self, key: Hashable, *, due_at: float | None, link: object | None) -> None:
+    def _add(
+        self, key: Hashable, *, due_at: float | None, triggers: tuple[object, ...], count: int
+    ) -> None:
         if self._shutting_down:
             return
         entry = self._dirty.get(key)
         if entry is not None:
             # Already waiting, or re-added during processing: one reconcile covers both.
-            entry.merge(due_at=due_at, link=link)
+            entry.merge(due_at=due_at, triggers=triggers, count=count)
             return
-        self._dirty[key] = _Entry(added_at=self._now(), due_at=due_at, link=link)
+        self._dirty[key] = _Entry(
+            added_at=self._now(), due_at=due_at, triggers=triggers, trigger_count=count
+        )
         self._observer.queue_added(self.name)
         if key in self._processing:
             return  # `done` queues it, so that two workers never hold the same key
@@ -275,7 +313,7 @@ class WorkQueue:
         self._processing[key] = now
         waited = now - entry.added_at
         self._observer.queue_got(self.name, waited)
-        return Ticket(key=key, added_at=entry.added_at, due_at=entry.due_at, link=entry.link)
+        return Ticket(key, entry.added_at, entry.due_at, entry.triggers, entry.trigger_count)
 
     async def get(self) -> Ticket:
         """Wait for a key and mark it processing. `QueueShutDown` once shut down and empty."""

@@ -4,11 +4,12 @@ Tracing, metrics and the node agent's probe points are observers; see
 `wukong.runtime._observer` for the order of events and the rules an observer
 follows. An operator author registers observers (`Manager(observers=[...])`)
 and needs only `RuntimeObserver` from `wukong.runtime`; the event types an
-observer receives live here, beside the cancel reasons that count as failures.
+observer receives live here, beside the cancel reasons that count as failures
+and what put a reconcile's key in the queue (`Trigger`, read as `ctx.triggers`).
 """
 
 from wukong.runtime._cancellation import FAILURE_REASONS, is_failure
-from wukong.runtime._context import ReconcileLink
+from wukong.runtime._context import ReconcileLink, Trigger, TriggerKind
 from wukong.runtime._observer import (
     ApiCall,
     ControllerView,
@@ -28,6 +29,8 @@ __all__ = [
     "ReconcileLink",
     "RuntimeObserver",
     "Step",
+    "Trigger",
+    "TriggerKind",
     "WebhookReview",
     "is_failure",
 ]

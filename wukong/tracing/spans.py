@@ -6,7 +6,10 @@
 One span per reconcile, `reconcile <Kind>`:
 
 - STARTED: the span starts, linked to the reconcile that scheduled this one
-  (a requeue), with the deadline, timeout and requeue lateness; it is made
+  (a requeue), with the deadline, timeout, requeue lateness and what queued
+  it (`wukong.reconcile.trigger`: the first trigger's kind;
+  `wukong.reconcile.triggers`: one short line per trigger the queue kept;
+  `wukong.reconcile.trigger_count`: all it coalesced); it is made
   current in the reconcile task's context, so everything the reconcile awaits
   (API calls, its own spans, log lines) is inside it.
 - CANCEL_REQUESTED: event `deadline exceeded` or `cancelled`, with the reason.
@@ -47,7 +50,6 @@ from wukong.runtime.observe import (
     ControllerView,
     LifecycleEvent,
     Outcome,
-    ReconcileLink,
     Step,
     WebhookReview,
     is_failure,
@@ -96,9 +98,12 @@ class ReconcileTracer(RuntimeObserver):
 
     def _start(self, event: LifecycleEvent) -> None:
         ctx = event.context
-        links = []
-        if isinstance(ctx.link, ReconcileLink) and ctx.link.span is not None:
-            links.append(Link(ctx.link.span.get_span_context(), {"wukong.link": "requeued_by"}))
+        triggers = ctx.triggers
+        links = [
+            Link(trigger.link.span.get_span_context(), {"wukong.link": "requeued_by"})
+            for trigger in triggers
+            if trigger.link is not None and trigger.link.span is not None
+        ]
         attributes: dict[str, Any] = {
             "k8s.namespace.name": ctx.request.namespace,
             "wukong.object.name": ctx.request.name,
@@ -106,6 +111,9 @@ class ReconcileTracer(RuntimeObserver):
             "wukong.reconcile.id": ctx.reconcile_id,
             "wukong.reconcile.deadline": ctx.deadline_wall.isoformat().replace("+00:00", "Z"),
             "wukong.reconcile.timeout_ms": round(ctx.timeout * 1000),
+            "wukong.reconcile.trigger": str(triggers[0].kind) if triggers else "unknown",
+            "wukong.reconcile.triggers": [str(trigger) for trigger in triggers],
+            "wukong.reconcile.trigger_count": ctx.trigger_count,
         }
         if ctx.due_at is not None:
             attributes["wukong.requeue.delay_ms"] = max(0.0, (ctx.started - ctx.due_at) * 1000)
