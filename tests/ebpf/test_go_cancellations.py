@@ -43,7 +43,7 @@ def test_counts_each_kind_exactly_and_names_the_caller(
     proc = None
     if not agent_first:
         proc = program(binary)  # type: ignore[operator]
-    discovery = Discovery()
+    discovery = Discovery(executables={binary})  # every process of it, started when it may
     agent = Agent(node="test-node", discovery=discovery, on_cancel=seen.append)
     with Running(agent) as running:
         if agent_first:

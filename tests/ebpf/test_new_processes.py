@@ -26,8 +26,8 @@ PER_RUN = 18  # the program's default script: 3 deadlines (+3 children), 4, 5, 1
 
 
 def _binary(directory: Path) -> Path:
-    """A copy of its own: a file (inode) and command name no other test's process has,
-    since the agents here trace every Go process on the machine."""
+    """A copy of its own: a file (inode) and command name no other test's process has
+    (the agents here trace only it, every process of it)."""
     built = cancels_program()
     copy = directory / "crashloop"
     shutil.copy2(built, copy)
@@ -51,7 +51,7 @@ def test_every_run_of_a_traced_binary_is_counted_exactly_from_its_start(tmp_path
     resident = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert resident.stdout is not None and resident.stdout.readline().strip() == b"ready"
-        agent = Agent(node="n", discovery=Discovery(), on_cancel=seen.append)
+        agent = Agent(node="n", discovery=Discovery(executables={binary}), on_cancel=seen.append)
         with Running(agent) as running:
             wait_until(
                 lambda: resident.pid in running.agent.probes, "the agent to probe the binary"
@@ -128,13 +128,16 @@ def test_a_python_operator_started_after_the_agent_is_traced_from_its_exec(
     tmp_path: Path,
 ) -> None:
     """Found from its exec, not from a scan: the agent here never scans /proc."""
-    agent = Agent(node="n", discovery=Discovery(), on_cancel=lambda _: None)
+    interpreter = Path("/usr/bin/python3")  # Debian's: it has the USDT probes
+    agent = Agent(
+        node="n", discovery=Discovery(executables={interpreter}), on_cancel=lambda _: None
+    )
     agent.poll()  # the exec events are on; no rescan follows
     script = tmp_path / "wukong_operator_stand_in.py"
     script.write_text("import sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\n")
-    # Debian's interpreter has the USDT probes; the name carries "wukong" as an operator's does.
+    # The script's name carries "wukong" as an operator's command line does.
     proc = subprocess.Popen(
-        ["/usr/bin/python3", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [str(interpreter), str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     try:
         wait_until(lambda: (agent.poll(), proc.pid in agent.probes)[1], "the agent to attach")
@@ -154,7 +157,7 @@ def test_a_run_cancelling_while_the_agent_takes_it_on_loses_nothing(tmp_path: Pa
     resident = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert resident.stdout is not None and resident.stdout.readline().strip() == b"ready"
-        agent = Agent(node="n", discovery=Discovery(), on_cancel=seen.append)
+        agent = Agent(node="n", discovery=Discovery(executables={binary}), on_cancel=seen.append)
         with Running(agent) as running:
             wait_until(lambda: resident.pid in running.agent.probes, "the agent to probe it")
             for _ in range(5):

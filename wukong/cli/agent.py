@@ -41,6 +41,9 @@ def _build_agent(
     on_notice: Callable[[str], None] | None = None,
 ) -> Agent:
     pids = set(args.pid) if args.pid else None
+    for exe in args.exe or ():
+        if not exe.is_file():
+            raise AgentError(f"--exe {exe}: no such program")
     attribution = (
         None if args.no_pods else PodAttribution(node=_node(args), kubeconfig=args.kubeconfig)
     )
@@ -48,6 +51,7 @@ def _build_agent(
         node=_node(args),
         discovery=Discovery(
             pids=pids,
+            executables=set(args.exe) if args.exe else None,
             controller_runtime_only=args.controller_runtime_only,
             pods_only=args.pods_only,
         ),
@@ -186,6 +190,14 @@ def _detach(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid", type=int, action="append", help="trace only this pid (repeatable)")
+    parser.add_argument(
+        "--exe",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="trace only processes that run this program (repeatable; a Python operator's "
+        "is its interpreter): every process of it, the ones that start later included",
+    )
     parser.add_argument(
         "--controller-runtime-only",
         action="store_true",

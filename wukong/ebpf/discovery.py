@@ -26,7 +26,11 @@ BinaryKey = tuple[int, int]  # (device, inode): one binary, however many process
 
 def binary_key(pid: int) -> BinaryKey:
     """Which file the process runs (through /proc/PID/exe, into its mount namespace)."""
-    stat = os.stat(f"/proc/{pid}/exe")
+    return _file_key(Path(f"/proc/{pid}/exe"))
+
+
+def _file_key(path: Path) -> BinaryKey:
+    stat = os.stat(path)
     return stat.st_dev, stat.st_ino
 
 
@@ -50,10 +54,16 @@ class Discovery:
         self,
         *,
         pids: set[int] | None = None,
+        executables: set[Path] | None = None,
         controller_runtime_only: bool = False,
         pods_only: bool = False,
     ):
         self._pids = pids
+        # Files, as (device, inode): a path seen from the agent names the same file
+        # in every mount namespace that has it (a container's copy is another file).
+        self._executables = (
+            None if executables is None else {_file_key(path) for path in executables}
+        )
         self._controller_runtime_only = controller_runtime_only
         self._pods_only = pods_only
         self._binaries: dict[BinaryKey, Binary | None] = {}
@@ -75,6 +85,8 @@ class Discovery:
         if pid == self._self or (self._pids is not None and pid not in self._pids):
             return None
         try:
+            if self._executables is not None and binary_key(pid) not in self._executables:
+                return None
             if self._pods_only and cgroup_ids(pid)[0] is None:
                 return None
             target = self._classify(pid)
