@@ -196,7 +196,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="PATH",
         help="trace only processes that run this program (repeatable; a Python operator's "
-        "is its interpreter): every process of it, the ones that start later included",
+        "is its interpreter; a container's is reached as /proc/PID/exe of one of its "
+        "processes): every process of it, the ones that start later included",
     )
     parser.add_argument(
         "--controller-runtime-only",
