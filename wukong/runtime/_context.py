@@ -127,11 +127,12 @@ class ReconcileLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
 
-@dataclass(frozen=True)
-class ReconcileLink:
+class ReconcileLink(NamedTuple):
     """A pointer from a requeued reconcile back to the one that scheduled it.
 
     Tracing turns it into a span link so a chain of requeues can be followed.
+    A named tuple: every requeue makes one (with its `Trigger`), and a tuple is
+    built in half the time of a frozen dataclass.
     """
 
     controller: str
