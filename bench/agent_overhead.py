@@ -179,6 +179,9 @@ def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) ->
         agent.rescan()
         probe = agent.probes.get(proc.pid)
         assert isinstance(probe, GoProbe), "the agent did not attach"
+        # Having used its program compiled ahead, the agent compiles the next
+        # one (a second of CPU): timed after it, as the agent runs between new binaries.
+        until_idle()
         stop, cpu = threading.Event(), [0.0]
 
         def poll() -> None:
@@ -207,6 +210,18 @@ def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) ->
             )
         agent.close()
         return run
+
+
+def until_idle(*, window: float = 0.2, busy: float = 0.1, limit: float = 30.0) -> None:
+    """Until this process (the agent's threads) uses less than `busy` of a core
+    over `window` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = time.process_time()
+        time.sleep(window)
+        if time.process_time() - before < busy * window:
+            return
+    raise TimeoutError(f"the agent still busy after {limit} s")
 
 
 @contextmanager
