@@ -9,6 +9,7 @@ binary that the agent's filter leaves out is counted nowhere, and a Python
 operator started after the agent is attached from its exec.
 """
 
+import os
 import shutil
 import subprocess
 import time
@@ -185,3 +186,56 @@ def test_a_run_cancelling_while_the_agent_takes_it_on_loses_nothing(tmp_path: Pa
     finally:
         resident.kill()
         resident.wait()
+
+
+def test_containers_of_one_image_share_one_probe_and_count_once(tmp_path: Path) -> None:
+    """Each container sees the image's file through an overlay mount of its own (a
+    device of its own), and a uprobe put through one fires in all of them: the agent
+    probes the file once, so each process counts once."""
+    lower = tmp_path / "image"
+    lower.mkdir()
+    shutil.copy2(cancels_program(), lower / "controller")
+    mounts = []
+    try:
+        for index in range(2):
+            upper, work, merged = (
+                tmp_path / f"{part}{index}" for part in ("upper", "work", "root")
+            )
+            for directory in (upper, work, merged):
+                directory.mkdir()
+            options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+            subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True
+            )
+            mounts.append(merged)
+        containers = [
+            subprocess.Popen(
+                [str(root / "controller")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            for root in mounts
+        ]
+        seen: list[Cancellation] = []
+        try:
+            for proc in containers:
+                assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+            assert len({os.stat(f"/proc/{proc.pid}/exe").st_dev for proc in containers}) == 2
+            pids = {proc.pid for proc in containers}
+            agent = Agent(node="n", discovery=Discovery(pids=pids), on_cancel=seen.append)
+            with Running(agent) as running:
+                wait_until(lambda: pids <= set(running.agent.probes), "the agent to take both on")
+                assert len(running.agent.binaries) == 1
+                for proc in containers:
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write(b"\n")
+                    proc.stdin.flush()
+                    assert proc.stdout.readline().strip() == b"done"
+                wait_until(lambda: sum(c.count for c in seen) >= 2 * PER_RUN, "both runs")
+                time.sleep(0.5)  # nothing more may arrive
+            assert _per_pid(seen) == {pid: PER_RUN for pid in pids}
+        finally:
+            for proc in containers:
+                proc.kill()
+                proc.wait()
+    finally:
+        for merged in mounts:
+            subprocess.run(["umount", str(merged)], check=False)

@@ -63,17 +63,20 @@ class PodAttribution:
             return Owner()
         if uid is None:
             return Owner()  # not in a pod: a process on the node itself
-        if uid not in self._pods and time.monotonic() - self._last_refresh > _REFRESH_SECONDS:
-            self._refresh()
         pod = self._pods.get(uid)
+        # A pod not seen yet, or a container it did not have when last listed (a
+        # restart, in a crash loop every few seconds): list the node's pods again.
+        if pod is None or (container_id and _container_name(pod, container_id) is None):
+            if time.monotonic() - self._last_refresh > _REFRESH_SECONDS:
+                self._refresh()
+                pod = self._pods.get(uid)
         if pod is None:
             return Owner(pod=f"uid:{uid}")
         metadata = pod["metadata"]
-        container = ""
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            if container_id and str(status.get("containerID", "")).endswith(container_id):
-                container = status["name"]
-        return Owner(namespace=metadata["namespace"], pod=metadata["name"], container=container)
+        container = _container_name(pod, container_id) if container_id else None
+        return Owner(
+            namespace=metadata["namespace"], pod=metadata["name"], container=container or ""
+        )
 
     def _refresh(self) -> None:
         self._last_refresh = time.monotonic()
@@ -95,3 +98,19 @@ class PodAttribution:
                 PODS, field_selector=f"spec.nodeName={self.node}", timeout=10
             )
         return list(listed["items"])
+
+
+def _container_name(pod: Object, container_id: str) -> str | None:
+    """The name of the pod's container (init containers included) with this ID. A
+    container started a moment ago is not in the pod's status yet (the kubelet
+    reports it after): in a pod of one container, it can only be that one."""
+    status = pod.get("status") or {}
+    for key in ("containerStatuses", "initContainerStatuses"):
+        for container in status.get(key) or []:
+            if str(container.get("containerID", "")).endswith(container_id):
+                return str(container["name"])
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or []
+    if len(containers) == 1 and not spec.get("initContainers"):
+        return str(containers[0]["name"])
+    return None

@@ -2,7 +2,7 @@
 
 A target is either a Wukong operator (a Python process whose command line
 names wukong) or a Go binary that contains `context.(*cancelCtx).cancel`.
-Binaries are read once per (device, inode) through `/proc/PID/exe`, so a
+Binaries are read once per file (`BinaryKey`) through `/proc/PID/exe`, so a
 hundred replicas of one controller cost one ELF parse.
 """
 
@@ -21,7 +21,11 @@ PYTHON = "python"
 GO = "go"
 
 
-BinaryKey = tuple[int, int]  # (device, inode): one binary, however many processes run it
+# One binary, however many processes (and containers) run it: (inode, size, mtime).
+# Not the device: overlayfs gives every container a device of its own, though
+# its processes run the image's one file, which is what a uprobe is put on (a
+# probe attached through one container fires in all of them).
+BinaryKey = tuple[int, int, int]
 
 
 def binary_key(pid: int) -> BinaryKey:
@@ -31,7 +35,7 @@ def binary_key(pid: int) -> BinaryKey:
 
 def _file_key(path: Path) -> BinaryKey:
     stat = os.stat(path)
-    return stat.st_dev, stat.st_ino
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,7 @@ class Discovery:
         pods_only: bool = False,
     ):
         self._pids = pids
-        # Files, as (device, inode): a path seen from the agent names the same file
-        # in every mount namespace that has it (a container's copy is another file).
+        # Files, by BinaryKey: a container's is reached through /proc/PID/exe.
         self._executables = (
             None if executables is None else {_file_key(path) for path in executables}
         )
