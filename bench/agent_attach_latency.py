@@ -473,16 +473,6 @@ def main() -> int:
             f"({len(compiles)} compiles): a process "
             "waited for the next scan (uniformly over its interval), then for its own compile; "
             "what it cancelled before that was not counted.",
-            *(
-                []
-                if known_counted == expected
-                else [
-                    "Known binary, the counts short: the cancellations a process makes while "
-                    "the agent handles its exec, when the probe has counted it already (the "
-                    "agent reads that pid's kernel counts, then drops them: "
-                    "`Agent._forget_elsewhere`), not counted as lost either."
-                ]
-            ),
         ],
     )
     return 0
