@@ -165,7 +165,7 @@ def _loop(agent: Agent, args: argparse.Namespace, *, render: Callable[[], None] 
             if render is not None and now - last_render >= 1.0:
                 render()
                 last_render = now
-            stopping.wait(0.05)  # the next poll, or at once on SIGTERM
+            agent.wait(0.05)  # the next poll; a process that starts wakes it at once
     except KeyboardInterrupt:
         pass
     finally:

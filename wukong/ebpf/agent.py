@@ -196,6 +196,13 @@ class Agent:
             for cancellation in ended:
                 self._count(cancellation)
 
+    def wait(self, seconds: float) -> None:
+        """Sleep until the next poll, taking on processes as they start meanwhile."""
+        if self._events is None:
+            time.sleep(seconds)
+        else:
+            self._events.wait(seconds)
+
     def _poll_process_events(self) -> None:
         if self._events is not None:
             lost = self._events.poll()

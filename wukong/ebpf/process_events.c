@@ -21,7 +21,11 @@ static __always_inline void send(u32 exited) {
     struct process_event_t event = {
         .ktime_ns = bpf_ktime_get_ns(), .pid = id >> 32, .exited = exited};
     bpf_get_current_comm(&event.comm, sizeof(event.comm));
-    if (process_events.ringbuf_output(&event, sizeof(event), BPF_RB_NO_WAKEUP) != 0) {
+    // An exec wakes the agent (its cgroup, so its pod, is read while it still
+    // runs: a crash-looping container's run may last milliseconds); an exit can
+    // wait for the next poll.
+    u64 flags = exited ? BPF_RB_NO_WAKEUP : 0;
+    if (process_events.ringbuf_output(&event, sizeof(event), flags) != 0) {
         u32 zero = 0;
         u64 *n = lost.lookup(&zero);
         if (n)

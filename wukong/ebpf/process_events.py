@@ -1,8 +1,8 @@
 """Exec and exit of every process on the node, from two scheduler tracepoints.
 
-The agent polls them with its probes (no wakeup per event): a process that
-starts a program is classified within one poll of its exec, one that exits is
-detached within one poll of its exit. A full ring buffer is counted (`lost`);
+The agent waits on them between its polls: an exec wakes it, so a process that
+starts a program is classified a moment after its exec, while it still runs;
+one that exits is detached at the next poll. A full ring buffer is counted (`lost`);
 the agent's periodic scan of /proc then finds what the events missed.
 """
 
@@ -50,6 +50,10 @@ class ProcessEvents:
             self._on_exit(event.pid)
         else:
             self._on_exec(event.pid, event.comm.decode(errors="replace"), event.ktime_ns)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, handling each exec as it comes (the program wakes us)."""
+        self.bpf.ring_buffer_poll(max(1, int(seconds * 1000)))
 
     def poll(self) -> int:
         """Deliver the events since the last poll; how many were lost since then."""
