@@ -432,8 +432,9 @@ def main() -> int:
         f"other counters: per-CPU hash {at(9):.0f}, 80-byte key {at(10):.0f}, array slot "
         f"{at(11):.0f}, against {at(8):.0f} ns (runs of this script differ by up to "
         f"~100 ns on this shared machine: not enough for a conclusion on the counter).",
-        f"So the agent's program now reads the stack in 2048-byte spans and keeps its "
-        f"known values in a one-entry array: {at(8):.0f} -> {median[_AGENT]:.0f} ns per "
+        f"So the agent's program reads the stack in 2048-byte spans (and now keeps each "
+        f"process's known values in a per-pid hash, one program per binary): "
+        f"{at(8):.0f} -> {median[_AGENT]:.0f} ns per "
         f"cancel ({median[_AGENT_CAUSE]:.0f} ns with a cause, which needs two more reads). "
         f"What is left is one read of user memory, one hash update and the statistics: "
         f"naming the caller needs at least that one read, more than the 5 % of a bare "
