@@ -54,6 +54,7 @@ from wukong.runtime.apis import (
 )
 from wukong.runtime.resources import PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, Resource
 from wukong.runtime.serving import CertificateError, certificate_dir, load_serving_certificate
+from wukong.tracing.sampling import TailSampling
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
@@ -173,7 +174,9 @@ async def run_operator(settings: OperatorSettings) -> int:
         provider = configure_tracing()
         observers: list[RuntimeObserver] = [metrics]
         if provider is not None:
-            observers.append(ReconcileTracer(provider=provider))
+            observers.append(
+                ReconcileTracer(provider=provider, sampling=TailSampling.from_environ())
+            )
         manager = Manager(
             client=client,
             observers=observers,

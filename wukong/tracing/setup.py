@@ -7,7 +7,10 @@ no provider and no observers registered: a reconcile then pays nothing.
 
 Read by the SDK itself: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP_*HEADERS`,
-timeouts and batch settings. Chosen here: the exporter by
+timeouts and batch settings. Which reconciles keep their trace is Wukong's
+(`WUKONG_TRACES_KEEP_RATIO`, `WUKONG_TRACES_SLOW_SHARE`, tracing/sampling.py),
+decided as each ends; the SDK's sampler then applies to what is kept, so leave
+it at its default (`parentbased_always_on`) for the operator. Chosen here: the exporter by
 `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`
 (`grpc`, default, or `http/protobuf`), and Kubernetes resource attributes from
 the Downward API variables the Helm chart sets (`K8S_POD_NAME`,
@@ -20,6 +23,8 @@ from collections.abc import Mapping
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from wukong.tracing.spans import PresetIds
 
 DEFAULT_SERVICE_NAME = "wukong-operator"
 _DOWNWARD_API = {
@@ -57,14 +62,15 @@ def _exporter(environ: Mapping[str, str]) -> SpanExporter:
         or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "grpc"
     )
-    # The SDK's exporters with a cheaper span encoder (tracing/otlp.py); imported
-    # only when tracing is on.
+    # The SDK's exporters, imported only when tracing is on.
     if protocol == "grpc":
-        from wukong.tracing.otlp import GrpcSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return GrpcSpanExporter()
+        return OTLPSpanExporter()
     if protocol == "http/protobuf":
-        from wukong.tracing.otlp import HttpSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpSpanExporter,
+        )
 
         return HttpSpanExporter()
     raise ValueError(f"unsupported OTLP protocol {protocol!r}: use 'grpc' or 'http/protobuf'")
@@ -74,6 +80,8 @@ def configure_tracing(environ: Mapping[str, str] = os.environ) -> TracerProvider
     """A provider exporting over OTLP as the environment says, or None when tracing is off."""
     if not tracing_enabled(environ):
         return None
-    provider = TracerProvider(resource=resource_from(environ))
+    # PresetIds: the reconcile tracer makes a reconcile's span, at its end, with
+    # the ids the reconcile had from its start (tracing/spans.py).
+    provider = TracerProvider(resource=resource_from(environ), id_generator=PresetIds())
     provider.add_span_processor(BatchSpanProcessor(_exporter(environ)))
     return provider

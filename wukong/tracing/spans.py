@@ -1,48 +1,71 @@
 """Reconcile spans: the tracing observer of the runtime.
 
 `ReconcileTracer` is a `RuntimeObserver`; register it with the manager
-(`Manager(observers=[ReconcileTracer(provider=...)])`).
+(`Manager(observers=[ReconcileTracer(provider=..., sampling=...)])`).
 
-One span per reconcile, `reconcile <Kind>`:
+One span per reconcile, `reconcile <Kind>`, and one child span per API call it
+made, with its real start and end times. Whether a reconcile's trace is kept is
+decided when it ends (`sampling.TailSampling`): every cancelled, failed or slow
+reconcile is exported complete, the others at a ratio. So nothing of the SDK is
+made while the reconcile runs:
 
-- STARTED: the span starts, linked to the reconcile that scheduled this one
-  (a requeue), with the deadline, timeout, requeue lateness and what queued
-  it (`wukong.reconcile.trigger`: the first trigger's kind;
-  `wukong.reconcile.triggers`: one short line per trigger the queue kept;
-  `wukong.reconcile.trigger_count`: all it coalesced); it is made
-  current in the reconcile task's context, so everything the reconcile awaits
-  (API calls, its own spans, log lines) is inside it.
-- CANCEL_REQUESTED: event `deadline exceeded` or `cancelled`, with the reason.
-- STUCK: event `cancellation ignored`.
-- FINISHED: remaining budget, cancel reason, requeue-after, result and
-  `error.type`; an explicit status, then the span ends.
+- STARTED: the reconcile gets its trace and span ids at once, in a
+  `PendingReconcile`: a non-recording span with those ids (flagged sampled),
+  made current in the reconcile task's context. Everything that reads the
+  reconcile's span meanwhile sees its final ids: `ctx.span` (log lines,
+  metrics exemplars, probes), the requeue links of the reconciles it
+  schedules, spans the reconciler makes itself (their parent), and the
+  traceparent of its API calls.
+- CANCEL_REQUESTED / STUCK and every API call are kept on the side as plain
+  tuples (a name, attributes, a time; the finished `ApiCall` itself).
+- FINISHED: the decision. Kept: the SDK's tracer makes the real spans through
+  its public API (`start_span` with the recorded start time, `add_event` with
+  the recorded times, `end` with the end time); the reconcile span gets its
+  pre-chosen ids from `PresetIds`, the provider's id generator, which hands
+  them out once and otherwise delegates to the generator it wraps. Dropped:
+  the tuples are forgotten, no SDK span was ever made.
 
-Why not `with tracer.start_as_current_span(...)`: the span outlives any single
-block of the reconcile, and the SDK's context manager ends a span interrupted by
-`CancelledError` with status UNSET and no event, which hides exactly the
-reconciles an SRE is looking for. Here every cancelled span gets an event and
-an explicit status: ERROR for deadline_exceeded and api_timeout (work did not
-finish when it should have, `cancellation.is_failure`); OK for shutdown,
-leader_lost, deleted and parent_cancelled (a stop the operator chose or was
-told to make).
+The reconcile span carries the deadline, timeout, requeue lateness, what
+queued it (`wukong.reconcile.trigger`: the first trigger's kind;
+`wukong.reconcile.triggers`: one short line per trigger the queue kept;
+`wukong.reconcile.trigger_count`: all it coalesced) with `requeued_by` links
+to the reconciles that asked for it, why its trace was kept
+(`wukong.trace.kept`), and at its end the remaining budget, cancel reason,
+requeue-after, result and `error.type`, events (`deadline exceeded`,
+`cancelled`, `cancellation ignored`, `conflict`, the exception) and an explicit
+status: ERROR for deadline_exceeded and api_timeout (work did not finish when
+it should have, `cancellation.is_failure`); OK for shutdown, leader_lost,
+deleted and parent_cancelled (a stop the operator chose or was told to make).
 
 One span per admission request a webhook answered, `admission <Kind>` (kind
 SERVER), with the review's deadline and timeout, the decision and its reason;
 a rejection or an unverified admission carries the message as an event.
+Admission spans are not reconciles: the provider's sampler alone decides them.
 
-API calls become child spans after they finish, with their real start and end
-times (`ApiCall` carries both, and the reconcile they were made for), so the
-client needs no tracing code.
-
-The spans are made by `SpanRecorder` (tracing/recorder.py): the SDK's spans,
-sampler, limits and processors, without most of the SDK tracer's CPU per span.
+A requeue link or exemplar may name a reconcile whose trace was not kept; the
+spans a reconciler makes itself inside a reconcile follow the provider's
+sampler (its parent is flagged sampled), whatever becomes of the reconcile.
 """
 
+import threading
+import time
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TracerProvider,
+)
+from opentelemetry.util import types
 
 from wukong.runtime import CancelReason, Conflict, ReconcileContext, RuntimeObserver
 from wukong.runtime.observe import (
@@ -54,50 +77,172 @@ from wukong.runtime.observe import (
     WebhookReview,
     is_failure,
 )
-from wukong.tracing.recorder import SpanRecorder
+from wukong.tracing.sampling import TailSampling, sampled_by_ratio
 
 _NS = 1_000_000_000
 _OK = Status(StatusCode.OK)  # immutable: one for every span that ends well
 # A reconcile is a root: it is caused by the queue, not by whatever context the
 # worker happened to run in.
 _ROOT = otel_context.Context()
+# Older SDKs have no random-trace-id flag: then only SAMPLED.
+_RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+
+
+class PresetIds(IdGenerator):
+    """The provider's id generator: ids handed to `preset` are the next ones this
+    thread gets (once each), any other id comes from the wrapped generator."""
+
+    def __init__(self, fallback: IdGenerator | None = None) -> None:
+        self.fallback = fallback if fallback is not None else RandomIdGenerator()
+        self._next = threading.local()
+
+    def preset(self, trace_id: int, span_id: int) -> None:
+        self._next.trace_id = trace_id
+        self._next.span_id = span_id
+
+    def generate_trace_id(self) -> int:
+        trace_id: int = getattr(self._next, "trace_id", 0)
+        if trace_id:
+            self._next.trace_id = 0
+            return trace_id
+        return self.fallback.generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        span_id: int = getattr(self._next, "span_id", 0)
+        if span_id:
+            self._next.span_id = 0
+            return span_id
+        return self.fallback.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        return self.fallback.is_trace_id_random()
+
+
+class PendingReconcile(NonRecordingSpan):
+    """A running reconcile's span: its final ids, and what happened to it so far
+    kept as plain tuples. `add_event` and `set_attribute(s)` are kept too, and
+    end up on the real span if the trace is kept."""
+
+    def __init__(self, context: SpanContext, name: str) -> None:
+        super().__init__(context)
+        self.name = name
+        self.events: list[tuple[str, types.Attributes, int]] = []
+        self.attributes: dict[str, types.AnyValue] = {}
+        # each API call with its parent span's context (None: this reconcile)
+        self.calls: list[tuple[ApiCall, SpanContext | None]] = []
+        self.decided = False  # FINISHED was seen
+        self.kept = False
+
+    def add_event(
+        self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
+    ) -> None:
+        self.events.append((name, attributes, timestamp or time.time_ns()))
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: types.Attributes) -> None:
+        if attributes:
+            self.attributes.update(attributes)
 
 
 class ReconcileTracer(RuntimeObserver):
-    """The observer that produces the contract's reconcile and API-call spans."""
+    """The observer that produces the contract's reconcile and API-call spans,
+    keeping the traces `sampling` says (default: every one)."""
 
     name = "tracing"
 
-    def __init__(self, *, provider: TracerProvider) -> None:
-        self._spans = SpanRecorder(provider, "wukong.runtime")
-        # controller name -> primary kind, for span names
-        self._kinds: dict[str, str] = {}
+    def __init__(self, *, provider: TracerProvider, sampling: TailSampling | None = None) -> None:
+        self._sampling = sampling if sampling is not None else TailSampling()
+        self._keep_bound = self._sampling.bound
+        # The reconcile span is made at its end with the ids it had from its
+        # start: the provider's id generator must be one that takes preset ids.
+        self._ids: PresetIds | None = None
+        if isinstance(provider, SdkTracerProvider):
+            ids: IdGenerator = provider.id_generator
+            if not isinstance(ids, PresetIds):
+                ids = PresetIds(ids)
+                provider.id_generator = ids  # type: ignore[assignment]  # typed too narrowly
+            self._ids = ids
+        self._tracer = provider.get_tracer("wukong.runtime")
+        self._fallback: IdGenerator = self._ids.fallback if self._ids else RandomIdGenerator()
+        flags = TraceFlags.SAMPLED
+        if self._fallback.is_trace_id_random():
+            flags |= _RANDOM_TRACE_ID
+        self._flags = TraceFlags(flags)
+        # controller name -> span name of its reconciles
+        self._names: dict[str, str] = {}
 
     def controller_added(self, controller: ControllerView) -> None:
-        self._kinds[controller.name] = controller.kind
+        self._names[controller.name] = f"reconcile {controller.kind}"
 
     # -- lifecycle -------------------------------------------------------------------
 
     def reconcile(self, event: LifecycleEvent) -> None:
-        ctx = event.context
-        if event.step is Step.STARTED:
+        step = event.step
+        if step is Step.STARTED:
             self._start(event)
-        elif ctx.span is None:
             return
-        elif event.step is Step.CANCEL_REQUESTED:
+        pending = event.context.span
+        if type(pending) is not PendingReconcile:
+            return
+        if step is Step.FINISHED:
+            self._finish(pending, event)
+        elif step is Step.CANCEL_REQUESTED:
             name = (
                 "deadline exceeded"
                 if event.reason is CancelReason.DEADLINE_EXCEEDED
                 else "cancelled"
             )
-            ctx.span.add_event(name, {"wukong.cancel.reason": str(event.reason)})
-        elif event.step is Step.STUCK:
-            ctx.span.add_event("cancellation ignored", {"wukong.cancel.reason": str(event.reason)})
-        elif event.step is Step.FINISHED:
-            self._finish(ctx, event)
+            pending.add_event(name, {"wukong.cancel.reason": str(event.reason)})
+        elif step is Step.STUCK:
+            pending.add_event("cancellation ignored", {"wukong.cancel.reason": str(event.reason)})
 
     def _start(self, event: LifecycleEvent) -> None:
         ctx = event.context
+        ids = self._fallback
+        span_context = SpanContext(
+            ids.generate_trace_id(),
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=self._flags,
+        )
+        pending = PendingReconcile(
+            span_context, self._names.get(ctx.controller) or f"reconcile {ctx.controller}"
+        )
+        # Current inside the reconcile task; the context reads it back from there.
+        assert event.task_context is not None
+        event.task_context.run(otel_context.attach, trace.set_span_in_context(pending))
+
+    def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
+        ctx = event.context
+        end = time.time_ns()
+        pending.decided = True
+        outcome = event.outcome
+        if outcome is Outcome.CANCELLED:
+            kept = "cancelled"
+        elif outcome is Outcome.ERROR:
+            kept = "error"
+        elif self._sampling.is_slow(ctx.elapsed(), ctx.timeout):
+            kept = "slow"
+        elif sampled_by_ratio(pending.get_span_context().trace_id, self._keep_bound):
+            kept = "sampled"
+        else:
+            return  # dropped: no SDK span made, the tuples go with the context
+        pending.kept = True
+        self._reconcile_span(pending, ctx, event, kept, end)
+        for call, parent in pending.calls:
+            self._call_span(call, parent or pending.get_span_context())
+        pending.calls.clear()
+
+    def _reconcile_span(
+        self,
+        pending: PendingReconcile,
+        ctx: ReconcileContext,
+        event: LifecycleEvent,
+        kept: str,
+        end: int,
+    ) -> None:
         triggers = ctx.triggers
         links = [
             Link(trigger.link.span.get_span_context(), {"wukong.link": "requeued_by"})
@@ -114,53 +259,45 @@ class ReconcileTracer(RuntimeObserver):
             "wukong.reconcile.trigger": str(triggers[0].kind) if triggers else "unknown",
             "wukong.reconcile.triggers": [str(trigger) for trigger in triggers],
             "wukong.reconcile.trigger_count": ctx.trigger_count,
+            "wukong.trace.kept": kept,
         }
         if ctx.due_at is not None:
             attributes["wukong.requeue.delay_ms"] = max(0.0, (ctx.started - ctx.due_at) * 1000)
-        kind = self._kinds.get(ctx.controller, ctx.controller)
-        span = self._spans.start(
-            f"reconcile {kind}",
+        attributes.update(pending.attributes)
+        attributes["wukong.reconcile.budget_remaining_ms"] = ctx.remaining() * 1000
+        attributes["wukong.reconcile.result"] = str(event.outcome)
+        if event.result is not None and event.result.requeue_after > 0:
+            attributes["wukong.requeue.after_ms"] = event.result.requeue_after * 1000
+        status = _OK
+        error = event.error
+        if event.outcome is Outcome.CANCELLED:
+            reason = event.reason
+            assert reason is not None  # the runtime decides one for every cancellation
+            attributes["wukong.cancel.reason"] = str(reason)
+            attributes["error.type"] = "cancelled"
+            pending.add_event("cancelled", {"wukong.cancel.reason": str(reason)}, end)
+            if is_failure(reason):
+                status = Status(StatusCode.ERROR, f"cancelled: {reason}")
+        elif event.outcome is Outcome.ERROR:
+            attributes["error.type"] = type(error).__name__ if error else "error"
+            status = Status(StatusCode.ERROR, str(error) if error else "error")
+        span_context = pending.get_span_context()
+        if self._ids is not None:
+            self._ids.preset(span_context.trace_id, span_context.span_id)
+        span = self._tracer.start_span(
+            pending.name,
             context=_ROOT,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
             links=links,
             start_time=int(ctx.started_wall.timestamp() * _NS),
         )
-        # Current inside the reconcile task; the context reads it back from there.
-        assert event.task_context is not None
-        event.task_context.run(otel_context.attach, trace.set_span_in_context(span))
-
-    def _finish(self, ctx: ReconcileContext, event: LifecycleEvent) -> None:
-        span = ctx.span
-        # One set_attributes call: the SDK locks and checks the span once per call.
-        attributes: dict[str, Any] = {
-            "wukong.reconcile.budget_remaining_ms": ctx.remaining() * 1000,
-            "wukong.reconcile.result": str(event.outcome),
-        }
-        if event.result is not None and event.result.requeue_after > 0:
-            attributes["wukong.requeue.after_ms"] = event.result.requeue_after * 1000
-        if event.outcome is Outcome.CANCELLED:
-            reason = event.reason
-            assert reason is not None  # the runtime decides one for every cancellation
-            attributes["wukong.cancel.reason"] = str(reason)
-            attributes["error.type"] = "cancelled"
-            span.set_attributes(attributes)
-            span.add_event("cancelled", {"wukong.cancel.reason": str(reason)})
-            if is_failure(reason):
-                span.set_status(Status(StatusCode.ERROR, f"cancelled: {reason}"))
-            else:
-                span.set_status(_OK)
-        elif event.outcome is Outcome.ERROR:
-            error = event.error
-            attributes["error.type"] = type(error).__name__ if error else "error"
-            span.set_attributes(attributes)
-            if error is not None:
-                span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, str(error) if error else "error"))
-        else:
-            span.set_attributes(attributes)
-            span.set_status(_OK)
-        span.end()
+        for name, event_attributes, timestamp in pending.events:
+            span.add_event(name, event_attributes, timestamp)
+        if event.outcome is Outcome.ERROR and error is not None:
+            span.record_exception(error, timestamp=end)
+        span.set_status(status)
+        span.end(end_time=end)
 
     # -- admission webhooks ------------------------------------------------------------
 
@@ -179,10 +316,11 @@ class ReconcileTracer(RuntimeObserver):
             attributes["k8s.namespace.name"] = review.namespace
         if review.name:
             attributes["wukong.object.name"] = review.name
+        if review.allowed is None:
+            attributes["error.type"] = review.reason
         start = int(review.started * _NS)
-        span = self._spans.start(
+        span = self._tracer.start_span(
             f"admission {review.kind or 'request'}",
-            context=None,  # the current context, as start_span takes it
             kind=SpanKind.SERVER,
             attributes=attributes,
             start_time=start,
@@ -190,7 +328,6 @@ class ReconcileTracer(RuntimeObserver):
         if review.message:
             span.add_event(review.reason, {"message": review.message})
         if review.allowed is None:
-            span.set_attribute("error.type", review.reason)
             span.set_status(Status(StatusCode.ERROR, review.message))
         else:
             # A rejection is the webhook doing its job, not an error.
@@ -200,15 +337,30 @@ class ReconcileTracer(RuntimeObserver):
     # -- API calls ---------------------------------------------------------------------
 
     def api_call(self, call: ApiCall) -> None:
-        if call.reconcile is None or call.reconcile.span is None:
+        pending = call.reconcile.span if call.reconcile is not None else None
+        if type(pending) is not PendingReconcile:
             return  # not made for a traced reconcile (informers, leader election)
+        if pending.decided and not pending.kept:
+            return
         # The innermost span the reconcile had open (its own child spans
         # included); the reconcile's span when the call ran elsewhere.
-        parent_context = otel_context.get_current()
-        parent = trace.get_current_span(parent_context)
-        if not parent.get_span_context().is_valid:
-            parent = call.reconcile.span
-            parent_context = trace.set_span_in_context(parent)
+        current = trace.get_current_span()
+        parent: SpanContext | None = None
+        if current is not pending:
+            current_context = current.get_span_context()
+            if current_context.is_valid:
+                parent = current_context
+        if call.error is not None and call.cancel_reason is None:
+            if isinstance(call.error, Conflict):
+                (pending if parent is None else current).add_event(
+                    "conflict", {"k8s.resource": call.resource}
+                )
+        if pending.decided:  # ended after its reconcile, which was kept
+            self._call_span(call, parent or pending.get_span_context())
+        else:
+            pending.calls.append((call, parent))
+
+    def _call_span(self, call: ApiCall, parent: SpanContext) -> None:
         attributes: dict[str, Any] = {
             "http.request.method": call.method,
             "k8s.verb": call.verb,
@@ -219,22 +371,21 @@ class ReconcileTracer(RuntimeObserver):
             attributes["k8s.namespace.name"] = call.namespace
         if call.status_code is not None:
             attributes["http.response.status_code"] = call.status_code
+        error = call.error
+        if error is not None:
+            attributes["error.type"] = type(error).__name__
         start = int(call.started * _NS)
-        span = self._spans.start(
+        span = self._tracer.start_span(
             f"{call.verb} {call.resource}",
-            context=parent_context,
+            context=trace.set_span_in_context(NonRecordingSpan(parent)),
             kind=SpanKind.CLIENT,
             attributes=attributes,
             start_time=start,
         )
-        error = call.error
         if error is None:
             span.set_status(_OK)
         else:
-            span.set_attribute("error.type", type(error).__name__)
             if call.cancel_reason is not None:
                 span.add_event("cancelled", {"wukong.cancel.reason": str(call.cancel_reason)})
-            elif isinstance(error, Conflict):
-                parent.add_event("conflict", {"k8s.resource": call.resource})
             span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
         span.end(end_time=start + int(call.duration * _NS))
