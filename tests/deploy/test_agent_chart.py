@@ -101,8 +101,8 @@ def test_tracing_is_set_as_for_the_operator(tmp_path: Path) -> None:
     otel = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4317",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_TRACES_SAMPLER_ARG": "",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,k8s.cluster.name=eu-1",
     }
     assert env["DaemonSet"] == {"OTEL_SERVICE_NAME": "wukong-agent", **otel}
@@ -110,6 +110,8 @@ def test_tracing_is_set_as_for_the_operator(tmp_path: Path) -> None:
         "OTEL_SERVICE_NAME": "wukong-operator",
         **otel,
     }
+    assert env["Deployment"]["WUKONG_TRACES_KEEP_RATIO"] == "0.1"
+    assert env["Deployment"]["WUKONG_TRACES_SLOW_SHARE"] == "0.5"
 
 
 @pytest.mark.parametrize(

@@ -84,8 +84,13 @@ _OK = Status(StatusCode.OK)  # immutable: one for every span that ends well
 # A reconcile is a root: it is caused by the queue, not by whatever context the
 # worker happened to run in.
 _ROOT = otel_context.Context()
-# Older SDKs have no random-trace-id flag: then only SAMPLED.
+# Older SDKs have no random-trace-id flag (nor IdGenerator.is_trace_id_random).
 _RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+
+
+def _random_trace_ids(ids: IdGenerator) -> bool:
+    is_random = getattr(ids, "is_trace_id_random", None)
+    return bool(is_random()) if is_random is not None else False
 
 
 class PresetIds(IdGenerator):
@@ -115,7 +120,7 @@ class PresetIds(IdGenerator):
         return self.fallback.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
-        return self.fallback.is_trace_id_random()
+        return _random_trace_ids(self.fallback)
 
 
 class PendingReconcile(NonRecordingSpan):
@@ -167,7 +172,7 @@ class ReconcileTracer(RuntimeObserver):
         self._tracer = provider.get_tracer("wukong.runtime")
         self._fallback: IdGenerator = self._ids.fallback if self._ids else RandomIdGenerator()
         flags = TraceFlags.SAMPLED
-        if self._fallback.is_trace_id_random():
+        if _random_trace_ids(self._fallback):
             flags |= _RANDOM_TRACE_ID
         self._flags = TraceFlags(flags)
         # controller name -> span name of its reconciles

@@ -41,7 +41,7 @@ app.kubernetes.io/component: node-agent
 
 {{- /* The OTEL_* environment of the operator and the agent, from .Values.tracing:
        the component's service name, resource attributes, and with an endpoint the
-       exporter and sampler. (dict "root" $ "service" "wukong-operator") */ -}}
+       exporter and sampler (and the operator's choice of reconcile traces). (dict "root" $ "service" "wukong-operator") */ -}}
 {{- define "wukong.otelEnv" -}}
 - name: OTEL_SERVICE_NAME
   value: {{ .service }}
@@ -62,6 +62,12 @@ app.kubernetes.io/component: node-agent
   value: {{ $.root.Values.tracing.sampler | quote }}
 - name: OTEL_TRACES_SAMPLER_ARG
   value: {{ $.root.Values.tracing.samplerArg | quote }}
+{{- if eq $.service "wukong-operator" }}
+- name: WUKONG_TRACES_KEEP_RATIO
+  value: {{ $.root.Values.tracing.keepRatio | quote }}
+- name: WUKONG_TRACES_SLOW_SHARE
+  value: {{ $.root.Values.tracing.slowShare | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
