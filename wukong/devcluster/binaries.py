@@ -18,6 +18,9 @@
   discovery, so the pinned release (`promserver/go.mod`) is built from the Go
   module proxy with only that discovery mechanism (`remove_all_sd`), and
   without the web UI's assets (the HTTP API is all the project uses).
+- Jaeger v2 (`jaegerserver/go.mod` pins the release), the trace backend the API
+  server and the operator export to in tests: its all-in-one
+  program, built the same way and likewise used through its HTTP API only.
 
 Each is built the first time something asks for it (`wukong dev build` builds
 only etcd and kube-apiserver, what the control plane and the demo need). A build
@@ -46,6 +49,8 @@ NODE_WRAPPER_DIR = Path(__file__).parent / "kubenode"
 PAUSE_DIR = Path(__file__).parent / "pause"
 PROMETHEUS_WRAPPER_DIR = Path(__file__).parent / "promserver"
 ETCD_WRAPPER_DIR = Path(__file__).parent / "etcdserver"
+JAEGER_WRAPPER_DIR = Path(__file__).parent / "jaegerserver"
+_JAEGER_MODULE = "github.com/jaegertracing/jaeger"
 _ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 _PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 # Kubernetes service discovery only (file and static discovery are always there).
@@ -201,6 +206,26 @@ def prometheus_binary(*, progress: Progress) -> Path:
         version=version,
         flags=flags,
         package=f"{_PROMETHEUS_MODULE}/cmd/prometheus",
+        progress=progress,
+    )
+
+
+def jaeger_version() -> str:
+    """The pinned Jaeger release (module v1.X.Y; its v2 program is built from it)."""
+    return _wrapper_version(JAEGER_WRAPPER_DIR, module=_JAEGER_MODULE)
+
+
+def jaeger_binary(*, progress: Progress) -> Path:
+    """Path to Jaeger v2's all-in-one program, built once and cached."""
+    version = jaeger_version()
+    flags = ["-ldflags", f"-s -w -X {_JAEGER_MODULE}/internal/version.latestVersion={version}"]
+    return _cached_tool(
+        JAEGER_WRAPPER_DIR,
+        name="jaeger",
+        what="Jaeger",
+        version=version,
+        flags=flags,
+        package=f"{_JAEGER_MODULE}/cmd/jaeger",
         progress=progress,
     )
 

@@ -57,6 +57,9 @@ class ControlPlaneConfig:
     # kube-apiserver feature gates, e.g. ("WatchList=false",) to act like an
     # older cluster that refuses streaming lists.
     feature_gates: tuple[str, ...] = ()
+    # host:port of an OTLP gRPC receiver (e.g. `jaeger.LocalJaeger.otlp_grpc`): the API
+    # server then traces every request it serves, and its etcd calls, into it.
+    tracing_endpoint: str | None = None
     start_timeout_seconds: float = 120.0
 
     @classmethod
@@ -80,6 +83,7 @@ class ControlPlaneConfig:
             "etcd_port": self.etcd_port,
             "etcd_peer_port": self.etcd_peer_port,
             "node_address": self.node_address,
+            "tracing_endpoint": self.tracing_endpoint,
         }
 
 
@@ -122,12 +126,14 @@ def ephemeral_control_plane(
     state_dir: Path | None = None,
     feature_gates: tuple[str, ...] = (),
     node_address: str | None = None,
+    tracing_endpoint: str | None = None,
 ) -> Iterator["ControlPlane"]:
     """A control plane on free loopback ports for the duration of a `with` block.
 
     For tests and benchmarks: it never collides with `wukong dev up`'s cluster.
     State goes to `state_dir` (kept, e.g. for logs) or to a temporary directory;
-    `node_address` as in `ControlPlaneConfig` (`node.ephemeral_node_cluster`).
+    `node_address` as in `ControlPlaneConfig` (`node.ephemeral_node_cluster`),
+    `tracing_endpoint` too.
     """
     with contextlib.ExitStack() as stack:
         if state_dir is None:
@@ -140,6 +146,7 @@ def ephemeral_control_plane(
                 etcd_peer_port=processes.free_port(),
                 feature_gates=feature_gates,
                 node_address=node_address,
+                tracing_endpoint=tracing_endpoint,
             )
         )
         plane.up(progress=progress)
@@ -159,6 +166,14 @@ rules:
   - level: Metadata
     verbs: [create, update, patch, delete, deletecollection]
   - level: None
+"""
+
+
+_TRACING_CONFIG = """\
+apiVersion: apiserver.config.k8s.io/v1
+kind: TracingConfiguration
+endpoint: {endpoint}
+samplingRatePerMillion: {per_million}
 """
 
 
@@ -366,6 +381,7 @@ class ControlPlane:
             "--audit-log-format=json",
             "--audit-log-maxbackup=1",
             *([f"--feature-gates={','.join(cfg.feature_gates)}"] if cfg.feature_gates else []),
+            *([f"--tracing-config-file={self._tracing_config()}"] if cfg.tracing_endpoint else []),
         ]
 
     @property
@@ -376,6 +392,14 @@ class ControlPlane:
     def _audit_policy(self) -> Path:
         path = self.config.state_dir / "audit-policy.yaml"
         path.write_text(_AUDIT_POLICY)
+        return path
+
+    def _tracing_config(self) -> Path:
+        # Every request sampled: the dev cluster serves few, and a test looks for one.
+        path = self.config.state_dir / "tracing-config.yaml"
+        path.write_text(
+            _TRACING_CONFIG.format(endpoint=self.config.tracing_endpoint, per_million=1_000_000)
+        )
         return path
 
     # -- readiness -------------------------------------------------------------------
