@@ -6,6 +6,9 @@ watch. Both go through `_open`, the only place a request is sent: it bounds the
 call (`budget`), admits it (`admit`), sends it with client-go's retries of
 throttled answers (429 or 5xx with `Retry-After`, within the bound), turns an
 error answer into its exception, and reports the finished call (`report`).
+A call made while a span is current (a traced reconcile's) carries its
+context as W3C `traceparent`/`tracestate` headers, so the API server's own
+spans join the reconcile's trace (docs/tracing.md says how it takes them).
 
 `Transport` itself is the policy of a client a user builds: a call is bounded
 by its own `timeout` only, every call is admitted, a call that times out is not
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client as k8s_client
+from opentelemetry import propagate, trace
 from yarl import URL
 
 from wukong.runtime._errors import ApiError, ApiTimeout, api_error
@@ -214,6 +218,7 @@ class Transport:
         """Send, retrying throttled answers within `timeout`; (retries, response)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout.total is None else loop.time() + timeout.total
+        headers = _headers(call)
         for attempt in range(_MAX_THROTTLE_RETRIES + 1):
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
             # _preload_content=False hands back aiohttp's response unread, so
@@ -223,7 +228,7 @@ class Transport:
                 call.path,
                 call.verb.method,
                 query_params=query,
-                header_params={"Accept": JSON, "Content-Type": call.content_type},
+                header_params=headers,
                 body=call.body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
@@ -278,6 +283,40 @@ def _environment_proxy(host: str) -> str | None:
     except LookupError:
         return None
     return str(proxy)
+
+
+def _headers(call: Call) -> dict[str, str]:
+    """The request's headers; with the current trace context if a span is current."""
+    headers = {"Accept": JSON, "Content-Type": call.content_type}
+    # Only a valid span is worth propagating: without one (tracing off), this check
+    # is all a call pays.
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid:
+        _inject_trace_context(headers, current)
+    return headers
+
+
+def _inject_trace_context(headers: dict[str, str], current: trace.SpanContext) -> None:
+    """Add the current context's headers (the configured propagators: W3C trace
+    context by default), with the sampled bit as the only trace flag.
+
+    The SDK flags a trace id it drew as random (W3C trace context level 2, flag
+    0x02); Go's OpenTelemetry 1.41, kube-apiserver 1.36's, takes a version-00
+    `traceparent` with any flag but sampled as malformed and ignores it, so the
+    API server would start a trace of its own (docs/tracing.md).
+    """
+    if current.trace_flags == current.trace_flags & trace.TraceFlags.SAMPLED:
+        propagate.inject(headers)
+        return
+    level_one = trace.SpanContext(
+        current.trace_id,
+        current.span_id,
+        current.is_remote,
+        trace.TraceFlags(current.trace_flags & trace.TraceFlags.SAMPLED),
+        current.trace_state,
+    )
+    # Over the current context, so its baggage goes too.
+    propagate.inject(headers, context=trace.set_span_in_context(trace.NonRecordingSpan(level_one)))
 
 
 async def _error_from(response: aiohttp.ClientResponse, verb: str, path: str) -> ApiError:

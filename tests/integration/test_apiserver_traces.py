@@ -1,0 +1,281 @@
+"""One trace from a reconcile into the API server, read back from a real Jaeger.
+
+A control plane of its own traces every request into Jaeger (kube-apiserver's
+`--tracing-config-file`); the operator exports its spans to the same Jaeger.
+A reconcile's API call carries the reconcile's context (`traceparent`), and
+kube-apiserver takes it as its span's parent only from a privileged client
+(group system:masters or system:monitoring); from anyone else (a
+ServiceAccount, as the operator runs in a cluster) it starts a new trace that
+links to the reconcile's span. docs/tracing.md records the experiment.
+"""
+
+import asyncio
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from tests import build_progress
+from tests.integration.helpers import running, service_account_token
+from tests.polling import eventually
+from wukong.devcluster import ControlPlane, binaries, ephemeral_control_plane
+from wukong.devcluster.jaeger import JaegerSpan, LocalJaeger
+from wukong.runtime import (
+    Client,
+    Controller,
+    Manager,
+    ManagerOptions,
+    ReconcileContext,
+    Request,
+    Result,
+)
+from wukong.runtime.resources import CONFIGMAPS, NAMESPACES, Resource
+from wukong.tracing.setup import configure_tracing
+from wukong.tracing.spans import ReconcileTracer
+
+# A cold build of Jaeger (minutes) happens in the session fixture's setup; the
+# per-test timeout bounds the test itself, the build reports its own progress.
+pytestmark = pytest.mark.timeout(600, func_only=True)
+
+SERVICE_ACCOUNTS = Resource(group="", version="v1", plural="serviceaccounts", kind="ServiceAccount")
+ROLES = Resource(group="rbac.authorization.k8s.io", version="v1", plural="roles", kind="Role")
+ROLE_BINDINGS = Resource(
+    group="rbac.authorization.k8s.io", version="v1", plural="rolebindings", kind="RoleBinding"
+)
+APISERVER = "apiserver"  # kube-apiserver's service.name
+GET_CONFIGMAP = "GET /api/v1/namespaces/{:namespace}/configmaps/{:name}"
+
+
+@pytest.fixture(scope="session")
+def jaeger() -> Iterator[LocalJaeger]:
+    """Jaeger v2, built on first use, for the session."""
+    local = LocalJaeger(binary=binaries.jaeger_binary(progress=build_progress.progress))
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="session")
+def traced_plane(
+    jaeger: LocalJaeger, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """A control plane whose kube-apiserver traces every request into `jaeger`."""
+    with ephemeral_control_plane(
+        progress=build_progress.progress,
+        state_dir=tmp_path_factory.mktemp("traced-plane"),
+        tracing_endpoint=jaeger.otlp_grpc,
+    ) as plane:
+        yield plane
+
+
+@pytest.fixture
+async def admin(traced_plane: ControlPlane) -> AsyncIterator[Client]:
+    async with await Client.from_kubeconfig(traced_plane.kubeconfig) as api:
+        yield api
+
+
+@pytest.fixture
+async def traced_namespace(admin: Client) -> AsyncIterator[str]:
+    name = f"traced-{uuid.uuid4().hex[:8]}"
+    await admin.create(NAMESPACES, {"metadata": {"name": name}})
+    await admin.create(CONFIGMAPS, {"metadata": {"name": "target", "namespace": name}})
+    yield name
+    await admin.delete(NAMESPACES, name)
+
+
+@pytest.fixture
+def operator_tracing(
+    jaeger: LocalJaeger, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TracerProvider, str]]:
+    """The operator's provider, exporting to `jaeger` over OTLP/HTTP; its service name."""
+    service = f"wukong-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_http)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+    provider = configure_tracing()
+    assert provider is not None
+    yield provider, service
+    provider.shutdown()
+
+
+class GetsTarget:
+    """Reads the ConfigMap `target` once per reconcile; notes the reconcile's span."""
+
+    def __init__(self) -> None:
+        self.spans: list[trace.SpanContext] = []
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        await ctx.client.get(CONFIGMAPS, "target", namespace=request.namespace)
+        self.spans.append(trace.get_current_span().get_span_context())
+        return Result()
+
+
+async def _reconcile_once(
+    client: Client, namespace: str, provider: TracerProvider
+) -> trace.SpanContext:
+    """Run one traced reconcile of `target` through `client`; its span's context."""
+    reconciler = GetsTarget()
+    manager = Manager(
+        client=client,
+        observers=[ReconcileTracer(provider=provider)],
+        options=ManagerOptions(namespace=namespace),
+    )
+    manager.add(Controller(name="traced", reconciler=reconciler, primary=CONFIGMAPS))
+    async with running(manager):
+        await eventually(lambda: bool(reconciler.spans), timeout=30, what="a reconcile")
+    await asyncio.to_thread(provider.force_flush)
+    return reconciler.spans[0]
+
+
+def _hex(context: trace.SpanContext) -> tuple[str, str]:
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+async def _stored(
+    read: Callable[[], list[JaegerSpan]], holds: Callable[[list[JaegerSpan]], bool], what: str
+) -> list[JaegerSpan]:
+    """The spans `read` returns once they satisfy `holds` (batches arrive within seconds)."""
+    found: list[JaegerSpan] = []
+
+    def check() -> bool:
+        nonlocal found
+        found = read()
+        return holds(found)
+
+    await eventually(check, timeout=30, what=what)
+    return found
+
+
+def _descendants(spans: list[JaegerSpan], root: JaegerSpan) -> list[JaegerSpan]:
+    children = [span for span in spans if span.parent == root.span_id]
+    return children + [d for child in children for d in _descendants(spans, child)]
+
+
+async def test_privileged_clients_api_call_is_a_child_of_the_reconcile_in_one_trace(
+    jaeger: LocalJaeger,
+    admin: Client,
+    traced_namespace: str,
+    operator_tracing: tuple[TracerProvider, str],
+) -> None:
+    provider, service = operator_tracing
+    trace_id, reconcile_id = _hex(await _reconcile_once(admin, traced_namespace, provider))
+
+    def complete(spans: list[JaegerSpan]) -> bool:
+        return any(s.service == service for s in spans) and any(
+            s.service == APISERVER and s.name == GET_CONFIGMAP for s in spans
+        )
+
+    spans = await _stored(lambda: jaeger.trace(trace_id), complete, "the reconcile's trace")
+    reconcile = next(s for s in spans if s.span_id == reconcile_id)
+    assert (reconcile.service, reconcile.name) == (service, "reconcile ConfigMap")
+    # The operator's own span of the call, made after it ended, is the reconcile's child...
+    client_get = next(s for s in spans if s.service == service and s.name == "get configmaps")
+    assert client_get.parent == reconcile_id
+    # ...and so is the server's: the header carried the reconcile's span, current at the call.
+    server_get = next(s for s in spans if s.service == APISERVER and s.name == GET_CONFIGMAP)
+    assert server_get.parent == reconcile_id
+    assert server_get.links == ()
+    assert server_get.tags["http.target"].startswith(
+        f"/api/v1/namespaces/{traced_namespace}/configmaps/target"
+    )
+    # Under it, in the same trace, the API server's read from etcd.
+    below = _descendants(spans, server_get)
+    assert any(s.name == "etcdserverpb.KV/Range" for s in below), [s.name for s in below]
+
+
+async def test_unprivileged_clients_api_call_starts_a_trace_linked_to_the_reconcile(
+    jaeger: LocalJaeger,
+    traced_plane: ControlPlane,
+    admin: Client,
+    traced_namespace: str,
+    operator_tracing: tuple[TracerProvider, str],
+    kubectl: Path,
+    tmp_path: Path,
+) -> None:
+    token = await _reader_token(admin, traced_plane, traced_namespace, kubectl)
+    kubeconfig = _token_kubeconfig(traced_plane, token, tmp_path / "reader.kubeconfig")
+    provider, _ = operator_tracing
+    async with await Client.from_kubeconfig(kubeconfig) as reader:
+        trace_id, reconcile_id = _hex(await _reconcile_once(reader, traced_namespace, provider))
+
+    def linked(spans: list[JaegerSpan]) -> bool:
+        return any((trace_id, reconcile_id) in s.links for s in spans)
+
+    def server_traces() -> list[JaegerSpan]:
+        found = jaeger.traces(service=APISERVER, operation=GET_CONFIGMAP, lookback="5m")
+        return next((spans for spans in found if linked(spans)), [])
+
+    spans = await _stored(server_traces, linked, "the API server's trace linked to the reconcile")
+    server_get = next(s for s in spans if (trace_id, reconcile_id) in s.links)
+    # A trace of its own: the server does not trust the caller's context as its parent.
+    assert server_get.trace_id != trace_id
+    assert server_get.parent is None
+    assert server_get.name == GET_CONFIGMAP
+    assert any(s.name == "etcdserverpb.KV/Range" for s in _descendants(spans, server_get))
+    # The reconcile's own trace holds no span of the server.
+    assert all(s.service != APISERVER for s in jaeger.trace(trace_id))
+
+
+async def test_audit_id_of_the_response_finds_the_servers_span(
+    jaeger: LocalJaeger,
+    traced_plane: ControlPlane,
+    admin: Client,
+    traced_namespace: str,
+    kubectl: Path,
+) -> None:
+    token = await _reader_token(admin, traced_plane, traced_namespace, kubectl)
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    tls = ssl.create_default_context(cafile=str(traced_plane.ca_cert))
+    url = f"{traced_plane.server_url}/api/v1/namespaces/{traced_namespace}/configmaps/target"
+    headers = {"Authorization": f"Bearer {token}", "traceparent": f"00-{trace_id}-{span_id}-01"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers=headers, ssl=tls) as response,
+    ):
+        assert response.status == 200
+        audit_id = response.headers["Audit-Id"]
+        # The server's trace context is not sent back: the Audit-Id is the handle.
+        assert "traceparent" not in response.headers
+
+    def by_audit_id() -> list[JaegerSpan]:
+        found = jaeger.traces(service=APISERVER, tags={"audit-id": audit_id}, lookback="5m")
+        return found[0] if found else []
+
+    spans = await _stored(by_audit_id, bool, f"the span of Audit-Id {audit_id}")
+    # The request's span and the storage layer's under it carry it.
+    server_get = next(s for s in spans if s.name == GET_CONFIGMAP)
+    assert server_get.tags["audit-id"] == audit_id
+    assert server_get.links == ((trace_id, span_id),)
+    assert server_get.trace_id != trace_id
+
+
+async def _reader_token(admin: Client, plane: ControlPlane, namespace: str, kubectl: Path) -> str:
+    """A token of a new ServiceAccount `reader` allowed to get, list and watch ConfigMaps."""
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+    meta = {"name": "reader", "namespace": namespace}
+    await admin.create(SERVICE_ACCOUNTS, {"metadata": meta})
+    await admin.create(ROLES, {"metadata": meta, "rules": [rule]})
+    binding = {
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+    }
+    await admin.create(ROLE_BINDINGS, binding)
+    return await asyncio.to_thread(
+        service_account_token, kubectl, plane.kubeconfig, namespace, "reader"
+    )
+
+
+def _token_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    config["users"] = [{"name": "reader", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "reader"
+    path.write_text(yaml.safe_dump(config))
+    return path
