@@ -1,7 +1,7 @@
 """The Helm chart's generated files, and the plain-manifest bundle rendered with helm.
 
 Generated into `deploy/chart/wukong/`:
-- `crds/`: the Wukong CRD (`wukong.operator.crd`);
+- `crds/`: the Wukong and WukongSet CRDs (`wukong.operator.crd`);
 - `files/operator-rules.yaml`, `files/leader-election-rules.yaml`,
   `files/metrics-auth-rules.yaml`: the RBAC rules (`wukong.operator.rbac`),
   included by the ClusterRole and Role templates;
@@ -24,7 +24,7 @@ from wukong.dashboards.alerts import alert_rules
 from wukong.dashboards.render import render_dashboards
 from wukong.devcluster.binaries import kubernetes_version
 from wukong.errors import UserError
-from wukong.operator.crd import render_crd, wukong_crd
+from wukong.operator.crd import operator_crds, render_crd
 from wukong.operator.rbac import (
     CLUSTER_RULES,
     LEADER_ELECTION_RULES,
@@ -44,9 +44,11 @@ def _yaml(data: object) -> str:
 
 def generated_files() -> dict[Path, str]:
     """Chart-relative path -> content of every generated chart file."""
-    crd_name = wukong_crd()["metadata"]["name"]
     files = {
-        Path("crds") / f"{crd_name}.yaml": _HEADER + render_crd(),
+        **{
+            Path("crds") / f"{crd['metadata']['name']}.yaml": _HEADER + render_crd(crd)
+            for crd in operator_crds()
+        },
         Path("files/operator-rules.yaml"): _yaml(policy_rules(CLUSTER_RULES)),
         Path("files/leader-election-rules.yaml"): _yaml(policy_rules(LEADER_ELECTION_RULES)),
         Path("files/metrics-auth-rules.yaml"): _yaml(policy_rules(METRICS_AUTH_RULES)),

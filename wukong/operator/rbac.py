@@ -26,6 +26,7 @@ cluster-scoped reads, `namespaced_mode_cluster_rules(X)`:
 from dataclasses import dataclass
 
 from wukong.operator.api import WUKONGS
+from wukong.operator.wukongset_api import WUKONGSETS
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
@@ -71,6 +72,15 @@ class Rule:
 
 _EVENTS = Rule(EVENTS, ("create", "patch"))
 
+# What only the WukongSet controller does: its own kind, and making and
+# removing member Wukongs (it reads them through the Wukong rules' list/watch).
+WUKONGSET_RULES: tuple[Rule, ...] = (
+    Rule(WUKONGSETS, (*_WATCH, "patch")),  # patch: the finalizer
+    Rule(WUKONGSETS, ("patch",), subresource="status"),
+    Rule(WUKONGSETS, ("update",), subresource="finalizers"),  # as for Wukongs, below
+    Rule(WUKONGS, ("create", "delete")),
+)
+
 # On objects in the namespaces the operator manages.
 NAMESPACED_RULES: tuple[Rule, ...] = (
     Rule(WUKONGS, (*_WATCH, "patch")),  # patch: the finalizer
@@ -85,6 +95,7 @@ NAMESPACED_RULES: tuple[Rule, ...] = (
     Rule(VIRTUAL_MACHINES, (*_WATCH, "create", "patch", "delete")),
     Rule(VIRTUAL_MACHINE_INSTANCES, _WATCH),
     Rule(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _WATCH),  # phase Migrating
+    *WUKONGSET_RULES,
     _EVENTS,
 )
 

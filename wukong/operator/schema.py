@@ -1,9 +1,10 @@
 """OpenAPI v3 schemas generated from dataclasses, for CRDs that cannot drift from code.
 
 A field's Python type gives its OpenAPI type (`str`, `int`, `bool`, nested
-dataclasses, `list[...]`; `X | None` means optional); `spec_field(...)` adds
-what types cannot say: a description (required: it becomes `kubectl explain`),
-a default, bounds, patterns and CEL rules (`x-kubernetes-validations`).
+dataclasses, `list[...]`, `dict[str, ...]` for a map; `X | None` means
+optional); `spec_field(...)` adds what types cannot say: a description
+(required: it becomes `kubectl explain`), a default, bounds, patterns and CEL
+rules (`x-kubernetes-validations`).
 JSON names are the camelCase of the Python names.
 
 The same dataclasses read objects back (`from_json`) and write them
@@ -123,6 +124,11 @@ def _type_schema(hint: Any) -> Schema:
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         return {"type": "array", "items": _type_schema(item)}
+    if typing.get_origin(hint) is dict:
+        key, value = typing.get_args(hint)
+        if key is not str:
+            raise TypeError(f"map keys must be str: {hint!r}")
+        return {"type": "object", "additionalProperties": _type_schema(value)}
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return schema_of(hint)
     raise TypeError(f"no OpenAPI type for {hint!r}")
