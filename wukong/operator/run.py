@@ -1,4 +1,5 @@
-"""The operator process (`wukong run`): the Wukong controller with everything around it.
+"""The operator process (`wukong run`): the Wukong and WukongSet controllers with everything
+around it.
 
 It wires, in this order: the API client (in-cluster, or a kubeconfig), a
 preflight check that every permission it needs is granted (a
@@ -6,7 +7,7 @@ SelfSubjectAccessReview for each verb, resource and namespace of
 `rbac.permissions`; all missing ones named in one line) and every API the
 controller uses is served,
 the manager (leader election, health endpoints, reconcile deadline), the
-Wukong controller, tracing (when OTEL_EXPORTER_OTLP_ENDPOINT is set) and
+Wukong and WukongSet controllers, tracing (when OTEL_EXPORTER_OTLP_ENDPOINT is set) and
 metrics (served on `metrics_bind`). It runs until SIGTERM/SIGINT (exit 0) or
 until leadership is lost (exit 2, so the pod restarts and campaigns again, as
 controller-runtime managers do).
@@ -31,6 +32,8 @@ from wukong.operator.admission import add_wukong_webhook
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import add_wukong_controller
 from wukong.operator.rbac import Permission, describe, permissions
+from wukong.operator.wukongset import add_wukongset_controller
+from wukong.operator.wukongset_api import WUKONGSETS
 from wukong.runtime import (
     DEFAULT_RECONCILE_TIMEOUT,
     DEFAULT_SYNC_PERIOD,
@@ -70,6 +73,7 @@ _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount
 # Where each API the controller reads comes from, for the preflight's message.
 _PROVIDERS = {
     WUKONGS: "the Wukong CRD (deploy/ or `wukong dev up`)",
+    WUKONGSETS: "the WukongSet CRD (deploy/ or `wukong dev up`)",
     VIRTUAL_MACHINES: "KubeVirt",
     VIRTUAL_MACHINE_INSTANCES: "KubeVirt",
     VIRTUAL_MACHINE_INSTANCE_MIGRATIONS: "KubeVirt",
@@ -195,15 +199,14 @@ async def run_operator(settings: OperatorSettings) -> int:
         )
         if webhook_tls is not None:
             add_wukong_webhook(manager, admit_on_error=settings.webhook_admit_on_error)
-        add_wukong_controller(
-            manager,
-            options=ControllerOptions(
-                max_concurrent_reconciles=settings.max_concurrent_reconciles,
-                max_concurrent_reconciles_per_namespace=settings.per_namespace_limit,
-                call_budget_share=settings.api_call_share,
-                cancelled_backoff_cap=settings.cancelled_backoff_cap,
-            ),
+        controller_options = ControllerOptions(
+            max_concurrent_reconciles=settings.max_concurrent_reconciles,
+            max_concurrent_reconciles_per_namespace=settings.per_namespace_limit,
+            call_budget_share=settings.api_call_share,
+            cancelled_backoff_cap=settings.cancelled_backoff_cap,
         )
+        add_wukong_controller(manager, options=controller_options)
+        add_wukongset_controller(manager, options=controller_options)
         secure = (
             SecureServing(client=client, cert_dir=settings.metrics_cert_dir)
             if settings.metrics_secure

@@ -1,0 +1,506 @@
+"""The WukongSet controller: keeps `replicas` member Wukongs, and scales in around migrations.
+
+Each reconcile reads the set and its members from the caches and does one
+step towards `spec.replicas`:
+
+- too few members: create the missing ones, at the lowest free ordinals
+  (`<set>-<ordinal>`, the template's labels, the set as controller owner);
+- too many: remove those `scalein.choose_scale_in` picks (never a migrating
+  member). When fewer can go than must, `ScalingBlocked=True` names the
+  migrating members that hold the rest back, and the reconcile ends without a
+  requeue: the end of their migrations is a watch event, which maps back to
+  the set (a member Wukong through its controller ownerReference, a
+  VirtualMachineInstanceMigration through its `spec.vmiName`, the member's
+  name, and that member's owner).
+
+Each decision is an event on the set naming the members chosen and why the
+others were skipped. Members being deleted are not counted (as a ReplicaSet
+does); their names stay taken until they are gone.
+
+Deleting the set deletes its members (each one's own finalizer removes its VM
+and disks, even mid-migration: the set is going) and then the set's
+finalizer. A member already being deleted, or already gone, never holds it.
+
+Members are the Wukongs the set controls (by uid, through an index on the
+Wukong cache), never the ones its selector happens to match: a Wukong made by
+hand with the same labels is neither counted nor deleted. A Wukong of a
+member's name that the set does not control is skipped over (a Warning
+`NameConflict` names it) and the next free ordinal is used.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from wukong.operator.api import WUKONGS, Phase
+from wukong.operator.conditions import READY, ConditionUpdate, updated_conditions
+from wukong.operator.kubevirt import FINAL_MIGRATION_PHASES
+from wukong.operator.reconciler import migration_vmi_key
+from wukong.operator.scalein import Member, ScaleIn, choose_scale_in
+from wukong.operator.schema import from_json
+from wukong.operator.wukongset_api import (
+    SET_FINALIZER,
+    WUKONGSET_LABEL,
+    WUKONGSETS,
+    WukongSetSpec,
+    WukongSetStatus,
+)
+from wukong.operator.wukongset_names import member_name, member_ordinal, set_name_problem
+from wukong.runtime import (
+    AlreadyExists,
+    Conflict,
+    Controller,
+    ControllerOptions,
+    EventRecorder,
+    Invalid,
+    Manager,
+    MapFunc,
+    NotFound,
+    Object,
+    ReconcileContext,
+    Request,
+    Result,
+    Store,
+    Watch,
+    controller_reference,
+)
+from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
+
+CONTROLLER_NAME = "wukongset"
+EVENT_COMPONENT = "wukong-operator"
+SCALING_BLOCKED = "ScalingBlocked"
+
+# Field indexes of this controller's own (the Wukong controller keeps its own).
+MEMBERS_BY_SET = "wukongset.members"  # the uid of the WukongSet that controls a Wukong
+MIGRATIONS_BY_VMI = "wukongset.migrations.vmi"  # namespace/spec.vmiName
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WukongSetView:
+    """One WukongSet as read at the start of a reconcile."""
+
+    body: Object  # as stored; never changed
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    resource_version: str | None
+    finalizers: tuple[str, ...]
+    deletion_timestamp: str | None
+    spec: WukongSetSpec
+    status: WukongSetStatus
+
+    @property
+    def selector(self) -> str:
+        """`spec.selector` in the string form of a label selector."""
+        labels = self.spec.selector.match_labels
+        return ",".join(f"{key}={labels[key]}" for key in sorted(labels))
+
+
+def parse_wukongset(obj: Object) -> WukongSetView:
+    """The view of a stored WukongSet (its spec checked by the API server)."""
+    metadata = obj["metadata"]
+    return WukongSetView(
+        body=obj,
+        name=metadata["name"],
+        namespace=metadata.get("namespace") or "",
+        uid=metadata.get("uid") or "",
+        generation=metadata.get("generation"),
+        resource_version=metadata.get("resourceVersion"),
+        finalizers=tuple(metadata.get("finalizers") or ()),
+        deletion_timestamp=metadata.get("deletionTimestamp"),
+        spec=from_json(WukongSetSpec, obj.get("spec")),
+        status=from_json(WukongSetStatus, obj.get("status")),
+    )
+
+
+def set_uid_key(wukong: Object) -> list[str]:
+    """The uid of the WukongSet controlling `wukong`, for `MEMBERS_BY_SET`."""
+    return [ref["uid"] for ref in _set_references(wukong) if ref.get("uid")]
+
+
+def _set_references(wukong: Object) -> list[dict[str, Any]]:
+    return [
+        ref
+        for ref in wukong["metadata"].get("ownerReferences") or []
+        if ref.get("controller")
+        and ref.get("kind") == WUKONGSETS.kind
+        and ref.get("apiVersion", "").rpartition("/")[0] == WUKONGSETS.group
+    ]
+
+
+def _set_of_migration(wukongs: Store) -> MapFunc:
+    """A migration's set: its VMI is named as the member Wukong, whose controller is the set."""
+
+    def requests(migration: Object) -> list[Request]:
+        namespace = migration["metadata"]["namespace"]
+        vmi = (migration.get("spec") or {}).get("vmiName")
+        member = wukongs.get_by_name(namespace, vmi) if vmi else None
+        if member is None:
+            return []
+        return [Request(namespace, ref["name"]) for ref in _set_references(member)]
+
+    return requests
+
+
+def _is_ready(wukong: Object) -> bool:
+    conditions = (wukong.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == READY and c.get("status") == "True" for c in conditions)
+
+
+class WukongSetReconciler:
+    def __init__(
+        self, *, wukongsets: Store, wukongs: Store, migrations: Store, recorder: EventRecorder
+    ) -> None:
+        self._sets = wukongsets
+        self._wukongs = wukongs
+        self._migrations = migrations
+        self._recorder = recorder
+        # Per set uid: the uids of members this process deleted that the cache
+        # still shows alive. Not counted, so a reconcile that runs before the
+        # cache catches up never picks further members to remove.
+        self._removing: dict[str, set[str]] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        stored = self._sets.get_by_name(request.namespace, request.name)
+        if stored is None:
+            return Result()  # gone; its finalizer saw its members go first
+        if stored["metadata"].get("deletionTimestamp"):
+            self._removing.pop(stored["metadata"].get("uid") or "", None)
+        wukong_set = parse_wukongset(stored)
+        try:
+            if wukong_set.deletion_timestamp:
+                return await self._delete(ctx, wukong_set)
+            return await self._converge(ctx, wukong_set)
+        except Conflict:
+            ctx.logger.debug("conflict writing %s; retrying with a fresh copy", request)
+            return Result(requeue=True)
+
+    # -- members ---------------------------------------------------------------------
+
+    def _members(self, wukong_set: WukongSetView) -> list[Object]:
+        return self._wukongs.by_index(MEMBERS_BY_SET, wukong_set.uid)
+
+    def _live(self, wukong_set: WukongSetView, owned: list[Object]) -> list[Object]:
+        """The members that count: neither being deleted nor removed by us already."""
+        alive = [w for w in owned if not w["metadata"].get("deletionTimestamp")]
+        removing = self._removing.pop(wukong_set.uid, set()) & {w["metadata"]["uid"] for w in alive}
+        if removing:
+            self._removing[wukong_set.uid] = removing
+        return [w for w in alive if w["metadata"]["uid"] not in removing]
+
+    def _member(self, wukong_set: WukongSetView, wukong: Object) -> Member:
+        name = wukong["metadata"]["name"]
+        return Member(
+            name=name,
+            uid=wukong["metadata"]["uid"],
+            ordinal=member_ordinal(wukong_set.name, name) or 0,
+            ready=_is_ready(wukong),
+            migrating=self._migrating(wukong),
+        )
+
+    def _migrating(self, wukong: Object) -> str | None:
+        """Why `wukong` counts as migrating, None when it does not."""
+        metadata = wukong["metadata"]
+        unfinished = sorted(
+            migration["metadata"]["name"]
+            for migration in self._migrations.by_index(
+                MIGRATIONS_BY_VMI, f"{metadata['namespace']}/{metadata['name']}"
+            )
+            if (migration.get("status") or {}).get("phase") not in FINAL_MIGRATION_PHASES
+        )
+        if unfinished:
+            return f"migration {', '.join(unfinished)} unfinished"
+        if (wukong.get("status") or {}).get("phase") == Phase.MIGRATING:
+            return "phase Migrating"
+        return None
+
+    # -- converge --------------------------------------------------------------------
+
+    async def _converge(self, ctx: ReconcileContext, wukong_set: WukongSetView) -> Result:
+        if SET_FINALIZER not in wukong_set.finalizers:
+            wukong_set = await self._add_finalizer(ctx, wukong_set)
+        owned = self._members(wukong_set)
+        live = self._live(wukong_set, owned)
+        wanted = wukong_set.spec.replicas
+        problem: tuple[str, str] | None = None
+        scale_in: ScaleIn | None = None
+        if len(live) < wanted:
+            problem = await self._scale_out(ctx, wukong_set, owned, wanted - len(live))
+        elif len(live) > wanted:
+            members = [self._member(wukong_set, w) for w in live]
+            scale_in = choose_scale_in(members, len(live) - wanted)
+            await self._scale_in(ctx, wukong_set, scale_in)
+        # The members as they stand now: the ones just removed are no longer counted.
+        removed = {m.name for m in scale_in.remove} if scale_in else set()
+        counted = [w for w in live if w["metadata"]["name"] not in removed]
+        await self._write_status(ctx, wukong_set, self._status(wukong_set, counted, problem))
+        return Result()
+
+    async def _scale_out(
+        self, ctx: ReconcileContext, wukong_set: WukongSetView, owned: list[Object], count: int
+    ) -> tuple[str, str] | None:
+        """Create `count` members; the name problem that stopped it, if any."""
+        taken = {w["metadata"]["name"] for w in owned}
+        created: list[str] = []
+        existed = 0  # created by an earlier attempt the cache has not shown yet
+        ordinal = 0
+        problem = None
+        while len(created) + existed < count:
+            name = member_name(wukong_set.name, ordinal)
+            if (problem := set_name_problem(wukong_set.name, wukong_set.spec, ordinal)) is not None:
+                break
+            ordinal += 1
+            if name in taken:
+                continue
+            existing = self._wukongs.get_by_name(wukong_set.namespace, name)
+            if existing is not None:
+                await self._event(
+                    ctx, wukong_set, "Warning", "NameConflict", _conflict_message(name, existing)
+                )
+                continue
+            try:
+                await ctx.client.create(WUKONGS, self._member_body(wukong_set, name))
+            except AlreadyExists:
+                # Most likely ours, from an attempt the cache does not show yet; if
+                # someone else's, the next reconcile sees it and skips it.
+                existed += 1
+                continue
+            except Invalid as exc:
+                problem = ("MemberRejected", f"the API server refused member {name}: {exc.message}")
+                break
+            created.append(name)
+        if created:
+            await self._event(
+                ctx,
+                wukong_set,
+                "Normal",
+                "ScaledOut",
+                f"created {', '.join(created)} (replicas {wukong_set.spec.replicas})",
+            )
+        if problem is not None:
+            await self._event(ctx, wukong_set, "Warning", *problem)
+        return problem
+
+    def _member_body(self, wukong_set: WukongSetView, name: str) -> Object:
+        template = wukong_set.body["spec"]["template"]
+        labels = {**template["metadata"]["labels"], WUKONGSET_LABEL: wukong_set.name}
+        return {
+            "apiVersion": WUKONGS.api_version,
+            "kind": WUKONGS.kind,
+            "metadata": {
+                "name": name,
+                "namespace": wukong_set.namespace,
+                "labels": labels,
+                "ownerReferences": [controller_reference(wukong_set.body, resource=WUKONGSETS)],
+            },
+            "spec": template.get("spec") or {},
+        }
+
+    async def _scale_in(
+        self, ctx: ReconcileContext, wukong_set: WukongSetView, scale_in: ScaleIn
+    ) -> None:
+        for member in scale_in.remove:
+            try:
+                await ctx.client.delete(
+                    WUKONGS,
+                    member.name,
+                    namespace=wukong_set.namespace,
+                    precondition_uid=member.uid,
+                )
+            except NotFound:
+                pass  # gone already
+            self._removing.setdefault(wukong_set.uid, set()).add(member.uid)
+        replicas = wukong_set.spec.replicas
+        skipped = "; ".join(f"{m.name} ({m.migrating})" for m in scale_in.skipped)
+        if scale_in.remove:
+            chosen = ", ".join(
+                f"{m.name} ({'newest' if m.ready else 'not ready'})" for m in scale_in.remove
+            )
+            message = f"removing {chosen} (replicas {replicas})"
+            if skipped:
+                message += f"; skipped, migrating: {skipped}"
+            await self._event(ctx, wukong_set, "Normal", "ScaledIn", message)
+        if scale_in.short_by:
+            message = (
+                f"{scale_in.short_by} more member(s) must go to reach replicas {replicas}, "
+                f"but the others are migrating: {skipped}; waiting for their migrations to end"
+            )
+            await self._event(ctx, wukong_set, "Warning", SCALING_BLOCKED, message)
+
+    def _status(
+        self,
+        wukong_set: WukongSetView,
+        members: list[Object],
+        problem: tuple[str, str] | None,
+    ) -> dict[str, Any]:
+        views = [self._member(wukong_set, w) for w in members]
+        ready = sum(1 for m in views if m.ready)
+        migrating = [m for m in views if m.migrating is not None]
+        wanted = wukong_set.spec.replicas
+        if problem is not None:
+            ready_update = ConditionUpdate(READY, False, *problem)
+        elif len(views) < wanted:
+            ready_update = ConditionUpdate(
+                READY, False, "ScalingOut", f"{len(views)} of {wanted} members"
+            )
+        elif len(views) > wanted:
+            ready_update = ConditionUpdate(
+                READY, False, "ScalingIn", f"{len(views)} members, {wanted} wanted"
+            )
+        elif ready < wanted:
+            ready_update = ConditionUpdate(
+                READY, False, "MembersNotReady", f"{ready} of {wanted} members ready"
+            )
+        else:
+            ready_update = ConditionUpdate(READY, True, "AllReady", f"{ready} members ready")
+        blocked = list(migrating) if len(views) > wanted else []
+        if blocked:
+            names = ", ".join(m.name for m in _by_ordinal(blocked))
+            blocked_update = ConditionUpdate(
+                SCALING_BLOCKED,
+                True,
+                "MembersMigrating",
+                f"{len(views) - wanted} more member(s) must go, but these are migrating: {names}",
+            )
+        else:
+            blocked_update = ConditionUpdate(SCALING_BLOCKED, False, "NotBlocked", "")
+        return {
+            "replicas": len(views),
+            "readyReplicas": ready,
+            "migratingReplicas": len(migrating),
+            "observedGeneration": wukong_set.generation,
+            "selector": wukong_set.selector,
+            "conditions": updated_conditions(
+                wukong_set.status.conditions or (),
+                [ready_update, blocked_update],
+                observed_generation=wukong_set.generation,
+            ),
+        }
+
+    # -- deletion --------------------------------------------------------------------
+
+    async def _delete(self, ctx: ReconcileContext, wukong_set: WukongSetView) -> Result:
+        if SET_FINALIZER not in wukong_set.finalizers:
+            return Result()
+        members = self._members(wukong_set)
+        deleted = []
+        for member in members:
+            metadata = member["metadata"]
+            if metadata.get("deletionTimestamp"):
+                continue  # its own finalizer is at work
+            try:
+                await ctx.client.delete(
+                    WUKONGS,
+                    metadata["name"],
+                    namespace=wukong_set.namespace,
+                    precondition_uid=metadata["uid"],
+                )
+            except NotFound:
+                continue
+            deleted.append(metadata["name"])
+        if deleted:
+            await self._event(
+                ctx, wukong_set, "Normal", "DeletingMembers", f"deleting {', '.join(deleted)}"
+            )
+        if members:
+            # Each member's deletion (and, at last, its disappearance) is a watch event.
+            return Result()
+        patch = {
+            "metadata": {
+                "finalizers": [f for f in wukong_set.finalizers if f != SET_FINALIZER],
+                "resourceVersion": wukong_set.resource_version,
+            }
+        }
+        try:
+            await ctx.client.patch(
+                WUKONGSETS, wukong_set.name, patch, namespace=wukong_set.namespace
+            )
+        except NotFound:
+            pass
+        ctx.logger.info("finalized %s: no member left", ctx.request)
+        return Result()
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def _add_finalizer(
+        self, ctx: ReconcileContext, wukong_set: WukongSetView
+    ) -> WukongSetView:
+        patch = {
+            "metadata": {
+                "finalizers": [*wukong_set.finalizers, SET_FINALIZER],
+                "resourceVersion": wukong_set.resource_version,
+            }
+        }
+        written = await ctx.client.patch(
+            WUKONGSETS, wukong_set.name, patch, namespace=wukong_set.namespace
+        )
+        return parse_wukongset(written)
+
+    async def _write_status(
+        self, ctx: ReconcileContext, wukong_set: WukongSetView, status: dict[str, Any]
+    ) -> None:
+        current = wukong_set.body.get("status") or {}
+        if all(current.get(key) == value for key, value in status.items()):
+            return  # unchanged: writing would only wake every watcher for nothing
+        try:
+            await ctx.client.patch_status(
+                WUKONGSETS, wukong_set.name, {"status": status}, namespace=wukong_set.namespace
+            )
+        except NotFound:
+            pass  # deleted meanwhile; the delete event brings the next reconcile
+
+    async def _event(
+        self,
+        ctx: ReconcileContext,
+        wukong_set: WukongSetView,
+        type: EventType,
+        reason: str,
+        message: str,
+    ) -> None:
+        await self._recorder.record(
+            ctx.client, wukong_set.body, type=type, reason=reason, message=message
+        )
+
+
+def _by_ordinal(members: Iterable[Member]) -> list[Member]:
+    return sorted(members, key=lambda m: m.ordinal)
+
+
+def _conflict_message(name: str, existing: Object) -> str:
+    return (
+        f"Wukong {name} exists and is not a member of this set (uid "
+        f"{existing['metadata'].get('uid')}); it is never adopted or changed: the set uses "
+        "the next free ordinal"
+    )
+
+
+DEFAULT_OPTIONS = ControllerOptions(max_concurrent_reconciles=2)
+
+
+def add_wukongset_controller(
+    manager: Manager, *, options: ControllerOptions = DEFAULT_OPTIONS
+) -> Controller:
+    """Register the WukongSet controller with `manager`."""
+    wukongs = manager.informer(WUKONGS).store
+    wukongs.add_index(MEMBERS_BY_SET, set_uid_key)
+    migrations = manager.informer(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS).store
+    migrations.add_index(MIGRATIONS_BY_VMI, migration_vmi_key)
+    controller = Controller(
+        name=CONTROLLER_NAME,
+        reconciler=WukongSetReconciler(
+            wukongsets=manager.informer(WUKONGSETS).store,
+            wukongs=wukongs,
+            migrations=migrations,
+            recorder=EventRecorder(component=EVENT_COMPONENT),
+        ),
+        primary=WUKONGSETS,
+        # A member's every change (status, deletion, disappearance) reaches its set.
+        owns=[WUKONGS],
+        watches=[Watch(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _set_of_migration(wukongs))],
+        options=options,
+    )
+    manager.add(controller)
+    return controller
