@@ -36,6 +36,7 @@ from wukong.runtime import (
     Result,
 )
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES, Resource
+from wukong.tracing.sampling import TailSampling
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
@@ -123,7 +124,8 @@ async def _reconcile_once(
     reconciler = GetsTarget()
     manager = Manager(
         client=client,
-        observers=[ReconcileTracer(provider=provider)],
+        # Every trace kept: a plain reconcile's could be dropped at a ratio otherwise.
+        observers=[ReconcileTracer(provider=provider, sampling=TailSampling(keep_ratio=1.0))],
         options=ManagerOptions(namespace=namespace),
     )
     manager.add(Controller(name="traced", reconciler=reconciler, primary=CONFIGMAPS))
