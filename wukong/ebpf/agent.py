@@ -382,11 +382,15 @@ class Agent:
     # --- detaching ------------------------------------------------------------
 
     def _detach(self, pid: int, *, why: str, exited: bool = True) -> None:
-        probe = self.probes.pop(pid)
+        probe = self.probes[pid]
+        try:
+            probe.poll()  # what it reported before it went still counts, as its pod's
+        except Exception as exc:  # the process is gone: its probes went with it
+            log.debug("pid %d: its last poll found its probes gone (%s)", pid, exc)
+        del self.probes[pid]
         target = self.targets.pop(pid)
         self._admitted_ns.pop(pid, None)
         try:
-            probe.poll()  # what it reported before it went still counts
             if isinstance(probe, GoProbe):
                 # A process still running (it replaced its program) keeps its
                 # counts: it may be cancelling right now.
@@ -447,6 +451,8 @@ class Agent:
         target = self.targets.get(pid)
         cancellation.comm = target.comm if target else self._execs.get(pid, "?")
         owner = self._owners.get(pid, Owner())
+        if owner.unresolved and self.attribution is not None:
+            owner = self._resolve_owner(pid, owner, cancellation.runtime)
         cancellation.node = self.node
         cancellation.namespace, cancellation.pod = owner.namespace, owner.pod
         cancellation.container = owner.container
@@ -469,6 +475,16 @@ class Agent:
         else:
             self.series_overflow.labels(node=self.node).inc(cancellation.count)
         self._on_cancel(cancellation)
+
+    def _resolve_owner(self, pid: int, owner: Owner, runtime: str) -> Owner:
+        """The pod of a process whose pod was not listed yet when it was taken on."""
+        assert self.attribution is not None
+        resolved = self.attribution.resolve(owner)
+        if resolved != owner and pid in self._owners:
+            self._owners[pid] = resolved
+            self._count_traced(owner, runtime)  # its series by pod UID goes
+            self._count_traced(resolved, runtime)
+        return resolved
 
     def _adopt(self, pid: int) -> bool:
         """A running Go process counted before the agent knew it (it started a

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wukong.runtime import Client, Object
@@ -23,7 +23,9 @@ _POD_UID = re.compile(
     r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
 )
 _CONTAINER_ID = re.compile(r"(?:cri-containerd-|crio-|docker-|containerd-)?([0-9a-f]{64})")
-_REFRESH_SECONDS = 5.0
+# The node's pods are listed again at most this often (a pod that is new to the
+# agent is usually new to the API server too: listing at once would find it).
+_REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,13 @@ class Owner:
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    # Known from the cgroup while the pod was not found: `resolve` tries again.
+    pod_uid: str = field(default="", compare=False)
+    container_id: str = field(default="", compare=False)
+
+    @property
+    def unresolved(self) -> bool:
+        return bool(self.pod_uid) and not self.namespace
 
 
 def cgroup_ids(pid: int) -> tuple[str | None, str | None]:
@@ -63,6 +72,16 @@ class PodAttribution:
             return Owner()
         if uid is None:
             return Owner()  # not in a pod: a process on the node itself
+        return self._owner_of(uid, container_id or "")
+
+    def resolve(self, owner: Owner) -> Owner:
+        """An owner whose pod was not found when its process was taken on (the pod was
+        newer than the agent's last listing), looked up again; the process may be gone."""
+        if not owner.unresolved:
+            return owner
+        return self._owner_of(owner.pod_uid, owner.container_id)
+
+    def _owner_of(self, uid: str, container_id: str) -> Owner:
         pod = self._pods.get(uid)
         # A pod not seen yet, or a container it did not have when last listed (a
         # restart, in a crash loop every few seconds): list the node's pods again.
@@ -71,7 +90,7 @@ class PodAttribution:
                 self._refresh()
                 pod = self._pods.get(uid)
         if pod is None:
-            return Owner(pod=f"uid:{uid}")
+            return Owner(pod=f"uid:{uid}", pod_uid=uid, container_id=container_id)
         metadata = pod["metadata"]
         container = _container_name(pod, container_id) if container_id else None
         return Owner(
