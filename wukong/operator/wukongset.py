@@ -131,7 +131,7 @@ def _set_references(wukong: Object) -> list[dict[str, Any]]:
     ]
 
 
-def _set_of_migration(wukongs: Store) -> MapFunc:
+def set_of_migration(wukongs: Store) -> MapFunc:
     """A migration's set: its VMI is named as the member Wukong, whose controller is the set."""
 
     def requests(migration: Object) -> list[Request]:
@@ -499,7 +499,7 @@ def add_wukongset_controller(
         primary=WUKONGSETS,
         # A member's every change (status, deletion, disappearance) reaches its set.
         owns=[WUKONGS],
-        watches=[Watch(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, _set_of_migration(wukongs))],
+        watches=[Watch(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS, set_of_migration(wukongs))],
         options=options,
     )
     manager.add(controller)
