@@ -6,18 +6,22 @@ A reconcile's API call carries the reconcile's context (`traceparent`), and
 kube-apiserver takes it as its span's parent only from a privileged client
 (group system:masters or system:monitoring); from anyone else (a
 ServiceAccount, as the operator runs in a cluster) it starts a new trace that
-links to the reconcile's span. docs/tracing.md records the experiment.
+links to the reconcile's span. The server passes the trace on to an
+admission webhook it calls. docs/tracing.md records the experiment.
 """
 
 import asyncio
+import base64
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -26,6 +30,7 @@ from tests.integration.helpers import running, service_account_token
 from tests.polling import eventually
 from wukong.devcluster import ControlPlane, binaries, ephemeral_control_plane
 from wukong.devcluster.jaeger import JaegerSpan, LocalJaeger
+from wukong.devcluster.processes import free_port
 from wukong.runtime import (
     Client,
     Controller,
@@ -35,7 +40,12 @@ from wukong.runtime import (
     Request,
     Result,
 )
-from wukong.runtime.resources import CONFIGMAPS, NAMESPACES, Resource
+from wukong.runtime.resources import (
+    CONFIGMAPS,
+    NAMESPACES,
+    VALIDATING_WEBHOOK_CONFIGURATIONS,
+    Resource,
+)
 from wukong.tracing.sampling import TailSampling
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
@@ -51,6 +61,7 @@ ROLE_BINDINGS = Resource(
 )
 APISERVER = "apiserver"  # kube-apiserver's service.name
 GET_CONFIGMAP = "GET /api/v1/namespaces/{:namespace}/configmaps/{:name}"
+CREATE_CONFIGMAP = "POST /api/v1/namespaces/{:namespace}/configmaps"
 
 
 @pytest.fixture(scope="session")
@@ -105,23 +116,32 @@ def operator_tracing(
     provider.shutdown()
 
 
-class GetsTarget:
-    """Reads the ConfigMap `target` once per reconcile; notes the reconcile's span."""
+Call = Callable[[Client, str], Awaitable[object]]
 
-    def __init__(self) -> None:
+
+async def _get_target(client: Client, namespace: str) -> object:
+    return await client.get(CONFIGMAPS, "target", namespace=namespace)
+
+
+class CallsForTarget:
+    """Makes `call` in each reconcile of the ConfigMap `target`; notes the reconcile's span."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
         self.spans: list[trace.SpanContext] = []
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
-        await ctx.client.get(CONFIGMAPS, "target", namespace=request.namespace)
-        self.spans.append(trace.get_current_span().get_span_context())
+        if request.name == "target":
+            await self.call(ctx.client, request.namespace)
+            self.spans.append(trace.get_current_span().get_span_context())
         return Result()
 
 
 async def _reconcile_once(
-    client: Client, namespace: str, provider: TracerProvider
+    client: Client, namespace: str, provider: TracerProvider, call: Call = _get_target
 ) -> trace.SpanContext:
     """Run one traced reconcile of `target` through `client`; its span's context."""
-    reconciler = GetsTarget()
+    reconciler = CallsForTarget(call)
     manager = Manager(
         client=client,
         # Every trace kept: a plain reconcile's could be dropped at a ratio otherwise.
@@ -255,6 +275,108 @@ async def test_audit_id_of_the_response_finds_the_servers_span(
     assert server_get.tags["audit-id"] == audit_id
     assert server_get.links == ((trace_id, span_id),)
     assert server_get.trace_id != trace_id
+
+
+async def test_the_servers_webhook_call_carries_the_trace_on(
+    jaeger: LocalJaeger,
+    traced_plane: ControlPlane,
+    admin: Client,
+    traced_namespace: str,
+    operator_tracing: tuple[TracerProvider, str],
+) -> None:
+    provider, _ = operator_tracing
+    async with _recording_webhook(admin, traced_plane, traced_namespace) as received:
+
+        async def create(client: Client, namespace: str) -> object:
+            made = {"metadata": {"name": "made", "namespace": namespace}}
+            return await client.create(CONFIGMAPS, made)
+
+        received.clear()
+        reconcile = await _reconcile_once(admin, traced_namespace, provider, create)
+    trace_id, reconcile_id = _hex(reconcile)
+    [headers] = received
+    _, sent_trace, sent_parent, _ = headers["traceparent"].split("-")
+    assert sent_trace == trace_id
+
+    def complete(spans: list[JaegerSpan]) -> bool:
+        return any(s.span_id == sent_parent for s in spans) and any(
+            s.name == "etcdserverpb.KV/Txn" for s in spans
+        )
+
+    spans = await _stored(lambda: jaeger.trace(trace_id), complete, "the create's trace")
+    by_id = {s.span_id: s for s in spans}
+    server_post = next(s for s in spans if s.name == CREATE_CONFIGMAP)
+    assert server_post.parent == reconcile_id
+    # The webhook's request is the API server's client span, under its call of the webhook.
+    webhook_post = by_id[sent_parent]
+    assert (webhook_post.name, webhook_post.tags["span.kind"]) == ("HTTP POST", "client")
+    assert by_id[str(webhook_post.parent)].name == "Call validating webhook"
+    assert by_id[str(webhook_post.parent)].tags["webhook"] == "trace.wukong.test"
+    below = _descendants(spans, server_post)
+    assert webhook_post in below
+    assert any(s.name == "etcdserverpb.KV/Txn" for s in below)
+
+
+@asynccontextmanager
+async def _recording_webhook(
+    admin: Client, plane: ControlPlane, namespace: str
+) -> AsyncIterator[list[dict[str, str]]]:
+    """A validating webhook for ConfigMaps created in `namespace` that allows each and
+    keeps its request's headers; yields once the API server calls it."""
+    received: list[dict[str, str]] = []
+
+    async def review(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        uid = (await request.json())["request"]["uid"]
+        answer = {"uid": uid, "allowed": True}
+        return web.json_response(
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": answer}
+        )
+
+    app = web.Application()
+    app.router.add_post("/validate", review)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certs = plane.webhook_cert_dir
+    tls.load_cert_chain(certs / "tls.crt", certs / "tls.key")
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    webhook = {
+        "name": "trace.wukong.test",
+        "clientConfig": {
+            "url": f"https://127.0.0.1:{port}/validate",
+            "caBundle": base64.b64encode(plane.ca_cert.read_bytes()).decode(),
+        },
+        "rules": [
+            {
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["configmaps"],
+            }
+        ],
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 5,
+    }
+    await admin.create(
+        VALIDATING_WEBHOOK_CONFIGURATIONS, {"metadata": {"name": namespace}, "webhooks": [webhook]}
+    )
+    try:
+        # The API server loads the configuration asynchronously: write until it calls.
+        for attempt in range(100):
+            if received:
+                break
+            marker = {"metadata": {"name": f"marker-{attempt}", "namespace": namespace}}
+            await admin.create(CONFIGMAPS, marker)
+            await asyncio.sleep(0.1)
+        assert received, "the API server never called the webhook"
+        yield received
+    finally:
+        await admin.delete(VALIDATING_WEBHOOK_CONFIGURATIONS, namespace)
+        await runner.cleanup()
 
 
 async def _reader_token(admin: Client, plane: ControlPlane, namespace: str, kubectl: Path) -> str:
