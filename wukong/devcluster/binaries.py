@@ -19,8 +19,8 @@
   module proxy with only that discovery mechanism (`remove_all_sd`), and
   without the web UI's assets (the HTTP API is all the project uses).
 - Jaeger v2 (`jaegerserver/go.mod` pins the release), the trace backend the API
-  server and the operator export to in tests: its all-in-one
-  program, built the same way and likewise used through its HTTP API only.
+  server and the operator export to in tests (`jaeger.py`): its all-in-one
+  program, built the same way, without the UI's assets (its query API is used).
 
 Each is built the first time something asks for it (`wukong dev build` builds
 only etcd and kube-apiserver, what the control plane and the demo need). A build
