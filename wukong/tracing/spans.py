@@ -233,7 +233,10 @@ class ReconcileTracer(RuntimeObserver):
         elif sampled_by_ratio(pending.get_span_context().trace_id, self._keep_bound):
             kept = "sampled"
         else:
-            return  # dropped: no SDK span made, the tuples go with the context
+            # Dropped: no SDK span made. The calls go now: each refers to the
+            # context, which refers to this span (a cycle only the GC would free).
+            pending.calls.clear()
+            return
         pending.kept = True
         self._reconcile_span(pending, ctx, event, kept, end)
         for call, parent in pending.calls:
