@@ -84,13 +84,10 @@ _OK = Status(StatusCode.OK)  # immutable: one for every span that ends well
 # A reconcile is a root: it is caused by the queue, not by whatever context the
 # worker happened to run in.
 _ROOT = otel_context.Context()
-# Older SDKs have no random-trace-id flag (nor IdGenerator.is_trace_id_random).
-_RANDOM_TRACE_ID = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
-
-
-def _random_trace_ids(ids: IdGenerator) -> bool:
-    is_random = getattr(ids, "is_trace_id_random", None)
-    return bool(is_random()) if is_random is not None else False
+# A running reconcile's flags: sampled alone. Its API calls' traceparent then
+# goes as it is (kube-apiserver ignores one with more flags, see _transport),
+# and older SDKs have no random-trace-id flag.
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 class PresetIds(IdGenerator):
@@ -120,7 +117,9 @@ class PresetIds(IdGenerator):
         return self.fallback.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
-        return _random_trace_ids(self.fallback)
+        # Older SDKs' generators have no such method.
+        is_random = getattr(self.fallback, "is_trace_id_random", None)
+        return bool(is_random()) if is_random is not None else False
 
 
 class PendingReconcile(NonRecordingSpan):
@@ -171,10 +170,6 @@ class ReconcileTracer(RuntimeObserver):
             self._ids = ids
         self._tracer = provider.get_tracer("wukong.runtime")
         self._fallback: IdGenerator = self._ids.fallback if self._ids else RandomIdGenerator()
-        flags = TraceFlags.SAMPLED
-        if _random_trace_ids(self._fallback):
-            flags |= _RANDOM_TRACE_ID
-        self._flags = TraceFlags(flags)
         # controller name -> span name of its reconciles
         self._names: dict[str, str] = {}
 
@@ -210,7 +205,7 @@ class ReconcileTracer(RuntimeObserver):
             ids.generate_trace_id(),
             ids.generate_span_id(),
             is_remote=False,
-            trace_flags=self._flags,
+            trace_flags=_SAMPLED,
         )
         pending = PendingReconcile(
             span_context, self._names.get(ctx.controller) or f"reconcile {ctx.controller}"
