@@ -271,7 +271,7 @@ def _per_pid(records: list[dict[str, Any]]) -> dict[int, Counter[tuple[str, str,
 
 
 def test_every_run_of_a_crash_looping_go_controller_is_counted_exactly(
-    crash_loop: CrashLoop, metrics_reader: MetricsReader
+    crash_loop: CrashLoop, metrics_reader: MetricsReader, node_cluster: NodeCluster
 ) -> None:
     """Each run a pid of its own with the program's count, none missed, none twice."""
     loop = crash_loop
@@ -279,19 +279,23 @@ def test_every_run_of_a_crash_looping_go_controller_is_counted_exactly(
     assert [sum(counts.values()) for counts in per_pid.values()] == [loop.per_run] * loop.runs, (
         per_pid
     )
-    last: list[float] = []
+    last: list[list[tuple[dict[str, str], float]]] = []
 
     def counted() -> bool:
         samples = metric_samples(
             metrics_reader.get(loop.agent, AGENT_PORT), "wukong_node_cancellations_total"
         )
-        last[:] = [sum(v for labels, v in samples if labels["runtime"] == "go")]
-        return last[0] == loop.per_run * loop.runs
+        last[:] = [[(labels, v) for labels, v in samples if labels["runtime"] == "go" and v]]
+        return sum(v for _, v in last[0]) == loop.per_run * loop.runs
 
     try:
         wait_until(counted, timeout=10, interval=KUBECTL_POLL, what="the agent's count")
     except AssertionError as failed:
-        raise AssertionError(f"{failed}: {last} for {loop.runs} runs of {loop.per_run}") from None
+        metadata = loop.agent["metadata"]
+        log = node_cluster.kubectl("logs", "-n", metadata["namespace"], metadata["name"])
+        raise AssertionError(
+            f"{failed}: {last} for {loop.runs} runs of {loop.per_run}\n{log}"
+        ) from None
 
 
 # What the agent does today (each is in the failure this test reports): the
