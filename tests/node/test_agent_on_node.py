@@ -437,8 +437,8 @@ async def test_every_node_dashboard_query_shows_the_storm_on_prometheus(
     the release's namespace, run on the node's Prometheus while the agent traces a
     storm: each parses, returns series labelled as its panel groups them, and shows
     the storm; each variable offers the value chosen. Every panel has data here,
-    Events lost too: the agent creates its series (at 0) when it attaches a probe,
-    so no loss is a 0, not a gap."""
+    the losses, the untraced processes and the series cap's overflow too: the agent
+    creates those series at 0 when it starts, so none is a 0, not a gap."""
     operators = {p["metadata"]["name"] for p in _pods(node_cluster, release, OPERATOR)}
     (agent,) = _pods(node_cluster, release, AGENT)
     node = agent["spec"]["nodeName"]
@@ -468,6 +468,9 @@ async def test_every_node_dashboard_query_shows_the_storm_on_prometheus(
             _values(series, "runtime").get("python", 0.0) >= len(operators)
         ),
         "Events lost": lambda series: "python" in _values(series, "runtime"),
+        # Series at 0 from the agent's start: shown as a flat 0, not a gap.
+        "Processes not traced": lambda series: "python" in _values(series, "runtime"),
+        "Cancellations over the series cap": lambda series: node in _values(series, "node"),
     }
     assert sorted(queries) == sorted(shows), "one query per panel, each panel checked"
     readings: dict[str, Series] = {}

@@ -65,11 +65,13 @@ MAX_BINARIES = 16
 MAX_PYTHON_PROCESSES = 32
 #: A binary no process has run for this long is detached (its maps freed).
 IDLE_BINARY_SECONDS = 300.0
-#: What a probe can fail to deliver, by runtime ("": the process events).
+#: The `runtime` of what the agent itself loses (its process events): no traced runtime's.
+AGENT_RUNTIME = "agent"
+#: What a probe can fail to deliver, by runtime ("agent": the agent's own exec and exit events).
 LOSS_REASONS = {
     GO: LOST_REASONS,
     PYTHON: ("perf_buffer",),
-    "": ("process_events",),
+    AGENT_RUNTIME: ("process_events",),
 }
 #: Why a process the agent found is not traced, by runtime.
 UNTRACED_REASONS = {
@@ -207,7 +209,7 @@ class Agent:
         if self._events is not None:
             lost = self._events.poll()
             if lost:
-                self._lost("", "process_events", lost)
+                self._lost(AGENT_RUNTIME, "process_events", lost)
 
     def rescan(self) -> None:
         """The safety net: targets the events missed, processes gone unnoticed."""
@@ -233,7 +235,10 @@ class Agent:
             return
         self._started = True
         if self._want_events:
-            self._events = ProcessEvents(on_exec=self._on_exec, on_exit=self._on_exit)
+            try:
+                self._events = ProcessEvents(on_exec=self._on_exec, on_exit=self._on_exit)
+            except StageFailed as exc:  # a missing capability, named
+                raise bpf_failure(exc.cause, stage=exc.stage, pid=None) from exc
         self._compiler = ThreadPoolExecutor(1, thread_name_prefix="wukong-bpf-compile")
         self._spare = self._compiler.submit(self._compile)
 
@@ -342,7 +347,11 @@ class Agent:
                 f"{MAX_BINARIES} Go binaries traced already (each holds its own maps)",
             )
         assert self._spare is not None and self._compiler is not None
-        bpf, self._spare = self._spare.result(), self._compiler.submit(self._compile)
+        spare, self._spare = self._spare, self._compiler.submit(self._compile)
+        try:
+            bpf = spare.result()
+        except Exception as exc:  # BCC makes its maps as it compiles: CAP_BPF, say
+            raise self._failure(target, StageFailed("load", exc)) from exc
         try:
             probe = GoProbe(
                 target.binary,

@@ -65,7 +65,7 @@ class StageFailed(Exception):
         self.cause = cause
 
 
-def bpf_failure(exc: Exception, *, stage: str, pid: int) -> AgentError:
+def bpf_failure(exc: Exception, *, stage: str, pid: int | None) -> AgentError:
     """A clear error for a probe that failed to enable, load or attach.
 
     `stage` is "usdt" (enabling python:audit), "load" (maps and programs) or
@@ -86,6 +86,8 @@ def bpf_failure(exc: Exception, *, stage: str, pid: int) -> AgentError:
         "load": f"loading the BPF program for pid {pid}",
         "attach": f"attaching the uprobe to pid {pid}",
     }[stage]
+    if pid is None:  # the agent's own program: exec and exit events
+        what = "loading the agent's process-event program"
     if missing:
         return MissingCapability(
             f"{what} failed: the agent lacks {capabilities.describe(missing)}; "
