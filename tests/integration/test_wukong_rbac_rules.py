@@ -97,7 +97,10 @@ async def test_rules_grant_exactly_what_the_controller_uses(
     # The WukongSet controller's own rules are checked by test_wukongset.py.
     used, granted = _used(run.calls), _granted() - _granted(WUKONGSET_RULES)
     assert used <= granted, f"used but not granted: {sorted(used - granted)}"
-    assert granted - used == GRANTED_UNUSED, f"granted, never used: {sorted(granted - used)}"
+    # A live read is made only when a cache has not shown an object yet: this scenario
+    # may or may not make one, so a listed verb may be used; every other must be.
+    assert granted - used <= GRANTED_UNUSED, f"granted, never used: {sorted(granted - used)}"
+    assert GRANTED_UNUSED <= granted, f"listed, not granted: {sorted(GRANTED_UNUSED - granted)}"
 
 
 def test_the_start_checks_ask_for_every_granted_verb() -> None:
