@@ -25,6 +25,7 @@ from tests.node.test_agent_on_node import (  # noqa: F401 (release: a fixture)
     _pods,
     _start_storm,
     release,
+    remove_storm,
 )
 from tests.polling import eventually, wait_until
 from wukong.runtime import Client
@@ -90,10 +91,30 @@ async def test_a_killed_agents_semaphores_are_put_back_by_its_successor(
     assert first is not None
     restarts = _restarts(first)
 
+    storms: list[str] = []
+    try:
+        await _storm_killed_and_after(
+            node_cluster, release, metrics_reader, first, restarts, operators, storms
+        )
+    finally:
+        for storm in storms:
+            remove_storm(node_cluster, storm)
+    assert {pid: usdt_semaphore(pid) for pid in operators} == dict.fromkeys(operators, 1)
+
+
+async def _storm_killed_and_after(
+    node_cluster: NodeCluster,
+    release_ns: str,
+    metrics_reader: MetricsReader,
+    first: dict[str, Any],
+    restarts: int,
+    operators: Any,
+    storms: list[str],
+) -> None:
     async with await Client.from_kubeconfig(node_cluster.plane.kubeconfig) as client:
-        await _start_storm(client)
+        storms.append(await _start_storm(client))
         await eventually(
-            lambda: _counted(metrics_reader, first, release) > 0,
+            lambda: _counted(metrics_reader, first, release_ns) > 0,
             timeout=120,
             interval=1.0,
             what="the first agent counting the storm",
@@ -103,7 +124,7 @@ async def test_a_killed_agents_semaphores_are_put_back_by_its_successor(
         os.kill(_agent_pid(first), signal.SIGKILL)
 
         def restarted() -> dict[str, Any] | None:
-            pod = _agent_pod(node_cluster, release)
+            pod = _agent_pod(node_cluster, release_ns)
             return pod if pod is not None and _restarts(pod) > restarts else None
 
         await asyncio.to_thread(
@@ -117,16 +138,15 @@ async def test_a_killed_agents_semaphores_are_put_back_by_its_successor(
         assert second is not None
         # The new agent's probe, not the dead one's as well.
         assert {pid: usdt_semaphore(pid) for pid in operators} == dict.fromkeys(operators, 1)
-        logs = node_cluster.kubectl("logs", "-n", release, second["metadata"]["name"])
+        logs = node_cluster.kubectl("logs", "-n", release_ns, second["metadata"]["name"])
         for pid in operators:
             assert f"put back the python:audit semaphore of pid {pid} " in logs, logs
 
         # A new storm (a new Wukong, no backoff yet): the new agent counts it.
-        await _start_storm(client)
+        storms.append(await _start_storm(client))
         await eventually(
-            lambda: _counted(metrics_reader, second, release) > 0,
+            lambda: _counted(metrics_reader, second, release_ns) > 0,
             timeout=120,
             interval=1.0,
             what="the restarted agent counting cancellations",
         )
-    assert {pid: usdt_semaphore(pid) for pid in operators} == dict.fromkeys(operators, 1)

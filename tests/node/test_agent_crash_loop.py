@@ -40,6 +40,7 @@ from tests.node.test_agent_on_node import (  # noqa: F401 (release: a fixture)
     OPERATOR,
     _pods,
     release,
+    remove_storm,
 )
 from tests.polling import eventually, wait_until
 from wukong.devcluster import binaries, images
@@ -463,19 +464,4 @@ async def test_an_operator_started_after_the_agent_is_counted_as_it_counts_itsel
     except AssertionError as failed:
         raise AssertionError(f"{failed}; read (operator, agent, operator): {last}") from None
     finally:
-        _remove_storm(node_cluster, storm)
-
-
-def _remove_storm(cluster: NodeCluster, namespace: str) -> None:
-    """The storm's Wukongs and namespace gone for good. Their finalizer cannot run under
-    the release's 1 ms deadline: left, they would make the next module's operators
-    cancel before its storm starts (counts its agent never saw)."""
-    # Deleting first: the operator adds its finalizer back only to a Wukong not deleting.
-    cluster.kubectl("delete", "wukongs", "--all", "-n", namespace, "--wait=false", check=False)
-    names = cluster.kubectl("get", "wukongs", "-n", namespace, "-o", "name", check=False)
-    for name in names.split():
-        unfinalized = json.dumps({"metadata": {"finalizers": None}})
-        cluster.kubectl(
-            "patch", "-n", namespace, name, "--type=merge", f"-p={unfinalized}", check=False
-        )
-    cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=60s", check=False)
+        remove_storm(node_cluster, storm)

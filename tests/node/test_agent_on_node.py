@@ -120,6 +120,21 @@ async def _start_storm(client: Client) -> str:
     return namespace
 
 
+def remove_storm(cluster: NodeCluster, namespace: str) -> None:
+    """The storm's Wukongs and namespace gone for good. Their finalizer cannot run under
+    the release's 1 ms deadline: left, they would make the next module's operators
+    cancel before its storm starts (counts its agent never saw)."""
+    # Deleting first: the operator adds its finalizer back only to a Wukong not deleting.
+    cluster.kubectl("delete", "wukongs", "--all", "-n", namespace, "--wait=false", check=False)
+    names = cluster.kubectl("get", "wukongs", "-n", namespace, "-o", "name", check=False)
+    for name in names.split():
+        unfinalized = json.dumps({"metadata": {"finalizers": None}})
+        cluster.kubectl(
+            "patch", "-n", namespace, name, "--type=merge", f"-p={unfinalized}", check=False
+        )
+    cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=60s", check=False)
+
+
 def _pods(cluster: NodeCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
     listing = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
     items: list[dict[str, Any]] = json.loads(listing)["items"]
