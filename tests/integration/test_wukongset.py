@@ -20,6 +20,7 @@ from wukong.operator.api import WUKONGS
 from wukong.operator.rbac import WUKONGSET_RULES
 from wukong.operator.wukongset import add_wukongset_controller
 from wukong.operator.wukongset_api import SET_FINALIZER, WUKONGSET_LABEL, WUKONGSETS
+from wukong.operator.wukongset_rollout import TEMPLATE_HASH_LABEL
 from wukong.runtime import Client, Invalid, Manager, ManagerOptions, NotFound, Object
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 from wukong.runtime.resources import EVENTS
@@ -142,7 +143,12 @@ async def test_scale_in_never_removes_a_migrating_member_and_finishes_when_migra
     members = await _members(client, namespace, "web")
     assert sorted(members) == [f"web-{i}" for i in range(5)]
     for member in members.values():
-        assert member["metadata"]["labels"] == {**LABELS, "tier": "front", WUKONGSET_LABEL: "web"}
+        assert member["metadata"]["labels"] == {
+            **LABELS,
+            "tier": "front",
+            WUKONGSET_LABEL: "web",
+            TEMPLATE_HASH_LABEL: _status(ready, "templateHash"),
+        }
         (owner,) = member["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"], owner["controller"]) == ("WukongSet", "web", True)
 

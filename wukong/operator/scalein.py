@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Member:
-    """A member as the scale-in sees it."""
+    """A member as the set's decisions (scale-in, rollout) see it."""
 
     name: str
     ordinal: int
@@ -30,6 +30,10 @@ class Member:
     ready: bool
     # Why it is migrating (e.g. "migration web-1-mig Running"), None when it is not.
     migrating: str | None = None
+    # Ready, and its status caught up with its spec (`wukongset_rollout`).
+    available: bool = False
+    # Why it differs from the set's template, None when it does not.
+    outdated: str | None = None
 
 
 @dataclass(frozen=True)

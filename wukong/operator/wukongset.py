@@ -13,6 +13,10 @@ step towards `spec.replicas`:
   VirtualMachineInstanceMigration through its `spec.vmiName`, the member's
   name, and that member's owner).
 
+Members follow the template (`wukongset_rollout`): a template change is
+rolled out, and a member edited by hand is brought back, in place, with at
+most `spec.maxUnavailable` members unavailable at once.
+
 Each decision is an event on the set naming the members chosen and why the
 others were skipped. Members being deleted are not counted (as a ReplicaSet
 does); their names stay taken until they are gone.
@@ -32,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from wukong.operator.api import WUKONGS, Phase
+from wukong.operator.api import WUKONGS, Phase, WukongSpec
 from wukong.operator.conditions import READY, ConditionUpdate, updated_conditions
 from wukong.operator.kubevirt import FINAL_MIGRATION_PHASES
 from wukong.operator.reconciler import migration_vmi_key
@@ -46,6 +50,14 @@ from wukong.operator.wukongset_api import (
     WukongSetStatus,
 )
 from wukong.operator.wukongset_names import member_name, member_ordinal, set_name_problem
+from wukong.operator.wukongset_rollout import (
+    EDITED_BY_HAND,
+    TEMPLATE_CHANGED,
+    TEMPLATE_HASH_LABEL,
+    Rollout,
+    plan_rollout,
+    template_hash,
+)
 from wukong.runtime import (
     AlreadyExists,
     Conflict,
@@ -69,6 +81,7 @@ from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
 CONTROLLER_NAME = "wukongset"
 EVENT_COMPONENT = "wukong-operator"
 SCALING_BLOCKED = "ScalingBlocked"
+ROLLING_UPDATE = "RollingUpdate"
 
 # Field indexes of this controller's own (the Wukong controller keeps its own).
 MEMBERS_BY_SET = "wukongset.members"  # the uid of the WukongSet that controls a Wukong
@@ -91,6 +104,11 @@ class WukongSetView:
     deletion_timestamp: str | None
     spec: WukongSetSpec
     status: WukongSetStatus
+
+    @property
+    def template_hash(self) -> str:
+        """The hash of the template, labelled on the members made from it."""
+        return template_hash(self.spec.template)
 
     @property
     def selector(self) -> str:
@@ -150,6 +168,19 @@ def _is_ready(wukong: Object) -> bool:
     return any(c.get("type") == READY and c.get("status") == "True" for c in conditions)
 
 
+def _is_available(wukong: Object) -> bool:
+    """Ready, and its status says its own controller has caught up with its spec."""
+    status = wukong.get("status") or {}
+    conditions = status.get("conditions") or []
+    observed = status.get("observedGeneration")
+    return (
+        _is_ready(wukong)
+        and observed is not None
+        and observed >= (wukong["metadata"].get("generation") or 0)
+        and all(c.get("status") == "True" for c in conditions)
+    )
+
+
 class WukongSetReconciler:
     def __init__(
         self, *, wukongsets: Store, wukongs: Store, migrations: Store, recorder: EventRecorder
@@ -162,6 +193,10 @@ class WukongSetReconciler:
         # still shows alive. Not counted, so a reconcile that runs before the
         # cache catches up never picks further members to remove.
         self._removing: dict[str, set[str]] = {}
+        # Per set uid: member uid -> the generation this process wrote when it
+        # updated the member. Unavailable until the cache shows that generation, so
+        # a reconcile that runs before it never spends the rollout's budget twice.
+        self._updating: dict[str, dict[str, int]] = {}
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
         stored = self._sets.get_by_name(request.namespace, request.name)
@@ -169,6 +204,7 @@ class WukongSetReconciler:
             return Result()  # gone; its finalizer saw its members go first
         if stored["metadata"].get("deletionTimestamp"):
             self._removing.pop(stored["metadata"].get("uid") or "", None)
+            self._updating.pop(stored["metadata"].get("uid") or "", None)
         wukong_set = parse_wukongset(stored)
         try:
             if wukong_set.deletion_timestamp:
@@ -192,13 +228,18 @@ class WukongSetReconciler:
         return [w for w in alive if w["metadata"]["uid"] not in removing]
 
     def _member(self, wukong_set: WukongSetView, wukong: Object) -> Member:
-        name = wukong["metadata"]["name"]
+        metadata = wukong["metadata"]
+        name = metadata["name"]
+        written = self._updating.get(wukong_set.uid, {}).get(metadata["uid"])
         return Member(
             name=name,
-            uid=wukong["metadata"]["uid"],
+            uid=metadata["uid"],
             ordinal=member_ordinal(wukong_set.name, name) or 0,
             ready=_is_ready(wukong),
             migrating=self._migrating(wukong),
+            available=_is_available(wukong)
+            and (written is None or (metadata.get("generation") or 0) >= written),
+            outdated=_outdated(wukong_set, wukong),
         )
 
     def _migrating(self, wukong: Object) -> str | None:
@@ -236,7 +277,14 @@ class WukongSetReconciler:
         # The members as they stand now: the ones just removed are no longer counted.
         removed = {m.name for m in scale_in.remove} if scale_in else set()
         counted = [w for w in live if w["metadata"]["name"] not in removed]
-        await self._write_status(ctx, wukong_set, self._status(wukong_set, counted, problem))
+        self._forget_caught_up(wukong_set, counted)
+        rollout = plan_rollout(
+            [self._member(wukong_set, w) for w in counted], wukong_set.spec.max_unavailable
+        )
+        updated = await self._roll_out(ctx, wukong_set, counted, rollout)
+        counted = [updated.get(w["metadata"]["name"], w) for w in counted]
+        status = self._status(wukong_set, counted, problem, rollout)
+        await self._write_status(ctx, wukong_set, status)
         return Result()
 
     async def _scale_out(
@@ -285,19 +333,67 @@ class WukongSetReconciler:
         return problem
 
     def _member_body(self, wukong_set: WukongSetView, name: str) -> Object:
-        template = wukong_set.body["spec"]["template"]
-        labels = {**template["metadata"]["labels"], WUKONGSET_LABEL: wukong_set.name}
         return {
             "apiVersion": WUKONGS.api_version,
             "kind": WUKONGS.kind,
             "metadata": {
                 "name": name,
                 "namespace": wukong_set.namespace,
-                "labels": labels,
+                "labels": _member_labels(wukong_set),
                 "ownerReferences": [controller_reference(wukong_set.body, resource=WUKONGSETS)],
             },
-            "spec": template.get("spec") or {},
+            "spec": _template_spec(wukong_set),
         }
+
+    # -- rollout ---------------------------------------------------------------------
+
+    def _forget_caught_up(self, wukong_set: WukongSetView, members: list[Object]) -> None:
+        """Drop the updates the cache shows now (or whose member is no longer counted)."""
+        written = self._updating.pop(wukong_set.uid, {})
+        generations = {w["metadata"]["uid"]: w["metadata"].get("generation") or 0 for w in members}
+        pending = {
+            uid: generation
+            for uid, generation in written.items()
+            if uid in generations and generations[uid] < generation
+        }
+        if pending:
+            self._updating[wukong_set.uid] = pending
+
+    async def _roll_out(
+        self,
+        ctx: ReconcileContext,
+        wukong_set: WukongSetView,
+        members: list[Object],
+        rollout: Rollout,
+    ) -> dict[str, Object]:
+        """Bring `rollout.update` to the template; the members as written, by name."""
+        by_name = {w["metadata"]["name"]: w for w in members}
+        written: dict[str, Object] = {}
+        done: list[str] = []
+        for member in rollout.update:
+            wukong = by_name[member.name]
+            try:
+                written[member.name] = await ctx.client.patch(
+                    WUKONGS,
+                    member.name,
+                    _update_patch(wukong_set, wukong),
+                    namespace=wukong_set.namespace,
+                )
+            except (NotFound, Conflict):
+                continue  # deleted or changed meanwhile: its watch event brings the next look
+            generation = written[member.name]["metadata"].get("generation") or 0
+            self._updating.setdefault(wukong_set.uid, {})[member.uid] = generation
+            done.append(f"{member.name} ({member.outdated})")
+        if done:
+            message = f"updating {', '.join(done)} to template {wukong_set.template_hash}"
+            waiting = [m for m in rollout.waiting if m.migrating is None]
+            if waiting:
+                message += (
+                    f"; waiting, at most {wukong_set.spec.max_unavailable} unavailable: "
+                    + ", ".join(m.name for m in _by_ordinal(waiting))
+                )
+            await self._event(ctx, wukong_set, "Normal", "UpdatingMembers", message)
+        return written
 
     async def _scale_in(
         self, ctx: ReconcileContext, wukong_set: WukongSetView, scale_in: ScaleIn
@@ -335,6 +431,7 @@ class WukongSetReconciler:
         wukong_set: WukongSetView,
         members: list[Object],
         problem: tuple[str, str] | None,
+        rollout: Rollout | None = None,
     ) -> dict[str, Any]:
         views = [self._member(wukong_set, w) for w in members]
         ready = sum(1 for m in views if m.ready)
@@ -367,15 +464,35 @@ class WukongSetReconciler:
             )
         else:
             blocked_update = ConditionUpdate(SCALING_BLOCKED, False, "NotBlocked", "")
+        outdated = [m for m in views if m.outdated is not None]
+        updating = sorted(self._updating.get(wukong_set.uid, {}))
+        if outdated or updating:
+            names = ", ".join(f"{m.name} ({m.outdated})" for m in _by_ordinal(outdated))
+            message = f"{len(views) - len(outdated)} of {len(views)} members up to date"
+            if names:
+                message += f"; out of date: {names}"
+            if rollout is not None and rollout.unavailable:
+                message += (
+                    f"; {rollout.unavailable} unavailable "
+                    f"(at most {wukong_set.spec.max_unavailable})"
+                )
+            rolling_update = ConditionUpdate(ROLLING_UPDATE, True, "MembersOutOfDate", message)
+        else:
+            rolling_update = ConditionUpdate(
+                ROLLING_UPDATE, False, "MembersUpToDate", "every member follows the template"
+            )
         return {
             "replicas": len(views),
             "readyReplicas": ready,
             "migratingReplicas": len(migrating),
+            "availableReplicas": sum(1 for m in views if m.available),
+            "updatedReplicas": len(views) - len(outdated),
+            "templateHash": wukong_set.template_hash,
             "observedGeneration": wukong_set.generation,
             "selector": wukong_set.selector,
             "conditions": updated_conditions(
                 wukong_set.status.conditions or (),
-                [ready_update, blocked_update],
+                [ready_update, blocked_update, rolling_update],
                 observed_generation=wukong_set.generation,
             ),
         }
@@ -467,6 +584,45 @@ class WukongSetReconciler:
 
 def _by_ordinal(members: Iterable[Member]) -> list[Member]:
     return sorted(members, key=lambda m: m.ordinal)
+
+
+def _member_labels(wukong_set: WukongSetView) -> dict[str, str]:
+    return {
+        **wukong_set.spec.template.metadata.labels,
+        WUKONGSET_LABEL: wukong_set.name,
+        TEMPLATE_HASH_LABEL: wukong_set.template_hash,
+    }
+
+
+def _template_spec(wukong_set: WukongSetView) -> Object:
+    """The template's spec as stored (defaulted by the API server)."""
+    spec: Object = wukong_set.body["spec"]["template"].get("spec") or {}
+    return spec
+
+
+def _outdated(wukong_set: WukongSetView, wukong: Object) -> str | None:
+    """Why `wukong` differs from the set's template, None when it does not."""
+    if (wukong["metadata"].get("labels") or {}).get(TEMPLATE_HASH_LABEL) != (
+        wukong_set.template_hash
+    ):
+        return TEMPLATE_CHANGED
+    if from_json(WukongSpec, wukong.get("spec")) != wukong_set.spec.template.spec:
+        return EDITED_BY_HAND
+    return None
+
+
+def _update_patch(wukong_set: WukongSetView, wukong: Object) -> Object:
+    """The template's labels and spec on `wukong`, a field it has beyond them removed;
+    refused if the member changed since it was read."""
+    spec = _template_spec(wukong_set)
+    extra = {key: None for key in wukong.get("spec") or {} if key not in spec}
+    return {
+        "metadata": {
+            "labels": _member_labels(wukong_set),
+            "resourceVersion": wukong["metadata"].get("resourceVersion"),
+        },
+        "spec": {**spec, **extra},
+    }
 
 
 def _conflict_message(name: str, existing: Object) -> str:

@@ -117,6 +117,12 @@ class WukongSetSpec:
     scale_in_policy: ScaleInPolicy | None = spec_field(
         description="Which members go first when the set scales in.", default=None
     )
+    max_unavailable: int = spec_field(
+        description="How many members may be unavailable at once while members are brought "
+        "to the template (a template change rolled out, a member edited by hand reverted).",
+        default=1,
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,19 @@ class WukongSetStatus:
     migrating_replicas: int | None = spec_field(
         description="Members that are live migrating.", default=None
     )
+    available_replicas: int | None = spec_field(
+        description="Members that are Ready and whose status has caught up with their spec "
+        "(what a rollout's maxUnavailable counts).",
+        default=None,
+    )
+    updated_replicas: int | None = spec_field(
+        description="Members made from the current template, their spec the template's.",
+        default=None,
+    )
+    template_hash: str | None = spec_field(
+        description="The hash of the current template, as labelled on up-to-date members.",
+        default=None,
+    )
     observed_generation: int | None = spec_field(
         description="The spec generation last reconciled.", default=None
     )
@@ -138,7 +157,7 @@ class WukongSetStatus:
         default=None,
     )
     conditions: list[Condition] | None = spec_field(
-        description="Ready, ScalingBlocked.",
+        description="Ready, ScalingBlocked, RollingUpdate.",
         default=None,
         **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
