@@ -7,7 +7,8 @@ kube-apiserver takes it as its span's parent only from a privileged client
 (group system:masters or system:monitoring); from anyone else (a
 ServiceAccount, as the operator runs in a cluster) it starts a new trace that
 links to the reconcile's span. The server passes the trace on to an
-admission webhook it calls. docs/tracing.md records the experiment.
+admission webhook it calls, and Wukong's webhook continues it: its span of the
+review is the child of the server's call. docs/tracing.md records the experiment.
 """
 
 import asyncio
@@ -27,10 +28,14 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from tests import build_progress
 from tests.integration.helpers import running, service_account_token
+from tests.integration.webhooks import registered_webhook, wukong_object
 from tests.polling import eventually
 from wukong.devcluster import ControlPlane, binaries, ephemeral_control_plane
+from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.jaeger import JaegerSpan, LocalJaeger
 from wukong.devcluster.processes import free_port
+from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook
+from wukong.operator.api import WUKONGS
 from wukong.runtime import (
     Client,
     Controller,
@@ -46,6 +51,7 @@ from wukong.runtime.resources import (
     VALIDATING_WEBHOOK_CONFIGURATIONS,
     Resource,
 )
+from wukong.runtime.serving import load_serving_certificate
 from wukong.tracing.sampling import TailSampling
 from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
@@ -403,3 +409,75 @@ def _token_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
         context["context"]["user"] = "reader"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+async def test_wukongs_webhook_span_continues_the_servers_trace(
+    jaeger: LocalJaeger,
+    traced_plane: ControlPlane,
+    admin: Client,
+    traced_namespace: str,
+    operator_tracing: tuple[TracerProvider, str],
+) -> None:
+    provider, service = operator_tracing
+    await install_dev_apis(admin)
+    manager = Manager(
+        client=admin,
+        # No plain admission kept at a ratio: only the caller's sampled flag keeps it.
+        observers=[ReconcileTracer(provider=provider, sampling=TailSampling(keep_ratio=0.0))],
+        options=ManagerOptions(
+            block_warning_seconds=None,
+            webhook_bind="127.0.0.1:0",
+            webhook_tls=load_serving_certificate(traced_plane.webhook_cert_dir),
+        ),
+    )
+    add_wukong_webhook(manager)
+    async with running(manager):
+        await eventually(
+            lambda: manager.webhook_port is not None and manager.ready, timeout=30, what="webhook"
+        )
+        async with registered_webhook(
+            admin,
+            traced_plane,
+            url=f"https://127.0.0.1:{manager.webhook_port}",
+            namespace=traced_namespace,
+        ):
+            await admin.create(WUKONGS, wukong_object("traced", traced_namespace))
+    await asyncio.to_thread(provider.force_flush)
+    tags = {"wukong.object.name": "traced", "k8s.namespace.name": traced_namespace}
+
+    def admission_trace() -> list[JaegerSpan]:
+        found = jaeger.traces(service=service, operation="admission Wukong", tags=tags)
+        return found[0] if found else []
+
+    def joined(spans: list[JaegerSpan]) -> bool:
+        return any(s.service == APISERVER for s in spans)
+
+    spans = await _stored(admission_trace, joined, "the webhook's span in the server's trace")
+    by_id = {s.span_id: s for s in spans}
+    admission = next(s for s in spans if s.service == service and s.tags.get("k8s.operation"))
+    assert admission.tags["wukong.trace.kept"] == "caller"
+    assert admission.tags["wukong.admission.allowed"] is True
+    assert admission.tags["url.path"] == WEBHOOK_PATH
+    assert admission.tags["span.kind"] == "server"
+    # Its parent is the API server's request to the webhook, in the server's trace,
+    # under its call of the validating webhook and its handling of the create.
+    assert admission.parent is not None
+    caller = by_id[admission.parent]
+    assert (caller.service, caller.name, caller.trace_id) == (
+        APISERVER,
+        "HTTP POST",
+        admission.trace_id,
+    )
+    call = by_id[str(caller.parent)]
+    assert call.name == "Call validating webhook"
+    # Up the chain, the server's span of the create that called it.
+    ancestors = []
+    while call.parent in by_id:
+        call = by_id[call.parent]
+        ancestors.append(call)
+    assert any(
+        s.service == APISERVER
+        and s.name.startswith("POST ")
+        and f"/namespaces/{traced_namespace}/wukongs" in str(s.tags.get("http.target"))
+        for s in ancestors
+    ), [(s.name, s.tags.get("http.target")) for s in ancestors]

@@ -1,11 +1,17 @@
-"""The settings of the reconcile traces' tail sampling, and the id generator that
-gives a reconcile's span the ids it had while it ran."""
+"""The settings of the reconcile traces' tail sampling, the id generator that
+gives a reconcile's span the ids it had while it ran, and admission spans: kept by
+the same policy, children of the caller's `traceparent`."""
 
+import datetime
 import random
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
+from wukong.runtime.observe import WebhookReview
 from wukong.tracing.sampling import TailSampling, sampled_by_ratio
 from wukong.tracing.spans import PresetIds, ReconcileTracer
 
@@ -47,3 +53,97 @@ def test_the_tracer_wraps_a_providers_own_generator() -> None:
     ReconcileTracer(provider=provider)
     assert isinstance(provider.id_generator, PresetIds)
     assert provider.id_generator.fallback is own
+
+
+def _review(
+    *, allowed: bool | None = True, reason: str = "Allowed", **extra: object
+) -> WebhookReview:
+    fields: dict[str, object] = {
+        "webhook": "/validate-wukong",
+        "uid": "u-1",
+        "operation": "CREATE",
+        "kind": "Wukong",
+        "namespace": "ns",
+        "name": "web",
+        "started": 1_700_000_000.0,
+        "duration": 0.01,
+        "timeout": 10.0,
+        "deadline": datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
+        "allowed": allowed,
+        "reason": reason,
+        "message": "" if allowed else "no such class",
+        "code": 200 if allowed is not None else 400,
+    }
+    fields.update(extra)
+    return WebhookReview(**fields)  # type: ignore[arg-type]
+
+
+def _admission_spans(sampling: TailSampling, *reviews: WebhookReview) -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = ReconcileTracer(provider=provider, sampling=sampling)
+    for review in reviews:
+        tracer.admission_reviewed(review)
+    return list(exporter.get_finished_spans())
+
+
+CALLER_TRACE, CALLER_SPAN = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+
+
+def test_an_admission_continues_the_trace_of_the_callers_traceparent() -> None:
+    headers = {"traceparent": f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01", "Other": "x"}
+    (span,) = _admission_spans(TailSampling(keep_ratio=0.0), _review(headers=headers))
+    assert span.context is not None and span.parent is not None
+    assert (span.context.trace_id, span.parent.span_id) == (CALLER_TRACE, CALLER_SPAN)
+    assert span.parent.is_remote
+    attributes = dict(span.attributes or {})
+    assert attributes["wukong.trace.kept"] == "caller"
+    assert (attributes["k8s.operation"], attributes["wukong.admission.kind"]) == (
+        "CREATE",
+        "Wukong",
+    )
+    assert (attributes["k8s.namespace.name"], attributes["wukong.object.name"]) == ("ns", "web")
+    assert attributes["url.path"] == "/validate-wukong"
+    assert attributes["wukong.admission.allowed"] is True
+
+
+def test_admissions_are_kept_as_reconciles_are() -> None:
+    unsampled = {"traceparent": f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-00"}
+    spans = _admission_spans(
+        TailSampling(keep_ratio=0.0, slow_share=0.5),
+        _review(),  # allowed, quick, no caller: dropped at ratio 0
+        _review(headers=unsampled),  # the caller did not keep its trace either
+        _review(allowed=False, reason="StorageClassNotFound", name="denied"),
+        _review(allowed=False, reason="Errored", name="errored"),
+        _review(allowed=None, reason="Malformed", name=None),
+        _review(duration=6.0, name="slow"),
+        _review(allowed=False, reason="StorageClassNotFound", name="linked", headers=unsampled),
+    )
+    kept = {
+        (s.attributes or {}).get("wukong.object.name"): (s.attributes or {})["wukong.trace.kept"]
+        for s in spans
+    }
+    assert kept == {
+        "denied": "denied",
+        "errored": "error",
+        None: "error",
+        "slow": "slow",
+        "linked": "denied",
+    }
+    # Kept although its caller's trace was not: a trace of its own, linked to the caller.
+    linked = next(s for s in spans if (s.attributes or {}).get("wukong.object.name") == "linked")
+    assert linked.parent is None
+    assert linked.context is not None and linked.context.trace_id != CALLER_TRACE
+    assert [(link.context.trace_id, link.context.span_id) for link in linked.links] == [
+        (CALLER_TRACE, CALLER_SPAN)
+    ]
+    errored = next(s for s in spans if (s.attributes or {}).get("wukong.object.name") == "errored")
+    assert errored.status.status_code is StatusCode.ERROR
+
+
+def test_a_plain_admission_is_kept_at_the_ratio_by_its_trace_id() -> None:
+    spans = _admission_spans(TailSampling(keep_ratio=0.5), *(_review() for _ in range(2000)))
+    assert len(spans) == pytest.approx(1000, abs=200)
+    bound = TailSampling(keep_ratio=0.5).bound
+    assert all(s.context is not None and sampled_by_ratio(s.context.trace_id, bound) for s in spans)

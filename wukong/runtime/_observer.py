@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from wukong.runtime._cancellation import CancelReason
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from wukong.runtime._context import ReconcileContext, Request, Result
 
 
@@ -135,6 +137,8 @@ class WebhookReview:
     message: str  # what the user sees for a rejection or warning
     code: int  # HTTP status of the answer (200; 400 for a malformed request)
     panicked: bool = False  # the validator raised an unexpected exception (a bug)
+    # The request's HTTP headers: the caller's trace context (W3C traceparent) for tracing.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class ControllerView(Protocol):
@@ -211,6 +215,16 @@ class RuntimeObserver(Protocol):
 
     def standing_by(self, lease: str) -> None:
         """This replica lost `lease` and stands by (`on_lease_loss="standby"`)."""
+        return None
+
+    def shards_changed(self, held: frozenset[int], moved: int, reason: str) -> None:
+        """This replica now holds the shards `held`; `moved` shards came or went, because
+        of `reason` ("acquired", "rebalance", "lost" or "shutdown")."""
+        return None
+
+    def shard_filtering(self, resource: str, where: str) -> None:
+        """An informer of `resource` filters its shards `where` ("client": the API server
+        ignored or refused its shardSelector)."""
         return None
 
     def loop_blocked(self, seconds: float, task: str | None) -> None:

@@ -44,10 +44,11 @@ Each path is reported to observers once, when the server is made
 (`webhook_added`: metrics serve its series at 0 from then on, as
 controller-runtime does when a webhook is registered), and each request:
 `admission_started` when it arrives and
-`admission_reviewed` (`WebhookReview`: deadline, decision, reason, HTTP code)
-when it is answered, malformed ones included (reason `Malformed`); metrics
-turn them into controller-runtime's webhook families and tracing into one
-span per request.
+`admission_reviewed` (`WebhookReview`: deadline, decision, reason, HTTP code,
+and the request's headers) when it is answered, malformed ones included
+(reason `Malformed`); metrics turn them into controller-runtime's webhook
+families and tracing into one span per request, a child of the API server's
+call when its `traceparent` says so (docs/tracing.md).
 
 Certificates come from a directory holding `tls.crt` and `tls.key`, as with
 controller-runtime's `CertDir` (in a cluster, a Secret the chart mounts; see
@@ -293,6 +294,7 @@ class WebhookServer:
                 admission,
                 code,
                 panicked,
+                http.headers,
             )
 
         try:
@@ -370,6 +372,7 @@ class WebhookServer:
         admission: Admission,
         code: int,
         panicked: bool,
+        headers: Mapping[str, str],
     ) -> None:
         duration = asyncio.get_running_loop().time() - started
         allowed = admission.allowed if code == 200 else None
@@ -400,6 +403,7 @@ class WebhookServer:
                 message=admission.message,
                 code=code,
                 panicked=panicked,
+                headers=headers,
             )
         )
 

@@ -38,9 +38,12 @@ it should have, `cancellation.is_failure`); OK for shutdown, leader_lost,
 deleted and parent_cancelled (a stop the operator chose or was told to make).
 
 One span per admission request a webhook answered, `admission <Kind>` (kind
-SERVER), with the review's deadline and timeout, the decision and its reason;
-a rejection or an unverified admission carries the message as an event.
-Admission spans are not reconciles: the provider's sampler alone decides them.
+SERVER), a child of the caller's span when its headers carry one (W3C
+`traceparent`: the API server's call of the webhook), with the review's
+deadline and timeout, the decision and its reason; a rejection or an
+unverified admission carries the message as an event. Kept by the reconciles'
+policy, decided when the review is answered: every denied, undecided or slow
+review, every review whose caller kept its trace, the others at the ratio.
 
 A requeue link or exemplar may name a reconcile whose trace was not kept; the
 spans a reconciler makes itself inside a reconcile follow the provider's
@@ -52,7 +55,7 @@ import time
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import (
@@ -88,6 +91,9 @@ _ROOT = otel_context.Context()
 # goes as it is (kube-apiserver ignores one with more flags, see _transport),
 # and older SDKs have no random-trace-id flag.
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+# A webhook's reasons for a review it could not decide (it errored or timed out):
+# written with an error (the default) or admitted unchecked (`AdmitOnError`).
+_UNDECIDED = frozenset({"Errored", "Unverified"})
 
 
 class PresetIds(IdGenerator):
@@ -305,13 +311,21 @@ class ReconcileTracer(RuntimeObserver):
     # -- admission webhooks ------------------------------------------------------------
 
     def admission_reviewed(self, review: WebhookReview) -> None:
+        caller = trace.get_current_span(propagate.extract(review.headers)).get_span_context()
+        kept = self._admission_kept(review, caller)
+        if kept is None:
+            return
         attributes: dict[str, Any] = {
             "wukong.webhook": review.webhook,
+            "url.path": review.webhook,
             "k8s.operation": review.operation,
+            "wukong.admission.kind": review.kind,
+            "wukong.admission.uid": review.uid,
             "wukong.admission.deadline": review.deadline.isoformat(),
             "wukong.admission.timeout_ms": review.timeout * 1000,
             "wukong.admission.reason": review.reason,
             "http.response.status_code": review.code,
+            "wukong.trace.kept": kept,
         }
         if review.allowed is not None:
             attributes["wukong.admission.allowed"] = review.allowed
@@ -321,21 +335,54 @@ class ReconcileTracer(RuntimeObserver):
             attributes["wukong.object.name"] = review.name
         if review.allowed is None:
             attributes["error.type"] = review.reason
+        context = _ROOT
+        links: list[Link] = []
+        if caller.is_valid and caller.trace_flags.sampled:
+            # The API server's call of the webhook is this span's parent: one trace.
+            context = trace.set_span_in_context(NonRecordingSpan(caller))
+        elif caller.is_valid:
+            # The caller did not keep its trace: this one is a root, linked to it
+            # (the SDK's parent-based sampler would drop a child of it).
+            links.append(Link(caller, {"wukong.link": "caller"}))
         start = int(review.started * _NS)
         span = self._tracer.start_span(
             f"admission {review.kind or 'request'}",
+            context=context,
             kind=SpanKind.SERVER,
             attributes=attributes,
+            links=links,
             start_time=start,
         )
         if review.message:
             span.add_event(review.reason, {"message": review.message})
-        if review.allowed is None:
+        if review.allowed is None or review.reason in _UNDECIDED:
             span.set_status(Status(StatusCode.ERROR, review.message))
         else:
             # A rejection is the webhook doing its job, not an error.
             span.set_status(_OK)
         span.end(end_time=start + int(review.duration * _NS))
+
+    def _admission_kept(self, review: WebhookReview, caller: SpanContext) -> str | None:
+        """Why an admission's span is kept (None: dropped), by the reconciles' policy:
+        every denied, undecided or slow review; a review whose caller kept its trace
+        (the span completes it); the others at the keep ratio, by the caller's trace id
+        (a fresh one, then the span's, when none came)."""
+        if review.allowed is None or review.reason in _UNDECIDED:
+            return "error"
+        if not review.allowed:
+            return "denied"
+        if self._sampling.is_slow(review.duration, review.timeout):
+            return "slow"
+        if caller.is_valid:
+            if caller.trace_flags.sampled:
+                return "caller"
+            return "sampled" if sampled_by_ratio(caller.trace_id, self._keep_bound) else None
+        trace_id = self._fallback.generate_trace_id()
+        if not sampled_by_ratio(trace_id, self._keep_bound):
+            return None
+        if self._ids is not None:  # the span gets the trace id the choice was made on
+            self._ids.preset(trace_id, self._fallback.generate_span_id())
+        return "sampled"
 
     # -- API calls ---------------------------------------------------------------------
 
