@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from wukong.demo.diagnosis import LEADER_LOST, ROLLING_RESTART, SLOW_API, TIGHT_DEADLINE
 from wukong.demo.drill import Drill
 from wukong.demo.stack import DemoStack
 from wukong.devcluster import ControlPlane
+from wukong.diagnose.rules import LEADER_LOST, ROLLING_RESTART, SLOW_API, TIGHT_DEADLINE
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus")

@@ -1,16 +1,20 @@
-"""The drill's diagnosis rules, on hand-made trace summaries and panel readings."""
+"""The diagnosis rules (`wukong.diagnose.rules`), on hand-made signals; the drill's
+trace summaries turned into signals."""
 
 from collections import Counter
 
-from wukong.demo.diagnosis import (
+from wukong.demo.telemetry import TraceSummary
+from wukong.diagnose.panels import PanelReading, leader_dropped
+from wukong.diagnose.rules import (
+    CRASH_LOOP,
     HEALTHY,
     LEADER_LOST,
     ROLLING_RESTART,
     SLOW_API,
     TIGHT_DEADLINE,
+    Signals,
     diagnose,
 )
-from wukong.demo.telemetry import PanelReading, TraceSummary
 
 
 def _summary(cancellations: dict[str, int], api_p50_ms: float) -> TraceSummary:
@@ -35,9 +39,10 @@ def _leader(value: float) -> list[PanelReading]:
 
 def test_each_cause() -> None:
     def cause(cancellations: dict[str, int], p50: float, leader: float = 1.0) -> str:
-        return diagnose(
-            _summary(cancellations, p50), baseline_api_p50_ms=8.0, leader_readings=_leader(leader)
-        ).cause
+        signals = _summary(cancellations, p50).signals(
+            baseline_api_p50_ms=8.0, leader_dropped=leader_dropped(_leader(leader))
+        )
+        return diagnose(signals).cause
 
     assert cause({"deadline_exceeded": 5}, 600.0) == SLOW_API
     assert cause({"api_timeout": 5}, 300.0) == SLOW_API
@@ -56,8 +61,42 @@ def test_each_cause() -> None:
 
 def test_a_restart_reads_as_no_failure_with_its_count() -> None:
     def explanation(shutdown: int) -> str:
-        summary = _summary({"shutdown": shutdown}, 9.0)
-        return diagnose(summary, baseline_api_p50_ms=8.0, leader_readings=_leader(0.0)).explanation
+        signals = _summary({"shutdown": shutdown}, 9.0).signals(
+            baseline_api_p50_ms=8.0, leader_dropped=True
+        )
+        return diagnose(signals).explanation
 
     assert explanation(3).startswith("no failure: 3 reconciles cancelled for shutdown, ")
     assert explanation(1).startswith("no failure: 1 reconcile cancelled for shutdown, ")
+
+
+def test_crash_loop_is_named_before_what_its_restarts_cause() -> None:
+    def signals(restarts: dict[str, int]) -> Signals:
+        return Signals(
+            cancellations={"leader_lost": 2, "shutdown": 1},
+            api_p50_ms=5.0,
+            baseline_api_p50_ms=5.0,
+            leader_dropped=True,
+            restarts=restarts,
+        )
+
+    looping = diagnose(signals({"wukong-0": 3, "wukong-1": 1}))
+    assert looping.cause == CRASH_LOOP
+    assert "wukong-0 x3" in looping.explanation
+    assert "wukong-1" not in looping.explanation
+    assert not looping.healthy
+    # One restart is what a lost Lease or a rollout does, not a loop.
+    assert diagnose(signals({"wukong-0": 1})).cause == LEADER_LOST
+
+
+def test_without_a_baseline_the_floor_decides() -> None:
+    def signals(p50: float) -> Signals:
+        return Signals(
+            cancellations={"deadline_exceeded": 4}, api_p50_ms=p50, baseline_api_p50_ms=0.0
+        )
+
+    slow = diagnose(signals(600.0))
+    assert slow.cause == SLOW_API
+    assert "no healthy baseline, a 50 ms floor" in slow.explanation
+    assert diagnose(signals(10.0)).cause == TIGHT_DEADLINE
+    assert diagnose(Signals(cancellations={}, api_p50_ms=1, baseline_api_p50_ms=1)).healthy

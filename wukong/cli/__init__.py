@@ -5,6 +5,7 @@
   `wukong trace`, `wukong detach`);
 - `dev`: the real local control plane and its simulator (`wukong dev ...`);
 - `demo`: the demo and the cancel-storm drill (`wukong demo`);
+- `diagnose`: the cause of a live incident, from Prometheus and Jaeger (`wukong diagnose`);
 - `dashboards`: dashboards and alert rules as files (`wukong dashboards render`);
 - `deploy`: the Helm chart's generated files (`wukong deploy render`).
 
@@ -13,7 +14,7 @@ Each module has `add_commands(commands)`, which adds its parsers and sets a
 configures logging and runs the handler.
 
 What `pip install wukong-operator` installs is exactly what `wukong run` and
-`wukong agent` need. The development commands (dev, demo, dashboards, deploy)
+`wukong agent` need. The development commands (dev, demo, diagnose, dashboards, deploy)
 may also need the `devtools` extra (the Grafana SDK),
 so their modules import what they drive only when a command runs, and a missing
 module then becomes one line saying which extra to install.
@@ -28,13 +29,13 @@ import sys
 from collections.abc import Sequence
 
 from wukong import __version__
-from wukong.cli import agent, dashboards, demo, deploy, dev, run
+from wukong.cli import agent, dashboards, demo, deploy, dev, diagnose, run
 from wukong.errors import UserError
 from wukong.tracing.logs import configure_logging
 
-_COMMAND_GROUPS = (run, demo, deploy, agent, dev, dashboards)
+_COMMAND_GROUPS = (run, demo, diagnose, deploy, agent, dev, dashboards)
 # The groups whose commands need the development extra.
-_DEVELOPMENT_GROUPS = (demo, deploy, dev, dashboards)
+_DEVELOPMENT_GROUPS = (demo, diagnose, deploy, dev, dashboards)
 DEVELOPMENT_EXTRA = "devtools"
 
 

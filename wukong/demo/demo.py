@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from wukong.demo.diagnosis import diagnose
-from wukong.demo.drill import HEALTHY_TIMEOUT, LEADER_PANEL, PANELS, SLOW_API_DELAY, Drill
+from wukong.demo.drill import HEALTHY_TIMEOUT, SLOW_API_DELAY, Drill
 from wukong.demo.samples import DEMO_WUKONGS, web_server
 from wukong.demo.stack import NAMESPACE, DemoStack, dashboard_variables
-from wukong.demo.telemetry import panel_readings, summarize_traces
+from wukong.demo.telemetry import summarize_traces
 from wukong.devcluster import ControlPlane
+from wukong.diagnose.panels import EVIDENCE_PANELS, LEADER_PANEL, leader_dropped, panel_readings
+from wukong.diagnose.rules import diagnose
 from wukong.operator.api import WUKONGS
 
 Progress = Callable[[str], None]
@@ -118,13 +119,15 @@ async def show_storm(stack: DemoStack, *, progress: Progress) -> None:
         await asyncio.sleep(5)
         traces = summarize_traces(stack.receiver.snapshot(), since_ns=started)
         panels = await asyncio.to_thread(
-            panel_readings, stack.prometheus, PANELS, variables=variables
+            panel_readings, stack.prometheus, EVIDENCE_PANELS, variables=variables
         )
         leader = await asyncio.to_thread(
             panel_readings, stack.prometheus, [LEADER_PANEL], variables=variables
         )
         alerts = await asyncio.to_thread(stack.prometheus.query, 'ALERTS{alertstate="firing"}')
-        diagnosis = diagnose(traces, baseline_api_p50_ms=baseline, leader_readings=leader)
+        diagnosis = diagnose(
+            traces.signals(baseline_api_p50_ms=baseline, leader_dropped=leader_dropped(leader))
+        )
         progress(f"  traces: {traces.describe()}")
         for reading in panels:
             progress(f"  panel {reading.describe()}")

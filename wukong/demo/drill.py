@@ -22,7 +22,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from wukong.demo.diagnosis import (
+from wukong.demo.samples import web_server
+from wukong.demo.stack import JOB, NAMESPACE, DemoError, DemoStack, dashboard_variables
+from wukong.demo.telemetry import TraceSummary, summarize_traces
+from wukong.diagnose.panels import (
+    EVIDENCE_PANELS,
+    LEADER_PANEL,
+    PanelReading,
+    leader_dropped,
+    panel_readings,
+)
+from wukong.diagnose.rules import (
     LEADER_LOST,
     ROLLING_RESTART,
     SLOW_API,
@@ -30,21 +40,11 @@ from wukong.demo.diagnosis import (
     Diagnosis,
     diagnose,
 )
-from wukong.demo.samples import web_server
-from wukong.demo.stack import JOB, NAMESPACE, DemoError, DemoStack, dashboard_variables
-from wukong.demo.telemetry import PanelReading, TraceSummary, panel_readings, summarize_traces
 from wukong.operator.run import LEASE_NAME
 from wukong.runtime.resources import LEASES
 
 Progress = Callable[[str], None]
 
-PANELS = [
-    "Cancellations by reason",
-    "Reconcile timeouts",
-    "Deadline budget used",
-    "API latency p99 by verb",
-]
-LEADER_PANEL = "Leader election"
 HEALTHY_TIMEOUT = 3.0
 SLOW_API_DELAY = 0.6
 TIGHT_TIMEOUT = 0.02
@@ -188,7 +188,7 @@ class Drill:
         window = f"{max(10, round((time.time_ns() - started) / 1e9) + 5)}s"
         variables = dashboard_variables(rate_interval=window)
         panels = await asyncio.to_thread(
-            panel_readings, self.stack.prometheus, PANELS, variables=variables
+            panel_readings, self.stack.prometheus, EVIDENCE_PANELS, variables=variables
         )
         leader = await asyncio.to_thread(
             panel_readings, self.stack.prometheus, [LEADER_PANEL], variables=variables
@@ -196,7 +196,9 @@ class Drill:
         alerts = await asyncio.to_thread(self.stack.prometheus.query, "ALERTS")
         await heal()
         diagnosis = diagnose(
-            traces, baseline_api_p50_ms=self.baseline_api_p50_ms, leader_readings=leader
+            traces.signals(
+                baseline_api_p50_ms=self.baseline_api_p50_ms, leader_dropped=leader_dropped(leader)
+            )
         )
         self.progress(f"  diagnosis: {diagnosis.cause}")
         return FaultReport(

@@ -1,26 +1,18 @@
-"""Reading what the operator reported: its spans and its dashboard panels.
+"""Reading what the operator reported in its spans.
 
 `summarize_traces` condenses the spans an OTLP receiver kept into the facts an
 SRE looks for first (how many reconciles were cancelled and why, how slow the
 API calls were and which one was slowest, how much of a reconcile was spent
-waiting on the API). `panel_readings` runs chosen panels of the cancel-storm
-dashboard, variables substituted, against Prometheus.
+waiting on the API); `TraceSummary.signals` turns them into what the
+diagnosis rules (`wukong.diagnose.rules`) read.
 """
 
-import json
-import re
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from wukong.dashboards import cancel_storm
-from wukong.dashboards.promql import substitute_variables
-from wukong.dashboards.render import panel_targets, render_dashboards
-from wukong.devcluster.prometheus import LocalPrometheus
+from wukong.diagnose.rules import Signals
 from wukong.tracing.receiver import ReceivedSpan
-
-CANCEL_STORM_DASHBOARD = f"{cancel_storm.UID}.json"
 
 
 @dataclass(frozen=True)
@@ -37,6 +29,17 @@ class TraceSummary:
     def dominant_reason(self) -> str | None:
         top = self.cancellations.most_common(1)
         return top[0][0] if top else None
+
+    def signals(self, *, baseline_api_p50_ms: float, leader_dropped: bool) -> Signals:
+        """What the diagnosis rules read, from these spans and the leader panel."""
+        return Signals(
+            cancellations=self.cancellations,
+            api_p50_ms=self.api_p50_ms,
+            baseline_api_p50_ms=baseline_api_p50_ms,
+            slowest_call=self.slowest_call,
+            slowest_call_p50_ms=self.slowest_call_p50_ms,
+            leader_dropped=leader_dropped,
+        )
 
     def describe(self) -> str:
         reasons = ", ".join(f"{r} x{n}" for r, n in self.cancellations.most_common()) or "none"
@@ -82,49 +85,3 @@ def summarize_traces(spans: list[ReceivedSpan], *, since_ns: int = 0) -> TraceSu
         if reconcile_ms
         else 0.0,
     )
-
-
-@dataclass(frozen=True)
-class PanelReading:
-    title: str
-    expr: str
-    legend: str
-    series: list[tuple[dict[str, str], float]] = field(default_factory=list)
-
-    def describe(self) -> str:
-        values = ", ".join(
-            f"{self.series_name(labels)}={value:.3g}" for labels, value in self.series[:4]
-        )
-        return f"{self.title}: {values or 'no data'}"
-
-    def series_name(self, labels: dict[str, str]) -> str:
-        """The series' name as the panel's legend shows it."""
-        return _LEGEND_LABEL.sub(lambda m: labels.get(m.group(1), ""), self.legend).strip()
-
-
-_LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-
-
-def panel_readings(
-    prometheus: LocalPrometheus,
-    titles: list[str],
-    *,
-    variables: dict[str, str],
-) -> list[PanelReading]:
-    """Run the queries of the panels named `titles`, variables substituted."""
-    dashboard: dict[str, Any] = json.loads(render_dashboards()[CANCEL_STORM_DASHBOARD])
-    readings = []
-    for target in panel_targets(dashboard):
-        if target.title not in titles:
-            continue
-        concrete = substitute_variables(target.expr, variables)
-        series = [
-            (dict(item.get("metric") or {}), float(item["value"][1]))
-            for item in prometheus.query(concrete)
-            if "value" in item and item["value"][1] not in ("NaN", "+Inf", "-Inf")
-        ]
-        series.sort(key=lambda entry: -entry[1])
-        readings.append(
-            PanelReading(title=target.title, expr=concrete, legend=target.legend, series=series)
-        )
-    return readings

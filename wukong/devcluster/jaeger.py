@@ -8,43 +8,25 @@ loopback port, with its config and log in a temporary directory. It runs as a
 `processes.Component` like the control plane's processes; `stop()` ends it and
 removes the directory.
 
-Reading traces back goes through the query API's JSON (`/api/traces/{id}`,
-`/api/traces?service=...`), turned into `JaegerSpan`s: in that model a span's
-parent is its CHILD_OF reference and an OTLP link a FOLLOWS_FROM one.
+Traces are read back through its query API (`trace`, `traces`, `services`:
+`wukong.diagnose.jaeger.JaegerQuery`, what `wukong diagnose` reads a cluster's
+Jaeger with).
 """
 
-import json
 import shutil
 import tempfile
-import urllib.error
-import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from wukong.devcluster import processes
-from wukong.devcluster.errors import DevClusterError
+from wukong.diagnose.jaeger import JaegerQuery, JaegerSpan
+
+__all__ = ["JaegerSpan", "LocalJaeger", "config"]
 
 # Never through an http_proxy from the environment: the address is local.
 _open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
-
-
-@dataclass(frozen=True, kw_only=True)
-class JaegerSpan:
-    """One span as Jaeger's query API returns it (ids in lowercase hex)."""
-
-    trace_id: str
-    span_id: str
-    service: str
-    name: str
-    parent: str | None  # the CHILD_OF reference's span id
-    links: tuple[tuple[str, str], ...]  # FOLLOWS_FROM references: (trace id, span id)
-    tags: dict[str, Any]
-    start_us: int
-    duration_us: int
 
 
 def config(*, host: str, otlp_grpc: int, otlp_http: int, query_http: int, query_grpc: int) -> str:
@@ -84,7 +66,7 @@ def config(*, host: str, otlp_grpc: int, otlp_http: int, query_http: int, query_
     return yaml.safe_dump(document, sort_keys=False)
 
 
-class LocalJaeger:
+class LocalJaeger(JaegerQuery):
     """Jaeger v2 with an in-memory store on free loopback ports (see the module's docstring)."""
 
     def __init__(self, *, binary: Path, host: str = "127.0.0.1") -> None:
@@ -101,8 +83,8 @@ class LocalJaeger:
         """host:port of the OTLP gRPC receiver."""
         self.otlp_http = f"http://{host}:{ports['otlp_http']}"
         """URL of the OTLP HTTP receiver (its traces at /v1/traces)."""
-        self.query_url = f"http://{host}:{ports['query_http']}"
-        """URL of the query API (and the UI, when built with its assets)."""
+        # `query_url`: the query API (and the UI, when built with its assets).
+        super().__init__(f"http://{host}:{ports['query_http']}")
 
     @property
     def log_file(self) -> Path:
@@ -128,81 +110,3 @@ class LocalJaeger:
                 return bool(response.status == 200)
         except OSError:
             return False
-
-    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        """The JSON answer's `data`, None on 404 (a trace not stored yet) or no answer."""
-        url = f"{self.query_url}{path}"
-        if params:
-            url += f"?{urllib.parse.urlencode(params)}"
-        try:
-            with _open(url, timeout=5) as response:
-                return json.loads(response.read())["data"]
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise DevClusterError(f"jaeger query {path} answered {exc.code}") from None
-        except OSError:
-            return None
-
-    def services(self) -> list[str]:
-        """The services that have sent spans."""
-        return list(self._get("/api/services") or [])
-
-    def trace(self, trace_id: str) -> list[JaegerSpan]:
-        """The spans stored for trace `trace_id` (hex), none if it is unknown."""
-        data = self._get(f"/api/traces/{trace_id}")
-        return [span for found in data or [] for span in _spans(found)]
-
-    def traces(
-        self,
-        *,
-        service: str,
-        operation: str | None = None,
-        tags: dict[str, str] | None = None,
-        limit: int = 100,
-        lookback: str = "1h",
-    ) -> list[list[JaegerSpan]]:
-        """The recent traces with a span of `service` (and `operation`, `tags`), each whole."""
-        params = {"service": service, "limit": str(limit), "lookback": lookback}
-        if operation is not None:
-            params["operation"] = operation
-        if tags:
-            params["tags"] = json.dumps(tags)
-        return [_spans(found) for found in self._get("/api/traces", params) or []]
-
-
-def _spans(found: dict[str, Any]) -> list[JaegerSpan]:
-    services = {key: process["serviceName"] for key, process in found["processes"].items()}
-    result = []
-    for span in found["spans"]:
-        references = span.get("references") or []
-        result.append(
-            JaegerSpan(
-                trace_id=_trace_id(span["traceID"]),
-                span_id=_span_id(span["spanID"]),
-                service=services[span["processID"]],
-                name=span["operationName"],
-                parent=next(
-                    (_span_id(ref["spanID"]) for ref in references if ref["refType"] == "CHILD_OF"),
-                    None,
-                ),
-                links=tuple(
-                    (_trace_id(ref["traceID"]), _span_id(ref["spanID"]))
-                    for ref in references
-                    if ref["refType"] == "FOLLOWS_FROM"
-                ),
-                tags={tag["key"]: tag["value"] for tag in span.get("tags") or []},
-                start_us=span["startTime"],
-                duration_us=span["duration"],
-            )
-        )
-    return result
-
-
-# The query API prints ids as numbers in hex, without their leading zeros.
-def _trace_id(text: str) -> str:
-    return text.zfill(32)
-
-
-def _span_id(text: str) -> str:
-    return text.zfill(16)

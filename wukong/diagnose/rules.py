@@ -1,0 +1,132 @@
+"""The rules that name the cause of a cancel storm.
+
+They are the ones an SRE applies to the cancel-storm dashboard and the traces
+behind it, in this order:
+
+- reconciles cancelled only for `shutdown`: a rollout or a restart, which is
+  no failure at all (nothing timed out, nothing needs fixing);
+- a replica's process started again and again within the window: the
+  operator is crash-looping;
+- reconciles cancelled with `leader_lost`, or a replica's leader status
+  dropped: the replica lost its Lease (a partition, a paused process, a
+  stolen Lease);
+- reconciles cancelled at their deadline while API calls take several times
+  their usual latency: the API server (or the path to it) is slow;
+- reconciles cancelled at their deadline while API calls are as fast as
+  usual: the deadline is too tight for the work a reconcile has to do.
+
+`Signals` is what the rules read; the drill fills it from the spans it
+collected, `wukong diagnose` from a live cluster's Prometheus.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+SLOW_API = "slow_api_server"
+TIGHT_DEADLINE = "deadline_too_tight"
+LEADER_LOST = "leader_lost"
+CRASH_LOOP = "crash_loop"
+ROLLING_RESTART = "rolling_restart"
+HEALTHY = "healthy"
+
+# API calls this many times slower than the healthy baseline (and at least
+# SLOW_API_FLOOR_MS) mean the API is the problem, not the deadline.
+SLOW_API_FACTOR = 5.0
+SLOW_API_FLOOR_MS = 50.0
+# A process that started this many times in the window is crash-looping; one
+# restart is what a lost Lease or a rollout does.
+CRASH_LOOP_STARTS = 2
+
+TIMED_OUT_REASONS = ("deadline_exceeded", "api_timeout")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signals:
+    """What the rules read, over one window of time."""
+
+    cancellations: Mapping[str, int]
+    """Cancelled reconciles, by cancel reason."""
+    api_p50_ms: float
+    """Median API call latency in the window."""
+    baseline_api_p50_ms: float
+    """Median API call latency when healthy (0 when unknown)."""
+    slowest_call: str | None = None
+    slowest_call_p50_ms: float = 0.0
+    leader_dropped: bool = False
+    """A replica's leader status went to (or reads) 0 in the window."""
+    restarts: Mapping[str, int] = field(default_factory=dict)
+    """Process starts in the window beyond the first, by replica (pod)."""
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    cause: str
+    explanation: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.cause in (HEALTHY, ROLLING_RESTART)
+
+
+def diagnose(signals: Signals) -> Diagnosis:
+    """The dominant cause the signals show, with the sentence that says why."""
+    cancellations = signals.cancellations
+    leader_lost = cancellations.get("leader_lost", 0)
+    shutdown = cancellations.get("shutdown", 0)
+    timed_out = sum(cancellations.get(reason, 0) for reason in TIMED_OUT_REASONS)
+    crashing = {pod: count for pod, count in signals.restarts.items() if count >= CRASH_LOOP_STARTS}
+    if crashing:
+        pods = ", ".join(f"{pod} x{count}" for pod, count in sorted(crashing.items()))
+        return Diagnosis(
+            CRASH_LOOP,
+            f"operator processes restarted again and again ({pods}): a replica is "
+            "crash-looping; read its previous log (kubectl logs --previous)",
+        )
+    if shutdown and not (leader_lost or timed_out):
+        # A replica stopping hands its Lease over on purpose: its leader status
+        # drops to 0 too, which is no loss.
+        return Diagnosis(
+            ROLLING_RESTART,
+            f"no failure: {_reconciles(shutdown)} cancelled for shutdown, none timed out or "
+            "lost the Lease; a restart or rollout, requeued by the next replica",
+        )
+    if leader_lost or signals.leader_dropped:
+        return Diagnosis(
+            LEADER_LOST,
+            f"{_reconciles(leader_lost)} cancelled with leader_lost"
+            + ("; leader_election_master_status dropped to 0" if signals.leader_dropped else "")
+            + ": this replica lost its Lease and stopped reconciling",
+        )
+    if not timed_out:
+        return Diagnosis(HEALTHY, "no reconcile was cut short by a deadline")
+    baseline = signals.baseline_api_p50_ms
+    slow_threshold = max(SLOW_API_FLOOR_MS, SLOW_API_FACTOR * baseline)
+    if signals.api_p50_ms >= slow_threshold:
+        slowest = (
+            f"; slowest: {signals.slowest_call} (p50 {signals.slowest_call_p50_ms:.0f} ms)"
+            if signals.slowest_call
+            else ""
+        )
+        return Diagnosis(
+            SLOW_API,
+            f"{_reconciles(timed_out)} hit their deadline while API calls took "
+            f"p50 {signals.api_p50_ms:.0f} ms against {_baseline(baseline)}"
+            f"{slowest}: the API server is slow",
+        )
+    return Diagnosis(
+        TIGHT_DEADLINE,
+        f"{_reconciles(timed_out)} hit their deadline while API calls were as fast as "
+        f"usual (p50 {signals.api_p50_ms:.0f} ms against {_baseline(baseline)}): "
+        "the deadline is too tight for the work of one reconcile; raise --reconcile-timeout",
+    )
+
+
+def _baseline(baseline_ms: float) -> str:
+    if baseline_ms:
+        return f"{baseline_ms:.0f} ms when healthy"
+    return f"no healthy baseline, a {SLOW_API_FLOOR_MS:.0f} ms floor"
+
+
+def _reconciles(count: int) -> str:
+    """ "1 reconcile", "3 reconciles": the report reads as a sentence."""
+    return f"{count} reconcile" if count == 1 else f"{count} reconciles"
