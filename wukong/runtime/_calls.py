@@ -92,8 +92,10 @@ class CallLayer(Transport):
 
     def admit(self, call: Call) -> None:
         fence = self.fence
-        if fence is not None and fence.closed and call.verb.writes:
-            raise NotLeading(verb=call.verb.name, path=call.path, lease=str(fence.closed_for))
+        if fence is not None and call.verb.writes:
+            lease = fence.refuses(call.namespace)
+            if lease is not None:
+                raise NotLeading(verb=call.verb.name, path=call.path, lease=lease)
 
     def may_retry(self, call: Call, attempt: int) -> bool:
         if not call.verb.idempotent or attempt >= _MAX_TIMEOUT_RETRIES:

@@ -151,13 +151,16 @@ class Client:
         limit: int | None = None,
         continue_token: str | None = None,
         timeout: float | None = None,
+        shard_selector: str | None = None,
     ) -> Object:
         """The list object: `items` plus `metadata.resourceVersion` to watch from.
 
         With `limit`, one page: `metadata.continue` (when set) asks for the next.
+        A `shard_selector` (sharded list and watch) is echoed in `metadata.shardInfo`
+        by a server that applied it.
         """
         path = resource.path(namespace=namespace)
-        query = _selectors(label_selector, field_selector)
+        query = _selectors(label_selector, field_selector, shard_selector)
         if limit is not None:
             query.append(("limit", str(limit)))
         if continue_token:
@@ -309,6 +312,7 @@ class Client:
         label_selector: str | None = None,
         field_selector: str | None = None,
         send_initial_events: bool = False,
+        shard_selector: str | None = None,
     ) -> AsyncIterator[WatchEvent]:
         """Stream events until the server ends the watch after `timeout_seconds`.
 
@@ -321,7 +325,7 @@ class Client:
         `k8s.io/initial-events-end`, then changes. Without `resource_version`
         the state is a consistent read, as a list without one would be.
         """
-        query = _selectors(label_selector, field_selector)
+        query = _selectors(label_selector, field_selector, shard_selector)
         query += [("watch", "true"), ("allowWatchBookmarks", "true")]
         if send_initial_events:
             query += [
@@ -356,10 +360,14 @@ def transport_of(client: Client) -> Transport:
     return client._transport
 
 
-def _selectors(label_selector: str | None, field_selector: str | None) -> Query:
+def _selectors(
+    label_selector: str | None, field_selector: str | None, shard_selector: str | None = None
+) -> Query:
     query: Query = []
     if label_selector:
         query.append(("labelSelector", label_selector))
     if field_selector:
         query.append(("fieldSelector", field_selector))
+    if shard_selector:
+        query.append(("shardSelector", shard_selector))
     return query

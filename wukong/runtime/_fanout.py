@@ -110,6 +110,12 @@ class ObserverFanout(RuntimeObserver):
     def standing_by(self, lease: str) -> None:
         self._dispatch("standing_by", lease)
 
+    def shards_changed(self, held: frozenset[int], moved: int, reason: str) -> None:
+        self._dispatch("shards_changed", held, moved, reason)
+
+    def shard_filtering(self, resource: str, where: str) -> None:
+        self._dispatch("shard_filtering", resource, where)
+
     def loop_blocked(self, seconds: float, task: str | None) -> None:
         self._dispatch("loop_blocked", seconds, task)
 

@@ -30,11 +30,24 @@ Lifecycle of `run()`:
    (so a controller can tell a resync from a change); without one, `on_update`
    does, with old == new, as in client-go.
 
+7. With `shards` (a `_shards.ShardFilter`), only the shards this replica
+   holds: lists carry their `shardSelector` and the server's `shardInfo` echo
+   says it applied it; a server that ignores the selector (no echo) or
+   refuses it (400) gets lists and watches without it, with one WARNING and
+   `filtered_by == "client"`. Either way every object is checked on this
+   side too, so a foreign one (counted in `foreign_objects`) never reaches
+   the cache. `reshard()` (the held shards changed) lists again with the new
+   selector: objects of shards given up leave the cache silently (they were
+   not deleted, only handed over), those of shards taken arrive as adds.
+   Sharded informers sync by paged LIST: a streaming list does not apply the
+   selector.
+
 Handlers are called synchronously on the event loop, in event order; they
 should only enqueue work.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -48,6 +61,7 @@ from wukong.runtime._client import Client, Object, WatchEvent
 from wukong.runtime._errors import ApiError, ApiTimeout, Gone
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime._observer import RuntimeObserver
+from wukong.runtime._shards import ShardFilter
 from wukong.runtime.resources import Resource
 
 log = logging.getLogger("wukong.runtime.informer")
@@ -92,6 +106,7 @@ class Informer:
         page_size: int = _PAGE_SIZE,
         watch_list: bool = True,
         observer: RuntimeObserver = NO_OBSERVER,
+        shards: ShardFilter | None = None,
     ) -> None:
         self.resource = resource
         self.namespace = namespace
@@ -105,7 +120,15 @@ class Informer:
         self.watch_list_syncs = 0
         self.paged_list_syncs = 0
         # Cleared for good when the server refuses a streaming list, or by the caller.
-        self.watch_list = watch_list
+        self.watch_list = watch_list and shards is None
+        # Sharded: "server" once a list's shardInfo echoed the selector, "client" when
+        # the server ignored or refused it; objects outside the shards received.
+        self.filtered_by: str | None = None
+        self.foreign_objects = 0
+        self._shards = shards
+        self._server_filters = True
+        self._reshard = asyncio.Event()
+        self._relist_cause = "gone"
         self._client = client
         self._label_selector = label_selector
         self._field_selector = field_selector
@@ -136,10 +159,44 @@ class Informer:
             else None
         )
         try:
-            await self._list_and_watch()
+            if self._shards is None:
+                await self._list_and_watch()
+            else:
+                await self._list_and_watch_shards(self._shards)
         finally:
             if resync is not None:
                 resync.cancel()
+
+    def reshard(self) -> None:
+        """The shards held changed: list again with the new selector."""
+        self._reshard.set()
+
+    async def _list_and_watch_shards(self, shards: ShardFilter) -> None:
+        while True:
+            self._reshard.clear()
+            # What was handed over leaves now, before the list: nothing of it is
+            # served from the cache while the new list is under way.
+            for key in self.store.keys():
+                obj = self.store.get(key)
+                if obj is not None and not shards.accepts(obj):
+                    self.store.remove(key)
+            if shards.selector is None:  # no shard held: nothing to list
+                self._resource_version = None
+                self.synced.set()
+                await self._reshard.wait()
+                continue
+            if self._resource_version is not None or self.synced.is_set():
+                self._relist_cause = "reshard"
+            self._resource_version = None
+            work = asyncio.ensure_future(self._list_and_watch())
+            reshard = asyncio.ensure_future(self._reshard.wait())
+            try:
+                await asyncio.wait({work, reshard}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (work, reshard):
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
 
     async def _resync_periodically(self) -> None:
         assert self._resync_period is not None
@@ -201,7 +258,8 @@ class Informer:
         if self.synced.is_set():
             # Only a 410 Gone makes an informer list again after its first list.
             self.relists += 1
-            self._observer.relisted(self.resource.plural, "gone")
+            self._observer.relisted(self.resource.plural, self._relist_cause)
+            self._relist_cause = "gone"
         if self.watch_list:
             try:
                 await self._watch_list()
@@ -261,15 +319,7 @@ class Informer:
         listed: set[str] = set()
         continue_token = None
         while True:
-            page = await self._client.list(
-                self.resource,
-                namespace=self.namespace,
-                label_selector=self._label_selector,
-                field_selector=self._field_selector,
-                limit=self._page_size,
-                continue_token=continue_token,
-                timeout=60,
-            )
+            page = await self._list_page(continue_token)
             for item in page["items"]:
                 listed.add(object_key(item))
                 self._apply_upsert(item)
@@ -282,12 +332,66 @@ class Informer:
         self.paged_list_syncs += 1
         self.synced.set()
 
+    async def _list_page(self, continue_token: str | None) -> Object:
+        selector = self._shard_selector
+        try:
+            page = await self._client.list(
+                self.resource,
+                namespace=self.namespace,
+                label_selector=self._label_selector,
+                field_selector=self._field_selector,
+                limit=self._page_size,
+                continue_token=continue_token,
+                timeout=60,
+                shard_selector=selector,
+            )
+        except ApiError as exc:
+            if selector is None or exc.status != 400 or continue_token:
+                raise
+            self._filter_on_this_side(f"the API server refused it: {exc.message}")
+            return await self._list_page(None)
+        if selector is not None and not continue_token:
+            echoed = (page["metadata"].get("shardInfo") or {}).get("selector")
+            if echoed:
+                if self.filtered_by is None:
+                    log.info("%s: the API server filters by shard (%s)", self._what, echoed)
+                self.filtered_by = "server"
+            else:
+                self._filter_on_this_side("the API server ignored it (no shardInfo)")
+        return page
+
+    @property
+    def _shard_selector(self) -> str | None:
+        if self._shards is None or not self._server_filters:
+            return None
+        return self._shards.selector
+
+    def _filter_on_this_side(self, why: str) -> None:
+        self._server_filters = False
+        self.filtered_by = "client"
+        log.warning(
+            "%s: shardSelector not applied by the API server (%s): listing and watching "
+            "every object and keeping only the shards held",
+            self._what,
+            why,
+        )
+        self._observer.shard_filtering(self.resource.plural, "client")
+
+    def _foreign(self, obj: Object) -> bool:
+        """An object of a shard not held: counted, kept out of (and taken from) the cache."""
+        if self._shards is None or self._shards.accepts(obj):
+            return False
+        self.foreign_objects += 1
+        self.store.remove(object_key(obj))
+        return True
+
     def _drop_unlisted(self, listed: set[str]) -> None:
-        """Replace semantics of a (re)list: what is cached but was not listed is gone."""
+        """Replace semantics of a (re)list: what is cached but was not listed is gone
+        (or, sharded, handed over: then it leaves silently)."""
         for key in self.store.keys():
             if key not in listed:
                 old = self.store.remove(key)
-                if old is not None:
+                if old is not None and (self._shards is None or self._shards.accepts(old)):
                     self._dispatch_delete(old)
 
     async def _watch_once(self) -> None:
@@ -301,12 +405,15 @@ class Informer:
             inactivity_timeout=self._inactivity_timeout,
             label_selector=self._label_selector,
             field_selector=self._field_selector,
+            shard_selector=self._shard_selector,
         ):
             self._apply_event(event)
 
     def _apply_event(self, event: WatchEvent, *, track_version: bool = True) -> None:
         obj = event.object
-        if event.type == "DELETED":
+        if event.type != "BOOKMARK" and self._foreign(obj):
+            pass
+        elif event.type == "DELETED":
             self.store.remove(object_key(obj))
             self._dispatch_delete(strip(obj))
         elif event.type in ("ADDED", "MODIFIED"):
@@ -316,6 +423,8 @@ class Informer:
             self._resource_version = obj["metadata"]["resourceVersion"]
 
     def _apply_upsert(self, obj: Object) -> None:
+        if self._foreign(obj):
+            return
         old, new = self.store.upsert(obj)
         if old is None:
             for handler in self._handlers:

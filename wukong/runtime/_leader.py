@@ -83,6 +83,8 @@ class LeaderElectionConfig:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    labels: tuple[tuple[str, str], ...] = ()
+    """Labels on the Lease when this elector creates it (so a group of Leases can be listed)."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.namespace:
@@ -192,6 +194,32 @@ class LeaderElector:
                 _log.info("acquired lease %s as %s", self._lease_key, self.identity)
                 return
             await asyncio.sleep(self._config.retry_period * random.uniform(1.0, 1.0 + _JITTER))
+
+    async def try_acquire(self) -> bool:
+        """One attempt to acquire (or, if held, renew) the Lease; True if this identity holds it.
+
+        For a caller that contends for several Leases and decides itself when to
+        try again (the shards of `_shards`); `acquire` is this in a loop.
+        """
+        if self._is_leader:
+            return True
+        async with self._lock:
+            outcome = await self._attempt(deadline=None, leading=False)
+        if outcome is _Outcome.HELD:
+            self._set_leader(True)
+            _log.info("acquired lease %s as %s", self._lease_key, self.identity)
+            return True
+        return False
+
+    def observe(self, lease: Object) -> None:
+        """Note the Lease as read by someone else (a list of many), so that its expiry
+        is timed from when this replica first saw it unchanged, without a read of its own."""
+        if lease["metadata"].get("name") == self._config.name:
+            self._observe(lease)
+
+    def expired_now(self) -> bool:
+        """Whether the holder last seen has let the Lease expire (True if never seen)."""
+        return self._observed is None or self._expired(self._observed)
 
     async def keep(self) -> None:
         """Renew every retry_period; return once leadership is lost.
@@ -354,7 +382,11 @@ class LeaderElector:
         body: Object = {
             "apiVersion": LEASES.api_version,
             "kind": LEASES.kind,
-            "metadata": {"name": self._config.name, "namespace": self._config.namespace},
+            "metadata": {
+                "name": self._config.name,
+                "namespace": self._config.namespace,
+                **({"labels": dict(self._config.labels)} if self._config.labels else {}),
+            },
             "spec": {
                 "holderIdentity": self._config.identity,
                 "leaseDurationSeconds": self._config.lease_duration_seconds,

@@ -33,6 +33,16 @@ health endpoints go on), says so (an Event on the Lease, `standing_by` to
 observers), campaigns again and, once it wins, opens the fence and restarts
 its controllers, which requeue every cached object.
 
+Shards (`shards` set, with `leader_election` naming the Leases' prefix,
+namespace and timings): every replica reconciles, each the shards it holds
+(`_shards`): its namespaced informers list and watch only those, and its
+write fence refuses writes to a namespace of any other shard. When a shard
+goes (lost, or released to a replica that joined) the fence refuses it first,
+then its reconciles in flight are cancelled with `leader_lost` and the
+informers list again; a shard taken arrives as adds. Only namespaced
+resources are sharded, by their namespace: a Wukong's children share it, so
+they land in the same replica.
+
 `run()` returns the reason it stopped. After `leader_lost` the process should
 exit (as controller-runtime does): another replica now leads, and a process
 that lost the lease cannot know what it missed.
@@ -86,6 +96,7 @@ from wukong.runtime._loopwatch import LoopBlockDetector
 from wukong.runtime._observer import ControllerView, RuntimeObserver
 from wukong.runtime._running import RunningController
 from wukong.runtime._scopes import NamespaceScopes
+from wukong.runtime._shards import ShardHolder, ShardSpace
 from wukong.runtime._webhook import Validator, WebhookServer
 from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import LEASES, NAMESPACES, Resource
@@ -138,10 +149,19 @@ class ManagerOptions:
     """Sync informers by a streaming list (default True; False: paged LISTs only)."""
     cancel_on_namespace_deletion: bool = True
     """Watch Namespaces and cancel a deleted one's reconciles (default True)."""
+    shards: ShardSpace | None = None
+    """Split the namespaces into these shards, each held through a Lease named after
+    `leader_election`'s (`<name>-shard-<i>`): every replica reconciles its fair share
+    (default None: one leader reconciles everything)."""
 
     def __post_init__(self) -> None:
         if self.reconcile_timeout <= 0:
             raise ValueError("reconcile_timeout must be positive")
+        if self.shards is not None:
+            if self.leader_election is None:
+                raise ValueError("shards need leader_election: their Leases' name and timings")
+            if self.shards.key != "namespace":
+                raise ValueError("shards are keyed by namespace only, so children follow")
 
 
 class Manager:
@@ -161,14 +181,25 @@ class Manager:
         # one memory read per event while no tracer is attached (see probes).
         self._observer = ObserverFanout([AuditProbes(), *observers])
         self.client = layered(client, observer=self._observer)
-        self._fence = WriteFence()
+        self.shards = (
+            ShardHolder(
+                client=self.client,
+                space=options.shards,
+                election=options.leader_election,
+                on_change=self._shards_changed,
+                observer=self._observer,
+            )
+            if options.shards is not None and options.leader_election is not None
+            else None
+        )
+        self._fence = WriteFence(shards=self._shard_refusal if self.shards else None)
         # Reconciles write through the fence; informers and the elector do not.
         self._controller_client = layered(self.client, fence=self._fence)
         self.elector = (
             LeaderElector(
                 client=self.client, config=options.leader_election, observer=self._observer
             )
-            if options.leader_election
+            if options.leader_election and self.shards is None
             else None
         )
         self.block_detector = (
@@ -207,6 +238,7 @@ class Manager:
                 resync_period=self.options.sync_period,
                 watch_list=self.options.watch_list,
                 observer=self._observer,
+                shards=self.shards.filter if self.shards and resource.namespaced else None,
             )
             self._informers[resource] = informer
             if self._informer_tasks is not None:
@@ -386,7 +418,10 @@ class Manager:
     async def _lead(self) -> CancelReason:
         """Win the Lease (if electing), run the controllers until stopped or the Lease is lost."""
         lost: asyncio.Task[None] | None = None
-        if self.elector is not None:
+        if self.shards is not None:
+            # Every replica works; the holder takes and hands over shards meanwhile.
+            lost = asyncio.create_task(self.shards.run(), name="shards")
+        elif self.elector is not None:
             if not await self._until_stopped(self.elector.acquire()):
                 return CancelReason.SHUTDOWN
             self._fence.open()
@@ -400,6 +435,11 @@ class Manager:
             waiters.add(lost)  # type: ignore[arg-type]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
+        if self.shards is not None:
+            self._keeping = lost
+            if lost is not None and lost.done():
+                lost.result()  # the holder failed: a bug, not a handoff
+            return CancelReason.SHUTDOWN
         if lost is not None and lost.done() and not self._stop.is_set():
             assert self.elector is not None
             self._fence.close(self.elector.config.name)  # before anything else
@@ -408,6 +448,30 @@ class Manager:
             return CancelReason.LEADER_LOST
         self._keeping = lost  # still leading: _shutdown stops renewing, then releases
         return CancelReason.SHUTDOWN
+
+    def _shard_refusal(self, namespace: str | None) -> str | None:
+        """The fence's check: the Lease of `namespace`'s shard unless this replica holds it."""
+        assert self.shards is not None
+        if namespace is None:
+            return None  # cluster-scoped: not sharded
+        shard = self.shards.filter.shard_of_key(namespace)
+        return None if shard in self.shards.held else self.shards.lease_name(shard)
+
+    async def _shards_changed(
+        self, gained: frozenset[int], lost: frozenset[int], reason: str
+    ) -> None:
+        """Told after the holder changed what it holds (the fence already refuses `lost`)."""
+        assert self.shards is not None
+        shards = self.shards.filter
+        cancelled = 0
+        for namespace in self._scopes.namespaces():
+            if shards.shard_of_key(namespace) in lost:
+                cancelled += self._scopes.cancel(namespace, CancelReason.LEADER_LOST)
+        if cancelled:
+            log.info("shards %s moved: %d reconciles in flight cancelled", sorted(lost), cancelled)
+        for informer in self._informers.values():
+            informer.reshard()
+        self._observer.shards_changed(self.shards.held, len(gained) + len(lost), reason)
 
     async def _announce_standby(self) -> None:
         """Say, as an Event on the Lease and to observers, that this replica stands by."""
@@ -479,8 +543,11 @@ class Manager:
             keeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeping
-            assert self.elector is not None
-            await self.elector.release()
+            if self.shards is not None:
+                await self.shards.release()
+            else:
+                assert self.elector is not None
+                await self.elector.release()
         for task in informer_tasks:
             task.cancel()
         await asyncio.gather(*informer_tasks, return_exceptions=True)

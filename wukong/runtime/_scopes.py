@@ -51,5 +51,9 @@ class NamespaceScopes:
             cancel(ctx, reason)
         return len(members)
 
+    def namespaces(self) -> list[str]:
+        """The namespaces with reconciles in flight."""
+        return list(self._members)
+
     def in_flight(self, namespace: str) -> int:
         return len(self._members.get(namespace, {}))
