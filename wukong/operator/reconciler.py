@@ -173,6 +173,7 @@ class WukongReconciler:
             self._caches.virtual_machine_instances.get_by_name(namespace, name),
         )
         problem = networks.problem or volumes.problem or own.conflict
+        lost = _lost_guest(wukong, own.vm)
         vm_exists = own.vm is not None
         if problem is None and networks.ready and volumes.ready:
             spec = desired_spec(wukong, networks=networks.statuses, volumes=volumes.statuses)
@@ -202,7 +203,7 @@ class WukongReconciler:
         await self._write_status(ctx, wukong, status)
         for reason, message in changes:
             await self._event(ctx, wukong, "Normal", reason, message)
-        for warning in (problem, networks.degraded, volumes.degraded):
+        for warning in (lost, problem, networks.degraded, volumes.degraded):
             if warning is not None:
                 await self._event(ctx, wukong, "Warning", warning.reason, warning.message)
         if problem is not None or networks.degraded or volumes.degraded:
@@ -312,6 +313,19 @@ def _initial_status(wukong: WukongView) -> dict[str, Any]:
         "observedGeneration": wukong.generation,
         "conditions": conditions,
     }
+
+
+def _lost_guest(wukong: WukongView, vm: Object | None) -> Problem | None:
+    """The VM the status names is gone (deleted by hand, lost with KubeVirt's objects):
+    said once, as the status that follows names no node and the VM is made again."""
+    if vm is not None or not wukong.status.vm_name:
+        return None
+    where = f" (last on node {wukong.status.node_name})" if wukong.status.node_name else ""
+    return Problem(
+        "VirtualMachineLost",
+        f"VirtualMachine {wukong.status.vm_name} and its instance are gone{where}; "
+        "its node and addresses are cleared and it is made again",
+    )
 
 
 def _guest_problem(guest: GuestStatus) -> Problem | None:
