@@ -82,6 +82,10 @@ RECONCILE_SPAN_ATTRIBUTES = frozenset(
 )
 
 
+# Why a shard came to or left a replica (`wukong_shard_handoffs_total`).
+SHARD_HANDOFF_REASONS = frozenset({"acquired", "rebalance", "lost", "shutdown"})
+
+
 @dataclass(frozen=True)
 class Family:
     """One metric family: its series name, type and label names."""
@@ -130,6 +134,8 @@ OPERATOR_FAMILIES = (
     _family("wukong_requeue_delay_seconds", "histogram", "controller"),
     _family("wukong_reconcile_budget_used_ratio", "histogram", "controller"),
     _family("wukong_api_request_cancellations_total", "counter", "verb", "resource", "reason"),
+    _family("wukong_shards_held", "gauge"),
+    _family("wukong_shard_handoffs_total", "counter", "reason", reasons=SHARD_HANDOFF_REASONS),
 )
 AGENT_FAMILIES = (
     _family(

@@ -7,18 +7,38 @@ ConfigMap is written by the holder of its namespace's shard only, the
 server filtered (its `shardInfo` echo) and sent nothing of others' shards,
 and when a replica leaves its shards are taken and their objects reconciled
 by the others.
+
+Then `wukong run --shards` as users run it: three processes, Wukongs in many
+namespaces brought to Running by the simulated infrastructure; the API
+server's audit log (every write with its user agent, which names the
+replica) shows each namespace written by the holder of its shard only; one
+replica is SIGKILLed and its shards move within the Lease duration and a few
+seconds, and what was created meanwhile is reconciled by the new holders.
 """
 
 import asyncio
 import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import IO, Any
 
+import aiohttp
 import pytest
 
 from tests import build_progress
+from tests.exposition import metric_samples
 from tests.polling import eventually
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
+from wukong.devcluster.apis import install_dev_apis
+from wukong.devcluster.processes import free_port
+from wukong.devcluster.simulator import SimulationConfig, simulator_manager
+from wukong.operator.api import WUKONGS
 from wukong.runtime import (
     Client,
     Controller,
@@ -195,3 +215,200 @@ async def test_replicas_split_the_shards_and_take_over_a_leaver(
                 await task
         for c in clients:
             await c.close()
+
+
+OPERATOR_SHARDS = 6
+TENANTS = 10
+WUKONGS_PER_TENANT = 20  # 200 Wukongs before the kill
+LATE_PER_TENANT = 2  # created right after it
+LEASE_DURATION = 15.0  # `wukong run`'s
+
+
+def _wukong_run(
+    control_plane: ControlPlane, lease_namespace: str, log: IO[str], metrics_port: int
+) -> "subprocess.Popen[bytes]":
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wukong.cli",
+            "--log-format=json",
+            "--log-level=info",
+            "run",
+            f"--kubeconfig={control_plane.kubeconfig}",
+            f"--leader-election-namespace={lease_namespace}",
+            f"--shards={OPERATOR_SHARDS}",
+            "--shard-by=namespace",
+            f"--metrics-bind=127.0.0.1:{metrics_port}",
+            "--no-metrics-secure",
+            "--health-bind=0",
+            "--webhook-bind=0",
+            "--max-concurrent-reconciles=8",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def _shard_holders(client: Client, namespace: str) -> dict[int, str]:
+    """Shard: the user agent of the replica holding it (its identity)."""
+    holders: dict[int, str] = {}
+    for lease in (await client.list(LEASES, namespace=namespace))["items"]:
+        name = lease["metadata"]["name"]
+        holder = lease["spec"].get("holderIdentity")
+        if name.startswith("wukong-operator-shard-") and holder:
+            holders[int(name.rsplit("-", 1)[1])] = f"wukong/{holder}"
+    return holders
+
+
+def _operator_writes(audit_log: Path, tenants: set[str]) -> list[dict[str, Any]]:
+    """The sharded replicas' writes in `tenants` (their user agents start with wukong/)."""
+    writes = []
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        namespace = (event.get("objectRef") or {}).get("namespace")
+        if namespace in tenants and event.get("userAgent", "").startswith("wukong/"):
+            writes.append(event)
+    return writes
+
+
+async def _all_running(client: Client, tenants: list[str], expected: int) -> bool:
+    running = 0
+    for tenant in tenants:
+        for item in (await client.list(WUKONGS, namespace=tenant))["items"]:
+            running += (item.get("status") or {}).get("phase") == "Running"
+    return running == expected
+
+
+async def _create_wukongs(client: Client, tenants: list[str], count: int, prefix: str) -> None:
+    for tenant in tenants:
+        for i in range(count):
+            body = {
+                "apiVersion": WUKONGS.api_version,
+                "kind": WUKONGS.kind,
+                "metadata": {"name": f"{prefix}-{i}", "namespace": tenant},
+                "spec": {"disks": [{"name": "root", "size": "1Gi"}]},
+            }
+            await client.create(WUKONGS, body, namespace=tenant)
+
+
+async def test_wukong_run_replicas_share_the_wukongs_and_survive_a_sigkill(
+    control_plane: ControlPlane, client: Client, namespace: str, tmp_path: Path
+) -> None:
+    await install_dev_apis(client)
+    space = ShardSpace(OPERATOR_SHARDS)
+    tenants: list[str] = []
+    while len(tenants) < TENANTS:  # every shard has tenants, so every replica works
+        name = f"fleet-{uuid.uuid4().hex[:8]}"
+        covered = {space.shard_of_key(t) for t in tenants}
+        if space.shard_of_key(name) not in covered or len(covered) == OPERATOR_SHARDS:
+            tenants.append(name)
+    for tenant in tenants:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": tenant}}
+        await client.create(NAMESPACES, body)
+    simulator = simulator_manager(client=client, config=SimulationConfig())
+    simulating = asyncio.create_task(simulator.run())
+    ports = [free_port() for _ in range(3)]
+    logs = [(tmp_path / f"replica-{i}.log").open("w+") for i in range(3)]
+    processes = [_wukong_run(control_plane, namespace, logs[i], ports[i]) for i in range(3)]
+    try:
+
+        async def balanced() -> bool:
+            holders = await _shard_holders(client, namespace)
+            per_replica = [list(holders.values()).count(h) for h in set(holders.values())]
+            return len(holders) == OPERATOR_SHARDS and sorted(per_replica) == [2, 2, 2]
+
+        await eventually(balanced, what="three replicas holding two shards each", timeout=60)
+        holders = await _shard_holders(client, namespace)
+
+        started = time.monotonic()
+        await _create_wukongs(client, tenants, WUKONGS_PER_TENANT, "vm")
+        total = TENANTS * WUKONGS_PER_TENANT
+        await eventually(
+            lambda: _all_running(client, tenants, total),
+            what=f"{total} Wukongs Running",
+            timeout=240,
+            interval=1.0,
+        )
+        print(f"{total} Wukongs Running in {time.monotonic() - started:.1f}s")
+
+        # Each namespace written by one replica only: the holder of its shard.
+        writers: dict[str, set[str]] = {}
+        for write in _operator_writes(control_plane.audit_log, set(tenants)):
+            writers.setdefault(write["objectRef"]["namespace"], set()).add(write["userAgent"])
+        assert set(writers) == set(tenants)
+        for tenant, agents in writers.items():
+            assert agents == {holders[space.shard_of_key(tenant)]}, (tenant, agents)
+
+        # Each replica's metrics: two shards held, acquired once each, filtered by the server.
+        for port in ports:
+            text = await _scrape(f"http://127.0.0.1:{port}/metrics")
+            assert metric_samples(text, "wukong_shards_held") == [({}, 2.0)]
+            handoffs = dict(
+                (labels["reason"], value)
+                for labels, value in metric_samples(text, "wukong_shard_handoffs_total")
+            )
+            assert handoffs.get("acquired", 0) >= 2
+            assert not metric_samples(text, "wukong_shard_client_filtering_total")
+
+        # SIGKILL one replica: nothing released, its Leases must expire.
+        victim = processes[0]
+        victim_agent = _agent_of(logs[0])
+        victim_shards = {shard for shard, agent in holders.items() if agent == victim_agent}
+        assert len(victim_shards) == 2
+        victim.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.wait(10)
+        await _create_wukongs(client, tenants, LATE_PER_TENANT, "late")
+
+        async def taken_over() -> bool:
+            now = await _shard_holders(client, namespace)
+            return len(now) == OPERATOR_SHARDS and victim_agent not in now.values()
+
+        await eventually(
+            taken_over, what="the killed replica's shards taken", timeout=LEASE_DURATION + 15
+        )
+        moved_in = time.monotonic() - killed_at
+        print(f"shards moved {moved_in:.1f}s after the SIGKILL")
+        assert moved_in < LEASE_DURATION + 10
+        late = TENANTS * LATE_PER_TENANT
+        await eventually(
+            lambda: _all_running(client, tenants, total + late),
+            what="the Wukongs created after the kill Running",
+            timeout=60,
+            interval=1.0,
+        )
+        after = await _shard_holders(client, namespace)
+        for write in _operator_writes(control_plane.audit_log, set(tenants)):
+            name = write["objectRef"].get("name") or ""
+            if write["objectRef"]["resource"] == "wukongs" and name.startswith("late-"):
+                tenant = write["objectRef"]["namespace"]
+                assert write["userAgent"] == after[space.shard_of_key(tenant)], write
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, log in zip(processes, logs, strict=True):
+            code = await asyncio.to_thread(process.wait, 30)
+            log.seek(0)
+            lines = [json.loads(line) for line in log if line.startswith("{")]
+            errors = [line for line in lines if line["level"] == "ERROR"]
+            assert code in (0, -signal.SIGKILL), lines[-5:]
+            assert not errors, errors[:3]
+        simulator.stop()
+        await simulating
+
+
+def _agent_of(log: IO[str]) -> str:
+    log.seek(0)
+    for line in log:
+        if line.startswith("{") and "active-active as" in line:
+            message = json.loads(line)["message"]
+            return "wukong/" + message.split("active-active as ", 1)[1].split(":", 1)[0]
+    raise AssertionError("the replica did not say who it is")
+
+
+async def _scrape(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()

@@ -1,13 +1,21 @@
 """The shard space: the API server's hash, ranges, selectors and the client-side filter."""
 
+import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from wukong.metrics import RuntimeMetrics
+from wukong.runtime import ApiError, Informer, Object, Resource, RuntimeObserver
+from wukong.runtime._client import WatchEvent
 from wukong.runtime._fence import WriteFence
 from wukong.runtime._shards import ShardFilter, ShardSpace, fnv1a64
+from wukong.runtime.resources import CONFIGMAPS
 
 
 def test_fnv1a64_matches_the_reference_vectors() -> None:
@@ -78,3 +86,103 @@ def test_names_that_differ_only_at_the_end_crowd_into_few_shards() -> None:
     )
     assert len(by_suffix) <= 3
     assert len(by_uid) == 8
+
+
+def test_metrics_count_shards_held_and_handoffs_by_reason() -> None:
+    metrics = RuntimeMetrics()
+    registry = metrics.metrics.registry
+    assert registry.get_sample_value("wukong_shards_held") == 0
+    metrics.shards_changed(frozenset({0, 1, 2}), 3, "acquired")
+    metrics.shards_changed(frozenset({0, 1}), 1, "rebalance")
+    metrics.shard_filtering("configmaps", "client")
+    assert registry.get_sample_value("wukong_shards_held") == 2
+    handoffs = "wukong_shard_handoffs_total"
+    assert registry.get_sample_value(handoffs, {"reason": "acquired"}) == 3
+    assert registry.get_sample_value(handoffs, {"reason": "rebalance"}) == 1
+    filtering = "wukong_shard_client_filtering_total"
+    assert registry.get_sample_value(filtering, {"resource": "configmaps"}) == 1
+
+
+class _Server:
+    """A fake API server's list and watch of ConfigMaps in four namespaces, one per shard."""
+
+    def __init__(self, *, refuses: bool = False, echoes: bool = False) -> None:
+        space = ShardSpace(4)
+        names: dict[int, str] = {}
+        for i in range(1000):
+            name = f"ns-{hashlib.sha1(str(i).encode()).hexdigest()[:8]}"
+            names.setdefault(space.shard_of_key(name), name)
+        self.objects = [
+            {"metadata": {"name": "c", "namespace": ns, "resourceVersion": "1", "uid": ns}}
+            for ns in names.values()
+        ]
+        self.refuses, self.echoes = refuses, echoes
+        self.selectors: list[str | None] = []
+
+    async def list(self, resource: Resource, **kwargs: Any) -> Object:
+        selector = kwargs.get("shard_selector")
+        self.selectors.append(selector)
+        if selector and self.refuses:
+            raise ApiError(status=400, reason="BadRequest", message="no", verb="list", path="/")
+        metadata: dict[str, Any] = {"resourceVersion": "1"}
+        if selector and self.echoes:
+            metadata["shardInfo"] = {"selector": selector}
+        return {"items": self.objects, "metadata": metadata}
+
+    async def watch(self, resource: Resource, **kwargs: Any) -> AsyncIterator[WatchEvent]:
+        self.selectors.append(kwargs.get("shard_selector"))
+        await asyncio.Event().wait()
+        yield WatchEvent("BOOKMARK", {})  # never reached
+
+
+class _Filtering(RuntimeObserver):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def shard_filtering(self, resource: str, where: str) -> None:
+        self.seen.append((resource, where))
+
+
+async def _informer_on(server: _Server) -> tuple[Informer, _Filtering]:
+    shards = ShardFilter(ShardSpace(4))
+    shards.held = frozenset({1, 2})
+    observer = _Filtering()
+    informer = Informer(
+        client=server,  # type: ignore[arg-type]
+        resource=CONFIGMAPS,
+        shards=shards,
+        observer=observer,
+    )
+    task = asyncio.create_task(informer.run())
+    await asyncio.wait_for(informer.synced.wait(), 5)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    held = {obj["metadata"]["namespace"] for obj in informer.store.list_objects()}
+    assert {shards.shard_of_key(ns) for ns in held} == {1, 2}
+    return informer, observer
+
+
+async def test_a_server_that_echoes_the_selector_filters() -> None:
+    server = _Server(echoes=True)
+    shards = ShardFilter(ShardSpace(4))
+    server.objects = [o for o in server.objects if shards.shard_of(o) in {1, 2}]
+    informer, observer = await _informer_on(server)
+    assert informer.filtered_by == "server"
+    assert informer.foreign_objects == 0 and not observer.seen
+
+
+async def test_a_server_that_ignores_the_selector_is_filtered_on_this_side() -> None:
+    informer, observer = await _informer_on(_Server())
+    assert informer.filtered_by == "client"
+    assert informer.foreign_objects == 2
+    assert observer.seen == [("configmaps", "client")]
+
+
+async def test_a_server_that_refuses_the_selector_is_asked_without_it() -> None:
+    server = _Server(refuses=True)
+    informer, observer = await _informer_on(server)
+    assert informer.filtered_by == "client"
+    assert server.selectors[0] is not None and server.selectors[1:] == [None, None]
+    assert observer.seen == [("configmaps", "client")]

@@ -54,6 +54,8 @@ def _run(args: argparse.Namespace) -> int:
         webhook_bind=args.webhook_bind,
         webhook_cert_dir=args.webhook_cert_dir,
         webhook_admit_on_error=args.webhook_admit_on_error,
+        shards=args.shards,
+        shard_by=args.shard_by,
     )
     return asyncio.run(run_operator(settings))
 
@@ -207,5 +209,23 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="admit a Wukong the webhook could not check (a lookup failed or ran out of the "
         "review's time; it raised) with a warning, instead of answering it as errored "
         "(allowed: false, code 500: the write fails with the reason) (default: off)",
+    )
+    run.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="active-active: every replica reconciles, each its fair share of N shards "
+        "(ranges of the API server's hash of the namespace), each held through a Lease "
+        "wukong-operator-shard-<i>; informers list and watch only the shards held (the API "
+        "server's sharded list and watch, else filtered on this side); a crashed replica's "
+        "shards move within the lease duration (default: 0, one leader reconciles all)",
+    )
+    run.add_argument(
+        "--shard-by",
+        choices=("namespace",),
+        default="namespace",
+        help="what an object's shard is the hash of: its namespace, so a Wukong's children "
+        "(same namespace) are in its shard (default: namespace)",
     )
     run.set_defaults(handler=_run)

@@ -113,6 +113,9 @@ class OperatorMetrics:
     watch_restarts: Counter
     relists: Counter
     leader_standbys: Counter
+    shards_held: Gauge
+    shard_handoffs: Counter
+    shard_client_filtering: Counter
     webhook_requests: Counter
     webhook_latency: Histogram
     webhook_in_flight: Gauge
@@ -407,6 +410,26 @@ def create_metrics() -> OperatorMetrics:
             "wukong_leader_standbys_total",
             "Times this replica lost the Lease and stood by instead of exiting, by Lease name",
             labelnames=("name",),
+            registry=registry,
+        ),
+        shards_held=Gauge(
+            "wukong_shards_held",
+            "Shards this replica holds now (active-active: --shards; 0 when off or none)",
+            registry=registry,
+        ),
+        shard_handoffs=Counter(
+            "wukong_shard_handoffs_total",
+            "Shards that came to or left this replica, by reason (acquired; rebalance: given "
+            "to a replica that joined; lost: its Lease was not renewed in time or was taken; "
+            "shutdown)",
+            labelnames=("reason",),
+            registry=registry,
+        ),
+        shard_client_filtering=Counter(
+            "wukong_shard_client_filtering_total",
+            "Informers whose shardSelector the API server ignored or refused, so they list "
+            "and watch everything and keep their shards on this side, by resource",
+            labelnames=("resource",),
             registry=registry,
         ),
         webhook_requests=Counter(

@@ -25,6 +25,8 @@ What each event feeds:
   `wukong_informer_relists_total` by resource and cause;
 - `leadership_changed`: `leader_election_master_status`; `standing_by`:
   `wukong_leader_standbys_total`;
+- `shards_changed`, `shard_filtering`: `wukong_shards_held`,
+  `wukong_shard_handoffs_total` by reason, `wukong_shard_client_filtering_total`;
 - `webhook_added`: the webhook's requests (codes 200 and 500) and in-flight
   series at 0, as controller-runtime's `InstrumentedHook` makes them;
 - `admission_started`, `admission_reviewed`: controller-runtime's webhook
@@ -214,6 +216,14 @@ class RuntimeMetrics(RuntimeObserver):
 
     def standing_by(self, lease: str) -> None:
         self.metrics.leader_standbys.labels(lease).inc()
+
+    def shards_changed(self, held: frozenset[int], moved: int, reason: str) -> None:
+        self.metrics.shards_held.set(len(held))
+        self.metrics.shard_handoffs.labels(reason).inc(moved)
+
+    def shard_filtering(self, resource: str, where: str) -> None:
+        if where == "client":
+            self.metrics.shard_client_filtering.labels(resource).inc()
 
     # -- admission webhooks ------------------------------------------------------------
 

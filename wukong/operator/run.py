@@ -48,6 +48,8 @@ from wukong.runtime import (
     NotFound,
     RuntimeObserver,
 )
+from wukong.runtime._leader import default_identity
+from wukong.runtime._shards import ShardSpace
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
@@ -124,6 +126,10 @@ class OperatorSettings:
     # Admit what the webhook cannot decide (with a warning) instead of answering it
     # as errored, which fails the write (`--webhook-admit-on-error`).
     webhook_admit_on_error: bool = False
+    # Active-active: split the namespaces into this many shards, held through
+    # Leases (0: one leader reconciles everything); what they are keyed by.
+    shards: int = 0
+    shard_by: Literal["namespace"] = "namespace"
 
     @property
     def per_namespace_limit(self) -> int:
@@ -157,7 +163,13 @@ async def run_operator(settings: OperatorSettings) -> int:
         raise OperatorError("--reconcile-timeout must be positive")
     if settings.metrics_cert_dir is not None and not settings.metrics_secure:
         raise OperatorError("--metrics-cert-dir is for --metrics-secure (HTTPS) only")
-    client = await _client(settings)
+    if settings.shards < 0:
+        raise OperatorError(f"--shards must be 0 (off) or more, got {settings.shards}")
+    if settings.shards and not settings.leader_elect:
+        raise OperatorError("--shards needs leader election: the shards are held through Leases")
+    identity = default_identity()
+    # Sharded replicas all write: each names itself in the API server's audit log.
+    client = await _client(settings, user_agent=f"wukong/{identity}" if settings.shards else None)
     async with client:
         election_namespace = lease_namespace(settings) if settings.leader_elect else None
         watch_namespace_deletion = await _when_reachable(
@@ -170,7 +182,7 @@ async def run_operator(settings: OperatorSettings) -> int:
         )
         webhook_tls = _webhook_tls(settings)
         election = (
-            LeaderElectionConfig(name=LEASE_NAME, namespace=election_namespace)
+            LeaderElectionConfig(name=LEASE_NAME, namespace=election_namespace, identity=identity)
             if election_namespace
             else None
         )
@@ -195,6 +207,7 @@ async def run_operator(settings: OperatorSettings) -> int:
                 webhook_bind=settings.webhook_bind if webhook_tls is not None else None,
                 webhook_tls=webhook_tls,
                 cancel_on_namespace_deletion=watch_namespace_deletion,
+                shards=ShardSpace(settings.shards, settings.shard_by) if settings.shards else None,
             ),
         )
         if webhook_tls is not None:
@@ -230,6 +243,14 @@ async def run_operator(settings: OperatorSettings) -> int:
             settings.reconcile_timeout,
             f"on (Lease {election.namespace}/{election.name})" if election else "off",
         )
+        if settings.shards:
+            log.info(
+                "active-active as %s: %d shards by %s, each through a Lease %s-shard-<i>",
+                identity,
+                settings.shards,
+                settings.shard_by,
+                LEASE_NAME,
+            )
         if webhook_tls is not None:
             log.info("serving the Wukong admission webhook on %s", settings.webhook_bind)
         try:
@@ -348,9 +369,9 @@ async def _when_reachable(check: Callable[[], Awaitable[T]]) -> T:
         await asyncio.sleep(1.0)
 
 
-async def _client(settings: OperatorSettings) -> Client:
+async def _client(settings: OperatorSettings, *, user_agent: str | None = None) -> Client:
     try:
-        return await Client.configured(settings.kubeconfig)
+        return await Client.configured(settings.kubeconfig, user_agent=user_agent)
     except Exception as exc:  # kubeconfig / in-cluster loading fails in many ways
         raise OperatorError(
             f"cannot configure the Kubernetes client: {exc} "

@@ -31,14 +31,18 @@ Lifecycle of `run()`:
    does, with old == new, as in client-go.
 
 7. With `shards` (a `_shards.ShardFilter`), only the shards this replica
-   holds: lists carry their `shardSelector` and the server's `shardInfo` echo
-   says it applied it; a server that ignores the selector (no echo) or
-   refuses it (400) gets lists and watches without it, with one WARNING and
-   `filtered_by == "client"`. Either way every object is checked on this
-   side too, so a foreign one (counted in `foreign_objects`) never reaches
-   the cache. `reshard()` (the held shards changed) lists again with the new
-   selector: objects of shards given up leave the cache silently (they were
-   not deleted, only handed over), those of shards taken arrive as adds.
+   holds: lists and watches carry their `shardSelector`, and a list's
+   `shardInfo` echo says the server applied it (`filtered_by == "server"`).
+   Not every server echoes it (v1.36 filters custom resources without the
+   echo: `filtered_by == "unconfirmed"`), so every object is checked on this
+   side too: one of a shard that was not asked for (counted in
+   `foreign_objects`) proves the selector ignored, and a refused selector
+   (400) proves it unsupported; either way the informer lists and watches
+   without it from then on and keeps only its shards itself, with one
+   WARNING and `filtered_by == "client"`. Nothing foreign reaches the cache.
+   `reshard()` (the held shards changed) lists again with the new selector:
+   objects of shards given up leave the cache silently (they were not
+   deleted, only handed over), those of shards taken arrive as adds.
    Sharded informers sync by paged LIST: a streaming list does not apply the
    selector.
 
@@ -127,6 +131,7 @@ class Informer:
         self.foreign_objects = 0
         self._shards = shards
         self._server_filters = True
+        self._asked: frozenset[int] | None = None  # the shards the selector in use names
         self._reshard = asyncio.Event()
         self._relist_cause = "gone"
         self._client = client
@@ -334,6 +339,7 @@ class Informer:
 
     async def _list_page(self, continue_token: str | None) -> Object:
         selector = self._shard_selector
+        self._asked = self._asked_for(selector)
         try:
             page = await self._client.list(
                 self.resource,
@@ -353,12 +359,20 @@ class Informer:
         if selector is not None and not continue_token:
             echoed = (page["metadata"].get("shardInfo") or {}).get("selector")
             if echoed:
-                if self.filtered_by is None:
+                if self.filtered_by != "server":
                     log.info("%s: the API server filters by shard (%s)", self._what, echoed)
                 self.filtered_by = "server"
-            else:
-                self._filter_on_this_side("the API server ignored it (no shardInfo)")
+            elif self.filtered_by is None:
+                self.filtered_by = "unconfirmed"
+                log.info(
+                    "%s: the API server does not echo the shard selector (no shardInfo); "
+                    "every object is checked on this side",
+                    self._what,
+                )
         return page
+
+    def _asked_for(self, selector: str | None) -> frozenset[int] | None:
+        return None if self._shards is None or selector is None else self._shards.held
 
     @property
     def _shard_selector(self) -> str | None:
@@ -378,11 +392,19 @@ class Informer:
         self._observer.shard_filtering(self.resource.plural, "client")
 
     def _foreign(self, obj: Object) -> bool:
-        """An object of a shard not held: counted, kept out of (and taken from) the cache."""
-        if self._shards is None or self._shards.accepts(obj):
+        """An object of a shard not held: kept out of (and taken from) the cache.
+
+        One of a shard the selector did not name proves the server ignores it;
+        one the selector named was just handed over (events in flight).
+        """
+        shards = self._shards
+        if shards is None or shards.accepts(obj):
             return False
-        self.foreign_objects += 1
         self.store.remove(object_key(obj))
+        if self._asked is not None and shards.shard_of(obj) not in self._asked:
+            self.foreign_objects += 1
+            if self.filtered_by != "client":
+                self._filter_on_this_side("it sent objects of shards not asked for")
         return True
 
     def _drop_unlisted(self, listed: set[str]) -> None:
@@ -397,6 +419,8 @@ class Informer:
     async def _watch_once(self) -> None:
         # Jitter spreads the re-watches of many informers, as client-go does.
         timeout = int(self._watch_timeout * random.uniform(1.0, 2.0))
+        selector = self._shard_selector
+        self._asked = self._asked_for(selector)
         async for event in self._client.watch(
             self.resource,
             namespace=self.namespace,
@@ -405,7 +429,7 @@ class Informer:
             inactivity_timeout=self._inactivity_timeout,
             label_selector=self._label_selector,
             field_selector=self._field_selector,
-            shard_selector=self._shard_selector,
+            shard_selector=selector,
         ):
             self._apply_event(event)
 

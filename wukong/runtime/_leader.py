@@ -69,7 +69,8 @@ _RELEASE_TIMEOUT_SECONDS = 5.0
 _RELEASE_ATTEMPTS = 3
 
 
-def _default_identity() -> str:
+def default_identity() -> str:
+    """This process's name in a Lease: the host's name and a random suffix."""
     return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
@@ -79,7 +80,7 @@ class LeaderElectionConfig:
 
     name: str
     namespace: str
-    identity: str = field(default_factory=_default_identity)
+    identity: str = field(default_factory=default_identity)
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
