@@ -133,6 +133,7 @@ OPERATOR_FAMILIES = (
     _family("wukong_reconcile_triggers_total", "counter", "controller", "trigger"),
     _family("wukong_requeue_delay_seconds", "histogram", "controller"),
     _family("wukong_reconcile_budget_used_ratio", "histogram", "controller"),
+    _family("wukong_wukongset_replicas", "gauge", "object_namespace", "wukongset", "state"),
     _family("wukong_api_request_cancellations_total", "counter", "verb", "resource", "reason"),
     _family("wukong_shards_held", "gauge"),
     _family("wukong_shard_handoffs_total", "counter", "reason", reasons=SHARD_HANDOFF_REASONS),

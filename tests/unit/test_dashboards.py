@@ -47,8 +47,8 @@ NO_NAMESPACE = {
     "wukong_node_untraced_processes_total",
     "wukong_node_series_overflow_total",
 }
-# Families without a `controller` label: the API client and leader election.
-PROCESS_WIDE = ("rest_client_", "leader_election_", "wukong_api_request_")
+# Families without a `controller` label: the API client, leader election, the WukongSets.
+PROCESS_WIDE = ("rest_client_", "leader_election_", "wukong_api_request_", "wukong_wukongset_")
 VARIABLES = {
     CANCEL_STORM_UID: {"datasource", "trace_datasource", "namespace", "job", "controller"},
     NODE_CANCELLATIONS_UID: {"datasource", "node", "namespace", "job"},

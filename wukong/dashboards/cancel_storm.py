@@ -8,11 +8,14 @@ share of the deadline used)? Do `RequeueAfter` requeues start late (a
 reconcile cut by a timeout adds the cancellation and its clean-up to the delay
 it asked for)? Then the workqueue, the API client and
 leadership, the usual causes. Latency panels carry exemplars that open the
-reconcile's trace.
+reconcile's trace. Last, the fleets: each WukongSet's desired, ready and
+migrating members (a scale-in blocked by migrations shows as desired below
+the others).
 
 Operator metrics are filtered by the Prometheus target labels of the
 operator's pods (`namespace`, `job`) plus `controller` for the families that
-carry it; the API client and leader election are process-wide.
+carry it; the API client, leader election and the WukongSets' counts are
+process-wide.
 """
 
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
@@ -306,6 +309,39 @@ def _leadership() -> Row:
     )
 
 
+# The WukongSet panel's title: the cancel-storm end-to-end test runs no set, the
+# WukongSet metrics test reads this panel with real sets.
+WUKONGSET_PANEL = "WukongSet members: desired, ready, migrating"
+
+
+def _fleets() -> Row:
+    # Every operator replica serves the counts from its own cache: one value per set.
+    members = (
+        "max by (object_namespace, wukongset, state) (wukong_wukongset_replicas"
+        f'{{{_TARGET}, state=~"desired|ready|migrating"}})'
+    )
+    return Row(
+        title="Fleets",
+        panels=(
+            PanelSpec(
+                title=WUKONGSET_PANEL,
+                description="Members of each WukongSet: desired (spec.replicas), ready, and "
+                "live migrating. Ready below desired is a scale-out or a rollout under way "
+                "(or members failing); ready above desired while migrating is above 0 is a "
+                "scale-in waiting for migrations to end (ScalingBlocked): a migrating member "
+                "is never removed.",
+                unit="short",
+                width=24,
+                stepped=True,
+                min_value=0,
+                queries=[
+                    Query(expr=members, legend="{{object_namespace}}/{{wukongset}} {{state}}")
+                ],
+            ),
+        ),
+    )
+
+
 def _variables() -> list[object]:
     return [
         datasource_variable(name="datasource", label="Prometheus", plugin="prometheus"),
@@ -340,12 +376,14 @@ def cancel_storm_dashboard() -> dashboard_builders.Dashboard:
         title=TITLE,
         description="Is the operator in a cancel storm? Reconcile results and "
         "cancellations by reason, reconcile time against the deadline, requeue lateness, "
-        "the workqueue, the API client and leadership, for the selected controllers.",
+        "the workqueue, the API client and leadership, for the selected controllers; "
+        "and the WukongSets' desired, ready and migrating members.",
         variables=_variables(),
         rows=[
             Row(title="Reconciles", panels=(*_reconcile_outcomes(), *_reconcile_time())),
             _workqueue(),
             _api_client(),
             _leadership(),
+            _fleets(),
         ],
     )

@@ -50,6 +50,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wukong.metrics.sets import WukongSetReplicasCollector
 from wukong.runtime.observe import ControllerView
 from wukong.runtime.serving import CERTIFICATE_READS
 
@@ -91,6 +92,7 @@ class OperatorMetrics:
     registry: CollectorRegistry
     controllers: "ControllerStateCollector"
     namespace_cancellations: "NamespaceCancellations"
+    wukongsets: WukongSetReplicasCollector
     reconcile_total: Counter
     reconcile_errors: Counter
     terminal_reconcile_errors: Counter
@@ -272,11 +274,14 @@ def create_metrics() -> OperatorMetrics:
     namespace_cancellations = NamespaceCancellations()
     registry.register(namespace_cancellations)
     registry.register(CertificateReadsCollector())
+    wukongsets = WukongSetReplicasCollector()
+    registry.register(wukongsets)
     controller = ("controller",)
     return OperatorMetrics(
         registry=registry,
         controllers=controllers,
         namespace_cancellations=namespace_cancellations,
+        wukongsets=wukongsets,
         reconcile_total=Counter(
             "controller_runtime_reconcile_total",
             "Total number of reconciliations per controller",

@@ -219,7 +219,9 @@ async def run_operator(settings: OperatorSettings) -> int:
             cancelled_backoff_cap=settings.cancelled_backoff_cap,
         )
         add_wukong_controller(manager, options=controller_options)
-        add_wukongset_controller(manager, options=controller_options)
+        add_wukongset_controller(
+            manager, options=controller_options, replicas=metrics.metrics.wukongsets
+        )
         secure = (
             SecureServing(client=client, cert_dir=settings.metrics_cert_dir)
             if settings.metrics_secure

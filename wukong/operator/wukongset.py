@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from wukong.metrics.sets import SetReplicas, SetSource, WukongSetReplicasCollector
 from wukong.operator.api import WUKONGS, Phase, WukongSpec
 from wukong.operator.conditions import READY, ConditionUpdate, updated_conditions
 from wukong.operator.kubevirt import FINAL_MIGRATION_PHASES
@@ -633,13 +634,42 @@ def _conflict_message(name: str, existing: Object) -> str:
     )
 
 
+def set_replicas(wukongsets: Store) -> SetSource:
+    """Every cached set's counts: desired from its spec, the rest from the status last
+    written (`wukong_wukongset_replicas`)."""
+
+    def read() -> list[SetReplicas]:
+        found = []
+        for stored in wukongsets.list_objects():
+            status = stored.get("status") or {}
+            counts = {
+                "desired": (stored.get("spec") or {}).get("replicas") or 0,
+                "current": status.get("replicas") or 0,
+                "ready": status.get("readyReplicas") or 0,
+                "available": status.get("availableReplicas") or 0,
+                "updated": status.get("updatedReplicas") or 0,
+                "migrating": status.get("migratingReplicas") or 0,
+            }
+            metadata = stored["metadata"]
+            found.append(SetReplicas(metadata.get("namespace") or "", metadata["name"], counts))
+        return found
+
+    return read
+
+
 DEFAULT_OPTIONS = ControllerOptions(max_concurrent_reconciles=2)
 
 
 def add_wukongset_controller(
-    manager: Manager, *, options: ControllerOptions = DEFAULT_OPTIONS
+    manager: Manager,
+    *,
+    options: ControllerOptions = DEFAULT_OPTIONS,
+    replicas: WukongSetReplicasCollector | None = None,
 ) -> Controller:
-    """Register the WukongSet controller with `manager`."""
+    """Register the WukongSet controller with `manager`; its sets' counts are served by
+    `replicas` (the metrics registry's collector) when given."""
+    if replicas is not None:
+        replicas.track(set_replicas(manager.informer(WUKONGSETS).store))
     wukongs = manager.informer(WUKONGS).store
     wukongs.add_index(MEMBERS_BY_SET, set_uid_key)
     migrations = manager.informer(VIRTUAL_MACHINE_INSTANCE_MIGRATIONS).store
