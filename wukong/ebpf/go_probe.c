@@ -71,15 +71,29 @@ struct known_t {
 // more than the trap itself here. The full stack is taken once per key.
 #define KEY_FRAMES 8
 
-struct cancel_key_t {
+// A cancellation as the program names it; in the counts map, with how many
+// were named alike.
+struct cancel_t {
     u32 pid;
     u32 kind;            // 1 deadline exceeded, 2 canceled, 0 another error
     u64 frames[KEY_FRAMES];  // return addresses: cancel's caller first
     char cause[64];      // an errors.New cause's text
+    u64 n;
+};
+
+// What the counts map is keyed by: the frames and the cause hashed into one
+// word, so each cancellation hashes and compares 16 bytes, not the 136 that
+// name it (they cost the kernel's hash more than the rest of the count). Two
+// names of one process and kind with the same word would share a count: a
+// 64-bit mix of return addresses and text, not a thing that happens by chance.
+struct count_key_t {
+    u32 pid;
+    u32 kind;
+    u64 site;            // frames and cause, hashed
 };
 
 struct detail_t {
-    struct cancel_key_t key;
+    struct cancel_t cancel;
     u64 ktime_ns;
     u64 receiver;
     s64 stack_id;        // the whole stack, from the probed function outwards
@@ -104,7 +118,7 @@ struct last_fire_t {
 #define MAX_PROCESSES 8192
 BPF_ARRAY(binary, struct binary_t, 1);
 BPF_HASH(processes, u32, struct known_t, MAX_PROCESSES);
-BPF_HASH(counts, struct cancel_key_t, u64, 10240);
+BPF_HASH(counts, struct count_key_t, struct cancel_t, 10240);
 BPF_TABLE("lru_hash", u32, struct last_fire_t, last_fire, 4096);
 // Whole stacks of first occurrences only: a key whose stack finds no room is
 // named from its own frames (its caller is among them). 2,048 x 127 frames: 2 MiB.
@@ -167,7 +181,7 @@ static __always_inline int refired(u32 tid, u64 receiver, u64 now) {
     return 0;
 }
 
-static __always_inline void read_cause(struct cancel_key_t *key, u64 cause_data) {
+static __always_inline void read_cause(struct cancel_t *key, u64 cause_data) {
     // *errors.errorString{s string}: a pointer and a length.
     u64 header[2] = {};
     bpf_probe_read_user(&header, sizeof(header), (void *)cause_data);
@@ -213,7 +227,7 @@ static __always_inline int read16(struct stack_span_t *span, u64 owner, u64 at, 
     return bpf_probe_read_user(out, 16, (void *)at);
 }
 
-static __always_inline void walk(struct cancel_key_t *key, struct stack_span_t *span, u64 owner,
+static __always_inline void walk(struct cancel_t *key, struct stack_span_t *span, u64 owner,
                                  u64 bp, int first) {
 #pragma unroll
     for (int i = first; i < KEY_FRAMES; i++) {
@@ -233,59 +247,74 @@ static __always_inline struct stack_span_t *stack_at(u64 owner, u64 bp) {
     return span;
 }
 
+static __always_inline u64 mix(u64 h, u64 word) {
+    h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
+    return h ^ (h >> 29);
+}
+
 // now: 0 when the caller has not read the clock (only a detail needs it).
-static __always_inline int count(struct pt_regs *ctx, struct cancel_key_t *key, u64 receiver,
-                                 u64 now) {
-    u64 *n = counts.lookup(key);
+static __always_inline int count(struct pt_regs *ctx, struct cancel_t *key, u64 receiver,
+                                 u32 tid, u64 now) {
+    struct count_key_t small = {.pid = key->pid, .kind = key->kind, .site = 0};
+#pragma unroll
+    for (int i = 0; i < KEY_FRAMES; i++)
+        small.site = mix(small.site, key->frames[i]);
+    if (key->cause[0]) {
+        u64 *words = (u64 *)key->cause;
+#pragma unroll
+        for (int i = 0; i < sizeof(key->cause) / 8; i++)
+            small.site = mix(small.site, words[i]);
+    }
+    struct cancel_t *n = counts.lookup(&small);
     if (n) {
-        __sync_fetch_and_add(n, 1);
+        __sync_fetch_and_add(&n->n, 1);
         return 0;
     }
-    u64 one = 1;
-    if (counts.insert(key, &one) != 0) {
-        n = counts.lookup(key);  // another CPU inserted it first
+    key->n = 1;
+    if (counts.insert(&small, key) != 0) {
+        n = counts.lookup(&small);  // another CPU inserted it first
         if (n)
-            __sync_fetch_and_add(n, 1);
+            __sync_fetch_and_add(&n->n, 1);
         else
             add_lost(0);
         return 0;
     }
-    struct detail_t detail = {
-        .ktime_ns = now ? now : bpf_ktime_get_ns(), .receiver = receiver, .tid = (u32)bpf_get_current_pid_tgid()};
+    struct detail_t detail = {.ktime_ns = now ? now : bpf_ktime_get_ns(), .receiver = receiver, .tid = tid};
     detail.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
-    __builtin_memcpy(&detail.key, key, sizeof(*key));
+    __builtin_memcpy(&detail.cancel, key, sizeof(*key));
     if (details.ringbuf_output(&detail, sizeof(detail), BPF_RB_NO_WAKEUP) != 0)
         add_lost(1);
     return 0;
 }
 
 int on_store(struct pt_regs *ctx) {
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid >> 32;
     struct known_t scratch;
     struct known_t *k = process_values(ctx, pid, &scratch);
     if (!k || k->denied)
         return 0;
-    struct cancel_key_t key = {.pid = pid};
+    struct cancel_t key = {.pid = pid};
     u64 err_type = ctx->bx, err_data = ctx->cx;
     if (err_data == k->canceled_data)
         key.kind = 2;
     else if (err_type == k->deadline_type)
         key.kind = 1;
-    u64 tid = bpf_get_current_pid_tgid();
-    struct stack_span_t *span = stack_at(tid, ctx->bp);  // the spill slot is in it too
+    struct stack_span_t *span = stack_at(pid_tgid, ctx->bp);  // the spill slot is in it too
     if (!span)
         return 0;
     u64 cause[2] = {};
-    read16(span, tid, ctx->bp + CAUSE_SPILL_OFFSET, cause);
+    read16(span, pid_tgid, ctx->bp + CAUSE_SPILL_OFFSET, cause);
     if (cause[0] == k->errors_new_itab && cause[1] != 0 && cause[1] != err_data)
         read_cause(&key, cause[1]);
-    walk(&key, span, tid, ctx->bp, 0);
+    walk(&key, span, pid_tgid, ctx->bp, 0);
     // A call instruction is emulated, not single-stepped: it cannot fire twice.
-    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, 0);
+    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, (u32)pid_tgid, 0);
 }
 
 int on_entry(struct pt_regs *ctx) {
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid >> 32;
     struct known_t scratch;
     struct known_t *k = process_values(ctx, pid, &scratch);
     if (!k || k->denied)
@@ -294,7 +323,7 @@ int on_entry(struct pt_regs *ctx) {
     bpf_probe_read_user(&err_word, sizeof(err_word), (void *)(ctx->ax + CANCEL_CTX_ERR_OFFSET));
     if (err_word != 0)
         return 0;  // cancel() after the context had ended: not a cancellation
-    struct cancel_key_t key = {.pid = pid};
+    struct cancel_t key = {.pid = pid};
     u64 err_itab = ctx->cx, err_data = ctx->di;
     if (err_data == k->canceled_data)
         key.kind = 2;
@@ -305,13 +334,12 @@ int on_entry(struct pt_regs *ctx) {
     // At entry the frame pointer is still the caller's: the return address
     // (on top of the stack) names the caller, the walk goes on from there.
     bpf_probe_read_user(&key.frames[0], sizeof(u64), (void *)ctx->sp);
-    u64 tid = bpf_get_current_pid_tgid();
-    struct stack_span_t *span = stack_at(tid, ctx->bp);
+    struct stack_span_t *span = stack_at(pid_tgid, ctx->bp);
     if (!span)
         return 0;
-    walk(&key, span, tid, ctx->bp, 1);
+    walk(&key, span, pid_tgid, ctx->bp, 1);
     u64 now = bpf_ktime_get_ns();
-    if (refired((u32)bpf_get_current_pid_tgid(), ctx->ax, now))
+    if (refired((u32)pid_tgid, ctx->ax, now))
         return 0;
-    return count(ctx, &key, ctx->ax, now);
+    return count(ctx, &key, ctx->ax, (u32)pid_tgid, now);
 }

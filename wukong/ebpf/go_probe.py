@@ -98,7 +98,7 @@ class GoProbe:
 
         class Detail(ctypes.Structure):  # go_probe.c's detail_t (BCC cannot nest structs)
             _fields_ = [
-                ("key", self.bpf[b"counts"].Key),
+                ("cancel", self.bpf[b"counts"].Leaf),
                 ("ktime_ns", ctypes.c_uint64),
                 ("receiver", ctypes.c_uint64),
                 ("stack_id", ctypes.c_int64),
@@ -117,19 +117,19 @@ class GoProbe:
         """A key's first cancellation, with its time (the ring buffer's only traffic)."""
         detail = ctypes.cast(data, self._detail_type).contents
         ago = (time.monotonic_ns() - detail.ktime_ns) / 1e9
-        key = _key(detail.key)
+        key = _key(detail.cancel)
         self._first_seen.setdefault(key, time.time() - ago)
         self._stack_ids.setdefault(key, detail.stack_id)
 
     def poll(self) -> None:
         """Report what each key grew by since the last poll, and what was lost."""
         self.bpf.ring_buffer_consume()
-        for raw_key, value in self.bpf[b"counts"].items():
-            key = _key(raw_key)
-            new = value.value - self._reported.get(key, 0)
+        for value in self.bpf[b"counts"].values():
+            key = _key(value)
+            new = value.n - self._reported.get(key, 0)
             if new <= 0:
                 continue
-            self._reported[key] = value.value
+            self._reported[key] = value.n
             error, root, caller, stack = self._describe(key)
             self._on_cancel(
                 Cancellation(
@@ -236,8 +236,9 @@ def compile_program() -> Any:
     return BPF(text=SOURCE)
 
 
-def _key(raw: Any) -> _Key:
-    return (raw.pid, raw.kind, tuple(raw.frames), bytes(raw.cause).rstrip(b"\0"))
+def _key(cancel: Any) -> _Key:
+    """What names a count (go_probe.c's cancel_t, the counts map's value)."""
+    return (cancel.pid, cancel.kind, tuple(cancel.frames), bytes(cancel.cause).rstrip(b"\0"))
 
 
 def go_reason(error: str, *, root: bool) -> str:
