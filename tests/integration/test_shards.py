@@ -217,6 +217,61 @@ async def test_replicas_split_the_shards_and_take_over_a_leaver(
             await c.close()
 
 
+async def test_scaling_two_to_five_to_two_rebalances_and_restamps(
+    control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
+) -> None:
+    """Joins take shards from the others, leaves give them back; after each step
+    every ConfigMap is stamped by the current holder of its shard, unasked."""
+    space = ShardSpace(SHARDS)
+    identities = ("p", "q", "r", "s", "t")
+    clients = {i: await Client.from_kubeconfig(control_plane.kubeconfig) for i in identities}
+    built = {i: _manager(clients[i], namespace, i) for i in identities}
+    tasks: dict[str, asyncio.Task[Any]] = {}
+
+    def held(identity: str) -> frozenset[int]:
+        shards = built[identity][0].shards
+        assert shards is not None
+        return shards.held if identity in tasks and not tasks[identity].done() else frozenset()
+
+    def split_among(members: tuple[str, ...]) -> bool:
+        sets = [held(i) for i in members]
+        share = -(-SHARDS // len(members))
+        return (
+            frozenset().union(*sets) == frozenset(range(SHARDS))
+            and sum(map(len, sets)) == SHARDS
+            and all(len(s) <= share for s in sets)
+        )
+
+    async def stamped_by_holders(members: tuple[str, ...]) -> bool:
+        owner = {shard: i for i in members for shard in held(i)}
+        stamps = await _stamps(client, tenants)
+        return all(by == owner.get(space.shard_of_key(t)) for (t, _), by in stamps.items())
+
+    try:
+        for step in (identities[:2], identities, identities[:2]):
+            for identity in identities:
+                running = identity in tasks and not tasks[identity].done()
+                if identity in step and not running:
+                    if identity in tasks:  # a manager runs once: a fresh one rejoins
+                        built[identity] = _manager(clients[identity], namespace, identity)
+                    tasks[identity] = asyncio.create_task(built[identity][0].run())
+                elif identity not in step and running:
+                    built[identity][0].stop()
+                    await tasks[identity]
+            await eventually(lambda s=step: split_among(s), what=f"shards split among {step}")
+            await eventually(
+                lambda s=step: stamped_by_holders(s), what=f"stamped by the holders among {step}"
+            )
+    finally:
+        for manager, _ in built.values():
+            manager.stop()
+        for task in tasks.values():
+            with contextlib.suppress(Exception):
+                await task
+        for c in clients.values():
+            await c.close()
+
+
 OPERATOR_SHARDS = 6
 TENANTS = 10
 WUKONGS_PER_TENANT = 20  # 200 Wukongs before the kill

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import hashlib
+import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,10 +12,19 @@ from typing import Any
 import pytest
 
 from wukong.metrics import RuntimeMetrics
-from wukong.runtime import ApiError, Informer, Object, Resource, RuntimeObserver
+from wukong.runtime import (
+    ApiError,
+    Informer,
+    Object,
+    ReconcileContext,
+    Request,
+    Resource,
+    RuntimeObserver,
+)
 from wukong.runtime._client import WatchEvent
 from wukong.runtime._fence import WriteFence
-from wukong.runtime._shards import ShardFilter, ShardSpace, fnv1a64
+from wukong.runtime._shards import ShardFilter, ShardSpace, ShardSpans, fnv1a64
+from wukong.runtime.observe import LifecycleEvent, Step
 from wukong.runtime.resources import CONFIGMAPS
 
 
@@ -186,3 +196,25 @@ async def test_a_server_that_refuses_the_selector_is_asked_without_it() -> None:
     assert informer.filtered_by == "client"
     assert server.selectors[0] is not None and server.selectors[1:] == [None, None]
     assert observer.seen == [("configmaps", "client")]
+
+
+class _Span:
+    def __init__(self) -> None:
+        self.attributes: dict[str, Any] = {}
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+
+async def test_reconcile_spans_carry_the_shard_of_their_namespace() -> None:
+    space = ShardSpace(4)
+    ctx = ReconcileContext(
+        controller="c",
+        request=Request("tenant-a", "obj"),
+        timeout=2.0,
+        client=None,  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+    )
+    ctx.span = _Span()
+    ShardSpans(space).reconcile(LifecycleEvent(Step.STARTED, ctx))
+    assert ctx.span.attributes == {"wukong.shard": space.shard_of_key("tenant-a")}

@@ -96,7 +96,7 @@ from wukong.runtime._loopwatch import LoopBlockDetector
 from wukong.runtime._observer import ControllerView, RuntimeObserver
 from wukong.runtime._running import RunningController
 from wukong.runtime._scopes import NamespaceScopes
-from wukong.runtime._shards import ShardHolder, ShardSpace
+from wukong.runtime._shards import ShardHolder, ShardSpace, ShardSpans
 from wukong.runtime._webhook import Validator, WebhookServer
 from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import LEASES, NAMESPACES, Resource
@@ -179,7 +179,8 @@ class Manager:
         self.options = options
         # USDT probe points for the node agent: always on, because they cost
         # one memory read per event while no tracer is attached (see probes).
-        self._observer = ObserverFanout([AuditProbes(), *observers])
+        spans = [ShardSpans(options.shards)] if options.shards is not None else []
+        self._observer = ObserverFanout([AuditProbes(), *observers, *spans])
         self.client = layered(client, observer=self._observer)
         self.shards = (
             ShardHolder(

@@ -40,7 +40,7 @@ from wukong.runtime._client import Client, Object
 from wukong.runtime._errors import ApiError
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime._leader import LeaderElectionConfig, LeaderElector
-from wukong.runtime._observer import RuntimeObserver
+from wukong.runtime._observer import LifecycleEvent, RuntimeObserver, Step
 from wukong.runtime.resources import LEASES
 
 _log = logging.getLogger("wukong.runtime.shards")
@@ -132,6 +132,23 @@ class ShardFilter:
     def selector(self) -> str | None:
         """The selector for the shards held; None when none is."""
         return self.space.selector(self.held) if self.held else None
+
+
+class ShardSpans(RuntimeObserver):
+    """Puts `wukong.shard` on each reconcile's span: which shard, so which replica's
+    share, the object belongs to. Registered after the tracer, which makes the span
+    when the reconcile starts."""
+
+    def __init__(self, space: ShardSpace) -> None:
+        self._shards = ShardFilter(space)
+
+    def reconcile(self, event: LifecycleEvent) -> None:
+        if event.step is not Step.STARTED:
+            return
+        set_attribute = getattr(event.context.span, "set_attribute", None)
+        namespace = event.context.request.namespace
+        if set_attribute is not None and namespace:
+            set_attribute("wukong.shard", self._shards.shard_of_key(namespace))
 
 
 def _dns_label(text: str) -> str:
