@@ -27,6 +27,7 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
+    RuntimeObserver,
     Watch,
 )
 from wukong.runtime._informer import EventHandler
@@ -132,7 +133,10 @@ class FakeInformer:
 
 
 def _controller(
-    reconciler: Returns, client: Client, informers: FakeInformer | None = None
+    reconciler: Returns,
+    client: Client,
+    informers: FakeInformer | None = None,
+    observer: RuntimeObserver | None = None,
 ) -> RunningController:
     def secrets_of(obj: dict[str, Any]) -> list[Request]:
         return [Request(obj["metadata"]["namespace"], "app")]
@@ -151,7 +155,7 @@ def _controller(
             ),
         ),
         client=client,
-        observer=RecordingObserver(),
+        observer=observer or RecordingObserver(),
         reconcile_timeout=5.0,
     )
     if informers is not None:
@@ -281,8 +285,7 @@ def test_the_checker_names_a_trigger_outside_the_contract() -> None:
 async def test_the_metric_starts_at_zero_and_counts_every_trigger(client: Client) -> None:
     metrics = RuntimeMetrics()
     reconciler = Returns(Result(requeue_after=1.0))
-    controller = _controller(reconciler, client)
-    controller._observer = metrics
+    controller = _controller(reconciler, client, observer=metrics)
     metrics.controller_added(controller)
     registry = metrics.metrics.registry
 

@@ -262,3 +262,36 @@ async def test_a_reconcile_cancelled_while_it_runs_ends_once(client: Client) -> 
     await asyncio.sleep(0)  # the cancelled task's done callback runs: it must not end it twice
     assert len(recorder.finished()) == 1
     assert controller.in_flight() == []
+
+
+class HangsUntilCancelled:
+    """Key "quick" ends after 0.5 s; every other key waits until it is cancelled."""
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        await asyncio.sleep(0.5 if request.name == "quick" else 3600)
+        return Result()
+
+
+async def test_each_reconcile_is_cancelled_at_its_own_deadline(client: Client) -> None:
+    """One alarm serves every deadline of a controller: a reconcile that ended before
+    its deadline takes nothing with it, and each later one is cut at its own time."""
+    recorder = RecordingObserver()
+    controller = _running(HangsUntilCancelled(), recorder, client, max_concurrent_reconciles=3)
+    controller.start()
+    start = asyncio.get_running_loop().time()
+    controller.enqueue(Request("ns", "quick"))  # its deadline (2.0) was the alarm's first
+    await asyncio.sleep(0.25)
+    controller.enqueue(Request("ns", "a"))  # deadline 2.25
+    await asyncio.sleep(0.5)
+    controller.enqueue(Request("ns", "b"))  # deadline 2.75
+    await asyncio.sleep(3.0)
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    ended = {
+        e.context.request.name: (e.outcome, e.reason, e.context.started + e.duration - start)
+        for e in recorder.finished()
+    }
+    assert ended["quick"][:2] == (Outcome.SUCCESS, None)
+    assert ended["a"][:2] == ended["b"][:2] == (Outcome.CANCELLED, CancelReason.DEADLINE_EXCEEDED)
+    assert ended["a"][2] == pytest.approx(2.25, abs=0.01)
+    assert ended["b"][2] == pytest.approx(2.75, abs=0.01)

@@ -12,7 +12,7 @@ from collections.abc import Hashable
 import pytest
 
 from wukong.runtime import RuntimeObserver
-from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime._fanout import ObserverFanout, listener
 from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime._workqueue import QueueShutDown, Ticket, WorkQueue
 
@@ -336,6 +336,35 @@ async def test_failing_observer_does_not_break_the_queue() -> None:
     assert (await get(queue)).key == "a"
     assert fanout.failures == 1
     assert recorder.kinds() == ["add", "get"]  # the healthy observer still saw everything
+
+
+async def test_a_lone_failing_observer_is_contained_too() -> None:
+    """Behind the fan-out, one observer of a report is called directly (`listener`),
+    its failures still contained and counted."""
+
+    class Broken(RuntimeObserver):
+        def queue_added(self, queue: str) -> None:
+            raise RuntimeError("metrics are down")
+
+    fanout = ObserverFanout([Broken()])
+    queue = WorkQueue(name="q", observer=fanout)
+    queue.add("a")
+    queue.add("b")
+    assert (await get(queue)).key == "a"
+    assert fanout.failures == 2
+
+
+def test_a_report_nobody_overrides_resolves_to_nothing() -> None:
+    class Counts(RuntimeObserver):
+        def queue_got(self, queue: str, waited: float) -> None:
+            pass
+
+    counts = Counts()
+    assert listener(ObserverFanout([counts]), "queue_added") is None
+    assert listener(ObserverFanout([counts]), "queue_got") is not None
+    assert listener(counts, "queue_added") is None
+    assert listener(counts, "queue_got") == counts.queue_got
+    assert listener(ObserverFanout([counts, Counts()]), "queue_got") is not None
 
 
 async def test_shut_down_wakes_blocked_getters() -> None:

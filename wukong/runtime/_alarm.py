@@ -81,8 +81,10 @@ class Alarm:
         self._handle: asyncio.TimerHandle | None = None
         self._fd: _TimerFd | None = None  # None: call_at on this loop
 
-    def set(self, when: float) -> None:
-        loop = asyncio.get_running_loop()
+    def set(self, when: float, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Ring at `when` on `loop` (default: the running loop; it must be running)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self.close()
             self._loop = loop

@@ -206,12 +206,19 @@ class ReconcileContext:
         triggers: tuple[Trigger, ...] = (),
         trigger_count: int = 0,
         call_share: float = 1.0,
+        context: contextvars.Context | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        """`context`: the contextvars the reconcile's task starts from (a copy is
+        made; default: the current ones). `clock`: the running loop's time (default:
+        `loop.time`; a controller passes it, as looking the loop up costs a system call)."""
+        if clock is None:
+            clock = asyncio.get_running_loop().time
+        self._clock = clock
         self.controller = controller
         self.request = request
         self.timeout = timeout
-        self.started = loop.time()
+        self.started = clock()
         self._started_unix = time.time()  # as datetimes only when asked (tracing)
         self.deadline = self.started + timeout
         # 64 random bits: unique enough for a log line, without a system call.
@@ -228,7 +235,7 @@ class ReconcileContext:
         # The contextvars the reconcile task will run in. Observers of STARTED
         # may set values in it (tracing makes its span current there): the task
         # is created only after they have run.
-        self._task_context = contextvars.copy_context()
+        self._task_context = contextvars.copy_context() if context is None else context.copy()
         self._task_context.run(_CURRENT.set, self)
         self._cancel_reason: CancelReason | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -277,10 +284,10 @@ class ReconcileContext:
 
     def remaining(self) -> float:
         """Seconds left before the deadline (negative once it has passed)."""
-        return self.deadline - asyncio.get_running_loop().time()
+        return self.deadline - self._clock()
 
     def elapsed(self) -> float:
-        return asyncio.get_running_loop().time() - self.started
+        return self._clock() - self.started
 
     @property
     def cancel_reason(self) -> CancelReason | None:

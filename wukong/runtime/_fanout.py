@@ -2,7 +2,9 @@
 
 The runtime's parts each hold one `RuntimeObserver`: this fan-out, made by the
 manager from `Manager(observers=[...])`. For each method it keeps only the
-observers that override it, so an event nobody watches costs one empty loop.
+observers that override it, so an event nobody watches costs one empty loop;
+the hot paths (the work queue, a reconcile's lifecycle) resolve each report
+once with `listener` and skip what nobody watches altogether.
 An observer that raises is logged once per (observer, method) with its
 traceback, then only counted, and the other observers hear of it through
 `observer_failed` (metrics turn that into a counter): a broken observer must
@@ -134,6 +136,32 @@ class ObserverFanout(RuntimeObserver):
 
 def _name(observer: object) -> str:
     return getattr(observer, "name", None) or type(observer).__name__
+
+
+def listener(observer: RuntimeObserver, method: str) -> Callable[..., None] | None:
+    """How a hot path reports `method` to `observer`, resolved once: None when that
+    reaches nobody (a fan-out whose observers all leave `method` alone, an observer
+    that does), so the caller skips the call and building its arguments; with one
+    observer behind a fan-out, a call to it alone, its failures still contained."""
+    if not isinstance(observer, ObserverFanout):
+        bound: Callable[..., None] = getattr(observer, method)
+        inherited = getattr(bound, "__func__", None) is getattr(RuntimeObserver, method)
+        return None if inherited else bound
+    calls = observer._calls[method]
+    if not calls:
+        return None
+    if len(calls) > 1:
+        loop: Callable[..., None] = getattr(observer, method)  # the fan-out's own loop
+        return loop
+    name, call = calls[0]
+
+    def contained(*args: Any) -> None:
+        try:
+            call(*args)
+        except Exception:
+            observer._failed(name, method)
+
+    return contained
 
 
 NO_OBSERVER = ObserverFanout()

@@ -31,19 +31,21 @@ trigger per event is shared by every key it maps to; a requeue makes one.
 import asyncio
 import contextvars
 import logging
+import math
+import time
 from collections.abc import Callable
-from typing import cast
 
+from wukong.runtime._alarm import Alarm, loop_clock
 from wukong.runtime._cache import Store
 from wukong.runtime._cancellation import CancelReason, decide_cancel_reason
 from wukong.runtime._client import Client, Object
 from wukong.runtime._context import ReconcileContext, Request, Result, Trigger, TriggerKind
 from wukong.runtime._controller import Controller, MapFunc
 from wukong.runtime._errors import TerminalError, is_panic
+from wukong.runtime._fanout import listener
 from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 from wukong.runtime._scopes import NamespaceScopes
-from wukong.runtime._timers import Timers
 from wukong.runtime._workqueue import Ticket, WorkQueue
 from wukong.runtime.resources import Resource
 
@@ -69,12 +71,21 @@ class RunningController:
         self.queue = self._new_queue(observer)
         self._client = client
         self._observer = observer
+        # Resolved once (None: nobody listens, and no event is built).
+        self._report = listener(observer, "reconcile")
         self._in_flight: dict[Request, ReconcileContext] = {}
-        # Not yet ended: each reconcile's task, the queue it came from, its deadline.
-        self._tasks: dict[ReconcileContext, tuple[asyncio.Task[None], WorkQueue, int]] = {}
-        # Each reconcile's deadline, all on one alarm for the controller.
-        self._deadlines: Timers[ReconcileContext] = Timers(self._deadline_passed)
+        # Not yet ended, in the order they started: each reconcile's task and the
+        # queue it came from. Every reconcile of a controller has the same timeout,
+        # so this is also the order of their deadlines: one alarm, set for the
+        # first deadline still to come, serves them all (no timer per reconcile).
+        self._tasks: dict[ReconcileContext, tuple[asyncio.Task[None], WorkQueue]] = {}
+        self._deadline_alarm = Alarm(self._deadlines_passed)
+        self._deadline_alarm_at = math.inf  # when it rings; infinity: not set
         self._base_context = contextvars.copy_context()  # set again by start()
+        # The loop it runs on and its clock, set by start(): looking the running
+        # loop up costs a system call (getpid) in Python 3.11, three per reconcile.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock = time.monotonic
         self._free = 0  # reconciles that may start now (none before start())
         self._primaries: Store | None = None  # the primary informer's cache, once bound
         self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
@@ -216,6 +227,8 @@ class RunningController:
             for obj in self._primaries.list_objects():
                 replay.on_add(obj)
         self._base_context = contextvars.copy_context()
+        self._loop = asyncio.get_running_loop()
+        self._clock = loop_clock(self._loop)
         self._free = self.max_concurrent_reconciles
         self._dispatch()
 
@@ -226,7 +239,7 @@ class RunningController:
         for ctx in list(self._in_flight.values()):
             self._cancel(ctx, reason)
         if self._tasks:
-            tasks = {task for task, _, _ in self._tasks.values()}
+            tasks = {task for task, _ in self._tasks.values()}
             _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 # Its key stays reserved in the old queue until it really ends.
@@ -234,7 +247,8 @@ class RunningController:
                     "controller %s: %s did not stop within %.1fs", self.name, task.get_name(), grace
                 )
         # Every reconcile left is cancelled already: its deadline has nothing to do.
-        self._deadlines.close()
+        self._deadline_alarm.close()
+        self._deadline_alarm_at = math.inf
 
     def _dispatch(self) -> None:
         """Start reconciles of waiting keys while fewer than the maximum run.
@@ -256,45 +270,48 @@ class RunningController:
         assert isinstance(request, Request)
         # Its contextvars start from the controller's, whatever ran this
         # dispatch (often the end of another reconcile, in that one's context).
-        ctx = self._base_context.run(
-            ReconcileContext,
-            controller=self.name,
+        name = self.config.name
+        ctx = ReconcileContext(
+            controller=name,
             request=request,
             timeout=self.reconcile_timeout,
             client=self._client,
             logger=self._logger,
             due_at=ticket.due_at,
-            # The controller's adds all carry a Trigger.
-            triggers=cast("tuple[Trigger, ...]", ticket.triggers),
+            triggers=ticket.triggers,  # type: ignore[arg-type]  # the controller's are Triggers
             trigger_count=ticket.trigger_count,
             call_share=self.config.options.call_budget_share,
+            context=self._base_context,
+            clock=self._clock,
         )
-        self._observer.reconcile(
-            LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context)
-        )
-        # The deadline is a timer, not a wait_for around the task: the
-        # reconcile keeps running in its own task so that a reconcile that
-        # ignores cancellation can be seen (STUCK) rather than abandoned.
-        expiry = self._deadlines.schedule(ctx.deadline, ctx)
+        report = self._report
+        if report is not None:
+            report(LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context))
         # Created after STARTED so observers can prepare its contextvars
         # (e.g. the current span) for everything the reconcile awaits.
-        coro = self._run(queue, ctx, expiry)
-        name = f"reconcile {self.name} {request}"
-        loop = asyncio.get_running_loop()
+        coro = self._run(queue, ctx)
+        task_name = f"reconcile {name} {request}"
+        loop = self._loop
+        assert loop is not None, "started"
         if loop.get_task_factory() is None:  # what create_task would do, minus its wrappers
-            task = asyncio.Task(coro, loop=loop, name=name, context=ctx._task_context)
+            task = asyncio.Task(coro, loop=loop, name=task_name, context=ctx._task_context)
         else:
-            task = loop.create_task(coro, name=name, context=ctx._task_context)
+            task = loop.create_task(coro, name=task_name, context=ctx._task_context)
         # No done callback on every task (a loop handle per reconcile): `_run` ends
         # the reconcile itself, and a cancelled one gets the callback then (see `_ended`).
         ctx._attach(task, on_cancelled=self._ended)
         self._in_flight[request] = ctx
-        self._tasks[ctx] = (task, queue, expiry)
+        self._tasks[ctx] = (task, queue)
+        # The deadline is an alarm, not a wait_for around the task: the
+        # reconcile keeps running in its own task so that a reconcile that
+        # ignores cancellation can be seen (STUCK) rather than abandoned.
+        if ctx.deadline < self._deadline_alarm_at:  # only when nothing earlier is due
+            self._set_deadline_alarm(ctx.deadline)
         self._scopes.enter(ctx, self._cancel)
         if self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
 
-    async def _run(self, queue: WorkQueue, ctx: ReconcileContext, expiry: int) -> None:
+    async def _run(self, queue: WorkQueue, ctx: ReconcileContext) -> None:
         """The reconcile task: the reconciler, then its end in the same turn of the loop.
 
         Ending it here rather than in a done callback (one turn later) lets
@@ -303,31 +320,29 @@ class RunningController:
         try:
             result = await self.config.reconciler.reconcile(ctx, ctx.request)
         except (Exception, asyncio.CancelledError) as error:
-            self._reconciled(queue, ctx, expiry, None, error)
+            self._reconciled(queue, ctx, None, error)
         except BaseException as error:  # SystemExit, KeyboardInterrupt: ended, then on
-            self._reconciled(queue, ctx, expiry, None, error)
+            self._reconciled(queue, ctx, None, error)
             raise
         else:
-            self._reconciled(queue, ctx, expiry, result, None)
+            self._reconciled(queue, ctx, result, None)
 
     def _ended(self, ctx: ReconcileContext, task: "asyncio.Task[None]") -> None:
         """Done callback of a cancelled reconcile's task: ends it if `_run` could not
         (cancelled before its first step, its body never ran)."""
         started = self._tasks.get(ctx)
         if started is not None:
-            _, queue, expiry = started
-            self._reconciled(queue, ctx, expiry, None, asyncio.CancelledError())
+            self._reconciled(started[1], ctx, None, asyncio.CancelledError())
 
     def _reconciled(
         self,
         queue: WorkQueue,
         ctx: ReconcileContext,
-        expiry: int,
         result: object,
         error: BaseException | None,
     ) -> None:
         """The reconcile ended: report, requeue, free its key and its place."""
-        self._deadlines.cancel(expiry)
+        # Its deadline goes with it: the alarm, if set for it, finds the next one.
         del self._tasks[ctx]
         if self._in_flight.get(ctx.request) is ctx:
             del self._in_flight[ctx.request]
@@ -344,15 +359,30 @@ class RunningController:
             if current:
                 self._dispatch()
 
-    def _deadline_passed(self, ctx: ReconcileContext) -> None:
-        self._cancel(ctx, CancelReason.DEADLINE_EXCEEDED)
+    def _set_deadline_alarm(self, when: float) -> None:
+        self._deadline_alarm_at = when
+        self._deadline_alarm.set(when)
+
+    def _deadlines_passed(self) -> None:
+        """The deadline alarm rang: cancel every reconcile past its deadline (the first
+        ones in `_tasks`), then set the alarm for the next deadline, if any."""
+        self._deadline_alarm_at = math.inf
+        now = self._clock()
+        passed = []
+        for ctx in self._tasks:
+            if ctx.deadline > now:
+                self._set_deadline_alarm(ctx.deadline)
+                break
+            if ctx.cancel_reason is None:  # a cancelled one may still be unwinding
+                passed.append(ctx)
+        for ctx in passed:
+            self._cancel(ctx, CancelReason.DEADLINE_EXCEEDED)
 
     def _cancel(self, ctx: ReconcileContext, reason: CancelReason) -> None:
         if not ctx.cancel(reason):
             return
-        self._observer.reconcile(
-            LifecycleEvent(step=Step.CANCEL_REQUESTED, context=ctx, reason=reason)
-        )
+        if self._report is not None:
+            self._report(LifecycleEvent(step=Step.CANCEL_REQUESTED, context=ctx, reason=reason))
         loop = asyncio.get_running_loop()
         loop.call_later(self.config.options.cancel_grace, self._report_if_stuck, ctx)
 
@@ -365,14 +395,13 @@ class RunningController:
             self.config.options.cancel_grace,
             ctx.cancel_reason,
         )
-        self._observer.reconcile(
-            LifecycleEvent(step=Step.STUCK, context=ctx, reason=ctx.cancel_reason)
-        )
+        if self._report is not None:
+            self._report(LifecycleEvent(step=Step.STUCK, context=ctx, reason=ctx.cancel_reason))
 
     def _finish(
         self, ctx: ReconcileContext, returned: object, raised: BaseException | None
     ) -> None:
-        now = asyncio.get_running_loop().time()  # one read for both
+        now = self._clock()  # one read for both
         outcome, result, error = _outcome_of(
             ctx, returned, raised, deadline_passed=ctx.deadline <= now
         )
@@ -399,18 +428,20 @@ class RunningController:
             )
         elif self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile finished after %.3fs: %s", duration, outcome)
-        self._observer.reconcile(
-            LifecycleEvent(
-                step=Step.FINISHED,
-                context=ctx,
-                outcome=outcome,
-                result=result,
-                error=error,
-                reason=reason,
-                duration=duration,
-                panicked=outcome is Outcome.ERROR and is_panic(error),
+        report = self._report
+        if report is not None:
+            report(
+                LifecycleEvent(
+                    step=Step.FINISHED,
+                    context=ctx,
+                    outcome=outcome,
+                    result=result,
+                    error=error,
+                    reason=reason,
+                    duration=duration,
+                    panicked=outcome is Outcome.ERROR and is_panic(error),
+                )
             )
-        )
         # As controller-runtime: a terminal error is not retried (nor forgotten).
         if outcome is not Outcome.ERROR or not isinstance(error, TerminalError):
             self._requeue(ctx, outcome, result)
@@ -440,14 +471,16 @@ class RunningController:
             )
             if self._logger.isEnabledFor(logging.DEBUG):
                 ctx.logger.debug("requeued with backoff: again in %.3fs", delay)
-        self._observer.reconcile(
-            LifecycleEvent(
-                step=Step.REQUEUED,
-                context=ctx,
-                requeue_after=delay,
-                rate_limited=outcome is not Outcome.REQUEUE_AFTER,
+        report = self._report
+        if report is not None:
+            report(
+                LifecycleEvent(
+                    step=Step.REQUEUED,
+                    context=ctx,
+                    requeue_after=delay,
+                    rate_limited=outcome is not Outcome.REQUEUE_AFTER,
+                )
             )
-        )
 
 
 # What a rate-limited requeue is, by how the reconcile that asked for it ended.
@@ -465,17 +498,17 @@ def _outcome_of(
     ctx: ReconcileContext, returned: object, raised: BaseException | None, *, deadline_passed: bool
 ) -> tuple[Outcome, Result | None, BaseException | None]:
     """How the reconcile ended; records the cancel reason on `ctx` if it was cancelled."""
-    reason = decide_cancel_reason(
-        raised, recorded=ctx.cancel_reason, deadline_passed=deadline_passed
-    )
-    if reason is not None:
-        ctx._record_reason(reason)
-        return (
-            Outcome.CANCELLED,
-            None,
-            None if isinstance(raised, asyncio.CancelledError) else raised,
-        )
     if raised is not None:
+        reason = decide_cancel_reason(
+            raised, recorded=ctx.cancel_reason, deadline_passed=deadline_passed
+        )
+        if reason is not None:
+            ctx._record_reason(reason)
+            return (
+                Outcome.CANCELLED,
+                None,
+                None if isinstance(raised, asyncio.CancelledError) else raised,
+            )
         return Outcome.ERROR, None, raised
     if not isinstance(returned, Result):
         return Outcome.ERROR, None, TypeError(f"reconcile returned {returned!r}, not a Result")

@@ -1,10 +1,9 @@
 """Many timers on one alarm.
 
-A controller schedules a deadline for every reconcile and a work queue one
-timer for every delayed key: hundreds a second, almost all of them cancelled
-or never late. As `loop.call_at` handles each costs a handle, a push on the
-loop's heap (ordered by a comparison written in Python) and, once cancelled,
-a pop or a clean-up of that heap later. `Timers` keeps its due times in a heap
+A work queue schedules one timer for every delayed key: hundreds a second,
+some replaced before they fire. As `loop.call_at` handles each costs a
+handle, a push on the loop's heap (ordered by a comparison written in Python)
+and, once cancelled, a pop or a clean-up of that heap later. `Timers` keeps its due times in a heap
 of plain tuples (compared in C) and sets one `Alarm` (`_alarm.py`: exact on
 Linux) for the earliest; client-go's delaying queue does the same with one
 timer and a heap.
@@ -13,10 +12,11 @@ timer and a heap.
 import asyncio
 import heapq
 import math
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from wukong.runtime._alarm import Alarm
+from wukong.runtime._alarm import Alarm, loop_clock
 
 _Item = TypeVar("_Item")
 _CANCELLED = object()
@@ -38,6 +38,11 @@ class Timers(Generic[_Item]):
         # scheduled time or before it; infinity when nothing will.
         self._wake_at = math.inf
         self._check_pending = False
+        # The loop the alarm was last set on, and its clock: `_run` and `_check`
+        # come only after a set, and looking the running loop up costs a system
+        # call (getpid) in Python 3.11, up to two per firing.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: Callable[[], float] = time.monotonic
 
     def schedule(self, when: float, item: _Item) -> int:
         """Fire `item` at loop time `when`; the token cancels it."""
@@ -75,11 +80,14 @@ class Timers(Generic[_Item]):
 
     def _set_alarm(self, when: float) -> None:
         self._wake_at = when
-        self._alarm.set(when)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._clock = loop_clock(loop)
+        self._alarm.set(when, loop)
 
     def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._clock()
         heap, items = self._heap, self._items
         due = []
         while heap and heap[0][0] <= now:
@@ -96,7 +104,8 @@ class Timers(Generic[_Item]):
             self._wake_at = heap[0][0]
             if not self._check_pending:
                 self._check_pending = True
-                loop.call_soon(self._check)
+                assert self._loop is not None  # set with the alarm that led here
+                self._loop.call_soon(self._check)
         else:
             self._set_alarm(heap[0][0])
         for item in due:
@@ -107,7 +116,7 @@ class Timers(Generic[_Item]):
         heap = self._heap
         if not heap:
             self._wake_at = math.inf
-        elif heap[0][0] <= asyncio.get_running_loop().time():
+        elif heap[0][0] <= self._clock():
             self._run()
         else:
             self._set_alarm(heap[0][0])  # not yet: no second look, the alarm

@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from wukong.runtime._alarm import loop_clock
-from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime._fanout import NO_OBSERVER, listener
 from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._ratelimit import RateLimiter, default_controller_rate_limiter
 from wukong.runtime._timers import Timers
@@ -153,7 +153,11 @@ class WorkQueue:
         self.rate_limiter = (
             rate_limiter if rate_limiter is not None else default_controller_rate_limiter()
         )
-        self._observer = observer
+        # Resolved once: a report nobody listens to is not made at all.
+        self._on_added = listener(observer, "queue_added")
+        self._on_got = listener(observer, "queue_got")
+        self._on_done = listener(observer, "queue_done")
+        self._on_retried = listener(observer, "queue_retried")
         self._tenant_of = tenant_of
         self._max_per_tenant = max_per_tenant
         # Keys ready to hand out: one FIFO lane per tenant, and the tenants with
@@ -219,7 +223,8 @@ class WorkQueue:
         """
         if self._shutting_down:
             return 0.0
-        self._observer.queue_retried(self.name)
+        if self._on_retried is not None:
+            self._on_retried(self.name)
         delay = self.rate_limiter.when(key)
         if max_delay is not None:
             delay = min(delay, max_delay)
@@ -256,7 +261,8 @@ class WorkQueue:
         self._dirty[key] = _Entry(
             added_at=self._now(), due_at=due_at, triggers=triggers, trigger_count=count
         )
-        self._observer.queue_added(self.name)
+        if self._on_added is not None:
+            self._on_added(self.name)
         if key in self._processing:
             return  # `done` queues it, so that two workers never hold the same key
         self._enqueue(key)
@@ -311,8 +317,8 @@ class WorkQueue:
         entry = self._dirty.pop(key)
         now = self._now()
         self._processing[key] = now
-        waited = now - entry.added_at
-        self._observer.queue_got(self.name, waited)
+        if self._on_got is not None:
+            self._on_got(self.name, now - entry.added_at)
         return Ticket(key, entry.added_at, entry.due_at, entry.triggers, entry.trigger_count)
 
     async def get(self) -> Ticket:
@@ -344,8 +350,8 @@ class WorkQueue:
         started = self._processing.pop(key, None)
         if started is None:
             return
-        worked = self._now() - started
-        self._observer.queue_done(self.name, worked)
+        if self._on_done is not None:
+            self._on_done(self.name, self._now() - started)
         if self._max_per_tenant is not None:
             tenant = self._tenant(key)
             busy = self._busy[tenant] - 1
