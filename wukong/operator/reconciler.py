@@ -38,6 +38,7 @@ from wukong.operator.conditions import (
 from wukong.operator.finalizer import DeletionCaches, Finalizer
 from wukong.operator.kubevirt import (
     GuestStatus,
+    OwnedGuest,
     active_migration,
     desired_spec,
     ensure_virtual_machine,
@@ -167,11 +168,7 @@ class WukongReconciler:
             else await self._disks.ensure(ctx, wukong)
         )
         changes = [*networks.changes, *volumes.changes]
-        own = owned_guest(
-            wukong,
-            self._caches.virtual_machines.get_by_name(namespace, name),
-            self._caches.virtual_machine_instances.get_by_name(namespace, name),
-        )
+        own = self._own_guest(wukong)
         problem = networks.problem or volumes.problem or own.conflict
         lost = _lost_guest(wukong, own.vm)
         vm_exists = own.vm is not None
@@ -259,6 +256,14 @@ class WukongReconciler:
             ctx.client, wukong.body, type=type, reason=reason, message=message
         )
 
+    def _own_guest(self, wukong: WukongView) -> OwnedGuest:
+        namespace, name = wukong.namespace, wukong.name
+        return owned_guest(
+            wukong,
+            self._caches.virtual_machines.get_by_name(namespace, name),
+            self._caches.virtual_machine_instances.get_by_name(namespace, name),
+        )
+
     async def _report_error(
         self, ctx: ReconcileContext, wukong: WukongView, error: ApiError
     ) -> None:
@@ -267,9 +272,22 @@ class WukongReconciler:
             [ConditionUpdate(READY, False, "ReconcileError", str(error))],
             observed_generation=wukong.generation,
         )
-        status = {"phase": Phase.ERROR.value, "conditions": conditions}
+        # The node and addresses stay those of an instance of its own, if any: a VM
+        # that vanished and cannot be made again (KubeVirt gone) names no node.
+        own = self._own_guest(wukong)
+        guest = guest_status(own.vmi)
+        status = {
+            "phase": Phase.ERROR.value,
+            "conditions": conditions,
+            # Said lost once: the next error names no VM to lose.
+            "vmName": wukong.name if own.vm is not None else None,
+            "nodeName": guest.node_name,
+            "ipAddresses": guest.ip_addresses or None,
+        }
         try:
             await self._write_status(ctx, wukong, status)
+            if (lost := _lost_guest(wukong, own.vm)) is not None:
+                await self._event(ctx, wukong, "Warning", lost.reason, lost.message)
         except ApiError as exc:
             # The server that just failed may fail this too; the retry will tell.
             ctx.logger.debug("could not report %s in status: %s", error, exc)
@@ -324,7 +342,7 @@ def _lost_guest(wukong: WukongView, vm: Object | None) -> Problem | None:
     return Problem(
         "VirtualMachineLost",
         f"VirtualMachine {wukong.status.vm_name} and its instance are gone{where}; "
-        "its node and addresses are cleared and it is made again",
+        "its node and addresses are cleared until it runs again",
     )
 
 
