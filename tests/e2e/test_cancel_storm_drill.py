@@ -1,31 +1,62 @@
 """The cancel-storm drill end to end: a restart and three faults, each diagnosed from telemetry.
 
-The operator runs as a real `wukong run` process with tracing to an OTLP
-receiver and metrics scraped by Debian's Prometheus (with the alert rules);
+The operator runs as a real `wukong run` process with tracing to Jaeger (where
+the drill's own control plane traces its API server too) and metrics scraped
+by Debian's Prometheus (with the alert rules);
 first it is restarted twice under load, which must read as no failure at all:
 reconciles cancelled for shutdown, no ERROR line in its logs, no alert even
 pending. Then the faults: a latency proxy in front of the API server, a
 reconcile timeout far too tight, and a stolen Lease. Each report must name its
 cause, show the storm on the cancel-storm dashboard's panels, and the stack
-must heal (every Wukong Running).
+must heal (every Wukong Running). The slow API server's slowest calls, split
+from their joined traces, spend their time outside the server.
 """
 
 import json
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import build_progress
 from wukong.demo.drill import Drill
 from wukong.demo.stack import DemoStack
-from wukong.devcluster import ControlPlane
+from wukong.devcluster import ControlPlane, binaries, ephemeral_control_plane
+from wukong.devcluster.jaeger import LocalJaeger
 from wukong.diagnose.rules import LEADER_LOST, ROLLING_RESTART, SLOW_API, TIGHT_DEADLINE
+from wukong.diagnose.split import OUTSIDE
+
+# A cold build of Jaeger (minutes) happens in the fixture's setup.
+pytestmark = pytest.mark.timeout(600, func_only=True)
+
+
+@pytest.fixture
+def jaeger() -> Iterator[LocalJaeger]:
+    local = LocalJaeger(binary=binaries.jaeger_binary(progress=build_progress.progress))
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def traced_plane(jaeger: LocalJaeger, tmp_path: Path) -> Iterator[ControlPlane]:
+    """A control plane of the drill's own, tracing its API server into `jaeger`."""
+    with ephemeral_control_plane(
+        progress=build_progress.progress,
+        state_dir=tmp_path / "plane",
+        tracing_endpoint=jaeger.otlp_grpc,
+    ) as plane:
+        yield plane
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus")
-async def test_drill_diagnoses_each_fault(control_plane: ControlPlane, tmp_path: Path) -> None:
-    async with DemoStack(plane=control_plane, work_dir=tmp_path) as stack:
+async def test_drill_diagnoses_each_fault(
+    traced_plane: ControlPlane, jaeger: LocalJaeger, tmp_path: Path
+) -> None:
+    work_dir = tmp_path / "drill"
+    async with DemoStack(plane=traced_plane, work_dir=work_dir, jaeger=jaeger) as stack:
         drill = Drill(stack=stack, progress=lambda line: print(line, file=sys.stderr))
         reports = await drill.run()
         phases = await stack.phases()
@@ -48,11 +79,16 @@ async def test_drill_diagnoses_each_fault(control_plane: ControlPlane, tmp_path:
     assert restart.alerts == []
     # The operators that lived through the restarts (the first three) logged no ERROR.
     for start in (1, 2, 3):
-        assert _error_lines(tmp_path / f"operator-{start}.log") == []
+        assert _error_lines(work_dir / f"operator-{start}.log") == []
     # A slow API server: the calls run out of their own share of the deadline;
     # a deadline too tight: the reconciles run out of theirs.
     assert slow.traces.dominant_reason == "api_timeout"
     assert slow.traces.api_p50_ms > 5 * drill.baseline_api_p50_ms
+    # The latency proxy's delay is outside the API server, in each slowest call's trace
+    # that reached it (a call cut during its connection's handshake never did).
+    joined = [call for call in slow.calls if call.server_span is not None]
+    assert joined, slow.render()
+    assert {call.dominant for call in joined} == {OUTSIDE}, slow.render()
     assert tight.traces.dominant_reason == "deadline_exceeded"
     # A real deadline storm still raises the timeout alert (pending: its `for` is
     # longer than a drill), where the restart raised none.

@@ -4,20 +4,20 @@ reason, the slowest call and the API's share."""
 from collections import Counter
 
 from wukong.demo.telemetry import summarize_traces
-from wukong.tracing.receiver import ReceivedSpan
+from wukong.diagnose.jaeger import JaegerSpan
 
 
-def _span(name: str, start_ms: float, end_ms: float, **attributes: object) -> ReceivedSpan:
-    return ReceivedSpan(
-        name=name,
+def _span(name: str, start_ms: float, end_ms: float, **tags: object) -> JaegerSpan:
+    return JaegerSpan(
         trace_id="t",
         span_id=name,
-        parent_span_id="",
-        start_ns=int(start_ms * 1e6),
-        end_ns=int(end_ms * 1e6),
-        attributes=dict(attributes),
-        status="OK",
-        status_message="",
+        service="wukong-operator",
+        name=name,
+        parent=None,
+        links=(),
+        tags=dict(tags),
+        start_us=int(start_ms * 1e3),
+        duration_us=int((end_ms - start_ms) * 1e3),
     )
 
 
@@ -30,7 +30,7 @@ def test_trace_summary() -> None:
         _span("patch wukongs", 230, 240, **{"k8s.verb": "patch"}),
         _span("reconcile Wukong", -50, -10),  # before the window
     ]
-    summary = summarize_traces(spans, since_ns=0)
+    summary = summarize_traces(spans, since_us=0)
     assert summary.reconciles == 2
     assert summary.cancellations == Counter({"deadline_exceeded": 1})
     assert summary.dominant_reason == "deadline_exceeded"

@@ -16,21 +16,32 @@ def _say(message: str) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from wukong.demo.demo import run_demo
-    from wukong.devcluster import ephemeral_control_plane
+    from wukong.devcluster import binaries, ephemeral_control_plane
+    from wukong.devcluster.jaeger import LocalJaeger
     from wukong.devcluster.paths import cache_dir
 
     work_dir: Path = args.work_dir or cache_dir() / "demo"
-    with ephemeral_control_plane(progress=_say, state_dir=work_dir / "cluster") as plane:
-        return asyncio.run(
-            run_demo(
-                plane,
-                work_dir=work_dir,
-                storm=args.storm,
-                drill=args.drill,
-                exit_when_ready=args.exit_when_ready,
-                progress=_say,
+    # Jaeger first: the API server traces into it too, so a slow call's trace
+    # reaches the server's spans (and its etcd calls).
+    jaeger = LocalJaeger(binary=binaries.jaeger_binary(progress=_say))
+    jaeger.start()
+    try:
+        with ephemeral_control_plane(
+            progress=_say, state_dir=work_dir / "cluster", tracing_endpoint=jaeger.otlp_grpc
+        ) as plane:
+            return asyncio.run(
+                run_demo(
+                    plane,
+                    work_dir=work_dir,
+                    storm=args.storm,
+                    drill=args.drill,
+                    exit_when_ready=args.exit_when_ready,
+                    progress=_say,
+                    jaeger=jaeger,
+                )
             )
-        )
+    finally:
+        jaeger.stop()
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -39,9 +50,9 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="see Wukong work: control plane, operator, telemetry and sample VMs",
         description="Start a local control plane on free ports with simulated KubeVirt, CDI, "
         "Multus and storage, the operator (`wukong run`) with metrics and tracing to a local "
-        "OTLP receiver, and Prometheus scraping it with the alert rules; apply sample Wukongs "
-        "and show their progress until all are Running, then print where to look. Ctrl-C "
-        "tears everything down.",
+        "Jaeger (the API server traces into it too), and Prometheus scraping it with the "
+        "alert rules; apply sample Wukongs and show their progress until all are Running, "
+        "then print where to look. Ctrl-C tears everything down.",
     )
     mode = demo.add_mutually_exclusive_group()
     mode.add_argument(

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from wukong.demo.drill import HEALTHY_TIMEOUT, SLOW_API_DELAY, Drill
 from wukong.demo.samples import DEMO_WUKONGS, web_server
-from wukong.demo.stack import NAMESPACE, DemoStack, dashboard_variables
+from wukong.demo.stack import NAMESPACE, SERVICE, DemoStack, dashboard_variables
 from wukong.demo.telemetry import summarize_traces
 from wukong.devcluster import ControlPlane
+from wukong.devcluster.jaeger import LocalJaeger
 from wukong.diagnose.panels import EVIDENCE_PANELS, LEADER_PANEL, leader_dropped, panel_readings
 from wukong.diagnose.rules import diagnose
+from wukong.diagnose.split import slowest_calls
 from wukong.operator.api import WUKONGS
 
 Progress = Callable[[str], None]
@@ -33,8 +35,9 @@ async def run_demo(
     drill: bool,
     exit_when_ready: bool,
     progress: Progress,
+    jaeger: LocalJaeger | None = None,
 ) -> int:
-    async with DemoStack(plane=plane, work_dir=work_dir) as stack:
+    async with DemoStack(plane=plane, work_dir=work_dir, jaeger=jaeger) as stack:
         progress(f"starting the operator (logs: {work_dir})")
         await stack.start_operator(reconcile_timeout=HEALTHY_TIMEOUT)
         for name, spec in DEMO_WUKONGS.items():
@@ -42,7 +45,7 @@ async def run_demo(
         progress(f"applied {len(DEMO_WUKONGS)} Wukongs: {', '.join(DEMO_WUKONGS)}")
         await watch_until_running(stack, list(DEMO_WUKONGS), progress=progress)
         progress("all Wukongs Running")
-        progress(where_to_look(stack))
+        progress(await where_to_look(stack))
         code = 0
         if drill:
             reports = await Drill(stack=stack, progress=progress).run()
@@ -86,8 +89,9 @@ async def watch_until_running(
         await asyncio.sleep(0.5)
 
 
-def where_to_look(stack: DemoStack) -> str:
-    traces = summarize_traces(stack.receiver.snapshot())
+async def where_to_look(stack: DemoStack) -> str:
+    spans = await stack.operator_spans()
+    traces = summarize_traces(spans)
     kubectl = f'kubectl --kubeconfig "{stack.plane.kubeconfig}"'
     operator_log = stack.operator.log_file if stack.operator else "-"
     return "\n".join(
@@ -99,7 +103,8 @@ def where_to_look(stack: DemoStack) -> str:
             f"  health      http://127.0.0.1:{stack.health_port}/readyz",
             f"  Prometheus  {stack.prometheus.url}/graph?g0.expr="
             "sum%20by%20(reason)(rate(wukong_reconcile_cancellations_total%5B1m%5D))",
-            f"  traces      {len(stack.receiver.snapshot())} spans kept; {traces.describe()}",
+            f"  traces      {stack.jaeger.query_url}/api/traces?service={SERVICE}",
+            f"              {len(spans)} spans; {traces.describe()}",
             f"  operator    {operator_log}",
         ]
     )
@@ -107,9 +112,9 @@ def where_to_look(stack: DemoStack) -> str:
 
 async def show_storm(stack: DemoStack, *, progress: Progress) -> None:
     """Slow the API server, create Wukongs, and show the storm and its diagnosis live."""
-    baseline = summarize_traces(stack.receiver.snapshot()).api_p50_ms
+    baseline = summarize_traces(await stack.operator_spans()).api_p50_ms
     progress(f"storm: every API answer now takes {SLOW_API_DELAY} s; creating 4 Wukongs")
-    started = time.time_ns()
+    started = time.time_ns() // 1000
     stack.proxy.delay = SLOW_API_DELAY
     names = [f"storm-{index}" for index in range(1, 5)]
     for name in names:
@@ -117,7 +122,7 @@ async def show_storm(stack: DemoStack, *, progress: Progress) -> None:
     variables = dashboard_variables(rate_interval="30s")
     for _ in range(STORM_SECONDS // 5):
         await asyncio.sleep(5)
-        traces = summarize_traces(stack.receiver.snapshot(), since_ns=started)
+        traces = summarize_traces(await stack.operator_spans(since_us=started))
         panels = await asyncio.to_thread(
             panel_readings, stack.prometheus, EVIDENCE_PANELS, variables=variables
         )
@@ -134,6 +139,9 @@ async def show_storm(stack: DemoStack, *, progress: Progress) -> None:
         firing = sorted({alert["metric"].get("alertname", "?") for alert in alerts})
         progress(f"  alerts firing: {', '.join(firing) or 'none yet'}")
         progress(f"  diagnosis: {diagnosis.cause}: {diagnosis.explanation}")
+    calls = await asyncio.to_thread(slowest_calls, stack.jaeger, service=SERVICE, start_us=started)
+    for call in calls:
+        progress(f"  slow call {call.describe()}")
     progress("healing: the API server answers at full speed again")
     stack.proxy.delay = 0.0
     await watch_until_running(stack, names, progress=progress)

@@ -11,8 +11,11 @@
    reconciles are in flight; the operator cancels them and exits (status 2).
 
 Each fault runs on the live `DemoStack`; afterwards the report is built only
-from what the operator exported (its spans at the OTLP receiver and the
-cancel-storm dashboard's panels on Prometheus) and names the cause. The stack
+from what the operator exported (its spans in Jaeger and the cancel-storm
+dashboard's panels on Prometheus) and names the cause with the rules
+`wukong diagnose` applies (`wukong.diagnose.rules`); it lists the slowest API
+calls split by where their time went (`wukong.diagnose.split`: the API
+server's side is there when the control plane traces into the same Jaeger). The stack
 is healed after each fault and every Wukong created converges to Running.
 """
 
@@ -23,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from wukong.demo.samples import web_server
-from wukong.demo.stack import JOB, NAMESPACE, DemoError, DemoStack, dashboard_variables
+from wukong.demo.stack import JOB, NAMESPACE, SERVICE, DemoError, DemoStack, dashboard_variables
 from wukong.demo.telemetry import TraceSummary, summarize_traces
 from wukong.diagnose.panels import (
     EVIDENCE_PANELS,
@@ -40,6 +43,7 @@ from wukong.diagnose.rules import (
     Diagnosis,
     diagnose,
 )
+from wukong.diagnose.split import CallSplit, slowest_calls
 from wukong.operator.run import LEASE_NAME
 from wukong.runtime.resources import LEASES
 
@@ -63,6 +67,7 @@ class FaultReport:
     panels: list[PanelReading]
     diagnosis: Diagnosis
     alerts: list[str]  # Wukong alerts pending or firing when the report was made
+    calls: list[CallSplit]  # the slowest API calls, split by where their time went
 
     @property
     def correct(self) -> bool:
@@ -77,6 +82,7 @@ class FaultReport:
             f"  traces: {self.traces.describe()}",
             f"  alerts pending or firing: {', '.join(self.alerts) or 'none'}",
             *(f"  panel {reading.describe()}" for reading in self.panels),
+            *(f"  slow call {call.describe()}" for call in self.calls),
         ]
         return "\n".join(lines)
 
@@ -101,15 +107,15 @@ class Drill:
         return reports
 
     async def _baseline(self) -> None:
-        started = time.time_ns()
+        started = _now_us()
         await self._create_and_wait("drill-base", count=2, what="healthy baseline")
-        traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
+        traces = summarize_traces(await self.stack.operator_spans(since_us=started))
         self.baseline_api_p50_ms = traces.api_p50_ms
         self.progress(f"baseline: {traces.describe()}")
 
     async def rolling_restart(self) -> FaultReport:
         self.progress("event 0: a rolling restart while reconciles are in flight (twice)")
-        started = time.time_ns()
+        started = _now_us()
         self.stack.proxy.delay = 0.3  # keeps reconciles in flight when a replica stops
         names = await self._create("drill-restart", count=4)
         for _ in range(2):
@@ -128,7 +134,7 @@ class Drill:
 
     async def slow_api_server(self) -> FaultReport:
         self.progress(f"fault 1: the API server answers {SLOW_API_DELAY} s late")
-        started = time.time_ns()
+        started = _now_us()
         self.stack.proxy.delay = SLOW_API_DELAY
         names = await self._create("drill-slow", count=4)
         await self._until_cancelled(started, at_least=4)
@@ -141,7 +147,7 @@ class Drill:
     async def tight_deadline(self) -> FaultReport:
         self.progress(f"fault 2: the operator restarts with --reconcile-timeout={TIGHT_TIMEOUT}")
         await self.stack.start_operator(reconcile_timeout=TIGHT_TIMEOUT)
-        started = time.time_ns()
+        started = _now_us()
         names = await self._create("drill-tight", count=4)
         await self._until_cancelled(started, at_least=8)
 
@@ -154,13 +160,13 @@ class Drill:
 
     async def lease_loss(self) -> FaultReport:
         self.progress("fault 3: another identity takes the operator's Lease mid-reconcile")
-        started = time.time_ns()
+        started = _now_us()
         self.stack.proxy.delay = 0.3  # keeps reconciles in flight when the Lease goes
         names = await self._create("drill-lease", count=4)
         await self._until_reconciling()
         await self._steal_lease()
-        # The spans it flushes at exit are at the receiver once it has exited
-        # (the receiver keeps a batch before it answers the export).
+        # The spans it flushes at exit are in Jaeger once it has exited (Jaeger
+        # answers an export once it took the batch).
         code = await self.stack.wait_operator_exit(timeout=30)
         self.progress(f"  the operator exited with status {code}")
         self.stack.proxy.delay = 0.0
@@ -184,8 +190,11 @@ class Drill:
         *,
         heal: Callable[[], Awaitable[None]],
     ) -> FaultReport:
-        traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
-        window = f"{max(10, round((time.time_ns() - started) / 1e9) + 5)}s"
+        traces = summarize_traces(await self.stack.operator_spans(since_us=started))
+        calls = await asyncio.to_thread(
+            slowest_calls, self.stack.jaeger, service=SERVICE, start_us=started
+        )
+        window = f"{max(10, round((_now_us() - started) / 1e6) + 5)}s"
         variables = dashboard_variables(rate_interval=window)
         panels = await asyncio.to_thread(
             panel_readings, self.stack.prometheus, EVIDENCE_PANELS, variables=variables
@@ -207,6 +216,7 @@ class Drill:
             traces=traces,
             panels=panels,
             diagnosis=diagnosis,
+            calls=calls,
             alerts=sorted(
                 f"{alert['metric']['alertname']} ({alert['metric']['alertstate']})"
                 for alert in alerts
@@ -273,7 +283,7 @@ class Drill:
 
         async def enough() -> bool:
             nonlocal cancelled
-            traces = summarize_traces(self.stack.receiver.snapshot(), since_ns=started)
+            traces = summarize_traces(await self.stack.operator_spans(since_us=started))
             cancelled = sum(traces.cancellations.values())
             return cancelled >= at_least
 
@@ -316,3 +326,7 @@ class Drill:
             {"holderIdentity": "drill-intruder", "renewTime": now, "acquireTime": now}
         )
         await self.stack.api.update(LEASES, lease)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000

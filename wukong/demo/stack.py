@@ -3,7 +3,8 @@
 A `DemoStack` sits on a running local control plane and adds: the Wukong CRD
 and simulated infrastructure (`wukong dev simulate`'s controllers, in this
 process), a latency proxy between the operator and the API server (delay 0
-until a fault is injected), an OTLP receiver that keeps the operator's spans,
+until a fault is injected), Jaeger v2 collecting the operator's spans (given,
+to share it with a control plane that traces into it too, or its own),
 the operator itself as a real `wukong run` process (metrics, health, leader
 election, tracing through the standard OTEL_* variables), and Debian's
 Prometheus scraping it with the alert rules loaded.
@@ -22,21 +23,25 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from wukong.dashboards.alerts import render_alert_rules
-from wukong.devcluster import ControlPlane
+from wukong.devcluster import ControlPlane, binaries
 from wukong.devcluster.apis import install_dev_apis
+from wukong.devcluster.jaeger import LocalJaeger
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy
 from wukong.devcluster.processes import free_port
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
+from wukong.diagnose.jaeger import JaegerSpan
 from wukong.errors import UserError
 from wukong.operator.api import WUKONGS
 from wukong.operator.controller import CONTROLLER_NAME
 from wukong.runtime import AlreadyExists, Client, Manager, Object
-from wukong.tracing.receiver import OtlpReceiver
 
 JOB = "wukong"
 NAMESPACE = "default"
+SERVICE = "wukong-operator"  # the operator's service.name in Jaeger
+# Traces read back at most per query: a drill's storm makes a few hundred.
+TRACE_LIMIT = 5000
 
 
 def dashboard_variables(*, rate_interval: str) -> dict[str, str]:
@@ -62,13 +67,16 @@ class OperatorProcess:
 
 
 class DemoStack:
-    def __init__(self, *, plane: ControlPlane, work_dir: Path) -> None:
+    def __init__(
+        self, *, plane: ControlPlane, work_dir: Path, jaeger: LocalJaeger | None = None
+    ) -> None:
         self.plane = plane
         self.work_dir = work_dir
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proxy = LatencyProxy(target_host="127.0.0.1", target_port=plane.config.apiserver_port)
-        self.receiver = OtlpReceiver()
+        self._owns_jaeger = jaeger is None
+        self.jaeger = jaeger or LocalJaeger(binary=binaries.jaeger_binary(progress=_quiet))
         self.prometheus = LocalPrometheus(
             targets=[f"127.0.0.1:{self.metrics_port}"],
             job=JOB,
@@ -98,7 +106,8 @@ class DemoStack:
         await install_dev_apis(self.client)
         await self.proxy.start()
         kubeconfig_via(self.plane.kubeconfig, self.operator_kubeconfig, port=self.proxy.port)
-        self.receiver.start()
+        if self._owns_jaeger:
+            await asyncio.to_thread(self.jaeger.start)
         self._simulator = simulator_manager(client=self.client, config=SimulationConfig())
         self._simulator_task = asyncio.create_task(self._simulator.run())
         await asyncio.to_thread(self.prometheus.start)
@@ -110,7 +119,8 @@ class DemoStack:
             self._simulator.stop()
             await asyncio.gather(self._simulator_task, return_exceptions=True)
         await asyncio.to_thread(self.prometheus.stop)
-        self.receiver.stop()
+        if self._owns_jaeger:
+            await asyncio.to_thread(self.jaeger.stop)
         await self.proxy.close()
         if self.client is not None:
             await self.client.close()
@@ -124,9 +134,11 @@ class DemoStack:
         log_file = self.work_dir / f"operator-{self._operator_starts}.log"
         env = {
             **os.environ,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": self.receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.jaeger.otlp_http,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_SERVICE_NAME": "wukong-operator",
+            "OTEL_SERVICE_NAME": SERVICE,
+            # The drill reads every reconcile's trace, not a sample of the healthy ones.
+            "WUKONG_TRACES_KEEP_RATIO": "1",
             "OTEL_BSP_SCHEDULE_DELAY": "500",
         }
         with log_file.open("wb") as log:
@@ -175,6 +187,18 @@ class DemoStack:
     async def wait_operator_exit(self, *, timeout: float) -> int:
         assert self.operator is not None
         return await asyncio.to_thread(self.operator.process.wait, timeout)
+
+    async def operator_spans(self, *, since_us: int = 0) -> list[JaegerSpan]:
+        """The operator's spans stored in Jaeger that started after `since_us` (epoch µs)."""
+        traces = await asyncio.to_thread(
+            self.jaeger.traces, service=SERVICE, start_us=since_us or None, limit=TRACE_LIMIT
+        )
+        return [
+            span
+            for spans in traces
+            for span in spans
+            if span.service == SERVICE and span.start_us >= since_us
+        ]
 
     async def reconciles_in_flight(self) -> int:
         """Reconciles the operator runs now, read from its /metrics (0 when it is down)."""
@@ -239,3 +263,7 @@ class DemoStack:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(render_alert_rules())
         return path
+
+
+def _quiet(message: str) -> None:
+    """Jaeger is built once, cached after; the build's own log says how it went."""

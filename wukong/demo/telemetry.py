@@ -1,6 +1,6 @@
 """Reading what the operator reported in its spans.
 
-`summarize_traces` condenses the spans an OTLP receiver kept into the facts an
+`summarize_traces` condenses the operator's spans, read back from Jaeger, into the facts an
 SRE looks for first (how many reconciles were cancelled and why, how slow the
 API calls were and which one was slowest, how much of a reconcile was spent
 waiting on the API); `TraceSummary.signals` turns them into what the
@@ -11,8 +11,8 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from wukong.diagnose.jaeger import JaegerSpan
 from wukong.diagnose.rules import Signals
-from wukong.tracing.receiver import ReceivedSpan
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,18 @@ class TraceSummary:
         )
 
 
-def _ms(span: ReceivedSpan) -> float:
-    return (span.end_ns - span.start_ns) / 1e6
+def _ms(span: JaegerSpan) -> float:
+    return span.duration_us / 1e3
 
 
-def summarize_traces(spans: list[ReceivedSpan], *, since_ns: int = 0) -> TraceSummary:
-    recent = [span for span in spans if span.start_ns >= since_ns]
+def summarize_traces(spans: list[JaegerSpan], *, since_us: int = 0) -> TraceSummary:
+    recent = [span for span in spans if span.start_us >= since_us]
     reconciles = [span for span in recent if span.name.startswith("reconcile ")]
-    calls = [span for span in recent if "k8s.verb" in span.attributes]
+    calls = [span for span in recent if "k8s.verb" in span.tags]
     cancellations = Counter(
-        str(span.attributes["wukong.cancel.reason"])
+        str(span.tags["wukong.cancel.reason"])
         for span in reconciles
-        if "wukong.cancel.reason" in span.attributes
+        if "wukong.cancel.reason" in span.tags
     )
     by_call: defaultdict[str, list[float]] = defaultdict(list)
     for span in calls:
