@@ -306,7 +306,9 @@ class ReconcileContext:
         self._task = task
         self._on_cancelled = on_cancelled
         span = self._task_context.run(trace.get_current_span)
-        self.span = span if span.get_span_context().is_valid else None
+        # INVALID_SPAN is what an untraced reconcile finds: no span context to ask.
+        valid = span is not trace.INVALID_SPAN and span.get_span_context().is_valid
+        self.span = span if valid else None
 
     def cancel(self, reason: CancelReason) -> bool:
         """Record `reason` and cancel the reconcile task; False if already cancelling or done."""

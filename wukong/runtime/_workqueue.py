@@ -178,7 +178,9 @@ class WorkQueue:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._on_ready = on_ready
         self._shutting_down = False
-        self._clock: Callable[[], float] | None = None  # the loop's, on first use
+        # The loop's clock, found on first use (a queue may be made before its loop
+        # runs), then called directly: read three times per key handed out.
+        self._now: Callable[[], float] = self._first_now
 
     # -- adding --------------------------------------------------------------------
 
@@ -271,7 +273,7 @@ class WorkQueue:
         return None if self._tenant_of is None else self._tenant_of(key)
 
     def _enqueue(self, key: Hashable) -> None:
-        tenant = self._tenant(key)
+        tenant = None if self._tenant_of is None else self._tenant_of(key)
         lane = self._lanes.get(tenant)
         if lane is None:
             lane = self._lanes[tenant] = deque()
@@ -407,8 +409,6 @@ class WorkQueue:
         now = self._now()
         return [now - started for started in self._processing.values()]
 
-    def _now(self) -> float:
-        clock = self._clock
-        if clock is None:
-            clock = self._clock = loop_clock(asyncio.get_running_loop())
-        return clock()
+    def _first_now(self) -> float:
+        self._now = loop_clock(asyncio.get_running_loop())
+        return self._now()
