@@ -1,6 +1,7 @@
-"""Cost of telemetry per reconcile: metrics alone, metrics with tracing as the operator
-runs it (default settings: plain reconciles' traces kept at the default ratio),
-and metrics with every trace kept (100 %), each against none.
+"""Cost of telemetry per reconcile: metrics alone, tracing alone and metrics with
+tracing as the operator runs it (default settings: plain reconciles' traces kept
+at the default ratio), and metrics with every trace kept (100 %), each against
+none.
 
 On a real local control plane, a fresh manager reconciles N existing
 ConfigMaps; each reconcile makes one GET through `ctx.client` (so a traced
@@ -15,8 +16,9 @@ cost is compared with the plain runtime *of the same round*: a machine that
 slows down between rounds moves both sides of a ratio. Printed: the median of those per-round ratios
 with their min and max, so the spread is visible next to the figure; then
 where tracing's time goes: a kept reconcile's spans made and exported apart
-with the SDK, and a profile of as many rounds again with the default settings
-(thread CPU in each observer and in the garbage collector).
+with the SDK, and a profile of as many rounds again of none, metrics and the
+default settings (thread CPU in each observer and in the garbage collector), so
+what metrics add and what tracing adds on top are told apart.
 
     .venv/bin/python bench/telemetry_overhead.py [--objects 300] [--rounds 15]
 """
@@ -75,10 +77,12 @@ class GetOnce:
 
 
 DEFAULT = "metrics+tracing"  # the operator's default settings
+TRACING = "tracing"  # the default settings without metrics: tracing's own share
 ALL_KEPT = "metrics+tracing, 100 % kept"
-MODES = ("none", "metrics", DEFAULT, ALL_KEPT)
+MODES = ("none", "metrics", TRACING, DEFAULT, ALL_KEPT)
 # The keep ratio of plain reconciles' traces in each tracing mode.
-KEEP_RATIO = {DEFAULT: TailSampling.from_environ({}).keep_ratio, ALL_KEPT: 1.0}
+_DEFAULT_RATIO = TailSampling.from_environ({}).keep_ratio
+KEEP_RATIO = {TRACING: _DEFAULT_RATIO, DEFAULT: _DEFAULT_RATIO, ALL_KEPT: 1.0}
 
 
 class _Keep(SpanExporter):
@@ -254,8 +258,8 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             for mode in MODES[shift:] + MODES[:shift]:
                 samples[mode].append(await _round(kubeconfig, objects, endpoint, mode))
         # Untimed above: where the time goes inside the process (as many rounds
-        # again, of two modes), then one round's spans, to time their export apart.
-        profiles = {"none": _Profile(), DEFAULT: _Profile()}
+        # again, of three modes), then one round's spans, to time their export apart.
+        profiles = {"none": _Profile(), "metrics": _Profile(), DEFAULT: _Profile()}
         for _ in range(rounds):
             for mode, profile in profiles.items():
                 await _round(kubeconfig, objects, endpoint, mode, profile=profile)
@@ -292,24 +296,43 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
         f"(the SDK's protobuf encoding and the HTTP post, in the exporter's thread) "
         f"{export_us:.0f} us."
     )
-    base, both = profiles["none"], profiles[DEFAULT]
+    # What each profiled mode adds over none, by part; tracing's = the default's - metrics'.
+    parts = {
+        "tracing": "the tracing observer's calls (ids, a non-recording span and side "
+        "records for every reconcile; the SDK making and queueing spans for the kept ones)",
+        "metrics": "the metrics observer's (exemplars included when a span is current)",
+        "gc": "more garbage collection",
+        "threads": "other threads (the span exporter's)",
+        "rest": "the rest of the event loop's thread (the runtime's reports to observers, "
+        "each API call's traceparent)",
+    }
 
-    def added(key: str) -> float:
-        return both.us(key) - base.us(key)
+    def added(mode: str) -> dict[str, float]:
+        ours, base = profiles[mode], profiles["none"]
+        total = (ours.cpu / ours.reconciles - base.cpu / base.reconciles) * 1e6
+        loop = ours.us("loop") - base.us("loop")
+        gc_us = ours.us("gc") - base.us("gc")
+        observers = ours.us("tracing") + ours.us("metrics")
+        return {
+            "total": total,
+            "tracing": ours.us("tracing"),
+            "metrics": ours.us("metrics"),
+            "gc": gc_us,
+            "threads": total - loop,
+            "rest": loop - observers - gc_us,
+        }
 
-    total = (both.cpu / both.reconciles - base.cpu / base.reconciles) * 1e6
-    threads = total - added("loop")  # the exporter's thread, the final flush
-    rest = added("loop") - both.us("tracing") - both.us("metrics") - added("gc")
+    metrics_only, default = added("metrics"), added(DEFAULT)
     profiled = (
-        f"Profile in the process ({rounds} more rounds of {DEFAULT} (default settings) "
-        f"and of none, thread CPU per reconcile): {DEFAULT} adds {total:.0f} us: the "
-        f"tracing observer's calls (ids and side records for every reconcile; the SDK "
-        f"creating, ending and queueing spans for the kept ones) "
-        f"{both.us('tracing'):.0f} us, the metrics observer's {both.us('metrics'):.0f} us, "
-        f"more garbage collection {added('gc'):.0f} us (queued spans live long enough to "
-        f"reach older generations; full collections are rare and lumpy), other threads "
-        f"(the span exporter's) {threads:.0f} us, the rest of the event loop's thread "
-        f"{rest:.0f} us."
+        f"Profile in the process ({rounds} more rounds each of none, metrics and {DEFAULT}, "
+        f"thread CPU per reconcile over none's): metrics adds {metrics_only['total']:.0f} us, "
+        f"{DEFAULT} {default['total']:.0f} us, so tracing "
+        f"{default['total'] - metrics_only['total']:.0f} us; by part (metrics / {DEFAULT}): "
+        + "; ".join(
+            f"{what} {metrics_only[part]:.0f} / {default[part]:.0f} us"
+            for part, what in parts.items()
+        )
+        + "."
     )
     print(f"  {where}\n  {profiled}")
     write_fragment(
@@ -329,7 +352,8 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             "Each reconcile makes one GET, so a kept trace is two spans, exported over "
             f"OTLP/HTTP. {DEFAULT}: the operator's default settings (none of these "
             f"reconciles fails or is slow: {KEEP_RATIO[DEFAULT]:.0%} of their traces kept, "
-            f"by trace id); {ALL_KEPT}: every trace kept and exported.",
+            f"by trace id); {TRACING}: the same without metrics; {ALL_KEPT}: every trace "
+            "kept and exported.",
             where,
             profiled,
         ],

@@ -5,7 +5,8 @@ exported complete (its span and its API call's span, under it), and no plain
 one leaves a single span. With a ratio of 0.25, plain reconciles are kept at
 that ratio (within statistical bounds), exactly those whose trace id the rule
 keeps, each complete; the ids logs and links saw during the reconcile are the
-exported span's.
+exported span's. A cancellation that is no failure (the manager stopping) is
+kept complete too.
 """
 
 import asyncio
@@ -15,10 +16,12 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from tests.integration.helpers import RecordingObserver, running
 from tests.polling import eventually
 from wukong.runtime import (
+    CancelReason,
     Client,
     Controller,
     ControllerOptions,
@@ -171,3 +174,43 @@ async def test_plain_reconciles_are_kept_at_the_ratio(
     assert len(traces) == len(kept)
     # Binomial(n, 0.25): the bounds are four standard deviations away.
     assert 0.25 * len(finished) - 25 <= len(kept) <= 0.25 * len(finished) + 25, len(kept)
+
+
+async def test_a_reconcile_cancelled_at_shutdown_is_kept_complete(
+    client: Client, namespace: str, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """A cancellation that is no failure (the operator stopping) keeps its trace too."""
+    provider, exporter = spans
+    recorder = RecordingObserver()
+    manager = Manager(
+        client=client,
+        observers=[recorder, ReconcileTracer(provider=provider, sampling=TailSampling(0.0))],
+        options=ManagerOptions(namespace=namespace),
+    )
+    manager.add(
+        Controller(
+            name="sampled",
+            reconciler=ByName(),
+            primary=CONFIGMAPS,
+            options=ControllerOptions(reconcile_timeout=60.0),
+        )
+    )
+    await client.create(CONFIGMAPS, {"metadata": {"name": "cancel-me", "namespace": namespace}})
+    async with running(manager):
+        # Its GET has returned: the reconcile sleeps until the manager stops.
+        await eventually(
+            lambda: any(c.reconcile is not None for c in recorder.calls),
+            timeout=30,
+            what="the reconcile's GET",
+        )
+    (event,) = recorder.finished()
+    assert (event.outcome, event.reason) == (Outcome.CANCELLED, CancelReason.SHUTDOWN)
+    spans_of = _by_trace(exporter)[event.context.span.get_span_context().trace_id]
+    _assert_complete(spans_of, event.context)
+    (reconcile,) = [s for s in spans_of if s.name == "reconcile ConfigMap"]
+    attributes = reconcile.attributes or {}
+    assert (attributes["wukong.trace.kept"], attributes["wukong.cancel.reason"]) == (
+        "cancelled",
+        "shutdown",
+    )
+    assert reconcile.status.status_code is StatusCode.OK  # a stop the operator chose
