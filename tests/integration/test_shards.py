@@ -19,6 +19,7 @@ seconds, and what was created meanwhile is reconciled by the new holders.
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -274,7 +275,8 @@ async def test_scaling_two_to_five_to_two_rebalances_and_restamps(
 
 OPERATOR_SHARDS = 6
 TENANTS = 10
-WUKONGS_PER_TENANT = 20  # 200 Wukongs before the kill
+# 200 Wukongs before the kill (WUKONG_SHARDED_FLEET=1000 for the full fleet: minutes).
+WUKONGS_PER_TENANT = int(os.environ.get("WUKONG_SHARDED_FLEET", "200")) // TENANTS
 LATE_PER_TENANT = 2  # created right after it
 LEASE_DURATION = 15.0  # `wukong run`'s
 
@@ -382,7 +384,7 @@ async def test_wukong_run_replicas_share_the_wukongs_and_survive_a_sigkill(
         await eventually(
             lambda: _all_running(client, tenants, total),
             what=f"{total} Wukongs Running",
-            timeout=240,
+            timeout=240 * total / 200,
             interval=1.0,
         )
         print(f"{total} Wukongs Running in {time.monotonic() - started:.1f}s")
