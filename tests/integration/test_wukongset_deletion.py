@@ -2,6 +2,7 @@
 deleted, one mid-migration, one whose VM is already gone, KubeVirt uninstalled."""
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -23,7 +24,11 @@ from wukong.operator.api import WUKONGS
 from wukong.operator.wukongset_api import WUKONGSETS
 from wukong.runtime import Client, NotFound
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
-from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, PERSISTENT_VOLUME_CLAIMS
+from wukong.runtime.resources import (
+    CUSTOM_RESOURCE_DEFINITIONS,
+    PERSISTENT_VOLUME_CLAIMS,
+    Resource,
+)
 
 REPLICAS = 3
 # The member put in the state under test; the others are plain Running members.
@@ -33,6 +38,17 @@ KUBEVIRT_CRDS = [
     for crd in infrastructure_crds()
     if crd["spec"]["group"] == VIRTUAL_MACHINES.group
 ]
+
+
+async def vanish(client: Client, namespace: str, name: str) -> None:
+    """Delete a Wukong's VM and its instance at once (KubeVirt may delete the
+    instance first, as the VM goes)."""
+
+    async def delete(resource: Resource) -> None:
+        with contextlib.suppress(NotFound):
+            await client.delete(resource, name, namespace=namespace)
+
+    await asyncio.gather(delete(VIRTUAL_MACHINES), delete(VIRTUAL_MACHINE_INSTANCES))
 
 
 async def _deleting(run: WukongRun) -> None:
@@ -49,10 +65,7 @@ async def _migrating(run: WukongRun) -> None:
 async def _vm_gone(run: WukongRun) -> None:
     # With the Wukong controller away, nothing makes the VM again before the set goes.
     await run.stop_operator()
-    await asyncio.gather(
-        run.client.delete(VIRTUAL_MACHINES, MEMBER, namespace=run.namespace),
-        run.client.delete(VIRTUAL_MACHINE_INSTANCES, MEMBER, namespace=run.namespace),
-    )
+    await vanish(run.client, run.namespace, MEMBER)
 
 
 async def _kubevirt_uninstalled(run: WukongRun) -> None:

@@ -1,8 +1,6 @@
 """A WukongSet member whose VM and instance vanished: its node and addresses are cleared
 at once, its VM is made again, and the set counts it not ready until it runs again."""
 
-import asyncio
-
 from tests.integration.helpers import RecordingObserver
 from tests.integration.test_wukong_deletion import _crds_gone
 from tests.integration.test_wukongset import (
@@ -11,13 +9,13 @@ from tests.integration.test_wukongset import (
     _wait_set,
     set_operator,  # noqa: F401 (a fixture)
 )
-from tests.integration.test_wukongset_deletion import KUBEVIRT_CRDS
+from tests.integration.test_wukongset_deletion import KUBEVIRT_CRDS, vanish
 from tests.integration.wukong_harness import StartWukong
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.devcluster.simulator.crds import install_infrastructure
 from wukong.operator.wukongset_api import WUKONGSETS
 from wukong.runtime import Client, Object
-from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES, VIRTUAL_MACHINES
+from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCES
 from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
 
 
@@ -41,10 +39,7 @@ async def test_a_member_whose_vm_and_instance_vanished_is_not_left_on_its_node(
     old_vmi = await client.get(VIRTUAL_MACHINE_INSTANCES, "web-1", namespace=namespace)
 
     # Both vanish at once (a node lost with its pods, KubeVirt's objects removed by hand).
-    await asyncio.gather(
-        client.delete(VIRTUAL_MACHINES, "web-1", namespace=namespace),
-        client.delete(VIRTUAL_MACHINE_INSTANCES, "web-1", namespace=namespace),
-    )
+    await vanish(client, namespace, "web-1")
     cleared = await run.wait_for(
         "web-1",
         lambda w: _node(w) is None and (w.get("status") or {}).get("phase") != "Running",
