@@ -59,6 +59,7 @@ from wukong.operator.names import is_label_value
 from wukong.operator.networks import created_nad_name
 from wukong.operator.storage import claim_name
 from wukong.operator.views import WukongView
+from wukong.operator.writes import remove_finalizer
 from wukong.runtime import (
     Conflict,
     EventRecorder,
@@ -192,16 +193,7 @@ class Finalizer:
             _take_time(ctx)
         except _OutOfTime:
             return FinalizeResult(resume=True, warnings=warnings)
-        patch = {
-            "metadata": {
-                "finalizers": [f for f in wukong.finalizers if f != FINALIZER],
-                "resourceVersion": wukong.resource_version,
-            }
-        }
-        try:
-            await ctx.client.patch(WUKONGS, wukong.name, patch, namespace=wukong.namespace)
-        except NotFound:
-            pass
+        await remove_finalizer(ctx, WUKONGS, wukong, FINALIZER)
         self.forget(ctx.request)
         return FinalizeResult(done=True, warnings=warnings)
 

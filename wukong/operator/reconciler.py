@@ -52,11 +52,11 @@ from wukong.operator.steps import Problem, StepResult
 from wukong.operator.storage import DiskReconciler
 from wukong.operator.validation import SpecProblems, validate
 from wukong.operator.views import WukongView, parse_wukong
+from wukong.operator.writes import add_finalizer, write_status
 from wukong.runtime import (
     ApiError,
     Conflict,
     EventRecorder,
-    NotFound,
     Object,
     ReconcileContext,
     Request,
@@ -293,28 +293,12 @@ class WukongReconciler:
             ctx.logger.debug("could not report %s in status: %s", error, exc)
 
     async def _add_finalizer(self, ctx: ReconcileContext, wukong: WukongView) -> WukongView:
-        patch = {
-            "metadata": {
-                "finalizers": [*wukong.finalizers, FINALIZER],
-                "resourceVersion": wukong.resource_version,
-            }
-        }
-        written = await ctx.client.patch(WUKONGS, wukong.name, patch, namespace=wukong.namespace)
-        return parse_wukong(written)
+        return parse_wukong(await add_finalizer(ctx, WUKONGS, wukong, FINALIZER))
 
     async def _write_status(
         self, ctx: ReconcileContext, wukong: WukongView, status: dict[str, Any]
     ) -> None:
-        # Compared with the status as stored: that is what the write would change.
-        current = wukong.body.get("status") or {}
-        if all(current.get(key) == value for key, value in status.items()):
-            return  # unchanged: writing would only wake every watcher for nothing
-        try:
-            await ctx.client.patch_status(
-                WUKONGS, wukong.name, {"status": status}, namespace=wukong.namespace
-            )
-        except NotFound:
-            pass  # deleted meanwhile; the delete event brings the next reconcile
+        await write_status(ctx, WUKONGS, wukong, status)
 
 
 def _initial_status(wukong: WukongView) -> dict[str, Any]:

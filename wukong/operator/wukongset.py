@@ -43,6 +43,8 @@ from wukong.operator.kubevirt import FINAL_MIGRATION_PHASES
 from wukong.operator.reconciler import migration_vmi_key
 from wukong.operator.scalein import Member, ScaleIn, choose_scale_in
 from wukong.operator.schema import from_json
+from wukong.operator.views import StoredObject, stored_fields
+from wukong.operator.writes import add_finalizer, remove_finalizer, write_status
 from wukong.operator.wukongset_api import (
     SET_FINALIZER,
     WUKONGSET_LABEL,
@@ -92,17 +94,9 @@ EventType = Literal["Normal", "Warning"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class WukongSetView:
+class WukongSetView(StoredObject):
     """One WukongSet as read at the start of a reconcile."""
 
-    body: Object  # as stored; never changed
-    name: str
-    namespace: str
-    uid: str
-    generation: int | None
-    resource_version: str | None
-    finalizers: tuple[str, ...]
-    deletion_timestamp: str | None
     spec: WukongSetSpec
     status: WukongSetStatus
 
@@ -120,16 +114,8 @@ class WukongSetView:
 
 def parse_wukongset(obj: Object) -> WukongSetView:
     """The view of a stored WukongSet (its spec checked by the API server)."""
-    metadata = obj["metadata"]
     return WukongSetView(
-        body=obj,
-        name=metadata["name"],
-        namespace=metadata.get("namespace") or "",
-        uid=metadata.get("uid") or "",
-        generation=metadata.get("generation"),
-        resource_version=metadata.get("resourceVersion"),
-        finalizers=tuple(metadata.get("finalizers") or ()),
-        deletion_timestamp=metadata.get("deletionTimestamp"),
+        **stored_fields(obj),
         spec=from_json(WukongSetSpec, obj.get("spec")),
         status=from_json(WukongSetStatus, obj.get("status")),
     )
@@ -526,18 +512,7 @@ class WukongSetReconciler:
         if members:
             # Each member's deletion (and, at last, its disappearance) is a watch event.
             return Result()
-        patch = {
-            "metadata": {
-                "finalizers": [f for f in wukong_set.finalizers if f != SET_FINALIZER],
-                "resourceVersion": wukong_set.resource_version,
-            }
-        }
-        try:
-            await ctx.client.patch(
-                WUKONGSETS, wukong_set.name, patch, namespace=wukong_set.namespace
-            )
-        except NotFound:
-            pass
+        await remove_finalizer(ctx, WUKONGSETS, wukong_set, SET_FINALIZER)
         ctx.logger.info("finalized %s: no member left", ctx.request)
         return Result()
 
@@ -546,29 +521,12 @@ class WukongSetReconciler:
     async def _add_finalizer(
         self, ctx: ReconcileContext, wukong_set: WukongSetView
     ) -> WukongSetView:
-        patch = {
-            "metadata": {
-                "finalizers": [*wukong_set.finalizers, SET_FINALIZER],
-                "resourceVersion": wukong_set.resource_version,
-            }
-        }
-        written = await ctx.client.patch(
-            WUKONGSETS, wukong_set.name, patch, namespace=wukong_set.namespace
-        )
-        return parse_wukongset(written)
+        return parse_wukongset(await add_finalizer(ctx, WUKONGSETS, wukong_set, SET_FINALIZER))
 
     async def _write_status(
         self, ctx: ReconcileContext, wukong_set: WukongSetView, status: dict[str, Any]
     ) -> None:
-        current = wukong_set.body.get("status") or {}
-        if all(current.get(key) == value for key, value in status.items()):
-            return  # unchanged: writing would only wake every watcher for nothing
-        try:
-            await ctx.client.patch_status(
-                WUKONGSETS, wukong_set.name, {"status": status}, namespace=wukong_set.namespace
-            )
-        except NotFound:
-            pass  # deleted meanwhile; the delete event brings the next reconcile
+        await write_status(ctx, WUKONGSETS, wukong_set, status)
 
     async def _event(
         self,
