@@ -43,8 +43,12 @@ class Report:
             f"diagnosis: {self.diagnosis.cause} (last {self.window})",
             f"  why: {self.diagnosis.explanation}",
             f"  cancelled reconciles: {cancelled}",
-            f"  API latency p50 {signals.api_p50_ms:.0f} ms (healthy "
-            f"{signals.baseline_api_p50_ms:.0f} ms)",
+            f"  API latency p50 {signals.api_p50_ms:.0f} ms ("
+            + (
+                f"healthy {signals.baseline_api_p50_ms:.0f} ms)"
+                if signals.baseline_api_p50_ms
+                else "no healthy baseline in the hour before)"
+            ),
             "  alerts pending or firing: "
             + (", ".join(alert.describe() for alert in self.alerts) or "none"),
             *(f"  panel {reading.describe()}" for reading in self.panels),
