@@ -157,3 +157,52 @@ async def test_a_member_edited_by_hand_is_brought_back_to_the_template(
     # The other member was left alone.
     web_0 = await run.get("web-0")
     assert web_0["metadata"]["generation"] == 1
+
+
+async def test_a_refused_update_is_reported_and_does_not_hold_the_others_back(
+    client: Client,
+    namespace: str,
+    start_wukong: StartWukong,
+    set_operator: RecordingObserver,  # noqa: F811
+) -> None:
+    """A disk grown by hand cannot shrink back to the template's: the set says so once
+    and leaves that member as it is, and a template change still reaches the others."""
+    run = await start_wukong()
+    await client.create(WUKONGSETS, _set(namespace, "web", 2))
+    await _wait_set(client, namespace, "web", lambda s: _settled(s, 2), what="2 up to date")
+    grown = [{"name": "root", "size": "2Gi"}]
+    await client.patch(WUKONGS, "web-1", {"spec": {"disks": grown}}, namespace=namespace)
+
+    async def refused() -> list[str]:
+        return [
+            e["message"]
+            for e in await _events(client, namespace, "web")
+            if e["reason"] == "UpdateRefused"
+        ]
+
+    await run.wait_until(lambda: _true(refused), what="UpdateRefused")
+    (message,) = await refused()
+    assert "web-1 (spec changed by hand)" in message and "disks" in message, message
+
+    change = {"spec": {"template": {"spec": {"cpu": 2, "disks": DISKS}}}}
+    await client.patch(WUKONGSETS, "web", change, namespace=namespace)
+    await run.wait_for("web-0", lambda w: w["spec"]["cpu"] == 2, what="web-0 updated")
+    rolled = await _wait_set(
+        client,
+        namespace,
+        "web",
+        lambda s: _status(s, "updatedReplicas") == 1 and _status(s, "availableReplicas") == 2,
+        what="web-0 updated, web-1 left as it is",
+    )
+    rolling = condition(rolled, "RollingUpdate")
+    assert rolling["status"] == "True" and "web-1" in rolling["message"], rolling
+    web_1 = await run.get("web-1")
+    assert web_1["spec"]["disks"] == grown and web_1["spec"]["cpu"] == 1
+    # Refused once per change (the hand edit, then the template), never retried in a loop.
+    assert len(await refused()) == 2
+    errors = [e.error for e in set_operator.events if e.error is not None]
+    assert errors == [], errors
+
+
+async def _true(check: Any) -> bool:
+    return bool(await check())

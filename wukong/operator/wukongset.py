@@ -63,6 +63,7 @@ from wukong.operator.wukongset_rollout import (
 )
 from wukong.runtime import (
     AlreadyExists,
+    ApiError,
     Conflict,
     Controller,
     ControllerOptions,
@@ -91,6 +92,7 @@ MEMBERS_BY_SET = "wukongset.members"  # the uid of the WukongSet that controls a
 MIGRATIONS_BY_VMI = "wukongset.migrations.vmi"  # namespace/spec.vmiName
 
 EventType = Literal["Normal", "Warning"]
+FORBIDDEN = 403  # an admission webhook's denial
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +186,9 @@ class WukongSetReconciler:
         # updated the member. Unavailable until the cache shows that generation, so
         # a reconcile that runs before it never spends the rollout's budget twice.
         self._updating: dict[str, dict[str, int]] = {}
+        # Per set uid: member uid -> (its resourceVersion, the template hash) of an
+        # update the API server refused; not tried again until either changes.
+        self._refused: dict[str, dict[str, tuple[str, str]]] = {}
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
         stored = self._sets.get_by_name(request.namespace, request.name)
@@ -192,6 +197,7 @@ class WukongSetReconciler:
         if stored["metadata"].get("deletionTimestamp"):
             self._removing.pop(stored["metadata"].get("uid") or "", None)
             self._updating.pop(stored["metadata"].get("uid") or "", None)
+            self._refused.pop(stored["metadata"].get("uid") or "", None)
         wukong_set = parse_wukongset(stored)
         try:
             if wukong_set.deletion_timestamp:
@@ -266,7 +272,9 @@ class WukongSetReconciler:
         counted = [w for w in live if w["metadata"]["name"] not in removed]
         self._forget_caught_up(wukong_set, counted)
         rollout = plan_rollout(
-            [self._member(wukong_set, w) for w in counted], wukong_set.spec.max_unavailable
+            [self._member(wukong_set, w) for w in counted],
+            wukong_set.spec.max_unavailable,
+            refused=self._still_refused(wukong_set, counted),
         )
         updated = await self._roll_out(ctx, wukong_set, counted, rollout)
         counted = [updated.get(w["metadata"]["name"], w) for w in counted]
@@ -346,6 +354,19 @@ class WukongSetReconciler:
         if pending:
             self._updating[wukong_set.uid] = pending
 
+    def _still_refused(self, wukong_set: WukongSetView, members: list[Object]) -> set[str]:
+        """Members whose refused update would be the same again (neither changed)."""
+        refused = self._refused.pop(wukong_set.uid, {})
+        kept = {
+            w["metadata"]["uid"]: refused[w["metadata"]["uid"]]
+            for w in members
+            if refused.get(w["metadata"]["uid"])
+            == (w["metadata"].get("resourceVersion"), wukong_set.template_hash)
+        }
+        if kept:
+            self._refused[wukong_set.uid] = kept
+        return {w["metadata"]["name"] for w in members if w["metadata"]["uid"] in kept}
+
     async def _roll_out(
         self,
         ctx: ReconcileContext,
@@ -368,6 +389,19 @@ class WukongSetReconciler:
                 )
             except (NotFound, Conflict):
                 continue  # deleted or changed meanwhile: its watch event brings the next look
+            except ApiError as exc:
+                if not isinstance(exc, Invalid) and exc.status != FORBIDDEN:
+                    raise
+                # A certain refusal (validation, admission): asking again would only repeat it.
+                key = (wukong["metadata"].get("resourceVersion") or "", wukong_set.template_hash)
+                self._refused.setdefault(wukong_set.uid, {})[member.uid] = key
+                message = (
+                    f"the API server refused to bring {member.name} ({member.outdated}) to "
+                    f"template {wukong_set.template_hash}: {exc.message}; it stays as it is "
+                    "until it or the template changes"
+                )
+                await self._event(ctx, wukong_set, "Warning", "UpdateRefused", message)
+                continue
             generation = written[member.name]["metadata"].get("generation") or 0
             self._updating.setdefault(wukong_set.uid, {})[member.uid] = generation
             done.append(f"{member.name} ({member.outdated})")

@@ -16,12 +16,15 @@ unavailable until its own controller has caught up with the new spec. An out
 of date member that is unavailable anyway is updated at once (it costs no
 availability); the others go highest ordinal first, one budget at a time. A
 migrating member is never updated (its VM must not change under a live
-migration); it waits for the migration to end.
+migration); it waits for the migration to end. A member whose update the API
+server refused (a disk grown by hand cannot shrink back to the template's)
+is reported and left out until it or the template changes, so the others
+still roll out.
 """
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from wukong.operator.api import GROUP
@@ -52,13 +55,15 @@ class Rollout:
     unavailable: int
 
 
-def plan_rollout(members: Iterable[Member], max_unavailable: int) -> Rollout:
+def plan_rollout(
+    members: Iterable[Member], max_unavailable: int, *, refused: Collection[str] = ()
+) -> Rollout:
     """Which out-of-date members to update now without more than `max_unavailable`
-    members unavailable at once."""
+    members unavailable at once; the `refused` ones (by name) are not tried again."""
     members = list(members)
     unavailable = sum(1 for m in members if not m.available)
     outdated = [m for m in members if m.outdated is not None]
-    movable = [m for m in outdated if m.migrating is None]
+    movable = [m for m in outdated if m.migrating is None and m.name not in refused]
     free = [m for m in movable if not m.available]
     budget = max(max_unavailable - unavailable, 0)
     costly = sorted((m for m in movable if m.available), key=lambda m: -m.ordinal)[:budget]
