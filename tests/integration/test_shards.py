@@ -41,6 +41,7 @@ from wukong.devcluster.processes import free_port
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
 from wukong.runtime import (
+    CancelReason,
     Client,
     Controller,
     ControllerOptions,
@@ -51,6 +52,7 @@ from wukong.runtime import (
     Request,
     Result,
 )
+from wukong.runtime._errors import NotLeading
 from wukong.runtime._shards import ShardSpace
 from wukong.runtime.resources import CONFIGMAPS, LEASES, NAMESPACES
 
@@ -265,6 +267,95 @@ async def test_scaling_two_to_five_to_two_rebalances_and_restamps(
             )
     finally:
         for manager, _ in built.values():
+            manager.stop()
+        for task in tasks.values():
+            with contextlib.suppress(Exception):
+                await task
+        for c in clients.values():
+            await c.close()
+
+
+class Lingerer:
+    """Writes, then stays in flight; cancelled, it tries one more write (it must be refused)."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self.cancelled: list[tuple[str, CancelReason | None]] = []
+        self.refused: list[str] = []
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        await self._stamp(ctx, request)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled.append((request.namespace, ctx.cancel_reason))
+            try:
+                await self._stamp(ctx, request)
+            except NotLeading:
+                self.refused.append(request.namespace)
+            raise
+        return Result()
+
+    async def _stamp(self, ctx: ReconcileContext, request: Request) -> None:
+        patch = {"metadata": {"annotations": {"reconciled-by": self.identity}}}
+        await ctx.client.patch(CONFIGMAPS, request.name, patch, namespace=request.namespace)
+
+
+async def test_a_shard_handed_over_cancels_its_reconciles_and_refuses_their_writes(
+    control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
+) -> None:
+    """ "a" alone holds every shard, a reconcile in flight on every ConfigMap; "b"
+    joins and "a" gives half the shards up: exactly the reconciles there are
+    cancelled with leader_lost, and their last writes never leave "a"."""
+    space = ShardSpace(SHARDS)
+    clients = {i: await Client.from_kubeconfig(control_plane.kubeconfig) for i in "ab"}
+    lingerers = {i: Lingerer(i) for i in "ab"}
+    managers = {}
+    for identity in "ab":
+        manager, _ = _manager(clients[identity], namespace, identity)
+        manager.add(
+            Controller(
+                name="lingerer",
+                reconciler=lingerers[identity],
+                primary=CONFIGMAPS,
+                # Room for the cluster's own ConfigMaps, which linger as well.
+                options=ControllerOptions(max_concurrent_reconciles=200),
+            )
+        )
+        managers[identity] = manager
+    in_flight = NAMESPACES_USED * PER_NAMESPACE
+
+    def lingering(identity: str) -> list[str]:
+        """The tenants' namespaces of `identity`'s reconciles in flight (the cluster's
+        own ConfigMaps, kube-system's say, linger too)."""
+        contexts = managers[identity].controllers[1].in_flight()
+        return sorted(c.request.namespace for c in contexts if c.request.namespace in tenants)
+
+    tasks = {"a": asyncio.create_task(managers["a"].run())}
+    try:
+        await eventually(
+            lambda: len(lingering("a")) == in_flight, what="a reconcile on every ConfigMap"
+        )
+        tasks["b"] = asyncio.create_task(managers["b"].run())
+        held_a = managers["a"].shards
+        assert held_a is not None
+        await eventually(lambda: len(held_a.held) == SHARDS // 2, what="a giving half up")
+        given = [t for t in tenants if space.shard_of_key(t) not in held_a.held]
+        expected = sorted(t for t in given for _ in range(PER_NAMESPACE))
+        cancelled = lingerers["a"].cancelled
+
+        def tenants_cancelled() -> list[str]:
+            return sorted(ns for ns, _ in cancelled if ns in tenants)
+
+        await eventually(lambda: len(tenants_cancelled()) == len(expected), what="cancellations")
+        assert tenants_cancelled() == expected
+        assert {reason for _, reason in cancelled} == {CancelReason.LEADER_LOST}
+        assert sorted(ns for ns in lingerers["a"].refused if ns in tenants) == expected
+        # The rest go on in "a"; "b" took the given ones and works on them.
+        assert len(lingering("a")) == in_flight - len(expected)
+        await eventually(lambda: lingering("b") == expected, what="b reconciling what it took")
+    finally:
+        for manager in managers.values():
             manager.stop()
         for task in tasks.values():
             with contextlib.suppress(Exception):
