@@ -299,7 +299,8 @@ async def test_deleting_the_set_deletes_every_member_then_itself(
         await run.wait_gone(member)
 
     # Everything the set controller did is granted, and its own rules are all used
-    # (but `update` of finalizers, for OwnerReferencesPermissionEnforcement, and `get`).
+    # (but `update` of finalizers, for OwnerReferencesPermissionEnforcement, `get`, and
+    # `patch` of members, which a rollout uses: test_wukongset_rollout checks it).
     used = _used(set_operator.calls)
     assert used <= _granted(), f"used but not granted: {sorted(used - _granted())}"
     unused = _granted(WUKONGSET_RULES) - used
@@ -307,6 +308,7 @@ async def test_deleting_the_set_deletes_every_member_then_itself(
         ("wukongsets/finalizers", "update"),
         ("wukongsets", "get"),
         ("wukongsets", "list"),
+        ("wukongs", "patch"),
     }, unused
 
 

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import RecordingObserver
+from tests.integration.test_wukong_rbac_rules import _granted, _used
 from tests.integration.test_wukongset import (
     _events,
     _members,
@@ -17,6 +18,7 @@ from tests.integration.test_wukongset import (
 from tests.integration.wukong_harness import StartWukong, WatchRecorder, condition
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONGS
+from wukong.operator.rbac import WUKONGSET_RULES
 from wukong.operator.wukongset_api import WUKONGSETS
 from wukong.operator.wukongset_rollout import TEMPLATE_HASH_LABEL
 from wukong.runtime import Client, Object
@@ -157,6 +159,8 @@ async def test_a_member_edited_by_hand_is_brought_back_to_the_template(
     # The other member was left alone.
     web_0 = await run.get("web-0")
     assert web_0["metadata"]["generation"] == 1
+    # The set controller's own rules grant the member patch it made.
+    assert ("wukongs", "patch") in _used(set_operator.calls) & _granted(WUKONGSET_RULES)
 
 
 async def test_a_refused_update_is_reported_and_does_not_hold_the_others_back(

@@ -78,7 +78,7 @@ WUKONGSET_RULES: tuple[Rule, ...] = (
     Rule(WUKONGSETS, (*_WATCH, "patch")),  # patch: the finalizer
     Rule(WUKONGSETS, ("patch",), subresource="status"),
     Rule(WUKONGSETS, ("update",), subresource="finalizers"),  # as for Wukongs, below
-    Rule(WUKONGS, ("create", "delete")),
+    Rule(WUKONGS, ("create", "patch", "delete")),  # patch: brought to the template
 )
 
 # On objects in the namespaces the operator manages.
