@@ -1,5 +1,6 @@
-"""A WukongSet scaled up and down repeatedly while `wukong run` is SIGKILLed at random
-moments: it converges to its last replicas with no extra member and nothing orphaned."""
+"""A WukongSet scaled up and down repeatedly, its template changed halfway, while
+`wukong run` is SIGKILLed at random moments: it converges to its last replicas, every
+member on the new template, with no extra member and nothing orphaned."""
 
 import asyncio
 import contextlib
@@ -15,17 +16,22 @@ from wukong.devcluster import ControlPlane
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.operator.api import WUKONG_LABEL, WUKONGS
 from wukong.operator.wukongset_api import WUKONGSET_LABEL, WUKONGSETS
+from wukong.runtime import Object
 
 # Each change lands while the operator is being killed; the last one is what stays.
 REPLICAS = [6, 2, 8, 1, 5, 0, 7, 3]
 KILLS = 8
+# The template changes after this many scale changes: a rollout among the kills.
+TEMPLATE_CHANGE_AFTER = 3
+CPU = 2
 
 
 async def _scale(run: WukongRun, rng: random.Random) -> None:
-    for replicas in REPLICAS:
-        await run.client.patch(
-            WUKONGSETS, "web", {"spec": {"replicas": replicas}}, namespace=run.namespace
-        )
+    for done, replicas in enumerate(REPLICAS):
+        spec: Object = {"replicas": replicas}
+        if done == TEMPLATE_CHANGE_AFTER:
+            spec["template"] = {"spec": {"cpu": CPU}}
+        await run.client.patch(WUKONGSETS, "web", {"spec": spec}, namespace=run.namespace)
         # Fault timing, not a wait for a condition: random moments are the point.
         await asyncio.sleep(rng.uniform(0.3, 2.0))
 
@@ -54,6 +60,8 @@ async def _problems(run: WukongRun, replicas: int) -> list[str]:
         if (metadata.get("labels") or {}).get(WUKONGSET_LABEL) != "web":
             problems.append(f"{metadata['name']}: not labelled as a member")
         problems += [f"{metadata['name']}: {p}" for p in _status_problems(wukong)]
+        if wukong["spec"]["cpu"] != CPU:
+            problems.append(f"{metadata['name']}: not on the new template")
     status = wukong_set.get("status") or {}
     counts = (status.get("replicas"), status.get("readyReplicas"), status.get("updatedReplicas"))
     if counts != (replicas, replicas, replicas):
