@@ -23,21 +23,30 @@ from wukong.operator.wukongset_api import SET_FINALIZER, WUKONGSET_LABEL, WUKONG
 from wukong.operator.wukongset_rollout import TEMPLATE_HASH_LABEL
 from wukong.runtime import Client, Invalid, Manager, ManagerOptions, NotFound, Object
 from wukong.runtime.apis import VIRTUAL_MACHINE_INSTANCE_MIGRATIONS
+from wukong.runtime.observe import RuntimeObserver
 from wukong.runtime.resources import EVENTS
 
 LABELS = {"app": "web"}
 
 
-@pytest.fixture
-async def set_operator(client: Client, namespace: str) -> AsyncIterator[RecordingObserver]:
+def set_manager(
+    client: Client, namespace: str, observer: RuntimeObserver, **controller: Any
+) -> Manager:
     """The WukongSet controller in a manager of its own (the harness runs the Wukong one)."""
-    recorder = RecordingObserver()
     manager = Manager(
         client=client,
-        observers=[recorder],
+        observers=[observer],
         options=ManagerOptions(namespace=namespace, shutdown_grace=5.0),
     )
-    add_wukongset_controller(manager)
+    add_wukongset_controller(manager, **controller)
+    return manager
+
+
+@pytest.fixture
+async def set_operator(client: Client, namespace: str) -> AsyncIterator[RecordingObserver]:
+    """The WukongSet controller running, what it does recorded."""
+    recorder = RecordingObserver()
+    manager = set_manager(client, namespace, recorder)
     task = asyncio.create_task(manager.run())
     yield recorder
     manager.stop()

@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from tests.contract import check_exposition
 from tests.exposition import metric_samples
 from tests.integration.helpers import running
-from tests.integration.test_wukongset import _migrate, _set, _status, _wait_set
+from tests.integration.test_wukongset import _migrate, _set, _status, _wait_set, set_manager
 from tests.integration.wukong_harness import StartWukong, condition
 from tests.polling import eventually
 from wukong.dashboards.cancel_storm import UID, WUKONGSET_PANEL
@@ -21,9 +21,8 @@ from wukong.dashboards.render import concrete_targets, render_dashboards
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.devcluster.simulator import SimulationConfig
 from wukong.metrics import MetricsServer, RuntimeMetrics
-from wukong.operator.wukongset import add_wukongset_controller
 from wukong.operator.wukongset_api import WUKONGSETS
-from wukong.runtime import Client, Manager, ManagerOptions
+from wukong.runtime import Client
 
 JOB = "wukong"
 FAMILY = "wukong_wukongset_replicas"
@@ -43,12 +42,7 @@ async def test_the_dashboard_shows_desired_ready_and_migrating_members(
 ) -> None:
     run = await start_wukong(simulation=SimulationConfig(migration_delay=120.0))
     metrics = RuntimeMetrics()
-    manager = Manager(
-        client=client,
-        observers=[metrics],
-        options=ManagerOptions(namespace=namespace, shutdown_grace=5.0),
-    )
-    add_wukongset_controller(manager, replicas=metrics.metrics.wukongsets)
+    manager = set_manager(client, namespace, metrics, replicas=metrics.metrics.wukongsets)
     server = MetricsServer(registry=metrics.metrics.registry)
     port = await server.start("127.0.0.1:0")
     prometheus = LocalPrometheus(
