@@ -205,6 +205,36 @@ async def test_reconcile_time_carries_the_trace_id_exemplar(observers: RuntimeMe
     assert f'# {{trace_id="{TRACE_ID:032x}"}} 0.07' in line
 
 
+async def test_a_bucket_exemplar_is_renewed_at_most_once_an_interval(
+    observers: RuntimeMetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def traced(trace_id: int) -> ReconcileContext:
+        ctx = _context()
+        ctx.span = NonRecordingSpan(SpanContext(trace_id, 1, False))
+        return ctx
+
+    def exemplar_in(le: str) -> str:
+        line = next(
+            line
+            for line in openmetrics(observers.metrics.registry).decode().splitlines()
+            if line.startswith("controller_runtime_reconcile_time_seconds_bucket")
+            and f'le="{le}"' in line
+        )
+        return line.partition(" # ")[2]
+
+    # Two fast reconciles within the interval: the bucket keeps the first's trace;
+    # a slow one, in a bucket of its own, gets its trace all the same.
+    for trace_id, duration in ((0xA1, 0.07), (0xA2, 0.07), (0xB1, 1.5)):
+        observers.reconcile(_finished(traced(trace_id), Outcome.SUCCESS, duration=duration))
+    assert exemplar_in("0.1").startswith(f'{{trace_id="{0xA1:032x}"}} 0.07')
+    assert exemplar_in("2.5").startswith(f'{{trace_id="{0xB1:032x}"}} 1.5')
+    # Once the interval has passed, the next traced observation renews it.
+    monkeypatch.setattr("wukong.metrics.observers.EXEMPLAR_INTERVAL", 0.0)
+    observers.reconcile(_finished(traced(0xA3), Outcome.SUCCESS, duration=0.08))
+    assert exemplar_in("0.1").startswith(f'{{trace_id="{0xA3:032x}"}} 0.08')
+    assert _value(observers, "controller_runtime_reconcile_time_seconds_count", controller="c") == 4
+
+
 async def test_no_exemplar_without_a_valid_span(observers: RuntimeMetrics) -> None:
     ctx = _context()
     ctx.span = NonRecordingSpan(SpanContext(trace_id=0, span_id=0, is_remote=False))

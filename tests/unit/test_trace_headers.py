@@ -55,3 +55,21 @@ def test_baggage_goes_along_when_the_flags_are_trimmed() -> None:
         context.detach(token)
     assert headers["baggage"] == "tenant=a"
     assert headers["traceparent"].endswith("-01")
+
+
+def test_each_span_made_current_gets_its_own_headers() -> None:
+    # Headers are kept with the context they were made for: a span made current
+    # after them (a child, then the parent again) is never sent the other's.
+    parent = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.SAMPLED))
+    child = SpanContext(0xABC, 0x123, False, TraceFlags(TraceFlags.SAMPLED))
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        first = _headers(CALL)
+        assert _headers(CALL) == first
+        assert _under(child)["traceparent"] == f"00-{0xABC:032x}-{0x123:016x}-01"
+        assert _headers(CALL) == first
+        first["traceparent"] = "changed by the caller"  # each call gets its own dict
+        assert _headers(CALL)["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-01"
+    finally:
+        context.detach(token)
+    assert _headers(CALL) == PLAIN

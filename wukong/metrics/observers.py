@@ -15,8 +15,8 @@ What each event feeds:
   reason (and by namespace, for the top namespaces only), the triggers that
   queued the reconcile by kind (`ctx.triggers`; the adds the queue counted
   past the ones it kept count under the last kept one's kind), and three
-  histograms with the reconcile's trace id as exemplar: duration, share of
-  the deadline used, and how late a requeue started;
+  histograms with the reconcile's trace id as exemplar (see `_Exemplified`):
+  duration, share of the deadline used, and how late a requeue started;
 - `queue_*`: client-go's adds, retries, queue and work durations;
 - `api_call`: client-go's request count and latency (exemplar: the calling
   reconcile's trace), plus calls that ended early, by the reason the runtime
@@ -38,11 +38,16 @@ Everything here is a few dict lookups and additions: observers run on the
 reconcile's hot path. That is why the families fed on every reconcile keep
 their children by label values (`_Children`): prometheus_client's `.labels()`
 validates, stringifies and locks on every call, about half of this observer's
-cost per reconcile before (bench/RESULTS.md).
+cost per reconcile before (bench/RESULTS.md). For the same reason a histogram
+gets an exemplar only when its bucket's is stale (`_Exemplified`).
 """
 
+import math
+import time
+from bisect import bisect_left
 from typing import Any, Generic, TypeVar
 
+from prometheus_client import Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
@@ -67,6 +72,8 @@ _RESULT_LABEL = {
     Outcome.REQUEUE_AFTER: "requeue_after",
 }
 _NO_STATUS = "<error>"  # client-go's code label when no answer arrived
+# How often a histogram bucket's exemplar is renewed, at most (seconds).
+EXEMPLAR_INTERVAL = 1.0
 
 _Family = TypeVar("_Family", bound=MetricWrapperBase)
 
@@ -86,6 +93,45 @@ class _Children(Generic[_Family]):
         return child
 
 
+class _Exemplified:
+    """A histogram family's children, each observation with the trace of what was
+    measured as its bucket's exemplar when that bucket's is older than
+    `EXEMPLAR_INTERVAL` (or it has none).
+
+    Prometheus keeps one exemplar a bucket, the latest, and reads it once a
+    scrape: the ones set in between are never seen. prometheus_client checks
+    and stamps each exemplar it is given, which made exemplars a large part of
+    this observer's cost under tracing (bench/WHERE_THE_TIME_GOES.md); here a
+    bucket is renewed at most once an interval, and a rarely hit bucket (the
+    slow reconciles') gets the trace of each observation it has.
+    """
+
+    def __init__(self, family: Histogram) -> None:
+        self._children = _Children(family)
+        # label values -> (the buckets' upper bounds, when each last got an exemplar)
+        self._buckets: dict[tuple[str, ...], tuple[list[float], list[float]]] = {}
+
+    def observe(self, values: tuple[str, ...], amount: float, span: Any) -> None:
+        """Observe `amount` in the child of `values`; `span`: the trace it belongs to
+        (None, or an invalid span: no exemplar)."""
+        child = self._children(*values)
+        if span is not None:
+            buckets = self._buckets.get(values)
+            if buckets is None:
+                bounds = _upper_bounds(child)
+                buckets = self._buckets[values] = (bounds, [-math.inf] * len(bounds))
+            bounds, renewed = buckets
+            index = bisect_left(bounds, amount)  # the first bucket with amount <= bound
+            now = time.monotonic()
+            if index < len(bounds) and now - renewed[index] >= EXEMPLAR_INTERVAL:
+                exemplar = _exemplar(span)
+                if exemplar is not None:
+                    renewed[index] = now
+                    child.observe(amount, exemplar)
+                    return
+        child.observe(amount)
+
+
 class RuntimeMetrics(RuntimeObserver):
     """Records the runtime's events into one `OperatorMetrics`."""
 
@@ -95,15 +141,15 @@ class RuntimeMetrics(RuntimeObserver):
         self.metrics = m = metrics if metrics is not None else create_metrics()
         # The families every reconcile feeds (see _Children).
         self._reconcile_total = _Children(m.reconcile_total)
-        self._reconcile_time = _Children(m.reconcile_time)
+        self._reconcile_time = _Exemplified(m.reconcile_time)
         self._triggers = _Children(m.reconcile_triggers)
-        self._budget_used = _Children(m.reconcile_budget_used)
-        self._requeue_delay = _Children(m.requeue_delay)
+        self._budget_used = _Exemplified(m.reconcile_budget_used)
+        self._requeue_delay = _Exemplified(m.requeue_delay)
         self._queue_adds = _Children(m.workqueue_adds)
         self._queue_duration = _Children(m.workqueue_queue_duration)
         self._work_duration = _Children(m.workqueue_work_duration)
         self._requests = _Children(m.rest_client_requests)
-        self._request_duration = _Children(m.rest_client_request_duration)
+        self._request_duration = _Exemplified(m.rest_client_request_duration)
 
     def controller_added(self, controller: ControllerView) -> None:
         m = self.metrics
@@ -167,14 +213,15 @@ class RuntimeMetrics(RuntimeObserver):
                 m.reconcile_timeouts.labels(controller).inc()
         # Observed at the end, when the span exists: each histogram's exemplar
         # leads to the reconcile's trace.
-        exemplar = _exemplar(ctx.span)
+        span = ctx.span
+        labels = (controller,)
         if ctx.due_at is not None:
             # How late this requeue started (both on the event loop's clock).
             lateness = max(0.0, ctx.started - ctx.due_at)
-            self._requeue_delay(controller).observe(lateness, exemplar)
+            self._requeue_delay.observe(labels, lateness, span)
         assert event.duration is not None  # FINISHED always carries one
-        self._reconcile_time(controller).observe(event.duration, exemplar)
-        self._budget_used(controller).observe(event.duration / ctx.timeout, exemplar)
+        self._reconcile_time.observe(labels, event.duration, span)
+        self._budget_used.observe(labels, event.duration / ctx.timeout, span)
 
     # -- work queue ------------------------------------------------------------------
 
@@ -197,7 +244,7 @@ class RuntimeMetrics(RuntimeObserver):
         self._requests(code, call.method, call.host).inc()
         span = call.reconcile.span if call.reconcile is not None else None
         # client-go's `verb` label is the HTTP method (GET, PUT, ...).
-        self._request_duration(call.method, call.host).observe(call.duration, _exemplar(span))
+        self._request_duration.observe((call.method, call.host), call.duration, span)
         if call.cancel_reason is not None:
             self.metrics.api_request_cancellations.labels(
                 call.verb, call.resource, call.cancel_reason.value
@@ -266,6 +313,12 @@ def _result_of(outcome: Outcome, reason: CancelReason | None) -> str:
         return _RESULT_LABEL[outcome]
     assert reason is not None
     return "error" if is_failure(reason) else "requeue"
+
+
+def _upper_bounds(histogram: Histogram) -> list[float]:
+    """A histogram child's bucket bounds, +Inf last, as it exposes them."""
+    (family,) = histogram.collect()
+    return [float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")]
 
 
 def _exemplar(span: Any) -> dict[str, str] | None:

@@ -9,6 +9,8 @@ error answer into its exception, and reports the finished call (`report`).
 A call made while a span is current (a traced reconcile's) carries its
 context as W3C `traceparent`/`tracestate` headers, so the API server's own
 spans join the reconcile's trace (docs/tracing.md says how it takes them).
+They are formatted once per trace context in each task, not per call: a
+reconcile's calls made under its span all send the same ones.
 
 `Transport` itself is the policy of a client a user builds: a call is bounded
 by its own `timeout` only, every call is admitted, a call that times out is not
@@ -17,6 +19,7 @@ overrides those four methods; the path stays this one.
 """
 
 import asyncio
+import contextvars
 import json
 import time
 from collections.abc import AsyncGenerator
@@ -27,6 +30,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client as k8s_client
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from yarl import URL
 
@@ -285,19 +289,41 @@ def _environment_proxy(host: str) -> str | None:
     return str(proxy)
 
 
+# The last OpenTelemetry context this task's calls were made in, and its headers.
+_TRACE_HEADERS: contextvars.ContextVar[tuple[otel_context.Context, dict[str, str]] | None] = (
+    contextvars.ContextVar("wukong_trace_headers", default=None)
+)
+
+
 def _headers(call: Call) -> dict[str, str]:
     """The request's headers; with the current trace context if a span is current."""
     headers = {"Accept": JSON, "Content-Type": call.content_type}
-    # Only a valid span is worth propagating: without one (tracing off), this check
-    # is all a call pays.
-    current = trace.get_current_span().get_span_context()
-    if current.is_valid:
-        _inject_trace_context(headers, current)
+    # The OpenTelemetry context changes only when a span is made current, so its
+    # headers are kept with it, in the task's own context (gone with the task).
+    current = otel_context.get_current()
+    known = _TRACE_HEADERS.get()
+    if known is None or known[0] is not current:
+        known = (current, _trace_context_headers(current))
+        _TRACE_HEADERS.set(known)
+    if known[1]:
+        headers.update(known[1])
     return headers
 
 
-def _inject_trace_context(headers: dict[str, str], current: trace.SpanContext) -> None:
-    """Add the current context's headers (the configured propagators: W3C trace
+def _trace_context_headers(context: otel_context.Context) -> dict[str, str]:
+    """The headers that carry `context`: none unless a valid span is current in it
+    (tracing off: a call pays only the lookup above)."""
+    headers: dict[str, str] = {}
+    current = trace.get_current_span(context).get_span_context()
+    if current.is_valid:
+        _inject_trace_context(headers, context, current)
+    return headers
+
+
+def _inject_trace_context(
+    headers: dict[str, str], context: otel_context.Context, current: trace.SpanContext
+) -> None:
+    """Add `context`'s headers (the configured propagators: W3C trace
     context by default), with the sampled bit as the only trace flag.
 
     The SDK flags a trace id it drew as random (W3C trace context level 2, flag
@@ -306,7 +332,7 @@ def _inject_trace_context(headers: dict[str, str], current: trace.SpanContext) -
     API server would start a trace of its own (docs/tracing.md).
     """
     if current.trace_flags == current.trace_flags & trace.TraceFlags.SAMPLED:
-        propagate.inject(headers)
+        propagate.inject(headers, context=context)
         return
     level_one = trace.SpanContext(
         current.trace_id,
@@ -315,8 +341,9 @@ def _inject_trace_context(headers: dict[str, str], current: trace.SpanContext) -
         trace.TraceFlags(current.trace_flags & trace.TraceFlags.SAMPLED),
         current.trace_state,
     )
-    # Over the current context, so its baggage goes too.
-    propagate.inject(headers, context=trace.set_span_in_context(trace.NonRecordingSpan(level_one)))
+    # Over `context`, so its baggage goes too.
+    level_one_span = trace.NonRecordingSpan(level_one)
+    propagate.inject(headers, context=trace.set_span_in_context(level_one_span, context))
 
 
 async def _error_from(response: aiohttp.ClientResponse, verb: str, path: str) -> ApiError:
