@@ -310,6 +310,15 @@ class ReconcileContext:
         valid = span is not trace.INVALID_SPAN and span.get_span_context().is_valid
         self.span = span if valid else None
 
+    def _release(self) -> None:
+        """The reconcile's task ends (called from it): its contextvars stop naming it.
+
+        They hold the context and the context holds them (and its task): a
+        reference cycle that only the garbage collector's next pass would free,
+        taking every reconcile's objects with it into the older generations.
+        """
+        _CURRENT.set(None)
+
     def cancel(self, reason: CancelReason) -> bool:
         """Record `reason` and cancel the reconcile task; False if already cancelling or done."""
         if self._cancel_reason is not None or self._task is None or self._task.done():

@@ -326,6 +326,8 @@ class RunningController:
             raise
         else:
             self._reconciled(queue, ctx, result, None)
+        finally:
+            ctx._release()
 
     def _ended(self, ctx: ReconcileContext, task: "asyncio.Task[None]") -> None:
         """Done callback of a cancelled reconcile's task: ends it if `_run` could not
