@@ -47,9 +47,8 @@ from wukong.runtime import (
     ManagerOptions,
     NotFound,
     RuntimeObserver,
+    ShardSpace,
 )
-from wukong.runtime._leader import default_identity
-from wukong.runtime._shards import ShardSpace
 from wukong.runtime.apis import (
     DATA_VOLUMES,
     NETWORK_ATTACHMENT_DEFINITIONS,
@@ -167,11 +166,16 @@ async def run_operator(settings: OperatorSettings) -> int:
         raise OperatorError(f"--shards must be 0 (off) or more, got {settings.shards}")
     if settings.shards and not settings.leader_elect:
         raise OperatorError("--shards needs leader election: the shards are held through Leases")
-    identity = default_identity()
+    election_namespace = lease_namespace(settings) if settings.leader_elect else None
+    election = (
+        LeaderElectionConfig(name=LEASE_NAME, namespace=election_namespace)
+        if election_namespace
+        else None
+    )
     # Sharded replicas all write: each names itself in the API server's audit log.
-    client = await _client(settings, user_agent=f"wukong/{identity}" if settings.shards else None)
+    sharded = election if settings.shards else None
+    client = await _client(settings, user_agent=f"wukong/{sharded.identity}" if sharded else None)
     async with client:
-        election_namespace = lease_namespace(settings) if settings.leader_elect else None
         watch_namespace_deletion = await _when_reachable(
             lambda: preflight(
                 client,
@@ -181,11 +185,6 @@ async def run_operator(settings: OperatorSettings) -> int:
             )
         )
         webhook_tls = _webhook_tls(settings)
-        election = (
-            LeaderElectionConfig(name=LEASE_NAME, namespace=election_namespace, identity=identity)
-            if election_namespace
-            else None
-        )
         metrics = RuntimeMetrics()
         provider = configure_tracing()
         observers: list[RuntimeObserver] = [metrics]
@@ -207,7 +206,7 @@ async def run_operator(settings: OperatorSettings) -> int:
                 webhook_bind=settings.webhook_bind if webhook_tls is not None else None,
                 webhook_tls=webhook_tls,
                 cancel_on_namespace_deletion=watch_namespace_deletion,
-                shards=ShardSpace(settings.shards, settings.shard_by) if settings.shards else None,
+                shards=ShardSpace(settings.shards, settings.shard_by) if sharded else None,
             ),
         )
         if webhook_tls is not None:
@@ -245,10 +244,10 @@ async def run_operator(settings: OperatorSettings) -> int:
             settings.reconcile_timeout,
             f"on (Lease {election.namespace}/{election.name})" if election else "off",
         )
-        if settings.shards:
+        if sharded:
             log.info(
                 "active-active as %s: %d shards by %s, each through a Lease %s-shard-<i>",
-                identity,
+                sharded.identity,
                 settings.shards,
                 settings.shard_by,
                 LEASE_NAME,

@@ -49,6 +49,7 @@ from wukong.runtime._manager import DEFAULT_SYNC_PERIOD, Manager, ManagerOptions
 from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._owners import controller_reference, controller_uid, is_controlled_by
 from wukong.runtime._quantity import parse_quantity
+from wukong.runtime._shards import ShardSpace
 from wukong.runtime._webhook import Admission, AdmissionRequest, AdmitOnError, Validator
 from wukong.runtime.resources import Resource
 
@@ -83,6 +84,7 @@ __all__ = [
     "Resource",
     "Result",
     "RuntimeObserver",
+    "ShardSpace",
     "Store",
     "TerminalError",
     "Validator",

@@ -45,8 +45,8 @@ Lifecycle of `run()`:
    `reshard()` (the held shards changed) lists again with the new selector:
    objects of shards given up leave the cache silently (they were not
    deleted, only handed over), those of shards taken arrive as adds.
-   Sharded informers sync by paged LIST: a streaming list does not apply the
-   selector.
+   Sharded informers sync by paged LIST: its answer carries the echo (a
+   streaming list filters as well, but says nothing of it).
 
 Handlers are called synchronously on the event loop, in event order; they
 should only enqueue work.
