@@ -34,6 +34,7 @@ member's name that the set does not control is skipped over (a Warning
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from wukong.metrics.sets import SetReplicas, SetSource, WukongSetReplicasCollector
@@ -102,9 +103,10 @@ class WukongSetView(StoredObject):
     spec: WukongSetSpec
     status: WukongSetStatus
 
-    @property
+    @cached_property
     def template_hash(self) -> str:
-        """The hash of the template, labelled on the members made from it."""
+        """The hash of the template, labelled on the members made from it (once per view:
+        every member is compared with it)."""
         return template_hash(self.spec.template)
 
     @property
