@@ -280,6 +280,24 @@ int p_span2048(struct pt_regs *ctx) { return variant(ctx, 1, 1, 8, 2048, STORE_N
 int p_span4096(struct pt_regs *ctx) { return variant(ctx, 1, 1, 8, 4096, STORE_NONE); }
 int p_helper(struct pt_regs *ctx) { return variant(ctx, 1, 1, STACK_HELPER, 0, STORE_NONE); }
 int p_span512_full(struct pt_regs *ctx) { return variant(ctx, 1, 1, 8, 512, STORE_FULL); }
+int p_uread16(struct pt_regs *ctx) {
+    u64 spill[2] = {};
+    bpf_probe_read_user(&spill, sizeof(spill), (void *)(ctx->bp + CAUSE_SPILL_OFFSET));
+    return spill[0] == 7;
+}
+int p_kread16(struct pt_regs *ctx) {
+    u64 words[2] = {};
+    bpf_probe_read_kernel(&words, sizeof(words), (void *)ctx);
+    return words[0] == 7;
+}
+int p_uread2048(struct pt_regs *ctx) {
+    u32 zero = 0;
+    u8 *copy = (u8 *)copies.lookup(&zero);
+    if (!copy)
+        return 0;
+    bpf_probe_read_user(copy, 2048, (void *)ctx->bp);
+    return copy[0] == 7;
+}
 int p_span2048_small(struct pt_regs *ctx) { return variant(ctx, 1, 1, 8, 2048, STORE_SMALL); }
 int p_known_small(struct pt_regs *ctx) { return variant(ctx, 1, 0, 0, 0, STORE_SMALL); }
 """
@@ -316,6 +334,9 @@ _VARIANTS = [
         "no read of user memory: pid, `known` lookup, 16-byte-key hash (counting without naming)",
         "p_known_small",
     ),
+    ("one 16-byte read of user memory alone (bpf_probe_read_user)", "p_uread16"),
+    ("one 16-byte read of kernel memory alone (bpf_probe_read_kernel)", "p_kread16"),
+    ("one 2048-byte read of user memory alone", "p_uread2048"),
 ]
 _AGENT = "go_probe.c as loaded by the agent"
 _AGENT_CAUSE = "go_probe.c as loaded by the agent, cancels with a cause"
@@ -487,7 +508,9 @@ def main() -> int:
         f"`known` lookup {step(2, 1):+.0f}, one 2048-byte read of the stack and the walk in "
         f"it {step(18, 2):+.0f}, the count with a 16-byte key {step(22, 18):+.0f} "
         f"(136-byte key: {step(8, 7):+.0f}). The read is the floor of naming the caller: "
-        f"one read of even 16 bytes costs {step(3, 2):+.0f}. Without it (every cancel "
+        f"one read of even 16 bytes costs {step(3, 2):+.0f} ({at(24) - at(0):+.0f} alone, "
+        f"where 16 bytes of kernel memory cost {at(25) - at(0):+.0f} and 2048 bytes of "
+        f"user memory {at(26) - at(0):+.0f}). Without it (every cancel "
         f"counted by pid and kind, nothing named): {at(23):.0f} ns, {at(23) - at(0):.0f} "
         f"above the empty program.",
     ]
