@@ -1,6 +1,15 @@
 """The trace context an API call carries: only under a valid span, in a form Go accepts."""
 
-from opentelemetry import baggage, context, trace
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
@@ -73,3 +82,45 @@ def test_each_span_made_current_gets_its_own_headers() -> None:
     finally:
         context.detach(token)
     assert _headers(CALL) == PLAIN
+
+
+class _Custom(TextMapPropagator):
+    """A propagator of another format than W3C's."""
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        return context or Context()
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        ids = trace.get_current_span(context).get_span_context()
+        setter.set(carrier, "x-trace", f"{ids.trace_id:x}:{ids.span_id:x}")
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-trace"}
+
+
+def test_the_configured_propagators_write_the_headers() -> None:
+    # W3C's headers are written directly only while W3C's propagators are the
+    # configured ones; any other goes through its own inject.
+    default = propagate.get_global_textmap()
+    propagate.set_global_textmap(_Custom())
+    try:
+        headers = _under(SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.SAMPLED)))
+    finally:
+        propagate.set_global_textmap(default)
+    assert headers == {**PLAIN, "x-trace": "abc:def"}
+    direct = _under(SpanContext(0xABC, 0xDEF, False, TraceFlags(0x03), TraceState([("v", "1")])))
+    expected: dict[str, str] = {}
+    level_one = SpanContext(0xABC, 0xDEF, False, TraceFlags(0x01), TraceState([("v", "1")]))
+    propagate.inject(expected, context=trace.set_span_in_context(NonRecordingSpan(level_one)))
+    assert direct == {**PLAIN, **expected}

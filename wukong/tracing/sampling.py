@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 _ID_SPACE = 1 << 64
+_LOW_BITS = _ID_SPACE - 1  # the low 64 bits of a trace id
 
 DEFAULT_KEEP_RATIO = 0.1
 DEFAULT_SLOW_SHARE = 0.5
@@ -54,4 +55,4 @@ class TailSampling:
 def sampled_by_ratio(trace_id: int, bound: int) -> bool:
     """Whether a plain reconcile of `trace_id` is among the ratio kept (`bound`:
     `TailSampling.bound`)."""
-    return (trace_id & (_ID_SPACE - 1)) < bound
+    return (trace_id & _LOW_BITS) < bound

@@ -218,7 +218,7 @@ class ReconcileTracer(RuntimeObserver):
         )
         # Current inside the reconcile task; the context reads it back from there.
         assert event.task_context is not None
-        event.task_context.run(otel_context.attach, trace.set_span_in_context(pending))
+        event.task_context.run(otel_context.attach, trace.set_span_in_context(pending, _ROOT))
 
     def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
         ctx = event.context
