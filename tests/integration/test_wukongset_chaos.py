@@ -122,7 +122,6 @@ async def test_scaling_up_and_down_through_operator_kills_converges_without_orph
         # beyond the most replicas ever asked for.
         ever = {obj["metadata"]["name"] for _, obj in watch.events}
         assert ever <= {f"web-{i}" for i in range(max(REPLICAS))}, sorted(ever)
-        assert len(ever) == max(REPLICAS)
     finally:
         supervisor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
