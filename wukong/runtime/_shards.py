@@ -12,11 +12,15 @@ a shard before any other may take it.
 Fair share. Each replica also holds a member Lease of its own
 (`<name>-member-<identity>`); the members alive are those whose Lease this
 replica has seen change within its duration (on its own monotonic clock, as
-the elector times a holder). A replica takes at most ceil(shards / members)
-shards and releases those above that share (the highest-numbered first), so a
-replica that joins gets shards as the others shed them, and a crashed one's
-shards are taken once its Leases expire: within the Lease duration plus a
-round or two.
+the elector times a holder). Of M members and N shards, the first N mod M
+(by member Lease name) take ceil(N / M) shards and the others floor(N / M),
+so the shares add up to N and none is left without work while another has
+two more; a replica releases what is above its share (the highest-numbered
+first), so a replica that joins gets shards as the others shed them, and a
+crashed one's shards are taken once its Leases expire: within the Lease
+duration plus a round or two. While replicas disagree on who is alive (a
+round after a join or a crash) the shares may not add up; the Leases still
+let no shard be held twice, and the next rounds settle it.
 
 Handoffs are told to the owner (the manager) by `on_change(gained, lost,
 reason)` after `held` has changed, so by then the write fence already refuses
@@ -30,7 +34,6 @@ import bisect
 import contextlib
 import dataclasses
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -200,6 +203,7 @@ class ShardHolder:
         self._lost: asyncio.Queue[int] = asyncio.Queue()
         self._members_seen: dict[str, tuple[object, float]] = {}  # name: (record, changed at)
         self.members_alive = 1
+        self._rank = 0  # this replica's place among the members alive, by Lease name
         self._change_lock = asyncio.Lock()
 
     def _lease_config(self, name: str, role: str) -> LeaderElectionConfig:
@@ -216,7 +220,10 @@ class ShardHolder:
 
     @property
     def share(self) -> int:
-        return math.ceil(self.space.count / max(1, self.members_alive))
+        """How many shards this replica should hold now."""
+        members = max(1, self.members_alive)
+        floor, extra = divmod(self.space.count, members)
+        return floor + (1 if self._rank < extra else 0)
 
     async def run(self) -> None:
         """Take and keep a fair share until cancelled (then call `release`)."""
@@ -300,7 +307,7 @@ class ShardHolder:
     def _count_members(self, members: list[Object]) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        alive = 0
+        alive: list[str] = []
         seen: dict[str, tuple[object, float]] = {}
         for lease in members:
             name = lease["metadata"]["name"]
@@ -311,11 +318,13 @@ class ShardHolder:
             seen[name] = (record, changed_at)
             duration = spec.get("leaseDurationSeconds") or self._config.lease_duration_seconds
             if record[0] and (record[0] == self.identity or now < changed_at + duration):
-                alive += 1
+                alive.append(name)
         self._members_seen = seen
-        if alive != self.members_alive:
-            _log.info("%d replicas share %d shards", max(1, alive), self.space.count)
-        self.members_alive = max(1, alive)
+        if len(alive) != self.members_alive:
+            _log.info("%d replicas share %d shards", max(1, len(alive)), self.space.count)
+        self.members_alive = max(1, len(alive))
+        ours = self._member.config.name
+        self._rank = sorted(alive).index(ours) if ours in alive else 0
 
     async def _keep(self, shard: int) -> None:
         await self._electors[shard].keep()
