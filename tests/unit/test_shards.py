@@ -23,7 +23,7 @@ from wukong.runtime import (
 )
 from wukong.runtime._client import WatchEvent
 from wukong.runtime._fence import WriteFence
-from wukong.runtime._shards import ShardFilter, ShardSpace, ShardSpans, fnv1a64
+from wukong.runtime._shards import ShardFilter, ShardSpace, ShardSpans, _dns_label, fnv1a64
 from wukong.runtime.observe import LifecycleEvent, Step
 from wukong.runtime.resources import CONFIGMAPS
 
@@ -218,3 +218,10 @@ async def test_reconcile_spans_carry_the_shard_of_their_namespace() -> None:
     ctx.span = _Span()
     ShardSpans(space).reconcile(LifecycleEvent(Step.STARTED, ctx))
     assert ctx.span.attributes == {"wukong.shard": space.shard_of_key("tenant-a")}
+
+
+def test_member_lease_names_stay_unique_for_long_identities() -> None:
+    a, b = "x" * 60 + "_1", "x" * 60 + "_2"
+    assert _dns_label(a) != _dns_label(b)
+    assert len(_dns_label(a)) <= 63
+    assert _dns_label("Host_01").startswith("host-01-")

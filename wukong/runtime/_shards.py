@@ -155,7 +155,10 @@ class ShardSpans(RuntimeObserver):
 
 
 def _dns_label(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:40] or "replica"
+    """`text` fit for a Lease name, unique per `text`: a readable prefix and its hash
+    (two pods' long names may share their first characters)."""
+    readable = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:40].strip("-")
+    return f"{readable or 'replica'}-{fnv1a64(text):016x}"
 
 
 OnChange = Callable[[frozenset[int], frozenset[int], str], Awaitable[None]]
