@@ -10,7 +10,7 @@ same timings and the same guarantee hold per shard: a replica steps down from
 a shard before any other may take it.
 
 Fair share. Each replica also holds a member Lease of its own
-(`<name>-member-<identity>`); the members alive are those whose Lease this
+(`<name>-member-<identity>-<hash>`); the members alive are those whose Lease this
 replica has seen change within its duration (on its own monotonic clock, as
 the elector times a holder). Of M members and N shards, the first N mod M
 (by member Lease name) take ceil(N / M) shards and the others floor(N / M),
