@@ -20,6 +20,7 @@ from tests.ebpf.agent_helpers import Running, cancels_program
 from tests.polling import wait_until
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
+from wukong.ebpf.elf import read_binary
 from wukong.ebpf.go_probe import GoProbe
 from wukong.ebpf.records import Cancellation
 
@@ -239,3 +240,38 @@ def test_containers_of_one_image_share_one_probe_and_count_once(tmp_path: Path) 
     finally:
         for merged in mounts:
             subprocess.run(["umount", str(merged)], check=False)
+
+
+def test_a_process_denied_after_it_cancelled_counts_nothing_more(tmp_path: Path) -> None:
+    """The kernel keeps each CPU's copy of the values of the process that last
+    cancelled there (a storm skips the per-pid lookup): the agent's filter marking a
+    process it had counted still stops its counts from the next cancellation on."""
+    binary = _binary(tmp_path)
+    # One CPU for all its threads: its second round finds the copy its first made.
+    proc = subprocess.Popen(
+        [str(binary), "-rounds=2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+    )
+    seen: list[Cancellation] = []
+    probe = GoProbe(
+        read_binary(binary), exe=str(binary), on_cancel=seen.append, on_lost=lambda *_: None
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        for round_ in range(2):
+            proc.stdin.write(b"\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == b"done"
+            probe.poll()
+            if round_ == 0:
+                assert _per_pid(seen) == {proc.pid: PER_RUN}
+                probe.deny(proc.pid)
+        assert _per_pid(seen) == {proc.pid: PER_RUN}  # nothing after the filter's mark
+        assert not [key for key in probe.bpf[b"counts"].keys() if key.pid == proc.pid]
+    finally:
+        probe.close()
+        proc.kill()
+        proc.wait()

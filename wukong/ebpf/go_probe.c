@@ -4,8 +4,9 @@
 // process that runs it, the ones started after the agent included, is covered
 // from its first instruction. What differs per process (where PIE placed it, its
 // context errors' addresses) is read here, in the kernel, the first time a process
-// cancels, and kept in `processes`; the agent's filter marks the processes it
-// does not trace there (`denied`), so they cost one lookup and count nowhere.
+// cancels, and kept in `processes` (and in each CPU's copy of the last process
+// that cancelled there); the agent's filter marks the processes it does not
+// trace in `processes` (`denied`), so they cost one lookup and count nowhere.
 //
 // Each cancellation increments a counter keyed by what names it (pid, kind,
 // call site, cause text); the agent reads the counts map on a timer, so the counts
@@ -115,6 +116,19 @@ struct last_fire_t {
     u64 ktime_ns;
 };
 
+// The values of the process that last cancelled on this CPU, so a storm's
+// cancellations skip the `processes` lookup. Trusted only whole and current:
+// `check` mixes every other word, so a copy half written by a run this one
+// preempted (a uprobe program can be) fails it, and a copy made before the
+// agent last changed `processes` (deny, reset, forget) has an older generation.
+struct recent_t {
+    u32 pid;
+    u32 pad;
+    u64 generation;
+    struct known_t known;
+    u64 check;
+};
+
 #define MAX_PROCESSES 8192
 BPF_ARRAY(binary, struct binary_t, 1);
 BPF_HASH(processes, u32, struct known_t, MAX_PROCESSES);
@@ -124,6 +138,9 @@ BPF_TABLE("lru_hash", u32, struct last_fire_t, last_fire, 4096);
 // named from its own frames (its caller is among them). 2,048 x 127 frames: 2 MiB.
 BPF_STACK_TRACE(stacks, 2048);
 BPF_PERCPU_ARRAY(stack_span, struct stack_span_t, 1);  // too big for the BPF stack
+BPF_PERCPU_ARRAY(recent, struct recent_t, 1);
+// Bumped by the agent after each change it makes to `processes`.
+BPF_ARRAY(generation, u64, 1);
 BPF_RINGBUF_OUTPUT(details, 8);
 // 0: cancellations not counted (counts map full); 1: details not written (ring
 // full); 2: processes whose values could not be kept (processes map full: they
@@ -136,18 +153,25 @@ static __always_inline void add_lost(int what) {
         __sync_fetch_and_add(n, 1);
 }
 
+static __always_inline u64 mix(u64 h, u64 word) {
+    h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
+    return h ^ (h >> 29);
+}
+
 // The process's values: kept from its first cancellation on. The binary's
 // addresses plus where this process placed it (the probe's own address minus
-// the probed instruction's ELF address: 0 unless PIE).
-static __always_inline struct known_t *process_values(struct pt_regs *ctx, u32 pid,
-                                                      struct known_t *scratch) {
+// the probed instruction's ELF address: 0 unless PIE), into `scratch`; -1:
+// the binary's addresses are not set yet.
+static __always_inline int lookup_process(struct pt_regs *ctx, u32 pid, struct known_t *scratch) {
     struct known_t *k = processes.lookup(&pid);
-    if (k)
-        return k;
+    if (k) {
+        __builtin_memcpy(scratch, k, sizeof(*scratch));
+        return 0;
+    }
     u32 zero = 0;
     struct binary_t *b = binary.lookup(&zero);
     if (!b || !b->site)
-        return 0;
+        return -1;
     u64 bias = PT_REGS_IP(ctx) - b->site;
     u64 canceled[2] = {};
     bpf_probe_read_user(&canceled, sizeof(canceled), (void *)(b->canceled + bias));
@@ -166,10 +190,44 @@ static __always_inline struct known_t *process_values(struct pt_regs *ctx, u32 p
     if (processes.insert(&pid, scratch) != 0) {
         k = processes.lookup(&pid);  // another thread of it inserted them first
         if (k)
-            return k;
-        add_lost(2);
+            __builtin_memcpy(scratch, k, sizeof(*scratch));
+        else
+            add_lost(2);
     }
-    return scratch;
+    return 0;
+}
+
+static __always_inline u64 recent_check(struct recent_t *r) {
+    u64 *words = (u64 *)r;
+    u64 h = 0;
+#pragma unroll
+    for (int i = 0; i < sizeof(*r) / 8 - 1; i++)  // every word but `check`
+        h = mix(h, words[i]);
+    return h;
+}
+
+// The process's values, from this CPU's copy when it is of this process, whole
+// and current, else from `processes` (and copied for the next cancellation).
+static __always_inline struct known_t *process_values(struct pt_regs *ctx, u32 pid,
+                                                      struct recent_t *scratch) {
+    u32 zero = 0;
+    u64 *generation_now = generation.lookup(&zero);
+    struct recent_t *copy = recent.lookup(&zero);
+    if (!generation_now || !copy)
+        return 0;
+    u64 current = *generation_now;  // before `processes` is read: a change after it is seen next time
+    __builtin_memcpy(scratch, copy, sizeof(*scratch));
+    if (scratch->pid == pid && scratch->generation == current &&
+        scratch->check == recent_check(scratch))
+        return &scratch->known;
+    if (lookup_process(ctx, pid, &scratch->known) != 0)
+        return 0;
+    scratch->pid = pid;
+    scratch->pad = 0;
+    scratch->generation = current;
+    scratch->check = recent_check(scratch);
+    __builtin_memcpy(copy, scratch, sizeof(*scratch));
+    return &scratch->known;
 }
 
 static __always_inline int refired(u32 tid, u64 receiver, u64 now) {
@@ -247,11 +305,6 @@ static __always_inline struct stack_span_t *stack_at(u64 owner, u64 bp) {
     return span;
 }
 
-static __always_inline u64 mix(u64 h, u64 word) {
-    h = (h ^ word) * 0x9e3779b97f4a7c15ULL;
-    return h ^ (h >> 29);
-}
-
 // now: 0 when the caller has not read the clock (only a detail needs it).
 static __always_inline int count(struct pt_regs *ctx, struct cancel_t *key, u64 receiver,
                                  u32 tid, u64 now) {
@@ -279,18 +332,26 @@ static __always_inline int count(struct pt_regs *ctx, struct cancel_t *key, u64 
             add_lost(0);
         return 0;
     }
-    struct detail_t detail = {.ktime_ns = now ? now : bpf_ktime_get_ns(), .receiver = receiver, .tid = tid};
-    detail.stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
-    __builtin_memcpy(&detail.cancel, key, sizeof(*key));
-    if (details.ringbuf_output(&detail, sizeof(detail), BPF_RB_NO_WAKEUP) != 0)
+    // Made in the ring buffer itself: the BPF stack has no room for it.
+    struct detail_t *detail = details.ringbuf_reserve(sizeof(struct detail_t));
+    if (!detail) {
         add_lost(1);
+        return 0;
+    }
+    __builtin_memcpy(&detail->cancel, key, sizeof(*key));
+    detail->ktime_ns = now ? now : bpf_ktime_get_ns();
+    detail->receiver = receiver;
+    detail->stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    detail->tid = tid;
+    detail->pad = 0;
+    details.ringbuf_submit(detail, BPF_RB_NO_WAKEUP);
     return 0;
 }
 
 int on_store(struct pt_regs *ctx) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 pid = pid_tgid >> 32;
-    struct known_t scratch;
+    struct recent_t scratch;
     struct known_t *k = process_values(ctx, pid, &scratch);
     if (!k || k->denied)
         return 0;
@@ -315,7 +376,7 @@ int on_store(struct pt_regs *ctx) {
 int on_entry(struct pt_regs *ctx) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 pid = pid_tgid >> 32;
-    struct known_t scratch;
+    struct recent_t scratch;
     struct known_t *k = process_values(ctx, pid, &scratch);
     if (!k || k->denied)
         return 0;

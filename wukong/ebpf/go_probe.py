@@ -158,6 +158,7 @@ class GoProbe:
         what it counted before the agent knew is dropped."""
         table = self.bpf[b"processes"]
         table[ctypes.c_uint32(pid)] = table.Leaf(0, 0, 0, 0, 1, 0, time.monotonic_ns())
+        self._changed_processes()
         self._drop(pid)
 
     def forget(self, pid: int) -> None:
@@ -175,9 +176,16 @@ class GoProbe:
         try:
             if before_ns is None or table[key].since < before_ns:
                 del table[key]
+                self._changed_processes()
         except KeyError:
             pass  # it never cancelled
         self._biases.pop(pid, None)
+
+    def _changed_processes(self) -> None:
+        """The CPUs' copies of processes' values are stale: the kernel reads them anew."""
+        table = self.bpf[b"generation"]
+        key = table.Key(0)
+        table[key] = table.Leaf(table[key].value + 1)
 
     def ran(self, pid: int) -> bool:
         """Whether this process has cancelled (or been denied) under this probe."""

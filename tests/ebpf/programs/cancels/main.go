@@ -7,7 +7,8 @@
 // children (cancelled by propagation), then -noops cancel() calls on a context
 // already cancelled, each in its own function so
 // the agent can name the caller, and prints "done" (with -say-count, then
-// "cancelled N": how many contexts it ended, as the agent must count them).
+// "cancelled N": how many contexts it ended, as the agent must count them);
+// -rounds runs the script that many times.
 package main
 
 import (
@@ -125,24 +126,28 @@ func main() {
 	distinctCauses := flag.Int("distinct-causes", 0, "cancels, each with a cause of its own")
 	wait := flag.Bool("wait", true, "wait for a line on stdin before starting")
 	sayCount := flag.Bool("say-count", false, `print "cancelled N" after "done"`)
+	rounds := flag.Int("rounds", 1, "times the script runs (with -wait, each after a line on stdin)")
 	flag.Parse()
 	fmt.Println("ready")
-	if *wait {
-		bufio.NewReader(os.Stdin).ReadString('\n')
+	stdin := bufio.NewReader(os.Stdin)
+	for round := 0; round < *rounds; round++ {
+		if *wait {
+			stdin.ReadString('\n')
+		}
+		expireDeadlines(*deadlines)
+		expireDeadlinesWithCause(*deadlineCauses)
+		cancelExplicitly(*cancels)
+		cancelWithCause(*causes)
+		cancelParent(*children)
+		cancelAgain(*noops)
+		cancelWithDistinctCauses(*distinctCauses)
+		fmt.Println("done")
+		if *sayCount {
+			n := cancelledBy(*deadlines, *deadlineCauses, *cancels, *causes, *children, *noops, *distinctCauses)
+			fmt.Println("cancelled", n)
+		}
 	}
-	expireDeadlines(*deadlines)
-	expireDeadlinesWithCause(*deadlineCauses)
-	cancelExplicitly(*cancels)
-	cancelWithCause(*causes)
-	cancelParent(*children)
-	cancelAgain(*noops)
-	cancelWithDistinctCauses(*distinctCauses)
-	fmt.Println("done")
-	if *sayCount {
-		n := cancelledBy(*deadlines, *deadlineCauses, *cancels, *causes, *children, *noops, *distinctCauses)
-		fmt.Println("cancelled", n)
-	}
 	if *wait {
-		bufio.NewReader(os.Stdin).ReadString('\n') // stay alive until told to exit
+		stdin.ReadString('\n') // stay alive until told to exit
 	}
 }
