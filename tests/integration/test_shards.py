@@ -33,6 +33,7 @@ import aiohttp
 import pytest
 
 from tests import build_progress
+from tests.contract import check_exposition
 from tests.exposition import metric_samples
 from tests.polling import eventually
 from wukong.devcluster import ControlPlane, ephemeral_control_plane
@@ -510,6 +511,7 @@ async def test_wukong_run_replicas_share_the_wukongs_and_survive_a_sigkill(
         # Each replica's metrics: two shards held, acquired once each, filtered by the server.
         for port in ports:
             text = await _scrape(f"http://127.0.0.1:{port}/metrics")
+            assert check_exposition(text) == []
             assert metric_samples(text, "wukong_shards_held") == [({}, 2.0)]
             handoffs = dict(
                 (labels["reason"], value)
