@@ -3,7 +3,8 @@
 Generated into `deploy/chart/wukong/`:
 - `crds/`: the Wukong and WukongSet CRDs (`wukong.operator.crd`);
 - `files/operator-rules.yaml`, `files/leader-election-rules.yaml`,
-  `files/metrics-auth-rules.yaml`: the RBAC rules (`wukong.operator.rbac`),
+  `files/shard-rules.yaml`, `files/metrics-auth-rules.yaml`: the RBAC rules
+  (`wukong.operator.rbac`),
   included by the ClusterRole and Role templates;
 - `files/prometheus-rules.yaml`: the alert rule groups (`wukong.dashboards.alerts`),
   wrapped by the PrometheusRule template;
@@ -29,6 +30,7 @@ from wukong.operator.rbac import (
     CLUSTER_RULES,
     LEADER_ELECTION_RULES,
     METRICS_AUTH_RULES,
+    SHARD_RULES,
     policy_rules,
 )
 
@@ -51,6 +53,7 @@ def generated_files() -> dict[Path, str]:
         },
         Path("files/operator-rules.yaml"): _yaml(policy_rules(CLUSTER_RULES)),
         Path("files/leader-election-rules.yaml"): _yaml(policy_rules(LEADER_ELECTION_RULES)),
+        Path("files/shard-rules.yaml"): _yaml(policy_rules(SHARD_RULES)),
         Path("files/metrics-auth-rules.yaml"): _yaml(policy_rules(METRICS_AUTH_RULES)),
         Path("files/prometheus-rules.yaml"): _yaml(alert_rules()["groups"]),
     }

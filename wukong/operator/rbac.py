@@ -135,6 +135,10 @@ LEADER_ELECTION_RULES: tuple[Rule, ...] = (
     _EVENTS,
 )
 
+# Sharded replicas (`wukong run --shards`) also list their group's shard and
+# member Leases, to count the replicas and see whose shards expire.
+SHARD_RULES: tuple[Rule, ...] = (Rule(LEASES, ("list",)),)
+
 # Who a caller's token is, and whether that user may get /metrics (kubebuilder's
 # metrics-auth-role): reviews are created, never stored or read back.
 METRICS_AUTH_RULES: tuple[Rule, ...] = (
@@ -210,17 +214,20 @@ def _expand(rules: tuple[Rule, ...], namespace: str | None) -> list[Permission]:
 
 
 def permissions(
-    *, namespace: str | None, lease_namespace: str | None, metrics_auth: bool
+    *, namespace: str | None, lease_namespace: str | None, metrics_auth: bool, sharded: bool = False
 ) -> tuple[list[Permission], list[Permission]]:
     """What `wukong run` needs, (required, optional), from the rules above.
 
     `namespace`: the one namespace it manages (None: every one);
     `lease_namespace`: where its Lease is (None: no leader election);
-    `metrics_auth`: a secure /metrics asks the API server about its callers.
+    `metrics_auth`: a secure /metrics asks the API server about its callers;
+    `sharded`: active-active replicas that hold shards through Leases there.
     """
     required = _expand(NAMESPACED_RULES, namespace) + _expand(CLUSTER_READ_RULES, None)
     if lease_namespace:
         required += _expand(LEADER_ELECTION_RULES, lease_namespace)
+        if sharded:
+            required += _expand(SHARD_RULES, lease_namespace)
     if metrics_auth:
         required += _expand(METRICS_AUTH_RULES, None)
     optional = _expand(_namespace_by_name(namespace) if namespace else NAMESPACE_WATCH_RULES, None)

@@ -182,6 +182,7 @@ async def run_operator(settings: OperatorSettings) -> int:
                 namespace=settings.namespace,
                 lease_namespace=election_namespace,
                 metrics_auth=settings.metrics_secure and settings.metrics_bind != "0",
+                sharded=bool(settings.shards),
             )
         )
         webhook_tls = _webhook_tls(settings)
@@ -292,13 +293,17 @@ async def preflight(
     namespace: str | None,
     lease_namespace: str | None = None,
     metrics_auth: bool = False,
+    sharded: bool = False,
 ) -> bool:
     """Fail with one line naming what is missing, before any informer starts: every
     permission the operator needs (SelfSubjectAccessReviews of `rbac.permissions`),
     then every API it reads. True when the optional Namespace watch is permitted;
     when it is not, says so in one WARNING."""
     required, optional = permissions(
-        namespace=namespace, lease_namespace=lease_namespace, metrics_auth=metrics_auth
+        namespace=namespace,
+        lease_namespace=lease_namespace,
+        metrics_auth=metrics_auth,
+        sharded=sharded,
     )
     allowed = await asyncio.gather(*(_allowed(client, p) for p in required + optional))
     denied = [p for p, ok in zip(required + optional, allowed, strict=True) if not ok]
