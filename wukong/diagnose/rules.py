@@ -91,11 +91,12 @@ def diagnose(signals: Signals) -> Diagnosis:
             "lost the Lease; a restart or rollout, requeued by the next replica",
         )
     if leader_lost or signals.leader_dropped:
+        seen = [f"{_reconciles(leader_lost)} cancelled with leader_lost"] if leader_lost else []
+        if signals.leader_dropped:
+            seen.append("a replica's leader_election_master_status dropped to 0")
         return Diagnosis(
             LEADER_LOST,
-            f"{_reconciles(leader_lost)} cancelled with leader_lost"
-            + ("; leader_election_master_status dropped to 0" if signals.leader_dropped else "")
-            + ": this replica lost its Lease and stopped reconciling",
+            "; ".join(seen) + ": a replica lost its Lease and stopped reconciling",
         )
     if not timed_out:
         return Diagnosis(HEALTHY, "no reconcile was cut short by a deadline")
