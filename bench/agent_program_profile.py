@@ -500,7 +500,8 @@ def main() -> int:
         f"{at(11):.0f}, against {at(8):.0f} ns (runs of this script differ by up to "
         f"~100 ns on this shared machine: not enough for a conclusion on the counter).",
         f"So the agent's program reads the stack in 2048-byte spans, keeps each process's "
-        f"known values in a per-pid hash (one program per binary) and keys its counts by "
+        f"known values in a per-pid hash (one program per binary) with each CPU's copy of "
+        f"the last one's in front of it (a storm skips the lookup) and keys its counts by "
         f"pid, kind and one word hashing frames and cause: {at(8):.0f} -> "
         f"{median[_AGENT]:.0f} ns per cancel ({median[_AGENT_CAUSE]:.0f} ns with a cause, "
         f"which needs two more reads). Its parts, each the median of the per-round "
