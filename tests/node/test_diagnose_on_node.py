@@ -6,7 +6,8 @@ deadline, the dev Prometheus scraping them with the chart's alert rules);
 one test each, in order: nothing wrong; the node's path to the API server
 slowed (its forwarder paused in bursts, SIGSTOP/SIGCONT: every pod's API call
 waits); the deadline made far too tight (a `helm upgrade` to 1 ms); the
-leader's Lease taken by another identity. For each, the real CLI is run
+leader's Lease taken by another identity; the standby replica's process
+killed again and again (a crash loop). For each, the real CLI is run
 against the dev Prometheus until it names the cause (exit status 1; 0 when
 healthy), and the time from the fault to the correct diagnosis and to the
 matching alert (pending, firing) is printed. Each test heals what it did; the
@@ -15,6 +16,7 @@ let them run) and uninstalls the chart.
 """
 
 import asyncio
+import contextlib
 import datetime
 import json
 import math
@@ -29,18 +31,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.node.conftest import NodeCluster, metrics_readers_args
-from tests.node.test_agent_on_node import _install_dev_apis, remove_storm
+from tests.node.test_agent_on_node import _host_pids, _install_dev_apis, remove_storm
 from tests.node.test_chart_on_node import _helm, _pods, _ready
 from wukong.devcluster.node.components import Forwarder
 from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.processes import read_pid
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.diagnose.prometheus import PrometheusAPI
-from wukong.diagnose.rules import HEALTHY, LEADER_LOST, SLOW_API, TIGHT_DEADLINE
+from wukong.diagnose.rules import CRASH_LOOP, HEALTHY, LEADER_LOST, SLOW_API, TIGHT_DEADLINE
 from wukong.operator.api import WUKONGS
 from wukong.operator.run import LEASE_NAME
 
@@ -56,6 +59,8 @@ PAUSE, RUN = 0.4, 0.02
 STORM_ALERT = "WukongCancelStorm"
 LEADER_ALERT = "WukongLeaderFlapping"
 WUKONGS_PER_FAULT = 4
+# The standby replica's process killed this many times, this long after each start.
+CRASHES, CRASH_EVERY = 3, 8
 
 
 @dataclass
@@ -400,3 +405,42 @@ def test_leader_loss(release: Release) -> None:
     assert "lost its Lease" in output
     release.wait_leader()
     release.wait_running()
+
+
+def _operator_pid(pod: dict[str, Any]) -> int | None:
+    """The host pid of the `wukong run` in this operator pod, None between runs."""
+    uid = pod["metadata"]["uid"].replace("-", "_")
+    for pid in _host_pids("/opt/wukong/bin/wukong"):
+        with contextlib.suppress(OSError):
+            if uid in Path(f"/proc/{pid}/cgroup").read_text().replace("-", "_"):
+                return pid
+    return None
+
+
+def test_a_crash_looping_replica(release: Release) -> None:
+    # The replica that does not lead, so the Lease stays where it is: a crash loop alone.
+    leader = release.leader().rsplit("_", 1)[0]
+    (standby,) = [
+        pod
+        for pod in _pods(release.cluster, release.namespace, OPERATOR)
+        if pod["metadata"]["name"] != leader
+    ]
+    since = time.time()
+    killed: list[int] = []
+    for _ in range(CRASHES):
+        pid: int | None = None
+
+        def started_again() -> bool:
+            nonlocal pid
+            pid = _operator_pid(standby)
+            # A killed process stays in /proc until it is reaped: not the next run.
+            return pid is not None and pid not in killed
+
+        _until(started_again, timeout=60, what=lambda: "the standby's operator running again")
+        time.sleep(CRASH_EVERY)  # scraped, its start time with it
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    output = _diagnosed(release, since, CRASH_LOOP)
+    assert f"{standby['metadata']['name']} x" in output
+    release.wait_leader()
