@@ -26,6 +26,7 @@ from tests.polling import eventually, wait_until
 from wukong.demo.samples import web_server
 from wukong.demo.stack import DemoStack
 from wukong.devcluster import ControlPlane
+from wukong.diagnose.jaeger import JaegerSpan
 from wukong.ebpf import python_probe
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import PYTHON, Discovery, Target
@@ -74,19 +75,25 @@ async def test_agent_counts_match_the_operators_own_metric(
                 await asyncio.sleep(2.0)
             operator_counts = await asyncio.to_thread(_operator_counts, stack.metrics_port)
         await stack.stop_operator()  # flushes its spans
-        spans = {
-            (span.trace_id, span.span_id): span
-            for span in stack.receiver.snapshot()
-            if span.name == "reconcile Wukong"
-        }
+        sample = next(c for c in seen if c.reason in ("deadline_exceeded", "api_timeout"))
+        spans: dict[tuple[str, str], JaegerSpan] = {}
+
+        async def sample_span_stored() -> bool:
+            spans.update(
+                ((span.trace_id, span.span_id), span)
+                for span in await stack.operator_spans()
+                if span.name == "reconcile Wukong"
+            )
+            return (sample.trace_id, sample.span_id) in spans
+
+        await eventually(sample_span_stored, timeout=30, interval=1.0, what="the span in Jaeger")
     agent_counts = Counter(c.reason for c in seen)
     assert agent_counts["deadline_exceeded"] + agent_counts["api_timeout"] >= 5
     assert agent_counts == operator_counts, (agent_counts, operator_counts)
-    sample = next(c for c in seen if c.reason in ("deadline_exceeded", "api_timeout"))
     # The event links to the very reconcile span, which says the same.
     span = spans[(sample.trace_id, sample.span_id)]
-    assert span.attributes["wukong.cancel.reason"] == sample.reason
-    assert f"default/{span.attributes['wukong.object.name']}" == sample.object_key
+    assert span.tags["wukong.cancel.reason"] == sample.reason
+    assert f"default/{span.tags['wukong.object.name']}" == sample.object_key
     assert sample.runtime == "python" and sample.controller == "wukong"
     assert sample.object_key.startswith("default/storm-")
     assert sample.object_namespace == "default"  # the tenant, on every Python event
@@ -96,7 +103,7 @@ async def test_agent_counts_match_the_operators_own_metric(
     write_json(sample, printed)
     line = json.loads(printed.getvalue())
     assert (line["trace_id"], line["span_id"]) == (span.trace_id, span.span_id)
-    assert line["reason"] == span.attributes["wukong.cancel.reason"]
+    assert line["reason"] == span.tags["wukong.cancel.reason"]
 
 
 def test_a_probe_that_fails_to_load_puts_the_semaphore_back(
