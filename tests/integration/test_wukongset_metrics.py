@@ -30,7 +30,7 @@ FAMILY = "wukong_wukongset_replicas"
 
 def _panel_query(namespace: str) -> str:
     dashboard = json.loads(render_dashboards()[f"{UID}.json"])
-    variables = {"namespace": namespace, "job": JOB, "controller": ".*"}
+    variables = {"namespace": namespace, "job": JOB, "controller": ".*", "replica": ".*"}
     variables |= {"__rate_interval": "10s", "__interval": "1s"}
     (target,) = [t for t in concrete_targets(dashboard, variables) if t.title == WUKONGSET_PANEL]
     return target.expr

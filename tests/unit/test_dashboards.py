@@ -47,10 +47,24 @@ NO_NAMESPACE = {
     "wukong_node_untraced_processes_total",
     "wukong_node_series_overflow_total",
 }
-# Families without a `controller` label: the API client, leader election, the WukongSets.
-PROCESS_WIDE = ("rest_client_", "leader_election_", "wukong_api_request_", "wukong_wukongset_")
+# Families without a `controller` label: the API client, leader election, the shards,
+# the WukongSets.
+PROCESS_WIDE = (
+    "rest_client_",
+    "leader_election_",
+    "wukong_api_request_",
+    "wukong_shard",
+    "wukong_wukongset_",
+)
 VARIABLES = {
-    CANCEL_STORM_UID: {"datasource", "trace_datasource", "namespace", "job", "controller"},
+    CANCEL_STORM_UID: {
+        "datasource",
+        "trace_datasource",
+        "namespace",
+        "job",
+        "controller",
+        "replica",
+    },
     NODE_CANCELLATIONS_UID: {"datasource", "node", "namespace", "job"},
 }
 
@@ -80,8 +94,8 @@ def _dashboards() -> dict[str, dict[str, Any]]:
     return {name: json.loads(text) for name, text in render_dashboards().items()}
 
 
-# The panels each dashboard has today (15 and 6): fewer means one went missing.
-MIN_PANELS = {f"{CANCEL_STORM_UID}.json": 15, f"{NODE_CANCELLATIONS_UID}.json": 6}
+# The panels each dashboard has today (19 and 6): fewer means one went missing.
+MIN_PANELS = {f"{CANCEL_STORM_UID}.json": 19, f"{NODE_CANCELLATIONS_UID}.json": 6}
 
 
 def _content_panels(board: dict[str, Any]) -> list[dict[str, Any]]:

@@ -68,10 +68,12 @@ class PanelSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Row:
-    """A titled group of panels."""
+    """A titled group of panels; with `repeat`, Grafana shows the row once per value of
+    that variable, each copy's panels reading it as that one value."""
 
     title: str
     panels: Sequence[PanelSpec] = field(default_factory=tuple)
+    repeat: str | None = None
 
 
 def _base_panel(spec: PanelSpec, *, panel_id: int) -> timeseries.Panel:
@@ -206,7 +208,10 @@ def dashboard(
     panel_id = 0
     for row in rows:
         panel_id += 1
-        board = board.with_row(dashboard_builders.Row(row.title).id(panel_id))
+        header = dashboard_builders.Row(row.title).id(panel_id)
+        if row.repeat:
+            header = header.repeat(row.repeat)
+        board = board.with_row(header)
         for spec in row.panels:
             panel_id += 1
             board = board.with_panel(timeseries_panel(spec, panel_id=panel_id))

@@ -8,14 +8,17 @@ share of the deadline used)? Do `RequeueAfter` requeues start late (a
 reconcile cut by a timeout adds the cancellation and its clean-up to the delay
 it asked for)? Then the workqueue, the API client and
 leadership, the usual causes. Latency panels carry exemplars that open the
-reconcile's trace. Last, the fleets: each WukongSet's desired, ready and
+reconcile's trace. Then the replicas, a row each (Grafana repeats it per
+`pod`): the shards it holds and their handoffs, its reconciles and its queue,
+so active-active replicas (`wukong run --shards`) show whether the load is
+shared and where it moved. Last, the fleets: each WukongSet's desired, ready and
 migrating members (a scale-in blocked by migrations shows as desired below
 the others).
 
 Operator metrics are filtered by the Prometheus target labels of the
-operator's pods (`namespace`, `job`) plus `controller` for the families that
-carry it; the API client, leader election and the WukongSets' counts are
-process-wide.
+operator's pods (`namespace`, `job`, and `pod` in the replicas' row) plus
+`controller` for the families that carry it; the API client, leader election,
+the shards and the WukongSets' counts are process-wide.
 """
 
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
@@ -309,6 +312,74 @@ def _leadership() -> Row:
     )
 
 
+# The variable the replicas' row repeats over, and its panels' titles (the sharded
+# dashboard test reads them with real sharded replicas).
+REPLICA_VARIABLE = "replica"
+SHARDS_HELD_PANEL = "Shards held"
+RECONCILES_PANEL = "Reconciles per second"
+QUEUE_DEPTH_PANEL = "Queue depth"
+HANDOFFS_PANEL = "Shard handoffs by reason"
+
+
+def _replica() -> Row:
+    """One row per operator pod: what it holds, what it does, what moved."""
+    replica = f'pod=~"${REPLICA_VARIABLE}"'
+    target = f"{_TARGET}, {replica}"
+    controller = f"{_CONTROLLER}, {replica}"
+    held = f"max by (pod) (wukong_shards_held{{{target}}})"
+    reconciles = rate("controller_runtime_reconcile_total", selector=controller, by="pod")
+    depth = f"sum by (pod) (workqueue_depth{{{controller}}})"
+    handoffs = rate("wukong_shard_handoffs_total", selector=target, by="pod, reason")
+    return Row(
+        title=f"Replica ${REPLICA_VARIABLE}",
+        repeat=REPLICA_VARIABLE,
+        panels=(
+            PanelSpec(
+                title=SHARDS_HELD_PANEL,
+                description="Shards this replica holds (active-active, `wukong run "
+                "--shards`; 0 with sharding off, or while it waits for its share). The "
+                "replicas' rows add up to the shard count; the namespaces of a shard, and "
+                "all their objects, are reconciled by its holder only.",
+                unit="short",
+                width=6,
+                stepped=True,
+                min_value=0,
+                queries=[Query(expr=held, legend="{{pod}}")],
+            ),
+            PanelSpec(
+                title=RECONCILES_PANEL,
+                description="Reconciles this replica finished per second, every result, "
+                "for the selected controllers. With sharding on the replicas share the "
+                "work; a replica far above the others holds a busy namespace's shard.",
+                unit="ops",
+                width=6,
+                queries=[Query(expr=reconciles, legend="{{pod}}")],
+            ),
+            PanelSpec(
+                title=QUEUE_DEPTH_PANEL,
+                description="Items waiting in this replica's workqueues, for the selected "
+                "controllers. A shard taken over arrives as a burst of adds (its objects "
+                "are listed again) and drains here.",
+                unit="short",
+                width=6,
+                queries=[Query(expr=depth, legend="{{pod}}")],
+            ),
+            PanelSpec(
+                title=HANDOFFS_PANEL,
+                description="Shards that came to or left this replica, per second, by "
+                "reason: acquired, rebalance (given to a replica that joined), lost (its "
+                "Lease not renewed in time or taken: look for leader_lost cancellations "
+                "above), shutdown (released on SIGTERM). Quiet between scalings and "
+                "restarts.",
+                unit="ops",
+                width=6,
+                stacked=True,
+                queries=[Query(expr=handoffs, legend="{{reason}}")],
+            ),
+        ),
+    )
+
+
 # The WukongSet panel's title: the cancel-storm end-to-end test runs no set, the
 # WukongSet metrics test reads this panel with real sets.
 WUKONGSET_PANEL = "WukongSet members: desired, ready, migrating"
@@ -364,26 +435,36 @@ def _variables() -> list[object]:
             query="label_values(controller_runtime_reconcile_total"
             '{namespace=~"$namespace", job=~"$job"}, controller)',
             description="Controllers to show; panels without a controller label (API "
-            "client, leadership) show the whole process.",
+            "client, leadership, shards) show the whole process.",
+        ),
+        label_variable(
+            name=REPLICA_VARIABLE,
+            label="Replica",
+            query='label_values(wukong_shards_held{namespace=~"$namespace", job=~"$job"}, pod)',
+            description="Operator pods (Prometheus target label `pod`): the replicas' "
+            "row is repeated for each.",
         ),
     ]
 
 
 def cancel_storm_dashboard() -> dashboard_builders.Dashboard:
-    """ "Wukong / Cancel storm": reconciles, cancellations, queue, API and leadership."""
+    """ "Wukong / Cancel storm": reconciles, cancellations, queue, API, leadership and
+    each replica's share."""
     return dashboard(
         uid=UID,
         title=TITLE,
         description="Is the operator in a cancel storm? Reconcile results and "
         "cancellations by reason, reconcile time against the deadline, requeue lateness, "
         "the workqueue, the API client and leadership, for the selected controllers; "
-        "and the WukongSets' desired, ready and migrating members.",
+        "each replica's shards, reconciles, queue and handoffs; and the WukongSets' "
+        "desired, ready and migrating members.",
         variables=_variables(),
         rows=[
             Row(title="Reconciles", panels=(*_reconcile_outcomes(), *_reconcile_time())),
             _workqueue(),
             _api_client(),
             _leadership(),
+            _replica(),
             _fleets(),
         ],
     )
