@@ -300,7 +300,8 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
     parts = {
         "tracing": "the tracing observer's calls (ids, a non-recording span and side "
         "records for every reconcile; the SDK making and queueing spans for the kept ones)",
-        "metrics": "the metrics observer's (exemplars included when a span is current)",
+        "metrics": "the metrics observer's (with a span current: a bucket's exemplar renewed "
+        "at most once a second)",
         "gc": "more garbage collection",
         "threads": "other threads (the span exporter's)",
         "rest": "the rest of the event loop's thread (the runtime's reports to observers, "
