@@ -104,7 +104,8 @@ async def test_each_replicas_row_shows_its_own_shards_and_work(
     replicas: list[Replica],
 ) -> None:
     await install_dev_apis(client)
-    space, tenants = ShardSpace(OPERATOR_SHARDS), []
+    space = ShardSpace(OPERATOR_SHARDS)
+    tenants: list[str] = []
     while len(tenants) < TENANTS:  # every shard has tenants, so every replica reconciles
         name = f"board-{uuid.uuid4().hex[:8]}"
         covered = {space.shard_of_key(t) for t in tenants}
