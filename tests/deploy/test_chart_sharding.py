@@ -2,12 +2,14 @@
 replica gets the shard flags `wukong run` takes, the Lease Role grants what a sharded
 replica's preflight asks, and with sharding off the chart renders as before."""
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.deploy.chart_tools import render, values_file
+from tests.deploy.chart_tools import CHART, helm, render, values_file
+from tests.deploy.test_chart_operations import _notes
 from wukong.cli import build_parser
 from wukong.deploy.chart import ChartError
 from wukong.operator.rbac import Permission, permissions
@@ -117,3 +119,33 @@ def test_sharding_values_are_checked(
     with pytest.raises(ChartError) as error:
         _render(tmp_path, {"operator": operator})
     assert message in str(error.value)
+
+
+def test_the_notes_say_every_replica_reconciles(tmp_path: Path) -> None:
+    notes = _notes(tmp_path, {"operator": SHARDED})
+    assert (
+        "Deployment wukong, 3 replica(s) (all reconcile, each its share of 12 shards by " in notes
+    )
+    assert "one leads" not in notes
+    assert "kubectl get leases -n ops -l shards.wukong.io/group=wukong-operator" in notes
+    plain = _notes(tmp_path, {})
+    assert "(one leads, Lease wukong-operator)" in plain and "shards" not in plain
+
+
+def test_helm_lint_with_sharding(tmp_path: Path) -> None:
+    values = values_file(tmp_path, {"operator": SHARDED})
+    result = subprocess.run(
+        [
+            str(helm()),
+            "lint",
+            str(CHART),
+            "--strict",
+            "--kube-version",
+            "1.36.3",
+            "-f",
+            str(values),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
