@@ -299,8 +299,9 @@ def _leadership() -> Row:
             PanelSpec(
                 title="Leader election",
                 description="1 while a pod holds the leader Lease, 0 otherwise, per pod and "
-                "Lease name. Exactly one pod should be at 1; a handover lines up with "
-                "leader_lost cancellations above.",
+                "Lease name. Exactly one pod should be at 1 for each name; a handover lines "
+                "up with leader_lost cancellations above. Sharded replicas hold a Lease per "
+                "shard (wukong-operator-shard-<i>), each by one pod, several per pod.",
                 unit="bool",
                 width=24,
                 stepped=True,
