@@ -8,7 +8,10 @@ variant below, one process per run, the variants alternating within each of
 2. floor: a bare uprobe with an empty BPF program (BCC) on the same function,
    at its entry (what any tracer of cancel() pays) and at the agent's own probe
    site (the call that stores the error): the kernel's trap and nothing else;
-3. agent: the agent attached and polling as `wukong agent` does;
+3. agent: the agent attached and polling as `wukong agent` does: every cancel
+   counted, callers named within the kernel's naming budget (a storm's rest
+   counted by process and kind, `unnamed`); and the agent naming every cancel
+   (no budget), what naming costs;
 4. bpftrace: the one-liner an SRE would type instead in an incident, every
    cancel()'s stack counted (`@[ustack] = count()` on cancel's entry), with
    the agent's filter (only the workload's pid: a predicate in the kernel).
@@ -50,7 +53,7 @@ from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
 from wukong.ebpf.elf import CANCEL_SYMBOL, load_bias, read_binary, read_code, read_memory
 from wukong.ebpf.go_cancel_site import find_site
-from wukong.ebpf.go_probe import GoProbe
+from wukong.ebpf.go_probe import NAMED_PER_WINDOW, UNNAMED, GoProbe
 from wukong.ebpf.records import Cancellation
 from wukong.runtime import Client, ReconcileContext, Request, RuntimeObserver
 from wukong.runtime.observe import LifecycleEvent, Step
@@ -72,8 +75,8 @@ _BREAKPOINT = b"\xcc"  # int3: what a uprobe writes over the probed instruction
 class Run:
     seconds: float  # wall time of the scripted cancels
     agent_cpu: float = 0.0  # CPU seconds of the agent's polling thread
-    counted: int = 0  # cancellations the agent counted from the scripted function
-    other: int = 0  # cancellations counted from anywhere else in the program
+    counted: int = 0  # cancellations the agent counted
+    named: int = 0  # of them, with their caller named (within the naming budget)
     lost: int = 0
     bpf_ns: float = 0.0  # BPF program run time per run (with kernel stats on)
     site: str = ""
@@ -162,19 +165,28 @@ def run_bpftrace(binary: Path, *, cancels: int, noops: int) -> Run:
         return Run(seconds, counted=calls)
 
 
-def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) -> Run:
+def run_agent(
+    binary: Path,
+    *,
+    cancels: int,
+    noops: int,
+    stats: bool = False,
+    named_per_window: int | None = NAMED_PER_WINDOW,
+) -> Run:
     with program(binary, cancels=cancels, noops=noops) as proc:
-        made_by = "main.cancelExplicitly" if cancels else "main.cancelAgain"
-        counted = [0, 0]  # by the scripted function, elsewhere
+        counted = [0, 0]  # all, named
 
         def on_cancel(cancellation: Cancellation) -> None:
-            counted[cancellation.caller != made_by] += cancellation.count
+            counted[0] += cancellation.count
+            if cancellation.reason != UNNAMED:
+                counted[1] += cancellation.count
 
         agent = Agent(
             node="bench",
             discovery=Discovery(pids={proc.pid}),
             on_cancel=on_cancel,
             on_notice=lambda _: None,
+            named_per_window=named_per_window,
         )
         agent.rescan()
         probe = agent.probes.get(proc.pid)
@@ -201,7 +213,7 @@ def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) ->
                 seconds,
                 agent_cpu=cpu[0],
                 counted=counted[0],
-                other=counted[1],
+                named=counted[1],
                 lost=agent.lost,
                 bpf_ns=_ns_per_run(probe.bpf.funcs[probe.site.function.encode()].fd)
                 if stats
@@ -210,6 +222,11 @@ def run_agent(binary: Path, *, cancels: int, noops: int, stats: bool = False) ->
             )
         agent.close()
         return run
+
+
+def missing_named_ok(rounds: list[dict[str, Run]], n: int) -> bool:
+    """Whether the budgeted agent's total (named and not) is every cancellation."""
+    return all(r["agent"].counted == n + 1 for r in rounds)
 
 
 def until_idle(*, window: float = 0.2, busy: float = 0.1, limit: float = 30.0) -> None:
@@ -306,6 +323,7 @@ def main() -> int:
         "bare entry": partial(run_bare, binary, cancels=n, noops=0, at_site=False),
         "bare site": partial(run_bare, binary, cancels=n, noops=0, at_site=True),
         "agent": partial(run_agent, binary, cancels=n, noops=0),
+        "agent naming all": partial(run_agent, binary, cancels=n, noops=0, named_per_window=None),
         "bpftrace": partial(run_bpftrace, binary, cancels=n, noops=0),
         "no-op untraced": partial(run_untraced, binary, cancels=0, noops=noops),
         "no-op agent": partial(run_agent, binary, cancels=0, noops=noops),
@@ -338,6 +356,12 @@ def main() -> int:
     def overhead(name: str) -> list[float]:
         return [(r[name].seconds - r["untraced"].seconds) / n * 1e9 for r in rounds]
 
+    all_over = overhead("agent naming all")
+    all_vs_site = [a / b for a, b in zip(all_over, overhead("bare site"), strict=True)]
+    named_share = [
+        f"{r['agent'].named}/{r['agent'].counted} ({r['agent'].named / r['agent'].counted:.1%})"
+        for r in rounds
+    ]
     agent_over, entry_over, site_over = (
         overhead("agent"),
         overhead("bare entry"),
@@ -352,11 +376,14 @@ def main() -> int:
     cpu_us = [r["agent"].agent_cpu / n * 1e6 for r in rounds]
     rate = [n / r["agent"].seconds for r in rounds]
     core = [r["agent"].agent_cpu / r["agent"].seconds * 100 for r in rounds]
-    runs = [r[name] for r in rounds for name in ("agent", "no-op agent")] + [stats_run]
-    made = {"agent": n, "no-op agent": 1}
+    runs = [r[name] for r in rounds for name in ("agent", "agent naming all", "no-op agent")]
+    runs.append(stats_run)
+    # Every cancel and the parent cancelParent ends; the no-op run: cancelAgain's
+    # one cancellation and the parent.
+    made = {"agent": n + 1, "agent naming all": n + 1, "no-op agent": 2}
     counted = [f"{r[name].counted}/{made[name]}" for r in rounds for name in made]
     missing = sum(made[name] - r[name].counted for r in rounds for name in made)
-    missing += n - stats_run.counted
+    missing += n + 1 - stats_run.counted
     lost = sum(run.lost for run in runs)
     idle_ns, noop_ns = _idle_probe_cost()
     sites = {run.site for run in runs}
@@ -385,6 +412,19 @@ def main() -> int:
             f"bare uprobe at the agent's site {spread(site_over, '{:.0f}')} ns",
             f"x{spread(over_vs_site)}; goal <= x{_GOAL_VS_BARE_SITE}: "
             + ("met" if statistics.median(over_vs_site) <= _GOAL_VS_BARE_SITE else "NOT met"),
+        ],
+        [
+            "probe overhead per cancel, every caller named (no naming budget)",
+            f"{spread(all_over, '{:.0f}')} ns",
+            f"bare uprobe at the agent's site {spread(site_over, '{:.0f}')} ns",
+            f"x{spread(all_vs_site)}",
+        ],
+        [
+            "cancels named (caller, cause, root or parent's) within the naming budget",
+            ", ".join(named_share),
+            f"budget: {NAMED_PER_WINDOW} per CPU per 10 ms; the rest counted by process "
+            "and kind (`unnamed`)",
+            "totals exact" if missing_named_ok(rounds, n) else "totals NOT exact",
         ],
         [
             "probe overhead per cancel",
@@ -444,7 +484,7 @@ def main() -> int:
             "a bare uprobe is an empty BCC program, the kernel's trap alone.",
             "Counted/made per run (agent, no-op agent): "
             + ", ".join(counted)
-            + f"; the kernel-stats run: {stats_run.counted}/{n}; bpftrace's map (every "
+            + f"; the kernel-stats run: {stats_run.counted}/{n + 1}; bpftrace's map (every "
             "cancel() call: the scripted cancels and the parent's): "
             + ", ".join(bpftrace_counted)
             + ".",

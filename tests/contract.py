@@ -33,8 +33,9 @@ CANCEL_REASONS = frozenset(
 )
 # The node agent traces other programs too: a context cancelled explicitly at its
 # root carries no cause the agent can name; a reason a traced process reports
-# that is none of these counts as `other` (its text goes to the event stream only).
-AGENT_CANCEL_REASONS = CANCEL_REASONS | {"canceled", "other"}
+# that is none of these counts as `other` (its text goes to the event stream only);
+# Go cancellations of a storm counted past the agent's naming budget are `unnamed`.
+AGENT_CANCEL_REASONS = CANCEL_REASONS | {"canceled", "other", "unnamed"}
 # What the node agent could not deliver, and why a process it found is not traced.
 AGENT_LOSS_REASONS = frozenset(
     {"perf_buffer", "counts_map_full", "ring_buffer_full", "processes_map_full", "process_events"}

@@ -105,7 +105,13 @@ def test_more_call_sites_than_the_counts_map_holds_are_counted_as_lost() -> None
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert proc.stdout.readline().strip() == b"ready"
-        agent = Agent(node="n", discovery=Discovery(pids={proc.pid}), on_cancel=on_cancel)
+        # Every call site named, however fast they come: the naming budget off.
+        agent = Agent(
+            node="n",
+            discovery=Discovery(pids={proc.pid}),
+            on_cancel=on_cancel,
+            named_per_window=None,
+        )
         with Running(agent) as running:
             wait_until(lambda: proc.pid in running.agent.probes, "the agent to attach")
             proc.stdin.write(b"\n")

@@ -39,7 +39,13 @@ from prometheus_client import Counter as PromCounter
 
 from wukong.ebpf.attribution import Owner, PodAttribution
 from wukong.ebpf.discovery import GO, PYTHON, BinaryKey, Discovery, Target, binary_key
-from wukong.ebpf.go_probe import LOST_REASONS, GoProbe, compile_program
+from wukong.ebpf.go_probe import (
+    LOST_REASONS,
+    NAMED_PER_WINDOW,
+    UNNAMED,
+    GoProbe,
+    compile_program,
+)
 from wukong.ebpf.preflight import KernelRefused, MissingCapability, StageFailed, bpf_failure
 from wukong.ebpf.process_events import ProcessEvents
 from wukong.ebpf.python_probe import PythonProbe
@@ -50,11 +56,12 @@ log = logging.getLogger(__name__)
 
 Probe = PythonProbe | GoProbe
 
-#: The values `reason` may take: the contract's cancel reasons, and `canceled`
-#: (a Go context cancelled at its root, for a reason only its program knows).
+#: The values `reason` may take: the contract's cancel reasons, `canceled`
+#: (a Go context cancelled at its root, for a reason only its program knows)
+#: and `unnamed` (Go cancellations of a storm counted past the naming budget).
 #: Anything else a traced process reports counts as OVERFLOW_REASON; its text
 #: goes only to the event stream (`Cancellation.reported_reason`).
-NODE_REASONS = frozenset(CancelReason) | {"canceled"}
+NODE_REASONS = frozenset(CancelReason) | {"canceled", UNNAMED}
 OVERFLOW_REASON = "other"
 #: Label sets of wukong_node_cancellations_total one pod may have; beyond, its
 #: cancellations are counted in wukong_node_series_overflow_total only.
@@ -100,8 +107,11 @@ class Agent:
         on_cancel: Callable[[Cancellation], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
         process_events: bool = True,
+        named_per_window: int | None = NAMED_PER_WINDOW,
     ) -> None:
+        """`named_per_window`: Go cancellations each CPU names per 10 ms (None: all)."""
         self.node = node
+        self._named_per_window = named_per_window
         self.discovery = discovery
         self.attribution = attribution
         self.registry = CollectorRegistry()
@@ -359,6 +369,7 @@ class Agent:
                 on_cancel=self._record,
                 on_lost=partial(self._lost, GO),
                 bpf=bpf,
+                named_per_window=self._named_per_window,
             )
         except StageFailed as exc:
             bpf.cleanup()

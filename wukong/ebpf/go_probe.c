@@ -16,6 +16,14 @@
 // it reads the counts. What cannot be counted (a full map) is counted in
 // `lost`, so a loss is never silent.
 //
+// Naming a cancellation (reading the stack, walking its frames, reading the
+// cause) costs several times what counting it does. Each CPU names the first
+// `named_per_window` cancellations of every NAMING_WINDOW_NS; in a storm the
+// rest are counted by pid and kind only (`unnamed`): the total per process and
+// kind stays exact, the split by caller and by what needs the stack (a root
+// cancel or a parent's) is the named sample's. At the rates of ordinary work
+// every cancellation is named.
+//
 // Two probe points, both in context.(*cancelCtx).cancel (the loader picks):
 //
 // on_store, preferred: the call to c.err.Store(err), which only an effective
@@ -47,6 +55,8 @@
 // microseconds apart: one call. A new context at the same address needs a GC
 // cycle in between, far longer than this.
 #define REFIRE_WINDOW_NS 200000
+// Each CPU's naming budget is renewed this often (the number: `named_per_window`).
+#define NAMING_WINDOW_NS 10000000
 
 // The binary's facts, set by the agent before it attaches: ELF addresses.
 struct binary_t {
@@ -111,6 +121,17 @@ struct stack_span_t {
     u8 bytes[STACK_SPAN + 16];   // + 16: a frame at any masked offset stays inside
 };
 
+// A cancellation counted without its name: past its CPU's naming budget.
+struct unnamed_key_t {
+    u32 pid;
+    u32 kind;
+};
+
+struct naming_budget_t {
+    u64 window;          // when this CPU's current window began
+    u64 named;           // cancellations named in it
+};
+
 struct last_fire_t {
     u64 receiver;
     u64 ktime_ns;
@@ -133,6 +154,10 @@ struct recent_t {
 BPF_ARRAY(binary, struct binary_t, 1);
 BPF_HASH(processes, u32, struct known_t, MAX_PROCESSES);
 BPF_HASH(counts, struct count_key_t, struct cancel_t, 10240);
+BPF_HASH(unnamed, struct unnamed_key_t, u64, 10240);
+// Set by the agent: how many cancellations each CPU names per window.
+BPF_ARRAY(named_per_window, u64, 1);
+BPF_PERCPU_ARRAY(naming_budget, struct naming_budget_t, 1);
 BPF_TABLE("lru_hash", u32, struct last_fire_t, last_fire, 4096);
 // Whole stacks of first occurrences only: a key whose stack finds no room is
 // named from its own frames (its caller is among them). 2,048 x 127 frames: 2 MiB.
@@ -142,7 +167,7 @@ BPF_PERCPU_ARRAY(recent, struct recent_t, 1);
 // Bumped by the agent after each change it makes to `processes`.
 BPF_ARRAY(generation, u64, 1);
 BPF_RINGBUF_OUTPUT(details, 8);
-// 0: cancellations not counted (counts map full); 1: details not written (ring
+// 0: cancellations not counted (counts or unnamed map full); 1: details not written (ring
 // full); 2: processes whose values could not be kept (processes map full: they
 // are read again on each cancellation, and the agent's filter cannot mark them).
 BPF_ARRAY(lost, u64, 3);
@@ -230,6 +255,43 @@ static __always_inline struct known_t *process_values(struct pt_regs *ctx, u32 p
     return &scratch->known;
 }
 
+// Whether this CPU may still name a cancellation in its current window. A run
+// that preempts another may see the budget half updated: one more or one fewer named.
+static __always_inline int may_name(u64 now) {
+    u32 zero = 0;
+    u64 *limit = named_per_window.lookup(&zero);
+    struct naming_budget_t *budget = naming_budget.lookup(&zero);
+    if (!limit || !budget)
+        return 1;
+    if (now - budget->window >= NAMING_WINDOW_NS) {
+        budget->window = now;
+        budget->named = 0;
+    }
+    if (budget->named >= *limit)
+        return 0;
+    budget->named++;
+    return 1;
+}
+
+// Counted by pid and kind alone: what a storm costs past the naming budget.
+static __always_inline int count_unnamed(u32 pid, u32 kind) {
+    struct unnamed_key_t key = {.pid = pid, .kind = kind};
+    u64 *n = unnamed.lookup(&key);
+    if (n) {
+        __sync_fetch_and_add(n, 1);
+        return 0;
+    }
+    u64 one = 1;
+    if (unnamed.insert(&key, &one) != 0) {
+        n = unnamed.lookup(&key);  // another CPU inserted it first
+        if (n)
+            __sync_fetch_and_add(n, 1);
+        else
+            add_lost(0);
+    }
+    return 0;
+}
+
 static __always_inline int refired(u32 tid, u64 receiver, u64 now) {
     struct last_fire_t *last = last_fire.lookup(&tid);
     if (last && last->receiver == receiver && now - last->ktime_ns < REFIRE_WINDOW_NS)
@@ -305,7 +367,6 @@ static __always_inline struct stack_span_t *stack_at(u64 owner, u64 bp) {
     return span;
 }
 
-// now: 0 when the caller has not read the clock (only a detail needs it).
 static __always_inline int count(struct pt_regs *ctx, struct cancel_t *key, u64 receiver,
                                  u32 tid, u64 now) {
     struct count_key_t small = {.pid = key->pid, .kind = key->kind, .site = 0};
@@ -339,7 +400,7 @@ static __always_inline int count(struct pt_regs *ctx, struct cancel_t *key, u64 
         return 0;
     }
     __builtin_memcpy(&detail->cancel, key, sizeof(*key));
-    detail->ktime_ns = now ? now : bpf_ktime_get_ns();
+    detail->ktime_ns = now;
     detail->receiver = receiver;
     detail->stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     detail->tid = tid;
@@ -361,6 +422,9 @@ int on_store(struct pt_regs *ctx) {
         key.kind = 2;
     else if (err_type == k->deadline_type)
         key.kind = 1;
+    u64 now = bpf_ktime_get_ns();
+    if (!may_name(now))
+        return count_unnamed(pid, key.kind);
     struct stack_span_t *span = stack_at(pid_tgid, ctx->bp);  // the spill slot is in it too
     if (!span)
         return 0;
@@ -370,7 +434,7 @@ int on_store(struct pt_regs *ctx) {
         read_cause(&key, cause[1]);
     walk(&key, span, pid_tgid, ctx->bp, 0);
     // A call instruction is emulated, not single-stepped: it cannot fire twice.
-    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, (u32)pid_tgid, 0);
+    return count(ctx, &key, ctx->ax - CANCEL_CTX_ERR_OFFSET, (u32)pid_tgid, now);
 }
 
 int on_entry(struct pt_regs *ctx) {
@@ -390,6 +454,11 @@ int on_entry(struct pt_regs *ctx) {
         key.kind = 2;
     else if (err_itab == k->deadline_itab)
         key.kind = 1;
+    u64 now = bpf_ktime_get_ns();
+    if (refired((u32)pid_tgid, ctx->ax, now))
+        return 0;
+    if (!may_name(now))
+        return count_unnamed(pid, key.kind);
     if (ctx->si == k->errors_new_itab && ctx->r8 != 0 && ctx->r8 != err_data)
         read_cause(&key, ctx->r8);
     // At entry the frame pointer is still the caller's: the return address
@@ -399,8 +468,5 @@ int on_entry(struct pt_regs *ctx) {
     if (!span)
         return 0;
     walk(&key, span, pid_tgid, ctx->bp, 1);
-    u64 now = bpf_ktime_get_ns();
-    if (refired((u32)pid_tgid, ctx->ax, now))
-        return 0;
     return count(ctx, &key, ctx->ax, (u32)pid_tgid, now);
 }

@@ -13,6 +13,14 @@ symbolized once (its stack names the caller and tells a root cancel from a
 propagated one) from the whole stack its first cancellation carried through
 the ring buffer, so the agent's work per poll grows with the number of
 distinct call sites, not with the rate of cancellations.
+
+Naming a cancellation costs the kernel more than counting it, so each CPU
+names at most `named_per_window` of them every 10 ms (NAMED_PER_WINDOW by
+default: more than ordinary work makes); past that, in a storm, cancellations
+are counted by process and kind only and reported with the reason `unnamed`
+(their `error` still says the kind). A process's total, and its total per
+kind, stay exact; what needs the stack (the caller, a root cancel told from a
+parent's) is known for the named ones only.
 """
 
 import ctypes
@@ -45,6 +53,12 @@ _INTERNAL = ("context.", "runtime.", "time.", "sync.", "internal/")
 # first occurrences the ring buffer had no room for (their time and whole stack),
 # processes the processes map had no room for (counted, but not filtered).
 LOST_REASONS = ("counts_map_full", "ring_buffer_full", "processes_map_full")
+#: Cancellations each CPU names (caller, cause, root or propagated) per 10 ms;
+#: the rest are counted by process and kind only.
+NAMED_PER_WINDOW = 64
+#: The reason of cancellations counted past the naming budget: the caller and
+#: whether the cancel was a root's or a parent's were not read.
+UNNAMED = "unnamed"
 
 _Key = tuple[int, int, tuple[int, ...], bytes]  # pid, kind, return addresses, cause
 
@@ -65,6 +79,7 @@ class GoProbe:
         on_cancel: Callable[[Cancellation], None],
         on_lost: Callable[[str, int], None],  # (reason, how many)
         bpf: Any = None,
+        named_per_window: int | None = NAMED_PER_WINDOW,  # None: every cancellation named
     ) -> None:
         self.binary = binary
         self._on_cancel = on_cancel
@@ -78,6 +93,10 @@ class GoProbe:
                 binary.symbols[CANCELED_SYMBOL][0],
                 binary.symbols[DEADLINE_SYMBOL][0],
             )
+            limit = self.bpf[b"named_per_window"]
+            limit[limit.Key(0)] = limit.Leaf(
+                2**64 - 1 if named_per_window is None else named_per_window
+            )
         except Exception as exc:
             raise StageFailed("load", exc) from exc
         try:
@@ -90,6 +109,7 @@ class GoProbe:
             self.bpf.cleanup()
             raise StageFailed("attach", exc) from exc
         self._reported: dict[_Key, int] = {}  # key -> count already reported
+        self._unnamed_reported: dict[tuple[int, int], int] = {}  # (pid, kind) -> reported
         self._first_seen: dict[_Key, float] = {}  # key -> wall time of its first cancel
         self._stack_ids: dict[_Key, int] = {}  # key -> its first cancel's whole stack
         self._described: dict[_Key, tuple[str, bool, str, list[str]]] = {}
@@ -146,12 +166,32 @@ class GoProbe:
                     stack=stack,
                 )
             )
+        self._poll_unnamed()
         table = self.bpf[b"lost"]
         for index, reason in enumerate(LOST_REASONS):
             lost = table[table.Key(index)].value
             if lost > self._lost_reported[index]:
                 self._on_lost(reason, lost - self._lost_reported[index])
                 self._lost_reported[index] = lost
+
+    def _poll_unnamed(self) -> None:
+        """What each process counted past the naming budget since the last poll."""
+        for raw, n in self.bpf[b"unnamed"].items():
+            key = (raw.pid, raw.kind)
+            new = n.value - self._unnamed_reported.get(key, 0)
+            if new <= 0:
+                continue
+            self._unnamed_reported[key] = n.value
+            self._on_cancel(
+                Cancellation(
+                    pid=raw.pid,
+                    comm="",
+                    runtime=GO,
+                    reason=UNNAMED,
+                    count=new,
+                    error=KINDS.get(raw.kind, "other"),
+                )
+            )
 
     def deny(self, pid: int) -> None:
         """Not a target (the agent's filter): the kernel skips it from now on, and
@@ -192,15 +232,18 @@ class GoProbe:
         return ctypes.c_uint32(pid) in self.bpf[b"processes"]
 
     def _drop(self, pid: int) -> None:
-        counts = self.bpf[b"counts"]
-        for raw_key in [raw for raw in counts.keys() if raw.pid == pid]:
-            try:
-                del counts[raw_key]
-            except KeyError:
-                pass
+        for name in (b"counts", b"unnamed"):
+            counts = self.bpf[name]
+            for raw_key in [raw for raw in counts.keys() if raw.pid == pid]:
+                try:
+                    del counts[raw_key]
+                except KeyError:
+                    pass
         for table in (self._reported, self._first_seen, self._stack_ids, self._described):
             for key in [key for key in table if key[0] == pid]:
                 del table[key]
+        for unnamed in [key for key in self._unnamed_reported if key[0] == pid]:
+            del self._unnamed_reported[unnamed]
         self._biases.pop(pid, None)
 
     def _describe(self, key: _Key) -> tuple[str, bool, str, list[str]]:

@@ -42,4 +42,8 @@ class Cancellation:
     @property
     def where(self) -> str:
         """What an engineer wants first: the object (Python) or the calling function (Go)."""
-        return f"{self.controller} {self.object_key}" if self.controller else self.caller
+        if self.controller:
+            return f"{self.controller} {self.object_key}"
+        if self.reason == "unnamed":  # counted past the kernel's naming budget
+            return f"(not named: {self.error})"
+        return self.caller
