@@ -482,7 +482,7 @@ def main() -> int:
             "Values: median (min-max) over rounds; each ratio is taken within a round. "
             f"The agent probes `{site}` ({where}); "
             "a bare uprobe is an empty BCC program, the kernel's trap alone.",
-            "Counted/made per run (agent, no-op agent): "
+            "Counted/made per run (agent, agent naming all, no-op agent): "
             + ", ".join(counted)
             + f"; the kernel-stats run: {stats_run.counted}/{n + 1}; bpftrace's map (every "
             "cancel() call: the scripted cancels and the parent's): "
