@@ -81,7 +81,10 @@ def _cancellations() -> Row:
                 "{{reason}}",
                 title="Cancellations by reason",
                 description="Cancellations per second by cancel reason, the same "
-                "reason set as the operator's own metrics, spans and logs.",
+                "reason set as the operator's own metrics, spans and logs; `unnamed`: Go "
+                "cancellations of a storm past the agent's naming budget (64 per CPU per "
+                "10 ms), counted exactly but without their caller or reason, which the "
+                "other reasons give for the named sample.",
             ),
         ),
     )
