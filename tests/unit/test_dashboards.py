@@ -21,13 +21,14 @@ from wukong.dashboards.alerts import ALERT_RULES_FILE, render_alert_rules
 from wukong.dashboards.cancel_storm import UID as CANCEL_STORM_UID
 from wukong.dashboards.node_cancellations import UID as NODE_CANCELLATIONS_UID
 from wukong.dashboards.promql import metric_names
-from wukong.dashboards.render import (
+from wukong.dashboards.reading import (
     concrete_targets,
     iter_panels,
     panel_queries,
-    render_dashboards,
     variable_queries,
 )
+from wukong.dashboards.render import render_dashboards
+from wukong.dashboards.shipped import RENDERED_DIR, shipped_dashboard
 from wukong.ebpf.agent import Agent
 from wukong.ebpf.discovery import Discovery
 from wukong.metrics import create_metrics
@@ -117,9 +118,11 @@ def test_render_is_stable_and_ends_with_newline() -> None:
         assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
 
 
+# The committed renders: the repository's and the copy the package ships.
+@pytest.mark.parametrize("directory", [COMMITTED, RENDERED_DIR], ids=["repository", "package"])
 @pytest.mark.parametrize("name", sorted(render_dashboards()))
-def test_committed_json_is_fresh(name: str) -> None:
-    committed = COMMITTED / name
+def test_committed_json_is_fresh(directory: Path, name: str) -> None:
+    committed = directory / name
     assert committed.is_file(), f"{committed} is missing; run `wukong dashboards render`"
     assert committed.read_text(encoding="utf-8") == render_dashboards()[name], (
         f"{committed} is stale; run `wukong dashboards render` and commit the result"
@@ -259,22 +262,38 @@ def test_variable_queries_in_order() -> None:
 def test_cli_render_writes_files_and_prints_paths(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "out"
-    assert main(["dashboards", "render", "--out", str(out)]) == 0
+    out, package = tmp_path / "out", tmp_path / "package"
+    argv = ["dashboards", "render", "--out", str(out), "--package-copy", str(package)]
+    assert main(argv) == 0
     printed = capsys.readouterr().out.split()
-    expected = {**render_dashboards(), ALERT_RULES_FILE: render_alert_rules()}
-    assert printed == [str(out / name) for name in expected]
+    dashboards = render_dashboards()
+    expected = {**dashboards, ALERT_RULES_FILE: render_alert_rules()}
+    assert printed == [str(out / name) for name in expected] + [
+        str(package / name) for name in dashboards
+    ]
     for name, text in expected.items():
         assert (out / name).read_text(encoding="utf-8") == text
+    assert sorted(path.name for path in package.iterdir()) == sorted(dashboards)
+    for name, text in dashboards.items():
+        assert (package / name).read_text(encoding="utf-8") == text
 
 
+def test_the_package_reads_its_shipped_dashboards() -> None:
+    for name, text in render_dashboards().items():
+        assert shipped_dashboard(name) == json.loads(text)
+
+
+@pytest.mark.parametrize("blocked", ["--out", "--package-copy"])
 def test_cli_render_reports_unwritable_out(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    blocked: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    assert main(["dashboards", "render", "--out", str(blocker)]) == 1
-    assert capsys.readouterr().err.startswith("wukong: error: cannot write dashboards")
+    dirs = {"--out": str(tmp_path / "out"), "--package-copy": str(tmp_path / "package")}
+    dirs[blocked] = str(blocker)
+    assert main(["dashboards", "render", *(arg for pair in dirs.items() for arg in pair)]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith(f"wukong: error: cannot write dashboards to {blocker}")
 
 
 @pytest.mark.parametrize(

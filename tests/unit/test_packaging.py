@@ -4,13 +4,15 @@ The development tools (the Grafana SDK) are the
 `devtools` extra of pyproject.toml, and the images install the package without
 it. These tests run Wukong in a fresh interpreter where the extra's modules
 cannot be imported, as in the images: the operator and the agent start, every
-module outside the development packages imports, and a development command
-says in one line which extra it needs. The images install a wheel, not an
-editable checkout, so every file the code reads must also be package data.
+module outside the development packages imports, `wukong diagnose` reads the
+cancel-storm dashboard's panels, and a development command says in one line
+which extra it needs. The images install a wheel, not an editable checkout, so
+every file the code reads must also be package data.
 """
 
 import fnmatch
 import importlib.metadata
+import json
 import pkgutil
 import re
 import subprocess
@@ -25,7 +27,8 @@ import wukong
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 EXTRA = "devtools"
-# The packages that only development commands use; nothing else may import them.
+# The packages that only development commands use; nothing else may import them,
+# except the dashboards' SDK-free reading side that `wukong diagnose` uses.
 DEVELOPMENT_PACKAGES = ("wukong.devcluster", "wukong.demo", "wukong.dashboards", "wukong.deploy")
 
 # Run as `python -c WITHOUT_EXTRA <blocked,modules> <code> [args...]`: makes the
@@ -106,6 +109,57 @@ def test_every_module_outside_the_development_packages_imports_without_the_extra
     code = "import importlib\nfor name in sys.argv[1:]: importlib.import_module(name)"
     result = _without_extra(code, *modules)
     assert result.returncode == 0, result.stderr
+
+
+# Reads the evidence panels as `wukong diagnose` does, from a Prometheus stand-in
+# answering every query with one series, and prints the readings and the queries asked.
+READ_PANELS = """
+import json
+from wukong.diagnose.live import Target
+from wukong.diagnose.panels import EVIDENCE_PANELS, panel_readings
+class StandIn:
+    asked = []
+    def query(self, expr):
+        self.asked.append(expr)
+        return [{"metric": {"reason": "deadline"}, "value": [0, "2.5"]}]
+try:
+    import grafana_foundation_sdk
+    sdk = "importable"
+except ModuleNotFoundError:
+    sdk = "blocked"
+variables = Target(namespace="ops").dashboard_variables(window="5m")
+readings = panel_readings(StandIn(), EVIDENCE_PANELS, variables=variables)
+print(json.dumps({
+    "sdk": sdk,
+    "asked": StandIn.asked,
+    "readings": [[r.title, r.expr, r.series] for r in readings],
+}))
+"""
+
+
+def test_diagnose_reads_the_dashboards_panels_without_the_extra() -> None:
+    from wukong.dashboards.promql import substitute_variables
+    from wukong.dashboards.reading import panel_targets
+    from wukong.dashboards.render import render_dashboards
+    from wukong.diagnose.live import Target
+    from wukong.diagnose.panels import CANCEL_STORM_DASHBOARD, EVIDENCE_PANELS
+
+    result = _without_extra(READ_PANELS)
+    assert result.returncode == 0, result.stderr
+    read = json.loads(result.stdout)
+    assert read["sdk"] == "blocked"
+    variables = Target(namespace="ops").dashboard_variables(window="5m")
+    expected = [
+        (target.title, substitute_variables(target.expr, variables))
+        for target in panel_targets(json.loads(render_dashboards()[CANCEL_STORM_DASHBOARD]))
+        if target.title in EVIDENCE_PANELS
+    ]
+    assert {title for title, _ in expected} == set(EVIDENCE_PANELS)
+    assert read["asked"] == [expr for _, expr in expected]
+    assert [(title, expr) for title, expr, _ in read["readings"]] == expected
+    for _, expr, series in read["readings"]:
+        assert 'namespace=~"ops"' in expr and "$" not in expr
+        assert series == [[{"reason": "deadline"}, 2.5]]
 
 
 def test_a_development_command_names_the_extra_it_needs() -> None:

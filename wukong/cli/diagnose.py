@@ -5,8 +5,8 @@ It reads the operator's metrics and alerts from Prometheus (and, given
 applies the same rules as the drill (`wukong.diagnose.rules`) and prints the
 diagnosis with its evidence. Exit status 0 healthy, 1 incident, 2 cannot tell.
 
-It renders the cancel-storm dashboard's panels to read them, which needs the
-`devtools` extra, so it imports what it drives only when it runs.
+It reads the cancel-storm dashboard's panels from the copy the package ships
+rendered, so it needs no extra; it imports what it drives only when it runs.
 """
 
 import argparse
@@ -60,17 +60,22 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description="""\
 Read the operator's metrics and alerts from a cluster's Prometheus over the
 last --window and say whether it is healthy or name the dominant cause, with
-its evidence: cancelled reconciles by reason, API latency against its healthy
-baseline, the cancel-storm dashboard's panel values and the Wukong alerts
-pending or firing. Causes, first match wins:
+its evidence: cancelled reconciles by reason, API latency and queue wait
+against their healthy baselines, reconciles by namespace, the cancel-storm
+dashboard's panel values and the Wukong alerts pending or firing. Causes,
+first match wins:
 
   crash_loop          a replica's process started again and again
   rolling_restart     reconciles cancelled only for shutdown: no failure
   leader_lost         leader_lost cancellations, or a replica lost the Lease
   slow_api_server     deadline cancellations while API calls are >= 5x their
                       healthy latency (and >= 50 ms)
+  noisy_tenant        one namespace ran >= 50% of the reconciles (and >= 3x the
+                      next) while the queue's p99 wait was >= 5x its healthy
+                      level (and >= 1 s)
   deadline_too_tight  deadline cancellations while API calls are as fast as usual
-  healthy             nothing was cut short by a deadline
+  healthy             nothing was cut short by a deadline, no tenant crowds out
+                      the others
 
 With --jaeger, the slowest API calls of the window are read from their joined
 traces (the operator's span and kube-apiserver's, traced with

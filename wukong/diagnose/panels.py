@@ -2,15 +2,17 @@
 
 `panel_readings` runs chosen panels' queries, the dashboard's variables
 substituted, and keeps each series' value: the evidence an SRE would read off
-the dashboard, as text. The dashboards are built with the `devtools` extra's
-Grafana SDK, imported when panels are read.
+the dashboard, as text. It reads the dashboard the package ships already
+rendered (`wukong.dashboards.shipped`), so a plain install, without the Grafana
+SDK of the `devtools` extra, runs it.
 """
 
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
+from wukong.dashboards.promql import substitute_variables
+from wukong.dashboards.reading import panel_targets
+from wukong.dashboards.shipped import shipped_dashboard
 from wukong.diagnose.prometheus import Queries
 
 CANCEL_STORM_DASHBOARD = "wukong-cancel-storm.json"
@@ -50,12 +52,8 @@ def panel_readings(
     prometheus: Queries, titles: list[str], *, variables: dict[str, str]
 ) -> list[PanelReading]:
     """Run the queries of the panels named `titles`, variables substituted."""
-    from wukong.dashboards.promql import substitute_variables
-    from wukong.dashboards.render import panel_targets, render_dashboards
-
-    dashboard: dict[str, Any] = json.loads(render_dashboards()[CANCEL_STORM_DASHBOARD])
     readings = []
-    for target in panel_targets(dashboard):
+    for target in panel_targets(shipped_dashboard(CANCEL_STORM_DASHBOARD)):
         if target.title not in titles:
             continue
         concrete = substitute_variables(target.expr, variables)
