@@ -132,6 +132,7 @@ OPERATOR_FAMILIES = (
     # Wukong's own.
     _family("wukong_reconcile_cancellations_total", "counter", "controller", "reason"),
     _family("wukong_reconcile_triggers_total", "counter", "controller", "trigger"),
+    _family("wukong_top_namespace_reconciles_total", "counter", "controller", "object_namespace"),
     _family("wukong_requeue_delay_seconds", "histogram", "controller"),
     _family("wukong_reconcile_budget_used_ratio", "histogram", "controller"),
     _family("wukong_wukongset_replicas", "gauge", "object_namespace", "wukongset", "state"),

@@ -26,10 +26,16 @@ def test_certificate_reads_are_served_from_the_start_and_counted(tmp_path: Path)
 
 
 def test_only_the_top_namespaces_by_recent_cancellations_are_exported() -> None:
-    from wukong.metrics.definitions import NamespaceCancellations
+    from wukong.metrics.definitions import TopNamespaces
 
     now = [0.0]
-    tally = NamespaceCancellations(top=2, half_life=10.0, clock=lambda: now[0])
+    tally = TopNamespaces(
+        "wukong_top_namespace_cancellations",
+        "cancellations",
+        top=2,
+        half_life=10.0,
+        clock=lambda: now[0],
+    )
     for _ in range(50):
         tally.record("wukong", "old-storm")
     now[0] = 100.0  # ten half-lives later: the old storm weighs 50 / 1024

@@ -1,10 +1,12 @@
 """The signals of a live cluster, read from its Prometheus (and Jaeger).
 
 Every query is an instant query over one window ending now (`--window`): the
-cancellations it counted by reason, the API latency in it against a healthy
-baseline before it, how often each replica's process started and whether a
-replica's leader status dropped. No operator series at all means the
-selector (or the Prometheus) is wrong: `CannotTell`, never "healthy".
+cancellations it counted by reason, the API latency and the work queue's wait
+in it against a healthy baseline before it, the reconciles by the reconciled
+object's namespace (the top namespaces the operator exports), how often each
+replica's process started and whether a replica's leader status dropped. No
+operator series at all means the selector (or the Prometheus) is wrong:
+`CannotTell`, never "healthy".
 """
 
 import re
@@ -19,6 +21,8 @@ from wukong.diagnose.rules import Signals, diagnose
 from wukong.diagnose.split import slowest_calls
 
 API_LATENCY = "rest_client_request_duration_seconds_bucket"
+QUEUE_WAIT = "workqueue_queue_duration_seconds_bucket"
+NAMESPACE_RECONCILES = "wukong_top_namespace_reconciles_total"
 # The baseline is a low quantile of the API's per-minute median over this long
 # before the window: a healthy level even when earlier incidents are in it.
 BASELINE_RANGE = "1h"
@@ -56,20 +60,22 @@ def read_signals(prometheus: PrometheusAPI, target: Target, *, window: str) -> S
             f"Prometheus at {prometheus.url}: is it scraping the operator, and do "
             "--namespace/--job match its target labels?"
         )
+    controllers = f'{sel}, controller=~"{target.controller}"'
     cancellations = {
         item["metric"].get("reason", "?"): round(float(item["value"][1]))
         for item in prometheus.query(
-            "sum by (reason) (increase("
-            f'wukong_reconcile_cancellations_total{{{sel}, controller=~"{target.controller}"}}'
+            f"sum by (reason) (increase(wukong_reconcile_cancellations_total{{{controllers}}}"
             f"[{window}]))"
         )
     }
-    p50 = f"histogram_quantile(0.5, sum by (le) (rate({API_LATENCY}{{{sel}}}[{window}])))"
-    baseline = (
-        f"quantile_over_time({BASELINE_QUANTILE}, "
-        f"(histogram_quantile(0.5, sum by (le) (rate({API_LATENCY}{{{sel}}}[1m]))))"
-        f"[{BASELINE_RANGE}:1m] offset {window})"
-    )
+    by_namespace = {
+        item["metric"].get("object_namespace", "?"): round(float(item["value"][1]))
+        for item in prometheus.query(
+            f"sum by (object_namespace) (increase({NAMESPACE_RECONCILES}{{{controllers}}}"
+            f"[{window}]))"
+        )
+    }
+    queue = f"{QUEUE_WAIT}{{{controllers}}}"
     by_verb = prometheus.query(
         f"histogram_quantile(0.5, sum by (le, verb) (rate({API_LATENCY}{{{sel}}}[{window}])))"
     )
@@ -91,15 +97,37 @@ def read_signals(prometheus: PrometheusAPI, target: Target, *, window: str) -> S
     # Lost and taken again (1, 0, 1), or held in the window and let go now.
     flips = prometheus.scalar(f"max(changes({status}[{window}]))") or 0.0
     let_go = prometheus.query(f"(max_over_time({status}[{window}]) == 1) and ({status} == 0)")
+    api = f"{API_LATENCY}{{{sel}}}"
     return Signals(
         cancellations={reason: count for reason, count in cancellations.items() if count},
-        api_p50_ms=1000 * (prometheus.scalar(p50) or 0.0),
-        baseline_api_p50_ms=1000 * (prometheus.scalar(baseline) or 0.0),
+        api_p50_ms=_milliseconds(prometheus, _quantile(0.5, api, window)),
+        baseline_api_p50_ms=_milliseconds(prometheus, _baseline(0.5, api, window)),
         slowest_call=f"{slowest} calls" if slowest else None,
         slowest_call_p50_ms=1000 * verbs[slowest] if slowest else 0.0,
         leader_dropped=flips >= 2 or bool(let_go),
         restarts={pod: count for pod, count in restarts.items() if count},
+        reconciles_by_namespace={ns: count for ns, count in by_namespace.items() if count},
+        queue_wait_p99_ms=_milliseconds(prometheus, _quantile(0.99, queue, window)),
+        baseline_queue_wait_p99_ms=_milliseconds(prometheus, _baseline(0.99, queue, window)),
     )
+
+
+def _quantile(quantile: float, buckets: str, window: str) -> str:
+    """The histogram's `quantile` over the window, all its series together."""
+    return f"histogram_quantile({quantile}, sum by (le) (rate({buckets}[{window}])))"
+
+
+def _baseline(quantile: float, buckets: str, window: str) -> str:
+    """The healthy level of the histogram's `quantile`: a low quantile of its per-minute
+    value over the `BASELINE_RANGE` before the window."""
+    return (
+        f"quantile_over_time({BASELINE_QUANTILE}, ({_quantile(quantile, buckets, '1m')})"
+        f"[{BASELINE_RANGE}:1m] offset {window})"
+    )
+
+
+def _milliseconds(prometheus: PrometheusAPI, seconds: str) -> float:
+    return 1000 * (prometheus.scalar(seconds) or 0.0)
 
 
 def firing_alerts(prometheus: PrometheusAPI, target: Target) -> list[Alert]:

@@ -5,12 +5,16 @@ incident (the cause is named), 2 cannot tell (`CANNOT_TELL`: the telemetry
 could not be read, or holds no operator).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wukong.diagnose.panels import PanelReading
 from wukong.diagnose.prometheus import Alert
 from wukong.diagnose.rules import Diagnosis, Signals
 from wukong.diagnose.split import CallSplit
+
+# How many namespaces the report lists by their share of the reconciles.
+SHOWN_NAMESPACES = 3
 
 HEALTHY_STATUS = 0
 INCIDENT_STATUS = 1
@@ -43,12 +47,11 @@ class Report:
             f"diagnosis: {self.diagnosis.cause} (last {self.window})",
             f"  why: {self.diagnosis.explanation}",
             f"  cancelled reconciles: {cancelled}",
-            f"  API latency p50 {signals.api_p50_ms:.0f} ms ("
-            + (
-                f"healthy {signals.baseline_api_p50_ms:.0f} ms)"
-                if signals.baseline_api_p50_ms
-                else "no healthy baseline in the hour before)"
-            ),
+            f"  API latency p50 {signals.api_p50_ms:.0f} ms "
+            + _against(signals.baseline_api_p50_ms),
+            f"  queue wait p99 {signals.queue_wait_p99_ms:.0f} ms "
+            + _against(signals.baseline_queue_wait_p99_ms),
+            f"  reconciles by namespace: {_shares(signals.reconciles_by_namespace)}",
             "  alerts pending or firing: "
             + (", ".join(alert.describe() for alert in self.alerts) or "none"),
             *(f"  panel {reading.describe()}" for reading in self.panels),
@@ -57,3 +60,19 @@ class Report:
             lines.append("  slowest API calls, where their time went:")
             lines += [f"    {call.describe()}" for call in self.calls]
         return "\n".join(lines)
+
+
+def _against(baseline_ms: float) -> str:
+    if baseline_ms:
+        return f"(healthy {baseline_ms:.0f} ms)"
+    return "(no healthy baseline in the hour before)"
+
+
+def _shares(counts: Mapping[str, int]) -> str:
+    """ "noisy 90%, quiet 6% (of 1200)": the namespaces doing most of the work."""
+    total = sum(counts.values())
+    if not total:
+        return "none"
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:SHOWN_NAMESPACES]
+    shares = ", ".join(f"{namespace} {count / total:.0%}" for namespace, count in ranked)
+    return f"{shares} (of {total})"

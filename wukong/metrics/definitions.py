@@ -14,10 +14,11 @@ GC collectors. Tests create as many independent registries as they like.
 Labels are bounded sets: controller and queue names, verbs, HTTP codes, cancel
 reasons, trigger kinds. Object names and namespaces never become labels (one series per
 object would grow without bound); exemplars and logs carry them instead. The
-one exception is bounded by construction: `NamespaceCancellations` exports
-the cancellation counts of only the `TOP_NAMESPACES` namespaces cancelling
-the most right now, so an SRE sees which tenant storms without a series per
-namespace on every family.
+one exception is bounded by construction: `TopNamespaces` exports the
+cancellation counts, and the reconcile counts, of only the `TOP_NAMESPACES`
+namespaces cancelling (reconciling) the most right now, so an SRE sees which
+tenant storms, or takes the workers, without a series per namespace on every
+family.
 
 Wukong has no conversion webhook (its one API version needs none), so
 `controller_runtime_conversion_webhook_panics_total` is served and stays at 0:
@@ -76,10 +77,11 @@ WEBHOOK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 REST_CLIENT_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 
 _QUEUE_LABELS = ("name", "controller")
-# How many namespaces `wukong_top_namespace_cancellations_total` shows at once.
+# How many namespaces `wukong_top_namespace_cancellations_total` (and
+# `wukong_top_namespace_reconciles_total`) shows at once.
 TOP_NAMESPACES = 10
-# Ranking is by cancellations with this half-life (seconds): the namespaces
-# cancelling most *now* lead, an old storm fades out of the top within minutes.
+# Ranking is by counts with this half-life (seconds): the namespaces cancelling
+# (reconciling) most *now* lead, an old storm fades out of the top within minutes.
 TOP_NAMESPACES_HALF_LIFE = 120.0
 # Namespaces tracked at most (each a few numbers); the quietest are dropped first.
 _TRACKED_NAMESPACES = 10_000
@@ -91,7 +93,8 @@ class OperatorMetrics:
 
     registry: CollectorRegistry
     controllers: "ControllerStateCollector"
-    namespace_cancellations: "NamespaceCancellations"
+    namespace_cancellations: "TopNamespaces"
+    namespace_reconciles: "TopNamespaces"
     wukongsets: WukongSetReplicasCollector
     reconcile_total: Counter
     reconcile_errors: Counter
@@ -180,7 +183,7 @@ class ControllerStateCollector(Collector):
 
 @dataclass
 class _Tally:
-    total: int  # cancellations since tracking began
+    total: int  # events since tracking began
     score: float  # decayed count, for ranking
     at: float  # clock time of `score`
 
@@ -206,22 +209,27 @@ class CertificateReadsCollector(Collector):
         )
 
 
-class NamespaceCancellations(Collector):
-    """Reconcile cancellations per (controller, object namespace), exported for the top
-    `top` namespaces only, ranked by recent cancellations (a decayed count).
+class TopNamespaces(Collector):
+    """A count of events (cancelled reconciles, reconciles) per (controller, object
+    namespace), exported as the counter `name` for the top `top` namespaces only,
+    ranked by recent events (a decayed count).
 
-    Each exported series is a counter (cancellations since the namespace was
-    first tracked), so `topk(5, rate(...))` reads as usual; a namespace that
-    drops out of the top and comes back continues its count. Read at scrape time.
+    Each exported series is a counter (events since the namespace was first
+    tracked), so `topk(5, rate(...))` reads as usual; a namespace that drops out
+    of the top and comes back continues its count. Read at scrape time.
     """
 
     def __init__(
         self,
+        name: str,
+        counted: str,
         *,
         top: int = TOP_NAMESPACES,
         half_life: float = TOP_NAMESPACES_HALF_LIFE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.name = name
+        self.counted = counted  # what is counted, for the help text
         self.top = top
         self._decay = math.log(2) / half_life
         self._clock = clock
@@ -245,16 +253,16 @@ class NamespaceCancellations(Collector):
         tally.at = now
 
     def leaders(self) -> list[tuple[str, str, int]]:
-        """(controller, namespace, total) of the top namespaces, most cancelling first."""
+        """(controller, namespace, total) of the top namespaces, most events first."""
         now = self._clock()
         ranked = sorted(self._tallies.items(), key=lambda item: -self._score(item[1], now))
         return [(c, ns, tally.total) for (c, ns), tally in ranked[: self.top]]
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
-            "wukong_top_namespace_cancellations",
-            f"Reconcile cancellations in the (at most {self.top}) namespaces of reconciled "
-            "objects with the most cancellations recently; other namespaces are not exported",
+            self.name,
+            f"{self.counted.capitalize()} in the (at most {self.top}) namespaces of reconciled "
+            f"objects with the most {self.counted} recently; other namespaces are not exported",
             labels=("controller", "object_namespace"),
         )
         for controller, namespace, total in self.leaders():
@@ -271,8 +279,12 @@ def create_metrics() -> OperatorMetrics:
         GCCollector(registry=registry)
     controllers = ControllerStateCollector()
     registry.register(controllers)
-    namespace_cancellations = NamespaceCancellations()
+    namespace_cancellations = TopNamespaces(
+        "wukong_top_namespace_cancellations", "reconcile cancellations"
+    )
     registry.register(namespace_cancellations)
+    namespace_reconciles = TopNamespaces("wukong_top_namespace_reconciles", "reconciles")
+    registry.register(namespace_reconciles)
     registry.register(CertificateReadsCollector())
     wukongsets = WukongSetReplicasCollector()
     registry.register(wukongsets)
@@ -281,6 +293,7 @@ def create_metrics() -> OperatorMetrics:
         registry=registry,
         controllers=controllers,
         namespace_cancellations=namespace_cancellations,
+        namespace_reconciles=namespace_reconciles,
         wukongsets=wukongsets,
         reconcile_total=Counter(
             "controller_runtime_reconcile_total",

@@ -10,9 +10,9 @@ What each event feeds:
 
 - `controller_added`: the controller's queue depth, work in progress and
   worker gauges, read at scrape time (see `definitions.ControllerStateCollector`);
-- `reconcile`: at FINISHED, counts by result, errors (terminal ones and
-  panics apart too), timeouts, cancellations by
-  reason (and by namespace, for the top namespaces only), the triggers that
+- `reconcile`: at FINISHED, counts by result (and by namespace, for the top
+  namespaces only), errors (terminal ones and panics apart too), timeouts,
+  cancellations by reason (and by namespace, for the top namespaces only), the triggers that
   queued the reconcile by kind (`ctx.triggers`; the adds the queue counted
   past the ones it kept count under the last kept one's kind), and three
   histograms with the reconcile's trace id as exemplar (see `_Exemplified`):
@@ -189,6 +189,7 @@ class RuntimeMetrics(RuntimeObserver):
         assert outcome is not None  # FINISHED always carries one
         result = _result_of(outcome, event.reason)
         self._reconcile_total(controller, result).inc()
+        m.namespace_reconciles.record(controller, ctx.request.namespace)
         triggers = ctx.triggers
         for trigger in triggers:
             self._triggers(controller, trigger.kind.value).inc()
