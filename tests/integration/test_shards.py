@@ -52,9 +52,10 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
+    RuntimeObserver,
 )
 from wukong.runtime._errors import NotLeading
-from wukong.runtime._shards import ShardSpace
+from wukong.runtime._shards import ShardHolder, ShardSpace
 from wukong.runtime.resources import CONFIGMAPS, LEASES, NAMESPACES
 
 SHARDS = 6
@@ -380,6 +381,201 @@ async def test_a_shard_handed_over_cancels_its_reconciles_and_refuses_their_writ
         for task in tasks.values():
             with contextlib.suppress(Exception):
                 await task
+        for c in clients.values():
+            await c.close()
+
+
+class SpaceConflicts(RuntimeObserver):
+    """What a replica told its observers of another live shard space."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def space_conflict(self, conflict: bool) -> None:
+        self.seen.append(conflict)
+
+
+def _replica(
+    client: Client, namespace: str, identity: str, space: ShardSpace | None
+) -> tuple[Manager, Stamper, SpaceConflicts]:
+    """A stamping replica of the group "stamper": sharded in `space`, or (None) a
+    single leader."""
+    conflicts = SpaceConflicts()
+    manager = Manager(
+        client=client,
+        observers=[conflicts],
+        options=ManagerOptions(
+            leader_election=LeaderElectionConfig(
+                name="stamper",
+                namespace=namespace,
+                identity=identity,
+                lease_duration=3,
+                renew_deadline=2,
+                retry_period=0.5,
+            ),
+            shards=space,
+            cancel_on_namespace_deletion=False,
+        ),
+    )
+    stamper = Stamper(identity)
+    manager.add(Controller(name="stamper", reconciler=stamper, primary=CONFIGMAPS))
+    return manager, stamper, conflicts
+
+
+async def _lease_holders(client: Client, namespace: str) -> dict[str, str]:
+    leases = (await client.list(LEASES, namespace=namespace))["items"]
+    return {i["metadata"]["name"]: i["spec"].get("holderIdentity") or "" for i in leases}
+
+
+async def _stop(manager: Manager, task: "asyncio.Task[CancelReason]") -> None:
+    manager.stop()
+    with contextlib.suppress(Exception):
+        await task
+
+
+async def test_a_new_shard_count_waits_until_the_old_replicas_are_gone(
+    control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
+) -> None:
+    """A rolling update from 12 shards to 16: while replicas of 12 hold their shards,
+    the replica of 16 holds none, writes nothing and says why; once they are gone
+    it takes all 16 and reconciles everything."""
+    old_space, new_space = ShardSpace(12), ShardSpace(16)
+    clients = {i: await Client.from_kubeconfig(control_plane.kubeconfig) for i in ("o1", "o2", "n")}
+    replicas = {
+        "o1": _replica(clients["o1"], namespace, "o1", old_space),
+        "o2": _replica(clients["o2"], namespace, "o2", old_space),
+        "n": _replica(clients["n"], namespace, "n", new_space),
+    }
+    tasks = {i: asyncio.create_task(replicas[i][0].run()) for i in ("o1", "o2")}
+
+    def holder(identity: str) -> "ShardHolder":
+        shards = replicas[identity][0].shards
+        assert shards is not None
+        return shards
+
+    try:
+        await eventually(
+            lambda: len(holder("o1").held) + len(holder("o2").held) == 12,
+            what="the old replicas holding all 12 shards",
+        )
+        tasks["n"] = asyncio.create_task(replicas["n"][0].run())
+        await eventually(lambda: holder("n").conflict != "", what="the new replica waiting")
+        assert "12 shards by namespace" in holder("n").conflict
+        assert "o1" in holder("n").conflict and "o2" in holder("n").conflict
+        assert replicas["n"][2].seen[-1] is True
+        # Several rounds and a Lease duration later: still nothing held, nothing written,
+        # and the new replica is ready all along (its informers synced).
+        await asyncio.sleep(4)
+        assert holder("n").held == frozenset()
+        assert replicas["n"][0].ready
+        assert replicas["n"][1].reconciled == set()
+        assert "n" not in (await _stamps(client, tenants)).values()
+        holders = await _lease_holders(client, namespace)
+        assert [name for name, by in holders.items() if by == "n"] == [
+            holder("n")._member.config.name
+        ]
+        # The old pods go (a rollout stops them one by one): the new one takes all.
+        await _stop(replicas["o1"][0], tasks["o1"])
+        await asyncio.sleep(1)
+        assert holder("n").held == frozenset()  # o2 still holds the old space
+        await _stop(replicas["o2"][0], tasks["o2"])
+        await eventually(
+            lambda: holder("n").held == frozenset(range(16)),
+            what="the new replica holding all 16 shards",
+            timeout=15,
+        )
+        assert replicas["n"][2].seen[-1] is False
+        await eventually(
+            lambda: _all_stamped_by(client, tenants, "n"),
+            what="every ConfigMap reconciled by the new replica",
+        )
+        leases = (await client.list(LEASES, namespace=namespace))["items"]
+        counts = {
+            lease["metadata"]["labels"]["shards.wukong.io/count"]
+            for lease in leases
+            if lease["spec"].get("holderIdentity") == "n"
+        }
+        assert counts == {"16"}
+    finally:
+        for identity, task in tasks.items():
+            await _stop(replicas[identity][0], task)
+        for c in clients.values():
+            await c.close()
+
+
+async def _all_stamped_by(client: Client, tenants: list[str], identity: str) -> bool:
+    stamps = await _stamps(client, tenants)
+    return len(stamps) == NAMESPACES_USED * PER_NAMESPACE and set(stamps.values()) == {identity}
+
+
+async def test_a_sharded_replica_waits_for_a_live_single_leader(
+    control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
+) -> None:
+    """Sharding turned on: while the single leader of the group lives, the sharded
+    replica takes no shard; once it is gone, it takes them all."""
+    clients = {i: await Client.from_kubeconfig(control_plane.kubeconfig) for i in ("solo", "s")}
+    solo = _replica(clients["solo"], namespace, "solo", None)
+    sharded = _replica(clients["s"], namespace, "s", ShardSpace(SHARDS))
+    tasks = {"solo": asyncio.create_task(solo[0].run())}
+    holder = sharded[0].shards
+    assert holder is not None and solo[0].elector is not None
+    try:
+        await eventually(lambda: _all_stamped_by(client, tenants, "solo"), what="solo leading")
+        tasks["s"] = asyncio.create_task(sharded[0].run())
+        await eventually(lambda: holder.conflict != "", what="the sharded replica waiting")
+        assert "unsharded held by solo" in holder.conflict
+        await asyncio.sleep(4)
+        assert holder.held == frozenset()
+        assert sharded[1].reconciled == set()
+        assert solo[0].elector.is_leader
+        await _stop(solo[0], tasks["solo"])
+        await eventually(
+            lambda: holder.held == frozenset(range(SHARDS)), what="all shards taken", timeout=15
+        )
+        for i in range(PER_NAMESPACE):  # a change for the new holder to reconcile
+            for tenant in tenants:
+                patch = {"metadata": {"labels": {"after": "solo"}}}
+                await client.patch(CONFIGMAPS, f"c{i}", patch, namespace=tenant)
+        await eventually(lambda: _all_stamped_by(client, tenants, "s"), what="s reconciling")
+    finally:
+        for identity, task in tasks.items():
+            await _stop((solo if identity == "solo" else sharded)[0], task)
+        for c in clients.values():
+            await c.close()
+
+
+async def test_a_single_leader_waits_for_live_sharded_replicas(
+    control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
+) -> None:
+    """Sharding turned off: while a sharded replica of the group holds shards, the
+    single leader does not lead (it wins its Lease, looks, and gives it back); once
+    the sharded replica is gone, it leads and reconciles everything."""
+    clients = {i: await Client.from_kubeconfig(control_plane.kubeconfig) for i in ("solo", "s")}
+    solo = _replica(clients["solo"], namespace, "solo", None)
+    sharded = _replica(clients["s"], namespace, "s", ShardSpace(SHARDS))
+    holder = sharded[0].shards
+    assert holder is not None and solo[0].elector is not None
+    tasks = {"s": asyncio.create_task(sharded[0].run())}
+    try:
+        await eventually(lambda: _all_stamped_by(client, tenants, "s"), what="s working")
+        tasks["solo"] = asyncio.create_task(solo[0].run())
+        await eventually(lambda: True in solo[2].seen, what="the single leader seeing shards")
+        await asyncio.sleep(4)
+        assert not solo[0].elector.is_leader
+        assert solo[1].reconciled == set()
+        assert (await _lease_holders(client, namespace)).get("stamper", "") == ""
+        assert holder.held == frozenset(range(SHARDS))
+        await _stop(sharded[0], tasks["s"])
+        await eventually(lambda: solo[0].elector.is_leader, what="solo leading", timeout=15)
+        assert solo[2].seen[-1] is False
+        for i in range(PER_NAMESPACE):
+            for tenant in tenants:
+                patch = {"metadata": {"labels": {"after": "shards"}}}
+                await client.patch(CONFIGMAPS, f"c{i}", patch, namespace=tenant)
+        await eventually(lambda: _all_stamped_by(client, tenants, "solo"), what="solo working")
+    finally:
+        for identity, task in tasks.items():
+            await _stop((solo if identity == "solo" else sharded)[0], task)
         for c in clients.values():
             await c.close()
 

@@ -129,14 +129,16 @@ def namespaced_mode_cluster_rules(namespace: str) -> tuple[Rule, ...]:
 
 
 # Events on the Lease (a replica standing by says so): in the Lease's namespace,
-# which in namespaced mode need not be the watched one.
+# which in namespaced mode need not be the watched one. A single leader lists its
+# group's shard Leases, so it never leads while sharded replicas work.
 LEADER_ELECTION_RULES: tuple[Rule, ...] = (
-    Rule(LEASES, ("get", "create", "update")),
+    Rule(LEASES, ("get", "list", "create", "update")),
     _EVENTS,
 )
 
-# Sharded replicas (`wukong run --shards`) also list their group's shard and
-# member Leases, to count the replicas and see whose shards expire.
+# Sharded replicas (`wukong run --shards`) list their group's shard and member
+# Leases, to count the replicas and see whose shards expire (granted with leader
+# election as well, where a single leader looks for live shard Leases).
 SHARD_RULES: tuple[Rule, ...] = (Rule(LEASES, ("list",)),)
 
 # Who a caller's token is, and whether that user may get /metrics (kubebuilder's

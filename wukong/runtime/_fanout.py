@@ -115,6 +115,9 @@ class ObserverFanout(RuntimeObserver):
     def shards_changed(self, held: frozenset[int], moved: int, reason: str) -> None:
         self._dispatch("shards_changed", held, moved, reason)
 
+    def space_conflict(self, conflict: bool) -> None:
+        self._dispatch("space_conflict", conflict)
+
     def shard_filtering(self, resource: str, where: str) -> None:
         self._dispatch("shard_filtering", resource, where)
 

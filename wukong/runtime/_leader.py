@@ -42,6 +42,7 @@ import math
 import random
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -153,10 +154,15 @@ class LeaderElector:
         client: Client,
         config: LeaderElectionConfig,
         observer: RuntimeObserver = NO_OBSERVER,
+        guard: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
+        """`guard`, if given, is asked after each win in `acquire`: a reason not to lead
+        yet (the Lease is released and the campaign goes on), or None."""
         self._client = client
         self._config = config
         self._observer = observer
+        self._guard = guard
+        self._guard_reason: str | None = None  # as last logged
         self._is_leader = False
         self._lease: Object | None = None  # as this elector last wrote it
         self._observed: _Record | None = None
@@ -188,12 +194,14 @@ class LeaderElector:
         # rather than nothing (leader_election_master_status).
         self._observer.leadership_changed(self._config.name, False)
         while True:
-            async with self._lock:
-                outcome = await self._attempt(deadline=None, leading=False)
-            if outcome is _Outcome.HELD:
-                self._set_leader(True)
-                _log.info("acquired lease %s as %s", self._lease_key, self.identity)
-                return
+            # While the guard says wait, ask it first: no write to the Lease meanwhile.
+            if self._guard_reason is None or not await self._guard_says_wait():
+                async with self._lock:
+                    outcome = await self._attempt(deadline=None, leading=False)
+                if outcome is _Outcome.HELD and not await self._guarded():
+                    self._set_leader(True)
+                    _log.info("acquired lease %s as %s", self._lease_key, self.identity)
+                    return
             await asyncio.sleep(self._config.retry_period * random.uniform(1.0, 1.0 + _JITTER))
 
     async def try_acquire(self) -> bool:
@@ -211,6 +219,25 @@ class LeaderElector:
             _log.info("acquired lease %s as %s", self._lease_key, self.identity)
             return True
         return False
+
+    async def _guard_says_wait(self) -> bool:
+        reason = await self._guard() if self._guard is not None else None
+        if reason != self._guard_reason:
+            if reason:
+                _log.warning("not leading on lease %s yet: %s", self._lease_key, reason)
+            else:
+                _log.info("nothing keeps lease %s from leading any more", self._lease_key)
+            self._guard_reason = reason
+        return reason is not None
+
+    async def _guarded(self) -> bool:
+        """Whether the guard, asked after the Lease was won, says not to lead yet; if
+        so, the Lease is released."""
+        if not await self._guard_says_wait():
+            return False
+        self._is_leader = True  # so release() writes; never reported as leading
+        await self.release()
+        return True
 
     def observe(self, lease: Object) -> None:
         """Note the Lease as read by someone else (a list of many), so that its expiry
@@ -368,7 +395,12 @@ class LeaderElector:
             "renewTime": now,
             "leaseTransitions": old.transitions if ours else old.transitions + 1,
         }
-        return {**lease, "spec": spec}
+        metadata = lease.get("metadata") or {}
+        if self._config.labels:
+            # A Lease another configuration wrote says now whose it is.
+            labels = {**(metadata.get("labels") or {}), **dict(self._config.labels)}
+            metadata = {**metadata, "labels": labels}
+        return {**lease, "metadata": metadata, "spec": spec}
 
     async def _write(self, body: Object, deadline: float | None) -> None:
         loop = asyncio.get_running_loop()

@@ -96,7 +96,7 @@ from wukong.runtime._loopwatch import LoopBlockDetector
 from wukong.runtime._observer import ControllerView, RuntimeObserver
 from wukong.runtime._running import RunningController
 from wukong.runtime._scopes import NamespaceScopes
-from wukong.runtime._shards import ShardHolder, ShardSpace, ShardSpans
+from wukong.runtime._shards import ShardHolder, ShardLeaseCheck, ShardSpace, ShardSpans
 from wukong.runtime._webhook import Validator, WebhookServer
 from wukong.runtime.probes import AuditProbes
 from wukong.runtime.resources import LEASES, NAMESPACES, Resource
@@ -198,7 +198,13 @@ class Manager:
         self._controller_client = layered(self.client, fence=self._fence)
         self.elector = (
             LeaderElector(
-                client=self.client, config=options.leader_election, observer=self._observer
+                client=self.client,
+                config=options.leader_election,
+                observer=self._observer,
+                # Not while replicas of a sharded configuration work (see `_shards`).
+                guard=ShardLeaseCheck(
+                    client=self.client, election=options.leader_election, observer=self._observer
+                ),
             )
             if options.leader_election and self.shards is None
             else None

@@ -222,6 +222,11 @@ class RuntimeObserver(Protocol):
         of `reason` ("acquired", "rebalance", "lost" or "shutdown")."""
         return None
 
+    def space_conflict(self, conflict: bool) -> None:
+        """Whether a live replica of another shard space (another count or key, or
+        sharding on against off) keeps this one from taking shards or leading."""
+        return None
+
     def shard_filtering(self, resource: str, where: str) -> None:
         """An informer of `resource` filters its shards `where` ("client": the API server
         ignored or refused its shardSelector)."""

@@ -27,6 +27,31 @@ reason)` after `held` has changed, so by then the write fence already refuses
 what was lost: the owner cancels reconciles in flight there and lists again.
 A shard released on purpose is released only after the owner has stopped
 working on it.
+
+One shard space at a time. Leases named alike cover different hash ranges
+under different counts (`-shard-3` of 12 is not `-shard-3` of 16), and a single
+leader (the Lease named after the group itself) reconciles everything; so
+replicas of two spaces (another count or key, or sharding on against off), as
+during a rolling update that changes them, must never both write. Every shard
+and member Lease records its space (`shards.wukong.io/count`,
+`shards.wukong.io/by`; the unsharded leader's Lease is the space "unsharded",
+a Lease that records none is of an unknown space). The rule is the oldest one
+for mutual exclusion: raise your flag, then look. A replica's flags are the
+shard Leases it holds (a single leader's, its Lease); a replica that holds
+nothing and wins a shard looks again (a list after the write) before it works
+on it, and gives the shard back if a live Lease (held and not expired, timed
+on this replica's clock) of another space holds a shard or the leader Lease.
+Of two replicas of different spaces, the later to look sees the other's flag,
+so at most one passes; one that passed keeps its flags renewed, so none of
+another space passes while it holds any, and it need not look again until it
+holds nothing. A replica that holds nothing and sees another space live does
+not even try: it waits, holds no shard, says so once (WARNING, naming the
+other space and its holders; `space_conflict` to observers) and stays ready
+(its informers are synced), so a rolling update goes on: the old pods stop,
+their Leases are released or expire, and the new space takes every shard
+within a round. Readiness stays true on purpose: a Deployment that waits for
+a new pod to be ready before stopping an old one would otherwise never stop
+the old ones that the new pod waits for.
 """
 
 import asyncio
@@ -34,13 +59,14 @@ import bisect
 import contextlib
 import dataclasses
 import logging
+import random
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from wukong.runtime._client import Client, Object
-from wukong.runtime._errors import ApiError
+from wukong.runtime._errors import ApiError, NotFound
 from wukong.runtime._fanout import NO_OBSERVER
 from wukong.runtime._leader import LeaderElectionConfig, LeaderElector
 from wukong.runtime._observer import LifecycleEvent, RuntimeObserver, Step
@@ -54,6 +80,10 @@ _FNV_PRIME = 0x100000001B3
 # The label that groups a sharded operator's Leases, and the role of each.
 GROUP_LABEL = "shards.wukong.io/group"
 ROLE_LABEL = "shards.wukong.io/role"
+# The shard space a Lease belongs to: how many shards, keyed by what.
+COUNT_LABEL = "shards.wukong.io/count"
+BY_LABEL = "shards.wukong.io/by"
+UNSHARDED = "unsharded"
 
 ShardKey = Literal["namespace", "uid"]
 
@@ -76,6 +106,14 @@ class ShardSpace:
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError(f"at least one shard is needed, got {self.count}")
+
+    def __str__(self) -> str:
+        return f"{self.count} shards by {self.key}"
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        """What its Leases record of it."""
+        return ((COUNT_LABEL, str(self.count)), (BY_LABEL, self.key))
 
     def bounds(self, shard: int) -> tuple[int, int]:
         """The hash range [low, high) of `shard`."""
@@ -164,6 +202,88 @@ def _dns_label(text: str) -> str:
 OnChange = Callable[[frozenset[int], frozenset[int], str], Awaitable[None]]
 
 
+def space_of(lease: Object, *, group: str) -> str:
+    """The shard space `lease` records: "12 shards by namespace", `UNSHARDED` for the
+    single leader's Lease (named after the group), "unknown" if it records none."""
+    metadata = lease["metadata"]
+    if metadata.get("name") == group:
+        return UNSHARDED
+    labels = metadata.get("labels") or {}
+    if COUNT_LABEL not in labels or BY_LABEL not in labels:
+        return "unknown"
+    return f"{labels[COUNT_LABEL]} shards by {labels[BY_LABEL]}"
+
+
+class LiveLeases:
+    """Which Leases a live replica holds, timed as `LeaderElector` times a holder: on
+    this replica's monotonic clock, from when it saw each record change (first seen:
+    live), so other machines' clocks never count."""
+
+    def __init__(self, identity: str, default_duration: float) -> None:
+        self._identity = identity
+        self._default_duration = default_duration
+        self._seen: dict[str, tuple[object, float]] = {}  # name: (record, changed at)
+
+    def live(self, leases: list[Object]) -> list[Object]:
+        """Those of `leases` held by a live holder (this replica's own always are);
+        forgets Leases not in `leases`."""
+        now = asyncio.get_running_loop().time()
+        seen: dict[str, tuple[object, float]] = {}
+        alive = []
+        for lease in leases:
+            name = lease["metadata"]["name"]
+            spec = lease.get("spec") or {}
+            record = (spec.get("holderIdentity"), spec.get("renewTime"))
+            previous = self._seen.get(name)
+            changed_at = previous[1] if previous and previous[0] == record else now
+            seen[name] = (record, changed_at)
+            duration = spec.get("leaseDurationSeconds") or self._default_duration
+            if record[0] and (record[0] == self._identity or now < changed_at + duration):
+                alive.append(lease)
+        self._seen = seen
+        return alive
+
+
+def describe_holders(leases: list[Object], *, group: str) -> str:
+    """Each space of `leases` with the replicas holding its Leases, for a log line."""
+    holders: dict[str, set[str]] = {}
+    for lease in leases:
+        holder = (lease.get("spec") or {}).get("holderIdentity") or "?"
+        holders.setdefault(space_of(lease, group=group), set()).add(holder)
+    return "; ".join(f"{space} held by {', '.join(sorted(h))}" for space, h in holders.items())
+
+
+class ShardLeaseCheck:
+    """A single leader's look at its group's shard Leases after it won its Lease (see
+    the module's docstring): a reason not to lead while a live replica holds one,
+    else None. For `LeaderElector(guard=...)`."""
+
+    def __init__(
+        self, *, client: Client, election: LeaderElectionConfig, observer: RuntimeObserver
+    ) -> None:
+        self._client = client
+        self._config = election
+        self._observer = observer
+        self._leases = LiveLeases(election.identity, election.lease_duration)
+
+    async def __call__(self) -> str | None:
+        try:
+            leases = await self._client.list(
+                LEASES,
+                namespace=self._config.namespace,
+                label_selector=f"{GROUP_LABEL}={self._config.name}",
+                timeout=self._config.renew_deadline / 2,
+            )
+        except (ApiError, TimeoutError, OSError) as exc:
+            return f"cannot list the shard Leases: {exc}"
+        live = self._leases.live([i for i in leases["items"] if _role(i) == "shard"])
+        self._observer.space_conflict(bool(live))
+        if not live:
+            return None
+        holders = describe_holders(live, group=self._config.name)
+        return f"sharded replicas are live in group {self._config.name}: {holders}"
+
+
 class ShardHolder:
     """Holds this replica's fair share of the shards, each through its own Lease.
 
@@ -202,16 +322,22 @@ class ShardHolder:
                 f"{election.name}-member-{_dns_label(election.identity)}", "member"
             ),
         )
+        self._observer = observer
         self._keeping: dict[int, asyncio.Task[None]] = {}
         self._lost: asyncio.Queue[int] = asyncio.Queue()
-        self._members_seen: dict[str, tuple[object, float]] = {}  # name: (record, changed at)
+        self._leases = LiveLeases(election.identity, election.lease_duration)
+        self._members = LiveLeases(election.identity, election.lease_duration)
+        self.conflict = ""  # the other live shard space, as logged; "" when none
+        self._rounds_off = 0  # rounds to sit out after giving a shard back
         self.members_alive = 1
         self._rank = 0  # this replica's place among the members alive, by Lease name
         self._change_lock = asyncio.Lock()
 
     def _lease_config(self, name: str, role: str) -> LeaderElectionConfig:
         return dataclasses.replace(
-            self._config, name=name, labels=((GROUP_LABEL, self._group), (ROLE_LABEL, role))
+            self._config,
+            name=name,
+            labels=((GROUP_LABEL, self._group), (ROLE_LABEL, role), *self.space.labels),
         )
 
     def lease_name(self, shard: int) -> str:
@@ -255,7 +381,9 @@ class ShardHolder:
             return
         await self._change(frozenset(), frozenset({shard}), "lost")
 
-    async def _round(self) -> None:
+    async def _leases_now(self) -> list[Object] | None:
+        """The group's Leases and the single leader's (named after the group), or None
+        if they cannot be read."""
         try:
             leases = await self._client.list(
                 LEASES,
@@ -263,14 +391,67 @@ class ShardHolder:
                 label_selector=f"{GROUP_LABEL}={self._group}",
                 timeout=self._config.renew_deadline / 2,
             )
+            items: list[Object] = list(leases["items"])
+            with contextlib.suppress(NotFound):
+                items.append(
+                    await self._client.get(
+                        LEASES,
+                        self._group,
+                        namespace=self._namespace,
+                        timeout=self._config.renew_deadline / 2,
+                    )
+                )
         except (ApiError, TimeoutError, OSError) as exc:
             _log.warning("cannot list the shard Leases: %s", exc)
+            return None
+        return items
+
+    def _other_space(self, leases: list[Object]) -> list[Object]:
+        """The live Leases of another space that hold a shard or the single leader's."""
+        ours = str(self.space)
+        return [
+            lease
+            for lease in self._leases.live(leases)
+            if _role(lease) != "member" and space_of(lease, group=self._group) != ours
+        ]
+
+    def _report(self, others: list[Object]) -> None:
+        conflict = describe_holders(others, group=self._group) if others else ""
+        if conflict == self.conflict:
             return
-        self._count_members([i for i in leases["items"] if _role(i) == "member"])
-        for lease in leases["items"]:
+        if conflict:
+            _log.warning(
+                "another shard space is live in group %s: %s; this replica (%s) holds no shard "
+                "and reconciles nothing until those Leases are released or expire",
+                self._group,
+                conflict,
+                self.space,
+            )
+        else:
+            _log.info("no other shard space is live in group %s: taking shards", self._group)
+        self.conflict = conflict
+        self._observer.space_conflict(bool(conflict))
+
+    async def _round(self) -> None:
+        leases = await self._leases_now()
+        if leases is None:
+            return
+        ours = str(self.space)
+        self._count_members(
+            [i for i in leases if _role(i) == "member" and space_of(i, group=self._group) == ours]
+        )
+        for lease in leases:
             if _role(lease) == "shard":
                 for elector in self._electors:
                     elector.observe(lease)
+        others = self._other_space(leases)
+        if not self.held:
+            # Holding shards, this replica's flags keep other spaces out; holding
+            # none, it must not start while another space is live.
+            self._report(others)
+            if others or self._rounds_off:
+                self._rounds_off = max(0, self._rounds_off - 1)
+                return
         held = set(self.held)
         surplus = sorted(held)[self.share :] if len(held) > self.share else []
         if surplus:
@@ -284,14 +465,30 @@ class ShardHolder:
             if len(held) >= self.share:
                 break
             shard = (start + step) % self.space.count
-            if shard in held or self._taken(leases["items"], shard):
+            if shard in held or self._taken(leases, shard):
                 continue
             if await self._electors[shard].try_acquire():
+                if not held and not await self._alone(shard):
+                    return
                 held.add(shard)
                 self._keeping[shard] = asyncio.create_task(
                     self._keep(shard), name=f"shard {shard} lease"
                 )
                 await self._change(frozenset({shard}), frozenset(), "acquired")
+
+    async def _alone(self, shard: int) -> bool:
+        """After winning `shard` while holding nothing: look again (the write came
+        first), and give it back if another space is live after all."""
+        leases = await self._leases_now()
+        others = self._other_space(leases) if leases is not None else []
+        if leases is not None and not others:
+            return True
+        self._report(others)
+        await self._electors[shard].release()
+        # Two spaces that raced give their shards back; sit out a random number
+        # of rounds so the next race has a winner.
+        self._rounds_off = random.randint(1, 3)
+        return False
 
     def _taken(self, leases: list[Object], shard: int) -> bool:
         """Held by a live other replica, as far as the list shows (no read needed)."""
@@ -308,21 +505,7 @@ class ShardHolder:
         return self._electors[shard].expired_now()
 
     def _count_members(self, members: list[Object]) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        alive: list[str] = []
-        seen: dict[str, tuple[object, float]] = {}
-        for lease in members:
-            name = lease["metadata"]["name"]
-            spec = lease.get("spec") or {}
-            record = (spec.get("holderIdentity"), spec.get("renewTime"))
-            previous = self._members_seen.get(name)
-            changed_at = previous[1] if previous and previous[0] == record else now
-            seen[name] = (record, changed_at)
-            duration = spec.get("leaseDurationSeconds") or self._config.lease_duration_seconds
-            if record[0] and (record[0] == self.identity or now < changed_at + duration):
-                alive.append(name)
-        self._members_seen = seen
+        alive = [lease["metadata"]["name"] for lease in self._members.live(members)]
         if len(alive) != self.members_alive:
             _log.info("%d replicas share %d shards", max(1, len(alive)), self.space.count)
         self.members_alive = max(1, len(alive))
