@@ -139,6 +139,7 @@ OPERATOR_FAMILIES = (
     _family("wukong_api_request_cancellations_total", "counter", "verb", "resource", "reason"),
     _family("wukong_shards_held", "gauge"),
     _family("wukong_shard_handoffs_total", "counter", "reason", reasons=SHARD_HANDOFF_REASONS),
+    _family("wukong_shard_space_conflict", "gauge"),
 )
 AGENT_FAMILIES = (
     _family(

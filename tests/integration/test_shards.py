@@ -40,6 +40,7 @@ from wukong.devcluster import ControlPlane, ephemeral_control_plane
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.processes import free_port
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
+from wukong.metrics import RuntimeMetrics
 from wukong.operator.api import WUKONGS
 from wukong.runtime import (
     CancelReason,
@@ -52,7 +53,6 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
-    RuntimeObserver,
 )
 from wukong.runtime._errors import NotLeading
 from wukong.runtime._shards import ShardHolder, ShardSpace
@@ -385,14 +385,20 @@ async def test_a_shard_handed_over_cancels_its_reconciles_and_refuses_their_writ
             await c.close()
 
 
-class SpaceConflicts(RuntimeObserver):
-    """What a replica told its observers of another live shard space."""
+class SpaceConflicts(RuntimeMetrics):
+    """What a replica told its observers of another live shard space, and its gauge."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.seen: list[bool] = []
 
     def space_conflict(self, conflict: bool) -> None:
         self.seen.append(conflict)
+        super().space_conflict(conflict)
+
+    @property
+    def gauge(self) -> float | None:
+        return self.metrics.registry.get_sample_value("wukong_shard_space_conflict")
 
 
 def _replica(
@@ -463,6 +469,8 @@ async def test_a_new_shard_count_waits_until_the_old_replicas_are_gone(
         assert "12 shards by namespace" in holder("n").conflict
         assert "o1" in holder("n").conflict and "o2" in holder("n").conflict
         assert replicas["n"][2].seen[-1] is True
+        assert replicas["n"][2].gauge == 1
+        assert replicas["n"][2].metrics.registry.get_sample_value("wukong_shards_held") == 0
         # Several rounds and a Lease duration later: still nothing held, nothing written,
         # and the new replica is ready all along (its informers synced).
         await asyncio.sleep(4)
@@ -485,6 +493,7 @@ async def test_a_new_shard_count_waits_until_the_old_replicas_are_gone(
             timeout=15,
         )
         assert replicas["n"][2].seen[-1] is False
+        assert replicas["n"][2].gauge == 0
         await eventually(
             lambda: _all_stamped_by(client, tenants, "n"),
             what="every ConfigMap reconciled by the new replica",

@@ -121,6 +121,7 @@ class OperatorMetrics:
     shards_held: Gauge
     shard_handoffs: Counter
     shard_client_filtering: Counter
+    shard_space_conflict: Gauge
     webhook_requests: Counter
     webhook_latency: Histogram
     webhook_in_flight: Gauge
@@ -448,6 +449,13 @@ def create_metrics() -> OperatorMetrics:
             "Informers whose shardSelector the API server ignored or refused, so they list "
             "and watch everything and keep their shards on this side, by resource",
             labelnames=("resource",),
+            registry=registry,
+        ),
+        shard_space_conflict=Gauge(
+            "wukong_shard_space_conflict",
+            "1 while live replicas of another shard space (another --shards or --shard-by, "
+            "or sharding on against off, as in a rollout changing them) keep this replica "
+            "from taking shards or leading; it waits, holding nothing, until they are gone",
             registry=registry,
         ),
         webhook_requests=Counter(

@@ -27,6 +27,7 @@ What each event feeds:
   `wukong_leader_standbys_total`;
 - `shards_changed`, `shard_filtering`: `wukong_shards_held`,
   `wukong_shard_handoffs_total` by reason, `wukong_shard_client_filtering_total`;
+  `space_conflict`: `wukong_shard_space_conflict`;
 - `webhook_added`: the webhook's requests (codes 200 and 500) and in-flight
   series at 0, as controller-runtime's `InstrumentedHook` makes them;
 - `admission_started`, `admission_reviewed`: controller-runtime's webhook
@@ -268,6 +269,9 @@ class RuntimeMetrics(RuntimeObserver):
     def shards_changed(self, held: frozenset[int], moved: int, reason: str) -> None:
         self.metrics.shards_held.set(len(held))
         self.metrics.shard_handoffs.labels(reason).inc(moved)
+
+    def space_conflict(self, conflict: bool) -> None:
+        self.metrics.shard_space_conflict.set(1 if conflict else 0)
 
     def shard_filtering(self, resource: str, where: str) -> None:
         if where == "client":
