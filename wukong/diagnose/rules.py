@@ -1,12 +1,12 @@
-"""The rules that name the cause of a cancel storm.
+"""The rules that name the cause of an incident: a cancel storm, a noisy tenant.
 
 They are the ones an SRE applies to the cancel-storm dashboard and the traces
-behind it, in this order:
+behind it, in this order (the first that matches wins):
 
-- reconciles cancelled only for `shutdown`: a rollout or a restart, which is
-  no failure at all (nothing timed out, nothing needs fixing);
 - a replica's process started again and again within the window: the
   operator is crash-looping;
+- reconciles cancelled only for `shutdown`: a rollout or a restart, which is
+  no failure at all (nothing timed out, nothing needs fixing);
 - reconciles cancelled with `leader_lost`, or a replica's leader status
   dropped: the replica lost its Lease (a partition, a paused process, a
   stolen Lease);
