@@ -512,6 +512,42 @@ async def test_a_new_shard_count_waits_until_the_old_replicas_are_gone(
             await c.close()
 
 
+async def test_two_shard_spaces_starting_together_never_both_work(
+    control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
+) -> None:
+    """Replicas of 12 and of 16 shards start at the same moment: whichever wins its
+    first shard looks again, so at no time do both hold shards; one space ends up
+    with every shard and the other has reconciled nothing."""
+    clients = {i: await Client.from_kubeconfig(control_plane.kubeconfig) for i in ("x", "y")}
+    replicas = {
+        "x": _replica(clients["x"], namespace, "x", ShardSpace(12)),
+        "y": _replica(clients["y"], namespace, "y", ShardSpace(16)),
+    }
+    holders = {i: replicas[i][0].shards for i in replicas}
+    tasks = {i: asyncio.create_task(replicas[i][0].run()) for i in replicas}
+    both: list[float] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 8
+        while loop.time() < deadline:
+            held = [h.held for h in holders.values() if h is not None]
+            if all(held):
+                both.append(loop.time())
+            await asyncio.sleep(0.02)
+        assert both == []
+        counts = {i: len(h.held) for i, h in holders.items() if h is not None}
+        winner = max(counts, key=lambda i: counts[i])
+        loser = "y" if winner == "x" else "x"
+        assert counts == {winner: 12 if winner == "x" else 16, loser: 0}
+        assert replicas[loser][1].reconciled == set()
+        assert replicas[loser][2].gauge == 1
+    finally:
+        for identity, task in tasks.items():
+            await _stop(replicas[identity][0], task)
+        for c in clients.values():
+            await c.close()
+
+
 async def _all_stamped_by(client: Client, tenants: list[str], identity: str) -> bool:
     stamps = await _stamps(client, tenants)
     return len(stamps) == NAMESPACES_USED * PER_NAMESPACE and set(stamps.values()) == {identity}
