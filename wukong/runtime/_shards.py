@@ -41,12 +41,17 @@ shard Leases it holds (a single leader's, its Lease); a replica that holds
 nothing and wins a shard looks again (a list after the write) before it works
 on it, and gives the shard back if a live Lease (held and not expired, timed
 on this replica's clock) of another space holds a shard or the leader Lease.
-Of two replicas of different spaces, the later to look sees the other's flag,
-so at most one passes; one that passed keeps its flags renewed, so none of
-another space passes while it holds any, and it need not look again until it
-holds nothing. A replica that holds nothing and sees another space live does
-not even try: it waits, holds no shard, says so once (WARNING, naming the
-other space and its holders; `space_conflict` to observers) and stays ready
+Of two replicas of different spaces, the later to look sees the other's flag
+(lists are consistent reads, and a record first seen counts as live), so at
+most one passes; one that passed keeps its flags renewed, so none of another
+space passes while it holds any, and it need not look again until it holds
+nothing (another space's flags it sees meanwhile are attempts that will be
+given back). Member Leases are no flags: a waiting replica keeps one, and two
+spaces waiting on each other's would wait forever. Two that raced and both
+gave their shard back sit out 1 to 3 rounds at random, so the next race has a
+winner. A replica that holds nothing and sees another space live does
+not even try: it waits, holds no shard, says so (a WARNING naming the other
+space and its holders, again when they change; `space_conflict` to observers) and stays ready
 (its informers are synced), so a rolling update goes on: the old pods stop,
 their Leases are released or expire, and the new space takes every shard
 within a round. Readiness stays true on purpose: a Deployment that waits for
@@ -480,10 +485,11 @@ class ShardHolder:
         """After winning `shard` while holding nothing: look again (the write came
         first), and give it back if another space is live after all."""
         leases = await self._leases_now()
-        others = self._other_space(leases) if leases is not None else []
-        if leases is not None and not others:
-            return True
-        self._report(others)
+        if leases is not None:
+            others = self._other_space(leases)
+            if not others:
+                return True
+            self._report(others)
         await self._electors[shard].release()
         # Two spaces that raced give their shards back; sit out a random number
         # of rounds so the next race has a winner.
