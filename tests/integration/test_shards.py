@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -546,6 +547,56 @@ async def test_two_shard_spaces_starting_together_never_both_work(
             await _stop(replicas[identity][0], task)
         for c in clients.values():
             await c.close()
+
+
+async def test_a_crashed_old_space_holds_the_new_one_back_for_a_lease_duration(
+    control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
+) -> None:
+    """Leases of 12 shards and the single leader's, held by replicas that crashed (never
+    renewed, never released): the replica of 16 waits until they expire on its own
+    clock, a Lease duration after it first saw them, then takes every shard."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    spec = {"holderIdentity": "ghost", "leaseDurationSeconds": 3, "renewTime": now}
+    labels = {
+        "shards.wukong.io/group": "stamper",
+        "shards.wukong.io/role": "shard",
+        "shards.wukong.io/count": "12",
+        "shards.wukong.io/by": "namespace",
+    }
+    for name, lease_labels in [
+        *((f"stamper-shard-{i}", labels) for i in range(12)),
+        ("stamper", {}),
+    ]:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "labels": lease_labels},
+            "spec": spec,
+        }
+        await client.create(LEASES, body, namespace=namespace)
+    new_client = await Client.from_kubeconfig(control_plane.kubeconfig)
+    manager, stamper, conflicts = _replica(new_client, namespace, "n", ShardSpace(16))
+    holder = manager.shards
+    assert holder is not None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(manager.run())
+    try:
+        await eventually(lambda: holder.conflict != "", what="the new replica waiting")
+        assert "ghost" in holder.conflict and "unsharded" in holder.conflict
+        await eventually(lambda: bool(holder.held), what="a first shard taken", timeout=15)
+        assert loop.time() - started >= 3  # not before the Leases' duration ran out
+        await eventually(
+            lambda: holder.held == frozenset(range(16)), what="every shard taken", timeout=15
+        )
+        assert conflicts.gauge == 0
+        await eventually(
+            lambda: _all_stamped_by(client, tenants, "n"), what="everything reconciled"
+        )
+        assert stamper.reconciled
+    finally:
+        await _stop(manager, task)
+        await new_client.close()
 
 
 async def _all_stamped_by(client: Client, tenants: list[str], identity: str) -> bool:
