@@ -15,7 +15,7 @@ import asyncio
 import base64
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,11 +26,10 @@ from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests import build_progress
 from tests.integration.helpers import running, service_account_token
 from tests.integration.webhooks import registered_webhook, wukong_object
 from tests.polling import eventually
-from wukong.devcluster import ControlPlane, binaries, ephemeral_control_plane
+from wukong.devcluster import ControlPlane
 from wukong.devcluster.apis import install_dev_apis
 from wukong.devcluster.jaeger import JaegerSpan, LocalJaeger
 from wukong.devcluster.processes import free_port
@@ -53,7 +52,6 @@ from wukong.runtime.resources import (
 )
 from wukong.runtime.serving import load_serving_certificate
 from wukong.tracing.sampling import TailSampling
-from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
 # A cold build of Jaeger (minutes) happens in the session fixture's setup; the
@@ -70,28 +68,6 @@ GET_CONFIGMAP = "GET /api/v1/namespaces/{:namespace}/configmaps/{:name}"
 CREATE_CONFIGMAP = "POST /api/v1/namespaces/{:namespace}/configmaps"
 
 
-@pytest.fixture(scope="session")
-def jaeger() -> Iterator[LocalJaeger]:
-    """Jaeger v2, built on first use, for the session."""
-    local = LocalJaeger(binary=binaries.jaeger_binary(progress=build_progress.progress))
-    local.start()
-    yield local
-    local.stop()
-
-
-@pytest.fixture(scope="session")
-def traced_plane(
-    jaeger: LocalJaeger, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    """A control plane whose kube-apiserver traces every request into `jaeger`."""
-    with ephemeral_control_plane(
-        progress=build_progress.progress,
-        state_dir=tmp_path_factory.mktemp("traced-plane"),
-        tracing_endpoint=jaeger.otlp_grpc,
-    ) as plane:
-        yield plane
-
-
 @pytest.fixture
 async def admin(traced_plane: ControlPlane) -> AsyncIterator[Client]:
     async with await Client.from_kubeconfig(traced_plane.kubeconfig) as api:
@@ -105,21 +81,6 @@ async def traced_namespace(admin: Client) -> AsyncIterator[str]:
     await admin.create(CONFIGMAPS, {"metadata": {"name": "target", "namespace": name}})
     yield name
     await admin.delete(NAMESPACES, name)
-
-
-@pytest.fixture
-def operator_tracing(
-    jaeger: LocalJaeger, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[TracerProvider, str]]:
-    """The operator's provider, exporting to `jaeger` over OTLP/HTTP; its service name."""
-    service = f"wukong-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_http)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
-    provider = configure_tracing()
-    assert provider is not None
-    yield provider, service
-    provider.shutdown()
 
 
 Call = Callable[[Client, str], Awaitable[object]]

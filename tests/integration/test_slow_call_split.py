@@ -13,22 +13,19 @@ spans go there too. A reconcile creates a ConfigMap while a fault is on:
 """
 
 import asyncio
-import os
-import signal
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests import build_progress
+from tests.faults import paused_in_bursts
 from tests.integration.helpers import running
 from tests.polling import eventually
-from wukong.devcluster import ControlPlane, binaries, ephemeral_control_plane
+from wukong.devcluster import ControlPlane
 from wukong.devcluster.cluster import ETCD
 from wukong.devcluster.jaeger import LocalJaeger
 from wukong.devcluster.kubeconfig import kubeconfig_via
@@ -46,7 +43,6 @@ from wukong.runtime import (
 )
 from wukong.runtime.resources import CONFIGMAPS, NAMESPACES
 from wukong.tracing.sampling import TailSampling
-from wukong.tracing.setup import configure_tracing
 from wukong.tracing.spans import ReconcileTracer
 
 # A cold build of Jaeger (minutes) happens in the fixture's setup.
@@ -57,26 +53,6 @@ ETCD_PAUSE = 0.25  # each burst: etcd stopped this long...
 ETCD_RUN = 0.02  # ...then running this long
 
 
-@pytest.fixture(scope="module")
-def jaeger() -> Iterator[LocalJaeger]:
-    local = LocalJaeger(binary=binaries.jaeger_binary(progress=build_progress.progress))
-    local.start()
-    yield local
-    local.stop()
-
-
-@pytest.fixture(scope="module")
-def traced_plane(
-    jaeger: LocalJaeger, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    with ephemeral_control_plane(
-        progress=build_progress.progress,
-        state_dir=tmp_path_factory.mktemp("split-plane"),
-        tracing_endpoint=jaeger.otlp_grpc,
-    ) as plane:
-        yield plane
-
-
 @pytest.fixture
 async def namespace(traced_plane: ControlPlane) -> AsyncIterator[str]:
     name = f"split-{uuid.uuid4().hex[:8]}"
@@ -85,20 +61,6 @@ async def namespace(traced_plane: ControlPlane) -> AsyncIterator[str]:
         await admin.create(CONFIGMAPS, {"metadata": {"name": "target", "namespace": name}})
         yield name
         await admin.delete(NAMESPACES, name)
-
-
-@pytest.fixture
-def operator_tracing(
-    jaeger: LocalJaeger, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[TracerProvider, str]]:
-    service = f"wukong-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_http)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
-    provider = configure_tracing()
-    assert provider is not None
-    yield provider, service
-    provider.shutdown()
 
 
 class CreatesOnce:
@@ -187,25 +149,8 @@ async def test_a_paused_etcd_shows_as_time_in_storage(
     etcd = read_pid(Component(name=ETCD, state_dir=traced_plane.config.state_dir))
     assert etcd is not None, "etcd of the traced control plane is not running"
 
-    @contextmanager
-    def etcd_paused_in_bursts() -> Iterator[None]:
-        stop = threading.Event()
-
-        def bursts() -> None:
-            while not stop.is_set():
-                os.kill(etcd, signal.SIGSTOP)
-                time.sleep(ETCD_PAUSE)
-                os.kill(etcd, signal.SIGCONT)
-                time.sleep(ETCD_RUN)
-
-        thread = threading.Thread(target=bursts, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-            os.kill(etcd, signal.SIGCONT)
+    def etcd_paused_in_bursts() -> AbstractContextManager[None]:
+        return paused_in_bursts(etcd, pause=ETCD_PAUSE, run=ETCD_RUN)
 
     async with await Client.from_kubeconfig(traced_plane.kubeconfig) as client:
         since = await _create_traced(

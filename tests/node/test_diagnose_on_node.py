@@ -28,13 +28,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.faults import paused_in_bursts
 from tests.node.conftest import NodeCluster, metrics_readers_args
 from tests.node.test_agent_on_node import _host_pids, _install_dev_apis, remove_storm
 from tests.node.test_chart_on_node import _helm, _pods, _ready
@@ -318,28 +319,11 @@ def test_healthy(release: Release) -> None:
     assert code == 0
 
 
-@contextmanager
-def _forwarder_paused_in_bursts(cluster: NodeCluster) -> Iterator[None]:
+def _forwarder_paused_in_bursts(cluster: NodeCluster) -> AbstractContextManager[None]:
     """The node's path to the API server, stopped and let run in turns."""
     pid = read_pid(Forwarder(cluster.plane).component)
     assert pid is not None, "the node's forwarder is not running"
-    stop = threading.Event()
-
-    def bursts() -> None:
-        while not stop.is_set():
-            os.kill(pid, signal.SIGSTOP)
-            time.sleep(PAUSE)
-            os.kill(pid, signal.SIGCONT)
-            time.sleep(RUN)
-
-    thread = threading.Thread(target=bursts, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        os.kill(pid, signal.SIGCONT)
+    return paused_in_bursts(pid, pause=PAUSE, run=RUN)
 
 
 def test_slow_api_server(release: Release) -> None:
