@@ -75,6 +75,14 @@ def _spec(index: int) -> Object:
     return spec
 
 
+def wukong_run(kubeconfig: Path, namespace: str, log: Path, *flags: str) -> "Operator":
+    """`wukong run` on `namespace`, no leader election, a 10 s reconcile timeout."""
+    argv = [sys.executable, "-m", "wukong.cli", "run", f"--kubeconfig={kubeconfig}"]
+    argv += [f"--namespace={namespace}", "--no-leader-elect", "--metrics-bind=0"]
+    argv += ["--health-bind=0", *flags, "--reconcile-timeout=10"]
+    return Operator(argv, log)
+
+
 class Operator:
     """`wukong run` kept alive like a pod's container: restarted whenever it exits."""
 
@@ -209,21 +217,11 @@ async def test_two_hundred_wukongs_survive_operator_kills_and_api_server_restart
     )
     run = await start_wukong(simulation=simulation)
     await run.stop_operator()  # the operator under test is the `wukong run` process
-    operator = Operator(
-        [
-            sys.executable,
-            "-m",
-            "wukong.cli",
-            "run",
-            f"--kubeconfig={control_plane.kubeconfig}",
-            f"--namespace={run.namespace}",
-            "--no-leader-elect",
-            "--metrics-bind=0",
-            "--health-bind=0",
-            "--max-concurrent-reconciles=8",
-            "--reconcile-timeout=10",
-        ],
+    operator = wukong_run(
+        control_plane.kubeconfig,
+        run.namespace,
         tmp_path / "operator.log",
+        "--max-concurrent-reconciles=8",
     )
     supervisor = asyncio.create_task(operator.supervise())
     rng = random.Random(13)

@@ -5,10 +5,9 @@ member on the new template, with no extra member and nothing orphaned."""
 import asyncio
 import contextlib
 import random
-import sys
 from pathlib import Path
 
-from tests.integration.test_wukong_chaos import CHILD_KINDS, Operator, _status_problems
+from tests.integration.test_wukong_chaos import CHILD_KINDS, Operator, _status_problems, wukong_run
 from tests.integration.test_wukongset import _set
 from tests.integration.wukong_harness import StartWukong, WatchRecorder, WukongRun
 from tests.polling import eventually
@@ -83,21 +82,7 @@ async def test_scaling_up_and_down_through_operator_kills_converges_without_orph
     )
     run = await start_wukong(simulation=simulation)
     await run.stop_operator()  # the operator under test is the `wukong run` process
-    operator = Operator(
-        [
-            sys.executable,
-            "-m",
-            "wukong.cli",
-            "run",
-            f"--kubeconfig={control_plane.kubeconfig}",
-            f"--namespace={run.namespace}",
-            "--no-leader-elect",
-            "--metrics-bind=0",
-            "--health-bind=0",
-            "--reconcile-timeout=10",
-        ],
-        tmp_path / "operator.log",
-    )
+    operator = wukong_run(control_plane.kubeconfig, run.namespace, tmp_path / "operator.log")
     await run.client.create(WUKONGSETS, _set(run.namespace, "web", 3))
     supervisor = asyncio.create_task(operator.supervise())
     rng = random.Random(7)
