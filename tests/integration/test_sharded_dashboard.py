@@ -10,7 +10,6 @@ import json
 import shutil
 import signal
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.integration.test_shards import (
     _shard_holders,
     _wukong_run,
     control_plane,  # noqa: F401 (the fixture: an API server with sharded list and watch)
+    tenants_in_every_shard,
 )
 from tests.polling import eventually
 from wukong.dashboards.cancel_storm import (
@@ -43,8 +43,6 @@ from wukong.devcluster.processes import free_port
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.runtime import Client
-from wukong.runtime._shards import ShardSpace
-from wukong.runtime.resources import NAMESPACES
 
 JOB = "wukong-operator-metrics"
 PODS = ("wukong-0", "wukong-1", "wukong-2")
@@ -104,16 +102,7 @@ async def test_each_replicas_row_shows_its_own_shards_and_work(
     replicas: list[Replica],
 ) -> None:
     await install_dev_apis(client)
-    space = ShardSpace(OPERATOR_SHARDS)
-    tenants: list[str] = []
-    while len(tenants) < TENANTS:  # every shard has tenants, so every replica reconciles
-        name = f"board-{uuid.uuid4().hex[:8]}"
-        covered = {space.shard_of_key(t) for t in tenants}
-        if space.shard_of_key(name) not in covered or len(covered) == OPERATOR_SHARDS:
-            tenants.append(name)
-    for tenant in tenants:
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": tenant}}
-        await client.create(NAMESPACES, body)
+    tenants = await tenants_in_every_shard(client, "board", TENANTS)
     # Each process a pod of its own, with the target labels the chart's pods get.
     prometheus = LocalPrometheus(
         scrape_configs=[

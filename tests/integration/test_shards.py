@@ -54,9 +54,10 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
+    ShardSpace,
 )
 from wukong.runtime._errors import NotLeading
-from wukong.runtime._shards import ShardHolder, ShardSpace
+from wukong.runtime._shards import ShardHolder
 from wukong.runtime.resources import CONFIGMAPS, LEASES, NAMESPACES
 
 SHARDS = 6
@@ -678,6 +679,24 @@ async def test_a_single_leader_waits_for_live_sharded_replicas(
 
 OPERATOR_SHARDS = 6
 TENANTS = 10
+
+
+async def tenants_in_every_shard(client: Client, prefix: str, count: int) -> list[str]:
+    """`count` new namespaces named `prefix-...`, at least one in each of the
+    operator's shards (so every replica has work)."""
+    space = ShardSpace(OPERATOR_SHARDS)
+    tenants: list[str] = []
+    while len(tenants) < count:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        covered = {space.shard_of_key(t) for t in tenants}
+        if space.shard_of_key(name) not in covered or len(covered) == OPERATOR_SHARDS:
+            tenants.append(name)
+    for tenant in tenants:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": tenant}}
+        await client.create(NAMESPACES, body)
+    return tenants
+
+
 # 200 Wukongs before the kill (WUKONG_SHARDED_FLEET=1000 for the full fleet: minutes).
 WUKONGS_PER_TENANT = int(os.environ.get("WUKONG_SHARDED_FLEET", "200")) // TENANTS
 LATE_PER_TENANT = 2  # created right after it
@@ -757,15 +776,7 @@ async def test_wukong_run_replicas_share_the_wukongs_and_survive_a_sigkill(
 ) -> None:
     await install_dev_apis(client)
     space = ShardSpace(OPERATOR_SHARDS)
-    tenants: list[str] = []
-    while len(tenants) < TENANTS:  # every shard has tenants, so every replica works
-        name = f"fleet-{uuid.uuid4().hex[:8]}"
-        covered = {space.shard_of_key(t) for t in tenants}
-        if space.shard_of_key(name) not in covered or len(covered) == OPERATOR_SHARDS:
-            tenants.append(name)
-    for tenant in tenants:
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": tenant}}
-        await client.create(NAMESPACES, body)
+    tenants = await tenants_in_every_shard(client, "fleet", TENANTS)
     simulator = simulator_manager(client=client, config=SimulationConfig())
     simulating = asyncio.create_task(simulator.run())
     ports = [free_port() for _ in range(3)]
