@@ -22,8 +22,24 @@ from wukong.runtime import (
     RuntimeObserver,
 )
 from wukong.runtime._client import WatchEvent
+from wukong.runtime._errors import NotFound
 from wukong.runtime._fence import WriteFence
-from wukong.runtime._shards import ShardFilter, ShardSpace, ShardSpans, _dns_label, fnv1a64
+from wukong.runtime._leader import LeaderElectionConfig
+from wukong.runtime._shards import (
+    COUNT_LABEL,
+    GROUP_LABEL,
+    ROLE_LABEL,
+    UNSHARDED,
+    LiveLeases,
+    ShardFilter,
+    ShardHolder,
+    ShardLeaseCheck,
+    ShardSpace,
+    ShardSpans,
+    _dns_label,
+    fnv1a64,
+    space_of,
+)
 from wukong.runtime.observe import LifecycleEvent, Step
 from wukong.runtime.resources import CONFIGMAPS
 
@@ -225,3 +241,302 @@ def test_member_lease_names_stay_unique_for_long_identities() -> None:
     assert _dns_label(a) != _dns_label(b)
     assert len(_dns_label(a)) <= 63
     assert _dns_label("Host_01").startswith("host-01-")
+
+
+# One shard space at a time: which Leases are flags of which space, and who waits.
+
+_GROUP = "wk"
+
+
+def _lease(
+    name: str,
+    holder: str | None,
+    *,
+    space: ShardSpace | None = None,
+    role: str = "shard",
+    renew: str = "2026-01-01T00:00:00.000000Z",
+    duration: int | None = 15,
+) -> Object:
+    labels = {GROUP_LABEL: _GROUP, ROLE_LABEL: role, **dict(space.labels if space else ())}
+    spec: dict[str, Any] = {"holderIdentity": holder, "renewTime": renew}
+    if duration is not None:
+        spec["leaseDurationSeconds"] = duration
+    return {"metadata": {"name": name, "namespace": "ns", "labels": labels}, "spec": spec}
+
+
+def _shard_leases(space: ShardSpace, holder: str) -> list[Object]:
+    return [_lease(f"{_GROUP}-shard-{i}", holder, space=space) for i in range(space.count)]
+
+
+def _leader_lease(holder: str) -> Object:
+    return {
+        "metadata": {"name": _GROUP, "namespace": "ns"},
+        "spec": {"holderIdentity": holder, "renewTime": "2026-01-01T00:00:00.000000Z"},
+    }
+
+
+class _Clock:
+    """The running loop's monotonic clock, moved by hand."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        loop = asyncio.get_running_loop()
+        self.now = loop.time()
+        monkeypatch.setattr(loop, "time", lambda: self.now)
+
+
+class _Conflicts(RuntimeObserver):
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def space_conflict(self, conflict: bool) -> None:
+        self.seen.append(conflict)
+
+
+class _LeaseServer:
+    """A fake API server holding a group's Leases (and maybe the single leader's);
+    it refuses any write, so a test sees whether a replica tried to take a Lease."""
+
+    def __init__(self, leases: list[Object], leader: Object | None = None) -> None:
+        self.leases, self.leader = leases, leader
+        self.writes: list[str] = []
+
+    async def list(self, resource: Resource, **kwargs: Any) -> Object:
+        assert kwargs["label_selector"] == f"{GROUP_LABEL}={_GROUP}"
+        return {"items": list(self.leases), "metadata": {"resourceVersion": "1"}}
+
+    async def get(self, resource: Resource, name: str, **kwargs: Any) -> Object:
+        if name == _GROUP and self.leader is not None:
+            return self.leader
+        raise NotFound(status=404, reason="NotFound", message=name, verb="get", path=name)
+
+    async def _write(self, verb: str, *args: Any, **kwargs: Any) -> Object:
+        self.writes.append(verb)
+        raise ApiError(status=403, reason="Forbidden", message="no", verb=verb, path="/")
+
+    async def create(self, *args: Any, **kwargs: Any) -> Object:
+        return await self._write("create", *args, **kwargs)
+
+    async def update(self, *args: Any, **kwargs: Any) -> Object:
+        return await self._write("update", *args, **kwargs)
+
+    async def patch(self, *args: Any, **kwargs: Any) -> Object:
+        return await self._write("patch", *args, **kwargs)
+
+
+def _election(identity: str) -> LeaderElectionConfig:
+    return LeaderElectionConfig(name=_GROUP, namespace="ns", identity=identity)
+
+
+def test_a_lease_records_its_shard_space_in_its_labels() -> None:
+    by_namespace = _lease("wk-shard-3", "a", space=ShardSpace(12))
+    by_uid = _lease("wk-shard-3", "a", space=ShardSpace(16, "uid"))
+    assert space_of(by_namespace, group=_GROUP) == "12 shards by namespace"
+    assert space_of(by_namespace, group=_GROUP) == str(ShardSpace(12))
+    assert space_of(by_uid, group=_GROUP) == "16 shards by uid"
+
+
+def test_a_lease_without_both_space_labels_is_of_an_unknown_space() -> None:
+    unlabelled = _lease("wk-shard-3", "a")
+    count_only = _lease("wk-shard-3", "a")
+    count_only["metadata"]["labels"][COUNT_LABEL] = "12"
+    no_labels = {"metadata": {"name": "wk-shard-3"}, "spec": {"holderIdentity": "a"}}
+    assert space_of(unlabelled, group=_GROUP) == "unknown"
+    assert space_of(count_only, group=_GROUP) == "unknown"
+    assert space_of(no_labels, group=_GROUP) == "unknown"
+
+
+def test_the_single_leaders_lease_is_the_unsharded_space() -> None:
+    assert space_of(_leader_lease("a"), group=_GROUP) == UNSHARDED
+    # Named after the group, it is the leader's whatever labels it carries.
+    labelled = _lease(_GROUP, "a", space=ShardSpace(12))
+    assert space_of(labelled, group=_GROUP) == UNSHARDED
+    assert space_of(_leader_lease("a"), group="other") == "unknown"
+
+
+async def test_a_lease_first_seen_is_live_until_its_duration_passes_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock(monkeypatch)
+    live = LiveLeases("me", default_duration=15)
+    # A renewTime long past counts for nothing: other machines' clocks never do.
+    lease = _lease("wk-shard-0", "other", renew="2000-01-01T00:00:00.000000Z", duration=10)
+    assert live.live([lease]) == [lease]
+    clock.now += 9.9
+    assert live.live([lease]) == [lease]
+    clock.now += 0.1
+    assert live.live([lease]) == []
+
+
+async def test_a_renewed_lease_is_timed_again_from_when_the_renewal_was_seen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock(monkeypatch)
+    live = LiveLeases("me", default_duration=15)
+    lease = _lease("wk-shard-0", "other", renew="t1", duration=10)
+    live.live([lease])
+    clock.now += 8
+    renewed = _lease("wk-shard-0", "other", renew="t2", duration=10)
+    assert live.live([renewed]) == [renewed]
+    clock.now += 8  # 16s after first seen, 8s after the renewal
+    assert live.live([renewed]) == [renewed]
+    clock.now += 2
+    assert live.live([renewed]) == []
+    # A new holder is a change too.
+    taken = _lease("wk-shard-0", "third", renew="t2", duration=10)
+    assert live.live([taken]) == [taken]
+
+
+async def test_a_lease_without_a_duration_is_timed_by_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock(monkeypatch)
+    live = LiveLeases("me", default_duration=15)
+    lease = _lease("wk-shard-0", "other", duration=None)
+    live.live([lease])
+    clock.now += 14.9
+    assert live.live([lease]) == [lease]
+    clock.now += 0.1
+    assert live.live([lease]) == []
+
+
+async def test_released_leases_are_never_live_and_this_replicas_own_always_are(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock(monkeypatch)
+    live = LiveLeases("me", default_duration=15)
+    released = _lease("wk-shard-0", None)
+    empty = _lease("wk-shard-1", "")
+    mine = _lease("wk-shard-2", "me")
+    assert live.live([released, empty, mine]) == [mine]
+    clock.now += 60
+    assert live.live([released, empty, mine]) == [mine]
+
+
+async def test_a_lease_gone_from_the_list_is_first_seen_again_when_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock(monkeypatch)
+    live = LiveLeases("me", default_duration=15)
+    lease = _lease("wk-shard-0", "other", duration=10)
+    live.live([lease])
+    clock.now += 11
+    assert live.live([]) == []
+    assert live.live([lease]) == [lease]
+
+
+async def test_a_replica_of_another_space_waits_while_the_old_spaces_shards_are_live() -> None:
+    server = _LeaseServer(_shard_leases(ShardSpace(12), "old-0"))
+    conflicts = _Conflicts()
+    holder = ShardHolder(
+        client=server,  # type: ignore[arg-type]
+        space=ShardSpace(16),
+        election=_election("new-0"),
+        on_change=_no_change,
+        observer=conflicts,
+    )
+    await holder._round()
+    assert holder.held == frozenset() and server.writes == []
+    assert holder.conflict == "12 shards by namespace held by old-0"
+    assert conflicts.seen == [True]
+
+
+async def test_a_sharded_replica_waits_while_the_single_leader_is_live() -> None:
+    server = _LeaseServer([], leader=_leader_lease("leader-0"))
+    conflicts = _Conflicts()
+    holder = ShardHolder(
+        client=server,  # type: ignore[arg-type]
+        space=ShardSpace(4),
+        election=_election("new-0"),
+        on_change=_no_change,
+        observer=conflicts,
+    )
+    await holder._round()
+    assert holder.held == frozenset() and server.writes == []
+    assert holder.conflict == f"{UNSHARDED} held by leader-0"
+    assert conflicts.seen == [True]
+
+
+async def test_a_replica_of_the_same_space_sees_no_conflict() -> None:
+    # Every shard held by a live peer of the same space, and a member Lease of
+    # another space (members are no flags): nothing to take, nothing to wait for.
+    leases = _shard_leases(ShardSpace(4), "peer-0")
+    leases.append(_lease("wk-member-old", "old-0", space=ShardSpace(12), role="member"))
+    server = _LeaseServer(leases)
+    conflicts = _Conflicts()
+    holder = ShardHolder(
+        client=server,  # type: ignore[arg-type]
+        space=ShardSpace(4),
+        election=_election("new-0"),
+        on_change=_no_change,
+        observer=conflicts,
+    )
+    await holder._round()
+    assert holder.conflict == "" and True not in conflicts.seen
+    assert holder.held == frozenset() and server.writes == []
+
+
+async def test_a_replica_holding_nothing_tries_a_free_shard_when_no_other_space_is_live() -> None:
+    # Free shards of its own space: it tries to take one (the server refuses the
+    # write here), which it never does while another space is live.
+    server = _LeaseServer([_lease("wk-shard-0", None, space=ShardSpace(12))])
+    holder = ShardHolder(
+        client=server,  # type: ignore[arg-type]
+        space=ShardSpace(4),
+        election=_election("new-0"),
+        on_change=_no_change,
+    )
+    await holder._round()
+    assert server.writes and holder.conflict == ""
+
+
+async def _no_change(gained: frozenset[int], lost: frozenset[int], reason: str) -> None:
+    raise AssertionError(f"no handoff expected: +{set(gained)} -{set(lost)} ({reason})")
+
+
+def _check(server: _LeaseServer, observer: RuntimeObserver) -> ShardLeaseCheck:
+    return ShardLeaseCheck(
+        client=server,  # type: ignore[arg-type]
+        election=_election("leader-0"),
+        observer=observer,
+    )
+
+
+async def test_a_single_leader_refuses_to_lead_while_shard_leases_are_live() -> None:
+    conflicts = _Conflicts()
+    check = _check(_LeaseServer(_shard_leases(ShardSpace(2), "sharded-0")), conflicts)
+    reason = await check()
+    assert (
+        reason == "sharded replicas are live in group wk: 2 shards by namespace held by sharded-0"
+    )
+    assert conflicts.seen == [True]
+
+
+async def test_a_single_leader_leads_once_the_shard_leases_expire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock(monkeypatch)
+    conflicts = _Conflicts()
+    check = _check(_LeaseServer(_shard_leases(ShardSpace(2), "sharded-0")), conflicts)
+    assert await check() is not None
+    clock.now += 15
+    assert await check() is None
+    assert conflicts.seen == [True, False]
+
+
+async def test_a_single_leader_ignores_released_shard_and_member_leases() -> None:
+    leases = [
+        _lease("wk-shard-0", None, space=ShardSpace(2)),
+        _lease("wk-member-x", "sharded-0", space=ShardSpace(2), role="member"),
+    ]
+    conflicts = _Conflicts()
+    assert await _check(_LeaseServer(leases), conflicts)() is None
+    assert conflicts.seen == [False]
+
+
+async def test_a_single_leader_that_cannot_list_the_shard_leases_does_not_lead() -> None:
+    class _Down(_LeaseServer):
+        async def list(self, resource: Resource, **kwargs: Any) -> Object:
+            raise ApiError(status=503, reason="Unavailable", message="x", verb="list", path="/")
+
+    reason = await _check(_Down([]), _Conflicts())()
+    assert reason is not None and reason.startswith("cannot list the shard Leases")
