@@ -33,6 +33,7 @@ from wukong.dashboards.cancel_storm import (
     RECONCILES_PANEL,
     REPLICA_VARIABLE,
     SHARDS_HELD_PANEL,
+    SPACE_CONFLICT_PANEL,
     UID,
 )
 from wukong.dashboards.promql import label_values_expr, substitute_variables
@@ -48,7 +49,7 @@ JOB = "wukong-operator-metrics"
 PODS = ("wukong-0", "wukong-1", "wukong-2")
 TENANTS = 8
 WUKONGS_PER_TENANT = 2
-ROW = (SHARDS_HELD_PANEL, RECONCILES_PANEL, QUEUE_DEPTH_PANEL, HANDOFFS_PANEL)
+ROW = (SHARDS_HELD_PANEL, RECONCILES_PANEL, QUEUE_DEPTH_PANEL, HANDOFFS_PANEL, SPACE_CONFLICT_PANEL)
 
 Replica = tuple[str, int, "subprocess.Popen[bytes]", IO[str]]  # pod, metrics port, process, log
 Shown = dict[str, dict[str, float]]  # panel title -> series legend -> value
@@ -165,6 +166,7 @@ async def test_each_replicas_row_shows_its_own_shards_and_work(
                 seen[pod].get(RECONCILES_PANEL, {}).get("value", 0) > 0
                 and "value" in seen[pod].get(QUEUE_DEPTH_PANEL, {})
                 and seen[pod].get(HANDOFFS_PANEL, {}).get("acquired") is not None
+                and SPACE_CONFLICT_PANEL in seen[pod]
                 for pod in PODS
             )
             return held == await held_by_lease(PODS) and working
@@ -176,6 +178,9 @@ async def test_each_replicas_row_shows_its_own_shards_and_work(
         held = {pod: seen[pod][SHARDS_HELD_PANEL]["value"] for pod in PODS}
         assert held == dict.fromkeys(PODS, 2.0)
         assert sum(held.values()) == OPERATOR_SHARDS
+        # Replicas of one shard space: none waits for another.
+        conflict = {pod: seen[pod][SPACE_CONFLICT_PANEL]["value"] for pod in PODS}
+        assert conflict == dict.fromkeys(PODS, 0.0)
 
         # The first replica leaves: its Leases are released, the two others take its
         # shards, and their rows show it.

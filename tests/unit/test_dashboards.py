@@ -18,6 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from wukong.cli import main
 from wukong.dashboards.alerts import ALERT_RULES_FILE, render_alert_rules
+from wukong.dashboards.cancel_storm import (
+    REPLICA_VARIABLE,
+    SPACE_CONFLICT_PANEL,
+    TENANT_RECONCILES_PANEL,
+)
 from wukong.dashboards.cancel_storm import UID as CANCEL_STORM_UID
 from wukong.dashboards.node_cancellations import UID as NODE_CANCELLATIONS_UID
 from wukong.dashboards.promql import metric_names
@@ -217,6 +222,33 @@ def test_latency_panels_link_exemplars_to_traces() -> None:
         links = panel["fieldConfig"]["defaults"]["links"]
         assert any("${trace_datasource}" in link["url"] for link in links), panel["title"]
         assert any("trace_id" in link["url"] for link in links), panel["title"]
+
+
+def test_reconciles_by_tenant_sit_beside_the_cancellations_by_tenant() -> None:
+    titles = [p["title"] for p in _content_panels(_dashboards()[f"{CANCEL_STORM_UID}.json"])]
+    cancellations = titles.index("Namespaces with the most cancellations (top 5)")
+    assert titles[cancellations + 1] == TENANT_RECONCILES_PANEL
+    (panel,) = [
+        p
+        for p in _content_panels(_dashboards()[f"{CANCEL_STORM_UID}.json"])
+        if p["title"] == TENANT_RECONCILES_PANEL
+    ]
+    (target,) = panel["targets"]
+    assert target["expr"].startswith("topk(5, sum by (object_namespace) (rate(")
+    assert metric_names(target["expr"]) == {"wukong_top_namespace_reconciles_total"}
+    assert "noisy tenant" in panel["description"] and "wukong diagnose" in panel["description"]
+
+
+def test_each_replicas_row_shows_whether_it_waits_for_another_shard_space() -> None:
+    panels = _dashboards()[f"{CANCEL_STORM_UID}.json"]["panels"]
+    (row,) = [i for i, p in enumerate(panels) if p.get("repeat") == REPLICA_VARIABLE]
+    end = next(i for i in range(row + 1, len(panels)) if panels[i]["type"] == "row")
+    (panel,) = [p for p in panels[row + 1 : end] if p["title"] == SPACE_CONFLICT_PANEL]
+    (target,) = panel["targets"]
+    assert metric_names(target["expr"]) == {"wukong_shard_space_conflict"}
+    assert f'pod=~"${REPLICA_VARIABLE}"' in target["expr"]
+    defaults = panel["fieldConfig"]["defaults"]
+    assert (defaults["min"], defaults["max"]) == (0, 1)
 
 
 def test_reconcile_duration_shows_the_deadline() -> None:

@@ -41,6 +41,10 @@ _TARGET = 'namespace=~"$namespace", job=~"$job"'
 _CONTROLLER = _TARGET + ', controller=~"$controller"'
 
 
+# The per-tenant reconciles panel's title (the cancel-storm end-to-end test reads it).
+TENANT_RECONCILES_PANEL = "Reconciles by tenant (top namespaces)"
+
+
 def _reconcile_outcomes() -> list[PanelSpec]:
     """How reconciles end: results, cancellations by reason, timeouts."""
     return [
@@ -112,6 +116,28 @@ def _reconcile_outcomes() -> list[PanelSpec]:
                     expr="topk(5, "
                     + rate(
                         "wukong_top_namespace_cancellations_total",
+                        selector=_CONTROLLER,
+                        by="object_namespace",
+                    )
+                    + ")",
+                    legend="{{object_namespace}}",
+                )
+            ],
+        ),
+        PanelSpec(
+            title=TENANT_RECONCILES_PANEL,
+            description="Which tenant the operator works for most: reconciles per second "
+            "in the namespaces of the reconciled objects that reconcile the most (the "
+            "operator's top 10 namespaces by recent reconciles, "
+            "wukong_top_namespace_reconciles_total). One namespace taking most of the "
+            "reconciles is a noisy tenant: `wukong diagnose` names it; beside the "
+            "cancellations above, it tells a tenant that storms from one that only churns.",
+            unit="ops",
+            queries=[
+                Query(
+                    expr="topk(5, "
+                    + rate(
+                        "wukong_top_namespace_reconciles_total",
                         selector=_CONTROLLER,
                         by="object_namespace",
                     )
@@ -320,6 +346,7 @@ SHARDS_HELD_PANEL = "Shards held"
 RECONCILES_PANEL = "Reconciles per second"
 QUEUE_DEPTH_PANEL = "Queue depth"
 HANDOFFS_PANEL = "Shard handoffs by reason"
+SPACE_CONFLICT_PANEL = "Shard space conflict"
 
 
 def _replica() -> Row:
@@ -331,6 +358,7 @@ def _replica() -> Row:
     reconciles = rate("controller_runtime_reconcile_total", selector=controller, by="pod")
     depth = f"sum by (pod) (workqueue_depth{{{controller}}})"
     handoffs = rate("wukong_shard_handoffs_total", selector=target, by="pod, reason")
+    conflict = f"max by (pod) (wukong_shard_space_conflict{{{target}}})"
     return Row(
         title=f"Replica ${REPLICA_VARIABLE}",
         repeat=REPLICA_VARIABLE,
@@ -376,6 +404,21 @@ def _replica() -> Row:
                 width=6,
                 stacked=True,
                 queries=[Query(expr=handoffs, legend="{{reason}}")],
+            ),
+            PanelSpec(
+                title=SPACE_CONFLICT_PANEL,
+                description="1 while this replica waits for replicas of another shard "
+                "space (another --shards or --shard-by, or sharding on against off) to "
+                "go: it holds no shard and reconciles nothing until their Leases are "
+                "released or expire (README, Scale out). Expected for a round or two in a "
+                "rolling update that changes the space; 1 for longer means old pods are "
+                "still running (its log names them). 0 otherwise.",
+                unit="short",
+                width=6,
+                stepped=True,
+                min_value=0,
+                max_value=1,
+                queries=[Query(expr=conflict, legend="{{pod}}")],
             ),
         ),
     )
