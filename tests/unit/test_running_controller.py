@@ -301,15 +301,19 @@ async def test_each_reconcile_is_cancelled_at_its_own_deadline(client: Client) -
 
 
 async def test_a_reconcile_that_ended_is_freed_without_the_garbage_collector(
-    client: Client,
+    client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Nothing of an ended reconcile is left in a reference cycle (its contextvars named
-    it): reference counting frees it, with no collector pass on the reconcile's path."""
+    it; its logger, kept on it, did too): reference counting frees it, with no
+    collector pass on the reconcile's path, DEBUG lines and the reconciler's own
+    included."""
+    caplog.set_level(logging.DEBUG, logger="wukong")
     seen: list[weakref.ref[ReconcileContext]] = []
 
     class Remembers:
         async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
             seen.append(weakref.ref(ctx))
+            ctx.logger.info("reconciling")
             return Result()
 
     controller = RunningController(
@@ -325,6 +329,7 @@ async def test_a_reconcile_that_ended_is_freed_without_the_garbage_collector(
         await asyncio.sleep(0.1)
         assert len(seen) == 1
         assert seen[0]() is None
+        assert "reconciling" in caplog.messages
     finally:
         gc.enable()
         await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)

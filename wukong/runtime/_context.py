@@ -242,11 +242,12 @@ class ReconcileContext:
         self._on_cancelled: Callable[[ReconcileContext, asyncio.Task[Any]], None] | None = None
         self._cut_call: str | None = None  # the API call a cancellation cut short
 
-    @functools.cached_property
+    @property
     def logger(self) -> ReconcileLogger:
         """The controller's logger, adding this reconcile's identity to every record.
 
-        Made on first use: a reconcile that logs nothing (DEBUG off) never builds it.
+        Made on each use, never kept: kept on the context it would name the context
+        back (a reference cycle per reconcile that logs, freed only by the collector).
         """
         return ReconcileLogger(self._base_logger, self)
 

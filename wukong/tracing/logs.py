@@ -10,7 +10,7 @@ import datetime
 import json
 import logging
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from opentelemetry import trace
 
@@ -69,9 +69,22 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is emitted, as logging's last
+    resort does: a stderr replaced after logging was configured (a test's capture,
+    closed when the test ends) never turns a log line into a logging error."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
 def configure_logging(*, log_format: LogFormat = "console", level: int = logging.INFO) -> None:
     """Send the root logger's records to stderr in `log_format`."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
