@@ -51,6 +51,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wukong.metrics.plain import PlainCounter, PlainHistogram
 from wukong.metrics.sets import WukongSetReplicasCollector
 from wukong.runtime.observe import ControllerView
 from wukong.runtime.serving import CERTIFICATE_READS
@@ -96,23 +97,23 @@ class OperatorMetrics:
     namespace_cancellations: "TopNamespaces"
     namespace_reconciles: "TopNamespaces"
     wukongsets: WukongSetReplicasCollector
-    reconcile_total: Counter
+    reconcile_total: PlainCounter
     reconcile_errors: Counter
     terminal_reconcile_errors: Counter
     reconcile_panics: Counter
-    reconcile_time: Histogram
+    reconcile_time: PlainHistogram
     reconcile_timeouts: Counter
-    workqueue_adds: Counter
-    workqueue_queue_duration: Histogram
-    workqueue_work_duration: Histogram
+    workqueue_adds: PlainCounter
+    workqueue_queue_duration: PlainHistogram
+    workqueue_work_duration: PlainHistogram
     workqueue_retries: Counter
-    rest_client_requests: Counter
-    rest_client_request_duration: Histogram
+    rest_client_requests: PlainCounter
+    rest_client_request_duration: PlainHistogram
     leader_election_master_status: Gauge
     reconcile_cancellations: Counter
-    reconcile_triggers: Counter
-    requeue_delay: Histogram
-    reconcile_budget_used: Histogram
+    reconcile_triggers: PlainCounter
+    requeue_delay: PlainHistogram
+    reconcile_budget_used: PlainHistogram
     api_request_cancellations: Counter
     observer_failures: Counter
     watch_restarts: Counter
@@ -296,7 +297,7 @@ def create_metrics() -> OperatorMetrics:
         namespace_cancellations=namespace_cancellations,
         namespace_reconciles=namespace_reconciles,
         wukongsets=wukongsets,
-        reconcile_total=Counter(
+        reconcile_total=PlainCounter(
             "controller_runtime_reconcile_total",
             "Total number of reconciliations per controller",
             labelnames=("controller", "result"),
@@ -320,7 +321,7 @@ def create_metrics() -> OperatorMetrics:
             labelnames=controller,
             registry=registry,
         ),
-        reconcile_time=Histogram(
+        reconcile_time=PlainHistogram(
             "controller_runtime_reconcile_time_seconds",
             "Length of time per reconciliation per controller",
             labelnames=controller,
@@ -333,20 +334,20 @@ def create_metrics() -> OperatorMetrics:
             labelnames=controller,
             registry=registry,
         ),
-        workqueue_adds=Counter(
+        workqueue_adds=PlainCounter(
             "workqueue_adds_total",
             "Total number of adds handled by workqueue",
             labelnames=_QUEUE_LABELS,
             registry=registry,
         ),
-        workqueue_queue_duration=Histogram(
+        workqueue_queue_duration=PlainHistogram(
             "workqueue_queue_duration_seconds",
             "How long in seconds an item stays in workqueue before being requested",
             labelnames=_QUEUE_LABELS,
             buckets=WORKQUEUE_BUCKETS,
             registry=registry,
         ),
-        workqueue_work_duration=Histogram(
+        workqueue_work_duration=PlainHistogram(
             "workqueue_work_duration_seconds",
             "How long in seconds processing an item from workqueue takes",
             labelnames=_QUEUE_LABELS,
@@ -359,13 +360,13 @@ def create_metrics() -> OperatorMetrics:
             labelnames=_QUEUE_LABELS,
             registry=registry,
         ),
-        rest_client_requests=Counter(
+        rest_client_requests=PlainCounter(
             "rest_client_requests_total",
             "Number of HTTP requests, partitioned by status code, method, and host",
             labelnames=("code", "method", "host"),
             registry=registry,
         ),
-        rest_client_request_duration=Histogram(
+        rest_client_request_duration=PlainHistogram(
             "rest_client_request_duration_seconds",
             "Request latency in seconds, broken down by verb and host",
             labelnames=("verb", "host"),
@@ -384,7 +385,7 @@ def create_metrics() -> OperatorMetrics:
             labelnames=("controller", "reason"),
             registry=registry,
         ),
-        reconcile_triggers=Counter(
+        reconcile_triggers=PlainCounter(
             "wukong_reconcile_triggers_total",
             "What put reconciled keys in the queue, by trigger kind (event, requeue_after, "
             "requeue, error_backoff, cancelled_backoff, sync_period, manual); adds coalesced "
@@ -392,14 +393,14 @@ def create_metrics() -> OperatorMetrics:
             labelnames=("controller", "trigger"),
             registry=registry,
         ),
-        requeue_delay=Histogram(
+        requeue_delay=PlainHistogram(
             "wukong_requeue_delay_seconds",
             "How late a requeued reconcile started: actual start minus the time it was due",
             labelnames=controller,
             buckets=REQUEUE_DELAY_BUCKETS,
             registry=registry,
         ),
-        reconcile_budget_used=Histogram(
+        reconcile_budget_used=PlainHistogram(
             "wukong_reconcile_budget_used_ratio",
             "Fraction of its deadline a reconcile used (elapsed / timeout)",
             labelnames=controller,

@@ -36,22 +36,18 @@ What each event feeds:
 - `observer_failed`: `wukong_observer_failures_total`.
 
 Everything here is a few dict lookups and additions: observers run on the
-reconcile's hot path. That is why the families fed on every reconcile keep
-their children by label values (`_Children`): prometheus_client's `.labels()`
-validates, stringifies and locks on every call, about half of this observer's
-cost per reconcile before (bench/RESULTS.md). For the same reason a histogram
-gets an exemplar only when its bucket's is stale (`_Exemplified`).
+reconcile's hot path. That is why the families fed on every reconcile are
+plain numbers read at scrape time (`metrics/plain.py`): prometheus_client
+validates and locks on every `.labels()`, `inc` and `observe`, most of this
+observer's cost per reconcile before (bench/RESULTS.md). For the same reason a
+histogram gets an exemplar only when its bucket's is stale (`_Exemplified`).
 """
 
-import math
 import time
-from bisect import bisect_left
-from typing import Any, Generic, TypeVar
-
-from prometheus_client import Histogram
-from prometheus_client.metrics import MetricWrapperBase
+from typing import Any
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
+from wukong.metrics.plain import PlainHistogram
 from wukong.runtime import CancelReason, RuntimeObserver, TerminalError
 from wukong.runtime.observe import (
     ApiCall,
@@ -76,61 +72,36 @@ _NO_STATUS = "<error>"  # client-go's code label when no answer arrived
 # How often a histogram bucket's exemplar is renewed, at most (seconds).
 EXEMPLAR_INTERVAL = 1.0
 
-_Family = TypeVar("_Family", bound=MetricWrapperBase)
-
-
-class _Children(Generic[_Family]):
-    """A family's children by label values, made once by `.labels()` (label sets are
-    bounded: see metrics/definitions.py; nothing removes a child)."""
-
-    def __init__(self, family: _Family) -> None:
-        self._family = family
-        self._children: dict[tuple[str, ...], _Family] = {}
-
-    def __call__(self, *values: str) -> _Family:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._family.labels(*values)
-        return child
-
 
 class _Exemplified:
-    """A histogram family's children, each observation with the trace of what was
+    """A histogram family's series, each observation with the trace of what was
     measured as its bucket's exemplar when that bucket's is older than
     `EXEMPLAR_INTERVAL` (or it has none).
 
     Prometheus keeps one exemplar a bucket, the latest, and reads it once a
-    scrape: the ones set in between are never seen. prometheus_client checks
-    and stamps each exemplar it is given, which made exemplars a large part of
-    this observer's cost under tracing (bench/WHERE_THE_TIME_GOES.md); here a
-    bucket is renewed at most once an interval, and a rarely hit bucket (the
-    slow reconciles') gets the trace of each observation it has.
+    scrape: the ones set in between are never seen. Making each exemplar (the
+    span's context read, its trace id formatted) was a large part of this
+    observer's cost under tracing (bench/RESULTS.md); here a bucket is renewed
+    at most once an interval, and a rarely hit bucket (the slow reconciles')
+    gets the trace of each observation it has.
     """
 
-    def __init__(self, family: Histogram) -> None:
-        self._children = _Children(family)
-        # label values -> (the buckets' upper bounds, when each last got an exemplar)
-        self._buckets: dict[tuple[str, ...], tuple[list[float], list[float]]] = {}
+    def __init__(self, family: PlainHistogram) -> None:
+        self._family = family
 
     def observe(self, values: tuple[str, ...], amount: float, span: Any) -> None:
-        """Observe `amount` in the child of `values`; `span`: the trace it belongs to
+        """Observe `amount` in the series of `values`; `span`: the trace it belongs to
         (None, or an invalid span: no exemplar)."""
-        child = self._children(*values)
-        if span is not None:
-            buckets = self._buckets.get(values)
-            if buckets is None:
-                bounds = _upper_bounds(child)
-                buckets = self._buckets[values] = (bounds, [-math.inf] * len(bounds))
-            bounds, renewed = buckets
-            index = bisect_left(bounds, amount)  # the first bucket with amount <= bound
-            now = time.monotonic()
-            if index < len(bounds) and now - renewed[index] >= EXEMPLAR_INTERVAL:
-                exemplar = _exemplar(span)
-                if exemplar is not None:
-                    renewed[index] = now
-                    child.observe(amount, exemplar)
-                    return
-        child.observe(amount)
+        series = self._family.labels(*values)
+        index = series.observe(amount)
+        if (
+            span is not None
+            and index >= 0
+            and time.monotonic() - series.exemplar_at[index] >= EXEMPLAR_INTERVAL
+        ):
+            exemplar = _exemplar(span)
+            if exemplar is not None:
+                series.set_exemplar(index, exemplar, amount)
 
 
 class RuntimeMetrics(RuntimeObserver):
@@ -140,16 +111,16 @@ class RuntimeMetrics(RuntimeObserver):
 
     def __init__(self, *, metrics: OperatorMetrics | None = None) -> None:
         self.metrics = m = metrics if metrics is not None else create_metrics()
-        # The families every reconcile feeds (see _Children).
-        self._reconcile_total = _Children(m.reconcile_total)
+        # The families every reconcile feeds are plain ones (metrics/plain.py).
+        self._reconcile_total = m.reconcile_total.labels
         self._reconcile_time = _Exemplified(m.reconcile_time)
-        self._triggers = _Children(m.reconcile_triggers)
+        self._triggers = m.reconcile_triggers.labels
         self._budget_used = _Exemplified(m.reconcile_budget_used)
         self._requeue_delay = _Exemplified(m.requeue_delay)
-        self._queue_adds = _Children(m.workqueue_adds)
-        self._queue_duration = _Children(m.workqueue_queue_duration)
-        self._work_duration = _Children(m.workqueue_work_duration)
-        self._requests = _Children(m.rest_client_requests)
+        self._queue_adds = m.workqueue_adds.labels
+        self._queue_duration = m.workqueue_queue_duration.labels
+        self._work_duration = m.workqueue_work_duration.labels
+        self._requests = m.rest_client_requests.labels
         self._request_duration = _Exemplified(m.rest_client_request_duration)
 
     def controller_added(self, controller: ControllerView) -> None:
@@ -318,12 +289,6 @@ def _result_of(outcome: Outcome, reason: CancelReason | None) -> str:
         return _RESULT_LABEL[outcome]
     assert reason is not None
     return "error" if is_failure(reason) else "requeue"
-
-
-def _upper_bounds(histogram: Histogram) -> list[float]:
-    """A histogram child's bucket bounds, +Inf last, as it exposes them."""
-    (family,) = histogram.collect()
-    return [float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")]
 
 
 def _exemplar(span: Any) -> dict[str, str] | None:
