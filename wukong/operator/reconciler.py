@@ -35,6 +35,7 @@ from wukong.operator.conditions import (
     ConditionUpdate,
     updated_conditions,
 )
+from wukong.operator.dispatch import dispatch_stored
 from wukong.operator.finalizer import DeletionCaches, Finalizer
 from wukong.operator.kubevirt import (
     GuestStatus,
@@ -121,19 +122,16 @@ class WukongReconciler:
         )
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
-        stored = self._caches.wukongs.get_by_name(request.namespace, request.name)
-        if stored is None:
-            self._finalizer.forget(request)
-            return Result()  # deleted; nothing of ours is left behind (finalizer)
-        wukong = parse_wukong(stored)
-        try:
-            if wukong.deletion_timestamp:
-                return await self._delete(ctx, wukong)
-            return await self._converge(ctx, wukong)
-        except Conflict:
-            # Someone wrote the Wukong since our cache saw it: normal, try again.
-            ctx.logger.debug("conflict writing %s; retrying with a fresh copy", request)
-            return Result(requeue=True)
+        # A Wukong gone from the cache left nothing of ours behind (finalizer).
+        return await dispatch_stored(
+            ctx,
+            request,
+            cache=self._caches.wukongs,
+            parse=parse_wukong,
+            converge=self._converge,
+            delete=self._delete,
+            gone=self._finalizer.forget,
+        )
 
     async def _converge(self, ctx: ReconcileContext, wukong: WukongView) -> Result:
         if not wukong.has_finalizer:

@@ -40,6 +40,7 @@ from typing import Any, Literal
 from wukong.metrics.sets import SetReplicas, SetSource, WukongSetReplicasCollector
 from wukong.operator.api import WUKONGS, Phase, WukongSpec
 from wukong.operator.conditions import READY, ConditionUpdate, updated_conditions
+from wukong.operator.dispatch import dispatch_stored
 from wukong.operator.kubevirt import FINAL_MIGRATION_PHASES
 from wukong.operator.reconciler import migration_vmi_key
 from wukong.operator.scalein import Member, ScaleIn, choose_scale_in
@@ -193,21 +194,15 @@ class WukongSetReconciler:
         self._refused: dict[str, dict[str, tuple[str, str]]] = {}
 
     async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
-        stored = self._sets.get_by_name(request.namespace, request.name)
-        if stored is None:
-            return Result()  # gone; its finalizer saw its members go first
-        if stored["metadata"].get("deletionTimestamp"):
-            self._removing.pop(stored["metadata"].get("uid") or "", None)
-            self._updating.pop(stored["metadata"].get("uid") or "", None)
-            self._refused.pop(stored["metadata"].get("uid") or "", None)
-        wukong_set = parse_wukongset(stored)
-        try:
-            if wukong_set.deletion_timestamp:
-                return await self._delete(ctx, wukong_set)
-            return await self._converge(ctx, wukong_set)
-        except Conflict:
-            ctx.logger.debug("conflict writing %s; retrying with a fresh copy", request)
-            return Result(requeue=True)
+        # A set gone from the cache saw its members go first (its finalizer).
+        return await dispatch_stored(
+            ctx,
+            request,
+            cache=self._sets,
+            parse=parse_wukongset,
+            converge=self._converge,
+            delete=self._delete,
+        )
 
     # -- members ---------------------------------------------------------------------
 
@@ -523,6 +518,10 @@ class WukongSetReconciler:
     # -- deletion --------------------------------------------------------------------
 
     async def _delete(self, ctx: ReconcileContext, wukong_set: WukongSetView) -> Result:
+        # A set being deleted is scaled and rolled out no more: its bookkeeping goes.
+        self._removing.pop(wukong_set.uid, None)
+        self._updating.pop(wukong_set.uid, None)
+        self._refused.pop(wukong_set.uid, None)
         if SET_FINALIZER not in wukong_set.finalizers:
             return Result()
         members = self._members(wukong_set)
