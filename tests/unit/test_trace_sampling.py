@@ -17,7 +17,7 @@ from wukong.tracing.spans import PresetIds, ReconcileTracer
 
 
 def test_the_operators_settings_come_from_the_environment() -> None:
-    assert TailSampling.from_environ({}) == TailSampling(keep_ratio=0.1, slow_share=0.5)
+    assert TailSampling.from_environ({}) == TailSampling(keep_ratio=0.01, slow_share=0.5)
     assert TailSampling.from_environ(
         {"WUKONG_TRACES_KEEP_RATIO": "0.25", "WUKONG_TRACES_SLOW_SHARE": "0.8"}
     ) == TailSampling(keep_ratio=0.25, slow_share=0.8)
