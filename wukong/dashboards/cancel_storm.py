@@ -349,6 +349,32 @@ HANDOFFS_PANEL = "Shard handoffs by reason"
 SPACE_CONFLICT_PANEL = "Shard space conflict"
 
 
+def _replica_panel(
+    title: str,
+    description: str,
+    expr: str,
+    *,
+    unit: str,
+    legend: str = "{{pod}}",
+    stacked: bool = False,
+    stepped: bool = False,
+    max_value: float | None = None,
+) -> PanelSpec:
+    """A quarter-wide panel of the replicas' row with one query; a stepped one is a
+    count or a flag, drawn from 0."""
+    return PanelSpec(
+        title=title,
+        description=description,
+        unit=unit,
+        width=6,
+        stacked=stacked,
+        stepped=stepped,
+        min_value=0 if stepped else None,
+        max_value=max_value,
+        queries=[Query(expr=expr, legend=legend)],
+    )
+
+
 def _replica() -> Row:
     """One row per operator pod: what it holds, what it does, what moved."""
     replica = f'pod=~"${REPLICA_VARIABLE}"'
@@ -363,62 +389,56 @@ def _replica() -> Row:
         title=f"Replica ${REPLICA_VARIABLE}",
         repeat=REPLICA_VARIABLE,
         panels=(
-            PanelSpec(
-                title=SHARDS_HELD_PANEL,
-                description="Shards this replica holds (active-active, `wukong run "
+            _replica_panel(
+                SHARDS_HELD_PANEL,
+                "Shards this replica holds (active-active, `wukong run "
                 "--shards`; 0 with sharding off, or while it waits for its share). The "
                 "replicas' rows add up to the shard count; the namespaces of a shard, and "
                 "all their objects, are reconciled by its holder only.",
+                held,
                 unit="short",
-                width=6,
                 stepped=True,
-                min_value=0,
-                queries=[Query(expr=held, legend="{{pod}}")],
             ),
-            PanelSpec(
-                title=RECONCILES_PANEL,
-                description="Reconciles this replica finished per second, every result, "
+            _replica_panel(
+                RECONCILES_PANEL,
+                "Reconciles this replica finished per second, every result, "
                 "for the selected controllers. With sharding on the replicas share the "
                 "work; a replica far above the others holds a busy namespace's shard.",
+                reconciles,
                 unit="ops",
-                width=6,
-                queries=[Query(expr=reconciles, legend="{{pod}}")],
             ),
-            PanelSpec(
-                title=QUEUE_DEPTH_PANEL,
-                description="Items waiting in this replica's workqueues, for the selected "
+            _replica_panel(
+                QUEUE_DEPTH_PANEL,
+                "Items waiting in this replica's workqueues, for the selected "
                 "controllers. A shard taken over arrives as a burst of adds (its objects "
                 "are listed again) and drains here.",
+                depth,
                 unit="short",
-                width=6,
-                queries=[Query(expr=depth, legend="{{pod}}")],
             ),
-            PanelSpec(
-                title=HANDOFFS_PANEL,
-                description="Shards that came to or left this replica, per second, by "
+            _replica_panel(
+                HANDOFFS_PANEL,
+                "Shards that came to or left this replica, per second, by "
                 "reason: acquired, rebalance (given to a replica that joined), lost (its "
                 "Lease not renewed in time or taken: look for leader_lost cancellations "
                 "above), shutdown (released on SIGTERM). Quiet between scalings and "
                 "restarts.",
+                handoffs,
                 unit="ops",
-                width=6,
+                legend="{{reason}}",
                 stacked=True,
-                queries=[Query(expr=handoffs, legend="{{reason}}")],
             ),
-            PanelSpec(
-                title=SPACE_CONFLICT_PANEL,
-                description="1 while this replica waits for replicas of another shard "
+            _replica_panel(
+                SPACE_CONFLICT_PANEL,
+                "1 while this replica waits for replicas of another shard "
                 "space (another --shards or --shard-by, or sharding on against off) to "
                 "go: it holds no shard and reconciles nothing until their Leases are "
                 "released or expire (README, Scale out). Expected for a round or two in a "
                 "rolling update that changes the space; 1 for longer means old pods are "
                 "still running (its log names them). 0 otherwise.",
+                conflict,
                 unit="short",
-                width=6,
                 stepped=True,
-                min_value=0,
                 max_value=1,
-                queries=[Query(expr=conflict, legend="{{pod}}")],
             ),
         ),
     )
