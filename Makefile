@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/agent_attach_latency.py
 	$(BIN)/python bench/agent_memory.py
 	$(BIN)/python bench/tenant_fairness.py
+	$(BIN)/python bench/sharding.py
 	$(BIN)/python bench/report.py
 
 ## down: stop the dev cluster `wukong dev up` started
