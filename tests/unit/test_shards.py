@@ -284,6 +284,18 @@ class _Clock:
         monkeypatch.setattr(loop, "time", lambda: self.now)
 
 
+@pytest.fixture
+async def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    """The test's loop clock, moved by hand."""
+    return _Clock(monkeypatch)
+
+
+@pytest.fixture
+def live() -> LiveLeases:
+    """Liveness as replica "me" times it; 15 s for a Lease that names no duration."""
+    return LiveLeases("me", default_duration=15)
+
+
 class _Conflicts(RuntimeObserver):
     def __init__(self) -> None:
         self.seen: list[bool] = []
@@ -327,6 +339,15 @@ def _election(identity: str) -> LeaderElectionConfig:
     return LeaderElectionConfig(name=_GROUP, namespace="ns", identity=identity)
 
 
+def _live_for(live: LiveLeases, clock: _Clock, lease: Object, seconds: float) -> None:
+    """`lease`, unchanged, stays live until `seconds` from now have passed, then is not."""
+    start = clock.now
+    clock.now = start + seconds - 0.1
+    assert live.live([lease]) == [lease]
+    clock.now = start + seconds
+    assert live.live([lease]) == []
+
+
 def test_a_lease_records_its_shard_space_in_its_labels() -> None:
     by_namespace = _lease("wk-shard-3", "a", space=ShardSpace(12))
     by_uid = _lease("wk-shard-3", "a", space=ShardSpace(16, "uid"))
@@ -354,56 +375,40 @@ def test_the_single_leaders_lease_is_the_unsharded_space() -> None:
 
 
 async def test_a_lease_first_seen_is_live_until_its_duration_passes_unchanged(
-    monkeypatch: pytest.MonkeyPatch,
+    clock: _Clock, live: LiveLeases
 ) -> None:
-    clock = _Clock(monkeypatch)
-    live = LiveLeases("me", default_duration=15)
     # A renewTime long past counts for nothing: other machines' clocks never do.
     lease = _lease("wk-shard-0", "other", renew="2000-01-01T00:00:00.000000Z", duration=10)
     assert live.live([lease]) == [lease]
-    clock.now += 9.9
-    assert live.live([lease]) == [lease]
-    clock.now += 0.1
-    assert live.live([lease]) == []
+    _live_for(live, clock, lease, 10)
 
 
 async def test_a_renewed_lease_is_timed_again_from_when_the_renewal_was_seen(
-    monkeypatch: pytest.MonkeyPatch,
+    clock: _Clock, live: LiveLeases
 ) -> None:
-    clock = _Clock(monkeypatch)
-    live = LiveLeases("me", default_duration=15)
     lease = _lease("wk-shard-0", "other", renew="t1", duration=10)
     live.live([lease])
     clock.now += 8
     renewed = _lease("wk-shard-0", "other", renew="t2", duration=10)
     assert live.live([renewed]) == [renewed]
-    clock.now += 8  # 16s after first seen, 8s after the renewal
-    assert live.live([renewed]) == [renewed]
-    clock.now += 2
-    assert live.live([renewed]) == []
+    # Live 10s from the renewal, well past 10s from when the Lease was first seen.
+    _live_for(live, clock, renewed, 10)
     # A new holder is a change too.
     taken = _lease("wk-shard-0", "third", renew="t2", duration=10)
     assert live.live([taken]) == [taken]
 
 
 async def test_a_lease_without_a_duration_is_timed_by_the_default(
-    monkeypatch: pytest.MonkeyPatch,
+    clock: _Clock, live: LiveLeases
 ) -> None:
-    clock = _Clock(monkeypatch)
-    live = LiveLeases("me", default_duration=15)
     lease = _lease("wk-shard-0", "other", duration=None)
     live.live([lease])
-    clock.now += 14.9
-    assert live.live([lease]) == [lease]
-    clock.now += 0.1
-    assert live.live([lease]) == []
+    _live_for(live, clock, lease, 15)
 
 
 async def test_released_leases_are_never_live_and_this_replicas_own_always_are(
-    monkeypatch: pytest.MonkeyPatch,
+    clock: _Clock, live: LiveLeases
 ) -> None:
-    clock = _Clock(monkeypatch)
-    live = LiveLeases("me", default_duration=15)
     released = _lease("wk-shard-0", None)
     empty = _lease("wk-shard-1", "")
     mine = _lease("wk-shard-2", "me")
@@ -413,10 +418,8 @@ async def test_released_leases_are_never_live_and_this_replicas_own_always_are(
 
 
 async def test_a_lease_gone_from_the_list_is_first_seen_again_when_it_returns(
-    monkeypatch: pytest.MonkeyPatch,
+    clock: _Clock, live: LiveLeases
 ) -> None:
-    clock = _Clock(monkeypatch)
-    live = LiveLeases("me", default_duration=15)
     lease = _lease("wk-shard-0", "other", duration=10)
     live.live([lease])
     clock.now += 11
@@ -424,17 +427,24 @@ async def test_a_lease_gone_from_the_list_is_first_seen_again_when_it_returns(
     assert live.live([lease]) == [lease]
 
 
-async def test_a_replica_of_another_space_waits_while_the_old_spaces_shards_are_live() -> None:
-    server = _LeaseServer(_shard_leases(ShardSpace(12), "old-0"))
+async def _after_a_round(server: _LeaseServer, space: ShardSpace) -> tuple[ShardHolder, _Conflicts]:
+    """A replica "new-0" of `space` after one round against `server`, and what it told
+    its observers; it expects no handoff."""
     conflicts = _Conflicts()
     holder = ShardHolder(
         client=server,  # type: ignore[arg-type]
-        space=ShardSpace(16),
+        space=space,
         election=_election("new-0"),
         on_change=_no_change,
         observer=conflicts,
     )
-    await holder._round()
+    await holder.run_round()
+    return holder, conflicts
+
+
+async def test_a_replica_of_another_space_waits_while_the_old_spaces_shards_are_live() -> None:
+    server = _LeaseServer(_shard_leases(ShardSpace(12), "old-0"))
+    holder, conflicts = await _after_a_round(server, ShardSpace(16))
     assert holder.held == frozenset() and server.writes == []
     assert holder.conflict == "12 shards by namespace held by old-0"
     assert conflicts.seen == [True]
@@ -442,15 +452,7 @@ async def test_a_replica_of_another_space_waits_while_the_old_spaces_shards_are_
 
 async def test_a_sharded_replica_waits_while_the_single_leader_is_live() -> None:
     server = _LeaseServer([], leader=_leader_lease("leader-0"))
-    conflicts = _Conflicts()
-    holder = ShardHolder(
-        client=server,  # type: ignore[arg-type]
-        space=ShardSpace(4),
-        election=_election("new-0"),
-        on_change=_no_change,
-        observer=conflicts,
-    )
-    await holder._round()
+    holder, conflicts = await _after_a_round(server, ShardSpace(4))
     assert holder.held == frozenset() and server.writes == []
     assert holder.conflict == f"{UNSHARDED} held by leader-0"
     assert conflicts.seen == [True]
@@ -462,15 +464,7 @@ async def test_a_replica_of_the_same_space_sees_no_conflict() -> None:
     leases = _shard_leases(ShardSpace(4), "peer-0")
     leases.append(_lease("wk-member-old", "old-0", space=ShardSpace(12), role="member"))
     server = _LeaseServer(leases)
-    conflicts = _Conflicts()
-    holder = ShardHolder(
-        client=server,  # type: ignore[arg-type]
-        space=ShardSpace(4),
-        election=_election("new-0"),
-        on_change=_no_change,
-        observer=conflicts,
-    )
-    await holder._round()
+    holder, conflicts = await _after_a_round(server, ShardSpace(4))
     assert holder.conflict == "" and True not in conflicts.seen
     assert holder.held == frozenset() and server.writes == []
 
@@ -479,14 +473,8 @@ async def test_a_replica_holding_nothing_tries_a_free_shard_when_no_other_space_
     # Free shards of its own space: it tries to take one (the server refuses the
     # write here), which it never does while another space is live.
     server = _LeaseServer([_lease("wk-shard-0", None, space=ShardSpace(12))])
-    holder = ShardHolder(
-        client=server,  # type: ignore[arg-type]
-        space=ShardSpace(4),
-        election=_election("new-0"),
-        on_change=_no_change,
-    )
-    await holder._round()
-    assert server.writes and holder.conflict == ""
+    holder, conflicts = await _after_a_round(server, ShardSpace(4))
+    assert server.writes and holder.conflict == "" and True not in conflicts.seen
 
 
 async def _no_change(gained: frozenset[int], lost: frozenset[int], reason: str) -> None:
@@ -511,10 +499,7 @@ async def test_a_single_leader_refuses_to_lead_while_shard_leases_are_live() -> 
     assert conflicts.seen == [True]
 
 
-async def test_a_single_leader_leads_once_the_shard_leases_expire(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clock = _Clock(monkeypatch)
+async def test_a_single_leader_leads_once_the_shard_leases_expire(clock: _Clock) -> None:
     conflicts = _Conflicts()
     check = _check(_LeaseServer(_shard_leases(ShardSpace(2), "sharded-0")), conflicts)
     assert await check() is not None

@@ -365,7 +365,7 @@ class ShardHolder:
         member = asyncio.create_task(self._member.keep(), name="shard member lease")
         try:
             while True:
-                await self._round()
+                await self.run_round()
                 await self._wait_round()
                 if member.done():
                     member.result()  # a renew that raised
@@ -437,7 +437,12 @@ class ShardHolder:
         self.conflict = conflict
         self._observer.space_conflict(bool(conflict))
 
-    async def _round(self) -> None:
+    async def run_round(self) -> None:
+        """One round of `run`: read the group's Leases, then take or give back shards
+        towards this replica's share, or (holding none) wait while another shard space
+        is live. For a caller that paces the rounds itself; `run` is this in a loop,
+        with this replica's member Lease kept (without it, others leave it out of
+        their shares)."""
         leases = await self._leases_now()
         if leases is None:
             return
