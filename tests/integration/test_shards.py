@@ -111,21 +111,26 @@ async def tenants(client: Client) -> AsyncIterator[list[str]]:
         await client.delete(NAMESPACES, name)
 
 
+def _stamper_options(namespace: str, identity: str, space: ShardSpace | None) -> ManagerOptions:
+    """A replica of the group "stamper" on short Lease timings: sharded in `space`,
+    or (None) a single leader."""
+    return ManagerOptions(
+        leader_election=LeaderElectionConfig(
+            name="stamper",
+            namespace=namespace,
+            identity=identity,
+            lease_duration=3,
+            renew_deadline=2,
+            retry_period=0.5,
+        ),
+        shards=space,
+        cancel_on_namespace_deletion=False,
+    )
+
+
 def _manager(client: Client, namespace: str, identity: str) -> tuple[Manager, Stamper]:
     manager = Manager(
-        client=client,
-        options=ManagerOptions(
-            leader_election=LeaderElectionConfig(
-                name="stamper",
-                namespace=namespace,
-                identity=identity,
-                lease_duration=3,
-                renew_deadline=2,
-                retry_period=0.5,
-            ),
-            shards=ShardSpace(SHARDS),
-            cancel_on_namespace_deletion=False,
-        ),
+        client=client, options=_stamper_options(namespace, identity, ShardSpace(SHARDS))
     )
     stamper = Stamper(identity)
     manager.add(
@@ -412,18 +417,7 @@ def _replica(
     manager = Manager(
         client=client,
         observers=[conflicts],
-        options=ManagerOptions(
-            leader_election=LeaderElectionConfig(
-                name="stamper",
-                namespace=namespace,
-                identity=identity,
-                lease_duration=3,
-                renew_deadline=2,
-                retry_period=0.5,
-            ),
-            shards=space,
-            cancel_on_namespace_deletion=False,
-        ),
+        options=_stamper_options(namespace, identity, space),
     )
     stamper = Stamper(identity)
     manager.add(Controller(name="stamper", reconciler=stamper, primary=CONFIGMAPS))
@@ -439,6 +433,18 @@ async def _stop(manager: Manager, task: "asyncio.Task[CancelReason]") -> None:
     manager.stop()
     with contextlib.suppress(Exception):
         await task
+
+
+async def _stop_replicas(
+    replicas: dict[str, tuple[Manager, Stamper, SpaceConflicts]],
+    tasks: dict[str, "asyncio.Task[CancelReason]"],
+    clients: dict[str, Client],
+) -> None:
+    """Stop the replicas started (`tasks`, by identity) and close their clients."""
+    for identity, task in tasks.items():
+        await _stop(replicas[identity][0], task)
+    for c in clients.values():
+        await c.close()
 
 
 async def test_a_new_shard_count_waits_until_the_old_replicas_are_gone(
@@ -508,10 +514,7 @@ async def test_a_new_shard_count_waits_until_the_old_replicas_are_gone(
         }
         assert counts == {"16"}
     finally:
-        for identity, task in tasks.items():
-            await _stop(replicas[identity][0], task)
-        for c in clients.values():
-            await c.close()
+        await _stop_replicas(replicas, tasks, clients)
 
 
 async def test_two_shard_spaces_starting_together_never_both_work(
@@ -544,10 +547,7 @@ async def test_two_shard_spaces_starting_together_never_both_work(
         assert replicas[loser][1].reconciled == set()
         assert replicas[loser][2].gauge == 1
     finally:
-        for identity, task in tasks.items():
-            await _stop(replicas[identity][0], task)
-        for c in clients.values():
-            await c.close()
+        await _stop_replicas(replicas, tasks, clients)
 
 
 async def test_a_crashed_old_space_holds_the_new_one_back_for_a_lease_duration(
@@ -635,10 +635,7 @@ async def test_a_sharded_replica_waits_for_a_live_single_leader(
                 await client.patch(CONFIGMAPS, f"c{i}", patch, namespace=tenant)
         await eventually(lambda: _all_stamped_by(client, tenants, "s"), what="s reconciling")
     finally:
-        for identity, task in tasks.items():
-            await _stop((solo if identity == "solo" else sharded)[0], task)
-        for c in clients.values():
-            await c.close()
+        await _stop_replicas({"solo": solo, "s": sharded}, tasks, clients)
 
 
 async def test_a_single_leader_waits_for_live_sharded_replicas(
@@ -671,10 +668,7 @@ async def test_a_single_leader_waits_for_live_sharded_replicas(
                 await client.patch(CONFIGMAPS, f"c{i}", patch, namespace=tenant)
         await eventually(lambda: _all_stamped_by(client, tenants, "solo"), what="solo working")
     finally:
-        for identity, task in tasks.items():
-            await _stop((solo if identity == "solo" else sharded)[0], task)
-        for c in clients.values():
-            await c.close()
+        await _stop_replicas({"solo": solo, "s": sharded}, tasks, clients)
 
 
 OPERATOR_SHARDS = 6
