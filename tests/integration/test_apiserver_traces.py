@@ -8,7 +8,9 @@ kube-apiserver takes it as its span's parent only from a privileged client
 ServiceAccount, as the operator runs in a cluster) it starts a new trace that
 links to the reconcile's span. The server passes the trace on to an
 admission webhook it calls, and Wukong's webhook continues it: its span of the
-review is the child of the server's call. docs/tracing.md records the experiment.
+review is the child of the server's call, and the validator's own API calls (a
+lookup the cache cannot answer) are children of that span, the operator's and
+the server's spans of them alike. docs/tracing.md records the experiment.
 """
 
 import asyncio
@@ -36,6 +38,7 @@ from wukong.devcluster.processes import free_port
 from wukong.operator.admission import WEBHOOK_PATH, add_wukong_webhook
 from wukong.operator.api import WUKONGS
 from wukong.runtime import (
+    ApiError,
     Client,
     Controller,
     Manager,
@@ -442,3 +445,71 @@ async def test_wukongs_webhook_span_continues_the_servers_trace(
         and f"/namespaces/{traced_namespace}/wukongs" in str(s.tags.get("http.target"))
         for s in ancestors
     ), [(s.name, s.tags.get("http.target")) for s in ancestors]
+
+
+async def test_the_validators_api_calls_are_children_of_its_admission_span(
+    jaeger: LocalJaeger,
+    traced_plane: ControlPlane,
+    admin: Client,
+    traced_namespace: str,
+    operator_tracing: tuple[TracerProvider, str],
+) -> None:
+    provider, service = operator_tracing
+    await install_dev_apis(admin)
+    manager = Manager(
+        client=admin,
+        observers=[ReconcileTracer(provider=provider, sampling=TailSampling(keep_ratio=0.0))],
+        options=ManagerOptions(
+            block_warning_seconds=None,
+            webhook_bind="127.0.0.1:0",
+            webhook_tls=load_serving_certificate(traced_plane.webhook_cert_dir),
+        ),
+    )
+    add_wukong_webhook(manager)
+    async with running(manager):
+        await eventually(
+            lambda: manager.webhook_port is not None and manager.ready, timeout=30, what="webhook"
+        )
+        async with registered_webhook(
+            admin,
+            traced_plane,
+            url=f"https://127.0.0.1:{manager.webhook_port}",
+            namespace=traced_namespace,
+        ):
+            # A NetworkAttachmentDefinition the cache does not have: the validator
+            # asks the API server, which does not have it either.
+            network = [{"name": "data", "nadName": "absent"}]
+            with pytest.raises(ApiError) as rejected:
+                await admin.create(
+                    WUKONGS, wukong_object("looked-up", traced_namespace, networks=network)
+                )
+    assert rejected.value.status == 403
+    await asyncio.to_thread(provider.force_flush)
+    tags = {"wukong.object.name": "looked-up", "k8s.namespace.name": traced_namespace}
+
+    def admission_trace() -> list[JaegerSpan]:
+        found = jaeger.traces(service=service, operation="admission Wukong", tags=tags)
+        return found[0] if found else []
+
+    def lookups(spans: list[JaegerSpan]) -> list[JaegerSpan]:
+        return [s for s in spans if "network-attachment-definitions" in s.name]
+
+    def both_sides(spans: list[JaegerSpan]) -> bool:
+        return {s.service for s in lookups(spans)} == {service, APISERVER}
+
+    spans = await _stored(admission_trace, both_sides, "the lookup's spans in the trace")
+    admission = next(s for s in spans if s.service == service and s.tags.get("k8s.operation"))
+    assert admission.tags["wukong.admission.reason"] == "NetworkAttachmentDefinitionNotFound"
+    by_id = {s.span_id: s for s in spans}
+    assert by_id[str(admission.parent)].service == APISERVER  # the caller's
+    # The operator's span of the GET and the server's of the same request: both
+    # children of the admission, in its trace.
+    ours = next(s for s in lookups(spans) if s.service == service)
+    assert (ours.name, ours.parent, ours.trace_id) == (
+        "get network-attachment-definitions",
+        admission.span_id,
+        admission.trace_id,
+    )
+    assert ours.tags["http.response.status_code"] == 404
+    server = next(s for s in lookups(spans) if s.service == APISERVER and s.name.startswith("GET "))
+    assert (server.parent, server.trace_id) == (admission.span_id, admission.trace_id)

@@ -48,7 +48,11 @@ controller-runtime does when a webhook is registered), and each request:
 and the request's headers) when it is answered, malformed ones included
 (reason `Malformed`); metrics turn them into controller-runtime's webhook
 families and tracing into one span per request, a child of the API server's
-call when its `traceparent` says so (docs/tracing.md).
+call when its `traceparent` says so (docs/tracing.md). That span's context is
+current while the validator runs and when the review is reported: its id is
+chosen here, so the validator's API calls carry it as their parent (the API
+server's spans of them and the operator's are children of the admission's),
+and the tracer gives the admission's span that id.
 
 Certificates come from a directory holding `tls.crt` and `tls.key`, as with
 controller-runtime's `CertDir` (in a cluster, a Secret the chart mounts; see
@@ -59,14 +63,18 @@ import asyncio
 import datetime
 import json
 import logging
+import random
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 
 from wukong.runtime._calls import bounded
 from wukong.runtime._client import Client, Object
@@ -315,11 +323,12 @@ class WebhookServer:
             answer(None, Admission.malformed(str(exc)), 400)
             return web.Response(status=400, text=f"not an AdmissionReview: {exc}")
         request = _request(request_body, timeout=timeout, deadline=deadline, client=self._client)
-        admission, panicked = await self._decide(path, request)
-        if admission.code == 400:
-            answer(request, admission, 400, panicked)
-            return web.Response(status=400, text=admission.message)
-        answer(request, admission, 200, panicked)
+        with _in_admission_span(http.headers):
+            admission, panicked = await self._decide(path, request)
+            if admission.code == 400:
+                answer(request, admission, 400, panicked)
+                return web.Response(status=400, text=admission.message)
+            answer(request, admission, 200, panicked)
         response: dict[str, Any] = {"uid": request.uid, "allowed": admission.allowed}
         if not admission.allowed:
             response["status"] = {
@@ -406,6 +415,33 @@ class WebhookServer:
                 headers=headers,
             )
         )
+
+
+@contextmanager
+def _in_admission_span(headers: Mapping[str, str]) -> Iterator[None]:
+    """The admission's span context current in the block, when the caller's `headers`
+    carry a trace: the caller's trace, a span id chosen now (the tracer makes the span
+    with it when the review is reported). Without one, nothing is made current (the
+    validator's calls carry no trace context)."""
+    caller = trace.get_current_span(propagate.extract(headers)).get_span_context()
+    if not caller.is_valid:
+        yield
+        return
+    span_id = 0
+    while not span_id:  # 0 is no span id
+        span_id = random.getrandbits(64)
+    admission = trace.SpanContext(
+        caller.trace_id,
+        span_id,
+        is_remote=False,
+        trace_flags=caller.trace_flags,
+        trace_state=caller.trace_state,
+    )
+    token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(admission)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def _request(

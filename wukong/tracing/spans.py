@@ -41,9 +41,12 @@ One span per admission request a webhook answered, `admission <Kind>` (kind
 SERVER), a child of the caller's span when its headers carry one (W3C
 `traceparent`: the API server's call of the webhook), with the review's
 deadline and timeout, the decision and its reason; a rejection or an
-unverified admission carries the message as an event. Kept by the reconciles'
-policy, decided when the review is answered: every denied, undecided or slow
-review, every review whose caller kept its trace, the others at the ratio.
+unverified admission carries the message as an event. Its span id is the one
+the webhook made current while its validator ran, so the validator's API calls
+(a child span each, made when the call ends) are its children. Kept by the
+reconciles' policy, decided when the review is answered: every denied,
+undecided or slow review, every review whose caller kept its trace, the others
+at the ratio.
 
 A requeue link or exemplar may name a reconcile whose trace was not kept; the
 spans a reconciler makes itself inside a reconcile follow the provider's
@@ -340,6 +343,14 @@ class ReconcileTracer(RuntimeObserver):
         if caller.is_valid and caller.trace_flags.sampled:
             # The API server's call of the webhook is this span's parent: one trace.
             context = trace.set_span_in_context(NonRecordingSpan(caller))
+            own = trace.get_current_span().get_span_context()
+            if (
+                own.trace_id == caller.trace_id
+                and own.span_id != caller.span_id
+                and self._ids is not None
+            ):
+                # The id the webhook chose, that its validator's calls have as parent.
+                self._ids.preset(0, own.span_id)
         elif caller.is_valid:
             # The caller did not keep its trace: this one is a root, linked to it
             # (the SDK's parent-based sampler would drop a child of it).
@@ -389,7 +400,13 @@ class ReconcileTracer(RuntimeObserver):
     def api_call(self, call: ApiCall) -> None:
         pending = call.reconcile.span if call.reconcile is not None else None
         if type(pending) is not PendingReconcile:
-            return  # not made for a traced reconcile (informers, leader election)
+            # Outside a reconcile, a child of the span current where it was made if that
+            # trace is kept (a webhook's validator under its admission); else none
+            # (informers, leader election).
+            where = trace.get_current_span().get_span_context()
+            if call.reconcile is None and where.is_valid and where.trace_flags.sampled:
+                self._call_span(call, where)
+            return
         if pending.decided and not pending.kept:
             return
         # The innermost span the reconcile had open (its own child spans
