@@ -8,7 +8,7 @@ import asyncio
 import gc
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from kubernetes_asyncio import client as k8s_client
@@ -22,6 +22,7 @@ from wukong.runtime import (
     ReconcileContext,
     Request,
     Result,
+    RuntimeObserver,
 )
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
@@ -333,3 +334,56 @@ async def test_a_reconcile_that_ended_is_freed_without_the_garbage_collector(
     finally:
         gc.enable()
         await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+
+class Gated(RecordingObserver):
+    """Acts on reconciles only while `open` (as the node agent's probe points while traced)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = False
+
+    def reconcile_gate(self) -> Callable[[], bool]:
+        return lambda: self.open
+
+
+class Returns:
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        return Result()
+
+
+async def test_no_lifecycle_event_is_made_while_its_only_observer_gates_it(
+    client: Client,
+) -> None:
+    gated = Gated()
+    controller = RunningController(
+        Controller(name="c", reconciler=Returns(), primary=CONFIGMAPS),
+        client=client,
+        observer=ObserverFanout([gated]),
+        reconcile_timeout=2.0,
+    )
+    controller.start()
+    controller.enqueue(Request("ns", "a"))
+    await asyncio.sleep(0.1)
+    assert gated.events == []
+    gated.open = True
+    controller.enqueue(Request("ns", "b"))
+    await asyncio.sleep(0.1)
+    assert [(e.step, e.context.request.name) for e in gated.events] == [
+        (Step.STARTED, "b"),
+        (Step.FINISHED, "b"),
+    ]
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+
+def test_a_fanouts_gate_is_open_while_any_observer_of_reconciles_would_act() -> None:
+    class Deaf(RuntimeObserver):
+        pass  # hears no reconcile: its default gate does not count
+
+    first, second = Gated(), Gated()
+    gate = ObserverFanout([first, second, Deaf()]).reconcile_gate()
+    assert gate is not None and not gate()
+    second.open = True
+    assert gate()
+    # An observer of reconciles without a gate always acts: no gate at all.
+    assert ObserverFanout([first, RecordingObserver()]).reconcile_gate() is None

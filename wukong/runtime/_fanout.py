@@ -28,7 +28,7 @@ log = logging.getLogger("wukong.runtime.observer")
 _METHODS = tuple(
     name
     for name, value in vars(RuntimeObserver).items()
-    if callable(value) and not name.startswith("_")
+    if callable(value) and not name.startswith("_") and name != "reconcile_gate"  # not a report
 )
 
 _Call = tuple[str, Callable[..., None]]  # (observer's name, its bound method)
@@ -96,6 +96,20 @@ class ObserverFanout(RuntimeObserver):
 
     def reconcile(self, event: LifecycleEvent) -> None:
         self._dispatch("reconcile", event)
+
+    def reconcile_gate(self) -> Callable[[], bool] | None:
+        """Open while any observer of reconciles would act; None if one always would."""
+        gates = []
+        for observer in self.observers:
+            if not _overrides(observer, "reconcile"):
+                continue
+            gate = observer.reconcile_gate()
+            if gate is None:
+                return None
+            gates.append(gate)
+        if len(gates) == 1:
+            return gates[0]
+        return lambda: any(gate() for gate in gates)
 
     def api_call(self, call: ApiCall) -> None:
         self._dispatch("api_call", call)

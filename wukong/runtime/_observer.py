@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from wukong.runtime._cancellation import CancelReason
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from wukong.runtime._context import ReconcileContext, Request, Result
 
@@ -192,6 +192,13 @@ class RuntimeObserver(Protocol):
 
     def reconcile(self, event: LifecycleEvent) -> None:
         """A step of a reconcile's life (see `Step`)."""
+        return None
+
+    def reconcile_gate(self) -> Callable[[], bool] | None:
+        """For an observer whose `reconcile` does something only at times: a quick test
+        of whether it would now (the node agent's probe points: while traced). Asked
+        once; while the test says False the runtime builds no `LifecycleEvent` for
+        this observer. None (the default): `reconcile` always has work."""
         return None
 
     def api_call(self, call: ApiCall) -> None:

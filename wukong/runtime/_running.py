@@ -71,8 +71,10 @@ class RunningController:
         self.queue = self._new_queue(observer)
         self._client = client
         self._observer = observer
-        # Resolved once (None: nobody listens, and no event is built).
+        # Resolved once (None: nobody listens, and no event is built), with the test
+        # of whether anyone would act on one now (None: always; see `_reporter`).
         self._report = listener(observer, "reconcile")
+        self._report_gate = observer.reconcile_gate() if self._report is not None else None
         self._in_flight: dict[Request, ReconcileContext] = {}
         # Not yet ended, in the order they started: each reconcile's task and the
         # queue it came from. Every reconcile of a controller has the same timeout,
@@ -284,7 +286,7 @@ class RunningController:
             context=self._base_context,
             clock=self._clock,
         )
-        report = self._report
+        report = self._reporter()
         if report is not None:
             report(LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context))
         # Created after STARTED so observers can prepare its contextvars
@@ -361,6 +363,14 @@ class RunningController:
             if current:
                 self._dispatch()
 
+    def _reporter(self) -> Callable[[LifecycleEvent], None] | None:
+        """Where a lifecycle event goes now; None when nobody would act on it, so that
+        none is built (the node agent's always-on probe points, while not traced)."""
+        gate = self._report_gate
+        if gate is not None and not gate():
+            return None
+        return self._report
+
     def _set_deadline_alarm(self, when: float) -> None:
         self._deadline_alarm_at = when
         self._deadline_alarm.set(when)
@@ -383,8 +393,9 @@ class RunningController:
     def _cancel(self, ctx: ReconcileContext, reason: CancelReason) -> None:
         if not ctx.cancel(reason):
             return
-        if self._report is not None:
-            self._report(LifecycleEvent(step=Step.CANCEL_REQUESTED, context=ctx, reason=reason))
+        report = self._reporter()
+        if report is not None:
+            report(LifecycleEvent(step=Step.CANCEL_REQUESTED, context=ctx, reason=reason))
         loop = asyncio.get_running_loop()
         loop.call_later(self.config.options.cancel_grace, self._report_if_stuck, ctx)
 
@@ -397,8 +408,9 @@ class RunningController:
             self.config.options.cancel_grace,
             ctx.cancel_reason,
         )
-        if self._report is not None:
-            self._report(LifecycleEvent(step=Step.STUCK, context=ctx, reason=ctx.cancel_reason))
+        report = self._reporter()
+        if report is not None:
+            report(LifecycleEvent(step=Step.STUCK, context=ctx, reason=ctx.cancel_reason))
 
     def _finish(
         self, ctx: ReconcileContext, returned: object, raised: BaseException | None
@@ -430,7 +442,7 @@ class RunningController:
             )
         elif self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile finished after %.3fs: %s", duration, outcome)
-        report = self._report
+        report = self._reporter()
         if report is not None:
             report(
                 LifecycleEvent(
@@ -473,7 +485,7 @@ class RunningController:
             )
             if self._logger.isEnabledFor(logging.DEBUG):
                 ctx.logger.debug("requeued with backoff: again in %.3fs", delay)
-        report = self._report
+        report = self._reporter()
         if report is not None:
             report(
                 LifecycleEvent(

@@ -19,6 +19,7 @@ agent reports that interpreter as untraceable.
 import ctypes
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,13 @@ class AuditProbes(RuntimeObserver):
         address = audit_semaphore()
         self._semaphore = ctypes.c_ushort.from_address(address) if address else None
 
+    def reconcile_gate(self) -> Callable[[], bool]:
+        """Open while the agent's tracer is attached (it raises the semaphore)."""
+        semaphore = self._semaphore
+        if semaphore is None:
+            return _never
+        return lambda: semaphore.value != 0
+
     def reconcile(self, event: LifecycleEvent) -> None:
         if self._semaphore is None or not self._semaphore.value:
             return
@@ -109,6 +117,10 @@ class AuditProbes(RuntimeObserver):
                 f"{EVENT_PREFIX}end|c={event.controller}|k={key}|o={outcome}"
                 f"|e={elapsed_ms}|b={budget_ms}"
             )
+
+
+def _never() -> bool:
+    return False
 
 
 def _span_ids(span: Any) -> str:
