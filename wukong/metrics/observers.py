@@ -15,7 +15,7 @@ What each event feeds:
   cancellations by reason (and by namespace, for the top namespaces only), the triggers that
   queued the reconcile by kind (`ctx.triggers`; the adds the queue counted
   past the ones it kept count under the last kept one's kind), and three
-  histograms with the reconcile's trace id as exemplar (see `_Exemplified`):
+  histograms with the reconcile's trace id as exemplar (see `_observe`):
   duration, share of the deadline used, and how late a requeue started;
 - `queue_*`: client-go's adds, retries, queue and work durations;
 - `api_call`: client-go's request count and latency (exemplar: the calling
@@ -40,14 +40,14 @@ reconcile's hot path. That is why the families fed on every reconcile are
 plain numbers read at scrape time (`metrics/plain.py`): prometheus_client
 validates and locks on every `.labels()`, `inc` and `observe`, most of this
 observer's cost per reconcile before (bench/RESULTS.md). For the same reason a
-histogram gets an exemplar only when its bucket's is stale (`_Exemplified`).
+histogram gets an exemplar only when its bucket's is stale (`_observe`).
 """
 
 import time
 from typing import Any
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
-from wukong.metrics.plain import PlainHistogram
+from wukong.metrics.plain import CounterSeries, HistogramSeries
 from wukong.runtime import CancelReason, RuntimeObserver, TerminalError
 from wukong.runtime.observe import (
     ApiCall,
@@ -73,10 +73,10 @@ _NO_STATUS = "<error>"  # client-go's code label when no answer arrived
 EXEMPLAR_INTERVAL = 1.0
 
 
-class _Exemplified:
-    """A histogram family's series, each observation with the trace of what was
-    measured as its bucket's exemplar when that bucket's is older than
-    `EXEMPLAR_INTERVAL` (or it has none).
+def _observe(series: HistogramSeries, amount: float, span: Any, now: float) -> None:
+    """Observe `amount` in `series`, with the trace of what was measured (`span`: None,
+    or an invalid span, for none) as its bucket's exemplar when that bucket's is older
+    than `EXEMPLAR_INTERVAL` at `now` (monotonic), or it has none.
 
     Prometheus keeps one exemplar a bucket, the latest, and reads it once a
     scrape: the ones set in between are never seen. Making each exemplar (the
@@ -85,23 +85,43 @@ class _Exemplified:
     at most once an interval, and a rarely hit bucket (the slow reconciles')
     gets the trace of each observation it has.
     """
+    index = series.observe(amount)
+    if span is not None and index >= 0 and now - series.exemplar_at[index] >= EXEMPLAR_INTERVAL:
+        exemplar = _exemplar(span)
+        if exemplar is not None:
+            series.set_exemplar(index, exemplar, amount)
 
-    def __init__(self, family: PlainHistogram) -> None:
-        self._family = family
 
-    def observe(self, values: tuple[str, ...], amount: float, span: Any) -> None:
-        """Observe `amount` in the series of `values`; `span`: the trace it belongs to
-        (None, or an invalid span: no exemplar)."""
-        series = self._family.labels(*values)
-        index = series.observe(amount)
-        if (
-            span is not None
-            and index >= 0
-            and time.monotonic() - series.exemplar_at[index] >= EXEMPLAR_INTERVAL
-        ):
-            exemplar = _exemplar(span)
-            if exemplar is not None:
-                series.set_exemplar(index, exemplar, amount)
+class _ControllerSeries:
+    """The series one controller's reconciles feed as each ends, found by its name once
+    per reconcile; each made on first use, as `.labels()` would make it."""
+
+    __slots__ = ("_controller", "_metrics", "budget_used", "reconcile_time", "results", "triggers")
+
+    def __init__(self, metrics: OperatorMetrics, controller: str) -> None:
+        self._metrics = metrics
+        self._controller = controller
+        self.results: dict[str, CounterSeries] = {}
+        self.triggers: dict[str, CounterSeries] = {}
+        # Every reconcile that ends observes both.
+        self.reconcile_time = metrics.reconcile_time.labels(controller)
+        self.budget_used = metrics.reconcile_budget_used.labels(controller)
+
+    def result(self, result: str) -> CounterSeries:
+        series = self.results.get(result)
+        if series is None:
+            series = self.results[result] = self._metrics.reconcile_total.labels(
+                self._controller, result
+            )
+        return series
+
+    def trigger(self, kind: str) -> CounterSeries:
+        series = self.triggers.get(kind)
+        if series is None:
+            series = self.triggers[kind] = self._metrics.reconcile_triggers.labels(
+                self._controller, kind
+            )
+        return series
 
 
 class RuntimeMetrics(RuntimeObserver):
@@ -112,16 +132,12 @@ class RuntimeMetrics(RuntimeObserver):
     def __init__(self, *, metrics: OperatorMetrics | None = None) -> None:
         self.metrics = m = metrics if metrics is not None else create_metrics()
         # The families every reconcile feeds are plain ones (metrics/plain.py).
-        self._reconcile_total = m.reconcile_total.labels
-        self._reconcile_time = _Exemplified(m.reconcile_time)
-        self._triggers = m.reconcile_triggers.labels
-        self._budget_used = _Exemplified(m.reconcile_budget_used)
-        self._requeue_delay = _Exemplified(m.requeue_delay)
+        self._controllers: dict[str, _ControllerSeries] = {}
         self._queue_adds = m.workqueue_adds.labels
         self._queue_duration = m.workqueue_queue_duration.labels
         self._work_duration = m.workqueue_work_duration.labels
         self._requests = m.rest_client_requests.labels
-        self._request_duration = _Exemplified(m.rest_client_request_duration)
+        self._request_duration = m.rest_client_request_duration.labels
 
     def controller_added(self, controller: ControllerView) -> None:
         m = self.metrics
@@ -140,7 +156,7 @@ class RuntimeMetrics(RuntimeObserver):
             m.reconcile_cancellations.labels(name, reason.value)
         # And every trigger kind, for the same reason.
         for trigger in TriggerKind:
-            self._triggers(name, trigger.value)
+            m.reconcile_triggers.labels(name, trigger.value)
         # client-go's queue metrics exist as soon as the queue does.
         self._queue_adds(name, name)
         self._queue_duration(name, name)
@@ -153,23 +169,28 @@ class RuntimeMetrics(RuntimeObserver):
         if event.step is Step.FINISHED:
             self._finished(event)
 
+    def _series(self, controller: str) -> _ControllerSeries:
+        series = self._controllers.get(controller)
+        if series is None:
+            series = self._controllers[controller] = _ControllerSeries(self.metrics, controller)
+        return series
+
     def _finished(self, event: LifecycleEvent) -> None:
         m = self.metrics
         ctx = event.context
         controller = ctx.controller
         outcome = event.outcome
         assert outcome is not None  # FINISHED always carries one
+        series = self._controllers.get(controller) or self._series(controller)
         result = _result_of(outcome, event.reason)
-        self._reconcile_total(controller, result).inc()
+        series.result(result).inc()
         m.namespace_reconciles.record(controller, ctx.request.namespace)
         triggers = ctx.triggers
         for trigger in triggers:
-            self._triggers(controller, trigger.kind.value).inc()
+            series.trigger(trigger.kind.value).inc()
         if triggers and ctx.trigger_count > len(triggers):
             # Coalesced past the queue's bound: a burst, of the kind it ended with.
-            self._triggers(controller, triggers[-1].kind.value).inc(
-                ctx.trigger_count - len(triggers)
-            )
+            series.trigger(triggers[-1].kind.value).inc(ctx.trigger_count - len(triggers))
         if result == "error":
             m.reconcile_errors.labels(controller).inc()
             # Both are errors too, as in controller-runtime.
@@ -187,14 +208,15 @@ class RuntimeMetrics(RuntimeObserver):
         # Observed at the end, when the span exists: each histogram's exemplar
         # leads to the reconcile's trace.
         span = ctx.span
-        labels = (controller,)
+        now = time.monotonic()
         if ctx.due_at is not None:
             # How late this requeue started (both on the event loop's clock).
             lateness = max(0.0, ctx.started - ctx.due_at)
-            self._requeue_delay.observe(labels, lateness, span)
-        assert event.duration is not None  # FINISHED always carries one
-        self._reconcile_time.observe(labels, event.duration, span)
-        self._budget_used.observe(labels, event.duration / ctx.timeout, span)
+            _observe(m.requeue_delay.labels(controller), lateness, span, now)
+        duration = event.duration
+        assert duration is not None  # FINISHED always carries one
+        _observe(series.reconcile_time, duration, span, now)
+        _observe(series.budget_used, duration / ctx.timeout, span, now)
 
     # -- work queue ------------------------------------------------------------------
 
@@ -217,7 +239,8 @@ class RuntimeMetrics(RuntimeObserver):
         self._requests(code, call.method, call.host).inc()
         span = call.reconcile.span if call.reconcile is not None else None
         # client-go's `verb` label is the HTTP method (GET, PUT, ...).
-        self._request_duration.observe((call.method, call.host), call.duration, span)
+        series = self._request_duration(call.method, call.host)
+        _observe(series, call.duration, span, time.monotonic())
         if call.cancel_reason is not None:
             self.metrics.api_request_cancellations.labels(
                 call.verb, call.resource, call.cancel_reason.value
