@@ -93,16 +93,9 @@ class Stamper:
 
 @pytest.fixture
 async def tenants(client: Client) -> AsyncIterator[list[str]]:
-    # Random names, at least one in every shard, so every handoff moves objects.
-    space, names = ShardSpace(SHARDS), []
-    while len(names) < NAMESPACES_USED:
-        name = f"tenant-{uuid.uuid4().hex[:10]}"
-        covered = {space.shard_of_key(n) for n in names}
-        if space.shard_of_key(name) not in covered or len(covered) == SHARDS:
-            names.append(name)
+    # At least one in every shard, so every handoff moves objects.
+    names = await tenants_in_every_shard(client, "tenant", NAMESPACES_USED, shards=SHARDS)
     for name in names:
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        await client.create(NAMESPACES, body)
         for i in range(PER_NAMESPACE):
             configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}"}}
             await client.create(CONFIGMAPS, configmap, namespace=name)
@@ -675,15 +668,17 @@ OPERATOR_SHARDS = 6
 TENANTS = 10
 
 
-async def tenants_in_every_shard(client: Client, prefix: str, count: int) -> list[str]:
-    """`count` new namespaces named `prefix-...`, at least one in each of the
-    operator's shards (so every replica has work)."""
-    space = ShardSpace(OPERATOR_SHARDS)
+async def tenants_in_every_shard(
+    client: Client, prefix: str, count: int, *, shards: int = OPERATOR_SHARDS
+) -> list[str]:
+    """`count` new namespaces named `prefix-...`, at least one in each of `shards`
+    shards, the operator's by default (so every replica has work)."""
+    space = ShardSpace(shards)
     tenants: list[str] = []
     while len(tenants) < count:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         covered = {space.shard_of_key(t) for t in tenants}
-        if space.shard_of_key(name) not in covered or len(covered) == OPERATOR_SHARDS:
+        if space.shard_of_key(name) not in covered or len(covered) == shards:
             tenants.append(name)
     for tenant in tenants:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": tenant}}
