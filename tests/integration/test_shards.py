@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -137,6 +137,19 @@ def _manager(client: Client, namespace: str, identity: str) -> tuple[Manager, St
     return manager, stamper
 
 
+async def _stop_all(
+    managers: Iterable[Manager], tasks: Iterable["asyncio.Task[Any]"], clients: Iterable[Client]
+) -> None:
+    """Stop the managers, wait for their runs to end, then close the clients."""
+    for manager in managers:
+        manager.stop()
+    for task in tasks:
+        with contextlib.suppress(Exception):
+            await task
+    for c in clients:
+        await c.close()
+
+
 async def _stamps(client: Client, tenants: list[str]) -> dict[tuple[str, str], str | None]:
     stamps: dict[tuple[str, str], str | None] = {}
     for tenant in tenants:
@@ -229,13 +242,7 @@ async def test_replicas_split_the_shards_and_take_over_a_leaver(
         members = {name: holder for name, holder in holders.items() if "-member-c-" in name}
         assert list(members.values()) == [""]
     finally:
-        for manager in managers.values():
-            manager.stop()
-        for task in tasks.values():
-            with contextlib.suppress(Exception):
-                await task
-        for c in clients:
-            await c.close()
+        await _stop_all(managers.values(), tasks.values(), clients)
 
 
 async def test_scaling_two_to_five_to_two_rebalances_and_restamps(
@@ -284,13 +291,7 @@ async def test_scaling_two_to_five_to_two_rebalances_and_restamps(
                 lambda s=step: stamped_by_holders(s), what=f"stamped by the holders among {step}"
             )
     finally:
-        for manager, _ in built.values():
-            manager.stop()
-        for task in tasks.values():
-            with contextlib.suppress(Exception):
-                await task
-        for c in clients.values():
-            await c.close()
+        await _stop_all((m for m, _ in built.values()), tasks.values(), clients.values())
 
 
 class Lingerer:
@@ -376,13 +377,7 @@ async def test_a_shard_handed_over_cancels_its_reconciles_and_refuses_their_writ
         assert len(lingering("a")) == in_flight - len(expected)
         await eventually(lambda: lingering("b") == expected, what="b reconciling what it took")
     finally:
-        for manager in managers.values():
-            manager.stop()
-        for task in tasks.values():
-            with contextlib.suppress(Exception):
-                await task
-        for c in clients.values():
-            await c.close()
+        await _stop_all(managers.values(), tasks.values(), clients.values())
 
 
 class SpaceConflicts(RuntimeMetrics):
@@ -434,10 +429,7 @@ async def _stop_replicas(
     clients: dict[str, Client],
 ) -> None:
     """Stop the replicas started (`tasks`, by identity) and close their clients."""
-    for identity, task in tasks.items():
-        await _stop(replicas[identity][0], task)
-    for c in clients.values():
-        await c.close()
+    await _stop_all((replicas[i][0] for i in tasks), tasks.values(), clients.values())
 
 
 async def test_a_new_shard_count_waits_until_the_old_replicas_are_gone(
