@@ -590,6 +590,15 @@ async def _all_stamped_by(client: Client, tenants: list[str], identity: str) -> 
     return len(stamps) == NAMESPACES_USED * PER_NAMESPACE and set(stamps.values()) == {identity}
 
 
+async def _change_every_configmap(client: Client, tenants: list[str], *, after: str) -> None:
+    """A change of every tenant's ConfigMaps (a label `after`), for their new
+    reconciler to stamp."""
+    patch = {"metadata": {"labels": {"after": after}}}
+    for i in range(PER_NAMESPACE):
+        for tenant in tenants:
+            await client.patch(CONFIGMAPS, f"c{i}", patch, namespace=tenant)
+
+
 async def test_a_sharded_replica_waits_for_a_live_single_leader(
     control_plane: ControlPlane, client: Client, namespace: str, tenants: list[str]
 ) -> None:
@@ -614,10 +623,7 @@ async def test_a_sharded_replica_waits_for_a_live_single_leader(
         await eventually(
             lambda: holder.held == frozenset(range(SHARDS)), what="all shards taken", timeout=15
         )
-        for i in range(PER_NAMESPACE):  # a change for the new holder to reconcile
-            for tenant in tenants:
-                patch = {"metadata": {"labels": {"after": "solo"}}}
-                await client.patch(CONFIGMAPS, f"c{i}", patch, namespace=tenant)
+        await _change_every_configmap(client, tenants, after="solo")
         await eventually(lambda: _all_stamped_by(client, tenants, "s"), what="s reconciling")
     finally:
         await _stop_replicas({"solo": solo, "s": sharded}, tasks, clients)
@@ -647,10 +653,7 @@ async def test_a_single_leader_waits_for_live_sharded_replicas(
         await _stop(sharded[0], tasks["s"])
         await eventually(lambda: solo[0].elector.is_leader, what="solo leading", timeout=15)
         assert solo[2].seen[-1] is False
-        for i in range(PER_NAMESPACE):
-            for tenant in tenants:
-                patch = {"metadata": {"labels": {"after": "shards"}}}
-                await client.patch(CONFIGMAPS, f"c{i}", patch, namespace=tenant)
+        await _change_every_configmap(client, tenants, after="shards")
         await eventually(lambda: _all_stamped_by(client, tenants, "solo"), what="solo working")
     finally:
         await _stop_replicas({"solo": solo, "s": sharded}, tasks, clients)
