@@ -189,6 +189,11 @@ class LocalPrometheus:
         groups: list[dict[str, Any]] = self._get("/api/v1/rules", {})["groups"]
         return groups
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing now: labels, state, activeAt."""
+        alerts: list[dict[str, Any]] = self._get("/api/v1/alerts", {})["alerts"]
+        return alerts
+
     def exemplars(self, expr: str, *, seconds: float = 600) -> list[dict[str, Any]]:
         now = time.time()
         data = self._get(
