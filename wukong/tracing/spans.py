@@ -139,8 +139,9 @@ class PendingReconcile(NonRecordingSpan):
     def __init__(self, context: SpanContext, name: str) -> None:
         super().__init__(context)
         self.name = name
-        self.events: list[tuple[str, types.Attributes, int]] = []
-        self.attributes: dict[str, types.AnyValue] = {}
+        # Made on first use: most reconciles have neither (two objects fewer each).
+        self.events: list[tuple[str, types.Attributes, int]] | None = None
+        self.attributes: dict[str, types.AnyValue] | None = None
         # each API call with its parent span's context (None: this reconcile)
         self.calls: list[tuple[ApiCall, SpanContext | None]] = []
         self.decided = False  # FINISHED was seen
@@ -149,13 +150,19 @@ class PendingReconcile(NonRecordingSpan):
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
+        if self.events is None:
+            self.events = []
         self.events.append((name, attributes, timestamp or time.time_ns()))
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self.attributes is None:
+            self.attributes = {}
         self.attributes[key] = value
 
     def set_attributes(self, attributes: types.Attributes) -> None:
         if attributes:
+            if self.attributes is None:
+                self.attributes = {}
             self.attributes.update(attributes)
 
 
@@ -225,7 +232,6 @@ class ReconcileTracer(RuntimeObserver):
 
     def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
         ctx = event.context
-        end = time.time_ns()
         pending.decided = True
         outcome = event.outcome
         if outcome is Outcome.CANCELLED:
@@ -242,7 +248,7 @@ class ReconcileTracer(RuntimeObserver):
             pending.calls.clear()
             return
         pending.kept = True
-        self._reconcile_span(pending, ctx, event, kept, end)
+        self._reconcile_span(pending, ctx, event, kept, time.time_ns())
         for call, parent in pending.calls:
             self._call_span(call, parent or pending.get_span_context())
         pending.calls.clear()
@@ -275,7 +281,8 @@ class ReconcileTracer(RuntimeObserver):
         }
         if ctx.due_at is not None:
             attributes["wukong.requeue.delay_ms"] = max(0.0, (ctx.started - ctx.due_at) * 1000)
-        attributes.update(pending.attributes)
+        if pending.attributes:
+            attributes.update(pending.attributes)
         attributes["wukong.reconcile.budget_remaining_ms"] = ctx.remaining() * 1000
         attributes["wukong.reconcile.result"] = str(event.outcome)
         if event.result is not None and event.result.requeue_after > 0:
@@ -304,7 +311,7 @@ class ReconcileTracer(RuntimeObserver):
             links=links,
             start_time=int(ctx.started_wall.timestamp() * _NS),
         )
-        for name, event_attributes, timestamp in pending.events:
+        for name, event_attributes, timestamp in pending.events or ():
             span.add_event(name, event_attributes, timestamp)
         if event.outcome is Outcome.ERROR and error is not None:
             span.record_exception(error, timestamp=end)
