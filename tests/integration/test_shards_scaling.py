@@ -5,11 +5,13 @@ a scale-down sends it), while Wukongs are created in every shard throughout and
 brought to Running by the simulated infrastructure. After each step the shard
 Leases are split fairly among the replicas running and every Wukong created so
 far is Running; the SIGTERMed replicas release their shards at once (taken well
-within a Lease duration) and exit cleanly. At the end nothing is unreconciled.
+within a Lease duration) and exit cleanly. At the end nothing is unreconciled:
+every Wukong Running with its spec observed, the survivors' work queues empty.
 
 Who wrote when: each replica logs the moment it took a shard and the moment it
 gave it up (`shards +[3] (acquired)`, `shards -[3] (rebalance)`, `(shutdown)`),
-and its `wukong_shard_handoffs_total` agrees with its log. Those moments make
+and its `wukong_shard_handoffs_total` agrees with its log (read at five replicas,
+and of the survivors at the end); no Lease ran out. Those moments make
 each shard's holding periods, which never overlap. The API server's audit log
 then shows every write in a tenant's namespace landing within its writer's
 period for that namespace's shard, or in the handoff window right after it: a
@@ -247,6 +249,8 @@ async def test_wukong_run_replicas_scale_three_five_two_under_load(
         # Scale out: two more start; the three shed what is above their share.
         replicas += [_start(control_plane, namespace, tmp_path, i) for i in (3, 4)]
         await settle("3 -> 5", replicas, within=60)
+        for replica in replicas:  # settled: no handoff under way while each is read
+            assert await _metrics_agree_with_log(replica) >= 1, replica.agent
 
         # Scale in: three get SIGTERM at once and release their shards on the way out.
         leaving = [r for i, r in enumerate(replicas) if i not in KEEP_ON_SCALE_IN]
@@ -281,20 +285,10 @@ async def test_wukong_run_replicas_scale_three_five_two_under_load(
 
         await eventually(queues_drained, what="the survivors' work queues empty", timeout=30)
 
-        # The survivors' handoff counters agree with their logs, their shares are fair.
+        # The survivors' counters agree with their logs, their shares are fair.
         for replica in staying:
-            text = await _scrape(f"http://127.0.0.1:{replica.port}/metrics")
-            assert check_exposition(text) == []
-            counted = {
-                labels["reason"]: value
-                for labels, value in metric_samples(text, "wukong_shard_handoffs_total")
-            }
-            logged: dict[str, float] = {}
-            for change in _changes(replica.log):
-                moved = len(change.gained) + len(change.lost)
-                logged[change.reason] = logged.get(change.reason, 0) + moved
-            assert {r: v for r, v in counted.items() if v} == logged, replica.agent
-            assert metric_samples(text, "wukong_shards_held") == [({}, OPERATOR_SHARDS / 2)]
+            share = await _metrics_agree_with_log(replica)
+            assert share == OPERATOR_SHARDS / 2, replica.agent
 
         # Who wrote when, from the logs' handoffs and the audit log. Every shard given up
         # was handed over on purpose: no Lease ran out under the load.
@@ -326,6 +320,24 @@ async def test_wukong_run_replicas_scale_three_five_two_under_load(
             assert not errors, errors[:3]
         simulator.stop()
         await simulating
+
+
+async def _metrics_agree_with_log(replica: Replica) -> float:
+    """Check `replica`'s exposition, its handoff counters against its log's changes, and
+    that the API server filtered for it; return how many shards it holds."""
+    text = await _scrape(f"http://127.0.0.1:{replica.port}/metrics")
+    assert check_exposition(text) == []
+    counted = {
+        labels["reason"]: value
+        for labels, value in metric_samples(text, "wukong_shard_handoffs_total")
+    }
+    logged: dict[str, float] = {}
+    for change in _changes(replica.log):
+        logged[change.reason] = logged.get(change.reason, 0) + len(change.gained | change.lost)
+    assert {r: v for r, v in counted.items() if v} == logged, replica.agent
+    assert not metric_samples(text, "wukong_shard_client_filtering_total")
+    ((_, held),) = metric_samples(text, "wukong_shards_held")
+    return held
 
 
 def _said_who(replica: Replica) -> bool:
