@@ -44,7 +44,7 @@ histogram gets an exemplar only when its bucket's is stale (`_observe`).
 """
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
 from wukong.metrics.plain import CounterSeries, HistogramSeries
@@ -124,20 +124,35 @@ class _ControllerSeries:
         return series
 
 
+class _QueueSeries(NamedTuple):
+    """client-go's series of one work queue, made together (as `controller_added` makes
+    them: a queue is named after its controller)."""
+
+    adds: CounterSeries
+    waited: HistogramSeries
+    worked: HistogramSeries
+
+    @classmethod
+    def of(cls, metrics: OperatorMetrics, queue: str) -> "_QueueSeries":
+        return cls(
+            metrics.workqueue_adds.labels(queue, queue),
+            metrics.workqueue_queue_duration.labels(queue, queue),
+            metrics.workqueue_work_duration.labels(queue, queue),
+        )
+
+
 class RuntimeMetrics(RuntimeObserver):
     """Records the runtime's events into one `OperatorMetrics`."""
 
     name = "metrics"
 
     def __init__(self, *, metrics: OperatorMetrics | None = None) -> None:
-        self.metrics = m = metrics if metrics is not None else create_metrics()
+        self.metrics = metrics if metrics is not None else create_metrics()
         # The families every reconcile feeds are plain ones (metrics/plain.py).
         self._controllers: dict[str, _ControllerSeries] = {}
-        self._queue_adds = m.workqueue_adds.labels
-        self._queue_duration = m.workqueue_queue_duration.labels
-        self._work_duration = m.workqueue_work_duration.labels
-        self._requests = m.rest_client_requests.labels
-        self._request_duration = m.rest_client_request_duration.labels
+        self._queues: dict[str, _QueueSeries] = {}
+        # (status code, method, host) -> the request count's and latency's series
+        self._calls: dict[tuple[int | None, str, str], tuple[CounterSeries, HistogramSeries]] = {}
 
     def controller_added(self, controller: ControllerView) -> None:
         m = self.metrics
@@ -158,9 +173,7 @@ class RuntimeMetrics(RuntimeObserver):
         for trigger in TriggerKind:
             m.reconcile_triggers.labels(name, trigger.value)
         # client-go's queue metrics exist as soon as the queue does.
-        self._queue_adds(name, name)
-        self._queue_duration(name, name)
-        self._work_duration(name, name)
+        self._queues[name] = _QueueSeries.of(m, name)
         m.workqueue_retries.labels(name, name)
 
     # -- reconcile lifecycle ---------------------------------------------------------
@@ -182,15 +195,15 @@ class RuntimeMetrics(RuntimeObserver):
         outcome = event.outcome
         assert outcome is not None  # FINISHED always carries one
         series = self._controllers.get(controller) or self._series(controller)
-        result = _result_of(outcome, event.reason)
+        result = _RESULT_LABEL.get(outcome) or _result_of(outcome, event.reason)
         series.result(result).inc()
         m.namespace_reconciles.record(controller, ctx.request.namespace)
         triggers = ctx.triggers
         for trigger in triggers:
-            series.trigger(trigger.kind.value).inc()
+            series.trigger(trigger.kind).inc()  # a StrEnum: the same key as its value
         if triggers and ctx.trigger_count > len(triggers):
             # Coalesced past the queue's bound: a burst, of the kind it ended with.
-            series.trigger(triggers[-1].kind.value).inc(ctx.trigger_count - len(triggers))
+            series.trigger(triggers[-1].kind).inc(ctx.trigger_count - len(triggers))
         if result == "error":
             m.reconcile_errors.labels(controller).inc()
             # Both are errors too, as in controller-runtime.
@@ -220,14 +233,20 @@ class RuntimeMetrics(RuntimeObserver):
 
     # -- work queue ------------------------------------------------------------------
 
+    def _queue(self, queue: str) -> _QueueSeries:
+        series = self._queues.get(queue)
+        if series is None:
+            series = self._queues[queue] = _QueueSeries.of(self.metrics, queue)
+        return series
+
     def queue_added(self, queue: str) -> None:
-        self._queue_adds(queue, queue).inc()
+        (self._queues.get(queue) or self._queue(queue)).adds.inc()
 
     def queue_got(self, queue: str, waited: float) -> None:
-        self._queue_duration(queue, queue).observe(waited)
+        (self._queues.get(queue) or self._queue(queue)).waited.observe(waited)
 
     def queue_done(self, queue: str, worked: float) -> None:
-        self._work_duration(queue, queue).observe(worked)
+        (self._queues.get(queue) or self._queue(queue)).worked.observe(worked)
 
     def queue_retried(self, queue: str) -> None:
         self.metrics.workqueue_retries.labels(queue, queue).inc()
@@ -235,12 +254,19 @@ class RuntimeMetrics(RuntimeObserver):
     # -- API calls -------------------------------------------------------------------
 
     def api_call(self, call: ApiCall) -> None:
-        code = str(call.status_code) if call.status_code is not None else _NO_STATUS
-        self._requests(code, call.method, call.host).inc()
+        key = (call.status_code, call.method, call.host)
+        series = self._calls.get(key)
+        if series is None:
+            code = str(call.status_code) if call.status_code is not None else _NO_STATUS
+            series = self._calls[key] = (
+                self.metrics.rest_client_requests.labels(code, call.method, call.host),
+                # client-go's `verb` label is the HTTP method (GET, PUT, ...).
+                self.metrics.rest_client_request_duration.labels(call.method, call.host),
+            )
+        requests, latency = series
+        requests.inc()
         span = call.reconcile.span if call.reconcile is not None else None
-        # client-go's `verb` label is the HTTP method (GET, PUT, ...).
-        series = self._request_duration(call.method, call.host)
-        _observe(series, call.duration, span, time.monotonic())
+        _observe(latency, call.duration, span, time.monotonic())
         if call.cancel_reason is not None:
             self.metrics.api_request_cancellations.labels(
                 call.verb, call.resource, call.cancel_reason.value
