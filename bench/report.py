@@ -62,6 +62,11 @@ def _versions() -> list[str]:
     ]
 
 
+def _source(name: str, fragment: dict[str, Any]) -> str:
+    """What measured a fragment: its benchmark, or the test it names (`source`)."""
+    return str(fragment.get("source", f"bench/{name}.py"))
+
+
 def section(name: str, fragment: dict[str, Any], measured_at: str) -> list[str]:
     """One benchmark's table and notes, as RESULTS.md lists them (a blank line first)."""
     lines = ["", f"## {fragment['title']}", ""]
@@ -69,7 +74,7 @@ def section(name: str, fragment: dict[str, Any], measured_at: str) -> list[str]:
     lines.append("|" + "---|" * len(fragment["header"]))
     lines += ["| " + " | ".join(row) + " |" for row in fragment["rows"]]
     lines.append("")
-    lines.append(f"- Measured {measured_at} (`bench/{name}.py`).")
+    lines.append(f"- Measured {measured_at} (`{_source(name, fragment)}`).")
     lines += [f"- {note}" for note in fragment["notes"]]
     return lines
 
@@ -83,10 +88,11 @@ def _rewrite(names: list[str], fragments: dict[str, Any], measured_at: dict[str,
     where ORDER puts them), every other part as it was."""
     path = BENCH / "RESULTS.md"
     chunks = re.split(r"\n(?=## )", path.read_text())  # the header, then one per "## "
+    by_source = {_source(name, fragment): name for name, fragment in fragments.items()}
 
     def bench_of(chunk: str) -> str | None:
-        found = re.search(r"^- Measured [^\n]*\(`bench/(\w+)\.py`", chunk, re.MULTILINE)
-        return found.group(1) if found else None
+        found = re.search(r"^- Measured [^\n]*\(`([\w/]+\.py)`", chunk, re.MULTILINE)
+        return by_source.get(found.group(1), Path(found.group(1)).stem) if found else None
 
     for name in names:
         new = "\n".join(section(name, fragments[name], measured_at[name])[1:]) + "\n"

@@ -13,11 +13,20 @@ RESULTS_DIR = Path(__file__).resolve().parent / ".results"
 
 
 def write_fragment(
-    name: str, *, title: str, header: list[str], rows: list[list[str]], notes: list[str]
+    name: str,
+    *,
+    title: str,
+    header: list[str],
+    rows: list[list[str]],
+    notes: list[str],
+    source: str | None = None,
 ) -> Path:
+    """`source`: what measured it, when not `bench/<name>.py` (a test, say)."""
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    fragment = {"title": title, "header": header, "rows": rows, "notes": notes}
+    fragment: dict[str, object] = {"title": title, "header": header, "rows": rows, "notes": notes}
+    if source is not None:
+        fragment["source"] = source
     path.write_text(json.dumps(fragment, indent=2) + "\n")
     return path
 

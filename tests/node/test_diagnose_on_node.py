@@ -7,15 +7,22 @@ one test each, in order: nothing wrong; the node's path to the API server
 slowed (its forwarder paused in bursts, SIGSTOP/SIGCONT: every pod's API call
 waits); the deadline made far too tight (a `helm upgrade` to 1 ms); the
 leader's Lease taken by another identity; the standby replica's process
-killed again and again (a crash loop). For each, the real CLI is run
-against the dev Prometheus until it names the cause (exit status 1; 0 when
-healthy), and the time from the fault to the correct diagnosis and to the
-matching alert (pending, firing) is printed: `make test` waits
-ALERT_WAIT seconds for the alert (60 by default: the storm alert's `for` is
-5 minutes, so it reads "not within the test" for firing), and
-WUKONG_DIAGNOSE_ALERT_WAIT=420 waits long enough to time firing too. Each test
-heals what it did; the module removes its Wukongs (finalizers lifted if the
-deadline still cannot let them run) and uninstalls the chart.
+killed again and again (a crash loop); a noisy tenant (a namespace creating
+hundreds of Wukongs and changing them again and again while another changes a
+few). For each, the real CLI is run against the dev Prometheus until it names
+the cause (exit status 1; 0 when healthy), and the time from the fault to the
+correct diagnosis and to the matching alert (pending, firing) is printed and
+written to bench/.results/diagnose.json (`bench/report.py diagnose` puts it in
+RESULTS.md).
+
+Each fault lasts until its alert fires or ALERT_WAIT seconds from the fault
+pass (the Lease is taken again each time a replica holds it: one loss is no
+flapping). `make test` waits 60 s: the storm alert's `for` is 5 minutes, so it
+reads "not within 60 s" for firing; WUKONG_DIAGNOSE_ALERT_WAIT=720 waits long
+enough to time firing too (its expression, over 5-minute rates, held only
+after 268 s of a slowed API server in one run). Each test heals what it did;
+the module removes its Wukongs (finalizers lifted if the deadline still cannot
+let them run) and uninstalls the chart.
 """
 
 import asyncio
@@ -38,6 +45,7 @@ from typing import Any
 
 import pytest
 
+from bench.results import RESULTS_DIR, write_fragment
 from tests.faults import paused_in_bursts
 from tests.node.conftest import NodeCluster, metrics_readers_args
 from tests.node.test_agent_on_node import _host_pids, _install_dev_apis, remove_storm
@@ -47,9 +55,17 @@ from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.processes import read_pid
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.diagnose.prometheus import PrometheusAPI
-from wukong.diagnose.rules import CRASH_LOOP, HEALTHY, LEADER_LOST, SLOW_API, TIGHT_DEADLINE
+from wukong.diagnose.rules import (
+    CRASH_LOOP,
+    HEALTHY,
+    LEADER_LOST,
+    NOISY_TENANT,
+    SLOW_API,
+    TIGHT_DEADLINE,
+)
 from wukong.operator.api import WUKONGS
 from wukong.operator.run import LEASE_NAME
+from wukong.runtime import Client
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "chart" / "wukong"
 OPERATOR = "app.kubernetes.io/component=operator"
@@ -63,7 +79,17 @@ PAUSE, RUN = 0.4, 0.02
 STORM_ALERT = "WukongCancelStorm"
 LEADER_ALERT = "WukongLeaderFlapping"
 WUKONGS_PER_FAULT = 4
+# The noisy tenant's Wukongs, created together (this many requests at a time) and
+# then changed again and again: a reconcile of a Running one takes milliseconds, so
+# only a crowd of new ones backs the queue up.
+NOISY_WUKONGS, NOISY_AT_ONCE = 300, 32
+QUIET_WUKONGS = 3  # the other tenant's, changed every second meanwhile
+INTRUDER = "diagnose-intruder"  # who takes the Lease
 ALERT_WAIT = float(os.environ.get("WUKONG_DIAGNOSE_ALERT_WAIT", "60"))
+# A new Wukong this often while the API server stays slow and the alert is awaited.
+ARRIVALS_EVERY = 20
+# A test lasts its fault, the alert's wait and the healing.
+pytestmark = pytest.mark.timeout(600 + ALERT_WAIT, func_only=True)
 # The standby replica's process killed this many times, this long after each start.
 CRASHES, CRASH_EVERY = 3, 8
 
@@ -78,20 +104,13 @@ class Release:
     install: tuple[str, ...]
     created: int = 0
 
-    def wukongs(self, count: int) -> list[str]:
-        """Create `count` new Wukongs (each reconcile of a new one makes many API calls)."""
-        names = []
-        for _ in range(count):
-            self.created += 1
-            name = f"vm-{self.created}"
-            body = {
-                "apiVersion": WUKONGS.api_version,
-                "kind": "Wukong",
-                "metadata": {"name": name, "namespace": self.vms},
-                "spec": {},
-            }
-            self.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(body))
-            names.append(name)
+    def wukongs(self, count: int, namespace: str | None = None) -> list[str]:
+        """Create `count` new Wukongs, in the test's namespace unless told another,
+        `NOISY_AT_ONCE` requests at a time (each reconcile of a new one makes many API
+        calls)."""
+        names = [f"vm-{self.created + index + 1}" for index in range(count)]
+        self.created += count
+        asyncio.run(_create_wukongs(self.cluster.plane.kubeconfig, namespace or self.vms, names))
         return names
 
     def phases(self) -> dict[str, str]:
@@ -177,6 +196,23 @@ class Release:
         return "firing" if "firing" in states else ("pending" if states else None)
 
 
+async def _create_wukongs(kubeconfig: Path, namespace: str, names: list[str]) -> None:
+    limit = asyncio.Semaphore(NOISY_AT_ONCE)
+
+    async def create(client: Client, name: str) -> None:
+        body = {
+            "apiVersion": WUKONGS.api_version,
+            "kind": "Wukong",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {},
+        }
+        async with limit:
+            await client.create(WUKONGS, body, namespace=namespace)
+
+    async with await Client.from_kubeconfig(kubeconfig) as client:
+        await asyncio.gather(*(create(client, name) for name in names))
+
+
 def _until(check: Callable[[], bool], *, timeout: float, what: Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -206,36 +242,130 @@ class AlertWatch:
                 self.firing = elapsed
             self._stop.wait(2)
 
-    def wait_pending(self, timeout: float) -> None:
-        deadline = time.time() + timeout
-        while self.pending is None and time.time() < deadline:
+    def waiting(self) -> bool:
+        """Not firing yet, and ALERT_WAIT seconds from the fault have not passed."""
+        return self.firing is None and time.time() < self.started + ALERT_WAIT
+
+    def wait_firing(self, within: float = math.inf) -> None:
+        """Until the alert fires, ALERT_WAIT seconds from the fault have passed, or
+        `within` seconds from now."""
+        until = time.time() + within
+        while self.waiting() and time.time() < until:
             time.sleep(2)
 
-    def wait_firing(self, timeout: float) -> None:
-        deadline = time.time() + timeout
-        while self.firing is None and time.time() < deadline:
-            time.sleep(2)
-
-    def stop(self) -> str:
+    def stop(self) -> list[str]:
+        """Stop polling; the alert, and when it was pending and firing, as table cells
+        (also printed)."""
         self._stop.set()
         self._thread.join()
 
         def at(seconds: float | None) -> str:
-            return f"{seconds:.0f} s" if seconds is not None else "not within the test"
+            return f"{seconds:.0f} s" if seconds is not None else f"not within {ALERT_WAIT:.0f} s"
 
-        return f"{self.name} pending after {at(self.pending)}, firing after {at(self.firing)}"
+        cells = [self.name, at(self.pending), at(self.firing)]
+        print(f"{self.name} pending after {cells[1]}, firing after {cells[2]}")
+        return cells
 
 
-def _diagnosed(release: Release, since: float, cause: str, *, timeout: float = 240) -> str:
+NO_ALERT = ["none of the chart's", "-", "-"]
+
+
+class Measured:
+    """Each fault's row: what it was, its diagnosis, how long that took, its alert.
+
+    Written to bench/.results/diagnose.json, a fragment `bench/report.py diagnose` puts
+    in RESULTS.md. A run of some of the tests (`-k`) replaces those faults' rows and
+    keeps the others', each run named in the notes with its command and time.
+    """
+
+    def __init__(self, keyword: str) -> None:
+        self.keyword = keyword
+        self.started = time.time()
+        self.rows: list[list[str]] = []
+
+    def add(self, fault: str, cause: str, diagnosed: float | None, alert: list[str]) -> None:
+        took = f"{diagnosed:.0f} s" if diagnosed is not None else "-"
+        self.rows.append([fault, cause, took, *alert])
+
+    def write(self) -> None:
+        source = str(Path(__file__).relative_to(CHART.parents[2]))
+        selected = f" -k '{self.keyword}'" if self.keyword else ""
+        command = f"WUKONG_DIAGNOSE_ALERT_WAIT={ALERT_WAIT:.0f} pytest {source} -s{selected}"
+        run = {
+            "when": f"{_utc(self.started)} to {_utc(time.time())} UTC",
+            "command": command,
+            "faults": [row[0] for row in self.rows],
+        }
+        rows, runs = self.rows, [run]
+        earlier_path = RESULTS_DIR / "diagnose.json"
+        if earlier_path.exists():
+            earlier = json.loads(earlier_path.read_text())
+            now = {row[0]: row for row in self.rows}
+            rows = [now.get(row[0], row) for row in earlier["rows"]]
+            rows += [row for row in self.rows if row not in rows]
+            runs = [*earlier.get("runs", []), run]
+        # Each run named with the rows it still gives (a later run replaced the others).
+        shown: list[tuple[dict[str, Any], list[str]]] = []
+        for index, each in enumerate(runs):
+            later = {fault for after in runs[index + 1 :] for fault in after["faults"]}
+            faults = [fault for fault in each["faults"] if fault not in later]
+            if faults:
+                shown.append((each, faults))
+        write_fragment(
+            "diagnose",
+            source=source,
+            title="Diagnosis of live incidents on the dev node",
+            header=[
+                "fault",
+                "diagnosis",
+                "fault -> diagnosis",
+                "alert",
+                "pending after",
+                "firing after",
+            ],
+            rows=rows,
+            notes=[
+                "The chart on the dev node (2 replicas, 1 s reconcile deadline, the dev "
+                "Prometheus scraping the operator and evaluating the chart's rules every 2 s); "
+                "`wukong diagnose` run every 3 s over the window since the fault until it "
+                "names the cause; the alert polled every 2 s from the fault on.",
+                "Each fault lasts until its alert fires or the wait ends: the forwarder stays "
+                f"paused (a new Wukong every {ARRIVALS_EVERY} s meanwhile), the deadline stays "
+                "at 1 ms, the Lease is taken again each time a "
+                "replica holds it. The alerts' `for`: WukongCancelStorm 5m (its rates over "
+                "5m), WukongLeaderFlapping 1m (more than 2 leader status changes of one pod in "
+                "15m: one loss never fires it). No chart alert is about a noisy tenant or a "
+                "crash loop (that is kube-state-metrics' restarts, not the operator's).",
+                *(
+                    f"Run {each['when']}, `{each['command']}`: "
+                    + "; ".join(fault.split(" (")[0] for fault in faults)
+                    + "."
+                    for each, faults in shown
+                ),
+            ],
+        )
+        fragment = json.loads(earlier_path.read_text())
+        kept = [each for each, _ in shown]
+        earlier_path.write_text(json.dumps({**fragment, "runs": kept}, indent=2) + "\n")
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+
+
+def _diagnosed(
+    release: Release, since: float, cause: str, *, timeout: float = 240
+) -> tuple[str, float]:
     """Run `wukong diagnose` over the window since the fault until it names `cause`
-    (exit status 1); its output, with the time it took printed."""
+    (exit status 1); its output and the seconds from the fault to it (printed)."""
     deadline = time.monotonic() + timeout
     while True:
         code, output = release.diagnose(since)
         if output.startswith(f"diagnosis: {cause} ") and code == 1:
-            print(f"{cause}: diagnosed {time.time() - since:.0f} s after the fault")
+            took = time.time() - since
+            print(f"{cause}: diagnosed {took:.0f} s after the fault")
             print(output)
-            return output
+            return output, took
         assert time.monotonic() < deadline, f"not diagnosed as {cause} (status {code}):\n{output}"
         time.sleep(3)
 
@@ -308,7 +438,16 @@ def release(
             simulator.kill()
 
 
-def test_healthy(release: Release) -> None:
+@pytest.fixture(scope="module")
+def measured(request: pytest.FixtureRequest) -> Iterator[Measured]:
+    """The faults' rows, written for RESULTS.md once the module is done."""
+    rows = Measured(request.config.getoption("keyword"))
+    yield rows
+    if rows.rows:
+        rows.write()
+
+
+def test_healthy(release: Release, measured: Measured) -> None:
     since = time.time()
     # Each annotation is a reconcile, done well within the deadline.
     for tick in range(10):
@@ -321,6 +460,7 @@ def test_healthy(release: Release) -> None:
     print(output)
     assert output.startswith(f"diagnosis: {HEALTHY} "), output
     assert code == 0
+    measured.add("nothing wrong", f"{HEALTHY} (exit 0)", None, ["-", "-", "-"])
 
 
 def _forwarder_paused_in_bursts(cluster: NodeCluster) -> AbstractContextManager[None]:
@@ -330,33 +470,48 @@ def _forwarder_paused_in_bursts(cluster: NodeCluster) -> AbstractContextManager[
     return paused_in_bursts(pid, pause=PAUSE, run=RUN)
 
 
-def test_slow_api_server(release: Release) -> None:
+def test_slow_api_server(release: Release, measured: Measured) -> None:
     since = time.time()
     alert = AlertWatch(release, STORM_ALERT)
     try:
         with _forwarder_paused_in_bursts(release.cluster):
             release.wukongs(WUKONGS_PER_FAULT)
-            output = _diagnosed(release, since, SLOW_API)
-            # Its storm alert's expression holds soon; firing takes its `for` (5m).
-            alert.wait_firing(timeout=ALERT_WAIT)
+            output, took = _diagnosed(release, since, SLOW_API)
+            # New work keeps coming while the API stays slow (the first Wukongs get
+            # through in the end, and the storm with them); firing takes its `for` (5m).
+            while alert.waiting():
+                release.wukongs(1)
+                alert.wait_firing(within=ARRIVALS_EVERY)
     finally:
-        print(alert.stop())
+        fired = alert.stop()
+    measured.add(
+        f"slow path to the API server (forwarder paused {PAUSE} s, run {RUN} s, in turns)",
+        SLOW_API,
+        took,
+        fired,
+    )
     assert "hit their deadline while API calls took" in output
     release.wait_running()
 
 
-def test_deadline_too_tight(release: Release) -> None:
+def test_deadline_too_tight(release: Release, measured: Measured) -> None:
     release.upgrade(TIGHT_TIMEOUT)
     since = time.time()
     alert = AlertWatch(release, STORM_ALERT)
     try:
         release.wukongs(WUKONGS_PER_FAULT)
-        output = _diagnosed(release, since, TIGHT_DEADLINE)
+        output, took = _diagnosed(release, since, TIGHT_DEADLINE)
         # The storm runs on its own: firing takes the alert's `for` (5m).
-        alert.wait_firing(timeout=ALERT_WAIT)
+        alert.wait_firing()
     finally:
-        print(alert.stop())
+        fired = alert.stop()
         release.upgrade(HEALTHY_TIMEOUT)
+    measured.add(
+        f"deadline too tight (`helm upgrade` to {TIGHT_TIMEOUT * 1000:.0f} ms)",
+        TIGHT_DEADLINE,
+        took,
+        fired,
+    )
     assert "as fast as usual" in output
     release.wait_running()
 
@@ -371,9 +526,7 @@ def _steal_lease(release: Release) -> None:
             )
         )
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        lease["spec"].update(
-            {"holderIdentity": "diagnose-intruder", "renewTime": now, "acquireTime": now}
-        )
+        lease["spec"].update({"holderIdentity": INTRUDER, "renewTime": now, "acquireTime": now})
         body = json.dumps(lease)
         replaced = release.cluster.kubectl("replace", "-f", "-", stdin=body, check=False)
         if "replaced" in replaced:
@@ -381,15 +534,31 @@ def _steal_lease(release: Release) -> None:
     raise AssertionError(f"the Lease could not be taken: {replaced}")
 
 
-def test_leader_loss(release: Release) -> None:
+def _steal_again_and_again(release: Release, alert: AlertWatch) -> None:
+    """The Lease taken each time a replica holds it again, until the flapping alert fires
+    or ALERT_WAIT seconds from the first loss have passed."""
+    while alert.waiting():
+        if release.leader() not in ("", INTRUDER):
+            _steal_lease(release)
+        time.sleep(2)
+
+
+def test_leader_loss(release: Release, measured: Measured) -> None:
     since = time.time()
     alert = AlertWatch(release, LEADER_ALERT)
     try:
         _steal_lease(release)
         release.wukongs(WUKONGS_PER_FAULT)  # reconciles in flight for the loss to cut
-        output = _diagnosed(release, since, LEADER_LOST)
+        output, took = _diagnosed(release, since, LEADER_LOST)
+        _steal_again_and_again(release, alert)
     finally:
-        print(alert.stop())
+        fired = alert.stop()
+    measured.add(
+        "leader's Lease taken by another identity (again each time a replica holds it)",
+        LEADER_LOST,
+        took,
+        fired,
+    )
     assert "lost its Lease" in output
     release.wait_leader()
     release.wait_running()
@@ -405,7 +574,7 @@ def _operator_pid(pod: dict[str, Any]) -> int | None:
     return None
 
 
-def test_a_crash_looping_replica(release: Release) -> None:
+def test_a_crash_looping_replica(release: Release, measured: Measured) -> None:
     # The replica that does not lead, so the Lease stays where it is: a crash loop alone.
     leader = release.leader().rsplit("_", 1)[0]
     (standby,) = [
@@ -429,6 +598,70 @@ def test_a_crash_looping_replica(release: Release) -> None:
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
-    output = _diagnosed(release, since, CRASH_LOOP)
+    output, took = _diagnosed(release, since, CRASH_LOOP)
+    measured.add(
+        f"crash loop (the standby's process killed {CRASHES} times, {CRASH_EVERY} s after "
+        "each start)",
+        CRASH_LOOP,
+        took,
+        NO_ALERT,
+    )
     assert f"{standby['metadata']['name']} x" in output
     release.wait_leader()
+
+
+@contextlib.contextmanager
+def _changed_again_and_again(
+    cluster: NodeCluster, namespace: str, names: list[str] | None = None, every: float = 0.0
+) -> Iterator[None]:
+    """The Wukongs `names` of `namespace` (all when None) annotated anew, a round every
+    `every` seconds at most, while the block runs: each round is a reconcile of each."""
+    stop = threading.Event()
+
+    def rounds() -> None:
+        tick = 0
+        while not stop.is_set():
+            tick += 1
+            cluster.kubectl(
+                *("annotate", "wukongs", *(names or ["--all"]), "-n", namespace),
+                *(f"test/tick={tick}", "--overwrite"),
+                check=False,
+            )
+            stop.wait(every)
+
+    thread = threading.Thread(target=rounds, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_noisy_tenant(release: Release, measured: Measured) -> None:
+    # Last: its hundreds of Wukongs are still being deleted after it.
+    noisy = f"noisy-{uuid.uuid4().hex[:6]}"
+    release.cluster.kubectl("create", "namespace", noisy)
+    # The other tenant keeps changing a few of its Wukongs: those changes wait.
+    quiet = sorted(release.phases())[:QUIET_WUKONGS]
+    try:
+        with _changed_again_and_again(release.cluster, release.vms, quiet, every=1.0):
+            since = time.time()
+            release.wukongs(NOISY_WUKONGS, namespace=noisy)
+            with _changed_again_and_again(release.cluster, noisy):
+                output, took = _diagnosed(release, since, NOISY_TENANT)
+    finally:
+        remove_storm(release.cluster, noisy)
+    measured.add(
+        f"noisy tenant: {NOISY_WUKONGS} Wukongs made in one namespace ({NOISY_AT_ONCE} "
+        f"requests at a time), then all changed again and again; {QUIET_WUKONGS} of "
+        "another namespace changed every second",
+        NOISY_TENANT,
+        took,
+        NO_ALERT,
+    )
+    assert f"namespace {noisy} ran " in output
+    assert f"kubectl get events -n {noisy}" in output
+    shares = next(line for line in output.splitlines() if "reconciles by namespace:" in line)
+    assert shares.split(": ")[1].startswith(f"{noisy} "), shares
+    assert release.vms in shares, shares
