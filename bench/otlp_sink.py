@@ -25,6 +25,10 @@ _REPLY = ExportTraceServiceResponse().SerializeToString()
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Keeps the exporter's connection open between posts, as an OpenTelemetry
+    # Collector does (HTTP/1.0 would bill every export a new connection).
+    protocol_version = "HTTP/1.1"
+
     def do_POST(self) -> None:
         global _count
         request = ExportTraceServiceRequest()

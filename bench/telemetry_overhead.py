@@ -10,7 +10,10 @@ times: process CPU time (all threads, so the exporter's batch thread counts)
 and wall time until every object has been reconciled and, when tracing, every
 kept span exported over OTLP/HTTP to a receiver in another process (`otlp_sink`,
 so decoding spans is not billed to tracing); tracing is set up as the operator
-sets it up (`configure_tracing`: its resource, BatchSpanProcessor and exporter).
+sets it up (`configure_tracing`: its resource, BatchSpanProcessor and exporter),
+once per tracing mode for the whole run as the operator does once for its life
+(a provider per round would bill every round a new exporter's connection and
+session; each round still flushes, so its kept spans are exported within it).
 The modes are interleaved (their order rotates every round) and each mode's
 cost is compared with the plain runtime *of the same round*: a machine that
 slows down between rounds moves both sides of a ratio. Printed: the median of those per-round ratios
@@ -149,17 +152,12 @@ def _tracing(endpoint: str) -> TracerProvider:
 async def _round(
     kubeconfig: Path,
     objects: int,
-    endpoint: str,
     mode: str,
-    keep: _Keep | None = None,
+    provider: TracerProvider | None = None,
     profile: _Profile | None = None,
 ) -> tuple[float, float]:
-    """(cpu seconds, wall seconds) for one manager to reconcile every object once."""
-    provider = None
-    if "tracing" in mode:
-        provider = _tracing(endpoint)
-        if keep is not None:
-            provider.add_span_processor(SimpleSpanProcessor(keep))
+    """(cpu seconds, wall seconds) for one manager to reconcile every object once,
+    tracing into `provider` (the mode's, made once) when given."""
     async with await Client.from_kubeconfig(kubeconfig) as client:
         reconciler = GetOnce(objects)
         observers: list[RuntimeObserver] = []
@@ -198,8 +196,6 @@ async def _round(
             profile.reconciles += objects
         manager.stop()
         await running
-    if provider is not None:
-        provider.shutdown()
     return cpu, wall
 
 
@@ -251,22 +247,32 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
     assert sink.stdout is not None
     endpoint = f"http://127.0.0.1:{sink.stdout.readline().split()[1]}"
     samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
+    # Each tracing mode's provider, made once as the operator makes its own.
+    providers = {mode: _tracing(endpoint) for mode in KEEP_RATIO}
     try:
-        await _round(kubeconfig, objects, endpoint, "none")  # warm-up: imports, connections
+        # Warm-up: imports, connections (the exporters' too).
+        await _round(kubeconfig, objects, "none")
+        for mode, provider in providers.items():
+            await _round(kubeconfig, objects, mode, provider)
         for round_index in range(rounds):
             shift = round_index % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
-                samples[mode].append(await _round(kubeconfig, objects, endpoint, mode))
+                samples[mode].append(await _round(kubeconfig, objects, mode, providers.get(mode)))
         # Untimed above: where the time goes inside the process (as many rounds
         # again, of three modes), then one round's spans, to time their export apart.
         profiles = {"none": _Profile(), "metrics": _Profile(), DEFAULT: _Profile()}
         for _ in range(rounds):
             for mode, profile in profiles.items():
-                await _round(kubeconfig, objects, endpoint, mode, profile=profile)
+                await _round(kubeconfig, objects, mode, providers.get(mode), profile)
         keep = _Keep()
-        await _round(kubeconfig, objects, endpoint, ALL_KEPT, keep)
+        kept = _tracing(endpoint)
+        kept.add_span_processor(SimpleSpanProcessor(keep))
+        await _round(kubeconfig, objects, ALL_KEPT, kept)
+        kept.shutdown()
         create_us, export_us = await asyncio.to_thread(_span_costs, endpoint, keep.spans)
     finally:
+        for provider in providers.values():
+            provider.shutdown()
         sink.terminate()
         received = sink.communicate(timeout=30)[0].strip()
 
