@@ -11,7 +11,8 @@ patch). The harness reads, in the same run:
   with no object, so the part the objects take shows;
 - bytes received from the API server by each replica until then, counted by
   a TCP proxy on loopback in front of the API server, one per replica;
-- the time from process start to that point;
+- the time from process start to that point, and from when it was told to
+  take shards (its interpreter up, its member Lease held) to there;
 - both ways a replica filters: by the API server (`shardSelector`, feature
   gate ShardedListAndWatch on) and on its own side, the fallback it takes
   when the API server ignores the selector (the same API server restarted
@@ -29,7 +30,12 @@ Sizes that cannot be created and measured within `--budget` are skipped and
 said so; on a loaded 2-core machine, run the largest alone, without the storm:
 `--objects 100000 --storm-objects --name sharding_100k`.
 
-`--replica` runs one replica (the harness starts them).
+`--replica` runs one replica (the harness starts them). It logs to its file in
+the work directory (shards taken, lists started, what it holds and caches, timed)
+and answers `memory <path>` on its stdin, for a look by hand at what its memory
+is made of (the harness never sends it): a tracemalloc snapshot to `path` when
+started with PYTHONTRACEMALLOC, the allocator's arenas to its log, its RSS before
+and after glibc's malloc_trim.
 """
 
 import argparse
@@ -38,6 +44,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import random
 import signal
@@ -117,6 +124,23 @@ class Stamper:
         return Result()
 
 
+def _memory(path: str) -> None:
+    """What the memory of this replica is made of, for a look by hand: a tracemalloc
+    snapshot (when started with PYTHONTRACEMALLOC) to `path`, the allocator's arenas
+    to stderr (the replica's log), and the RSS before and after glibc's malloc_trim."""
+    import ctypes
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    if tracemalloc.is_tracing():
+        tracemalloc.take_snapshot().dump(path)
+    sys._debugmallocstats()
+    before = _status_kib(os.getpid(), "VmRSS:")
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    _emit("memory", rss_kib=before, trimmed_kib=_status_kib(os.getpid(), "VmRSS:"))
+
+
 async def _stdin_lines() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -125,6 +149,11 @@ async def _stdin_lines() -> asyncio.StreamReader:
 
 
 async def replica(args: argparse.Namespace) -> None:
+    # Its log (the harness keeps it in the work directory): shards taken and lists, timed.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s.%(msecs)03d %(name)s %(message)s", datefmt="%X"
+    )
+    logging.getLogger("wukong.runtime.informer").setLevel(logging.DEBUG)  # when lists start
     async with await Client.from_kubeconfig(args.kubeconfig) as client:
         manager = Manager(
             client=client,
@@ -170,6 +199,7 @@ async def replica(args: argparse.Namespace) -> None:
                 )
                 if state != last:
                     held, synced, cached, filtered_by, foreign = state
+                    logging.getLogger("bench").info("holding %s, synced %s, %d cached", *state[:3])
                     _emit(
                         "state",
                         held=held,
@@ -183,7 +213,9 @@ async def replica(args: argparse.Namespace) -> None:
 
         async def obey() -> None:
             while line := (await commands.readline()).decode().split():
-                if line[0] == "storm":
+                if line[0] == "memory":
+                    _memory(line[1])
+                elif line[0] == "storm":
                     objects = informer.store.list_objects()
                     stamper.storm(line[1], len(objects))
                     for obj in objects:
@@ -265,10 +297,14 @@ class Replica:
     process: asyncio.subprocess.Process
     proxy: ByteCounter
     started: float
+    went: float = (
+        0.0  # when it was told to take shards (its interpreter started, its member Lease held)
+    )
     state: dict[str, Any] = field(default_factory=dict)
     state_at: float = 0.0
     stormed_at: dict[str, float] = field(default_factory=dict)
     member: asyncio.Event = field(default_factory=asyncio.Event)
+    memory: dict[str, Any] = field(default_factory=dict)
     reader: "asyncio.Task[None] | None" = None
 
     async def read(self) -> None:
@@ -279,6 +315,8 @@ class Replica:
                 self.member.set()
             elif message["event"] == "state":
                 self.state, self.state_at = message, time.monotonic()
+            elif message["event"] == "memory":
+                self.memory = message
             elif message["event"] == "stormed":
                 self.stormed_at[message["tag"]] = time.monotonic()
 
@@ -427,6 +465,7 @@ class Bench:
         await asyncio.wait_for(asyncio.gather(*(r.member.wait() for r in replicas)), 120)
         for one in replicas:
             one.send("go")
+            one.went = time.monotonic()
         return replicas
 
     async def settled(
@@ -437,6 +476,7 @@ class Bench:
         share = SHARDS // len(replicas)
         deadline = time.monotonic() + timeout
         done_at: dict[str, float] = {}
+        taking: dict[str, float] = {}
         while len(done_at) < len(replicas):
             if time.monotonic() > deadline:
                 seen = {r.identity: r.state for r in replicas}
@@ -454,6 +494,7 @@ class Bench:
                 )
                 if ready and one.identity not in done_at:
                     done_at[one.identity] = one.state_at - one.started
+                    taking[one.identity] = one.state_at - one.went
                 elif not ready:
                     done_at.pop(one.identity, None)
             await asyncio.sleep(0.1)
@@ -466,6 +507,7 @@ class Bench:
         print(f"  settled: rss {rss} MiB, received {received} MiB, {states}", file=sys.stderr)
         return {
             "sync_s": max(done_at.values()),
+            "taking_s": max(taking.values()),
             "rss_mib": statistics.median(rss),
             "rss_max_mib": max(rss),
             "received_mib": statistics.median(received),
@@ -732,6 +774,13 @@ def rows_of(args: argparse.Namespace, measured: Measured) -> list[list[str]]:
                 lambda r: r["sync_s"],
                 "{:.1f}",
             )
+            row(
+                f"of which from taking shards to synced (s), {what}",
+                settled,
+                key,
+                lambda r: r["taking_s"],
+                "{:.1f}",
+            )
     for size in sorted(args.storm_objects):
         key = ("server", size)
         what = f"{size:,} objects"
@@ -907,6 +956,9 @@ def main() -> int:
         "loopback proxy per replica, as they travel (the API server gzips large lists, the "
         "client asks for it). In brackets: against 1 replica. Goals: the parts above the "
         "empty process, filtered by the API server, at most 1/N + 0.10 of 1 replica's.",
+        "Start to synced: from the replicas' spawn (N interpreters starting at once on the "
+        "shared cores) to the last one synced; of which from taking shards: from the order "
+        "to take them (every replica up, its member Lease held) to then.",
         "Filtered here: the same API server restarted without ShardedListAndWatch on the "
         "same etcd: it ignores the shardSelector, each replica sees an object of a shard it "
         "did not ask for, falls back to listing and watching everything and keeps its own.",
