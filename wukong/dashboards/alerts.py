@@ -241,18 +241,24 @@ def _workqueue_stuck() -> _Alert:
     by = "max by (namespace, job, pod, controller, name)"
     return _Alert(
         name="WukongWorkqueueStuck",
+        # A replica that leads nothing (a standby, or a sharded one holding no shard) keeps
+        # filling its queues from its informers and works them once it leads: not stuck.
         expr=f"""
             (
-                {by} (workqueue_unfinished_work_seconds) > {UNFINISHED_WORK_SECONDS:g}
-              and
-                {by} (deriv(workqueue_unfinished_work_seconds[10m])) > 0
+                (
+                    {by} (workqueue_unfinished_work_seconds) > {UNFINISHED_WORK_SECONDS:g}
+                  and
+                    {by} (deriv(workqueue_unfinished_work_seconds[10m])) > 0
+                )
+              or
+                (
+                    {by} (workqueue_depth) > 0
+                  and
+                    {by} (rate(workqueue_work_duration_seconds_count[10m])) == 0
+                )
             )
-            or
-            (
-                {by} (workqueue_depth) > 0
-              and
-                {by} (rate(workqueue_work_duration_seconds_count[10m])) == 0
-            )
+            unless on (namespace, job, pod)
+                max by (namespace, job, pod) (leader_election_master_status) == 0
         """,
         for_="5m",
         severity="critical",
@@ -263,7 +269,7 @@ def _workqueue_stuck() -> _Alert:
             {{{{ $labels.controller }}}} either holds more than
             {UNFINISHED_WORK_SECONDS:g}s of unfinished work that keeps growing, or has items
             waiting while no work finished for 10 minutes. Workers are stuck: the keys they
-            hold are not reconciled.
+            hold are not reconciled. Replicas that lead nothing (standbys) are left out.
         """,
         runbook=f"""
             1. Dashboard "{DASHBOARD}", panel "{PANEL_WORKQUEUE}" for the waiting items; in
