@@ -34,6 +34,8 @@ ORDER = [
     "agent_program_profile",
     "agent_attach_latency",
     "tenant_fairness",
+    "sharding",
+    "diagnose",
 ]
 
 
@@ -83,20 +85,29 @@ def _order(name: str) -> tuple[int, str]:
     return ORDER.index(name) if name in ORDER else 99, name
 
 
+def _chunks() -> list[str]:
+    """RESULTS.md as it is: the header, then one chunk per "## " section."""
+    return re.split(r"\n(?=## )", (BENCH / "RESULTS.md").read_text())
+
+
+def _measured_by(chunk: str, fragments: dict[str, Any]) -> str | None:
+    """The benchmark (or test) whose table a chunk of RESULTS.md is, if any."""
+    found = re.search(r"^- Measured [^\n]*\(`([\w/]+\.py)`", chunk, re.MULTILINE)
+    if found is None:
+        return None
+    by_source = {_source(name, fragment): name for name, fragment in fragments.items()}
+    return by_source.get(found.group(1), Path(found.group(1)).stem)
+
+
 def _rewrite(names: list[str], fragments: dict[str, Any], measured_at: dict[str, str]) -> None:
     """RESULTS.md with the tables of `names` written anew (in their place, or
     where ORDER puts them), every other part as it was."""
     path = BENCH / "RESULTS.md"
-    chunks = re.split(r"\n(?=## )", path.read_text())  # the header, then one per "## "
-    by_source = {_source(name, fragment): name for name, fragment in fragments.items()}
-
-    def bench_of(chunk: str) -> str | None:
-        found = re.search(r"^- Measured [^\n]*\(`([\w/]+\.py)`", chunk, re.MULTILINE)
-        return by_source.get(found.group(1), Path(found.group(1)).stem) if found else None
+    chunks = _chunks()
 
     for name in names:
         new = "\n".join(section(name, fragments[name], measured_at[name])[1:]) + "\n"
-        benches = [bench_of(chunk) for chunk in chunks]
+        benches = [_measured_by(chunk, fragments) for chunk in chunks]
         if name in benches:
             chunks[benches.index(name)] = new
             continue
@@ -146,8 +157,20 @@ def main() -> int:
         *_machine(),
         *_versions(),
     ]
-    for name in sorted(fragments, key=_order):
-        lines += section(name, fragments[name], measured_at[name])
+    # Tables this run did not measure (a benchmark not run, or one measured by a node
+    # test: the diagnosis) stay as they were, in their order.
+    kept = {
+        measured_by: chunk.rstrip("\n")
+        for chunk in _chunks()
+        if (measured_by := _measured_by(chunk, fragments)) is not None
+        and measured_by not in fragments
+    }
+    for name in sorted([*fragments, *kept], key=_order):
+        lines += (
+            section(name, fragments[name], measured_at[name])
+            if name in fragments
+            else ["", kept[name]]
+        )
     # The profiles behind the goals not met: written by hand, kept across runs.
     notes = (BENCH / "WHERE_THE_TIME_GOES.md").read_text().split("\n", 1)[1]
     lines += ["", "## Where the time goes, for the goals not met", notes.rstrip("\n")]
