@@ -85,6 +85,16 @@ def test_a_single_namespace_alone_is_named_when_it_backs_the_queue_up() -> None:
     assert "ran 100% of the reconciles (500 of 500) while" in alone.explanation
 
 
+def test_a_single_namespace_alone_hitting_its_deadlines_is_a_tight_deadline() -> None:
+    # Its queue waits on its own retries of reconciles cut short: nobody is crowded out.
+    alone = diagnose(_signals({"only": 500}, cancellations={"deadline_exceeded": 200}))
+    assert alone.cause == TIGHT_DEADLINE
+    assert alone.explanation.startswith("200 reconciles hit their deadline")
+    # With a neighbour crowded out, the tenant stays the cause and its deadlines the symptom.
+    beside = _signals({"only": 500, "quiet": 10}, cancellations={"deadline_exceeded": 200})
+    assert diagnose(beside).cause == NOISY_TENANT
+
+
 def test_causes_that_make_a_namespace_look_noisy_come_first() -> None:
     # A slow API server makes every reconcile slow and queued.
     slow = _signals(cancellations={"deadline_exceeded": 20}, api_p50_ms=800.0)

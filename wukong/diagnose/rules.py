@@ -24,7 +24,8 @@ look noisy then, while it is a victim. A restart reconciles every object once
 (its first list), so the namespace with the most objects dominates that
 window: the restart explains it. A noisy tenant comes before a tight
 deadline: reconciles crowding the workers (one event loop) run longer, and
-the deadline they hit is the symptom.
+the deadline they hit is the symptom; unless the namespace is alone, when
+its queue waits on its own retries of reconciles cut short.
 
 `Signals` is what the rules read; the drill fills it from the spans it
 collected, `wukong diagnose` from a live cluster's Prometheus.
@@ -141,7 +142,7 @@ def diagnose(signals: Signals) -> Diagnosis:
             f"p50 {signals.api_p50_ms:.0f} ms against {_baseline(baseline)}"
             f"{slowest}: the API server is slow",
         )
-    noisy = _noisy_tenant(signals)
+    noisy = _noisy_tenant(signals, timed_out=timed_out)
     if noisy is not None:
         return noisy
     if not timed_out:
@@ -154,13 +155,17 @@ def diagnose(signals: Signals) -> Diagnosis:
     )
 
 
-def _noisy_tenant(signals: Signals) -> Diagnosis | None:
+def _noisy_tenant(signals: Signals, *, timed_out: int) -> Diagnosis | None:
     """A noisy tenant, when one namespace ran most reconciles while the queue backed up."""
     ranked = sorted(signals.reconciles_by_namespace.items(), key=lambda item: -item[1])
     total = sum(count for _, count in ranked)
     if not ranked or total < NOISY_MIN_RECONCILES:
         return None
     (namespace, count), *rest = ranked
+    if not rest and timed_out:
+        # Alone, its keys wait behind its own retries of reconciles cut short at their
+        # deadline: no neighbour is crowded out, the deadline is the cause.
+        return None
     runner_up = rest[0][1] if rest else 0
     if count < NOISY_SHARE * total or count < NOISY_FACTOR * runner_up:
         return None
