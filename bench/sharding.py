@@ -127,7 +127,8 @@ class Stamper:
 def _memory(path: str) -> None:
     """What the memory of this replica is made of, for a look by hand: a tracemalloc
     snapshot (when started with PYTHONTRACEMALLOC) to `path`, the allocator's arenas
-    to stderr (the replica's log), and the RSS before and after glibc's malloc_trim."""
+    to stderr (the replica's log), and the RSS before and after glibc's malloc_trim
+    (which the informer already did once its list was synced)."""
     import ctypes
     import gc
     import tracemalloc

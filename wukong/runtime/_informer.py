@@ -10,7 +10,9 @@ Lifecycle of `run()`:
    list is never held twice. An API server that refuses it (an error before
    that bookmark, or a stream that ends without it) is not asked again: the
    informer LISTs in pages of 150 instead and remembers the list's
-   resourceVersion. `synced` is set after the first sync, either way.
+   resourceVersion. `synced` is set after the first sync, either way. After
+   every sync, what the list freed is handed back to the system
+   (`_malloc_trim`): a process that lists once would keep its high-water.
 2. WATCH from the last seen resourceVersion, with bookmarks (which only move
    the resourceVersion forward). A watch ends normally after its server-side
    timeout and is simply restarted from where it was.
@@ -66,6 +68,7 @@ from wukong.runtime._cache import Store, object_key, strip
 from wukong.runtime._client import Client, Object, WatchEvent
 from wukong.runtime._errors import ApiError, ApiTimeout, Gone
 from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime._malloc_trim import release_free_memory
 from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._shards import ShardFilter
 from wukong.runtime.resources import Resource
@@ -279,6 +282,9 @@ class Informer:
                 self.watch_list = False
                 log.debug("%s: no streaming list (%s); listing in pages", self._what, exc)
         await self._relist()
+        # The list's pages are freed by now, but the C allocator would keep what they
+        # took for the life of the process: handed back, once per sync (it walks the heap).
+        release_free_memory()
         await self._watch_once()
 
     async def _watch_list(self) -> None:
@@ -307,6 +313,7 @@ class Informer:
                         self._resource_version = event.object["metadata"]["resourceVersion"]
                         self.watch_list_syncs += 1
                         self.synced.set()
+                        release_free_memory()  # once per sync, as after a paged list
                 else:
                     # Before the end bookmark the resourceVersion is not one to
                     # resume from: a broken stream starts the sync over.
@@ -334,12 +341,16 @@ class Informer:
             for item in page["items"]:
                 listed.add(object_key(item))
                 self._apply_upsert(item)
-            continue_token = page["metadata"].get("continue")
+            metadata = page["metadata"]
+            # Let the page go before the next one is decoded: one page at a time next to
+            # the cache (the cache keeps its own compact copy of each object), not two.
+            del page
+            continue_token = metadata.get("continue")
             if not continue_token:
                 break
         self._drop_unlisted(listed)
         # The last page's resourceVersion is the list's: watch from there.
-        self._resource_version = page["metadata"]["resourceVersion"]
+        self._resource_version = metadata["resourceVersion"]
         self.paged_list_syncs += 1
         self.synced.set()
 
