@@ -219,8 +219,16 @@ def metrics_reader(node_cluster: NodeCluster) -> MetricsReader:
     return MetricsReader(namespace, "scraper", token("scraper"), token("intruder"))
 
 
+@pytest.fixture
+def node_prometheus(session_node_prometheus: LocalPrometheus) -> LocalPrometheus:
+    """The session's Prometheus in the node's namespace, answering: started again if a
+    test before took the node (and so its namespace) down and up."""
+    session_node_prometheus.start_again_if_gone()
+    return session_node_prometheus
+
+
 @pytest.fixture(scope="session")
-def node_prometheus(
+def session_node_prometheus(
     node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalPrometheus]:
     """Prometheus in the node's namespace scraping annotated pods, with the chart's rules."""

@@ -142,7 +142,19 @@ class LocalPrometheus:
             time.sleep(0.2)
         raise DevClusterError(f"prometheus not ready after {timeout:.0f}s; log: {self.log_file}")
 
+    def start_again_if_gone(self) -> None:
+        """Start again, on the same data, unless it answers: a Prometheus in a network
+        namespace is cut off when the node that made the namespace goes down and up."""
+        if is_ready(self.url):
+            return
+        self._end_process()
+        self.start()
+
     def stop(self) -> None:
+        self._end_process()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _end_process(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -150,7 +162,6 @@ class LocalPrometheus:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
 
     def _get(self, path: str, params: dict[str, str]) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
