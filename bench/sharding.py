@@ -683,6 +683,8 @@ async def run(plane: ControlPlane, args: argparse.Namespace) -> Measured:
                 print(f"creating Wukongs up to {size}...", file=sys.stderr)
                 create_rate = await create_wukongs(client, layout, size, args.concurrency)
             expected = {"server", "unconfirmed"} if mode == "server" else {"client"}
+            # Every replica count's memory first, on the same objects: a storm writes
+            # every object's status (larger objects to list) and a handoff adds some.
             for count in args.replicas:
                 print(f"{mode}-side, {layout.total} objects, {count} replicas", file=sys.stderr)
                 replicas = await bench.start(count)
@@ -690,12 +692,17 @@ async def run(plane: ControlPlane, args: argparse.Namespace) -> Measured:
                     settled[mode, size, count] = await bench.settled(
                         replicas, layout, expected, args.timeout
                     )
-                    if mode == "server" and size in args.storm_objects:
-                        storms[mode, size, count] = await bench.storm(replicas, layout)
-                        if count > 1:
-                            handoffs[mode, size, count] = await bench.handoff(
-                                client, replicas, layout
-                            )
+                finally:
+                    await bench.stop(replicas)
+            stormed = mode == "server" and size in args.storm_objects
+            for count in args.replicas if stormed else ():
+                print(f"storm, {layout.total} objects, {count} replicas", file=sys.stderr)
+                replicas = await bench.start(count)
+                try:
+                    await bench.settled(replicas, layout, expected, args.timeout)
+                    storms[mode, size, count] = await bench.storm(replicas, layout)
+                    if count > 1:
+                        handoffs[mode, size, count] = await bench.handoff(client, replicas, layout)
                 finally:
                     await bench.stop(replicas)
     finally:
