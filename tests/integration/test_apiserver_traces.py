@@ -375,14 +375,11 @@ def _token_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
     return path
 
 
-async def test_wukongs_webhook_span_continues_the_servers_trace(
-    jaeger: LocalJaeger,
-    traced_plane: ControlPlane,
-    admin: Client,
-    traced_namespace: str,
-    operator_tracing: tuple[TracerProvider, str],
-) -> None:
-    provider, service = operator_tracing
+@asynccontextmanager
+async def _traced_wukong_webhook(
+    admin: Client, plane: ControlPlane, namespace: str, provider: TracerProvider
+) -> AsyncIterator[None]:
+    """Wukong's webhook served by a traced manager and registered for `namespace`."""
     await install_dev_apis(admin)
     manager = Manager(
         client=admin,
@@ -391,7 +388,7 @@ async def test_wukongs_webhook_span_continues_the_servers_trace(
         options=ManagerOptions(
             block_warning_seconds=None,
             webhook_bind="127.0.0.1:0",
-            webhook_tls=load_serving_certificate(traced_plane.webhook_cert_dir),
+            webhook_tls=load_serving_certificate(plane.webhook_cert_dir),
         ),
     )
     add_wukong_webhook(manager)
@@ -400,18 +397,36 @@ async def test_wukongs_webhook_span_continues_the_servers_trace(
             lambda: manager.webhook_port is not None and manager.ready, timeout=30, what="webhook"
         )
         async with registered_webhook(
-            admin,
-            traced_plane,
-            url=f"https://127.0.0.1:{manager.webhook_port}",
-            namespace=traced_namespace,
+            admin, plane, url=f"https://127.0.0.1:{manager.webhook_port}", namespace=namespace
         ):
-            await admin.create(WUKONGS, wukong_object("traced", traced_namespace))
-    await asyncio.to_thread(provider.force_flush)
-    tags = {"wukong.object.name": "traced", "k8s.namespace.name": traced_namespace}
+            yield
+
+
+def _admission_trace(
+    jaeger: LocalJaeger, service: str, namespace: str, name: str
+) -> Callable[[], list[JaegerSpan]]:
+    """A lookup of the trace holding the admission span of Wukong `name`."""
+    tags = {"wukong.object.name": name, "k8s.namespace.name": namespace}
 
     def admission_trace() -> list[JaegerSpan]:
         found = jaeger.traces(service=service, operation="admission Wukong", tags=tags)
         return found[0] if found else []
+
+    return admission_trace
+
+
+async def test_wukongs_webhook_span_continues_the_servers_trace(
+    jaeger: LocalJaeger,
+    traced_plane: ControlPlane,
+    admin: Client,
+    traced_namespace: str,
+    operator_tracing: tuple[TracerProvider, str],
+) -> None:
+    provider, service = operator_tracing
+    async with _traced_wukong_webhook(admin, traced_plane, traced_namespace, provider):
+        await admin.create(WUKONGS, wukong_object("traced", traced_namespace))
+    await asyncio.to_thread(provider.force_flush)
+    admission_trace = _admission_trace(jaeger, service, traced_namespace, "traced")
 
     def joined(spans: list[JaegerSpan]) -> bool:
         return any(s.service == APISERVER for s in spans)
@@ -455,41 +470,17 @@ async def test_the_validators_api_calls_are_children_of_its_admission_span(
     operator_tracing: tuple[TracerProvider, str],
 ) -> None:
     provider, service = operator_tracing
-    await install_dev_apis(admin)
-    manager = Manager(
-        client=admin,
-        observers=[ReconcileTracer(provider=provider, sampling=TailSampling(keep_ratio=0.0))],
-        options=ManagerOptions(
-            block_warning_seconds=None,
-            webhook_bind="127.0.0.1:0",
-            webhook_tls=load_serving_certificate(traced_plane.webhook_cert_dir),
-        ),
-    )
-    add_wukong_webhook(manager)
-    async with running(manager):
-        await eventually(
-            lambda: manager.webhook_port is not None and manager.ready, timeout=30, what="webhook"
-        )
-        async with registered_webhook(
-            admin,
-            traced_plane,
-            url=f"https://127.0.0.1:{manager.webhook_port}",
-            namespace=traced_namespace,
-        ):
-            # A NetworkAttachmentDefinition the cache does not have: the validator
-            # asks the API server, which does not have it either.
-            network = [{"name": "data", "nadName": "absent"}]
-            with pytest.raises(ApiError) as rejected:
-                await admin.create(
-                    WUKONGS, wukong_object("looked-up", traced_namespace, networks=network)
-                )
+    async with _traced_wukong_webhook(admin, traced_plane, traced_namespace, provider):
+        # A NetworkAttachmentDefinition the cache does not have: the validator
+        # asks the API server, which does not have it either.
+        network = [{"name": "data", "nadName": "absent"}]
+        with pytest.raises(ApiError) as rejected:
+            await admin.create(
+                WUKONGS, wukong_object("looked-up", traced_namespace, networks=network)
+            )
     assert rejected.value.status == 403
     await asyncio.to_thread(provider.force_flush)
-    tags = {"wukong.object.name": "looked-up", "k8s.namespace.name": traced_namespace}
-
-    def admission_trace() -> list[JaegerSpan]:
-        found = jaeger.traces(service=service, operation="admission Wukong", tags=tags)
-        return found[0] if found else []
+    admission_trace = _admission_trace(jaeger, service, traced_namespace, "looked-up")
 
     def lookups(spans: list[JaegerSpan]) -> list[JaegerSpan]:
         return [s for s in spans if "network-attachment-definitions" in s.name]
