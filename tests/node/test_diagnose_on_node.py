@@ -374,8 +374,13 @@ def _diagnosed(
 
 @pytest.fixture(scope="module")
 def release(
-    node_cluster: NodeCluster, chart_values: Path, helm: Path, node_prometheus: LocalPrometheus
+    node_cluster: NodeCluster,
+    chart_values: Path,
+    helm: Path,
+    session_node_prometheus: LocalPrometheus,
 ) -> Iterator[Release]:
+    node_prometheus = session_node_prometheus  # for the whole module: answering now
+    node_prometheus.start_again_if_gone()
     namespace = f"diagnose-{uuid.uuid4().hex[:6]}"
     vms = f"vms-{uuid.uuid4().hex[:6]}"
     install = (
