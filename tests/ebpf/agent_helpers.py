@@ -1,9 +1,8 @@
 """Running the agent in tests as `wukong agent` runs it: stepping in a thread."""
 
-import threading
-import time
 from pathlib import Path
 
+from tests.background import Repeating
 from wukong.devcluster import binaries
 from wukong.ebpf.agent import Agent
 from wukong.runtime.probes import audit_semaphore
@@ -21,21 +20,14 @@ class Running:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.agent.step()
-            time.sleep(0.05)
+        self._stepping = Repeating(agent.step, every=0.05)
 
     def __enter__(self) -> "Running":
-        self._thread.start()
+        self._stepping.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        self._stepping.stop(timeout=10)
         self.agent.step()
         self.agent.close()
 

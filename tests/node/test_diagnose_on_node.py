@@ -28,13 +28,13 @@ let them run) and uninstalls the chart.
 import asyncio
 import contextlib
 import datetime
+import itertools
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +46,7 @@ from typing import Any
 import pytest
 
 from bench.results import RESULTS_DIR, write_fragment
+from tests.background import Repeating, repeated
 from tests.faults import paused_in_bursts
 from tests.node.conftest import NodeCluster, metrics_readers_args
 from tests.node.test_agent_on_node import _host_pids, _install_dev_apis, remove_storm
@@ -230,19 +231,15 @@ class AlertWatch:
         self.started = time.time()
         self.pending: float | None = None
         self.firing: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
+        self._polling = Repeating(self._poll, every=2).start()
 
     def _poll(self) -> None:
-        while not self._stop.is_set():
-            state = self.release.alert_state(self.name)
-            elapsed = time.time() - self.started
-            if state in ("pending", "firing") and self.pending is None:
-                self.pending = elapsed
-            if state == "firing" and self.firing is None:
-                self.firing = elapsed
-            self._stop.wait(2)
+        state = self.release.alert_state(self.name)
+        elapsed = time.time() - self.started
+        if state in ("pending", "firing") and self.pending is None:
+            self.pending = elapsed
+        if state == "firing" and self.firing is None:
+            self.firing = elapsed
 
     def waiting(self) -> bool:
         """Not firing yet, and ALERT_WAIT seconds from the fault have not passed."""
@@ -258,8 +255,7 @@ class AlertWatch:
     def stop(self) -> list[str]:
         """Stop polling; the alert, and when it was pending and firing, as table cells
         (also printed)."""
-        self._stop.set()
-        self._thread.join()
+        self._polling.stop()
 
         def at(seconds: float | None) -> str:
             return f"{seconds:.0f} s" if seconds is not None else f"not within {ALERT_WAIT:.0f} s"
@@ -623,26 +619,17 @@ def _changed_again_and_again(
 ) -> Iterator[None]:
     """The Wukongs `names` of `namespace` (all when None) annotated anew, a round every
     `every` seconds at most, while the block runs: each round is a reconcile of each."""
-    stop = threading.Event()
+    ticks = itertools.count(1)
 
-    def rounds() -> None:
-        tick = 0
-        while not stop.is_set():
-            tick += 1
-            cluster.kubectl(
-                *("annotate", "wukongs", *(names or ["--all"]), "-n", namespace),
-                *(f"test/tick={tick}", "--overwrite"),
-                check=False,
-            )
-            stop.wait(every)
+    def round_() -> None:
+        cluster.kubectl(
+            *("annotate", "wukongs", *(names or ["--all"]), "-n", namespace),
+            *(f"test/tick={next(ticks)}", "--overwrite"),
+            check=False,
+        )
 
-    thread = threading.Thread(target=rounds, daemon=True)
-    thread.start()
-    try:
+    with repeated(round_, every):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def test_noisy_tenant(release: Release, measured: Measured) -> None:
