@@ -1,7 +1,8 @@
-"""What a list frees goes back to the system: one page held at a time, the C heap
-trimmed once per sync."""
+"""What a list frees goes back to the system: one listed object decoded at a time,
+the C heap trimmed once per sync."""
 
 import asyncio
+import json
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from wukong.runtime import _informer
-from wukong.runtime._informer import Informer
+from wukong.runtime import _informer, _listpage
+from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime._malloc_trim import release_free_memory
 from wukong.runtime.resources import CONFIGMAPS
 
@@ -43,34 +44,52 @@ class Item(dict[str, Any]):
 
 
 class PagedClient:
-    """Serves `pages` pages of `size` ConfigMaps, then a watch that stays quiet."""
+    """Serves `pages` pages of `size` ConfigMaps as JSON text, then a watch that stays
+    quiet; the listed objects the informer decodes are `Item`s, counted while alive."""
 
     def __init__(self, pages: int, size: int) -> None:
         self.pages, self.size = pages, size
-        self.alive_at_fetch: list[int] = []  # objects of earlier pages still alive, per fetch
-        self._served: list[weakref.ref[Item]] = []
+        self.alive_at_fetch: list[int] = []  # listed objects still alive, per fetch
+        self.alive_at_add: list[int] = []  # the same, as each object is cached
+        self._decoded: list[weakref.ref[Item]] = []
 
-    async def list(self, resource: object, *, continue_token: str | None, **_: object) -> Any:
-        self.alive_at_fetch.append(sum(ref() is not None for ref in self._served))
+    def item(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The JSON decoder's object hook: a listed object becomes a counted `Item`."""
+        if "name" not in fields.get("metadata", {}):
+            return fields
+        item = Item(fields)
+        self._decoded.append(weakref.ref(item))
+        return item
+
+    def alive(self) -> int:
+        return sum(ref() is not None for ref in self._decoded)
+
+    async def _list_text(self, resource: object, *, continue_token: str | None, **_: object) -> str:
+        self.alive_at_fetch.append(self.alive())
         number = int(continue_token or 0)
         items = [
-            Item(metadata={"namespace": "ns", "name": f"cm-{number}-{i}", "resourceVersion": "1"})
+            {"metadata": {"namespace": "ns", "name": f"cm-{number}-{i}", "resourceVersion": "1"}}
             for i in range(self.size)
         ]
-        self._served += [weakref.ref(item) for item in items]
         more = {"continue": str(number + 1)} if number + 1 < self.pages else {}
-        return {"metadata": {"resourceVersion": "7", **more}, "items": items}
+        return json.dumps({"metadata": {"resourceVersion": "7", **more}, "items": items})
 
     async def watch(self, resource: object, **_: object) -> AsyncIterator[Any]:
         await asyncio.Event().wait()
         yield  # pragma: no cover
 
 
-async def test_a_paged_sync_holds_one_page_and_trims_once(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_paged_sync_decodes_one_object_at_a_time_and_trims_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     trims: list[int] = []
     monkeypatch.setattr(_informer, "release_free_memory", lambda: trims.append(1) or True)
     client = PagedClient(pages=3, size=5)
+    monkeypatch.setattr(_listpage, "_DECODER", json.JSONDecoder(object_hook=client.item))
     informer = Informer(client=client, resource=CONFIGMAPS, watch_list=False)  # type: ignore[arg-type]
+    informer.add_handler(
+        EventHandler(on_add=lambda obj: client.alive_at_add.append(client.alive()))
+    )
     running = asyncio.create_task(informer.run())
     try:
         await asyncio.wait_for(informer.synced.wait(), 5)
@@ -80,8 +99,11 @@ async def test_a_paged_sync_holds_one_page_and_trims_once(monkeypatch: pytest.Mo
         await asyncio.gather(running, return_exceptions=True)
 
     assert len(informer.store) == 15
-    # Each page, cached, was let go before the next was asked for (the last
-    # object of a page may outlive it by one fetch, as the loop's variable).
+    # Each object was the only one of the list decoded while it was cached (a page
+    # decoded whole would have had all five of it alive)...
+    assert client.alive_at_add == [1] * 15
+    # ...and a page was let go before the next was asked for (the last object of a
+    # page may outlive it by one fetch, as the loop's variable).
     assert all(alive <= 1 for alive in client.alive_at_fetch), client.alive_at_fetch
     assert len(client.alive_at_fetch) == 3
     assert trims == [1]  # once for the sync, nothing for the watch

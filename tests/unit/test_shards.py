@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import uuid
 from collections import Counter
@@ -154,6 +155,9 @@ class _Server:
         if selector and self.echoes:
             metadata["shardInfo"] = {"selector": selector}
         return {"items": self.objects, "metadata": metadata}
+
+    async def _list_text(self, resource: Resource, **kwargs: Any) -> str:
+        return json.dumps(await self.list(resource, **kwargs))
 
     async def watch(self, resource: Resource, **kwargs: Any) -> AsyncIterator[WatchEvent]:
         self.selectors.append(kwargs.get("shard_selector"))

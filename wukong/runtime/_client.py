@@ -159,14 +159,40 @@ class Client:
         A `shard_selector` (sharded list and watch) is echoed in `metadata.shardInfo`
         by a server that applied it.
         """
-        path = resource.path(namespace=namespace)
-        query = _selectors(label_selector, field_selector, shard_selector)
-        if limit is not None:
-            query.append(("limit", str(limit)))
-        if continue_token:
-            query.append(("continue", continue_token))
         return await self._transport.request(
-            Call(LIST, resource, namespace, path, query, timeout=timeout, server_timeout=True)
+            _list_call(
+                resource,
+                namespace,
+                _selectors(label_selector, field_selector, shard_selector),
+                limit,
+                continue_token,
+                timeout,
+            )
+        )
+
+    async def _list_text(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+        timeout: float | None = None,
+        shard_selector: str | None = None,
+    ) -> str:
+        """`list`'s answer as its JSON text, undecoded. Not a verb: an informer's paged
+        list decodes it one object at a time (`_listpage.ListPage`)."""
+        return await self._transport.request_text(
+            _list_call(
+                resource,
+                namespace,
+                _selectors(label_selector, field_selector, shard_selector),
+                limit,
+                continue_token,
+                timeout,
+            )
         )
 
     async def create(
@@ -358,6 +384,22 @@ def with_transport(transport: Transport) -> Client:
 def transport_of(client: Client) -> Transport:
     """The transport `client`'s calls go through."""
     return client._transport
+
+
+def _list_call(
+    resource: Resource,
+    namespace: str | None,
+    query: Query,
+    limit: int | None,
+    continue_token: str | None,
+    timeout: float | None,
+) -> Call:
+    if limit is not None:
+        query.append(("limit", str(limit)))
+    if continue_token:
+        query.append(("continue", continue_token))
+    path = resource.path(namespace=namespace)
+    return Call(LIST, resource, namespace, path, query, timeout=timeout, server_timeout=True)
 
 
 def _selectors(

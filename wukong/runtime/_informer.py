@@ -9,10 +9,11 @@ Lifecycle of `run()`:
    watch goes on with changes. Objects are cached one event at a time, so the
    list is never held twice. An API server that refuses it (an error before
    that bookmark, or a stream that ends without it) is not asked again: the
-   informer LISTs in pages of 150 instead and remembers the list's
-   resourceVersion. `synced` is set after the first sync, either way. After
-   every sync, what the list freed is handed back to the system
-   (`_malloc_trim`): a process that lists once would keep its high-water.
+   informer LISTs in pages of 500 instead, each decoded one object at a time
+   (`_listpage`), and remembers the list's resourceVersion. `synced` is set
+   after the first sync, either way. After every sync, what the list freed is
+   handed back to the system (`_malloc_trim`): a process that lists once would
+   keep its high-water.
 2. WATCH from the last seen resourceVersion, with bookmarks (which only move
    the resourceVersion forward). A watch ends normally after its server-side
    timeout and is simply restarted from where it was.
@@ -56,6 +57,7 @@ should only enqueue work.
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -68,6 +70,7 @@ from wukong.runtime._cache import Store, object_key, strip
 from wukong.runtime._client import Client, Object, WatchEvent
 from wukong.runtime._errors import ApiError, ApiTimeout, Gone
 from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime._listpage import ListPage
 from wukong.runtime._malloc_trim import release_free_memory
 from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._shards import ShardFilter
@@ -75,12 +78,11 @@ from wukong.runtime.resources import Resource
 
 log = logging.getLogger("wukong.runtime.informer")
 
-# Objects a page: fewer than client-go's 500. A page is decoded whole and its
-# objects queued at once, and the Python allocator keeps the arenas that held
-# them for the life of the process (the keys cached meanwhile pin them): about
-# 15 KB per object of a page, 7-8 MiB at 500 Wukongs, on every replica. 150
-# Wukong-sized objects (~140 KB) still pass the API server's 128 KiB gzip threshold.
-_PAGE_SIZE = 150
+# Objects a page: client-go's 500. A page is decoded one object at a time
+# (`_listpage`), so its size no longer sets the high-water the Python allocator
+# keeps for life (a page decoded whole did: about 15 KB a Wukong of the page);
+# fewer, larger pages sync a large share faster.
+_PAGE_SIZE = 500
 _BACKOFF_INITIAL = 0.2
 _BACKOFF_MAX = 30.0
 # The annotation on the BOOKMARK that ends a streaming list's initial events.
@@ -331,19 +333,28 @@ class Informer:
             raise _WatchListRefused("the stream ended before its initial-events-end bookmark")
 
     async def _relist(self) -> None:
-        """List in pages (as client-go's pager does), so that only one page of the
-        list is ever held next to the cache it fills; then drop what is gone."""
+        """List in pages (as client-go's pager does), so that only one page's text,
+        and one of its objects decoded, is ever held next to the cache it fills;
+        then drop what is gone."""
         log.debug("%s: syncing through a paged list", self._what)
         listed: set[str] = set()
         continue_token = None
         while True:
-            page = await self._list_page(continue_token)
-            for item in page["items"]:
-                listed.add(object_key(item))
-                self._apply_upsert(item)
-            metadata = page["metadata"]
-            # Let the page go before the next one is decoded: one page at a time next to
-            # the cache (the cache keeps its own compact copy of each object), not two.
+            try:
+                page = await self._list_page(continue_token)
+                # One object decoded at a time, cached (as compact JSON) and let go
+                # before the next: the page's objects are never all decoded at once.
+                for item in page.items():
+                    listed.add(object_key(item))
+                    self._apply_upsert(item)
+                metadata = page.metadata
+            except json.JSONDecodeError as exc:
+                # What came before the fault is cached; nothing is dropped as unlisted
+                # and the resourceVersion stays, as for any failed list.
+                raise json.JSONDecodeError(
+                    f"{self._what}: a malformed list page: {exc.msg}", exc.doc, exc.pos
+                ) from None
+            # Let the page's text go before the next one is fetched.
             del page
             continue_token = metadata.get("continue")
             if not continue_token:
@@ -354,11 +365,11 @@ class Informer:
         self.paged_list_syncs += 1
         self.synced.set()
 
-    async def _list_page(self, continue_token: str | None) -> Object:
+    async def _list_page(self, continue_token: str | None) -> ListPage:
         selector = self._shard_selector
         self._asked = self._asked_for(selector)
         try:
-            page = await self._client.list(
+            text = await self._client._list_text(
                 self.resource,
                 namespace=self.namespace,
                 label_selector=self._label_selector,
@@ -373,8 +384,10 @@ class Informer:
                 raise
             self._filter_on_this_side(f"the API server refused it: {exc.message}")
             return await self._list_page(None)
+        page = ListPage(text)
+        del text
         if selector is not None and not continue_token:
-            echoed = (page["metadata"].get("shardInfo") or {}).get("selector")
+            echoed = (page.metadata.get("shardInfo") or {}).get("selector")
             if echoed:
                 if self.filtered_by != "server":
                     log.info("%s: the API server filters by shard (%s)", self._what, echoed)

@@ -22,9 +22,9 @@ import asyncio
 import contextvars
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -49,6 +49,7 @@ _MAX_RETRY_AFTER_SECONDS = 5.0
 # the server's clean end of the stream arrives before the client gives up.
 WATCH_SLACK_SECONDS = 5.0
 JSON = "application/json"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,17 @@ class Transport:
     async def request(self, call: Call) -> Object:
         """Send `call`; its answer's JSON object. A timed-out call goes again while
         `may_retry` allows (never after a `Retry-After` it cannot wait for)."""
+        result: Object = await self._request(call, aiohttp.ClientResponse.json)
+        return result
+
+    async def request_text(self, call: Call) -> str:
+        """`request`, but the answer's JSON text undecoded (a list page, decoded one
+        object at a time by its reader)."""
+        return await self._request(call, _json_text)
+
+    async def _request(
+        self, call: Call, read: Callable[[aiohttp.ClientResponse], Awaitable[_T]]
+    ) -> _T:
         attempt = 0
         while True:
             budget = self.budget(call.timeout)
@@ -138,8 +150,7 @@ class Transport:
             try:
                 response = await self._open(call, query, aiohttp.ClientTimeout(total=budget))
                 try:
-                    result: Object = await response.json()
-                    return result
+                    return await read(response)
                 except TimeoutError:
                     raise ApiTimeout(verb=call.verb.name, path=call.path, timeout=budget) from None
                 finally:
@@ -374,6 +385,12 @@ def _inject_trace_context(
     # Over `context`, so its baggage goes too.
     level_one_span = trace.NonRecordingSpan(level_one)
     propagate.inject(headers, context=trace.set_span_in_context(level_one_span, context))
+
+
+async def _json_text(response: aiohttp.ClientResponse) -> str:
+    # What `json()` checks (the content type), without its decoding.
+    text: str | None = await response.json(loads=str)
+    return text or ""
 
 
 async def _error_from(response: aiohttp.ClientResponse, verb: str, path: str) -> ApiError:
