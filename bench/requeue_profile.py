@@ -7,10 +7,12 @@ observer, and splits each requeue's lateness (reconcile body started - due)
 into its three parts, all on the event loop's clock:
 
 1. timer: due -> the key back in the queue (the loop's timer firing late);
-2. queue: in the queue -> taken by a free worker (`queue_got`'s wait: keys
-   due together are served one after another);
-3. first step: taken -> the reconcile's body running (one turn of the loop:
-   the task's first step).
+2. queue: in the queue -> taken by a worker (`queue_got`'s wait: keys due
+   together are served one after another; a key that finds a place free
+   waits for its worker task's first step, one turn of the loop);
+3. first step: taken -> the reconcile's body running (a worker takes a key
+   and runs its body in the same step, unless it lets the loop run first
+   after a millisecond of reconciles back to back).
 
 and prints the process's CPU per reconcile and its share of the wall time.
 
@@ -48,7 +50,7 @@ WORKERS = 4
 
 class Timeline(RuntimeObserver):
     """Each requeue's parts (seconds). `queue_got` comes right before the STARTED of
-    the key it handed out (both in the queue's `try_get` -> the controller's dispatch)."""
+    the key it handed out (both in a worker's take of a key: `try_get`, then STARTED)."""
 
     def __init__(self) -> None:
         self.timer: list[float] = []

@@ -5,6 +5,7 @@ virtual clock runs deadlines and backoffs of minutes in no real time.
 """
 
 import asyncio
+import contextvars
 import gc
 import logging
 import weakref
@@ -24,10 +25,12 @@ from wukong.runtime import (
     Result,
     RuntimeObserver,
 )
+from wukong.runtime import _running as running_module
+from wukong.runtime._context import current_reconcile
 from wukong.runtime._fanout import ObserverFanout
 from wukong.runtime._ratelimit import ItemExponentialFailureRateLimiter
 from wukong.runtime._running import RunningController
-from wukong.runtime.observe import Outcome, Step
+from wukong.runtime.observe import LifecycleEvent, Outcome, Step
 from wukong.runtime.resources import CONFIGMAPS
 
 pytestmark = pytest.mark.looptime
@@ -237,21 +240,20 @@ class CountsItsRuns:
         return Result()
 
 
-async def test_a_reconcile_cancelled_before_its_first_step_ends_and_frees_its_key(
-    client: Client,
-) -> None:
-    """Its task is cancelled before it ever ran: its body never runs, it ends all the
-    same (or its key would stay reserved)."""
+async def test_a_worker_stopped_before_its_first_step_takes_no_key(client: Client) -> None:
+    """A worker takes its key at its first step: a controller stopped before it
+    starts no reconcile, and the worker ends without one."""
     recorder, reconciler = RecordingObserver(), CountsItsRuns()
     controller = _running(reconciler, recorder, client)
     controller.enqueue(Request("ns", "a"))
-    controller.start()  # the task exists; its first step would be the loop's next turn
-    assert controller.active_workers == 1
-    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)  # cancels it in this turn
+    controller.start()  # the worker exists; its first step would be the loop's next turn
+    workers = [t for t in asyncio.all_tasks() if t.get_name() == "reconcile c"]
+    assert len(workers) == 1
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+    await asyncio.sleep(0)  # its first step
+    assert workers[0].done() and workers[0].exception() is None
     assert reconciler.ran == 0
-    assert [(e.outcome, e.reason) for e in recorder.finished()] == [
-        (Outcome.CANCELLED, CancelReason.SHUTDOWN)
-    ]
+    assert recorder.steps(Step.STARTED) == [] and recorder.finished() == []
     assert controller.active_workers == 0 and controller.in_flight() == []
 
 
@@ -387,3 +389,167 @@ def test_a_fanouts_gate_is_open_while_any_observer_of_reconciles_would_act() -> 
     assert gate()
     # An observer of reconciles without a gate always acts: no gate at all.
     assert ObserverFanout([first, RecordingObserver()]).reconcile_gate() is None
+
+
+class NotesItsTask:
+    """Notes, per key, the task that ran it, its name then and the current reconcile."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[asyncio.Task[object] | None, str, bool]] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        task = asyncio.current_task()
+        name = task.get_name() if task is not None else ""
+        self.seen[request.name] = (task, name, current_reconcile() is ctx)
+        return Result()
+
+
+async def test_waiting_keys_are_reconciled_by_the_task_that_ended_the_last_one(
+    client: Client,
+) -> None:
+    """A worker goes on with the keys that wait: twenty keys, two places, no task per
+    key; each reconcile is the current one of its task and names it."""
+    reconciler = NotesItsTask()
+    controller = _running(reconciler, RecordingObserver(), client, max_concurrent_reconciles=2)
+    controller.start()
+    for index in range(20):
+        controller.enqueue(Request("ns", f"k{index}"))
+    await asyncio.sleep(0.1)
+    assert sorted(reconciler.seen) == sorted(f"k{index}" for index in range(20))
+    assert len({task for task, _, _ in reconciler.seen.values()}) <= 2
+    assert all(
+        name == f"reconcile c ns/{key}" and current
+        for key, (_, name, current) in reconciler.seen.items()
+    )
+    assert controller.active_workers == 0
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+
+_SET_BY_A: contextvars.ContextVar[str] = contextvars.ContextVar("set_by_a", default="unset")
+
+
+class SetsAVariable:
+    def __init__(self) -> None:
+        self.found: dict[str, str] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        self.found[request.name] = _SET_BY_A.get()
+        if request.name == "a":
+            _SET_BY_A.set("a")
+        return Result()
+
+
+async def test_contextvars_a_reconcile_sets_do_not_reach_the_next(client: Client) -> None:
+    reconciler = SetsAVariable()
+    controller = _running(reconciler, RecordingObserver(), client, max_concurrent_reconciles=1)
+    controller.start()
+    for name in ("a", "b", "c"):
+        controller.enqueue(Request("ns", name))
+    await asyncio.sleep(0.1)
+    assert reconciler.found == {"a": "unset", "b": "unset", "c": "unset"}
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+
+_PREPARED: contextvars.ContextVar[str] = contextvars.ContextVar("prepared", default="unset")
+
+
+class PreparesAVariable(RecordingObserver):
+    """Sets a contextvar for key "a"'s reconcile at STARTED (as tracing sets its span)."""
+
+    def reconcile(self, event: LifecycleEvent) -> None:
+        super().reconcile(event)
+        if event.step is Step.STARTED and event.context.request.name == "a":
+            assert event.task_context is not None
+            event.task_context.run(_PREPARED.set, "prepared")
+
+
+class ReadsThePrepared:
+    def __init__(self) -> None:
+        self.found: dict[str, str] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        self.found[request.name] = _PREPARED.get()
+        return Result()
+
+
+async def test_contextvars_observers_prepare_reach_their_reconcile_only(client: Client) -> None:
+    reconciler = ReadsThePrepared()
+    controller = RunningController(
+        Controller(
+            name="c",
+            reconciler=reconciler,
+            primary=CONFIGMAPS,
+            options=ControllerOptions(max_concurrent_reconciles=1),
+        ),
+        client=client,
+        observer=ObserverFanout([PreparesAVariable()]),
+        reconcile_timeout=2.0,
+    )
+    controller.start()
+    for name in ("b", "a", "c"):
+        controller.enqueue(Request("ns", name))
+    await asyncio.sleep(0.1)
+    assert reconciler.found == {"b": "unset", "a": "prepared", "c": "unset"}
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+
+class SlowThenQuick:
+    """Key "slow" waits until it is cancelled; every other key returns at once."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, asyncio.Task[object] | None] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        self.tasks[request.name] = asyncio.current_task()
+        if request.name == "slow":
+            await asyncio.sleep(3600)
+        return Result()
+
+
+async def test_a_cancelled_reconcile_ends_its_worker_and_the_next_key_is_not_cancelled(
+    client: Client,
+) -> None:
+    recorder, reconciler = RecordingObserver(), SlowThenQuick()
+    controller = _running(reconciler, recorder, client, max_concurrent_reconciles=1)
+    controller.start()
+    controller.enqueue(Request("ns", "slow"))
+    controller.enqueue(Request("ns", "next"))
+    await asyncio.sleep(2.5)  # the slow one's deadline (2 s) passed
+    outcomes = {e.context.request.name: (e.outcome, e.reason) for e in recorder.finished()}
+    assert outcomes == {
+        "slow": (Outcome.CANCELLED, CancelReason.DEADLINE_EXCEEDED),
+        "next": (Outcome.SUCCESS, None),
+    }
+    slow, after = reconciler.tasks["slow"], reconciler.tasks["next"]
+    assert slow is not None and slow.done() and after is not slow
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+
+async def test_a_worker_lets_the_loop_run_between_reconciles_once_its_turn_is_used(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys that wait are served back to back in one step of the loop until the
+    worker has used its turn (`_TURN`), then other callbacks run."""
+    order: list[str] = []
+
+    class Notes:
+        async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+            order.append(request.name)
+            if request.name == "a":
+                asyncio.get_running_loop().call_soon(order.append, "other")
+            return Result()
+
+    async def run_three() -> list[str]:
+        order.clear()
+        controller = _running(Notes(), RecordingObserver(), client, max_concurrent_reconciles=1)
+        controller.start()
+        for name in ("a", "b", "c"):
+            controller.enqueue(Request("ns", name))
+        await asyncio.sleep(0.1)
+        await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+        return list(order)
+
+    # The virtual clock stands still within a step: the turn is never used up.
+    assert await run_three() == ["a", "b", "c", "other"]
+    monkeypatch.setattr(running_module, "_TURN", 0.0)
+    assert await run_three() == ["a", "other", "b", "c"]

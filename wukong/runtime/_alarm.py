@@ -11,10 +11,15 @@ The timerfd is used only where the loop's clock is that clock (asyncio's own
 loop on Linux; not a test loop with a virtual clock) and the loop can watch a
 descriptor; elsewhere the alarm is a plain `loop.call_at`. Python 3.11 has no
 `os.timerfd_*` (3.13 does), so the two calls go through ctypes.
+
+The callback runs in the contextvars of the alarm's creator, not in those of
+whoever set it: a reconcile that sets one (its deadline, its requeue's timer)
+must not be kept alive, nor have its values seen, by the alarm.
 """
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes
 import ctypes.util
 import logging
@@ -77,6 +82,7 @@ class Alarm:
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self._callback = callback
+        self._context = contextvars.copy_context()  # what `callback` runs in
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was set on
         self._handle: asyncio.TimerHandle | None = None
         self._fd: _TimerFd | None = None  # None: call_at on this loop
@@ -88,7 +94,8 @@ class Alarm:
         if loop is not self._loop:
             self.close()
             self._loop = loop
-            self._fd = _TimerFd.open(loop, self._ring)
+            # A copy: the loop's reader takes the values of whatever context is current.
+            self._fd = self._context.copy().run(_TimerFd.open, loop, self._ring)
         if self._fd is not None:
             try:
                 self._fd.set(when)  # replaces the last setting
@@ -100,7 +107,7 @@ class Alarm:
                 self._fd = None
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = loop.call_at(when, self._ring)
+        self._handle = loop.call_at(when, self._ring, context=self._context)
 
     def close(self) -> None:
         if self._handle is not None:

@@ -1,18 +1,21 @@
 """The reconcile context: one reconcile's request, deadline and cancel reason.
 
-Lifecycle. The controller creates a `ReconcileContext` when a worker takes a key
-from the queue, runs `reconciler.reconcile(ctx, request)` as its own task, and
-arms a timer at `ctx.deadline`. Whoever stops the reconcile early (the timer,
-shutdown, leader-election loss, the object's deletion) calls
-`ctx.cancel(reason)`: the reason is recorded *first*, then the task is really
-cancelled, so the `CancelledError` raised at the reconcile's current `await`
-(an API call in flight included) can always be attributed. Only the first
-reason counts: a deadline that fires while shutdown is already cancelling the
-task does not overwrite `shutdown` (double cancel is a no-op for the reason).
+Lifecycle. The controller creates a `ReconcileContext` when it takes a key
+from the queue, runs `reconciler.reconcile(ctx, request)` in one of its worker
+tasks (a new one, or one that has just ended another reconcile), and watches
+`ctx.deadline`. Whoever stops the reconcile early (the deadline, shutdown,
+leader-election loss, the object's deletion) calls `ctx.cancel(reason)`: the
+reason is recorded *first*, then the task is really cancelled, so the
+`CancelledError` raised at the reconcile's current `await` (an API call in
+flight included) can always be attributed. Only the first reason counts: a
+deadline that fires while shutdown is already cancelling the task does not
+overwrite `shutdown` (double cancel is a no-op for the reason). Once the
+reconcile has ended (`_release`), `cancel` does nothing: its task may have gone
+on to another reconcile.
 
 The context is passed explicitly to `reconcile`; reconcilers must not keep it
-after returning. It is also the current reconcile of the task's contextvars
-(`current_reconcile`), as controller-runtime's reconcile identity travels in
+after returning. It is also the current reconcile of its task's contextvars
+(`current_reconcile`) while it runs, as controller-runtime's reconcile identity travels in
 its `context.Context`: the manager's call layer (`_calls`) finds it there, so
 every API call made while the reconcile runs (through `ctx.client` or any of
 the manager's clients, from its task or tasks it starts) gets at most
@@ -33,7 +36,6 @@ The queue coalesces adds of a key that waits; the first few of them are kept
 import asyncio
 import contextvars
 import datetime
-import functools
 import logging
 import random
 import time
@@ -238,8 +240,8 @@ class ReconcileContext:
         self._task_context = contextvars.copy_context() if context is None else context.copy()
         self._task_context.run(_CURRENT.set, self)
         self._cancel_reason: CancelReason | None = None
+        self._cancel_sent = False  # `cancel` cancelled its task (once: see `_release`)
         self._task: asyncio.Task[Any] | None = None
-        self._on_cancelled: Callable[[ReconcileContext, asyncio.Task[Any]], None] | None = None
         self._cut_call: str | None = None  # the API call a cancellation cut short
 
     @property
@@ -295,29 +297,37 @@ class ReconcileContext:
         return self._cancel_reason
 
     def _attach(
-        self,
-        task: "asyncio.Task[Any]",
-        *,
-        on_cancelled: Callable[["ReconcileContext", "asyncio.Task[Any]"], None] | None = None,
+        self, task: "asyncio.Task[Any]", *, previous: "ReconcileContext | None" = None
     ) -> None:
-        """Bind the task that runs this reconcile (done by the controller, after STARTED).
+        """Bind the task that runs this reconcile (done by the controller, after STARTED,
+        from that task's step: the body runs in it, nothing can cancel it before).
 
-        `on_cancelled(ctx, task)` becomes the task's done callback once it is
-        cancelled: a task cancelled before its first step never runs its body."""
+        `previous`: the reconcile the task ran before this one, in the same
+        contextvars (so the same current span)."""
         self._task = task
-        self._on_cancelled = on_cancelled
+        if previous is not None:
+            self.span = previous.span
+            return
         span = self._task_context.run(trace.get_current_span)
         # INVALID_SPAN is what an untraced reconcile finds: no span context to ask.
         valid = span is not trace.INVALID_SPAN and span.get_span_context().is_valid
         self.span = span if valid else None
 
+    def _enter(self) -> None:
+        """Make it the current reconcile of the running task (the controller's worker,
+        which runs it in its own contextvars, not in `_task_context`)."""
+        _CURRENT.set(self)
+
     def _release(self) -> None:
-        """The reconcile's task ends (called from it): its contextvars stop naming it.
+        """The reconcile ended (called from its task): it cannot be cancelled any more
+        (the task may go on to another reconcile), and the contextvars stop naming it.
 
         They hold the context and the context holds them (and its task): a
         reference cycle that only the garbage collector's next pass would free,
         taking every reconcile's objects with it into the older generations.
         """
+        self._task = None
+        self._task_context = _SPENT
         _CURRENT.set(None)
 
     def cancel(self, reason: CancelReason) -> bool:
@@ -325,9 +335,8 @@ class ReconcileContext:
         if self._cancel_reason is not None or self._task is None or self._task.done():
             return False
         self._cancel_reason = reason
+        self._cancel_sent = True
         self._task.cancel(msg=reason.value)
-        if self._on_cancelled is not None:
-            self._task.add_done_callback(functools.partial(self._on_cancelled, self))
         return True
 
     @property
@@ -346,6 +355,10 @@ class ReconcileContext:
 
     def __repr__(self) -> str:
         return f"<ReconcileContext {self.controller} {self.request} id={self.reconcile_id}>"
+
+
+# What an ended reconcile's `_task_context` becomes: it no longer names the reconcile.
+_SPENT = contextvars.Context()
 
 
 def current_reconcile() -> ReconcileContext | None:

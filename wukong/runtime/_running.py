@@ -6,13 +6,23 @@ observers; the manager starts it once caches are synced and stops it on
 shutdown or leadership loss.
 
 Up to `max_concurrent_reconciles` reconciles run at once (client-go's
-workers), each in its own task. There are no worker tasks waiting on the
-queue: a key is taken as soon as it can be (the queue calls `_dispatch` from
-the add that made it ready) and when a reconcile ends (its task reports it,
-requeues, and takes the next key in the same step). Every hand-off
-between tasks costs a turn of the event loop, which under load is a whole
-round of other callbacks: an event's reconcile starts one turn after the
-event, a busy controller's next reconcile one turn after the last one ended.
+workers), each in a worker task that holds one place. No worker waits idle on
+the queue: when a key is added and a place is free (the queue calls
+`_dispatch` from the add that made it ready) a worker task is started, which
+takes a key at its first step; when a reconcile ends its task reports it,
+requeues it, and takes the next waiting key in the same step, running its
+reconcile there too, and ends only when no key waits. A no-op reconcile of a
+busy controller thus costs no task, no done callback and no turn of the event
+loop of its own (each costs about as much as the reconcile's own
+bookkeeping); keys that come due together are served back to back, as
+controller-runtime's worker goroutines do. A worker lets the loop run other
+callbacks every millisecond of reconciles (`_TURN`).
+
+A worker goes on with the next key only as it was: a reconcile that set
+contextvars of its own, or whose observers set some for it (tracing makes its
+span current), or that was cancelled, ends its task after it, so that nothing
+of one reconcile reaches the next; a reconcile that ignores its cancellation
+keeps its task, its place and its key until it ends, as before.
 
 Cancellation is a normal event: it is never logged at ERROR. A cancelled
 reconcile that does not unwind within `cancel_grace` (blocking code, or code
@@ -46,7 +56,7 @@ from wukong.runtime._fanout import listener
 from wukong.runtime._informer import EventHandler, Informer
 from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step
 from wukong.runtime._scopes import NamespaceScopes
-from wukong.runtime._workqueue import Ticket, WorkQueue
+from wukong.runtime._workqueue import WorkQueue
 from wukong.runtime.resources import Resource
 
 log = logging.getLogger("wukong.runtime.controller")
@@ -89,6 +99,9 @@ class RunningController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = time.monotonic
         self._free = 0  # reconciles that may start now (none before start())
+        # Worker tasks that hold a place and will take a key at their next step.
+        self._starting = 0
+        self._idle_name = f"reconcile {controller.name}"  # a worker's name until it takes a key
         self._primaries: Store | None = None  # the primary informer's cache, once bound
         self._logger = logging.getLogger(f"wukong.controller.{controller.name}")
 
@@ -232,6 +245,7 @@ class RunningController:
         self._loop = asyncio.get_running_loop()
         self._clock = loop_clock(self._loop)
         self._free = self.max_concurrent_reconciles
+        self._starting = 0  # those of an earlier term see their queue is not this one
         self._dispatch()
 
     async def stop(self, *, reason: CancelReason, grace: float) -> None:
@@ -253,28 +267,105 @@ class RunningController:
         self._deadline_alarm_at = math.inf
 
     def _dispatch(self) -> None:
-        """Start reconciles of waiting keys while fewer than the maximum run.
+        """Start worker tasks for waiting keys while fewer than the maximum run.
 
-        Called when a reconcile ends and, by the queue (`on_ready`), whenever a
-        key may be taken: a reconcile starts from the event that queued its
-        key, with no worker task to wake first (one turn of the loop saved).
+        Called when a reconcile ends without its task going on and, by the queue
+        (`on_ready`), whenever a key may be taken: a task per key that no worker
+        about to take one will take. A worker takes its key at its first step,
+        so that keys that come meanwhile go to one task, not one each.
         """
         queue = self.queue
-        while self._free > 0 and not queue.shutting_down:
-            ticket = queue.try_get()
-            if ticket is None:
-                return
+        while self._free > 0 and len(queue) > self._starting and not queue.shutting_down:
             self._free -= 1
-            self._start_reconcile(queue, ticket)
+            self._starting += 1
+            loop = self._loop
+            assert loop is not None, "started"
+            coro = self._work(queue)
+            context = self._base_context.copy()
+            if loop.get_task_factory() is None:  # what create_task would do, minus its wrappers
+                asyncio.Task(coro, loop=loop, name=self._idle_name, context=context)
+            else:
+                loop.create_task(coro, name=self._idle_name, context=context)
 
-    def _start_reconcile(self, queue: WorkQueue, ticket: Ticket) -> None:
+    async def _work(self, queue: WorkQueue) -> None:
+        """A worker task: takes a key, reconciles it, ends it, and goes on with the
+        next waiting key in the same step, while keys wait and it may go on.
+
+        A key taken when a reconcile ends costs no task, no turn of the loop and
+        no done callback. The task goes on only as it was: its contextvars as
+        the reconcile found them (one that set its own, or whose observers set
+        some, ends with its task), never cancelled (a cancelled reconcile ends
+        its task: Python 3.11's `Task.uncancel` cannot take back a cancel sent
+        while the task runs), the queue current. It lets the loop run other
+        callbacks every `_TURN` seconds of reconciles.
+        """
+        if queue is not self.queue:
+            return  # stopped, and started again with a fresh queue, before its first step
+        self._starting -= 1
+        task = asyncio.current_task(self._loop)
+        assert task is not None
+        clock = self._clock
+        turn_began = clock()
+        reconcile = self.config.reconciler.reconcile
+        taken = self._take(queue, task, None)
+        if taken is None:
+            return
+        ctx, may_go_on = taken
+        first = True
+        while True:
+            clean = contextvars.copy_context()  # shares the values: compared in constant time
+            returned: object = None
+            raised: BaseException | None = None
+            try:
+                if not first and ctx.started - turn_began >= _TURN:
+                    await asyncio.sleep(0)  # inside: a cancel meanwhile is this reconcile's
+                    turn_began = clock()
+                returned = await reconcile(ctx, ctx.request)
+            except (Exception, asyncio.CancelledError) as error:
+                raised = error
+            except BaseException as error:  # SystemExit, KeyboardInterrupt: ended, then on
+                try:
+                    self._reconciled(queue, ctx, None, error)
+                finally:
+                    ctx._release()
+                raise
+            first = False
+            as_found = contextvars.copy_context() == clean
+            try:
+                kept = self._reconciled(
+                    queue, ctx, returned, raised, keep_place=may_go_on and as_found
+                )
+            finally:
+                ctx._release()  # from here on, cancelling it does nothing
+            if not kept:
+                return
+            if ctx._cancel_sent or task.cancelling():
+                # Cancelled (up to its very end): the task ends with it, so that a
+                # cancellation it has not seen yet cannot reach the next reconcile.
+                self._free += 1
+                self._dispatch()
+                return
+            taken = self._take(queue, task, ctx)
+            if taken is None:
+                return
+            ctx, may_go_on = taken
+
+    def _take(
+        self, queue: WorkQueue, task: "asyncio.Task[None]", previous: ReconcileContext | None
+    ) -> tuple[ReconcileContext, bool] | None:
+        """Start the next waiting key's reconcile in `task`, which holds a place, and
+        whether the task may go on after it; None if no key waits (the place is freed).
+
+        `previous`: the reconcile the task ran last, which left its contextvars
+        as it found them (its span is this one's)."""
+        ticket = None if queue.shutting_down else queue.try_get()
+        if ticket is None:
+            self._free += 1  # nothing waits: nothing to dispatch either
+            return None
         request = ticket.key
         assert isinstance(request, Request)
-        # Its contextvars start from the controller's, whatever ran this
-        # dispatch (often the end of another reconcile, in that one's context).
-        name = self.config.name
         ctx = ReconcileContext(
-            controller=name,
+            controller=self.config.name,
             request=request,
             timeout=self.reconcile_timeout,
             client=self._client,
@@ -283,60 +374,33 @@ class RunningController:
             triggers=ticket.triggers,  # type: ignore[arg-type]  # the controller's are Triggers
             trigger_count=ticket.trigger_count,
             call_share=self.config.options.call_budget_share,
-            context=self._base_context,
             clock=self._clock,
         )
+        may_go_on = True
         report = self._reporter()
         if report is not None:
+            before = ctx._task_context.copy()  # shares the values: compared in constant time
             report(LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context))
-        # Created after STARTED so observers can prepare its contextvars
-        # (e.g. the current span) for everything the reconcile awaits.
-        coro = self._run(queue, ctx)
-        task_name = f"reconcile {name} {request}"
-        loop = self._loop
-        assert loop is not None, "started"
-        if loop.get_task_factory() is None:  # what create_task would do, minus its wrappers
-            task = asyncio.Task(coro, loop=loop, name=task_name, context=ctx._task_context)
-        else:
-            task = loop.create_task(coro, name=task_name, context=ctx._task_context)
-        # No done callback on every task (a loop handle per reconcile): `_run` ends
-        # the reconcile itself, and a cancelled one gets the callback then (see `_ended`).
-        ctx._attach(task, on_cancelled=self._ended)
+            if ctx._task_context != before:
+                # Observers prepared contextvars for everything the reconcile awaits
+                # (e.g. the current span): the task takes them on, and ends with it.
+                _take_on(ctx._task_context, before)
+                may_go_on = False
+                previous = None
+        ctx._enter()
+        ctx._attach(task, previous=previous)
+        task.set_name(f"reconcile {self.config.name} {request}")  # for the loop's watchdog
         self._in_flight[request] = ctx
         self._tasks[ctx] = (task, queue)
-        # The deadline is an alarm, not a wait_for around the task: the
-        # reconcile keeps running in its own task so that a reconcile that
-        # ignores cancellation can be seen (STUCK) rather than abandoned.
+        # The deadline is an alarm, not a wait_for around the reconcile: it
+        # keeps running in its task so that a reconcile that ignores
+        # cancellation can be seen (STUCK) rather than abandoned.
         if ctx.deadline < self._deadline_alarm_at:  # only when nothing earlier is due
             self._set_deadline_alarm(ctx.deadline)
         self._scopes.enter(ctx, self._cancel)
         if self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
-
-    async def _run(self, queue: WorkQueue, ctx: ReconcileContext) -> None:
-        """The reconcile task: the reconciler, then its end in the same turn of the loop.
-
-        Ending it here rather than in a done callback (one turn later) lets
-        the next key's reconcile start a turn sooner.
-        """
-        try:
-            result = await self.config.reconciler.reconcile(ctx, ctx.request)
-        except (Exception, asyncio.CancelledError) as error:
-            self._reconciled(queue, ctx, None, error)
-        except BaseException as error:  # SystemExit, KeyboardInterrupt: ended, then on
-            self._reconciled(queue, ctx, None, error)
-            raise
-        else:
-            self._reconciled(queue, ctx, result, None)
-        finally:
-            ctx._release()
-
-    def _ended(self, ctx: ReconcileContext, task: "asyncio.Task[None]") -> None:
-        """Done callback of a cancelled reconcile's task: ends it if `_run` could not
-        (cancelled before its first step, its body never ran)."""
-        started = self._tasks.get(ctx)
-        if started is not None:
-            self._reconciled(started[1], ctx, None, asyncio.CancelledError())
+        return ctx, may_go_on
 
     def _reconciled(
         self,
@@ -344,24 +408,40 @@ class RunningController:
         ctx: ReconcileContext,
         result: object,
         error: BaseException | None,
-    ) -> None:
-        """The reconcile ended: report, requeue, free its key and its place."""
+        *,
+        keep_place: bool = False,
+    ) -> bool:
+        """The reconcile ended: report, requeue, free its key and its place.
+
+        With `keep_place` its task keeps the place to take the next key itself
+        (if the queue is still the current one, and ending went well): True if so."""
         # Its deadline goes with it: the alarm, if set for it, finds the next one.
         del self._tasks[ctx]
         if self._in_flight.get(ctx.request) is ctx:
             del self._in_flight[ctx.request]
         self._scopes.leave(ctx)
+        # A reconcile of an earlier term (stopped, then started again with
+        # a fresh queue) frees its key in its own queue, and no place.
+        current = queue is self.queue
+        kept = keep_place and current and not queue.shutting_down
         try:
             self._finish(ctx, result, error)
+        except BaseException:
+            kept = False
+            raise
         finally:
-            # A reconcile of an earlier term (stopped, then started again with
-            # a fresh queue) frees its key in its own queue, and no place.
-            current = queue is self.queue
-            if current:
+            if current and not kept:
                 self._free += 1
-            queue.done(ctx.request)
-            if current:
-                self._dispatch()
+            if kept:
+                # About to take a key itself: one queued again by `done` needs no new task.
+                self._starting += 1
+                queue.done(ctx.request)
+                self._starting -= 1
+            else:
+                queue.done(ctx.request)
+                if current:
+                    self._dispatch()
+        return kept
 
     def _reporter(self) -> Callable[[LifecycleEvent], None] | None:
         """Where a lifecycle event goes now; None when nobody would act on it, so that
@@ -497,6 +577,17 @@ class RunningController:
             )
 
 
+def _take_on(values: contextvars.Context, before: contextvars.Context) -> None:
+    """Set in the running task's contextvars what `values` has that `before` had not."""
+    for var, value in values.items():
+        if before.get(var, _MISSING) is not value:
+            var.set(value)
+
+
+_MISSING = object()
+# How long a worker task runs reconciles back to back (keys that waited for it)
+# before it lets the loop run other callbacks once.
+_TURN = 0.001
 # What a rate-limited requeue is, by how the reconcile that asked for it ended.
 _BACKOFF_TRIGGER = {
     Outcome.REQUEUE: TriggerKind.REQUEUE,
