@@ -240,8 +240,11 @@ class TopNamespaces(Collector):
     def _score(self, tally: _Tally, now: float) -> float:
         return tally.score * math.exp(-self._decay * (now - tally.at))
 
-    def record(self, controller: str, namespace: str) -> None:
-        now = self._clock()
+    def record(self, controller: str, namespace: str, now: float | None = None) -> None:
+        """Count an event of `controller` in `namespace`; `now`: the clock's time, when
+        the caller has just read it (on the same clock)."""
+        if now is None:
+            now = self._clock()
         key = (controller, namespace)
         tally = self._tallies.get(key)
         if tally is None:

@@ -196,11 +196,16 @@ class RuntimeMetrics(RuntimeObserver):
         assert outcome is not None  # FINISHED always carries one
         series = self._controllers.get(controller) or self._series(controller)
         result = _RESULT_LABEL.get(outcome) or _result_of(outcome, event.reason)
-        series.result(result).inc()
-        m.namespace_reconciles.record(controller, ctx.request.namespace)
+        # The counters of every reconcile: found in the controller's own dicts and
+        # added to directly (`inc(1)` is the same, a call more each).
+        (series.results.get(result) or series.result(result)).value += 1.0
+        # One clock read for the namespaces' ranking and the exemplars below.
+        now = time.monotonic()
+        m.namespace_reconciles.record(controller, ctx.request.namespace, now)
         triggers = ctx.triggers
         for trigger in triggers:
-            series.trigger(trigger.kind).inc()  # a StrEnum: the same key as its value
+            # a StrEnum: the same key as its value
+            (series.triggers.get(trigger.kind) or series.trigger(trigger.kind)).value += 1.0
         if triggers and ctx.trigger_count > len(triggers):
             # Coalesced past the queue's bound: a burst, of the kind it ended with.
             series.trigger(triggers[-1].kind).inc(ctx.trigger_count - len(triggers))
@@ -214,14 +219,13 @@ class RuntimeMetrics(RuntimeObserver):
         if outcome is Outcome.CANCELLED:
             assert event.reason is not None  # the runtime decides one for every cancellation
             m.reconcile_cancellations.labels(controller, event.reason.value).inc()
-            m.namespace_cancellations.record(controller, ctx.request.namespace)
+            m.namespace_cancellations.record(controller, ctx.request.namespace, now)
             # Like controller-runtime, only the reconcile's own deadline is a timeout.
             if event.reason is CancelReason.DEADLINE_EXCEEDED:
                 m.reconcile_timeouts.labels(controller).inc()
         # Observed at the end, when the span exists: each histogram's exemplar
         # leads to the reconcile's trace.
         span = ctx.span
-        now = time.monotonic()
         if ctx.due_at is not None:
             # How late this requeue started (both on the event loop's clock).
             lateness = max(0.0, ctx.started - ctx.due_at)
@@ -240,7 +244,7 @@ class RuntimeMetrics(RuntimeObserver):
         return series
 
     def queue_added(self, queue: str) -> None:
-        (self._queues.get(queue) or self._queue(queue)).adds.inc()
+        (self._queues.get(queue) or self._queue(queue)).adds.value += 1.0  # inc(1), a call less
 
     def queue_got(self, queue: str, waited: float) -> None:
         (self._queues.get(queue) or self._queue(queue)).waited.observe(waited)
@@ -264,7 +268,7 @@ class RuntimeMetrics(RuntimeObserver):
                 self.metrics.rest_client_request_duration.labels(call.method, call.host),
             )
         requests, latency = series
-        requests.inc()
+        requests.value += 1.0  # inc(1), a call less
         span = call.reconcile.span if call.reconcile is not None else None
         _observe(latency, call.duration, span, time.monotonic())
         if call.cancel_reason is not None:

@@ -2,9 +2,11 @@
 
 The runtime's parts each hold one `RuntimeObserver`: this fan-out, made by the
 manager from `Manager(observers=[...])`. For each method it keeps only the
-observers that override it, so an event nobody watches costs one empty loop;
-the hot paths (the work queue, a reconcile's lifecycle) resolve each report
-once with `listener` and skip what nobody watches altogether.
+observers that override it, and makes once the call that reports to them: an
+event nobody watches costs one empty call, an event one observer watches a call
+to it with its failures contained, no loop; the hot paths (the work queue, a
+reconcile's lifecycle) resolve each report once with `listener` and skip what
+nobody watches altogether.
 An observer that raises is logged once per (observer, method) with its
 traceback, then only counted, and the other observers hear of it through
 `observer_failed` (metrics turn that into a counter): a broken observer must
@@ -54,13 +56,37 @@ class ObserverFanout(RuntimeObserver):
         }
         self._logged: set[tuple[str, str]] = set()
         self.failures = 0
+        # Each report's call made once, on the instance (the class's methods below
+        # make it anew): a report is one call to its listeners, no lookup by name.
+        for method in _METHODS:
+            setattr(self, method, self._reporter(method))
 
-    def _dispatch(self, method: str, *args: Any) -> None:
-        for observer, call in self._calls[method]:
-            try:
-                call(*args)
-            except Exception:
-                self._failed(observer, method)
+    def _reporter(self, method: str) -> Callable[..., None]:
+        """What `method` does on this fan-out: call each observer that overrides it,
+        each failure contained."""
+        calls = self._calls[method]
+        failed = self._failed
+        if not calls:
+            return _nobody
+        if len(calls) == 1:
+            ((name, call),) = calls
+
+            def one(*args: Any) -> None:
+                try:
+                    call(*args)
+                except Exception:
+                    failed(name, method)
+
+            return one
+
+        def each(*args: Any) -> None:
+            for name, call in calls:
+                try:
+                    call(*args)
+                except Exception:
+                    failed(name, method)
+
+        return each
 
     def _failed(self, observer: str, method: str) -> None:
         self.failures += 1
@@ -80,22 +106,22 @@ class ObserverFanout(RuntimeObserver):
                 self.failures += 1
 
     def controller_added(self, controller: ControllerView) -> None:
-        self._dispatch("controller_added", controller)
+        self._reporter("controller_added")(controller)
 
     def queue_added(self, queue: str) -> None:
-        self._dispatch("queue_added", queue)
+        self._reporter("queue_added")(queue)
 
     def queue_got(self, queue: str, waited: float) -> None:
-        self._dispatch("queue_got", queue, waited)
+        self._reporter("queue_got")(queue, waited)
 
     def queue_done(self, queue: str, worked: float) -> None:
-        self._dispatch("queue_done", queue, worked)
+        self._reporter("queue_done")(queue, worked)
 
     def queue_retried(self, queue: str) -> None:
-        self._dispatch("queue_retried", queue)
+        self._reporter("queue_retried")(queue)
 
     def reconcile(self, event: LifecycleEvent) -> None:
-        self._dispatch("reconcile", event)
+        self._reporter("reconcile")(event)
 
     def reconcile_gate(self) -> Callable[[], bool] | None:
         """Open while any observer of reconciles would act; None if one always would."""
@@ -112,43 +138,43 @@ class ObserverFanout(RuntimeObserver):
         return lambda: any(gate() for gate in gates)
 
     def api_call(self, call: ApiCall) -> None:
-        self._dispatch("api_call", call)
+        self._reporter("api_call")(call)
 
     def watch_restarted(self, resource: str, cause: str) -> None:
-        self._dispatch("watch_restarted", resource, cause)
+        self._reporter("watch_restarted")(resource, cause)
 
     def relisted(self, resource: str, cause: str) -> None:
-        self._dispatch("relisted", resource, cause)
+        self._reporter("relisted")(resource, cause)
 
     def leadership_changed(self, lease: str, leading: bool) -> None:
-        self._dispatch("leadership_changed", lease, leading)
+        self._reporter("leadership_changed")(lease, leading)
 
     def standing_by(self, lease: str) -> None:
-        self._dispatch("standing_by", lease)
+        self._reporter("standing_by")(lease)
 
     def shards_changed(self, held: frozenset[int], moved: int, reason: str) -> None:
-        self._dispatch("shards_changed", held, moved, reason)
+        self._reporter("shards_changed")(held, moved, reason)
 
     def space_conflict(self, conflict: bool) -> None:
-        self._dispatch("space_conflict", conflict)
+        self._reporter("space_conflict")(conflict)
 
     def shard_filtering(self, resource: str, where: str) -> None:
-        self._dispatch("shard_filtering", resource, where)
+        self._reporter("shard_filtering")(resource, where)
 
     def loop_blocked(self, seconds: float, task: str | None) -> None:
-        self._dispatch("loop_blocked", seconds, task)
+        self._reporter("loop_blocked")(seconds, task)
 
     def webhook_added(self, webhook: str) -> None:
-        self._dispatch("webhook_added", webhook)
+        self._reporter("webhook_added")(webhook)
 
     def admission_started(self, webhook: str) -> None:
-        self._dispatch("admission_started", webhook)
+        self._reporter("admission_started")(webhook)
 
     def admission_reviewed(self, review: WebhookReview) -> None:
-        self._dispatch("admission_reviewed", review)
+        self._reporter("admission_reviewed")(review)
 
     def observer_failed(self, observer: str, method: str) -> None:
-        self._dispatch("observer_failed", observer, method)
+        self._reporter("observer_failed")(observer, method)
 
 
 def _name(observer: object) -> str:
@@ -158,27 +184,20 @@ def _name(observer: object) -> str:
 def listener(observer: RuntimeObserver, method: str) -> Callable[..., None] | None:
     """How a hot path reports `method` to `observer`, resolved once: None when that
     reaches nobody (a fan-out whose observers all leave `method` alone, an observer
-    that does), so the caller skips the call and building its arguments; with one
-    observer behind a fan-out, a call to it alone, its failures still contained."""
+    that does), so the caller skips the call and building its arguments; else a
+    fan-out's own call of its listeners, their failures contained."""
     if not isinstance(observer, ObserverFanout):
         bound: Callable[..., None] = getattr(observer, method)
         inherited = getattr(bound, "__func__", None) is getattr(RuntimeObserver, method)
         return None if inherited else bound
-    calls = observer._calls[method]
-    if not calls:
+    if not observer._calls[method]:
         return None
-    if len(calls) > 1:
-        loop: Callable[..., None] = getattr(observer, method)  # the fan-out's own loop
-        return loop
-    name, call = calls[0]
+    reporter: Callable[..., None] = getattr(observer, method)  # made in its __init__
+    return reporter
 
-    def contained(*args: Any) -> None:
-        try:
-            call(*args)
-        except Exception:
-            observer._failed(name, method)
 
-    return contained
+def _nobody(*args: Any) -> None:
+    """A report that no observer listens to."""
 
 
 NO_OBSERVER = ObserverFanout()

@@ -53,6 +53,7 @@ spans a reconciler makes itself inside a reconcile follow the provider's
 sampler (its parent is flagged sampled), whatever becomes of the reconcile.
 """
 
+import random
 import threading
 import time
 from typing import Any
@@ -94,6 +95,8 @@ _ROOT = otel_context.Context()
 # goes as it is (kube-apiserver ignores one with more flags, see _transport),
 # and older SDKs have no random-trace-id flag.
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SPAN_ID_BITS = 64
+_SPAN_ID_MASK = (1 << _SPAN_ID_BITS) - 1
 # A webhook's reasons for a review it could not decide (it errored or timed out):
 # written with an error (the default) or admitted unchecked (`AdmitOnError`).
 _UNDECIDED = frozenset({"Errored", "Unverified"})
@@ -139,6 +142,11 @@ class PendingReconcile(NonRecordingSpan):
     def __init__(self, context: SpanContext, name: str) -> None:
         super().__init__(context)
         self.name = name
+        self.trace_id = context.trace_id  # read once more at the decision
+        # The OpenTelemetry context the reconcile's task starts in (this span
+        # current): while it is still the current one, an API call's parent is
+        # this span, known without looking the span up.
+        self.otel_context: otel_context.Context | None = None
         # Made on first use: most reconciles have neither (two objects fewer each).
         self.events: list[tuple[str, types.Attributes, int]] | None = None
         self.attributes: dict[str, types.AnyValue] | None = None
@@ -186,6 +194,9 @@ class ReconcileTracer(RuntimeObserver):
             self._ids = ids
         self._tracer = provider.get_tracer("wukong.runtime")
         self._fallback: IdGenerator = self._ids.fallback if self._ids else RandomIdGenerator()
+        # The SDK's own generator draws its ids from `random`: drawn here in one go,
+        # the same ids without its two calls a reconcile.
+        self._random_ids = type(self._fallback) is RandomIdGenerator
         # controller name -> span name of its reconciles
         self._names: dict[str, str] = {}
 
@@ -216,19 +227,21 @@ class ReconcileTracer(RuntimeObserver):
 
     def _start(self, event: LifecycleEvent) -> None:
         ctx = event.context
-        ids = self._fallback
-        span_context = SpanContext(
-            ids.generate_trace_id(),
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=_SAMPLED,
-        )
+        trace_id = span_id = 0
+        if self._random_ids:
+            bits = random.getrandbits(128 + _SPAN_ID_BITS)
+            trace_id, span_id = bits >> _SPAN_ID_BITS, bits & _SPAN_ID_MASK
+        if not trace_id or not span_id:  # another generator, or a 0 drawn (no id)
+            trace_id = self._fallback.generate_trace_id()
+            span_id = self._fallback.generate_span_id()
         pending = PendingReconcile(
-            span_context, self._names.get(ctx.controller) or f"reconcile {ctx.controller}"
+            SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
+            self._names.get(ctx.controller) or f"reconcile {ctx.controller}",
         )
         # Current inside the reconcile task; the context reads it back from there.
         assert event.task_context is not None
-        event.task_context.run(otel_context.attach, trace.set_span_in_context(pending, _ROOT))
+        pending.otel_context = trace.set_span_in_context(pending, _ROOT)
+        event.task_context.run(otel_context.attach, pending.otel_context)
 
     def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
         ctx = event.context
@@ -238,9 +251,11 @@ class ReconcileTracer(RuntimeObserver):
             kept = "cancelled"
         elif outcome is Outcome.ERROR:
             kept = "error"
-        elif self._sampling.is_slow(ctx.elapsed(), ctx.timeout):
+        elif self._sampling.is_slow(
+            ctx.elapsed() if event.duration is None else event.duration, ctx.timeout
+        ):
             kept = "slow"
-        elif sampled_by_ratio(pending.get_span_context().trace_id, self._keep_bound):
+        elif sampled_by_ratio(pending.trace_id, self._keep_bound):
             kept = "sampled"
         else:
             # Dropped: no SDK span made. The calls go now: each refers to the
@@ -416,9 +431,15 @@ class ReconcileTracer(RuntimeObserver):
             return
         if pending.decided and not pending.kept:
             return
+        made_in = otel_context.get_current()
+        if made_in is pending.otel_context and call.error is None and not pending.decided:
+            # Made right under the reconcile's span (most calls): its child, known
+            # without looking the current span up.
+            pending.calls.append((call, None))
+            return
         # The innermost span the reconcile had open (its own child spans
         # included); the reconcile's span when the call ran elsewhere.
-        current = trace.get_current_span()
+        current = trace.get_current_span(made_in)
         parent: SpanContext | None = None
         if current is not pending:
             current_context = current.get_span_context()
