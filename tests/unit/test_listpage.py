@@ -42,10 +42,40 @@ def test_members_before_and_after_the_items() -> None:
     assert page.fields["kind"] == "List"
 
 
-def test_items_before_metadata_are_decoded_whole_so_metadata_comes_first() -> None:
-    page = ListPage(json.dumps({"items": ITEMS, "metadata": {"resourceVersion": "2"}}))
+def test_sorted_members_as_custom_resources_lists_have_them_are_read_lazily() -> None:
+    # apiVersion, items, kind, metadata: `metadata` is read from the end first, and
+    # the objects one at a time after (the second one here is malformed).
+    text = (
+        '{"apiVersion": "wukong.io/v1", "items": [{"a": 1}, {"b" 2}], "kind": "WukongList",'
+        ' "metadata": {"resourceVersion": "3", "continue": "c"}}'
+    )
+    page = ListPage(text)
+    assert page.metadata == {"resourceVersion": "3", "continue": "c"}
+    items = page.items()
+    assert next(items) == {"a": 1}
+    with pytest.raises(json.JSONDecodeError, match="Expecting ':' delimiter"):
+        next(items)
+
+
+def test_sorted_members_decode_as_json_loads_does() -> None:
+    whole = {"apiVersion": "v1", "items": ITEMS, "kind": "List", "metadata": {"a": {"b": "}"}}}
+    page = ListPage(json.dumps(whole, sort_keys=True, indent=1))
+    assert page.metadata == whole["metadata"]
+    assert list(page.items()) == ITEMS
+    assert page.fields == {key: value for key, value in whole.items() if key != "items"}
+
+
+def test_items_before_a_metadata_not_last_are_decoded_whole_so_metadata_comes_first() -> None:
+    text = json.dumps({"items": ITEMS, "metadata": {"resourceVersion": "2"}, "kind": "List"})
+    page = ListPage(text)
     assert page.metadata == {"resourceVersion": "2"}
     assert list(page.items()) == ITEMS
+    # A last member that looks like `metadata` but is an object's, not the page's.
+    text = json.dumps({"items": [{"metadata": {"name": "a"}}]})
+    page = ListPage(text)
+    with pytest.raises(json.JSONDecodeError, match="metadata"):
+        page.metadata  # noqa: B018
+    assert list(page.items()) == [{"metadata": {"name": "a"}}]
 
 
 @pytest.mark.parametrize(
@@ -72,7 +102,8 @@ def test_objects_are_decoded_as_they_are_reached() -> None:
         ('{"metadata":{},"items":[{"a":1}]}]', [{"a": 1}], "Extra data"),
         ('{"metadata":{},"items":[{"a":1} {"b":2}]}', [{"a": 1}], "Expecting ',' delimiter or ']'"),
         ('{"metadata":{},"items":{}}', [], "Expecting '\\['"),
-        ('{"items":{},"metadata":{}}', [], "Expecting 'items' to be an array"),
+        ('{"items":{},"metadata":{}}', [], "Expecting '\\['"),
+        ('{"items":{},"metadata":{},"kind":"x"}', [], "Expecting 'items' to be an array"),
         ('{"metadata":{},"items":[1],"items":[2]}', [1], "Expecting one 'items' member"),
         ('{"metadata":{},"items":[', [], "Expecting value"),
         ("", [], "Expecting '{'"),

@@ -72,7 +72,10 @@ class PagedClient:
             for i in range(self.size)
         ]
         more = {"continue": str(number + 1)} if number + 1 < self.pages else {}
-        return json.dumps({"metadata": {"resourceVersion": "7", **more}, "items": items})
+        page = {"apiVersion": "v1", "kind": "ConfigMapList", "items": items}
+        page["metadata"] = {"resourceVersion": "7", **more}
+        # Sorted, as a custom resource's list is written: `items` before `metadata`.
+        return json.dumps(page, sort_keys=True)
 
     async def watch(self, resource: object, **_: object) -> AsyncIterator[Any]:
         await asyncio.Event().wait()

@@ -10,11 +10,13 @@ them: a process that listed a page keeps that page's high-water for life.
 each member's value where it starts (`json.JSONDecoder.raw_decode`); the
 `items` array is decoded one element at a time as `items()` is iterated, so
 next to the text (one block, from the C allocator) only the object in hand is
-decoded. The members before `items` (`kind`, `apiVersion`, `metadata`: the
-order the API server writes them in) are decoded when the page is made, those
-after it once `items()` is exhausted. Should `items` come before `metadata`,
-it is decoded whole then, so `metadata` is known before any object is handed
-out, whatever the order.
+decoded. The members before `items` are decoded when the page is made, those
+after it once `items()` is exhausted; `metadata` is known before any object is
+handed out, whatever the order. Built-in kinds' lists write it before `items`
+(`kind`, `apiVersion`, `metadata`, `items`); custom resources' lists write their
+members sorted (`apiVersion`, `items`, `kind`, `metadata`), so there it is read
+first from the end of the text, as the last member. Should `items` come before a
+`metadata` that is not the last member, `items` is decoded whole.
 
 A malformed or truncated text raises `json.JSONDecodeError`, as `json.loads`
 would, but only once iteration reaches the fault: the objects before it have
@@ -40,7 +42,7 @@ class ListPage:
         # The top-level members decoded so far, but `items`.
         self.fields: Object = {}
         self._items_at: int | None = None  # where `items`'s value starts, not yet read
-        self._eager: list[Object] = []  # `items`, when it came before `metadata`
+        self._eager: list[Object] = []  # `items`, decoded whole (before a `metadata` not last)
         self._items_at = self._members(self._expect(_skip(text, 0), "{"), first=True)
 
     @property
@@ -102,6 +104,10 @@ class ListPage:
                 raise json.JSONDecodeError("Expecting property name", text, pos)
             key, pos = _DECODER.raw_decode(text, pos)
             pos = _skip(text, self._expect(_skip(text, pos), ":", "':' delimiter"))
+            if key == "items" and "metadata" not in self.fields:
+                last = self._metadata_as_last_member()
+                if last is not None:
+                    self.fields["metadata"] = last  # decoded again, in its turn
             if key == "items" and "metadata" in self.fields:
                 return pos
             value, pos = _DECODER.raw_decode(text, pos)
@@ -111,6 +117,32 @@ class ListPage:
                 self._eager = value or []
             else:
                 raise json.JSONDecodeError("Expecting 'items' to be an array", text, pos)
+
+    def _metadata_as_last_member(self) -> Object | None:
+        """The top level's `metadata` when it is the text's last member, else None.
+
+        The last `"metadata"` key of the text, its value closed by the text's last
+        `}`: the top-level object's last member. A quote after a `,` is never inside
+        a string (one there would be escaped).
+        """
+        text = self._text
+        at = text.rfind('"metadata"')
+        before = at - 1
+        while before >= 0 and text[before] in " \t\n\r":
+            before -= 1
+        if at < 0 or before < 0 or text[before] != ",":
+            return None
+        pos = _skip(text, at + len('"metadata"'))
+        if not text.startswith(":", pos):
+            return None
+        try:
+            value, pos = _DECODER.raw_decode(text, _skip(text, pos + 1))
+        except json.JSONDecodeError:
+            return None
+        pos = _skip(text, pos)
+        if not isinstance(value, dict) or not text.startswith("}", pos):
+            return None
+        return value if _skip(text, pos + 1) == len(text) else None
 
     def _expect(self, pos: int, char: str, what: str | None = None) -> int:
         if not self._text.startswith(char, pos):
