@@ -14,9 +14,9 @@ reconcile has ended (`_release`), `cancel` does nothing: its task may have gone
 on to another reconcile.
 
 The context is passed explicitly to `reconcile`; reconcilers must not keep it
-after returning. It is also the current reconcile of its task's contextvars
-(`current_reconcile`) while it runs, as controller-runtime's reconcile identity travels in
-its `context.Context`: the manager's call layer (`_calls`) finds it there, so
+after returning. While it runs it is also the current reconcile of its task's
+contextvars (`current_reconcile`), as controller-runtime's reconcile identity
+travels in its `context.Context`: the manager's call layer (`_calls`) finds it there, so
 every API call made while the reconcile runs (through `ctx.client` or any of
 the manager's clients, from its task or tasks it starts) gets at most
 `ctx.remaining()`, and is reported to observers as this reconcile's. The
@@ -331,7 +331,7 @@ class ReconcileContext:
         _CURRENT.set(None)
 
     def cancel(self, reason: CancelReason) -> bool:
-        """Record `reason` and cancel the reconcile task; False if already cancelling or done."""
+        """Record `reason` and cancel the reconcile task; False if already cancelling or ended."""
         if self._cancel_reason is not None or self._task is None or self._task.done():
             return False
         self._cancel_reason = reason
