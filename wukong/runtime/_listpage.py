@@ -41,8 +41,8 @@ class ListPage:
         self._text = text
         # The top-level members decoded so far, but `items`.
         self.fields: Object = {}
-        self._items_at: int | None = None  # where `items`'s value starts, not yet read
         self._eager: list[Object] = []  # `items`, decoded whole (before a `metadata` not last)
+        # Where `items`'s value starts, not yet read (None: no such value left to read).
         self._items_at = self._members(self._expect(_skip(text, 0), "{"), first=True)
 
     @property
