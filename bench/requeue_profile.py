@@ -6,13 +6,13 @@ each reconcile a no-op returning RequeueAfter 1 s, 4 workers, 12 s) with an
 observer, and splits each requeue's lateness (reconcile body started - due)
 into its three parts, all on the event loop's clock:
 
-1. timer: due -> the key back in the queue (the loop's timer firing late);
+1. timer: due -> the key back in the queue (the queue's alarm, or a worker
+   taking its next key, bringing it in);
 2. queue: in the queue -> taken by a worker (`queue_got`'s wait: keys due
    together are served one after another; a key that finds a place free
    waits for its worker task's first step, one turn of the loop);
 3. first step: taken -> the reconcile's body running (a worker takes a key
-   and runs its body in the same step, unless it lets the loop run first
-   after a millisecond of reconciles back to back).
+   and runs its body in the same step).
 
 and prints the process's CPU per reconcile and its share of the wall time.
 

@@ -73,6 +73,24 @@ async def test_fire_may_schedule_again() -> None:
     assert fired.at == [("again", start + 1), ("again", start + 2), ("again", start + 3)]
 
 
+async def test_fire_due_fires_what_is_due_before_the_alarm_and_only_once() -> None:
+    """Someone about to look for work fires what is due; the alarm, set for the
+    earliest, finds nothing of it to fire again and still fires the rest."""
+    fired = Fired()
+    timers = Timers(fired)
+    start = now()
+    timers.schedule(start + 1, "a")
+    timers.schedule(start + 1.5, "b")
+    timers.schedule(start + 2, "c")
+    timers.fire_due(start + 0.5)  # nothing due yet
+    assert fired.at == []
+    timers.fire_due(start + 1.5)
+    assert [item for item, _ in fired.at] == ["a", "b"]
+    assert len(timers) == 1
+    await asyncio.sleep(3)
+    assert fired.at[2:] == [("c", start + 2)]
+
+
 async def test_close_cancels_everything() -> None:
     fired = Fired()
     timers = Timers(fired)

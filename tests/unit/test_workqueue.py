@@ -223,6 +223,25 @@ async def test_add_after_delivers_after_the_delay_and_records_due_at() -> None:
     assert queue.scheduled == 0
 
 
+async def test_try_get_takes_a_delayed_key_that_is_due_before_its_alarm_runs() -> None:
+    """A worker looking for its next key while the loop is busy with it finds the
+    delayed keys that came due meanwhile; those not due yet stay scheduled."""
+    queue = WorkQueue(name="q")
+    start = now()
+    taken: list[Ticket | None] = []
+    # Due with the key, and ahead of the queue's alarm in the loop's line.
+    asyncio.get_running_loop().call_at(start + 1.0, lambda: taken.append(queue.try_get()))
+    queue.add_after("a", 1.0)
+    queue.add_after("b", 2.0)
+    await advance(1.0)
+    assert len(taken) == 1 and taken[0] is not None
+    assert taken[0].key == "a" and taken[0].due_at == pytest.approx(start + 1.0)
+    assert queue.scheduled == 1 and len(queue) == 0
+    queue.done("a")
+    ticket = await get(queue)  # the alarm, set for "a", still brings "b" at its time
+    assert ticket.key == "b" and now() == pytest.approx(start + 2.0)
+
+
 async def test_add_after_keeps_the_earlier_due_time() -> None:
     queue = WorkQueue(name="q")
     start = now()

@@ -15,8 +15,12 @@ reconcile there too, and ends only when no key waits. A no-op reconcile of a
 busy controller thus costs no task, no done callback and no turn of the event
 loop of its own (each costs about as much as the reconcile's own
 bookkeeping); keys that come due together are served back to back, as
-controller-runtime's worker goroutines do. A worker lets the loop run other
-callbacks every millisecond of reconciles (`_TURN`).
+controller-runtime's worker goroutines do. Taking a key, a worker first brings
+in the delayed keys (requeues, retries) that came due while it ran: a key due
+during a run of reconciles is served in that run, without waiting for the
+loop's next turn to run the queue's alarm. After a millisecond of reconciles
+(`_TURN`) a worker ends, between two keys, so that the loop runs other
+callbacks; a new worker takes the next key after them.
 
 A worker goes on with the next key only as it was: a reconcile that set
 contextvars of its own, or whose observers set some for it (tracing makes its
@@ -296,8 +300,9 @@ class RunningController:
         the reconcile found them (one that set its own, or whose observers set
         some, ends with its task), never cancelled (a cancelled reconcile ends
         its task: Python 3.11's `Task.uncancel` cannot take back a cancel sent
-        while the task runs), the queue current. It lets the loop run other
-        callbacks every `_TURN` seconds of reconciles.
+        while the task runs), the queue current, within its turn (`_TURN`
+        seconds of reconciles: then it ends, holding no key, and the loop runs
+        other callbacks before the worker `_dispatch` starts takes the next).
         """
         if queue is not self.queue:
             return  # stopped, and started again with a fresh queue, before its first step
@@ -311,15 +316,11 @@ class RunningController:
         if taken is None:
             return
         ctx, may_go_on = taken
-        first = True
         while True:
             clean = contextvars.copy_context()  # shares the values: compared in constant time
             returned: object = None
             raised: BaseException | None = None
             try:
-                if not first and ctx.started - turn_began >= _TURN:
-                    await asyncio.sleep(0)  # inside: a cancel meanwhile is this reconcile's
-                    turn_began = clock()
                 returned = await reconcile(ctx, ctx.request)
             except (Exception, asyncio.CancelledError) as error:
                 raised = error
@@ -329,7 +330,6 @@ class RunningController:
                 finally:
                     ctx._release()
                 raise
-            first = False
             as_found = contextvars.copy_context() == clean
             try:
                 kept = self._reconciled(
@@ -339,9 +339,12 @@ class RunningController:
                 ctx._release()  # from here on, cancelling it does nothing
             if not kept:
                 return
-            if ctx._cancel_sent or task.cancelling():
+            if ctx._cancel_sent or task.cancelling() or ctx.started - turn_began >= _TURN:
                 # Cancelled (up to its very end): the task ends with it, so that a
                 # cancellation it has not seen yet cannot reach the next reconcile.
+                # Or its turn is over: the loop runs other callbacks before a new
+                # worker takes the next key (no key is held meanwhile: one due
+                # meanwhile goes to whichever worker looks first).
                 self._free += 1
                 self._dispatch()
                 return
@@ -358,7 +361,15 @@ class RunningController:
 
         `previous`: the reconcile the task ran last, which left its contextvars
         as it found them (its span is this one's)."""
-        ticket = None if queue.shutting_down else queue.try_get()
+        ticket = None
+        if not queue.shutting_down:
+            # Delayed keys that came due join the queue as it is taken from: this
+            # task takes one of them, so that one needs no task of its own.
+            self._starting += 1
+            try:
+                ticket = queue.try_get()
+            finally:
+                self._starting -= 1
         if ticket is None:
             self._free += 1  # nothing waits: nothing to dispatch either
             return None
@@ -586,7 +597,7 @@ def _take_on(values: contextvars.Context, before: contextvars.Context) -> None:
 
 _MISSING = object()
 # How long a worker task runs reconciles back to back (keys that waited for it)
-# before it lets the loop run other callbacks once.
+# before it ends so that the loop runs other callbacks.
 _TURN = 0.001
 # What a rate-limited requeue is, by how the reconcile that asked for it ended.
 _BACKOFF_TRIGGER = {

@@ -86,8 +86,19 @@ class Timers(Generic[_Item]):
             self._clock = loop_clock(loop)
         self._alarm.set(when, loop)
 
-    def _run(self) -> None:
-        now = self._clock()
+    def fire_due(self, now: float) -> None:
+        """Fire now what is due at loop time `now`, without waiting for the alarm.
+
+        For whoever is about to look for work (a worker taking its next key
+        while the loop is busy with it): a key that came due meanwhile is
+        served in that look, not after the loop's next turn runs the alarm.
+        The alarm stays set; ringing early, it is set again for what is left."""
+        heap = self._heap
+        if heap and heap[0][0] <= now:
+            for item in self._pop_due(now):
+                self._fire(item)
+
+    def _pop_due(self, now: float) -> list[_Item]:
         heap, items = self._heap, self._items
         due = []
         while heap and heap[0][0] <= now:
@@ -95,6 +106,12 @@ class Timers(Generic[_Item]):
             if token in items:
                 due.append(items.pop(token))
         self._drop_cancelled_head()
+        return due
+
+    def _run(self) -> None:
+        now = self._clock()
+        heap = self._heap
+        due = self._pop_due(now)
         if not heap:
             self._wake_at = math.inf
         elif heap[0][0] - now < _ONE_TURN:

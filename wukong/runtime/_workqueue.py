@@ -33,7 +33,9 @@ A controller's watches add keys; its workers `get` a key, reconcile it and call
   it can right now. With `on_ready`, the queue calls it (synchronously, from
   the add or `done` that made a key available) so that a dispatcher can
   `try_get` at once: the key's reconcile starts without first waking a worker
-  task, one turn of the event loop sooner.
+  task, one turn of the event loop sooner. A take (`try_get`, `get`) first
+  queues the delayed keys that are due, whose alarm the loop has not run yet
+  (it is busy with whoever takes keys).
 - Shutdown. `shut_down` wakes every waiting `get` with `QueueShutDown`, cancels
   the timers of delayed keys and ignores later adds. Keys already queued are
   still handed out; `get` raises once the queue is empty (client-go's Get
@@ -312,12 +314,16 @@ class WorkQueue:
     # -- taking --------------------------------------------------------------------
 
     def try_get(self) -> Ticket | None:
-        """Take a key and mark it processing, without waiting; None if none can be taken now."""
+        """Take a key and mark it processing, without waiting; None if none can be taken now.
+
+        Delayed keys that are due come into the queue first (their alarm may not
+        have run yet: the loop is busy with whoever takes keys)."""
+        now = self._now()
+        self._timers.fire_due(now)
         key = self._take()
         if key is None:
             return None
         entry = self._dirty.pop(key)
-        now = self._now()
         self._processing[key] = now
         if self._on_got is not None:
             self._on_got(self.name, now - entry.added_at)
