@@ -493,6 +493,54 @@ async def test_contextvars_observers_prepare_reach_their_reconcile_only(client: 
     await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
 
 
+class PreparesEachKey(RecordingObserver):
+    """Sets a contextvar to the key's name for every reconcile, at STARTED."""
+
+    def reconcile(self, event: LifecycleEvent) -> None:
+        super().reconcile(event)
+        if event.step is Step.STARTED:
+            assert event.task_context is not None
+            event.task_context.run(_PREPARED.set, event.context.request.name)
+
+
+class ReadsThePreparedAndItsTask:
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[str, asyncio.Task[object] | None]] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        self.found[request.name] = (_PREPARED.get(), asyncio.current_task())
+        return Result()
+
+
+async def test_contextvars_observers_prepare_are_taken_back_and_the_worker_goes_on(
+    client: Client,
+) -> None:
+    reconciler = ReadsThePreparedAndItsTask()
+    controller = RunningController(
+        Controller(
+            name="c",
+            reconciler=reconciler,
+            primary=CONFIGMAPS,
+            options=ControllerOptions(max_concurrent_reconciles=1),
+        ),
+        client=client,
+        observer=ObserverFanout([PreparesEachKey()]),
+        reconcile_timeout=2.0,
+    )
+    controller.start()
+    for name in ("a", "b", "c"):
+        controller.enqueue(Request("ns", name))
+    await asyncio.sleep(0.1)
+    assert {name: value for name, (value, _) in reconciler.found.items()} == {
+        "a": "a",
+        "b": "b",
+        "c": "c",
+    }
+    # Each reconcile saw its own, and one worker task ran the three.
+    assert len({task for _, task in reconciler.found.values()}) == 1
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+
 class SlowThenQuick:
     """Key "slow" waits until it is cancelled; every other key returns at once."""
 

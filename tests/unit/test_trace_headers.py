@@ -1,5 +1,10 @@
 """The trace context an API call carries: only under a valid span, in a form Go accepts."""
 
+import asyncio
+import contextvars
+
+import pytest
+from kubernetes_asyncio import client as k8s_client
 from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
@@ -13,8 +18,26 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from wukong.runtime._transport import GET, Call, _headers
+from wukong.runtime import (
+    CancelReason,
+    Client,
+    Controller,
+    ControllerOptions,
+    ReconcileContext,
+    Request,
+    Result,
+)
+from wukong.runtime._fanout import ObserverFanout
+from wukong.runtime._running import RunningController
+from wukong.runtime._transport import (
+    GET,
+    Call,
+    _headers,
+    _trace_context_headers,
+    prepare_trace_headers,
+)
 from wukong.runtime.resources import CONFIGMAPS
+from wukong.tracing.spans import ReconcileTracer
 
 CALL = Call(GET, CONFIGMAPS, "ns", "/api/v1/namespaces/ns/configmaps/a", [])
 PLAIN = {"Accept": "application/json", "Content-Type": "application/json"}
@@ -124,3 +147,70 @@ def test_the_configured_propagators_write_the_headers() -> None:
     level_one = SpanContext(0xABC, 0xDEF, False, TraceFlags(0x01), TraceState([("v", "1")]))
     propagate.inject(expected, context=trace.set_span_in_context(NonRecordingSpan(level_one)))
     assert direct == {**PLAIN, **expected}
+
+
+def test_prepared_headers_go_under_their_context_only() -> None:
+    parent = trace.set_span_in_context(
+        NonRecordingSpan(SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.SAMPLED)))
+    )
+    child = SpanContext(0xABC, 0x123, False, TraceFlags(TraceFlags.SAMPLED))
+
+    def calls() -> tuple[dict[str, str], dict[str, str]]:
+        context.attach(parent)
+        prepare_trace_headers(parent, "00-prepared-01")
+        return _headers(CALL), _under(child)
+
+    prepared, under_child = contextvars.copy_context().run(calls)
+    assert prepared == {**PLAIN, "traceparent": "00-prepared-01"}
+    # A span made current over it (a reconciler's own) is the parent the server sees.
+    assert under_child["traceparent"] == f"00-{0xABC:032x}-{0x123:016x}-01"
+    assert _headers(CALL) == PLAIN
+
+
+class SendsHeaders:
+    """Records the headers each reconcile's API call would send, those the current
+    span makes, the reconcile's span ids and the task it ran in."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[dict[str, str], dict[str, str], SpanContext, object]] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        made = _trace_context_headers(context.get_current())
+        self.seen[request.name] = (
+            _headers(CALL),
+            made,
+            ctx.span.get_span_context(),
+            asyncio.current_task(),
+        )
+        return Result()
+
+
+@pytest.mark.looptime  # the worker's turn (1 ms of loop time) does not end under load
+async def test_a_traced_reconcile_sends_its_spans_headers_as_made_at_its_start() -> None:
+    reconciler = SendsHeaders()
+    async with Client(k8s_client.ApiClient(configuration=k8s_client.Configuration())) as client:
+        controller = RunningController(
+            Controller(
+                name="c",
+                reconciler=reconciler,
+                primary=CONFIGMAPS,
+                options=ControllerOptions(max_concurrent_reconciles=1),
+            ),
+            client=client,
+            observer=ObserverFanout([ReconcileTracer(provider=TracerProvider())]),
+            reconcile_timeout=2.0,
+        )
+        controller.start()
+        for name in ("a", "b", "c"):
+            controller.enqueue(Request("ns", name))
+        await asyncio.sleep(0.1)
+        await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+    assert set(reconciler.seen) == {"a", "b", "c"}
+    for sent, made, ids, _ in reconciler.seen.values():
+        # The same bytes the transport would make from the current span: its ids,
+        # the sampled flag alone, no trace state.
+        assert sent == {**PLAIN, **made}
+        assert made == {"traceparent": f"00-{ids.trace_id:032x}-{ids.span_id:016x}-01"}
+    assert len({ids.span_id for _, _, ids, _ in reconciler.seen.values()}) == 3
+    # The worker took each span back and went on: one task for the three.
+    assert len({task for *_, task in reconciler.seen.values()}) == 1

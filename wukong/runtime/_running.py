@@ -23,10 +23,11 @@ loop's next turn to run the queue's alarm. After a millisecond of reconciles
 callbacks; a new worker takes the next key after them.
 
 A worker goes on with the next key only as it was: a reconcile that set
-contextvars of its own, or whose observers set some for it (tracing makes its
-span current), or that was cancelled, ends its task after it, so that nothing
-of one reconcile reaches the next; a reconcile that ignores its cancellation
-keeps its task, its place and its key until it ends, as before.
+contextvars of its own, or that was cancelled, ends its task after it, so that
+nothing of one reconcile reaches the next (those its observers set for it,
+such as tracing's current span, are taken back when it ends); a reconcile that
+ignores its cancellation keeps its task, its place and its key until it ends,
+as before.
 
 Cancellation is a normal event: it is never logged at ERROR. A cancelled
 reconcile that does not unwind within `cancel_grace` (blocking code, or code
@@ -48,6 +49,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from wukong.runtime._alarm import Alarm, loop_clock
 from wukong.runtime._cache import Store
@@ -297,9 +299,9 @@ class RunningController:
 
         A key taken when a reconcile ends costs no task, no turn of the loop and
         no done callback. The task goes on only as it was: its contextvars as
-        the reconcile found them (one that set its own, or whose observers set
-        some, ends with its task), never cancelled (a cancelled reconcile ends
-        its task: Python 3.11's `Task.uncancel` cannot take back a cancel sent
+        the reconcile found them (one that set its own ends with its task; those
+        its observers set are taken back), never cancelled (a cancelled reconcile
+        ends its task: Python 3.11's `Task.uncancel` cannot take back a cancel sent
         while the task runs), the queue current, within its turn (`_TURN`
         seconds of reconciles: then it ends, holding no key, and the loop runs
         other callbacks before the worker `_dispatch` starts takes the next).
@@ -315,7 +317,7 @@ class RunningController:
         taken = self._take(queue, task, None)
         if taken is None:
             return
-        ctx, may_go_on = taken
+        ctx, undo = taken
         while True:
             clean = contextvars.copy_context()  # shares the values: compared in constant time
             returned: object = None
@@ -332,13 +334,13 @@ class RunningController:
                 raise
             as_found = contextvars.copy_context() == clean
             try:
-                kept = self._reconciled(
-                    queue, ctx, returned, raised, keep_place=may_go_on and as_found
-                )
+                kept = self._reconciled(queue, ctx, returned, raised, keep_place=as_found)
             finally:
                 ctx._release()  # from here on, cancelling it does nothing
             if not kept:
                 return
+            for token in undo:  # the observers' contextvars, as the worker had them
+                token.var.reset(token)
             if ctx._cancel_sent or task.cancelling() or ctx.started - turn_began >= _TURN:
                 # Cancelled (up to its very end): the task ends with it, so that a
                 # cancellation it has not seen yet cannot reach the next reconcile.
@@ -348,16 +350,17 @@ class RunningController:
                 self._free += 1
                 self._dispatch()
                 return
-            taken = self._take(queue, task, ctx)
+            taken = self._take(queue, task, None if undo else ctx)
             if taken is None:
                 return
-            ctx, may_go_on = taken
+            ctx, undo = taken
 
     def _take(
         self, queue: WorkQueue, task: "asyncio.Task[None]", previous: ReconcileContext | None
-    ) -> tuple[ReconcileContext, bool] | None:
+    ) -> tuple[ReconcileContext, tuple[contextvars.Token[Any], ...]] | None:
         """Start the next waiting key's reconcile in `task`, which holds a place, and
-        whether the task may go on after it; None if no key waits (the place is freed).
+        the tokens that take back the contextvars its observers set for it (reset
+        when it ends, before the task goes on); None if no key waits (the place is freed).
 
         `previous`: the reconcile the task ran last, which left its contextvars
         as it found them (its span is this one's)."""
@@ -387,16 +390,15 @@ class RunningController:
             call_share=self.config.options.call_budget_share,
             clock=self._clock,
         )
-        may_go_on = True
+        undo: tuple[contextvars.Token[Any], ...] = ()
         report = self._reporter()
         if report is not None:
             before = ctx._task_context.copy()  # shares the values: compared in constant time
             report(LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context))
             if ctx._task_context != before:
                 # Observers prepared contextvars for everything the reconcile awaits
-                # (e.g. the current span): the task takes them on, and ends with it.
-                _take_on(ctx._task_context, before)
-                may_go_on = False
+                # (e.g. the current span): the task takes them on until it ends.
+                undo = _take_on(ctx._task_context, before)
                 previous = None
         ctx._enter()
         ctx._attach(task, previous=previous)
@@ -411,7 +413,7 @@ class RunningController:
         self._scopes.enter(ctx, self._cancel)
         if self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
-        return ctx, may_go_on
+        return ctx, undo
 
     def _reconciled(
         self,
@@ -588,11 +590,14 @@ class RunningController:
             )
 
 
-def _take_on(values: contextvars.Context, before: contextvars.Context) -> None:
-    """Set in the running task's contextvars what `values` has that `before` had not."""
-    for var, value in values.items():
-        if before.get(var, _MISSING) is not value:
-            var.set(value)
+def _take_on(
+    values: contextvars.Context, before: contextvars.Context
+) -> tuple[contextvars.Token[Any], ...]:
+    """Set in the running task's contextvars what `values` has that `before` had not;
+    the tokens that take them back."""
+    return tuple(
+        var.set(value) for var, value in values.items() if before.get(var, _MISSING) is not value
+    )
 
 
 _MISSING = object()

@@ -9,8 +9,9 @@ error answer into its exception, and reports the finished call (`report`).
 A call made while a span is current (a traced reconcile's) carries its
 context as W3C `traceparent`/`tracestate` headers, so the API server's own
 spans join the reconcile's trace (docs/tracing.md says how it takes them).
-They are formatted once per trace context in each task, not per call: a
-reconcile's calls made under its span all send the same ones.
+They are formatted once per trace context, not per call: a reconcile's calls
+made under its span all send the ones the tracer made when the span started
+(`prepare_trace_headers`).
 
 `Transport` itself is the policy of a client a user builds: a call is bounded
 by its own `timeout` only, every call is admitted, a call that times out is not
@@ -301,22 +302,42 @@ def _environment_proxy(host: str) -> str | None:
     return str(proxy)
 
 
-# The last OpenTelemetry context this task's calls were made in, and its headers.
-_TRACE_HEADERS: contextvars.ContextVar[tuple[otel_context.Context, dict[str, str]] | None] = (
-    contextvars.ContextVar("wukong_trace_headers", default=None)
+# Trace headers made ahead for one OpenTelemetry context (`prepare_trace_headers`).
+_READY: contextvars.ContextVar[tuple[otel_context.Context, dict[str, str]] | None] = (
+    contextvars.ContextVar("wukong_ready_trace_headers", default=None)
 )
+# The last OpenTelemetry context other calls were made in, and its headers. Kept
+# in the module, not the task's contextvars: a reconcile that sets none of its own
+# leaves its worker's as it found them (the worker then goes on with the next key).
+_last: tuple[otel_context.Context, dict[str, str]] = (otel_context.Context(), {})
+
+
+def prepare_trace_headers(context: otel_context.Context, traceparent: str) -> None:
+    """Have API calls made in `context` send `traceparent` as it is, from the running
+    contextvars on: for whoever makes a span current and knows its ids (the tracer,
+    at a reconcile's start), so that no call looks the span up and formats it.
+
+    `traceparent` is what `_trace_context_headers` would make for `context`: its
+    current span's with the sampled flag alone, no trace state and no baggage in
+    `context`. Nothing is prepared unless W3C's propagators are the configured
+    ones (the others write their own headers).
+    """
+    if _propagates_w3c_only():
+        _READY.set((context, {"traceparent": traceparent}))
 
 
 def _headers(call: Call) -> dict[str, str]:
     """The request's headers; with the current trace context if a span is current."""
+    global _last
     headers = {"Accept": JSON, "Content-Type": call.content_type}
     # The OpenTelemetry context changes only when a span is made current, so its
-    # headers are kept with it, in the task's own context (gone with the task).
+    # headers are kept with it: made ahead for a reconcile's, else the last ones.
     current = otel_context.get_current()
-    known = _TRACE_HEADERS.get()
+    known = _READY.get()
     if known is None or known[0] is not current:
-        known = (current, _trace_context_headers(current))
-        _TRACE_HEADERS.set(known)
+        known = _last
+        if known[0] is not current:
+            known = _last = (current, _trace_context_headers(current))
     if known[1]:
         headers.update(known[1])
     return headers

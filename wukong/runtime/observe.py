@@ -5,7 +5,9 @@ Tracing, metrics and the node agent's probe points are observers; see
 follows. An operator author registers observers (`Manager(observers=[...])`)
 and needs only `RuntimeObserver` from `wukong.runtime`; the event types an
 observer receives live here, beside the cancel reasons that count as failures
-and what put a reconcile's key in the queue (`Trigger`, read as `ctx.triggers`).
+and what put a reconcile's key in the queue (`Trigger`, read as `ctx.triggers`),
+and `prepare_trace_headers`, for an observer that makes a span current at
+STARTED and knows the trace headers its API calls are to send.
 """
 
 from wukong.runtime._cancellation import FAILURE_REASONS, is_failure
@@ -19,6 +21,7 @@ from wukong.runtime._observer import (
     Step,
     WebhookReview,
 )
+from wukong.runtime._transport import prepare_trace_headers
 
 __all__ = [
     "FAILURE_REASONS",
@@ -33,4 +36,5 @@ __all__ = [
     "TriggerKind",
     "WebhookReview",
     "is_failure",
+    "prepare_trace_headers",
 ]

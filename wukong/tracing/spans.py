@@ -83,6 +83,7 @@ from wukong.runtime.observe import (
     Step,
     WebhookReview,
     is_failure,
+    prepare_trace_headers,
 )
 from wukong.tracing.sampling import TailSampling, sampled_by_ratio
 
@@ -241,7 +242,16 @@ class ReconcileTracer(RuntimeObserver):
         # Current inside the reconcile task; the context reads it back from there.
         assert event.task_context is not None
         pending.otel_context = trace.set_span_in_context(pending, _ROOT)
-        event.task_context.run(otel_context.attach, pending.otel_context)
+        event.task_context.run(self._make_current, pending.otel_context, trace_id, span_id)
+
+    @staticmethod
+    def _make_current(context: otel_context.Context, trace_id: int, span_id: int) -> None:
+        """Make the reconcile's span current, with the `traceparent` its API calls
+        send made now, from the ids (flagged sampled alone; no trace state or
+        baggage in `_ROOT`): not looked up and formatted by each task."""
+        otel_context.attach(context)
+        ids = (trace_id << _SPAN_ID_BITS | span_id).to_bytes(24, "big").hex()
+        prepare_trace_headers(context, f"00-{ids[:32]}-{ids[32:]}-01")
 
     def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
         ctx = event.context
