@@ -681,8 +681,8 @@ async def tenants_in_every_shard(
     return tenants
 
 
-# 200 Wukongs before the kill (WUKONG_SHARDED_FLEET=1000 for the full fleet: minutes).
-WUKONGS_PER_TENANT = int(os.environ.get("WUKONG_SHARDED_FLEET", "200")) // TENANTS
+# 1,000 Wukongs before the kill (WUKONG_SHARDED_FLEET=200 for a quicker look).
+WUKONGS_PER_TENANT = int(os.environ.get("WUKONG_SHARDED_FLEET", "1000")) // TENANTS
 LATE_PER_TENANT = 2  # created right after it
 LEASE_DURATION = 15.0  # `wukong run`'s
 
