@@ -15,6 +15,7 @@ import pytest
 from kubernetes_asyncio import client as k8s_client
 
 from tests.integration.helpers import RecordingObserver
+from tests.running import configmap_controller
 from wukong.runtime import (
     CancelReason,
     Client,
@@ -319,12 +320,7 @@ async def test_a_reconcile_that_ended_is_freed_without_the_garbage_collector(
             ctx.logger.info("reconciling")
             return Result()
 
-    controller = RunningController(
-        Controller(name="c", reconciler=Remembers(), primary=CONFIGMAPS),
-        client=client,
-        observer=ObserverFanout(),
-        reconcile_timeout=2.0,
-    )
+    controller = configmap_controller(Remembers(), client)
     gc.disable()
     try:
         controller.start()
@@ -358,12 +354,7 @@ async def test_no_lifecycle_event_is_made_while_its_only_observer_gates_it(
     client: Client,
 ) -> None:
     gated = Gated()
-    controller = RunningController(
-        Controller(name="c", reconciler=Returns(), primary=CONFIGMAPS),
-        client=client,
-        observer=ObserverFanout([gated]),
-        reconcile_timeout=2.0,
-    )
+    controller = configmap_controller(Returns(), client, gated)
     controller.start()
     controller.enqueue(Request("ns", "a"))
     await asyncio.sleep(0.1)
@@ -474,17 +465,7 @@ class ReadsThePrepared:
 
 async def test_contextvars_observers_prepare_reach_their_reconcile_only(client: Client) -> None:
     reconciler = ReadsThePrepared()
-    controller = RunningController(
-        Controller(
-            name="c",
-            reconciler=reconciler,
-            primary=CONFIGMAPS,
-            options=ControllerOptions(max_concurrent_reconciles=1),
-        ),
-        client=client,
-        observer=ObserverFanout([PreparesAVariable()]),
-        reconcile_timeout=2.0,
-    )
+    controller = configmap_controller(reconciler, client, PreparesAVariable(), workers=1)
     controller.start()
     for name in ("b", "a", "c"):
         controller.enqueue(Request("ns", name))
@@ -516,17 +497,7 @@ async def test_contextvars_observers_prepare_are_taken_back_and_the_worker_goes_
     client: Client,
 ) -> None:
     reconciler = ReadsThePreparedAndItsTask()
-    controller = RunningController(
-        Controller(
-            name="c",
-            reconciler=reconciler,
-            primary=CONFIGMAPS,
-            options=ControllerOptions(max_concurrent_reconciles=1),
-        ),
-        client=client,
-        observer=ObserverFanout([PreparesEachKey()]),
-        reconcile_timeout=2.0,
-    )
+    controller = configmap_controller(reconciler, client, PreparesEachKey(), workers=1)
     controller.start()
     for name in ("a", "b", "c"):
         controller.enqueue(Request("ns", name))

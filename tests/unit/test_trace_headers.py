@@ -18,17 +18,14 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from tests.running import configmap_controller
 from wukong.runtime import (
     CancelReason,
     Client,
-    Controller,
-    ControllerOptions,
     ReconcileContext,
     Request,
     Result,
 )
-from wukong.runtime._fanout import ObserverFanout
-from wukong.runtime._running import RunningController
 from wukong.runtime._transport import (
     GET,
     Call,
@@ -189,17 +186,8 @@ class SendsHeaders:
 async def test_a_traced_reconcile_sends_its_spans_headers_as_made_at_its_start() -> None:
     reconciler = SendsHeaders()
     async with Client(k8s_client.ApiClient(configuration=k8s_client.Configuration())) as client:
-        controller = RunningController(
-            Controller(
-                name="c",
-                reconciler=reconciler,
-                primary=CONFIGMAPS,
-                options=ControllerOptions(max_concurrent_reconciles=1),
-            ),
-            client=client,
-            observer=ObserverFanout([ReconcileTracer(provider=TracerProvider())]),
-            reconcile_timeout=2.0,
-        )
+        tracer = ReconcileTracer(provider=TracerProvider())
+        controller = configmap_controller(reconciler, client, tracer, workers=1)
         controller.start()
         for name in ("a", "b", "c"):
             controller.enqueue(Request("ns", name))
