@@ -11,15 +11,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client as k8s_client
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.running import configmap_controller
 from wukong.metrics import RuntimeMetrics
 from wukong.runtime import (
     ApiError,
+    CancelReason,
+    Client,
     Informer,
     Object,
     ReconcileContext,
     Request,
     Resource,
+    Result,
     RuntimeObserver,
 )
 from wukong.runtime._client import WatchEvent
@@ -43,6 +52,8 @@ from wukong.runtime._shards import (
 )
 from wukong.runtime.observe import LifecycleEvent, Step
 from wukong.runtime.resources import CONFIGMAPS
+from wukong.tracing.sampling import TailSampling
+from wukong.tracing.spans import ReconcileTracer
 
 
 def test_fnv1a64_matches_the_reference_vectors() -> None:
@@ -238,6 +249,47 @@ async def test_reconcile_spans_carry_the_shard_of_their_namespace() -> None:
     ctx.span = _Span()
     ShardSpans(space).reconcile(LifecycleEvent(Step.STARTED, ctx))
     assert ctx.span.attributes == {"wukong.shard": space.shard_of_key("tenant-a")}
+
+
+class _SpanCurrent:
+    """Records, for each reconcile, its `ctx.span` and the span current while it runs."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[Any, Any]] = {}
+
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        self.seen[request.namespace] = (ctx.span, trace.get_current_span())
+        return Result()
+
+
+@pytest.mark.looptime
+async def test_the_tracers_spans_carry_the_shard_through_the_runtime() -> None:
+    # The tracer sets the reconcile's span at STARTED, so ShardSpans (after it)
+    # finds it there; the span is current while the reconcile runs, and only then.
+    space = ShardSpace(4)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = ReconcileTracer(provider=provider, sampling=TailSampling(keep_ratio=1.0))
+    reconciler = _SpanCurrent()
+    async with Client(k8s_client.ApiClient(configuration=k8s_client.Configuration())) as client:
+        controller = configmap_controller(reconciler, client, tracer, ShardSpans(space), workers=1)
+        controller.start()
+        for namespace in ("tenant-a", "tenant-b", "tenant-c"):
+            controller.enqueue(Request(namespace, "obj"))
+        await asyncio.sleep(0.1)
+        await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    shards = {
+        span.attributes["k8s.namespace.name"]: span.attributes["wukong.shard"]
+        for span in exporter.get_finished_spans()
+        if span.attributes is not None and "wukong.shard" in span.attributes
+    }
+    assert shards == {ns: space.shard_of_key(ns) for ns in ("tenant-a", "tenant-b", "tenant-c")}
+    spans = [span for span, _ in reconciler.seen.values()]
+    assert len({id(span) for span in spans}) == 3  # one each, none inherited from the last
+    for span, current in reconciler.seen.values():
+        assert current is span
 
 
 def test_member_lease_names_stay_unique_for_long_identities() -> None:

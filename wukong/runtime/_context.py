@@ -23,8 +23,8 @@ the manager's clients, from its task or tasks it starts) gets at most
 client itself knows nothing of reconciles.
 
 `ctx.span` is the reconcile's OpenTelemetry span when tracing is on (the
-tracing observer makes it current in the reconcile's task; the context only
-reads it back), else None.
+tracing observer sets it at STARTED and makes it current in the reconcile's
+task), else the span current where the reconcile runs, if any, else None.
 
 `ctx.triggers` says why the reconcile runs at all: what put its key in the
 queue (a watch event and how it mapped to this key, a requeue and the
@@ -233,7 +233,10 @@ class ReconcileContext:
         self.due_at = due_at
         self._triggers = triggers
         self._trigger_count = trigger_count
+        # Set by an observer at STARTED (the tracer), else the span found current at
+        # `_attach` (`_found_span`: kept for the next reconcile of the same task).
         self.span: Any = None
+        self._found_span: Any = _UNSEEN
         # The contextvars the reconcile task will run in. Observers of STARTED
         # may set values in it (tracing makes its span current there): the task
         # is created only after they have run.
@@ -303,15 +306,18 @@ class ReconcileContext:
         from that task's step: the body runs in it, nothing can cancel it before).
 
         `previous`: the reconcile the task ran before this one, in the same
-        contextvars (so the same current span)."""
+        contextvars (so the same span current, if it looked one up)."""
         self._task = task
         if previous is not None:
-            self.span = previous.span
-            return
-        span = self._task_context.run(trace.get_current_span)
-        # INVALID_SPAN is what an untraced reconcile finds: no span context to ask.
-        valid = span is not trace.INVALID_SPAN and span.get_span_context().is_valid
-        self.span = span if valid else None
+            self._found_span = previous._found_span
+        if self.span is not None:
+            return  # an observer's (the tracer's), set at STARTED: nothing to look up
+        if self._found_span is _UNSEEN:
+            span = self._task_context.run(trace.get_current_span)
+            # INVALID_SPAN is what an untraced reconcile finds: no span context to ask.
+            valid = span is not trace.INVALID_SPAN and span.get_span_context().is_valid
+            self._found_span = span if valid else None
+        self.span = self._found_span
 
     def _enter(self) -> None:
         """Make it the current reconcile of the running task (the controller's worker,
@@ -357,6 +363,8 @@ class ReconcileContext:
         return f"<ReconcileContext {self.controller} {self.request} id={self.reconcile_id}>"
 
 
+# A reconcile's `_found_span` before anyone looked for a current span.
+_UNSEEN: Any = object()
 # What an ended reconcile's `_task_context` becomes: it no longer names the reconcile.
 _SPENT = contextvars.Context()
 

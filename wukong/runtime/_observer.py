@@ -28,6 +28,12 @@ override only what you need; the others are no-ops that cost nothing (the
 manager calls only overridden methods). An observer that raises is logged once
 per method and counted (`observer_failed` to the other observers); it never
 breaks a reconcile, an API call or the election.
+
+A reconcile's STARTED and FINISHED are reported in the task that runs it, so
+an observer may make values current for everything the reconcile awaits in
+two ways: set them in `LifecycleEvent.task_context` at STARTED (the runtime
+takes them on and back), or set them itself at STARTED, keeping the tokens,
+and reset them at FINISHED (what tracing does: no copy to compare).
 """
 
 from __future__ import annotations
@@ -85,8 +91,8 @@ class LifecycleEvent(NamedTuple):
     # FINISHED with ERROR: `error` is a bug (an unexpected exception, controller-runtime's
     # recovered panic), not an expected failure.
     panicked: bool = False
-    # STARTED: the contextvars the reconcile task will run in; observers may set
-    # values there (tracing makes the reconcile's span current).
+    # STARTED: the contextvars the reconcile will run in; observers may set values
+    # there (the runtime sets them in its task until it ends).
     task_context: contextvars.Context | None = None
 
     @property

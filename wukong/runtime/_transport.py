@@ -312,7 +312,9 @@ _READY: contextvars.ContextVar[tuple[otel_context.Context, dict[str, str]] | Non
 _last: tuple[otel_context.Context, dict[str, str]] = (otel_context.Context(), {})
 
 
-def prepare_trace_headers(context: otel_context.Context, traceparent: str) -> None:
+def prepare_trace_headers(
+    context: otel_context.Context, traceparent: str
+) -> contextvars.Token[Any] | None:
     """Have API calls made in `context` send `traceparent` as it is, from the running
     contextvars on: for whoever makes a span current and knows its ids (the tracer,
     at a reconcile's start), so that no call looks the span up and formats it.
@@ -320,10 +322,12 @@ def prepare_trace_headers(context: otel_context.Context, traceparent: str) -> No
     `traceparent` is what `_trace_context_headers` would make for `context`: its
     current span's with the sampled flag alone, no trace state and no baggage in
     `context`. Nothing is prepared unless W3C's propagators are the configured
-    ones (the others write their own headers).
+    ones (the others write their own headers). The token that takes it back
+    (`token.var.reset(token)`, in the same contextvars), or None.
     """
     if _propagates_w3c_only():
-        _READY.set((context, {"traceparent": traceparent}))
+        return _READY.set((context, {"traceparent": traceparent}))
+    return None
 
 
 def _headers(call: Call) -> dict[str, str]:

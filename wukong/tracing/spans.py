@@ -11,11 +11,12 @@ made while the reconcile runs:
 
 - STARTED: the reconcile gets its trace and span ids at once, in a
   `PendingReconcile`: a non-recording span with those ids (flagged sampled),
-  made current in the reconcile task's context. Everything that reads the
-  reconcile's span meanwhile sees its final ids: `ctx.span` (log lines,
-  metrics exemplars, probes), the requeue links of the reconciles it
-  schedules, spans the reconciler makes itself (their parent), and the
-  traceparent of its API calls.
+  set as `ctx.span` and made current in the task that runs the reconcile (the
+  runtime reports STARTED and FINISHED there), taken back at FINISHED.
+  Everything that reads the reconcile's span meanwhile sees its final ids:
+  `ctx.span` (log lines, metrics exemplars, probes, the shard attribute), the
+  requeue links of the reconciles it schedules, spans the reconciler makes
+  itself (their parent), and the traceparent of its API calls.
 - CANCEL_REQUESTED / STUCK and every API call are kept on the side as plain
   tuples (a name, attributes, a time; the finished `ApiCall` itself).
 - FINISHED: the decision. Kept: the SDK's tracer makes the real spans through
@@ -144,10 +145,13 @@ class PendingReconcile(NonRecordingSpan):
         super().__init__(context)
         self.name = name
         self.trace_id = context.trace_id  # read once more at the decision
-        # The OpenTelemetry context the reconcile's task starts in (this span
-        # current): while it is still the current one, an API call's parent is
-        # this span, known without looking the span up.
+        # The OpenTelemetry context the reconcile runs in (this span current):
+        # while it is still the current one, an API call's parent is this span,
+        # known without looking the span up. None once the reconcile has ended
+        # (it refers to this span: a cycle only the garbage collector would free).
         self.otel_context: otel_context.Context | None = None
+        # What takes back, at FINISHED, the contextvars set at STARTED.
+        self.tokens: tuple[Any, Any] | None = None
         # Made on first use: most reconciles have neither (two objects fewer each).
         self.events: list[tuple[str, types.Attributes, int]] | None = None
         self.attributes: dict[str, types.AnyValue] | None = None
@@ -239,22 +243,32 @@ class ReconcileTracer(RuntimeObserver):
             SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
             self._names.get(ctx.controller) or f"reconcile {ctx.controller}",
         )
-        # Current inside the reconcile task; the context reads it back from there.
-        assert event.task_context is not None
-        pending.otel_context = trace.set_span_in_context(pending, _ROOT)
-        event.task_context.run(self._make_current, pending.otel_context, trace_id, span_id)
+        ctx.span = pending
+        # Current in the task that runs the reconcile (STARTED is reported there),
+        # with the `traceparent` its API calls send made now from the ids (flagged
+        # sampled alone; no trace state or baggage in `_ROOT`): not looked up and
+        # formatted by each call. Taken back at FINISHED (`_end`).
+        context = pending.otel_context = trace.set_span_in_context(pending, _ROOT)
+        ids = (trace_id << _SPAN_ID_BITS | span_id).to_bytes(24, "big").hex()
+        pending.tokens = (
+            otel_context.attach(context),
+            prepare_trace_headers(context, f"00-{ids[:32]}-{ids[32:]}-01"),
+        )
 
     @staticmethod
-    def _make_current(context: otel_context.Context, trace_id: int, span_id: int) -> None:
-        """Make the reconcile's span current, with the `traceparent` its API calls
-        send made now, from the ids (flagged sampled alone; no trace state or
-        baggage in `_ROOT`): not looked up and formatted by each task."""
-        otel_context.attach(context)
-        ids = (trace_id << _SPAN_ID_BITS | span_id).to_bytes(24, "big").hex()
-        prepare_trace_headers(context, f"00-{ids[:32]}-{ids[32:]}-01")
+    def _end(pending: PendingReconcile) -> None:
+        """Take back what `_start` made current (FINISHED is reported in the same task)."""
+        assert pending.tokens is not None
+        attached, prepared = pending.tokens
+        pending.tokens = None
+        pending.otel_context = None
+        if prepared is not None:
+            prepared.var.reset(prepared)
+        otel_context.detach(attached)
 
     def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
         ctx = event.context
+        self._end(pending)
         pending.decided = True
         outcome = event.outcome
         if outcome is Outcome.CANCELLED:
