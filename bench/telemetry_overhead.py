@@ -12,7 +12,9 @@ environment (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`,
 the chart's `tracing.protocol`) read by `configure_tracing` (its resource, the
 SDK's BatchSpanProcessor with its default batching, which exports every 5 s or
 at 512 spans, and the OTLP/gRPC exporter), once per tracing mode for the whole
-run, as the operator does once for its life. Spans go to a receiver in another
+run, as the operator does once for its life; so is each metrics mode's registry
+(`create_metrics`: its families, the process and GC collectors), each round's
+observer recording into it. Spans go to a receiver in another
 process (`otlp_sink`, so decoding spans is not billed to tracing). A batch
 processor's exports run in its own thread whenever its batch is due, often
 during another mode's round: each round's CPU leaves out every exporting
@@ -53,6 +55,7 @@ from results import spread, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.metrics import RuntimeMetrics
+from wukong.metrics.definitions import OperatorMetrics, create_metrics
 from wukong.runtime import (
     Client,
     Controller,
@@ -199,9 +202,11 @@ async def _round(
     provider: TracerProvider | None = None,
     profile: _Profile | None = None,
     exporting: _Exporting | None = None,
+    registry: OperatorMetrics | None = None,
 ) -> tuple[float, float]:
     """(cpu seconds, wall seconds) for one manager to reconcile every object once,
-    tracing into `provider` (the mode's, made once) when given; the CPU without
+    tracing into `provider` (the mode's, made once) when given, recording metrics
+    into `registry` (the mode's, made once; a fresh one if None); the CPU without
     that of the exporting threads of `exporting` (billed apart)."""
     async with await Client.from_kubeconfig(kubeconfig) as client:
         reconciler = GetOnce(objects)
@@ -210,7 +215,7 @@ async def _round(
             sampling = TailSampling(keep_ratio=KEEP_RATIO[mode])
             observers.append(ReconcileTracer(provider=provider, sampling=sampling))
         if "metrics" in mode:
-            observers.append(RuntimeMetrics())
+            observers.append(RuntimeMetrics(metrics=registry))
         if profile is not None:
             for observer in observers:
                 profile.watch(observer)
@@ -295,6 +300,8 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
     # Each tracing mode's provider, made once as the operator makes its own.
     exporting = _Exporting()
     providers = {mode: exporting.provider(mode, endpoint) for mode in KEEP_RATIO}
+    # And each metrics mode's registry.
+    registries = {mode: create_metrics() for mode in MODES if "metrics" in mode}
 
     async def flush_all() -> dict[str, float]:
         """Export what every mode left queued; each mode's exporting CPU so far."""
@@ -304,17 +311,23 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
         return {mode: cpu[mode] + exporting.flushed[mode] for mode in providers}
 
     try:
-        # Warm-up: imports, connections (the exporters' too).
-        await _round(kubeconfig, objects, "none")
-        for mode, provider in providers.items():
-            await _round(kubeconfig, objects, mode, provider)
+        # Warm-up: imports, connections (the exporters' too), each registry's series.
+        for mode in MODES:
+            await _round(
+                kubeconfig, objects, mode, providers.get(mode), registry=registries.get(mode)
+            )
         started = await flush_all()
         for round_index in range(rounds):
             shift = round_index % len(MODES)
             for mode in MODES[shift:] + MODES[:shift]:
                 samples[mode].append(
                     await _round(
-                        kubeconfig, objects, mode, providers.get(mode), exporting=exporting
+                        kubeconfig,
+                        objects,
+                        mode,
+                        providers.get(mode),
+                        exporting=exporting,
+                        registry=registries.get(mode),
                     )
                 )
         # Each mode's exporting over its rounds, billed to them in equal shares (CPU only).
@@ -327,7 +340,15 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
         profiles = {"none": _Profile(), "metrics": _Profile(), DEFAULT: _Profile()}
         for _ in range(rounds):
             for mode, profile in profiles.items():
-                await _round(kubeconfig, objects, mode, providers.get(mode), profile, exporting)
+                await _round(
+                    kubeconfig,
+                    objects,
+                    mode,
+                    providers.get(mode),
+                    profile,
+                    exporting,
+                    registries.get(mode),
+                )
         profiles[DEFAULT].cpu += (await flush_all())[DEFAULT] - ended[DEFAULT]
         keep = _Keep()
         kept = _tracing(endpoint)
