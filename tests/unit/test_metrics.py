@@ -229,7 +229,7 @@ async def test_a_bucket_exemplar_is_renewed_at_most_once_an_interval(
     assert exemplar_in("0.1").startswith(f'{{trace_id="{0xA1:032x}"}} 0.07')
     assert exemplar_in("2.5").startswith(f'{{trace_id="{0xB1:032x}"}} 1.5')
     # Once the interval has passed, the next traced observation renews it.
-    monkeypatch.setattr("wukong.metrics.observers.EXEMPLAR_INTERVAL", 0.0)
+    monkeypatch.setattr("wukong.metrics.plain.EXEMPLAR_INTERVAL", 0.0)
     observers.reconcile(_finished(traced(0xA3), Outcome.SUCCESS, duration=0.08))
     assert exemplar_in("0.1").startswith(f'{{trace_id="{0xA3:032x}"}} 0.08')
     assert _value(observers, "controller_runtime_reconcile_time_seconds_count", controller="c") == 4

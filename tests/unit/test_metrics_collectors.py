@@ -53,3 +53,25 @@ def test_only_the_top_namespaces_by_recent_cancellations_are_exported() -> None:
     for _ in range(5):
         tally.record("wukong", "old-storm")
     assert tally.leaders()[0] == ("wukong", "old-storm", 55)
+
+
+def test_the_ranking_outlives_the_weights_growth() -> None:
+    # Forward decay: weights double each half-life, so the origin moves up now and
+    # then; the ranking is the same across it, and nothing overflows.
+    from wukong.metrics.definitions import TopNamespaces
+
+    now = [0.0]
+    tally = TopNamespaces("t", "events", top=3, half_life=1.0, clock=lambda: now[0])
+    for step in range(2_000):  # 2,000 half-lives: weights would reach 2**2000
+        now[0] = float(step)
+        tally.record("c", "steady")
+        if step % 2 == 0:
+            tally.record("c", "every-other")
+    now[0] = 2_000.0
+    tally.record("c", "newcomer")
+    tally.record("c", "newcomer")
+    assert tally.leaders() == [
+        ("c", "newcomer", 2),
+        ("c", "steady", 2_000),
+        ("c", "every-other", 1_000),
+    ]

@@ -382,6 +382,32 @@ def test_a_fanouts_gate_is_open_while_any_observer_of_reconciles_would_act() -> 
     assert ObserverFanout([first, RecordingObserver()]).reconcile_gate() is None
 
 
+async def test_a_gated_observer_hears_reconciles_only_while_open_beside_others(
+    client: Client,
+) -> None:
+    # Another observer has every event built: the gated one is still called only
+    # while its gate is open (the node agent's probe points beside tracing).
+    gated, always = Gated(), RecordingObserver()
+    controller = configmap_controller(Returns(), client, gated, always)
+    controller.start()
+    controller.enqueue(Request("ns", "a"))
+    await asyncio.sleep(0.1)
+    gated.open = True
+    controller.enqueue(Request("ns", "b"))
+    await asyncio.sleep(0.1)
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+    assert [(e.step, e.context.request.name) for e in gated.events] == [
+        (Step.STARTED, "b"),
+        (Step.FINISHED, "b"),
+    ]
+    assert [(e.step, e.context.request.name) for e in always.events] == [
+        (Step.STARTED, "a"),
+        (Step.FINISHED, "a"),
+        (Step.STARTED, "b"),
+        (Step.FINISHED, "b"),
+    ]
+
+
 class NotesItsTask:
     """Notes, per key, the task that ran it, its name then and the current reconcile."""
 

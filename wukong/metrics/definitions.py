@@ -186,8 +186,7 @@ class ControllerStateCollector(Collector):
 @dataclass
 class _Tally:
     total: int  # events since tracking began
-    score: float  # decayed count, for ranking
-    at: float  # clock time of `score`
+    weight: float  # each event's weight summed, for ranking (see TopNamespaces)
 
 
 class CertificateReadsCollector(Collector):
@@ -219,6 +218,12 @@ class TopNamespaces(Collector):
     Each exported series is a counter (events since the namespace was first
     tracked), so `topk(5, rate(...))` reads as usual; a namespace that drops out
     of the top and comes back continues its count. Read at scrape time.
+
+    The decay is forward: an event weighs `exp(decay * (t - origin))`, so every
+    tally's decayed count at any time is its summed weight times one common
+    factor, and weights rank as the decayed counts do. Recording adds one
+    weight (no tally is decayed on the reconcile's path); the origin moves up
+    before the weights could overflow.
     """
 
     def __init__(
@@ -234,33 +239,42 @@ class TopNamespaces(Collector):
         self.counted = counted  # what is counted, for the help text
         self.top = top
         self._decay = math.log(2) / half_life
+        # Weights grow 2x a half-life: rebased after 256 of them (2**256, far from
+        # a float's limit of about 2**1024).
+        self._rebase_after = 256 * half_life
         self._clock = clock
+        self._origin = clock()
         self._tallies: dict[tuple[str, str], _Tally] = {}
 
-    def _score(self, tally: _Tally, now: float) -> float:
-        return tally.score * math.exp(-self._decay * (now - tally.at))
+    def _rebase(self, now: float) -> None:
+        """Move the origin to `now`, the weights scaled to it (their order kept)."""
+        scale = math.exp(-self._decay * (now - self._origin))
+        for tally in self._tallies.values():
+            tally.weight *= scale
+        self._origin = now
 
     def record(self, controller: str, namespace: str, now: float | None = None) -> None:
         """Count an event of `controller` in `namespace`; `now`: the clock's time, when
         the caller has just read it (on the same clock)."""
         if now is None:
             now = self._clock()
+        if now - self._origin > self._rebase_after:
+            self._rebase(now)
+        weight = math.exp(self._decay * (now - self._origin))
         key = (controller, namespace)
         tally = self._tallies.get(key)
         if tally is None:
             if len(self._tallies) >= _TRACKED_NAMESPACES:
-                quietest = min(self._tallies, key=lambda k: self._score(self._tallies[k], now))
+                quietest = min(self._tallies, key=lambda k: self._tallies[k].weight)
                 del self._tallies[quietest]
-            self._tallies[key] = _Tally(total=1, score=1.0, at=now)
+            self._tallies[key] = _Tally(total=1, weight=weight)
             return
         tally.total += 1
-        tally.score = self._score(tally, now) + 1.0
-        tally.at = now
+        tally.weight += weight
 
     def leaders(self) -> list[tuple[str, str, int]]:
         """(controller, namespace, total) of the top namespaces, most events first."""
-        now = self._clock()
-        ranked = sorted(self._tallies.items(), key=lambda item: -self._score(item[1], now))
+        ranked = sorted(self._tallies.items(), key=lambda item: -item[1].weight)
         return [(c, ns, tally.total) for (c, ns), tally in ranked[: self.top]]
 
     def collect(self) -> Iterator[Metric]:

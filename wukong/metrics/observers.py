@@ -15,7 +15,7 @@ What each event feeds:
   cancellations by reason (and by namespace, for the top namespaces only), the triggers that
   queued the reconcile by kind (`ctx.triggers`; the adds the queue counted
   past the ones it kept count under the last kept one's kind), and three
-  histograms with the reconcile's trace id as exemplar (see `_observe`):
+  histograms with the reconcile's trace id as exemplar (`HistogramSeries.observe`):
   duration, share of the deadline used, and how late a requeue started;
 - `queue_*`: client-go's adds, retries, queue and work durations;
 - `api_call`: client-go's request count and latency (exemplar: the calling
@@ -40,11 +40,11 @@ reconcile's hot path. That is why the families fed on every reconcile are
 plain numbers read at scrape time (`metrics/plain.py`): prometheus_client
 validates and locks on every `.labels()`, `inc` and `observe`, most of this
 observer's cost per reconcile before (bench/RESULTS.md). For the same reason a
-histogram gets an exemplar only when its bucket's is stale (`_observe`).
+histogram gets an exemplar only when its bucket's is stale (`HistogramSeries.observe`).
 """
 
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from wukong.metrics.definitions import OperatorMetrics, create_metrics
 from wukong.metrics.plain import CounterSeries, HistogramSeries
@@ -69,27 +69,6 @@ _RESULT_LABEL = {
     Outcome.REQUEUE_AFTER: "requeue_after",
 }
 _NO_STATUS = "<error>"  # client-go's code label when no answer arrived
-# How often a histogram bucket's exemplar is renewed, at most (seconds).
-EXEMPLAR_INTERVAL = 1.0
-
-
-def _observe(series: HistogramSeries, amount: float, span: Any, now: float) -> None:
-    """Observe `amount` in `series`, with the trace of what was measured (`span`: None,
-    or an invalid span, for none) as its bucket's exemplar when that bucket's is older
-    than `EXEMPLAR_INTERVAL` at `now` (monotonic), or it has none.
-
-    Prometheus keeps one exemplar a bucket, the latest, and reads it once a
-    scrape: the ones set in between are never seen. Making each exemplar (the
-    span's context read, its trace id formatted) was a large part of this
-    observer's cost under tracing (bench/RESULTS.md); here a bucket is renewed
-    at most once an interval, and a rarely hit bucket (the slow reconciles')
-    gets the trace of each observation it has.
-    """
-    index = series.observe(amount)
-    if span is not None and index >= 0 and now - series.exemplar_at[index] >= EXEMPLAR_INTERVAL:
-        exemplar = _exemplar(span)
-        if exemplar is not None:
-            series.set_exemplar(index, exemplar, amount)
 
 
 class _ControllerSeries:
@@ -229,11 +208,11 @@ class RuntimeMetrics(RuntimeObserver):
         if ctx.due_at is not None:
             # How late this requeue started (both on the event loop's clock).
             lateness = max(0.0, ctx.started - ctx.due_at)
-            _observe(m.requeue_delay.labels(controller), lateness, span, now)
+            m.requeue_delay.labels(controller).observe(lateness, span, now)
         duration = event.duration
         assert duration is not None  # FINISHED always carries one
-        _observe(series.reconcile_time, duration, span, now)
-        _observe(series.budget_used, duration / ctx.timeout, span, now)
+        series.reconcile_time.observe(duration, span, now)
+        series.budget_used.observe(duration / ctx.timeout, span, now)
 
     # -- work queue ------------------------------------------------------------------
 
@@ -270,7 +249,7 @@ class RuntimeMetrics(RuntimeObserver):
         requests, latency = series
         requests.value += 1.0  # inc(1), a call less
         span = call.reconcile.span if call.reconcile is not None else None
-        _observe(latency, call.duration, span, time.monotonic())
+        latency.observe(call.duration, span, time.monotonic())
         if call.cancel_reason is not None:
             self.metrics.api_request_cancellations.labels(
                 call.verb, call.resource, call.cancel_reason.value
@@ -342,13 +321,3 @@ def _result_of(outcome: Outcome, reason: CancelReason | None) -> str:
         return _RESULT_LABEL[outcome]
     assert reason is not None
     return "error" if is_failure(reason) else "requeue"
-
-
-def _exemplar(span: Any) -> dict[str, str] | None:
-    """`{"trace_id": ...}` for a valid (sampled or not) span, else None."""
-    if span is None:
-        return None
-    span_context = span.get_span_context()
-    if not span_context.is_valid:
-        return None
-    return {"trace_id": f"{span_context.trace_id:032x}"}

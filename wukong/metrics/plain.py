@@ -22,6 +22,7 @@ import math
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
+
+# How often a histogram bucket's exemplar is renewed, at most (seconds).
+EXEMPLAR_INTERVAL = 1.0
 
 
 def _created_series() -> bool:
@@ -135,13 +139,28 @@ class HistogramSeries:
         self.exemplar_at = [-math.inf] * len(bounds)
         self.created = time.time()
 
-    def observe(self, amount: float) -> int:
-        """Count `amount`; the index of its bucket (-1 for NaN, which no bucket counts)."""
+    def observe(self, amount: float, span: Any = None, now: float = 0.0) -> int:
+        """Count `amount`; the index of its bucket (-1 for NaN, which no bucket counts).
+
+        With `span`, the OpenTelemetry span of what was measured (an invalid one
+        gives none), its trace as the bucket's exemplar when the bucket's is older
+        than `EXEMPLAR_INTERVAL` at `now` (monotonic seconds) or it has none.
+        Prometheus keeps one exemplar a bucket, the latest, and reads it once a
+        scrape: the ones set in between are never seen. Making each (the span's
+        context read, its trace id formatted) was a large part of what metrics
+        cost a traced reconcile (bench/RESULTS.md): a bucket is renewed at most
+        once an interval, and a rarely hit bucket (the slow reconciles') gets
+        the trace of each observation it has.
+        """
         self.sum += amount
         if amount != amount:  # NaN, as math.isnan (a call less); as prometheus_client: no bucket
             return -1
         index = bisect_left(self._bounds, amount)  # the first bound >= amount; +Inf is last
         self.counts[index] += 1.0
+        if span is not None and now - self.exemplar_at[index] >= EXEMPLAR_INTERVAL:
+            ids = span.get_span_context()
+            if ids.is_valid:
+                self.set_exemplar(index, {"trace_id": f"{ids.trace_id:032x}"}, amount)
         return index
 
     def set_exemplar(self, index: int, labels: dict[str, str], amount: float) -> None:

@@ -194,7 +194,12 @@ class Trigger(NamedTuple):
 
 
 class ReconcileContext:
-    """Everything one reconcile needs to know about its own lifecycle."""
+    """Everything one reconcile needs to know about its own lifecycle.
+
+    `triggers`: why it runs, what queued its key, oldest first (the queue keeps
+    the first few); `trigger_count`: how many adds of the key it serves (the
+    queue coalesced them).
+    """
 
     def __init__(
         self,
@@ -229,10 +234,13 @@ class ReconcileContext:
         self.call_share = call_share  # of the time left to the deadline, per API call
         self._base_logger = logger
         # Set by the queue: when a RequeueAfter was due (lateness = started - due_at),
-        # and what queued the key (a tuple: read-only, shared with the queue's ticket).
+        # and what queued the key: why this reconcile runs, oldest first (the queue
+        # keeps the first few; `trigger_count` counts every add it coalesced). Plain
+        # attributes, read by observers as each reconcile ends; not to be changed
+        # (`triggers` is the queue ticket's own tuple).
         self.due_at = due_at
-        self._triggers = triggers
-        self._trigger_count = trigger_count
+        self.triggers: tuple[Trigger, ...] = triggers
+        self.trigger_count = trigger_count
         # Set by an observer at STARTED (the tracer), else the span found current at
         # `_attach` (`_found_span`: kept for the next reconcile of the same task).
         self.span: Any = None
@@ -267,20 +275,9 @@ class ReconcileContext:
         return datetime.datetime.fromtimestamp(self._started_unix + self.timeout, datetime.UTC)
 
     @property
-    def triggers(self) -> tuple[Trigger, ...]:
-        """Why this reconcile runs: what queued its key, oldest first (the queue keeps
-        the first few; `trigger_count` counts every one it coalesced)."""
-        return self._triggers
-
-    @property
-    def trigger_count(self) -> int:
-        """How many adds of the key this reconcile serves (coalesced by the queue)."""
-        return self._trigger_count
-
-    @property
     def link(self) -> ReconcileLink | None:
         """The reconcile that asked for this one (the first requeue trigger's), if any."""
-        for trigger in self._triggers:
+        for trigger in self.triggers:
             if trigger.link is not None:
                 return trigger.link
         return None

@@ -54,6 +54,12 @@ class ObserverFanout(RuntimeObserver):
             )
             for method in _METHODS
         }
+        # Each reconcile observer's gate, asked once (None: it always has work).
+        self._gates = [
+            (observer, observer.reconcile_gate())
+            for observer in self.observers
+            if _overrides(observer, "reconcile")
+        ]
         self._logged: set[tuple[str, str]] = set()
         self.failures = 0
         # Each report's call made once, on the instance (the class's methods below
@@ -68,6 +74,8 @@ class ObserverFanout(RuntimeObserver):
         failed = self._failed
         if not calls:
             return _nobody
+        if method == "reconcile" and any(gate is not None for _, gate in self._gates):
+            return self._gated_reporter()
         if len(calls) == 1:
             ((name, call),) = calls
 
@@ -85,6 +93,34 @@ class ObserverFanout(RuntimeObserver):
                     call(*args)
                 except Exception:
                     failed(name, method)
+
+        return each
+
+    def _gated_reporter(self) -> Callable[..., None]:
+        """`reconcile` when some observers have a gate: those are called only while
+        it is open (the node agent's probe points, while it traces), the others always."""
+        failed = self._failed
+        always = tuple(
+            (_name(observer), observer.reconcile) for observer, gate in self._gates if gate is None
+        )
+        gated = tuple(
+            (_name(observer), observer.reconcile, gate)
+            for observer, gate in self._gates
+            if gate is not None
+        )
+
+        def each(*args: Any) -> None:
+            for name, call in always:
+                try:
+                    call(*args)
+                except Exception:
+                    failed(name, "reconcile")
+            for name, call, gate in gated:
+                if gate():
+                    try:
+                        call(*args)
+                    except Exception:
+                        failed(name, "reconcile")
 
         return each
 
@@ -126,10 +162,7 @@ class ObserverFanout(RuntimeObserver):
     def reconcile_gate(self) -> Callable[[], bool] | None:
         """Open while any observer of reconciles would act; None if one always would."""
         gates = []
-        for observer in self.observers:
-            if not _overrides(observer, "reconcile"):
-                continue
-            gate = observer.reconcile_gate()
+        for _, gate in self._gates:
             if gate is None:
                 return None
             gates.append(gate)

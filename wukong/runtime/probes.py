@@ -17,6 +17,7 @@ agent reports that interpreter as untraceable.
 """
 
 import ctypes
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -88,7 +89,9 @@ class AuditProbes(RuntimeObserver):
         semaphore = self._semaphore
         if semaphore is None:
             return _never
-        return lambda: semaphore.value != 0
+        # The semaphore's value read in C, no Python frame: the fan-out asks it on
+        # every reconcile event while another observer has them built (tracing).
+        return functools.partial(getattr, semaphore, "value")  # an int: truthy while traced
 
     def reconcile(self, event: LifecycleEvent) -> None:
         if self._semaphore is None or not self._semaphore.value:

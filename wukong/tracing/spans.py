@@ -61,6 +61,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context as OtelContext
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import (
@@ -139,26 +140,30 @@ class PresetIds(IdGenerator):
 class PendingReconcile(NonRecordingSpan):
     """A running reconcile's span: its final ids, and what happened to it so far
     kept as plain tuples. `add_event` and `set_attribute(s)` are kept too, and
-    end up on the real span if the trace is kept."""
+    end up on the real span if the trace is kept.
+
+    What most reconciles leave as it starts is a class attribute, set on the
+    instance only when it changes (each reconcile makes one of these)."""
+
+    # The OpenTelemetry context the reconcile runs in (this span current): while
+    # it is still the current one, an API call's parent is this span, known
+    # without looking the span up. None once the reconcile has ended (it refers
+    # to this span: a cycle only the garbage collector would free).
+    otel_context: OtelContext | None = None
+    # What takes back, at FINISHED, the contextvars set at STARTED.
+    tokens: tuple[Any, Any] | None = None
+    # Made on first use: most reconciles have neither.
+    events: list[tuple[str, types.Attributes, int]] | None = None
+    attributes: dict[str, types.AnyValue] | None = None
+    decided = False  # FINISHED was seen
+    kept = False
 
     def __init__(self, context: SpanContext, name: str) -> None:
         super().__init__(context)
         self.name = name
         self.trace_id = context.trace_id  # read once more at the decision
-        # The OpenTelemetry context the reconcile runs in (this span current):
-        # while it is still the current one, an API call's parent is this span,
-        # known without looking the span up. None once the reconcile has ended
-        # (it refers to this span: a cycle only the garbage collector would free).
-        self.otel_context: otel_context.Context | None = None
-        # What takes back, at FINISHED, the contextvars set at STARTED.
-        self.tokens: tuple[Any, Any] | None = None
-        # Made on first use: most reconciles have neither (two objects fewer each).
-        self.events: list[tuple[str, types.Attributes, int]] | None = None
-        self.attributes: dict[str, types.AnyValue] | None = None
         # each API call with its parent span's context (None: this reconcile)
         self.calls: list[tuple[ApiCall, SpanContext | None]] = []
-        self.decided = False  # FINISHED was seen
-        self.kept = False
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
@@ -247,7 +252,7 @@ class ReconcileTracer(RuntimeObserver):
         # Current in the task that runs the reconcile (STARTED is reported there),
         # with the `traceparent` its API calls send made now from the ids (flagged
         # sampled alone; no trace state or baggage in `_ROOT`): not looked up and
-        # formatted by each call. Taken back at FINISHED (`_end`).
+        # formatted by each call. Taken back at FINISHED (`_finish`).
         context = pending.otel_context = trace.set_span_in_context(pending, _ROOT)
         ids = (trace_id << _SPAN_ID_BITS | span_id).to_bytes(24, "big").hex()
         pending.tokens = (
@@ -255,20 +260,15 @@ class ReconcileTracer(RuntimeObserver):
             prepare_trace_headers(context, f"00-{ids[:32]}-{ids[32:]}-01"),
         )
 
-    @staticmethod
-    def _end(pending: PendingReconcile) -> None:
-        """Take back what `_start` made current (FINISHED is reported in the same task)."""
-        assert pending.tokens is not None
-        attached, prepared = pending.tokens
-        pending.tokens = None
-        pending.otel_context = None
-        if prepared is not None:
-            prepared.var.reset(prepared)
-        otel_context.detach(attached)
-
     def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
         ctx = event.context
-        self._end(pending)
+        # Take back what `_start` made current (FINISHED is reported in the same task).
+        attached, prepared = pending.tokens or (None, None)
+        if prepared is not None:
+            prepared.var.reset(prepared)
+        if attached is not None:
+            otel_context.detach(attached)
+        pending.tokens = pending.otel_context = None
         pending.decided = True
         outcome = event.outcome
         if outcome is Outcome.CANCELLED:
