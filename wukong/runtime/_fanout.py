@@ -70,12 +70,15 @@ class ObserverFanout(RuntimeObserver):
     def _reporter(self, method: str) -> Callable[..., None]:
         """What `method` does on this fan-out: call each observer that overrides it,
         each failure contained."""
-        calls = self._calls[method]
+        if method == "reconcile" and any(gate is not None for _, gate in self._gates):
+            return self._gated_reporter()
+        return self._calling(self._calls[method], method)
+
+    def _calling(self, calls: tuple[_Call, ...], method: str) -> Callable[..., None]:
+        """One call of each of `calls` (`method` of their observers), each failure contained."""
         failed = self._failed
         if not calls:
             return _nobody
-        if method == "reconcile" and any(gate is not None for _, gate in self._gates):
-            return self._gated_reporter()
         if len(calls) == 1:
             ((name, call),) = calls
 
@@ -99,28 +102,25 @@ class ObserverFanout(RuntimeObserver):
     def _gated_reporter(self) -> Callable[..., None]:
         """`reconcile` when some observers have a gate: those are called only while
         it is open (the node agent's probe points, while it traces), the others always."""
-        failed = self._failed
-        always = tuple(
-            (_name(observer), observer.reconcile) for observer, gate in self._gates if gate is None
+        always = self._calling(
+            tuple(
+                (_name(observer), observer.reconcile)
+                for observer, gate in self._gates
+                if gate is None
+            ),
+            "reconcile",
         )
         gated = tuple(
-            (_name(observer), observer.reconcile, gate)
+            (gate, self._calling(((_name(observer), observer.reconcile),), "reconcile"))
             for observer, gate in self._gates
             if gate is not None
         )
 
         def each(*args: Any) -> None:
-            for name, call in always:
-                try:
-                    call(*args)
-                except Exception:
-                    failed(name, "reconcile")
-            for name, call, gate in gated:
+            always(*args)
+            for gate, call in gated:
                 if gate():
-                    try:
-                        call(*args)
-                    except Exception:
-                        failed(name, "reconcile")
+                    call(*args)
 
         return each
 
