@@ -262,6 +262,18 @@ class _SpanCurrent:
         return Result()
 
 
+class _CurrentAtFinish(RuntimeObserver):
+    """Records the span current in the reconcile's task as each reconcile ends (it
+    hears FINISHED after the tracer, which has taken its span back by then)."""
+
+    def __init__(self) -> None:
+        self.current: list[Any] = []
+
+    def reconcile(self, event: LifecycleEvent) -> None:
+        if event.step is Step.FINISHED:
+            self.current.append(trace.get_current_span())
+
+
 @pytest.mark.looptime
 async def test_the_tracers_spans_carry_the_shard_through_the_runtime() -> None:
     # The tracer sets the reconcile's span at STARTED, so ShardSpans (after it)
@@ -271,15 +283,17 @@ async def test_the_tracers_spans_carry_the_shard_through_the_runtime() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = ReconcileTracer(provider=provider, sampling=TailSampling(keep_ratio=1.0))
-    reconciler = _SpanCurrent()
+    reconciler, at_finish = _SpanCurrent(), _CurrentAtFinish()
     async with Client(k8s_client.ApiClient(configuration=k8s_client.Configuration())) as client:
-        controller = configmap_controller(reconciler, client, tracer, ShardSpans(space), workers=1)
+        controller = configmap_controller(
+            reconciler, client, tracer, ShardSpans(space), at_finish, workers=1
+        )
         controller.start()
         for namespace in ("tenant-a", "tenant-b", "tenant-c"):
             controller.enqueue(Request(namespace, "obj"))
         await asyncio.sleep(0.1)
         await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
-    assert trace.get_current_span() is trace.INVALID_SPAN
+    assert at_finish.current == [trace.INVALID_SPAN] * 3  # taken back in the worker
     shards = {
         span.attributes["k8s.namespace.name"]: span.attributes["wukong.shard"]
         for span in exporter.get_finished_spans()
