@@ -471,13 +471,21 @@ _PREPARED: contextvars.ContextVar[str] = contextvars.ContextVar("prepared", defa
 
 
 class PreparesAVariable(RecordingObserver):
-    """Sets a contextvar for key "a"'s reconcile at STARTED (as tracing sets its span)."""
+    """Sets a contextvar for key "a"'s reconcile at STARTED, takes it back at FINISHED
+    (as tracing makes its span current)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._token: contextvars.Token[str] | None = None
 
     def reconcile(self, event: LifecycleEvent) -> None:
         super().reconcile(event)
-        if event.step is Step.STARTED and event.context.request.name == "a":
-            assert event.task_context is not None
-            event.task_context.run(_PREPARED.set, "prepared")
+        if event.context.request.name != "a":
+            return
+        if event.step is Step.STARTED:
+            self._token = _PREPARED.set("prepared")
+        elif event.step is Step.FINISHED and self._token is not None:
+            _PREPARED.reset(self._token)
 
 
 class ReadsThePrepared:
@@ -501,13 +509,20 @@ async def test_contextvars_observers_prepare_reach_their_reconcile_only(client: 
 
 
 class PreparesEachKey(RecordingObserver):
-    """Sets a contextvar to the key's name for every reconcile, at STARTED."""
+    """Sets a contextvar to the key's name for every reconcile at STARTED, takes it
+    back at FINISHED."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tokens: dict[str, contextvars.Token[str]] = {}
 
     def reconcile(self, event: LifecycleEvent) -> None:
         super().reconcile(event)
+        name = event.context.request.name
         if event.step is Step.STARTED:
-            assert event.task_context is not None
-            event.task_context.run(_PREPARED.set, event.context.request.name)
+            self._tokens[name] = _PREPARED.set(name)
+        elif event.step is Step.FINISHED:
+            _PREPARED.reset(self._tokens.pop(name))
 
 
 class ReadsThePreparedAndItsTask:

@@ -37,7 +37,7 @@ from wukong.runtime._cancellation import decide_cancel_reason
 from wukong.runtime._client import Client, transport_of, with_transport
 from wukong.runtime._context import ReconcileContext, current_reconcile
 from wukong.runtime._errors import NotLeading
-from wukong.runtime._fanout import NO_OBSERVER
+from wukong.runtime._fanout import NO_OBSERVER, listener
 from wukong.runtime._fence import WriteFence
 from wukong.runtime._observer import ApiCall, RuntimeObserver
 from wukong.runtime._transport import Call, Transport
@@ -63,6 +63,9 @@ class CallLayer(Transport):
         # The same connections and host (not parsed again: a webhook makes one per request).
         super().__init__(under.api, host=under.host)
         self.observer = observer
+        # Whom a finished call is reported to, resolved once: nobody, the call not even
+        # built (only the node agent's probe points, which leave calls alone).
+        self._report_call = listener(observer, "api_call")
         self.fence = fence  # writes are refused once it closes (leadership lost)
         self.deadline = deadline  # event-loop time
 
@@ -129,9 +132,9 @@ class CallLayer(Transport):
             reconcile._note_cut_call(
                 f"{call.verb.name} {call.resource.plural} after {duration:.3f}s"
             )
-        if self.observer is NO_OBSERVER:
+        if self._report_call is None:
             return
-        self.observer.api_call(
+        self._report_call(
             ApiCall(
                 verb=call.verb.name,
                 method=call.verb.method,

@@ -33,7 +33,8 @@ _METHODS = tuple(
     if callable(value) and not name.startswith("_") and name != "reconcile_gate"  # not a report
 )
 
-_Call = tuple[str, Callable[..., None]]  # (observer's name, its bound method)
+# (observer's name, its bound method, its gate: None for a call always made)
+_Call = tuple[str, Callable[..., None], Callable[[], bool] | None]
 
 
 def _overrides(observer: object, method: str) -> bool:
@@ -46,20 +47,20 @@ class ObserverFanout(RuntimeObserver):
 
     def __init__(self, observers: Iterable[RuntimeObserver] = ()) -> None:
         self.observers = tuple(observers)
+        # A gate is asked once: only `reconcile` has them (the node agent's probe
+        # points act only while it traces).
         self._calls: dict[str, tuple[_Call, ...]] = {
             method: tuple(
-                (_name(observer), getattr(observer, method))
+                (
+                    _name(observer),
+                    getattr(observer, method),
+                    observer.reconcile_gate() if method == "reconcile" else None,
+                )
                 for observer in self.observers
                 if _overrides(observer, method)
             )
             for method in _METHODS
         }
-        # Each reconcile observer's gate, asked once (None: it always has work).
-        self._gates = [
-            (observer, observer.reconcile_gate())
-            for observer in self.observers
-            if _overrides(observer, "reconcile")
-        ]
         self._logged: set[tuple[str, str]] = set()
         self.failures = 0
         # Each report's call made once, on the instance (the class's methods below
@@ -68,19 +69,14 @@ class ObserverFanout(RuntimeObserver):
             setattr(self, method, self._reporter(method))
 
     def _reporter(self, method: str) -> Callable[..., None]:
-        """What `method` does on this fan-out: call each observer that overrides it,
-        each failure contained."""
-        if method == "reconcile" and any(gate is not None for _, gate in self._gates):
-            return self._gated_reporter()
-        return self._calling(self._calls[method], method)
-
-    def _calling(self, calls: tuple[_Call, ...], method: str) -> Callable[..., None]:
-        """One call of each of `calls` (`method` of their observers), each failure contained."""
+        """What `method` does on this fan-out: call each observer that overrides it
+        (a gated one only while its gate is open), each failure contained."""
+        calls = self._calls[method]
         failed = self._failed
         if not calls:
             return _nobody
-        if len(calls) == 1:
-            ((name, call),) = calls
+        if len(calls) == 1 and calls[0][2] is None:
+            ((name, call, _),) = calls
 
             def one(*args: Any) -> None:
                 try:
@@ -91,36 +87,12 @@ class ObserverFanout(RuntimeObserver):
             return one
 
         def each(*args: Any) -> None:
-            for name, call in calls:
-                try:
-                    call(*args)
-                except Exception:
-                    failed(name, method)
-
-        return each
-
-    def _gated_reporter(self) -> Callable[..., None]:
-        """`reconcile` when some observers have a gate: those are called only while
-        it is open (the node agent's probe points, while it traces), the others always."""
-        always = self._calling(
-            tuple(
-                (_name(observer), observer.reconcile)
-                for observer, gate in self._gates
-                if gate is None
-            ),
-            "reconcile",
-        )
-        gated = tuple(
-            (gate, self._calling(((_name(observer), observer.reconcile),), "reconcile"))
-            for observer, gate in self._gates
-            if gate is not None
-        )
-
-        def each(*args: Any) -> None:
-            always(*args)
-            for gate, call in gated:
-                if gate():
-                    call(*args)
+            for name, call, gate in calls:
+                if gate is None or gate():
+                    try:
+                        call(*args)
+                    except Exception:
+                        failed(name, method)
 
         return each
 
@@ -133,7 +105,7 @@ class ObserverFanout(RuntimeObserver):
                 observer,
                 method,
             )
-        for other, call in self._calls["observer_failed"]:
+        for other, call, _ in self._calls["observer_failed"]:
             if other == observer:
                 continue  # it is the one failing: do not ask it again
             try:
@@ -162,7 +134,7 @@ class ObserverFanout(RuntimeObserver):
     def reconcile_gate(self) -> Callable[[], bool] | None:
         """Open while any observer of reconciles would act; None if one always would."""
         gates = []
-        for _, gate in self._gates:
+        for _, _, gate in self._calls["reconcile"]:
             if gate is None:
                 return None
             gates.append(gate)

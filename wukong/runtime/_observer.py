@@ -30,15 +30,14 @@ per method and counted (`observer_failed` to the other observers); it never
 breaks a reconcile, an API call or the election.
 
 A reconcile's STARTED and FINISHED are reported in the task that runs it, so
-an observer may make values current for everything the reconcile awaits in
-two ways: set them in `LifecycleEvent.task_context` at STARTED (the runtime
-takes them on and back), or set them itself at STARTED, keeping the tokens,
-and reset them at FINISHED (what tracing does: no copy to compare).
+an observer may make values current for everything the reconcile awaits: set
+its contextvars at STARTED, keeping the tokens, and reset them at FINISHED
+(what tracing does with its span). The worker task goes on with the next
+key: a value left set would still be current there.
 """
 
 from __future__ import annotations
 
-import contextvars
 import datetime
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -76,7 +75,9 @@ class LifecycleEvent(NamedTuple):
     """One step of one reconcile. `context` identifies it (controller, request, span).
 
     A named tuple (immutable, like the frozen dataclasses here): every
-    reconcile makes three, and a tuple is built in a third of the time.
+    reconcile makes two or three. The runtime builds them from all their
+    fields in order (`_make`), FINISHED's first: a call with keywords costs
+    twice as much.
     """
 
     step: Step
@@ -85,15 +86,12 @@ class LifecycleEvent(NamedTuple):
     result: Result | None = None  # FINISHED, when the reconciler returned one
     error: BaseException | None = None  # FINISHED with ERROR
     reason: CancelReason | None = None  # CANCEL_REQUESTED, STUCK, FINISHED (cancelled)
-    requeue_after: float | None = None  # REQUEUED: the delay until it runs again
-    rate_limited: bool = False  # REQUEUED: the delay is a backoff, not a RequeueAfter
     duration: float | None = None  # FINISHED: seconds spent reconciling
     # FINISHED with ERROR: `error` is a bug (an unexpected exception, controller-runtime's
     # recovered panic), not an expected failure.
     panicked: bool = False
-    # STARTED: the contextvars the reconcile will run in; observers may set values
-    # there (the runtime sets them in its task until it ends).
-    task_context: contextvars.Context | None = None
+    requeue_after: float | None = None  # REQUEUED: the delay until it runs again
+    rate_limited: bool = False  # REQUEUED: the delay is a backoff, not a RequeueAfter
 
     @property
     def controller(self) -> str:
@@ -104,9 +102,12 @@ class LifecycleEvent(NamedTuple):
         return self.context.request
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ApiCall:
-    """One finished API call, with the reconcile it was made for (None outside one)."""
+class ApiCall(NamedTuple):
+    """One finished API call, with the reconcile it was made for (None outside one).
+
+    A named tuple, as `LifecycleEvent`: every API call makes one, and a frozen
+    dataclass of these fields took three times as long to build.
+    """
 
     verb: str  # Kubernetes verb: get, list, watch, create, update, patch, delete
     method: str  # HTTP method
@@ -121,7 +122,7 @@ class ApiCall:
     error: BaseException | None
     # Why the call ended early (decided by cancellation.decide_cancel_reason), else None.
     cancel_reason: CancelReason | None = None
-    reconcile: ReconcileContext | None = field(default=None, repr=False)
+    reconcile: ReconcileContext | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

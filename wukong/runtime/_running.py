@@ -49,7 +49,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 from wukong.runtime._alarm import Alarm, loop_clock
 from wukong.runtime._cache import Store
@@ -317,7 +316,7 @@ class RunningController:
         taken = self._take(queue, task, None)
         if taken is None:
             return
-        ctx, undo = taken
+        ctx = taken
         while True:
             clean = contextvars.copy_context()  # shares the values: compared in constant time
             returned: object = None
@@ -339,8 +338,6 @@ class RunningController:
                 ctx._release()  # from here on, cancelling it does nothing
             if not kept:
                 return
-            for token in undo:  # the observers' contextvars, as the worker had them
-                token.var.reset(token)
             if ctx._cancel_sent or task.cancelling() or ctx.started - turn_began >= _TURN:
                 # Cancelled (up to its very end): the task ends with it, so that a
                 # cancellation it has not seen yet cannot reach the next reconcile.
@@ -350,20 +347,19 @@ class RunningController:
                 self._free += 1
                 self._dispatch()
                 return
-            taken = self._take(queue, task, None if undo else ctx)
+            taken = self._take(queue, task, ctx)
             if taken is None:
                 return
-            ctx, undo = taken
+            ctx = taken
 
     def _take(
         self, queue: WorkQueue, task: "asyncio.Task[None]", previous: ReconcileContext | None
-    ) -> tuple[ReconcileContext, tuple[contextvars.Token[Any], ...]] | None:
-        """Start the next waiting key's reconcile in `task`, which holds a place, and
-        the tokens that take back the contextvars its observers set for it (reset
-        when it ends, before the task goes on); None if no key waits (the place is freed).
+    ) -> ReconcileContext | None:
+        """Start the next waiting key's reconcile in `task`, which holds a place; None
+        if no key waits (the place is freed).
 
         `previous`: the reconcile the task ran last, which left its contextvars
-        as it found them (its span is this one's)."""
+        as it found them (its span is this one's, unless an observer sets one)."""
         ticket = None
         if not queue.shutting_down:
             # Delayed keys that came due join the queue as it is taken from: this
@@ -390,16 +386,10 @@ class RunningController:
             call_share=self.config.options.call_budget_share,
             clock=self._clock,
         )
-        undo: tuple[contextvars.Token[Any], ...] = ()
         report = self._reporter()
         if report is not None:
-            before = ctx._task_context.copy()  # shares the values: compared in constant time
-            report(LifecycleEvent(step=Step.STARTED, context=ctx, task_context=ctx._task_context))
-            if ctx._task_context != before:
-                # Observers prepared contextvars for everything the reconcile awaits
-                # (e.g. the current span): the task takes them on until it ends.
-                undo = _take_on(ctx._task_context, before)
-                previous = None
+            # In the task that runs it: observers may make values current for it.
+            report(_event((Step.STARTED, ctx, None, None, None, None, None, False, None, False)))
         ctx._enter()
         ctx._attach(task, previous=previous)
         task.set_name(f"reconcile {self.config.name} {request}")  # for the loop's watchdog
@@ -413,7 +403,7 @@ class RunningController:
         self._scopes.enter(ctx, self._cancel)
         if self._logger.isEnabledFor(logging.DEBUG):
             ctx.logger.debug("reconcile started (deadline in %.1fs)", ctx.timeout)
-        return ctx, undo
+        return ctx
 
     def _reconciled(
         self,
@@ -537,18 +527,10 @@ class RunningController:
             ctx.logger.debug("reconcile finished after %.3fs: %s", duration, outcome)
         report = self._reporter()
         if report is not None:
-            report(
-                LifecycleEvent(
-                    step=Step.FINISHED,
-                    context=ctx,
-                    outcome=outcome,
-                    result=result,
-                    error=error,
-                    reason=reason,
-                    duration=duration,
-                    panicked=outcome is Outcome.ERROR and is_panic(error),
-                )
-            )
+            panicked = outcome is Outcome.ERROR and is_panic(error)
+            # The fields in LifecycleEvent's order, the two of REQUEUED empty.
+            fields = (Step.FINISHED, ctx, outcome, result, error, reason, duration, panicked)
+            report(_event((*fields, None, False)))
         # As controller-runtime: a terminal error is not retried (nor forgotten).
         if outcome is not Outcome.ERROR or not isinstance(error, TerminalError):
             self._requeue(ctx, outcome, result)
@@ -590,17 +572,9 @@ class RunningController:
             )
 
 
-def _take_on(
-    values: contextvars.Context, before: contextvars.Context
-) -> tuple[contextvars.Token[Any], ...]:
-    """Set in the running task's contextvars what `values` has that `before` had not;
-    the tokens that take them back."""
-    return tuple(
-        var.set(value) for var, value in values.items() if before.get(var, _MISSING) is not value
-    )
-
-
-_MISSING = object()
+# The hot lifecycle events, made from all their fields in order (LifecycleEvent's
+# own constructor takes twice as long with keywords, which spell them out).
+_event = LifecycleEvent._make
 # How long a worker task runs reconciles back to back (keys that waited for it)
 # before it ends so that the loop runs other callbacks.
 _TURN = 0.001

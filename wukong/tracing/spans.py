@@ -158,12 +158,28 @@ class PendingReconcile(NonRecordingSpan):
     decided = False  # FINISHED was seen
     kept = False
 
-    def __init__(self, context: SpanContext, name: str) -> None:
-        super().__init__(context)
+    # Its `SpanContext`, made when first asked for (a log line, an exemplar, a kept
+    # trace): most reconciles' never is.
+    _span_context: SpanContext | None = None
+
+    def __init__(self, trace_id: int, span_id: int, name: str) -> None:
+        # Not NonRecordingSpan's __init__: it takes the SpanContext made ahead.
+        self.trace_id = trace_id
+        self.span_id = span_id
         self.name = name
-        self.trace_id = context.trace_id  # read once more at the decision
         # each API call with its parent span's context (None: this reconcile)
         self.calls: list[tuple[ApiCall, SpanContext | None]] = []
+
+    def get_span_context(self) -> SpanContext:
+        context = self._span_context
+        if context is None:
+            context = self._span_context = SpanContext(
+                self.trace_id, self.span_id, is_remote=False, trace_flags=_SAMPLED
+            )
+        return context
+
+    def __repr__(self) -> str:
+        return f"PendingReconcile({self.name!r}, {self.get_span_context()!r})"
 
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
@@ -245,8 +261,7 @@ class ReconcileTracer(RuntimeObserver):
             trace_id = self._fallback.generate_trace_id()
             span_id = self._fallback.generate_span_id()
         pending = PendingReconcile(
-            SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
-            self._names.get(ctx.controller) or f"reconcile {ctx.controller}",
+            trace_id, span_id, self._names.get(ctx.controller) or f"reconcile {ctx.controller}"
         )
         ctx.span = pending
         # Current in the task that runs the reconcile (STARTED is reported there),
