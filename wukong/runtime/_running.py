@@ -528,9 +528,9 @@ class RunningController:
         report = self._reporter()
         if report is not None:
             panicked = outcome is Outcome.ERROR and is_panic(error)
-            # The fields in LifecycleEvent's order, the two of REQUEUED empty.
+            # LifecycleEvent's fields in order, REQUEUED's two (last) empty.
             fields = (Step.FINISHED, ctx, outcome, result, error, reason, duration, panicked)
-            report(_event((*fields, None, False)))
+            report(_event(fields + _NOT_REQUEUED))
         # As controller-runtime: a terminal error is not retried (nor forgotten).
         if outcome is not Outcome.ERROR or not isinstance(error, TerminalError):
             self._requeue(ctx, outcome, result)
@@ -575,6 +575,7 @@ class RunningController:
 # The hot lifecycle events, made from all their fields in order (LifecycleEvent's
 # own constructor takes twice as long with keywords, which spell them out).
 _event = LifecycleEvent._make
+_NOT_REQUEUED = (None, False)  # requeue_after, rate_limited
 # How long a worker task runs reconciles back to back (keys that waited for it)
 # before it ends so that the loop runs other callbacks.
 _TURN = 0.001
