@@ -245,9 +245,9 @@ class ReconcileContext:
         # `_attach` (`_found_span`: kept for the next reconcile of the same task).
         self.span: Any = None
         self._found_span: Any = _UNSEEN
-        # The contextvars the reconcile will run in. Observers of STARTED may set
-        # values in it (`LifecycleEvent.task_context`): the runtime takes them on in
-        # the reconcile's task until it ends.
+        # Contextvars naming this reconcile, as the worker had them when it was made:
+        # where `_attach` looks for a span current, and for a task that runs one of
+        # its calls elsewhere (`asyncio.create_task(..., context=...)`).
         self._task_context = contextvars.copy_context() if context is None else context.copy()
         self._task_context.run(_CURRENT.set, self)
         self._cancel_reason: CancelReason | None = None
