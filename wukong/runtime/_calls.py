@@ -63,8 +63,8 @@ class CallLayer(Transport):
         # The same connections and host (not parsed again: a webhook makes one per request).
         super().__init__(under.api, host=under.host)
         self.observer = observer
-        # Whom a finished call is reported to, resolved once: nobody, the call not even
-        # built (only the node agent's probe points, which leave calls alone).
+        # Who hears of a finished call, resolved once: None when nobody does (the node
+        # agent's probe points alone leave calls alone), and then no report is built.
         self._report_call = listener(observer, "api_call")
         self.fence = fence  # writes are refused once it closes (leadership lost)
         self.deadline = deadline  # event-loop time
