@@ -5,11 +5,13 @@ press it (the terminal sends SIGINT to its foreground process group): the demo
 shuts down cleanly and make adds nothing.
 """
 
+import fcntl
 import os
-import pty
 import re
+import select
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -32,26 +34,47 @@ DEMO = (
 def _ctrl_c_under_make(recipe: str, tmp_path: Path) -> tuple[int, str]:
     (tmp_path / "demo.py").write_text(DEMO)
     (tmp_path / "Makefile").write_text(f"run:\n\t{recipe}\n")
-    pid, fd = pty.fork()
+    terminal, other_end = os.openpty()
+    pid = os.fork()
     if pid == 0:  # the child: a session of its own with the pty as its terminal
-        os.chdir(tmp_path)
-        os.execvp("make", ["make", "--no-print-directory", "run"])
+        try:
+            os.close(terminal)
+            os.setsid()
+            fcntl.ioctl(other_end, termios.TIOCSCTTY, 0)
+            for fd in (0, 1, 2):
+                os.dup2(other_end, fd)
+            os.close(other_end)
+            os.chdir(tmp_path)
+            os.execvp("make", ["make", "--no-print-directory", "run"])
+        finally:
+            os._exit(127)  # only if make could not be started
+    # The test keeps the terminal's other end open as well: once every process on it
+    # has ended, a read would otherwise fail (EIO) and could lose what they wrote last.
     output = b""
     deadline = time.monotonic() + 30
     while b"demo up" not in output and time.monotonic() < deadline:
-        output += os.read(fd, 1024)
-    os.write(fd, b"\x03")  # Ctrl-C
-    while True:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:  # EIO: every process on the terminal ended
-            break
-        if not chunk:
-            break
+        output += _read_some(terminal, timeout=1.0)
+    os.write(terminal, b"\x03")  # Ctrl-C
+    ended: int | None = None
+    while time.monotonic() < deadline:
+        chunk = _read_some(terminal, timeout=0.2)
         output += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+        if ended is None:
+            waited, status = os.waitpid(pid, os.WNOHANG)
+            if waited:
+                ended = status
+        elif not chunk:
+            break  # make has ended and nothing more came for a while
+    os.close(terminal)
+    os.close(other_end)
+    assert ended is not None, f"make did not end: {output!r}"
+    return os.waitstatus_to_exitcode(ended), output.decode(errors="replace")
+
+
+def _read_some(terminal: int, *, timeout: float) -> bytes:
+    """What the terminal has to read within `timeout` seconds (b"" if nothing)."""
+    ready, _, _ = select.select([terminal], [], [], timeout)
+    return os.read(terminal, 1024) if ready else b""
 
 
 def test_ctrl_c_ends_make_run_quietly(tmp_path: Path) -> None:
