@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -45,11 +46,16 @@ def _ctrl_c_under_make(recipe: str, tmp_path: Path) -> tuple[int, str]:
                 os.dup2(other_end, fd)
             os.close(other_end)
             os.chdir(tmp_path)
+            # As a shell starts a job in the foreground: Ctrl-C interrupts it, even
+            # when the tests run where SIGINT is ignored (started in the background
+            # by a non-interactive shell, whose children inherit that).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execvp("make", ["make", "--no-print-directory", "run"])
         finally:
             os._exit(127)  # only if make could not be started
-    # The test keeps the terminal's other end open as well: once every process on it
-    # has ended, a read would otherwise fail (EIO) and could lose what they wrote last.
+    # The test keeps the terminal's other end open as well, so that reading never fails
+    # (EIO) once every process on it has ended: it reads until make has ended and
+    # nothing more comes, within a deadline (a Ctrl-C that stops nothing fails).
     output = b""
     deadline = time.monotonic() + 30
     while b"demo up" not in output and time.monotonic() < deadline:
