@@ -389,7 +389,7 @@ class RunningController:
         report = self._reporter()
         if report is not None:
             # In the task that runs it: observers may make values current for it.
-            report(_event((Step.STARTED, ctx, None, None, None, None, None, False, None, False)))
+            report(_event((Step.STARTED, ctx, *_NOT_FINISHED, *_NOT_REQUEUED)))
         ctx._enter()
         ctx._attach(task, previous=previous)
         task.set_name(f"reconcile {self.config.name} {request}")  # for the loop's watchdog
@@ -528,9 +528,8 @@ class RunningController:
         report = self._reporter()
         if report is not None:
             panicked = outcome is Outcome.ERROR and is_panic(error)
-            # LifecycleEvent's fields in order, REQUEUED's two (last) empty.
-            fields = (Step.FINISHED, ctx, outcome, result, error, reason, duration, panicked)
-            report(_event(fields + _NOT_REQUEUED))
+            finished = (outcome, result, error, reason, duration, panicked)
+            report(_event((Step.FINISHED, ctx, *finished, *_NOT_REQUEUED)))
         # As controller-runtime: a terminal error is not retried (nor forgotten).
         if outcome is not Outcome.ERROR or not isinstance(error, TerminalError):
             self._requeue(ctx, outcome, result)
@@ -575,6 +574,8 @@ class RunningController:
 # The hot lifecycle events, made from all their fields in order (LifecycleEvent's
 # own constructor takes twice as long with keywords, which spell them out).
 _event = LifecycleEvent._make
+# The empty fields of the others' steps, in LifecycleEvent's order.
+_NOT_FINISHED = (None, None, None, None, None, False)  # outcome ... panicked
 _NOT_REQUEUED = (None, False)  # requeue_after, rate_limited
 # How long a worker task runs reconciles back to back (keys that waited for it)
 # before it ends so that the loop runs other callbacks.
