@@ -1,6 +1,6 @@
 """What the call layer reports of a finished API call, and to whom.
 
-The report is a named tuple built from its fields in order (`ApiCall._make`):
+The report is a named tuple built from its fields in order (`api_call_of`):
 each field must land under its own name. Nobody listening (the node agent's
 probe points alone leave calls alone): no report is built at all.
 """
@@ -74,7 +74,7 @@ def test_no_report_is_built_when_nobody_listens_to_calls(
         built.append(fields)
         return ApiCall._make(fields)
 
-    monkeypatch.setattr(_calls, "_api_call", counting)
+    monkeypatch.setattr(_calls, "api_call_of", counting)
     _layer(_ReconcilesOnly()).report(
         _patch_call(), 200, started_wall=1000.5, started=0.0, retries=0, error=None
     )

@@ -110,6 +110,46 @@ async def test_an_error_keeps_the_rate_limiters_backoff(client: Client) -> None:
     assert requeued[0].rate_limited and requeued[0].requeue_after == 100.0
 
 
+async def test_started_and_finished_carry_each_field_under_its_name(client: Client) -> None:
+    """Both are built from all their fields in order, with no count checked
+    (`event_of`): a field out of place would land under another's name."""
+    recorder = RecordingObserver()
+    controller = _running(Fails(), recorder, client)
+    controller.start()
+    controller.enqueue(Request("ns", "a"))
+    await asyncio.sleep(1.0)
+    await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+
+    started = recorder.steps(Step.STARTED)[0]
+    assert started._asdict() == {
+        "step": Step.STARTED,
+        "context": started.context,
+        "outcome": None,
+        "result": None,
+        "error": None,
+        "reason": None,
+        "duration": None,
+        "panicked": False,
+        "requeue_after": None,
+        "rate_limited": False,
+    }
+    (finished,) = recorder.finished()
+    assert isinstance(finished.error, RuntimeError)
+    assert finished._asdict() == {
+        "step": Step.FINISHED,
+        "context": started.context,
+        "outcome": Outcome.ERROR,
+        "result": None,
+        "error": finished.error,
+        "reason": None,
+        "duration": finished.duration,
+        "panicked": True,  # an unexpected exception: a bug
+        "requeue_after": None,
+        "rate_limited": False,
+    }
+    assert finished.duration is not None and finished.duration >= 0
+
+
 class TakesOneSecond:
     def __init__(self) -> None:
         self.running = 0

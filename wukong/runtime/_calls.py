@@ -39,7 +39,7 @@ from wukong.runtime._context import ReconcileContext, current_reconcile
 from wukong.runtime._errors import NotLeading
 from wukong.runtime._fanout import NO_OBSERVER, listener
 from wukong.runtime._fence import WriteFence
-from wukong.runtime._observer import ApiCall, RuntimeObserver
+from wukong.runtime._observer import RuntimeObserver, api_call_of
 from wukong.runtime._transport import Call, Transport
 
 _DEADLINE_BACKSTOP_SECONDS = 0.05
@@ -136,7 +136,7 @@ class CallLayer(Transport):
             return
         # Built from all its fields in their order (twice as fast as by keywords).
         self._report_call(
-            _api_call(
+            api_call_of(
                 (
                     call.verb.name,  # verb
                     call.verb.method,  # method
@@ -154,9 +154,6 @@ class CallLayer(Transport):
                 )
             )
         )
-
-
-_api_call = ApiCall._make
 
 
 def layered(

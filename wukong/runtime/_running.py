@@ -59,7 +59,7 @@ from wukong.runtime._controller import Controller, MapFunc
 from wukong.runtime._errors import TerminalError, is_panic
 from wukong.runtime._fanout import listener
 from wukong.runtime._informer import EventHandler, Informer
-from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step
+from wukong.runtime._observer import LifecycleEvent, Outcome, RuntimeObserver, Step, event_of
 from wukong.runtime._scopes import NamespaceScopes
 from wukong.runtime._workqueue import WorkQueue
 from wukong.runtime.resources import Resource
@@ -389,7 +389,7 @@ class RunningController:
         report = self._reporter()
         if report is not None:
             # In the task that runs it: observers may make values current for it.
-            report(_event((Step.STARTED, ctx, *_NOT_FINISHED, *_NOT_REQUEUED)))
+            report(event_of((Step.STARTED, ctx, *_NOT_FINISHED, *_NOT_REQUEUED)))
         ctx._enter()
         ctx._attach(task, previous=previous)
         task.set_name(f"reconcile {self.config.name} {request}")  # for the loop's watchdog
@@ -529,7 +529,7 @@ class RunningController:
         if report is not None:
             panicked = outcome is Outcome.ERROR and is_panic(error)
             finished = (outcome, result, error, reason, duration, panicked)
-            report(_event((Step.FINISHED, ctx, *finished, *_NOT_REQUEUED)))
+            report(event_of((Step.FINISHED, ctx, *finished, *_NOT_REQUEUED)))
         # As controller-runtime: a terminal error is not retried (nor forgotten).
         if outcome is not Outcome.ERROR or not isinstance(error, TerminalError):
             self._requeue(ctx, outcome, result)
@@ -571,9 +571,6 @@ class RunningController:
             )
 
 
-# The hot lifecycle events, made from all their fields in order (LifecycleEvent's
-# own constructor takes twice as long with keywords, which spell them out).
-_event = LifecycleEvent._make
 # The empty fields of the others' steps, in LifecycleEvent's order.
 _NOT_FINISHED = (None, None, None, None, None, False)  # outcome ... panicked
 _NOT_REQUEUED = (None, False)  # requeue_after, rate_limited
