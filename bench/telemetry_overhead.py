@@ -37,6 +37,7 @@ what metrics add and what tracing adds on top are told apart.
 import argparse
 import asyncio
 import collections
+import dataclasses
 import gc
 import os
 import subprocess
@@ -93,9 +94,14 @@ DEFAULT = "metrics+tracing"  # the operator's default settings
 TRACING = "tracing"  # the default settings without metrics: tracing's own share
 ALL_KEPT = "metrics+tracing, 100 % kept"
 MODES = ("none", "metrics", TRACING, DEFAULT, ALL_KEPT)
-# The keep ratio of plain reconciles' traces in each tracing mode.
-_DEFAULT_RATIO = TailSampling.from_environ({}).keep_ratio
-KEEP_RATIO = {TRACING: _DEFAULT_RATIO, DEFAULT: _DEFAULT_RATIO, ALL_KEPT: 1.0}
+# Each tracing mode's sampling: the operator's defaults (a keep ratio and a floor of
+# one plain trace a controller a minute), or every trace kept.
+_DEFAULT_SAMPLING = TailSampling.from_environ({})
+SAMPLING = {
+    TRACING: _DEFAULT_SAMPLING,
+    DEFAULT: _DEFAULT_SAMPLING,
+    ALL_KEPT: dataclasses.replace(_DEFAULT_SAMPLING, keep_ratio=1.0),
+}
 
 
 class _Keep(SpanExporter):
@@ -212,8 +218,7 @@ async def _round(
         reconciler = GetOnce(objects)
         observers: list[RuntimeObserver] = []
         if provider is not None:
-            sampling = TailSampling(keep_ratio=KEEP_RATIO[mode])
-            observers.append(ReconcileTracer(provider=provider, sampling=sampling))
+            observers.append(ReconcileTracer(provider=provider, sampling=SAMPLING[mode]))
         if "metrics" in mode:
             observers.append(RuntimeMetrics(metrics=registry))
         if profile is not None:
@@ -299,7 +304,7 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
     samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     # Each tracing mode's provider, made once as the operator makes its own.
     exporting = _Exporting()
-    providers = {mode: exporting.provider(mode, endpoint) for mode in KEEP_RATIO}
+    providers = {mode: exporting.provider(mode, endpoint) for mode in SAMPLING}
     # And each metrics mode's registry.
     registries = {mode: create_metrics() for mode in MODES if "metrics" in mode}
 
@@ -451,9 +456,10 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             "Each reconcile makes one GET, so a kept trace is two spans, exported as the "
             "chart sets the operator up: OTLP/gRPC, the SDK's batch processor at its "
             f"defaults (a batch every 5 s or at 512 spans). {DEFAULT}: the operator's "
-            "default settings (none of these "
-            f"reconciles fails or is slow: {KEEP_RATIO[DEFAULT]:.0%} of their traces kept, "
-            f"by trace id); {TRACING}: the same without metrics; {ALL_KEPT}: every trace "
+            "default settings (none of these reconciles fails or is slow: "
+            f"{SAMPLING[DEFAULT].keep_ratio:.1%} of their traces kept, by trace id, and one "
+            f"a controller every {SAMPLING[DEFAULT].keep_every:g} s at least, more than a "
+            f"round lasts); {TRACING}: the same without metrics; {ALL_KEPT}: every trace "
             "kept and exported.",
             where,
             profiled,

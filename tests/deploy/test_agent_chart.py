@@ -110,7 +110,8 @@ def test_tracing_is_set_as_for_the_operator(tmp_path: Path) -> None:
         "OTEL_SERVICE_NAME": "wukong-operator",
         **otel,
     }
-    assert env["Deployment"]["WUKONG_TRACES_KEEP_RATIO"] == "0.01"
+    assert env["Deployment"]["WUKONG_TRACES_KEEP_RATIO"] == "0.001"
+    assert env["Deployment"]["WUKONG_TRACES_KEEP_EVERY"] == "60"
     assert env["Deployment"]["WUKONG_TRACES_SLOW_SHARE"] == "0.5"
 
 

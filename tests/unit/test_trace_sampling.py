@@ -12,17 +12,63 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from wukong.runtime.observe import WebhookReview
-from wukong.tracing.sampling import TailSampling, sampled_by_ratio
+from wukong.tracing.sampling import PlainTraces, TailSampling, sampled_by_ratio
 from wukong.tracing.spans import PresetIds, ReconcileTracer
 
 
 def test_the_operators_settings_come_from_the_environment() -> None:
-    assert TailSampling.from_environ({}) == TailSampling(keep_ratio=0.01, slow_share=0.5)
+    assert TailSampling.from_environ({}) == TailSampling(
+        keep_ratio=0.001, slow_share=0.5, keep_every=60.0
+    )
     assert TailSampling.from_environ(
-        {"WUKONG_TRACES_KEEP_RATIO": "0.25", "WUKONG_TRACES_SLOW_SHARE": "0.8"}
-    ) == TailSampling(keep_ratio=0.25, slow_share=0.8)
+        {
+            "WUKONG_TRACES_KEEP_RATIO": "0.25",
+            "WUKONG_TRACES_SLOW_SHARE": "0.8",
+            "WUKONG_TRACES_KEEP_EVERY": "0",
+        }
+    ) == TailSampling(keep_ratio=0.25, slow_share=0.8, keep_every=0.0)
     with pytest.raises(ValueError, match="between 0 and 1"):
         TailSampling.from_environ({"WUKONG_TRACES_KEEP_RATIO": "1.5"})
+    for wrong in ("-1", "inf", "nan"):
+        with pytest.raises(ValueError, match="not a number of seconds"):
+            TailSampling.from_environ({"WUKONG_TRACES_KEEP_EVERY": wrong})
+
+
+def _ids_the_ratio_drops(count: int, sampling: TailSampling) -> list[int]:
+    ids = random.Random(3)
+    dropped: list[int] = []
+    while len(dropped) < count:
+        trace_id = ids.getrandbits(128)
+        if not sampled_by_ratio(trace_id, sampling.bound):
+            dropped.append(trace_id)
+    return dropped
+
+
+def test_a_controller_gets_a_plain_trace_at_least_every_interval() -> None:
+    sampling = TailSampling(keep_ratio=0.001, keep_every=60.0)
+    plain = PlainTraces(sampling)
+    first, second, third, fourth, other = _ids_the_ratio_drops(5, sampling)
+    # Its first reconcile starts the clock; a minute on, the next plain one is kept.
+    assert plain.kept(first, "wukong", now=100.0) is None
+    assert plain.kept(second, "wukong", now=159.9) is None
+    assert plain.kept(third, "wukong", now=160.0) == "interval"
+    assert plain.kept(fourth, "wukong", now=200.0) is None  # the next one is due at 220
+    # Each controller has its own floor.
+    assert plain.kept(other, "other", now=200.0) is None
+    # One kept by the ratio meets the floor too: the next is due a minute after it.
+    sampled = 1 << 64  # its low 64 bits (0) are below any ratio's bound
+    assert plain.kept(sampled, "wukong", now=210.0) == "sampled"
+    assert plain.kept(fourth, "wukong", now=260.0) is None
+    assert plain.kept(fourth, "wukong", now=270.0) == "interval"
+
+
+def test_without_a_floor_only_the_ratio_keeps_plain_traces() -> None:
+    sampling = TailSampling(keep_ratio=0.5, keep_every=0.0)
+    plain = PlainTraces(sampling)
+    ids = random.Random(11)
+    kept = [plain.kept(ids.getrandbits(128), "wukong", now=float(t)) for t in range(4000)]
+    assert set(kept) == {"sampled", None}
+    assert kept.count("sampled") == pytest.approx(2000, abs=200)
 
 
 def test_slow_is_a_share_of_the_budget() -> None:

@@ -3,15 +3,22 @@
 Every cancelled, failed or slow reconcile is kept (slow: it used more than
 `slow_share` of its deadline's budget); of the others, `keep_ratio` are kept,
 chosen by trace id (the low 64 bits, as the SDK's `TraceIdRatioBased` reads
-them), so the choice is the same wherever the trace id is seen.
+them), so the choice is the same wherever the trace id is seen; and, whatever
+the ratio, one a controller at least every `keep_every` seconds (`PlainTraces`).
 
 Settings come from the environment the chart sets:
-`WUKONG_TRACES_KEEP_RATIO` (default 0.01) and `WUKONG_TRACES_SLOW_SHARE`
-(default 0.5). A plain reconcile's kept trace costs about half its CPU again
-(its spans made and exported: bench/RESULTS.md), so the default keeps 1 % of
-them; the traces an SRE looks for (cancelled, failed, slow) are all kept.
+`WUKONG_TRACES_KEEP_RATIO` (default 0.001), `WUKONG_TRACES_KEEP_EVERY`
+(seconds, default 60; 0: no floor) and `WUKONG_TRACES_SLOW_SHARE` (default
+0.5). A plain reconcile's kept trace costs about half its CPU again (its spans
+made and exported: bench/RESULTS.md), so the default keeps 1 in 1,000 of them,
+the probability Jaeger's own SDKs and collector sample at by default
+(jaegertracing.io/docs/sampling), with a floor so that a quiet controller still
+shows what a normal reconcile of its looks like, as Jaeger's guaranteed-
+throughput sampler sets a floor under its ratio. The traces an SRE looks for
+(cancelled, failed, slow) are all kept.
 """
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +26,8 @@ from dataclasses import dataclass
 _ID_SPACE = 1 << 64
 _LOW_BITS = _ID_SPACE - 1  # the low 64 bits of a trace id
 
-DEFAULT_KEEP_RATIO = 0.01
+DEFAULT_KEEP_RATIO = 0.001
+DEFAULT_KEEP_EVERY = 60.0
 DEFAULT_SLOW_SHARE = 0.5
 
 
@@ -30,10 +38,15 @@ class TailSampling:
 
     keep_ratio: float = 1.0
     slow_share: float = DEFAULT_SLOW_SHARE
+    # At least one plain trace a controller this often (seconds), whatever the
+    # ratio; 0: no floor.
+    keep_every: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.keep_ratio <= 1.0:
             raise ValueError(f"keep ratio {self.keep_ratio} is not between 0 and 1")
+        if not 0.0 <= self.keep_every < math.inf:
+            raise ValueError(f"keep every {self.keep_every} s: not a number of seconds >= 0")
         if not 0.0 < self.slow_share:
             raise ValueError(f"slow share {self.slow_share} must be positive")
 
@@ -47,10 +60,12 @@ class TailSampling:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "TailSampling":
-        """The operator's settings: defaults keep 1 % of plain reconciles."""
+        """The operator's settings: defaults keep 1 in 1,000 plain reconciles, and one
+        a controller at least every minute."""
         return cls(
             keep_ratio=float(environ.get("WUKONG_TRACES_KEEP_RATIO") or DEFAULT_KEEP_RATIO),
             slow_share=float(environ.get("WUKONG_TRACES_SLOW_SHARE") or DEFAULT_SLOW_SHARE),
+            keep_every=float(environ.get("WUKONG_TRACES_KEEP_EVERY") or DEFAULT_KEEP_EVERY),
         )
 
 
@@ -58,3 +73,33 @@ def sampled_by_ratio(trace_id: int, bound: int) -> bool:
     """Whether a plain reconcile of `trace_id` is among the ratio kept (`bound`:
     `TailSampling.bound`)."""
     return (trace_id & _LOW_BITS) < bound
+
+
+class PlainTraces:
+    """Which plain reconciles' traces are kept (those that ended well and in time):
+    `keep_ratio` of them by trace id, and one of a controller's when none of its
+    was kept for `keep_every` seconds (its first reconcile starts that clock).
+    Asked once for each plain reconcile: what a dropped one costs is a dict look-up.
+    """
+
+    def __init__(self, sampling: TailSampling) -> None:
+        self._bound = sampling.bound
+        self._every = sampling.keep_every
+        self._due: dict[str, float] = {}  # controller -> when a plain trace is due
+
+    def kept(self, trace_id: int, controller: str, now: float) -> str | None:
+        """Why the plain reconcile of `trace_id` that `controller` started at `now`
+        (the event loop's clock) is kept: `sampled` (the ratio), `interval` (the
+        floor); None: dropped."""
+        every = self._every
+        if (trace_id & _LOW_BITS) < self._bound:
+            if every:
+                self._due[controller] = now + every
+            return "sampled"
+        if not every:
+            return None
+        due = self._due.get(controller)
+        if due is not None and now < due:
+            return None
+        self._due[controller] = now + every
+        return None if due is None else "interval"

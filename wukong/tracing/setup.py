@@ -8,7 +8,8 @@ no provider and no observers registered: a reconcile then pays nothing.
 Read by the SDK itself: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP_*HEADERS`,
 timeouts and batch settings. Which reconciles keep their trace is Wukong's
-(`WUKONG_TRACES_KEEP_RATIO`, `WUKONG_TRACES_SLOW_SHARE`, tracing/sampling.py),
+(`WUKONG_TRACES_KEEP_RATIO`, `WUKONG_TRACES_KEEP_EVERY`, `WUKONG_TRACES_SLOW_SHARE`,
+tracing/sampling.py),
 decided as each ends; the SDK's sampler then applies to what is kept, so leave
 it at its default (`parentbased_always_on`) for the operator. Chosen here: the exporter by
 `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`

@@ -87,7 +87,7 @@ from wukong.runtime.observe import (
     is_failure,
     prepare_trace_headers,
 )
-from wukong.tracing.sampling import TailSampling, sampled_by_ratio
+from wukong.tracing.sampling import PlainTraces, TailSampling, sampled_by_ratio
 
 _NS = 1_000_000_000
 _OK = Status(StatusCode.OK)  # immutable: one for every span that ends well
@@ -209,6 +209,7 @@ class ReconcileTracer(RuntimeObserver):
     def __init__(self, *, provider: TracerProvider, sampling: TailSampling | None = None) -> None:
         self._sampling = sampling if sampling is not None else TailSampling()
         self._keep_bound = self._sampling.bound
+        self._plain = PlainTraces(self._sampling)
         # The reconcile span is made at its end with the ids it had from its
         # start: the provider's id generator must be one that takes preset ids.
         self._ids: PresetIds | None = None
@@ -286,6 +287,7 @@ class ReconcileTracer(RuntimeObserver):
         pending.tokens = pending.otel_context = None
         pending.decided = True
         outcome = event.outcome
+        kept: str | None
         if outcome is Outcome.CANCELLED:
             kept = "cancelled"
         elif outcome is Outcome.ERROR:
@@ -294,9 +296,9 @@ class ReconcileTracer(RuntimeObserver):
             ctx.elapsed() if event.duration is None else event.duration, ctx.timeout
         ):
             kept = "slow"
-        elif sampled_by_ratio(pending.trace_id, self._keep_bound):
-            kept = "sampled"
         else:
+            kept = self._plain.kept(pending.trace_id, ctx.controller, ctx.started)
+        if kept is None:
             # Dropped: no SDK span made. The calls go now: each refers to the
             # context, which refers to this span (a cycle only the GC would free).
             pending.calls.clear()

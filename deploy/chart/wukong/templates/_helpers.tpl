@@ -65,6 +65,8 @@ app.kubernetes.io/component: node-agent
 {{- if eq $.service "wukong-operator" }}
 - name: WUKONG_TRACES_KEEP_RATIO
   value: {{ $.root.Values.tracing.keepRatio | quote }}
+- name: WUKONG_TRACES_KEEP_EVERY
+  value: {{ $.root.Values.tracing.keepEvery | quote }}
 - name: WUKONG_TRACES_SLOW_SHARE
   value: {{ $.root.Values.tracing.slowShare | quote }}
 {{- end }}
