@@ -592,3 +592,81 @@ async def test_fair_concurrent_workers_never_share_a_key_and_respect_the_cap() -
     await asyncio.gather(*workers)
     assert served > 0
     assert over_cap > 0  # the run did lend idle workers past the cap
+
+
+class _Series:
+    """A counter and a histogram series at once, keeping what it was given."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.value = 0.0
+        self.observed: list[float] = []
+        self.broken = broken
+
+    def observe(self, amount: float) -> None:
+        if self.broken:
+            raise RuntimeError("series bug")
+        self.observed.append(amount)
+
+
+class _QueueSeries:
+    def __init__(self, broken: bool = False) -> None:
+        self.adds, self.waited, self.worked = _Series(), _Series(broken), _Series()
+
+
+class _GivesSeries(RuntimeObserver):
+    name = "gives series"
+
+    def __init__(self, series: _QueueSeries) -> None:
+        self.series = series
+        self.asked: list[str] = []
+        self.failures: list[tuple[str, str]] = []
+
+    def queue_metrics(self, queue: str) -> _QueueSeries:
+        self.asked.append(queue)
+        return self.series
+
+    def observer_failed(self, observer: str, method: str) -> None:
+        self.failures.append((observer, method))
+
+
+class _GivesNone(RuntimeObserver):
+    def queue_metrics(self, queue: str) -> None:
+        return None
+
+
+async def test_the_queue_records_adds_waits_and_work_into_the_series_it_was_given() -> None:
+    giver = _GivesSeries(_QueueSeries())
+    queue = WorkQueue(name="q", observer=ObserverFanout([_GivesNone(), giver]))
+    assert giver.asked == ["q"]  # asked once, as the queue is made (the first giver's used)
+    queue.add("a")
+    queue.add("a")  # merged: not an add
+    queue.add("b")
+    await advance(2.0)
+    ticket = await get(queue)
+    await advance(0.5)
+    queue.done(ticket.key)
+    series = giver.series
+    assert series.adds.value == 2.0
+    assert series.waited.observed == [2.0]
+    assert series.worked.observed == [0.5]
+
+
+async def test_a_series_that_raises_never_breaks_the_queue(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    giver = _GivesSeries(_QueueSeries(broken=True))
+    queue = WorkQueue(name="q", observer=ObserverFanout([giver]))
+    for key in ("a", "b"):
+        queue.add(key)
+    first = await get(queue)  # the wait's series raises here
+    queue.done(first.key)
+    second = await get(queue)
+    queue.done(second.key)
+    queue.add("c")
+    assert [first.key, second.key] == ["a", "b"]
+    # Logged and counted once; nothing recorded after the failure (not even the work
+    # time of the key it failed on, nor later adds).
+    assert giver.failures == [("queue metrics", "queue_metrics")]
+    assert len([r for r in caplog.records if "its metrics failed" in r.message]) == 1
+    assert giver.series.worked.observed == []
+    assert giver.series.adds.value == 2.0

@@ -17,7 +17,9 @@ What each event feeds:
   past the ones it kept count under the last kept one's kind), and three
   histograms with the reconcile's trace id as exemplar (`HistogramSeries.observe`):
   duration, share of the deadline used, and how late a requeue started;
-- `queue_*`: client-go's adds, retries, queue and work durations;
+- `queue_metrics`: client-go's adds, queue and work durations, series the
+  queue records into itself (client-go's MetricsProvider); `queue_retried`:
+  its retries;
 - `api_call`: client-go's request count and latency (exemplar: the calling
   reconcile's trace), plus calls that ended early, by the reason the runtime
   decided (`ApiCall.cancel_reason`);
@@ -222,14 +224,9 @@ class RuntimeMetrics(RuntimeObserver):
             series = self._queues[queue] = _QueueSeries.of(self.metrics, queue)
         return series
 
-    def queue_added(self, queue: str) -> None:
-        (self._queues.get(queue) or self._queue(queue)).adds.value += 1.0  # inc(1), a call less
-
-    def queue_got(self, queue: str, waited: float) -> None:
-        (self._queues.get(queue) or self._queue(queue)).waited.observe(waited)
-
-    def queue_done(self, queue: str, worked: float) -> None:
-        (self._queues.get(queue) or self._queue(queue)).worked.observe(worked)
+    def queue_metrics(self, queue: str) -> _QueueSeries:
+        # The queue records its adds, waits and work times into these itself.
+        return self._queue(queue)
 
     def queue_retried(self, queue: str) -> None:
         self.metrics.workqueue_retries.labels(queue, queue).inc()

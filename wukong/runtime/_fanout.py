@@ -21,16 +21,19 @@ from wukong.runtime._observer import (
     ApiCall,
     ControllerView,
     LifecycleEvent,
+    QueueMetrics,
     RuntimeObserver,
     WebhookReview,
 )
 
 log = logging.getLogger("wukong.runtime.observer")
 
+# What the runtime asks observers for, once, rather than reports to them.
+_QUESTIONS = frozenset({"reconcile_gate", "queue_metrics"})
 _METHODS = tuple(
     name
     for name, value in vars(RuntimeObserver).items()
-    if callable(value) and not name.startswith("_") and name != "reconcile_gate"  # not a report
+    if callable(value) and not name.startswith("_") and name not in _QUESTIONS
 )
 
 # (observer's name, its bound method, its gate: None for a call always made)
@@ -141,6 +144,20 @@ class ObserverFanout(RuntimeObserver):
         if len(gates) == 1:
             return gates[0]
         return lambda: any(gate() for gate in gates)
+
+    def queue_metrics(self, queue: str) -> QueueMetrics | None:
+        """The first series an observer gives for `queue`; one that raises gives none."""
+        for observer in self.observers:
+            if not _overrides(observer, "queue_metrics"):
+                continue
+            try:
+                series = observer.queue_metrics(queue)
+            except Exception:
+                self._failed(_name(observer), "queue_metrics")
+                continue
+            if series is not None:
+                return series
+        return None
 
     def api_call(self, call: ApiCall) -> None:
         self._reporter("api_call")(call)

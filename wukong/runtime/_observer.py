@@ -34,6 +34,10 @@ an observer may make values current for everything the reconcile awaits: set
 its contextvars at STARTED, keeping the tokens, and reset them at FINISHED
 (what tracing does with its span). The worker task goes on with the next
 key: a value left set would still be current there.
+
+A work queue's adds, waits and work times are needed by metrics for every key:
+an observer hands the queue the series to record them into itself
+(`queue_metrics`, client-go's MetricsProvider), which costs no report.
 """
 
 from __future__ import annotations
@@ -185,6 +189,35 @@ class ControllerView(Protocol):
     def in_flight(self) -> list[ReconcileContext]: ...
 
 
+class CountedSeries(Protocol):
+    """A counter series a work queue adds to itself (`value += 1`)."""
+
+    value: float
+
+
+class TimedSeries(Protocol):
+    """A histogram series a work queue observes seconds into itself."""
+
+    def observe(self, amount: float) -> object: ...
+
+
+class QueueMetrics(Protocol):
+    """The series a work queue records into itself, as client-go's queue records into
+    its MetricsProvider's: its adds, how long each key waited, how long each was
+    worked on. The queue's hot path: no report per key, no look-up by name.
+    Called on the event loop; a series that raises is logged once and the queue
+    records no more into any of them (it never breaks the queue)."""
+
+    @property
+    def adds(self) -> CountedSeries: ...
+
+    @property
+    def waited(self) -> TimedSeries: ...
+
+    @property
+    def worked(self) -> TimedSeries: ...
+
+
 class RuntimeObserver(Protocol):
     """Receives every event of the runtime. Subclass it and override what you need."""
 
@@ -206,6 +239,14 @@ class RuntimeObserver(Protocol):
 
     def queue_retried(self, queue: str) -> None:
         """A key was added rate-limited (a retry)."""
+        return None
+
+    def queue_metrics(self, queue: str) -> QueueMetrics | None:
+        """Series for the work queue `queue` to record into itself (what metrics
+        need of every key: `QueueMetrics`), instead of reports. Asked once for each
+        queue made (a controller makes a fresh one each time it starts: hand the
+        same series again); the first observer to give some gets them. None (the
+        default): the queue records nothing itself."""
         return None
 
     def reconcile(self, event: LifecycleEvent) -> None:

@@ -70,6 +70,7 @@ all calls come from one event loop, which must be running.
 """
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -80,6 +81,8 @@ from wukong.runtime._fanout import NO_OBSERVER, listener
 from wukong.runtime._observer import RuntimeObserver
 from wukong.runtime._ratelimit import RateLimiter, default_controller_rate_limiter
 from wukong.runtime._timers import Timers
+
+log = logging.getLogger("wukong.runtime.workqueue")
 
 #: Triggers a queued key keeps at most; `Ticket.trigger_count` counts the rest too.
 MAX_TRIGGERS = 8
@@ -160,6 +163,9 @@ class WorkQueue:
         self._on_got = listener(observer, "queue_got")
         self._on_done = listener(observer, "queue_done")
         self._on_retried = listener(observer, "queue_retried")
+        # What metrics need of every key, recorded here (client-go's MetricsProvider).
+        self._metrics = observer.queue_metrics(name)
+        self._observer = observer
         self._tenant_of = tenant_of
         self._max_per_tenant = max_per_tenant
         # Keys ready to hand out: one FIFO lane per tenant, and the tenants with
@@ -183,6 +189,13 @@ class WorkQueue:
         # The loop's clock, found on first use (a queue may be made before its loop
         # runs), then called directly: read three times per key handed out.
         self._now: Callable[[], float] = self._first_now
+
+    def _metrics_failed(self) -> None:
+        """A series of `_metrics` raised: logged, counted, and none recorded into again
+        (a broken series must not break the queue, nor fill the log)."""
+        log.exception("queue %s: its metrics failed; it records none from now on", self.name)
+        self._metrics = None
+        self._observer.observer_failed("queue metrics", "queue_metrics")
 
     # -- adding --------------------------------------------------------------------
 
@@ -265,6 +278,11 @@ class WorkQueue:
         self._dirty[key] = _Entry(
             added_at=self._now(), due_at=due_at, triggers=triggers, trigger_count=count
         )
+        if self._metrics is not None:
+            try:
+                self._metrics.adds.value += 1.0
+            except Exception:
+                self._metrics_failed()
         if self._on_added is not None:
             self._on_added(self.name)
         if key in self._processing:
@@ -325,6 +343,12 @@ class WorkQueue:
             return None
         entry = self._dirty.pop(key)
         self._processing[key] = now
+        metrics = self._metrics
+        if metrics is not None:
+            try:
+                metrics.waited.observe(now - entry.added_at)
+            except Exception:
+                self._metrics_failed()
         if self._on_got is not None:
             self._on_got(self.name, now - entry.added_at)
         return Ticket(key, entry.added_at, entry.due_at, entry.triggers, entry.trigger_count)
@@ -358,8 +382,16 @@ class WorkQueue:
         started = self._processing.pop(key, None)
         if started is None:
             return
-        if self._on_done is not None:
-            self._on_done(self.name, self._now() - started)
+        metrics = self._metrics
+        if metrics is not None or self._on_done is not None:
+            worked = self._now() - started
+            if metrics is not None:
+                try:
+                    metrics.worked.observe(worked)
+                except Exception:
+                    self._metrics_failed()
+            if self._on_done is not None:
+                self._on_done(self.name, worked)
         if self._max_per_tenant is not None:
             tenant = self._tenant(key)
             busy = self._busy[tenant] - 1
