@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from wukong.runtime.observe import WebhookReview
-from wukong.tracing.sampling import PlainTraces, TailSampling, sampled_by_ratio
+from wukong.runtime.observe import Outcome, WebhookReview
+from wukong.tracing.sampling import KeptTraces, TailSampling, sampled_by_ratio
 from wukong.tracing.spans import PresetIds, ReconcileTracer
 
 
@@ -44,45 +44,44 @@ def _ids_the_ratio_drops(count: int, sampling: TailSampling) -> list[int]:
     return dropped
 
 
+def _plain(kept: KeptTraces, trace_id: int, controller: str, started: float) -> str | None:
+    """Why a reconcile that ended well and in time (1 s of 10) is kept."""
+    return kept.why(Outcome.SUCCESS, 1.0, 10.0, trace_id, controller, started)
+
+
+def test_failures_and_slow_reconciles_are_always_kept() -> None:
+    kept = KeptTraces(TailSampling(keep_ratio=0.0, slow_share=0.5, keep_every=60.0))
+    (trace_id,) = _ids_the_ratio_drops(1, TailSampling(keep_ratio=0.0))
+    assert kept.why(Outcome.CANCELLED, 0.1, 10.0, trace_id, "c", 0.0) == "cancelled"
+    assert kept.why(Outcome.ERROR, 0.1, 10.0, trace_id, "c", 0.0) == "error"
+    assert kept.why(Outcome.SUCCESS, 5.1, 10.0, trace_id, "c", 0.0) == "slow"
+    assert kept.why(Outcome.REQUEUE_AFTER, 4.9, 10.0, trace_id, "c", 0.0) is None
+
+
 def test_a_controller_gets_a_plain_trace_at_least_every_interval() -> None:
     sampling = TailSampling(keep_ratio=0.001, keep_every=60.0)
-    plain = PlainTraces(sampling)
+    kept = KeptTraces(sampling)
     first, second, third, fourth, other = _ids_the_ratio_drops(5, sampling)
     # Its first reconcile starts the clock; a minute on, the next plain one is kept.
-    assert plain.kept(first, "wukong", now=100.0) is None
-    assert plain.kept(second, "wukong", now=159.9) is None
-    assert plain.kept(third, "wukong", now=160.0) == "interval"
-    assert plain.kept(fourth, "wukong", now=200.0) is None  # the next one is due at 220
+    assert _plain(kept, first, "wukong", 100.0) is None
+    assert _plain(kept, second, "wukong", 159.9) is None
+    assert _plain(kept, third, "wukong", 160.0) == "interval"
+    assert _plain(kept, fourth, "wukong", 200.0) is None  # the next one is due at 220
     # Each controller has its own floor.
-    assert plain.kept(other, "other", now=200.0) is None
+    assert _plain(kept, other, "other", 200.0) is None
     # One kept by the ratio meets the floor too: the next is due a minute after it.
     sampled = 1 << 64  # its low 64 bits (0) are below any ratio's bound
-    assert plain.kept(sampled, "wukong", now=210.0) == "sampled"
-    assert plain.kept(fourth, "wukong", now=260.0) is None
-    assert plain.kept(fourth, "wukong", now=270.0) == "interval"
+    assert _plain(kept, sampled, "wukong", 210.0) == "sampled"
+    assert _plain(kept, fourth, "wukong", 260.0) is None
+    assert _plain(kept, fourth, "wukong", 270.0) == "interval"
 
 
 def test_without_a_floor_only_the_ratio_keeps_plain_traces() -> None:
-    sampling = TailSampling(keep_ratio=0.5, keep_every=0.0)
-    plain = PlainTraces(sampling)
+    kept = KeptTraces(TailSampling(keep_ratio=0.5, keep_every=0.0))
     ids = random.Random(11)
-    kept = [plain.kept(ids.getrandbits(128), "wukong", now=float(t)) for t in range(4000)]
-    assert set(kept) == {"sampled", None}
-    assert kept.count("sampled") == pytest.approx(2000, abs=200)
-
-
-def test_slow_is_a_share_of_the_budget() -> None:
-    sampling = TailSampling(slow_share=0.5)
-    assert sampling.is_slow(5.1, 10.0)
-    assert not sampling.is_slow(4.9, 10.0)
-
-
-def test_the_ratio_keeps_its_share_of_random_trace_ids() -> None:
-    ids = random.Random(7)
-    for ratio in (0.0, 0.1, 0.5, 1.0):
-        bound = TailSampling(keep_ratio=ratio).bound
-        kept = sum(sampled_by_ratio(ids.getrandbits(128), bound) for _ in range(20_000))
-        assert kept == pytest.approx(ratio * 20_000, abs=400)  # > 6 standard deviations
+    why = [_plain(kept, ids.getrandbits(128), "wukong", float(t)) for t in range(4000)]
+    assert set(why) == {"sampled", None}
+    assert why.count("sampled") == pytest.approx(2000, abs=200)
 
 
 def test_preset_ids_are_handed_out_once_then_the_wrapped_generators() -> None:

@@ -4,7 +4,7 @@ Every cancelled, failed or slow reconcile is kept (slow: it used more than
 `slow_share` of its deadline's budget); of the others, `keep_ratio` are kept,
 chosen by trace id (the low 64 bits, as the SDK's `TraceIdRatioBased` reads
 them), so the choice is the same wherever the trace id is seen; and, whatever
-the ratio, one a controller at least every `keep_every` seconds (`PlainTraces`).
+the ratio, one a controller at least every `keep_every` seconds (`KeptTraces`).
 
 Settings come from the environment the chart sets:
 `WUKONG_TRACES_KEEP_RATIO` (default 0.001), `WUKONG_TRACES_KEEP_EVERY`
@@ -22,6 +22,8 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from wukong.runtime.observe import Outcome
 
 _ID_SPACE = 1 << 64
 _LOW_BITS = _ID_SPACE - 1  # the low 64 bits of a trace id
@@ -75,31 +77,49 @@ def sampled_by_ratio(trace_id: int, bound: int) -> bool:
     return (trace_id & _LOW_BITS) < bound
 
 
-class PlainTraces:
-    """Which plain reconciles' traces are kept (those that ended well and in time):
-    `keep_ratio` of them by trace id, and one of a controller's when none of its
-    was kept for `keep_every` seconds (its first reconcile starts that clock).
-    Asked once for each plain reconcile: what a dropped one costs is a dict look-up.
+class KeptTraces:
+    """Whether each reconcile's trace is kept, and why (`wukong.trace.kept`), decided
+    as it ends: every cancelled, failed or slow one; of the plain ones (ended well
+    and in time) `keep_ratio` by trace id, and one of a controller's when none of
+    its was kept for `keep_every` seconds (its first reconcile starts that clock).
+    One call a reconcile: what a dropped one costs is a few comparisons and a
+    dict look-up.
     """
 
     def __init__(self, sampling: TailSampling) -> None:
+        self._slow_share = sampling.slow_share
         self._bound = sampling.bound
         self._every = sampling.keep_every
         self._due: dict[str, float] = {}  # controller -> when a plain trace is due
 
-    def kept(self, trace_id: int, controller: str, now: float) -> str | None:
-        """Why the plain reconcile of `trace_id` that `controller` started at `now`
-        (the event loop's clock) is kept: `sampled` (the ratio), `interval` (the
-        floor); None: dropped."""
+    def why(
+        self,
+        outcome: Outcome,
+        duration: float,
+        timeout: float,
+        trace_id: int,
+        controller: str,
+        started: float,
+    ) -> str | None:
+        """Why the trace of a reconcile of `controller` is kept: it ended with
+        `outcome` after `duration` of its `timeout` (seconds), began at `started`
+        (the event loop's clock), has `trace_id`. `cancelled`, `error`, `slow`,
+        `sampled` (the ratio), `interval` (the floor); None: dropped."""
+        if outcome is Outcome.CANCELLED:
+            return "cancelled"
+        if outcome is Outcome.ERROR:
+            return "error"
+        if duration > self._slow_share * timeout:  # TailSampling.is_slow, without its call
+            return "slow"
         every = self._every
         if (trace_id & _LOW_BITS) < self._bound:
             if every:
-                self._due[controller] = now + every
+                self._due[controller] = started + every
             return "sampled"
         if not every:
             return None
         due = self._due.get(controller)
-        if due is not None and now < due:
+        if due is not None and started < due:
             return None
-        self._due[controller] = now + every
+        self._due[controller] = started + every
         return None if due is None else "interval"

@@ -87,7 +87,7 @@ from wukong.runtime.observe import (
     is_failure,
     prepare_trace_headers,
 )
-from wukong.tracing.sampling import PlainTraces, TailSampling, sampled_by_ratio
+from wukong.tracing.sampling import KeptTraces, TailSampling, sampled_by_ratio
 
 _NS = 1_000_000_000
 _OK = Status(StatusCode.OK)  # immutable: one for every span that ends well
@@ -209,7 +209,7 @@ class ReconcileTracer(RuntimeObserver):
     def __init__(self, *, provider: TracerProvider, sampling: TailSampling | None = None) -> None:
         self._sampling = sampling if sampling is not None else TailSampling()
         self._keep_bound = self._sampling.bound
-        self._plain = PlainTraces(self._sampling)
+        self._kept = KeptTraces(self._sampling)
         # The reconcile span is made at its end with the ids it had from its
         # start: the provider's id generator must be one that takes preset ids.
         self._ids: PresetIds | None = None
@@ -286,18 +286,11 @@ class ReconcileTracer(RuntimeObserver):
             otel_context.detach(attached)
         pending.tokens = pending.otel_context = None
         pending.decided = True
-        outcome = event.outcome
-        kept: str | None
-        if outcome is Outcome.CANCELLED:
-            kept = "cancelled"
-        elif outcome is Outcome.ERROR:
-            kept = "error"
-        elif self._sampling.is_slow(
-            ctx.elapsed() if event.duration is None else event.duration, ctx.timeout
-        ):
-            kept = "slow"
-        else:
-            kept = self._plain.kept(pending.trace_id, ctx.controller, ctx.started)
+        outcome, duration = event.outcome, event.duration
+        assert outcome is not None and duration is not None  # FINISHED carries both
+        kept = self._kept.why(
+            outcome, duration, ctx.timeout, pending.trace_id, ctx.controller, ctx.started
+        )
         if kept is None:
             # Dropped: no SDK span made. The calls go now: each refers to the
             # context, which refers to this span (a cycle only the GC would free).
