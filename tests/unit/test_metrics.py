@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
+import time
 import urllib.request
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 from kubernetes_asyncio import client as k8s_client
@@ -13,6 +15,7 @@ from prometheus_client.exposition import choose_encoder
 
 from tests.exposition import metric_samples
 from wukong.metrics import MetricsServer, RuntimeMetrics, create_metrics
+from wukong.metrics.plain import EXEMPLAR_INTERVAL
 from wukong.runtime import (
     Admission,
     AdmissionRequest,
@@ -228,8 +231,10 @@ async def test_a_bucket_exemplar_is_renewed_at_most_once_an_interval(
         observers.reconcile(_finished(traced(trace_id), Outcome.SUCCESS, duration=duration))
     assert exemplar_in("0.1").startswith(f'{{trace_id="{0xA1:032x}"}} 0.07')
     assert exemplar_in("2.5").startswith(f'{{trace_id="{0xB1:032x}"}} 1.5')
-    # Once the interval has passed, the next traced observation renews it.
-    monkeypatch.setattr("wukong.metrics.plain.EXEMPLAR_INTERVAL", 0.0)
+    # Once the interval has passed (on the clock the observer reads), the next traced
+    # observation renews it.
+    later = time.monotonic() + EXEMPLAR_INTERVAL
+    monkeypatch.setattr("wukong.metrics.observers.time", SimpleNamespace(monotonic=lambda: later))
     observers.reconcile(_finished(traced(0xA3), Outcome.SUCCESS, duration=0.08))
     assert exemplar_in("0.1").startswith(f'{{trace_id="{0xA3:032x}"}} 0.08')
     assert _value(observers, "controller_runtime_reconcile_time_seconds_count", controller="c") == 4

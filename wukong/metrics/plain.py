@@ -127,16 +127,16 @@ class PlainCounter(_Family):
 
 class HistogramSeries:
     """One series of a `PlainHistogram`: a count per bucket (not cumulative), the sum,
-    and each bucket's exemplar with the monotonic time it was set."""
+    and each bucket's exemplar with the monotonic time it may be renewed."""
 
-    __slots__ = ("_bounds", "counts", "created", "exemplar_at", "exemplars", "sum")
+    __slots__ = ("_bounds", "counts", "created", "exemplar_due", "exemplars", "sum")
 
     def __init__(self, bounds: list[float]) -> None:
         self._bounds = bounds
         self.counts = [0.0] * len(bounds)
         self.sum = 0.0
         self.exemplars: list[Exemplar | None] = [None] * len(bounds)
-        self.exemplar_at = [-math.inf] * len(bounds)
+        self.exemplar_due = [-math.inf] * len(bounds)
         self.created = time.time()
 
     def observe(self, amount: float, span: Any = None, now: float = 0.0) -> int:
@@ -157,7 +157,7 @@ class HistogramSeries:
             return -1
         index = bisect_left(self._bounds, amount)  # the first bound >= amount; +Inf is last
         self.counts[index] += 1.0
-        if span is not None and now - self.exemplar_at[index] >= EXEMPLAR_INTERVAL:
+        if span is not None and now >= self.exemplar_due[index]:
             ids = span.get_span_context()
             if ids.is_valid:
                 self.set_exemplar(index, {"trace_id": f"{ids.trace_id:032x}"}, amount)
@@ -166,7 +166,7 @@ class HistogramSeries:
     def set_exemplar(self, index: int, labels: dict[str, str], amount: float) -> None:
         """`labels` (a trace id) as bucket `index`'s exemplar, for `amount` observed now."""
         self.exemplars[index] = Exemplar(labels, amount, time.time())
-        self.exemplar_at[index] = time.monotonic()
+        self.exemplar_due[index] = time.monotonic() + EXEMPLAR_INTERVAL
 
 
 class PlainHistogram(_Family):
