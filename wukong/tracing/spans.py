@@ -254,13 +254,14 @@ class ReconcileTracer(RuntimeObserver):
 
     def _start(self, event: LifecycleEvent) -> None:
         ctx = event.context
-        trace_id = span_id = 0
+        trace_id = span_id = bits = 0
         if self._random_ids:
             bits = random.getrandbits(128 + _SPAN_ID_BITS)
             trace_id, span_id = bits >> _SPAN_ID_BITS, bits & _SPAN_ID_MASK
         if not trace_id or not span_id:  # another generator, or a 0 drawn (no id)
             trace_id = self._fallback.generate_trace_id()
             span_id = self._fallback.generate_span_id()
+            bits = trace_id << _SPAN_ID_BITS | span_id
         pending = PendingReconcile(
             trace_id, span_id, self._names.get(ctx.controller) or f"reconcile {ctx.controller}"
         )
@@ -270,10 +271,12 @@ class ReconcileTracer(RuntimeObserver):
         # sampled alone; no trace state or baggage in `_ROOT`): not looked up and
         # formatted by each call. Taken back at FINISHED (`_finish`).
         context = pending.otel_context = trace.set_span_in_context(pending, _ROOT)
-        ids = (trace_id << _SPAN_ID_BITS | span_id).to_bytes(24, "big").hex()
+        # "<trace id>-<span id>" in hex from their 24 bytes, a dash after the first 16:
+        # half the time of formatting the two ints.
+        ids = bits.to_bytes(24, "big").hex("-", -16)
         pending.tokens = (
             otel_context.attach(context),
-            prepare_trace_headers(context, f"00-{ids[:32]}-{ids[32:]}-01"),
+            prepare_trace_headers(context, f"00-{ids}-01"),
         )
 
     def _finish(self, pending: PendingReconcile, event: LifecycleEvent) -> None:
