@@ -2,15 +2,19 @@
 gives a reconcile's span the ids it had while it ran, and admission spans: kept by
 the same policy, children of the caller's `traceparent`."""
 
+import asyncio
 import datetime
 import random
 
 import pytest
+from kubernetes_asyncio import client as k8s_client
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from tests.running import configmap_controller
+from wukong.runtime import CancelReason, Client, ReconcileContext, Request, Result
 from wukong.runtime.observe import Outcome, WebhookReview
 from wukong.tracing.sampling import KeptTraces, TailSampling, sampled_by_ratio
 from wukong.tracing.spans import PresetIds, ReconcileTracer
@@ -82,6 +86,33 @@ def test_without_a_floor_only_the_ratio_keeps_plain_traces() -> None:
     why = [_plain(kept, ids.getrandbits(128), "wukong", float(t)) for t in range(4000)]
     assert set(why) == {"sampled", None}
     assert why.count("sampled") == pytest.approx(2000, abs=200)
+
+
+class _Done:
+    async def reconcile(self, ctx: ReconcileContext, request: Request) -> Result:
+        return Result()
+
+
+@pytest.mark.looptime  # a virtual clock: a minute passes in no time
+async def test_the_tracer_keeps_a_plain_trace_a_minute_when_the_ratio_keeps_none() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = ReconcileTracer(provider=provider, sampling=TailSampling(0.0, keep_every=60.0))
+    async with Client(k8s_client.ApiClient(configuration=k8s_client.Configuration())) as client:
+        controller = configmap_controller(_Done(), client, tracer, workers=1)
+        controller.start()
+        # At 0 s (the clock starts), 30 s, 61 s (due: kept), 62 s and 90 s (not yet).
+        for name, wait in (("a", 30), ("b", 31), ("c", 1), ("d", 28), ("e", 1)):
+            controller.enqueue(Request("ns", name))
+            await asyncio.sleep(wait)
+        await controller.stop(reason=CancelReason.SHUTDOWN, grace=1.0)
+    kept = {
+        (span.attributes or {})["wukong.object.name"]: (span.attributes or {})["wukong.trace.kept"]
+        for span in exporter.get_finished_spans()
+        if span.parent is None
+    }
+    assert kept == {"c": "interval"}
 
 
 def test_preset_ids_are_handed_out_once_then_the_wrapped_generators() -> None:
