@@ -11,7 +11,7 @@ Settings come from the environment the chart sets:
 (seconds, default 60; 0: no floor) and `WUKONG_TRACES_SLOW_SHARE` (default
 0.5). A plain reconcile's kept trace costs about half its CPU again (its spans
 made and exported: bench/RESULTS.md), so the default keeps 1 in 1,000 of them,
-the probability Jaeger's own SDKs and collector sample at by default
+Jaeger's default sampling probability
 (jaegertracing.io/docs/sampling), with a floor so that a quiet controller still
 shows what a normal reconcile of its looks like, as Jaeger's guaranteed-
 throughput sampler sets a floor under its ratio. The traces an SRE looks for
@@ -87,7 +87,7 @@ class KeptTraces:
     """
 
     def __init__(self, sampling: TailSampling) -> None:
-        self._slow_share = sampling.slow_share
+        self._sampling = sampling
         self._bound = sampling.bound
         self._every = sampling.keep_every
         self._due: dict[str, float] = {}  # controller -> when a plain trace is due
@@ -109,10 +109,10 @@ class KeptTraces:
             return "cancelled"
         if outcome is Outcome.ERROR:
             return "error"
-        if duration > self._slow_share * timeout:  # TailSampling.is_slow, without its call
+        if self._sampling.is_slow(duration, timeout):
             return "slow"
         every = self._every
-        if (trace_id & _LOW_BITS) < self._bound:
+        if sampled_by_ratio(trace_id, self._bound):
             if every:
                 self._due[controller] = started + every
             return "sampled"
