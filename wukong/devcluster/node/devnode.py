@@ -24,6 +24,9 @@ from wukong.devcluster.node.layout import HOST_ADDRESS, NODE_NAME, NodePaths
 from wukong.devcluster.processes import Component
 
 _STATE_FILE = "node.json"
+# How long a test run waits for another run's node before it gives up: about
+# one full `make test` of the node tests.
+EPHEMERAL_WAIT = 30 * 60.0
 
 
 class DevNode:
@@ -165,10 +168,16 @@ class DevNode:
 def ephemeral_node_cluster(
     *, progress: Progress, state_dir: Path
 ) -> Iterator[tuple[ControlPlane, DevNode]]:
-    """A control plane on free loopback ports with a node, for a `with` block (tests)."""
-    with ephemeral_control_plane(
-        progress=progress, state_dir=state_dir, node_address=HOST_ADDRESS
-    ) as plane:
+    """A control plane on free loopback ports with a node, for a `with` block (tests).
+
+    Another run's node on the machine is waited for (`host.ephemeral_turn`).
+    """
+    with (
+        host.ephemeral_turn(progress, wait=EPHEMERAL_WAIT),
+        ephemeral_control_plane(
+            progress=progress, state_dir=state_dir, node_address=HOST_ADDRESS
+        ) as plane,
+    ):
         node = DevNode(plane)
         try:
             node.up(progress=progress)

@@ -14,6 +14,7 @@ names the state directory whose `down` may undo the machine-wide parts.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -40,6 +41,10 @@ KERNEL_TUNABLES = (
 # Which state directory's node holds the machine-wide parts (the namespace, the
 # /kubepods cgroups, the saved sysctls): only that node's `down` touches them.
 OWNER_FILE = Path("/run/wukong/dev-node-owner")
+# Held by a test run's node from before `up` until after `down`: a second run on
+# the same machine (a CI clone beside a developer's run) waits for its turn.
+EPHEMERAL_TURN = Path("/run/wukong/ephemeral-node.lock")
+_TURN_POLL = 1.0
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _KUBEPODS = "kubepods"
 
@@ -91,6 +96,40 @@ def claim_machine(state_dir: Path) -> None:
 
 def release_machine() -> None:
     OWNER_FILE.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def ephemeral_turn(
+    progress: Progress, *, wait: float, lock_file: Path = EPHEMERAL_TURN
+) -> Iterator[None]:
+    """Hold the machine's one slot for a node that lives for a `with` block.
+
+    A node whose run holds the slot is waited for (up to `wait` seconds), not
+    refused; the slot is freed by the kernel when its holder dies, so a killed
+    run never makes the next one wait.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as held:
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DevClusterError(
+                        f"another run's dev node held this machine for {wait:.0f} s "
+                        f"({lock_file}); one node per machine"
+                    ) from None
+                if not told:
+                    progress(f"another run's dev node is up on this machine; waiting ({lock_file})")
+                    told = True
+                time.sleep(_TURN_POLL)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def check_no_other_node(state_dir: Path) -> None:
