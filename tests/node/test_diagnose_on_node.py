@@ -95,6 +95,8 @@ ARRIVALS_EVERY = 20
 pytestmark = pytest.mark.timeout(600 + ALERT_WAIT, func_only=True)
 # The standby replica's process killed this many times, this long after each start.
 CRASHES, CRASH_EVERY = 3, 8
+# How far before its fault a diagnosis window reaches (a scrape or so).
+WINDOW_PAD = 4
 
 
 @dataclass
@@ -153,6 +155,30 @@ class Release:
         _until(replaced, timeout=180, what=lambda: "the operator pods replaced and ready")
         self.wait_leader()
 
+    def wait_settled(self) -> None:
+        """Back once both replicas run and are ready, and Prometheus holds each one's
+        current process start, WINDOW_PAD seconds ago: a restart the kubelet still
+        had in back-off would otherwise land in the next fault's window as its own."""
+
+        def settled() -> bool:
+            pods = _pods(self.cluster, self.namespace, OPERATOR)
+            if len(pods) != 2 or not all(map(_ready, pods)):
+                return False
+            for pod in pods:
+                pid = _operator_pid(pod)
+                scraped = self.prometheus.query(
+                    f'process_start_time_seconds{{pod="{pod["metadata"]["name"]}", job="{JOB}"}}'
+                )
+                if pid is None or not scraped:
+                    return False
+                # prometheus_client's figure: boot time plus the process's start ticks.
+                if abs(float(scraped[0]["value"][1]) - _process_start(pid)) > 1:
+                    return False
+            return True
+
+        _until(settled, timeout=180, what=lambda: "both replicas running again and scraped")
+        time.sleep(WINDOW_PAD)
+
     def leader(self) -> str:
         lease = json.loads(
             self.cluster.kubectl("get", "lease", LEASE_NAME, "-n", self.namespace, "-o", "json")
@@ -170,7 +196,7 @@ class Release:
 
     def diagnose(self, since: float) -> tuple[int, str]:
         """The real CLI over the window from `since` to now: (exit status, output)."""
-        window = f"{math.ceil(time.time() - since) + 4}s"
+        window = f"{math.ceil(time.time() - since) + WINDOW_PAD}s"
         result = subprocess.run(
             [
                 sys.executable,
@@ -565,6 +591,18 @@ def test_leader_loss(release: Release, measured: Measured) -> None:
     assert "lost its Lease" in output
     release.wait_leader()
     release.wait_running()
+    release.wait_settled()
+
+
+def _process_start(pid: int) -> float:
+    """When process `pid` started, as seconds since the epoch (as prometheus_client says)."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = next(
+        float(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime ")
+    )
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _operator_pid(pod: dict[str, Any]) -> int | None:
@@ -611,6 +649,7 @@ def test_a_crash_looping_replica(release: Release, measured: Measured) -> None:
     )
     assert f"{standby['metadata']['name']} x" in output
     release.wait_leader()
+    release.wait_settled()
 
 
 @contextlib.contextmanager
