@@ -287,13 +287,18 @@ def _span_costs(endpoint: str, spans: list[ReadableSpan]) -> tuple[float, float]
     )
 
 
-async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
+async def create_objects(kubeconfig: Path, objects: int) -> None:
+    """The ConfigMaps every round reconciles, in their namespace."""
     async with await Client.from_kubeconfig(kubeconfig) as client:
         await client.create(NAMESPACES, {"metadata": {"name": NAMESPACE}})
         for index in range(objects):
             await client.create(
                 CONFIGMAPS, {"metadata": {"name": f"obj-{index:05d}", "namespace": NAMESPACE}}
             )
+
+
+async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
+    await create_objects(kubeconfig, objects)
     sink = subprocess.Popen(  # noqa: ASYNC220 (returns at once; read below, before any work)
         [sys.executable, str(Path(__file__).with_name("otlp_sink.py")), PROTOCOL],
         stdout=subprocess.PIPE,
