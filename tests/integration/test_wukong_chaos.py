@@ -96,6 +96,9 @@ class Operator:
             self.process = subprocess.Popen(self._argv, stdout=self._log, stderr=subprocess.STDOUT)
             self.starts += 1
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -227,6 +230,9 @@ async def test_two_hundred_wukongs_survive_operator_kills_and_api_server_restart
     rng = random.Random(13)
     try:
         _, last_fault = await asyncio.gather(_workload(run), _chaos(control_plane, operator, rng))
+        # Started again after the last kill (as a pod's container would be) before
+        # convergence is judged and the starts are counted.
+        await eventually(operator.running, "the operator started again", timeout=10)
         loop = asyncio.get_running_loop()
         latest: list[str] = []
 
