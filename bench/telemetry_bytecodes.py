@@ -4,8 +4,9 @@ the same rounds on a real local control plane, and which functions the default
 settings add them in.
 
 CPU time on a shared machine moves by a few percent from run to run, as much as
-a change to the telemetry's hot path saves; these counts do not move (the trace
-ids are drawn from a seeded `random`), so a change can be judged by them in
+a change to the telemetry's hot path saves; these counts move by under 0.1 %
+(the trace ids are drawn from a seeded `random`; two runs of the same code
+differed by 8 bytecodes in 11,900), so a change can be judged by them in
 seconds, then confirmed by `telemetry_overhead.py`'s CPU ratio. They are a
 proxy: a bytecode costs from a few machine instructions (a local load) to
 thousands (a call into C that allocates), and the plain runtime spends most of
@@ -21,7 +22,6 @@ import argparse
 import asyncio
 import collections
 import random
-import subprocess
 import sys
 from pathlib import Path
 from types import FrameType
@@ -29,12 +29,12 @@ from typing import Any
 
 from telemetry_overhead import (
     DEFAULT,
-    PROTOCOL,
     SAMPLING,
     TRACING,
     _round,
     _tracing,
     create_objects,
+    start_sink,
 )
 
 from wukong.devcluster import ephemeral_control_plane
@@ -142,14 +142,8 @@ def main() -> int:
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--top", type=int, default=25, help="functions listed (default 25)")
     args = parser.parse_args()
-    sink = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("otlp_sink.py")), PROTOCOL],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sink, endpoint = start_sink()
     try:
-        assert sink.stdout is not None
-        endpoint = f"http://127.0.0.1:{sink.stdout.readline().split()[1]}"
         with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
             asyncio.run(create_objects(plane.kubeconfig, args.objects))
             counted = asyncio.run(count(plane.kubeconfig, args.objects, endpoint))

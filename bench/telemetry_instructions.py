@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from telemetry_overhead import MODES, PROTOCOL, SAMPLING, _round, _tracing, create_objects
+from telemetry_overhead import MODES, SAMPLING, _round, _tracing, create_objects, start_sink
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.metrics.definitions import create_metrics
@@ -42,13 +42,8 @@ async def _reconcile(kubeconfig: Path, objects: int, mode: str, rounds: int) -> 
     random.seed(7)
     provider = sink = None
     if mode in SAMPLING:
-        sink = subprocess.Popen(  # noqa: ASYNC220 (answers at once with its port)
-            [sys.executable, str(Path(__file__).with_name("otlp_sink.py")), PROTOCOL],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert sink.stdout is not None
-        provider = _tracing(f"http://127.0.0.1:{sink.stdout.readline().split()[1]}")
+        sink, endpoint = start_sink()  # answers at once with its port
+        provider = _tracing(endpoint)
     registry = create_metrics() if "metrics" in mode else None
     try:
         for _ in range(1 + rounds):

@@ -297,15 +297,20 @@ async def create_objects(kubeconfig: Path, objects: int) -> None:
             )
 
 
-async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
-    await create_objects(kubeconfig, objects)
-    sink = subprocess.Popen(  # noqa: ASYNC220 (returns at once; read below, before any work)
+def start_sink() -> tuple["subprocess.Popen[str]", str]:
+    """`otlp_sink.py` in its own process, and the OTLP endpoint it listens on."""
+    sink = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("otlp_sink.py")), PROTOCOL],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert sink.stdout is not None
-    endpoint = f"http://127.0.0.1:{sink.stdout.readline().split()[1]}"
+    return sink, f"http://127.0.0.1:{sink.stdout.readline().split()[1]}"
+
+
+async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
+    await create_objects(kubeconfig, objects)
+    sink, endpoint = start_sink()  # answers at once with its port, before any work
     samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
     # Each tracing mode's provider, made once as the operator makes its own.
     exporting = _Exporting()

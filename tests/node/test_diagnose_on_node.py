@@ -171,8 +171,12 @@ class Release:
                 )
                 if pid is None or not scraped:
                     return False
+                try:
+                    started = _process_start(pid)
+                except OSError:  # exited since it was found: not settled
+                    return False
                 # prometheus_client's figure: boot time plus the process's start ticks.
-                if abs(float(scraped[0]["value"][1]) - _process_start(pid)) > 1:
+                if abs(float(scraped[0]["value"][1]) - started) > 1:
                     return False
             return True
 
