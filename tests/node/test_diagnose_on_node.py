@@ -190,13 +190,28 @@ class Release:
         return str(lease["spec"].get("holderIdentity") or "")
 
     def wait_leader(self) -> None:
+        """Back once an operator pod holds the Lease and Prometheus has scraped it
+        leading: a replica that won the Lease a moment ago (a rolling upgrade's old
+        leader handing it over) and lost it before any scrape leaves no trace of
+        having led, so its loss could not be diagnosed."""
+
         def leads() -> bool:
             pods = {
                 pod["metadata"]["name"] for pod in _pods(self.cluster, self.namespace, OPERATOR)
             }
-            return self.leader().rsplit("_", 1)[0] in pods
+            holder = self.leader().rsplit("_", 1)[0]
+            return holder in pods and bool(
+                self.prometheus.query(
+                    f'leader_election_master_status{{namespace="{self.namespace}", pod="{holder}", '
+                    f'job="{JOB}"}} == 1'
+                )
+            )
 
-        _until(leads, timeout=120, what=lambda: f"an operator pod to lead ({self.leader()})")
+        _until(
+            leads,
+            timeout=120,
+            what=lambda: f"an operator pod to lead, scraped as leading ({self.leader()})",
+        )
 
     def diagnose(self, since: float) -> tuple[int, str]:
         """The real CLI over the window from `since` to now: (exit status, output)."""
