@@ -5,6 +5,7 @@ from collections import Counter
 
 from wukong.demo.telemetry import TraceSummary
 from wukong.diagnose.panels import PanelReading, leader_dropped
+from wukong.diagnose.report import Report
 from wukong.diagnose.rules import (
     CRASH_LOOP,
     HEALTHY,
@@ -100,3 +101,21 @@ def test_without_a_baseline_the_floor_decides() -> None:
     assert "no healthy baseline, a 50 ms floor" in slow.explanation
     assert diagnose(signals(10.0)).cause == TIGHT_DEADLINE
     assert diagnose(Signals(cancellations={}, api_p50_ms=1, baseline_api_p50_ms=1)).healthy
+
+
+def test_the_report_shows_process_starts_and_the_leader_status_whatever_the_cause() -> None:
+    # One start each is no crash loop (healthy here), yet the report names them.
+    quiet = {"cancellations": {}, "api_p50_ms": 3.0, "baseline_api_p50_ms": 3.0}
+    signals = Signals(**quiet, restarts={"wukong-b": 1, "wukong-a": 1})
+    report = Report(
+        diagnosis=diagnose(signals), signals=signals, panels=[], alerts=[], calls=[], window="5m"
+    )
+    lines = report.render().splitlines()
+    assert lines[0] == f"diagnosis: {HEALTHY} (last 5m)"
+    assert "  operator process starts: wukong-a x1, wukong-b x1" in lines
+    assert "  leader status: no drop seen" in lines
+    dropped = Signals(**quiet, restarts={"wukong-a": 1}, leader_dropped=True)
+    report = Report(
+        diagnosis=diagnose(dropped), signals=dropped, panels=[], alerts=[], calls=[], window="5m"
+    )
+    assert "  leader status: a replica's dropped to 0" in report.render().splitlines()

@@ -61,9 +61,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 Read the operator's metrics and alerts from a cluster's Prometheus over the
 last --window and say whether it is healthy or name the dominant cause, with
 its evidence: cancelled reconciles by reason, API latency and queue wait
-against their healthy baselines, reconciles by namespace, the cancel-storm
-dashboard's panel values and the Wukong alerts pending or firing. Causes,
-first match wins:
+against their healthy baselines, reconciles by namespace, the replicas whose
+process started again and whether a replica's leader status dropped, the
+cancel-storm dashboard's panel values and the Wukong alerts pending or firing.
+Causes, first match wins:
 
   crash_loop          a replica's process started again and again
   rolling_restart     reconciles cancelled only for shutdown: no failure

@@ -52,6 +52,11 @@ class Report:
             f"  queue wait p99 {signals.queue_wait_p99_ms:.0f} ms "
             + _against(signals.baseline_queue_wait_p99_ms),
             f"  reconciles by namespace: {_shares(signals.reconciles_by_namespace)}",
+            # Shown whatever the cause: a single restart is no crash loop, but it is
+            # what an SRE looks for next (a replica gone, a Lease lost before a scrape).
+            f"  operator process starts: {_starts(signals.restarts)}",
+            "  leader status: "
+            + ("a replica's dropped to 0" if signals.leader_dropped else "no drop seen"),
             "  alerts pending or firing: "
             + (", ".join(alert.describe() for alert in self.alerts) or "none"),
             *(f"  panel {reading.describe()}" for reading in self.panels),
@@ -76,3 +81,9 @@ def _shares(counts: Mapping[str, int]) -> str:
     ranked = sorted(counts.items(), key=lambda item: -item[1])[:SHOWN_NAMESPACES]
     shares = ", ".join(f"{namespace} {count / total:.0%}" for namespace, count in ranked)
     return f"{shares} (of {total})"
+
+
+def _starts(restarts: Mapping[str, int]) -> str:
+    """ "wukong-7d9-x2 x2, wukong-7d9-q1 x1": the replicas whose process started again."""
+    ranked = sorted(restarts.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{pod} x{count}" for pod, count in ranked) or "none"
