@@ -234,6 +234,29 @@ class Release:
         assert "Traceback" not in result.stderr, result.stderr
         return result.returncode, result.stdout
 
+    def operator_evidence(self) -> str:
+        """For a failure's message: the Lease holder, each operator pod's restarts and
+        last exit, the tail of its log and of its previous container's (they go with
+        the namespace once the release is uninstalled)."""
+        lines = [f"Lease held by {self.leader() or '-'}"]
+        for pod in _pods(self.cluster, self.namespace, OPERATOR):
+            name = pod["metadata"]["name"]
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            status = next((c for c in statuses if c["name"] == "operator"), {})
+            last = (status.get("lastState") or {}).get("terminated") or {}
+            lines.append(
+                f"pod {name}: restarts {status.get('restartCount', '?')}, last exit "
+                f"{last.get('exitCode', '-')} at {last.get('finishedAt', '-')}"
+            )
+            for previous in ((), ("--previous",)):
+                log = self.cluster.kubectl(
+                    *("logs", "-n", self.namespace, name, "-c", "operator", "--tail=12"),
+                    *previous,
+                    check=False,
+                )
+                lines += [f"  {' '.join(previous) or 'log'}: {line}" for line in log.splitlines()]
+        return "\n".join(lines)
+
     def alert_state(self, name: str) -> str | None:
         """`firing`, `pending` or None: the release's alert `name` now."""
         states = {
@@ -409,7 +432,11 @@ def _diagnosed(
             print(f"{cause}: diagnosed {took:.0f} s after the fault")
             print(output)
             return output, took
-        assert time.monotonic() < deadline, f"not diagnosed as {cause} (status {code}):\n{output}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"not diagnosed as {cause} (status {code}):\n{output}\n"
+                f"{release.operator_evidence()}"
+            )
         time.sleep(3)
 
 
