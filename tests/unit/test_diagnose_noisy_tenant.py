@@ -144,4 +144,4 @@ def test_wukong_diagnose_prints_the_noisy_tenant_and_exits_1(
     assert out.startswith("diagnosis: noisy_tenant (last 2m)\n  why: namespace noisy ran 91% ")
     assert "  queue wait p99 3200 ms (healthy 4 ms)\n" in out
     assert "  reconciles by namespace: noisy 91%, quiet 9% (of 1000)\n" in out
-    assert "  operator process starts: none\n  leader status: no drop seen\n" in out
+    assert "  operator restarts: none\n  leader status: no drop seen\n" in out

@@ -112,7 +112,7 @@ def test_the_report_shows_process_starts_and_the_leader_status_whatever_the_caus
     )
     lines = report.render().splitlines()
     assert lines[0] == f"diagnosis: {HEALTHY} (last 5m)"
-    assert "  operator process starts: wukong-a x1, wukong-b x1" in lines
+    assert "  operator restarts: wukong-a x1, wukong-b x1" in lines
     assert "  leader status: no drop seen" in lines
     dropped = Signals(**quiet, restarts={"wukong-a": 1}, leader_dropped=True)
     report = Report(

@@ -54,7 +54,7 @@ class Report:
             f"  reconciles by namespace: {_shares(signals.reconciles_by_namespace)}",
             # Shown whatever the cause: a single restart is no crash loop, but it is
             # what an SRE looks for next (a replica gone, a Lease lost before a scrape).
-            f"  operator process starts: {_starts(signals.restarts)}",
+            f"  operator restarts: {_restarts(signals.restarts)}",
             "  leader status: "
             + ("a replica's dropped to 0" if signals.leader_dropped else "no drop seen"),
             "  alerts pending or firing: "
@@ -83,7 +83,7 @@ def _shares(counts: Mapping[str, int]) -> str:
     return f"{shares} (of {total})"
 
 
-def _starts(restarts: Mapping[str, int]) -> str:
-    """ "wukong-7d9-x2 x2, wukong-7d9-q1 x1": the replicas whose process started again."""
+def _restarts(restarts: Mapping[str, int]) -> str:
+    """ "wukong-7d9-x2 x2, wukong-7d9-q1 x1": how often each replica's process started again."""
     ranked = sorted(restarts.items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{pod} x{count}" for pod, count in ranked) or "none"
