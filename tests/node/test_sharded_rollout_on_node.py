@@ -47,7 +47,7 @@ from wukong.devcluster.node_prometheus import MONITORING_NAMESPACE, SCRAPER
 from wukong.devcluster.prometheus import LocalPrometheus
 from wukong.devcluster.simulator import SimulationConfig, simulator_manager
 from wukong.operator.api import WUKONGS
-from wukong.runtime import Client
+from wukong.runtime import Client, NotFound
 from wukong.runtime.apis import VIRTUAL_MACHINES
 
 REPLICAS = 3
@@ -103,7 +103,11 @@ async def _unreconciled(client: Client, tenants: list[str], cores: int) -> list[
     for tenant in tenants:
         for wukong in (await client.list(WUKONGS, namespace=tenant))["items"]:
             name, status = wukong["metadata"]["name"], wukong.get("status") or {}
-            vm = await client.get(VIRTUAL_MACHINES, name, namespace=tenant)
+            try:
+                vm = await client.get(VIRTUAL_MACHINES, name, namespace=tenant)
+            except NotFound:  # not reconciled yet: its VM is still to be made
+                left.append(f"{tenant}/{name}")
+                continue
             vm_cores = vm["spec"]["template"]["spec"]["domain"]["cpu"]["cores"]
             if (
                 status.get("phase") != "Running"
