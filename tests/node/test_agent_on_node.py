@@ -584,6 +584,10 @@ def test_the_agent_runs_with_exactly_the_charts_capabilities_and_needs_each(
             "--type=json",
             f"-p={json.dumps(patch)}",
         )
+        # The tests after this one start from the chart's agent, running and ready.
+        node_cluster.kubectl(
+            "rollout", "status", "daemonset/wukong-agent", "-n", release, "--timeout=180s"
+        )
 
 
 def _host_pids(cmdline_part: str) -> list[int]:
@@ -611,27 +615,30 @@ def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
         ready = [p for p in pods if p["status"].get("containerStatuses", [{}])[0].get("ready")]
         return ready[0] if len(ready) == 1 and len(pods) == 1 else None
 
+    attached: list[dict[str, Any]] = []
+
+    def one_agent_attached() -> bool:
+        # Both seen in one pass: the pod read once and the probes it enabled.
+        pod = agent_pod()
+        if pod is None or not all(usdt_semaphore(pid) > 0 for pid in operators):
+            return False
+        attached.append(pod)
+        return True
+
     wait_until(
-        lambda: agent_pod() is not None,
-        timeout=120,
+        one_agent_attached,
+        timeout=180,
         interval=KUBECTL_POLL,
-        what="one ready agent pod",
+        what="one ready agent pod, with the operators' USDT probes enabled",
     )
-    wait_until(
-        lambda: all(usdt_semaphore(pid) > 0 for pid in operators),
-        timeout=60,
-        interval=KUBECTL_POLL,
-        what="the agent to enable the operators' USDT probes",
-    )
-    pod = agent_pod()
-    assert pod is not None
-    uid = pod["metadata"]["uid"]
+    uid = attached[-1]["metadata"]["uid"]
     (agent_pid,) = [
         pid
         for pid in _host_pids("wukong agent")
         if uid.replace("-", "_") in Path(f"/proc/{pid}/cgroup").read_text().replace("-", "_")
     ]
-    node_cluster.kubectl("delete", "pod", "-n", release, pod["metadata"]["name"], "--wait=true")
+    name = attached[-1]["metadata"]["name"]
+    node_cluster.kubectl("delete", "pod", "-n", release, name, "--wait=true")
     # SIGTERM: the agent detached before exiting, so nothing it set up remains.
     assert all(usdt_semaphore(pid) == 0 for pid in operators)
     events = Path("/sys/kernel/tracing/uprobe_events").read_text()
