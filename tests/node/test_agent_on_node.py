@@ -631,14 +631,14 @@ def test_a_deleted_agent_pod_detaches_and_leaves_the_operator_unprobed(
         interval=KUBECTL_POLL,
         what="one ready agent pod, with the operators' USDT probes enabled",
     )
-    uid = attached[-1]["metadata"]["uid"]
+    pod = attached[-1]
+    uid = pod["metadata"]["uid"]
     (agent_pid,) = [
         pid
         for pid in _host_pids("wukong agent")
         if uid.replace("-", "_") in Path(f"/proc/{pid}/cgroup").read_text().replace("-", "_")
     ]
-    name = attached[-1]["metadata"]["name"]
-    node_cluster.kubectl("delete", "pod", "-n", release, name, "--wait=true")
+    node_cluster.kubectl("delete", "pod", "-n", release, pod["metadata"]["name"], "--wait=true")
     # SIGTERM: the agent detached before exiting, so nothing it set up remains.
     assert all(usdt_semaphore(pid) == 0 for pid in operators)
     events = Path("/sys/kernel/tracing/uprobe_events").read_text()
