@@ -13,8 +13,20 @@ difference over the reconciles is the mode's cost per reconcile, all threads
 off and trace ids are drawn from a seeded `random`, so two runs do the same work.
 Spans go to `otlp_sink.py`, a process valgrind does not follow.
 
+With `--cache-sim`, valgrind also simulates the caches and the branch
+predictor (`--cache-sim=yes --branch-sim=yes`, about twice as slow): data
+accesses, misses of the first-level instruction and data caches and of the
+last level, and branch mispredictions, per reconcile. An instruction count leaves out what
+makes telemetry's code dearer than its count where CPU time is concerned (its
+code and data are new to the caches); these counts measure that part without
+the machine's noise. Printed with them: two rough estimates of cycles from
+them (KCachegrind's, `kcachegrind_cycles`; the one used to benchmark Python in
+CI, `access_cycles`) and each count's ratio against none. Whatever each event
+really costs, a sum of them weighted alike in every mode cannot be dearer,
+against none, than the dearest of those ratios.
+
     .venv/bin/python bench/telemetry_instructions.py [--objects 300] [--rounds 9]
-        [--modes none metrics+tracing]
+        [--modes none metrics+tracing] [--cache-sim]
 
 Needs valgrind (Debian: `apt-get install valgrind`); about 15 s a mode.
 """
@@ -34,7 +46,15 @@ from telemetry_overhead import MODES, SAMPLING, _round, _tracing, create_objects
 from wukong.devcluster import ephemeral_control_plane
 from wukong.metrics.definitions import create_metrics
 
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+# What valgrind's summary counts, by the label it prints (the first figure of its line).
+_COUNTED = {
+    "instructions": "I   refs:",
+    "data accesses": "D   refs:",
+    "I1 misses": "I1  misses:",
+    "D1 misses": "D1  misses:",
+    "LL misses": "LL misses:",
+    "mispredictions": "Mispredicts:",
+}
 
 
 async def _reconcile(kubeconfig: Path, objects: int, mode: str, rounds: int) -> None:
@@ -56,13 +76,18 @@ async def _reconcile(kubeconfig: Path, objects: int, mode: str, rounds: int) -> 
             sink.wait()
 
 
-def _instructions(kubeconfig: Path, objects: int, mode: str, rounds: int) -> int:
-    """Instructions valgrind counts in a process that warms up and reconciles `rounds` times."""
+def _counts(
+    kubeconfig: Path, objects: int, mode: str, rounds: int, *, cache_sim: bool
+) -> dict[str, int]:
+    """What valgrind counts in a process that warms up and reconciles `rounds` times:
+    instructions, and with `cache_sim` the simulated misses and mispredictions."""
+    simulate = "yes" if cache_sim else "no"
     run = subprocess.run(
         [
             "valgrind",
             "--tool=cachegrind",
-            "--cache-sim=no",
+            f"--cache-sim={simulate}",
+            f"--branch-sim={simulate}",
             "--cachegrind-out-file=/dev/null",
             sys.executable,
             __file__,
@@ -77,10 +102,53 @@ def _instructions(kubeconfig: Path, objects: int, mode: str, rounds: int) -> int
         text=True,
         check=False,
     )
-    found = _REFS.search(run.stderr)
-    if run.returncode != 0 or found is None:
+    wanted = _COUNTED if cache_sim else {"instructions": _COUNTED["instructions"]}
+    counts: dict[str, int] = {}
+    for name, label in wanted.items():
+        found = re.search(re.escape(label) + r"\s+([\d,]+)", run.stderr)
+        if found is not None:
+            counts[name] = int(found.group(1).replace(",", ""))
+    if run.returncode != 0 or len(counts) != len(wanted):
         raise SystemExit(f"valgrind run of {mode} failed ({run.returncode}):\n{run.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    return counts
+
+
+def kcachegrind_cycles(counts: dict[str, float]) -> float:
+    """KCachegrind's cycle estimate: every instruction a cycle, a first-level miss or a
+    misprediction 10 more, a last-level miss 100."""
+    return (
+        counts["instructions"]
+        + 10 * (counts["I1 misses"] + counts["D1 misses"] + counts["mispredictions"])
+        + 100 * counts["LL misses"]
+    )
+
+
+def access_cycles(counts: dict[str, float]) -> float:
+    """The estimate pythonspeed.com's "consistent benchmarking in CI" and Rust's iai give
+    from the same counts: an access (instruction or data) served by the first level
+    costs 1, by the last level 5, by memory 35; mispredictions are not counted."""
+    first_level_misses = counts["I1 misses"] + counts["D1 misses"]
+    accesses = counts["instructions"] + counts["data accesses"]
+    return (
+        accesses
+        - first_level_misses
+        + 5 * (first_level_misses - counts["LL misses"])
+        + 35 * counts["LL misses"]
+    )
+
+
+def _describe(counts: dict[str, float]) -> str:
+    line = f"{counts['instructions'] / 1000:8.1f}k instructions"
+    if "I1 misses" not in counts:
+        return line + " a reconcile"
+    return (
+        f"{line}, {counts['data accesses'] / 1000:.1f}k data accesses, "
+        f"{counts['I1 misses'] / 1000:.2f}k I1 + {counts['D1 misses'] / 1000:.2f}k D1 "
+        f"misses, {counts['LL misses']:.1f} LL misses, "
+        f"{counts['mispredictions'] / 1000:.2f}k mispredictions a reconcile; cycles "
+        f"estimated {kcachegrind_cycles(counts) / 1000:.1f}k (KCachegrind), "
+        f"{access_cycles(counts) / 1000:.1f}k (by accesses)"
+    )
 
 
 def main() -> int:
@@ -91,6 +159,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9, help="measured rounds (default 9)")
     parser.add_argument(
         "--modes", nargs="+", choices=MODES, default=list(MODES), help="default: every mode"
+    )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches and the branch predictor (about twice as slow)",
     )
     parser.add_argument("--measured", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
@@ -103,18 +176,38 @@ def main() -> int:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     reconciles = args.rounds * args.objects
-    per_reconcile: dict[str, float] = {}
+    per_reconcile: dict[str, dict[str, float]] = {}
     with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
         asyncio.run(create_objects(plane.kubeconfig, args.objects))
         for mode in args.modes:
-            warm_only = _instructions(plane.kubeconfig, args.objects, mode, 0)
-            measured = _instructions(plane.kubeconfig, args.objects, mode, args.rounds)
-            per_reconcile[mode] = (measured - warm_only) / reconciles
-            print(f"  {mode:28} {per_reconcile[mode] / 1000:8.1f}k instructions a reconcile")
+            counted = [
+                _counts(plane.kubeconfig, args.objects, mode, rounds, cache_sim=args.cache_sim)
+                for rounds in (0, args.rounds)
+            ]
+            warm_only, measured = counted
+            per_reconcile[mode] = {
+                name: (measured[name] - warm_only[name]) / reconciles for name in measured
+            }
+            print(f"  {mode:28} {_describe(per_reconcile[mode])}")
     if "none" in per_reconcile:
         none = per_reconcile["none"]
-        ratios = ", ".join(f"{mode} x{value / none:.3f}" for mode, value in per_reconcile.items())
-        print(f"against none: {ratios}")
+        for mode, counts in per_reconcile.items():
+            if mode == "none":
+                continue
+            ratios = [f"instructions x{counts['instructions'] / none['instructions']:.3f}"]
+            if args.cache_sim:
+                first_level = ("I1 misses", "D1 misses")
+                misses = sum(counts[name] for name in first_level)
+                ratios += [
+                    f"data accesses x{counts['data accesses'] / none['data accesses']:.3f}",
+                    f"first-level misses x{misses / sum(none[name] for name in first_level):.3f}",
+                    f"mispredictions x{counts['mispredictions'] / none['mispredictions']:.3f}",
+                    f"LL misses x{counts['LL misses'] / none['LL misses']:.3f}",
+                    "cycles estimated "
+                    f"x{kcachegrind_cycles(counts) / kcachegrind_cycles(none):.3f} (KCachegrind), "
+                    f"x{access_cycles(counts) / access_cycles(none):.3f} (by accesses)",
+                ]
+            print(f"{mode} against none: {', '.join(ratios)}")
     return 0
 
 
