@@ -113,12 +113,16 @@ def _counts(
     return counts
 
 
+def _first_level_misses(counts: dict[str, float]) -> float:
+    return counts["I1 misses"] + counts["D1 misses"]
+
+
 def kcachegrind_cycles(counts: dict[str, float]) -> float:
     """KCachegrind's cycle estimate: every instruction a cycle, a first-level miss or a
     misprediction 10 more, a last-level miss 100."""
     return (
         counts["instructions"]
-        + 10 * (counts["I1 misses"] + counts["D1 misses"] + counts["mispredictions"])
+        + 10 * (_first_level_misses(counts) + counts["mispredictions"])
         + 100 * counts["LL misses"]
     )
 
@@ -127,7 +131,7 @@ def access_cycles(counts: dict[str, float]) -> float:
     """The estimate pythonspeed.com's "consistent benchmarking in CI" and Rust's iai give
     from the same counts: an access (instruction or data) served by the first level
     costs 1, by the last level 5, by memory 35; mispredictions are not counted."""
-    first_level_misses = counts["I1 misses"] + counts["D1 misses"]
+    first_level_misses = _first_level_misses(counts)
     accesses = counts["instructions"] + counts["data accesses"]
     return (
         accesses
@@ -180,11 +184,10 @@ def main() -> int:
     with ephemeral_control_plane(progress=lambda m: print(m, file=sys.stderr)) as plane:
         asyncio.run(create_objects(plane.kubeconfig, args.objects))
         for mode in args.modes:
-            counted = [
+            warm_only, measured = (
                 _counts(plane.kubeconfig, args.objects, mode, rounds, cache_sim=args.cache_sim)
                 for rounds in (0, args.rounds)
-            ]
-            warm_only, measured = counted
+            )
             per_reconcile[mode] = {
                 name: (measured[name] - warm_only[name]) / reconciles for name in measured
             }
@@ -196,11 +199,10 @@ def main() -> int:
                 continue
             ratios = [f"instructions x{counts['instructions'] / none['instructions']:.3f}"]
             if args.cache_sim:
-                first_level = ("I1 misses", "D1 misses")
-                misses = sum(counts[name] for name in first_level)
+                misses = _first_level_misses(counts) / _first_level_misses(none)
                 ratios += [
                     f"data accesses x{counts['data accesses'] / none['data accesses']:.3f}",
-                    f"first-level misses x{misses / sum(none[name] for name in first_level):.3f}",
+                    f"first-level misses x{misses:.3f}",
                     f"mispredictions x{counts['mispredictions'] / none['mispredictions']:.3f}",
                     f"LL misses x{counts['LL misses'] / none['LL misses']:.3f}",
                     "cycles estimated "
