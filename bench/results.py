@@ -6,6 +6,7 @@ a title, a markdown table (header + rows) and notes. Fragments from one
 """
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -46,6 +47,25 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     """`median (min-max)` of `values`, each formatted with `fmt`."""
     low, mid, high = min(values), statistics.median(values), max(values)
     return f"{fmt.format(mid)} ({fmt.format(low)}-{fmt.format(high)})"
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The interval holding the median of what `values` were drawn from with at least
+    `confidence`, from their order alone (no assumption on their distribution): the
+    j-th smallest to the j-th largest, j the largest for which fewer than j of n
+    draws fall below the median with probability at most (1 - confidence) / 2.
+    With too few values for that, their min and max."""
+    ordered = sorted(values)
+    n = len(ordered)
+    below = 0.0  # P(fewer than j of the n draws fall below the median), Binomial(n, 1/2)
+    j = 0
+    while j < n // 2:
+        below += math.comb(n, j) / 2**n
+        if below > (1 - confidence) / 2:
+            break
+        j += 1
+    j = max(j, 1)
+    return ordered[j - 1], ordered[n - j]
 
 
 def versus(ours: list[float], theirs: list[float], fmt: str = "{:.2f}") -> str:

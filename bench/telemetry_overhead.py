@@ -25,7 +25,9 @@ are spread over its reconciles.
 The modes are interleaved (their order rotates every round) and each mode's
 cost is compared with the plain runtime *of the same round*: a machine that
 slows down between rounds moves both sides of a ratio. Printed: the median of those per-round ratios
-with their min and max, so the spread is visible next to the figure; then
+with their min and max, so the spread is visible next to the figure, and the
+interval that holds the median with 95 % confidence (narrower with more
+`--rounds`: on a noisy machine, what tells whether a goal's 0.01 is read); then
 where tracing's time goes: a kept reconcile's spans made and exported apart
 with the SDK, and a profile of as many rounds again of none, metrics and the
 default settings (thread CPU in each observer and in the garbage collector), so
@@ -52,7 +54,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from results import spread, write_fragment
+from results import median_interval, spread, write_fragment
 
 from wukong.devcluster import ephemeral_control_plane
 from wukong.metrics import RuntimeMetrics
@@ -393,10 +395,17 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
     for mode in MODES:
         cpu = spread(per_reconcile_us(mode, 0), "{:.0f}")
         cpu_ratio = spread(ratios(mode, 0), "x{:.2f}")
+        # How well the rounds pin the median ratio down: on a noisy machine a
+        # goal's 0.01 can lie inside it, and more rounds narrow it.
+        low, high = median_interval(ratios(mode, 0))
+        interval = f"x{low:.3f}-x{high:.3f}"
         wall = spread(per_reconcile_us(mode, 1), "{:.0f}")
         wall_ratio = spread(ratios(mode, 1), "x{:.2f}")
-        print(f"  {mode:<28} cpu {cpu} us ({cpu_ratio})   wall {wall} us ({wall_ratio})")
-        rows.append([mode, f"{cpu} us", cpu_ratio, f"{wall} us", wall_ratio])
+        print(
+            f"  {mode:<28} cpu {cpu} us ({cpu_ratio}; median in {interval})"
+            f"   wall {wall} us ({wall_ratio})"
+        )
+        rows.append([mode, f"{cpu} us", cpu_ratio, interval, f"{wall} us", wall_ratio])
     where = (
         f"Where a kept trace's time goes (same run, apart, per reconcile): creating and "
         f"ending its two spans with the SDK alone {create_us:.0f} us; exporting them "
@@ -456,13 +465,17 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
             "telemetry",
             "CPU/reconcile, median (min-max)",
             "CPU ratio",
+            "CPU ratio's median, 95 % interval",
             "wall/reconcile",
             "wall ratio",
         ],
         rows=rows,
         notes=[
             'Ratios: each round against the plain runtime ("none") of the same round, '
-            "modes interleaved in a rotating order; median (min-max) of the rounds.",
+            "modes interleaved in a rotating order; median (min-max) of the rounds. "
+            "The interval holds the median of such rounds' ratios with 95 % confidence, "
+            "from the rounds' order alone (the j-th smallest to the j-th largest; "
+            "`median_interval` in bench/results.py).",
             "Each reconcile makes one GET, so a kept trace is two spans, exported as the "
             "chart sets the operator up: OTLP/gRPC, the SDK's batch processor at its "
             f"defaults (a batch every 5 s or at 512 spans). {DEFAULT}: the operator's "
