@@ -120,7 +120,7 @@ def test_a_probe_that_fails_to_load_puts_the_semaphore_back(
     try:
         # Running its own code: before its exec, the child is still this interpreter.
         assert process.stdout is not None and process.stdout.readline() == "up\n"
-        monkeypatch.setattr(python_probe, "SOURCE", "int on_audit(struct pt_regs *ctx) {")
+        monkeypatch.setattr(python_probe, "SOURCE", b"int on_audit(struct pt_regs *ctx) {")
         target = Target(process.pid, "python3", PYTHON, None)
         with pytest.raises(StageFailed) as failed:
             PythonProbe(target, on_cancel=lambda _: None, on_lost=lambda _: None)

@@ -31,7 +31,7 @@ def test_a_probe_that_fails_to_load_is_counted_and_said(
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         assert _untraced(agent, "python", "probe_failed") == 0  # there from the start
         # A program the kernel's verifier (here: the compiler) refuses.
-        monkeypatch.setattr(python_probe, "SOURCE", "int on_audit(struct pt_regs *ctx) {")
+        monkeypatch.setattr(python_probe, "SOURCE", b"int on_audit(struct pt_regs *ctx) {")
         agent.step()
         assert proc.pid not in agent.probes and proc.pid in agent.untraceable
         assert _untraced(agent, "python", "probe_failed") == 1

@@ -11,8 +11,9 @@ from wukong.ebpf.records import Cancellation
 from wukong.ebpf.semaphores import SemaphoreLedger, start_time
 from wukong.runtime.probes import audit_semaphore
 
-# Text, not bytes: BCC prepends the USDT argument readers (a str) to it.
-SOURCE = (Path(__file__).parent / "python_probe.c").read_text()
+# Bytes, as BCC takes a program's text: it prepends the USDT argument readers
+# (bytes too) to it, and a str only gets converted with a DeprecationWarning.
+SOURCE = (Path(__file__).parent / "python_probe.c").read_bytes()
 
 log = logging.getLogger(__name__)
 
