@@ -394,10 +394,11 @@ async def run(kubeconfig: Path, objects: int, rounds: int) -> None:
     rows = []
     for mode in MODES:
         cpu = spread(per_reconcile_us(mode, 0), "{:.0f}")
-        cpu_ratio = spread(ratios(mode, 0), "x{:.2f}")
+        cpu_ratios = ratios(mode, 0)
+        cpu_ratio = spread(cpu_ratios, "x{:.2f}")
         # How well the rounds pin the median ratio down: on a noisy machine a
         # goal's 0.01 can lie inside it, and more rounds narrow it.
-        low, high = median_interval(ratios(mode, 0))
+        low, high = median_interval(cpu_ratios)
         interval = f"x{low:.3f}-x{high:.3f}"
         wall = spread(per_reconcile_us(mode, 1), "{:.0f}")
         wall_ratio = spread(ratios(mode, 1), "x{:.2f}")
