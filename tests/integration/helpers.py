@@ -12,14 +12,13 @@ from wukong.devcluster.crds import wait_crd_established
 from wukong.runtime import (
     CancelReason,
     Client,
-    Conflict,
     Manager,
     Object,
     Resource,
     RuntimeObserver,
 )
 from wukong.runtime.observe import ApiCall, LifecycleEvent, Step
-from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, LEASES
+from wukong.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS
 
 
 @contextlib.asynccontextmanager
@@ -126,19 +125,6 @@ async def install_test_crd(
     await client.create(CUSTOM_RESOURCE_DEFINITIONS, crd)
     await wait_crd_established(client, crd["metadata"]["name"])
     return Resource(group=group, version="v1", plural=plural, kind=kind)
-
-
-async def take_lease(client: Client, *, name: str, namespace: str, holder: str) -> None:
-    """Overwrite the Lease's holder, as an intruder would (retrying the holder's renewals)."""
-    for _ in range(20):  # the holder's renewals may get in between the read and the write
-        lease = await client.get(LEASES, name, namespace=namespace)
-        lease["spec"]["holderIdentity"] = holder
-        try:
-            await client.update(LEASES, lease)
-            return
-        except Conflict:
-            continue
-    raise AssertionError(f"could not take lease {namespace}/{name}: it kept changing")
 
 
 def _kubectl(kubectl: Path, kubeconfig: Path, *args: str) -> str:

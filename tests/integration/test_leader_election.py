@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import RecordingObserver, take_lease
+from tests.integration.helpers import RecordingObserver
+from wukong.demo.drill import take_lease
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.kubeconfig import kubeconfig_via
 from wukong.devcluster.latency_proxy import LatencyProxy

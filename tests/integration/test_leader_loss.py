@@ -22,8 +22,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.helpers import RecordingObserver, running, take_lease
+from tests.integration.helpers import RecordingObserver, running
 from tests.polling import eventually
+from wukong.demo.drill import take_lease
 from wukong.devcluster import ControlPlane
 from wukong.metrics import RuntimeMetrics
 from wukong.runtime import (

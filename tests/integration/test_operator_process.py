@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 
 from tests.exposition import metric_samples
-from tests.integration.helpers import metrics_reader_token, scrape, take_lease
+from tests.integration.helpers import metrics_reader_token, scrape
 from tests.integration.webhooks import registered_webhook
 from tests.integration.wukong_harness import StartWukong
 from tests.polling import eventually
+from wukong.demo.drill import take_lease
 from wukong.devcluster import ControlPlane
 from wukong.devcluster.processes import free_port
 from wukong.operator.api import WUKONGS

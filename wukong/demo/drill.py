@@ -45,6 +45,7 @@ from wukong.diagnose.rules import (
 )
 from wukong.diagnose.split import CallSplit, slowest_calls
 from wukong.operator.run import LEASE_NAME
+from wukong.runtime import Client, Conflict
 from wukong.runtime.resources import LEASES
 
 Progress = Callable[[str], None]
@@ -164,7 +165,9 @@ class Drill:
         self.stack.proxy.delay = 0.3  # keeps reconciles in flight when the Lease goes
         names = await self._create("drill-lease", count=4)
         await self._until_reconciling()
-        await self._steal_lease()
+        await take_lease(
+            self.stack.api, name=LEASE_NAME, namespace=NAMESPACE, holder="drill-intruder"
+        )
         # The spans it flushes at exit are in Jaeger once it has exited (Jaeger
         # answers an export once it took the batch).
         code = await self.stack.wait_operator_exit(timeout=30)
@@ -319,13 +322,22 @@ class Drill:
             ),
         )
 
-    async def _steal_lease(self) -> None:
+
+async def take_lease(client: Client, *, name: str, namespace: str, holder: str) -> None:
+    """Make `holder` the Lease's holder from now, as another replica taking it would.
+
+    The holder's renewals may land between the read and the write (409 Conflict):
+    read again and retry, up to a bound."""
+    for _ in range(20):
+        lease = await client.get(LEASES, name, namespace=namespace)
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        lease = await self.stack.api.get(LEASES, LEASE_NAME, namespace=NAMESPACE)
-        lease["spec"].update(
-            {"holderIdentity": "drill-intruder", "renewTime": now, "acquireTime": now}
-        )
-        await self.stack.api.update(LEASES, lease)
+        lease["spec"].update({"holderIdentity": holder, "renewTime": now, "acquireTime": now})
+        try:
+            await client.update(LEASES, lease)
+            return
+        except Conflict:
+            continue
+    raise DemoError(f"could not take Lease {namespace}/{name}: its holder kept renewing it")
 
 
 def _now_us() -> int:
