@@ -144,6 +144,17 @@ async def _stored(
     return found
 
 
+def _rooted(spans: list[JaegerSpan], span_id: str) -> bool:
+    """Whether span `span_id` and each of its ancestors, up to the trace's root, are in
+    `spans`. A span is exported when it ends, so a parent that ends after its children
+    (a server span after its storage and webhook calls) can come in a later batch."""
+    by_id = {s.span_id: s for s in spans}
+    span = by_id.get(span_id)
+    while span is not None and span.parent is not None:
+        span = by_id.get(span.parent)
+    return span is not None
+
+
 def _descendants(spans: list[JaegerSpan], root: JaegerSpan) -> list[JaegerSpan]:
     children = [span for span in spans if span.parent == root.span_id]
     return children + [d for child in children for d in _descendants(spans, child)]
@@ -239,7 +250,10 @@ async def test_audit_id_of_the_response_finds_the_servers_span(
         found = jaeger.traces(service=APISERVER, tags={"audit-id": audit_id}, lookback="5m")
         return found[0] if found else []
 
-    spans = await _stored(by_audit_id, bool, f"the span of Audit-Id {audit_id}")
+    def has_request_span(spans: list[JaegerSpan]) -> bool:
+        return any(s.name == GET_CONFIGMAP for s in spans)
+
+    spans = await _stored(by_audit_id, has_request_span, f"the span of Audit-Id {audit_id}")
     # The request's span and the storage layer's under it carry it.
     server_get = next(s for s in spans if s.name == GET_CONFIGMAP)
     assert server_get.tags["audit-id"] == audit_id
@@ -269,9 +283,7 @@ async def test_the_servers_webhook_call_carries_the_trace_on(
     assert sent_trace == trace_id
 
     def complete(spans: list[JaegerSpan]) -> bool:
-        return any(s.span_id == sent_parent for s in spans) and any(
-            s.name == "etcdserverpb.KV/Txn" for s in spans
-        )
+        return _rooted(spans, sent_parent) and any(s.name == "etcdserverpb.KV/Txn" for s in spans)
 
     spans = await _stored(lambda: jaeger.trace(trace_id), complete, "the create's trace")
     by_id = {s.span_id: s for s in spans}
@@ -402,6 +414,11 @@ async def _traced_wukong_webhook(
             yield
 
 
+def _admission_span(spans: list[JaegerSpan], service: str) -> JaegerSpan | None:
+    """Wukong's span of the admission review, if it is in `spans`."""
+    return next((s for s in spans if s.service == service and s.tags.get("k8s.operation")), None)
+
+
 def _admission_trace(
     jaeger: LocalJaeger, service: str, namespace: str, name: str
 ) -> Callable[[], list[JaegerSpan]]:
@@ -429,11 +446,13 @@ async def test_wukongs_webhook_span_continues_the_servers_trace(
     admission_trace = _admission_trace(jaeger, service, traced_namespace, "traced")
 
     def joined(spans: list[JaegerSpan]) -> bool:
-        return any(s.service == APISERVER for s in spans)
+        admission = _admission_span(spans, service)
+        return admission is not None and _rooted(spans, admission.span_id)
 
     spans = await _stored(admission_trace, joined, "the webhook's span in the server's trace")
     by_id = {s.span_id: s for s in spans}
-    admission = next(s for s in spans if s.service == service and s.tags.get("k8s.operation"))
+    admission = _admission_span(spans, service)
+    assert admission is not None
     assert admission.tags["wukong.trace.kept"] == "caller"
     assert admission.tags["wukong.admission.allowed"] is True
     assert admission.tags["url.path"] == WEBHOOK_PATH
@@ -486,10 +505,16 @@ async def test_the_validators_api_calls_are_children_of_its_admission_span(
         return [s for s in spans if "network-attachment-definitions" in s.name]
 
     def both_sides(spans: list[JaegerSpan]) -> bool:
-        return {s.service for s in lookups(spans)} == {service, APISERVER}
+        admission = _admission_span(spans, service)
+        return (
+            {s.service for s in lookups(spans)} == {service, APISERVER}
+            and admission is not None
+            and _rooted(spans, admission.span_id)
+        )
 
     spans = await _stored(admission_trace, both_sides, "the lookup's spans in the trace")
-    admission = next(s for s in spans if s.service == service and s.tags.get("k8s.operation"))
+    admission = _admission_span(spans, service)
+    assert admission is not None
     assert admission.tags["wukong.admission.reason"] == "NetworkAttachmentDefinitionNotFound"
     by_id = {s.span_id: s for s in spans}
     assert by_id[str(admission.parent)].service == APISERVER  # the caller's

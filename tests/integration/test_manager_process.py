@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.integration.programs.configmap_operator import RECONCILED_BY
 from tests.polling import eventually
+from wukong.demo.drill import take_lease
 from wukong.devcluster import ControlPlane
 from wukong.runtime import Client
 from wukong.runtime.resources import CONFIGMAPS, LEASES
@@ -155,9 +156,7 @@ async def test_leader_election_hands_over_and_loser_cancels(
         await eventually(
             lambda: len(second.records("reconcile started")) >= 2, what="a slow reconcile in flight"
         )
-        current = await client.get(LEASES, lease, namespace=namespace)
-        current["spec"]["holderIdentity"] = "intruder"
-        await client.update(LEASES, current)
+        await take_lease(client, name=lease, namespace=namespace, holder="intruder")
         code = await asyncio.to_thread(second.proc.wait, 30)
         assert code == 2, second.output
         assert second.records("reason=leader_lost", level="DEBUG"), second.output
